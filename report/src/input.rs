@@ -1,0 +1,74 @@
+//! What a report is made from: plain rows, filled by whoever reads the sweep (the coordinator's
+//! `report` command or the one-shot `sweep run`).
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one report needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportInput {
+    /// Sweep name.
+    pub sweep: String,
+    /// Variant names in the order figures and tables show them (the spec's order).
+    pub variants: Vec<String>,
+    /// The variant every other one is compared against (the experiment's `normal_lr1e-3`).
+    pub baseline_variant: String,
+    /// The sweep spec as pretty JSON, shown verbatim in the reproducibility block.
+    pub spec_json: String,
+    /// One row per job, whatever its state.
+    pub jobs: Vec<JobRow>,
+    /// Every stored epoch of every job.
+    pub epochs: Vec<EpochRow>,
+    pub provenance: Provenance,
+}
+
+/// One job of the sweep. Accuracies are fractions in [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub job_id: i64,
+    pub variant: String,
+    pub seed: u64,
+    /// queued, running, succeeded, failed or cancelled.
+    pub state: String,
+    pub epochs: u32,
+    pub epochs_done: u32,
+    /// `None` until the job stored an epoch.
+    pub best_val_acc: Option<f64>,
+    pub best_epoch: Option<u32>,
+    pub final_train_acc: Option<f64>,
+    pub final_val_acc: Option<f64>,
+    /// Sum of the stored epochs' wall seconds.
+    pub wall_seconds: f64,
+    /// Worker id that ran (or runs) it; empty if none.
+    pub worker: String,
+}
+
+/// One stored epoch. Accuracies are fractions in [0, 1].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub job_id: i64,
+    pub variant: String,
+    pub seed: u64,
+    /// 1-based.
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub wall_seconds: f64,
+    pub images_per_sec: f64,
+}
+
+/// The reproducibility block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `git rev-parse HEAD` of the code that made the report, or "unknown".
+    pub git_commit: String,
+    /// (crate, version) pairs, e.g. ("burn", "0.21.0").
+    pub crate_versions: Vec<(String, String)>,
+    /// Device names the workers reported (e.g. "NVIDIA H100 80GB HBM3", "cpu").
+    pub devices: Vec<String>,
+    /// (file, md5) of the data files.
+    pub data_md5: Vec<(String, String)>,
+    /// RFC 3339 time the report was made.
+    pub generated_at: String,
+}
