@@ -1,0 +1,95 @@
+//! What the figures share: the embedded font, the variant palette, figure size, and rendering one
+//! drawing function to both an SVG file and a PNG file.
+//!
+//! Text is rendered with DejaVu Sans (Bitstream Vera licence, see `assets/DejaVuSans-LICENSE.txt`)
+//! embedded in the binary and registered with plotters' `ab_glyph` font backend, so no system font
+//! library (fontconfig, freetype) is needed at build or run time.
+
+pub mod boxplot;
+pub mod curves;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, RGBColor, register_font};
+
+use crate::ReportError;
+
+/// Pixel size of every figure.
+pub const FIGURE_SIZE: (u32, u32) = (1100, 650);
+
+/// Font family name every text style uses.
+pub const FONT_FAMILY: &str = "sans-serif";
+
+static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+
+/// Registers the embedded font with plotters once per process.
+pub fn ensure_font_registered() -> Result<(), ReportError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| register_font(FONT_FAMILY, FontStyle::Normal, DEJAVU_SANS).is_ok());
+    if ok { Ok(()) } else { Err(ReportError::Plot("embedded DejaVu Sans font did not load".to_string())) }
+}
+
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(0x1F, 0x77, 0xB4),
+    RGBColor(0xFF, 0x7F, 0x0E),
+    RGBColor(0x2C, 0xA0, 0x2C),
+    RGBColor(0xD6, 0x27, 0x28),
+    RGBColor(0x94, 0x67, 0xBD),
+    RGBColor(0x8C, 0x56, 0x4B),
+    RGBColor(0xE3, 0x77, 0xC2),
+    RGBColor(0x7F, 0x7F, 0x7F),
+    RGBColor(0xBC, 0xBD, 0x22),
+    RGBColor(0x17, 0xBE, 0xCF),
+];
+
+/// Colour of the variant at display position `index` (Tableau 10, cycling).
+pub fn variant_colour(index: usize) -> RGBColor {
+    PALETTE[index % PALETTE.len()]
+}
+
+/// The colour as SVG writes it, e.g. `#1F77B4`.
+pub fn variant_colour_hex(index: usize) -> String {
+    let RGBColor(r, g, b) = variant_colour(index);
+    format!("#{r:02X}{g:02X}{b:02X}")
+}
+
+/// Text style of the given size in the embedded font.
+pub(crate) fn font(size: f64) -> TextStyle<'static> {
+    (FONT_FAMILY, size).into_font().color(&BLACK)
+}
+
+/// Converts any plotters drawing error into [`ReportError::Plot`].
+pub(crate) fn plot_error<E: std::fmt::Display>(figure: impl std::fmt::Display) -> impl Fn(E) -> ReportError {
+    move |e| ReportError::Plot(format!("{figure}: {e}"))
+}
+
+/// A figure that can draw itself on any plotters backend.
+pub(crate) trait Figure {
+    /// Short name used in error messages.
+    const NAME: &'static str;
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), ReportError>;
+}
+
+/// Draws `figure` once into `svg_path` and once into `png_path`.
+pub(crate) fn render_svg_and_png<F: Figure>(
+    figure: &F,
+    svg_path: &Path,
+    png_path: &Path,
+) -> Result<(), ReportError> {
+    ensure_font_registered()?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, FIGURE_SIZE).into_drawing_area();
+        figure.draw(&root)?;
+        root.present().map_err(plot_error(F::NAME))?;
+    }
+    std::fs::write(svg_path, svg)
+        .map_err(|source| ReportError::Io { path: svg_path.to_path_buf(), source })?;
+    let root = BitMapBackend::new(png_path, FIGURE_SIZE).into_drawing_area();
+    figure.draw(&root)?;
+    root.present().map_err(plot_error(format!("{} ({})", F::NAME, png_path.display())))?;
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The CSV files: `results.csv` (one row per job, any state) and `epochs.csv` (every stored epoch).
+//!
+//! Rows follow the variant display order, then seed, then epoch. Accuracies are written as
+//! percentages (columns end in `_pct`, four decimals); values a job does not have yet are empty.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::ReportError;
+use crate::input::{EpochRow, JobRow, ReportInput};
+
+/// Header of `results.csv`.
+pub const RESULTS_HEADER: [&str; 12] = [
+    "job_id",
+    "variant",
+    "seed",
+    "state",
+    "epochs_done",
+    "epochs",
+    "best_val_acc_pct",
+    "best_epoch",
+    "final_train_acc_pct",
+    "final_val_acc_pct",
+    "wall_seconds",
+    "worker",
+];
+
+/// Header of `epochs.csv`.
+pub const EPOCHS_HEADER: [&str; 10] = [
+    "job_id",
+    "variant",
+    "seed",
+    "epoch",
+    "train_loss",
+    "train_acc_pct",
+    "val_loss",
+    "val_acc_pct",
+    "wall_seconds",
+    "images_per_sec",
+];
+
+#[derive(Serialize)]
+struct ResultRecord<'a> {
+    job_id: i64,
+    variant: &'a str,
+    seed: u64,
+    state: &'a str,
+    epochs_done: u32,
+    epochs: u32,
+    best_val_acc_pct: Option<String>,
+    best_epoch: Option<u32>,
+    final_train_acc_pct: Option<String>,
+    final_val_acc_pct: Option<String>,
+    wall_seconds: String,
+    worker: &'a str,
+}
+
+#[derive(Serialize)]
+struct EpochRecord<'a> {
+    job_id: i64,
+    variant: &'a str,
+    seed: u64,
+    epoch: u32,
+    train_loss: f64,
+    train_acc_pct: String,
+    val_loss: f64,
+    val_acc_pct: String,
+    wall_seconds: String,
+    images_per_sec: String,
+}
+
+fn pct(fraction: f64) -> String {
+    format!("{:.4}", fraction * 100.0)
+}
+
+/// Position of a variant in display order (unknown variants last, by name).
+fn variant_rank(order: &[String], variant: &str) -> usize {
+    order.iter().position(|v| v == variant).unwrap_or(order.len())
+}
+
+/// Jobs sorted by display order, seed and id.
+pub fn jobs_in_display_order<'a>(input: &'a ReportInput, order: &[String]) -> Vec<&'a JobRow> {
+    let mut jobs: Vec<&JobRow> = input.jobs.iter().collect();
+    jobs.sort_by(|a, b| {
+        (variant_rank(order, &a.variant), &a.variant, a.seed, a.job_id).cmp(&(
+            variant_rank(order, &b.variant),
+            &b.variant,
+            b.seed,
+            b.job_id,
+        ))
+    });
+    jobs
+}
+
+fn csv_error(path: &Path) -> impl Fn(csv::Error) -> ReportError + '_ {
+    move |source| ReportError::Csv { path: path.to_path_buf(), source }
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> ReportError + '_ {
+    move |source| ReportError::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes `results.csv`: one row per job.
+pub fn write_results_csv(input: &ReportInput, order: &[String], path: &Path) -> Result<(), ReportError> {
+    let mut writer = csv::WriterBuilder::new().has_headers(false).from_path(path).map_err(csv_error(path))?;
+    writer.write_record(RESULTS_HEADER).map_err(csv_error(path))?;
+    for job in jobs_in_display_order(input, order) {
+        let record = ResultRecord {
+            job_id: job.job_id,
+            variant: &job.variant,
+            seed: job.seed,
+            state: &job.state,
+            epochs_done: job.epochs_done,
+            epochs: job.epochs,
+            best_val_acc_pct: job.best_val_acc.map(pct),
+            best_epoch: job.best_epoch,
+            final_train_acc_pct: job.final_train_acc.map(pct),
+            final_val_acc_pct: job.final_val_acc.map(pct),
+            wall_seconds: format!("{:.1}", job.wall_seconds),
+            worker: &job.worker,
+        };
+        writer.serialize(record).map_err(csv_error(path))?;
+    }
+    writer.flush().map_err(io_error(path))
+}
+
+/// Writes `epochs.csv`: every stored epoch.
+pub fn write_epochs_csv(input: &ReportInput, order: &[String], path: &Path) -> Result<(), ReportError> {
+    let mut epochs: Vec<&EpochRow> = input.epochs.iter().collect();
+    epochs.sort_by(|a, b| {
+        (variant_rank(order, &a.variant), &a.variant, a.seed, a.job_id, a.epoch).cmp(&(
+            variant_rank(order, &b.variant),
+            &b.variant,
+            b.seed,
+            b.job_id,
+            b.epoch,
+        ))
+    });
+    let mut writer = csv::WriterBuilder::new().has_headers(false).from_path(path).map_err(csv_error(path))?;
+    writer.write_record(EPOCHS_HEADER).map_err(csv_error(path))?;
+    for e in epochs {
+        let record = EpochRecord {
+            job_id: e.job_id,
+            variant: &e.variant,
+            seed: e.seed,
+            epoch: e.epoch,
+            train_loss: e.train_loss,
+            train_acc_pct: pct(e.train_acc),
+            val_loss: e.val_loss,
+            val_acc_pct: pct(e.val_acc),
+            wall_seconds: format!("{:.2}", e.wall_seconds),
+            images_per_sec: format!("{:.1}", e.images_per_sec),
+        };
+        writer.serialize(record).map_err(csv_error(path))?;
+    }
+    writer.flush().map_err(io_error(path))
+}

@@ -1,0 +1,172 @@
+//! Deterministic synthetic report inputs shared by the integration tests and the example.
+
+#![allow(dead_code)]
+
+use report::{EpochRow, JobRow, Provenance, ReportInput};
+
+pub const VARIANTS: [&str; 5] =
+    ["natural_hardmax", "natural_softmax", "multi_softmax", "normal_lr1e-3", "normal_lr1e-2"];
+
+/// Final validation accuracy (fraction) and seed-to-seed spread of each synthetic variant.
+const LEVELS: [(f64, f64); 5] =
+    [(0.880, 0.003), (0.915, 0.003), (0.900, 0.012), (0.900, 0.003), (0.885, 0.003)];
+
+/// SplitMix64: a fixed-seed generator giving the same numbers on every run and platform.
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn next_signed(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+}
+
+fn provenance() -> Provenance {
+    Provenance {
+        git_commit: "0123456789abcdef0123456789abcdef01234567".to_string(),
+        crate_versions: vec![
+            ("burn".to_string(), "0.21.0".to_string()),
+            ("report".to_string(), "0.1.0".to_string()),
+        ],
+        devices: vec!["NVIDIA H100 80GB HBM3".to_string()],
+        data_md5: vec![("data_batch_1.bin".to_string(), "c99cafc152244af753f735de768cd75f".to_string())],
+        generated_at: "2026-11-26T19:30:00Z".to_string(),
+    }
+}
+
+/// One job with `epochs_done` of `epochs` stored; returns the job row and its epoch rows.
+fn job(
+    job_id: i64,
+    variant_index: usize,
+    seed: u64,
+    state: &str,
+    epochs: u32,
+    epochs_done: u32,
+) -> (JobRow, Vec<EpochRow>) {
+    let variant = VARIANTS[variant_index].to_string();
+    let (level, spread) = LEVELS[variant_index];
+    let mut rng = SplitMix::new(job_id as u64 * 7919 + seed);
+    let final_level = level + spread * rng.next_signed() * 1.7;
+    let rows: Vec<EpochRow> = (1..=epochs_done)
+        .map(|epoch| {
+            let progress = 1.0 - (-(epoch as f64) / 1.5).exp();
+            let val_acc = (final_level * progress + 0.003 * rng.next_signed()).clamp(0.0, 1.0);
+            let train_acc = (val_acc + 0.04 * progress + 0.002 * rng.next_signed()).clamp(0.0, 1.0);
+            EpochRow {
+                job_id,
+                variant: variant.clone(),
+                seed,
+                epoch,
+                train_loss: 2.3 * (1.0 - train_acc),
+                train_acc,
+                val_loss: 2.3 * (1.0 - val_acc),
+                val_acc,
+                wall_seconds: 12.5,
+                images_per_sec: 4000.0,
+            }
+        })
+        .collect();
+    let best = rows.iter().max_by(|a, b| a.val_acc.total_cmp(&b.val_acc));
+    let job = JobRow {
+        job_id,
+        variant,
+        seed,
+        state: state.to_string(),
+        epochs,
+        epochs_done,
+        best_val_acc: best.map(|e| e.val_acc),
+        best_epoch: best.map(|e| e.epoch),
+        final_train_acc: rows.last().map(|e| e.train_acc),
+        final_val_acc: rows.last().map(|e| e.val_acc),
+        wall_seconds: rows.iter().map(|e| e.wall_seconds).sum(),
+        worker: if epochs_done > 0 { format!("worker-{}", job_id % 3) } else { String::new() },
+    };
+    (job, rows)
+}
+
+fn assemble(sweep: &str, jobs: Vec<(JobRow, Vec<EpochRow>)>) -> ReportInput {
+    let mut input = ReportInput {
+        sweep: sweep.to_string(),
+        variants: VARIANTS.iter().map(|v| v.to_string()).collect(),
+        baseline_variant: "normal_lr1e-3".to_string(),
+        spec_json: "{\n  \"name\": \"cifar10-natural\",\n  \"epochs\": 10,\n  \"seeds\": [0, 1, 2, 3, 4]\n}"
+            .to_string(),
+        jobs: Vec::new(),
+        epochs: Vec::new(),
+        provenance: provenance(),
+    };
+    for (row, epochs) in jobs {
+        input.jobs.push(row);
+        input.epochs.extend(epochs);
+    }
+    input
+}
+
+/// 5 variants × `seeds` seeds × `epochs` epochs, every job succeeded.
+pub fn finished_sweep(seeds: u64, epochs: u32) -> ReportInput {
+    let mut jobs = Vec::new();
+    for (v, _) in VARIANTS.iter().enumerate() {
+        for seed in 0..seeds {
+            let id = (v as i64) * 100 + seed as i64 + 1;
+            jobs.push(job(id, v, seed, "succeeded", epochs, epochs));
+        }
+    }
+    assemble("cifar10-natural", jobs)
+}
+
+/// A sweep in progress: no job succeeded, some running with a few epochs, some queued, and the
+/// last variant has no jobs at all.
+pub fn partial_sweep_none_finished() -> ReportInput {
+    let mut jobs = Vec::new();
+    for v in 0..4 {
+        for seed in 0..3u64 {
+            let id = (v as i64) * 100 + seed as i64 + 1;
+            let (state, done) = if seed == 0 { ("running", 3 + v as u32) } else { ("queued", 0) };
+            jobs.push(job(id, v, seed, state, 10, done));
+        }
+    }
+    assemble("cifar10-partial", jobs)
+}
+
+/// A sweep in progress: two seeds finished per variant, one running, one queued, one failed.
+pub fn partial_sweep_mixed() -> ReportInput {
+    let mut jobs = Vec::new();
+    for v in 0..5 {
+        for seed in 0..5u64 {
+            let id = (v as i64) * 100 + seed as i64 + 1;
+            let (state, done) = match seed {
+                0 | 1 => ("succeeded", 10),
+                2 => ("running", 6),
+                3 => ("queued", 0),
+                _ => ("failed", 2),
+            };
+            jobs.push(job(id, v, seed, state, 10, done));
+        }
+    }
+    assemble("cifar10-mixed", jobs)
+}
+
+/// A finished sweep whose jobs have exactly the given best validation accuracies (one slice per
+/// variant in display order), each with a single stored epoch.
+pub fn sweep_with_best_values(best: [&[f64]; 5]) -> ReportInput {
+    let mut jobs = Vec::new();
+    for (v, values) in best.iter().enumerate() {
+        for (seed, &acc) in values.iter().enumerate() {
+            let (mut row, mut epochs) = job((v * 100 + seed + 1) as i64, v, seed as u64, "succeeded", 1, 1);
+            epochs[0].val_acc = acc;
+            row.best_val_acc = Some(acc);
+            row.final_val_acc = Some(acc);
+            jobs.push((row, epochs));
+        }
+    }
+    assemble("hand-made", jobs)
+}
