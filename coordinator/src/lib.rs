@@ -1,1 +1,25 @@
-//! placeholder
+//! The sweep coordinator: a gRPC service keeping a durable SQLite queue of (loss variant, seed)
+//! training jobs. Users submit sweeps and watch them ([`service::sweep_service`]); GPU workers
+//! lease jobs, heartbeat, stream per-epoch metrics and finish them
+//! ([`service::worker_service`]). Every worker write is fenced by its lease.
+//!
+//! - [`run`] / [`serve`]: the server seam (listener, database, config, shutdown future).
+//! - [`Database`]: opening the database (WAL, `synchronous=FULL`, migrations).
+//! - [`lifecycle`]: the pure job state machine.
+//! - [`cli`]: the client subcommands, including [`cli::watch::watch_progress`] (progress bars)
+//!   and [`cli::report::fetch_report_input`] (report rows over gRPC).
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod lifecycle;
+pub mod reaper;
+pub mod server;
+pub mod service;
+
+pub use config::Config;
+pub use db::{DEFAULT_DATABASE_URL, Database};
+pub use error::{Error, Result};
+pub use server::{run, serve};

@@ -1,0 +1,49 @@
+//! Run-time settings of the coordinator service (the CLI fills them from flags and env vars).
+
+use std::time::Duration;
+
+/// Default gRPC message limit (both directions).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How the service behaves; the database is opened separately with [`crate::db::Database::open`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a lease lives without a heartbeat.
+    pub lease_ttl: Duration,
+    /// How often workers should heartbeat (sent to them at registration).
+    pub heartbeat_interval: Duration,
+    /// How often the reaper looks for expired leases.
+    pub reaper_interval: Duration,
+    /// Largest gRPC message accepted or sent; bigger requests get RESOURCE_EXHAUSTED.
+    pub max_message_bytes: usize,
+    /// Wait a worker is told to take before asking again when nothing is queued.
+    pub idle_retry_after: Duration,
+    /// Capacity of the event broadcast feeding `WatchSweep`; slower watchers get a fresh snapshot.
+    pub event_capacity: usize,
+}
+
+impl Config {
+    /// Settings derived from a lease TTL: heartbeats every ttl/3, reaper every ttl/4.
+    pub fn with_lease_ttl(lease_ttl: Duration) -> Self {
+        Config {
+            lease_ttl,
+            heartbeat_interval: lease_ttl / 3,
+            reaper_interval: (lease_ttl / 4).max(Duration::from_millis(10)),
+            ..Config::default()
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let lease_ttl = Duration::from_secs(30);
+        Config {
+            lease_ttl,
+            heartbeat_interval: lease_ttl / 3,
+            reaper_interval: lease_ttl / 4,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            idle_retry_after: Duration::from_secs(2),
+            event_capacity: 4096,
+        }
+    }
+}

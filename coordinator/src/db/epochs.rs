@@ -1,0 +1,171 @@
+//! The `epochs` table: one row per (job, epoch) holding that epoch's metrics and the attempt that
+//! wrote it. A later attempt overwrites rows of earlier ones; the same attempt re-sending an
+//! epoch changes nothing (a duplicate).
+
+use std::collections::HashSet;
+
+use sqlx::{AssertSqlSafe, Executor, FromRow, Sqlite, SqliteConnection};
+use sweep_proto::{EpochMetrics, Fence, pb};
+
+use crate::error::Result;
+
+macro_rules! cols {
+    () => {
+        "e.job_id, j.variant, j.seed, e.epoch, e.attempt, e.train_loss, e.train_acc, e.val_loss, e.val_acc, \
+         e.wall_seconds, e.images_per_sec, e.recorded_at_ms"
+    };
+}
+
+/// A stored epoch, with its job's variant and seed.
+#[derive(Debug, Clone, FromRow)]
+pub struct EpochRow {
+    pub job_id: i64,
+    pub variant: String,
+    pub seed: i64,
+    pub epoch: i64,
+    pub attempt: i64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub wall_seconds: f64,
+    pub images_per_sec: f64,
+    pub recorded_at_ms: i64,
+}
+
+impl EpochRow {
+    pub fn metrics(&self) -> pb::EpochMetrics {
+        pb::EpochMetrics {
+            epoch: self.epoch as u32,
+            train_loss: self.train_loss,
+            train_acc: self.train_acc,
+            val_loss: self.val_loss,
+            val_acc: self.val_acc,
+            wall_seconds: self.wall_seconds,
+            images_per_sec: self.images_per_sec,
+        }
+    }
+}
+
+/// One streamed epoch to store.
+#[derive(Debug, Clone)]
+pub struct EpochWrite {
+    pub fence: Fence,
+    pub metrics: EpochMetrics,
+}
+
+fn insert_sql(rows: usize) -> String {
+    // Anonymous `?` only: SQLite looks up a named parameter (`?NNN`) by walking a list, which
+    // makes binding hundreds of them quadratic. Bind order: now, the rows, now again.
+    let mut sql = String::from(
+        "INSERT INTO epochs (job_id, epoch, attempt, train_loss, train_acc, val_loss, val_acc, wall_seconds, \
+         images_per_sec, recorded_at_ms) \
+         SELECT j.id, v.column2, j.attempt, v.column5, v.column6, v.column7, v.column8, v.column9, v.column10, ? \
+         FROM (VALUES ",
+    );
+    for row in 0..rows {
+        sql.push_str(if row == 0 {
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        } else {
+            ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        });
+    }
+    sql.push_str(
+        ") AS v JOIN jobs j ON j.id = v.column1 AND j.state = 'running' AND j.attempt = v.column3 \
+         AND j.lease_token = v.column4 AND j.lease_expires_at_ms > ? AND j.epochs >= v.column2 \
+         WHERE true \
+         ON CONFLICT (job_id, epoch) DO UPDATE SET attempt = excluded.attempt, \
+         train_loss = excluded.train_loss, train_acc = excluded.train_acc, val_loss = excluded.val_loss, \
+         val_acc = excluded.val_acc, wall_seconds = excluded.wall_seconds, \
+         images_per_sec = excluded.images_per_sec, recorded_at_ms = excluded.recorded_at_ms \
+         WHERE excluded.attempt > epochs.attempt \
+         RETURNING job_id, epoch",
+    );
+    sql
+}
+
+/// Stores, with a few multi-row statements, every write whose fence is its job's running,
+/// unexpired lease (as of `now_ms`) and whose epoch is within the job's epoch count; a row of an
+/// earlier attempt is overwritten. Returns, per write, whether it was stored; a write that was not
+/// had a bad fence or epoch, or was a duplicate of this attempt (callers find out which).
+pub async fn insert_batch(
+    conn: &mut SqliteConnection,
+    writes: &[EpochWrite],
+    now_ms: i64,
+) -> Result<Vec<bool>> {
+    let mut stored = Vec::with_capacity(writes.len());
+    let mut rest = writes;
+    for (rows, shape) in super::padded_chunks(writes.len()) {
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let mut query = sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(insert_sql(shape))).bind(now_ms);
+        for w in chunk {
+            let m = &w.metrics;
+            query = query
+                .bind(w.fence.job_id)
+                .bind(i64::from(m.epoch))
+                .bind(i64::from(w.fence.attempt))
+                .bind(w.fence.lease_token.as_str())
+                .bind(m.train_loss)
+                .bind(m.train_acc)
+                .bind(m.val_loss)
+                .bind(m.val_acc)
+                .bind(m.wall_seconds)
+                .bind(m.images_per_sec);
+        }
+        for _ in rows..shape {
+            // Padding: job id 0 never exists, so the row joins nothing.
+            query = query.bind(0i64).bind(1i64).bind(1i64).bind("");
+            query = query.bind(0.0).bind(0.0).bind(0.0).bind(0.0).bind(0.0).bind(0.0);
+        }
+        query = query.bind(now_ms);
+        let mut written: HashSet<(i64, i64)> = query.fetch_all(&mut *conn).await?.into_iter().collect();
+        // A (job, epoch) sent twice in one chunk is stored once: the first write gets it.
+        stored.extend(chunk.iter().map(|w| written.remove(&(w.fence.job_id, i64::from(w.metrics.epoch)))));
+    }
+    Ok(stored)
+}
+
+/// Epochs the job's current attempt stored, by epoch.
+pub async fn for_job<'c, E>(ex: E, job_id: i64) -> Result<Vec<EpochRow>>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        cols!(),
+        " FROM epochs e JOIN jobs j ON j.id = e.job_id WHERE e.job_id = ?1 AND e.attempt = j.attempt ORDER BY e.epoch"
+    ))
+    .bind(job_id)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Epochs of every job of a sweep (current attempts only), by job and epoch.
+pub async fn for_sweep<'c, E>(ex: E, sweep: &str) -> Result<Vec<EpochRow>>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        cols!(),
+        " FROM epochs e JOIN jobs j ON j.id = e.job_id WHERE j.sweep = ?1 AND e.attempt = j.attempt \
+         ORDER BY e.job_id, e.epoch"
+    ))
+    .bind(sweep)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Mean wall seconds of the sweep's stored epochs (all attempts), `None` before the first.
+pub async fn mean_wall_seconds<'c, E>(ex: E, sweep: &str) -> Result<Option<f64>>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    Ok(sqlx::query_scalar(
+        "SELECT AVG(e.wall_seconds) FROM epochs e JOIN jobs j ON j.id = e.job_id WHERE j.sweep = ?1",
+    )
+    .bind(sweep)
+    .fetch_one(ex)
+    .await?)
+}

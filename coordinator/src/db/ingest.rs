@@ -1,0 +1,133 @@
+//! Group-commit handling of the two hot write paths. The writer hands every run of queued epoch
+//! reports to [`ingest`] and every run of queued heartbeats to [`heartbeats`]; each run is done
+//! with a few multi-row statements (fence checks included) instead of several per request.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::SqliteConnection;
+use sweep_proto::{Fence, InvalidInput, JobState};
+
+use super::epochs::{self, EpochWrite};
+use super::jobs::{self, JobKey, Progress};
+use super::workers;
+use crate::error::{Error, Result};
+
+/// What happened to one epoch write: `Some(job)` when stored, `None` when it was a duplicate of
+/// this attempt, or the reason it was rejected (stale fence, unknown job, epoch out of range).
+pub type Ingested = Result<Option<JobKey>>;
+
+/// Stores a run of epoch writes (in order) and returns one outcome per write. An `Err` of the
+/// outer result is a database failure that affects the whole run.
+pub async fn ingest(
+    conn: &mut SqliteConnection,
+    writes: &[EpochWrite],
+    now_ms: i64,
+) -> Result<Vec<Ingested>> {
+    let stored = epochs::insert_batch(conn, writes, now_ms).await?;
+    let mut progress: BTreeMap<i64, Progress> = BTreeMap::new();
+    for w in writes.iter().zip(&stored).filter_map(|(w, s)| s.then_some(w)) {
+        let (acc, epoch) = (w.metrics.val_acc, i64::from(w.metrics.epoch));
+        progress
+            .entry(w.fence.job_id)
+            .and_modify(|p| {
+                p.stored += 1;
+                if acc > p.best_val_acc {
+                    (p.best_val_acc, p.best_epoch) = (acc, epoch);
+                }
+            })
+            .or_insert(Progress { job_id: w.fence.job_id, stored: 1, best_val_acc: acc, best_epoch: epoch });
+    }
+    let progress: Vec<Progress> = progress.into_values().collect();
+    let keys: HashMap<i64, JobKey> =
+        jobs::record_progress(conn, &progress).await?.into_iter().map(|k| (k.id, k)).collect();
+    let mut outcomes = Vec::with_capacity(writes.len());
+    for (w, stored) in writes.iter().zip(stored) {
+        outcomes.push(if stored {
+            Ok(keys.get(&w.fence.job_id).cloned())
+        } else {
+            rejected_or_duplicate(conn, w, now_ms).await
+        });
+    }
+    Ok(outcomes)
+}
+
+/// Why a write was not stored: an error for a bad fence or epoch, `None` for a duplicate.
+async fn rejected_or_duplicate(conn: &mut SqliteConnection, w: &EpochWrite, now_ms: i64) -> Ingested {
+    let job = jobs::fenced(&mut *conn, &w.fence, now_ms).await?;
+    if i64::from(w.metrics.epoch) > job.epochs {
+        return Err(InvalidInput::new(
+            "metrics.epoch",
+            format!("epoch {} is beyond the job's {} epochs", w.metrics.epoch, job.epochs),
+        )
+        .into());
+    }
+    Ok(None)
+}
+
+/// One heartbeat: the worker, its free slots and the leases it holds.
+#[derive(Debug, Clone)]
+pub struct HeartbeatWrite {
+    pub worker_id: String,
+    pub idle_slots: u32,
+    pub fences: Vec<Fence>,
+    /// How long a renewed lease lives from now.
+    pub lease_ttl_ms: i64,
+}
+
+/// What a heartbeat says about one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseVerdict {
+    /// Renewed; keep going.
+    Renewed,
+    /// The job was cancelled; stop.
+    Cancelled,
+    /// Expired or superseded by a newer attempt; stop, writes will be rejected.
+    Lost,
+}
+
+/// The outcome of one heartbeat: a verdict per fence, in order, or NOT_FOUND for a worker that
+/// never registered (nothing renewed then).
+pub type Beat = Result<Vec<LeaseVerdict>>;
+
+/// Records a run of heartbeats: marks the workers seen and renews every lease that is still the
+/// job's running, unexpired one.
+pub async fn heartbeats(
+    conn: &mut SqliteConnection,
+    beats: &[HeartbeatWrite],
+    now_ms: i64,
+) -> Result<Vec<Beat>> {
+    let seen: Vec<(&str, u32)> = beats.iter().map(|b| (b.worker_id.as_str(), b.idle_slots)).collect();
+    let known = workers::touch_many(conn, &seen, now_ms).await?;
+    let leases: Vec<(&Fence, i64)> = beats
+        .iter()
+        .filter(|b| known.contains(&b.worker_id))
+        .flat_map(|b| b.fences.iter().map(move |f| (f, now_ms + b.lease_ttl_ms)))
+        .collect();
+    let renewed = jobs::renew_many(conn, &leases, now_ms).await?;
+    let mut outcomes = Vec::with_capacity(beats.len());
+    for beat in beats {
+        if !known.contains(&beat.worker_id) {
+            outcomes.push(Err(Error::NotFound(format!("worker {:?} (register it first)", beat.worker_id))));
+            continue;
+        }
+        let mut verdicts = Vec::with_capacity(beat.fences.len());
+        for f in &beat.fences {
+            let key = (f.job_id, i64::from(f.attempt), f.lease_token.clone());
+            verdicts.push(if renewed.contains(&key) {
+                LeaseVerdict::Renewed
+            } else {
+                not_renewed(conn, f).await?
+            });
+        }
+        outcomes.push(Ok(verdicts));
+    }
+    Ok(outcomes)
+}
+
+/// Why a lease was not renewed: the job was cancelled under it, or the lease is gone.
+async fn not_renewed(conn: &mut SqliteConnection, fence: &Fence) -> Result<LeaseVerdict> {
+    let cancelled = jobs::get(conn, fence.job_id)
+        .await?
+        .is_some_and(|job| job.holds(fence) && job.job_state() == JobState::Cancelled);
+    Ok(if cancelled { LeaseVerdict::Cancelled } else { LeaseVerdict::Lost })
+}

@@ -1,0 +1,153 @@
+//! Durable storage: SQLite through sqlx, one module per table ([`sweeps`], [`jobs`], [`epochs`],
+//! [`workers`]) plus the single-writer task ([`writer`]) every write goes through.
+//!
+//! Reads use a small pool of reader connections; all writes are funnelled into one connection
+//! owned by the writer task, which runs queued writes back to back in one transaction (group
+//! commit, one savepoint per write). SQLite allows one writer at a time anyway, so this removes
+//! `SQLITE_BUSY` retries and turns many small fsyncs into one.
+
+pub mod epochs;
+pub mod ingest;
+pub mod jobs;
+pub mod sweeps;
+pub mod workers;
+mod writer;
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, SqliteConnection};
+
+use crate::error::Result;
+
+/// Default database: `sweep.db` in the working directory, created if missing.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://sweep.db?mode=rwc";
+
+/// Reader connections in the pool (writes have their own connection).
+const READERS: u32 = 4;
+
+/// The schema migrations in `/migrations`, applied by [`Database::open`].
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Row counts of the multi-row statements: a chunk of `n` real rows is padded with rows that
+/// match nothing up to the next of these shapes. Few shapes keep the statements in the prepared
+/// statement cache (preparing a 256-row statement costs milliseconds, running it far less), and
+/// one statement per chunk keeps round trips to the connection's thread down.
+const SHAPES: [usize; 4] = [4, 16, 64, 256];
+
+/// Splits `n` rows into chunks `(rows, shape)`: at most 256 real rows each, padded to `shape`.
+pub(crate) fn padded_chunks(mut n: usize) -> impl Iterator<Item = (usize, usize)> {
+    std::iter::from_fn(move || {
+        let rows = n.min(SHAPES[SHAPES.len() - 1]);
+        n -= rows;
+        (rows > 0).then(|| (rows, SHAPES.into_iter().find(|s| *s >= rows).unwrap_or(rows)))
+    })
+}
+
+/// A handle on the coordinator's database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Database {
+    reader: SqlitePool,
+    writer: writer::Writer,
+}
+
+/// Connection settings shared by the writer and the readers.
+fn connect_options(url: &str) -> Result<SqliteConnectOptions> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        // WAL: readers never block the writer and a commit is one append to the log.
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL, not NORMAL: in WAL mode NORMAL skips the fsync at commit, so the last
+        // transactions can vanish on power loss or an OS crash. Workers treat an EpochAck as
+        // "stored" and will not resend, so an acknowledged row must be on disk before the ack:
+        // FULL syncs the WAL on every commit. Group commit in the writer keeps that affordable.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true)
+        .statement_cache_capacity(256))
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `url`, e.g. `sqlite://sweep.db?mode=rwc`,
+    /// applies pending migrations and starts the writer task.
+    pub async fn open(url: &str) -> Result<Database> {
+        let options = connect_options(url)?;
+        let mut conn = options.connect().await?;
+        MIGRATOR.run(&mut conn).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(Database { reader, writer: writer::Writer::spawn(conn)? })
+    }
+
+    /// Pool for reads (any number of concurrent readers in WAL mode).
+    pub fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// Runs `f` on the writer connection inside a transaction shared with other queued writes.
+    /// If `f` fails, its own changes are rolled back (savepoint) and its error returned; its result
+    /// is only returned once the transaction is committed to disk.
+    pub async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<R>> + Send + 'static,
+    {
+        self.writer.write(f).await
+    }
+
+    /// Stores one streamed epoch through the writer's batched ingestion path (see [`ingest`]);
+    /// returns once it is committed.
+    pub async fn ingest_epoch(&self, write: epochs::EpochWrite) -> ingest::Ingested {
+        self.writer.enqueue_epoch(write).await?.await
+    }
+
+    /// Queues one streamed epoch for the writer (writes queued in order are stored in order)
+    /// and returns a future of its outcome, so a stream can queue the next one meanwhile.
+    pub async fn enqueue_epoch(
+        &self,
+        write: epochs::EpochWrite,
+    ) -> Result<impl std::future::Future<Output = ingest::Ingested> + Send + 'static> {
+        self.writer.enqueue_epoch(write).await
+    }
+
+    /// Records a heartbeat through the writer's batched path (see [`ingest::heartbeats`]);
+    /// returns once it is committed.
+    pub async fn heartbeat(&self, beat: ingest::HeartbeatWrite) -> ingest::Beat {
+        self.writer.heartbeat(beat).await
+    }
+
+    /// Waits for queued writes, then closes every connection.
+    pub async fn close(self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn padded_chunks_use_few_shapes_and_cover_n() {
+        assert_eq!(super::padded_chunks(0).count(), 0);
+        assert_eq!(super::padded_chunks(1).collect::<Vec<_>>(), vec![(1, 4)]);
+        assert_eq!(super::padded_chunks(39).collect::<Vec<_>>(), vec![(39, 64)]);
+        assert_eq!(super::padded_chunks(300).collect::<Vec<_>>(), vec![(256, 256), (44, 64)]);
+        for n in 0..1000 {
+            assert_eq!(super::padded_chunks(n).map(|(rows, _)| rows).sum::<usize>(), n);
+            assert!(
+                super::padded_chunks(n).all(|(rows, shape)| rows <= shape && super::SHAPES.contains(&shape))
+            );
+        }
+    }
+}

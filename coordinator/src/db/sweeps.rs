@@ -1,0 +1,152 @@
+//! The `sweeps` table: one row per sweep name with its validated spec, and the rules for merging
+//! a resubmitted spec into the stored one.
+
+use sqlx::{Executor, FromRow, Sqlite};
+use sweep_proto::SweepSpec;
+
+use crate::error::{Error, Result};
+
+/// A stored sweep.
+#[derive(Debug, Clone, FromRow)]
+pub struct SweepRow {
+    pub name: String,
+    pub spec_json: String,
+    pub created_at_ms: i64,
+}
+
+impl SweepRow {
+    /// The stored spec (variants and seeds of every job of the sweep).
+    pub fn spec(&self) -> Result<SweepSpec> {
+        serde_json::from_str(&self.spec_json)
+            .map_err(|e| Error::Internal(format!("stored spec of sweep {} is unreadable: {e}", self.name)))
+    }
+}
+
+pub async fn get<'c, E>(ex: E, name: &str) -> Result<Option<SweepRow>>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    Ok(sqlx::query_as("SELECT name, spec_json, created_at_ms FROM sweeps WHERE name = ?1")
+        .bind(name)
+        .fetch_optional(ex)
+        .await?)
+}
+
+/// Like [`get`], but a missing sweep is [`Error::NotFound`].
+pub async fn require<'c, E>(ex: E, name: &str) -> Result<SweepRow>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    get(ex, name).await?.ok_or_else(|| Error::NotFound(format!("sweep {name:?}")))
+}
+
+/// Every sweep, oldest first.
+pub async fn list<'c, E>(ex: E) -> Result<Vec<SweepRow>>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    Ok(sqlx::query_as("SELECT name, spec_json, created_at_ms FROM sweeps ORDER BY created_at_ms, name")
+        .fetch_all(ex)
+        .await?)
+}
+
+/// Inserts a sweep, or replaces the stored spec of an existing one.
+pub async fn upsert<'c, E>(ex: E, spec: &SweepSpec, now_ms: i64) -> Result<()>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO sweeps (name, spec_json, created_at_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json",
+    )
+    .bind(&spec.name)
+    .bind(serde_json::to_string(spec)?)
+    .bind(now_ms)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Merges a resubmitted spec into the stored one: variants and seeds are united (stored order
+/// first), everything that shapes a job must match. Returns the merged spec or a
+/// [`Error::Conflict`] naming every difference.
+pub fn merge(stored: &SweepSpec, new: &SweepSpec) -> Result<SweepSpec> {
+    let mut conflicts = Vec::new();
+    if stored.epochs != new.epochs {
+        conflicts.push(format!("epochs {} (stored {})", new.epochs, stored.epochs));
+    }
+    if stored.batch_size != new.batch_size {
+        conflicts.push(format!("batch_size {} (stored {})", new.batch_size, stored.batch_size));
+    }
+    if stored.data != new.data {
+        conflicts.push(format!("data options {:?} (stored {:?})", new.data, stored.data));
+    }
+    if stored.max_attempts != new.max_attempts {
+        conflicts.push(format!("max_attempts {} (stored {})", new.max_attempts, stored.max_attempts));
+    }
+    for variant in new.variants.iter().filter(|v| stored.variants.contains(v)) {
+        let (old_lr, new_lr) = (stored.learning_rate(*variant), new.learning_rate(*variant));
+        if old_lr != new_lr {
+            conflicts.push(format!("learning rate {new_lr} for {variant} (stored {old_lr})"));
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(Error::Conflict(format!(
+            "sweep {:?} already exists with different settings: {}; submit under a new name",
+            stored.name,
+            conflicts.join(", ")
+        )));
+    }
+    let mut merged = stored.clone();
+    for v in &new.variants {
+        if !merged.variants.contains(v) {
+            merged.variants.push(*v);
+            merged.learning_rates.insert(*v, new.learning_rate(*v));
+        }
+    }
+    for s in &new.seeds {
+        if !merged.seeds.contains(s) {
+            merged.seeds.push(*s);
+        }
+    }
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sweep_proto::{LossVariant, pb};
+
+    fn spec(variants: &[&str], seeds: &[u64]) -> SweepSpec {
+        pb::SweepSpec {
+            name: "s".into(),
+            variants: variants.iter().map(|v| v.to_string()).collect(),
+            seeds: seeds.to_vec(),
+            epochs: 10,
+            batch_size: 64,
+            ..Default::default()
+        }
+        .try_into()
+        .unwrap()
+    }
+
+    #[test]
+    fn merge_unites_variants_and_seeds() {
+        let stored = spec(&["natural_softmax"], &[0, 1]);
+        let merged = merge(&stored, &spec(&["normal_lr1e-2", "natural_softmax"], &[1, 2])).unwrap();
+        assert_eq!(merged.variants, vec![LossVariant::NaturalSoftmax, LossVariant::NormalLr1e2]);
+        assert_eq!(merged.seeds, vec![0, 1, 2]);
+        assert_eq!(merged.learning_rate(LossVariant::NormalLr1e2), 1e-2);
+    }
+
+    #[test]
+    fn merge_rejects_changed_hyper_parameters() {
+        let stored = spec(&["natural_softmax"], &[0]);
+        let mut other = stored.clone();
+        other.epochs = 11;
+        other.learning_rates.insert(LossVariant::NaturalSoftmax, 0.5);
+        let err = merge(&stored, &other).unwrap_err().to_string();
+        assert!(err.contains("epochs 11 (stored 10)"), "{err}");
+        assert!(err.contains("learning rate 0.5"), "{err}");
+    }
+}

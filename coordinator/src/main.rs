@@ -1,0 +1,16 @@
+//! The `coordinator` binary: parses the command line, sets up logging and hands over to the
+//! library ([`coordinator::cli::execute`]).
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = coordinator::cli::Cli::parse();
+    coordinator::cli::execute(cli).await?;
+    Ok(())
+}
