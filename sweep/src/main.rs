@@ -1,1 +1,35 @@
-fn main() {}
+//! `sweep` binary: the whole experiment in one command.
+//!
+//! `sweep run --preset quick` starts an embedded coordinator on a local SQLite file, attaches
+//! local worker slots (every GPU found, else the CPU), submits the sweep, shows live progress and
+//! writes the report when the sweep ends. Running it again continues the same sweep.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "sweep", version, about = "Run the natural-vs-artificial CIFAR-10 experiment end to end")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run (or continue) a sweep locally and write its report.
+    Run(sweep::run::RunArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run(args) => {
+            sweep::run::run(args).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! `sweep run`: starts an embedded coordinator and local worker slots in this process, submits
+//! the sweep (idempotently, so a re-run continues it), follows it with progress bars until no job
+//! is queued or running, then writes the report.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use coordinator::{Config, Database};
+use sweep_proto::pb::sweep_service_client::SweepServiceClient;
+use sweep_proto::pb::{GetSweepRequest, SubmitSweepRequest, SweepSpec};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tracing::info;
+use worker::agent::{AgentConfig, run_agent};
+use worker::{Cifar10, available_devices};
+
+use crate::presets::{Preset, SpecFileError, spec_from_file};
+
+/// Flags of `sweep run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Named sweep to run.
+    #[arg(long, env = "SWEEP_PRESET", value_enum, default_value = "smoke")]
+    pub preset: Preset,
+    /// JSON sweep spec file; replaces the preset.
+    #[arg(long, env = "SWEEP_SPEC")]
+    pub spec: Option<PathBuf>,
+    /// Sweep name (default: the preset's or the spec file's).
+    #[arg(long, env = "SWEEP_NAME")]
+    pub name: Option<String>,
+    /// Override the seeds: a range `0..5` or a list `0,1,7`.
+    #[arg(long, env = "SWEEP_SEEDS", value_parser = parse_seeds)]
+    pub seeds: Option<Vec<u64>>,
+    /// Override the loss variants (comma-separated).
+    #[arg(long, env = "SWEEP_VARIANTS", value_delimiter = ',')]
+    pub variants: Option<Vec<String>>,
+    /// Override the number of epochs.
+    #[arg(long, env = "SWEEP_EPOCHS")]
+    pub epochs: Option<u32>,
+    /// Override the batch size.
+    #[arg(long, env = "SWEEP_BATCH_SIZE")]
+    pub batch_size: Option<u32>,
+    /// Override the number of training images (0 = all).
+    #[arg(long, env = "SWEEP_TRAIN_LIMIT")]
+    pub train_limit: Option<u32>,
+    /// Override the number of test images (0 = all).
+    #[arg(long, env = "SWEEP_TEST_LIMIT")]
+    pub test_limit: Option<u32>,
+    /// Override the CNN's channel width multiplier.
+    #[arg(long, env = "SWEEP_WIDTH")]
+    pub width: Option<f32>,
+    /// SQLite database of the embedded coordinator.
+    #[arg(long, env = "SWEEP_DATABASE_URL", default_value = coordinator::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Address of the embedded coordinator; use 0.0.0.0:50051 to let workers on other machines
+    /// join (`worker --coordinator http://THIS_HOST:50051`).
+    #[arg(long, env = "SWEEP_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Folder with the CIFAR-10 binary files (.bin or .bin.xz); downloaded there if missing.
+    #[arg(long, env = "SWEEP_DATA_DIR", default_value = "data/cifar10")]
+    pub data_dir: PathBuf,
+    /// auto (every CUDA GPU, else the CPU), cuda or cpu.
+    #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// GPUs to use: `all` or a list like `0,1`.
+    #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
+    pub gpus: String,
+    /// Concurrent jobs per device.
+    #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
+    pub slots_per_gpu: u32,
+    /// Attach local worker slots; `false` leaves the training to remote workers.
+    #[arg(long, env = "SWEEP_LOCAL_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_worker: bool,
+    /// Lease time-to-live of the embedded coordinator, in seconds.
+    #[arg(long, env = "SWEEP_LEASE_TTL_SECS", default_value_t = 30)]
+    pub lease_ttl_secs: u64,
+    /// Report directory (default: reports/<sweep name>).
+    #[arg(long, env = "SWEEP_OUT")]
+    pub out: Option<PathBuf>,
+    /// Print one line per finished epoch instead of progress bars.
+    #[arg(long, env = "SWEEP_NO_PROGRESS")]
+    pub no_progress: bool,
+}
+
+/// Why `sweep run` stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    SpecFile(#[from] SpecFileError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Coordinator(#[from] coordinator::Error),
+    #[error("cannot reach the embedded coordinator: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("coordinator refused the request: {}", .0.message())]
+    Rpc(#[from] tonic::Status),
+    #[error(transparent)]
+    Devices(#[from] worker::backend::DeviceError),
+    #[error(transparent)]
+    Data(#[from] worker::DataError),
+    #[error(transparent)]
+    Worker(#[from] worker::agent::AgentError),
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
+    #[error("interrupted: run the same command again to continue the sweep")]
+    Interrupted,
+}
+
+/// What a finished `sweep run` produced.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub sweep: String,
+    pub report: report::ReportFiles,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+}
+
+/// Parses `0..5` (end exclusive) or `0,1,7`.
+pub fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
+    if let Some((start, end)) = text.split_once("..") {
+        let start: u64 = start.trim().parse().map_err(|e| format!("bad range start {start:?}: {e}"))?;
+        let end: u64 = end.trim().parse().map_err(|e| format!("bad range end {end:?}: {e}"))?;
+        if start >= end {
+            return Err(format!("empty seed range {text}"));
+        }
+        return Ok((start..end).collect());
+    }
+    text.split(',').map(|s| s.trim().parse::<u64>().map_err(|e| format!("bad seed {s:?}: {e}"))).collect()
+}
+
+/// The spec the flags describe: the preset or spec file, then the overrides.
+pub fn build_spec(args: &RunArgs) -> Result<SweepSpec, SpecFileError> {
+    let mut spec = match &args.spec {
+        Some(path) => spec_from_file(path)?,
+        None => args.preset.spec(),
+    };
+    if let Some(name) = &args.name {
+        spec.name = name.clone();
+    }
+    if let Some(seeds) = &args.seeds {
+        spec.seeds = seeds.clone();
+    }
+    if let Some(variants) = &args.variants {
+        spec.variants = variants.clone();
+    }
+    spec.epochs = args.epochs.unwrap_or(spec.epochs);
+    spec.batch_size = args.batch_size.unwrap_or(spec.batch_size);
+    let data = spec.data.get_or_insert_with(Default::default);
+    data.train_limit = args.train_limit.unwrap_or(data.train_limit);
+    data.test_limit = args.test_limit.unwrap_or(data.test_limit);
+    data.width_multiplier = args.width.unwrap_or(data.width_multiplier);
+    Ok(spec)
+}
+
+/// Runs the sweep to its end (or until Ctrl-C) and writes the report.
+pub async fn run(args: RunArgs) -> Result<RunSummary, RunError> {
+    run_until(args, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}
+
+/// [`run`] with the interrupt as a future, so tests can stop it.
+pub async fn run_until(
+    args: RunArgs,
+    interrupt: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunSummary, RunError> {
+    let spec = build_spec(&args)?;
+    let db = Database::open(&args.database_url).await?;
+    let listener =
+        TcpListener::bind(args.listen).await.map_err(|source| RunError::Listen { addr: args.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Listen { addr: args.listen, source })?;
+    let (stop_tx, mut stop) = watch::channel(false);
+    let server = {
+        let config = Config::with_lease_ttl(Duration::from_secs(args.lease_ttl_secs.max(1)));
+        tokio::spawn(coordinator::run(listener, db.clone(), config, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    };
+    let endpoint = format!("http://{addr}");
+    info!(%endpoint, database = %args.database_url, "embedded coordinator started");
+    let result = drive(&args, spec, &endpoint, interrupt).await;
+    let _ = stop_tx.send(true);
+    if let Ok(Err(e)) = server.await {
+        tracing::warn!(error = %e, "embedded coordinator stopped with an error");
+    }
+    db.close().await;
+    result
+}
+
+async fn drive(
+    args: &RunArgs,
+    spec: SweepSpec,
+    endpoint: &str,
+    interrupt: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunSummary, RunError> {
+    let sweep = spec.name.clone();
+    let channel = Channel::from_shared(endpoint.to_owned()).expect("valid endpoint").connect().await?;
+    let mut client = SweepServiceClient::new(channel.clone());
+    let submitted = client.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await?.into_inner();
+    eprintln!(
+        "sweep {}: {} new jobs, {} already known (continuing)",
+        submitted.sweep, submitted.jobs_created, submitted.jobs_existing
+    );
+
+    let (worker_stop_tx, worker_stop) = watch::channel(false);
+    let agent = if args.local_worker {
+        let devices = available_devices(&args.device, &args.gpus)?;
+        eprintln!("local worker on {}", devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+        let data_dir = args.data_dir.clone();
+        let data = tokio::task::spawn_blocking(move || Cifar10::load_or_download(&data_dir))
+            .await
+            .expect("data loading thread panicked")?;
+        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "local".into());
+        let config = AgentConfig {
+            coordinator: endpoint.to_owned(),
+            worker_id: format!("{host}-sweep-{}", std::process::id()),
+            hostname: host,
+            devices,
+            slots_per_device: args.slots_per_gpu.max(1),
+        };
+        Some(tokio::spawn(run_agent(config, Arc::new(data), worker_stop)))
+    } else {
+        None
+    };
+
+    let follow = coordinator::cli::watch::watch_progress(channel.clone(), &sweep, !args.no_progress);
+    let interrupted = tokio::select! {
+        done = follow => { done?; false }
+        _ = interrupt => true,
+    };
+    let _ = worker_stop_tx.send(true);
+    if let Some(agent) = agent {
+        match agent.await {
+            Ok(result) => result?,
+            Err(e) => tracing::error!(error = %e, "local worker task failed"),
+        }
+    }
+    if interrupted {
+        return Err(RunError::Interrupted);
+    }
+
+    let summary = client.get_sweep(GetSweepRequest { sweep: sweep.clone() }).await?.into_inner();
+    let input = coordinator::cli::report::fetch_report_input(channel, &sweep).await?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&sweep));
+    let files = report::write_report(&input, &out)?;
+    eprintln!(
+        "sweep {sweep} done: {} succeeded, {} failed, {} cancelled; report in {}",
+        summary.succeeded,
+        summary.failed,
+        summary.cancelled,
+        files.index_html.display()
+    );
+    Ok(RunSummary {
+        sweep,
+        report: files,
+        succeeded: summary.succeeded,
+        failed: summary.failed,
+        cancelled: summary.cancelled,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_parse_as_ranges_or_lists() {
+        assert_eq!(parse_seeds("0..5").unwrap(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(parse_seeds("3, 1,7").unwrap(), vec![3, 1, 7]);
+        assert!(parse_seeds("5..5").is_err());
+        assert!(parse_seeds("a,b").is_err());
+    }
+}

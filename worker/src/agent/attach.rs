@@ -1,0 +1,73 @@
+//! `worker --coordinator URL …`: the flags of a coordinator-attached worker process and the
+//! start-up that turns them into a running [`super::run_agent`] (data loaded once, devices
+//! chosen, Ctrl-C handled).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use tokio::sync::watch;
+
+use super::{AgentConfig, AgentError, run_agent};
+use crate::backend::{DeviceError, available_devices};
+use crate::data::{Cifar10, DataError};
+
+/// Flags of a coordinator-attached worker.
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    /// Coordinator address, e.g. http://10.0.0.5:50051.
+    #[arg(long, env = "SWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+    /// GPUs to use: `all` or a list like `0,1`.
+    #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
+    pub gpus: String,
+    /// Concurrent jobs per device (each slot keeps its own model and optimizer on the device).
+    #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
+    pub slots_per_gpu: u32,
+    /// auto (every CUDA GPU, else the CPU), cuda or cpu.
+    #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// Folder with the CIFAR-10 binary files; downloaded and verified there if missing.
+    #[arg(long, env = "SWEEP_DATA_DIR", default_value = "data/cifar10")]
+    pub data_dir: PathBuf,
+    /// Worker id reported to the coordinator (default: HOSTNAME-PID).
+    #[arg(long, env = "SWEEP_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+/// Why an attached worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+/// Loads the data, picks the devices and serves the coordinator until Ctrl-C.
+pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
+    let devices = available_devices(&args.device, &args.gpus)?;
+    let data_dir = args.data_dir.clone();
+    let data = tokio::task::spawn_blocking(move || Cifar10::load_or_download(&data_dir))
+        .await
+        .expect("data loading thread panicked")?;
+    let hostname = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into());
+    let config = AgentConfig {
+        coordinator: args.coordinator,
+        worker_id: args.worker_id.unwrap_or_else(|| format!("{hostname}-{}", std::process::id())),
+        hostname,
+        devices,
+        slots_per_device: args.slots_per_gpu.max(1),
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C: stopping jobs; their leases expire and the coordinator requeues them");
+            let _ = stop_tx.send(true);
+        }
+    });
+    run_agent(config, Arc::new(data), stop).await?;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The worker process's coordinator-facing side: registers with the coordinator, runs one
+//! long-lived [`slot`] loop per (device, slot) and one heartbeat loop that renews every lease the
+//! process holds and stops jobs the coordinator cancelled or gave to another attempt.
+//!
+//! Everything retries with backoff while the coordinator is unreachable; finished epochs wait in
+//! the [`uploader`] until acknowledged.
+
+pub mod attach;
+pub mod backoff;
+pub mod slot;
+pub mod uploader;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sweep_proto::Fence;
+use sweep_proto::pb::lease_status::Verdict;
+use sweep_proto::pb::worker_service_client::WorkerServiceClient;
+use sweep_proto::pb::{self, HeartbeatRequest, RegisterWorkerRequest};
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use crate::backend::{DeviceChoice, open_runner};
+use crate::data::Cifar10;
+use backoff::Backoff;
+use slot::{SlotContext, run_slot};
+
+/// How to reach the coordinator and what this worker offers.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// e.g. `http://10.0.0.5:50051`.
+    pub coordinator: String,
+    pub worker_id: String,
+    pub hostname: String,
+    pub devices: Vec<DeviceChoice>,
+    pub slots_per_device: u32,
+}
+
+/// Errors that end the worker process.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid coordinator address {address:?}: {source}")]
+    Address { address: String, source: tonic::transport::Error },
+    #[error("could not open a runner on {device}: {source}")]
+    Runner { device: String, source: crate::training::TrainError },
+    #[error("no device to train on")]
+    NoDevice,
+}
+
+/// The leases this process holds, shared by the slots (insert/remove) and the heartbeat loop
+/// (renew, and raise a job's stop flag when the coordinator cancelled it or took it back).
+#[derive(Debug, Default)]
+pub struct LeaseTable {
+    leases: Mutex<HashMap<i64, (Fence, Arc<AtomicBool>)>>,
+}
+
+impl LeaseTable {
+    /// Registers a new lease; the returned flag goes up when the job must stop.
+    pub fn insert(&self, fence: Fence) -> Arc<AtomicBool> {
+        let stop = Arc::new(AtomicBool::new(false));
+        self.leases.lock().expect("lease table poisoned").insert(fence.job_id, (fence, stop.clone()));
+        stop
+    }
+
+    pub fn remove(&self, job_id: i64) {
+        self.leases.lock().expect("lease table poisoned").remove(&job_id);
+    }
+
+    pub fn fences(&self) -> Vec<Fence> {
+        self.leases.lock().expect("lease table poisoned").values().map(|(f, _)| f.clone()).collect()
+    }
+
+    /// Raises the stop flag of `job_id`, if this process still holds it.
+    pub fn stop(&self, job_id: i64) {
+        if let Some((_, stop)) = self.leases.lock().expect("lease table poisoned").get(&job_id) {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.leases.lock().expect("lease table poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Runs the worker until `shutdown` turns true: registers, then trains leased jobs on every slot.
+/// Jobs still training at shutdown are stopped and left to lease expiry (the coordinator requeues
+/// them), so a restarted worker or another machine picks them up.
+pub async fn run_agent(
+    config: AgentConfig,
+    data: Arc<Cifar10>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    if config.devices.is_empty() {
+        return Err(AgentError::NoDevice);
+    }
+    let channel = Endpoint::from_shared(config.coordinator.clone())
+        .map_err(|source| AgentError::Address { address: config.coordinator.clone(), source })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_lazy();
+    let client = WorkerServiceClient::new(channel);
+    let slots = config.devices.len() as u32 * config.slots_per_device;
+    let Some(registration) = register(&client, &config, slots, shutdown.clone()).await else {
+        return Ok(());
+    };
+    info!(worker = %config.worker_id, slots, coordinator = %config.coordinator,
+        heartbeat_ms = registration.heartbeat_interval_ms, "registered");
+
+    let leases = Arc::new(LeaseTable::default());
+    let shutdown_flag = Arc::new(AtomicBool::new(false));
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        client.clone(),
+        config.clone(),
+        slots,
+        Duration::from_millis(u64::from(registration.heartbeat_interval_ms.max(100))),
+        leases.clone(),
+        shutdown.clone(),
+    ));
+    let mut slot_tasks = Vec::new();
+    for (device_index, device) in config.devices.iter().enumerate() {
+        for k in 0..config.slots_per_device {
+            let (dev, d) = (*device, data.clone());
+            let runner = tokio::task::spawn_blocking(move || open_runner(dev, d))
+                .await
+                .expect("runner start-up thread panicked")
+                .map_err(|source| AgentError::Runner { device: device.to_string(), source })?;
+            let ctx = SlotContext {
+                client: client.clone(),
+                worker_id: config.worker_id.clone(),
+                slot: device_index as u32 * config.slots_per_device + k,
+                leases: leases.clone(),
+                shutdown: shutdown.clone(),
+                shutdown_flag: shutdown_flag.clone(),
+            };
+            slot_tasks.push(tokio::spawn(run_slot(ctx, runner)));
+        }
+    }
+    let mut watch_shutdown = shutdown.clone();
+    while !*watch_shutdown.borrow() {
+        if watch_shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+    shutdown_flag.store(true, Ordering::Relaxed);
+    for task in slot_tasks {
+        let _ = task.await;
+    }
+    heartbeat.abort();
+    info!(worker = %config.worker_id, "worker stopped");
+    Ok(())
+}
+
+/// Registers, retrying with backoff; `None` if shutdown came first.
+async fn register(
+    client: &WorkerServiceClient<Channel>,
+    config: &AgentConfig,
+    slots: u32,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<pb::RegisterWorkerResponse> {
+    let mut backoff = Backoff::default();
+    loop {
+        let request = RegisterWorkerRequest {
+            worker_id: config.worker_id.clone(),
+            hostname: config.hostname.clone(),
+            gpus: config.devices.iter().map(|d| d.to_string()).collect(),
+            slots,
+        };
+        match client.clone().register_worker(request).await {
+            Ok(response) => return Some(response.into_inner()),
+            Err(status) => {
+                let wait = backoff.next_delay();
+                warn!(coordinator = %config.coordinator, error = %status, ?wait, "cannot register; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Renews every held lease each `interval`; raises stop flags for cancelled or lost jobs and
+/// re-registers if the coordinator forgot this worker (e.g. a fresh database).
+async fn heartbeat_loop(
+    client: WorkerServiceClient<Channel>,
+    config: AgentConfig,
+    slots: u32,
+    interval: Duration,
+    leases: Arc<LeaseTable>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let held = leases.fences();
+        let request = HeartbeatRequest {
+            worker_id: config.worker_id.clone(),
+            idle_slots: slots.saturating_sub(held.len() as u32),
+            leases: held.into_iter().map(pb::Fence::from).collect(),
+        };
+        match client.clone().heartbeat(request).await {
+            Ok(response) => {
+                for status in response.into_inner().leases {
+                    if matches!(status.verdict(), Verdict::Cancelled | Verdict::Lost) {
+                        info!(job = status.job_id, verdict = ?status.verdict(), "stopping job");
+                        leases.stop(status.job_id);
+                    }
+                }
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                warn!("coordinator does not know this worker; registering again");
+                register(&client, &config, slots, shutdown.clone()).await;
+            }
+            Err(status) => warn!(error = %status, "heartbeat failed; leases may expire"),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! One worker slot: a long-lived loop that owns a [`JobRunner`] (so its device, resident data
+//! set and autotuned kernels are paid for once per process), leases a job, trains it on a
+//! blocking thread, streams each epoch as it ends, and completes or fails the job. A panic in
+//! training fails the job, not the worker.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sweep_proto::pb::worker_service_client::WorkerServiceClient;
+use sweep_proto::pb::{self, CompleteJobRequest, FailJobRequest, LeaseJobRequest};
+use sweep_proto::{EpochMetrics, Fence, JobAssignment};
+use tokio::sync::{mpsc, watch};
+use tonic::transport::Channel;
+use tracing::{error, info, warn};
+
+use super::LeaseTable;
+use super::backoff::Backoff;
+use super::uploader::{UploadError, upload_epochs};
+use crate::training::{EpochSink, JobOutcome, JobRunner, TrainError};
+
+/// Everything a slot needs besides its runner.
+#[derive(Clone)]
+pub struct SlotContext {
+    pub client: WorkerServiceClient<Channel>,
+    pub worker_id: String,
+    pub slot: u32,
+    pub leases: Arc<LeaseTable>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Mirror of `shutdown` readable from the blocking training thread.
+    pub shutdown_flag: Arc<AtomicBool>,
+}
+
+/// Hands finished epochs to the uploader and tells the training loop when to stop.
+struct ChannelSink {
+    epochs: mpsc::UnboundedSender<EpochMetrics>,
+    stop: Arc<AtomicBool>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl EpochSink for ChannelSink {
+    fn on_epoch(&mut self, metrics: EpochMetrics) {
+        // The receiver only goes away once the lease is lost; the epoch is then unwanted.
+        let _ = self.epochs.send(metrics);
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the slot until shutdown. Returns the runner so callers may reuse it.
+pub async fn run_slot(ctx: SlotContext, mut runner: Box<dyn JobRunner>) -> Box<dyn JobRunner> {
+    let device = runner.device().to_string();
+    info!(slot = ctx.slot, %device, "slot ready");
+    let mut backoff = Backoff::default();
+    let mut shutdown = ctx.shutdown.clone();
+    while !*shutdown.borrow() {
+        let request = LeaseJobRequest { worker_id: ctx.worker_id.clone(), slot: ctx.slot };
+        let lease = match ctx.client.clone().lease_job(request).await {
+            Ok(response) => {
+                backoff.reset();
+                response.into_inner()
+            }
+            Err(status) => {
+                let wait = backoff.next_delay();
+                warn!(slot = ctx.slot, error = %status, ?wait, "lease failed; retrying");
+                sleep_or_shutdown(wait, &mut shutdown).await;
+                continue;
+            }
+        };
+        let Some(job) = lease.job else {
+            let wait = Duration::from_millis(u64::from(lease.retry_after_ms.clamp(100, 10_000)));
+            sleep_or_shutdown(wait, &mut shutdown).await;
+            continue;
+        };
+        match JobAssignment::try_from(job) {
+            Ok(assignment) => runner = run_job(&ctx, runner, assignment).await,
+            Err(e) => error!(slot = ctx.slot, error = %e, "coordinator sent an invalid job; skipping"),
+        }
+    }
+    info!(slot = ctx.slot, "slot stopped");
+    runner
+}
+
+async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Trains one leased job and reports its end. Returns the runner for the next job.
+async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignment) -> Box<dyn JobRunner> {
+    let fence = job.fence.clone();
+    info!(slot = ctx.slot, job = fence.job_id, attempt = fence.attempt, variant = %job.variant,
+        seed = job.seed, epochs = job.epochs, "training job");
+    let stop = ctx.leases.insert(fence.clone());
+    let (epoch_tx, epoch_rx) = mpsc::unbounded_channel();
+    let uploader = {
+        let (client, fence, stop, flag) =
+            (ctx.client.clone(), fence.clone(), stop.clone(), ctx.shutdown_flag.clone());
+        tokio::spawn(async move {
+            let result = upload_epochs(client, fence, epoch_rx, flag).await;
+            if result.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            result
+        })
+    };
+    let sink = ChannelSink { epochs: epoch_tx, stop: stop.clone(), shutdown: ctx.shutdown_flag.clone() };
+    let (runner, outcome) = train_on_blocking_thread(runner, job, sink).await;
+    let upload = uploader.await.unwrap_or_else(|e| Err(UploadError::Rejected(e.to_string())));
+    ctx.leases.remove(fence.job_id);
+
+    match (outcome, upload) {
+        (_, Err(UploadError::LeaseLost(why))) => {
+            warn!(job = fence.job_id, %why, "lease lost or job cancelled; dropped it")
+        }
+        (_, Err(UploadError::Shutdown)) => info!(job = fence.job_id, "left to lease expiry at shutdown"),
+        (Ok(JobOutcome::Completed { best_val_acc, best_epoch, .. }), Ok(_)) => {
+            info!(job = fence.job_id, best_val_acc, best_epoch, "job finished");
+            finish(ctx, &fence, None).await;
+        }
+        (Ok(JobOutcome::Stopped { epochs_done }), Ok(_)) => {
+            info!(job = fence.job_id, epochs_done, "job stopped (cancelled, lost or shutting down)")
+        }
+        (Err(error), Ok(_)) => {
+            error!(job = fence.job_id, %error, "training failed");
+            finish(ctx, &fence, Some(error)).await;
+        }
+        (Ok(JobOutcome::Completed { .. }), Err(e)) => {
+            finish(ctx, &fence, Some(format!("epoch upload failed: {e}"))).await;
+        }
+        (Ok(JobOutcome::Stopped { .. }), Err(e)) | (Err(_), Err(e)) => {
+            warn!(job = fence.job_id, error = %e, "epoch upload failed")
+        }
+    }
+    runner
+}
+
+/// Runs `runner.run` on a blocking thread, turning a panic into an error text.
+async fn train_on_blocking_thread(
+    mut runner: Box<dyn JobRunner>,
+    job: JobAssignment,
+    mut sink: ChannelSink,
+) -> (Box<dyn JobRunner>, Result<JobOutcome, String>) {
+    let task = tokio::task::spawn_blocking(move || {
+        let result = catch_unwind(AssertUnwindSafe(|| runner.run(&job, &mut sink)));
+        let outcome = match result {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) => Err(describe(&e)),
+            Err(panic) => Err(format!("training panicked: {}", panic_message(panic.as_ref()))),
+        };
+        (runner, outcome)
+    });
+    match task.await {
+        Ok(done) => done,
+        Err(e) => panic!("training thread could not be joined: {e}"),
+    }
+}
+
+fn describe(e: &TrainError) -> String {
+    e.to_string()
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_owned())
+}
+
+/// Completes (`error == None`) or fails the job, retrying while the coordinator is away.
+async fn finish(ctx: &SlotContext, fence: &Fence, error: Option<String>) {
+    let mut backoff = Backoff::default();
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let mut client = ctx.client.clone();
+        let wire_fence = Some(pb::Fence::from(fence.clone()));
+        let result = match &error {
+            None => client.complete_job(CompleteJobRequest { fence: wire_fence }).await.map(|_| ()),
+            Some(text) => {
+                let request = FailJobRequest { fence: wire_fence, error: text.clone() };
+                client.fail_job(request).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => return,
+            Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
+                warn!(job = fence.job_id, error = %s, "coordinator refused the job's end");
+                return;
+            }
+            Err(s) => {
+                let wait = backoff.next_delay();
+                warn!(job = fence.job_id, error = %s, ?wait, "could not report the job's end; retrying");
+                if *shutdown.borrow() {
+                    return;
+                }
+                sleep_or_shutdown(wait, &mut shutdown).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Optional on-device augmentation (off in the experiment): random 32×32 crop of the image
+//! zero-padded by 4 px on every side, and a random horizontal flip, drawn per image.
+//!
+//! Only the per-image offsets and flip bits (3 small integers per image) come from the host;
+//! the crop is one `gather` on the device.
+
+use burn::prelude::*;
+use burn::tensor::ops::PadMode;
+use rand::Rng;
+use rand::rngs::StdRng;
+
+/// Padding in pixels on each side before the random crop.
+pub const CROP_PADDING: usize = 4;
+
+/// Randomly crops (after 4-px zero padding) and flips each image of `[N, C, H, W]`.
+pub fn augment_batch<B: Backend>(images: Tensor<B, 4>, rng: &mut StdRng) -> Tensor<B, 4> {
+    let [n, c, h, w] = images.dims();
+    let device = images.device();
+    let p = CROP_PADDING;
+    let (ph, pw) = (h + 2 * p, w + 2 * p);
+    let mut dy = Vec::with_capacity(n);
+    let mut dx = Vec::with_capacity(n);
+    let mut flip = Vec::with_capacity(n);
+    for _ in 0..n {
+        dy.push(rng.random_range(0..=2 * p) as i64);
+        dx.push(rng.random_range(0..=2 * p) as i64);
+        flip.push(rng.random_bool(0.5) as i64);
+    }
+    let per_image =
+        |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n]), &device).reshape([n, 1, 1, 1]);
+    let (dy, dx, flip) = (per_image(dy), per_image(dx), per_image(flip));
+    let ys = Tensor::<B, 1, Int>::arange(0..h as i64, &device).reshape([1, 1, h, 1]);
+    let xs = Tensor::<B, 1, Int>::arange(0..w as i64, &device).reshape([1, 1, 1, w]);
+    // flipped column: (w − 1 − x) = x + f·(w − 1 − 2x) with f ∈ {0, 1}
+    let flipped = xs.clone().mul_scalar(-2).add_scalar(w as i64 - 1);
+    let cols = xs.add(flip.mul(flipped)).add(dx);
+    let rows = ys.add(dy);
+    let index = rows.mul_scalar(pw as i64).add(cols).expand([n, c, h, w]).reshape([n, c, h * w]);
+    images
+        .pad([(p, p), (p, p)], PadMode::Constant(0.0))
+        .reshape([n, c, ph * pw])
+        .gather(2, index)
+        .reshape([n, c, h, w])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use rand::SeedableRng;
+
+    #[test]
+    fn crops_keep_shape_and_pixels_come_from_the_image_or_padding() {
+        let device = Default::default();
+        let values: Vec<f32> = (1..=2 * 3 * 32 * 32).map(|v| v as f32).collect();
+        let images = Tensor::<Flex, 4>::from_data(TensorData::new(values, [2, 3, 32, 32]), &device);
+        let mut rng = StdRng::seed_from_u64(7);
+        let out = augment_batch(images.clone(), &mut rng);
+        assert_eq!(out.dims(), [2, 3, 32, 32]);
+        let got: Vec<f32> = out.into_data().to_vec().unwrap();
+        let all: Vec<f32> = images.into_data().to_vec().unwrap();
+        assert!(got.iter().all(|v| *v == 0.0 || all.contains(v)));
+        // At most 4 rows + 4 columns of padding: most pixels are real.
+        assert!(got.iter().filter(|v| **v != 0.0).count() >= 2 * 3 * 28 * 28);
+    }
+}

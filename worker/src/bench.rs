@@ -1,0 +1,187 @@
+//! Throughput benchmarks behind `worker bench`: the training step (forward + backward + Adam)
+//! on random data, and optionally one whole epoch through the real data pipeline. Prints lines
+//! comparable with `bench/pytorch_peer.py`:
+//! `burn device=cuda:0 batch=512 img_per_s=5123.4 step_ms=99.94`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::backend::AutodiffBackend;
+use sweep_proto::LossVariant;
+use sweep_proto::domain::{DataOptions, EpochMetrics, Fence, JobAssignment};
+
+use crate::backend::{CpuBackend, DeviceChoice, open_runner, panic_message};
+use crate::data::Cifar10;
+use crate::loss::variant_loss;
+use crate::model::{CnnConfig, seeded_model};
+use crate::training::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON, EpochSink, JobOutcome, TrainError};
+
+/// What to time in the step benchmark.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepBenchConfig {
+    pub batch_size: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub width_multiplier: f32,
+}
+
+/// Result of the step benchmark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepBench {
+    pub device: DeviceChoice,
+    pub batch_size: usize,
+    /// Timed steps (after warm-up).
+    pub step_times: Vec<Duration>,
+    /// Time of the warm-up steps (includes burn's kernel autotune on a cold cache).
+    pub warmup_time: Duration,
+}
+
+impl StepBench {
+    /// Median of the timed steps.
+    pub fn median_step(&self) -> Duration {
+        let mut sorted = self.step_times.clone();
+        sorted.sort();
+        sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+    }
+
+    /// Images per second at the median step time.
+    pub fn images_per_sec(&self) -> f64 {
+        self.batch_size as f64 / self.median_step().as_secs_f64().max(1e-12)
+    }
+
+    /// The parseable summary line.
+    pub fn line(&self) -> String {
+        format!(
+            "burn device={} batch={} img_per_s={:.1} step_ms={:.2}",
+            short_name(&self.device),
+            self.batch_size,
+            self.images_per_sec(),
+            self.median_step().as_secs_f64() * 1e3
+        )
+    }
+}
+
+/// `cuda:0` / `cpu`, without the device's marketing name (no spaces, for parsing).
+pub fn short_name(device: &DeviceChoice) -> String {
+    match device {
+        DeviceChoice::Cuda(i) => format!("cuda:{i}"),
+        DeviceChoice::Cpu => "cpu".to_owned(),
+    }
+}
+
+/// Times `warmup + steps` training steps on random data on `device`.
+pub fn bench_train_step(device: DeviceChoice, config: StepBenchConfig) -> Result<StepBench, TrainError> {
+    if config.batch_size == 0 || config.steps == 0 {
+        return Err(TrainError::InvalidJob("batch size and steps must be at least 1".into()));
+    }
+    let run = move || match device {
+        DeviceChoice::Cpu => time_steps::<CpuBackend>(&Default::default(), device, config),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(i) => {
+            time_steps::<crate::backend::CudaBackend>(&burn_cuda::CudaDevice::new(i), device, config)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda(_) => Err(TrainError::Device("built without the `cuda` feature".into())),
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .map_err(|p| TrainError::Device(format!("{device}: {}", panic_message(p.as_ref()))))?
+}
+
+fn time_steps<B: AutodiffBackend>(
+    device: &B::Device,
+    choice: DeviceChoice,
+    config: StepBenchConfig,
+) -> Result<StepBench, TrainError> {
+    let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
+    let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
+    let mut model = seeded_model::<B>(&cnn, 0, device);
+    let mut optim = AdamConfig::new()
+        .with_beta_1(ADAM_BETA_1)
+        .with_beta_2(ADAM_BETA_2)
+        .with_epsilon(ADAM_EPSILON)
+        .init::<B, crate::model::Cnn<B>>();
+    let n = config.batch_size;
+    let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
+    let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 10).collect();
+    let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
+    sync()?;
+    let warm_start = Instant::now();
+    let mut step_times = Vec::with_capacity(config.steps);
+    for step in 0..config.warmup + config.steps {
+        if step == config.warmup {
+            tracing::info!(seconds = warm_start.elapsed().as_secs_f64(), "warm-up done");
+        }
+        let started = Instant::now();
+        let logits = model.forward(images.clone());
+        let loss = variant_loss(LossVariant::NormalLr1e3, logits, labels.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-3, model, grads);
+        sync()?;
+        if step >= config.warmup {
+            step_times.push(started.elapsed());
+        }
+    }
+    let warmup_time = warm_start.elapsed().saturating_sub(step_times.iter().sum());
+    Ok(StepBench { device: choice, batch_size: n, step_times, warmup_time })
+}
+
+struct LastEpoch(Option<EpochMetrics>);
+
+impl EpochSink for LastEpoch {
+    fn on_epoch(&mut self, metrics: EpochMetrics) {
+        self.0 = Some(metrics);
+    }
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+/// Trains one real epoch (normal_lr1e-3, all 50,000 images) through the runner and returns
+/// its metrics (`images_per_sec` is the training phase's throughput).
+pub fn bench_epoch(
+    device: DeviceChoice,
+    data: Arc<Cifar10>,
+    batch_size: u32,
+    width_multiplier: f32,
+) -> Result<EpochMetrics, TrainError> {
+    let mut runner = open_runner(device, data)?;
+    let job = local_job(
+        LossVariant::NormalLr1e3,
+        0,
+        1,
+        batch_size,
+        1e-3,
+        DataOptions { width_multiplier, ..DataOptions::default() },
+    );
+    let mut sink = LastEpoch(None);
+    match runner.run(&job, &mut sink)? {
+        JobOutcome::Completed { .. } => {}
+        JobOutcome::Stopped { .. } => return Err(TrainError::Device("epoch bench stopped".into())),
+    }
+    sink.0.ok_or_else(|| TrainError::Device("no epoch metrics".into()))
+}
+
+/// A job assignment for local runs (no coordinator: dummy fence and lease).
+pub fn local_job(
+    variant: LossVariant,
+    seed: u64,
+    epochs: u32,
+    batch_size: u32,
+    learning_rate: f64,
+    data: DataOptions,
+) -> JobAssignment {
+    JobAssignment {
+        fence: Fence { job_id: 0, attempt: 1, lease_token: "local".to_owned() },
+        sweep: "local".to_owned(),
+        variant,
+        seed,
+        epochs,
+        batch_size,
+        learning_rate,
+        data,
+        lease_ttl: Duration::from_secs(3600),
+    }
+}

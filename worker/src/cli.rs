@@ -1,0 +1,242 @@
+//! Arguments and drivers of the local subcommands: `worker train` (one job, no coordinator,
+//! prints the epoch table) and `worker bench` (step / epoch throughput). `main.rs` only parses
+//! and dispatches; every flag also reads a `SWEEP_…` environment variable.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use sweep_proto::LossVariant;
+use sweep_proto::domain::{DataOptions, EpochMetrics};
+
+use crate::backend::{DeviceError, available_devices, open_runner};
+use crate::bench::{StepBenchConfig, bench_epoch, bench_train_step, local_job, short_name};
+use crate::data::{Cifar10, DataError};
+use crate::training::{EpochSink, JobOutcome, TrainError};
+
+/// `worker train`: run one job locally and print its epoch table.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Loss variant: natural_hardmax, natural_softmax, multi_softmax, normal_lr1e-3, normal_lr1e-2.
+    #[arg(long, env = "SWEEP_VARIANT")]
+    pub variant: LossVariant,
+    /// Seed of initialisation and shuffling.
+    #[arg(long, env = "SWEEP_SEED", default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, env = "SWEEP_EPOCHS", default_value_t = 100)]
+    pub epochs: u32,
+    #[arg(long, env = "SWEEP_BATCH_SIZE", default_value_t = 512)]
+    pub batch_size: u32,
+    /// Learning rate (default: the variant's, 1e-3 or 1e-2).
+    #[arg(long, env = "SWEEP_LR")]
+    pub lr: Option<f64>,
+    /// Train on the first N training images only.
+    #[arg(long, env = "SWEEP_TRAIN_LIMIT")]
+    pub train_limit: Option<u32>,
+    /// Validate on the first N test images only.
+    #[arg(long, env = "SWEEP_TEST_LIMIT")]
+    pub test_limit: Option<u32>,
+    /// Channel width multiplier of the CNN.
+    #[arg(long, env = "SWEEP_WIDTH", default_value_t = 1.0)]
+    pub width: f32,
+    /// Random crop (4 px padding) + horizontal flip.
+    #[arg(long, env = "SWEEP_AUGMENT")]
+    pub augment: bool,
+    /// Folder with the CIFAR-10 .bin files (downloaded there if missing).
+    #[arg(long, env = "SWEEP_DATA_DIR", default_value = "data/cifar10")]
+    pub data_dir: PathBuf,
+    /// auto (CUDA if present, else CPU), cuda or cpu.
+    #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// GPUs to consider: "all" or "0,1" (the first one is used).
+    #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
+    pub gpus: String,
+    /// Print one JSON object per epoch and a JSON summary instead of the table.
+    #[arg(long, env = "SWEEP_JSON")]
+    pub json: bool,
+}
+
+/// `worker bench`: time the training step (and optionally one real epoch).
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[arg(long, env = "SWEEP_BATCH_SIZE", default_value_t = 512)]
+    pub batch_size: u32,
+    /// Timed steps.
+    #[arg(long, env = "SWEEP_BENCH_STEPS", default_value_t = 30)]
+    pub steps: usize,
+    /// Untimed warm-up steps (kernel autotune happens here).
+    #[arg(long, env = "SWEEP_BENCH_WARMUP", default_value_t = 5)]
+    pub warmup: usize,
+    #[arg(long, env = "SWEEP_WIDTH", default_value_t = 1.0)]
+    pub width: f32,
+    #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
+    pub device: String,
+    #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
+    pub gpus: String,
+    /// Also time one whole epoch with the real data pipeline (needs the data set).
+    #[arg(long, env = "SWEEP_BENCH_EPOCH")]
+    pub epoch: bool,
+    /// CIFAR-10 folder for --epoch (giving it implies --epoch).
+    #[arg(long, env = "SWEEP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Why a local subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Summary of `worker train`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TrainSummary {
+    pub device: String,
+    pub outcome: String,
+    pub best_val_acc: f64,
+    pub best_epoch: u32,
+    pub epochs: Vec<EpochMetrics>,
+    /// Seconds from process start to the end of the first training step.
+    pub seconds_to_first_step: Option<f64>,
+}
+
+struct TableSink<'a> {
+    out: &'a mut dyn Write,
+    json: bool,
+    process_start: Instant,
+    first_step: Option<Duration>,
+    epochs: Vec<EpochMetrics>,
+    error: Option<std::io::Error>,
+}
+
+impl EpochSink for TableSink<'_> {
+    fn on_epoch(&mut self, m: EpochMetrics) {
+        let written = if self.json {
+            serde_json::to_string(&m).map_err(std::io::Error::other).and_then(|s| writeln!(self.out, "{s}"))
+        } else {
+            writeln!(
+                self.out,
+                "{:>5} {:>10.4} {:>9.4} {:>10.4} {:>9.4} {:>9.1} {:>9.1}",
+                m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.wall_seconds, m.images_per_sec
+            )
+        };
+        if let Err(e) = written.and_then(|_| self.out.flush()) {
+            self.error.get_or_insert(e);
+        }
+        self.epochs.push(m);
+    }
+
+    fn should_stop(&self) -> bool {
+        false
+    }
+
+    fn on_first_step(&mut self) {
+        self.first_step = Some(self.process_start.elapsed());
+    }
+}
+
+/// Runs `worker train`: loads (or downloads) the data, opens the first requested device and
+/// trains one job, writing the epoch table (or JSON lines) to `out`.
+pub fn run_train(
+    args: &TrainArgs,
+    out: &mut dyn Write,
+    process_start: Instant,
+) -> Result<TrainSummary, CliError> {
+    let data = Arc::new(Cifar10::load_or_download(&args.data_dir)?);
+    let device = available_devices(&args.device, &args.gpus)?[0];
+    let mut runner = open_runner(device, data)?;
+    let lr = args.lr.unwrap_or(args.variant.default_learning_rate());
+    let options = DataOptions {
+        train_limit: args.train_limit,
+        test_limit: args.test_limit,
+        augment: args.augment,
+        width_multiplier: args.width,
+    };
+    let job = local_job(args.variant, args.seed, args.epochs, args.batch_size, lr, options);
+    if !args.json {
+        writeln!(
+            out,
+            "# {} seed={} lr={lr} batch={} width={} on {device}",
+            args.variant, args.seed, args.batch_size, args.width
+        )?;
+        writeln!(
+            out,
+            "{:>5} {:>10} {:>9} {:>10} {:>9} {:>9} {:>9}",
+            "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "img/s"
+        )?;
+    }
+    let mut sink = TableSink {
+        out: &mut *out,
+        json: args.json,
+        process_start,
+        first_step: None,
+        epochs: Vec::new(),
+        error: None,
+    };
+    let outcome = runner.run(&job, &mut sink)?;
+    if let Some(e) = sink.error.take() {
+        return Err(e.into());
+    }
+    let (outcome, best_val_acc, best_epoch) = match outcome {
+        JobOutcome::Completed { best_val_acc, best_epoch, .. } => ("completed", best_val_acc, best_epoch),
+        JobOutcome::Stopped { .. } => ("stopped", f64::NAN, 0),
+    };
+    let summary = TrainSummary {
+        device: device.to_string(),
+        outcome: outcome.to_owned(),
+        best_val_acc,
+        best_epoch,
+        epochs: sink.epochs,
+        seconds_to_first_step: sink.first_step.map(|d| d.as_secs_f64()),
+    };
+    if args.json {
+        let line = serde_json::to_string(&summary).map_err(std::io::Error::other)?;
+        writeln!(out, "{line}")?;
+    } else {
+        let first = summary.seconds_to_first_step.map_or("n/a".to_owned(), |s| format!("{s:.1} s"));
+        writeln!(
+            out,
+            "best val_acc {:.4} at epoch {}; process start to first training step: {first}",
+            best_val_acc, best_epoch
+        )?;
+    }
+    Ok(summary)
+}
+
+/// Runs `worker bench` and writes its parseable lines to `out`.
+pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let device = available_devices(&args.device, &args.gpus)?[0];
+    let config = StepBenchConfig {
+        batch_size: args.batch_size as usize,
+        steps: args.steps,
+        warmup: args.warmup,
+        width_multiplier: args.width,
+    };
+    let step = bench_train_step(device, config)?;
+    writeln!(out, "# {device}: warm-up {:.1} s over {} steps", step.warmup_time.as_secs_f64(), args.warmup)?;
+    writeln!(out, "{}", step.line())?;
+    if args.epoch || args.data_dir.is_some() {
+        let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("data/cifar10"));
+        let data = Arc::new(Cifar10::load_or_download(&dir)?);
+        let images = data.train_len() as f64;
+        let m = bench_epoch(device, data, args.batch_size, args.width)?;
+        writeln!(
+            out,
+            "burn-epoch device={} batch={} img_per_s={:.1} train_s={:.2} epoch_s={:.2}",
+            short_name(&device),
+            args.batch_size,
+            m.images_per_sec,
+            images / m.images_per_sec,
+            m.wall_seconds
+        )?;
+    }
+    Ok(())
+}

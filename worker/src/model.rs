@@ -1,0 +1,208 @@
+//! The experiment's CNN with Keras 2 defaults reproduced: three blocks of
+//! 3 × [Conv 3×3 same → BatchNorm → ReLU] (64/128/256 filters × width multiplier), 2×2 average
+//! pooling after blocks 1 and 2, global average pooling and a 10-way dense layer (logits; the
+//! softmax lives in the loss).
+//!
+//! Keras defaults: Glorot-uniform kernels, zero biases, BatchNorm ε = 1e-3 and moving-average
+//! momentum 0.99 (`running = 0.99·running + 0.01·batch`). burn's `BatchNorm` updates
+//! `running = (1 − momentum)·running + momentum·batch` (burn-nn `norm/batch.rs`), so the
+//! Keras behaviour is burn momentum 0.01.
+
+use std::sync::Mutex;
+
+use burn::module::{ModuleVisitor, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+/// Filters of the three blocks at width multiplier 1.0.
+pub const BASE_FILTERS: [usize; 3] = [64, 128, 256];
+/// Convolutions per block.
+pub const CONVS_PER_BLOCK: usize = 3;
+/// Keras `BatchNormalization` epsilon.
+pub const BN_EPSILON: f64 = 1e-3;
+/// Keras momentum 0.99 expressed in burn's convention (weight of the new batch statistic).
+pub const BN_MOMENTUM_BURN: f64 = 0.01;
+/// Output classes.
+pub const NUM_CLASSES: usize = 10;
+
+/// Filters of each block for a width multiplier (rounded, at least 1).
+pub fn block_filters(width_multiplier: f32) -> [usize; 3] {
+    BASE_FILTERS.map(|f| ((f as f32 * width_multiplier).round() as usize).max(1))
+}
+
+/// Conv 3×3 (same) → BatchNorm → ReLU.
+#[derive(Module, Debug)]
+pub struct ConvBnRelu<B: Backend> {
+    conv: Conv2d<B>,
+    norm: BatchNorm<B>,
+}
+
+impl<B: Backend> ConvBnRelu<B> {
+    fn new(channels_in: usize, channels_out: usize, device: &B::Device) -> Self {
+        let mut conv = Conv2dConfig::new([channels_in, channels_out], [3, 3])
+            .with_padding(PaddingConfig2d::Same)
+            .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+            .init(device);
+        conv.bias = Some(Param::from_tensor(Tensor::zeros([channels_out], device)));
+        let norm = BatchNormConfig::new(channels_out)
+            .with_epsilon(BN_EPSILON)
+            .with_momentum(BN_MOMENTUM_BURN)
+            .init(device);
+        Self { conv, norm }
+    }
+
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        relu(self.norm.forward(self.conv.forward(x)))
+    }
+}
+
+/// The experiment's CNN.
+#[derive(Module, Debug)]
+pub struct Cnn<B: Backend> {
+    block1: Vec<ConvBnRelu<B>>,
+    block2: Vec<ConvBnRelu<B>>,
+    block3: Vec<ConvBnRelu<B>>,
+    pool: AvgPool2d,
+    head: Linear<B>,
+}
+
+/// Hyper-parameters of [`Cnn`].
+#[derive(Config, Debug)]
+pub struct CnnConfig {
+    /// Channel multiplier (1.0 = 64/128/256 filters).
+    #[config(default = 1.0)]
+    pub width_multiplier: f32,
+}
+
+impl CnnConfig {
+    /// Builds the model on `device`, drawing weights from the backend RNG (seed it first).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Cnn<B> {
+        let [f1, f2, f3] = block_filters(self.width_multiplier);
+        let block = |c_in: usize, c_out: usize| -> Vec<ConvBnRelu<B>> {
+            (0..CONVS_PER_BLOCK)
+                .map(|i| ConvBnRelu::new(if i == 0 { c_in } else { c_out }, c_out, device))
+                .collect()
+        };
+        let block1 = block(3, f1);
+        let block2 = block(f1, f2);
+        let block3 = block(f2, f3);
+        let mut head = LinearConfig::new(f3, NUM_CLASSES)
+            .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+            .init(device);
+        head.bias = Some(Param::from_tensor(Tensor::zeros([NUM_CLASSES], device)));
+        Cnn { block1, block2, block3, pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(), head }
+    }
+}
+
+impl<B: Backend> Cnn<B> {
+    /// Images `[N, 3, 32, 32]` in [0, 1] → logits `[N, 10]`.
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = images;
+        for layer in &self.block1 {
+            x = layer.forward(x);
+        }
+        x = self.pool.forward(x);
+        for layer in &self.block2 {
+            x = layer.forward(x);
+        }
+        x = self.pool.forward(x);
+        for layer in &self.block3 {
+            x = layer.forward(x);
+        }
+        let [n, c, _, _] = x.dims();
+        let pooled = x.mean_dim(3).mean_dim(2).reshape([n, c]);
+        self.head.forward(pooled)
+    }
+}
+
+/// Serialises seeding + initialisation: backends keep one process-wide RNG (burn-flex's is a
+/// global `Mutex`), and burn initialises parameters lazily, so two runners initialising at the
+/// same time would interleave their draws.
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Forces every lazily-initialised parameter to be drawn now, in module order.
+struct Materialise;
+
+impl<B: Backend> ModuleVisitor<B> for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Seeds the backend RNG with `seed` and builds the model with every weight drawn at once,
+/// under a process-wide lock, so the weights depend on `seed` alone even when several runners
+/// (slots, tests) initialise models concurrently.
+pub fn seeded_model<B: Backend>(config: &CnnConfig, seed: u64, device: &B::Device) -> Cnn<B> {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    let model = config.init::<B>(device);
+    model.visit(&mut Materialise);
+    model
+}
+
+/// Parameter counts as Keras' `model.summary()` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KerasParamCount {
+    /// Conv/dense kernels and biases plus BatchNorm gamma and beta.
+    pub trainable: usize,
+    /// BatchNorm moving mean and variance.
+    pub non_trainable: usize,
+}
+
+/// Keras' parameter count of the model at `width_multiplier`, computed from the architecture.
+pub fn keras_param_count(width_multiplier: f32) -> KerasParamCount {
+    let filters = block_filters(width_multiplier);
+    let mut trainable = 0;
+    let mut non_trainable = 0;
+    let mut c_in = 3;
+    for c_out in filters {
+        for _ in 0..CONVS_PER_BLOCK {
+            trainable += 3 * 3 * c_in * c_out + c_out + 2 * c_out;
+            non_trainable += 2 * c_out;
+            c_in = c_out;
+        }
+    }
+    trainable += c_in * NUM_CLASSES + NUM_CLASSES;
+    KerasParamCount { trainable, non_trainable }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+
+    type B = Autodiff<Flex>;
+
+    #[test]
+    fn filters_round_and_never_vanish() {
+        assert_eq!(block_filters(1.0), [64, 128, 256]);
+        assert_eq!(block_filters(0.25), [16, 32, 64]);
+        assert_eq!(block_filters(0.001), [1, 1, 1]);
+    }
+
+    #[test]
+    fn batchnorm_running_mean_moves_one_percent_per_step_like_keras() {
+        let device = Default::default();
+        let layer = ConvBnRelu::<B>::new(1, 1, &device);
+        // Zero the kernel, bias 2: every conv output is exactly 2, batch mean 2.
+        let mut layer = layer;
+        layer.conv.weight = Param::from_tensor(Tensor::zeros([1, 1, 3, 3], &device));
+        layer.conv.bias = Some(Param::from_tensor(Tensor::full([1], 2.0, &device)));
+        let _ = layer.forward(Tensor::ones([4, 1, 8, 8], &device));
+        let running: f32 = layer.norm.running_mean.value_sync().into_scalar();
+        assert!((running - 0.02).abs() < 1e-6, "running mean {running}");
+        assert_eq!(layer.norm.epsilon, BN_EPSILON);
+    }
+
+    #[test]
+    fn biases_start_at_zero() {
+        let model = CnnConfig::new().with_width_multiplier(0.125).init::<B>(&Default::default());
+        let bias: Vec<f32> = model.head.bias.as_ref().unwrap().val().into_data().to_vec().unwrap();
+        assert!(bias.iter().all(|b| *b == 0.0));
+        let conv_bias = model.block1[0].conv.bias.as_ref().unwrap().val().into_data();
+        assert!(conv_bias.to_vec::<f32>().unwrap().iter().all(|b| *b == 0.0));
+    }
+}

@@ -1,0 +1,271 @@
+//! The explicit epoch loop and the [`JobRunner`] API the worker's job loop calls: one runner per
+//! device, created once (data uploaded once), training job after job, reporting each epoch to
+//! an [`EpochSink`] and polling it for cancellation between batches.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use sweep_proto::domain::{EpochMetrics, JobAssignment, MAX_WIDTH_MULTIPLIER};
+
+use crate::augment::augment_batch;
+use crate::backend::DeviceChoice;
+use crate::data::{Cifar10, DataError, DeviceDataset, DeviceSplit};
+use crate::loss::variant_loss;
+use crate::model::{Cnn, CnnConfig, seeded_model};
+
+/// Adam β1 (Keras default).
+pub const ADAM_BETA_1: f32 = 0.9;
+/// Adam β2 (Keras default).
+pub const ADAM_BETA_2: f32 = 0.999;
+/// Adam ε (Keras default `K.epsilon()`).
+pub const ADAM_EPSILON: f32 = 1e-7;
+
+/// Receives the metrics of each finished epoch and answers cancellation polls.
+pub trait EpochSink {
+    /// Called as soon as an epoch (training + validation) has finished.
+    fn on_epoch(&mut self, metrics: EpochMetrics);
+    /// Polled before every batch; `true` makes the run return [`JobOutcome::Stopped`].
+    fn should_stop(&self) -> bool;
+    /// Called once per job, right after the first optimiser step has finished on the device.
+    fn on_first_step(&mut self) {}
+}
+
+/// How a job ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JobOutcome {
+    /// Every epoch ran. `best_epoch` is 1-based (first epoch reaching `best_val_acc`).
+    Completed { best_val_acc: f64, best_epoch: u32, epochs: u32 },
+    /// [`EpochSink::should_stop`] asked to stop after `epochs_done` whole epochs.
+    Stopped { epochs_done: u32 },
+}
+
+/// Why a job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("loss became non-finite in epoch {epoch}")]
+    NonFiniteLoss { epoch: u32 },
+    #[error("device error: {0}")]
+    Device(String),
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+}
+
+/// Trains jobs on one device; created by [`crate::backend::open_runner`].
+pub trait JobRunner: Send {
+    /// Trains `job` to completion (or cancellation), synchronously.
+    fn run(&mut self, job: &JobAssignment, sink: &mut dyn EpochSink) -> Result<JobOutcome, TrainError>;
+    /// The device this runner trains on.
+    fn device(&self) -> &DeviceChoice;
+}
+
+/// Settings of a runner that are not part of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerConfig {
+    /// Batch size of the validation pass (does not change results, only speed and memory).
+    pub eval_batch_size: usize,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig { eval_batch_size: 1000 }
+    }
+}
+
+/// [`JobRunner`] for the experiment's CNN on backend `B`.
+pub struct CnnRunner<B: AutodiffBackend> {
+    device: B::Device,
+    choice: DeviceChoice,
+    data: DeviceDataset<B>,
+    config: RunnerConfig,
+}
+
+impl<B: AutodiffBackend> CnnRunner<B> {
+    /// Uploads `data` to `device` once. May panic inside the backend if the device is unusable.
+    pub fn new(device: B::Device, choice: DeviceChoice, data: &Cifar10, config: RunnerConfig) -> Self {
+        let started = Instant::now();
+        let data = DeviceDataset::upload(data, &device);
+        tracing::info!(device = %choice, seconds = started.elapsed().as_secs_f64(), "data set uploaded");
+        CnnRunner { device, choice, data, config }
+    }
+}
+
+impl<B: AutodiffBackend> JobRunner for CnnRunner<B> {
+    fn run(&mut self, job: &JobAssignment, sink: &mut dyn EpochSink) -> Result<JobOutcome, TrainError> {
+        train_job(&self.device, &self.data, self.config, job, sink)
+    }
+
+    fn device(&self) -> &DeviceChoice {
+        &self.choice
+    }
+}
+
+/// Rejects jobs this runner cannot train; returns (train, test) sizes.
+fn check_job(job: &JobAssignment, train: usize, test: usize) -> Result<(usize, usize), TrainError> {
+    let bad = |m: String| Err(TrainError::InvalidJob(m));
+    if job.epochs == 0 {
+        return bad("epochs must be at least 1".into());
+    }
+    if job.batch_size == 0 {
+        return bad("batch_size must be at least 1".into());
+    }
+    if !(job.learning_rate.is_finite() && job.learning_rate > 0.0) {
+        return bad(format!("learning rate {} is not a positive number", job.learning_rate));
+    }
+    let w = job.data.width_multiplier;
+    if !(w.is_finite() && w > 0.0 && w <= MAX_WIDTH_MULTIPLIER) {
+        return bad(format!("width multiplier {w} outside (0, {MAX_WIDTH_MULTIPLIER}]"));
+    }
+    let limit = |l: Option<u32>, have: usize, what: &str| match l {
+        Some(0) => Err(TrainError::InvalidJob(format!("{what}_limit must be at least 1"))),
+        Some(n) => Ok((n as usize).min(have)),
+        None => Ok(have),
+    };
+    let train_n = limit(job.data.train_limit, train, "train")?;
+    let test_n = limit(job.data.test_limit, test, "test")?;
+    if train_n == 0 || test_n == 0 {
+        return bad("the data set on this device is empty".into());
+    }
+    Ok((train_n, test_n))
+}
+
+/// Sums of a pass over a split, kept on the device until read.
+struct PassTotals<B: Backend> {
+    loss_sum: Option<Tensor<B, 1>>,
+    correct: Option<Tensor<B, 1, Int>>,
+}
+
+impl<B: Backend> PassTotals<B> {
+    fn new() -> Self {
+        PassTotals { loss_sum: None, correct: None }
+    }
+
+    fn add(&mut self, loss: Tensor<B, 1>, logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) {
+        let n = labels.dims()[0];
+        let loss = loss.mul_scalar(n as f64);
+        let correct = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum();
+        self.loss_sum = Some(match self.loss_sum.take() {
+            Some(s) => s.add(loss),
+            None => loss,
+        });
+        self.correct = Some(match self.correct.take() {
+            Some(c) => c.add(correct),
+            None => correct,
+        });
+    }
+
+    /// (mean loss, accuracy) over `n` images; reading them synchronises the device.
+    fn read(self, n: usize) -> (f64, f64) {
+        let loss = self.loss_sum.map_or(0.0, |t| t.into_scalar().elem::<f64>());
+        let correct = self.correct.map_or(0.0, |t| t.into_scalar().elem::<f64>());
+        (loss / n as f64, correct / n as f64)
+    }
+}
+
+/// Trains one job on already-uploaded data: the experiment's explicit epoch loop.
+pub fn train_job<B: AutodiffBackend>(
+    device: &B::Device,
+    data: &DeviceDataset<B>,
+    config: RunnerConfig,
+    job: &JobAssignment,
+    sink: &mut dyn EpochSink,
+) -> Result<JobOutcome, TrainError> {
+    let (train_n, test_n) = check_job(job, data.train.len(), data.test.len())?;
+    let train = data.train.first(train_n);
+    let test = data.test.first(test_n).inner();
+    let batch = job.batch_size as usize;
+
+    let cnn = CnnConfig::new().with_width_multiplier(job.data.width_multiplier);
+    let mut model: Cnn<B> = seeded_model(&cnn, job.seed, device);
+    let mut optim = AdamConfig::new()
+        .with_beta_1(ADAM_BETA_1)
+        .with_beta_2(ADAM_BETA_2)
+        .with_epsilon(ADAM_EPSILON)
+        .init::<B, Cnn<B>>();
+    let mut rng = StdRng::seed_from_u64(job.seed);
+    let mut order: Vec<i64> = (0..train_n as i64).collect();
+    let mut first_step_reported = false;
+    let (mut best_val_acc, mut best_epoch) = (f64::NEG_INFINITY, 0u32);
+
+    tracing::debug!(variant = %job.variant, seed = job.seed, epochs = job.epochs, train_n, test_n, batch, "job starts");
+    for epoch in 1..=job.epochs {
+        let started = Instant::now();
+        order.shuffle(&mut rng);
+        let perm = Tensor::<B, 1, Int>::from_data(TensorData::new(order.clone(), [train_n]), device);
+        let mut totals = PassTotals::<B::InnerBackend>::new();
+        for start in (0..train_n).step_by(batch) {
+            if sink.should_stop() {
+                return Ok(JobOutcome::Stopped { epochs_done: epoch - 1 });
+            }
+            let len = batch.min(train_n - start);
+            let (mut images, labels) = train.gather(perm.clone().narrow(0, start, len));
+            if job.data.augment {
+                images = augment_batch(images, &mut rng);
+            }
+            let logits = model.forward(images);
+            let loss = variant_loss(job.variant, logits.clone(), labels.clone());
+            totals.add(loss.clone().inner(), logits.inner(), labels.inner());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(job.learning_rate, model, grads);
+            if !first_step_reported {
+                B::sync(device).map_err(|e| TrainError::Device(e.to_string()))?;
+                sink.on_first_step();
+                first_step_reported = true;
+            }
+        }
+        let (train_loss, train_acc) = totals.read(train_n);
+        let train_seconds = started.elapsed().as_secs_f64();
+        if !train_loss.is_finite() {
+            return Err(TrainError::NonFiniteLoss { epoch });
+        }
+
+        let Some((val_loss, val_acc)) = evaluate(&model.valid(), &test, job, config, sink) else {
+            return Ok(JobOutcome::Stopped { epochs_done: epoch - 1 });
+        };
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            wall_seconds: started.elapsed().as_secs_f64(),
+            images_per_sec: train_n as f64 / train_seconds.max(1e-9),
+        };
+        if val_acc > best_val_acc {
+            (best_val_acc, best_epoch) = (val_acc, epoch);
+        }
+        tracing::debug!(?metrics, "epoch done");
+        sink.on_epoch(metrics);
+    }
+    Ok(JobOutcome::Completed { best_val_acc, best_epoch, epochs: job.epochs })
+}
+
+/// Validation pass in inference mode (BatchNorm running statistics); `None` if stopped.
+fn evaluate<B: Backend>(
+    model: &Cnn<B>,
+    test: &DeviceSplit<B>,
+    job: &JobAssignment,
+    config: RunnerConfig,
+    sink: &dyn EpochSink,
+) -> Option<(f64, f64)> {
+    let n = test.len();
+    let batch = config.eval_batch_size.max(1);
+    let mut totals = PassTotals::<B>::new();
+    for start in (0..n).step_by(batch) {
+        if sink.should_stop() {
+            return None;
+        }
+        let (images, labels) = test.range(start, batch.min(n - start));
+        let logits = model.forward(images);
+        let loss = variant_loss(job.variant, logits.clone(), labels.clone());
+        totals.add(loss, logits, labels);
+    }
+    Some(totals.read(n))
+}

@@ -1,0 +1,209 @@
+//! A worker process (the real agent, CPU backend) against a real coordinator on 127.0.0.1:
+//! completes a 2-job sweep with every epoch stored, survives a coordinator restart mid-sweep
+//! without losing a measured epoch, and stops a job the user cancels.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coordinator::{Config, Database};
+use sweep_proto::pb::sweep_service_client::SweepServiceClient;
+use sweep_proto::pb::{
+    CancelSweepRequest, DataOptions, GetJobRequest, GetSweepRequest, ListJobsRequest, SubmitSweepRequest,
+    SweepSpec, SweepSummary,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use worker::Cifar10;
+use worker::agent::{AgentConfig, run_agent};
+use worker::backend::DeviceChoice;
+
+/// 320 training and 64 test images of random pixels (labels cycle through the classes).
+fn tiny_data() -> Arc<Cifar10> {
+    let image = 3 * 32 * 32;
+    let pixels = |n: usize, salt: usize| (0..n * image).map(|i| ((i * 31 + salt) % 251) as u8).collect();
+    let labels = |n: usize| (0..n).map(|i| (i % 10) as u8).collect();
+    Arc::new(Cifar10::from_parts(pixels(320, 7), labels(320), pixels(64, 3), labels(64)))
+}
+
+fn spec(name: &str, seeds: Vec<u64>, epochs: u32) -> SweepSpec {
+    SweepSpec {
+        name: name.into(),
+        variants: vec!["natural_softmax".into()],
+        seeds,
+        epochs,
+        batch_size: 32,
+        data: Some(DataOptions { train_limit: 320, test_limit: 64, augment: false, width_multiplier: 0.125 }),
+        ..Default::default()
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<coordinator::Result<()>>,
+}
+
+async fn start_server(db_url: &str, addr: SocketAddr) -> Server {
+    let db = Database::open(db_url).await.unwrap();
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut rx) = watch::channel(false);
+    let config = Config::with_lease_ttl(Duration::from_secs(5));
+    let task = tokio::spawn(async move {
+        let result = coordinator::run(listener, db.clone(), config, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await;
+        db.close().await;
+        result
+    });
+    Server { addr, stop, task }
+}
+
+impl Server {
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn start_worker(
+    addr: SocketAddr,
+) -> (watch::Sender<bool>, JoinHandle<Result<(), worker::agent::AgentError>>) {
+    let config = AgentConfig {
+        coordinator: format!("http://{addr}"),
+        worker_id: "test-worker".into(),
+        hostname: "test-host".into(),
+        devices: vec![DeviceChoice::Cpu],
+        slots_per_device: 1,
+    };
+    let (stop, rx) = watch::channel(false);
+    (stop, tokio::spawn(run_agent(config, tiny_data(), rx)))
+}
+
+async fn client(addr: SocketAddr) -> SweepServiceClient<tonic::transport::Channel> {
+    SweepServiceClient::connect(format!("http://{addr}")).await.unwrap()
+}
+
+async fn wait_for(
+    addr: SocketAddr,
+    sweep: &str,
+    limit: Duration,
+    done: impl Fn(&SweepSummary) -> bool,
+) -> SweepSummary {
+    let start = Instant::now();
+    loop {
+        if let Ok(mut c) = SweepServiceClient::connect(format!("http://{addr}")).await
+            && let Ok(s) = c.get_sweep(GetSweepRequest { sweep: sweep.into() }).await
+        {
+            let s = s.into_inner();
+            if done(&s) {
+                return s;
+            }
+            assert!(start.elapsed() < limit, "sweep {sweep} did not get there in {limit:?}: {s:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn epochs_stored(addr: SocketAddr, sweep: &str) -> Vec<Vec<u32>> {
+    let mut c = client(addr).await;
+    let jobs = c.list_jobs(ListJobsRequest { sweep: sweep.into(), ..Default::default() }).await.unwrap();
+    let mut out = Vec::new();
+    for job in jobs.into_inner().jobs {
+        let detail = c.get_job(GetJobRequest { job_id: job.id }).await.unwrap().into_inner();
+        out.push(detail.epochs.iter().map(|e| e.epoch).collect());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_completes_a_two_job_sweep_with_every_epoch_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let mut c = client(server.addr).await;
+    c.submit_sweep(SubmitSweepRequest { spec: Some(spec("two", vec![0, 1], 2)) }).await.unwrap();
+    let (stop, agent) = start_worker(server.addr);
+
+    let s = wait_for(server.addr, "two", Duration::from_secs(180), |s| s.succeeded == 2).await;
+    assert_eq!((s.epochs_done, s.epochs_total, s.failed), (4, 4, 0));
+    assert_eq!(epochs_stored(server.addr, "two").await, vec![vec![1, 2], vec![1, 2]]);
+
+    let workers = sweep_proto::pb::sweep_service_client::SweepServiceClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+    .list_workers(sweep_proto::pb::ListWorkersRequest {})
+    .await
+    .unwrap()
+    .into_inner()
+    .workers;
+    assert_eq!(workers.len(), 1);
+    assert_eq!(
+        (workers[0].hostname.as_str(), workers[0].gpus.as_slice()),
+        ("test-host", &["cpu".to_string()][..])
+    );
+
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_measured_while_the_coordinator_is_down_are_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let addr = server.addr;
+    client(addr)
+        .await
+        .submit_sweep(SubmitSweepRequest { spec: Some(spec("restart", vec![0], 6)) })
+        .await
+        .unwrap();
+    let (stop, agent) = start_worker(addr);
+
+    // Take the coordinator away once the first epoch is stored, while the job keeps training.
+    wait_for(addr, "restart", Duration::from_secs(120), |s| s.epochs_done >= 1).await;
+    server.shutdown().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server = start_server(&url, addr).await;
+
+    let s = wait_for(addr, "restart", Duration::from_secs(180), |s| s.succeeded == 1).await;
+    assert_eq!((s.epochs_done, s.epochs_total), (6, 6));
+    assert_eq!(epochs_stored(addr, "restart").await, vec![vec![1, 2, 3, 4, 5, 6]]);
+
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_sweep_stops_the_running_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let mut c = client(server.addr).await;
+    c.submit_sweep(SubmitSweepRequest { spec: Some(spec("stop", vec![0], 500)) }).await.unwrap();
+    let (stop, agent) = start_worker(server.addr);
+    wait_for(server.addr, "stop", Duration::from_secs(120), |s| s.epochs_done >= 1).await;
+
+    c.cancel_sweep(CancelSweepRequest { sweep: "stop".into() }).await.unwrap();
+    let s = wait_for(server.addr, "stop", Duration::from_secs(10), |s| s.cancelled == 1).await;
+    assert!(s.epochs_done < 500);
+    // The worker's only slot is free again only if it stopped the cancelled 500-epoch job (it
+    // learns of it at its next heartbeat, ttl/3 ≈ 1.7 s): a new one-epoch job must finish soon.
+    c.submit_sweep(SubmitSweepRequest { spec: Some(spec("next", vec![0], 1)) }).await.unwrap();
+    wait_for(server.addr, "next", Duration::from_secs(60), |s| s.succeeded == 1).await;
+    let stopped = wait_for(server.addr, "stop", Duration::from_secs(1), |_| true).await;
+    assert!(stopped.epochs_done <= s.epochs_done + 2, "cancelled job kept training: {stopped:?}");
+
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    server.shutdown().await;
+}
