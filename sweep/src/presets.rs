@@ -26,9 +26,12 @@ impl Preset {
         let all: Vec<LossVariant> = LossVariant::ALL.to_vec();
         let (variants, seeds, epochs, data) = match self {
             Preset::Paper => (all, 0..5, 100, DataOptions::default()),
-            Preset::Paper15 => {
-                (vec![LossVariant::NaturalSoftmax, LossVariant::NormalLr1e3], 0..15, 100, DataOptions::default())
-            }
+            Preset::Paper15 => (
+                vec![LossVariant::NaturalSoftmax, LossVariant::NormalLr1e3],
+                0..15,
+                100,
+                DataOptions::default(),
+            ),
             Preset::Quick => (all, 0..3, 15, DataOptions::default()),
             Preset::Smoke => (
                 all,

@@ -173,8 +173,9 @@ pub async fn run_until(
 ) -> Result<RunSummary, RunError> {
     let spec = build_spec(&args)?;
     let db = Database::open(&args.database_url).await?;
-    let listener =
-        TcpListener::bind(args.listen).await.map_err(|source| RunError::Listen { addr: args.listen, source })?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| RunError::Listen { addr: args.listen, source })?;
     let addr = listener.local_addr().map_err(|source| RunError::Listen { addr: args.listen, source })?;
     let (stop_tx, mut stop) = watch::channel(false);
     let server = {
@@ -217,7 +218,8 @@ async fn drive(
         let data = tokio::task::spawn_blocking(move || Cifar10::load_or_download(&data_dir))
             .await
             .expect("data loading thread panicked")?;
-        let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "local".into());
+        let host =
+            hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "local".into());
         let config = AgentConfig {
             coordinator: endpoint.to_owned(),
             worker_id: format!("{host}-sweep-{}", std::process::id()),

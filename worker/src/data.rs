@@ -54,11 +54,26 @@ pub struct Cifar10 {
     test_labels: Vec<u8>,
 }
 
-/// Where `name` lives under `dir` (directly or in the tarball's folder).
+/// Where `name` lives under `dir`: directly or in the tarball's folder, plain or xz-compressed
+/// (`name.xz`, decompressed while reading). Defaults to `dir/name` when none exists.
 pub fn locate(dir: &Path, name: &str) -> PathBuf {
-    let direct = dir.join(name);
-    let nested = dir.join(TARBALL_FOLDER).join(name);
-    if !direct.exists() && nested.exists() { nested } else { direct }
+    let xz = format!("{name}.xz");
+    [dir.join(name), dir.join(TARBALL_FOLDER).join(name), dir.join(&xz), dir.join(TARBALL_FOLDER).join(&xz)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| dir.join(name))
+}
+
+/// The bytes of `path`, decompressed when it ends in `.xz`.
+fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+    if path.extension().is_some_and(|e| e == "xz") {
+        let mut bytes = Vec::new();
+        let file = std::io::BufReader::new(fs::File::open(path)?);
+        std::io::Read::read_to_end(&mut liblzma::read::XzDecoder::new(file), &mut bytes)?;
+        Ok(bytes)
+    } else {
+        fs::read(path)
+    }
 }
 
 /// True when all six files are present under `dir` (no content check).
@@ -73,7 +88,7 @@ pub fn md5_hex(bytes: &[u8]) -> String {
 
 /// Reads one file; with `expected_md5`, checks its exact length and MD5 first.
 fn read_file(path: &Path, expected_md5: Option<&str>) -> Result<(Vec<u8>, Vec<u8>), DataError> {
-    let bytes = fs::read(path).map_err(|source| match source.kind() {
+    let bytes = read_bytes(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => DataError::Missing { path: path.to_owned() },
         _ => DataError::Io { path: path.to_owned(), source },
     })?;

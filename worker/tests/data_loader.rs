@@ -1,4 +1,4 @@
-//! CIFAR-10 loader tests: the real files (decompressed from /work/shared/cifar10), corrupt and
+//! CIFAR-10 loader tests: the real files (from ../shared/cifar10 beside the repository), corrupt and
 //! missing files, synthetic files without MD5 checks, and tarball verification/unpacking.
 //! Nothing here touches the network.
 
@@ -37,6 +37,23 @@ fn real_files_match_the_published_facts() {
     // load_or_download must not download when the files are present.
     let again = Cifar10::load_or_download(&dir).unwrap();
     assert_eq!(again.test_labels(), data.test_labels());
+}
+
+#[test]
+fn xz_compressed_files_load_directly_with_the_same_checks() {
+    let data = Cifar10::load(&common::shared_cifar10()).expect("verified load of the .xz files");
+    assert_eq!((data.train_len(), data.test_len()), (50_000, 10_000));
+    assert_eq!(&data.train_labels()[..10], &[6, 9, 9, 4, 1, 1, 2, 7, 8, 3]);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, _) in CIFAR10_FILES {
+        fs::copy(common::shared_cifar10().join(format!("{name}.xz")), dir.path().join(format!("{name}.xz")))
+            .unwrap();
+    }
+    let mut broken = fs::read(dir.path().join("test_batch.bin.xz")).unwrap();
+    broken.truncate(broken.len() / 2);
+    fs::write(dir.path().join("test_batch.bin.xz"), broken).unwrap();
+    let err = Cifar10::load(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("test_batch.bin.xz"), "{err}");
 }
 
 #[test]

@@ -53,7 +53,8 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
     let data = tokio::task::spawn_blocking(move || Cifar10::load_or_download(&data_dir))
         .await
         .expect("data loading thread panicked")?;
-    let hostname = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into());
+    let hostname =
+        hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into());
     let config = AgentConfig {
         coordinator: args.coordinator,
         worker_id: args.worker_id.unwrap_or_else(|| format!("{hostname}-{}", std::process::id())),

@@ -63,7 +63,8 @@ pub async fn upload_epochs(
                 }
             }
         }
-        match stream_once(client.clone(), &fence, &mut epochs, &mut pending, &mut input_open, &mut acked).await
+        match stream_once(client.clone(), &fence, &mut epochs, &mut pending, &mut input_open, &mut acked)
+            .await
         {
             Ok(()) => backoff.reset(),
             Err(status) => match status.code() {

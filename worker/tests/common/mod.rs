@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: the real CIFAR-10 files decompressed once per test
-//! binary from /work/shared/cifar10 (never downloaded, never copied into the repository), and
+//! binary from ../shared/cifar10 beside the repository (never downloaded, never copied into the repository), and
 //! small synthetic files in the same format.
 #![allow(dead_code)]
 
@@ -10,8 +10,13 @@ use std::sync::{Mutex, OnceLock};
 
 use worker::data::{IMAGE_BYTES, RECORD_BYTES};
 
-/// Where the xz-compressed official files live.
-pub const SHARED_CIFAR10: &str = "/work/shared/cifar10";
+/// Where the xz-compressed official files live: `$SWEEP_TEST_CIFAR10`, else `shared/cifar10`
+/// beside the repository (as CI lays it out).
+pub fn shared_cifar10() -> PathBuf {
+    std::env::var_os("SWEEP_TEST_CIFAR10")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/cifar10"))
+}
 
 static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
 static LOCK: Mutex<()> = Mutex::new(());
@@ -25,9 +30,10 @@ pub fn real_files(names: &[&str]) -> PathBuf {
         if dest.exists() {
             continue;
         }
-        let src = Path::new(SHARED_CIFAR10).join(format!("{name}.xz"));
-        let mut decoder =
-            liblzma::read::XzDecoder::new(BufReader::new(File::open(&src).expect("shared CIFAR-10 file")));
+        let src = shared_cifar10().join(format!("{name}.xz"));
+        let mut decoder = liblzma::read::XzDecoder::new(BufReader::new(
+            File::open(&src).unwrap_or_else(|e| panic!("{} (set SWEEP_TEST_CIFAR10): {e}", src.display())),
+        ));
         let mut bytes = Vec::new();
         decoder.read_to_end(&mut bytes).expect("xz decode");
         let tmp = dir.join(format!("{name}.tmp"));

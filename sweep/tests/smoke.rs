@@ -1,0 +1,81 @@
+//! The README's main job, end to end on the CPU: `sweep run --preset smoke` with an embedded
+//! coordinator, a local worker and the real CIFAR-10 files (read from the shared .xz files),
+//! interrupted part-way, continued by the same command, and checked through its report files.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use sweep::run::{RunArgs, RunError, run_until};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn shared_cifar10() -> PathBuf {
+    std::env::var_os("SWEEP_TEST_CIFAR10")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/cifar10"))
+}
+
+fn args(dir: &Path) -> RunArgs {
+    let db = format!("sqlite://{}?mode=rwc", dir.join("sweep.db").display());
+    let data = shared_cifar10();
+    let out = dir.join("report");
+    Cli::parse_from([
+        "sweep",
+        "--preset",
+        "smoke",
+        "--database-url",
+        &db,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+        "--lease-ttl-secs",
+        "2",
+    ])
+    .run
+}
+
+fn csv_rows(path: &Path) -> Vec<csv::StringRecord> {
+    csv::Reader::from_path(path).unwrap().records().map(|r| r.unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_preset_runs_end_to_end_and_resumes_after_an_interrupt() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // First run: interrupted (as by Ctrl-C) a few seconds into training.
+    let first = run_until(args(dir.path()), tokio::time::sleep(Duration::from_secs(25))).await;
+    assert!(matches!(first, Err(RunError::Interrupted)), "{first:?}");
+
+    // Same command again: continues the sweep, finishes it and writes the report.
+    let summary = run_until(args(dir.path()), std::future::pending()).await.expect("second run");
+    assert_eq!((summary.succeeded, summary.failed, summary.cancelled), (10, 0, 0));
+    let files = summary.report;
+    for path in files.all() {
+        let len = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len();
+        assert!(len > 100, "{} is only {len} bytes", path.display());
+    }
+    let results = csv_rows(&files.results_csv);
+    assert_eq!(results.len(), 10, "one row per (variant, seed), no duplicates");
+    let epochs = csv_rows(&files.epochs_csv);
+    assert_eq!(epochs.len(), 20, "2 epochs × 10 jobs, each stored once");
+    let svg = std::fs::read_to_string(&files.boxplot_svg).unwrap();
+    for variant in ["natural_hardmax", "natural_softmax", "multi_softmax", "normal_lr1e-3", "normal_lr1e-2"] {
+        assert!(svg.contains(variant), "box plot lacks {variant}");
+    }
+    let summary_md = std::fs::read_to_string(&files.summary_md).unwrap();
+    assert!(summary_md.contains("too few seeds"), "2 seeds per variant cannot support a claim");
+
+    // A third run finds nothing to do and keeps every job.
+    let again = run_until(args(dir.path()), std::future::pending()).await.expect("third run");
+    assert_eq!(again.succeeded, 10);
+    assert_eq!(csv_rows(&again.report.results_csv).len(), 10);
+}
