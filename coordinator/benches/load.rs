@@ -239,8 +239,10 @@ async fn fleet_worker(i: usize, ch: Channel, opts: Opts, window: Window) -> Samp
                 }
                 let leases = current.lock().unwrap().clone().into_iter().collect();
                 let req = pb::HeartbeatRequest { worker_id: id.clone(), leases, idle_slots: 0 };
+                // Timed from the call, like every RPC (the tick's lateness is the client's).
+                let t = Instant::now();
                 match client.heartbeat(req).await {
-                    Ok(_) if window.contains(at) => hb.push(micros(at.elapsed())),
+                    Ok(_) if window.contains(at) => hb.push(micros(t.elapsed())),
                     Ok(_) => {}
                     Err(_) => errors += 1,
                 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::domain::{
     DEFAULT_MAX_ATTEMPTS, DataOptions, EpochMetrics, Fence, JobAssignment, JobState, LossVariant,
-    MAX_ATTEMPTS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_NAME_LEN, MAX_SEEDS, MAX_WIDTH_MULTIPLIER,
-    SweepSpec, TEST_IMAGES, TRAIN_IMAGES,
+    MAX_ATTEMPTS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_NAME_LEN, MAX_SEEDS, MAX_WIDTH_MULTIPLIER, SweepSpec,
+    TEST_IMAGES, TRAIN_IMAGES,
 };
 use crate::pb;
 
@@ -40,11 +40,9 @@ fn ensure(ok: bool, field: &'static str, message: impl FnOnce() -> String) -> Re
 pub fn validate_sweep_name(name: &str) -> Result<(), InvalidInput> {
     ensure(!name.is_empty(), "name", || "must not be empty".into())?;
     ensure(name.len() <= MAX_NAME_LEN, "name", || format!("longer than {MAX_NAME_LEN} bytes"))?;
-    ensure(
-        name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
-        "name",
-        || format!("{name:?} may only hold letters, digits, '.', '_' and '-'"),
-    )
+    ensure(name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')), "name", || {
+        format!("{name:?} may only hold letters, digits, '.', '_' and '-'")
+    })
 }
 
 /// Parses a loss variant name.
@@ -136,7 +134,9 @@ impl TryFrom<pb::SweepSpec> for SweepSpec {
         let mut learning_rates = BTreeMap::new();
         for (name, lr) in &s.learning_rates {
             let v = parse_variant(name).map_err(|e| InvalidInput::new("learning_rates", e.message))?;
-            ensure(variants.contains(&v), "learning_rates", || format!("{name} is not a variant of this sweep"))?;
+            ensure(variants.contains(&v), "learning_rates", || {
+                format!("{name} is not a variant of this sweep")
+            })?;
             ensure(lr.is_finite() && *lr > 0.0 && *lr <= 10.0, "learning_rates", || {
                 format!("{lr} for {name} is not in (0, 10]")
             })?;
@@ -317,15 +317,22 @@ mod tests {
             ("batch_size", Box::new(|s| s.batch_size = MAX_BATCH_SIZE + 1)),
             ("name", Box::new(|s| s.name = "a b".into())),
             ("name", Box::new(|s| s.name.clear())),
-            ("learning_rates", Box::new(|s| {
-                s.learning_rates.insert("natural_softmax".into(), f64::NAN);
-            })),
-            ("learning_rates", Box::new(|s| {
-                s.learning_rates.insert("multi_softmax".into(), 1e-3);
-            })),
-            ("data.train_limit", Box::new(|s| {
-                s.data = Some(pb::DataOptions { train_limit: 60_000, ..Default::default() })
-            })),
+            (
+                "learning_rates",
+                Box::new(|s| {
+                    s.learning_rates.insert("natural_softmax".into(), f64::NAN);
+                }),
+            ),
+            (
+                "learning_rates",
+                Box::new(|s| {
+                    s.learning_rates.insert("multi_softmax".into(), 1e-3);
+                }),
+            ),
+            (
+                "data.train_limit",
+                Box::new(|s| s.data = Some(pb::DataOptions { train_limit: 60_000, ..Default::default() })),
+            ),
         ];
         for (field, mutate) in cases {
             let mut s = spec();
@@ -338,7 +345,15 @@ mod tests {
 
     #[test]
     fn metrics_reject_nan_negative_and_out_of_range() {
-        let good = pb::EpochMetrics { epoch: 1, train_loss: 1.0, train_acc: 0.5, val_loss: 1.0, val_acc: 0.4, wall_seconds: 3.0, images_per_sec: 100.0 };
+        let good = pb::EpochMetrics {
+            epoch: 1,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            val_loss: 1.0,
+            val_acc: 0.4,
+            wall_seconds: 3.0,
+            images_per_sec: 100.0,
+        };
         assert!(EpochMetrics::try_from(good).is_ok());
         for (field, m) in [
             ("metrics.epoch", pb::EpochMetrics { epoch: 0, ..good }),

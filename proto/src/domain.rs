@@ -98,16 +98,15 @@ impl fmt::Display for LossVariant {
 
 /// A loss variant name that is not one of [`LossVariant::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown loss variant {0:?} (expected one of natural_hardmax, natural_softmax, multi_softmax, normal_lr1e-3, normal_lr1e-2)")]
+#[error(
+    "unknown loss variant {0:?} (expected one of natural_hardmax, natural_softmax, multi_softmax, normal_lr1e-3, normal_lr1e-2)"
+)]
 pub struct UnknownVariant(pub String);
 
 impl FromStr for LossVariant {
     type Err = UnknownVariant;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        LossVariant::ALL
-            .into_iter()
-            .find(|v| v.name() == s)
-            .ok_or_else(|| UnknownVariant(s.to_owned()))
+        LossVariant::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| UnknownVariant(s.to_owned()))
     }
 }
 
@@ -123,13 +122,8 @@ pub enum JobState {
 
 impl JobState {
     /// Every state, in lifecycle order.
-    pub const ALL: [JobState; 5] = [
-        JobState::Queued,
-        JobState::Running,
-        JobState::Succeeded,
-        JobState::Failed,
-        JobState::Cancelled,
-    ];
+    pub const ALL: [JobState; 5] =
+        [JobState::Queued, JobState::Running, JobState::Succeeded, JobState::Failed, JobState::Cancelled];
 
     /// Lower-case name, as stored in the database.
     pub fn as_str(self) -> &'static str {
@@ -162,10 +156,7 @@ pub struct UnknownState(pub String);
 impl FromStr for JobState {
     type Err = UnknownState;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobState::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_owned()))
+        JobState::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| UnknownState(s.to_owned()))
     }
 }
 

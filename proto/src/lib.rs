@@ -15,8 +15,7 @@ pub mod pb {
     tonic::include_proto!("sweep.v1");
 
     /// Encoded `FileDescriptorSet` of the package, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/sweep_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sweep_descriptor.bin"));
 }
 
 pub use convert::InvalidInput;

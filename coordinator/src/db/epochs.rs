@@ -54,7 +54,8 @@ pub struct EpochWrite {
     pub metrics: EpochMetrics,
 }
 
-fn insert_sql(rows: usize) -> String {
+/// `NOT INDEXED`: see [`super::job_batches::claim_sql`] (the join must look jobs up by primary key).
+pub(crate) fn insert_sql(rows: usize) -> String {
     // Anonymous `?` only: SQLite looks up a named parameter (`?NNN`) by walking a list, which
     // makes binding hundreds of them quadratic. Bind order: now, the rows, now again.
     let mut sql = String::from(
@@ -71,7 +72,7 @@ fn insert_sql(rows: usize) -> String {
         });
     }
     sql.push_str(
-        ") AS v JOIN jobs j ON j.id = v.column1 AND j.state = 'running' AND j.attempt = v.column3 \
+        ") AS v JOIN jobs j NOT INDEXED ON j.id = v.column1 AND j.state = 'running' AND j.attempt = v.column3 \
          AND j.lease_token = v.column4 AND j.lease_expires_at_ms > ? AND j.epochs >= v.column2 \
          WHERE true \
          ON CONFLICT (job_id, epoch) DO UPDATE SET attempt = excluded.attempt, \

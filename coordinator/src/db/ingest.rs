@@ -1,15 +1,16 @@
-//! Group-commit handling of the two hot write paths. The writer hands every run of queued epoch
-//! reports to [`ingest`] and every run of queued heartbeats to [`heartbeats`]; each run is done
-//! with a few multi-row statements (fence checks included) instead of several per request.
+//! Group-commit handling of the hot write paths. The writer hands every run of queued epoch
+//! reports to [`ingest`], every run of queued heartbeats to [`heartbeats`] and every run of lease
+//! requests to [`leases`]; each run is done with a few multi-row statements (fence checks
+//! included) instead of several per request.
 
 use std::collections::{BTreeMap, HashMap};
 
 use sqlx::SqliteConnection;
-use sweep_proto::{Fence, InvalidInput, JobState};
+use sweep_proto::{DataOptions, Fence, InvalidInput, JobState};
 
 use super::epochs::{self, EpochWrite};
-use super::jobs::{self, JobKey, Progress};
-use super::workers;
+use super::jobs::{self, JobKey, JobRow, Progress};
+use super::{sweeps, workers};
 use crate::error::{Error, Result};
 
 /// What happened to one epoch write: `Some(job)` when stored, `None` when it was a duplicate of
@@ -130,4 +131,60 @@ async fn not_renewed(conn: &mut SqliteConnection, fence: &Fence) -> Result<Lease
         .await?
         .is_some_and(|job| job.holds(fence) && job.job_state() == JobState::Cancelled);
     Ok(if cancelled { LeaseVerdict::Cancelled } else { LeaseVerdict::Lost })
+}
+
+/// One LeaseJob call: the worker and the lease it gets if a job is queued.
+#[derive(Debug, Clone)]
+pub struct LeaseWrite {
+    pub worker_id: String,
+    /// Fresh for every request (it also tells the claims of one batch apart).
+    pub lease_token: String,
+    pub expires_at_ms: i64,
+}
+
+/// The outcome of one lease request: the claimed job and its sweep's data options, `None` when
+/// nothing is queued, or NOT_FOUND for a worker that never registered.
+pub type Leased = Result<Option<(JobRow, DataOptions)>>;
+
+/// Claims jobs for a run of lease requests: marks the workers seen, then hands the oldest queued
+/// jobs out, in request order, with one guarded multi-row UPDATE (see [`jobs::claim_many`]). The
+/// claims run in a savepoint, so an unreadable sweep spec undoes them and fails just this run.
+pub async fn leases(conn: &mut SqliteConnection, reqs: &[LeaseWrite], now_ms: i64) -> Result<Vec<Leased>> {
+    let ids: Vec<&str> = reqs.iter().map(|r| r.worker_id.as_str()).collect();
+    let known = workers::touch_ids(conn, &ids, now_ms).await?;
+    let wanted: Vec<&LeaseWrite> = reqs.iter().filter(|r| known.contains(&r.worker_id)).collect();
+    let mut claimed = HashMap::new();
+    let mut data: HashMap<String, DataOptions> = HashMap::new();
+    if !wanted.is_empty() {
+        sqlx::query("SAVEPOINT leases").execute(&mut *conn).await?;
+        let specs = async {
+            for job in jobs::claim_many(conn, &wanted, now_ms).await? {
+                let options = match data.get(&job.sweep) {
+                    Some(options) => *options,
+                    None => {
+                        let options = sweeps::require(&mut *conn, &job.sweep).await?.spec()?.data;
+                        *data.entry(job.sweep.clone()).or_insert(options)
+                    }
+                };
+                claimed.insert(job.lease_token.clone().unwrap_or_default(), (job, options));
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = specs {
+            sqlx::query("ROLLBACK TO leases").execute(&mut *conn).await?;
+            sqlx::query("RELEASE leases").execute(&mut *conn).await?;
+            return Ok(reqs.iter().map(|_| Err(Error::Internal(format!("leasing failed: {e}")))).collect());
+        }
+        sqlx::query("RELEASE leases").execute(&mut *conn).await?;
+    }
+    Ok(reqs
+        .iter()
+        .map(|r| {
+            if !known.contains(&r.worker_id) {
+                return Err(Error::NotFound(format!("worker {:?} (register it first)", r.worker_id)));
+            }
+            Ok(claimed.remove(&r.lease_token))
+        })
+        .collect())
 }

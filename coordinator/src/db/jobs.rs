@@ -2,12 +2,11 @@
 //! progress. State changes go through [`transition`] (which asks [`crate::lifecycle`]) or the
 //! atomic [`claim`]; every UPDATE is guarded on the state and attempt it expects.
 
-use std::collections::HashSet;
-
-use sqlx::{AssertSqlSafe, Executor, FromRow, Sqlite, SqliteConnection};
+use sqlx::{Executor, FromRow, Sqlite, SqliteConnection};
 use sweep_proto::convert::state_to_wire;
 use sweep_proto::{Fence, JobState, SweepSpec, pb};
 
+pub use super::job_batches::{JobKey, Progress, claim_many, record_progress, renew_many};
 use crate::error::{Error, Result};
 use crate::lifecycle::{self, Event};
 
@@ -18,6 +17,7 @@ macro_rules! cols {
          last_error, created_at_ms, started_at_ms, finished_at_ms"
     };
 }
+pub(super) use cols as job_cols;
 
 /// A stored job.
 #[derive(Debug, Clone, FromRow)]
@@ -186,6 +186,28 @@ pub async fn claim(
     .await?)
 }
 
+/// Completes the job `fence` holds in one guarded UPDATE, if the fence is its running, unexpired
+/// lease and every epoch is stored (what [`fenced`] and [`lifecycle::apply`] would allow);
+/// `None` otherwise (the caller then finds out why).
+pub async fn complete_fenced(
+    conn: &mut SqliteConnection,
+    fence: &Fence,
+    now_ms: i64,
+) -> Result<Option<JobRow>> {
+    Ok(sqlx::query_as(concat!(
+        "UPDATE jobs SET state = 'succeeded', last_error = NULL, lease_expires_at_ms = NULL, \
+         finished_at_ms = ?1 WHERE id = ?2 AND attempt = ?3 AND lease_token = ?4 AND state = 'running' \
+         AND lease_expires_at_ms > ?1 AND epochs_done >= epochs RETURNING ",
+        cols!()
+    ))
+    .bind(now_ms)
+    .bind(fence.job_id)
+    .bind(i64::from(fence.attempt))
+    .bind(&fence.lease_token)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// The job `fence` writes to, if the fence is its current, running, unexpired lease; otherwise
 /// [`Error::StaleLease`] saying why (or [`Error::NotFound`]).
 pub async fn fenced<'c, E>(ex: E, fence: &Fence, now_ms: i64) -> Result<JobRow>
@@ -261,43 +283,6 @@ where
     Ok(done.rows_affected() == 1)
 }
 
-/// [`renew_lease`] for many `(fence, new expiry)` pairs, with one multi-row UPDATE per chunk;
-/// returns the fences (job id, attempt, token) whose lease was renewed.
-pub async fn renew_many(
-    conn: &mut SqliteConnection,
-    leases: &[(&Fence, i64)],
-    now_ms: i64,
-) -> Result<HashSet<(i64, i64, String)>> {
-    let mut renewed = HashSet::with_capacity(leases.len());
-    let mut rest = leases;
-    for (rows, shape) in super::padded_chunks(leases.len()) {
-        let (chunk, tail) = rest.split_at(rows);
-        rest = tail;
-        let mut sql = String::from("UPDATE jobs SET lease_expires_at_ms = v.column4 FROM (VALUES ");
-        for i in 0..shape {
-            sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
-        }
-        sql.push_str(
-            ") AS v WHERE jobs.id = v.column1 AND jobs.attempt = v.column2 AND jobs.lease_token = v.column3 \
-             AND jobs.state = 'running' AND jobs.lease_expires_at_ms > ? RETURNING id, attempt, lease_token",
-        );
-        let mut query = sqlx::query_as::<_, (i64, i64, String)>(AssertSqlSafe(sql));
-        for (fence, expires_at_ms) in chunk {
-            query = query
-                .bind(fence.job_id)
-                .bind(i64::from(fence.attempt))
-                .bind(fence.lease_token.as_str())
-                .bind(*expires_at_ms);
-        }
-        for _ in rows..shape {
-            // Padding: job id 0 never exists.
-            query = query.bind(0i64).bind(0i64).bind("").bind(0i64);
-        }
-        renewed.extend(query.bind(now_ms).fetch_all(&mut *conn).await?);
-    }
-    Ok(renewed)
-}
-
 /// Running jobs whose lease ran out by `now_ms`.
 pub async fn expired<'c, E>(ex: E, now_ms: i64) -> Result<Vec<JobRow>>
 where
@@ -311,57 +296,6 @@ where
     .bind(now_ms)
     .fetch_all(ex)
     .await?)
-}
-
-/// Progress a batch of newly stored epochs of one job's current attempt made.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
-    pub job_id: i64,
-    /// Epochs newly stored.
-    pub stored: i64,
-    /// Best validation accuracy among them and its epoch.
-    pub best_val_acc: f64,
-    pub best_epoch: i64,
-}
-
-/// The identity of a job, as events name it.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
-pub struct JobKey {
-    pub id: i64,
-    pub sweep: String,
-    pub variant: String,
-    pub seed: i64,
-}
-
-/// Adds newly stored epochs to each job's `epochs_done` and keeps its best validation accuracy
-/// (a tie keeps the earlier epoch), with a few multi-row UPDATEs. Returns the jobs' keys.
-pub async fn record_progress(conn: &mut SqliteConnection, progress: &[Progress]) -> Result<Vec<JobKey>> {
-    let mut keys = Vec::with_capacity(progress.len());
-    let mut rest = progress;
-    for (rows, shape) in super::padded_chunks(progress.len()) {
-        let (chunk, tail) = rest.split_at(rows);
-        rest = tail;
-        let mut sql = String::from(
-            "UPDATE jobs SET epochs_done = epochs_done + v.column2, \
-             best_epoch = CASE WHEN best_epoch = 0 OR v.column3 > best_val_acc THEN v.column4 ELSE best_epoch END, \
-             best_val_acc = CASE WHEN best_epoch = 0 OR v.column3 > best_val_acc THEN v.column3 ELSE best_val_acc END \
-             FROM (VALUES ",
-        );
-        for i in 0..shape {
-            sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
-        }
-        sql.push_str(") AS v WHERE jobs.id = v.column1 RETURNING id, sweep, variant, seed");
-        let mut query = sqlx::query_as::<_, JobKey>(AssertSqlSafe(sql));
-        for p in chunk {
-            query = query.bind(p.job_id).bind(p.stored).bind(p.best_val_acc).bind(p.best_epoch);
-        }
-        for _ in rows..shape {
-            // Padding: job id 0 never exists.
-            query = query.bind(0i64).bind(0i64).bind(0.0).bind(0i64);
-        }
-        keys.extend(query.fetch_all(&mut *conn).await?);
-    }
-    Ok(keys)
 }
 
 /// Per-state totals of a sweep's jobs.

@@ -117,6 +117,29 @@ pub async fn touch_many(
     Ok(known)
 }
 
+/// Marks many workers seen (ids may repeat), with one UPDATE per chunk; returns the ids that exist.
+pub async fn touch_ids(conn: &mut SqliteConnection, ids: &[&str], now_ms: i64) -> Result<HashSet<String>> {
+    let mut known = HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(256) {
+        let shape = super::padded_chunks(chunk.len()).next().map_or(4, |(_, shape)| shape);
+        let mut sql = String::from("UPDATE workers SET last_seen_ms = ? WHERE id IN (VALUES ");
+        for i in 0..shape {
+            sql.push_str(if i == 0 { "(?)" } else { ", (?)" });
+        }
+        sql.push_str(") RETURNING id");
+        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).bind(now_ms);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for _ in chunk.len()..shape {
+            // Padding: no worker has an empty id.
+            query = query.bind("");
+        }
+        known.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(known)
+}
+
 /// Every worker with its running job count, most recently seen first.
 pub async fn list<'c, E>(ex: E) -> Result<Vec<WorkerRow>>
 where

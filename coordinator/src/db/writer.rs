@@ -1,15 +1,17 @@
 //! The single writer: a task that owns the only connection allowed to write and commits queued
-//! writes in batches (group commit). Each write runs inside its own savepoint, so a failing write
-//! rolls back alone; results are handed back only after the batch's COMMIT reached the disk.
-//! All epoch reports (heartbeats) of a batch are handled together by [`super::ingest::ingest`]
-//! ([`super::ingest::heartbeats`]) with a few multi-row statements.
+//! writes in batches (group commit). A general write that may fail after changing something runs
+//! inside its own savepoint, so a failing write rolls back alone; results are handed back only after the batch's COMMIT reached the disk.
+//! All epoch reports (heartbeats, lease requests) of a batch are handled together by
+//! [`super::ingest::ingest`] ([`super::ingest::heartbeats`], [`super::ingest::leases`]) with a few
+//! multi-row statements. The loop never waits for a timer: each transaction takes whatever is
+//! queued when the previous one committed.
 
 use futures::future::BoxFuture;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::epochs::EpochWrite;
-use super::ingest::{self, Beat, HeartbeatWrite, Ingested};
+use super::ingest::{self, Beat, HeartbeatWrite, Ingested, LeaseWrite, Leased};
 use crate::error::{Error, Result};
 
 /// Most writes committed in one transaction.
@@ -19,6 +21,8 @@ const QUEUE: usize = 8192;
 
 /// A write queued for the writer task, with its result slot erased.
 trait WriteOp: Send {
+    /// Whether the write needs its own savepoint (it may fail after changing something).
+    fn savepoint(&self) -> bool;
     /// Runs the write; true when it succeeded (its savepoint is then released, not rolled back).
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool>;
     /// Hands the result back, or the commit error if the batch did not commit.
@@ -26,6 +30,7 @@ trait WriteOp: Send {
 }
 
 struct TypedOp<R, F> {
+    savepoint: bool,
     f: Option<F>,
     result: Option<Result<R>>,
     reply: oneshot::Sender<Result<R>>,
@@ -36,6 +41,10 @@ where
     R: Send + 'static,
     F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<R>> + Send + 'static,
 {
+    fn savepoint(&self) -> bool {
+        self.savepoint
+    }
+
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
         let f = self.f.take();
         Box::pin(async move {
@@ -70,10 +79,17 @@ struct BeatMsg {
     reply: oneshot::Sender<Beat>,
 }
 
+/// A queued lease request and where its outcome goes.
+struct LeaseMsg {
+    lease: LeaseWrite,
+    reply: oneshot::Sender<Leased>,
+}
+
 enum Msg {
     Op(Box<dyn WriteOp>),
     Epoch(EpochMsg),
     Beat(BeatMsg),
+    Lease(LeaseMsg),
     Close(oneshot::Sender<()>),
 }
 
@@ -82,6 +98,7 @@ enum Item {
     Op(Box<dyn WriteOp>),
     Epoch(EpochMsg),
     Beat(BeatMsg),
+    Lease(LeaseMsg),
 }
 
 impl Item {
@@ -91,6 +108,7 @@ impl Item {
             Item::Op(op) => Done::Op(op),
             Item::Epoch(e) => Done::Replies(vec![deferred(e.reply, Err(Error::Unavailable(why.into())))]),
             Item::Beat(b) => Done::Replies(vec![deferred(b.reply, Err(Error::Unavailable(why.into())))]),
+            Item::Lease(l) => Done::Replies(vec![deferred(l.reply, Err(Error::Unavailable(why.into())))]),
         }
     }
 }
@@ -141,13 +159,15 @@ impl Writer {
         Ok(Writer { tx })
     }
 
-    pub(super) async fn write<R, F>(&self, f: F) -> Result<R>
+    /// Queues a general write (`savepoint`: run it in its own savepoint) and waits for its
+    /// committed result.
+    pub(super) async fn write<R, F>(&self, savepoint: bool, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<R>> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let op = TypedOp { f: Some(f), result: None, reply };
+        let op = TypedOp { savepoint, f: Some(f), result: None, reply };
         let gone = || Error::Unavailable("the database writer is closed".into());
         self.tx.send(Msg::Op(Box::new(op))).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
@@ -172,6 +192,14 @@ impl Writer {
         rx.await.map_err(|_| gone())?
     }
 
+    /// Queues a lease request and waits until its claim (if any) is committed.
+    pub(super) async fn lease(&self, lease: LeaseWrite) -> Leased {
+        let (reply, rx) = oneshot::channel();
+        let gone = || Error::Unavailable("the database writer is closed".into());
+        self.tx.send(Msg::Lease(LeaseMsg { lease, reply })).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
     pub(super) async fn close(&self) {
         let (done, rx) = oneshot::channel();
         if self.tx.send(Msg::Close(done)).await.is_ok() {
@@ -190,6 +218,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
                 Msg::Op(op) => items.push(Item::Op(op)),
                 Msg::Epoch(e) => items.push(Item::Epoch(e)),
                 Msg::Beat(b) => items.push(Item::Beat(b)),
+                Msg::Lease(l) => items.push(Item::Lease(l)),
                 Msg::Close(done) => closing = Some(done),
             }
         }
@@ -204,6 +233,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
             Msg::Op(op) => Item::Op(op),
             Msg::Epoch(e) => Item::Epoch(e),
             Msg::Beat(b) => Item::Beat(b),
+            Msg::Lease(l) => Item::Lease(l),
             Msg::Close(_) => continue,
         };
         item.refuse("the database writer is closed").finish(&closed);
@@ -220,8 +250,13 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), Stri
     sqlx::query(sql).execute(&mut *conn).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// Runs one write inside its own savepoint.
+/// Runs one write, inside its own savepoint if it asked for one. A write without one validates
+/// before it changes anything and changes at most one thing, so a failure leaves nothing behind.
 async fn run_op(conn: &mut SqliteConnection, op: &mut Box<dyn WriteOp>) -> Result<(), String> {
+    if !op.savepoint() {
+        op.run(conn).await;
+        return Ok(());
+    }
     exec(conn, "SAVEPOINT op").await?;
     if !op.run(conn).await {
         exec(conn, "ROLLBACK TO op").await?;
@@ -252,6 +287,17 @@ async fn run_beats(conn: &mut SqliteConnection, msgs: Vec<BeatMsg>) -> (Done, Op
     }
 }
 
+/// Claims jobs for a run of lease requests; like [`run_epochs`], only a database error fails it.
+async fn run_leases(conn: &mut SqliteConnection, msgs: Vec<LeaseMsg>) -> (Done, Option<String>) {
+    let (leases, replies): (Vec<LeaseWrite>, Vec<_>) = msgs.into_iter().map(|m| (m.lease, m.reply)).unzip();
+    match ingest::leases(conn, &leases, super::now_ms()).await {
+        Ok(outcomes) => {
+            (Done::Replies(replies.into_iter().zip(outcomes).map(|(r, o)| deferred(r, o)).collect()), None)
+        }
+        Err(e) => failed_run(replies, format!("leasing jobs failed: {e}")),
+    }
+}
+
 fn failed_run<T: Send + 'static>(
     replies: Vec<oneshot::Sender<Result<T>>>,
     message: String,
@@ -261,19 +307,20 @@ fn failed_run<T: Send + 'static>(
 }
 
 /// Runs one batch in one transaction: the general writes in queue order, then every epoch report
-/// of the batch together, then every heartbeat together. Moving the epochs and heartbeats behind
+/// of the batch together, then every heartbeat together, then every lease request. Moving the epochs and heartbeats behind
 /// the general writes is safe: they were in flight at the same time, and each caller only hears
 /// back after the COMMIT, so a write made after a caller's reply lands in a later batch.
 async fn commit_batch(conn: &mut SqliteConnection, items: Vec<Item>) {
     let started = std::time::Instant::now();
     let size = items.len();
     let mut done = Vec::with_capacity(items.len());
-    let (mut ops, mut epochs, mut beats) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ops, mut epochs, mut beats, mut leases) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for item in items {
         match item {
             Item::Op(op) => ops.push(op),
             Item::Epoch(e) => epochs.push(e),
             Item::Beat(b) => beats.push(b),
+            Item::Lease(l) => leases.push(l),
         }
     }
     let mut failure = exec(conn, "BEGIN IMMEDIATE").await.err();
@@ -299,6 +346,15 @@ async fn commit_batch(conn: &mut SqliteConnection, items: Vec<Item>) {
             failure = error;
         } else {
             done.extend(beats.into_iter().map(|b| Item::Beat(b).refuse("the write transaction failed")));
+        }
+    }
+    if !leases.is_empty() {
+        if failure.is_none() {
+            let (d, error) = run_leases(conn, leases).await;
+            done.push(d);
+            failure = error;
+        } else {
+            done.extend(leases.into_iter().map(|l| Item::Lease(l).refuse("the write transaction failed")));
         }
     }
     let statements_took = started.elapsed();

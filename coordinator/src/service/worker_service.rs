@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
 use crate::db::epochs::{self, EpochWrite};
-use crate::db::ingest::{HeartbeatWrite, LeaseVerdict};
-use crate::db::{self, jobs, sweeps, workers};
+use crate::db::ingest::{HeartbeatWrite, LeaseVerdict, LeaseWrite};
+use crate::db::{self, jobs, workers};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::lifecycle;
@@ -80,7 +80,7 @@ impl WorkerService for WorkerApi {
         let slots = req.slots.max(1);
         self.shared
             .db
-            .write(move |conn| {
+            .write_single(move |conn| {
                 Box::pin(async move {
                     workers::register(conn, &req.worker_id, &req.hostname, &req.gpus, slots, db::now_ms())
                         .await
@@ -99,22 +99,12 @@ impl WorkerService for WorkerApi {
         checked_id("worker_id", &req.worker_id)?;
         let ttl = self.shared.config.lease_ttl;
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let claimed = self
-            .shared
-            .db
-            .write(move |conn| {
-                Box::pin(async move {
-                    let now = db::now_ms();
-                    workers::touch(&mut *conn, &req.worker_id, None, now).await?;
-                    let Some(job) = jobs::claim(conn, &req.worker_id, &token, now + millis(ttl), now).await?
-                    else {
-                        return Ok(None);
-                    };
-                    let spec = sweeps::require(&mut *conn, &job.sweep).await?.spec()?;
-                    Ok(Some((job, spec.data)))
-                })
-            })
-            .await?;
+        let lease = LeaseWrite {
+            worker_id: req.worker_id,
+            lease_token: token,
+            expires_at_ms: db::now_ms() + millis(ttl),
+        };
+        let claimed = self.shared.db.lease(lease).await?;
         let Some((job, data)) = claimed else {
             let retry_after_ms = millis(self.shared.config.idle_retry_after) as u32;
             return Ok(Response::new(pb::LeaseJobResponse { job: None, retry_after_ms }));
@@ -172,9 +162,13 @@ impl WorkerService for WorkerApi {
         let job = self
             .shared
             .db
-            .write(move |conn| {
+            .write_single(move |conn| {
                 Box::pin(async move {
                     let now = db::now_ms();
+                    if let Some(job) = jobs::complete_fenced(&mut *conn, &fence, now).await? {
+                        return Ok(job);
+                    }
+                    // Not completable: find out why (the checks below only read).
                     let job = jobs::fenced(&mut *conn, &fence, now).await?;
                     if job.epochs_done < job.epochs {
                         let stored: Vec<i64> =
@@ -209,7 +203,7 @@ impl WorkerService for WorkerApi {
         let job = self
             .shared
             .db
-            .write(move |conn| {
+            .write_single(move |conn| {
                 Box::pin(async move {
                     let now = db::now_ms();
                     let job = jobs::fenced(&mut *conn, &fence, now).await?;

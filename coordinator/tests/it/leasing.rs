@@ -156,3 +156,44 @@ async fn reported_failure_retries_then_fails_keeping_the_error() {
     assert!(r.finished_at_ms > 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn batched_leases_go_oldest_first_and_skip_unknown_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), coordinator::Config::default()).await;
+    let mut sweeps = server.sweeps().await;
+    let seeds: Vec<u64> = (0..8).collect();
+    assert_eq!(
+        submit(&mut sweeps, spec("order", &["natural_softmax"], &seeds, 1)).await.unwrap().jobs_created,
+        8
+    );
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let mut w = server.workers().await;
+        tasks.push(tokio::spawn(async move {
+            let id = format!("o{i}");
+            if i % 3 != 0 {
+                register(&mut w, &id).await;
+            }
+            w.lease_job(pb::LeaseJobRequest { worker_id: id, slot: 0 }).await
+        }));
+    }
+    let mut leased = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(r) => leased.push(r.into_inner().job.unwrap().fence.unwrap().job_id),
+            Err(status) => {
+                assert_eq!(i % 3, 0, "only unregistered workers fail: {status}");
+                assert_eq!(status.code(), tonic::Code::NotFound);
+            }
+        }
+    }
+    leased.sort_unstable();
+    assert_eq!(leased.len(), 4);
+    let s = summary(&mut sweeps, "order").await;
+    assert_eq!((s.running, s.queued), (4, 4));
+    // The four oldest jobs were handed out (ids are assigned in submission order).
+    let first = leased[0];
+    assert_eq!(leased, (first..first + 4).collect::<Vec<_>>());
+    server.stop().await;
+}

@@ -1,0 +1,160 @@
+//! The multi-row statements on the `jobs` table behind the writer's batched paths: claiming jobs
+//! for a run of lease requests, renewing the leases of a run of heartbeats and recording the
+//! progress of a run of stored epochs (re-exported by [`super::jobs`]).
+
+use std::collections::HashSet;
+
+use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
+use sweep_proto::Fence;
+
+use super::jobs::{JobRow, job_cols};
+use crate::error::Result;
+
+/// The multi-row statements below name the updated `jobs` `NOT INDEXED`: otherwise SQLite's
+/// planner (3.51) drives them from the `(state, lease_expires_at_ms)` index, walking every running
+/// job (and the VALUES rows for each) instead of looking each row's job up by primary key, which
+/// made the writer CPU-bound. The rowid lookup stays allowed; `hot_statements_use_primary_keys`
+/// checks the plans.
+pub(crate) fn claim_sql(shape: usize) -> String {
+    // Anonymous `?` in text order: the VALUES rows, the LIMIT, then now.
+    let mut sql = String::from("WITH v(rn, w, tok, exp) AS (VALUES ");
+    for i in 0..shape {
+        sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
+    }
+    sql.push_str(concat!(
+        "), q AS (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM \
+         (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT ?)) \
+         UPDATE jobs NOT INDEXED SET state = 'running', worker_id = c.w, lease_token = c.tok, \
+         lease_expires_at_ms = c.exp, started_at_ms = COALESCE(started_at_ms, ?) \
+         FROM (SELECT q.id AS jid, v.w, v.tok, v.exp FROM q JOIN v ON v.rn = q.rn) AS c \
+         WHERE jobs.id = c.jid AND jobs.state = 'queued' RETURNING ",
+        job_cols!()
+    ));
+    sql
+}
+
+pub(crate) fn renew_sql(shape: usize) -> String {
+    let mut sql = String::from("UPDATE jobs NOT INDEXED SET lease_expires_at_ms = v.column4 FROM (VALUES ");
+    for i in 0..shape {
+        sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
+    }
+    sql.push_str(
+        ") AS v WHERE jobs.id = v.column1 AND jobs.attempt = v.column2 AND jobs.lease_token = v.column3 \
+         AND jobs.state = 'running' AND jobs.lease_expires_at_ms > ? RETURNING id, attempt, lease_token",
+    );
+    sql
+}
+
+pub(crate) fn progress_sql(shape: usize) -> String {
+    let mut sql = String::from(
+        "UPDATE jobs NOT INDEXED SET epochs_done = epochs_done + v.column2, \
+         best_epoch = CASE WHEN best_epoch = 0 OR v.column3 > best_val_acc THEN v.column4 ELSE best_epoch END, \
+         best_val_acc = CASE WHEN best_epoch = 0 OR v.column3 > best_val_acc THEN v.column3 ELSE best_val_acc END \
+         FROM (VALUES ",
+    );
+    for i in 0..shape {
+        sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
+    }
+    sql.push_str(") AS v WHERE jobs.id = v.column1 RETURNING id, sweep, variant, seed");
+    sql
+}
+
+/// [`super::jobs::claim`] for many lease requests at once: the oldest queued jobs go to the requests in order
+/// (the first request gets the oldest), with one guarded multi-row UPDATE per chunk of 256.
+/// Returns the claimed rows (told apart by their lease tokens, unique per request).
+pub async fn claim_many(
+    conn: &mut SqliteConnection,
+    reqs: &[&crate::db::ingest::LeaseWrite],
+    now_ms: i64,
+) -> Result<Vec<JobRow>> {
+    let mut claimed = Vec::with_capacity(reqs.len());
+    let mut rest = reqs;
+    for (rows, shape) in super::padded_chunks(reqs.len()) {
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let mut query = sqlx::query_as::<_, JobRow>(AssertSqlSafe(claim_sql(shape)));
+        for (rank, r) in chunk.iter().enumerate() {
+            query = query
+                .bind(rank as i64 + 1)
+                .bind(r.worker_id.as_str())
+                .bind(r.lease_token.as_str())
+                .bind(r.expires_at_ms);
+        }
+        for _ in rows..shape {
+            // Padding: rank 0 matches no queued job.
+            query = query.bind(0i64).bind("").bind("").bind(0i64);
+        }
+        claimed.extend(query.bind(rows as i64).bind(now_ms).fetch_all(&mut *conn).await?);
+    }
+    Ok(claimed)
+}
+
+/// [`super::jobs::renew_lease`] for many `(fence, new expiry)` pairs, with one multi-row UPDATE per chunk;
+/// returns the fences (job id, attempt, token) whose lease was renewed.
+pub async fn renew_many(
+    conn: &mut SqliteConnection,
+    leases: &[(&Fence, i64)],
+    now_ms: i64,
+) -> Result<HashSet<(i64, i64, String)>> {
+    let mut renewed = HashSet::with_capacity(leases.len());
+    let mut rest = leases;
+    for (rows, shape) in super::padded_chunks(leases.len()) {
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let mut query = sqlx::query_as::<_, (i64, i64, String)>(AssertSqlSafe(renew_sql(shape)));
+        for (fence, expires_at_ms) in chunk {
+            query = query
+                .bind(fence.job_id)
+                .bind(i64::from(fence.attempt))
+                .bind(fence.lease_token.as_str())
+                .bind(*expires_at_ms);
+        }
+        for _ in rows..shape {
+            // Padding: job id 0 never exists.
+            query = query.bind(0i64).bind(0i64).bind("").bind(0i64);
+        }
+        renewed.extend(query.bind(now_ms).fetch_all(&mut *conn).await?);
+    }
+    Ok(renewed)
+}
+
+/// Progress a batch of newly stored epochs of one job's current attempt made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    pub job_id: i64,
+    /// Epochs newly stored.
+    pub stored: i64,
+    /// Best validation accuracy among them and its epoch.
+    pub best_val_acc: f64,
+    pub best_epoch: i64,
+}
+
+/// The identity of a job, as events name it.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct JobKey {
+    pub id: i64,
+    pub sweep: String,
+    pub variant: String,
+    pub seed: i64,
+}
+
+/// Adds newly stored epochs to each job's `epochs_done` and keeps its best validation accuracy
+/// (a tie keeps the earlier epoch), with a few multi-row UPDATEs. Returns the jobs' keys.
+pub async fn record_progress(conn: &mut SqliteConnection, progress: &[Progress]) -> Result<Vec<JobKey>> {
+    let mut keys = Vec::with_capacity(progress.len());
+    let mut rest = progress;
+    for (rows, shape) in super::padded_chunks(progress.len()) {
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let mut query = sqlx::query_as::<_, JobKey>(AssertSqlSafe(progress_sql(shape)));
+        for p in chunk {
+            query = query.bind(p.job_id).bind(p.stored).bind(p.best_val_acc).bind(p.best_epoch);
+        }
+        for _ in rows..shape {
+            // Padding: job id 0 never exists.
+            query = query.bind(0i64).bind(0i64).bind(0.0).bind(0i64);
+        }
+        keys.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(keys)
+}
