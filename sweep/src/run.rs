@@ -34,7 +34,7 @@ pub struct RunArgs {
     pub name: Option<String>,
     /// Override the seeds: a range `0..5` or a list `0,1,7`.
     #[arg(long, env = "SWEEP_SEEDS", value_parser = parse_seeds)]
-    pub seeds: Option<Vec<u64>>,
+    pub seeds: Option<Seeds>,
     /// Override the loss variants (comma-separated).
     #[arg(long, env = "SWEEP_VARIANTS", value_delimiter = ',')]
     pub variants: Option<Vec<String>>,
@@ -121,17 +121,24 @@ pub struct RunSummary {
     pub cancelled: u32,
 }
 
+/// A seed list given on the command line (a newtype, so clap takes it as one value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seeds(pub Vec<u64>);
+
 /// Parses `0..5` (end exclusive) or `0,1,7`.
-pub fn parse_seeds(text: &str) -> Result<Vec<u64>, String> {
+pub fn parse_seeds(text: &str) -> Result<Seeds, String> {
     if let Some((start, end)) = text.split_once("..") {
         let start: u64 = start.trim().parse().map_err(|e| format!("bad range start {start:?}: {e}"))?;
         let end: u64 = end.trim().parse().map_err(|e| format!("bad range end {end:?}: {e}"))?;
         if start >= end {
             return Err(format!("empty seed range {text}"));
         }
-        return Ok((start..end).collect());
+        return Ok(Seeds((start..end).collect()));
     }
-    text.split(',').map(|s| s.trim().parse::<u64>().map_err(|e| format!("bad seed {s:?}: {e}"))).collect()
+    text.split(',')
+        .map(|s| s.trim().parse::<u64>().map_err(|e| format!("bad seed {s:?}: {e}")))
+        .collect::<Result<_, _>>()
+        .map(Seeds)
 }
 
 /// The spec the flags describe: the preset or spec file, then the overrides.
@@ -143,7 +150,7 @@ pub fn build_spec(args: &RunArgs) -> Result<SweepSpec, SpecFileError> {
     if let Some(name) = &args.name {
         spec.name = name.clone();
     }
-    if let Some(seeds) = &args.seeds {
+    if let Some(Seeds(seeds)) = &args.seeds {
         spec.seeds = seeds.clone();
     }
     if let Some(variants) = &args.variants {
@@ -274,9 +281,40 @@ mod tests {
 
     #[test]
     fn seeds_parse_as_ranges_or_lists() {
-        assert_eq!(parse_seeds("0..5").unwrap(), vec![0, 1, 2, 3, 4]);
-        assert_eq!(parse_seeds("3, 1,7").unwrap(), vec![3, 1, 7]);
+        assert_eq!(parse_seeds("0..5").unwrap(), Seeds(vec![0, 1, 2, 3, 4]));
+        assert_eq!(parse_seeds("3, 1,7").unwrap(), Seeds(vec![3, 1, 7]));
         assert!(parse_seeds("5..5").is_err());
         assert!(parse_seeds("a,b").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn overrides_from_flags_reach_the_spec() {
+        use clap::Parser;
+        let args = Cli::parse_from([
+            "sweep",
+            "--preset",
+            "quick",
+            "--seeds",
+            "0..2",
+            "--epochs",
+            "3",
+            "--variants",
+            "natural_softmax,normal_lr1e-3",
+            "--name",
+            "mine",
+            "--width",
+            "0.5",
+        ])
+        .run;
+        let spec = build_spec(&args).unwrap();
+        assert_eq!((spec.name.as_str(), spec.seeds.as_slice(), spec.epochs), ("mine", &[0, 1][..], 3));
+        assert_eq!(spec.variants, vec!["natural_softmax", "normal_lr1e-3"]);
+        assert_eq!(spec.data.unwrap().width_multiplier, 0.5);
     }
 }
