@@ -1,0 +1,24 @@
+# Builds the coordinator, worker and sweep binaries. The worker links no CUDA library at build
+# time (cudarc loads libcuda/nvrtc at run time), so one build serves CPU and GPU images.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release -p coordinator -p worker -p sweep \
+ && mkdir /out && cp target/release/coordinator target/release/worker target/release/sweep /out/
+
+# Coordinator: small image, SQLite file on a volume.
+FROM debian:bookworm-slim AS coordinator
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates git && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/coordinator /usr/local/bin/coordinator
+WORKDIR /var/lib/sweep
+EXPOSE 50051
+ENTRYPOINT ["coordinator"]
+CMD ["serve"]
+
+# Worker: CUDA runtime + NVRTC (burn's CUDA backend compiles kernels at run time).
+FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04 AS worker
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates cuda-nvrtc-12-8 && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/worker /usr/local/bin/worker
+COPY --from=build /out/sweep /usr/local/bin/sweep
+ENV LD_LIBRARY_PATH=/usr/local/cuda/lib64
+ENTRYPOINT ["worker"]

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Runs this project's GPU measurements on a machine with an NVIDIA GPU and no Rust toolchain.
+#
+# Bring release binaries (strip + xz) in .device/bin/ and CIFAR-10 files (.bin.xz) in
+# .device/data/, then call the phases in order (each writes logs under $OUT, default ./gpu-out):
+#   unpack           binaries -> /root/bin, data -> /root/cifar10 (can be called several times
+#                    with different data files: the data set only needs to be complete for `sweep`)
+#   bench            PyTorch peer (fp32, tf32cl, bf16cl) and `worker bench` (1 process, cold
+#                    autotune), then a warm-cache start and 3 concurrent processes
+#   profile          per-kernel GPU time of a few training steps (cubecl's profiling logger)
+#   train            one job on the full data (`worker train`): start-up to first step + epochs
+#   sweep NAME ARGS  start `sweep run` (embedded coordinator on :50051 + local slot) and
+#                    EXTRA_WORKERS more worker processes in the background (setsid)
+#   status NAME      progress of the background sweep; waits up to WAIT seconds for it to end
+#   collect NAME     tar the report and logs into $OUT
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-out}
+REPO=$PWD
+RUN=/root/run
+BIN=/root/bin
+DATA=/root/cifar10
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export RUST_LOG=${RUST_LOG:-info}
+mkdir -p "$OUT" "$RUN" "$BIN" "$DATA"
+# Run from a folder with no Cargo.toml above it, so burn's autotune cache lands in ~/.cache.
+cd "$RUN" || exit 1
+
+phase=${1:-}
+shift || true
+case "$phase" in
+unpack)
+  for f in "$REPO"/.device/bin/*.xz; do [ -e "$f" ] && xz -dc "$f" > "$BIN/$(basename "$f" .xz)" && chmod +x "$BIN/$(basename "$f" .xz)"; done
+  for f in "$REPO"/.device/data/*.xz; do [ -e "$f" ] && xz -dc "$f" > "$DATA/$(basename "$f" .xz)"; done
+  ls -la "$BIN" "$DATA" | tee -a "$OUT/unpack.log"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+  ;;
+bench)
+  for mode in fp32 tf32cl bf16cl; do
+    python3 "$REPO/worker/bench/pytorch_peer.py" --mode "$mode" --steps 30 --warmup 10 2>&1 | tee -a "$OUT/bench.log"
+  done
+  t0=$(date +%s%N)
+  "$BIN/worker" bench --device cuda --steps 30 --warmup 5 2>&1 | tee -a "$OUT/bench.log"
+  echo "cold process wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))" | tee -a "$OUT/bench.log"
+  t0=$(date +%s%N)
+  "$BIN/worker" bench --device cuda --steps 30 --warmup 2 2>&1 | tee -a "$OUT/bench.log"
+  echo "warm process wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))" | tee -a "$OUT/bench.log"
+  for k in 1 2 3; do "$BIN/worker" bench --device cuda --steps 60 --warmup 3 > "$OUT/concurrent-$k.log" 2>&1 & done
+  wait
+  grep -h "^burn" "$OUT"/concurrent-*.log | sed 's/^/concurrent3 /' | tee -a "$OUT/bench.log"
+  ;;
+profile)
+  CUBECL_DEBUG_LOG=/tmp/cubecl-profile.log CUBECL_DEBUG_OPTION=profile \
+    "$BIN/worker" bench --device cuda --steps 3 --warmup 2 > "$OUT/profile-run.log" 2>&1
+  # Keep the last per-kernel table (one is printed at every sync).
+  tail -n 120 /tmp/cubecl-profile.log > "$OUT/profile.txt"
+  ;;
+train)
+  "$BIN/worker" train --device cuda --data-dir "$DATA" "$@" 2>&1 | tee -a "$OUT/train.log"
+  ;;
+sweep)
+  name=$1
+  shift
+  setsid nohup "$BIN/sweep" run --name "$name" --listen 127.0.0.1:50051 --device cuda --data-dir "$DATA" \
+    --database-url "sqlite://$RUN/sweep.db?mode=rwc" --out "$RUN/reports/$name" --no-progress "$@" \
+    > "$RUN/sweep-$name.log" 2>&1 < /dev/null &
+  sleep 20
+  for k in $(seq 1 "${EXTRA_WORKERS:-0}"); do
+    setsid nohup "$BIN/worker" --coordinator http://127.0.0.1:50051 --device cuda --data-dir "$DATA" \
+      --worker-id "extra-$k" > "$RUN/worker-$k.log" 2>&1 < /dev/null &
+  done
+  sleep 5
+  tail -n 5 "$RUN/sweep-$name.log"
+  ;;
+status)
+  name=$1
+  deadline=$(( $(date +%s) + ${WAIT:-0} ))
+  while :; do
+    "$BIN/coordinator" status --coordinator http://127.0.0.1:50051 --sweep "$name" 2>&1 | tail -n 12
+    pgrep -f "sweep run --name $name" > /dev/null || break
+    [ "$(date +%s)" -lt "$deadline" ] || break
+    sleep 30
+  done
+  ;;
+collect)
+  name=$1
+  tar czf "$OUT/report-$name.tgz" -C "$RUN" "reports/$name" sweep.db $(cd "$RUN" && ls ./*.log 2>/dev/null)
+  ls -la "$OUT"
+  ;;
+*)
+  echo "usage: $0 unpack|bench|profile|train|sweep|status|collect ..." >&2
+  exit 2
+  ;;
+esac
