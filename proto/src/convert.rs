@@ -305,7 +305,8 @@ mod tests {
 
     #[test]
     fn bad_specs_name_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut pb::SweepSpec)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut pb::SweepSpec)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("variants", Box::new(|s| s.variants = vec!["bogus".into()])),
             ("variants", Box::new(|s| s.variants.clear())),
             ("variants", Box::new(|s| s.variants.push("natural_softmax".into()))),

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -15,8 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 use tracing::info;
+use worker::agent::attach::prepare_local;
 use worker::agent::{AgentConfig, run_agent};
-use worker::{Cifar10, available_devices};
 
 use crate::presets::{Preset, SpecFileError, spec_from_file};
 
@@ -100,9 +99,7 @@ pub enum RunError {
     #[error("coordinator refused the request: {}", .0.message())]
     Rpc(#[from] tonic::Status),
     #[error(transparent)]
-    Devices(#[from] worker::backend::DeviceError),
-    #[error(transparent)]
-    Data(#[from] worker::DataError),
+    Local(#[from] worker::agent::attach::AttachError),
     #[error(transparent)]
     Worker(#[from] worker::agent::AgentError),
     #[error(transparent)]
@@ -219,22 +216,19 @@ async fn drive(
 
     let (worker_stop_tx, worker_stop) = watch::channel(false);
     let agent = if args.local_worker {
-        let devices = available_devices(&args.device, &args.gpus)?;
-        eprintln!("local worker on {}", devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
-        let data_dir = args.data_dir.clone();
-        let data = tokio::task::spawn_blocking(move || Cifar10::load_or_download(&data_dir))
-            .await
-            .expect("data loading thread panicked")?;
-        let host =
-            hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "local".into());
+        let local = prepare_local(&args.device, &args.gpus, &args.data_dir).await?;
+        eprintln!(
+            "local worker on {}",
+            local.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        );
         let config = AgentConfig {
             coordinator: endpoint.to_owned(),
-            worker_id: format!("{host}-sweep-{}", std::process::id()),
-            hostname: host,
-            devices,
+            worker_id: format!("{}-sweep-{}", local.hostname, std::process::id()),
+            hostname: local.hostname,
+            devices: local.devices,
             slots_per_device: args.slots_per_gpu.max(1),
         };
-        Some(tokio::spawn(run_agent(config, Arc::new(data), worker_stop)))
+        Some(tokio::spawn(run_agent(config, local.data, worker_stop)))
     } else {
         None
     };

@@ -2,14 +2,14 @@
 //! start-up that turns them into a running [`super::run_agent`] (data loaded once, devices
 //! chosen, Ctrl-C handled).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
 use tokio::sync::watch;
 
 use super::{AgentConfig, AgentError, run_agent};
-use crate::backend::{DeviceError, available_devices};
+use crate::backend::{DeviceChoice, DeviceError, available_devices};
 use crate::data::{Cifar10, DataError};
 
 /// Flags of a coordinator-attached worker.
@@ -46,20 +46,35 @@ pub enum AttachError {
     Agent(#[from] AgentError),
 }
 
-/// Loads the data, picks the devices and serves the coordinator until Ctrl-C.
-pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
-    let devices = available_devices(&args.device, &args.gpus)?;
-    let data_dir = args.data_dir.clone();
-    let data = tokio::task::spawn_blocking(move || Cifar10::load_or_download(&data_dir))
+/// What a local worker needs before it can serve: its devices, the data set (loaded, downloaded
+/// if missing, and verified once per process) and the host name it reports.
+#[derive(Debug)]
+pub struct LocalResources {
+    pub devices: Vec<DeviceChoice>,
+    pub data: Arc<Cifar10>,
+    pub hostname: String,
+}
+
+/// Picks the devices (`auto|cuda|cpu`, `all|0,1`) and loads the data from `data_dir`.
+pub async fn prepare_local(device: &str, gpus: &str, data_dir: &Path) -> Result<LocalResources, AttachError> {
+    let devices = available_devices(device, gpus)?;
+    let dir = data_dir.to_owned();
+    let data = tokio::task::spawn_blocking(move || Cifar10::load_or_download(&dir))
         .await
         .expect("data loading thread panicked")?;
     let hostname =
         hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into());
+    Ok(LocalResources { devices, data: Arc::new(data), hostname })
+}
+
+/// Loads the data, picks the devices and serves the coordinator until Ctrl-C.
+pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
+    let local = prepare_local(&args.device, &args.gpus, &args.data_dir).await?;
     let config = AgentConfig {
         coordinator: args.coordinator,
-        worker_id: args.worker_id.unwrap_or_else(|| format!("{hostname}-{}", std::process::id())),
-        hostname,
-        devices,
+        worker_id: args.worker_id.unwrap_or_else(|| format!("{}-{}", local.hostname, std::process::id())),
+        hostname: local.hostname,
+        devices: local.devices,
         slots_per_device: args.slots_per_gpu.max(1),
     };
     let (stop_tx, stop) = watch::channel(false);
@@ -69,6 +84,6 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
             let _ = stop_tx.send(true);
         }
     });
-    run_agent(config, Arc::new(data), stop).await?;
+    run_agent(config, local.data, stop).await?;
     Ok(())
 }
