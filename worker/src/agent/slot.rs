@@ -18,7 +18,8 @@ use tracing::{error, info, warn};
 use super::LeaseTable;
 use super::backoff::Backoff;
 use super::uploader::{UploadError, upload_epochs};
-use crate::training::{EpochSink, JobOutcome, JobRunner, TrainError};
+use crate::backend::panic_message;
+use crate::training::{EpochSink, JobOutcome, JobRunner};
 
 /// Everything a slot needs besides its runner.
 #[derive(Clone)]
@@ -150,7 +151,7 @@ async fn train_on_blocking_thread(
         let result = catch_unwind(AssertUnwindSafe(|| runner.run(&job, &mut sink)));
         let outcome = match result {
             Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => Err(describe(&e)),
+            Ok(Err(e)) => Err(e.to_string()),
             Err(panic) => Err(format!("training panicked: {}", panic_message(panic.as_ref()))),
         };
         (runner, outcome)
@@ -159,18 +160,6 @@ async fn train_on_blocking_thread(
         Ok(done) => done,
         Err(e) => panic!("training thread could not be joined: {e}"),
     }
-}
-
-fn describe(e: &TrainError) -> String {
-    e.to_string()
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic payload".to_owned())
 }
 
 /// Completes (`error == None`) or fails the job, retrying while the coordinator is away.
