@@ -12,6 +12,10 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Directory for burn's GPU kernel caches (autotune results and compiled kernels), kept
+    /// between runs [default: ~/.cache/sweep/cubecl].
+    #[arg(long, global = true, env = "SWEEP_KERNEL_CACHE")]
+    kernel_cache: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,7 +30,9 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    worker::kernel_cache::install(cli.kernel_cache.as_deref());
+    match cli.command {
         Command::Run(args) => {
             sweep::run::run(args).await?;
         }

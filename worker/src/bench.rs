@@ -1,7 +1,7 @@
 //! Throughput benchmarks behind `worker bench`: the training step (forward + backward + Adam)
 //! on random data, and optionally one whole epoch through the real data pipeline. Prints lines
 //! comparable with `bench/pytorch_peer.py`:
-//! `burn device=cuda:0 batch=512 img_per_s=5123.4 step_ms=99.94 pipelined_img_per_s=5301.2`.
+//! `burn device=cuda:0 kernels=fast batch=512 img_per_s=5123.4 step_ms=99.94 pipelined_img_per_s=5301.2`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::backend::AutodiffBackend;
 use sweep_proto::LossVariant;
 use sweep_proto::domain::{DataOptions, EpochMetrics, Fence, JobAssignment};
 
@@ -17,6 +16,7 @@ use crate::backend::{CpuBackend, DeviceChoice, open_runner, panic_message};
 use crate::data::Cifar10;
 use crate::loss::variant_loss;
 use crate::model::{CnnConfig, seeded_model};
+use crate::train_ops::{Kernels, TrainBackend};
 use crate::training::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON, EpochSink, JobOutcome, TrainError};
 
 /// What to time in the step benchmark.
@@ -26,12 +26,15 @@ pub struct StepBenchConfig {
     pub steps: usize,
     pub warmup: usize,
     pub width_multiplier: f32,
+    /// Implementation of the conv / BatchNorm training nodes.
+    pub kernels: Kernels,
 }
 
 /// Result of the step benchmark.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepBench {
     pub device: DeviceChoice,
+    pub kernels: Kernels,
     pub batch_size: usize,
     /// Timed steps (after warm-up).
     pub step_times: Vec<Duration>,
@@ -63,8 +66,9 @@ impl StepBench {
     /// The parseable summary line.
     pub fn line(&self) -> String {
         format!(
-            "burn device={} batch={} img_per_s={:.1} step_ms={:.2} pipelined_img_per_s={:.1}",
+            "burn device={} kernels={} batch={} img_per_s={:.1} step_ms={:.2} pipelined_img_per_s={:.1}",
             short_name(&self.device),
+            self.kernels,
             self.batch_size,
             self.images_per_sec(),
             self.median_step().as_secs_f64() * 1e3,
@@ -99,14 +103,14 @@ pub fn bench_train_step(device: DeviceChoice, config: StepBenchConfig) -> Result
         .map_err(|p| TrainError::Device(format!("{device}: {}", panic_message(p.as_ref()))))?
 }
 
-fn time_steps<B: AutodiffBackend>(
+fn time_steps<B: TrainBackend>(
     device: &B::Device,
     choice: DeviceChoice,
     config: StepBenchConfig,
 ) -> Result<StepBench, TrainError> {
     let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
     let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
-    let mut model = seeded_model::<B>(&cnn, 0, device);
+    let mut model = seeded_model::<B>(&cnn, 0, device).with_kernels(config.kernels);
     let mut optim = AdamConfig::new()
         .with_beta_1(ADAM_BETA_1)
         .with_beta_2(ADAM_BETA_2)
@@ -143,7 +147,14 @@ fn time_steps<B: AutodiffBackend>(
     }
     sync()?;
     let pipelined_time = pipelined.elapsed();
-    Ok(StepBench { device: choice, batch_size: n, step_times, warmup_time, pipelined_time })
+    Ok(StepBench {
+        device: choice,
+        kernels: config.kernels,
+        batch_size: n,
+        step_times,
+        warmup_time,
+        pipelined_time,
+    })
 }
 
 struct LastEpoch(Option<EpochMetrics>);

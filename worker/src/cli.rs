@@ -11,9 +11,11 @@ use clap::Args;
 use sweep_proto::LossVariant;
 use sweep_proto::domain::{DataOptions, EpochMetrics};
 
-use crate::backend::{DeviceError, available_devices, open_runner};
+use crate::backend::{DeviceError, available_devices, open_runner_with};
 use crate::bench::{StepBenchConfig, bench_epoch, bench_train_step, local_job, short_name};
 use crate::data::{Cifar10, DataError};
+use crate::train_ops::Kernels;
+use crate::training::RunnerConfig;
 use crate::training::{EpochSink, JobOutcome, TrainError};
 
 /// `worker train`: run one job locally and print its epoch table.
@@ -56,6 +58,10 @@ pub struct TrainArgs {
     /// Print one JSON object per epoch and a JSON summary instead of the table.
     #[arg(long, env = "SWEEP_JSON")]
     pub json: bool,
+    /// Training-node implementation: fast (the default), stock (burn's modules), or parts joined
+    /// by +: wgrad (GEMM weight gradient), bn (fused BatchNorm + ReLU), bf16 (bf16 convolutions).
+    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast")]
+    pub kernels: Kernels,
 }
 
 /// `worker bench`: time the training step (and optionally one real epoch).
@@ -81,6 +87,10 @@ pub struct BenchArgs {
     /// CIFAR-10 folder for --epoch (giving it implies --epoch).
     #[arg(long, env = "SWEEP_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Training-node implementations to time, one after another in this process:
+    /// stock, fast, or parts joined by + (wgrad, bn, bf16), as for `worker train --kernels`.
+    #[arg(long, env = "SWEEP_BENCH_KERNELS", value_delimiter = ',', default_value = "fast")]
+    pub kernels: Vec<Kernels>,
 }
 
 /// Why a local subcommand failed.
@@ -152,7 +162,8 @@ pub fn run_train(
 ) -> Result<TrainSummary, CliError> {
     let data = Arc::new(Cifar10::load_or_download(&args.data_dir)?);
     let device = available_devices(&args.device, &args.gpus)?[0];
-    let mut runner = open_runner(device, data)?;
+    let config = RunnerConfig { kernels: args.kernels, ..RunnerConfig::default() };
+    let mut runner = open_runner_with(device, data, config)?;
     let lr = args.lr.unwrap_or(args.variant.default_learning_rate());
     let options = DataOptions {
         train_limit: args.train_limit,
@@ -214,15 +225,20 @@ pub fn run_train(
 /// Runs `worker bench` and writes its parseable lines to `out`.
 pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let device = available_devices(&args.device, &args.gpus)?[0];
-    let config = StepBenchConfig {
-        batch_size: args.batch_size as usize,
-        steps: args.steps,
-        warmup: args.warmup,
-        width_multiplier: args.width,
-    };
-    let step = bench_train_step(device, config)?;
-    writeln!(out, "# {device}: warm-up {:.1} s over {} steps", step.warmup_time.as_secs_f64(), args.warmup)?;
-    writeln!(out, "{}", step.line())?;
+    for &kernels in &args.kernels {
+        let config = StepBenchConfig {
+            batch_size: args.batch_size as usize,
+            steps: args.steps,
+            warmup: args.warmup,
+            width_multiplier: args.width,
+            kernels,
+        };
+        let step = bench_train_step(device, config)?;
+        let warmup = step.warmup_time.as_secs_f64();
+        writeln!(out, "# {device} kernels={kernels}: warm-up {warmup:.1} s over {} steps", args.warmup)?;
+        writeln!(out, "{}", step.line())?;
+        out.flush()?;
+    }
     if args.epoch || args.data_dir.is_some() {
         let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("data/cifar10"));
         let data = Arc::new(Cifar10::load_or_download(&dir)?);

@@ -21,8 +21,10 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod download;
+pub mod kernel_cache;
 pub mod loss;
 pub mod model;
+pub mod train_ops;
 pub mod training;
 
 pub use backend::{DeviceChoice, available_devices, open_runner};

@@ -2,6 +2,7 @@
 //! Without a subcommand it attaches to a coordinator (`worker --coordinator URL --gpus all`);
 //! `train` runs one job locally and `bench` measures throughput.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,10 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     attach: AttachArgs,
+    /// Directory for burn's GPU kernel caches (autotune results and compiled kernels), kept
+    /// between runs [default: ~/.cache/sweep/cubecl].
+    #[arg(long, global = true, env = "SWEEP_KERNEL_CACHE")]
+    kernel_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    worker::kernel_cache::install(cli.kernel_cache.as_deref());
     let mut stdout = std::io::stdout();
     match cli.command {
         None => tokio::runtime::Runtime::new()?.block_on(attach(cli.attach))?,

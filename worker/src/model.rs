@@ -17,6 +17,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, Pa
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::train_ops::{Kernels, TrainOps, unwrap, wrap};
+
 /// Filters of the three blocks at width multiplier 1.0.
 pub const BASE_FILTERS: [usize; 3] = [64, 128, 256];
 /// Convolutions per block.
@@ -54,9 +56,41 @@ impl<B: Backend> ConvBnRelu<B> {
         Self { conv, norm }
     }
 
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        relu(self.norm.forward(self.conv.forward(x)))
+    fn forward(&self, x: Tensor<B, 4>, kernels: Kernels) -> Tensor<B, 4>
+    where
+        B: TrainOps,
+    {
+        let y = match (&self.conv.bias, kernels.gemm_weight_grad) {
+            (Some(bias), true) => {
+                let (weight, bias) = (unwrap(self.conv.weight.val()), unwrap(bias.val()));
+                wrap(B::conv3x3_same(unwrap(x), weight, bias, kernels.bf16_conv))
+            }
+            _ => self.conv.forward(x),
+        };
+        if kernels.fused_batch_norm && B::ad_enabled(&y.device()) {
+            batch_norm_relu_train(&self.norm, y)
+        } else {
+            relu(self.norm.forward(y))
+        }
     }
+}
+
+/// Training-mode `relu(norm(x))` through [`TrainOps::batch_norm_relu_train`], with the running
+/// statistics updated exactly as burn's `BatchNorm::forward` does.
+fn batch_norm_relu_train<B: TrainOps>(norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let device = x.device();
+    let (gamma, beta) = (unwrap(norm.gamma.val()), unwrap(norm.beta.val()));
+    let (y, mean, var) = B::batch_norm_relu_train(unwrap(x), gamma, beta, norm.epsilon);
+    let blend = |running: Tensor<B, 1>, batch: Tensor<B, 1>| {
+        running
+            .to_device(&device)
+            .mul_scalar(1.0 - norm.momentum)
+            .add(batch.mul_scalar(norm.momentum))
+            .detach()
+    };
+    norm.running_mean.update(blend(norm.running_mean.value_sync(), wrap(mean)));
+    norm.running_var.update(blend(norm.running_var.value_sync(), wrap(var)));
+    wrap(y)
 }
 
 /// The experiment's CNN.
@@ -67,6 +101,9 @@ pub struct Cnn<B: Backend> {
     block3: Vec<ConvBnRelu<B>>,
     pool: AvgPool2d,
     head: Linear<B>,
+    /// Implementation of the conv and BatchNorm training nodes (not part of the weights).
+    #[module(skip)]
+    kernels: Kernels,
 }
 
 /// Hyper-parameters of [`Cnn`].
@@ -93,24 +130,38 @@ impl CnnConfig {
             .with_initializer(Initializer::XavierUniform { gain: 1.0 })
             .init(device);
         head.bias = Some(Param::from_tensor(Tensor::zeros([NUM_CLASSES], device)));
-        Cnn { block1, block2, block3, pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(), head }
+        let pool = AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+        Cnn { block1, block2, block3, pool, head, kernels: Kernels::default() }
     }
 }
 
 impl<B: Backend> Cnn<B> {
+    /// The model with its training nodes implemented by `kernels` (default [`Kernels::FAST`]).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    /// Which implementation the training nodes use.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+}
+
+impl<B: TrainOps> Cnn<B> {
     /// Images `[N, 3, 32, 32]` in [0, 1] → logits `[N, 10]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = images;
         for layer in &self.block1 {
-            x = layer.forward(x);
+            x = layer.forward(x, self.kernels);
         }
         x = self.pool.forward(x);
         for layer in &self.block2 {
-            x = layer.forward(x);
+            x = layer.forward(x, self.kernels);
         }
         x = self.pool.forward(x);
         for layer in &self.block3 {
-            x = layer.forward(x);
+            x = layer.forward(x, self.kernels);
         }
         let [n, c, _, _] = x.dims();
         let pooled = x.mean_dim(3).mean_dim(2).reshape([n, c]);
@@ -191,7 +242,7 @@ mod tests {
         let mut layer = layer;
         layer.conv.weight = Param::from_tensor(Tensor::zeros([1, 1, 3, 3], &device));
         layer.conv.bias = Some(Param::from_tensor(Tensor::full([1], 2.0, &device)));
-        let _ = layer.forward(Tensor::ones([4, 1, 8, 8], &device));
+        let _ = layer.forward(Tensor::ones([4, 1, 8, 8], &device), Kernels::STOCK);
         let running: f32 = layer.norm.running_mean.value_sync().into_scalar();
         assert!((running - 0.02).abs() < 1e-6, "running mean {running}");
         assert_eq!(layer.norm.epsilon, BN_EPSILON);
@@ -204,5 +255,56 @@ mod tests {
         assert!(bias.iter().all(|b| *b == 0.0));
         let conv_bias = model.block1[0].conv.bias.as_ref().unwrap().val().into_data();
         assert!(conv_bias.to_vec::<f32>().unwrap().iter().all(|b| *b == 0.0));
+    }
+
+    /// Logits, a few parameter gradients and BatchNorm running statistics after one training
+    /// forward/backward of a copy of `base` with `kernels`, on a fixed batch. (No RNG here:
+    /// tests run in parallel threads and share the backend's global generator.)
+    fn one_step(base: &Cnn<B>, kernels: Kernels) -> Vec<(&'static str, Tensor<Flex, 2>)> {
+        use burn::module::Module;
+        let device = Default::default();
+        let config = CnnConfig::new().with_width_multiplier(0.125);
+        let model = config.init::<B>(&device).load_record(base.clone().into_record()).with_kernels(kernels);
+        let images = Tensor::<B, 1, Int>::arange(0..6 * 3 * 32 * 32, &device)
+            .float()
+            .mul_scalar(0.37)
+            .sin()
+            .add_scalar(1.0)
+            .div_scalar(2.0)
+            .reshape([6, 3, 32, 32]);
+        let labels = Tensor::<B, 1, Int>::from_data([0, 3, 5, 7, 9, 2], &device);
+        let logits = model.forward(images);
+        let loss =
+            crate::loss::variant_loss(sweep_proto::LossVariant::NaturalSoftmax, logits.clone(), labels);
+        let grads = loss.backward();
+        let flat = |t: Tensor<Flex, 4>| t.flatten::<2>(1, 3);
+        let conv = |layer: &ConvBnRelu<B>| flat(layer.conv.weight.grad(&grads).unwrap());
+        vec![
+            ("logits", logits.inner()),
+            ("conv1 weight grad", conv(&model.block1[0])),
+            ("conv5 weight grad", conv(&model.block2[1])),
+            ("conv9 weight grad", conv(&model.block3[2])),
+            ("bn4 gamma grad", model.block2[0].norm.gamma.grad(&grads).unwrap().unsqueeze()),
+            ("bn4 beta grad", model.block2[0].norm.beta.grad(&grads).unwrap().unsqueeze()),
+            ("head weight grad", model.head.weight.grad(&grads).unwrap()),
+            ("bn1 running mean", model.block1[0].norm.running_mean.value_sync().inner().unsqueeze()),
+            ("bn9 running var", model.block3[2].norm.running_var.value_sync().inner().unsqueeze()),
+        ]
+    }
+
+    #[test]
+    fn custom_training_nodes_match_burns_stock_modules() {
+        let base = seeded_model::<B>(&CnnConfig::new().with_width_multiplier(0.125), 7, &Default::default());
+        let stock = one_step(&base, Kernels::STOCK);
+        for kernels in [Kernels::FAST, "wgrad".parse().unwrap(), "bn".parse().unwrap()] {
+            for ((name, fast), (_, reference)) in
+                one_step(&base, kernels).into_iter().zip(stock.iter().cloned())
+            {
+                let scale: f32 = reference.clone().abs().max().into_scalar();
+                assert!(scale > 0.0, "{name} is all zeros: the comparison would prove nothing");
+                let err: f32 = (fast - reference).abs().max().into_scalar();
+                assert!(err <= 1e-4 * scale.max(1e-3), "{kernels}: {name} differs by {err} (scale {scale})");
+            }
+        }
     }
 }

@@ -7,7 +7,6 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -18,6 +17,7 @@ use crate::backend::DeviceChoice;
 use crate::data::{Cifar10, DataError, DeviceDataset, DeviceSplit};
 use crate::loss::variant_loss;
 use crate::model::{Cnn, CnnConfig, seeded_model};
+use crate::train_ops::{Kernels, TrainBackend};
 
 /// Adam β1 (Keras default).
 pub const ADAM_BETA_1: f32 = 0.9;
@@ -71,23 +71,25 @@ pub trait JobRunner: Send {
 pub struct RunnerConfig {
     /// Batch size of the validation pass (does not change results, only speed and memory).
     pub eval_batch_size: usize,
+    /// Implementation of the conv / BatchNorm training nodes (same results, different speed).
+    pub kernels: Kernels,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        RunnerConfig { eval_batch_size: 1000 }
+        RunnerConfig { eval_batch_size: 1000, kernels: Kernels::default() }
     }
 }
 
 /// [`JobRunner`] for the experiment's CNN on backend `B`.
-pub struct CnnRunner<B: AutodiffBackend> {
+pub struct CnnRunner<B: TrainBackend> {
     device: B::Device,
     choice: DeviceChoice,
     data: DeviceDataset<B>,
     config: RunnerConfig,
 }
 
-impl<B: AutodiffBackend> CnnRunner<B> {
+impl<B: TrainBackend> CnnRunner<B> {
     /// Uploads `data` to `device` once. May panic inside the backend if the device is unusable.
     pub fn new(device: B::Device, choice: DeviceChoice, data: &Cifar10, config: RunnerConfig) -> Self {
         let started = Instant::now();
@@ -97,7 +99,7 @@ impl<B: AutodiffBackend> CnnRunner<B> {
     }
 }
 
-impl<B: AutodiffBackend> JobRunner for CnnRunner<B> {
+impl<B: TrainBackend> JobRunner for CnnRunner<B> {
     fn run(&mut self, job: &JobAssignment, sink: &mut dyn EpochSink) -> Result<JobOutcome, TrainError> {
         train_job(&self.device, &self.data, self.config, job, sink)
     }
@@ -170,7 +172,7 @@ impl<B: Backend> PassTotals<B> {
 }
 
 /// Trains one job on already-uploaded data: the experiment's explicit epoch loop.
-pub fn train_job<B: AutodiffBackend>(
+pub fn train_job<B: TrainBackend>(
     device: &B::Device,
     data: &DeviceDataset<B>,
     config: RunnerConfig,
@@ -183,7 +185,7 @@ pub fn train_job<B: AutodiffBackend>(
     let batch = job.batch_size as usize;
 
     let cnn = CnnConfig::new().with_width_multiplier(job.data.width_multiplier);
-    let mut model: Cnn<B> = seeded_model(&cnn, job.seed, device);
+    let mut model: Cnn<B> = seeded_model(&cnn, job.seed, device).with_kernels(config.kernels);
     let mut optim = AdamConfig::new()
         .with_beta_1(ADAM_BETA_1)
         .with_beta_2(ADAM_BETA_2)
@@ -248,7 +250,7 @@ pub fn train_job<B: AutodiffBackend>(
 }
 
 /// Validation pass in inference mode (BatchNorm running statistics); `None` if stopped.
-fn evaluate<B: Backend>(
+fn evaluate<B: crate::train_ops::TrainOps>(
     model: &Cnn<B>,
     test: &DeviceSplit<B>,
     job: &JobAssignment,

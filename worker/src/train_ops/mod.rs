@@ -1,0 +1,186 @@
+//! Training-step operations that burn 0.21 runs slowly on the GPU, re-expressed so that its fast
+//! kernels do the work, as custom autodiff nodes ([`TrainOps`]):
+//!
+//! - [`conv`]: 3×3 "same" convolution whose **weight gradient** is a batched GEMM over groups of
+//!   images (im2col taps × output gradient, summed over the groups). burn's implicit-GEMM weight
+//!   gradient has no split-K: for 64×64 channels at 32×32 it launches a handful of cubes that each
+//!   reduce over all 524,288 pixels (14 ms on an H100, 63 ms of the 100 ms step over 9 layers).
+//! - [`batch_norm`]: training-mode BatchNorm + ReLU with the closed-form backward (two channel
+//!   reductions + one elementwise pass) on a channels-last view, instead of autodiff through
+//!   burn's `BatchNorm` graph (transpose copies, ~10 full-tensor passes per layer).
+//!
+//! The non-autodiff backends (inference, validation) use the stock burn ops (trait defaults).
+//! [`Kernels`] picks per model which implementation runs, so benchmarks can compare both.
+
+pub mod batch_norm;
+pub mod conv;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::prelude::*;
+use burn::tensor::ops::FloatTensor;
+
+/// Which implementation of the convolution and normalisation the model's training step uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Kernels {
+    /// Weight gradient of the 3×3 convolutions as a batched GEMM ([`conv`]).
+    pub gemm_weight_grad: bool,
+    /// BatchNorm + ReLU as one node with a closed-form backward ([`batch_norm`]).
+    pub fused_batch_norm: bool,
+    /// Convolutions (forward, input and weight gradients) on bf16 copies of their operands,
+    /// f32 everywhere else (weights, BatchNorm, loss, Adam): autocast-style mixed precision.
+    /// Only with `gemm_weight_grad`.
+    pub bf16_conv: bool,
+}
+
+/// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
+const PARTS: [&str; 3] = ["wgrad", "bn", "bf16"];
+
+impl Kernels {
+    /// burn's stock modules everywhere (the reference).
+    pub const STOCK: Kernels = Kernels { gemm_weight_grad: false, fused_batch_norm: false, bf16_conv: false };
+    /// The fastest measured f32 combination (the default).
+    pub const FAST: Kernels = Kernels { gemm_weight_grad: true, fused_batch_norm: true, bf16_conv: false };
+
+    fn parts(self) -> [bool; 3] {
+        [self.gemm_weight_grad, self.fused_batch_norm, self.bf16_conv]
+    }
+}
+
+impl Default for Kernels {
+    fn default() -> Self {
+        Kernels::FAST
+    }
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+
+    /// `stock`, `fast`, or parts joined by `+`: `wgrad` (GEMM weight gradient), `bn` (fused
+    /// BatchNorm + ReLU), `bf16` (bf16 convolutions; needs `wgrad`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stock" => return Ok(Kernels::STOCK),
+            "fast" => return Ok(Kernels::FAST),
+            _ => {}
+        }
+        let mut on = [false; 3];
+        for part in s.split('+') {
+            let i = PARTS.iter().position(|p| *p == part).ok_or_else(|| {
+                format!(
+                    "unknown kernel part {part:?} in {s:?} (expected stock, fast, or {} joined by +)",
+                    PARTS.join(", ")
+                )
+            })?;
+            on[i] = true;
+        }
+        let [gemm_weight_grad, fused_batch_norm, bf16_conv] = on;
+        if bf16_conv && !gemm_weight_grad {
+            return Err(format!("{s:?}: bf16 convolutions need the wgrad part"));
+        }
+        Ok(Kernels { gemm_weight_grad, fused_batch_norm, bf16_conv })
+    }
+}
+
+impl std::fmt::Display for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<&str> =
+            PARTS.iter().zip(self.parts()).filter(|(_, on)| *on).map(|(p, _)| *p).collect();
+        if parts.is_empty() { f.write_str("stock") } else { f.write_str(&parts.join("+")) }
+    }
+}
+
+/// `(output, batch mean [C], batch variance [C])` of [`TrainOps::batch_norm_relu_train`].
+pub type NormOutputs<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+/// Backends the model trains on. The defaults are the stock burn formulations (used by the
+/// inner, non-autodiff backends); `Autodiff<B>` overrides them with the custom nodes.
+pub trait TrainOps: Backend {
+    /// 3×3 convolution, stride 1, padding 1, with bias; on bf16 operands if `bf16` (the
+    /// output is f32 either way).
+    fn conv3x3_same(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
+        conv::forward::<Self>(x, weight, bias, bf16)
+    }
+
+    /// Training-mode BatchNorm (batch statistics, biased variance) followed by ReLU on
+    /// `x: [N, C, H, W]`; returns `(output, batch mean [C], batch variance [C])`, the statistics
+    /// detached (for the running averages).
+    fn batch_norm_relu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> NormOutputs<Self> {
+        batch_norm::reference::<Self>(x, gamma, beta, epsilon)
+    }
+}
+
+impl TrainOps for burn::backend::Flex {}
+
+#[cfg(feature = "cuda")]
+impl TrainOps for burn_cuda::Cuda {}
+
+impl<B: TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
+    fn conv3x3_same(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
+        conv::autodiff_conv3x3::<B, C>(x, weight, bias, bf16)
+    }
+
+    fn batch_norm_relu_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> NormOutputs<Self> {
+        batch_norm::autodiff_batch_norm_relu::<B, C>(x, gamma, beta, epsilon)
+    }
+}
+
+/// Wraps a float primitive of backend `B` as a tensor.
+pub fn wrap<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(primitive))
+}
+
+/// The float primitive of a tensor.
+pub fn unwrap<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
+    tensor.into_primitive().tensor()
+}
+
+/// An autodiff backend the model trains on: [`TrainOps`] for the training graph and for the
+/// inner backend that validation runs on.
+pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: TrainOps> + TrainOps {}
+
+impl<B> TrainBackend for B where B: burn::tensor::backend::AutodiffBackend<InnerBackend: TrainOps> + TrainOps {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_sets_parse_and_print_back() {
+        for name in ["stock", "wgrad", "bn", "wgrad+bn", "wgrad+bf16", "wgrad+bn+bf16"] {
+            let kernels: Kernels = name.parse().unwrap();
+            assert_eq!(kernels.to_string(), name);
+        }
+        assert_eq!("fast".parse::<Kernels>().unwrap(), Kernels::FAST);
+        assert_eq!("bf16+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bf16");
+    }
+
+    #[test]
+    fn bad_kernel_sets_are_rejected_with_the_reason() {
+        let unknown = "wgrad+fp8".parse::<Kernels>().unwrap_err();
+        assert!(unknown.contains("\"fp8\""), "{unknown}");
+        let bf16_alone = "bf16".parse::<Kernels>().unwrap_err();
+        assert!(bf16_alone.contains("need the wgrad part"), "{bf16_alone}");
+        assert!("".parse::<Kernels>().is_err());
+    }
+}
