@@ -168,8 +168,10 @@ impl EpochSink for LastEpoch {
     }
 }
 
-/// Trains one real epoch (normal_lr1e-3, all 50,000 images) through the runner and returns
-/// its metrics (`images_per_sec` is the training phase's throughput).
+/// Trains two real epochs (normal_lr1e-3, all 50,000 images) through the runner and returns
+/// the second one's metrics (`images_per_sec` is the training phase's throughput): the first
+/// epoch pays for autotuning the shapes the step benchmark never sees (the last, partial batch
+/// and the validation batches).
 pub fn bench_epoch(
     device: DeviceChoice,
     data: Arc<Cifar10>,
@@ -180,7 +182,7 @@ pub fn bench_epoch(
     let job = local_job(
         LossVariant::NormalLr1e3,
         0,
-        1,
+        2,
         batch_size,
         1e-3,
         DataOptions { width_multiplier, ..DataOptions::default() },
@@ -212,5 +214,38 @@ pub fn local_job(
         learning_rate,
         data,
         lease_ttl: Duration::from_secs(3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_bench_times_each_kernel_set_and_prints_a_parseable_line() {
+        for kernels in [Kernels::STOCK, Kernels::FAST] {
+            let config =
+                StepBenchConfig { batch_size: 4, steps: 2, warmup: 1, width_multiplier: 0.125, kernels };
+            let bench = bench_train_step(DeviceChoice::Cpu, config).unwrap();
+            assert_eq!(bench.step_times.len(), 2);
+            assert!(bench.images_per_sec() > 0.0 && bench.pipelined_images_per_sec() > 0.0);
+            let line = bench.line();
+            assert!(
+                line.starts_with(&format!("burn device=cpu kernels={kernels} batch=4 img_per_s=")),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn step_bench_rejects_an_empty_run() {
+        let config = StepBenchConfig {
+            batch_size: 0,
+            steps: 2,
+            warmup: 0,
+            width_multiplier: 0.125,
+            kernels: Kernels::FAST,
+        };
+        assert!(matches!(bench_train_step(DeviceChoice::Cpu, config), Err(TrainError::InvalidJob(_))));
     }
 }

@@ -81,7 +81,7 @@ pub fn weight_and_bias_grad<B: Backend>(
     let [n, c_in, h, w] = x.dims();
     let c_out = dy.dims()[1];
     let groups = image_groups(n, h * w);
-    let rows = n / groups * h * w;
+    let rows_per_group = n / groups * h * w;
     // Channels-last views: free for burn-cubecl's conv outputs, which are NHWC in memory.
     let padded = x.permute([0, 2, 3, 1]).pad([(0, 0), (1, 1), (1, 1), (0, 0)], PadMode::Constant(0.0));
     let padded = operand(padded, bf16);
@@ -91,8 +91,8 @@ pub fn weight_and_bias_grad<B: Backend>(
             padded.clone().slice([0..n, kh..kh + h, kw..kw + w, 0..c_in])
         })
         .collect();
-    let cols = Tensor::stack::<5>(taps, 3).reshape([groups, rows, 9 * c_in]);
-    let dy = dy.permute([0, 2, 3, 1]).reshape([groups, rows, c_out]);
+    let cols = Tensor::stack::<5>(taps, 3).reshape([groups, rows_per_group, 9 * c_in]);
+    let dy = dy.permute([0, 2, 3, 1]).reshape([groups, rows_per_group, c_out]);
     let bias = dy.clone().sum_dim(1).sum_dim(0).reshape([c_out]);
     let weight = result(operand(dy, bf16).swap_dims(1, 2).matmul(cols), bf16)
         .sum_dim(0)
