@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// Print one line per finished epoch instead of progress bars.
     #[arg(long, env = "SWEEP_NO_PROGRESS")]
     pub no_progress: bool,
+    /// Training-node implementation: fast (the default), stock (burn's modules), or parts joined
+    /// by +: wgrad (GEMM weight gradient), bn (fused BatchNorm + ReLU), bf16 (bf16 convolutions).
+    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast")]
+    pub kernels: worker::train_ops::Kernels,
 }
 
 /// Why `sweep run` stopped early.
@@ -227,6 +231,7 @@ async fn drive(
             hostname: local.hostname,
             devices: local.devices,
             slots_per_device: args.slots_per_gpu.max(1),
+            kernels: args.kernels,
         };
         Some(tokio::spawn(run_agent(config, local.data, worker_stop)))
     } else {
@@ -285,6 +290,16 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         run: RunArgs,
+    }
+
+    #[test]
+    fn local_workers_default_to_the_fast_kernels_and_reject_unknown_ones() {
+        use clap::Parser;
+        assert_eq!(Cli::parse_from(["sweep"]).run.kernels, worker::train_ops::Kernels::FAST);
+        let stock = Cli::parse_from(["sweep", "--kernels", "stock"]).run.kernels;
+        assert_eq!(stock, worker::train_ops::Kernels::STOCK);
+        let err = Cli::try_parse_from(["sweep", "--kernels", "wgrad+fp8"]).err().expect("rejected");
+        assert!(err.to_string().contains("fp8"), "{err}");
     }
 
     #[test]

@@ -57,6 +57,23 @@ pub fn install(_dir: Option<&Path>) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// The only test in this binary that touches CubeCL's process-wide configuration.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn install_points_both_caches_at_the_directory_once() {
+        use cubecl_runtime::config::cache::CacheConfig;
+        use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
+
+        let dir = std::env::temp_dir().join(format!("sweep-kernel-cache-test-{}", std::process::id()));
+        assert_eq!(install(Some(&dir)), Some(dir.clone()));
+        let config = CubeClRuntimeConfig::get();
+        assert!(matches!(&config.compilation.cache, Some(CacheConfig::File(d)) if *d == dir));
+        assert!(matches!(&config.autotune.cache, CacheConfig::File(d) if *d == dir));
+        // Fixed for the process now: a second call changes nothing and says so.
+        assert_eq!(install(Some(Path::new("/elsewhere"))), None);
+        assert!(matches!(&CubeClRuntimeConfig::get().autotune.cache, CacheConfig::File(d) if *d == dir));
+    }
+
     #[test]
     fn default_dir_is_under_the_user_cache() {
         let dir = default_dir().expect("HOME is set in tests");

@@ -78,6 +78,7 @@ fn start_worker(
         hostname: "test-host".into(),
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
+        kernels: Default::default(),
     };
     let (stop, rx) = watch::channel(false);
     (stop, tokio::spawn(run_agent(config, tiny_data(), rx)))

@@ -33,6 +33,10 @@ pub struct AttachArgs {
     /// Worker id reported to the coordinator (default: HOSTNAME-PID).
     #[arg(long, env = "SWEEP_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Training-node implementation: fast (the default), stock (burn's modules), or parts joined
+    /// by +: wgrad (GEMM weight gradient), bn (fused BatchNorm + ReLU), bf16 (bf16 convolutions).
+    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast")]
+    pub kernels: crate::train_ops::Kernels,
 }
 
 /// Why an attached worker could not start.
@@ -76,6 +80,7 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         hostname: local.hostname,
         devices: local.devices,
         slots_per_device: args.slots_per_gpu.max(1),
+        kernels: args.kernels,
     };
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {

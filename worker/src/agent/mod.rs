@@ -23,8 +23,10 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
-use crate::backend::{DeviceChoice, open_runner};
+use crate::backend::{DeviceChoice, open_runner_with};
 use crate::data::Cifar10;
+use crate::train_ops::Kernels;
+use crate::training::RunnerConfig;
 use backoff::Backoff;
 use slot::{SlotContext, run_slot};
 
@@ -37,6 +39,8 @@ pub struct AgentConfig {
     pub hostname: String,
     pub devices: Vec<DeviceChoice>,
     pub slots_per_device: u32,
+    /// Implementation of the training nodes (same results, different speed).
+    pub kernels: Kernels,
 }
 
 /// Errors that end the worker process.
@@ -128,7 +132,8 @@ pub async fn run_agent(
     for (device_index, device) in config.devices.iter().enumerate() {
         for k in 0..config.slots_per_device {
             let (dev, d) = (*device, data.clone());
-            let runner = tokio::task::spawn_blocking(move || open_runner(dev, d))
+            let runner_config = RunnerConfig { kernels: config.kernels, ..RunnerConfig::default() };
+            let runner = tokio::task::spawn_blocking(move || open_runner_with(dev, d, runner_config))
                 .await
                 .expect("runner start-up thread panicked")
                 .map_err(|source| AgentError::Runner { device: device.to_string(), source })?;
