@@ -58,8 +58,9 @@ pub struct TrainArgs {
     /// Print one JSON object per epoch and a JSON summary instead of the table.
     #[arg(long, env = "SWEEP_JSON")]
     pub json: bool,
-    /// Training-node implementation: fast (the default), stock (burn's modules), or parts joined
-    /// by +: wgrad (GEMM weight gradient), bn (fused BatchNorm + ReLU), bf16 (bf16 convolutions).
+    /// Training-node implementation: fast (the default, wgrad+dgrad+bn), stock (burn's modules),
+    /// or parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward
+    /// conv kernels), bn (fused BatchNorm + ReLU), bf16 (bf16 convolutions).
     #[arg(long, env = "SWEEP_KERNELS", default_value = "fast")]
     pub kernels: Kernels,
 }
@@ -88,7 +89,7 @@ pub struct BenchArgs {
     #[arg(long, env = "SWEEP_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Training-node implementations to time, one after another in this process:
-    /// stock, fast, or parts joined by + (wgrad, bn, bf16), as for `worker train --kernels`.
+    /// stock, fast, or parts joined by + (wgrad, dgrad, bn, bf16), as for `worker train --kernels`.
     #[arg(long, env = "SWEEP_BENCH_KERNELS", value_delimiter = ',', default_value = "fast")]
     pub kernels: Vec<Kernels>,
 }

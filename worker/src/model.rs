@@ -60,10 +60,10 @@ impl<B: Backend> ConvBnRelu<B> {
     where
         B: TrainOps,
     {
-        let y = match (&self.conv.bias, kernels.gemm_weight_grad) {
+        let y = match (&self.conv.bias, kernels.custom_conv()) {
             (Some(bias), true) => {
                 let (weight, bias) = (unwrap(self.conv.weight.val()), unwrap(bias.val()));
-                wrap(B::conv3x3_same(unwrap(x), weight, bias, kernels.bf16_conv))
+                wrap(B::conv3x3_same(unwrap(x), weight, bias, kernels))
             }
             _ => self.conv.forward(x),
         };
@@ -296,7 +296,7 @@ mod tests {
     fn custom_training_nodes_match_burns_stock_modules() {
         let base = seeded_model::<B>(&CnnConfig::new().with_width_multiplier(0.125), 7, &Default::default());
         let stock = one_step(&base, Kernels::STOCK);
-        for kernels in [Kernels::FAST, "wgrad".parse().unwrap(), "bn".parse().unwrap()] {
+        for kernels in ["fast", "wgrad", "bn", "wgrad+bn", "dgrad"].map(|k| k.parse::<Kernels>().unwrap()) {
             for ((name, fast), (_, reference)) in
                 one_step(&base, kernels).into_iter().zip(stock.iter().cloned())
             {

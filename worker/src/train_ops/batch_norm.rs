@@ -112,9 +112,11 @@ impl<B: Backend> Backward<B, 3> for BatchNormReluBackward {
         let (mean, inv_std) = (wrap::<B, 2>(saved.mean), wrap::<B, 2>(saved.inv_std));
         let dims = x.dims();
         let (m, c) = ((dims[0] * dims[2] * dims[3]) as f64, dims[1]);
-        let positive = rows(wrap::<B, 4>(saved.output)).greater_elem(0.0);
-        let g = rows(dy).mask_fill(positive.bool_not(), 0.0);
-        let x_hat = (rows(x) - mean) * inv_std.clone();
+        // All layout views first: burn's fusion ends an elementwise kernel at every permute, so
+        // interleaving them with the arithmetic would split it into one kernel per operation.
+        let (x, output, dy) = (rows(x), rows(wrap::<B, 4>(saved.output)), rows(dy));
+        let g = dy.mask_fill(output.lower_equal_elem(0.0), 0.0);
+        let x_hat = (x - mean) * inv_std.clone();
         let d_beta = channel_sum(g.clone());
         let d_gamma = channel_sum(g.clone() * x_hat.clone());
         if let Some(node) = node_x {

@@ -2,9 +2,12 @@
 //! kernels do the work, as custom autodiff nodes ([`TrainOps`]):
 //!
 //! - [`conv`]: 3×3 "same" convolution whose **weight gradient** is a batched GEMM over groups of
-//!   images (im2col taps × output gradient, summed over the groups). burn's implicit-GEMM weight
+//!   images (output gradient × input taps, summed over the groups). burn's implicit-GEMM weight
 //!   gradient has no split-K: for 64×64 channels at 32×32 it launches a handful of cubes that each
 //!   reduce over all 524,288 pixels (14 ms on an H100, 63 ms of the 100 ms step over 9 layers).
+//!   Its **input gradient** can run as a forward convolution of the output gradient with the
+//!   flipped, transposed kernel: burn's data-gradient kernels cannot use TMA loads (twice the
+//!   time of the forward kernels on an H100).
 //! - [`batch_norm`]: training-mode BatchNorm + ReLU with the closed-form backward (two channel
 //!   reductions + one elementwise pass) on a channels-last view, instead of autodiff through
 //!   burn's `BatchNorm` graph (transpose copies, ~10 full-tensor passes per layer).
@@ -23,27 +26,44 @@ use burn::tensor::ops::FloatTensor;
 /// Which implementation of the convolution and normalisation the model's training step uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Kernels {
-    /// Weight gradient of the 3×3 convolutions as a batched GEMM ([`conv`]).
+    /// Weight gradient of the 3×3 convolutions as a batched GEMM over im2col taps ([`conv`]).
     pub gemm_weight_grad: bool,
+    /// Input gradient of the 3×3 convolutions as a forward convolution with the flipped kernel.
+    pub flipped_input_grad: bool,
     /// BatchNorm + ReLU as one node with a closed-form backward ([`batch_norm`]).
     pub fused_batch_norm: bool,
     /// Convolutions (forward, input and weight gradients) on bf16 copies of their operands,
     /// f32 everywhere else (weights, BatchNorm, loss, Adam): autocast-style mixed precision.
-    /// Only with `gemm_weight_grad`.
+    /// Only with one of the custom convolution parts.
     pub bf16_conv: bool,
 }
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 3] = ["wgrad", "bn", "bf16"];
+const PARTS: [&str; 4] = ["wgrad", "dgrad", "bn", "bf16"];
 
 impl Kernels {
     /// burn's stock modules everywhere (the reference).
-    pub const STOCK: Kernels = Kernels { gemm_weight_grad: false, fused_batch_norm: false, bf16_conv: false };
-    /// The fastest measured f32 combination (the default).
-    pub const FAST: Kernels = Kernels { gemm_weight_grad: true, fused_batch_norm: true, bf16_conv: false };
+    pub const STOCK: Kernels = Kernels {
+        gemm_weight_grad: false,
+        flipped_input_grad: false,
+        fused_batch_norm: false,
+        bf16_conv: false,
+    };
+    /// The fastest measured f32 combination (the default): `wgrad+dgrad+bn`.
+    pub const FAST: Kernels = Kernels {
+        gemm_weight_grad: true,
+        flipped_input_grad: true,
+        fused_batch_norm: true,
+        ..Kernels::STOCK
+    };
 
-    fn parts(self) -> [bool; 3] {
-        [self.gemm_weight_grad, self.fused_batch_norm, self.bf16_conv]
+    fn parts(self) -> [bool; 4] {
+        [self.gemm_weight_grad, self.flipped_input_grad, self.fused_batch_norm, self.bf16_conv]
+    }
+
+    /// Whether the convolutions run as the custom node ([`conv`]) rather than burn's `Conv2d`.
+    pub fn custom_conv(self) -> bool {
+        self.gemm_weight_grad || self.flipped_input_grad
     }
 }
 
@@ -56,15 +76,16 @@ impl Default for Kernels {
 impl std::str::FromStr for Kernels {
     type Err = String;
 
-    /// `stock`, `fast`, or parts joined by `+`: `wgrad` (GEMM weight gradient), `bn` (fused
-    /// BatchNorm + ReLU), `bf16` (bf16 convolutions; needs `wgrad`).
+    /// `stock`, `fast`, or parts joined by `+`: `wgrad` (GEMM weight gradient over im2col taps),
+    /// `dgrad` (input gradient as a flipped-kernel forward convolution), `bn` (fused BatchNorm +
+    /// ReLU), `bf16` (bf16 convolutions; needs `wgrad` or `dgrad`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "stock" => return Ok(Kernels::STOCK),
             "fast" => return Ok(Kernels::FAST),
             _ => {}
         }
-        let mut on = [false; 3];
+        let mut on = [false; 4];
         for part in s.split('+') {
             let i = PARTS.iter().position(|p| *p == part).ok_or_else(|| {
                 format!(
@@ -74,11 +95,12 @@ impl std::str::FromStr for Kernels {
             })?;
             on[i] = true;
         }
-        let [gemm_weight_grad, fused_batch_norm, bf16_conv] = on;
-        if bf16_conv && !gemm_weight_grad {
-            return Err(format!("{s:?}: bf16 convolutions need the wgrad part"));
+        let [gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_conv] = on;
+        let kernels = Kernels { gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_conv };
+        if bf16_conv && !kernels.custom_conv() {
+            return Err(format!("{s:?}: bf16 convolutions need the wgrad or dgrad part"));
         }
-        Ok(Kernels { gemm_weight_grad, fused_batch_norm, bf16_conv })
+        Ok(kernels)
     }
 }
 
@@ -96,15 +118,15 @@ pub type NormOutputs<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 /// Backends the model trains on. The defaults are the stock burn formulations (used by the
 /// inner, non-autodiff backends); `Autodiff<B>` overrides them with the custom nodes.
 pub trait TrainOps: Backend {
-    /// 3×3 convolution, stride 1, padding 1, with bias; on bf16 operands if `bf16` (the
-    /// output is f32 either way).
+    /// 3×3 convolution, stride 1, padding 1, with bias; on bf16 operands if `kernels.bf16_conv`
+    /// (the output is f32 either way); its gradients as `kernels` says.
     fn conv3x3_same(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        bf16: bool,
+        kernels: Kernels,
     ) -> FloatTensor<Self> {
-        conv::forward::<Self>(x, weight, bias, bf16)
+        conv::forward::<Self>(x, weight, bias, kernels.bf16_conv)
     }
 
     /// Training-mode BatchNorm (batch statistics, biased variance) followed by ReLU on
@@ -130,9 +152,9 @@ impl<B: TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        bf16: bool,
+        kernels: Kernels,
     ) -> FloatTensor<Self> {
-        conv::autodiff_conv3x3::<B, C>(x, weight, bias, bf16)
+        conv::autodiff_conv3x3::<B, C>(x, weight, bias, kernels)
     }
 
     fn batch_norm_relu_train(
@@ -167,7 +189,17 @@ mod tests {
 
     #[test]
     fn kernel_sets_parse_and_print_back() {
-        for name in ["stock", "wgrad", "bn", "wgrad+bn", "wgrad+bf16", "wgrad+bn+bf16"] {
+        for name in [
+            "stock",
+            "wgrad",
+            "bn",
+            "wgrad+bn",
+            "wgrad+bf16",
+            "wgrad+bn+bf16",
+            "wgrad+dgrad+bn",
+            "dgrad+bf16",
+            "wgrad+dgrad+bn+bf16",
+        ] {
             let kernels: Kernels = name.parse().unwrap();
             assert_eq!(kernels.to_string(), name);
         }
@@ -179,8 +211,8 @@ mod tests {
     fn bad_kernel_sets_are_rejected_with_the_reason() {
         let unknown = "wgrad+fp8".parse::<Kernels>().unwrap_err();
         assert!(unknown.contains("\"fp8\""), "{unknown}");
-        let bf16_alone = "bf16".parse::<Kernels>().unwrap_err();
-        assert!(bf16_alone.contains("need the wgrad part"), "{bf16_alone}");
+        let bf16_alone = "bf16+bn".parse::<Kernels>().unwrap_err();
+        assert!(bf16_alone.contains("need the wgrad or dgrad part"), "{bf16_alone}");
         assert!("".parse::<Kernels>().is_err());
     }
 }
