@@ -83,10 +83,7 @@ pub struct RunArgs {
     /// Print one line per finished epoch instead of progress bars.
     #[arg(long, env = "SWEEP_NO_PROGRESS")]
     pub no_progress: bool,
-    /// Training-node implementation: fast (the default, wgrad+dgrad+bn), stock (burn's modules),
-    /// or parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward
-    /// conv kernels), bn (fused BatchNorm + ReLU), bf16 (bf16 convolutions).
-    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast")]
+    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast", help = worker::train_ops::KERNELS_HELP)]
     pub kernels: worker::train_ops::Kernels,
 }
 

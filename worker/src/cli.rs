@@ -58,10 +58,7 @@ pub struct TrainArgs {
     /// Print one JSON object per epoch and a JSON summary instead of the table.
     #[arg(long, env = "SWEEP_JSON")]
     pub json: bool,
-    /// Training-node implementation: fast (the default, wgrad+dgrad+bn), stock (burn's modules),
-    /// or parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward
-    /// conv kernels), bn (fused BatchNorm + ReLU), bf16 (bf16 convolutions).
-    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast")]
+    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast", help = crate::train_ops::KERNELS_HELP)]
     pub kernels: Kernels,
 }
 

@@ -33,10 +33,7 @@ pub struct AttachArgs {
     /// Worker id reported to the coordinator (default: HOSTNAME-PID).
     #[arg(long, env = "SWEEP_WORKER_ID")]
     pub worker_id: Option<String>,
-    /// Training-node implementation: fast (the default, wgrad+dgrad+bn), stock (burn's modules),
-    /// or parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward
-    /// conv kernels), bn (fused BatchNorm + ReLU), bf16 (bf16 convolutions).
-    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast")]
+    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast", help = crate::train_ops::KERNELS_HELP)]
     pub kernels: crate::train_ops::Kernels,
 }
 

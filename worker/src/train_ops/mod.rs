@@ -38,6 +38,11 @@ pub struct Kernels {
     pub bf16_conv: bool,
 }
 
+/// `--kernels` help, shared by every command that trains.
+pub const KERNELS_HELP: &str = "Training-node implementation: fast (the default, wgrad+dgrad+bn), stock \
+    (burn's modules), or parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the \
+    forward conv kernels), bn (fused BatchNorm + ReLU), bf16 (bf16 convolutions)";
+
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
 const PARTS: [&str; 4] = ["wgrad", "dgrad", "bn", "bf16"];
 
