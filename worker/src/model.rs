@@ -63,7 +63,7 @@ impl<B: Backend> ConvBnRelu<B> {
         let y = match (&self.conv.bias, kernels.custom_conv()) {
             (Some(bias), true) => {
                 let (weight, bias) = (unwrap(self.conv.weight.val()), unwrap(bias.val()));
-                wrap(B::conv3x3_same(unwrap(x), weight, bias, kernels))
+                wrap(B::conv3x3_same(unwrap(x), weight, bias, kernels, true))
             }
             _ => self.conv.forward(x),
         };
@@ -290,6 +290,41 @@ mod tests {
             ("bn1 running mean", model.block1[0].norm.running_mean.value_sync().inner().unsqueeze()),
             ("bn9 running var", model.block3[2].norm.running_var.value_sync().inner().unsqueeze()),
         ]
+    }
+
+    /// The premise of `feeds_batch_norm`: ahead of a training-mode BatchNorm a conv bias cannot
+    /// change the loss. burn's stock modules compute its gradient as rounding noise; the custom
+    /// node returns exact zeros.
+    #[test]
+    fn conv_bias_gradients_vanish_ahead_of_batch_norm() {
+        let base = seeded_model::<B>(&CnnConfig::new().with_width_multiplier(0.125), 7, &Default::default());
+        for kernels in [Kernels::STOCK, Kernels::FAST] {
+            let model = base.clone().with_kernels(kernels);
+            let images = Tensor::<B, 4>::ones([4, 3, 32, 32], &Default::default()).mul_scalar(0.5);
+            let images = images
+                + Tensor::<B, 1, Int>::arange(0..4 * 3 * 32 * 32, &Default::default())
+                    .float()
+                    .cos()
+                    .reshape([4, 3, 32, 32]);
+            let labels = Tensor::<B, 1, Int>::from_data([1, 2, 3, 4], &Default::default());
+            let grads = crate::loss::variant_loss(
+                sweep_proto::LossVariant::NormalLr1e3,
+                model.forward(images),
+                labels,
+            )
+            .backward();
+            for layer in [&model.block1[0], &model.block2[1], &model.block3[2]] {
+                let weight: f32 = layer.conv.weight.grad(&grads).unwrap().abs().max().into_scalar();
+                let bias: f32 =
+                    layer.conv.bias.as_ref().unwrap().grad(&grads).unwrap().abs().max().into_scalar();
+                assert!(weight > 1e-4, "{kernels}: weight gradient {weight} too small to compare against");
+                if kernels == Kernels::FAST {
+                    assert_eq!(bias, 0.0, "fast: bias gradient must be exactly zero");
+                } else {
+                    assert!(bias < 1e-4 * weight, "stock: bias gradient {bias} vs weight gradient {weight}");
+                }
+            }
+        }
     }
 
     #[test]

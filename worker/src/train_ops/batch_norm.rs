@@ -5,7 +5,9 @@
 //! backward with `g = dy · [y > 0]`: `dβ = Σ g`, `dγ = Σ g·x̂`,
 //! `dx = γ/√(σ² + ε) · (g − dβ/M − x̂·dγ/M)`. That is two channel reductions and one elementwise
 //! pass, where autodiff through burn's `BatchNorm` (`swap_dims(0, 1).reshape(..)` per statistic)
-//! copies the activation to channels-first and back and makes about ten full-tensor passes.
+//! copies the activation to channels-first and back and makes about ten full-tensor passes. The
+//! channel sums go through [`TrainOps::channel_moments`] and [`TrainOps::relu_norm_grad_sums`]
+//! (one-pass CubeCL kernels on CUDA; burn's two-stage reductions here, the trait defaults).
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -50,8 +52,38 @@ fn channel_mean<B: Backend>(rows: Tensor<B, 2>) -> Tensor<B, 2> {
     channel_sum(rows).div_scalar(m)
 }
 
+/// [`TrainOps::channel_moments`] through burn's reductions: the mean, then the mean of the
+/// squared deviations (two passes, two-stage sums each).
+pub fn moments_by_reductions<B: Backend>(x: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let x = rows(wrap::<B, 4>(x));
+    let mean = channel_mean(x.clone());
+    let var = channel_mean((x - mean.clone()).square());
+    (unwrap(mean), unwrap(var))
+}
+
+/// [`TrainOps::relu_norm_grad_sums`] through burn's ops: `g` and `g·x̂` written out, then
+/// two-stage sums.
+pub fn relu_norm_grad_sums_by_reductions<B: Backend>(
+    [dy, y, x, mean, inv_std]: [FloatTensor<B>; 5],
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let [dy, y, x] = [dy, y, x].map(|t| rows(wrap::<B, 4>(t)));
+    let (g, x_hat) = relu_grad_and_x_hat(dy, y, x, wrap(mean), wrap(inv_std));
+    (unwrap(channel_sum(g.clone())), unwrap(channel_sum(g * x_hat)))
+}
+
+/// `g = dy·[y > 0]` and `x̂ = (x − mean)·inv_std` on channels-last rows.
+fn relu_grad_and_x_hat<B: Backend>(
+    dy: Tensor<B, 2>,
+    y: Tensor<B, 2>,
+    x: Tensor<B, 2>,
+    mean: Tensor<B, 2>,
+    inv_std: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    (dy.mask_fill(y.lower_equal_elem(0.0), 0.0), (x - mean) * inv_std)
+}
+
 /// Forward on backend `B`: `(y, mean [1, C], inv_std [1, C], var [1, C])`.
-fn forward<B: Backend>(
+fn forward<B: TrainOps>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
@@ -59,19 +91,17 @@ fn forward<B: Backend>(
 ) -> (Tensor<B, 4>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
     let dims = x.dims();
     let c = dims[1];
-    let x = rows(x);
-    let mean = channel_mean(x.clone());
-    let centered = x - mean.clone();
-    let var = channel_mean(centered.clone().square());
+    let (mean, var) = B::channel_moments(unwrap(x.clone()));
+    let (mean, var) = (wrap::<B, 2>(mean), wrap::<B, 2>(var));
     let inv_std = var.clone().add_scalar(epsilon).sqrt().recip();
     let scale = gamma.reshape([1, c]) * inv_std.clone();
-    let y = (centered * scale + beta.reshape([1, c])).clamp_min(0.0);
+    let y = ((rows(x) - mean.clone()) * scale + beta.reshape([1, c])).clamp_min(0.0);
     (unrows(y, dims), mean, inv_std, var)
 }
 
 /// The stock formulation, differentiated by whatever backend runs it (trait default, and the
 /// reference the tests compare the custom node against).
-pub fn reference<B: Backend>(
+pub fn reference<B: TrainOps>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
@@ -100,7 +130,7 @@ struct SavedStats<B: Backend> {
     inv_std: FloatTensor<B>,
 }
 
-impl<B: Backend> Backward<B, 3> for BatchNormReluBackward {
+impl<B: TrainOps> Backward<B, 3> for BatchNormReluBackward {
     type State = SavedStats<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
@@ -112,14 +142,21 @@ impl<B: Backend> Backward<B, 3> for BatchNormReluBackward {
         let (mean, inv_std) = (wrap::<B, 2>(saved.mean), wrap::<B, 2>(saved.inv_std));
         let dims = x.dims();
         let (m, c) = ((dims[0] * dims[2] * dims[3]) as f64, dims[1]);
-        // All layout views first: burn's fusion ends an elementwise kernel at every permute, so
-        // interleaving them with the arithmetic would split it into one kernel per operation.
-        let (x, output, dy) = (rows(x), rows(wrap::<B, 4>(saved.output)), rows(dy));
-        let g = dy.mask_fill(output.lower_equal_elem(0.0), 0.0);
-        let x_hat = (x - mean) * inv_std.clone();
-        let d_beta = channel_sum(g.clone());
-        let d_gamma = channel_sum(g.clone() * x_hat.clone());
+        let output = wrap::<B, 4>(saved.output);
+        let sums_of = [&dy, &output, &x].map(|t| unwrap(t.clone()));
+        let (d_beta, d_gamma) = B::relu_norm_grad_sums([
+            sums_of[0].clone(),
+            sums_of[1].clone(),
+            sums_of[2].clone(),
+            unwrap(mean.clone()),
+            unwrap(inv_std.clone()),
+        ]);
+        let (d_beta, d_gamma) = (wrap::<B, 2>(d_beta), wrap::<B, 2>(d_gamma));
         if let Some(node) = node_x {
+            // All layout views first: burn's fusion ends an elementwise kernel at every permute,
+            // so interleaving them with the arithmetic would split it into one kernel per op.
+            let (x, output, dy) = (rows(x), rows(output), rows(dy));
+            let (g, x_hat) = relu_grad_and_x_hat(dy, output, x, mean, inv_std.clone());
             let coeff = gamma.reshape([1, c]) * inv_std;
             let dx = (g - d_beta.clone().div_scalar(m) - x_hat * d_gamma.clone().div_scalar(m)) * coeff;
             grads.register::<B>(node.id, unwrap(unrows(dx, dims)));
@@ -213,5 +250,44 @@ mod tests {
         assert!(max_abs_diff(dx_c, dx_s) < 1e-4);
         assert!(max_abs_diff(dg_c, dg_s) < 1e-4);
         assert!(max_abs_diff(db_c, db_s) < 1e-4);
+    }
+
+    /// The CUDA channel-sum kernels against burn's reductions on the same GPU, on channels-last
+    /// activations (as burn's convolutions produce) with a mean far from zero (the shifted
+    /// variance) and ReLU zeros (the mask). Needs a CUDA GPU: `cargo test -p worker -- --ignored cuda`.
+    #[cfg(feature = "cuda")]
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn cuda_channel_sums_match_burns_reductions() {
+        type G = burn_cuda::Cuda;
+        let device = Default::default();
+        let close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>| {
+            let (a, b) = (wrap::<G, 2>(a), wrap::<G, 2>(b));
+            let scale: f32 = b.clone().abs().max().into_scalar();
+            let err: f32 = (a - b).abs().max().into_scalar();
+            assert!(scale > 1e-3 && err <= 5e-4 * scale, "{name}: differs by {err} (scale {scale})");
+        };
+        for [n, c, h, w] in [[512, 64, 32, 32], [7, 24, 5, 3], [64, 256, 8, 8]] {
+            let nhwc = |mean: f64, std: f64| {
+                Tensor::<G, 4>::random([n, h, w, c], Distribution::Normal(mean, std), &device)
+                    .permute([0, 3, 1, 2])
+            };
+            let x = nhwc(4.0, 0.5);
+            let (mean_k, var_k) = G::channel_moments(unwrap(x.clone()));
+            let (mean_r, var_r) = moments_by_reductions::<G>(unwrap(x.clone()));
+            close("mean", mean_k, mean_r.clone());
+            close("variance", var_k, var_r.clone());
+            let inv_std = wrap::<G, 2>(var_r).add_scalar(1e-3).sqrt().recip();
+            let inputs = [nhwc(0.0, 1.0), nhwc(0.0, 1.0).clamp_min(0.0), x]
+                .map(unwrap)
+                .into_iter()
+                .chain([mean_r, unwrap(inv_std)])
+                .collect::<Vec<_>>();
+            let inputs: [FloatTensor<G>; 5] = inputs.try_into().unwrap();
+            let (g_k, g_x_hat_k) = G::relu_norm_grad_sums(inputs.clone());
+            let (g_r, g_x_hat_r) = relu_norm_grad_sums_by_reductions::<G>(inputs);
+            close("sum g", g_k, g_r);
+            close("sum g x_hat", g_x_hat_k, g_x_hat_r);
+        }
     }
 }

@@ -7,8 +7,8 @@
 //! M×N only, so a few dozen cubes each walk all of K. Here the images are split into G groups
 //! and each group is one matrix of a batched GEMM, `dYᵀ[g] (C_out × K/G) · cols[g] (K/G × 9·C_in)`,
 //! whose G partial sums are added: split-K through the batch dimension. `cols` holds the nine
-//! shifted copies of the (channels-last) input, ordered `(kh, kw, c_in)`. (Building it with one
-//! strided copy of an `unfold` window view was slower on an H100: 16.3k vs 18.6k img/s.)
+//! shifted copies of the (channels-last) input, ordered `(kh, kw, c_in)`
+//! ([`TrainOps::im2col_3x3`]: one CubeCL kernel on CUDA, burn's pad + slices + stack elsewhere).
 //!
 //! With `flipped_input_grad` the input gradient is the forward convolution of `dY` with the
 //! kernel transposed (`C_in ↔ C_out`) and flipped in both spatial axes, which runs on burn's
@@ -90,30 +90,41 @@ fn bias_grad<B: Backend>(dy_rows: Tensor<B, 3>) -> Tensor<B, 1> {
     dy_rows.sum_dim(1).sum_dim(0).reshape([c_out])
 }
 
+/// [`TrainOps::im2col_3x3`] through burn's ops: the channels-last input padded, nine shifted
+/// slices of it stacked along a new axis before the channels.
+pub fn im2col_3x3_by_slices<B: Backend>(x: FloatTensor<B>, dtype: FloatDType) -> FloatTensor<B> {
+    let x = wrap::<B, 4>(x);
+    let [n, c, h, w] = x.dims();
+    // Channels-last view: free for burn-cubecl's conv outputs, which are NHWC in memory.
+    let padded = x.permute([0, 2, 3, 1]).pad([(0, 0), (1, 1), (1, 1), (0, 0)], PadMode::Constant(0.0));
+    let padded = if dtype == FloatDType::F32 { padded } else { padded.cast(dtype) };
+    let taps: Vec<Tensor<B, 4>> = (0..9)
+        .map(|t| {
+            let (kh, kw) = (t / 3, t % 3);
+            padded.clone().slice([0..n, kh..kh + h, kw..kw + w, 0..c])
+        })
+        .collect();
+    unwrap(Tensor::stack::<5>(taps, 3).reshape([n * h * w, 9 * c]))
+}
+
 /// Weight and bias gradients (f32) of a 3×3 same convolution of `x: [N, C_in, H, W]` whose
 /// output gradient is `dy: [N, C_out, H, W]`, as grouped GEMMs (see the module docs); the GEMM
-/// operands in bf16 if `bf16` (accumulation in f32 inside each group, the group sum in f32).
-pub fn weight_and_bias_grad<B: Backend>(
+/// operands in bf16 if `bf16` (accumulation in f32 inside each group, the group sum in f32); the
+/// bias gradient all zeros without a reduction if `zero_bias_grad`.
+pub fn weight_and_bias_grad<B: TrainOps>(
     x: Tensor<B, 4>,
     dy: Tensor<B, 4>,
     bf16: bool,
+    zero_bias_grad: bool,
 ) -> (Tensor<B, 4>, Tensor<B, 1>) {
     let [n, c_in, h, w] = x.dims();
     let c_out = dy.dims()[1];
     let groups = image_groups(n, h * w);
     let rows_per_group = n / groups * h * w;
-    // Channels-last views: free for burn-cubecl's conv outputs, which are NHWC in memory.
-    let padded = x.permute([0, 2, 3, 1]).pad([(0, 0), (1, 1), (1, 1), (0, 0)], PadMode::Constant(0.0));
-    let padded = operand(padded, bf16);
-    let taps: Vec<Tensor<B, 4>> = (0..9)
-        .map(|t| {
-            let (kh, kw) = (t / 3, t % 3);
-            padded.clone().slice([0..n, kh..kh + h, kw..kw + w, 0..c_in])
-        })
-        .collect();
-    let cols = Tensor::stack::<5>(taps, 3).reshape([groups, rows_per_group, 9 * c_in]);
+    let dtype = if bf16 { FloatDType::BF16 } else { FloatDType::F32 };
+    let cols = wrap::<B, 2>(B::im2col_3x3(unwrap(x), dtype)).reshape([groups, rows_per_group, 9 * c_in]);
     let dy = dy.permute([0, 2, 3, 1]).reshape([groups, rows_per_group, c_out]);
-    let bias = bias_grad(dy.clone());
+    let bias = if zero_bias_grad { Tensor::zeros([c_out], &dy.device()) } else { bias_grad(dy.clone()) };
     let weight = result(operand(dy, bf16).swap_dims(1, 2).matmul(cols), bf16)
         .sum_dim(0)
         .reshape([c_out, 3, 3, c_in])
@@ -121,13 +132,15 @@ pub fn weight_and_bias_grad<B: Backend>(
     (weight, bias)
 }
 
-/// The backward node: gradients as `kernels` says.
+/// The backward node: gradients as `kernels` says; the bias gradient all zeros when the output
+/// feeds a training-mode BatchNorm ([`TrainOps::conv3x3_same`]).
 #[derive(Debug)]
 struct Conv3x3Backward {
     kernels: Kernels,
+    zero_bias_grad: bool,
 }
 
-impl<B: Backend> Backward<B, 3> for Conv3x3Backward {
+impl<B: TrainOps> Backward<B, 3> for Conv3x3Backward {
     /// Checkpointed input and weight.
     type State = (NodeId, NodeId);
 
@@ -148,9 +161,9 @@ impl<B: Backend> Backward<B, 3> for Conv3x3Backward {
         }
         if node_weight.is_some() || node_bias.is_some() {
             let (dw, db) = if self.kernels.gemm_weight_grad {
-                weight_and_bias_grad::<B>(wrap(x), wrap(grad), bf16)
+                weight_and_bias_grad::<B>(wrap(x), wrap(grad), bf16, self.zero_bias_grad)
             } else {
-                stock_weight_and_bias_grad::<B>(x, weight, grad, bf16)
+                stock_weight_and_bias_grad::<B>(x, weight, grad, bf16, self.zero_bias_grad)
             };
             if let Some(node) = node_weight {
                 grads.register::<B>(node.id, unwrap(dw));
@@ -168,10 +181,15 @@ fn stock_weight_and_bias_grad<B: Backend>(
     weight: FloatTensor<B>,
     dy: FloatTensor<B>,
     bf16: bool,
+    zero_bias_grad: bool,
 ) -> (Tensor<B, 4>, Tensor<B, 1>) {
     let dy = wrap::<B, 4>(dy);
     let [n, c_out, h, w] = dy.dims();
-    let bias = bias_grad(dy.clone().permute([0, 2, 3, 1]).reshape([1, n * h * w, c_out]));
+    let bias = if zero_bias_grad {
+        Tensor::zeros([c_out], &dy.device())
+    } else {
+        bias_grad(dy.clone().permute([0, 2, 3, 1]).reshape([1, n * h * w, c_out]))
+    };
     let [x, weight, dy] = [wrap(x), wrap(weight), dy].map(|t| unwrap(operand(t, bf16)));
     let weight = wrap(B::conv2d_weight_backward(x, weight, dy, same_3x3()));
     (result(weight, bf16), bias)
@@ -183,9 +201,10 @@ pub(super) fn autodiff_conv3x3<B: TrainOps, C: CheckpointStrategy>(
     weight: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
     kernels: Kernels,
+    feeds_batch_norm: bool,
 ) -> FloatTensor<Autodiff<B, C>> {
     let bf16 = kernels.bf16_conv;
-    let prepared = Conv3x3Backward { kernels }
+    let prepared = Conv3x3Backward { kernels, zero_bias_grad: feeds_batch_norm }
         .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
         .compute_bound()
         .stateful();
@@ -209,9 +228,8 @@ mod tests {
     use super::*;
     use burn::backend::Flex;
     use burn::tensor::Distribution;
+    use burn::tensor::ElementConversion;
     use burn::tensor::module::conv2d;
-
-    type Ad = Autodiff<Flex>;
 
     #[test]
     fn groups_divide_the_batch_and_fill_rows() {
@@ -224,45 +242,79 @@ mod tests {
         assert_eq!(image_groups(3, 16), 1); // 48 rows: fewer than one group's worth → 1
     }
 
-    fn max_abs_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
-        (a - b).abs().max().into_scalar()
+    fn max_abs_diff<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+        (a - b).abs().max().into_scalar().elem()
+    }
+
+    /// `(output, input grad, weight grad, bias grad)` of sum(out · r) through the custom node
+    /// with `kernels` on backend `B` (`Some`), or through burn's conv2d (`None`), brought back
+    /// to the CPU (Flex).
+    fn gradients<B: TrainOps>(
+        inputs: [&Tensor<Flex, 4>; 3],
+        bias: &Tensor<Flex, 1>,
+        kernels: Option<Kernels>,
+    ) -> [Tensor<Flex, 4>; 4] {
+        let device = Default::default();
+        let on_b = |t: &Tensor<Flex, 4>| Tensor::<Autodiff<B>, 4>::from_data(t.to_data(), &device);
+        let [x, wt, r] = inputs.map(on_b);
+        let (x, wt) = (x.require_grad(), wt.require_grad());
+        let b = Tensor::<Autodiff<B>, 1>::from_data(bias.to_data(), &device).require_grad();
+        let out = match kernels {
+            Some(kernels) => {
+                let [xp, wp, bp] = [unwrap(x.clone()), unwrap(wt.clone()), unwrap(b.clone())];
+                wrap::<Autodiff<B>, 4>(Autodiff::<B>::conv3x3_same(xp, wp, bp, kernels, false))
+            }
+            None => conv2d(x.clone(), wt.clone(), Some(b.clone()), same_3x3()),
+        };
+        let grads = (out.clone() * r).sum().backward();
+        let db = b.grad(&grads).unwrap().unsqueeze::<4>();
+        let results = [out.inner(), x.grad(&grads).unwrap(), wt.grad(&grads).unwrap(), db];
+        for t in &results {
+            assert_eq!(t.dtype(), burn::tensor::DType::F32, "outputs and gradients must come back in f32");
+        }
+        results.map(|t| Tensor::from_data(t.into_data(), &Default::default()))
     }
 
     /// Gradients of sum(out · r) for a random r, through the custom node with `kernels` and
-    /// through burn's conv2d, for `x: [n, c_in, h, w]`.
+    /// through burn's conv2d, for `x: [n, c_in, h, w]`, both on the CPU.
     fn compare(n: usize, c_in: usize, c_out: usize, [h, w]: [usize; 2], kernels: &str) {
+        compare_on::<Flex>(n, c_in, c_out, [h, w], kernels)
+    }
+
+    /// [`compare`] with the custom node on backend `B`; the reference stays burn's conv2d on
+    /// the CPU (an independent implementation, and no GPU autotune of its backward kernels).
+    fn compare_on<B: TrainOps>(n: usize, c_in: usize, c_out: usize, [h, w]: [usize; 2], kernels: &str) {
         let kernels: Kernels = kernels.parse().unwrap();
         let device = Default::default();
-        let x = Tensor::<Ad, 4>::random([n, c_in, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let wt = Tensor::<Ad, 4>::random([c_out, c_in, 3, 3], Distribution::Normal(0.0, 0.3), &device);
-        let b = Tensor::<Ad, 1>::random([c_out], Distribution::Normal(0.0, 1.0), &device);
-        let r = Tensor::<Ad, 4>::random([n, c_out, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let run = |custom: bool| {
-            let (x, wt, b) = (x.clone().require_grad(), wt.clone().require_grad(), b.clone().require_grad());
-            let out = if custom {
-                let [xp, wp, bp] = [unwrap(x.clone()), unwrap(wt.clone()), unwrap(b.clone())];
-                wrap::<Ad, 4>(Ad::conv3x3_same(xp, wp, bp, kernels))
-            } else {
-                conv2d(x.clone(), wt.clone(), Some(b.clone()), same_3x3())
-            };
-            let grads = (out.clone() * r.clone()).sum().backward();
-            (out.inner(), x.grad(&grads).unwrap(), wt.grad(&grads).unwrap(), b.grad(&grads).unwrap())
+        let random = |shape: [usize; 4], std: f64| {
+            Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, std), &device)
         };
-        let (out_c, dx_c, dw_c, db_c) = run(true);
-        let (out_s, dx_s, dw_s, db_s) = run(false);
-        // Relative error bounds: f32 reassociation, or bf16 operands (8-bit mantissa, ~4e-3).
-        let tolerance = if kernels.bf16_conv { 2e-2 } else { 1e-5 };
+        let x = random([n, c_in, h, w], 1.0);
+        let wt = random([c_out, c_in, 3, 3], 0.3);
+        let b = Tensor::<Flex, 1>::random([c_out], Distribution::Normal(0.0, 1.0), &device);
+        let r = random([n, c_out, h, w], 1.0);
+        let [out_c, dx_c, dw_c, db_c] = gradients::<B>([&x, &wt, &r], &b, Some(kernels));
+        let [out_s, dx_s, dw_s, db_s] = gradients::<Flex>([&x, &wt, &r], &b, None);
+        // Relative error bounds: f32 reassociation (TF32 GEMMs on a GPU), or bf16 operands
+        // (8-bit mantissa, ~4e-3).
+        let on_flex = B::name(&Default::default()).contains("flex");
+        let tolerance = match (kernels.bf16_conv, on_flex) {
+            (true, _) => 2e-2,
+            (false, true) => 1e-5,
+            (false, false) => 2e-3,
+        };
         for (name, custom, stock) in
             [("output", out_c, out_s), ("input grad", dx_c, dx_s), ("weight grad", dw_c, dw_s)]
         {
             let scale: f32 = stock.clone().abs().max().into_scalar();
             assert!(scale > 0.5, "{kernels}: {name} suspiciously small: {scale}");
-            let err = max_abs_diff(custom.clone(), stock);
+            let err = max_abs_diff(custom, stock);
             assert!(err < tolerance * scale, "{kernels}: {name} differs by {err} (scale {scale})");
-            assert_eq!(custom.dtype(), burn::tensor::DType::F32, "{name} must come back in f32");
         }
         let db_err = max_abs_diff(db_c, db_s);
-        assert!(db_err < 1e-3, "{kernels}: bias grad differs by {db_err}");
+        // A sum over n·h·w values of about ±1: f32 rounding grows with the count.
+        let db_tolerance = if on_flex { 1e-3 } else { 1e-5 * (n * h * w) as f32 };
+        assert!(db_err < db_tolerance, "{kernels}: bias grad differs by {db_err}");
     }
 
     #[test]
@@ -294,5 +346,47 @@ mod tests {
     fn flipped_kernel_input_gradient_matches_with_either_weight_gradient() {
         compare(3, 4, 5, [6, 7], "dgrad");
         compare(3, 4, 5, [7, 6], "wgrad+dgrad");
+    }
+
+    /// The CUDA im2col kernel against the sliced formulation on the same GPU, for a
+    /// channels-first input, a channels-last view (as burn's conv outputs are laid out), and a
+    /// bf16 output. Needs a CUDA GPU: `cargo test -p worker -- --ignored cuda`.
+    #[cfg(feature = "cuda")]
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn cuda_im2col_kernel_matches_the_sliced_im2col() {
+        type B = burn_cuda::Cuda;
+        let device = Default::default();
+        for (shape, channels_last) in [([2, 3, 5, 7], false), ([4, 16, 8, 6], true), ([3, 64, 32, 32], true)]
+        {
+            let [n, c, h, w] = shape;
+            let x = if channels_last {
+                Tensor::<B, 4>::random([n, h, w, c], Distribution::Normal(0.0, 1.0), &device)
+                    .permute([0, 3, 1, 2])
+            } else {
+                Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+            };
+            for dtype in [FloatDType::F32, FloatDType::BF16] {
+                let kernel = wrap::<B, 2>(B::im2col_3x3(unwrap(x.clone()), dtype));
+                let sliced = wrap::<B, 2>(im2col_3x3_by_slices::<B>(unwrap(x.clone()), dtype));
+                assert_eq!(kernel.dims(), [n * h * w, 9 * c]);
+                assert_eq!(kernel.dtype(), sliced.dtype());
+                let diff = max_abs_diff(kernel.cast(FloatDType::F32), sliced.cast(FloatDType::F32));
+                assert_eq!(diff, 0.0, "{shape:?} channels_last={channels_last} {dtype:?}");
+            }
+        }
+    }
+
+    /// The whole node on the GPU (f32: the default and an odd image shape) against burn's conv2d
+    /// on the CPU: `cargo test -p worker -- --ignored cuda`. (The experimental `bf16` part is
+    /// not asserted here: on an H100, burn's own bf16 forward convolution of a `[5, 8, 7, 5]`
+    /// input came out 13 % of the output's scale away from f32, beyond bf16 rounding.)
+    #[cfg(feature = "cuda")]
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn cuda_gradients_match_burn_conv2d() {
+        type B = burn_cuda::Cuda;
+        compare_on::<B>(8, 16, 32, [16, 16], "fast");
+        compare_on::<B>(5, 8, 8, [7, 5], "wgrad+dgrad");
     }
 }

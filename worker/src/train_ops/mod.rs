@@ -12,15 +12,23 @@
 //!   reductions + one elementwise pass) on a channels-last view, instead of autodiff through
 //!   burn's `BatchNorm` graph (transpose copies, ~10 full-tensor passes per layer).
 //!
+//! - `cube` (feature `cuda`): CubeCL kernels behind three [`TrainOps`] hooks on burn's CUDA
+//!   backend — the weight gradient's im2col matrix ([`TrainOps::im2col_3x3`]) and BatchNorm's
+//!   channel sums ([`TrainOps::channel_moments`], [`TrainOps::relu_norm_grad_sums`]); other
+//!   backends (the CPU) run the same formulations through burn's ops (trait defaults).
+//!
 //! The non-autodiff backends (inference, validation) use the stock burn ops (trait defaults).
 //! [`Kernels`] picks per model which implementation runs, so benchmarks can compare both.
 
 pub mod batch_norm;
 pub mod conv;
+#[cfg(feature = "cuda")]
+mod cube;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use burn::tensor::ops::FloatTensor;
 
 /// Which implementation of the convolution and normalisation the model's training step uses.
@@ -124,13 +132,18 @@ pub type NormOutputs<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 /// inner, non-autodiff backends); `Autodiff<B>` overrides them with the custom nodes.
 pub trait TrainOps: Backend {
     /// 3×3 convolution, stride 1, padding 1, with bias; on bf16 operands if `kernels.bf16_conv`
-    /// (the output is f32 either way); its gradients as `kernels` says.
+    /// (the output is f32 either way); its gradients as `kernels` says. `feeds_batch_norm`: the
+    /// output goes straight into a training-mode BatchNorm, which subtracts every channel's
+    /// batch mean, so the bias cannot change the loss: its gradient is exactly zero and is not
+    /// computed (one reduction over the output gradient less per layer).
     fn conv3x3_same(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         kernels: Kernels,
+        feeds_batch_norm: bool,
     ) -> FloatTensor<Self> {
+        let _ = feeds_batch_norm; // only the gradient depends on it
         conv::forward::<Self>(x, weight, bias, kernels.bf16_conv)
     }
 
@@ -145,12 +158,45 @@ pub trait TrainOps: Backend {
     ) -> NormOutputs<Self> {
         batch_norm::reference::<Self>(x, gamma, beta, epsilon)
     }
+
+    /// Per-channel batch mean and biased variance (`[1, C]` each) of `x: [N, C, H, W]`.
+    fn channel_moments(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        batch_norm::moments_by_reductions::<Self>(x)
+    }
+
+    /// The two channel sums of the BatchNorm+ReLU backward, `(Σ g, Σ g·x̂)` (`[1, C]` each), with
+    /// `g = dy·[y > 0]` and `x̂ = (x − mean)·inv_std`; `dy`, `y`, `x`: `[N, C, H, W]`, `mean`,
+    /// `inv_std`: `[1, C]`.
+    fn relu_norm_grad_sums(
+        [dy, y, x, mean, inv_std]: [FloatTensor<Self>; 5],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        batch_norm::relu_norm_grad_sums_by_reductions::<Self>([dy, y, x, mean, inv_std])
+    }
+
+    /// The im2col matrix of a 3×3 "same" convolution (zero padding) of `x: [N, C, H, W]`:
+    /// `[N·H·W, 9·C]` in `dtype`, columns ordered `(kh, kw, c)`. Default: a padded copy, nine
+    /// slices and a stack through burn's ops; the CUDA backend runs one kernel.
+    fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        conv::im2col_3x3_by_slices::<Self>(x, dtype)
+    }
 }
 
 impl TrainOps for burn::backend::Flex {}
 
 #[cfg(feature = "cuda")]
-impl TrainOps for burn_cuda::Cuda {}
+impl TrainOps for burn_cuda::Cuda {
+    fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        cube::im2col::im2col_3x3::<_, f32, i32, u8>(x, dtype.into())
+    }
+
+    fn channel_moments(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cube::channel_sums::channel_moments::<Self, _, f32, i32, u8>(x)
+    }
+
+    fn relu_norm_grad_sums(inputs: [FloatTensor<Self>; 5]) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cube::channel_sums::relu_norm_grad_sums::<Self, _, f32, i32, u8>(inputs)
+    }
+}
 
 impl<B: TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
     fn conv3x3_same(
@@ -158,8 +204,9 @@ impl<B: TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         kernels: Kernels,
+        feeds_batch_norm: bool,
     ) -> FloatTensor<Self> {
-        conv::autodiff_conv3x3::<B, C>(x, weight, bias, kernels)
+        conv::autodiff_conv3x3::<B, C>(x, weight, bias, kernels, feeds_batch_norm)
     }
 
     fn batch_norm_relu_train(
