@@ -143,11 +143,10 @@ impl<B: TrainOps> Backward<B, 3> for BatchNormReluBackward {
         let dims = x.dims();
         let (m, c) = ((dims[0] * dims[2] * dims[3]) as f64, dims[1]);
         let output = wrap::<B, 4>(saved.output);
-        let sums_of = [&dy, &output, &x].map(|t| unwrap(t.clone()));
         let (d_beta, d_gamma) = B::relu_norm_grad_sums([
-            sums_of[0].clone(),
-            sums_of[1].clone(),
-            sums_of[2].clone(),
+            unwrap(dy.clone()),
+            unwrap(output.clone()),
+            unwrap(x.clone()),
             unwrap(mean.clone()),
             unwrap(inv_std.clone()),
         ]);
@@ -278,12 +277,8 @@ mod tests {
             close("mean", mean_k, mean_r.clone());
             close("variance", var_k, var_r.clone());
             let inv_std = wrap::<G, 2>(var_r).add_scalar(1e-3).sqrt().recip();
-            let inputs = [nhwc(0.0, 1.0), nhwc(0.0, 1.0).clamp_min(0.0), x]
-                .map(unwrap)
-                .into_iter()
-                .chain([mean_r, unwrap(inv_std)])
-                .collect::<Vec<_>>();
-            let inputs: [FloatTensor<G>; 5] = inputs.try_into().unwrap();
+            let (dy, y) = (nhwc(0.0, 1.0), nhwc(0.0, 1.0).clamp_min(0.0));
+            let inputs = [unwrap(dy), unwrap(y), unwrap(x), mean_r, unwrap(inv_std)];
             let (g_k, g_x_hat_k) = G::relu_norm_grad_sums(inputs.clone());
             let (g_r, g_x_hat_r) = relu_norm_grad_sums_by_reductions::<G>(inputs);
             close("sum g", g_k, g_r);
