@@ -84,10 +84,13 @@ pub fn input_grad_flipped<B: Backend>(weight: Tensor<B, 4>, dy: Tensor<B, 4>, bf
     result(wrap(B::conv2d(unwrap(dy), unwrap(flipped), None, same_3x3())), bf16)
 }
 
-/// Bias gradient `Σ_{n,y,x} dY[n, o, y, x]` from channels-last rows `[G, rows, C_out]`.
-fn bias_grad<B: Backend>(dy_rows: Tensor<B, 3>) -> Tensor<B, 1> {
-    let c_out = dy_rows.dims()[2];
-    dy_rows.sum_dim(1).sum_dim(0).reshape([c_out])
+/// Bias gradient `Σ_{n,y,x} dY[n, o, y, x]` of `dy: [N, C_out, H, W]`, in two stages over the
+/// channels-last rows: per image group (as the weight gradient splits them), then the groups.
+fn bias_grad<B: Backend>(dy: Tensor<B, 4>) -> Tensor<B, 1> {
+    let [n, c_out, h, w] = dy.dims();
+    let groups = image_groups(n, h * w);
+    let rows = dy.permute([0, 2, 3, 1]).reshape([groups, n / groups * h * w, c_out]);
+    rows.sum_dim(1).sum_dim(0).reshape([c_out])
 }
 
 /// [`TrainOps::im2col_3x3`] through burn's ops: the channels-last input padded, nine shifted
@@ -107,16 +110,10 @@ pub fn im2col_3x3_by_slices<B: Backend>(x: FloatTensor<B>, dtype: FloatDType) ->
     unwrap(Tensor::stack::<5>(taps, 3).reshape([n * h * w, 9 * c]))
 }
 
-/// Weight and bias gradients (f32) of a 3×3 same convolution of `x: [N, C_in, H, W]` whose
-/// output gradient is `dy: [N, C_out, H, W]`, as grouped GEMMs (see the module docs); the GEMM
-/// operands in bf16 if `bf16` (accumulation in f32 inside each group, the group sum in f32); the
-/// bias gradient all zeros without a reduction if `zero_bias_grad`.
-pub fn weight_and_bias_grad<B: TrainOps>(
-    x: Tensor<B, 4>,
-    dy: Tensor<B, 4>,
-    bf16: bool,
-    zero_bias_grad: bool,
-) -> (Tensor<B, 4>, Tensor<B, 1>) {
+/// Weight gradient (f32) of a 3×3 same convolution of `x: [N, C_in, H, W]` whose output
+/// gradient is `dy: [N, C_out, H, W]`, as grouped GEMMs (see the module docs); the GEMM operands
+/// in bf16 if `bf16` (accumulation in f32 inside each group, the group sum in f32).
+pub fn weight_grad<B: TrainOps>(x: Tensor<B, 4>, dy: Tensor<B, 4>, bf16: bool) -> Tensor<B, 4> {
     let [n, c_in, h, w] = x.dims();
     let c_out = dy.dims()[1];
     let groups = image_groups(n, h * w);
@@ -124,12 +121,10 @@ pub fn weight_and_bias_grad<B: TrainOps>(
     let dtype = if bf16 { FloatDType::BF16 } else { FloatDType::F32 };
     let cols = wrap::<B, 2>(B::im2col_3x3(unwrap(x), dtype)).reshape([groups, rows_per_group, 9 * c_in]);
     let dy = dy.permute([0, 2, 3, 1]).reshape([groups, rows_per_group, c_out]);
-    let bias = if zero_bias_grad { Tensor::zeros([c_out], &dy.device()) } else { bias_grad(dy.clone()) };
-    let weight = result(operand(dy, bf16).swap_dims(1, 2).matmul(cols), bf16)
+    result(operand(dy, bf16).swap_dims(1, 2).matmul(cols), bf16)
         .sum_dim(0)
         .reshape([c_out, 3, 3, c_in])
-        .permute([0, 3, 1, 2]);
-    (weight, bias)
+        .permute([0, 3, 1, 2])
 }
 
 /// The backward node: gradients as `kernels` says; the bias gradient all zeros when the output
@@ -159,40 +154,35 @@ impl<B: TrainOps> Backward<B, 3> for Conv3x3Backward {
             };
             grads.register::<B>(node.id, dx);
         }
-        if node_weight.is_some() || node_bias.is_some() {
-            let (dw, db) = if self.kernels.gemm_weight_grad {
-                weight_and_bias_grad::<B>(wrap(x), wrap(grad), bf16, self.zero_bias_grad)
+        if let Some(node) = node_bias {
+            let db = if self.zero_bias_grad {
+                let c_out = wrap::<B, 4>(grad.clone()).dims()[1];
+                Tensor::<B, 1>::zeros([c_out], &B::float_device(&grad))
             } else {
-                stock_weight_and_bias_grad::<B>(x, weight, grad, bf16, self.zero_bias_grad)
+                bias_grad(wrap::<B, 4>(grad.clone()))
             };
-            if let Some(node) = node_weight {
-                grads.register::<B>(node.id, unwrap(dw));
-            }
-            if let Some(node) = node_bias {
-                grads.register::<B>(node.id, unwrap(db));
-            }
+            grads.register::<B>(node.id, unwrap(db));
+        }
+        if let Some(node) = node_weight {
+            let dw = if self.kernels.gemm_weight_grad {
+                weight_grad::<B>(wrap(x), wrap(grad), bf16)
+            } else {
+                stock_weight_grad::<B>(x, weight, grad, bf16)
+            };
+            grads.register::<B>(node.id, unwrap(dw));
         }
     }
 }
 
-/// burn's own weight-gradient kernel (implicit GEMM) and the bias gradient.
-fn stock_weight_and_bias_grad<B: Backend>(
+/// burn's own weight-gradient kernel (implicit GEMM).
+fn stock_weight_grad<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     dy: FloatTensor<B>,
     bf16: bool,
-    zero_bias_grad: bool,
-) -> (Tensor<B, 4>, Tensor<B, 1>) {
-    let dy = wrap::<B, 4>(dy);
-    let [n, c_out, h, w] = dy.dims();
-    let bias = if zero_bias_grad {
-        Tensor::zeros([c_out], &dy.device())
-    } else {
-        bias_grad(dy.clone().permute([0, 2, 3, 1]).reshape([1, n * h * w, c_out]))
-    };
-    let [x, weight, dy] = [wrap(x), wrap(weight), dy].map(|t| unwrap(operand(t, bf16)));
-    let weight = wrap(B::conv2d_weight_backward(x, weight, dy, same_3x3()));
-    (result(weight, bf16), bias)
+) -> Tensor<B, 4> {
+    let [x, weight, dy] = [x, weight, dy].map(|t| unwrap(operand(wrap::<B, 4>(t), bf16)));
+    result(wrap(B::conv2d_weight_backward(x, weight, dy, same_3x3())), bf16)
 }
 
 /// [`TrainOps::conv3x3_same`] for `Autodiff<B, C>`.
