@@ -43,6 +43,11 @@ pub struct StepBench {
     /// Wall time of another `step_times.len()` steps queued back to back with a single sync at
     /// the end: what an epoch loop (which never syncs per step) gets.
     pub pipelined_time: Duration,
+    /// Loss of the first and of the last step. Every step trains on the same batch, so a path
+    /// that learns drives the loss down; a fast path that does not (a wrong or non-finite
+    /// gradient) shows here instead of only in a training run.
+    pub first_loss: f32,
+    pub last_loss: f32,
 }
 
 impl StepBench {
@@ -63,16 +68,24 @@ impl StepBench {
         (self.batch_size * self.step_times.len()) as f64 / self.pipelined_time.as_secs_f64().max(1e-12)
     }
 
+    /// Whether the loss fell over the run (and stayed finite).
+    pub fn learns(&self) -> bool {
+        self.last_loss.is_finite() && self.last_loss < self.first_loss
+    }
+
     /// The parseable summary line.
     pub fn line(&self) -> String {
         format!(
-            "burn device={} kernels={} batch={} img_per_s={:.1} step_ms={:.2} pipelined_img_per_s={:.1}",
+            "burn device={} kernels={} batch={} img_per_s={:.1} step_ms={:.2} pipelined_img_per_s={:.1} \
+             loss_first={:.4} loss_last={:.4}",
             short_name(&self.device),
             self.kernels,
             self.batch_size,
             self.images_per_sec(),
             self.median_step().as_secs_f64() * 1e3,
-            self.pipelined_images_per_sec()
+            self.pipelined_images_per_sec(),
+            self.first_loss,
+            self.last_loss,
         )
     }
 }
@@ -127,14 +140,19 @@ fn time_steps<B: TrainBackend>(
         let logits = model.forward(images.clone());
         let loss = variant_loss(LossVariant::NormalLr1e3, logits, labels.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        optim.step(1e-3, model, grads)
+        (optim.step(1e-3, model, grads), loss.detach())
     };
+    let mut first_loss = f32::NAN;
     for step in 0..config.warmup + config.steps {
         if step == config.warmup {
             tracing::info!(seconds = warm_start.elapsed().as_secs_f64(), "warm-up done");
         }
         let started = Instant::now();
-        model = train_step(model);
+        let loss;
+        (model, loss) = train_step(model);
+        if step == 0 {
+            first_loss = loss.into_scalar().elem(); // outside the timed steps
+        }
         sync()?;
         if step >= config.warmup {
             step_times.push(started.elapsed());
@@ -142,11 +160,15 @@ fn time_steps<B: TrainBackend>(
     }
     let warmup_time = warm_start.elapsed().saturating_sub(step_times.iter().sum());
     let pipelined = Instant::now();
+    let mut last_loss = None;
     for _ in 0..config.steps {
-        model = train_step(model);
+        let loss;
+        (model, loss) = train_step(model);
+        last_loss = Some(loss);
     }
     sync()?;
     let pipelined_time = pipelined.elapsed();
+    let last_loss = last_loss.map_or(f32::NAN, |loss| loss.into_scalar().elem());
     Ok(StepBench {
         device: choice,
         kernels: config.kernels,
@@ -154,6 +176,8 @@ fn time_steps<B: TrainBackend>(
         step_times,
         warmup_time,
         pipelined_time,
+        first_loss,
+        last_loss,
     })
 }
 
@@ -223,18 +247,26 @@ mod tests {
 
     #[test]
     fn step_bench_times_each_kernel_set_and_prints_a_parseable_line() {
-        for kernels in [Kernels::STOCK, Kernels::FAST] {
+        let bf16: Kernels = "wgrad+dgrad+bn+bf16".parse().unwrap();
+        for kernels in [Kernels::STOCK, Kernels::FAST, bf16] {
             let config =
                 StepBenchConfig { batch_size: 4, steps: 2, warmup: 1, width_multiplier: 0.125, kernels };
             let bench = bench_train_step(DeviceChoice::Cpu, config).unwrap();
             assert_eq!(bench.step_times.len(), 2);
             assert!(bench.images_per_sec() > 0.0 && bench.pipelined_images_per_sec() > 0.0);
+            // Five steps on one batch of four images: the loss falls on every path.
+            assert!(bench.learns(), "{kernels}: loss {} → {}", bench.first_loss, bench.last_loss);
+            assert!(line_has_losses(&bench.line()), "{}", bench.line());
             let line = bench.line();
             assert!(
                 line.starts_with(&format!("burn device=cpu kernels={kernels} batch=4 img_per_s=")),
                 "{line}"
             );
         }
+    }
+
+    fn line_has_losses(line: &str) -> bool {
+        line.contains(" loss_first=") && line.contains(" loss_last=")
     }
 
     #[test]

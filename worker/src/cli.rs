@@ -235,6 +235,12 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         let warmup = step.warmup_time.as_secs_f64();
         writeln!(out, "# {device} kernels={kernels}: warm-up {warmup:.1} s over {} steps", args.warmup)?;
         writeln!(out, "{}", step.line())?;
+        if !step.learns() {
+            writeln!(
+                out,
+                "# WARNING kernels={kernels}: the loss did not fall over the run: this path does not train"
+            )?;
+        }
         out.flush()?;
     }
     if args.epoch || args.data_dir.is_some() {

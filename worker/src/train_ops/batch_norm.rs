@@ -6,8 +6,11 @@
 //! `dx = γ/√(σ² + ε) · (g − dβ/M − x̂·dγ/M)`. That is two channel reductions and one elementwise
 //! pass, where autodiff through burn's `BatchNorm` (`swap_dims(0, 1).reshape(..)` per statistic)
 //! copies the activation to channels-first and back and makes about ten full-tensor passes. The
-//! channel sums go through [`TrainOps::channel_moments`] and [`TrainOps::relu_norm_grad_sums`]
-//! (one-pass CubeCL kernels on CUDA; burn's two-stage reductions here, the trait defaults).
+//! channel sums go through [`TrainOps::channel_moments`] and [`TrainOps::relu_norm_grad_sums`],
+//! the elementwise passes through [`TrainOps::normalize_relu`] and
+//! [`TrainOps::normalize_relu_grad`] (one-pass CubeCL kernels on CUDA; burn's ops here, the trait
+//! defaults). Statistics are f32 whatever the activations' dtype; the output comes in the dtype
+//! asked for (bf16 activations), the input gradient in the input's.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -16,10 +19,11 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::{NormOutputs, TrainOps, unwrap, wrap};
+use super::{NormOutputs, TrainOps, to_dtype, unwrap, wrap};
 
 /// Channels-last rows `[N·H·W, C]` of `x: [N, C, H, W]`.
 fn rows<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
@@ -52,10 +56,15 @@ fn channel_mean<B: Backend>(rows: Tensor<B, 2>) -> Tensor<B, 2> {
     channel_sum(rows).div_scalar(m)
 }
 
+/// Channels-last f32 rows `[N·H·W, C]` of `x: [N, C, H, W]` in any dtype.
+fn f32_rows<B: Backend>(x: FloatTensor<B>) -> Tensor<B, 2> {
+    to_dtype(rows(wrap::<B, 4>(x)), FloatDType::F32)
+}
+
 /// [`TrainOps::channel_moments`] through burn's reductions: the mean, then the mean of the
-/// squared deviations (two passes, two-stage sums each).
+/// squared deviations (two passes, two-stage sums each), in f32.
 pub fn moments_by_reductions<B: Backend>(x: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
-    let x = rows(wrap::<B, 4>(x));
+    let x = f32_rows::<B>(x);
     let mean = channel_mean(x.clone());
     let var = channel_mean((x - mean.clone()).square());
     (unwrap(mean), unwrap(var))
@@ -66,9 +75,42 @@ pub fn moments_by_reductions<B: Backend>(x: FloatTensor<B>) -> (FloatTensor<B>, 
 pub fn relu_norm_grad_sums_by_reductions<B: Backend>(
     [dy, y, x, mean, inv_std]: [FloatTensor<B>; 5],
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let [dy, y, x] = [dy, y, x].map(|t| rows(wrap::<B, 4>(t)));
+    let [dy, y, x] = [dy, y, x].map(f32_rows::<B>);
     let (g, x_hat) = relu_grad_and_x_hat(dy, y, x, wrap(mean), wrap(inv_std));
     (unwrap(channel_sum(g.clone())), unwrap(channel_sum(g * x_hat)))
+}
+
+/// A per-channel `[C]` vector as a `[1, C]` row.
+fn row<B: Backend>(v: FloatTensor<B>) -> Tensor<B, 2> {
+    let v = wrap::<B, 1>(v);
+    let c = v.dims()[0];
+    v.reshape([1, c])
+}
+
+/// [`TrainOps::normalize_relu`] through burn's ops, on f32 channels-last rows.
+pub fn normalize_relu_by_ops<B: Backend>(
+    x: FloatTensor<B>,
+    [mean, scale, beta]: [FloatTensor<B>; 3],
+    dtype: FloatDType,
+) -> FloatTensor<B> {
+    let dims = wrap::<B, 4>(x.clone()).dims();
+    let y = ((f32_rows::<B>(x) - row(mean)) * row(scale) + row(beta)).clamp_min(0.0);
+    unwrap(unrows(to_dtype(y, dtype), dims))
+}
+
+/// [`TrainOps::normalize_relu_grad`] through burn's ops, on f32 channels-last rows.
+pub fn normalize_relu_grad_by_ops<B: Backend>(
+    [dy, y, x]: [FloatTensor<B>; 3],
+    [mean, coeff, bias_term, x_term]: [FloatTensor<B>; 4],
+) -> FloatTensor<B> {
+    let x = wrap::<B, 4>(x);
+    let (dims, dtype) = (x.dims(), x.dtype().into());
+    // All layout views first: burn's fusion ends an elementwise kernel at every permute, so
+    // interleaving them with the arithmetic would split it into one kernel per op.
+    let [dy, y, x] = [dy, y, unwrap(x)].map(f32_rows::<B>);
+    let g = dy.mask_fill(y.lower_equal_elem(0.0), 0.0);
+    let dx = g * row(coeff) - row(bias_term) - (x - row(mean)) * row(x_term);
+    unwrap(unrows(to_dtype(dx, dtype), dims))
 }
 
 /// `g = dy·[y > 0]` and `x̂ = (x − mean)·inv_std` on channels-last rows.
@@ -82,39 +124,32 @@ fn relu_grad_and_x_hat<B: Backend>(
     (dy.mask_fill(y.lower_equal_elem(0.0), 0.0), (x - mean) * inv_std)
 }
 
-/// Forward on backend `B`: `(y, mean [1, C], inv_std [1, C], var [1, C])`.
+/// Forward on backend `B`, the output in `dtype`: `(y, mean [C], inv_std [C], var [C])`, the
+/// statistics in f32.
 fn forward<B: TrainOps>(
-    x: Tensor<B, 4>,
-    gamma: Tensor<B, 1>,
-    beta: Tensor<B, 1>,
+    x: FloatTensor<B>,
+    [gamma, beta]: [FloatTensor<B>; 2],
     epsilon: f64,
-) -> (Tensor<B, 4>, Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
-    let dims = x.dims();
-    let c = dims[1];
-    let (mean, var) = B::channel_moments(unwrap(x.clone()));
-    let (mean, var) = (wrap::<B, 2>(mean), wrap::<B, 2>(var));
+    dtype: FloatDType,
+) -> (FloatTensor<B>, Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+    let (mean, var) = B::channel_moments(x.clone());
+    let [mean, var] = [mean, var].map(|t| wrap::<B, 2>(t).flatten::<1>(0, 1));
     let inv_std = var.clone().add_scalar(epsilon).sqrt().recip();
-    let scale = gamma.reshape([1, c]) * inv_std.clone();
-    let y = ((rows(x) - mean.clone()) * scale + beta.reshape([1, c])).clamp_min(0.0);
-    (unrows(y, dims), mean, inv_std, var)
+    let scale = wrap::<B, 1>(gamma) * inv_std.clone();
+    let y = B::normalize_relu(x, [unwrap(mean.clone()), unwrap(scale), beta], dtype);
+    (y, mean, inv_std, var)
 }
 
 /// The stock formulation, differentiated by whatever backend runs it (trait default, and the
 /// reference the tests compare the custom node against).
 pub fn reference<B: TrainOps>(
     x: FloatTensor<B>,
-    gamma: FloatTensor<B>,
-    beta: FloatTensor<B>,
+    gamma_beta: [FloatTensor<B>; 2],
     epsilon: f64,
+    dtype: FloatDType,
 ) -> NormOutputs<B> {
-    let c = gamma_len::<B>(&gamma);
-    let (y, mean, _, var) = forward::<B>(wrap(x), wrap(gamma), wrap(beta), epsilon);
-    (unwrap(y), unwrap(mean.detach().reshape([c])), unwrap(var.detach().reshape([c])))
-}
-
-fn gamma_len<B: Backend>(gamma: &FloatTensor<B>) -> usize {
-    use burn::tensor::TensorMetadata;
-    gamma.shape()[0]
+    let (y, mean, _, var) = forward::<B>(x, gamma_beta, epsilon, dtype);
+    (y, unwrap(mean.detach()), unwrap(var.detach()))
 }
 
 #[derive(Debug)]
@@ -135,36 +170,36 @@ impl<B: TrainOps> Backward<B, 3> for BatchNormReluBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let dy = wrap::<B, 4>(grads.consume::<B>(&ops.node));
+        let dy = grads.consume::<B>(&ops.node);
         let saved = ops.state;
-        let x = wrap::<B, 4>(checkpointer.retrieve_node_output(saved.x));
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(saved.x);
         let gamma = wrap::<B, 1>(checkpointer.retrieve_node_output(saved.gamma));
-        let (mean, inv_std) = (wrap::<B, 2>(saved.mean), wrap::<B, 2>(saved.inv_std));
-        let dims = x.dims();
-        let (m, c) = ((dims[0] * dims[2] * dims[3]) as f64, dims[1]);
-        let output = wrap::<B, 4>(saved.output);
+        let (mean, inv_std) = (wrap::<B, 1>(saved.mean), wrap::<B, 1>(saved.inv_std));
+        let [n, c, h, w] = wrap::<B, 4>(x.clone()).dims();
+        let m = (n * h * w) as f64;
+        let as_row = |v: &Tensor<B, 1>| unwrap(v.clone().reshape([1, c]));
         let (d_beta, d_gamma) = B::relu_norm_grad_sums([
-            unwrap(dy.clone()),
-            unwrap(output.clone()),
-            unwrap(x.clone()),
-            unwrap(mean.clone()),
-            unwrap(inv_std.clone()),
+            dy.clone(),
+            saved.output.clone(),
+            x.clone(),
+            as_row(&mean),
+            as_row(&inv_std),
         ]);
-        let (d_beta, d_gamma) = (wrap::<B, 2>(d_beta), wrap::<B, 2>(d_gamma));
+        let [d_beta, d_gamma] = [d_beta, d_gamma].map(|t| wrap::<B, 2>(t).reshape([c]));
         if let Some(node) = node_x {
-            // All layout views first: burn's fusion ends an elementwise kernel at every permute,
-            // so interleaving them with the arithmetic would split it into one kernel per op.
-            let (x, output, dy) = (rows(x), rows(output), rows(dy));
-            let (g, x_hat) = relu_grad_and_x_hat(dy, output, x, mean, inv_std.clone());
-            let coeff = gamma.reshape([1, c]) * inv_std;
-            let dx = (g - d_beta.clone().div_scalar(m) - x_hat * d_gamma.clone().div_scalar(m)) * coeff;
-            grads.register::<B>(node.id, unwrap(unrows(dx, dims)));
+            // dx = coeff·(g − dβ/M − x̂·dγ/M), x̂ = (x − mean)·inv_std, coeff = γ·inv_std.
+            let coeff = gamma * inv_std.clone();
+            let bias_term = coeff.clone() * d_beta.clone().div_scalar(m);
+            let x_term = coeff.clone() * inv_std * d_gamma.clone().div_scalar(m);
+            let per_channel = [mean, coeff, bias_term, x_term].map(unwrap);
+            let dx = B::normalize_relu_grad([dy, saved.output, x], per_channel);
+            grads.register::<B>(node.id, dx);
         }
         if let Some(node) = node_gamma {
-            grads.register::<B>(node.id, unwrap(d_gamma.reshape([c])));
+            grads.register::<B>(node.id, unwrap(d_gamma));
         }
         if let Some(node) = node_beta {
-            grads.register::<B>(node.id, unwrap(d_beta.reshape([c])));
+            grads.register::<B>(node.id, unwrap(d_beta));
         }
     }
 }
@@ -172,18 +207,13 @@ impl<B: TrainOps> Backward<B, 3> for BatchNormReluBackward {
 /// [`TrainOps::batch_norm_relu_train`] for `Autodiff<B, C>`.
 pub(super) fn autodiff_batch_norm_relu<B: TrainOps, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
-    gamma: FloatTensor<Autodiff<B, C>>,
-    beta: FloatTensor<Autodiff<B, C>>,
+    [gamma, beta]: [FloatTensor<Autodiff<B, C>>; 2],
     epsilon: f64,
+    dtype: FloatDType,
 ) -> NormOutputs<Autodiff<B, C>> {
-    let c = gamma_len::<B>(&gamma.primitive);
-    let (y, mean, inv_std, var) = forward::<B>(
-        wrap(x.primitive.clone()),
-        wrap(gamma.primitive.clone()),
-        wrap(beta.primitive.clone()),
-        epsilon,
-    );
-    let detached = |t: Tensor<B, 2>| Autodiff::<B, C>::from_inner(unwrap(t.reshape([c])));
+    let gamma_beta = [gamma.primitive.clone(), beta.primitive.clone()];
+    let (y, mean, inv_std, var) = forward::<B>(x.primitive.clone(), gamma_beta, epsilon, dtype);
+    let detached = |t: Tensor<B, 1>| Autodiff::<B, C>::from_inner(unwrap(t));
     let (batch_mean, batch_var) = (detached(mean.clone()), detached(var));
     let prepared = BatchNormReluBackward
         .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
@@ -194,13 +224,13 @@ pub(super) fn autodiff_batch_norm_relu<B: TrainOps, C: CheckpointStrategy>(
             let saved = SavedStats {
                 x: prep.checkpoint(&x),
                 gamma: prep.checkpoint(&gamma),
-                output: unwrap(y.clone()),
+                output: y.clone(),
                 mean: unwrap(mean),
                 inv_std: unwrap(inv_std),
             };
-            prep.finish(saved, unwrap(y))
+            prep.finish(saved, y)
         }
-        OpsKind::UnTracked(prep) => prep.finish(unwrap(y)),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     };
     (out, batch_mean, batch_var)
 }
@@ -217,72 +247,151 @@ mod tests {
         (a - b).abs().max().into_scalar()
     }
 
-    #[test]
-    fn custom_node_matches_autodiff_of_the_reference() {
-        let device = Default::default();
-        let x = Tensor::<Ad, 4>::random([4, 3, 5, 6], Distribution::Normal(0.5, 2.0), &device);
-        let gamma = Tensor::<Ad, 1>::random([3], Distribution::Normal(1.0, 0.5), &device);
-        let beta = Tensor::<Ad, 1>::random([3], Distribution::Normal(0.0, 0.5), &device);
-        let r = Tensor::<Ad, 4>::random([4, 3, 5, 6], Distribution::Normal(0.0, 1.0), &device);
-        let run = |custom: bool| {
-            let (x, g, b) =
-                (x.clone().require_grad(), gamma.clone().require_grad(), beta.clone().require_grad());
-            let (px, pg, pb) = (unwrap(x.clone()), unwrap(g.clone()), unwrap(b.clone()));
-            let (y, mean, var) = if custom {
-                Ad::batch_norm_relu_train(px, pg, pb, 1e-3)
-            } else {
-                reference::<Ad>(px, pg, pb, 1e-3)
-            };
-            let y = wrap::<Ad, 4>(y);
-            let grads = (y.clone() * r.clone()).sum().backward();
-            let (mean, var) = (wrap::<Ad, 1>(mean).inner(), wrap::<Ad, 1>(var).inner());
-            (y.inner(), mean, var, x.grad(&grads).unwrap(), g.grad(&grads).unwrap(), b.grad(&grads).unwrap())
+    /// `(y, mean, var, dx, dγ, dβ)` of sum(y · r), y in f32, through the custom node
+    /// (`custom`) or autodiff of the reference, the output written in `dtype`.
+    fn outputs(
+        [x, gamma, beta, r]: [&Tensor<Ad, 4>; 4],
+        custom: bool,
+        dtype: FloatDType,
+    ) -> [Tensor<Flex, 4>; 6] {
+        let (x, g, b) = (x.clone().require_grad(), gamma.clone().require_grad(), beta.clone().require_grad());
+        let (px, pg, pb) =
+            (unwrap(x.clone()), unwrap(g.clone().flatten::<1>(0, 3)), unwrap(b.clone().flatten::<1>(0, 3)));
+        let (y, mean, var) = if custom {
+            Ad::batch_norm_relu_train(px, [pg, pb], 1e-3, dtype)
+        } else {
+            reference::<Ad>(px, [pg, pb], 1e-3, dtype)
         };
-        let (y_c, mean_c, var_c, dx_c, dg_c, db_c) = run(true);
-        let (y_s, mean_s, var_s, dx_s, dg_s, db_s) = run(false);
-        let zeros = y_s.clone().lower_equal_elem(0.0).int().sum().into_scalar();
-        assert!(zeros > 0, "ReLU never clipped: the test would not cover the mask");
-        assert!(max_abs_diff(y_c, y_s) < 1e-5);
-        assert!(max_abs_diff(mean_c, mean_s) < 1e-6);
-        assert!(max_abs_diff(var_c, var_s) < 1e-5);
-        assert!(dx_s.clone().abs().max().into_scalar() > 0.1);
-        assert!(max_abs_diff(dx_c, dx_s) < 1e-4);
-        assert!(max_abs_diff(dg_c, dg_s) < 1e-4);
-        assert!(max_abs_diff(db_c, db_s) < 1e-4);
+        let y = wrap::<Ad, 4>(y);
+        assert_eq!(y.dtype(), dtype.into());
+        let y = to_dtype(y, FloatDType::F32);
+        let grads = (y.clone() * r.clone()).sum().backward();
+        let [mean, var] = [mean, var].map(|t| wrap::<Ad, 1>(t).inner().reshape([1, 1, 1, -1]));
+        let [dg, db] = [g, b].map(|t| t.grad(&grads).unwrap());
+        [y.inner(), mean, var, x.grad(&grads).unwrap(), dg, db]
     }
 
-    /// The CUDA channel-sum kernels against burn's reductions on the same GPU, on channels-last
-    /// activations (as burn's convolutions produce) with a mean far from zero (the shifted
-    /// variance) and ReLU zeros (the mask). Needs a CUDA GPU: `cargo test -p worker -- --ignored cuda`.
+    /// Random `[x, γ, β, r]` for a `[4, 3, 5, 6]` activation (γ, β as `[1, 1, 1, 3]`).
+    fn inputs() -> [Tensor<Ad, 4>; 4] {
+        let device = Default::default();
+        let random = |shape: [usize; 4], mean: f64, std: f64| {
+            Tensor::<Ad, 4>::random(shape, Distribution::Normal(mean, std), &device)
+        };
+        [
+            random([4, 3, 5, 6], 0.5, 2.0),
+            random([1, 1, 1, 3], 1.0, 0.5),
+            random([1, 1, 1, 3], 0.0, 0.5),
+            random([4, 3, 5, 6], 0.0, 1.0),
+        ]
+    }
+
+    #[test]
+    fn bf16_output_matches_the_f32_reference_within_bf16_rounding() {
+        let [x, gamma, beta, r] = inputs();
+        let custom = outputs([&x, &gamma, &beta, &r], true, FloatDType::BF16);
+        let reference = outputs([&x, &gamma, &beta, &r], false, FloatDType::F32);
+        let names = ["output", "mean", "variance", "input grad", "gamma grad", "beta grad"];
+        for ((name, c), s) in names.iter().zip(custom).zip(reference) {
+            let scale: f32 = s.clone().abs().max().into_scalar();
+            let err = max_abs_diff(c, s);
+            assert!(scale > 1e-2 && err <= 1e-2 * scale, "{name}: differs by {err} (scale {scale})");
+        }
+    }
+
+    #[test]
+    fn custom_node_matches_autodiff_of_the_reference() {
+        let [x, gamma, beta, r] = inputs();
+        let custom = outputs([&x, &gamma, &beta, &r], true, FloatDType::F32);
+        let reference = outputs([&x, &gamma, &beta, &r], false, FloatDType::F32);
+        let zeros = reference[0].clone().lower_equal_elem(0.0).int().sum().into_scalar();
+        assert!(zeros > 0, "ReLU never clipped: the test would not cover the mask");
+        let dx_scale: f32 = reference[3].clone().abs().max().into_scalar();
+        assert!(dx_scale > 0.1, "input gradient {dx_scale} too small to compare");
+        let names = ["output", "mean", "variance", "input grad", "gamma grad", "beta grad"];
+        let tolerances = [1e-5, 1e-6, 1e-5, 1e-4, 1e-4, 1e-4];
+        for (((name, c), s), tolerance) in names.iter().zip(custom).zip(reference).zip(tolerances) {
+            let err = max_abs_diff(c, s);
+            assert!(err < tolerance, "{name}: differs by {err}");
+        }
+    }
+
+    /// The CUDA kernels (channel sums, the two elementwise passes) against burn's ops on the
+    /// same GPU, on channels-last activations (as burn's convolutions produce) in f32 and bf16,
+    /// with a mean far from zero (the shifted variance) and ReLU zeros (the mask). Needs a CUDA
+    /// GPU: `cargo test -p worker -- --ignored cuda`.
     #[cfg(feature = "cuda")]
     #[test]
     #[ignore = "needs a CUDA GPU"]
-    fn cuda_channel_sums_match_burns_reductions() {
+    fn cuda_batch_norm_kernels_match_burns_ops() {
         type G = burn_cuda::Cuda;
         let device = Default::default();
-        let close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>| {
-            let (a, b) = (wrap::<G, 2>(a), wrap::<G, 2>(b));
+        let close = |name: &str, a: Tensor<G, 2>, b: Tensor<G, 2>, tolerance: f32| {
+            let (a, b) = (to_dtype(a, FloatDType::F32), to_dtype(b, FloatDType::F32));
             let scale: f32 = b.clone().abs().max().into_scalar();
             let err: f32 = (a - b).abs().max().into_scalar();
-            assert!(scale > 1e-3 && err <= 5e-4 * scale, "{name}: differs by {err} (scale {scale})");
+            assert!(scale > 1e-3 && err <= tolerance * scale, "{name}: differs by {err} (scale {scale})");
         };
-        for [n, c, h, w] in [[512, 64, 32, 32], [7, 24, 5, 3], [64, 256, 8, 8]] {
-            let nhwc = |mean: f64, std: f64| {
-                Tensor::<G, 4>::random([n, h, w, c], Distribution::Normal(mean, std), &device)
-                    .permute([0, 3, 1, 2])
-            };
-            let x = nhwc(4.0, 0.5);
-            let (mean_k, var_k) = G::channel_moments(unwrap(x.clone()));
-            let (mean_r, var_r) = moments_by_reductions::<G>(unwrap(x.clone()));
-            close("mean", mean_k, mean_r.clone());
-            close("variance", var_k, var_r.clone());
-            let inv_std = wrap::<G, 2>(var_r).add_scalar(1e-3).sqrt().recip();
-            let (dy, y) = (nhwc(0.0, 1.0), nhwc(0.0, 1.0).clamp_min(0.0));
-            let inputs = [unwrap(dy), unwrap(y), unwrap(x), mean_r, unwrap(inv_std)];
-            let (g_k, g_x_hat_k) = G::relu_norm_grad_sums(inputs.clone());
-            let (g_r, g_x_hat_r) = relu_norm_grad_sums_by_reductions::<G>(inputs);
-            close("sum g", g_k, g_r);
-            close("sum g x_hat", g_x_hat_k, g_x_hat_r);
+        let sums_close =
+            |name: &str, a: FloatTensor<G>, b: FloatTensor<G>| close(name, wrap(a), wrap(b), 5e-4);
+        // (x's dtype, the activations' dtype): f32, bf16, and the model's first layer (an f32
+        // convolution output normalised into bf16 activations).
+        let (f32, bf16) = (FloatDType::F32, FloatDType::BF16);
+        for (x_dtype, dtype) in [(f32, f32), (bf16, bf16), (f32, bf16)] {
+            // Same-input results: f32 arithmetic in another order, rounded once to `dtype`.
+            let tolerance = if dtype == f32 && x_dtype == f32 { 1e-5 } else { 1e-2 };
+            // Channels-last as burn's convolutions write it, and one channels-first (copied by the
+            // kernels) with an odd channel count (one channel per vector).
+            let shapes = [
+                ([512, 64, 32, 32], true),
+                ([7, 24, 5, 3], true),
+                ([5, 7, 6, 3], false),
+                ([64, 256, 8, 8], true),
+            ];
+            for ([n, c, h, w], channels_last) in shapes {
+                let nhwc = |mean: f64, std: f64, dtype: FloatDType| {
+                    let normal = Distribution::Normal(mean, std);
+                    let t = if channels_last {
+                        Tensor::<G, 4>::random([n, h, w, c], normal, &device).permute([0, 3, 1, 2])
+                    } else {
+                        Tensor::<G, 4>::random([n, c, h, w], normal, &device)
+                    };
+                    to_dtype(t, dtype)
+                };
+                let x = nhwc(4.0, 0.5, x_dtype);
+                let (mean_k, var_k) = G::channel_moments(unwrap(x.clone()));
+                let (mean_r, var_r) = moments_by_reductions::<G>(unwrap(x.clone()));
+                sums_close("mean", mean_k, mean_r.clone());
+                sums_close("variance", var_k, var_r.clone());
+                let inv_std = wrap::<G, 2>(var_r).add_scalar(1e-3).sqrt().recip();
+                let (dy, y) = (nhwc(0.0, 1.0, dtype), nhwc(0.0, 1.0, dtype).clamp_min(0.0));
+                let inputs = [
+                    unwrap(dy.clone()),
+                    unwrap(y.clone()),
+                    unwrap(x.clone()),
+                    mean_r.clone(),
+                    unwrap(inv_std.clone()),
+                ];
+                let (g_k, g_x_hat_k) = G::relu_norm_grad_sums(inputs.clone());
+                let (g_r, g_x_hat_r) = relu_norm_grad_sums_by_reductions::<G>(inputs);
+                sums_close("sum g", g_k, g_r);
+                sums_close("sum g x_hat", g_x_hat_k, g_x_hat_r);
+
+                let vector =
+                    |mean: f64| Tensor::<G, 1>::random([c], Distribution::Normal(mean, 0.5), &device);
+                let mean = wrap::<G, 2>(mean_r).reshape([c]);
+                let per_channel = [mean.clone(), inv_std.reshape([c]), vector(0.0)].map(unwrap);
+                let y_k = G::normalize_relu(unwrap(x.clone()), per_channel.clone(), dtype);
+                let y_r = normalize_relu_by_ops::<G>(unwrap(x.clone()), per_channel, dtype);
+                let rows_of = |t: FloatTensor<G>| rows(wrap::<G, 4>(t));
+                assert_eq!(wrap::<G, 4>(y_k.clone()).dtype(), dtype.into());
+                close("normalized output", rows_of(y_k), rows_of(y_r), tolerance);
+                let per_channel = [mean, vector(1.0), vector(0.0), vector(0.0)].map(unwrap);
+                let activations = [dy, y, x].map(unwrap);
+                let dx_k = G::normalize_relu_grad(activations.clone(), per_channel.clone());
+                assert_eq!(wrap::<G, 4>(dx_k.clone()).dtype(), x_dtype.into());
+                let dx_r = normalize_relu_grad_by_ops::<G>(activations, per_channel);
+                close("input gradient", rows_of(dx_k), rows_of(dx_r), tolerance);
+            }
         }
     }
 }

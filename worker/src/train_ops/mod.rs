@@ -12,10 +12,14 @@
 //!   reductions + one elementwise pass) on a channels-last view, instead of autodiff through
 //!   burn's `BatchNorm` graph (transpose copies, ~10 full-tensor passes per layer).
 //!
-//! - `cube` (feature `cuda`): CubeCL kernels behind three [`TrainOps`] hooks on burn's CUDA
-//!   backend — the weight gradient's im2col matrix ([`TrainOps::im2col_3x3`]) and BatchNorm's
-//!   channel sums ([`TrainOps::channel_moments`], [`TrainOps::relu_norm_grad_sums`]); other
-//!   backends (the CPU) run the same formulations through burn's ops (trait defaults).
+//! - `cube` (feature `cuda`): CubeCL kernels behind [`TrainOps`] hooks on burn's CUDA backend —
+//!   the weight gradient's im2col matrix ([`TrainOps::im2col_3x3`]) and its bf16 → f32 matmul
+//!   ([`TrainOps::matmul_to_f32`]), BatchNorm's channel sums ([`TrainOps::channel_moments`],
+//!   [`TrainOps::relu_norm_grad_sums`]) and elementwise passes ([`TrainOps::normalize_relu`],
+//!   [`TrainOps::normalize_relu_grad`]); other backends (the CPU) run the same formulations
+//!   through burn's ops (trait defaults).
+//! - bf16 activations ([`Kernels::bf16_activations`]): the BatchNorm node writes bf16, the
+//!   convolutions compute in their input's dtype, everything with state stays f32.
 //!
 //! The non-autodiff backends (inference, validation) use the stock burn ops (trait defaults).
 //! [`Kernels`] picks per model which implementation runs, so benchmarks can compare both.
@@ -40,16 +44,18 @@ pub struct Kernels {
     pub flipped_input_grad: bool,
     /// BatchNorm + ReLU as one node with a closed-form backward ([`batch_norm`]).
     pub fused_batch_norm: bool,
-    /// Convolutions (forward, input and weight gradients) on bf16 copies of their operands,
-    /// f32 everywhere else (weights, BatchNorm, loss, Adam): autocast-style mixed precision.
-    /// Only with one of the custom convolution parts.
-    pub bf16_conv: bool,
+    /// bf16 activations: the BatchNorm node writes its output in bf16, so every convolution
+    /// after the first runs on bf16 operands (weights cast per step, f32 accumulation) and the
+    /// activation gradients flow back in bf16; statistics, weight gradients, master weights,
+    /// the head, the loss and Adam stay f32 (autocast-style mixed precision). Needs `bn` and a
+    /// custom convolution part.
+    pub bf16_activations: bool,
 }
 
 /// `--kernels` help, shared by every command that trains.
-pub const KERNELS_HELP: &str = "Training-node implementation: fast (the default, wgrad+dgrad+bn), stock \
-    (burn's modules), or parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the \
-    forward conv kernels), bn (fused BatchNorm + ReLU), bf16 (bf16 convolutions)";
+pub const KERNELS_HELP: &str = "Training-node implementation: fast (the default, wgrad+dgrad+bn), fast-bf16 \
+    (fast with bf16 activations), stock (burn's modules), or parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the \
+    forward conv kernels), bn (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
 const PARTS: [&str; 4] = ["wgrad", "dgrad", "bn", "bf16"];
@@ -60,7 +66,7 @@ impl Kernels {
         gemm_weight_grad: false,
         flipped_input_grad: false,
         fused_batch_norm: false,
-        bf16_conv: false,
+        bf16_activations: false,
     };
     /// The fastest measured f32 combination (the default): `wgrad+dgrad+bn`.
     pub const FAST: Kernels = Kernels {
@@ -70,8 +76,13 @@ impl Kernels {
         ..Kernels::STOCK
     };
 
+    /// [`Kernels::FAST`] with bf16 activations (`wgrad+dgrad+bn+bf16`): the fastest measured
+    /// combination on an H100, not the default until its accuracy over the experiment's 100
+    /// epochs is shown to match f32 (`docs/results/training-speed.md`).
+    pub const FAST_BF16: Kernels = Kernels { bf16_activations: true, ..Kernels::FAST };
+
     fn parts(self) -> [bool; 4] {
-        [self.gemm_weight_grad, self.flipped_input_grad, self.fused_batch_norm, self.bf16_conv]
+        [self.gemm_weight_grad, self.flipped_input_grad, self.fused_batch_norm, self.bf16_activations]
     }
 
     /// Whether the convolutions run as the custom node ([`conv`]) rather than burn's `Conv2d`.
@@ -89,29 +100,33 @@ impl Default for Kernels {
 impl std::str::FromStr for Kernels {
     type Err = String;
 
-    /// `stock`, `fast`, or parts joined by `+`: `wgrad` (GEMM weight gradient over im2col taps),
+    /// `stock`, `fast`, `fast-bf16`, or parts joined by `+`: `wgrad` (GEMM weight gradient over im2col taps),
     /// `dgrad` (input gradient as a flipped-kernel forward convolution), `bn` (fused BatchNorm +
-    /// ReLU), `bf16` (bf16 convolutions; needs `wgrad` or `dgrad`).
+    /// ReLU), `bf16` (bf16 activations; needs `bn` and `wgrad` or `dgrad`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "stock" => return Ok(Kernels::STOCK),
             "fast" => return Ok(Kernels::FAST),
+            "fast-bf16" => return Ok(Kernels::FAST_BF16),
             _ => {}
         }
         let mut on = [false; 4];
         for part in s.split('+') {
             let i = PARTS.iter().position(|p| *p == part).ok_or_else(|| {
                 format!(
-                    "unknown kernel part {part:?} in {s:?} (expected stock, fast, or {} joined by +)",
+                    "unknown kernel part {part:?} in {s:?} (expected stock, fast, fast-bf16, or {} joined by +)",
                     PARTS.join(", ")
                 )
             })?;
             on[i] = true;
         }
-        let [gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_conv] = on;
-        let kernels = Kernels { gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_conv };
-        if bf16_conv && !kernels.custom_conv() {
-            return Err(format!("{s:?}: bf16 convolutions need the wgrad or dgrad part"));
+        let [gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations] = on;
+        let kernels = Kernels { gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations };
+        if bf16_activations && !(fused_batch_norm && kernels.custom_conv()) {
+            return Err(format!(
+                "{s:?}: bf16 activations need the bn part (which writes them) and the wgrad or dgrad \
+                 part (convolutions that take them)"
+            ));
         }
         Ok(kernels)
     }
@@ -131,11 +146,15 @@ pub type NormOutputs<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 /// Backends the model trains on. The defaults are the stock burn formulations (used by the
 /// inner, non-autodiff backends); `Autodiff<B>` overrides them with the custom nodes.
 pub trait TrainOps: Backend {
-    /// 3×3 convolution, stride 1, padding 1, with bias; on bf16 operands if `kernels.bf16_conv`
-    /// (the output is f32 either way); its gradients as `kernels` says. `feeds_batch_norm`: the
-    /// output goes straight into a training-mode BatchNorm, which subtracts every channel's
-    /// batch mean, so the bias cannot change the loss: its gradient is exactly zero and is not
-    /// computed (one reduction over the output gradient less per layer).
+    /// 3×3 convolution, stride 1, padding 1, with bias, in the dtype of `x` (weight and bias
+    /// cast to it; f32 accumulation); its gradients as `kernels` says.
+    ///
+    /// `feeds_batch_norm` (honoured by the training node, `Autodiff<B>`): the output goes
+    /// straight into [`TrainOps::batch_norm_relu_train`], which subtracts every channel's batch
+    /// mean, so the bias cannot change the loss: it is not added (the caller adds it to the
+    /// batch mean that feeds the running average) and its gradient is exactly zero (one
+    /// reduction over the output gradient less per layer, and no bias in burn's bf16
+    /// convolution, which mishandles one).
     fn conv3x3_same(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -143,20 +162,49 @@ pub trait TrainOps: Backend {
         kernels: Kernels,
         feeds_batch_norm: bool,
     ) -> FloatTensor<Self> {
-        let _ = feeds_batch_norm; // only the gradient depends on it
-        conv::forward::<Self>(x, weight, bias, kernels.bf16_conv)
+        let _ = (kernels, feeds_batch_norm); // inference: always with the bias
+        conv::forward::<Self>(x, weight, Some(bias))
     }
 
     /// Training-mode BatchNorm (batch statistics, biased variance) followed by ReLU on
-    /// `x: [N, C, H, W]`; returns `(output, batch mean [C], batch variance [C])`, the statistics
-    /// detached (for the running averages).
+    /// `x: [N, C, H, W]`, the output in `dtype` (statistics in f32 whatever `x`'s dtype);
+    /// returns `(output, batch mean [C], batch variance [C])`, the statistics detached (for the
+    /// running averages).
     fn batch_norm_relu_train(
         x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
+        [gamma, beta]: [FloatTensor<Self>; 2],
         epsilon: f64,
+        dtype: FloatDType,
     ) -> NormOutputs<Self> {
-        batch_norm::reference::<Self>(x, gamma, beta, epsilon)
+        batch_norm::reference::<Self>(x, [gamma, beta], epsilon, dtype)
+    }
+
+    /// BatchNorm + ReLU's forward pass `max(0, (x − mean)·scale + beta)` on `x: [N, C, H, W]`
+    /// (any dtype) with per-channel `[C]` f32 vectors, in `dtype`. Default: burn's ops; the CUDA
+    /// backend runs one kernel that writes channels-last.
+    fn normalize_relu(
+        x: FloatTensor<Self>,
+        [mean, scale, beta]: [FloatTensor<Self>; 3],
+        dtype: FloatDType,
+    ) -> FloatTensor<Self> {
+        batch_norm::normalize_relu_by_ops::<Self>(x, [mean, scale, beta], dtype)
+    }
+
+    /// BatchNorm + ReLU's input gradient `coeff·g − bias_term − (x − mean)·x_term` with
+    /// `g = dy·[y > 0]`, in `x`'s dtype; `dy`, `y`, `x`: `[N, C, H, W]`, the rest `[C]` f32.
+    fn normalize_relu_grad(
+        [dy, y, x]: [FloatTensor<Self>; 3],
+        [mean, coeff, bias_term, x_term]: [FloatTensor<Self>; 4],
+    ) -> FloatTensor<Self> {
+        batch_norm::normalize_relu_grad_by_ops::<Self>([dy, y, x], [mean, coeff, bias_term, x_term])
+    }
+
+    /// Batched matmul `[B, M, K] × [B, K, N] → [B, M, N]` accumulated and returned in f32
+    /// whatever the operands' dtype. Default: the operands cast to f32 (a CPU's bf16 matmul may
+    /// accumulate in bf16); the CUDA backend reads bf16 operands and writes f32 directly.
+    fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let [lhs, rhs] = [lhs, rhs].map(|t| to_dtype(wrap::<Self, 3>(t), FloatDType::F32));
+        unwrap(lhs.matmul(rhs))
     }
 
     /// Per-channel batch mean and biased variance (`[1, C]` each) of `x: [N, C, H, W]`.
@@ -196,6 +244,30 @@ impl TrainOps for burn_cuda::Cuda {
     fn relu_norm_grad_sums(inputs: [FloatTensor<Self>; 5]) -> (FloatTensor<Self>, FloatTensor<Self>) {
         cube::channel_sums::relu_norm_grad_sums::<Self, _, f32, i32, u8>(inputs)
     }
+
+    fn normalize_relu(
+        x: FloatTensor<Self>,
+        per_channel: [FloatTensor<Self>; 3],
+        dtype: FloatDType,
+    ) -> FloatTensor<Self> {
+        cube::normalize::normalize_relu::<_, f32, i32, u8>(x, per_channel, dtype.into())
+    }
+
+    fn normalize_relu_grad(
+        activations: [FloatTensor<Self>; 3],
+        per_channel: [FloatTensor<Self>; 4],
+    ) -> FloatTensor<Self> {
+        cube::normalize::normalize_relu_grad::<_, f32, i32, u8>(activations, per_channel)
+    }
+
+    fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        use burn::tensor::{DType, TensorMetadata};
+        if lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32 {
+            // burn's own path: its fusion can fuse what follows into the matmul.
+            return unwrap(wrap::<Self, 3>(lhs).matmul(wrap(rhs)));
+        }
+        cube::matmul_to_f32::<_, f32, i32, u8>(lhs, rhs)
+    }
 }
 
 impl<B: TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
@@ -211,17 +283,22 @@ impl<B: TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
 
     fn batch_norm_relu_train(
         x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
+        gamma_beta: [FloatTensor<Self>; 2],
         epsilon: f64,
+        dtype: FloatDType,
     ) -> NormOutputs<Self> {
-        batch_norm::autodiff_batch_norm_relu::<B, C>(x, gamma, beta, epsilon)
+        batch_norm::autodiff_batch_norm_relu::<B, C>(x, gamma_beta, epsilon, dtype)
     }
 }
 
 /// Wraps a float primitive of backend `B` as a tensor.
 pub fn wrap<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(primitive))
+}
+
+/// `t` in `dtype` (a cast only when it differs).
+pub fn to_dtype<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
+    if t.dtype() == dtype.into() { t } else { t.cast(dtype) }
 }
 
 /// The float primitive of a tensor.
@@ -246,25 +323,27 @@ mod tests {
             "wgrad",
             "bn",
             "wgrad+bn",
-            "wgrad+bf16",
             "wgrad+bn+bf16",
             "wgrad+dgrad+bn",
-            "dgrad+bf16",
+            "dgrad+bn+bf16",
             "wgrad+dgrad+bn+bf16",
         ] {
             let kernels: Kernels = name.parse().unwrap();
             assert_eq!(kernels.to_string(), name);
         }
         assert_eq!("fast".parse::<Kernels>().unwrap(), Kernels::FAST);
-        assert_eq!("bf16+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bf16");
+        assert_eq!("fast-bf16".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+bf16");
+        assert_eq!("bf16+bn+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bn+bf16");
     }
 
     #[test]
     fn bad_kernel_sets_are_rejected_with_the_reason() {
         let unknown = "wgrad+fp8".parse::<Kernels>().unwrap_err();
         assert!(unknown.contains("\"fp8\""), "{unknown}");
-        let bf16_alone = "bf16+bn".parse::<Kernels>().unwrap_err();
-        assert!(bf16_alone.contains("need the wgrad or dgrad part"), "{bf16_alone}");
+        for without in ["bf16+bn", "wgrad+bf16", "dgrad+bf16"] {
+            let err = without.parse::<Kernels>().unwrap_err();
+            assert!(err.contains("need the bn part") && err.contains("wgrad or dgrad"), "{err}");
+        }
         assert!("".parse::<Kernels>().is_err());
     }
 }

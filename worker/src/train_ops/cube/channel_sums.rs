@@ -12,89 +12,79 @@
 use burn::tensor::Tensor as BurnTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Shape};
+use burn::tensor::{DType, FloatDType, Shape};
+use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
-use super::{FusionTensor, custom_op};
-use crate::train_ops::{unwrap, wrap};
+use super::{FusionTensor, channel_lanes, channels_last, custom_op};
+use crate::train_ops::{to_dtype, unwrap, wrap};
 
 /// Rows each thread sums.
 const CHUNK_ROWS: usize = 64;
 
-/// Offset of element `(n, c, h, w)` of `t`.
-#[cube]
-fn offset<F: Float>(t: &Tensor<F>, n: usize, c: usize, h: usize, w: usize) -> usize {
-    n * t.stride(0) + c * t.stride(1) + h * t.stride(2) + w * t.stride(3)
-}
-
-/// One thread per (chunk, channel) walks the chunk's rows and writes the pair of sums to
-/// `partials[0 | 1, c, chunk]`:
-/// - `backward = false` (only `x` is read): `Σ (x − s)` and `Σ (x − s)²`, shifted by
-///   `s = x[0, c, 0, 0]` so that the variance `E[(x−s)²] − E[x−s]²` does not cancel
+/// One thread per (chunk, `N` neighbouring channels) walks the chunk's rows of the
+/// channels-last contiguous activations and writes the pair of sums to `partials[0 | 1, c, chunk]`:
+/// - `backward = false` (only `x` is read): `Σ (x − s)` and `Σ (x − s)²`, shifted by the first
+///   row `s = x[0, c, 0, 0]` so that the variance `E[(x−s)²] − E[x−s]²` does not cancel
 ///   catastrophically when the mean is large against the spread;
-/// - `backward = true`: `Σ g` and `Σ g·x̂` with `g = dy·[y > 0]` and `x̂ = (x − mean[c])·inv_std[c]`
-///   (`mean`, `inv_std`: `[1, C]`).
+/// - `backward = true`: `Σ g` and `Σ g·x̂` with `g = dy·[y ≠ 0]` (`y` a ReLU output) and
+///   `x̂ = (x − mean[c])·inv_std[c]` (`mean`, `inv_std`: `[C]`).
+///
+/// `dy` and `y` may be bf16 (activations) and `x` too; the sums accumulate in `S`, the dtype of
+/// the statistics and the table (f32).
 #[cube(launch)]
-fn channel_sums_kernel<F: Float>(
-    dy: &Tensor<F>,
-    y: &Tensor<F>,
-    x: &Tensor<F>,
-    mean: &Tensor<F>,
-    inv_std: &Tensor<F>,
-    partials: &mut Tensor<F>,
+fn channel_sums_kernel<Y: Float, X: Float, S: Float, N: Size>(
+    dy: &Tensor<Vector<Y, N>>,
+    y: &Tensor<Vector<Y, N>>,
+    x: &Tensor<Vector<X, N>>,
+    mean: &Tensor<Vector<S, N>>,
+    inv_std: &Tensor<Vector<S, N>>,
+    partials: &mut Tensor<S>,
     #[comptime] backward: bool,
-    #[define(F)] _dtype: StorageType,
+    #[define(Y, X, S)] _dtypes: [StorageType; 3],
 ) {
-    let channels = x.shape(1);
-    let height = x.shape(2);
-    let width = x.shape(3);
-    let rows = x.shape(0) * height * width;
+    let lanes = x.vector_size();
+    let row_vectors = partials.shape(1) / lanes;
+    let rows = x.len() / row_vectors;
     let pos = ABSOLUTE_POS;
-    if pos >= partials.shape(2) * channels {
+    if pos >= partials.shape(2) * row_vectors {
         terminate!();
     }
-    let c = pos % channels;
-    let chunk = pos / channels;
+    let cv = pos % row_vectors;
+    let chunk = pos / row_vectors;
     let first = chunk * CHUNK_ROWS;
     let end = select(first + CHUNK_ROWS < rows, first + CHUNK_ROWS, rows);
-    let mut w = first % width;
-    let mut h = (first / width) % height;
-    let mut n = first / (width * height);
-    let zero = F::from_int(0);
-    let mut shift = x[c * x.stride(1)];
-    let mut scale = F::from_int(1);
+    let zero = Vector::<S, N>::new(S::from_int(0));
+    let mut shift = Vector::<S, N>::cast_from(x[cv]);
+    let mut scale = Vector::<S, N>::new(S::from_int(1));
     if backward {
-        shift = mean[c * mean.stride(1)];
-        scale = inv_std[c * inv_std.stride(1)];
+        shift = mean[cv];
+        scale = inv_std[cv];
     }
     let mut first_sum = zero;
     let mut second_sum = zero;
-    for _ in first..end {
-        let centered = x[offset::<F>(x, n, c, h, w)] - shift;
+    for row in first..end {
+        let at = row * row_vectors + cv;
+        let centered = Vector::<S, N>::cast_from(x[at]) - shift;
         if backward {
-            let g = select(y[offset::<F>(y, n, c, h, w)] > zero, dy[offset::<F>(dy, n, c, h, w)], zero);
+            let active = Vector::<bool, N>::cast_from(y[at]);
+            let g = select_many(active, Vector::<S, N>::cast_from(dy[at]), zero);
             first_sum += g;
             second_sum += g * centered * scale;
         } else {
             first_sum += centered;
             second_sum += centered * centered;
         }
-        w += 1;
-        if w == width {
-            w = 0;
-            h += 1;
-            if h == height {
-                h = 0;
-                n += 1;
-            }
-        }
     }
-    let out = c * partials.stride(1) + chunk * partials.stride(2);
-    partials[out] = first_sum;
-    partials[out + partials.stride(0)] = second_sum;
+    #[unroll]
+    for lane in 0..lanes {
+        let out = (cv * lanes + lane) * partials.stride(1) + chunk * partials.stride(2);
+        partials[out] = first_sum[lane];
+        partials[out + partials.stride(0)] = second_sum[lane];
+    }
 }
 
 /// `[2, C, chunks]` partial-sum table for `x: [N, C, H, W]`.
@@ -103,7 +93,7 @@ fn partials_shape(x: &Shape) -> Shape {
     Shape::new([2, c, (n * h * w).div_ceil(CHUNK_ROWS)])
 }
 
-/// Launches [`channel_sums_kernel`] on `[dy, y, x, mean, inv_std]`.
+/// Launches [`channel_sums_kernel`] on `[dy, y, x, mean, inv_std]` into a table of `dtype`.
 fn launch_sums<R: CubeRuntime>(
     [dy, y, x, mean, inv_std]: [CubeTensor<R>; 5],
     shape: &Shape,
@@ -111,15 +101,19 @@ fn launch_sums<R: CubeRuntime>(
     backward: bool,
 ) -> CubeTensor<R> {
     let partials = empty_device_dtype(x.client.clone(), x.device.clone(), shape.clone(), dtype);
-    let threads = shape[1] * shape[2];
+    let lanes = channel_lanes(shape[1]);
+    let threads = shape[1] / lanes * shape[2];
     let client = x.client.clone();
     let cube_dim = CubeDim::new(&client, threads);
     let cube_count = calculate_cube_count_elemwise(&client, threads, cube_dim);
-    let dtype = x.dtype.into();
+    let dtypes = [dy.dtype.into(), x.dtype.into(), dtype.into()];
+    let [dy, y, x] = [dy, y, x].map(channels_last);
+    let [mean, inv_std] = [mean, inv_std].map(into_contiguous);
     channel_sums_kernel::launch::<R>(
         &client,
         cube_count,
         cube_dim,
+        lanes,
         dy.into_tensor_arg(),
         y.into_tensor_arg(),
         x.into_tensor_arg(),
@@ -127,14 +121,17 @@ fn launch_sums<R: CubeRuntime>(
         inv_std.into_tensor_arg(),
         partials.clone().into_tensor_arg(),
         backward,
-        dtype,
+        dtypes,
     );
     partials
 }
 
-/// The forward sums: only `x` is read (it fills the unused slots).
+/// The forward sums: only `x` is read (it fills the unused activation slots, an unread
+/// one-element table the statistics' slots).
 fn launch_moments<R: CubeRuntime>([x]: [CubeTensor<R>; 1], shape: &Shape, dtype: DType) -> CubeTensor<R> {
-    launch_sums([x.clone(), x.clone(), x.clone(), x.clone(), x], shape, dtype, false)
+    let c = shape[1];
+    let unread = empty_device_dtype(x.client.clone(), x.device.clone(), Shape::new([c]), dtype);
+    launch_sums([x.clone(), x.clone(), x.clone(), unread.clone(), unread], shape, dtype, false)
 }
 
 fn launch_relu_norm_grad<R: CubeRuntime>(
@@ -165,7 +162,8 @@ where
     let [n, c, h, w] = x.shape.dims::<4>();
     let rows = (n * h * w) as f64;
     let shift = wrap::<B, 4>(x.clone()).slice([0..1, 0..c, 0..1, 0..1]).reshape([1, c]);
-    let (shape, dtype) = (partials_shape(&x.shape), x.dtype);
+    let shift = to_dtype(shift, FloatDType::F32);
+    let (shape, dtype) = (partials_shape(&x.shape), DType::F32);
     let partials = custom_op::<R, F, I, BT, 1>("bn_moments", [x], shape, dtype, launch_moments);
     let (sum, sum_squares) = sum_pair::<B>(partials);
     let shifted_mean = sum.div_scalar(rows);
@@ -184,7 +182,7 @@ where
     I: IntElement,
     BT: BoolElement,
 {
-    let (shape, dtype) = (partials_shape(&x.shape), x.dtype);
+    let (shape, dtype) = (partials_shape(&x.shape), mean.dtype);
     let inputs = [dy, y, x, mean, inv_std];
     let partials =
         custom_op::<R, F, I, BT, 5>("bn_relu_grad_sums", inputs, shape, dtype, launch_relu_norm_grad);

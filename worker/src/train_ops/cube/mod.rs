@@ -7,14 +7,22 @@
 //! - [`channel_sums`]: BatchNorm's per-channel sums (forward moments, backward `Σg`, `Σg·x̂`),
 //!   one pass over the activation each instead of two-stage burn reductions over materialised
 //!   intermediates.
+//! - [`normalize`]: BatchNorm + ReLU's elementwise passes, written channels-last in the
+//!   activation dtype (bf16 activations need no cast kernels).
+//! - [`matmul_to_f32`]: a batched matmul of bf16 operands with f32 output (the weight gradient's
+//!   partial sums keep f32 precision without a cast pass).
 
 pub mod channel_sums;
 pub mod im2col;
+pub mod normalize;
 
 use std::marker::PhantomData;
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::fusion::FusionCubeRuntime;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
+use burn_cubecl::ops::permute_nchw_to_nhwc;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::FusionRuntime;
@@ -78,4 +86,41 @@ where
     let operation =
         CustomOp::<CubeBackend<R, F, I, BT>, R, N> { desc: desc.clone(), launch, backend: PhantomData };
     client.register(streams, OperationIr::Custom(desc), operation).output()
+}
+
+/// `t: [N, C, H, W]` as a contiguous `[N, H, W, C]` tensor: free for channels-last layouts
+/// (burn's conv outputs, this module's kernels' outputs), a copy otherwise.
+pub fn channels_last<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
+    into_contiguous(permute_nchw_to_nhwc(t))
+}
+
+/// Channels per vector in the channels-last kernels: 4 (16-byte f32 loads) when they divide
+/// `channels`, else 2, else 1.
+pub fn channel_lanes(channels: usize) -> usize {
+    [4, 2, 1].into_iter().find(|lanes| channels.is_multiple_of(*lanes)).unwrap_or(1)
+}
+
+fn launch_matmul_to_f32<R: CubeRuntime>(
+    [lhs, rhs]: [CubeTensor<R>; 2],
+    _: &Shape,
+    dtype: DType,
+) -> CubeTensor<R> {
+    matmul(lhs, rhs, None, MatmulStrategy::default(), dtype)
+        .unwrap_or_else(|err| panic!("no matmul kernel for these operands: {err:?}"))
+}
+
+/// [`crate::train_ops::TrainOps::matmul_to_f32`] on burn's fused CubeCL backends: `[B, M, K] ×
+/// [B, K, N] → [B, M, N]` in f32 whatever the operands' dtype (burn's autotuned matmul kernels,
+/// f32 accumulation).
+pub fn matmul_to_f32<R, F, I, BT>(lhs: FusionTensor<R>, rhs: FusionTensor<R>) -> FusionTensor<R>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let [batch, m, _] = lhs.shape.dims::<3>();
+    let n = rhs.shape.dims::<3>()[2];
+    let shape = Shape::new([batch, m, n]);
+    custom_op::<R, F, I, BT, 2>("matmul_to_f32", [lhs, rhs], shape, DType::F32, launch_matmul_to_f32)
 }
