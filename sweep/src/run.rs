@@ -83,8 +83,8 @@ pub struct RunArgs {
     /// Print one line per finished epoch instead of progress bars.
     #[arg(long, env = "SWEEP_NO_PROGRESS")]
     pub no_progress: bool,
-    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast", help = worker::train_ops::KERNELS_HELP)]
-    pub kernels: worker::train_ops::Kernels,
+    #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = worker::train_ops::KERNELS_HELP)]
+    pub kernels: worker::train_ops::KernelChoice,
 }
 
 /// Why `sweep run` stopped early.
@@ -291,11 +291,12 @@ mod tests {
     }
 
     #[test]
-    fn local_workers_default_to_the_fast_kernels_and_reject_unknown_ones() {
+    fn local_workers_default_to_auto_kernels_and_reject_unknown_ones() {
         use clap::Parser;
-        assert_eq!(Cli::parse_from(["sweep"]).run.kernels, worker::train_ops::Kernels::FAST);
+        use worker::train_ops::{KernelChoice, Kernels};
+        assert_eq!(Cli::parse_from(["sweep"]).run.kernels, KernelChoice::Auto);
         let stock = Cli::parse_from(["sweep", "--kernels", "stock"]).run.kernels;
-        assert_eq!(stock, worker::train_ops::Kernels::STOCK);
+        assert_eq!(stock, KernelChoice::Set(Kernels::STOCK));
         let err = Cli::try_parse_from(["sweep", "--kernels", "wgrad+fp8"]).err().expect("rejected");
         assert!(err.to_string().contains("fp8"), "{err}");
     }

@@ -38,9 +38,10 @@ bench)
   for mode in fp32 tf32cl bf16cl; do
     python3 "$REPO/worker/bench/pytorch_peer.py" --mode "$mode" --steps 30 --warmup 10 2>&1 | tee -a "$OUT/bench.log"
   done
-  # One process per kernel set (stock = burn's modules, fast = this project's default); the
-  # first start on a fresh machine also pays for autotuning (kept in $SWEEP_KERNEL_CACHE).
-  for kernels in ${KERNELS:-fast stock}; do
+  # One process per kernel set (stock = burn's modules, fast = f32, fast-bf16 = this project's
+  # CUDA default); the first start on a fresh machine also pays for autotuning (kept in
+  # $SWEEP_KERNEL_CACHE).
+  for kernels in ${KERNELS:-fast-bf16 fast stock}; do
     t0=$(date +%s%N)
     "$BIN/worker" bench --device cuda --steps 30 --warmup 5 --kernels "$kernels" 2>&1 | tee -a "$OUT/bench.log"
     echo "kernels=$kernels process wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))" | tee -a "$OUT/bench.log"
@@ -52,7 +53,7 @@ bench)
 profile)
   rm -f /tmp/cubecl-profile.log
   CUBECL_DEBUG_LOG=/tmp/cubecl-profile.log CUBECL_DEBUG_OPTION=profile \
-    "$BIN/worker" bench --device cuda --steps 2 --warmup 2 --kernels "${KERNELS:-fast}" > "$OUT/profile-run.log" 2>&1
+    "$BIN/worker" bench --device cuda --steps 2 --warmup 2 --kernels "${KERNELS:-auto}" > "$OUT/profile-run.log" 2>&1
   # Keep the last per-kernel table (one is printed at every sync; it covers the 2 pipelined steps).
   n=$(grep -n "^| Name" /tmp/cubecl-profile.log | tail -1 | cut -d: -f1)
   sed -n "${n},\$p" /tmp/cubecl-profile.log | sed 's/  \+/ /g' > "$OUT/profile.txt"

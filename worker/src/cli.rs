@@ -14,7 +14,7 @@ use sweep_proto::domain::{DataOptions, EpochMetrics};
 use crate::backend::{DeviceError, available_devices, open_runner_with};
 use crate::bench::{StepBenchConfig, bench_epoch, bench_train_step, local_job, short_name};
 use crate::data::{Cifar10, DataError};
-use crate::train_ops::Kernels;
+use crate::train_ops::KernelChoice;
 use crate::training::RunnerConfig;
 use crate::training::{EpochSink, JobOutcome, TrainError};
 
@@ -58,8 +58,8 @@ pub struct TrainArgs {
     /// Print one JSON object per epoch and a JSON summary instead of the table.
     #[arg(long, env = "SWEEP_JSON")]
     pub json: bool,
-    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast", help = crate::train_ops::KERNELS_HELP)]
-    pub kernels: Kernels,
+    #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = crate::train_ops::KERNELS_HELP)]
+    pub kernels: KernelChoice,
 }
 
 /// `worker bench`: time the training step (and optionally one real epoch).
@@ -85,10 +85,10 @@ pub struct BenchArgs {
     /// CIFAR-10 folder for --epoch (giving it implies --epoch).
     #[arg(long, env = "SWEEP_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Training-node implementations to time, one after another in this process:
-    /// stock, fast, or parts joined by + (wgrad, dgrad, bn, bf16), as for `worker train --kernels`.
-    #[arg(long, env = "SWEEP_BENCH_KERNELS", value_delimiter = ',', default_value = "fast")]
-    pub kernels: Vec<Kernels>,
+    /// Training-node implementations to time, one after another in this process: auto, stock,
+    /// fast, fast-bf16, or parts joined by + (wgrad, dgrad, bn, bf16), as for `worker train --kernels`.
+    #[arg(long, env = "SWEEP_BENCH_KERNELS", value_delimiter = ',', default_value = "auto")]
+    pub kernels: Vec<KernelChoice>,
 }
 
 /// Why a local subcommand failed.
@@ -160,7 +160,8 @@ pub fn run_train(
 ) -> Result<TrainSummary, CliError> {
     let data = Arc::new(Cifar10::load_or_download(&args.data_dir)?);
     let device = available_devices(&args.device, &args.gpus)?[0];
-    let config = RunnerConfig { kernels: args.kernels, ..RunnerConfig::default() };
+    let kernels = args.kernels.for_device(device);
+    let config = RunnerConfig { kernels, ..RunnerConfig::default() };
     let mut runner = open_runner_with(device, data, config)?;
     let lr = args.lr.unwrap_or(args.variant.default_learning_rate());
     let options = DataOptions {
@@ -173,7 +174,7 @@ pub fn run_train(
     if !args.json {
         writeln!(
             out,
-            "# {} seed={} lr={lr} batch={} width={} on {device}",
+            "# {} seed={} lr={lr} batch={} width={} kernels={kernels} on {device}",
             args.variant, args.seed, args.batch_size, args.width
         )?;
         writeln!(
@@ -223,7 +224,7 @@ pub fn run_train(
 /// Runs `worker bench` and writes its parseable lines to `out`.
 pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let device = available_devices(&args.device, &args.gpus)?[0];
-    for &kernels in &args.kernels {
+    for kernels in args.kernels.iter().map(|choice| choice.for_device(device)) {
         let config = StepBenchConfig {
             batch_size: args.batch_size as usize,
             steps: args.steps,

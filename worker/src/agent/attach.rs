@@ -33,8 +33,8 @@ pub struct AttachArgs {
     /// Worker id reported to the coordinator (default: HOSTNAME-PID).
     #[arg(long, env = "SWEEP_WORKER_ID")]
     pub worker_id: Option<String>,
-    #[arg(long, env = "SWEEP_KERNELS", default_value = "fast", help = crate::train_ops::KERNELS_HELP)]
-    pub kernels: crate::train_ops::Kernels,
+    #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = crate::train_ops::KERNELS_HELP)]
+    pub kernels: crate::train_ops::KernelChoice,
 }
 
 /// Why an attached worker could not start.

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use crate::backend::{DeviceChoice, open_runner_with};
 use crate::data::Cifar10;
-use crate::train_ops::Kernels;
+use crate::train_ops::KernelChoice;
 use crate::training::RunnerConfig;
 use backoff::Backoff;
 use slot::{SlotContext, run_slot};
@@ -39,8 +39,8 @@ pub struct AgentConfig {
     pub hostname: String,
     pub devices: Vec<DeviceChoice>,
     pub slots_per_device: u32,
-    /// Implementation of the training nodes (same results, different speed).
-    pub kernels: Kernels,
+    /// Implementation of the training nodes (same results, different speed), per device kind.
+    pub kernels: KernelChoice,
 }
 
 /// Errors that end the worker process.
@@ -132,7 +132,8 @@ pub async fn run_agent(
     for (device_index, device) in config.devices.iter().enumerate() {
         for k in 0..config.slots_per_device {
             let (dev, d) = (*device, data.clone());
-            let runner_config = RunnerConfig { kernels: config.kernels, ..RunnerConfig::default() };
+            let kernels = config.kernels.for_device(dev);
+            let runner_config = RunnerConfig { kernels, ..RunnerConfig::default() };
             let runner = tokio::task::spawn_blocking(move || open_runner_with(dev, d, runner_config))
                 .await
                 .expect("runner start-up thread panicked")

@@ -28,117 +28,15 @@ pub mod batch_norm;
 pub mod conv;
 #[cfg(feature = "cuda")]
 mod cube;
+mod kernels;
+
+pub use kernels::{KERNELS_HELP, KernelChoice, Kernels};
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::ops::FloatTensor;
-
-/// Which implementation of the convolution and normalisation the model's training step uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Kernels {
-    /// Weight gradient of the 3×3 convolutions as a batched GEMM over im2col taps ([`conv`]).
-    pub gemm_weight_grad: bool,
-    /// Input gradient of the 3×3 convolutions as a forward convolution with the flipped kernel.
-    pub flipped_input_grad: bool,
-    /// BatchNorm + ReLU as one node with a closed-form backward ([`batch_norm`]).
-    pub fused_batch_norm: bool,
-    /// bf16 activations: the BatchNorm node writes its output in bf16, so every convolution
-    /// after the first runs on bf16 operands (weights cast per step, f32 accumulation) and the
-    /// activation gradients flow back in bf16; statistics, weight gradients, master weights,
-    /// the head, the loss and Adam stay f32 (autocast-style mixed precision). Needs `bn` and a
-    /// custom convolution part.
-    pub bf16_activations: bool,
-}
-
-/// `--kernels` help, shared by every command that trains.
-pub const KERNELS_HELP: &str = "Training-node implementation: fast (the default, wgrad+dgrad+bn), fast-bf16 \
-    (fast with bf16 activations), stock (burn's modules), or parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the \
-    forward conv kernels), bn (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad)";
-
-/// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 4] = ["wgrad", "dgrad", "bn", "bf16"];
-
-impl Kernels {
-    /// burn's stock modules everywhere (the reference).
-    pub const STOCK: Kernels = Kernels {
-        gemm_weight_grad: false,
-        flipped_input_grad: false,
-        fused_batch_norm: false,
-        bf16_activations: false,
-    };
-    /// The fastest measured f32 combination (the default): `wgrad+dgrad+bn`.
-    pub const FAST: Kernels = Kernels {
-        gemm_weight_grad: true,
-        flipped_input_grad: true,
-        fused_batch_norm: true,
-        ..Kernels::STOCK
-    };
-
-    /// [`Kernels::FAST`] with bf16 activations (`wgrad+dgrad+bn+bf16`): the fastest measured
-    /// combination on an H100, not the default until its accuracy over the experiment's 100
-    /// epochs is shown to match f32 (`docs/results/training-speed.md`).
-    pub const FAST_BF16: Kernels = Kernels { bf16_activations: true, ..Kernels::FAST };
-
-    fn parts(self) -> [bool; 4] {
-        [self.gemm_weight_grad, self.flipped_input_grad, self.fused_batch_norm, self.bf16_activations]
-    }
-
-    /// Whether the convolutions run as the custom node ([`conv`]) rather than burn's `Conv2d`.
-    pub fn custom_conv(self) -> bool {
-        self.gemm_weight_grad || self.flipped_input_grad
-    }
-}
-
-impl Default for Kernels {
-    fn default() -> Self {
-        Kernels::FAST
-    }
-}
-
-impl std::str::FromStr for Kernels {
-    type Err = String;
-
-    /// `stock`, `fast`, `fast-bf16`, or parts joined by `+`: `wgrad` (GEMM weight gradient over im2col taps),
-    /// `dgrad` (input gradient as a flipped-kernel forward convolution), `bn` (fused BatchNorm +
-    /// ReLU), `bf16` (bf16 activations; needs `bn` and `wgrad` or `dgrad`).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "stock" => return Ok(Kernels::STOCK),
-            "fast" => return Ok(Kernels::FAST),
-            "fast-bf16" => return Ok(Kernels::FAST_BF16),
-            _ => {}
-        }
-        let mut on = [false; 4];
-        for part in s.split('+') {
-            let i = PARTS.iter().position(|p| *p == part).ok_or_else(|| {
-                format!(
-                    "unknown kernel part {part:?} in {s:?} (expected stock, fast, fast-bf16, or {} joined by +)",
-                    PARTS.join(", ")
-                )
-            })?;
-            on[i] = true;
-        }
-        let [gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations] = on;
-        let kernels = Kernels { gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations };
-        if bf16_activations && !(fused_batch_norm && kernels.custom_conv()) {
-            return Err(format!(
-                "{s:?}: bf16 activations need the bn part (which writes them) and the wgrad or dgrad \
-                 part (convolutions that take them)"
-            ));
-        }
-        Ok(kernels)
-    }
-}
-
-impl std::fmt::Display for Kernels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<&str> =
-            PARTS.iter().zip(self.parts()).filter(|(_, on)| *on).map(|(p, _)| *p).collect();
-        if parts.is_empty() { f.write_str("stock") } else { f.write_str(&parts.join("+")) }
-    }
-}
 
 /// `(output, batch mean [C], batch variance [C])` of [`TrainOps::batch_norm_relu_train`].
 pub type NormOutputs<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
@@ -311,39 +209,3 @@ pub fn unwrap<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B
 pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: TrainOps> + TrainOps {}
 
 impl<B> TrainBackend for B where B: burn::tensor::backend::AutodiffBackend<InnerBackend: TrainOps> + TrainOps {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_sets_parse_and_print_back() {
-        for name in [
-            "stock",
-            "wgrad",
-            "bn",
-            "wgrad+bn",
-            "wgrad+bn+bf16",
-            "wgrad+dgrad+bn",
-            "dgrad+bn+bf16",
-            "wgrad+dgrad+bn+bf16",
-        ] {
-            let kernels: Kernels = name.parse().unwrap();
-            assert_eq!(kernels.to_string(), name);
-        }
-        assert_eq!("fast".parse::<Kernels>().unwrap(), Kernels::FAST);
-        assert_eq!("fast-bf16".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+bf16");
-        assert_eq!("bf16+bn+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bn+bf16");
-    }
-
-    #[test]
-    fn bad_kernel_sets_are_rejected_with_the_reason() {
-        let unknown = "wgrad+fp8".parse::<Kernels>().unwrap_err();
-        assert!(unknown.contains("\"fp8\""), "{unknown}");
-        for without in ["bf16+bn", "wgrad+bf16", "dgrad+bf16"] {
-            let err = without.parse::<Kernels>().unwrap_err();
-            assert!(err.contains("need the bn part") && err.contains("wgrad or dgrad"), "{err}");
-        }
-        assert!("".parse::<Kernels>().is_err());
-    }
-}

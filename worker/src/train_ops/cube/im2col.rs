@@ -84,3 +84,41 @@ where
     let [n, c, h, w] = x.shape.dims::<4>();
     custom_op::<R, F, I, BT, 1>("im2col_3x3", [x], Shape::new([n * h * w, 9 * c]), dtype, launch)
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+    use burn::tensor::{Distribution, FloatDType};
+
+    use crate::train_ops::conv::im2col_3x3_by_slices;
+    use crate::train_ops::{TrainOps, unwrap, wrap};
+
+    /// The CUDA im2col kernel against the sliced formulation on the same GPU, for a
+    /// channels-first input, a channels-last view (as burn's conv outputs are laid out), and a
+    /// bf16 output. Needs a CUDA GPU: `cargo test -p worker -- --ignored cuda`.
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn cuda_im2col_kernel_matches_the_sliced_im2col() {
+        type B = burn_cuda::Cuda;
+        let device = Default::default();
+        for (shape, channels_last) in [([2, 3, 5, 7], false), ([4, 16, 8, 6], true), ([3, 64, 32, 32], true)]
+        {
+            let [n, c, h, w] = shape;
+            let x = if channels_last {
+                Tensor::<B, 4>::random([n, h, w, c], Distribution::Normal(0.0, 1.0), &device)
+                    .permute([0, 3, 1, 2])
+            } else {
+                Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+            };
+            for dtype in [FloatDType::F32, FloatDType::BF16] {
+                let kernel = wrap::<B, 2>(B::im2col_3x3(unwrap(x.clone()), dtype));
+                let sliced = wrap::<B, 2>(im2col_3x3_by_slices::<B>(unwrap(x.clone()), dtype));
+                assert_eq!(kernel.dims(), [n * h * w, 9 * c]);
+                assert_eq!(kernel.dtype(), sliced.dtype());
+                let diff: f32 =
+                    (kernel.cast(FloatDType::F32) - sliced.cast(FloatDType::F32)).abs().max().into_scalar();
+                assert_eq!(diff, 0.0, "{shape:?} channels_last={channels_last} {dtype:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Which implementation of the convolution and BatchNorm training nodes runs ([`Kernels`]), as
+//! `--kernels` spells it, and the per-device default ([`KernelChoice::Auto`]).
+
+use crate::backend::DeviceChoice;
+
+/// Which implementation of the convolution and normalisation the model's training step uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Kernels {
+    /// Weight gradient of the 3×3 convolutions as a batched GEMM over im2col taps ([`super::conv`]).
+    pub gemm_weight_grad: bool,
+    /// Input gradient of the 3×3 convolutions as a forward convolution with the flipped kernel.
+    pub flipped_input_grad: bool,
+    /// BatchNorm + ReLU as one node with a closed-form backward ([`super::batch_norm`]).
+    pub fused_batch_norm: bool,
+    /// bf16 activations: the BatchNorm node writes its output in bf16, so every convolution
+    /// after the first runs on bf16 operands (weights cast per step, f32 accumulation) and the
+    /// activation gradients flow back in bf16; statistics, weight gradients, master weights,
+    /// the head, the loss and Adam stay f32 (autocast-style mixed precision). Needs `bn` and a
+    /// custom convolution part.
+    pub bf16_activations: bool,
+}
+
+/// `--kernels` help, shared by every command that trains.
+pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16 on CUDA, fast on \
+    the CPU), fast (wgrad+dgrad+bn, f32), fast-bf16 (fast with bf16 activations), stock (burn's modules), or \
+    parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward conv kernels), bn \
+    (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad)";
+
+/// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
+const PARTS: [&str; 4] = ["wgrad", "dgrad", "bn", "bf16"];
+
+impl Kernels {
+    /// burn's stock modules everywhere (the reference).
+    pub const STOCK: Kernels = Kernels {
+        gemm_weight_grad: false,
+        flipped_input_grad: false,
+        fused_batch_norm: false,
+        bf16_activations: false,
+    };
+    /// The fastest measured f32 combination: `wgrad+dgrad+bn` (what `auto` runs on the CPU).
+    pub const FAST: Kernels = Kernels {
+        gemm_weight_grad: true,
+        flipped_input_grad: true,
+        fused_batch_norm: true,
+        ..Kernels::STOCK
+    };
+
+    /// [`Kernels::FAST`] with bf16 activations (`wgrad+dgrad+bn+bf16`): the fastest measured
+    /// combination on an H100 (1.2–1.3× `fast`), with the same 100-epoch validation accuracy as
+    /// f32 (`docs/results/training-speed.md`); what `auto` runs on CUDA.
+    pub const FAST_BF16: Kernels = Kernels { bf16_activations: true, ..Kernels::FAST };
+
+    fn parts(self) -> [bool; 4] {
+        [self.gemm_weight_grad, self.flipped_input_grad, self.fused_batch_norm, self.bf16_activations]
+    }
+
+    /// Whether the convolutions run as the custom node ([`super::conv`]) rather than burn's `Conv2d`.
+    pub fn custom_conv(self) -> bool {
+        self.gemm_weight_grad || self.flipped_input_grad
+    }
+}
+
+/// The model's kernels unless told otherwise: f32 [`Kernels::FAST`] (runners pick per device
+/// through [`KernelChoice`]).
+impl Default for Kernels {
+    fn default() -> Self {
+        Kernels::FAST
+    }
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+
+    /// `stock`, `fast`, `fast-bf16`, or parts joined by `+`: `wgrad` (GEMM weight gradient over im2col taps),
+    /// `dgrad` (input gradient as a flipped-kernel forward convolution), `bn` (fused BatchNorm +
+    /// ReLU), `bf16` (bf16 activations; needs `bn` and `wgrad` or `dgrad`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stock" => return Ok(Kernels::STOCK),
+            "fast" => return Ok(Kernels::FAST),
+            "fast-bf16" => return Ok(Kernels::FAST_BF16),
+            _ => {}
+        }
+        let mut on = [false; 4];
+        for part in s.split('+') {
+            let i = PARTS.iter().position(|p| *p == part).ok_or_else(|| {
+                format!(
+                    "unknown kernel part {part:?} in {s:?} (expected stock, fast, fast-bf16, or {} joined by +)",
+                    PARTS.join(", ")
+                )
+            })?;
+            on[i] = true;
+        }
+        let [gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations] = on;
+        let kernels = Kernels { gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations };
+        if bf16_activations && !(fused_batch_norm && kernels.custom_conv()) {
+            return Err(format!(
+                "{s:?}: bf16 activations need the bn part (which writes them) and the wgrad or dgrad \
+                 part (convolutions that take them)"
+            ));
+        }
+        Ok(kernels)
+    }
+}
+
+impl std::fmt::Display for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<&str> =
+            PARTS.iter().zip(self.parts()).filter(|(_, on)| *on).map(|(p, _)| *p).collect();
+        if parts.is_empty() { f.write_str("stock") } else { f.write_str(&parts.join("+")) }
+    }
+}
+
+/// `--kernels` as given: a fixed set, or `auto`, the fastest set measured for the device kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum KernelChoice {
+    /// [`Kernels::FAST_BF16`] on CUDA, [`Kernels::FAST`] on the CPU (burn-flex has no bf16 GEMM
+    /// worth having, and bf16 there only adds casts).
+    #[default]
+    Auto,
+    /// This set on every device.
+    Set(Kernels),
+}
+
+impl KernelChoice {
+    /// The kernels a runner on `device` uses.
+    pub fn for_device(self, device: DeviceChoice) -> Kernels {
+        match (self, device) {
+            (KernelChoice::Set(kernels), _) => kernels,
+            (KernelChoice::Auto, DeviceChoice::Cuda(_)) => Kernels::FAST_BF16,
+            (KernelChoice::Auto, DeviceChoice::Cpu) => Kernels::FAST,
+        }
+    }
+}
+
+impl std::str::FromStr for KernelChoice {
+    type Err = String;
+
+    /// `auto`, or a kernel set as [`Kernels`] parses it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" { Ok(KernelChoice::Auto) } else { s.parse().map(KernelChoice::Set) }
+    }
+}
+
+impl std::fmt::Display for KernelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelChoice::Auto => f.write_str("auto"),
+            KernelChoice::Set(kernels) => kernels.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_sets_parse_and_print_back() {
+        for name in [
+            "stock",
+            "wgrad",
+            "bn",
+            "wgrad+bn",
+            "wgrad+bn+bf16",
+            "wgrad+dgrad+bn",
+            "dgrad+bn+bf16",
+            "wgrad+dgrad+bn+bf16",
+        ] {
+            let kernels: Kernels = name.parse().unwrap();
+            assert_eq!(kernels.to_string(), name);
+        }
+        assert_eq!("fast".parse::<Kernels>().unwrap(), Kernels::FAST);
+        assert_eq!("fast-bf16".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+bf16");
+        assert_eq!("bf16+bn+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bn+bf16");
+    }
+
+    #[test]
+    fn bad_kernel_sets_are_rejected_with_the_reason() {
+        let unknown = "wgrad+fp8".parse::<Kernels>().unwrap_err();
+        assert!(unknown.contains("\"fp8\""), "{unknown}");
+        for without in ["bf16+bn", "wgrad+bf16", "dgrad+bf16"] {
+            let err = without.parse::<Kernels>().unwrap_err();
+            assert!(err.contains("need the bn part") && err.contains("wgrad or dgrad"), "{err}");
+        }
+        assert!("".parse::<Kernels>().is_err());
+        assert!("auto".parse::<Kernels>().is_err(), "auto is a choice, not a set");
+    }
+
+    #[test]
+    fn auto_picks_bf16_activations_on_cuda_and_f32_on_the_cpu() {
+        let auto: KernelChoice = "auto".parse().unwrap();
+        assert_eq!(auto, KernelChoice::default());
+        assert_eq!(auto.for_device(DeviceChoice::Cuda(1)), Kernels::FAST_BF16);
+        assert_eq!(auto.for_device(DeviceChoice::Cpu), Kernels::FAST);
+        let stock: KernelChoice = "stock".parse().unwrap();
+        for device in [DeviceChoice::Cuda(0), DeviceChoice::Cpu] {
+            assert_eq!(stock.for_device(device), Kernels::STOCK);
+        }
+        assert_eq!(auto.to_string(), "auto");
+        assert_eq!("fast-bf16".parse::<KernelChoice>().unwrap().to_string(), "wgrad+dgrad+bn+bf16");
+        let err = "bf16".parse::<KernelChoice>().unwrap_err();
+        assert!(err.contains("need the bn part"), "{err}");
+    }
+}
