@@ -101,7 +101,7 @@ fn launch_sums<R: CubeRuntime>(
     backward: bool,
 ) -> CubeTensor<R> {
     let partials = empty_device_dtype(x.client.clone(), x.device.clone(), shape.clone(), dtype);
-    let lanes = channel_lanes(shape[1]);
+    let lanes = channel_lanes(shape[1], dy.dtype.size().max(x.dtype.size()));
     let threads = shape[1] / lanes * shape[2];
     let client = x.client.clone();
     let cube_dim = CubeDim::new(&client, threads);

@@ -94,10 +94,14 @@ pub fn channels_last<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
     into_contiguous(permute_nchw_to_nhwc(t))
 }
 
-/// Channels per vector in the channels-last kernels: 4 (16-byte f32 loads) when they divide
-/// `channels`, else 2, else 1.
-pub fn channel_lanes(channels: usize) -> usize {
-    [4, 2, 1].into_iter().find(|lanes| channels.is_multiple_of(*lanes)).unwrap_or(1)
+/// Channels per vector in the channels-last kernels: the most (8, 4, 2 or 1) that divide
+/// `channels` and keep a vector of the widest element type they move within one 16-byte access
+/// (8 bf16 or 4 f32 channels).
+pub fn channel_lanes(channels: usize, widest_element_bytes: usize) -> usize {
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|lanes| channels.is_multiple_of(*lanes) && lanes * widest_element_bytes <= 16)
+        .unwrap_or(1)
 }
 
 fn launch_matmul_to_f32<R: CubeRuntime>(
@@ -123,4 +127,19 @@ where
     let n = rhs.shape.dims::<3>()[2];
     let shape = Shape::new([batch, m, n]);
     custom_op::<R, F, I, BT, 2>("matmul_to_f32", [lhs, rhs], shape, DType::F32, launch_matmul_to_f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel_lanes;
+
+    #[test]
+    fn vectors_hold_up_to_sixteen_bytes_of_whole_channels() {
+        assert_eq!(channel_lanes(64, 2), 8); // bf16 activations
+        assert_eq!(channel_lanes(64, 4), 4); // f32, or an f32 input written as bf16
+        assert_eq!(channel_lanes(24, 2), 8);
+        assert_eq!(channel_lanes(6, 2), 2);
+        assert_eq!(channel_lanes(3, 4), 1); // the image's channels
+        assert_eq!(channel_lanes(7, 2), 1);
+    }
 }

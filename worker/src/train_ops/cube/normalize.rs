@@ -78,7 +78,7 @@ fn channels_last_output<R: CubeRuntime>(
 ) -> (CubeTensor<R>, usize, CubeCount, CubeDim) {
     let nhwc = permute_nchw_to_nhwc_shape(shape.clone());
     let output = empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), nhwc, dtype);
-    let lanes = channel_lanes(shape[1]);
+    let lanes = channel_lanes(shape[1], like.dtype.size().max(dtype.size()));
     let threads = shape.num_elements() / lanes;
     let cube_dim = CubeDim::new(&like.client, threads);
     let cube_count = calculate_cube_count_elemwise(&like.client, threads, cube_dim);
