@@ -138,6 +138,7 @@ pub async fn run_agent(
                 .await
                 .expect("runner start-up thread panicked")
                 .map_err(|source| AgentError::Runner { device: device.to_string(), source })?;
+            info!(device = %dev, slot = k, %kernels, "slot ready");
             let ctx = SlotContext {
                 client: client.clone(),
                 worker_id: config.worker_id.clone(),
