@@ -171,9 +171,10 @@ pub fn available_devices(requested: &str, gpus: &str) -> Result<Vec<DeviceChoice
 }
 
 /// Creates the device, uploads `data` to it once and returns a runner that trains job after
-/// job there. Uses [`RunnerConfig::default`].
+/// job there, with the default kernels for the device (`--kernels auto`).
 pub fn open_runner(device: DeviceChoice, data: Arc<Cifar10>) -> Result<Box<dyn JobRunner>, TrainError> {
-    open_runner_with(device, data, RunnerConfig::default())
+    let kernels = crate::train_ops::KernelChoice::Auto.for_device(device);
+    open_runner_with(device, data, RunnerConfig { kernels, ..RunnerConfig::default() })
 }
 
 /// [`open_runner`] with explicit runner settings.
