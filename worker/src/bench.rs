@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use sweep_proto::LossVariant;
@@ -17,7 +17,7 @@ use crate::data::Cifar10;
 use crate::loss::variant_loss;
 use crate::model::{CnnConfig, seeded_model};
 use crate::train_ops::{Kernels, TrainBackend};
-use crate::training::{ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON, EpochSink, JobOutcome, TrainError};
+use crate::training::{EpochSink, JobOutcome, TrainError, adam};
 
 /// What to time in the step benchmark.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,6 +38,10 @@ pub struct StepBench {
     pub batch_size: usize,
     /// Timed steps (after warm-up).
     pub step_times: Vec<Duration>,
+    /// Host time of each timed step: from its start (on an idle GPU) until the last operation
+    /// of its optimizer update is queued, before the sync. Close to the step time: the host,
+    /// not the GPU, sets the pace.
+    pub host_times: Vec<Duration>,
     /// Time of the warm-up steps (includes burn's kernel autotune on a cold cache).
     pub warmup_time: Duration,
     /// Wall time of another `step_times.len()` steps queued back to back with a single sync at
@@ -54,6 +58,13 @@ impl StepBench {
     /// Median of the timed steps.
     pub fn median_step(&self) -> Duration {
         let mut sorted = self.step_times.clone();
+        sorted.sort();
+        sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+    }
+
+    /// Median host time of the timed steps.
+    pub fn median_host(&self) -> Duration {
+        let mut sorted = self.host_times.clone();
         sorted.sort();
         sorted.get(sorted.len() / 2).copied().unwrap_or_default()
     }
@@ -76,13 +87,14 @@ impl StepBench {
     /// The parseable summary line.
     pub fn line(&self) -> String {
         format!(
-            "burn device={} kernels={} batch={} img_per_s={:.1} step_ms={:.2} pipelined_img_per_s={:.1} \
-             loss_first={:.4} loss_last={:.4}",
+            "burn device={} kernels={} batch={} img_per_s={:.1} step_ms={:.2} host_ms={:.2} \
+             pipelined_img_per_s={:.1} loss_first={:.4} loss_last={:.4}",
             short_name(&self.device),
             self.kernels,
             self.batch_size,
             self.images_per_sec(),
             self.median_step().as_secs_f64() * 1e3,
+            self.median_host().as_secs_f64() * 1e3,
             self.pipelined_images_per_sec(),
             self.first_loss,
             self.last_loss,
@@ -124,11 +136,7 @@ fn time_steps<B: TrainBackend>(
     let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
     let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
     let mut model = seeded_model::<B>(&cnn, 0, device).with_kernels(config.kernels);
-    let mut optim = AdamConfig::new()
-        .with_beta_1(ADAM_BETA_1)
-        .with_beta_2(ADAM_BETA_2)
-        .with_epsilon(ADAM_EPSILON)
-        .init::<B, crate::model::Cnn<B>>();
+    let mut optim = adam().init::<B, crate::model::Cnn<B>>();
     let n = config.batch_size;
     let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
     let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 10).collect();
@@ -136,6 +144,7 @@ fn time_steps<B: TrainBackend>(
     sync()?;
     let warm_start = Instant::now();
     let mut step_times = Vec::with_capacity(config.steps);
+    let mut host_times = Vec::with_capacity(config.steps);
     let mut train_step = |model: crate::model::Cnn<B>| {
         let logits = model.forward(images.clone());
         let loss = variant_loss(LossVariant::NormalLr1e3, logits, labels.clone());
@@ -150,12 +159,14 @@ fn time_steps<B: TrainBackend>(
         let started = Instant::now();
         let loss;
         (model, loss) = train_step(model);
+        let queued = started.elapsed();
         if step == 0 {
             first_loss = loss.into_scalar().elem(); // outside the timed steps
         }
         sync()?;
         if step >= config.warmup {
             step_times.push(started.elapsed());
+            host_times.push(queued);
         }
     }
     let warmup_time = warm_start.elapsed().saturating_sub(step_times.iter().sum());
@@ -174,6 +185,7 @@ fn time_steps<B: TrainBackend>(
         kernels: config.kernels,
         batch_size: n,
         step_times,
+        host_times,
         warmup_time,
         pipelined_time,
         first_loss,

@@ -86,7 +86,7 @@ pub struct BenchArgs {
     #[arg(long, env = "SWEEP_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Training-node implementations to time, one after another in this process: auto, stock,
-    /// fast, fast-bf16, or parts joined by + (wgrad, dgrad, bn, bf16), as for `worker train --kernels`.
+    /// fast, fast-bf16, or parts joined by + (wgrad, dgrad, bn, bf16, tconv), as for `worker train --kernels`.
     #[arg(long, env = "SWEEP_BENCH_KERNELS", value_delimiter = ',', default_value = "auto")]
     pub kernels: Vec<KernelChoice>,
 }

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -17,6 +17,7 @@ use crate::backend::DeviceChoice;
 use crate::data::{Cifar10, DataError, DeviceDataset, DeviceSplit};
 use crate::loss::variant_loss;
 use crate::model::{Cnn, CnnConfig, seeded_model};
+use crate::train_ops::adam::FusedAdam;
 use crate::train_ops::{Kernels, TrainBackend};
 
 /// Adam β1 (Keras default).
@@ -25,6 +26,11 @@ pub const ADAM_BETA_1: f32 = 0.9;
 pub const ADAM_BETA_2: f32 = 0.999;
 /// Adam ε (Keras default `K.epsilon()`).
 pub const ADAM_EPSILON: f32 = 1e-7;
+
+/// The experiment's optimizer: Adam with Keras's defaults, one fused update per parameter.
+pub fn adam() -> FusedAdam {
+    FusedAdam { beta_1: ADAM_BETA_1, beta_2: ADAM_BETA_2, epsilon: ADAM_EPSILON }
+}
 
 /// Receives the metrics of each finished epoch and answers cancellation polls.
 pub trait EpochSink {
@@ -186,11 +192,7 @@ pub fn train_job<B: TrainBackend>(
 
     let cnn = CnnConfig::new().with_width_multiplier(job.data.width_multiplier);
     let mut model: Cnn<B> = seeded_model(&cnn, job.seed, device).with_kernels(config.kernels);
-    let mut optim = AdamConfig::new()
-        .with_beta_1(ADAM_BETA_1)
-        .with_beta_2(ADAM_BETA_2)
-        .with_epsilon(ADAM_EPSILON)
-        .init::<B, Cnn<B>>();
+    let mut optim = adam().init::<B, Cnn<B>>();
     let mut rng = StdRng::seed_from_u64(job.seed);
     let mut order: Vec<i64> = (0..train_n as i64).collect();
     let mut first_step_reported = false;

@@ -49,14 +49,16 @@ fn dtype_of<B: Backend>(t: &FloatTensor<B>) -> FloatDType {
     t.dtype().into()
 }
 
-/// Forward convolution in `x`'s dtype (weight and bias cast to it). burn 0.21's bf16
-/// convolution kernels mishandle a bias (on an H100 its output came out 10 % off, and training
-/// with it stalled at loss ln 10 while the same step without the bias learned), so in any
-/// dtype but f32 the bias is added as a separate broadcast.
-pub fn forward<B: Backend>(
+/// Forward convolution in `x`'s dtype (weight and bias cast to it), on the tuned kernels when
+/// `tuned` ([`TrainOps::conv3x3_nobias`]). burn 0.21's bf16 convolution kernels mishandle a bias
+/// (on an H100 its output came out 10 % off, and training with it stalled at loss ln 10 while
+/// the same step without the bias learned), so in any dtype but f32 the bias is added as a
+/// separate broadcast.
+pub fn forward<B: TrainOps>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: Option<FloatTensor<B>>,
+    tuned: bool,
 ) -> FloatTensor<B> {
     let dtype = dtype_of::<B>(&x);
     let weight = unwrap(to_dtype(wrap::<B, 4>(weight), dtype));
@@ -64,9 +66,10 @@ pub fn forward<B: Backend>(
     match bias {
         Some(bias) if dtype != FloatDType::F32 => {
             let c_out = bias.dims()[0];
-            let out = wrap::<B, 4>(B::conv2d(x, weight, None, same_3x3()));
+            let out = wrap::<B, 4>(B::conv3x3_nobias(x, weight, tuned));
             unwrap(out + bias.reshape([1, c_out, 1, 1]))
         }
+        None => B::conv3x3_nobias(x, weight, tuned),
         bias => B::conv2d(x, weight, bias.map(unwrap), same_3x3()),
     }
 }
@@ -79,9 +82,9 @@ fn input_grad<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, dy: FloatTe
 
 /// Input gradient (in `dy`'s dtype) as the forward convolution of `dy` with `weight` transposed
 /// and flipped: `dX[i, p, q] = Σ_{o, kh, kw} W[o, i, 2−kh, 2−kw] · dYpad[o, p+kh, q+kw]`.
-pub fn input_grad_flipped<B: Backend>(weight: Tensor<B, 4>, dy: Tensor<B, 4>) -> Tensor<B, 4> {
+pub fn input_grad_flipped<B: TrainOps>(weight: Tensor<B, 4>, dy: Tensor<B, 4>, tuned: bool) -> Tensor<B, 4> {
     let flipped = to_dtype(weight.swap_dims(0, 1).flip([2, 3]), dy.dtype().into());
-    wrap(B::conv2d(unwrap(dy), unwrap(flipped), None, same_3x3()))
+    wrap(B::conv3x3_nobias(unwrap(dy), unwrap(flipped), tuned))
 }
 
 /// Bias gradient `Σ_{n,y,x} dY[n, o, y, x]` of `dy: [N, C_out, H, W]`, in two stages over the
@@ -149,7 +152,8 @@ impl<B: TrainOps> Backward<B, 3> for Conv3x3Backward {
         let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
         if let Some(node) = node_x {
             let dx = if self.kernels.flipped_input_grad {
-                unwrap(input_grad_flipped::<B>(wrap(weight.clone()), wrap(grad.clone())))
+                let tuned = self.kernels.tuned_conv;
+                unwrap(input_grad_flipped::<B>(wrap(weight.clone()), wrap(grad.clone()), tuned))
             } else {
                 input_grad::<B>(x.clone(), weight.clone(), grad.clone())
             };
@@ -199,13 +203,14 @@ pub(super) fn autodiff_conv3x3<B: TrainOps, C: CheckpointStrategy>(
         .stateful();
     // Ahead of the BatchNorm node the bias is left to it (see `TrainOps::conv3x3_same`).
     let bias = (!feeds_batch_norm).then_some(bias.primitive);
+    let tuned = kernels.tuned_conv;
     match prepared {
         OpsKind::Tracked(mut prep) => {
             let x_state = prep.checkpoint(&x);
             let weight_state = prep.checkpoint(&weight);
-            prep.finish((x_state, weight_state), forward::<B>(x.primitive, weight.primitive, bias))
+            prep.finish((x_state, weight_state), forward::<B>(x.primitive, weight.primitive, bias, tuned))
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward::<B>(x.primitive, weight.primitive, bias)),
+        OpsKind::UnTracked(prep) => prep.finish(forward::<B>(x.primitive, weight.primitive, bias, tuned)),
     }
 }
 

@@ -18,16 +18,21 @@ pub struct Kernels {
     /// the head, the loss and Adam stay f32 (autocast-style mixed precision). Needs `bn` and a
     /// custom convolution part.
     pub bf16_activations: bool,
+    /// The bf16 convolutions (forward and input gradient) on cubek kernels with tilings tuned
+    /// for the model's shapes ([`super::conv`]'s `tconv`; 2–3× burn's autotuned kernels on an
+    /// H100). Needs `bf16`.
+    pub tuned_conv: bool,
 }
 
 /// `--kernels` help, shared by every command that trains.
 pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16 on CUDA, fast on \
     the CPU), fast (wgrad+dgrad+bn, f32), fast-bf16 (fast with bf16 activations), stock (burn's modules), or \
     parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward conv kernels), bn \
-    (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad)";
+    (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad), tconv (bf16 convolutions \
+    on tilings tuned for the model; with bf16)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 4] = ["wgrad", "dgrad", "bn", "bf16"];
+const PARTS: [&str; 5] = ["wgrad", "dgrad", "bn", "bf16", "tconv"];
 
 impl Kernels {
     /// burn's stock modules everywhere (the reference).
@@ -36,6 +41,7 @@ impl Kernels {
         flipped_input_grad: false,
         fused_batch_norm: false,
         bf16_activations: false,
+        tuned_conv: false,
     };
     /// The fastest measured f32 combination: `wgrad+dgrad+bn` (what `auto` runs on the CPU).
     pub const FAST: Kernels = Kernels {
@@ -45,13 +51,20 @@ impl Kernels {
         ..Kernels::STOCK
     };
 
-    /// [`Kernels::FAST`] with bf16 activations (`wgrad+dgrad+bn+bf16`): the fastest measured
-    /// combination on an H100 (1.2–1.3× `fast`), with the same 100-epoch validation accuracy as
-    /// f32 (`docs/results/training-speed.md`); what `auto` runs on CUDA.
-    pub const FAST_BF16: Kernels = Kernels { bf16_activations: true, ..Kernels::FAST };
+    /// [`Kernels::FAST`] with bf16 activations and tuned bf16 convolutions
+    /// (`wgrad+dgrad+bn+bf16+tconv`): the fastest measured combination on an H100, with the same
+    /// 100-epoch validation accuracy as f32 (`docs/results/training-speed.md`); what `auto`
+    /// runs on CUDA.
+    pub const FAST_BF16: Kernels = Kernels { bf16_activations: true, tuned_conv: true, ..Kernels::FAST };
 
-    fn parts(self) -> [bool; 4] {
-        [self.gemm_weight_grad, self.flipped_input_grad, self.fused_batch_norm, self.bf16_activations]
+    fn parts(self) -> [bool; 5] {
+        [
+            self.gemm_weight_grad,
+            self.flipped_input_grad,
+            self.fused_batch_norm,
+            self.bf16_activations,
+            self.tuned_conv,
+        ]
     }
 
     /// Whether the convolutions run as the custom node ([`super::conv`]) rather than burn's `Conv2d`.
@@ -73,7 +86,8 @@ impl std::str::FromStr for Kernels {
 
     /// `stock`, `fast`, `fast-bf16`, or parts joined by `+`: `wgrad` (GEMM weight gradient over im2col taps),
     /// `dgrad` (input gradient as a flipped-kernel forward convolution), `bn` (fused BatchNorm +
-    /// ReLU), `bf16` (bf16 activations; needs `bn` and `wgrad` or `dgrad`).
+    /// ReLU), `bf16` (bf16 activations; needs `bn` and `wgrad` or `dgrad`), `tconv` (tuned bf16
+    /// convolutions; needs `bf16`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "stock" => return Ok(Kernels::STOCK),
@@ -81,7 +95,7 @@ impl std::str::FromStr for Kernels {
             "fast-bf16" => return Ok(Kernels::FAST_BF16),
             _ => {}
         }
-        let mut on = [false; 4];
+        let mut on = [false; 5];
         for part in s.split('+') {
             let i = PARTS.iter().position(|p| *p == part).ok_or_else(|| {
                 format!(
@@ -91,8 +105,12 @@ impl std::str::FromStr for Kernels {
             })?;
             on[i] = true;
         }
-        let [gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations] = on;
-        let kernels = Kernels { gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations };
+        let [gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations, tuned_conv] = on;
+        let kernels =
+            Kernels { gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations, tuned_conv };
+        if tuned_conv && !bf16_activations {
+            return Err(format!("{s:?}: tconv tunes the bf16 convolutions: it needs the bf16 part"));
+        }
         if bf16_activations && !(fused_batch_norm && kernels.custom_conv()) {
             return Err(format!(
                 "{s:?}: bf16 activations need the bn part (which writes them) and the wgrad or dgrad \
@@ -166,12 +184,14 @@ mod tests {
             "wgrad+dgrad+bn",
             "dgrad+bn+bf16",
             "wgrad+dgrad+bn+bf16",
+            "wgrad+dgrad+bn+bf16+tconv",
+            "dgrad+bn+bf16+tconv",
         ] {
             let kernels: Kernels = name.parse().unwrap();
             assert_eq!(kernels.to_string(), name);
         }
         assert_eq!("fast".parse::<Kernels>().unwrap(), Kernels::FAST);
-        assert_eq!("fast-bf16".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+bf16");
+        assert_eq!("fast-bf16".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+bf16+tconv");
         assert_eq!("bf16+bn+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bn+bf16");
     }
 
@@ -183,6 +203,8 @@ mod tests {
             let err = without.parse::<Kernels>().unwrap_err();
             assert!(err.contains("need the bn part") && err.contains("wgrad or dgrad"), "{err}");
         }
+        let err = "wgrad+dgrad+bn+tconv".parse::<Kernels>().unwrap_err();
+        assert!(err.contains("needs the bf16 part"), "{err}");
         assert!("".parse::<Kernels>().is_err());
         assert!("auto".parse::<Kernels>().is_err(), "auto is a choice, not a set");
     }
@@ -198,7 +220,7 @@ mod tests {
             assert_eq!(stock.for_device(device), Kernels::STOCK);
         }
         assert_eq!(auto.to_string(), "auto");
-        assert_eq!("fast-bf16".parse::<KernelChoice>().unwrap().to_string(), "wgrad+dgrad+bn+bf16");
+        assert_eq!("fast-bf16".parse::<KernelChoice>().unwrap().to_string(), "wgrad+dgrad+bn+bf16+tconv");
         let err = "bf16".parse::<KernelChoice>().unwrap_err();
         assert!(err.contains("need the bn part"), "{err}");
     }

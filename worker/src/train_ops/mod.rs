@@ -20,10 +20,15 @@
 //!   through burn's ops (trait defaults).
 //! - bf16 activations ([`Kernels::bf16_activations`]): the BatchNorm node writes bf16, the
 //!   convolutions compute in their input's dtype, everything with state stays f32.
+//! - tuned bf16 convolutions ([`Kernels::tuned_conv`], [`TrainOps::conv3x3_nobias`]): cubek's
+//!   convolution kernels on tilings tuned for the model's shapes (`cube::conv`).
+//! - [`adam`]: Adam as one update per parameter ([`TrainOps::adam_update`], one kernel on CUDA)
+//!   instead of burn's dozen tensor operations.
 //!
 //! The non-autodiff backends (inference, validation) use the stock burn ops (trait defaults).
 //! [`Kernels`] picks per model which implementation runs, so benchmarks can compare both.
 
+pub mod adam;
 pub mod batch_norm;
 pub mod conv;
 #[cfg(feature = "cuda")]
@@ -61,7 +66,7 @@ pub trait TrainOps: Backend {
         feeds_batch_norm: bool,
     ) -> FloatTensor<Self> {
         let _ = (kernels, feeds_batch_norm); // inference: always with the bias
-        conv::forward::<Self>(x, weight, Some(bias))
+        conv::forward::<Self>(x, weight, Some(bias), false)
     }
 
     /// Training-mode BatchNorm (batch statistics, biased variance) followed by ReLU on
@@ -125,12 +130,44 @@ pub trait TrainOps: Backend {
     fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
         conv::im2col_3x3_by_slices::<Self>(x, dtype)
     }
+
+    /// 3×3 "same" convolution (stride 1, padding 1) without bias of `x: [N, C_in, H, W]` by
+    /// `weight: [C_out, C_in, 3, 3]` of the same dtype. Default: burn's `conv2d`; with `tuned`,
+    /// the CUDA backend runs bf16 convolutions on tilings tuned for the model's shapes
+    /// (`cube::conv`).
+    fn conv3x3_nobias(x: FloatTensor<Self>, weight: FloatTensor<Self>, tuned: bool) -> FloatTensor<Self> {
+        let _ = tuned;
+        Self::conv2d(x, weight, None, conv::same_3x3())
+    }
+
+    /// Adam's update of one f32 parameter: `[param, grad, m, v]` (same shape, any layout) →
+    /// `[param', m', v']` ([`adam::FusedAdam`]). Default: burn's ops on flattened views; the
+    /// CUDA backend runs one kernel.
+    fn adam_update(inputs: [FloatTensor<Self>; 4], scalars: adam::AdamScalars) -> [FloatTensor<Self>; 3] {
+        use burn::tensor::TensorMetadata;
+        let shape = inputs[0].shape();
+        let flat = inputs.map(|t| wrap::<Self, 1>(Self::float_reshape(t, [shape.num_elements()].into())));
+        adam::update_by_ops(flat, scalars).map(|t| Self::float_reshape(unwrap(t), shape.clone()))
+    }
 }
 
 impl TrainOps for burn::backend::Flex {}
 
 #[cfg(feature = "cuda")]
 impl TrainOps for burn_cuda::Cuda {
+    fn adam_update(inputs: [FloatTensor<Self>; 4], scalars: adam::AdamScalars) -> [FloatTensor<Self>; 3] {
+        cube::adam::adam_update::<_, f32, i32, u8>(inputs, scalars)
+    }
+
+    fn conv3x3_nobias(x: FloatTensor<Self>, weight: FloatTensor<Self>, tuned: bool) -> FloatTensor<Self> {
+        use burn::tensor::ops::ModuleOps;
+        if tuned && cube::conv::tunable(&x, &weight) {
+            cube::conv::conv3x3::<_, f32, i32, u8>(x, weight)
+        } else {
+            Self::conv2d(x, weight, None, conv::same_3x3())
+        }
+    }
+
     fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
         cube::im2col::im2col_3x3::<_, f32, i32, u8>(x, dtype.into())
     }

@@ -11,8 +11,12 @@
 //!   activation dtype (bf16 activations need no cast kernels).
 //! - [`matmul_to_f32`]: a batched matmul of bf16 operands with f32 output (the weight gradient's
 //!   partial sums keep f32 precision without a cast pass).
+//! - [`conv`]: the bf16 convolutions on cubek kernels with tilings tuned for the model's shapes.
+//! - [`adam`]: Adam's update of one parameter as one kernel.
 
+pub mod adam;
 pub mod channel_sums;
+pub mod conv;
 pub mod im2col;
 pub mod normalize;
 
@@ -35,20 +39,26 @@ pub type FusionTensor<R> = burn_fusion::FusionTensor<FusionCubeRuntime<R>>;
 /// Launches a kernel on the inputs' CubeCL tensors; returns the output (of the given shape and dtype).
 pub type Launch<R, const N: usize> = fn([CubeTensor<R>; N], &Shape, DType) -> CubeTensor<R>;
 
+/// Launches a kernel (with whatever it captured, e.g. scalars) on the inputs' CubeCL tensors;
+/// returns its `M` outputs.
+pub type LaunchMany<R, const N: usize, const M: usize> =
+    Box<dyn Fn([CubeTensor<R>; N]) -> [CubeTensor<R>; M] + Send + Sync>;
+
 /// The fusion-stream operation: runs `launch` on the resolved inputs when the stream executes.
-struct CustomOp<B, R: CubeRuntime, const N: usize> {
+struct CustomOp<B, R: CubeRuntime, const N: usize, const M: usize> {
     desc: CustomOpIr,
-    launch: Launch<R, N>,
+    launch: LaunchMany<R, N, M>,
     backend: PhantomData<fn() -> B>,
 }
 
-impl<B, R: CubeRuntime, const N: usize> std::fmt::Debug for CustomOp<B, R, N> {
+impl<B, R: CubeRuntime, const N: usize, const M: usize> std::fmt::Debug for CustomOp<B, R, N, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CustomOp").field("desc", &self.desc).finish()
     }
 }
 
-impl<R, F, I, BT, const N: usize> Operation<FusionCubeRuntime<R>> for CustomOp<CubeBackend<R, F, I, BT>, R, N>
+impl<R, F, I, BT, const N: usize, const M: usize> Operation<FusionCubeRuntime<R>>
+    for CustomOp<CubeBackend<R, F, I, BT>, R, N, M>
 where
     R: CubeRuntime,
     F: FloatElement,
@@ -56,15 +66,39 @@ where
     BT: BoolElement,
 {
     fn execute(&self, handles: &mut HandleContainer<<FusionCubeRuntime<R> as FusionRuntime>::FusionHandle>) {
-        let (inputs, [out]) = self.desc.as_fixed::<N, 1>();
+        let (inputs, outs) = self.desc.as_fixed::<N, M>();
         let inputs = inputs.each_ref().map(|x| handles.get_float_tensor::<CubeBackend<R, F, I, BT>>(x));
-        let output = (self.launch)(inputs, &out.shape, out.dtype);
-        handles.register_float_tensor::<CubeBackend<R, F, I, BT>>(&out.id, output);
+        for (out, output) in outs.iter().zip((self.launch)(inputs)) {
+            handles.register_float_tensor::<CubeBackend<R, F, I, BT>>(&out.id, output);
+        }
     }
 }
 
 /// Registers `launch` on `inputs` as the custom operation `name` in the inputs' fusion stream;
-/// returns its output, a `shape` tensor of `dtype`.
+/// returns its outputs, of the given shapes and dtypes.
+pub fn custom_op_many<R, F, I, BT, const N: usize, const M: usize>(
+    name: &'static str,
+    inputs: [FusionTensor<R>; N],
+    outputs: [(Shape, DType); M],
+    launch: LaunchMany<R, N, M>,
+) -> [FusionTensor<R>; M]
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let client = inputs[0].client.clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let outs = outputs.map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype));
+    let inputs = inputs.map(|x| x.into_ir());
+    let desc = CustomOpIr::new(name, &inputs, &outs);
+    let operation =
+        CustomOp::<CubeBackend<R, F, I, BT>, R, N, M> { desc: desc.clone(), launch, backend: PhantomData };
+    client.register(streams, OperationIr::Custom(desc), operation).outputs()
+}
+
+/// [`custom_op_many`] for a kernel with one output, a `shape` tensor of `dtype`.
 pub fn custom_op<R, F, I, BT, const N: usize>(
     name: &'static str,
     inputs: [FusionTensor<R>; N],
@@ -78,14 +112,10 @@ where
     I: IntElement,
     BT: BoolElement,
 {
-    let client = inputs[0].client.clone();
-    let streams = OperationStreams::with_inputs(&inputs);
-    let out = TensorIr::uninit(client.create_empty_handle(), shape, dtype);
-    let inputs = inputs.map(|x| x.into_ir());
-    let desc = CustomOpIr::new(name, &inputs, &[out]);
-    let operation =
-        CustomOp::<CubeBackend<R, F, I, BT>, R, N> { desc: desc.clone(), launch, backend: PhantomData };
-    client.register(streams, OperationIr::Custom(desc), operation).output()
+    let out = (shape.clone(), dtype);
+    let launch: LaunchMany<R, N, 1> = Box::new(move |inputs| [launch(inputs, &shape, dtype)]);
+    let [output] = custom_op_many::<R, F, I, BT, N, 1>(name, inputs, [out], launch);
+    output
 }
 
 /// `t: [N, C, H, W]` as a contiguous `[N, H, W, C]` tensor: free for channels-last layouts
