@@ -39,8 +39,8 @@ pub struct StepBench {
     /// Timed steps (after warm-up).
     pub step_times: Vec<Duration>,
     /// Host time of each timed step: from its start (on an idle GPU) until the last operation
-    /// of its optimizer update is queued, before the sync. Close to the step time: the host,
-    /// not the GPU, sets the pace.
+    /// of its optimizer update is queued, before the sync. When it is close to the step time,
+    /// the host, not the GPU, sets the pace.
     pub host_times: Vec<Duration>,
     /// Time of the warm-up steps (includes burn's kernel autotune on a cold cache).
     pub warmup_time: Duration,
@@ -57,16 +57,12 @@ pub struct StepBench {
 impl StepBench {
     /// Median of the timed steps.
     pub fn median_step(&self) -> Duration {
-        let mut sorted = self.step_times.clone();
-        sorted.sort();
-        sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+        median(&self.step_times)
     }
 
     /// Median host time of the timed steps.
     pub fn median_host(&self) -> Duration {
-        let mut sorted = self.host_times.clone();
-        sorted.sort();
-        sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+        median(&self.host_times)
     }
 
     /// Images per second at the median step time.
@@ -100,6 +96,13 @@ impl StepBench {
             self.last_loss,
         )
     }
+}
+
+/// The median of `times` (zero for none).
+fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
 /// `cuda:0` / `cpu`, without the device's marketing name (no spaces, for parsing).
@@ -265,6 +268,11 @@ mod tests {
                 StepBenchConfig { batch_size: 4, steps: 2, warmup: 1, width_multiplier: 0.125, kernels };
             let bench = bench_train_step(DeviceChoice::Cpu, config).unwrap();
             assert_eq!(bench.step_times.len(), 2);
+            assert_eq!(bench.host_times.len(), 2);
+            for (host, step) in bench.host_times.iter().zip(&bench.step_times) {
+                assert!(host <= step, "host time {host:?} is part of the step's {step:?}");
+            }
+            assert!(bench.line().contains(" host_ms="), "{}", bench.line());
             assert!(bench.images_per_sec() > 0.0 && bench.pipelined_images_per_sec() > 0.0);
             // Five steps on one batch of four images: the loss falls on every path.
             assert!(bench.learns(), "{kernels}: loss {} → {}", bench.first_loss, bench.last_loss);
