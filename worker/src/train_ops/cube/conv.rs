@@ -78,13 +78,13 @@ impl fmt::Display for Recipe {
 
 /// The shape of one convolution: `x: [batch, c_in, height, width]` → `[batch, c_out, …]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct ConvKey {
-    pub batch: usize,
-    pub c_in: usize,
-    pub c_out: usize,
-    pub height: usize,
-    pub width: usize,
-    pub bf16: bool,
+struct ConvKey {
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    height: usize,
+    width: usize,
+    bf16: bool,
 }
 
 impl AutotuneKey for ConvKey {}
@@ -193,7 +193,7 @@ fn blueprint<R: CubeRuntime>(
 }
 
 /// The key of `x: [N, C_in, H, W]` convolved by `weight: [C_out, C_in, 3, 3]`.
-pub fn key_of<R: CubeRuntime>(x: &CubeTensor<R>, weight: &CubeTensor<R>) -> ConvKey {
+fn key_of<R: CubeRuntime>(x: &CubeTensor<R>, weight: &CubeTensor<R>) -> ConvKey {
     let [batch, c_in, height, width] = x.meta.shape().dims::<4>();
     let c_out = weight.meta.shape()[0];
     ConvKey { batch, c_in, c_out, height, width, bf16: x.dtype == DType::BF16 }
@@ -202,7 +202,7 @@ pub fn key_of<R: CubeRuntime>(x: &CubeTensor<R>, weight: &CubeTensor<R>) -> Conv
 /// Runs `recipe` on `x: [N, C_in, H, W]` (any layout) and `weight: [C_out, C_in, 3, 3]` (same
 /// dtype); returns `[N, C_out, H, W]` in `x`'s dtype, channels-last in memory. Errors (and
 /// panics of cubek's setup) come back as `Err`, so that the tuner skips the recipe.
-pub fn launch_recipe<R: CubeRuntime>(
+fn launch_recipe<R: CubeRuntime>(
     recipe: Recipe,
     x: CubeTensor<R>,
     weight: CubeTensor<R>,
