@@ -80,11 +80,11 @@ fn input_grad<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, dy: FloatTe
     B::conv2d_x_backward(x, weight, dy, same_3x3())
 }
 
-/// Input gradient (in `dy`'s dtype) as the forward convolution of `dy` with `weight` transposed
-/// and flipped: `dX[i, p, q] = Σ_{o, kh, kw} W[o, i, 2−kh, 2−kw] · dYpad[o, p+kh, q+kw]`.
-pub fn input_grad_flipped<B: TrainOps>(weight: Tensor<B, 4>, dy: Tensor<B, 4>, tuned: bool) -> Tensor<B, 4> {
-    let flipped = to_dtype(weight.swap_dims(0, 1).flip([2, 3]), dy.dtype().into());
-    wrap(B::conv3x3_nobias(unwrap(dy), unwrap(flipped), tuned))
+/// [`TrainOps::conv_operands`] through burn's ops: a cast, and a transpose, flip and cast.
+pub fn operands_by_ops<B: Backend>(weight: FloatTensor<B>, dtype: FloatDType) -> [FloatTensor<B>; 2] {
+    let weight = wrap::<B, 4>(weight);
+    let flipped = to_dtype(weight.clone().swap_dims(0, 1).flip([2, 3]), dtype);
+    [unwrap(to_dtype(weight, dtype)), unwrap(flipped)]
 }
 
 /// Bias gradient `Σ_{n,y,x} dY[n, o, y, x]` of `dy: [N, C_out, H, W]`, in two stages over the
@@ -132,8 +132,9 @@ pub fn weight_grad<B: TrainOps>(x: Tensor<B, 4>, dy: Tensor<B, 4>) -> Tensor<B, 
         .permute([0, 3, 1, 2])
 }
 
-/// The backward node: gradients as `kernels` says; the bias gradient all zeros when the output
-/// feeds a training-mode BatchNorm ([`TrainOps::conv3x3_same`]).
+/// The backward node: gradients as `kernels` says; no bias gradient (it is exactly zero) when
+/// the output feeds a training-mode BatchNorm ([`TrainOps::conv3x3_same`]), so the optimizer
+/// leaves the bias as it is, as Adam would with a zero gradient.
 #[derive(Debug)]
 struct Conv3x3Backward {
     kernels: Kernels,
@@ -141,32 +142,27 @@ struct Conv3x3Backward {
 }
 
 impl<B: TrainOps> Backward<B, 3> for Conv3x3Backward {
-    /// Checkpointed input and weight.
-    type State = (NodeId, NodeId);
+    /// Checkpointed input and weight, and with `flipped_input_grad` the flipped kernel in the
+    /// convolution's dtype ([`TrainOps::conv_operands`]).
+    type State = (NodeId, NodeId, Option<FloatTensor<B>>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_weight, node_bias] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state) = ops.state;
+        let (x_state, weight_state, flipped) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_state);
         let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_state);
         if let Some(node) = node_x {
-            let dx = if self.kernels.flipped_input_grad {
-                let tuned = self.kernels.tuned_conv;
-                unwrap(input_grad_flipped::<B>(wrap(weight.clone()), wrap(grad.clone()), tuned))
-            } else {
-                input_grad::<B>(x.clone(), weight.clone(), grad.clone())
+            // dX[i, p, q] = Σ_{o, kh, kw} W[o, i, 2−kh, 2−kw] · dYpad[o, p+kh, q+kw]: the forward
+            // convolution of dY by the flipped kernel.
+            let dx = match flipped {
+                Some(flipped) => B::conv3x3_nobias(grad.clone(), flipped, self.kernels.tuned_conv),
+                None => input_grad::<B>(x.clone(), weight.clone(), grad.clone()),
             };
             grads.register::<B>(node.id, dx);
         }
-        if let Some(node) = node_bias {
-            let db = if self.zero_bias_grad {
-                let c_out = wrap::<B, 4>(grad.clone()).dims()[1];
-                Tensor::<B, 1>::zeros([c_out], &B::float_device(&grad))
-            } else {
-                bias_grad(wrap::<B, 4>(grad.clone()))
-            };
-            grads.register::<B>(node.id, unwrap(db));
+        if let Some(node) = node_bias.filter(|_| !self.zero_bias_grad) {
+            grads.register::<B>(node.id, unwrap(bias_grad(wrap::<B, 4>(grad.clone()))));
         }
         if let Some(node) = node_weight {
             let dw = if self.kernels.gemm_weight_grad {
@@ -205,10 +201,15 @@ pub(super) fn autodiff_conv3x3<B: TrainOps, C: CheckpointStrategy>(
     let bias = (!feeds_batch_norm).then_some(bias.primitive);
     let tuned = kernels.tuned_conv;
     match prepared {
+        OpsKind::Tracked(mut prep) if kernels.flipped_input_grad => {
+            let state = (prep.checkpoint(&x), prep.checkpoint(&weight));
+            let [operand, flipped] = B::conv_operands(weight.primitive, dtype_of::<B>(&x.primitive));
+            let out = forward::<B>(x.primitive, operand, bias, tuned);
+            prep.finish((state.0, state.1, Some(flipped)), out)
+        }
         OpsKind::Tracked(mut prep) => {
-            let x_state = prep.checkpoint(&x);
-            let weight_state = prep.checkpoint(&weight);
-            prep.finish((x_state, weight_state), forward::<B>(x.primitive, weight.primitive, bias, tuned))
+            let state = (prep.checkpoint(&x), prep.checkpoint(&weight), None);
+            prep.finish(state, forward::<B>(x.primitive, weight.primitive, bias, tuned))
         }
         OpsKind::UnTracked(prep) => prep.finish(forward::<B>(x.primitive, weight.primitive, bias, tuned)),
     }

@@ -22,6 +22,10 @@ pub struct Kernels {
     /// for the model's shapes ([`super::conv`]'s `tconv`; 2–3× burn's autotuned kernels on an
     /// H100). Needs `bf16`.
     pub tuned_conv: bool,
+    /// 2×2 average pooling as a custom node ([`super::pool`]; one channels-last kernel each way
+    /// on CUDA).
+    #[serde(default)]
+    pub custom_pool: bool,
 }
 
 /// `--kernels` help, shared by every command that trains.
@@ -29,10 +33,10 @@ pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default:
     the CPU), fast (wgrad+dgrad+bn, f32), fast-bf16 (fast with bf16 activations), stock (burn's modules), or \
     parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward conv kernels), bn \
     (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad), tconv (bf16 convolutions \
-    on tilings tuned for the model; with bf16)";
+    on tilings tuned for the model; with bf16), pool (average pooling on channels-last kernels)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 5] = ["wgrad", "dgrad", "bn", "bf16", "tconv"];
+const PARTS: [&str; 6] = ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool"];
 
 impl Kernels {
     /// burn's stock modules everywhere (the reference).
@@ -42,28 +46,31 @@ impl Kernels {
         fused_batch_norm: false,
         bf16_activations: false,
         tuned_conv: false,
+        custom_pool: false,
     };
-    /// The fastest measured f32 combination: `wgrad+dgrad+bn` (what `auto` runs on the CPU).
+    /// The fastest measured f32 combination: `wgrad+dgrad+bn+pool` (what `auto` runs on the CPU).
     pub const FAST: Kernels = Kernels {
         gemm_weight_grad: true,
         flipped_input_grad: true,
         fused_batch_norm: true,
+        custom_pool: true,
         ..Kernels::STOCK
     };
 
     /// [`Kernels::FAST`] with bf16 activations and tuned bf16 convolutions
-    /// (`wgrad+dgrad+bn+bf16+tconv`): the fastest measured combination on an H100, with the same
+    /// (`wgrad+dgrad+bn+bf16+tconv+pool`): the fastest measured combination on an H100, with the same
     /// 100-epoch validation accuracy as f32 (`docs/results/training-speed.md`); what `auto`
     /// runs on CUDA.
     pub const FAST_BF16: Kernels = Kernels { bf16_activations: true, tuned_conv: true, ..Kernels::FAST };
 
-    fn parts(self) -> [bool; 5] {
+    fn parts(self) -> [bool; 6] {
         [
             self.gemm_weight_grad,
             self.flipped_input_grad,
             self.fused_batch_norm,
             self.bf16_activations,
             self.tuned_conv,
+            self.custom_pool,
         ]
     }
 
@@ -95,7 +102,7 @@ impl std::str::FromStr for Kernels {
             "fast-bf16" => return Ok(Kernels::FAST_BF16),
             _ => {}
         }
-        let mut on = [false; 5];
+        let mut on = [false; 6];
         for part in s.split('+') {
             let i = PARTS.iter().position(|p| *p == part).ok_or_else(|| {
                 format!(
@@ -105,9 +112,22 @@ impl std::str::FromStr for Kernels {
             })?;
             on[i] = true;
         }
-        let [gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations, tuned_conv] = on;
-        let kernels =
-            Kernels { gemm_weight_grad, flipped_input_grad, fused_batch_norm, bf16_activations, tuned_conv };
+        let [
+            gemm_weight_grad,
+            flipped_input_grad,
+            fused_batch_norm,
+            bf16_activations,
+            tuned_conv,
+            custom_pool,
+        ] = on;
+        let kernels = Kernels {
+            gemm_weight_grad,
+            flipped_input_grad,
+            fused_batch_norm,
+            bf16_activations,
+            tuned_conv,
+            custom_pool,
+        };
         if tuned_conv && !bf16_activations {
             return Err(format!("{s:?}: tconv tunes the bf16 convolutions: it needs the bf16 part"));
         }
@@ -186,12 +206,15 @@ mod tests {
             "wgrad+dgrad+bn+bf16",
             "wgrad+dgrad+bn+bf16+tconv",
             "dgrad+bn+bf16+tconv",
+            "wgrad+dgrad+bn+bf16+tconv+pool",
+            "pool",
         ] {
             let kernels: Kernels = name.parse().unwrap();
             assert_eq!(kernels.to_string(), name);
         }
         assert_eq!("fast".parse::<Kernels>().unwrap(), Kernels::FAST);
-        assert_eq!("fast-bf16".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+bf16+tconv");
+        assert_eq!("fast".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool");
+        assert_eq!("fast-bf16".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+bf16+tconv+pool");
         assert_eq!("bf16+bn+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bn+bf16");
     }
 
@@ -220,7 +243,10 @@ mod tests {
             assert_eq!(stock.for_device(device), Kernels::STOCK);
         }
         assert_eq!(auto.to_string(), "auto");
-        assert_eq!("fast-bf16".parse::<KernelChoice>().unwrap().to_string(), "wgrad+dgrad+bn+bf16+tconv");
+        assert_eq!(
+            "fast-bf16".parse::<KernelChoice>().unwrap().to_string(),
+            "wgrad+dgrad+bn+bf16+tconv+pool"
+        );
         let err = "bf16".parse::<KernelChoice>().unwrap_err();
         assert!(err.contains("need the bn part"), "{err}");
     }

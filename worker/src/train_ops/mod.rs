@@ -14,10 +14,10 @@
 //!
 //! - `cube` (feature `cuda`): CubeCL kernels behind [`TrainOps`] hooks on burn's CUDA backend —
 //!   the weight gradient's im2col matrix ([`TrainOps::im2col_3x3`]) and its bf16 → f32 matmul
-//!   ([`TrainOps::matmul_to_f32`]), BatchNorm's channel sums ([`TrainOps::channel_moments`],
-//!   [`TrainOps::relu_norm_grad_sums`]) and elementwise passes ([`TrainOps::normalize_relu`],
-//!   [`TrainOps::normalize_relu_grad`]); other backends (the CPU) run the same formulations
-//!   through burn's ops (trait defaults).
+//!   ([`TrainOps::matmul_to_f32`]), BatchNorm's statistics with the running averages
+//!   ([`TrainOps::batch_norm_statistics`]), its normalising pass ([`TrainOps::normalize_relu`])
+//!   and its backward ([`TrainOps::batch_norm_relu_grad`]); other backends (the CPU) run the
+//!   same formulations through burn's ops (trait defaults).
 //! - bf16 activations ([`Kernels::bf16_activations`]): the BatchNorm node writes bf16, the
 //!   convolutions compute in their input's dtype, everything with state stays f32.
 //! - tuned bf16 convolutions ([`Kernels::tuned_conv`], [`TrainOps::conv3x3_nobias`]): cubek's
@@ -34,6 +34,7 @@ pub mod conv;
 #[cfg(feature = "cuda")]
 mod cube;
 mod kernels;
+pub mod pool;
 
 pub use kernels::{KERNELS_HELP, KernelChoice, Kernels};
 
@@ -41,10 +42,9 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, ModuleOps};
 
-/// `(output, batch mean [C], batch variance [C])` of [`TrainOps::batch_norm_relu_train`].
-pub type NormOutputs<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+pub use batch_norm::{NormConfig, NormInputs, NormOutputs, NormStatistics};
 
 /// Backends the model trains on. The defaults are the stock burn formulations (used by the
 /// inner, non-autodiff backends); `Autodiff<B>` overrides them with the custom nodes.
@@ -71,15 +71,29 @@ pub trait TrainOps: Backend {
 
     /// Training-mode BatchNorm (batch statistics, biased variance) followed by ReLU on
     /// `x: [N, C, H, W]`, the output in `dtype` (statistics in f32 whatever `x`'s dtype);
-    /// returns `(output, batch mean [C], batch variance [C])`, the statistics detached (for the
-    /// running averages).
+    /// returns `(output, running mean', running variance')`, the running averages updated with
+    /// the batch's statistics and detached.
     fn batch_norm_relu_train(
         x: FloatTensor<Self>,
-        [gamma, beta]: [FloatTensor<Self>; 2],
-        epsilon: f64,
+        inputs: NormInputs<Self>,
+        config: NormConfig,
         dtype: FloatDType,
     ) -> NormOutputs<Self> {
-        batch_norm::reference::<Self>(x, [gamma, beta], epsilon, dtype)
+        batch_norm::reference::<Self>(x, inputs, config, dtype)
+    }
+
+    /// BatchNorm's batch statistics of `x: [N, C, H, W]` (any dtype) and the running averages
+    /// `[running_mean, running_var]` updated with them, every `[C]` f32 vector the layer needs
+    /// ([`NormStatistics`]). Default: burn's ops; the CUDA backend runs a channel-sums kernel,
+    /// one reduction and one per-channel kernel.
+    fn batch_norm_statistics(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean_shift: Option<FloatTensor<Self>>,
+        running: [FloatTensor<Self>; 2],
+        config: NormConfig,
+    ) -> NormStatistics<Self> {
+        batch_norm::by_ops::statistics::<Self>(x, gamma, mean_shift, running, config)
     }
 
     /// BatchNorm + ReLU's forward pass `max(0, (x − mean)·scale + beta)` on `x: [N, C, H, W]`
@@ -90,16 +104,19 @@ pub trait TrainOps: Backend {
         [mean, scale, beta]: [FloatTensor<Self>; 3],
         dtype: FloatDType,
     ) -> FloatTensor<Self> {
-        batch_norm::normalize_relu_by_ops::<Self>(x, [mean, scale, beta], dtype)
+        batch_norm::by_ops::normalize_relu_by_ops::<Self>(x, [mean, scale, beta], dtype)
     }
 
-    /// BatchNorm + ReLU's input gradient `coeff·g − bias_term − (x − mean)·x_term` with
-    /// `g = dy·[y > 0]`, in `x`'s dtype; `dy`, `y`, `x`: `[N, C, H, W]`, the rest `[C]` f32.
-    fn normalize_relu_grad(
-        [dy, y, x]: [FloatTensor<Self>; 3],
-        [mean, coeff, bias_term, x_term]: [FloatTensor<Self>; 4],
-    ) -> FloatTensor<Self> {
-        batch_norm::normalize_relu_grad_by_ops::<Self>([dy, y, x], [mean, coeff, bias_term, x_term])
+    /// BatchNorm + ReLU's backward `[dx, dγ, dβ]` from `dy`, the output `y` and input `x`
+    /// (`[N, C, H, W]`) and `[mean, inv_std, γ]` (`[C]` f32): `dβ = Σ g`, `dγ = Σ g·x̂`,
+    /// `dx = γ·inv_std·(g − dβ/M − x̂·dγ/M)` with `g = dy·[y > 0]`, `dx` in `x`'s dtype.
+    /// Default: burn's ops; the CUDA backend runs a channel-sums kernel, one reduction and
+    /// one elementwise kernel.
+    fn batch_norm_relu_grad(
+        activations: [FloatTensor<Self>; 3],
+        per_channel: [FloatTensor<Self>; 3],
+    ) -> [FloatTensor<Self>; 3] {
+        batch_norm::by_ops::relu_grad::<Self>(activations, per_channel)
     }
 
     /// Batched matmul `[B, M, K] × [B, K, N] → [B, M, N]` accumulated and returned in f32
@@ -108,20 +125,6 @@ pub trait TrainOps: Backend {
     fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         let [lhs, rhs] = [lhs, rhs].map(|t| to_dtype(wrap::<Self, 3>(t), FloatDType::F32));
         unwrap(lhs.matmul(rhs))
-    }
-
-    /// Per-channel batch mean and biased variance (`[1, C]` each) of `x: [N, C, H, W]`.
-    fn channel_moments(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        batch_norm::moments_by_reductions::<Self>(x)
-    }
-
-    /// The two channel sums of the BatchNorm+ReLU backward, `(Σ g, Σ g·x̂)` (`[1, C]` each), with
-    /// `g = dy·[y > 0]` and `x̂ = (x − mean)·inv_std`; `dy`, `y`, `x`: `[N, C, H, W]`, `mean`,
-    /// `inv_std`: `[1, C]`.
-    fn relu_norm_grad_sums(
-        [dy, y, x, mean, inv_std]: [FloatTensor<Self>; 5],
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        batch_norm::relu_norm_grad_sums_by_reductions::<Self>([dy, y, x, mean, inv_std])
     }
 
     /// The im2col matrix of a 3×3 "same" convolution (zero padding) of `x: [N, C, H, W]`:
@@ -138,6 +141,39 @@ pub trait TrainOps: Backend {
     fn conv3x3_nobias(x: FloatTensor<Self>, weight: FloatTensor<Self>, tuned: bool) -> FloatTensor<Self> {
         let _ = tuned;
         Self::conv2d(x, weight, None, conv::same_3x3())
+    }
+
+    /// 2×2 average pooling, stride 2, of `x: [N, C, H, W]` (even H and W), in `x`'s dtype.
+    /// Default: burn's `avg_pool2d`; the CUDA backend runs one channels-last kernel.
+    fn avg_pool_2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::avg_pool2d(x, pool::WINDOW, pool::WINDOW, [0, 0], true, false)
+    }
+
+    /// The input gradient of [`TrainOps::avg_pool_2x2`] of `x` for the output gradient `dy`, in
+    /// `x`'s dtype. Default: burn's `avg_pool2d_backward`; the CUDA backend runs one kernel.
+    fn avg_pool_2x2_grad(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::avg_pool2d_backward(x, dy, pool::WINDOW, pool::WINDOW, [0, 0], true, false)
+    }
+
+    /// Global average pooling of `x: [N, C, H, W]` (any dtype) to `[N, C]` f32, the head's
+    /// input. Default: a cast and two means through burn's ops; the CUDA backend runs one kernel.
+    fn global_avg_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        pool::global_avg_pool_by_ops::<Self>(x)
+    }
+
+    /// The input gradient of [`TrainOps::global_avg_pool`] of `x` for `dy: [N, C]` (f32), in
+    /// `x`'s dtype. Default: burn's ops (a broadcast); the CUDA backend runs one kernel.
+    fn global_avg_pool_grad(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        pool::global_avg_pool_grad_by_ops::<Self>(x, dy)
+    }
+
+    /// A convolution's f32 `weight: [C_out, C_in, 3, 3]` as the operands of its forward and
+    /// input-gradient convolutions, in `dtype`: `[weight, flipped]` with `flipped: [C_in, C_out,
+    /// 3, 3]`, `flipped[i, o, kh, kw] = weight[o, i, 2 − kh, 2 − kw]`. Default: burn's ops (a
+    /// cast; a transpose, flip and cast); the CUDA backend writes both in one kernel, in the
+    /// channels-last layout its convolutions read.
+    fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
+        conv::operands_by_ops::<Self>(weight, dtype)
     }
 
     /// Adam's update of one f32 parameter: `[param, grad, m, v]` (same shape, any layout) →
@@ -160,7 +196,6 @@ impl TrainOps for burn_cuda::Cuda {
     }
 
     fn conv3x3_nobias(x: FloatTensor<Self>, weight: FloatTensor<Self>, tuned: bool) -> FloatTensor<Self> {
-        use burn::tensor::ops::ModuleOps;
         if tuned && cube::conv::tunable(&x, &weight) {
             cube::conv::conv3x3::<_, f32, i32, u8>(x, weight)
         } else {
@@ -168,16 +203,40 @@ impl TrainOps for burn_cuda::Cuda {
         }
     }
 
+    fn avg_pool_2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube::pool::avg_pool_2x2::<_, f32, i32, u8>(x)
+    }
+
+    fn avg_pool_2x2_grad(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube::pool::avg_pool_2x2_grad::<_, f32, i32, u8>(x, dy)
+    }
+
+    fn global_avg_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube::pool::global_avg_pool::<_, f32, i32, u8>(x)
+    }
+
+    fn global_avg_pool_grad(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube::pool::global_avg_pool_grad::<_, f32, i32, u8>(x, dy)
+    }
+
+    fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
+        cube::weights::conv_operands::<_, f32, i32, u8>(weight, dtype.into())
+    }
+
     fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
         cube::im2col::im2col_3x3::<_, f32, i32, u8>(x, dtype.into())
     }
 
-    fn channel_moments(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        cube::channel_sums::channel_moments::<Self, _, f32, i32, u8>(x)
-    }
-
-    fn relu_norm_grad_sums(inputs: [FloatTensor<Self>; 5]) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        cube::channel_sums::relu_norm_grad_sums::<Self, _, f32, i32, u8>(inputs)
+    fn batch_norm_statistics(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean_shift: Option<FloatTensor<Self>>,
+        running: [FloatTensor<Self>; 2],
+        config: NormConfig,
+    ) -> NormStatistics<Self> {
+        cube::channel_sums::batch_norm_statistics::<Self, _, f32, i32, u8>(
+            x, gamma, mean_shift, running, config,
+        )
     }
 
     fn normalize_relu(
@@ -188,11 +247,11 @@ impl TrainOps for burn_cuda::Cuda {
         cube::normalize::normalize_relu::<_, f32, i32, u8>(x, per_channel, dtype.into())
     }
 
-    fn normalize_relu_grad(
+    fn batch_norm_relu_grad(
         activations: [FloatTensor<Self>; 3],
-        per_channel: [FloatTensor<Self>; 4],
-    ) -> FloatTensor<Self> {
-        cube::normalize::normalize_relu_grad::<_, f32, i32, u8>(activations, per_channel)
+        per_channel: [FloatTensor<Self>; 3],
+    ) -> [FloatTensor<Self>; 3] {
+        cube::normalize::batch_norm_relu_grad::<Self, _, f32, i32, u8>(activations, per_channel)
     }
 
     fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -218,11 +277,19 @@ impl<B: TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
 
     fn batch_norm_relu_train(
         x: FloatTensor<Self>,
-        gamma_beta: [FloatTensor<Self>; 2],
-        epsilon: f64,
+        inputs: NormInputs<Self>,
+        config: NormConfig,
         dtype: FloatDType,
     ) -> NormOutputs<Self> {
-        batch_norm::autodiff_batch_norm_relu::<B, C>(x, gamma_beta, epsilon, dtype)
+        batch_norm::autodiff_batch_norm_relu::<B, C>(x, inputs, config, dtype)
+    }
+
+    fn avg_pool_2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        pool::autodiff_pool::<B, C>(x, pool::Pooling::Window)
+    }
+
+    fn global_avg_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        pool::autodiff_pool::<B, C>(x, pool::Pooling::Global)
     }
 }
 

@@ -9,18 +9,16 @@
 //! the chunks). Neighbouring threads take neighbouring channels: coalesced on channels-last
 //! activations, which burn's convolutions produce.
 
-use burn::tensor::Tensor as BurnTensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, FloatDType, Shape};
+use burn::tensor::{DType, Shape};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::{empty_device_contiguous_dtype, empty_device_dtype};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
-use super::{FusionTensor, channel_lanes, channels_last, custom_op};
-use crate::train_ops::{to_dtype, unwrap, wrap};
+use super::{FusionTensor, channel_lanes, channels_last, custom_op, custom_op_many};
+use crate::train_ops::{NormConfig, NormStatistics, unwrap, wrap};
 
 /// Rows each thread sums.
 const CHUNK_ROWS: usize = 64;
@@ -142,16 +140,104 @@ fn launch_relu_norm_grad<R: CubeRuntime>(
     launch_sums(inputs, shape, dtype, true)
 }
 
-/// The two rows `[1, C]` of a summed `[2, C, chunks]` table.
-fn sum_pair<B: Backend>(partials: FloatTensor<B>) -> (BurnTensor<B, 2>, BurnTensor<B, 2>) {
-    let sums = wrap::<B, 3>(partials).sum_dim(2);
-    let c = sums.dims()[1];
-    let [first, second] = [0, 1].map(|i| sums.clone().narrow(0, i, 1).reshape([1, c]));
-    (first, second)
+/// Per channel `c` (one thread each), from the summed table `sums: [2, C]` of the forward's
+/// shifted sums (`Σ (x − s)`, `Σ (x − s)²` over `rows` rows, `s` = the first row of the
+/// channels-last `x`): the batch mean, `1/√(σ² + ε)`, `γ·inv_std`, and the running averages
+/// blended with `momentum` (the mean shifted by `shift` when `shifted`). All f32 but `x`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn statistics_kernel<X: Float>(
+    sums: &Tensor<f32>,
+    x: &Tensor<X>,
+    gamma: &Tensor<f32>,
+    shift: &Tensor<f32>,
+    running_mean: &Tensor<f32>,
+    running_var: &Tensor<f32>,
+    mean: &mut Tensor<f32>,
+    inv_std: &mut Tensor<f32>,
+    scale: &mut Tensor<f32>,
+    running_mean_out: &mut Tensor<f32>,
+    running_var_out: &mut Tensor<f32>,
+    rows: f32,
+    epsilon: f32,
+    momentum: f32,
+    #[comptime] shifted: bool,
+    #[define(X)] _dtype: StorageType,
+) {
+    let c = ABSOLUTE_POS;
+    if c >= mean.len() {
+        terminate!();
+    }
+    let shifted_mean = sums[c] / rows;
+    let raw_var = sums[mean.len() + c] / rows - shifted_mean * shifted_mean;
+    let var = select(raw_var > 0.0, raw_var, 0.0);
+    let batch_mean = f32::cast_from(x[c]) + shifted_mean;
+    let inv = 1.0 / (var + epsilon).sqrt();
+    mean[c] = batch_mean;
+    inv_std[c] = inv;
+    scale[c] = gamma[c] * inv;
+    let mut running = batch_mean;
+    if shifted {
+        running += shift[c];
+    }
+    running_mean_out[c] = running_mean[c] * (1.0 - momentum) + running * momentum;
+    running_var_out[c] = running_var[c] * (1.0 - momentum) + var * momentum;
 }
 
-/// [`crate::train_ops::TrainOps::channel_moments`] on burn's fused CubeCL backends.
-pub fn channel_moments<B, R, F, I, BT>(x: FusionTensor<R>) -> (FloatTensor<B>, FloatTensor<B>)
+/// Launches [`statistics_kernel`] on `[sums [2, C, 1], x, γ, shift (or anything when not
+/// `shifted`), running mean, running variance]`.
+fn launch_statistics<R: CubeRuntime>(
+    inputs: [CubeTensor<R>; 6],
+    rows: usize,
+    config: NormConfig,
+    shifted: bool,
+) -> [CubeTensor<R>; 5] {
+    let [sums, x, gamma, shift, running_mean, running_var] = inputs;
+    let (client, device) = (x.client.clone(), x.device.clone());
+    let channels = gamma.meta.shape()[0];
+    let outputs: [CubeTensor<R>; 5] = std::array::from_fn(|_| {
+        empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([channels]), DType::F32)
+    });
+    let cube_dim = CubeDim::new(&client, channels);
+    let cube_count = calculate_cube_count_elemwise(&client, channels, cube_dim);
+    let x_dtype = x.dtype.into();
+    let x = channels_last(x);
+    let [sums, gamma, shift, running_mean, running_var] =
+        [sums, gamma, shift, running_mean, running_var].map(into_contiguous);
+    statistics_kernel::launch::<R>(
+        &client,
+        cube_count,
+        cube_dim,
+        sums.into_tensor_arg(),
+        x.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        shift.into_tensor_arg(),
+        running_mean.into_tensor_arg(),
+        running_var.into_tensor_arg(),
+        outputs[0].clone().into_tensor_arg(),
+        outputs[1].clone().into_tensor_arg(),
+        outputs[2].clone().into_tensor_arg(),
+        outputs[3].clone().into_tensor_arg(),
+        outputs[4].clone().into_tensor_arg(),
+        rows as f32,
+        config.epsilon as f32,
+        config.momentum as f32,
+        shifted,
+        x_dtype,
+    );
+    outputs
+}
+
+/// [`crate::train_ops::TrainOps::batch_norm_statistics`] on burn's fused CubeCL backends: the
+/// shifted sums (one kernel), their table summed (one burn reduction), every per-channel result
+/// (one kernel).
+pub fn batch_norm_statistics<B, R, F, I, BT>(
+    x: FusionTensor<R>,
+    gamma: FusionTensor<R>,
+    mean_shift: Option<FusionTensor<R>>,
+    [running_mean, running_var]: [FusionTensor<R>; 2],
+    config: NormConfig,
+) -> NormStatistics<B>
 where
     B: Backend<FloatTensorPrimitive = FusionTensor<R>>,
     R: CubeRuntime,
@@ -160,21 +246,29 @@ where
     BT: BoolElement,
 {
     let [n, c, h, w] = x.shape.dims::<4>();
-    let rows = (n * h * w) as f64;
-    let shift = wrap::<B, 4>(x.clone()).slice([0..1, 0..c, 0..1, 0..1]).reshape([1, c]);
-    let shift = to_dtype(shift, FloatDType::F32);
     let (shape, dtype) = (partials_shape(&x.shape), DType::F32);
-    let partials = custom_op::<R, F, I, BT, 1>("bn_moments", [x], shape, dtype, launch_moments);
-    let (sum, sum_squares) = sum_pair::<B>(partials);
-    let shifted_mean = sum.div_scalar(rows);
-    let var = sum_squares.div_scalar(rows) - shifted_mean.clone().square();
-    (unwrap(shift + shifted_mean), unwrap(var.clamp_min(0.0)))
+    let partials = custom_op::<R, F, I, BT, 1>("bn_moments", [x.clone()], shape, dtype, launch_moments);
+    let sums = unwrap(wrap::<B, 3>(partials).sum_dim(2));
+    let shifted = mean_shift.is_some();
+    let shift = mean_shift.unwrap_or_else(|| gamma.clone());
+    let inputs = [sums, x, gamma, shift, running_mean, running_var];
+    let out = (Shape::new([c]), DType::F32);
+    let launch = Box::new(move |t| launch_statistics(t, n * h * w, config, shifted));
+    let [mean, inv_std, scale, running_mean, running_var] = custom_op_many::<R, F, I, BT, 6, 5>(
+        "bn_statistics",
+        inputs,
+        std::array::from_fn(|_| out.clone()),
+        launch,
+    );
+    NormStatistics { mean, inv_std, scale, running_mean, running_var }
 }
 
-/// [`crate::train_ops::TrainOps::relu_norm_grad_sums`] on burn's fused CubeCL backends.
-pub fn relu_norm_grad_sums<B, R, F, I, BT>(
-    [dy, y, x, mean, inv_std]: [FusionTensor<R>; 5],
-) -> (FloatTensor<B>, FloatTensor<B>)
+/// The backward's channel sums `[2, C, 1]` (`Σ g`, `Σ g·x̂`) of `[dy, y, x]` with `[mean,
+/// inv_std]` (`[C]`): one kernel, then one burn reduction.
+pub fn relu_grad_sums<B, R, F, I, BT>(
+    [dy, y, x]: [FusionTensor<R>; 3],
+    [mean, inv_std]: [FusionTensor<R>; 2],
+) -> FusionTensor<R>
 where
     B: Backend<FloatTensorPrimitive = FusionTensor<R>>,
     R: CubeRuntime,
@@ -186,6 +280,5 @@ where
     let inputs = [dy, y, x, mean, inv_std];
     let partials =
         custom_op::<R, F, I, BT, 5>("bn_relu_grad_sums", inputs, shape, dtype, launch_relu_norm_grad);
-    let (sum_g, sum_g_x_hat) = sum_pair::<B>(partials);
-    (unwrap(sum_g), unwrap(sum_g_x_hat))
+    unwrap(wrap::<B, 3>(partials).sum_dim(2))
 }

@@ -12,13 +12,18 @@
 //! - [`matmul_to_f32`]: a batched matmul of bf16 operands with f32 output (the weight gradient's
 //!   partial sums keep f32 precision without a cast pass).
 //! - [`conv`]: the bf16 convolutions on cubek kernels with tilings tuned for the model's shapes.
+//! - [`pool`]: 2×2 average pooling and its gradient on channels-last activations.
 //! - [`adam`]: Adam's update of one parameter as one kernel.
+//! - [`weights`]: a convolution's bf16 operands (the kernel and its flipped transpose) in one
+//!   kernel, in the layout the convolutions read.
 
 pub mod adam;
 pub mod channel_sums;
 pub mod conv;
 pub mod im2col;
 pub mod normalize;
+pub mod pool;
+pub mod weights;
 
 use std::marker::PhantomData;
 

@@ -4,7 +4,9 @@
 //! - forward `y = max(0, (x − mean)·scale + beta)`: `x` is the convolution's output (f32, or bf16
 //!   with bf16 activations), `y` goes out in the activation dtype, so the next convolution gets
 //!   its bf16 operand without a cast kernel;
-//! - backward `dx = coeff·g − bias_term − (x − mean)·x_term` with `g = dy·[y > 0]`, in `x`'s dtype.
+//! - backward `dx = γ·inv_std·(g − Σg/M − x̂·Σg·x̂/M)` with `g = dy·[y > 0]`, in `x`'s dtype,
+//!   the per-channel terms computed from the channel sums in the kernel (no per-channel burn
+//!   operations between the reduction and this pass), `dγ` and `dβ` written alongside.
 //!
 //! Per-channel vectors (`[C]`, f32) carry the statistics; the arithmetic runs in their dtype.
 //! Activations are read channels-last (burn's convolutions write that layout; anything else is
@@ -12,6 +14,7 @@
 //! layout burn's convolutions read without a copy. So both passes are flat elementwise loops
 //! over memory: each thread takes [`channel_lanes`] neighbouring channels as one vector load.
 
+use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Shape};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -20,7 +23,8 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
-use super::{FusionTensor, channel_lanes, channels_last, custom_op};
+use super::channel_sums::relu_grad_sums;
+use super::{FusionTensor, channel_lanes, channels_last, custom_op, custom_op_many};
 
 /// `y = max(0, (x − mean)·scale + beta)`, `N` channels per thread: `x`, `y` channels-last
 /// contiguous, `mean`, `scale`, `beta` `[C]`.
@@ -42,31 +46,44 @@ fn normalize_relu_kernel<X: Float, Y: Float, S: Float, N: Size>(
     y[pos] = Vector::cast_from(max(value, Vector::new(S::from_int(0))));
 }
 
-/// `dx = coeff·g − bias_term − (x − mean)·x_term` with `g = dy·[y ≠ 0]` (`y` is a ReLU
-/// output: ≠ 0 means > 0), `N` channels per thread: activations channels-last contiguous, the
-/// rest `[C]`.
+/// `dx = coeff·(g − Σg/M) − (x − mean)·coeff·inv_std·Σg·x̂/M` with `coeff = γ·inv_std` and
+/// `g = dy·[y ≠ 0]` (`y` is a ReLU output: ≠ 0 means > 0), `N` channels per thread:
+/// activations channels-last contiguous, `sums` the `[2, C]` table (`Σ g`, `Σ g·x̂`), the rest
+/// `[C]`. The first row's threads also copy the sums out as `dβ` and `dγ`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn normalize_relu_grad_kernel<X: Float, Y: Float, S: Float, N: Size>(
+fn normalize_relu_grad_kernel<X: Float, Y: Float, N: Size>(
     dy: &Tensor<Vector<Y, N>>,
     y: &Tensor<Vector<Y, N>>,
     x: &Tensor<Vector<X, N>>,
-    mean: &Tensor<Vector<S, N>>,
-    coeff: &Tensor<Vector<S, N>>,
-    bias_term: &Tensor<Vector<S, N>>,
-    x_term: &Tensor<Vector<S, N>>,
+    sums: &Tensor<Vector<f32, N>>,
+    mean: &Tensor<Vector<f32, N>>,
+    inv_std: &Tensor<Vector<f32, N>>,
+    gamma: &Tensor<Vector<f32, N>>,
     dx: &mut Tensor<Vector<X, N>>,
-    #[define(X, Y, S)] _dtypes: [StorageType; 3],
+    d_gamma: &mut Tensor<Vector<f32, N>>,
+    d_beta: &mut Tensor<Vector<f32, N>>,
+    rows: f32,
+    #[define(X, Y)] _dtypes: [StorageType; 2],
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= dx.len() {
         terminate!();
     }
-    let c = pos % mean.len();
+    let channel_vectors = mean.len();
+    let c = pos % channel_vectors;
+    let (sum_g, sum_g_x_hat) = (sums[c], sums[channel_vectors + c]);
+    if pos < channel_vectors {
+        d_beta[c] = sum_g;
+        d_gamma[c] = sum_g_x_hat;
+    }
+    let per_row = Vector::new(1.0 / rows);
+    let coeff = gamma[c] * inv_std[c];
+    let x_term = coeff * inv_std[c] * sum_g_x_hat * per_row;
     let active = Vector::<bool, N>::cast_from(y[pos]);
-    let g = select_many(active, Vector::<S, N>::cast_from(dy[pos]), Vector::new(S::from_int(0)));
-    let centered = Vector::<S, N>::cast_from(x[pos]) - mean[c];
-    dx[pos] = Vector::cast_from(coeff[c] * g - bias_term[c] - centered * x_term[c]);
+    let g = select_many(active, Vector::<f32, N>::cast_from(dy[pos]), Vector::new(0.0));
+    let centered = Vector::<f32, N>::cast_from(x[pos]) - mean[c];
+    dx[pos] = Vector::cast_from(coeff * (g - sum_g * per_row) - centered * x_term);
 }
 
 /// An `[N, H, W, C]` output of `dtype` for `[N, C, H, W]`-shaped `shape`, the vector width
@@ -109,14 +126,20 @@ fn launch_normalize<R: CubeRuntime>(
 }
 
 fn launch_normalize_grad<R: CubeRuntime>(
-    [dy, y, x, mean, coeff, bias_term, x_term]: [CubeTensor<R>; 7],
+    [dy, y, x, sums, mean, inv_std, gamma]: [CubeTensor<R>; 7],
     shape: &Shape,
-    dtype: DType,
-) -> CubeTensor<R> {
-    let (dx, lanes, cube_count, cube_dim) = channels_last_output(&x, shape, dtype);
-    let dtypes = [x.dtype.into(), dy.dtype.into(), mean.dtype.into()];
+) -> [CubeTensor<R>; 3] {
+    let (dx, lanes, cube_count, cube_dim) = channels_last_output(&x, shape, x.dtype);
+    let [d_gamma, d_beta] = std::array::from_fn(|_| {
+        empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), Shape::new([shape[1]]), DType::F32)
+    });
+    let [n, c, h, w] = shape.dims::<4>();
+    let rows = (n * h * w) as f32;
+    let dtypes = [x.dtype.into(), dy.dtype.into()];
     let [dy, y, x] = [dy, y, x].map(channels_last);
-    let [mean, coeff, bias_term, x_term] = [mean, coeff, bias_term, x_term].map(into_contiguous);
+    // Contiguous `[2, C, 1]`: row 1 starts at element C.
+    let [sums, mean, inv_std, gamma] = [sums, mean, inv_std, gamma].map(into_contiguous);
+    debug_assert_eq!(sums.meta.shape().num_elements(), 2 * c);
     normalize_relu_grad_kernel::launch::<R>(
         &x.client.clone(),
         cube_count,
@@ -125,14 +148,17 @@ fn launch_normalize_grad<R: CubeRuntime>(
         dy.into_tensor_arg(),
         y.into_tensor_arg(),
         x.into_tensor_arg(),
+        sums.into_tensor_arg(),
         mean.into_tensor_arg(),
-        coeff.into_tensor_arg(),
-        bias_term.into_tensor_arg(),
-        x_term.into_tensor_arg(),
+        inv_std.into_tensor_arg(),
+        gamma.into_tensor_arg(),
         dx.clone().into_tensor_arg(),
+        d_gamma.clone().into_tensor_arg(),
+        d_beta.clone().into_tensor_arg(),
+        rows,
         dtypes,
     );
-    permute_nhwc_to_nchw(dx)
+    [permute_nhwc_to_nchw(dx), d_gamma, d_beta]
 }
 
 /// [`crate::train_ops::TrainOps::normalize_relu`] on burn's fused CubeCL backends.
@@ -151,18 +177,28 @@ where
     custom_op::<R, F, I, BT, 4>("normalize_relu", [x, mean, scale, beta], shape, dtype, launch_normalize)
 }
 
-/// [`crate::train_ops::TrainOps::normalize_relu_grad`] on burn's fused CubeCL backends.
-pub fn normalize_relu_grad<R, F, I, BT>(
+/// [`crate::train_ops::TrainOps::batch_norm_relu_grad`] on burn's fused CubeCL backends: the
+/// channel sums (one kernel and one burn reduction), then `dx`, `dγ`, `dβ` in one kernel.
+pub fn batch_norm_relu_grad<B, R, F, I, BT>(
     [dy, y, x]: [FusionTensor<R>; 3],
-    [mean, coeff, bias_term, x_term]: [FusionTensor<R>; 4],
-) -> FusionTensor<R>
+    [mean, inv_std, gamma]: [FusionTensor<R>; 3],
+) -> [FusionTensor<R>; 3]
 where
+    B: Backend<FloatTensorPrimitive = FusionTensor<R>>,
     R: CubeRuntime,
     F: FloatElement,
     I: IntElement,
     BT: BoolElement,
 {
-    let (shape, dtype) = (x.shape.clone(), x.dtype);
-    let inputs = [dy, y, x, mean, coeff, bias_term, x_term];
-    custom_op::<R, F, I, BT, 7>("normalize_relu_grad", inputs, shape, dtype, launch_normalize_grad)
+    let activations = [dy.clone(), y.clone(), x.clone()];
+    let sums = relu_grad_sums::<B, R, F, I, BT>(activations, [mean.clone(), inv_std.clone()]);
+    let shape = x.shape.clone();
+    let outputs = [
+        (shape.clone(), x.dtype),
+        (Shape::new([shape[1]]), DType::F32),
+        (Shape::new([shape[1]]), DType::F32),
+    ];
+    let inputs = [dy, y, x, sums, mean, inv_std, gamma];
+    let launch = Box::new(move |t| launch_normalize_grad(t, &shape));
+    custom_op_many::<R, F, I, BT, 7, 3>("batch_norm_relu_grad", inputs, outputs, launch)
 }

@@ -1,0 +1,179 @@
+//! The BatchNorm node against autodiff of its reference, and the CUDA kernels against burn's ops.
+
+use super::by_ops::*;
+use super::*;
+use crate::train_ops::{to_dtype, unwrap, wrap};
+use burn::backend::Flex;
+use burn::tensor::Distribution;
+
+type Ad = Autodiff<Flex>;
+
+fn max_abs_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
+    (a - b).abs().max().into_scalar()
+}
+
+/// `(y, mean, var, dx, dγ, dβ)` of sum(y · r), y in f32, through the custom node
+/// (`custom`) or autodiff of the reference, the output written in `dtype`.
+fn outputs(
+    [x, gamma, beta, r]: [&Tensor<Ad, 4>; 4],
+    custom: bool,
+    dtype: FloatDType,
+) -> [Tensor<Flex, 4>; 6] {
+    let (x, g, b) = (x.clone().require_grad(), gamma.clone().require_grad(), beta.clone().require_grad());
+    let (px, pg, pb) =
+        (unwrap(x.clone()), unwrap(g.clone().flatten::<1>(0, 3)), unwrap(b.clone().flatten::<1>(0, 3)));
+    // Momentum 1 and a zero mean shift: the running averages come back as the batch's mean
+    // and variance.
+    let c = x.dims()[1];
+    let zeros = || unwrap(Tensor::<Ad, 1>::zeros([c], &Default::default()));
+    let inputs = NormInputs {
+        gamma: pg,
+        beta: pb,
+        mean_shift: Some(zeros()),
+        running_mean: zeros(),
+        running_var: zeros(),
+    };
+    let config = NormConfig { epsilon: 1e-3, momentum: 1.0 };
+    let (y, mean, var) = if custom {
+        Ad::batch_norm_relu_train(px, inputs, config, dtype)
+    } else {
+        reference::<Ad>(px, inputs, config, dtype)
+    };
+    let y = wrap::<Ad, 4>(y);
+    assert_eq!(y.dtype(), dtype.into());
+    let y = to_dtype(y, FloatDType::F32);
+    let grads = (y.clone() * r.clone()).sum().backward();
+    let [mean, var] = [mean, var].map(|t| wrap::<Ad, 1>(t).inner().reshape([1, 1, 1, -1]));
+    let [dg, db] = [g, b].map(|t| t.grad(&grads).unwrap());
+    [y.inner(), mean, var, x.grad(&grads).unwrap(), dg, db]
+}
+
+/// Random `[x, γ, β, r]` for a `[4, 3, 5, 6]` activation (γ, β as `[1, 1, 1, 3]`).
+fn inputs() -> [Tensor<Ad, 4>; 4] {
+    let device = Default::default();
+    let random = |shape: [usize; 4], mean: f64, std: f64| {
+        Tensor::<Ad, 4>::random(shape, Distribution::Normal(mean, std), &device)
+    };
+    [
+        random([4, 3, 5, 6], 0.5, 2.0),
+        random([1, 1, 1, 3], 1.0, 0.5),
+        random([1, 1, 1, 3], 0.0, 0.5),
+        random([4, 3, 5, 6], 0.0, 1.0),
+    ]
+}
+
+#[test]
+fn bf16_output_matches_the_f32_reference_within_bf16_rounding() {
+    let [x, gamma, beta, r] = inputs();
+    let custom = outputs([&x, &gamma, &beta, &r], true, FloatDType::BF16);
+    let reference = outputs([&x, &gamma, &beta, &r], false, FloatDType::F32);
+    let names = ["output", "mean", "variance", "input grad", "gamma grad", "beta grad"];
+    for ((name, c), s) in names.iter().zip(custom).zip(reference) {
+        let scale: f32 = s.clone().abs().max().into_scalar();
+        let err = max_abs_diff(c, s);
+        assert!(scale > 1e-2 && err <= 1e-2 * scale, "{name}: differs by {err} (scale {scale})");
+    }
+}
+
+#[test]
+fn custom_node_matches_autodiff_of_the_reference() {
+    let [x, gamma, beta, r] = inputs();
+    let custom = outputs([&x, &gamma, &beta, &r], true, FloatDType::F32);
+    let reference = outputs([&x, &gamma, &beta, &r], false, FloatDType::F32);
+    let zeros = reference[0].clone().lower_equal_elem(0.0).int().sum().into_scalar();
+    assert!(zeros > 0, "ReLU never clipped: the test would not cover the mask");
+    let dx_scale: f32 = reference[3].clone().abs().max().into_scalar();
+    assert!(dx_scale > 0.1, "input gradient {dx_scale} too small to compare");
+    let names = ["output", "mean", "variance", "input grad", "gamma grad", "beta grad"];
+    let tolerances = [1e-5, 1e-6, 1e-5, 1e-4, 1e-4, 1e-4];
+    for (((name, c), s), tolerance) in names.iter().zip(custom).zip(reference).zip(tolerances) {
+        let err = max_abs_diff(c, s);
+        assert!(err < tolerance, "{name}: differs by {err}");
+    }
+}
+
+/// The CUDA hooks (statistics with running averages, the normalising pass, the backward)
+/// against burn's ops on the same GPU, on channels-last activations (as burn's convolutions produce) in f32 and bf16,
+/// with a mean far from zero (the shifted variance) and ReLU zeros (the mask). Needs a CUDA
+/// GPU: `cargo test -p worker -- --ignored cuda`.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_batch_norm_kernels_match_burns_ops() {
+    type G = burn_cuda::Cuda;
+    let device = Default::default();
+    let close = |name: &str, a: Tensor<G, 2>, b: Tensor<G, 2>, tolerance: f32| {
+        let (a, b) = (to_dtype(a, FloatDType::F32), to_dtype(b, FloatDType::F32));
+        let scale: f32 = b.clone().abs().max().into_scalar();
+        let err: f32 = (a - b).abs().max().into_scalar();
+        assert!(scale > 1e-3 && err <= tolerance * scale, "{name}: differs by {err} (scale {scale})");
+    };
+    let sums_close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>| {
+        close(name, wrap::<G, 1>(a).unsqueeze(), wrap::<G, 1>(b).unsqueeze(), 5e-4)
+    };
+    // (x's dtype, the activations' dtype): f32, bf16, and the model's first layer (an f32
+    // convolution output normalised into bf16 activations).
+    let (f32, bf16) = (FloatDType::F32, FloatDType::BF16);
+    for (x_dtype, dtype) in [(f32, f32), (bf16, bf16), (f32, bf16)] {
+        // Same-input results: f32 arithmetic in another order, rounded once to `dtype`.
+        let tolerance = if dtype == f32 && x_dtype == f32 { 1e-5 } else { 1e-2 };
+        // Channels-last as burn's convolutions write it, and one channels-first (copied by the
+        // kernels) with an odd channel count (one channel per vector).
+        let shapes = [
+            ([512, 64, 32, 32], true),
+            ([7, 24, 5, 3], true),
+            ([5, 7, 6, 3], false),
+            ([64, 256, 8, 8], true),
+        ];
+        for ([n, c, h, w], channels_last) in shapes {
+            let nhwc = |mean: f64, std: f64, dtype: FloatDType| {
+                let normal = Distribution::Normal(mean, std);
+                let t = if channels_last {
+                    Tensor::<G, 4>::random([n, h, w, c], normal, &device).permute([0, 3, 1, 2])
+                } else {
+                    Tensor::<G, 4>::random([n, c, h, w], normal, &device)
+                };
+                to_dtype(t, dtype)
+            };
+            let x = nhwc(4.0, 0.5, x_dtype);
+            let vector =
+                |mean: f64| unwrap(Tensor::<G, 1>::random([c], Distribution::Normal(mean, 0.5), &device));
+            // Statistics and running averages, with and without a mean shift.
+            let config = NormConfig { epsilon: 1e-3, momentum: 0.25 };
+            let (gamma, running) = (vector(1.0), [vector(0.0), vector(1.0)]);
+            for shift in [Some(vector(3.0)), None] {
+                let stats = |kernel: bool| {
+                    let args = (unwrap(x.clone()), gamma.clone(), shift.clone(), running.clone(), config);
+                    let s = if kernel {
+                        G::batch_norm_statistics(args.0, args.1, args.2, args.3, args.4)
+                    } else {
+                        statistics::<G>(args.0, args.1, args.2, args.3, args.4)
+                    };
+                    [s.mean, s.inv_std, s.scale, s.running_mean, s.running_var]
+                };
+                let names = ["mean", "inv_std", "scale", "running mean", "running variance"];
+                for ((name, k), r) in names.iter().zip(stats(true)).zip(stats(false)) {
+                    sums_close(name, k, r);
+                }
+            }
+            let stats = statistics::<G>(unwrap(x.clone()), gamma.clone(), None, running.clone(), config);
+
+            let per_channel = [stats.mean.clone(), stats.scale.clone(), vector(0.0)];
+            let y_k = G::normalize_relu(unwrap(x.clone()), per_channel.clone(), dtype);
+            let y_r = normalize_relu_by_ops::<G>(unwrap(x.clone()), per_channel, dtype);
+            let rows_of = |t: FloatTensor<G>| rows(wrap::<G, 4>(t));
+            assert_eq!(wrap::<G, 4>(y_k.clone()).dtype(), dtype.into());
+            close("normalized output", rows_of(y_k), rows_of(y_r), tolerance);
+
+            let (dy, y) = (nhwc(0.0, 1.0, dtype), nhwc(0.0, 1.0, dtype).clamp_min(0.0));
+            let activations = [dy, y, x].map(unwrap);
+            let per_channel = [stats.mean, stats.inv_std, gamma.clone()];
+            let [dx_k, dg_k, db_k] = G::batch_norm_relu_grad(activations.clone(), per_channel.clone());
+            assert_eq!(wrap::<G, 4>(dx_k.clone()).dtype(), x_dtype.into());
+            let [dx_r, dg_r, db_r] = relu_grad::<G>(activations, per_channel);
+            close("input gradient", rows_of(dx_k), rows_of(dx_r), tolerance);
+            sums_close("gamma gradient", dg_k, dg_r);
+            sums_close("beta gradient", db_k, db_r);
+        }
+    }
+}
