@@ -9,6 +9,14 @@
 //! first training step with nothing cached, 37 s with autotune results only, 7 s for a whole
 //! `worker bench` process with both cached. A `cubecl.toml` found by CubeCL's usual search
 //! (working directory and parents) still wins for whatever it sets.
+//!
+//! Compiled kernels go one level down, into a directory per build ([`build_id`]): CubeCL keys
+//! its PTX cache by a kernel's name and compile-time arguments, not by its source, so a new
+//! build whose kernel body changed would load the old build's PTX. It did: an H100 run of a
+//! build with a rewritten im2col kernel loaded the previous kernel's PTX from a carried cache,
+//! launched it over a ninth of the threads it expects, and trained on a partly written matrix
+//! (loss stuck at ln 10) while the same kernel passed its GPU test in a process without the
+//! cache. Autotune results stay shared: they name kernels, and a stale choice is slow at worst.
 
 use std::path::{Path, PathBuf};
 
@@ -20,8 +28,26 @@ pub fn default_dir() -> Option<PathBuf> {
     Some(cache.join("sweep").join("cubecl"))
 }
 
-/// Points CubeCL's autotune and compilation caches at `dir` (or [`default_dir`]) unless a
-/// `cubecl.toml` configures them. Call once, before the first GPU operation; returns the
+/// Identifies this build's compiled kernels: a hash of the running executable (16 hex digits),
+/// `None` if it cannot be read. ~50 ms for the worker's 57 MB binary.
+pub fn build_id() -> Option<String> {
+    use std::hash::Hasher;
+    let bytes = std::fs::read(std::env::current_exe().ok()?).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hasher.write(&bytes);
+    Some(format!("{:016x}", hasher.finish()))
+}
+
+/// The compilation (PTX) cache directory of this build under the cache directory `dir`.
+pub fn compiled_dir(dir: &Path) -> PathBuf {
+    match build_id() {
+        Some(id) => dir.join(format!("build-{id}")),
+        None => dir.join("build-unknown"),
+    }
+}
+
+/// Points CubeCL's autotune cache at `dir` (or [`default_dir`]) and its compilation cache at
+/// this build's directory under it ([`compiled_dir`]) unless a `cubecl.toml` configures them. Call once, before the first GPU operation; returns the
 /// directory in use, or `None` when CubeCL's configuration was already fixed or no directory
 /// is known (the run still works, only slower to start).
 #[cfg(feature = "cuda")]
@@ -32,7 +58,7 @@ pub fn install(dir: Option<&Path>) -> Option<PathBuf> {
     let dir = dir.map(Path::to_path_buf).or_else(default_dir)?;
     let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
     if config.compilation.cache.is_none() {
-        config.compilation.cache = Some(CacheConfig::File(dir.clone()));
+        config.compilation.cache = Some(CacheConfig::File(compiled_dir(&dir)));
     }
     if matches!(config.autotune.cache, CacheConfig::Target) {
         config.autotune.cache = CacheConfig::File(dir.clone());
@@ -67,11 +93,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sweep-kernel-cache-test-{}", std::process::id()));
         assert_eq!(install(Some(&dir)), Some(dir.clone()));
         let config = CubeClRuntimeConfig::get();
-        assert!(matches!(&config.compilation.cache, Some(CacheConfig::File(d)) if *d == dir));
+        let compiled = compiled_dir(&dir);
+        assert!(compiled.starts_with(&dir) && compiled != dir, "{}", compiled.display());
+        assert!(matches!(&config.compilation.cache, Some(CacheConfig::File(d)) if *d == compiled));
         assert!(matches!(&config.autotune.cache, CacheConfig::File(d) if *d == dir));
         // Fixed for the process now: a second call changes nothing and says so.
         assert_eq!(install(Some(Path::new("/elsewhere"))), None);
         assert!(matches!(&CubeClRuntimeConfig::get().autotune.cache, CacheConfig::File(d) if *d == dir));
+    }
+
+    /// The same executable gives the same id, so a warm cache is found again, and its
+    /// compiled kernels live in their own directory under the cache.
+    #[test]
+    fn build_id_is_a_stable_hash_of_the_executable() {
+        let id = build_id().expect("the test executable is readable");
+        assert_eq!(id.len(), 16);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert_eq!(build_id(), Some(id.clone()));
+        assert_ne!(compiled_dir(Path::new("/cache")), Path::new("/cache"));
+        assert!(compiled_dir(Path::new("/cache")).ends_with(format!("build-{id}")));
     }
 
     #[test]

@@ -26,17 +26,22 @@ pub struct Kernels {
     /// on CUDA).
     #[serde(default)]
     pub custom_pool: bool,
+    /// The image's convolution (fewer than 8 input channels) as one explicit GEMM over its
+    /// im2col matrix, which its weight gradient reuses ([`super::conv`]). Needs `wgrad` or `dgrad`.
+    #[serde(default)]
+    pub explicit_gemm: bool,
 }
 
 /// `--kernels` help, shared by every command that trains.
 pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16 on CUDA, fast on \
-    the CPU), fast (wgrad+dgrad+bn, f32), fast-bf16 (fast with bf16 activations), stock (burn's modules), or \
-    parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward conv kernels), bn \
-    (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad), tconv (bf16 convolutions \
-    on tilings tuned for the model; with bf16), pool (average pooling on channels-last kernels)";
+    the CPU), fast (wgrad+dgrad+bn+pool, f32), fast-bf16 (fast with bf16 activations, tconv and xgemm), stock \
+    (burn's modules), or parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward \
+    conv kernels), bn (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad), tconv \
+    (bf16 convolutions on tilings tuned for the model; with bf16), pool (average pooling as custom nodes), \
+    xgemm (the image's convolution as one explicit GEMM; with wgrad or dgrad)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 6] = ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool"];
+const PARTS: [&str; 7] = ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm"];
 
 impl Kernels {
     /// burn's stock modules everywhere (the reference).
@@ -47,6 +52,7 @@ impl Kernels {
         bf16_activations: false,
         tuned_conv: false,
         custom_pool: false,
+        explicit_gemm: false,
     };
     /// The fastest measured f32 combination: `wgrad+dgrad+bn+pool` (what `auto` runs on the CPU).
     pub const FAST: Kernels = Kernels {
@@ -57,13 +63,14 @@ impl Kernels {
         ..Kernels::STOCK
     };
 
-    /// [`Kernels::FAST`] with bf16 activations and tuned bf16 convolutions
-    /// (`wgrad+dgrad+bn+bf16+tconv+pool`): the fastest measured combination on an H100, with the same
-    /// 100-epoch validation accuracy as f32 (`docs/results/training-speed.md`); what `auto`
-    /// runs on CUDA.
-    pub const FAST_BF16: Kernels = Kernels { bf16_activations: true, tuned_conv: true, ..Kernels::FAST };
+    /// [`Kernels::FAST`] with bf16 activations, tuned bf16 convolutions and the image's
+    /// convolution as one explicit GEMM (`wgrad+dgrad+bn+bf16+tconv+pool+xgemm`): the fastest
+    /// measured combination on an H100, with the same 100-epoch validation accuracy as f32
+    /// (`docs/results/training-speed.md`); what `auto` runs on CUDA.
+    pub const FAST_BF16: Kernels =
+        Kernels { bf16_activations: true, tuned_conv: true, explicit_gemm: true, ..Kernels::FAST };
 
-    fn parts(self) -> [bool; 6] {
+    fn parts(self) -> [bool; 7] {
         [
             self.gemm_weight_grad,
             self.flipped_input_grad,
@@ -71,6 +78,7 @@ impl Kernels {
             self.bf16_activations,
             self.tuned_conv,
             self.custom_pool,
+            self.explicit_gemm,
         ]
     }
 
@@ -102,7 +110,7 @@ impl std::str::FromStr for Kernels {
             "fast-bf16" => return Ok(Kernels::FAST_BF16),
             _ => {}
         }
-        let mut on = [false; 6];
+        let mut on = [false; 7];
         for part in s.split('+') {
             let i = PARTS.iter().position(|p| *p == part).ok_or_else(|| {
                 format!(
@@ -119,6 +127,7 @@ impl std::str::FromStr for Kernels {
             bf16_activations,
             tuned_conv,
             custom_pool,
+            explicit_gemm,
         ] = on;
         let kernels = Kernels {
             gemm_weight_grad,
@@ -127,7 +136,11 @@ impl std::str::FromStr for Kernels {
             bf16_activations,
             tuned_conv,
             custom_pool,
+            explicit_gemm,
         };
+        if explicit_gemm && !kernels.custom_conv() {
+            return Err(format!("{s:?}: xgemm is a path of the custom convolution: it needs wgrad or dgrad"));
+        }
         if tuned_conv && !bf16_activations {
             return Err(format!("{s:?}: tconv tunes the bf16 convolutions: it needs the bf16 part"));
         }
@@ -208,13 +221,17 @@ mod tests {
             "dgrad+bn+bf16+tconv",
             "wgrad+dgrad+bn+bf16+tconv+pool",
             "pool",
+            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm",
         ] {
             let kernels: Kernels = name.parse().unwrap();
             assert_eq!(kernels.to_string(), name);
         }
         assert_eq!("fast".parse::<Kernels>().unwrap(), Kernels::FAST);
         assert_eq!("fast".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool");
-        assert_eq!("fast-bf16".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+bf16+tconv+pool");
+        assert_eq!(
+            "fast-bf16".parse::<Kernels>().unwrap().to_string(),
+            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm"
+        );
         assert_eq!("bf16+bn+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bn+bf16");
     }
 
@@ -245,7 +262,7 @@ mod tests {
         assert_eq!(auto.to_string(), "auto");
         assert_eq!(
             "fast-bf16".parse::<KernelChoice>().unwrap().to_string(),
-            "wgrad+dgrad+bn+bf16+tconv+pool"
+            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm"
         );
         let err = "bf16".parse::<KernelChoice>().unwrap_err();
         assert!(err.contains("need the bn part"), "{err}");
