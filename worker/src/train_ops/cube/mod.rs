@@ -31,12 +31,15 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::fusion::FusionCubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
-use burn_cubecl::ops::permute_nchw_to_nhwc;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::ops::{permute_nchw_to_nhwc, permute_nchw_to_nhwc_shape};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::FusionRuntime;
 use burn_fusion::stream::{Operation, OperationStreams};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::prelude::{CubeCount, CubeDim};
 
 /// A float tensor of burn's fused CubeCL backend over runtime `R`.
 pub type FusionTensor<R> = burn_fusion::FusionTensor<FusionCubeRuntime<R>>;
@@ -127,6 +130,24 @@ where
 /// (burn's conv outputs, this module's kernels' outputs), a copy otherwise.
 pub fn channels_last<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
     into_contiguous(permute_nchw_to_nhwc(t))
+}
+
+/// An output of `dtype` for a kernel with one thread per vector of channels: `shape` `[N, C,
+/// H, W]` laid out `[N, H, W, C]` in memory (or `[N, C]`, as it is), the vector width (for
+/// `like`'s dtype and `dtype`) and the launch geometry.
+pub fn channels_last_output<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    shape: &Shape,
+    dtype: DType,
+) -> (CubeTensor<R>, usize, CubeCount, CubeDim) {
+    let memory =
+        if shape.num_dims() == 4 { permute_nchw_to_nhwc_shape(shape.clone()) } else { shape.clone() };
+    let output = empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), memory, dtype);
+    let lanes = channel_lanes(shape[1], like.dtype.size().max(dtype.size()));
+    let threads = shape.num_elements() / lanes;
+    let cube_dim = CubeDim::new(&like.client, threads);
+    let cube_count = calculate_cube_count_elemwise(&like.client, threads, cube_dim);
+    (output, lanes, cube_count, cube_dim)
 }
 
 /// Channels per vector in the channels-last kernels: the most (8, 4, 2 or 1) that divide

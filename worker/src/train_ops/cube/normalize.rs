@@ -18,13 +18,13 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Shape};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
-use burn_cubecl::ops::{permute_nchw_to_nhwc_shape, permute_nhwc_to_nchw};
+use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
-use cubecl::{calculate_cube_count_elemwise, prelude::*};
+use cubecl::prelude::*;
 
 use super::channel_sums::relu_grad_sums;
-use super::{FusionTensor, channel_lanes, channels_last, custom_op, custom_op_many};
+use super::{FusionTensor, channels_last, channels_last_output, custom_op, custom_op_many};
 
 /// `y = max(0, (x − mean)·scale + beta)`, `N` channels per thread: `x`, `y` channels-last
 /// contiguous, `mean`, `scale`, `beta` `[C]`.
@@ -84,22 +84,6 @@ fn normalize_relu_grad_kernel<X: Float, Y: Float, N: Size>(
     let g = select_many(active, Vector::<f32, N>::cast_from(dy[pos]), Vector::new(0.0));
     let centered = Vector::<f32, N>::cast_from(x[pos]) - mean[c];
     dx[pos] = Vector::cast_from(coeff * (g - sum_g * per_row) - centered * x_term);
-}
-
-/// An `[N, H, W, C]` output of `dtype` for `[N, C, H, W]`-shaped `shape`, the vector width
-/// and the launch geometry.
-fn channels_last_output<R: CubeRuntime>(
-    like: &CubeTensor<R>,
-    shape: &Shape,
-    dtype: DType,
-) -> (CubeTensor<R>, usize, CubeCount, CubeDim) {
-    let nhwc = permute_nchw_to_nhwc_shape(shape.clone());
-    let output = empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), nhwc, dtype);
-    let lanes = channel_lanes(shape[1], like.dtype.size().max(dtype.size()));
-    let threads = shape.num_elements() / lanes;
-    let cube_dim = CubeDim::new(&like.client, threads);
-    let cube_count = calculate_cube_count_elemwise(&like.client, threads, cube_dim);
-    (output, lanes, cube_count, cube_dim)
 }
 
 fn launch_normalize<R: CubeRuntime>(

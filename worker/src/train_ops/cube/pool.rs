@@ -3,13 +3,12 @@
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
-use burn_cubecl::ops::{permute_nchw_to_nhwc_shape, permute_nhwc_to_nchw};
+use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
-use cubecl::{calculate_cube_count_elemwise, prelude::*};
+use cubecl::prelude::*;
 
-use super::{FusionTensor, LaunchMany, channel_lanes, channels_last, custom_op, custom_op_many};
+use super::{FusionTensor, LaunchMany, channels_last, channels_last_output, custom_op, custom_op_many};
 
 /// One thread per vector of `N` channels of one pixel of `output`; `input` and `output`
 /// contiguous channels-last (`[N, H, W, C]`):
@@ -63,13 +62,8 @@ fn launch<R: CubeRuntime>(
     dtype: DType,
     backward: bool,
 ) -> CubeTensor<R> {
-    let nhwc = permute_nchw_to_nhwc_shape(shape.clone());
-    let output = empty_device_contiguous_dtype(input.client.clone(), input.device.clone(), nhwc, dtype);
-    let lanes = channel_lanes(shape[1], dtype.size().max(input.dtype.size()));
-    let threads = shape.num_elements() / lanes;
+    let (output, lanes, cube_count, cube_dim) = channels_last_output(&input, shape, dtype);
     let client = input.client.clone();
-    let cube_dim = CubeDim::new(&client, threads);
-    let cube_count = calculate_cube_count_elemwise(&client, threads, cube_dim);
     let dtypes = [input.dtype.into(), dtype.into()];
     avg_pool_kernel::launch::<R>(
         &client,
@@ -163,13 +157,8 @@ fn launch_global<R: CubeRuntime>(
     pixels: usize,
 ) -> CubeTensor<R> {
     let backward = shape.num_dims() == 4;
-    let out_shape = if backward { permute_nchw_to_nhwc_shape(shape.clone()) } else { shape.clone() };
-    let output = empty_device_contiguous_dtype(input.client.clone(), input.device.clone(), out_shape, dtype);
-    let lanes = channel_lanes(shape[1], dtype.size().max(input.dtype.size()));
-    let threads = shape.num_elements() / lanes;
+    let (output, lanes, cube_count, cube_dim) = channels_last_output(&input, shape, dtype);
     let client = input.client.clone();
-    let cube_dim = CubeDim::new(&client, threads);
-    let cube_count = calculate_cube_count_elemwise(&client, threads, cube_dim);
     let dtypes = [input.dtype.into(), dtype.into()];
     let input = if backward { into_contiguous(input) } else { channels_last(input) };
     global_avg_pool_kernel::launch::<R>(
