@@ -1,7 +1,9 @@
 //! 3×3 "same" convolution (stride 1, with bias) as a custom autodiff node whose weight gradient
 //! is a batched GEMM.
 //!
-//! Forward and input gradient stay burn's implicit-GEMM kernels (0.3–1.2 ms per layer on an H100).
+//! Forward and input gradient run on burn's implicit-GEMM kernels, or with `tconv` on tilings
+//! tuned for the model ([`TrainOps::conv3x3_nobias`]); with `xgemm` the image's few-channel
+//! convolution is one explicit GEMM over its im2col matrix instead ([`forward_by_gemm`]).
 //! The weight gradient `dW[o, i, kh, kw] = Σ_{n,y,x} dY[n, o, y, x] · Xpad[n, i, y+kh, x+kw]` is a
 //! GEMM with M×N = C_out × 9·C_in and K = N·H·W (up to 524,288): burn's kernel parallelises over
 //! M×N only, so a few dozen cubes each walk all of K. Here the images are split into G groups
@@ -12,7 +14,9 @@
 //!
 //! With `flipped_input_grad` the input gradient is the forward convolution of `dY` with the
 //! kernel transposed (`C_in ↔ C_out`) and flipped in both spatial axes, which runs on burn's
-//! forward kernels (TMA loads) instead of its data-gradient kernels (no TMA).
+//! forward kernels (TMA loads) instead of its data-gradient kernels (no TMA); both operands (the
+//! kernel in the convolution's dtype and its flipped transpose) come from one
+//! [`TrainOps::conv_operands`] call in the forward.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
