@@ -14,10 +14,10 @@
 //!
 //! - `cube` (feature `cuda`): CubeCL kernels behind [`TrainOps`] hooks on burn's CUDA backend —
 //!   the weight gradient's im2col matrix ([`TrainOps::im2col_3x3`]) and its bf16 → f32 matmul
-//!   ([`TrainOps::matmul_to_f32`]), BatchNorm's statistics with the running averages
-//!   ([`TrainOps::batch_norm_statistics`]), its normalising pass ([`TrainOps::normalize_relu`])
-//!   and its backward ([`TrainOps::batch_norm_relu_grad`]); other backends (the CPU) run the
-//!   same formulations through burn's ops (trait defaults).
+//!   with the group sum ([`TrainOps::summed_matmul_to_f32`]), BatchNorm's statistics with the
+//!   running averages ([`TrainOps::batch_norm_statistics`]), its normalising pass
+//!   ([`TrainOps::normalize_relu`]) and its backward ([`TrainOps::batch_norm_relu_grad`]); other
+//!   backends (the CPU) run the same formulations through burn's ops (trait defaults).
 //! - bf16 activations ([`Kernels::bf16_activations`]): the BatchNorm node writes bf16, the
 //!   convolutions compute in their input's dtype, everything with state stays f32.
 //! - tuned bf16 convolutions ([`Kernels::tuned_conv`], [`TrainOps::conv3x3_nobias`]): cubek's
@@ -84,8 +84,8 @@ pub trait TrainOps: Backend {
 
     /// BatchNorm's batch statistics of `x: [N, C, H, W]` (any dtype) and the running averages
     /// `[running_mean, running_var]` updated with them, every `[C]` f32 vector the layer needs
-    /// ([`NormStatistics`]). Default: burn's ops; the CUDA backend runs a channel-sums kernel,
-    /// one reduction and one per-channel kernel.
+    /// ([`NormStatistics`]). Default: burn's ops; the CUDA backend runs a channel-sums kernel
+    /// (per-cube partials) and one per-channel kernel that adds them up and finishes.
     fn batch_norm_statistics(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -108,13 +108,16 @@ pub trait TrainOps: Backend {
     }
 
     /// BatchNorm + ReLU's backward `[dx, dγ, dβ]` from `dy`, the output `y` and input `x`
-    /// (`[N, C, H, W]`) and `[mean, inv_std, γ]` (`[C]` f32): `dβ = Σ g`, `dγ = Σ g·x̂`,
-    /// `dx = γ·inv_std·(g − dβ/M − x̂·dγ/M)` with `g = dy·[y > 0]`, `dx` in `x`'s dtype.
-    /// Default: burn's ops; the CUDA backend runs a channel-sums kernel, one reduction and
-    /// one elementwise kernel.
+    /// (`[N, C, H, W]`) and `[mean, inv_std, γ, β]` (`[C]` f32): `dβ = Σ g`, `dγ = Σ g·x̂`,
+    /// `dx = γ·inv_std·(g − dβ/M − x̂·dγ/M)` with `g = dy·[y > 0]`, `dx` in `x`'s dtype. The
+    /// mask `y > 0` may be recomputed from `x` as the forward computed `y`
+    /// (`(x − mean)·γ·inv_std + β > 0`) instead of read: the CUDA kernels do, one full-size
+    /// read fewer in each of their two passes.
+    /// Default: burn's ops; the CUDA backend runs a channel-sums kernel (per-cube partials),
+    /// one per-channel kernel that adds them up and one elementwise kernel.
     fn batch_norm_relu_grad(
         activations: [FloatTensor<Self>; 3],
-        per_channel: [FloatTensor<Self>; 3],
+        per_channel: [FloatTensor<Self>; 4],
     ) -> [FloatTensor<Self>; 3] {
         batch_norm::by_ops::relu_grad::<Self>(activations, per_channel)
     }
@@ -125,6 +128,15 @@ pub trait TrainOps: Backend {
     fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         let [lhs, rhs] = [lhs, rhs].map(|t| to_dtype(wrap::<Self, 3>(t), FloatDType::F32));
         unwrap(lhs.matmul(rhs))
+    }
+
+    /// `Σ_b lhs[b]·rhs[b]`: `[B, M, K] × [B, K, N] → [M, N]` accumulated and returned in f32
+    /// (the weight gradient's split-K GEMM over image groups). Default: [`Self::matmul_to_f32`]
+    /// and a sum over the batch; the CUDA backend sums the products in one kernel.
+    fn summed_matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let products = wrap::<Self, 3>(Self::matmul_to_f32(lhs, rhs));
+        let [_, m, n] = products.dims();
+        unwrap(products.sum_dim(0).reshape([m, n]))
     }
 
     /// The im2col matrix of a 3×3 "same" convolution (zero padding) of `x: [N, C, H, W]`:
@@ -249,9 +261,9 @@ impl TrainOps for burn_cuda::Cuda {
 
     fn batch_norm_relu_grad(
         activations: [FloatTensor<Self>; 3],
-        per_channel: [FloatTensor<Self>; 3],
+        per_channel: [FloatTensor<Self>; 4],
     ) -> [FloatTensor<Self>; 3] {
-        cube::normalize::batch_norm_relu_grad::<Self, _, f32, i32, u8>(activations, per_channel)
+        cube::normalize::batch_norm_relu_grad::<_, f32, i32, u8>(activations, per_channel)
     }
 
     fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -261,6 +273,10 @@ impl TrainOps for burn_cuda::Cuda {
             return unwrap(wrap::<Self, 3>(lhs).matmul(wrap(rhs)));
         }
         cube::matmul_to_f32::<_, f32, i32, u8>(lhs, rhs)
+    }
+
+    fn summed_matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube::summed_matmul::summed_matmul_to_f32::<_, f32, i32, u8>(lhs, rhs)
     }
 }
 

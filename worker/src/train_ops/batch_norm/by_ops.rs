@@ -142,10 +142,11 @@ pub fn statistics<B: Backend>(
 }
 
 /// [`TrainOps::batch_norm_relu_grad`](crate::train_ops::TrainOps::batch_norm_relu_grad) through
-/// burn's ops: the two channel sums, the per-channel terms, the elementwise pass.
+/// burn's ops: the two channel sums, the per-channel terms, the elementwise pass (the ReLU mask
+/// read from `y`; `β` unused).
 pub fn relu_grad<B: Backend>(
     [dy, y, x]: [FloatTensor<B>; 3],
-    [mean, inv_std, gamma]: [FloatTensor<B>; 3],
+    [mean, inv_std, gamma, _beta]: [FloatTensor<B>; 4],
 ) -> [FloatTensor<B>; 3] {
     let [n, c, h, w] = wrap::<B, 4>(x.clone()).dims();
     let m = (n * h * w) as f64;

@@ -105,11 +105,12 @@ pub fn reference<B: TrainOps>(
 #[derive(Debug)]
 struct BatchNormReluBackward;
 
-/// What the backward needs: checkpointed input and γ, and the forward's output and statistics.
+/// What the backward needs: checkpointed input and γ, β, and the forward's output and statistics.
 #[derive(Debug, Clone)]
 struct SavedStats<B: Backend> {
     x: NodeId,
     gamma: NodeId,
+    beta: FloatTensor<B>,
     output: FloatTensor<B>,
     mean: FloatTensor<B>,
     inv_std: FloatTensor<B>,
@@ -125,7 +126,7 @@ impl<B: TrainOps> Backward<B, 3> for BatchNormReluBackward {
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(saved.x);
         let gamma: FloatTensor<B> = checkpointer.retrieve_node_output(saved.gamma);
         let [dx, d_gamma, d_beta] =
-            B::batch_norm_relu_grad([dy, saved.output, x], [saved.mean, saved.inv_std, gamma]);
+            B::batch_norm_relu_grad([dy, saved.output, x], [saved.mean, saved.inv_std, gamma, saved.beta]);
         for (node, grad) in [(node_x, dx), (node_gamma, d_gamma), (node_beta, d_beta)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, grad);
@@ -159,6 +160,7 @@ pub(super) fn autodiff_batch_norm_relu<B: TrainOps, C: CheckpointStrategy>(
             let saved = SavedStats {
                 x: prep.checkpoint(&x),
                 gamma: prep.checkpoint(&gamma),
+                beta: beta.primitive.clone(),
                 output: y.clone(),
                 mean: stats.mean,
                 inv_std: stats.inv_std,

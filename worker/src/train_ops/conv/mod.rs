@@ -31,8 +31,10 @@ use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode};
 use super::{Kernels, TrainOps, to_dtype, unwrap, wrap};
 
 /// Rows (images × pixels) each GEMM of the weight gradient reduces over, at most. Measured on an
-/// H100 (whole training step, img/s): 1024 → 19.3k, 2048 → 19.5–19.6k, 4096 → 19.3k,
-/// 8192 → 18.5k, 16384 → 17.6k, 32768 → 16.5k: many small matrices fill the GPU best.
+/// H100 (whole training step, img/s): f32 with burn's group sum 1024 → 19.3k, 2048 → 19.5–19.6k,
+/// 4096 → 19.3k, 8192 → 18.5k, 16384 → 17.6k, 32768 → 16.5k; `fast-bf16` with the group-sum
+/// kernel (pipelined) 2048 → 67.5–67.9k, 4096 → 65.9–66.4k, 8192 → 62.2–62.6k: many small
+/// matrices fill the GPU best.
 const ROWS_PER_GROUP: usize = 2048;
 
 /// Input channels below which the `xgemm` part runs a convolution as one explicit GEMM over its
@@ -173,8 +175,7 @@ fn weight_grad_of_cols<B: TrainOps>(cols: Tensor<B, 2>, dy: Tensor<B, 4>, c_in: 
     let rows_per_group = n / groups * h * w;
     let cols = cols.reshape([groups, rows_per_group, columns]);
     let dy = dy.permute([0, 2, 3, 1]).reshape([groups, rows_per_group, c_out]);
-    let dw = wrap::<B, 3>(B::matmul_to_f32(unwrap(dy.swap_dims(1, 2)), unwrap(cols)))
-        .sum_dim(0)
+    let dw = wrap::<B, 2>(B::summed_matmul_to_f32(unwrap(dy.swap_dims(1, 2)), unwrap(cols)))
         .reshape([c_out, 3, 3, c_in]);
     dw.permute([0, 3, 1, 2])
 }

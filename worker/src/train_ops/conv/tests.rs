@@ -167,22 +167,37 @@ fn cuda_gradients_match_burn_conv2d() {
 }
 
 /// The bf16 → f32 matmul of the weight gradient (a transposed lhs view, as the node passes
-/// it) against burn's f32 matmul of the same values, at a layer's group shape:
-/// `cargo test -p worker -- --ignored cuda`.
+/// it) and its group sum against burn's f32 matmul of the same values, at a layer's group
+/// shapes, the image layer's included (27 f32 columns: pitched rows): `cargo test -p worker --
+/// --ignored cuda`.
 #[cfg(feature = "cuda")]
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn cuda_bf16_matmul_to_f32_matches_the_f32_matmul() {
     type B = burn_cuda::Cuda;
     let device = Default::default();
-    let random = |shape: [usize; 3]| {
-        Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(FloatDType::BF16)
+    let random = |shape: [usize; 3], dtype: FloatDType| {
+        Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(dtype)
     };
-    let (lhs, rhs) = (random([16, 2048, 64]).swap_dims(1, 2), random([16, 2048, 576]));
-    let mixed = wrap::<B, 3>(B::matmul_to_f32(unwrap(lhs.clone()), unwrap(rhs.clone())));
-    assert_eq!(mixed.dtype(), burn::tensor::DType::F32);
-    let full = lhs.cast(FloatDType::F32).matmul(rhs.cast(FloatDType::F32));
-    let scale: f32 = full.clone().abs().max().into_scalar();
-    let err: f32 = (mixed - full).abs().max().into_scalar();
-    assert!(scale > 10.0 && err < 1e-3 * scale, "differs by {err} (scale {scale})");
+    let assert_close = |name: &str, a: Tensor<B, 2>, b: Tensor<B, 2>| {
+        assert_eq!(a.dtype(), burn::tensor::DType::F32);
+        let scale: f32 = b.clone().abs().max().into_scalar();
+        let err: f32 = (a - b).abs().max().into_scalar();
+        assert!(scale > 10.0 && err < 1e-3 * scale, "{name}: differs by {err} (scale {scale})");
+    };
+    // A block-1 layer's groups (bf16), the image layer's (f32, as the model runs it), block 3's.
+    let (f32, bf16) = (FloatDType::F32, FloatDType::BF16);
+    for (groups, columns, dtype) in [(16, 576, bf16), (256, 27, f32), (4, 1152, bf16)] {
+        let lhs = random([groups, 2048, 64], dtype).swap_dims(1, 2);
+        let rhs = random([groups, 2048, columns], dtype);
+        let full = lhs.clone().cast(FloatDType::F32).matmul(rhs.clone().cast(FloatDType::F32));
+        let mixed = wrap::<B, 3>(B::matmul_to_f32(unwrap(lhs.clone()), unwrap(rhs.clone())));
+        assert_close(
+            "matmul",
+            mixed.reshape([groups * 64, columns]),
+            full.clone().reshape([groups * 64, columns]),
+        );
+        let summed = wrap::<B, 2>(B::summed_matmul_to_f32(unwrap(lhs), unwrap(rhs)));
+        assert_close("group sum", summed, full.sum_dim(0).reshape([64, columns]));
+    }
 }

@@ -11,6 +11,7 @@
 //!   activation dtype (bf16 activations need no cast kernels).
 //! - [`matmul_to_f32`]: a batched matmul of bf16 operands with f32 output (the weight gradient's
 //!   partial sums keep f32 precision without a cast pass).
+//! - [`summed_matmul`]: the weight gradient's split-K GEMM, its group sum as one kernel.
 //! - [`conv`]: the bf16 convolutions on cubek kernels with tilings tuned for the model's shapes.
 //! - [`pool`]: 2×2 average pooling and its gradient on channels-last activations.
 //! - [`adam`]: Adam's update of one parameter as one kernel.
@@ -23,6 +24,7 @@ pub mod conv;
 pub mod im2col;
 pub mod normalize;
 pub mod pool;
+pub mod summed_matmul;
 pub mod weights;
 
 use std::marker::PhantomData;

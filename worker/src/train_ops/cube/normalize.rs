@@ -6,7 +6,9 @@
 //!   its bf16 operand without a cast kernel;
 //! - backward `dx = γ·inv_std·(g − Σg/M − x̂·Σg·x̂/M)` with `g = dy·[y > 0]`, in `x`'s dtype,
 //!   the per-channel terms computed from the channel sums in the kernel (no per-channel burn
-//!   operations between the reduction and this pass), `dγ` and `dβ` written alongside.
+//!   operations between the reduction and this pass), `dγ` and `dβ` written alongside. The ReLU
+//!   mask comes from `x` with the forward's own arithmetic ([`mask`]): `y` is not read (here and
+//!   in the backward's channel sums: 2 of 7 full-size passes per layer less).
 //!
 //! Per-channel vectors (`[C]`, f32) carry the statistics; the arithmetic runs in their dtype.
 //! Activations are read channels-last (burn's convolutions write that layout; anything else is
@@ -14,7 +16,6 @@
 //! layout burn's convolutions read without a copy. So both passes are flat elementwise loops
 //! over memory: each thread takes [`channel_lanes`] neighbouring channels as one vector load.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Shape};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -25,6 +26,29 @@ use cubecl::prelude::*;
 
 use super::channel_sums::relu_grad_sums;
 use super::{FusionTensor, channels_last, channels_last_output, custom_op, custom_op_many};
+
+/// BatchNorm + ReLU of the centered input `x − mean`: `max(0, centered·scale + shift)` — the
+/// forward's arithmetic, which [`mask`] repeats.
+#[cube]
+fn normalized_relu<S: Float, N: Size>(
+    centered: Vector<S, N>,
+    scale: Vector<S, N>,
+    shift: Vector<S, N>,
+) -> Vector<S, N> {
+    max(centered * scale + shift, Vector::new(S::from_int(0)))
+}
+
+/// The ReLU mask `y ≠ 0` of the forward's output `y` ([`normalized_relu`], `scale = γ·inv_std`)
+/// recomputed from the input with the same arithmetic, so that the backward passes agree with
+/// the `y` it wrote without reading it.
+#[cube]
+pub fn mask<S: Float, N: Size>(
+    centered: Vector<S, N>,
+    scale: Vector<S, N>,
+    shift: Vector<S, N>,
+) -> Vector<bool, N> {
+    Vector::<bool, N>::cast_from(normalized_relu(centered, scale, shift))
+}
 
 /// `y = max(0, (x − mean)·scale + beta)`, `N` channels per thread: `x`, `y` channels-last
 /// contiguous, `mean`, `scale`, `beta` `[C]`.
@@ -42,24 +66,24 @@ fn normalize_relu_kernel<X: Float, Y: Float, S: Float, N: Size>(
         terminate!();
     }
     let c = pos % mean.len();
-    let value = (Vector::<S, N>::cast_from(x[pos]) - mean[c]) * scale[c] + beta[c];
-    y[pos] = Vector::cast_from(max(value, Vector::new(S::from_int(0))));
+    let centered = Vector::<S, N>::cast_from(x[pos]) - mean[c];
+    y[pos] = Vector::cast_from(normalized_relu(centered, scale[c], beta[c]));
 }
 
 /// `dx = coeff·(g − Σg/M) − (x − mean)·coeff·inv_std·Σg·x̂/M` with `coeff = γ·inv_std` and
-/// `g = dy·[y ≠ 0]` (`y` is a ReLU output: ≠ 0 means > 0), `N` channels per thread:
-/// activations channels-last contiguous, `sums` the `[2, C]` table (`Σ g`, `Σ g·x̂`), the rest
-/// `[C]`. The first row's threads also copy the sums out as `dβ` and `dγ`.
+/// `g = dy·[y > 0]`, the forward's ReLU mask recomputed from `x` ([`mask`]), `N` channels per
+/// thread: activations channels-last contiguous, `sums` the `[2, C]` table (`Σ g`, `Σ g·x̂`),
+/// the rest `[C]`. The first row's threads also copy the sums out as `dβ` and `dγ`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn normalize_relu_grad_kernel<X: Float, Y: Float, N: Size>(
     dy: &Tensor<Vector<Y, N>>,
-    y: &Tensor<Vector<Y, N>>,
     x: &Tensor<Vector<X, N>>,
     sums: &Tensor<Vector<f32, N>>,
     mean: &Tensor<Vector<f32, N>>,
     inv_std: &Tensor<Vector<f32, N>>,
     gamma: &Tensor<Vector<f32, N>>,
+    beta: &Tensor<Vector<f32, N>>,
     dx: &mut Tensor<Vector<X, N>>,
     d_gamma: &mut Tensor<Vector<f32, N>>,
     d_beta: &mut Tensor<Vector<f32, N>>,
@@ -80,9 +104,9 @@ fn normalize_relu_grad_kernel<X: Float, Y: Float, N: Size>(
     let per_row = Vector::new(1.0 / rows);
     let coeff = gamma[c] * inv_std[c];
     let x_term = coeff * inv_std[c] * sum_g_x_hat * per_row;
-    let active = Vector::<bool, N>::cast_from(y[pos]);
-    let g = select_many(active, Vector::<f32, N>::cast_from(dy[pos]), Vector::new(0.0));
     let centered = Vector::<f32, N>::cast_from(x[pos]) - mean[c];
+    let active = mask(centered, coeff, beta[c]);
+    let g = select_many(active, Vector::<f32, N>::cast_from(dy[pos]), Vector::new(0.0));
     dx[pos] = Vector::cast_from(coeff * (g - sum_g * per_row) - centered * x_term);
 }
 
@@ -110,7 +134,7 @@ fn launch_normalize<R: CubeRuntime>(
 }
 
 fn launch_normalize_grad<R: CubeRuntime>(
-    [dy, y, x, sums, mean, inv_std, gamma]: [CubeTensor<R>; 7],
+    [dy, x, sums, mean, inv_std, gamma, beta]: [CubeTensor<R>; 7],
     shape: &Shape,
 ) -> [CubeTensor<R>; 3] {
     let (dx, lanes, cube_count, cube_dim) = channels_last_output(&x, shape, x.dtype);
@@ -120,9 +144,9 @@ fn launch_normalize_grad<R: CubeRuntime>(
     let [n, c, h, w] = shape.dims::<4>();
     let rows = (n * h * w) as f32;
     let dtypes = [x.dtype.into(), dy.dtype.into()];
-    let [dy, y, x] = [dy, y, x].map(channels_last);
-    // Contiguous `[2, C, 1]`: row 1 starts at element C.
-    let [sums, mean, inv_std, gamma] = [sums, mean, inv_std, gamma].map(into_contiguous);
+    let [dy, x] = [dy, x].map(channels_last);
+    // Contiguous `[2, C]`: row 1 starts at element C.
+    let [sums, mean, inv_std, gamma, beta] = [sums, mean, inv_std, gamma, beta].map(into_contiguous);
     debug_assert_eq!(sums.meta.shape().num_elements(), 2 * c);
     normalize_relu_grad_kernel::launch::<R>(
         &x.client.clone(),
@@ -130,12 +154,12 @@ fn launch_normalize_grad<R: CubeRuntime>(
         cube_dim,
         lanes,
         dy.into_tensor_arg(),
-        y.into_tensor_arg(),
         x.into_tensor_arg(),
         sums.into_tensor_arg(),
         mean.into_tensor_arg(),
         inv_std.into_tensor_arg(),
         gamma.into_tensor_arg(),
+        beta.into_tensor_arg(),
         dx.clone().into_tensor_arg(),
         d_gamma.clone().into_tensor_arg(),
         d_beta.clone().into_tensor_arg(),
@@ -162,27 +186,26 @@ where
 }
 
 /// [`crate::train_ops::TrainOps::batch_norm_relu_grad`] on burn's fused CubeCL backends: the
-/// channel sums (one kernel and one burn reduction), then `dx`, `dγ`, `dβ` in one kernel.
-pub fn batch_norm_relu_grad<B, R, F, I, BT>(
-    [dy, y, x]: [FusionTensor<R>; 3],
-    [mean, inv_std, gamma]: [FusionTensor<R>; 3],
+/// channel sums (partials, then their sum), then `dx`, `dγ`, `dβ` in one kernel.
+pub fn batch_norm_relu_grad<R, F, I, BT>(
+    [dy, _y, x]: [FusionTensor<R>; 3],
+    [mean, inv_std, gamma, beta]: [FusionTensor<R>; 4],
 ) -> [FusionTensor<R>; 3]
 where
-    B: Backend<FloatTensorPrimitive = FusionTensor<R>>,
     R: CubeRuntime,
     F: FloatElement,
     I: IntElement,
     BT: BoolElement,
 {
-    let activations = [dy.clone(), y.clone(), x.clone()];
-    let sums = relu_grad_sums::<B, R, F, I, BT>(activations, [mean.clone(), inv_std.clone()]);
+    let per_channel = [mean.clone(), inv_std.clone(), gamma.clone(), beta.clone()];
+    let sums = relu_grad_sums::<R, F, I, BT>([dy.clone(), x.clone()], per_channel);
     let shape = x.shape.clone();
     let outputs = [
         (shape.clone(), x.dtype),
         (Shape::new([shape[1]]), DType::F32),
         (Shape::new([shape[1]]), DType::F32),
     ];
-    let inputs = [dy, y, x, sums, mean, inv_std, gamma];
+    let inputs = [dy, x, sums, mean, inv_std, gamma, beta];
     let launch = Box::new(move |t| launch_normalize_grad(t, &shape));
     custom_op_many::<R, F, I, BT, 7, 3>("batch_norm_relu_grad", inputs, outputs, launch)
 }
