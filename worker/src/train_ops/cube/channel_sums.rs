@@ -267,10 +267,9 @@ fn launch_statistics<R: CubeRuntime>(
     let [x, gamma, shift, running_mean, running_var] = inputs;
     let (client, device) = (x.client.clone(), x.device.clone());
     let [n, channels, h, w] = x.meta.shape().dims::<4>();
-    // The forward reads only `x`: it fills the unread activation and per-channel slots.
-    let unread: [CubeTensor<R>; 4] = std::array::from_fn(|_| gamma.clone());
-    let [a, b, c, d] = unread;
-    let partials = launch_sums([x.clone(), x.clone(), a, b, c, d], false);
+    // The forward reads only `x`: `x` fills the unread `dy` slot, `γ` the unread per-channel ones.
+    let unread = || gamma.clone();
+    let partials = launch_sums([x.clone(), x.clone(), unread(), unread(), unread(), unread()], false);
     let outputs: [CubeTensor<R>; 5] = std::array::from_fn(|_| {
         empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([channels]), DType::F32)
     });
