@@ -20,7 +20,7 @@ use crate::train_ops::{Kernels, TrainBackend};
 use crate::training::{EpochSink, JobOutcome, TrainError, adam};
 
 /// What to time in the step benchmark.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepBenchConfig {
     pub batch_size: usize,
     pub steps: usize,
@@ -28,6 +28,9 @@ pub struct StepBenchConfig {
     pub width_multiplier: f32,
     /// Implementation of the conv / BatchNorm training nodes.
     pub kernels: Kernels,
+    /// Sample the host side of the synced timed steps ([`crate::host_profile`]) and write the
+    /// folded stacks here.
+    pub host_profile: Option<std::path::PathBuf>,
 }
 
 /// Result of the step benchmark.
@@ -42,11 +45,16 @@ pub struct StepBench {
     /// of its optimizer update is queued, before the sync. When it is close to the step time,
     /// the host, not the GPU, sets the pace.
     pub host_times: Vec<Duration>,
+    /// The host time of each timed step split into its phases: forward and loss, backward,
+    /// optimizer update (each until its last operation is queued).
+    pub host_phases: Vec<[Duration; 3]>,
     /// Time of the warm-up steps (includes burn's kernel autotune on a cold cache).
     pub warmup_time: Duration,
     /// Wall time of another `step_times.len()` steps queued back to back with a single sync at
     /// the end: what an epoch loop (which never syncs per step) gets.
     pub pipelined_time: Duration,
+    /// The summary of the host profile of the synced timed steps, when one was asked for.
+    pub host_profile: Option<String>,
     /// Loss of the first and of the last step. Every step trains on the same batch, so a path
     /// that learns drives the loss down; a fast path that does not (a wrong or non-finite
     /// gradient) shows here instead of only in a training run.
@@ -63,6 +71,11 @@ impl StepBench {
     /// Median host time of the timed steps.
     pub fn median_host(&self) -> Duration {
         median(&self.host_times)
+    }
+
+    /// Median host time of each phase (forward and loss, backward, optimizer).
+    pub fn median_host_phases(&self) -> [Duration; 3] {
+        std::array::from_fn(|i| median(&self.host_phases.iter().map(|p| p[i]).collect::<Vec<_>>()))
     }
 
     /// Images per second at the median step time.
@@ -84,7 +97,7 @@ impl StepBench {
     pub fn line(&self) -> String {
         format!(
             "burn device={} kernels={} batch={} img_per_s={:.1} step_ms={:.2} host_ms={:.2} \
-             pipelined_img_per_s={:.1} loss_first={:.4} loss_last={:.4}",
+             pipelined_img_per_s={:.1} loss_first={:.4} loss_last={:.4} host_fwd_bwd_opt_ms={}",
             short_name(&self.device),
             self.kernels,
             self.batch_size,
@@ -94,6 +107,7 @@ impl StepBench {
             self.pipelined_images_per_sec(),
             self.first_loss,
             self.last_loss,
+            self.median_host_phases().map(|p| format!("{:.2}", p.as_secs_f64() * 1e3)).join("/"),
         )
     }
 }
@@ -139,7 +153,7 @@ fn time_steps<B: TrainBackend>(
     let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
     let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
     let mut model = seeded_model::<B>(&cnn, 0, device).with_kernels(config.kernels);
-    let mut optim = adam().init::<B, crate::model::Cnn<B>>();
+    let mut optim = adam().init::<B>();
     let n = config.batch_size;
     let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
     let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 10).collect();
@@ -148,20 +162,30 @@ fn time_steps<B: TrainBackend>(
     let warm_start = Instant::now();
     let mut step_times = Vec::with_capacity(config.steps);
     let mut host_times = Vec::with_capacity(config.steps);
+    let mut host_phases = Vec::with_capacity(config.steps);
     let mut train_step = |model: crate::model::Cnn<B>| {
+        let started = Instant::now();
         let logits = model.forward(images.clone());
         let loss = variant_loss(LossVariant::NormalLr1e3, logits, labels.clone());
+        let forward = started.elapsed();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        (optim.step(1e-3, model, grads), loss.detach())
+        let backward = started.elapsed();
+        let model = optim.step(1e-3, model, grads);
+        let phases = [forward, backward - forward, started.elapsed() - backward];
+        (model, loss.detach(), phases)
     };
     let mut first_loss = f32::NAN;
+    let mut profiler = None;
     for step in 0..config.warmup + config.steps {
         if step == config.warmup {
             tracing::info!(seconds = warm_start.elapsed().as_secs_f64(), "warm-up done");
+            if config.host_profile.is_some() {
+                profiler = Some(crate::host_profile::HostProfiler::start()?);
+            }
         }
         let started = Instant::now();
-        let loss;
-        (model, loss) = train_step(model);
+        let (loss, phases);
+        (model, loss, phases) = train_step(model);
         let queued = started.elapsed();
         if step == 0 {
             first_loss = loss.into_scalar().elem(); // outside the timed steps
@@ -170,14 +194,19 @@ fn time_steps<B: TrainBackend>(
         if step >= config.warmup {
             step_times.push(started.elapsed());
             host_times.push(queued);
+            host_phases.push(phases);
         }
     }
+    let host_profile = match (profiler, &config.host_profile) {
+        (Some(profiler), Some(path)) => Some(profiler.finish(path)?),
+        _ => None,
+    };
     let warmup_time = warm_start.elapsed().saturating_sub(step_times.iter().sum());
     let pipelined = Instant::now();
     let mut last_loss = None;
     for _ in 0..config.steps {
         let loss;
-        (model, loss) = train_step(model);
+        (model, loss, _) = train_step(model);
         last_loss = Some(loss);
     }
     sync()?;
@@ -189,8 +218,10 @@ fn time_steps<B: TrainBackend>(
         batch_size: n,
         step_times,
         host_times,
+        host_phases,
         warmup_time,
         pipelined_time,
+        host_profile,
         first_loss,
         last_loss,
     })
@@ -264,14 +295,25 @@ mod tests {
     fn step_bench_times_each_kernel_set_and_prints_a_parseable_line() {
         let bf16: Kernels = "wgrad+dgrad+bn+bf16".parse().unwrap();
         for kernels in [Kernels::STOCK, Kernels::FAST, bf16] {
-            let config =
-                StepBenchConfig { batch_size: 4, steps: 2, warmup: 1, width_multiplier: 0.125, kernels };
+            let config = StepBenchConfig {
+                batch_size: 4,
+                steps: 2,
+                warmup: 1,
+                width_multiplier: 0.125,
+                kernels,
+                host_profile: None,
+            };
             let bench = bench_train_step(DeviceChoice::Cpu, config).unwrap();
             assert_eq!(bench.step_times.len(), 2);
             assert_eq!(bench.host_times.len(), 2);
-            for (host, step) in bench.host_times.iter().zip(&bench.step_times) {
+            for ((host, step), phases) in
+                bench.host_times.iter().zip(&bench.step_times).zip(&bench.host_phases)
+            {
                 assert!(host <= step, "host time {host:?} is part of the step's {step:?}");
+                let phases: Duration = phases.iter().sum();
+                assert!(phases <= *host, "phases {phases:?} are part of the host time {host:?}");
             }
+            assert!(bench.line().contains(" host_fwd_bwd_opt_ms="), "{}", bench.line());
             assert!(bench.line().contains(" host_ms="), "{}", bench.line());
             assert!(bench.images_per_sec() > 0.0 && bench.pipelined_images_per_sec() > 0.0);
             // Five steps on one batch of four images: the loss falls on every path.
@@ -297,6 +339,7 @@ mod tests {
             warmup: 0,
             width_multiplier: 0.125,
             kernels: Kernels::FAST,
+            host_profile: None,
         };
         assert!(matches!(bench_train_step(DeviceChoice::Cpu, config), Err(TrainError::InvalidJob(_))));
     }

@@ -89,6 +89,11 @@ pub struct BenchArgs {
     /// fast, fast-bf16, or parts joined by + (wgrad, dgrad, bn, bf16, tconv), as for `worker train --kernels`.
     #[arg(long, env = "SWEEP_BENCH_KERNELS", value_delimiter = ',', default_value = "auto")]
     pub kernels: Vec<KernelChoice>,
+    /// Sample where the host's CPU time goes during the synced timed steps: writes folded
+    /// stacks (flamegraph input) to this file, one per kernel set (`FILE.1`, … after the
+    /// first), and prints the most frequent functions.
+    #[arg(long, env = "SWEEP_BENCH_HOST_PROFILE")]
+    pub host_profile: Option<PathBuf>,
 }
 
 /// Why a local subcommand failed.
@@ -224,18 +229,26 @@ pub fn run_train(
 /// Runs `worker bench` and writes its parseable lines to `out`.
 pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let device = available_devices(&args.device, &args.gpus)?[0];
-    for kernels in args.kernels.iter().map(|choice| choice.for_device(device)) {
+    for (i, kernels) in args.kernels.iter().map(|choice| choice.for_device(device)).enumerate() {
+        let host_profile = args.host_profile.as_ref().map(|path| match i {
+            0 => path.clone(),
+            i => PathBuf::from(format!("{}.{i}", path.display())),
+        });
         let config = StepBenchConfig {
             batch_size: args.batch_size as usize,
             steps: args.steps,
             warmup: args.warmup,
             width_multiplier: args.width,
             kernels,
+            host_profile,
         };
         let step = bench_train_step(device, config)?;
         let warmup = step.warmup_time.as_secs_f64();
         writeln!(out, "# {device} kernels={kernels}: warm-up {warmup:.1} s over {} steps", args.warmup)?;
         writeln!(out, "{}", step.line())?;
+        for line in step.host_profile.iter().flat_map(|summary| summary.lines()) {
+            writeln!(out, "# {line}")?;
+        }
         if !step.learns() {
             writeln!(
                 out,

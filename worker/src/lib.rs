@@ -21,6 +21,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod download;
+pub mod host_profile;
 pub mod kernel_cache;
 pub mod loss;
 pub mod model;

@@ -24,6 +24,8 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use sweep_proto::LossVariant;
 
+use crate::train_ops::{TrainOps, unwrap, wrap};
+
 /// Keras' fuzz factor `K.epsilon()`.
 pub const KERAS_EPSILON: f32 = 1e-7;
 /// Number of CIFAR-10 classes.
@@ -105,13 +107,15 @@ pub fn multi_softmax_term<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1,
     total.expect("45 pairs")
 }
 
-/// The full training loss of `variant` (batch mean, 1-element tensor).
-pub fn variant_loss<B: Backend>(
+/// The full training loss of `variant` (batch mean, 1-element tensor). The cross-entropy runs
+/// as [`TrainOps::cross_entropy`] (one autodiff node in training, see
+/// [`crate::train_ops::cross_entropy`]), the auxiliary terms through burn's ops.
+pub fn variant_loss<B: TrainOps>(
     variant: LossVariant,
     logits: Tensor<B, 2>,
     labels: Tensor<B, 1, Int>,
 ) -> Tensor<B, 1> {
-    let base = cross_entropy(logits.clone(), labels.clone());
+    let base = wrap(B::cross_entropy(unwrap(logits.clone()), labels.clone().into_primitive()));
     match variant {
         LossVariant::NaturalHardmax => base.add(hardmax_term(logits, labels)),
         LossVariant::NaturalSoftmax => base.add(natural_softmax_term(logits, labels)),

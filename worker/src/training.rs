@@ -27,7 +27,8 @@ pub const ADAM_BETA_2: f32 = 0.999;
 /// Adam ε (Keras default `K.epsilon()`).
 pub const ADAM_EPSILON: f32 = 1e-7;
 
-/// The experiment's optimizer: Adam with Keras's defaults, one fused update per parameter.
+/// The experiment's optimizer: Adam with Keras's defaults, one fused update per step
+/// ([`FusedAdam::init`]).
 pub fn adam() -> FusedAdam {
     FusedAdam { beta_1: ADAM_BETA_1, beta_2: ADAM_BETA_2, epsilon: ADAM_EPSILON }
 }
@@ -62,6 +63,8 @@ pub enum TrainError {
     Device(String),
     #[error("invalid job: {0}")]
     InvalidJob(String),
+    #[error(transparent)]
+    HostProfile(#[from] crate::host_profile::HostProfileError),
 }
 
 /// Trains jobs on one device; created by [`crate::backend::open_runner`].
@@ -192,7 +195,7 @@ pub fn train_job<B: TrainBackend>(
 
     let cnn = CnnConfig::new().with_width_multiplier(job.data.width_multiplier);
     let mut model: Cnn<B> = seeded_model(&cnn, job.seed, device).with_kernels(config.kernels);
-    let mut optim = adam().init::<B, Cnn<B>>();
+    let mut optim = adam().init::<B>();
     let mut rng = StdRng::seed_from_u64(job.seed);
     let mut order: Vec<i64> = (0..train_n as i64).collect();
     let mut first_step_reported = false;

@@ -22,8 +22,10 @@
 //!   convolutions compute in their input's dtype, everything with state stays f32.
 //! - tuned bf16 convolutions ([`Kernels::tuned_conv`], [`TrainOps::conv3x3_nobias`]): cubek's
 //!   convolution kernels on tilings tuned for the model's shapes (`cube::conv`).
-//! - [`adam`]: Adam as one update per parameter ([`TrainOps::adam_update`], one kernel on CUDA)
-//!   instead of burn's dozen tensor operations.
+//! - [`cross_entropy`]: the experiment's cross-entropy and its gradient as one node (one kernel
+//!   on CUDA).
+//! - [`adam`]: Adam as one update per step ([`TrainOps::adam_update_many`], one kernel for all
+//!   parameters on CUDA) instead of burn's dozen tensor operations per parameter.
 //!
 //! The non-autodiff backends (inference, validation) use the stock burn ops (trait defaults).
 //! [`Kernels`] picks per model which implementation runs, so benchmarks can compare both.
@@ -31,6 +33,7 @@
 pub mod adam;
 pub mod batch_norm;
 pub mod conv;
+pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cube;
 mod kernels;
@@ -42,7 +45,7 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use burn::tensor::ops::{FloatTensor, ModuleOps};
+use burn::tensor::ops::{FloatTensor, IntTensor, ModuleOps};
 
 pub use batch_norm::{NormConfig, NormInputs, NormOutputs, NormStatistics};
 
@@ -197,6 +200,30 @@ pub trait TrainOps: Backend {
         let flat = inputs.map(|t| wrap::<Self, 1>(Self::float_reshape(t, [shape.num_elements()].into())));
         adam::update_by_ops(flat, scalars).map(|t| Self::float_reshape(unwrap(t), shape.clone()))
     }
+
+    /// The experiment's cross-entropy of f32 `logits: [N, C]` and `labels: [N]`
+    /// ([`crate::loss::cross_entropy`]): `[1]`. Default: burn's ops; `Autodiff<B>` runs it as one
+    /// node ([`cross_entropy`]) on [`TrainOps::cross_entropy_and_grad`].
+    fn cross_entropy(logits: FloatTensor<Self>, labels: IntTensor<Self>) -> FloatTensor<Self> {
+        unwrap(crate::loss::cross_entropy(wrap::<Self, 2>(logits), Tensor::from_primitive(labels)))
+    }
+
+    /// The cross-entropy of [`TrainOps::cross_entropy`] and its gradient by the logits per unit
+    /// of loss: `[loss: [1], grad: [N, C]]`. Default: burn's ops; the CUDA backend runs one kernel.
+    fn cross_entropy_and_grad(logits: FloatTensor<Self>, labels: IntTensor<Self>) -> [FloatTensor<Self>; 2] {
+        cross_entropy::by_ops::<Self>(logits, labels)
+    }
+
+    /// Adam's update of several f32 parameters at the same step, `[param, grad, m, v]` →
+    /// `[param', m', v']` each ([`adam::ModuleAdam`]). Default: [`TrainOps::adam_update`] per
+    /// parameter; the CUDA backend updates them all in one kernel, every gradient read in its
+    /// own layout.
+    fn adam_update_many(
+        inputs: Vec<[FloatTensor<Self>; 4]>,
+        scalars: adam::AdamScalars,
+    ) -> Vec<[FloatTensor<Self>; 3]> {
+        inputs.into_iter().map(|inputs| Self::adam_update(inputs, scalars)).collect()
+    }
 }
 
 impl TrainOps for burn::backend::Flex {}
@@ -205,6 +232,17 @@ impl TrainOps for burn::backend::Flex {}
 impl TrainOps for burn_cuda::Cuda {
     fn adam_update(inputs: [FloatTensor<Self>; 4], scalars: adam::AdamScalars) -> [FloatTensor<Self>; 3] {
         cube::adam::adam_update::<_, f32, i32, u8>(inputs, scalars)
+    }
+
+    fn adam_update_many(
+        inputs: Vec<[FloatTensor<Self>; 4]>,
+        scalars: adam::AdamScalars,
+    ) -> Vec<[FloatTensor<Self>; 3]> {
+        cube::adam::adam_update_many::<_, f32, i32, u8>(inputs, scalars)
+    }
+
+    fn cross_entropy_and_grad(logits: FloatTensor<Self>, labels: IntTensor<Self>) -> [FloatTensor<Self>; 2] {
+        cube::cross_entropy::cross_entropy_and_grad::<_, f32, i32, u8>(logits, labels)
     }
 
     fn conv3x3_nobias(x: FloatTensor<Self>, weight: FloatTensor<Self>, tuned: bool) -> FloatTensor<Self> {
@@ -306,6 +344,10 @@ impl<B: TrainOps, C: CheckpointStrategy> TrainOps for Autodiff<B, C> {
 
     fn global_avg_pool(x: FloatTensor<Self>) -> FloatTensor<Self> {
         pool::autodiff_pool::<B, C>(x, pool::Pooling::Global)
+    }
+
+    fn cross_entropy(logits: FloatTensor<Self>, labels: IntTensor<Self>) -> FloatTensor<Self> {
+        cross_entropy::autodiff_cross_entropy::<B, C>(logits, labels)
     }
 }
 

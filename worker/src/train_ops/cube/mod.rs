@@ -14,13 +14,15 @@
 //! - [`summed_matmul`]: the weight gradient's split-K GEMM, its group sum as one kernel.
 //! - [`conv`]: the bf16 convolutions on cubek kernels with tilings tuned for the model's shapes.
 //! - [`pool`]: 2×2 average pooling and its gradient on channels-last activations.
-//! - [`adam`]: Adam's update of one parameter as one kernel.
+//! - [`adam`]: Adam's update of one parameter, or of all of a step's, as one kernel.
+//! - [`cross_entropy`]: the experiment's cross-entropy of the softmax and its gradient, one kernel.
 //! - [`weights`]: a convolution's bf16 operands (the kernel and its flipped transpose) in one
 //!   kernel, in the layout the convolutions read.
 
 pub mod adam;
 pub mod channel_sums;
 pub mod conv;
+pub mod cross_entropy;
 pub mod im2col;
 pub mod normalize;
 pub mod pool;
@@ -39,7 +41,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::FusionRuntime;
 use burn_fusion::stream::{Operation, OperationStreams};
-use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::{CubeCount, CubeDim};
 
@@ -54,21 +56,24 @@ pub type Launch<R, const N: usize> = fn([CubeTensor<R>; N], &Shape, DType) -> Cu
 pub type LaunchMany<R, const N: usize, const M: usize> =
     Box<dyn Fn([CubeTensor<R>; N]) -> [CubeTensor<R>; M] + Send + Sync>;
 
+/// [`LaunchMany`] for any number of inputs and outputs (as many outputs as the operation
+/// declared).
+pub type LaunchVec<R> = Box<dyn Fn(Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>> + Send + Sync>;
+
 /// The fusion-stream operation: runs `launch` on the resolved inputs when the stream executes.
-struct CustomOp<B, R: CubeRuntime, const N: usize, const M: usize> {
+struct CustomOp<B, R: CubeRuntime> {
     desc: CustomOpIr,
-    launch: LaunchMany<R, N, M>,
+    launch: LaunchVec<R>,
     backend: PhantomData<fn() -> B>,
 }
 
-impl<B, R: CubeRuntime, const N: usize, const M: usize> std::fmt::Debug for CustomOp<B, R, N, M> {
+impl<B, R: CubeRuntime> std::fmt::Debug for CustomOp<B, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CustomOp").field("desc", &self.desc).finish()
     }
 }
 
-impl<R, F, I, BT, const N: usize, const M: usize> Operation<FusionCubeRuntime<R>>
-    for CustomOp<CubeBackend<R, F, I, BT>, R, N, M>
+impl<R, F, I, BT> Operation<FusionCubeRuntime<R>> for CustomOp<CubeBackend<R, F, I, BT>, R>
 where
     R: CubeRuntime,
     F: FloatElement,
@@ -76,16 +81,51 @@ where
     BT: BoolElement,
 {
     fn execute(&self, handles: &mut HandleContainer<<FusionCubeRuntime<R> as FusionRuntime>::FusionHandle>) {
-        let (inputs, outs) = self.desc.as_fixed::<N, M>();
-        let inputs = inputs.each_ref().map(|x| handles.get_float_tensor::<CubeBackend<R, F, I, BT>>(x));
-        for (out, output) in outs.iter().zip((self.launch)(inputs)) {
+        let inputs = self
+            .desc
+            .inputs
+            .iter()
+            .map(|x| match x.dtype.is_int() {
+                true => handles.get_int_tensor::<CubeBackend<R, F, I, BT>>(x),
+                false => handles.get_float_tensor::<CubeBackend<R, F, I, BT>>(x),
+            })
+            .collect();
+        let outputs = (self.launch)(inputs);
+        assert_eq!(outputs.len(), self.desc.outputs.len(), "{}: wrong number of outputs", self.desc.id);
+        for (out, output) in self.desc.outputs.iter().zip(outputs) {
             handles.register_float_tensor::<CubeBackend<R, F, I, BT>>(&out.id, output);
         }
     }
 }
 
-/// Registers `launch` on `inputs` as the custom operation `name` in the inputs' fusion stream;
-/// returns its outputs, of the given shapes and dtypes.
+/// Registers `launch` on `inputs` (float or integer tensors) as the custom operation `name` in
+/// the inputs' fusion stream; returns its float outputs, of the given shapes and dtypes.
+pub fn custom_op_vec<R, F, I, BT>(
+    name: &'static str,
+    inputs: Vec<FusionTensor<R>>,
+    outputs: Vec<(Shape, DType)>,
+    launch: LaunchVec<R>,
+) -> Vec<FusionTensor<R>>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let client = inputs[0].client.clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let outs: Vec<TensorIr> = outputs
+        .into_iter()
+        .map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype))
+        .collect();
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(|x| x.into_ir()).collect();
+    let desc = CustomOpIr::new(name, &inputs, &outs);
+    let operation =
+        CustomOp::<CubeBackend<R, F, I, BT>, R> { desc: desc.clone(), launch, backend: PhantomData };
+    client.register(streams, OperationIr::Custom(desc), operation)
+}
+
+/// [`custom_op_vec`] with `N` inputs and `M` outputs.
 pub fn custom_op_many<R, F, I, BT, const N: usize, const M: usize>(
     name: &'static str,
     inputs: [FusionTensor<R>; N],
@@ -98,14 +138,12 @@ where
     I: IntElement,
     BT: BoolElement,
 {
-    let client = inputs[0].client.clone();
-    let streams = OperationStreams::with_inputs(&inputs);
-    let outs = outputs.map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype));
-    let inputs = inputs.map(|x| x.into_ir());
-    let desc = CustomOpIr::new(name, &inputs, &outs);
-    let operation =
-        CustomOp::<CubeBackend<R, F, I, BT>, R, N, M> { desc: desc.clone(), launch, backend: PhantomData };
-    client.register(streams, OperationIr::Custom(desc), operation).outputs()
+    let launch: LaunchVec<R> = Box::new(move |inputs| {
+        let inputs: [CubeTensor<R>; N] = inputs.try_into().unwrap_or_else(|_| unreachable!("N inputs"));
+        launch(inputs).into()
+    });
+    let outputs = custom_op_vec::<R, F, I, BT>(name, inputs.into(), outputs.into(), launch);
+    outputs.try_into().unwrap_or_else(|_| unreachable!("M outputs"))
 }
 
 /// [`custom_op_many`] for a kernel with one output, a `shape` tensor of `dtype`.
