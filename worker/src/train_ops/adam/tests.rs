@@ -58,6 +58,10 @@ fn module_adam_resumes_from_its_record_and_skips_frozen_parameters() {
     let adam = FusedAdam { beta_1, beta_2, epsilon };
     let device = Default::default();
     let mut model: Linear<B> = LinearConfig::new(4, 2).init(&device);
+    // Concrete values: a clone of a lazily initialised parameter would draw its own.
+    let weight =
+        Tensor::<B, 2>::from_data([[0.5, -0.25], [0.125, 0.75], [-0.5, 0.25], [0.375, -0.625]], &device);
+    model.weight = Param::from_tensor(weight);
     let bias = Tensor::<B, 1>::from_data([0.25, -0.5], &device);
     model.bias = Some(Param::from_tensor(bias).set_require_grad(false));
     let values: Vec<f32> = (0..12).map(|i| ((i * 5 % 7) as f32 - 3.0) / 2.0).collect();
