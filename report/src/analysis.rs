@@ -1,18 +1,34 @@
 //! Groups the input's jobs by variant and computes everything the report states: per-variant
-//! statistics of best validation accuracy, comparisons against the baseline, and verdicts on the
-//! experiment's four claims. The markdown and HTML renderers only format what this module decides.
+//! statistics, the seed sets they are computed on, comparisons against the baseline and verdicts
+//! on the experiment's four claims. The markdown and HTML renderers only format what this module
+//! and its children ([`compare`], [`claims`], [`seed_sets`]) decide.
 //!
-//! Choice of jobs: statistics, tests and box plots use **succeeded** jobs only. Running jobs that
-//! already stored an epoch are kept apart as "running (best so far)" points and rows; queued,
-//! failed and cancelled jobs are only counted. All accuracies here are percentages (0–100).
+//! Choice of jobs: statistics, tests and box plots use **succeeded** jobs only, one per seed (a
+//! second succeeded job of the same variant and seed trains identically and is ignored). Running
+//! jobs that already stored an epoch are kept apart as "running (best so far)" points and rows;
+//! queued, failed and cancelled jobs are only counted. All accuracies here are percentages (0–100).
 
-use crate::input::{JobRow, ReportInput};
-use crate::stats::{self, Describe, MannWhitney, WelchTest};
+pub mod claims;
+pub mod compare;
+pub mod seed_sets;
 
-/// Significance level for the claim verdicts (Welch's t-test, two-sided).
+use std::collections::{BTreeMap, HashMap};
+
+pub use claims::{ClaimVerdict, Verdict};
+pub use compare::{Comparison, Design, Difference, SpreadTest};
+pub use seed_sets::{SeedSetAnalysis, SeedSetKind, Selection};
+
+use crate::input::{EpochRow, JobRow, ReportInput};
+use crate::stats::{self, Describe};
+
+/// Significance level for the tests and the spread claim; the 95% CIs the claims use match it.
 pub const ALPHA: f64 = 0.05;
-/// Fewer finished seeds than this in either group and a claim is "too few seeds to say".
+/// Fewer finished seeds (or pairs) than this and a claim is "too few seeds to say".
 pub const MIN_SEEDS_FOR_CLAIM: usize = 3;
+/// Two means count as the same when the 95% CI of their difference lies within ± this many points.
+pub const EQUIVALENCE_MARGIN: f64 = 0.5;
+/// The "last epochs" summary averages this many final epochs of each job (all, if it has fewer).
+pub const LAST_EPOCHS: usize = 10;
 
 /// Job counts by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,79 +53,157 @@ impl StateCounts {
     }
 }
 
+/// One succeeded job reduced to its accuracies (%).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedJob {
+    pub seed: u64,
+    pub job_id: i64,
+    /// Best validation accuracy over the epochs: the experiment's headline value.
+    pub best: f64,
+    /// Validation accuracy of the last stored epoch; `None` without epoch rows.
+    pub final_epoch: Option<f64>,
+    /// Mean validation accuracy of the last [`LAST_EPOCHS`] stored epochs; `None` without rows.
+    pub last_epochs_mean: Option<f64>,
+}
+
 /// One variant's jobs, reduced to what the report shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VariantResults {
     pub name: String,
-    /// Best validation accuracy (%) of each succeeded job, in seed order.
+    /// Succeeded jobs, one per seed, in seed order.
+    pub finished: Vec<FinishedJob>,
+    /// Best validation accuracy (%) of each entry of `finished`, in the same order.
     pub finished_best: Vec<f64>,
     /// (seed, best-so-far validation accuracy %) of running jobs that stored an epoch.
     pub running_best: Vec<(u64, f64)>,
-    /// `None` without succeeded jobs.
+    /// Of `finished_best`; `None` without succeeded jobs.
     pub describe: Option<Describe>,
+    /// Counts over all of the variant's jobs (not only this seed set's).
     pub states: StateCounts,
 }
 
-/// One variant against the baseline (differences are variant − baseline, in points).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Comparison {
-    pub variant: String,
-    pub n_variant: usize,
-    pub n_baseline: usize,
-    pub welch: Option<WelchTest>,
-    pub mann_whitney: Option<MannWhitney>,
-    pub hedges_g: Option<f64>,
-    pub cohens_d: Option<f64>,
-    pub cliffs_delta: Option<f64>,
-}
-
-/// How far the data back a claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Supported,
-    PartlySupported,
-    NotSupported,
-    Contradicted,
-    TooFewSeeds,
-    NoData,
-}
-
-impl Verdict {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Supported => "supported",
-            Self::PartlySupported => "partly supported",
-            Self::NotSupported => "not supported by this data",
-            Self::Contradicted => "contradicted",
-            Self::TooFewSeeds => "too few seeds to say",
-            Self::NoData => "no data",
+impl VariantResults {
+    fn new(
+        name: &str,
+        mut finished: Vec<FinishedJob>,
+        running_best: Vec<(u64, f64)>,
+        states: StateCounts,
+    ) -> Self {
+        finished.sort_by_key(|j| (j.seed, j.job_id));
+        finished.dedup_by_key(|j| j.seed);
+        let finished_best: Vec<f64> = finished.iter().map(|j| j.best).collect();
+        Self {
+            name: name.to_string(),
+            describe: stats::describe(&finished_best),
+            finished,
+            finished_best,
+            running_best,
+            states,
         }
+    }
+
+    /// The same variant keeping only the finished jobs `keep` accepts.
+    pub(crate) fn restricted(&self, keep: impl Fn(&FinishedJob) -> bool) -> Self {
+        let finished = self.finished.iter().filter(|j| keep(j)).cloned().collect();
+        Self::new(&self.name, finished, self.running_best.clone(), self.states)
+    }
+
+    /// Seeds of the finished jobs, ascending.
+    pub fn seeds(&self) -> Vec<u64> {
+        self.finished.iter().map(|j| j.seed).collect()
+    }
+
+    /// Final-epoch validation accuracies (%) of the finished jobs that stored epochs.
+    pub fn final_epoch_values(&self) -> Vec<f64> {
+        self.finished.iter().filter_map(|j| j.final_epoch).collect()
+    }
+
+    /// Last-[`LAST_EPOCHS`]-epoch mean validation accuracies (%) of the finished jobs.
+    pub fn last_epochs_values(&self) -> Vec<f64> {
+        self.finished.iter().filter_map(|j| j.last_epochs_mean).collect()
     }
 }
 
-/// One of the experiment's claims with the verdict and a sentence of evidence.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClaimVerdict {
-    pub claim: &'static str,
-    pub verdict: Verdict,
-    pub evidence: String,
+/// Which design the sweep's comparisons hold (judged on the main seed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepDesign {
+    /// Every comparison pairs runs by seed.
+    Paired,
+    /// No comparison pairs runs.
+    Unpaired,
+    /// Some comparisons pair, others do not.
+    Mixed,
+    /// No comparison has data on both sides yet.
+    Undetermined,
+}
+
+impl SweepDesign {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Paired => "shared seeds: paired",
+            Self::Unpaired => "independent seeds: unpaired",
+            Self::Mixed => "partly shared seeds: paired where seeds match, unpaired otherwise",
+            Self::Undetermined => "not yet known (no comparison has finished jobs on both sides)",
+        }
+    }
 }
 
 /// Everything computed from one [`ReportInput`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Analysis {
-    /// Display order: the input's variants, then any variant only seen in jobs.
+    /// Display order: the input's variants, then any variant only seen in jobs; every finished seed.
     pub variants: Vec<VariantResults>,
     pub baseline: String,
-    /// Every variant except the baseline, in display order.
-    pub comparisons: Vec<Comparison>,
-    pub claims: Vec<ClaimVerdict>,
+    /// The main (balanced) seed set first, then the extended one if the sweep is unbalanced.
+    pub seed_sets: Vec<SeedSetAnalysis>,
     pub states: StateCounts,
 }
 
 impl Analysis {
+    /// A variant with every finished seed.
     pub fn variant(&self, name: &str) -> Option<&VariantResults> {
         self.variants.iter().find(|v| v.name == name)
+    }
+
+    /// The balanced seed set every variant is shown on (the only one for a balanced sweep).
+    pub fn main_set(&self) -> &SeedSetAnalysis {
+        &self.seed_sets[0]
+    }
+
+    /// The variants with more finished seeds than the balanced set, with all of them.
+    pub fn extended_set(&self) -> Option<&SeedSetAnalysis> {
+        self.seed_sets.get(1)
+    }
+
+    /// The main set's comparisons against the baseline.
+    pub fn comparisons(&self) -> &[Comparison] {
+        &self.main_set().comparisons
+    }
+
+    /// The main set's claim verdicts.
+    pub fn claims(&self) -> &[ClaimVerdict] {
+        &self.main_set().claims
+    }
+
+    /// Paired, unpaired or mixed, from the main set's comparisons that have data.
+    pub fn design(&self) -> SweepDesign {
+        let designs: Vec<Design> = self
+            .comparisons()
+            .iter()
+            .filter(|c| c.n_variant > 0 && c.n_baseline > 0)
+            .map(|c| c.design)
+            .collect();
+        match (designs.contains(&Design::Paired), designs.contains(&Design::Unpaired)) {
+            (true, false) => SweepDesign::Paired,
+            (false, true) => SweepDesign::Unpaired,
+            (true, true) => SweepDesign::Mixed,
+            (false, false) => SweepDesign::Undetermined,
+        }
+    }
+
+    /// Variants whose results equal the baseline's seed for seed in the main set.
+    pub fn identical_to_baseline(&self) -> Vec<&str> {
+        self.comparisons().iter().filter(|c| c.identical).map(|c| c.variant.as_str()).collect()
     }
 
     /// Total succeeded jobs across variants.
@@ -133,119 +227,67 @@ fn percent(fraction: f64) -> f64 {
     fraction * 100.0
 }
 
-fn variant_results(name: &str, jobs: &[&JobRow]) -> VariantResults {
+/// (final-epoch, last-epochs mean) validation accuracy (%) of one job's stored epochs.
+fn epoch_summaries(epochs: Option<&Vec<&EpochRow>>) -> (Option<f64>, Option<f64>) {
+    let Some(epochs) = epochs.filter(|e| !e.is_empty()) else {
+        return (None, None);
+    };
+    let mut sorted: Vec<&EpochRow> = epochs.clone();
+    sorted.sort_by_key(|e| e.epoch);
+    let last: Vec<f64> = sorted.iter().rev().take(LAST_EPOCHS).map(|e| percent(e.val_acc)).collect();
+    (sorted.last().map(|e| percent(e.val_acc)), stats::mean(&last))
+}
+
+fn variant_results(
+    name: &str,
+    jobs: &[&JobRow],
+    epochs_by_job: &HashMap<i64, Vec<&EpochRow>>,
+) -> VariantResults {
     let mut states = StateCounts::default();
-    let mut finished: Vec<(u64, f64)> = Vec::new();
+    let mut finished = Vec::new();
     let mut running_best = Vec::new();
     for job in jobs {
         states.add(&job.state);
         match (job.state.as_str(), job.best_val_acc) {
-            ("succeeded", Some(best)) => finished.push((job.seed, percent(best))),
+            ("succeeded", Some(best)) => {
+                let (final_epoch, last_epochs_mean) = epoch_summaries(epochs_by_job.get(&job.job_id));
+                finished.push(FinishedJob {
+                    seed: job.seed,
+                    job_id: job.job_id,
+                    best: percent(best),
+                    final_epoch,
+                    last_epochs_mean,
+                });
+            }
             ("running", Some(best)) => running_best.push((job.seed, percent(best))),
             _ => {}
         }
     }
-    finished.sort_by_key(|(seed, _)| *seed);
     running_best.sort_by_key(|(seed, _)| *seed);
-    let finished_best: Vec<f64> = finished.into_iter().map(|(_, acc)| acc).collect();
-    VariantResults {
-        name: name.to_string(),
-        describe: stats::describe(&finished_best),
-        finished_best,
-        running_best,
-        states,
-    }
-}
-
-fn compare(variant: &VariantResults, baseline: &[f64]) -> Comparison {
-    let a = &variant.finished_best;
-    Comparison {
-        variant: variant.name.clone(),
-        n_variant: a.len(),
-        n_baseline: baseline.len(),
-        welch: stats::welch_t_test(a, baseline),
-        mann_whitney: stats::mann_whitney_u(a, baseline),
-        hedges_g: stats::hedges_g(a, baseline),
-        cohens_d: stats::cohens_d(a, baseline),
-        cliffs_delta: stats::cliffs_delta(a, baseline),
-    }
+    VariantResults::new(name, finished, running_best, states)
 }
 
 /// Computes the whole analysis.
 pub fn analyse(input: &ReportInput) -> Analysis {
+    let mut epochs_by_job: HashMap<i64, Vec<&EpochRow>> = HashMap::new();
+    for e in &input.epochs {
+        epochs_by_job.entry(e.job_id).or_default().push(e);
+    }
+    let mut jobs_by_variant: BTreeMap<&str, Vec<&JobRow>> = BTreeMap::new();
+    for job in &input.jobs {
+        jobs_by_variant.entry(job.variant.as_str()).or_default().push(job);
+    }
     let variants: Vec<VariantResults> = variant_order(input)
         .iter()
         .map(|name| {
-            let jobs: Vec<&JobRow> = input.jobs.iter().filter(|j| &j.variant == name).collect();
-            variant_results(name, &jobs)
+            let jobs = jobs_by_variant.get(name.as_str()).map_or(&[][..], |j| j.as_slice());
+            variant_results(name, jobs, &epochs_by_job)
         })
         .collect();
     let mut states = StateCounts::default();
     input.jobs.iter().for_each(|j| states.add(&j.state));
-    let baseline_values =
-        variants.iter().find(|v| v.name == input.baseline_variant).map(|v| v.finished_best.clone());
-    let comparisons = variants
-        .iter()
-        .filter(|v| v.name != input.baseline_variant)
-        .map(|v| compare(v, baseline_values.as_deref().unwrap_or(&[])))
-        .collect();
-    let mut analysis = Analysis {
-        variants,
-        baseline: input.baseline_variant.clone(),
-        comparisons,
-        claims: Vec::new(),
-        states,
-    };
-    analysis.claims = judge_claims(&analysis);
-    analysis
-}
-
-/// The comparison of the variant named `key` (exact name first, else the first name containing it).
-fn find_comparison<'a>(analysis: &'a Analysis, key: &str) -> Option<&'a Comparison> {
-    let lower = |s: &str| s.to_lowercase();
-    analysis
-        .comparisons
-        .iter()
-        .find(|c| lower(&c.variant) == key)
-        .or_else(|| analysis.comparisons.iter().find(|c| lower(&c.variant).contains(key)))
-}
-
-/// Why a comparison cannot decide anything, if it cannot.
-fn undecidable(analysis: &Analysis, comparison: Option<&Comparison>, key: &str) -> Option<ClaimVerdict> {
-    let no_data = |evidence: String| Some(ClaimVerdict { claim: "", verdict: Verdict::NoData, evidence });
-    let Some(c) = comparison else {
-        return no_data(format!("no variant named like `{key}` in this sweep"));
-    };
-    if c.n_variant < MIN_SEEDS_FOR_CLAIM || c.n_baseline < MIN_SEEDS_FOR_CLAIM {
-        return Some(ClaimVerdict {
-            claim: "",
-            verdict: Verdict::TooFewSeeds,
-            evidence: format!(
-                "only {} finished `{}` vs {} finished `{}` jobs (need {MIN_SEEDS_FOR_CLAIM} each)",
-                c.n_variant, c.variant, c.n_baseline, analysis.baseline
-            ),
-        });
-    }
-    if c.welch.is_none() {
-        return no_data(format!(
-            "`{}` and `{}` show no variance; no test possible",
-            c.variant, analysis.baseline
-        ));
-    }
-    None
-}
-
-fn difference_text(c: &Comparison, welch: &WelchTest) -> String {
-    format!(
-        "`{}` − baseline = {:+.2} points (95% CI {:+.2} to {:+.2}), Welch {}, n = {} vs {}",
-        c.variant,
-        welch.mean_difference,
-        welch.ci95.0,
-        welch.ci95.1,
-        p_clause(welch.p_value),
-        c.n_variant,
-        c.n_baseline
-    )
+    let seed_sets = seed_sets::analyse_seed_sets(&variants, &input.baseline_variant);
+    Analysis { variants, baseline: input.baseline_variant.clone(), seed_sets, states }
 }
 
 /// p-value as text: three decimals, or "< 0.001".
@@ -258,93 +300,24 @@ pub fn p_clause(p: f64) -> String {
     if p < 0.001 { "p < 0.001".to_string() } else { format!("p = {p:.3}") }
 }
 
-fn judge_better_by_one_to_two(analysis: &Analysis) -> ClaimVerdict {
-    let claim = "Natural SoftMax beats Normal by 1–2 points";
-    let c = find_comparison(analysis, "natural_softmax");
-    if let Some(v) = undecidable(analysis, c, "natural_softmax") {
-        return ClaimVerdict { claim, ..v };
+/// Seeds as ascending runs: "0–4, 7, 9–14"; "none" if empty.
+pub fn format_seeds(seeds: &[u64]) -> String {
+    let mut sorted = seeds.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for seed in sorted {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == seed => *end = seed,
+            _ => runs.push((seed, seed)),
+        }
     }
-    let (c, w) = (c.unwrap(), c.unwrap().welch.unwrap());
-    let diff = difference_text(c, &w);
-    let (verdict, evidence) = match (w.p_value < ALPHA, w.mean_difference > 0.0) {
-        (true, true) if (1.0..=2.0).contains(&w.mean_difference) => (Verdict::Supported, diff),
-        (true, true) => (Verdict::PartlySupported, format!("better, but not by 1–2 points: {diff}")),
-        (true, false) => (Verdict::Contradicted, format!("significantly worse: {diff}")),
-        (false, _) => (Verdict::NotSupported, format!("difference not significant at {ALPHA}: {diff}")),
-    };
-    ClaimVerdict { claim, verdict, evidence }
+    if runs.is_empty() {
+        return "none".to_string();
+    }
+    let text = |(a, b): &(u64, u64)| if a == b { a.to_string() } else { format!("{a}–{b}") };
+    runs.iter().map(text).collect::<Vec<_>>().join(", ")
 }
 
-fn judge_worse(analysis: &Analysis, claim: &'static str, key: &str) -> ClaimVerdict {
-    let c = find_comparison(analysis, key);
-    if let Some(v) = undecidable(analysis, c, key) {
-        return ClaimVerdict { claim, ..v };
-    }
-    let (c, w) = (c.unwrap(), c.unwrap().welch.unwrap());
-    let diff = difference_text(c, &w);
-    let (verdict, evidence) = match (w.p_value < ALPHA, w.mean_difference < 0.0) {
-        (true, true) => (Verdict::Supported, diff),
-        (true, false) => (Verdict::Contradicted, format!("significantly better, not worse: {diff}")),
-        (false, _) => (Verdict::NotSupported, format!("difference not significant at {ALPHA}: {diff}")),
-    };
-    ClaimVerdict { claim, verdict, evidence }
-}
-
-fn judge_only_wider_spread(analysis: &Analysis) -> ClaimVerdict {
-    let claim = "Multiple SoftMax only widens the spread (same mean, larger variance)";
-    let c = find_comparison(analysis, "multi_softmax");
-    if let Some(v) = undecidable(analysis, c, "multi_softmax") {
-        return ClaimVerdict { claim, ..v };
-    }
-    let (c, w) = (c.unwrap(), c.unwrap().welch.unwrap());
-    let variant = analysis.variant(&c.variant).map(|v| v.finished_best.clone()).unwrap_or_default();
-    let baseline = analysis.variant(&analysis.baseline).map(|v| v.finished_best.clone()).unwrap_or_default();
-    let spread = stats::variance_ratio_f_test(&variant, &baseline);
-    let sd = |xs: &[f64]| stats::sample_std(xs).unwrap_or(0.0);
-    let spread_text = match spread {
-        Some((ratio, p)) => format!(
-            "sd {:.2} vs {:.2} points, variance ratio {ratio:.2} (one-sided F-test {})",
-            sd(&variant),
-            sd(&baseline),
-            p_clause(p)
-        ),
-        None => format!("sd {:.2} vs {:.2} points (baseline has no variance)", sd(&variant), sd(&baseline)),
-    };
-    let wider = spread.is_some_and(|(ratio, p)| ratio > 1.0 && p < ALPHA);
-    let diff = difference_text(c, &w);
-    let (verdict, evidence) = match (w.p_value < ALPHA, wider) {
-        (false, true) => (
-            Verdict::Supported,
-            format!("no significant mean difference, spread wider: {diff}; {spread_text}"),
-        ),
-        (false, false) => (
-            Verdict::PartlySupported,
-            format!(
-                "no significant mean difference, but spread not significantly wider: {diff}; {spread_text}"
-            ),
-        ),
-        (true, _) => (Verdict::Contradicted, format!("the mean itself differs: {diff}; {spread_text}")),
-    };
-    ClaimVerdict { claim, verdict, evidence }
-}
-
-fn judge_claims(analysis: &Analysis) -> Vec<ClaimVerdict> {
-    if analysis.variant(&analysis.baseline).is_none() {
-        let evidence = format!("baseline `{}` is not in this sweep", analysis.baseline);
-        return [
-            "Natural SoftMax beats Normal by 1–2 points",
-            "lr 1e-2 is worse than the baseline",
-            "Natural HardMax is worse than the baseline",
-            "Multiple SoftMax only widens the spread (same mean, larger variance)",
-        ]
-        .into_iter()
-        .map(|claim| ClaimVerdict { claim, verdict: Verdict::NoData, evidence: evidence.clone() })
-        .collect();
-    }
-    vec![
-        judge_better_by_one_to_two(analysis),
-        judge_worse(analysis, "lr 1e-2 is worse than the baseline", "normal_lr1e-2"),
-        judge_worse(analysis, "Natural HardMax is worse than the baseline", "natural_hardmax"),
-        judge_only_wider_spread(analysis),
-    ]
-}
+#[cfg(test)]
+mod tests;

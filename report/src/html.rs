@@ -1,13 +1,24 @@
-//! `index.html`: one self-contained page with the status, both figures (SVG inlined), the
-//! statistics and comparison tables, the claim verdicts, every job, and the reproducibility block
-//! (git commit, crate versions, devices, data MD5s, the sweep spec JSON).
+//! `index.html`: one self-contained page with the status and design, per seed set its box plot
+//! (SVG inlined), statistics and comparison tables and claim verdicts, the learning curves (SVG
+//! inlined, plus the animated `curves.gif`), every job, and the reproducibility block (git commit,
+//! crate versions, devices, data MD5s, the sweep spec JSON).
 
 use std::fmt::Write as _;
 
-use crate::analysis::{Analysis, Verdict};
+use crate::analysis::{Analysis, SeedSetAnalysis, SeedSetKind, Verdict};
 use crate::input::ReportInput;
+use crate::plots::boxplot::MIN_N_FOR_BOX;
 use crate::summary::{self, TextTable};
 use crate::tables::jobs_in_display_order;
+
+/// The SVG figures inlined into the page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    pub boxplot_svg: String,
+    /// Only for an unbalanced sweep.
+    pub boxplot_extended_svg: Option<String>,
+    pub curves_svg: String,
+}
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -25,11 +36,28 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// Escapes prose and renders its markdown-style `code` spans as `<code>`; a lone backtick is
+/// dropped, so no literal backtick reaches the page.
+pub fn rich(text: &str) -> String {
+    let escaped = escape(text);
+    let parts: Vec<&str> = escaped.split('`').collect();
+    let mut out = String::with_capacity(escaped.len());
+    for (i, part) in parts.iter().enumerate() {
+        let closed = i % 2 == 1 && i + 1 < parts.len();
+        if closed {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 const STYLE: &str = "body{font-family:'DejaVu Sans',Verdana,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}\
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}figure{margin:1em 0}figure svg{max-width:100%;height:auto}\
 pre{background:#f6f6f6;padding:1em;overflow-x:auto}.running{color:#888;font-style:italic}\
-.supported{color:#1a7f37}.contradicted{color:#c62828}.undecided{color:#8a6d00}";
+.supported{color:#1a7f37}.contradicted{color:#c62828}.undecided{color:#8a6d00}figure img{max-width:100%}";
 
 fn html_table(out: &mut String, table: &TextTable, row_class: impl Fn(&[String]) -> Option<&'static str>) {
     out.push_str("<table>\n<tr>");
@@ -45,7 +73,7 @@ fn html_table(out: &mut String, table: &TextTable, row_class: impl Fn(&[String])
             None => out.push_str("<tr>"),
         }
         for cell in row {
-            let _ = write!(out, "<td>{}</td>", escape(cell));
+            let _ = write!(out, "<td>{}</td>", rich(cell));
         }
         out.push_str("</tr>\n");
     }
@@ -118,8 +146,64 @@ fn reproducibility(out: &mut String, input: &ReportInput) {
     let _ = writeln!(out, "<pre class=\"spec\">{}</pre>", escape(&input.spec_json));
 }
 
-/// The whole `index.html`; `boxplot_svg` and `curves_svg` are inlined.
-pub fn render_html(input: &ReportInput, analysis: &Analysis, boxplot_svg: &str, curves_svg: &str) -> String {
+fn seed_set_section(out: &mut String, set: &SeedSetAnalysis, baseline: &str, svg: &str) {
+    let _ = writeln!(out, "<h2>{}</h2>\n<figure>", rich(&set.title()));
+    out.push_str(strip_xml_declaration(svg));
+    let files = match set.kind {
+        SeedSetKind::Balanced => "boxplot",
+        SeedSetKind::Extended => "boxplot_extended",
+    };
+    let _ = write!(
+        out,
+        "\n<figcaption>Box (n ≥ {MIN_N_FOR_BOX} only): quartiles and median of finished jobs; whiskers: furthest value within \
+         1.5 IQR; dots: finished jobs (jittered); crosses: running jobs' best so far (not in the box); dashed line: \
+         chance (10 %), when within the axis. Files: <a href=\"{files}.svg\">{files}.svg</a>, \
+         <a href=\"{files}.png\">{files}.png</a>."
+    );
+    let identical: Vec<String> = set
+        .comparisons
+        .iter()
+        .filter(|c| c.identical)
+        .map(|c| format!("<code>{}</code>", escape(&c.variant)))
+        .collect();
+    if !identical.is_empty() {
+        let _ = write!(
+            out,
+            " Note: {} {} identical to the baseline <code>{}</code> seed for seed (by construction); the points coincide.",
+            identical.join(" and "),
+            if identical.len() == 1 { "is" } else { "are" },
+            escape(baseline)
+        );
+    }
+    out.push_str("</figcaption>\n</figure>\n<h3>Best validation accuracy per variant (%)</h3>\n");
+    html_table(out, &summary::variant_table(set), |_| None);
+    out.push_str("<h3>Best-epoch, final-epoch and last-epochs validation accuracy (%)</h3>\n<p>Mean ± sample sd over the set's seeds.</p>\n");
+    html_table(out, &summary::epoch_table(set), |_| None);
+    let _ = writeln!(out, "<h3>Against the baseline <code>{}</code></h3>", escape(baseline));
+    if set.comparisons.is_empty() {
+        out.push_str("<p>No other variants.</p>\n");
+    } else {
+        html_table(out, &summary::comparison_table(set), |_| None);
+    }
+    out.push_str("<h3>The experiment's claims</h3>\n<ul class=\"claims\">\n");
+    if set.claims.is_empty() {
+        out.push_str("<li>No claim is about the variants of this set.</li>\n");
+    }
+    for claim in &set.claims {
+        let _ = writeln!(
+            out,
+            "<li><strong>{}</strong>: <span class=\"{}\">{}</span> — {}.</li>",
+            rich(claim.claim),
+            verdict_class(claim.verdict),
+            escape(claim.verdict.label()),
+            rich(&claim.evidence)
+        );
+    }
+    out.push_str("</ul>\n");
+}
+
+/// The whole `index.html`, with the SVG figures inlined.
+pub fn render_html(input: &ReportInput, analysis: &Analysis, figures: &Figures) -> String {
     let mut out = String::new();
     let title = format!("Sweep report: {}", input.sweep);
     let _ = write!(
@@ -128,47 +212,37 @@ pub fn render_html(input: &ReportInput, analysis: &Analysis, boxplot_svg: &str, 
         escape(&title),
         escape(&title)
     );
-    let _ = writeln!(out, "<p>{}</p>", escape(&summary::status_sentence(analysis)));
-
-    out.push_str("<h2>Best validation accuracy per variant</h2>\n<figure>\n");
-    out.push_str(strip_xml_declaration(boxplot_svg));
-    out.push_str(
-        "\n<figcaption>Box: quartiles and median of finished jobs; whiskers: furthest value within 1.5 IQR; dots: \
-         finished jobs (jittered); crosses: running jobs' best so far (not in the box). \
-         Files: <a href=\"boxplot.svg\">boxplot.svg</a>, <a href=\"boxplot.png\">boxplot.png</a>.</figcaption>\n</figure>\n",
-    );
-    html_table(&mut out, &summary::variant_table(analysis), |_| None);
-
-    let _ = writeln!(out, "<h2>Against the baseline <code>{}</code></h2>", escape(&analysis.baseline));
-    if analysis.comparisons.is_empty() {
-        out.push_str("<p>No other variants.</p>\n");
-    } else {
-        html_table(&mut out, &summary::comparison_table(analysis), |_| None);
+    let _ = writeln!(out, "<p>{}</p>", rich(&summary::status_sentence(analysis)));
+    let _ = writeln!(out, "<p>{}</p>", rich(&summary::design_sentence(analysis)));
+    let _ = writeln!(out, "<p>{}</p>", rich(&summary::seed_sets_sentence(analysis)));
+    if let Some(note) = summary::identical_note(analysis) {
+        let _ = writeln!(out, "<p class=\"note\">{}</p>", rich(&note));
+    }
+    for set in &analysis.seed_sets {
+        let svg = match set.kind {
+            SeedSetKind::Balanced => Some(&figures.boxplot_svg),
+            SeedSetKind::Extended => figures.boxplot_extended_svg.as_ref(),
+        };
+        seed_set_section(&mut out, set, &analysis.baseline, svg.map_or("", |s| s.as_str()));
     }
 
-    out.push_str("<h2>The experiment's claims</h2>\n<ul class=\"claims\">\n");
-    for claim in &analysis.claims {
-        let _ = writeln!(
-            out,
-            "<li><strong>{}</strong>: <span class=\"{}\">{}</span> — {}.</li>",
-            escape(claim.claim),
-            verdict_class(claim.verdict),
-            escape(claim.verdict.label()),
-            escape(&claim.evidence)
-        );
-    }
-    out.push_str("</ul>\n<h2>Learning curves</h2>\n<figure>\n");
-    out.push_str(strip_xml_declaration(curves_svg));
+    out.push_str("<h2>Learning curves</h2>\n<figure>\n");
+    out.push_str(strip_xml_declaration(&figures.curves_svg));
     out.push_str(
         "\n<figcaption>Mean over finished seeds per epoch; solid: validation, dotted: training; shaded band: \
          ±1 sample sd across seeds; thin faint lines: running jobs' validation accuracy. The right panel (when present) zooms on the \
          validation curves of the second half of the epochs. \
          Files: <a href=\"curves.svg\">curves.svg</a>, <a href=\"curves.png\">curves.png</a>.</figcaption>\n</figure>\n",
     );
+    out.push_str(
+        "<figure>\n<img src=\"curves.gif\" alt=\"Animated learning curves of every run\">\n<figcaption>Every run \
+         (succeeded and running jobs), coloured by variant, growing epoch by epoch: validation accuracy solid, training \
+         accuracy dotted. File: <a href=\"curves.gif\">curves.gif</a>.</figcaption>\n</figure>\n",
+    );
 
     out.push_str("<h2>Methods</h2>\n");
     for paragraph in summary::methods_text(&analysis.baseline) {
-        let _ = writeln!(out, "<p>{}</p>", escape(&paragraph));
+        let _ = writeln!(out, "<p>{}</p>", rich(&paragraph));
     }
     out.push_str("<h2>Jobs</h2>\n");
     html_table(&mut out, &jobs_table(input, analysis), |row| (row[2] == "running").then_some("running"));
@@ -188,5 +262,17 @@ fn strip_xml_declaration(svg: &str) -> &str {
         trimmed.find("?>").map_or(trimmed, |end| trimmed[end + 2..].trim_start())
     } else {
         trimmed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_spans_become_code_elements_and_lone_backticks_vanish() {
+        assert_eq!(rich("`a<b` vs `c`"), "<code>a&lt;b</code> vs <code>c</code>");
+        assert_eq!(rich("odd ` one"), "odd  one");
+        assert_eq!(rich("no code"), "no code");
     }
 }

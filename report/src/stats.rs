@@ -1,4 +1,5 @@
-//! Descriptive statistics and two-sample tests used by the report, exported for reuse.
+//! Descriptive statistics and two-sample tests used by the report, exported for reuse; the paired
+//! tests (paired t, Wilcoxon signed-rank, Pitman-Morgan) live in [`paired`].
 //!
 //! Every function takes plain `&[f64]` samples and returns `None` where the statistic is undefined
 //! (empty sample, too few values, zero variance), never NaN.
@@ -11,6 +12,12 @@
 //!   there are no ties, otherwise the normal approximation with tie and continuity correction
 //!   (SciPy's `method="exact"` / `method="asymptotic"`).
 
+pub mod paired;
+
+pub use paired::{
+    PairedTTest, PitmanMorgan, WILCOXON_EXACT_MAX_N, Wilcoxon, WilcoxonMethod, paired_t_test, pitman_morgan,
+    wilcoxon_signed_rank,
+};
 use statrs::distribution::{ContinuousCDF, FisherSnedecor, Normal, StudentsT};
 
 /// Largest per-sample size for which [`mann_whitney_u`] enumerates the exact null distribution.

@@ -1,115 +1,20 @@
-//! `summary.md`: job status, per-variant statistics, tests against the baseline, the claim
-//! verdicts and a note on methods. The tables are built here as plain string cells so that
-//! `html.rs` shows exactly the same numbers.
+//! `summary.md`: job status, the sweep's design, then per seed set the per-variant statistics,
+//! the epoch-based accuracies, the comparisons against the baseline and the claim verdicts, and a
+//! note on methods. The sentences and tables here are shared with `html.rs`.
+
+pub mod text_tables;
 
 use std::fmt::Write as _;
 
-use crate::analysis::{ALPHA, Analysis, MIN_SEEDS_FOR_CLAIM, format_p};
+pub use text_tables::{TextTable, comparison_table, epoch_table, variant_table};
+
+use crate::analysis::{
+    ALPHA, Analysis, EQUIVALENCE_MARGIN, LAST_EPOCHS, MIN_SEEDS_FOR_CLAIM, SeedSetAnalysis, SeedSetKind,
+    SweepDesign,
+};
 use crate::input::ReportInput;
-use crate::stats::MANN_WHITNEY_EXACT_MAX_N;
-
-/// A table as header cells and rows of cells.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TextTable {
-    pub header: Vec<String>,
-    pub rows: Vec<Vec<String>>,
-}
-
-const MISSING: &str = "–";
-
-fn cells<const N: usize>(items: [&str; N]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-fn fixed(value: Option<f64>, decimals: usize) -> String {
-    value.map_or_else(|| MISSING.to_string(), |v| format!("{v:.decimals$}"))
-}
-
-/// Per-variant statistics of best validation accuracy (%), finished jobs only.
-pub fn variant_table(analysis: &Analysis) -> TextTable {
-    let header = cells([
-        "variant",
-        "n finished",
-        "mean",
-        "std",
-        "median",
-        "min",
-        "max",
-        "95% CI of mean (t)",
-        "running: best so far",
-    ]);
-    let rows = analysis
-        .variants
-        .iter()
-        .map(|v| {
-            let d = v.describe.as_ref();
-            let running = if v.running_best.is_empty() {
-                MISSING.to_string()
-            } else {
-                v.running_best
-                    .iter()
-                    .map(|(seed, acc)| format!("{acc:.2} (seed {seed})"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            vec![
-                v.name.clone(),
-                v.finished_best.len().to_string(),
-                fixed(d.map(|d| d.mean), 2),
-                fixed(d.and_then(|d| d.std), 2),
-                fixed(d.map(|d| d.median), 2),
-                fixed(d.map(|d| d.min), 2),
-                fixed(d.map(|d| d.max), 2),
-                d.and_then(|d| d.ci95)
-                    .map_or_else(|| MISSING.to_string(), |(lo, hi)| format!("{lo:.2} – {hi:.2}")),
-                running,
-            ]
-        })
-        .collect();
-    TextTable { header, rows }
-}
-
-/// Each variant against the baseline.
-pub fn comparison_table(analysis: &Analysis) -> TextTable {
-    let header = cells([
-        "variant",
-        "n vs baseline",
-        "Δ mean (points)",
-        "95% CI of Δ",
-        "Welch t (df)",
-        "Welch p",
-        "Mann-Whitney U",
-        "MW p (method)",
-        "Hedges' g",
-        "Cohen's d",
-        "Cliff's δ",
-    ]);
-    let rows = analysis
-        .comparisons
-        .iter()
-        .map(|c| {
-            let w = c.welch.as_ref();
-            let mw = c.mann_whitney.as_ref();
-            vec![
-                c.variant.clone(),
-                format!("{} vs {}", c.n_variant, c.n_baseline),
-                w.map_or_else(|| MISSING.to_string(), |w| format!("{:+.2}", w.mean_difference)),
-                w.map_or_else(|| MISSING.to_string(), |w| format!("{:+.2} – {:+.2}", w.ci95.0, w.ci95.1)),
-                w.map_or_else(|| MISSING.to_string(), |w| format!("{:.2} ({:.1})", w.t, w.df)),
-                w.map_or_else(|| MISSING.to_string(), |w| format_p(w.p_value)),
-                mw.map_or_else(|| MISSING.to_string(), |m| format!("{:.1}", m.u)),
-                mw.map_or_else(
-                    || MISSING.to_string(),
-                    |m| format!("{} ({})", format_p(m.p_value), m.method.describe()),
-                ),
-                fixed(c.hedges_g, 2),
-                fixed(c.cohens_d, 2),
-                fixed(c.cliffs_delta, 2),
-            ]
-        })
-        .collect();
-    TextTable { header, rows }
-}
+use crate::plots::boxplot::MIN_N_FOR_BOX;
+use crate::stats::{MANN_WHITNEY_EXACT_MAX_N, WILCOXON_EXACT_MAX_N};
 
 /// One sentence on how many jobs are finished, running, queued and failed.
 pub fn status_sentence(analysis: &Analysis) -> String {
@@ -126,26 +31,104 @@ pub fn status_sentence(analysis: &Analysis) -> String {
     text
 }
 
-/// The methods paragraph (also shown in the HTML page).
+/// Which design the sweep holds and what that means for the tests.
+pub fn design_sentence(analysis: &Analysis) -> String {
+    let what = match analysis.design() {
+        SweepDesign::Paired => {
+            "jobs with equal seeds share initial weights and data order, so every variant is compared with the \
+             baseline seed for seed (paired t-test and Wilcoxon signed-rank test)"
+        }
+        SweepDesign::Unpaired => {
+            "seeds differ between variants, so the comparisons are unpaired (Welch's t-test and Mann-Whitney U)"
+        }
+        SweepDesign::Mixed => {
+            "comparisons are paired by seed where the seeds match and unpaired otherwise; the tables say which \
+             tests each comparison used"
+        }
+        SweepDesign::Undetermined => "no comparison can be made yet",
+    };
+    format!("Design: {}. Here {what}.", analysis.design().label())
+}
+
+/// Which seed sets the report holds (and why there are two).
+pub fn seed_sets_sentence(analysis: &Analysis) -> String {
+    let main = analysis.main_set();
+    match analysis.extended_set() {
+        None => format!("Seed set: {}; the sweep is balanced, so there is one box plot.", main.description()),
+        Some(extended) => format!(
+            "The sweep is unbalanced. Main (balanced) set: {}; it is used for the main box plot and every \
+             variant's statistics. Extended set: {}; `boxplot_extended.svg` shows it and its statistics and \
+             claims are given separately below.",
+            main.description(),
+            extended.description()
+        ),
+    }
+}
+
+/// The note on variants identical to the baseline, if any.
+pub fn identical_note(analysis: &Analysis) -> Option<String> {
+    let names = analysis.identical_to_baseline();
+    if names.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    let verb = if names.len() == 1 { "is" } else { "are" };
+    Some(format!(
+        "{} {verb} identical to the baseline `{}` seed for seed (by construction), so {} points coincide with \
+         the baseline's in the box plot and {} curves with its curves.",
+        listed.join(" and "),
+        analysis.baseline,
+        if names.len() == 1 { "its" } else { "their" },
+        if names.len() == 1 { "its" } else { "their" },
+    ))
+}
+
+/// The methods paragraphs (also shown in the HTML page).
 pub fn methods_text(baseline: &str) -> Vec<String> {
     vec![
-        "Statistics, tests and boxes use succeeded jobs only (one value per job: its best validation accuracy, in %). \
-         Running jobs' best-so-far values are listed and plotted separately (crosses in the box plot, thin curves) and enter no statistic."
-            .to_string(),
-        "std is the sample standard deviation (n − 1); the 95% CI of the mean uses Student's t; quartiles interpolate linearly \
-         (NumPy default); box whiskers reach the furthest value within 1.5 IQR of the box."
+        "Statistics, tests and boxes use succeeded jobs only, one per seed. Running jobs' best-so-far values are \
+         listed and plotted separately (crosses in the box plot, thin curves) and enter no statistic."
             .to_string(),
         format!(
-            "Each variant is compared with the baseline `{baseline}`: Δ = variant − baseline; Welch's unequal-variance t-test \
-             (two-sided, Welch–Satterthwaite df); Mann-Whitney U of the variant (two-sided; exact null distribution when there \
-             are no ties and both n ≤ {MANN_WHITNEY_EXACT_MAX_N}, otherwise normal approximation with tie and continuity \
-             correction; the table says which); Hedges' g = Cohen's d (pooled sd) × (1 − 3/(4(n₁+n₂) − 9)); Cliff's δ = P(x > y) − P(x < y)."
+            "The headline value of a job is its best validation accuracy over all epochs (in %). The validation set \
+             is CIFAR-10's test set, so choosing the best epoch on it is optimistic, as in the original experiment; \
+             the final-epoch accuracy and the mean of the last {LAST_EPOCHS} epochs (all epochs if fewer) are shown \
+             beside it as less optimistic measures."
         ),
         format!(
-            "Claims are judged with the Welch p-value at α = {ALPHA}; with fewer than {MIN_SEEDS_FOR_CLAIM} finished seeds in \
-             either group a claim is \"too few seeds to say\". The spread claim also uses a one-sided F-test of the variance ratio. \
-             No correction for multiple comparisons is applied."
+            "std is the sample standard deviation (n − 1); the 95% CI of the mean uses Student's t and is clipped to \
+             0–100 %; quartiles interpolate linearly (NumPy default); boxes are drawn for n ≥ {MIN_N_FOR_BOX} only, \
+             whiskers reach the furthest value within 1.5 IQR of the box; the dashed line marks chance (10 %)."
         ),
+        format!(
+            "Each variant is compared with the baseline `{baseline}`, Δ = variant − baseline in points. Jobs with \
+             equal seeds share initial weights and data order, so a comparison is paired when all seeds of both \
+             groups pair up, or when at least {MIN_SEEDS_FOR_CLAIM} do (then only the paired seeds enter and the \
+             others are listed as left out). Paired: paired t-test (df = n − 1) and Wilcoxon signed-rank test \
+             (two-sided; zero differences are dropped before ranking, SciPy's zero_method=\"wilcox\"; exact null \
+             distribution for n ≤ {WILCOXON_EXACT_MAX_N} without ties or zeros, otherwise normal approximation with \
+             tie and continuity correction). Unpaired: Welch's t-test (Welch–Satterthwaite df) and Mann-Whitney U \
+             (exact for n ≤ {MANN_WHITNEY_EXACT_MAX_N} without ties, otherwise normal approximation with tie and \
+             continuity correction). A variant whose values equal the baseline's seed for seed is identical by \
+             construction and no test is run. Effect sizes: Hedges' g = Cohen's d (pooled sd) × \
+             (1 − 3/(4(n₁+n₂) − 9)); Cliff's δ = P(x > y) − P(x < y)."
+        ),
+        format!(
+            "Claims are judged on the 95% CI of Δ from the t-test (paired or Welch), at α = {ALPHA}. \"Natural \
+             SoftMax beats Normal by 1–2 points\": supported if the whole CI is above 0 and Δ (to two decimals) is within \
+             1–2; partly supported if the CI is above 0 but Δ is outside 1–2; contradicted if the whole CI is below 0; otherwise \
+             not supported. \"… is worse than the baseline\": supported if the whole CI is below 0, contradicted if \
+             above 0, otherwise not supported. \"Multiple SoftMax only widens the spread\": contradicted if the CI \
+             excludes 0; supported only if the CI lies within ±{EQUIVALENCE_MARGIN} points (same mean) and the spread \
+             is significantly wider (one-sided Pitman-Morgan test when paired, F-test when unpaired); otherwise not \
+             supported. A variant identical to the baseline by construction supports none of them. With fewer than \
+             {MIN_SEEDS_FOR_CLAIM} pairs (or seeds per group) a claim is \"too few seeds to say\". No correction \
+             for multiple comparisons is applied."
+        ),
+        "Seed sets: the main set holds the seeds every variant shares (or, when seeds are independent, each \
+         variant's lowest seeds, as many as the smallest variant has); when some variants have more finished seeds, \
+         an extended set repeats their statistics and claims with all of them, against the baseline."
+            .to_string(),
     ]
 }
 
@@ -158,6 +141,35 @@ fn markdown_table(out: &mut String, table: &TextTable) {
     }
 }
 
+fn seed_set_markdown(out: &mut String, set: &SeedSetAnalysis, baseline: &str) {
+    let _ = writeln!(out, "## {}\n", set.title());
+    let figure = match set.kind {
+        SeedSetKind::Balanced => "`boxplot.svg`/`boxplot.png`",
+        SeedSetKind::Extended => "`boxplot_extended.svg`/`boxplot_extended.png`",
+    };
+    let _ = writeln!(out, "Box plot: {figure}.\n");
+    let _ = writeln!(out, "### Best validation accuracy per variant (%)\n");
+    markdown_table(out, &variant_table(set));
+    let _ =
+        writeln!(out, "\n### Best-epoch, final-epoch and last-{LAST_EPOCHS}-epoch validation accuracy (%)\n");
+    let _ = writeln!(out, "Mean ± sample sd over the set's seeds.\n");
+    markdown_table(out, &epoch_table(set));
+    let _ = writeln!(out, "\n### Against the baseline `{baseline}`\n");
+    if set.comparisons.is_empty() {
+        let _ = writeln!(out, "No other variants.");
+    } else {
+        markdown_table(out, &comparison_table(set));
+    }
+    let _ = writeln!(out, "\n### The experiment's claims\n");
+    if set.claims.is_empty() {
+        let _ = writeln!(out, "No claim is about the variants of this set.");
+    }
+    for claim in &set.claims {
+        let _ = writeln!(out, "- **{}**: {} — {}.", claim.claim, claim.verdict.label(), claim.evidence);
+    }
+    out.push('\n');
+}
+
 /// The whole `summary.md`.
 pub fn render_markdown(input: &ReportInput, analysis: &Analysis) -> String {
     let mut out = String::new();
@@ -165,26 +177,27 @@ pub fn render_markdown(input: &ReportInput, analysis: &Analysis) -> String {
     let p = &input.provenance;
     let _ = writeln!(out, "Generated {} from commit `{}`.\n", p.generated_at, p.git_commit);
     let _ = writeln!(out, "## Status\n\n{}\n", status_sentence(analysis));
-    let _ = writeln!(out, "## Best validation accuracy per variant (%)\n");
-    markdown_table(&mut out, &variant_table(analysis));
-    let _ = writeln!(out, "\n## Against the baseline `{}`\n", analysis.baseline);
-    if analysis.comparisons.is_empty() {
-        let _ = writeln!(out, "No other variants.");
-    } else {
-        markdown_table(&mut out, &comparison_table(analysis));
+    let _ = writeln!(out, "## Design\n\n{}\n\n{}\n", design_sentence(analysis), seed_sets_sentence(analysis));
+    if let Some(note) = identical_note(analysis) {
+        let _ = writeln!(out, "{note}\n");
     }
-    let _ = writeln!(out, "\n## The experiment's claims\n");
-    for claim in &analysis.claims {
-        let _ = writeln!(out, "- **{}**: {} — {}.", claim.claim, claim.verdict.label(), claim.evidence);
+    for set in &analysis.seed_sets {
+        seed_set_markdown(&mut out, set, &analysis.baseline);
     }
-    let _ = writeln!(out, "\n## Methods\n");
+    let _ = writeln!(out, "## Methods\n");
     for paragraph in methods_text(&analysis.baseline) {
         let _ = writeln!(out, "{paragraph}\n");
     }
     let _ = writeln!(
         out,
-        "Figures: `boxplot.svg`/`boxplot.png` (best validation accuracy per variant), `curves.svg`/`curves.png` \
-         (mean accuracy per epoch, band = ±1 sd across finished seeds). Data: `results.csv`, `epochs.csv`."
+        "Figures: `boxplot.svg`/`boxplot.png` (best validation accuracy per variant, main seed set){}, \
+         `curves.svg`/`curves.png` (mean accuracy per epoch, band = ±1 sd across finished seeds), `curves.gif` \
+         (every run's training and validation accuracy, growing epoch by epoch). Data: `results.csv`, `epochs.csv`.",
+        if analysis.extended_set().is_some() {
+            ", `boxplot_extended.svg`/`boxplot_extended.png` (extended set)"
+        } else {
+            ""
+        }
     );
     out
 }

@@ -34,6 +34,17 @@ fn assert_png(path: &Path) {
     assert!(bytes.len() > 10_000, "{} is only {} bytes", path.display(), bytes.len());
 }
 
+/// Number of frames of a GIF file (panics if it does not decode).
+fn gif_frames(path: &Path) -> usize {
+    let file = std::fs::File::open(path).unwrap();
+    let mut decoder = gif::DecodeOptions::new().read_info(file).unwrap();
+    let mut frames = 0;
+    while decoder.read_next_frame().unwrap().is_some() {
+        frames += 1;
+    }
+    frames
+}
+
 fn csv_data_rows(path: &Path) -> usize {
     let mut reader = csv::Reader::from_path(path).unwrap();
     reader.records().inspect(|r| assert!(r.is_ok(), "{r:?}")).count()
@@ -53,6 +64,10 @@ fn finished_sweep_writes_every_file() {
     assert_png(&files.curves_png);
     assert_eq!(csv_data_rows(&files.results_csv), 25);
     assert_eq!(csv_data_rows(&files.epochs_csv), 250);
+    assert_eq!(files.all().len(), 9, "a balanced sweep has no extended box plot");
+    assert_eq!((files.boxplot_extended_svg, files.boxplot_extended_png), (None, None));
+    assert!(!out.join("boxplot_extended.svg").exists());
+    assert_eq!(gif_frames(&files.curves_gif), 10, "one frame per epoch");
 }
 
 #[test]
@@ -118,16 +133,31 @@ fn summary_reports_every_variant_the_tests_and_the_claims() {
         assert!(md.contains(&format!("| {variant} |")), "{variant} missing from summary");
     }
     assert!(md.contains("25 of 25 jobs finished"));
-    for needle in ["Welch", "Mann-Whitney", "Hedges' g", "Cliff's δ", "95% CI", "(exact)"] {
-        assert!(md.contains(needle), "summary lacks {needle}");
+    for needle in [
+        "Design: shared seeds: paired",
+        "paired t + Wilcoxon signed-rank",
+        "paired, seeds 0–4",
+        "Wilcoxon W = ",
+        "Welch",
+        "Mann-Whitney",
+        "Hedges' g",
+        "Cliff's δ",
+        "95% CI",
+        "(exact)",
+        "## Results: every finished seed",
+        "| variant | n finished | best epoch (headline) | final epoch | mean of last 10 epochs |",
+        "choosing the best epoch on it is optimistic",
+    ] {
+        assert!(md.contains(needle), "summary lacks {needle}:\n{md}");
     }
-    // The synthetic data were built so the four claims hold (softmax +1.5, lr 1e-2 and hardmax
-    // lower, multi same level with four times the spread).
+    // The synthetic data: softmax +1.5, lr 1e-2 and hardmax lower, multi at the baseline's level
+    // with four times its spread. Five seeds at that spread cannot pin the mean within ±0.5.
     for claim in [
         "**Natural SoftMax beats Normal by 1–2 points**: supported",
         "**lr 1e-2 is worse than the baseline**: supported",
         "**Natural HardMax is worse than the baseline**: supported",
-        "**Multiple SoftMax only widens the spread (same mean, larger variance)**: supported",
+        "**Multiple SoftMax only widens the spread (same mean, larger variance)**: not supported by this data — \
+         the data cannot establish the same mean",
     ] {
         assert!(md.contains(claim), "summary lacks `{claim}`:\n{md}");
     }
@@ -142,6 +172,9 @@ fn index_html_embeds_figures_tables_and_reproducibility_block() {
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert_eq!(html.matches("<svg").count(), 2, "both figures inlined");
     assert!(!html.contains("<?xml"));
+    assert!(html.contains("<img src=\"curves.gif\""));
+    assert!(!html.contains('`'), "markdown backticks are rendered as <code>");
+    assert!(html.contains("<code>natural_softmax</code> − <code>normal_lr1e-3</code>"));
     let p = &input.provenance;
     assert!(html.contains(&p.git_commit));
     assert!(html.contains("burn 0.21.0"));
@@ -214,18 +247,105 @@ fn empty_input_is_an_error() {
 }
 
 #[test]
-fn claims_follow_the_welch_test_on_hand_made_values() {
+fn claims_follow_the_paired_ci_on_hand_made_values() {
     // Best validation accuracies (fractions) per variant in display order.
     let input = common::sweep_with_best_values([
-        &[0.901, 0.899, 0.903, 0.900], // natural_hardmax: same as baseline → not supported
+        &[0.901, 0.899, 0.903, 0.900], // natural_hardmax: CI around 0 → not supported
         &[0.940, 0.950, 0.945, 0.948], // natural_softmax: +4.6 points → better, but not by 1–2
-        &[0.880, 0.920, 0.870, 0.930], // multi_softmax: same mean, wider
+        &[0.880, 0.920, 0.870, 0.930], // multi_softmax: wider, but the mean's CI is ±3 points
         &[0.900, 0.902, 0.898, 0.901], // baseline
         &[0.905, 0.890],               // normal_lr1e-2: n = 2
     ]);
     let analysis = report::analysis::analyse(&input);
-    let verdicts: Vec<_> = analysis.claims.iter().map(|c| c.verdict).collect();
     use report::analysis::Verdict::*;
-    assert_eq!(verdicts, [PartlySupported, TooFewSeeds, NotSupported, Supported], "{:#?}", analysis.claims);
-    assert!(analysis.claims[2].evidence.contains("not significant"), "{}", analysis.claims[2].evidence);
+    // normal_lr1e-2's two seeds make the balanced set seeds 0–1: too few for any claim there.
+    let main: Vec<_> = analysis.claims().iter().map(|c| c.verdict).collect();
+    assert_eq!(main, [TooFewSeeds; 4], "{:#?}", analysis.claims());
+    // The extended set has all four seeds of the other variants and judges their claims.
+    let claims = &analysis.extended_set().unwrap().claims;
+    let verdicts: Vec<_> = claims.iter().map(|c| (c.claim, c.verdict)).collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("Natural SoftMax beats Normal by 1–2 points", PartlySupported),
+            ("Natural HardMax is worse than the baseline", NotSupported),
+            ("Multiple SoftMax only widens the spread (same mean, larger variance)", NotSupported)
+        ],
+        "{claims:#?}"
+    );
+    assert!(claims[0].evidence.starts_with("better, but not by 1–2 points"), "{}", claims[0].evidence);
+    assert!(claims[1].evidence.starts_with("the CI includes 0"), "{}", claims[1].evidence);
+    assert!(
+        claims[2].evidence.starts_with("the data cannot establish the same mean"),
+        "{}",
+        claims[2].evidence
+    );
+}
+
+#[test]
+fn protocol_sweep_gets_an_extended_box_plot_identical_variants_and_a_small_gif() {
+    let input = common::protocol_sweep(100);
+    assert_eq!(input.jobs.len(), 45);
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_report(&input, dir.path()).unwrap();
+    assert_eq!(files.all().len(), 11);
+    for path in files.all() {
+        assert!(path.is_file(), "{} missing", path.display());
+    }
+    let extended_svg = read(files.boxplot_extended_svg.as_ref().unwrap());
+    assert!(extended_svg.contains("natural_softmax (n=15)") && extended_svg.contains("normal_lr1e-3 (n=15)"));
+    assert!(!extended_svg.contains("natural_hardmax"), "only the variants with extra seeds");
+    assert_png(files.boxplot_extended_png.as_ref().unwrap());
+    let main_svg = read(&files.boxplot_svg);
+    assert!(main_svg.contains("n = 5 / 5 / 5 / 5 / 5"));
+    assert!(
+        main_svg.contains("natural_hardmax and multi_softmax are identical to normal_lr1e-3 seed for seed")
+    );
+    // Same colour for a variant in both box plots: natural_softmax is the second canonical colour.
+    assert_eq!(box_rects(&extended_svg, &variant_colour_hex(1)), 1);
+    assert_eq!(box_rects(&main_svg, &variant_colour_hex(1)), 1);
+
+    let gif_bytes = std::fs::metadata(&files.curves_gif).unwrap().len();
+    assert!(gif_bytes <= 5 * 1024 * 1024, "curves.gif is {gif_bytes} bytes");
+    assert_eq!(&std::fs::read(&files.curves_gif).unwrap()[..6], b"GIF89a");
+    assert_eq!(gif_frames(&files.curves_gif), 50, "100 epochs in steps of 2");
+
+    let md = read(&files.summary_md);
+    for needle in [
+        "## Balanced set: seeds 0–4 of every variant (n = 5 each)",
+        "## Extended set: every finished seed of `natural_softmax` (n = 15), `normal_lr1e-3` (n = 15)",
+        "`natural_hardmax` and `multi_softmax` are identical to the baseline `normal_lr1e-3` seed for seed (by construction)",
+        "**Natural HardMax is worse than the baseline**: not supported by this data — `natural_hardmax` is identical \
+         to the baseline seed for seed (by construction).",
+        "**Multiple SoftMax only widens the spread (same mean, larger variance)**: not supported by this data — \
+         `multi_softmax` is identical to the baseline seed for seed (by construction): same mean, same spread.",
+        "none: identical to the baseline seed for seed (by construction)",
+        "paired, seeds 0–14",
+        "`boxplot_extended.svg`",
+    ] {
+        assert!(md.contains(needle), "summary lacks {needle}:\n{md}");
+    }
+    assert!(!md.contains("not significant"));
+    // The extended set judges only the claim about its variant.
+    let analysis = report::analysis::analyse(&input);
+    let extended = analysis.extended_set().unwrap();
+    assert_eq!(extended.claims.len(), 1);
+    assert_eq!(extended.comparisons[0].n_units(), 15);
+
+    let html = read(&files.index_html);
+    assert_eq!(html.matches("<svg").count(), 3, "two box plots and the curves inlined");
+    assert!(html.contains("<img src=\"curves.gif\""));
+    assert!(html.contains("boxplot_extended.svg"));
+    assert!(!html.contains('`'));
+}
+
+#[test]
+fn rewriting_a_now_balanced_report_removes_the_stale_extended_box_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_report(&common::protocol_sweep(3), dir.path()).unwrap();
+    assert!(first.boxplot_extended_svg.unwrap().is_file());
+    let second = write_report(&common::finished_sweep(3, 3), dir.path()).unwrap();
+    assert_eq!(second.boxplot_extended_svg, None);
+    assert!(!dir.path().join("boxplot_extended.svg").exists());
+    assert!(!dir.path().join("boxplot_extended.png").exists());
 }

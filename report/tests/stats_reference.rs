@@ -1,8 +1,13 @@
 //! The statistics against reference values computed independently with SciPy 1.17 / NumPy 2.4
 //! (`scipy.stats.ttest_ind(equal_var=False)`, `mannwhitneyu(method="exact"|"asymptotic")`,
 //! `t.interval`, `f.sf`, `numpy.quantile`); the effect sizes from their textbook formulas in Python.
+//!
+//! The paired references were derived by hand: Wilcoxon exact p-values by counting subsets of
+//! {1, …, n} (the exact null distribution), the normal approximation and the t-based values from
+//! their formulas evaluated with mpmath at 40 digits (Student-t tail as a regularized incomplete
+//! beta function), which is what `scipy.stats.ttest_rel` and `wilcoxon` compute.
 
-use report::stats::{self, MannWhitneyMethod};
+use report::stats::{self, MannWhitneyMethod, WilcoxonMethod};
 
 const A: [f64; 5] = [0.912, 0.905, 0.921, 0.899, 0.917];
 const B: [f64; 6] = [0.894, 0.901, 0.889, 0.897, 0.892, 0.903];
@@ -105,4 +110,79 @@ fn describe_collects_the_summary_numbers() {
     let single = stats::describe(&[0.5]).unwrap();
     assert_eq!((single.std, single.ci95), (None, None));
     assert!(stats::describe(&[]).is_none());
+}
+
+/// Paired runs: differences 1.1, 0.1, 1.8, 0.9, 1.5 (no zeros, no ties).
+const X: [f64; 5] = [91.2, 90.5, 92.1, 89.9, 91.7];
+const Y: [f64; 5] = [90.1, 90.4, 90.3, 89.0, 90.2];
+
+#[test]
+fn paired_t_test_matches_the_formula() {
+    let t = stats::paired_t_test(&X, &Y).unwrap();
+    assert_eq!((t.n, t.df), (5, 4.0));
+    close(t.mean_difference, 1.08, 1e-12);
+    close(t.sd_difference, 0.649615270756469, 1e-12);
+    close(t.t, 3.71751331043618, 1e-9);
+    close(t.p_value, 0.0205189888197291, 1e-9);
+    // Mean ± t(0.975, 4) · sd / √5 with t(0.975, 4) = 2.77644510519779.
+    close(t.ci95.0, 0.273396105618302, 1e-9);
+    close(t.ci95.1, 1.88660389438170, 1e-9);
+    // Swapping the samples mirrors everything.
+    let back = stats::paired_t_test(&Y, &X).unwrap();
+    close(back.t, -t.t, 1e-12);
+    close(back.p_value, t.p_value, 1e-12);
+}
+
+#[test]
+fn paired_t_test_without_an_effect_has_a_large_p() {
+    let a = [90.0, 91.5, 88.7, 90.9, 89.4];
+    let b = [90.1, 90.6, 89.8, 90.4, 89.9];
+    let t = stats::paired_t_test(&a, &b).unwrap();
+    close(t.mean_difference, -0.06, 1e-12);
+    close(t.t, -0.169299794394930, 1e-9);
+    close(t.p_value, 0.873777702653790, 1e-9);
+    assert!(t.ci95.0 < 0.0 && t.ci95.1 > 0.0);
+}
+
+#[test]
+fn wilcoxon_exact_counts_subsets() {
+    // All five differences positive: W− = 0, P(W ≤ 0) = 1/32, p = 2/32.
+    let w = stats::wilcoxon_signed_rank(&X, &Y).unwrap();
+    assert_eq!(w.method, WilcoxonMethod::Exact);
+    assert_eq!((w.n, w.zeros_dropped, w.w_plus, w.w_minus, w.statistic), (5, 0, 15.0, 0.0, 0.0));
+    close(w.p_value, 0.0625, 1e-15);
+
+    // d = 1.2, −0.3, 2.5, 0.7, 1.9: W− = rank(0.3) = 1; sums ≤ 1 are {} and {1}: p = 2 · 2/32.
+    let w = stats::wilcoxon_signed_rank(&[1.2, -0.3, 2.5, 0.7, 1.9], &[0.0; 5]).unwrap();
+    assert_eq!((w.w_plus, w.statistic, w.method), (14.0, 1.0, WilcoxonMethod::Exact));
+    close(w.p_value, 0.125, 1e-15);
+
+    // n = 6 with W− = 1 + 2 = 3; sums ≤ 3: {}, {1}, {2}, {3}, {1,2}: p = 2 · 5/64.
+    let w = stats::wilcoxon_signed_rank(&[-0.3, -0.4, 0.6, 0.8, 0.9, 1.1], &[0.0; 6]).unwrap();
+    assert_eq!((w.w_minus, w.statistic), (3.0, 3.0));
+    close(w.p_value, 0.15625, 1e-15);
+}
+
+#[test]
+fn wilcoxon_with_a_zero_and_ties_uses_the_corrected_normal_approximation() {
+    // d = 0, 1, −1, 2, 2, 3, −4, 5: the zero is dropped (n = 7); ranks 1.5, 1.5, 3.5, 3.5, 5, 6, 7;
+    // W+ = 20.5, W− = 7.5; var = 7·8·15/24 − (6 + 6)/48 = 34.75; z = (20.5 − 14 − 0.5)/√34.75.
+    let d = [0.0, 1.0, -1.0, 2.0, 2.0, 3.0, -4.0, 5.0];
+    let w = stats::wilcoxon_signed_rank(&d, &[0.0; 8]).unwrap();
+    assert_eq!(w.method, WilcoxonMethod::NormalApproximation);
+    assert_eq!((w.n, w.zeros_dropped, w.w_plus, w.w_minus, w.statistic), (7, 1, 20.5, 7.5, 7.5));
+    close(w.p_value, 0.308760313527533, 1e-9);
+}
+
+#[test]
+fn pitman_morgan_matches_the_formula() {
+    // Paired samples, the first with the wider spread: corr(a + b, a − b) = 0.99652, df = 3.
+    let a = [90.0, 91.5, 88.7, 90.9, 89.4];
+    let b = [90.1, 90.6, 89.8, 90.4, 89.9];
+    let pm = stats::pitman_morgan(&a, &b).unwrap();
+    close(pm.variance_ratio, 11.1946902654867, 1e-9);
+    close(pm.correlation, 0.996521895458380, 1e-12);
+    close(pm.t, 20.7128146241686, 1e-7);
+    assert_eq!(pm.df, 3.0);
+    close(pm.p_value, 0.000123052686909651, 1e-10);
 }

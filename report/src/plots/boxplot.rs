@@ -1,7 +1,10 @@
 //! The experiment's main figure: best validation accuracy per variant as one box per variant
 //! (quartiles, median, Tukey whiskers at 1.5 IQR) with every finished job as a jittered dot and
-//! running jobs' best-so-far as crosses.
+//! running jobs' best-so-far as crosses; a figure shows one seed set (see
+//! [`crate::analysis::seed_sets`]).
 //!
+//! A box needs [`MIN_N_FOR_BOX`] finished jobs; fewer are shown as points only, since quartiles of
+//! two or three values mislead. A dashed line marks chance (10 %) when it lies within the axis.
 //! In the SVG each variant's box is exactly one `<rect>` filled with the variant colour at opacity
 //! [`BOX_FILL_OPACITY`], which tests use to count boxes.
 
@@ -9,13 +12,17 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{Figure, font, plot_error, variant_colour};
+use super::{Figure, colour_index, font, plot_error, variant_colour};
 use crate::ReportError;
-use crate::analysis::Analysis;
+use crate::analysis::{SeedSetAnalysis, SeedSetKind};
 use crate::stats;
 
 /// Fill opacity of a box (unique to boxes in the SVG).
 pub const BOX_FILL_OPACITY: f64 = 0.3;
+/// Fewest finished jobs for which a variant gets a quartile box.
+pub const MIN_N_FOR_BOX: usize = 5;
+/// Accuracy (%) of guessing among CIFAR-10's ten classes.
+pub const CHANCE_ACCURACY: f64 = 10.0;
 const BOX_HALF_WIDTH: f64 = 0.28;
 const CAP_HALF_WIDTH: f64 = 0.12;
 const JITTER_HALF_WIDTH: f64 = 0.18;
@@ -24,6 +31,8 @@ const JITTER_HALF_WIDTH: f64 = 0.18;
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoxPlotVariant {
     pub name: String,
+    /// Colour slot (see [`super::colour_index`]).
+    pub colour: usize,
     pub finished: Vec<f64>,
     pub running: Vec<f64>,
 }
@@ -31,22 +40,50 @@ pub struct BoxPlotVariant {
 /// Data of the box plot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoxPlotFigure {
-    pub sweep: String,
+    /// Title, without the n per variant.
+    pub title: String,
     pub variants: Vec<BoxPlotVariant>,
+    /// Shown under the axis, e.g. which variants are identical to the baseline.
+    pub note: Option<String>,
 }
 
 impl BoxPlotFigure {
-    pub fn from_analysis(sweep: &str, analysis: &Analysis) -> Self {
-        let variants = analysis
+    /// The figure of one seed set; `display_order` fixes the colours.
+    pub fn from_seed_set(
+        sweep: &str,
+        set: &SeedSetAnalysis,
+        display_order: &[String],
+        baseline: &str,
+    ) -> Self {
+        let variants = set
             .variants
             .iter()
             .map(|v| BoxPlotVariant {
                 name: v.name.clone(),
+                colour: colour_index(&v.name, display_order),
                 finished: v.finished_best.clone(),
                 running: v.running_best.iter().map(|(_, acc)| *acc).collect(),
             })
             .collect();
-        Self { sweep: sweep.to_string(), variants }
+        let title = match set.kind {
+            SeedSetKind::Balanced if set.complete => format!("{sweep}: best validation accuracy per variant"),
+            SeedSetKind::Balanced => {
+                format!("{sweep}: best validation accuracy, seeds common to every variant")
+            }
+            SeedSetKind::Extended => format!("{sweep}: best validation accuracy, every finished seed"),
+        };
+        let identical: Vec<&str> =
+            set.comparisons.iter().filter(|c| c.identical).map(|c| c.variant.as_str()).collect();
+        let note = (!identical.is_empty()).then(|| {
+            format!(
+                "{} identical to {baseline} seed for seed (by construction): the points coincide.",
+                match identical.as_slice() {
+                    [one] => format!("{one} is"),
+                    many => format!("{} are", many.join(" and ")),
+                }
+            )
+        });
+        Self { title, variants, note }
     }
 
     fn all_values(&self) -> impl Iterator<Item = f64> + '_ {
@@ -65,12 +102,12 @@ impl BoxPlotFigure {
         ((lo - 0.4 * range).max(0.0), (hi + 0.08 * range).min(100.0))
     }
 
-    fn title(&self) -> String {
+    fn full_title(&self) -> String {
         if self.variants.iter().all(|v| v.finished.is_empty()) {
-            return format!("{}: best validation accuracy per variant (no finished jobs yet)", self.sweep);
+            return format!("{} (no finished jobs yet)", self.title);
         }
         let ns: Vec<String> = self.variants.iter().map(|v| v.finished.len().to_string()).collect();
-        format!("{}: best validation accuracy per variant (n = {})", self.sweep, ns.join(" / "))
+        format!("{} (n = {})", self.title, ns.join(" / "))
     }
 }
 
@@ -90,14 +127,13 @@ impl Figure for BoxPlotFigure {
         let (y_lo, y_hi) = self.y_range();
         let x_range = -0.5..count as f64 - 0.5;
         let mut chart = ChartBuilder::on(root)
-            .caption(self.title(), font(22.0))
+            .caption(self.full_title(), font(22.0))
             .margin(18)
+            .margin_bottom(if self.note.is_some() { 40 } else { 18 })
             .x_label_area_size(50)
             .y_label_area_size(70)
             .build_cartesian_2d(x_range, y_lo..y_hi)
             .map_err(&err)?;
-        let labels: Vec<String> =
-            self.variants.iter().map(|v| format!("{} (n={})", v.name, v.finished.len())).collect();
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -111,17 +147,31 @@ impl Figure for BoxPlotFigure {
             .draw()
             .map_err(&err)?;
 
+        let chance_visible = (y_lo..=y_hi).contains(&CHANCE_ACCURACY);
+        if chance_visible {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(-0.5, CHANCE_ACCURACY), (count as f64 - 0.5, CHANCE_ACCURACY)],
+                    8,
+                    6,
+                    BLACK.mix(0.6).stroke_width(1),
+                ))
+                .map_err(&err)?;
+        }
+        let mut any_box = false;
         for (index, variant) in self.variants.iter().enumerate() {
-            let colour = variant_colour(index);
+            let colour = variant_colour(variant.colour);
             let x = index as f64;
             let (label_x, label_y) = chart.backend_coord(&(x, y_lo));
             root.draw(&Text::new(
-                labels[index].clone(),
+                format!("{} (n={})", variant.name, variant.finished.len()),
                 (label_x, label_y + 8),
                 font(15.0).pos(Pos::new(HPos::Center, VPos::Top)),
             ))
             .map_err(&err)?;
-            if let Some(b) = stats::box_stats(&variant.finished) {
+            let boxed = variant.finished.len() >= MIN_N_FOR_BOX;
+            if let Some(b) = stats::box_stats(&variant.finished).filter(|_| boxed) {
+                any_box = true;
                 let (left, right) = (x - BOX_HALF_WIDTH, x + BOX_HALF_WIDTH);
                 let whisker =
                     |from: f64, to: f64| PathElement::new(vec![(x, from), (x, to)], colour.stroke_width(2));
@@ -165,11 +215,17 @@ impl Figure for BoxPlotFigure {
         }
 
         let any_running = self.variants.iter().any(|v| !v.running.is_empty());
+        let any_points_only = self.variants.iter().any(|v| (1..MIN_N_FOR_BOX).contains(&v.finished.len()));
         let legend_style = ShapeStyle::from(&BLACK.mix(0.7)).filled();
+        let finished_label = if any_points_only {
+            format!("finished job (dot, jittered); n < {MIN_N_FOR_BOX}: dots only")
+        } else {
+            "finished job (dot, jittered)".to_string()
+        };
         chart
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
             .map_err(&err)?
-            .label("finished job (dot, jittered)")
+            .label(finished_label)
             .legend(move |(x, y)| Circle::new((x + 8, y), 5, legend_style));
         if any_running {
             chart
@@ -178,11 +234,24 @@ impl Figure for BoxPlotFigure {
                 .label("running job, best so far (not in box)")
                 .legend(|(x, y)| Cross::new((x + 8, y), 6, BLACK.stroke_width(2)));
         }
+        if any_box {
+            chart
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+                .map_err(&err)?
+                .label("box: quartiles + median; whiskers: 1.5 IQR")
+                .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], BLACK.stroke_width(2)));
+        }
+        let chance_label = if chance_visible { "chance (10 %)" } else { "chance (10 %) lies below the axis" };
         chart
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
             .map_err(&err)?
-            .label("box: quartiles + median; whiskers: 1.5 IQR")
-            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], BLACK.stroke_width(2)));
+            .label(chance_label)
+            .legend(move |(x, y)| {
+                let style = BLACK.mix(if chance_visible { 0.6 } else { 0.0 }).stroke_width(1);
+                EmptyElement::at((0, 0))
+                    + PathElement::new(vec![(x, y), (x + 6, y)], style)
+                    + PathElement::new(vec![(x + 10, y), (x + 16, y)], style)
+            });
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
@@ -191,7 +260,101 @@ impl Figure for BoxPlotFigure {
             .label_font(font(14.0))
             .draw()
             .map_err(&err)?;
-
+        if let Some(note) = &self.note {
+            let (_, height) = root.dim_in_pixel();
+            root.draw(&Text::new(
+                note.clone(),
+                (18, height as i32 - 12),
+                font(14.0).pos(Pos::new(HPos::Left, VPos::Bottom)),
+            ))
+            .map_err(&err)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::compare::tests::{seeded, variant};
+    use crate::analysis::seed_sets::analyse_seed_sets;
+
+    fn svg_of(figure: &BoxPlotFigure) -> String {
+        super::super::ensure_font_registered().unwrap();
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, super::super::FIGURE_SIZE).into_drawing_area();
+            figure.draw(&root).unwrap();
+            root.present().unwrap();
+        }
+        svg
+    }
+
+    fn boxes(svg: &str) -> usize {
+        svg.matches(&format!("opacity=\"{BOX_FILL_OPACITY}\"")).count()
+    }
+
+    #[test]
+    fn fewer_than_five_values_get_points_but_no_box() {
+        let entry = |name: &str, colour, finished: &[f64]| BoxPlotVariant {
+            name: name.into(),
+            colour,
+            finished: finished.to_vec(),
+            running: vec![],
+        };
+        let figure = |variants| BoxPlotFigure { title: "t".into(), variants, note: None };
+        let five = entry("normal_lr1e-3", 3, &[90.0, 90.4, 89.8, 90.2, 90.1]);
+        let four = entry("natural_softmax", 1, &[91.0, 91.4, 90.8, 91.2]);
+        let svg = svg_of(&figure(vec![four.clone(), five]));
+        assert_eq!(boxes(&svg), 1, "only the five-value variant has a box");
+        assert!(svg.contains("n &lt; 5: dots only") || svg.contains("n < 5: dots only"));
+        let svg = svg_of(&figure(vec![four]));
+        assert_eq!(boxes(&svg), 0);
+        assert!(!svg.contains("box: quartiles"));
+    }
+
+    #[test]
+    fn colours_come_from_the_variant_name_not_its_position() {
+        let values = seeded(&[90.0, 90.4, 89.8]);
+        let set = &analyse_seed_sets(&[variant("normal_lr1e-2", &values), variant("extra", &values)], "x")[0];
+        let order: Vec<String> = vec!["normal_lr1e-2".into(), "extra".into()];
+        let figure = BoxPlotFigure::from_seed_set("s", set, &order, "x");
+        assert_eq!(figure.variants.iter().map(|v| v.colour).collect::<Vec<_>>(), [4, 5]);
+    }
+
+    #[test]
+    fn chance_line_is_drawn_when_within_the_axis_and_mentioned_otherwise() {
+        let figure = |values: &[f64]| BoxPlotFigure {
+            title: "t".into(),
+            variants: vec![BoxPlotVariant {
+                name: "a".into(),
+                colour: 0,
+                finished: values.to_vec(),
+                running: vec![],
+            }],
+            note: None,
+        };
+        let low = svg_of(&figure(&[12.0, 20.0, 35.0, 15.0, 25.0]));
+        assert!(low.contains("chance (10 %)") && !low.contains("below the axis"));
+        let high = svg_of(&figure(&[90.0, 90.4, 89.8, 90.2, 90.1]));
+        assert!(high.contains("chance (10 %) lies below the axis"));
+    }
+
+    #[test]
+    fn identical_variants_get_a_note_under_the_axis() {
+        let values = seeded(&[90.0, 90.4, 89.8, 90.2, 90.1]);
+        let vs = [
+            variant("natural_hardmax", &values),
+            variant("multi_softmax", &values),
+            variant("normal_lr1e-3", &values),
+        ];
+        let set = &analyse_seed_sets(&vs, "normal_lr1e-3")[0];
+        let figure = BoxPlotFigure::from_seed_set("s", set, &[], "normal_lr1e-3");
+        let note = figure.note.clone().unwrap();
+        assert_eq!(
+            note,
+            "natural_hardmax and multi_softmax are identical to normal_lr1e-3 seed for seed (by construction): the points coincide."
+        );
+        assert!(svg_of(&figure).contains("natural_hardmax and multi_softmax are identical"));
     }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{Figure, font, plot_error, variant_colour};
+use super::{Figure, colour_index, font, plot_error, variant_colour};
 use crate::ReportError;
 use crate::input::ReportInput;
 use crate::stats;
@@ -36,6 +36,8 @@ pub struct EpochMean {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurveVariant {
     pub name: String,
+    /// Colour slot (see [`super::colour_index`]).
+    pub colour: usize,
     /// Number of finished jobs averaged.
     pub finished_jobs: usize,
     pub means: Vec<EpochMean>,
@@ -97,7 +99,13 @@ impl CurvesFigure {
                         points
                     })
                     .collect();
-                CurveVariant { name: name.clone(), finished_jobs, means: epoch_means(&finished), running }
+                CurveVariant {
+                    name: name.clone(),
+                    colour: colour_index(name, variant_names),
+                    finished_jobs,
+                    means: epoch_means(&finished),
+                    running,
+                }
             })
             .collect();
         Self { sweep: input.sweep.clone(), variants }
@@ -180,8 +188,8 @@ impl CurvesFigure {
             .draw()
             .map_err(&err)?;
 
-        for (index, variant) in self.variants.iter().enumerate() {
-            let colour = variant_colour(index);
+        for variant in &self.variants {
+            let colour = variant_colour(variant.colour);
             let means: Vec<&EpochMean> =
                 variant.means.iter().filter(|m| m.epoch >= panel.first_epoch).collect();
             let x = |m: &EpochMean| m.epoch as f64;

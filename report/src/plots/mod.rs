@@ -1,12 +1,14 @@
-//! What the figures share: the embedded font, the variant palette, figure size, and rendering one
-//! drawing function to both an SVG file and a PNG file.
+//! What the figures share: the embedded font, the variant palette (one colour per variant in every
+//! figure), figure size, and rendering one drawing function to both an SVG file and a PNG file.
 //!
 //! Text is rendered with DejaVu Sans (Bitstream Vera licence, see `assets/DejaVuSans-LICENSE.txt`)
 //! embedded in the binary and registered with plotters' `ab_glyph` font backend, so no system font
 //! library (fontconfig, freetype) is needed at build or run time.
 
+pub mod animation;
 pub mod boxplot;
 pub mod curves;
+pub mod gif_frames;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -45,9 +47,29 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(0x17, 0xBE, 0xCF),
 ];
 
-/// Colour of the variant at display position `index` (Tableau 10, cycling).
+/// The experiment's variants in their canonical order; a variant's colour is its position here.
+pub const CANONICAL_VARIANTS: [&str; 5] =
+    ["natural_hardmax", "natural_softmax", "multi_softmax", "normal_lr1e-3", "normal_lr1e-2"];
+
+/// Colour slot of `name`: its position in [`CANONICAL_VARIANTS`], or for any other variant the
+/// slots after those, in the order other variants appear in `display_order`. Keeps a variant's
+/// colour the same in every figure, whatever subset of variants a figure shows.
+pub fn colour_index(name: &str, display_order: &[String]) -> usize {
+    if let Some(i) = CANONICAL_VARIANTS.iter().position(|v| *v == name) {
+        return i;
+    }
+    let others = display_order.iter().filter(|v| !CANONICAL_VARIANTS.contains(&v.as_str()));
+    CANONICAL_VARIANTS.len() + others.clone().position(|v| v == name).unwrap_or_else(|| others.count())
+}
+
+/// Colour of colour slot `index` (Tableau 10, cycling).
 pub fn variant_colour(index: usize) -> RGBColor {
     PALETTE[index % PALETTE.len()]
+}
+
+/// Every colour of the palette (for the GIF's fixed colour table).
+pub(crate) fn palette() -> &'static [RGBColor] {
+    &PALETTE
 }
 
 /// The colour as SVG writes it, e.g. `#1F77B4`.
@@ -92,4 +114,23 @@ pub(crate) fn render_svg_and_png<F: Figure>(
     figure.draw(&root)?;
     root.present().map_err(plot_error(format!("{} ({})", F::NAME, png_path.display())))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_follow_the_canonical_order_whatever_the_display_order() {
+        let order: Vec<String> = ["normal_lr1e-2", "extra_b", "natural_softmax", "extra_a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(colour_index("natural_softmax", &order), 1);
+        assert_eq!(colour_index("normal_lr1e-2", &order), 4);
+        assert_eq!(colour_index("extra_b", &order), 5);
+        assert_eq!(colour_index("extra_a", &order), 6);
+        assert_eq!(colour_index("unknown", &order), 7, "a name outside the order goes last");
+        assert_eq!(variant_colour_hex(colour_index("normal_lr1e-3", &[])), "#D62728");
+    }
 }

@@ -1,0 +1,213 @@
+//! The report's tables as plain string cells, built once so that `summary.md` and `index.html`
+//! show exactly the same numbers: per-variant statistics, the epoch-based accuracies and the
+//! comparisons against the baseline, each for one seed set.
+
+use crate::analysis::{Comparison, Design, LAST_EPOCHS, SeedSetAnalysis, format_p, p_clause};
+use crate::stats;
+
+/// A table as header cells and rows of cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextTable {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+pub(crate) const MISSING: &str = "–";
+
+fn cells<const N: usize>(items: [&str; N]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn fixed(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| MISSING.to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// An accuracy CI clipped to [0, 100] %: a mean accuracy cannot leave that range.
+fn accuracy_ci(ci: Option<(f64, f64)>) -> String {
+    ci.map_or_else(
+        || MISSING.to_string(),
+        |(lo, hi)| format!("{:.2} – {:.2}", lo.clamp(0.0, 100.0), hi.clamp(0.0, 100.0)),
+    )
+}
+
+/// "90.12 ± 0.34" (mean ± sample sd), "90.12" for one value, "–" for none.
+fn mean_sd(values: &[f64]) -> String {
+    match (stats::mean(values), stats::sample_std(values)) {
+        (Some(m), Some(sd)) => format!("{m:.2} ± {sd:.2}"),
+        (Some(m), None) => format!("{m:.2}"),
+        _ => MISSING.to_string(),
+    }
+}
+
+/// Per-variant statistics of best validation accuracy (%), finished jobs of the set only.
+pub fn variant_table(set: &SeedSetAnalysis) -> TextTable {
+    let header = cells([
+        "variant",
+        "n finished",
+        "mean",
+        "std",
+        "median",
+        "min",
+        "max",
+        "95% CI of mean (t)",
+        "running: best so far",
+    ]);
+    let rows = set
+        .variants
+        .iter()
+        .map(|v| {
+            let d = v.describe.as_ref();
+            let running = if v.running_best.is_empty() {
+                MISSING.to_string()
+            } else {
+                v.running_best
+                    .iter()
+                    .map(|(seed, acc)| format!("{acc:.2} (seed {seed})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                v.name.clone(),
+                v.finished_best.len().to_string(),
+                fixed(d.map(|d| d.mean), 2),
+                fixed(d.and_then(|d| d.std), 2),
+                fixed(d.map(|d| d.median), 2),
+                fixed(d.map(|d| d.min), 2),
+                fixed(d.map(|d| d.max), 2),
+                accuracy_ci(d.and_then(|d| d.ci95)),
+                running,
+            ]
+        })
+        .collect();
+    TextTable { header, rows }
+}
+
+/// Best-epoch, final-epoch and last-epochs validation accuracy (%), mean ± sd over the set's seeds.
+pub fn epoch_table(set: &SeedSetAnalysis) -> TextTable {
+    let last = format!("mean of last {LAST_EPOCHS} epochs");
+    let header = cells(["variant", "n finished", "best epoch (headline)", "final epoch", &last]);
+    let rows = set
+        .variants
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.finished.len().to_string(),
+                mean_sd(&v.finished_best),
+                mean_sd(&v.final_epoch_values()),
+                mean_sd(&v.last_epochs_values()),
+            ]
+        })
+        .collect();
+    TextTable { header, rows }
+}
+
+fn t_cells(c: &Comparison) -> [String; 3] {
+    let missing = || [MISSING.to_string(), MISSING.to_string(), MISSING.to_string()];
+    match c.design {
+        Design::Paired => c.paired_t.map_or_else(missing, |t| {
+            [
+                format!("{:+.2} – {:+.2}", t.ci95.0, t.ci95.1),
+                format!("{:.2} ({:.0})", t.t, t.df),
+                format_p(t.p_value),
+            ]
+        }),
+        Design::Unpaired => c.welch.map_or_else(missing, |w| {
+            [
+                format!("{:+.2} – {:+.2}", w.ci95.0, w.ci95.1),
+                format!("{:.2} ({:.1})", w.t, w.df),
+                format_p(w.p_value),
+            ]
+        }),
+    }
+}
+
+/// Each variant of the set against the baseline.
+pub fn comparison_table(set: &SeedSetAnalysis) -> TextTable {
+    let header = cells([
+        "variant",
+        "seeds",
+        "tests",
+        "Δ mean (points)",
+        "95% CI of Δ",
+        "t (df)",
+        "t-test p",
+        "rank test",
+        "spread: variance ratio (one-sided p)",
+        "Hedges' g",
+        "Cohen's d",
+        "Cliff's δ",
+    ]);
+    let rows = set
+        .comparisons
+        .iter()
+        .map(|c| {
+            let [ci, t, p] = t_cells(c);
+            let delta = match (c.identical, c.difference()) {
+                (true, _) => "0.00".to_string(),
+                (false, Some(d)) => format!("{:+.2}", d.mean_difference),
+                (false, None) => MISSING.to_string(),
+            };
+            let tests = if c.identical {
+                format!("none: {}", Comparison::IDENTICAL_TEXT)
+            } else {
+                c.tests().to_string()
+            };
+            let spread = c.spread.map_or_else(
+                || MISSING.to_string(),
+                |s| format!("{:.2} ({} {})", s.variance_ratio, s.test, p_clause(s.p_value)),
+            );
+            vec![
+                c.variant.clone(),
+                c.seeds_text(),
+                tests,
+                delta,
+                ci,
+                t,
+                p,
+                c.rank_test_text().unwrap_or_else(|| MISSING.to_string()),
+                spread,
+                fixed(c.hedges_g, 2),
+                fixed(c.cohens_d, 2),
+                fixed(c.cliffs_delta, 2),
+            ]
+        })
+        .collect();
+    TextTable { header, rows }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::compare::tests::{seeded, variant};
+    use crate::analysis::{FinishedJob, seed_sets};
+
+    #[test]
+    fn mean_ci_is_clipped_to_accuracy_range() {
+        assert_eq!(accuracy_ci(Some((-3.0, 104.5))), "0.00 – 100.00");
+        assert_eq!(accuracy_ci(None), MISSING);
+    }
+
+    #[test]
+    fn identical_rows_say_so_instead_of_a_test() {
+        let values = seeded(&[90.0, 90.4, 89.8]);
+        let vs = [variant("natural_hardmax", &values), variant("normal_lr1e-3", &values)];
+        let set = &seed_sets::analyse_seed_sets(&vs, "normal_lr1e-3")[0];
+        let row = &comparison_table(set).rows[0];
+        assert_eq!(row[2], "none: identical to the baseline seed for seed (by construction)");
+        assert_eq!((row[3].as_str(), row[4].as_str()), ("0.00", MISSING));
+    }
+
+    #[test]
+    fn epoch_table_shows_mean_and_sd_over_seeds() {
+        let mut v = variant("a", &seeded(&[90.0, 92.0]));
+        let epochs = [(Some(88.0), Some(87.0)), (Some(90.0), None)];
+        for (job, (final_epoch, last)) in v.finished.iter_mut().zip(epochs) {
+            *job = FinishedJob { final_epoch, last_epochs_mean: last, ..job.clone() };
+        }
+        let set = &seed_sets::analyse_seed_sets(&[v], "b")[0];
+        let table = epoch_table(set);
+        assert_eq!(table.header[4], "mean of last 10 epochs");
+        assert_eq!(table.rows[0][1..], ["2", "91.00 ± 1.41", "89.00 ± 1.41", "87.00"]);
+    }
+}
