@@ -37,6 +37,9 @@ pub enum Error {
     /// Something the CLI could not encode or decode (spec files, exports).
     #[error("{0}")]
     Format(String),
+    /// The flags or spec file of a submission do not describe a sweep.
+    #[error(transparent)]
+    Spec(#[from] crate::client::SpecError),
     /// The report crate could not write the report.
     #[error("report: {0}")]
     Report(#[from] report::ReportError),
@@ -81,6 +84,7 @@ impl From<Error> for tonic::Status {
             | Error::Migrate(_)
             | Error::Io(_)
             | Error::Format(_)
+            | Error::Spec(_)
             | Error::Report(_)
             | Error::Internal(_) => {
                 tracing::error!(error = %e, "internal error");

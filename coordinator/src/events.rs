@@ -1,18 +1,17 @@
 //! In-process fan-out of job changes and stored epochs to `WatchSweep` streams, through a tokio
-//! broadcast channel. Events are published only after the write that caused them committed.
+//! broadcast channel. Events carry domain values (the watch stream encodes them) and are
+//! published only after the write that caused them committed.
 
 use std::sync::Arc;
 
-use sweep_proto::pb;
+use sweep_proto::domain::{EpochRecord, Job};
 use tokio::sync::broadcast;
 
-use crate::db::jobs::JobRow;
-
 /// Something that happened in a sweep.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    JobChanged(pb::Job),
-    EpochRecorded { sweep: String, recorded: pb::EpochRecorded },
+    JobChanged(Job),
+    EpochRecorded(EpochRecord),
 }
 
 impl Event {
@@ -20,16 +19,8 @@ impl Event {
     pub fn sweep(&self) -> &str {
         match self {
             Event::JobChanged(job) => &job.sweep,
-            Event::EpochRecorded { sweep, .. } => sweep,
+            Event::EpochRecorded(record) => &record.sweep,
         }
-    }
-
-    pub fn to_pb(&self) -> pb::SweepEvent {
-        let event = match self {
-            Event::JobChanged(job) => pb::sweep_event::Event::JobChanged(job.clone()),
-            Event::EpochRecorded { recorded, .. } => pb::sweep_event::Event::EpochRecorded(recorded.clone()),
-        };
-        pb::SweepEvent { event: Some(event) }
     }
 }
 
@@ -51,13 +42,13 @@ impl Events {
         }
     }
 
-    /// Publishes a `JobChanged` for each row.
-    pub fn jobs_changed<'a>(&self, rows: impl IntoIterator<Item = &'a JobRow>) {
+    /// Publishes a `JobChanged` for each job (cloning nothing while nobody watches).
+    pub fn jobs_changed<'a>(&self, jobs: impl IntoIterator<Item = &'a Job>) {
         if self.tx.receiver_count() == 0 {
             return;
         }
-        for row in rows {
-            self.publish(Event::JobChanged(row.to_pb()));
+        for job in jobs {
+            self.publish(Event::JobChanged(job.clone()));
         }
     }
 

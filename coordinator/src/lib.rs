@@ -4,17 +4,21 @@
 //! ([`service::worker_service`]). Every worker write is fenced by its lease.
 //!
 //! - [`run`] / [`serve`]: the server seam (listener, database, config, shutdown future).
+//! - [`Queue`]: the typed job queue the services call (domain values in and out).
 //! - [`Database`]: opening the database (WAL, `synchronous=FULL`, migrations).
 //! - [`lifecycle`]: the pure job state machine.
+//! - [`client`]: sweep specs on the client side (spec files, shared flags, presets).
 //! - [`cli`]: the client subcommands, including [`cli::watch::watch_progress`] (progress bars)
 //!   and [`cli::report::fetch_report_input`] (report rows over gRPC).
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod lifecycle;
+pub mod queue;
 pub mod reaper;
 pub mod server;
 pub mod service;
@@ -22,4 +26,5 @@ pub mod service;
 pub use config::Config;
 pub use db::{DEFAULT_DATABASE_URL, Database};
 pub use error::{Error, Result};
+pub use queue::Queue;
 pub use server::{run, serve};

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::config::Config;
 use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::events::Events;
+use crate::queue::Queue;
 use crate::reaper;
 use crate::service::Shared;
 use crate::service::sweep_service::SweepApi;
@@ -29,10 +29,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let (stop_tx, stop) = watch::channel(false);
-    let events = Events::new(config.event_capacity);
-    let shared =
-        Shared { db: db.clone(), events: events.clone(), config: config.clone(), stop: stop.clone() };
-    let reaper = tokio::spawn(reaper::run(db, events, config.reaper_interval, stop));
+    let queue = Queue::new(db, &config);
+    let reaper = tokio::spawn(reaper::run(queue.clone(), config.reaper_interval, stop.clone()));
+    let shared = Shared { queue, config: config.clone(), stop };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SweepServiceServer<SweepApi>>().await;

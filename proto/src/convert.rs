@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use crate::domain::{
-    DEFAULT_MAX_ATTEMPTS, DataOptions, EpochMetrics, Fence, JobAssignment, JobState, LossVariant,
-    MAX_ATTEMPTS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_NAME_LEN, MAX_SEEDS, MAX_WIDTH_MULTIPLIER, SweepSpec,
-    TEST_IMAGES, TRAIN_IMAGES,
+    DEFAULT_MAX_ATTEMPTS, DataOptions, EpochMetrics, EpochRecord, Fence, Job, JobAssignment, JobState,
+    LeaseVerdict, LossVariant, MAX_ATTEMPTS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_NAME_LEN, MAX_SEEDS,
+    MAX_WIDTH_MULTIPLIER, SweepSpec, SweepSummary, TEST_IMAGES, TRAIN_IMAGES, Worker,
 };
 use crate::pb;
 
@@ -88,11 +88,15 @@ impl TryFrom<pb::DataOptions> for DataOptions {
             "data.width_multiplier",
             || format!("{} is not in (0, {MAX_WIDTH_MULTIPLIER}]", d.width_multiplier),
         )?;
+        ensure(d.bn_group <= MAX_BATCH_SIZE, "data.bn_group", || {
+            format!("{} is more than the largest batch size, {MAX_BATCH_SIZE}", d.bn_group)
+        })?;
         Ok(DataOptions {
             train_limit: (d.train_limit > 0).then_some(d.train_limit),
             test_limit: (d.test_limit > 0).then_some(d.test_limit),
             augment: d.augment,
             width_multiplier: width,
+            bn_group: (d.bn_group > 0).then_some(d.bn_group),
         })
     }
 }
@@ -104,7 +108,18 @@ impl From<DataOptions> for pb::DataOptions {
             test_limit: d.test_limit.unwrap_or(0),
             augment: d.augment,
             width_multiplier: d.width_multiplier,
+            bn_group: d.bn_group.unwrap_or(0),
         }
+    }
+}
+
+/// A BatchNorm group must split every full batch into equal groups.
+pub fn check_bn_group(data: &DataOptions, batch_size: u32) -> Result<(), InvalidInput> {
+    match data.bn_group {
+        Some(group) => ensure(batch_size.is_multiple_of(group), "data.bn_group", || {
+            format!("{group} does not divide the batch size {batch_size}")
+        }),
+        None => Ok(()),
     }
 }
 
@@ -150,6 +165,21 @@ impl TryFrom<pb::SweepSpec> for SweepSpec {
             format!("{} is more than {MAX_ATTEMPTS}", s.max_attempts)
         })?;
         let data = s.data.unwrap_or_default().try_into()?;
+        check_bn_group(&data, s.batch_size)?;
+        let mut seed_offsets = BTreeMap::new();
+        let largest_seed = s.seeds.iter().copied().max().unwrap_or(0);
+        for (name, offset) in &s.seed_offsets {
+            let v = parse_variant(name).map_err(|e| InvalidInput::new("seed_offsets", e.message))?;
+            ensure(variants.contains(&v), "seed_offsets", || {
+                format!("{name} is not a variant of this sweep")
+            })?;
+            ensure(largest_seed.checked_add(*offset).is_some(), "seed_offsets", || {
+                format!("{offset} for {name} overflows a 64-bit seed")
+            })?;
+            if *offset > 0 {
+                seed_offsets.insert(v, *offset);
+            }
+        }
         Ok(SweepSpec {
             name: s.name,
             variants,
@@ -159,6 +189,7 @@ impl TryFrom<pb::SweepSpec> for SweepSpec {
             learning_rates,
             data,
             max_attempts,
+            seed_offsets,
         })
     }
 }
@@ -174,6 +205,7 @@ impl From<SweepSpec> for pb::SweepSpec {
             learning_rates: s.learning_rates.iter().map(|(v, lr)| (v.name().to_owned(), *lr)).collect(),
             data: Some(s.data.into()),
             max_attempts: s.max_attempts,
+            seed_offsets: s.seed_offsets.iter().map(|(v, o)| (v.name().to_owned(), *o)).collect(),
         }
     }
 }
@@ -254,7 +286,11 @@ impl TryFrom<pb::JobAssignment> for JobAssignment {
             epochs: a.epochs,
             batch_size: a.batch_size,
             learning_rate: a.learning_rate,
-            data: a.data.unwrap_or_default().try_into()?,
+            data: {
+                let data = a.data.unwrap_or_default().try_into()?;
+                check_bn_group(&data, a.batch_size)?;
+                data
+            },
             lease_ttl: Duration::from_millis(u64::from(a.lease_ttl_ms)),
         })
     }
@@ -272,6 +308,85 @@ impl From<JobAssignment> for pb::JobAssignment {
             learning_rate: a.learning_rate,
             data: Some(a.data.into()),
             lease_ttl_ms: u32::try_from(a.lease_ttl.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl From<Job> for pb::Job {
+    fn from(j: Job) -> Self {
+        pb::Job {
+            id: j.id.0,
+            sweep: j.sweep,
+            variant: j.variant.name().to_owned(),
+            seed: j.seed,
+            state: state_to_wire(j.state) as i32,
+            attempt: j.attempt,
+            max_attempts: j.max_attempts,
+            epochs: j.epochs,
+            epochs_done: j.epochs_done,
+            learning_rate: j.learning_rate,
+            best_val_acc: j.best_val_acc,
+            best_epoch: j.best_epoch,
+            worker_id: j.worker_id.unwrap_or_default(),
+            last_error: j.last_error.unwrap_or_default(),
+            created_at_ms: j.created_at_ms,
+            started_at_ms: j.started_at_ms.unwrap_or(0),
+            finished_at_ms: j.finished_at_ms.unwrap_or(0),
+        }
+    }
+}
+
+impl From<EpochRecord> for pb::EpochRecorded {
+    fn from(r: EpochRecord) -> Self {
+        pb::EpochRecorded {
+            job_id: r.job_id.0,
+            variant: r.variant.name().to_owned(),
+            seed: r.seed,
+            metrics: Some(r.metrics.into()),
+        }
+    }
+}
+
+impl From<LeaseVerdict> for pb::lease_status::Verdict {
+    fn from(v: LeaseVerdict) -> Self {
+        match v {
+            LeaseVerdict::Renewed => pb::lease_status::Verdict::Renewed,
+            LeaseVerdict::Cancelled => pb::lease_status::Verdict::Cancelled,
+            LeaseVerdict::Lost => pb::lease_status::Verdict::Lost,
+        }
+    }
+}
+
+impl From<Worker> for pb::Worker {
+    fn from(w: Worker) -> Self {
+        pb::Worker {
+            id: w.id,
+            hostname: w.hostname,
+            gpus: w.gpus,
+            slots: w.slots,
+            registered_at_ms: w.registered_at_ms,
+            last_seen_ms: w.last_seen_ms,
+            running_jobs: w.running_jobs,
+        }
+    }
+}
+
+impl From<SweepSummary> for pb::SweepSummary {
+    fn from(s: SweepSummary) -> Self {
+        pb::SweepSummary {
+            jobs_total: s.jobs_total(),
+            progress_percent: s.progress_percent(),
+            // The wire has no "unknown": -1 stands for it.
+            eta_seconds: s.eta_seconds.unwrap_or(-1.0),
+            spec: Some(s.spec.into()),
+            created_at_ms: s.created_at_ms,
+            queued: s.queued,
+            running: s.running,
+            succeeded: s.succeeded,
+            failed: s.failed,
+            cancelled: s.cancelled,
+            epochs_done: s.epochs_done,
+            epochs_total: s.epochs_total,
         }
     }
 }
@@ -334,6 +449,22 @@ mod tests {
                 "data.train_limit",
                 Box::new(|s| s.data = Some(pb::DataOptions { train_limit: 60_000, ..Default::default() })),
             ),
+            (
+                "data.bn_group",
+                Box::new(|s| s.data = Some(pb::DataOptions { bn_group: 60, ..Default::default() })),
+            ),
+            (
+                "seed_offsets",
+                Box::new(|s| {
+                    s.seed_offsets.insert("natural_softmax".into(), u64::MAX);
+                }),
+            ),
+            (
+                "seed_offsets",
+                Box::new(|s| {
+                    s.seed_offsets.insert("multi_softmax".into(), 7);
+                }),
+            ),
         ];
         for (field, mutate) in cases {
             let mut s = spec();
@@ -342,6 +473,25 @@ mod tests {
             assert_eq!(err.field, field, "{err}");
             assert_eq!(tonic::Status::from(err).code(), tonic::Code::InvalidArgument);
         }
+    }
+
+    #[test]
+    fn seed_offsets_shift_a_variants_jobs_and_bn_group_divides_the_batch() {
+        let mut wire = spec();
+        wire.seed_offsets.insert("normal_lr1e-2".into(), 1_000);
+        wire.seed_offsets.insert("natural_softmax".into(), 0);
+        wire.data = Some(pb::DataOptions { bn_group: 64, ..Default::default() });
+        let s = SweepSpec::try_from(wire).unwrap();
+        assert_eq!(s.data.bn_group, Some(64));
+        assert!(!s.shared_seeds());
+        let jobs: Vec<(LossVariant, u64)> = s.jobs().collect();
+        assert_eq!(jobs[..3], [0, 1, 2].map(|seed| (LossVariant::NaturalSoftmax, seed)));
+        assert_eq!(jobs[3..], [1_000, 1_001, 1_002].map(|seed| (LossVariant::NormalLr1e2, seed)));
+        // A zero offset is the default and is not stored.
+        assert_eq!(s.seed_offsets.len(), 1);
+        let back = SweepSpec::try_from(pb::SweepSpec::from(s.clone())).unwrap();
+        assert_eq!(back, s);
+        assert!(SweepSpec::try_from(spec()).unwrap().shared_seeds());
     }
 
     #[test]

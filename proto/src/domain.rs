@@ -171,15 +171,30 @@ pub struct DataOptions {
     pub augment: bool,
     /// Channel width multiplier of the CNN (1.0 = the experiment's 64/128/256 filters).
     pub width_multiplier: f32,
+    /// BatchNorm statistics per group of this many images in training (`None` = the whole
+    /// batch): the ghost batches of a data-parallel run whose replicas normalise their own share.
+    #[serde(default)]
+    pub bn_group: Option<u32>,
 }
 
 impl Default for DataOptions {
     fn default() -> Self {
-        DataOptions { train_limit: None, test_limit: None, augment: false, width_multiplier: 1.0 }
+        DataOptions {
+            train_limit: None,
+            test_limit: None,
+            augment: false,
+            width_multiplier: 1.0,
+            bn_group: None,
+        }
     }
 }
 
-/// A validated sweep: the cross product of `variants` × `seeds` is its set of jobs.
+/// Seed offset between variants under `--independent-seeds`: variant `i` of
+/// [`LossVariant::ALL`] trains seed `s` as `s + i · INDEPENDENT_SEED_STRIDE`.
+pub const INDEPENDENT_SEED_STRIDE: u64 = 1_000_000;
+
+/// A validated sweep: the cross product of `variants` × `seeds` (each seed plus its variant's
+/// offset) is its set of jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepSpec {
     pub name: String,
@@ -193,6 +208,9 @@ pub struct SweepSpec {
     pub learning_rates: BTreeMap<LossVariant, f64>,
     pub data: DataOptions,
     pub max_attempts: u32,
+    /// Added to the seeds of a variant (absent = 0); validated not to overflow.
+    #[serde(default)]
+    pub seed_offsets: BTreeMap<LossVariant, u64>,
 }
 
 impl SweepSpec {
@@ -201,9 +219,22 @@ impl SweepSpec {
         self.learning_rates.get(&variant).copied().unwrap_or(variant.default_learning_rate())
     }
 
-    /// Every (variant, seed) pair of the sweep, variant-major.
+    /// The offset added to `variant`'s seeds.
+    pub fn seed_offset(&self, variant: LossVariant) -> u64 {
+        self.seed_offsets.get(&variant).copied().unwrap_or(0)
+    }
+
+    /// Every (variant, training seed) pair of the sweep, variant-major.
     pub fn jobs(&self) -> impl Iterator<Item = (LossVariant, u64)> + '_ {
-        self.variants.iter().flat_map(move |v| self.seeds.iter().map(move |s| (*v, *s)))
+        self.variants.iter().flat_map(move |v| {
+            let offset = self.seed_offset(*v);
+            self.seeds.iter().map(move |s| (*v, s.wrapping_add(offset)))
+        })
+    }
+
+    /// True when every variant trains the same seeds, so runs pair up seed for seed.
+    pub fn shared_seeds(&self) -> bool {
+        self.variants.iter().all(|v| self.seed_offset(*v) == self.seed_offset(self.variants[0]))
     }
 }
 
@@ -213,6 +244,115 @@ pub struct Fence {
     pub job_id: i64,
     pub attempt: u32,
     pub lease_token: String,
+}
+
+impl Fence {
+    /// The job the fence is for.
+    pub fn job(&self) -> JobId {
+        JobId(self.job_id)
+    }
+}
+
+/// A job's id: the key of the coordinator's `jobs` table (`Fence::job_id` stays a plain `i64`
+/// because the worker keys its lease table and log fields by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One (variant, seed) job of a sweep, as the coordinator reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub sweep: String,
+    pub variant: LossVariant,
+    /// The seed it trains with (its variant's offset included).
+    pub seed: u64,
+    pub state: JobState,
+    /// The 1-based attempt the job is on.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+    /// Epochs the current attempt stored, and the best validation accuracy among them.
+    pub epochs_done: u32,
+    pub best_val_acc: f64,
+    pub best_epoch: u32,
+    pub worker_id: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// An epoch a job's current attempt stored, with the job it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochRecord {
+    pub job_id: JobId,
+    pub sweep: String,
+    pub variant: LossVariant,
+    pub seed: u64,
+    pub metrics: EpochMetrics,
+}
+
+/// What a heartbeat learns about one lease it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseVerdict {
+    /// Renewed; keep going.
+    Renewed,
+    /// The job was cancelled; stop.
+    Cancelled,
+    /// Expired or superseded by a newer attempt; stop, writes will be rejected.
+    Lost,
+}
+
+/// A registered worker and how many jobs it runs now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    pub id: String,
+    pub hostname: String,
+    pub gpus: Vec<String>,
+    pub slots: u32,
+    pub registered_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub running_jobs: u32,
+}
+
+/// Where a sweep stands: its jobs per state and its epochs done out of those it will run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepSummary {
+    pub spec: SweepSpec,
+    pub created_at_ms: i64,
+    pub queued: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+    pub epochs_done: u64,
+    /// A failed or cancelled job counts only the epochs it stored, so an ended sweep is at 100 %.
+    pub epochs_total: u64,
+    /// `None` until an epoch is stored (nothing to extrapolate from).
+    pub eta_seconds: Option<f64>,
+}
+
+impl SweepSummary {
+    pub fn jobs_total(&self) -> u32 {
+        self.queued + self.running + self.succeeded + self.failed + self.cancelled
+    }
+
+    pub fn progress_percent(&self) -> f64 {
+        if self.epochs_total == 0 {
+            100.0
+        } else {
+            self.epochs_done as f64 / self.epochs_total as f64 * 100.0
+        }
+    }
 }
 
 /// One leased job, as a worker receives it.

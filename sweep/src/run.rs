@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use coordinator::client::{Preset, SpecArgs, SpecError};
 use coordinator::{Config, Database};
 use sweep_proto::pb::sweep_service_client::SweepServiceClient;
 use sweep_proto::pb::{GetSweepRequest, SubmitSweepRequest, SweepSpec};
@@ -17,41 +18,12 @@ use tracing::info;
 use worker::agent::attach::prepare_local;
 use worker::agent::{AgentConfig, run_agent};
 
-use crate::presets::{Preset, SpecFileError, spec_from_file};
-
 /// Flags of `sweep run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Named sweep to run.
-    #[arg(long, env = "SWEEP_PRESET", value_enum, default_value = "smoke")]
-    pub preset: Preset,
-    /// JSON sweep spec file; replaces the preset.
-    #[arg(long, env = "SWEEP_SPEC")]
-    pub spec: Option<PathBuf>,
-    /// Sweep name (default: the preset's or the spec file's).
-    #[arg(long, env = "SWEEP_NAME")]
-    pub name: Option<String>,
-    /// Override the seeds: a range `0..5` or a list `0,1,7`.
-    #[arg(long, env = "SWEEP_SEEDS", value_parser = parse_seeds)]
-    pub seeds: Option<Seeds>,
-    /// Override the loss variants (comma-separated).
-    #[arg(long, env = "SWEEP_VARIANTS", value_delimiter = ',')]
-    pub variants: Option<Vec<String>>,
-    /// Override the number of epochs.
-    #[arg(long, env = "SWEEP_EPOCHS")]
-    pub epochs: Option<u32>,
-    /// Override the batch size.
-    #[arg(long, env = "SWEEP_BATCH_SIZE")]
-    pub batch_size: Option<u32>,
-    /// Override the number of training images (0 = all).
-    #[arg(long, env = "SWEEP_TRAIN_LIMIT")]
-    pub train_limit: Option<u32>,
-    /// Override the number of test images (0 = all).
-    #[arg(long, env = "SWEEP_TEST_LIMIT")]
-    pub test_limit: Option<u32>,
-    /// Override the CNN's channel width multiplier.
-    #[arg(long, env = "SWEEP_WIDTH")]
-    pub width: Option<f32>,
+    /// The sweep: a preset (default: smoke), a spec file or flags, as for `coordinator submit`.
+    #[command(flatten)]
+    pub spec: SpecArgs,
     /// SQLite database of the embedded coordinator.
     #[arg(long, env = "SWEEP_DATABASE_URL", default_value = coordinator::DEFAULT_DATABASE_URL)]
     pub database_url: String,
@@ -78,7 +50,7 @@ pub struct RunArgs {
     #[arg(long, env = "SWEEP_LEASE_TTL_SECS", default_value_t = 30)]
     pub lease_ttl_secs: u64,
     /// Report directory (default: reports/<sweep name>).
-    #[arg(long, env = "SWEEP_OUT")]
+    #[arg(long, env = "SWEEP_REPORT_OUT")]
     pub out: Option<PathBuf>,
     /// Print one line per finished epoch instead of progress bars.
     #[arg(long, env = "SWEEP_NO_PROGRESS")]
@@ -91,7 +63,7 @@ pub struct RunArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    SpecFile(#[from] SpecFileError),
+    Spec(#[from] SpecError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
@@ -120,48 +92,9 @@ pub struct RunSummary {
     pub cancelled: u32,
 }
 
-/// A seed list given on the command line (a newtype, so clap takes it as one value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seeds(pub Vec<u64>);
-
-/// Parses `0..5` (end exclusive) or `0,1,7`.
-pub fn parse_seeds(text: &str) -> Result<Seeds, String> {
-    if let Some((start, end)) = text.split_once("..") {
-        let start: u64 = start.trim().parse().map_err(|e| format!("bad range start {start:?}: {e}"))?;
-        let end: u64 = end.trim().parse().map_err(|e| format!("bad range end {end:?}: {e}"))?;
-        if start >= end {
-            return Err(format!("empty seed range {text}"));
-        }
-        return Ok(Seeds((start..end).collect()));
-    }
-    text.split(',')
-        .map(|s| s.trim().parse::<u64>().map_err(|e| format!("bad seed {s:?}: {e}")))
-        .collect::<Result<_, _>>()
-        .map(Seeds)
-}
-
-/// The spec the flags describe: the preset or spec file, then the overrides.
-pub fn build_spec(args: &RunArgs) -> Result<SweepSpec, SpecFileError> {
-    let mut spec = match &args.spec {
-        Some(path) => spec_from_file(path)?,
-        None => args.preset.spec(),
-    };
-    if let Some(name) = &args.name {
-        spec.name = name.clone();
-    }
-    if let Some(Seeds(seeds)) = &args.seeds {
-        spec.seeds = seeds.clone();
-    }
-    if let Some(variants) = &args.variants {
-        spec.variants = variants.clone();
-    }
-    spec.epochs = args.epochs.unwrap_or(spec.epochs);
-    spec.batch_size = args.batch_size.unwrap_or(spec.batch_size);
-    let data = spec.data.get_or_insert_with(Default::default);
-    data.train_limit = args.train_limit.unwrap_or(data.train_limit);
-    data.test_limit = args.test_limit.unwrap_or(data.test_limit);
-    data.width_multiplier = args.width.unwrap_or(data.width_multiplier);
-    Ok(spec)
+/// The submissions the flags describe (the smoke preset when no sweep is named).
+pub fn submissions(args: &RunArgs) -> Result<Vec<SweepSpec>, SpecError> {
+    args.spec.submissions(Some(Preset::Smoke))
 }
 
 /// Runs the sweep to its end (or until Ctrl-C) and writes the report.
@@ -177,7 +110,7 @@ pub async fn run_until(
     args: RunArgs,
     interrupt: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunSummary, RunError> {
-    let spec = build_spec(&args)?;
+    let specs = submissions(&args)?;
     let db = Database::open(&args.database_url).await?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -192,7 +125,7 @@ pub async fn run_until(
     };
     let endpoint = format!("http://{addr}");
     info!(%endpoint, database = %args.database_url, "embedded coordinator started");
-    let result = drive(&args, spec, &endpoint, interrupt).await;
+    let result = drive(&args, specs, &endpoint, interrupt).await;
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = server.await {
         tracing::warn!(error = %e, "embedded coordinator stopped with an error");
@@ -203,18 +136,20 @@ pub async fn run_until(
 
 async fn drive(
     args: &RunArgs,
-    spec: SweepSpec,
+    specs: Vec<SweepSpec>,
     endpoint: &str,
     interrupt: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunSummary, RunError> {
-    let sweep = spec.name.clone();
+    let sweep = specs.first().map(|s| s.name.clone()).unwrap_or_default();
     let channel = Channel::from_shared(endpoint.to_owned()).expect("valid endpoint").connect().await?;
     let mut client = SweepServiceClient::new(channel.clone());
-    let submitted = client.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await?.into_inner();
-    eprintln!(
-        "sweep {}: {} new jobs, {} already known (continuing)",
-        submitted.sweep, submitted.jobs_created, submitted.jobs_existing
-    );
+    for spec in specs {
+        let submitted = client.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await?.into_inner();
+        eprintln!(
+            "sweep {}: {} new jobs, {} already known (continuing)",
+            submitted.sweep, submitted.jobs_created, submitted.jobs_existing
+        );
+    }
 
     let (worker_stop_tx, worker_stop) = watch::channel(false);
     let agent = if args.local_worker {
@@ -276,14 +211,6 @@ async fn drive(
 mod tests {
     use super::*;
 
-    #[test]
-    fn seeds_parse_as_ranges_or_lists() {
-        assert_eq!(parse_seeds("0..5").unwrap(), Seeds(vec![0, 1, 2, 3, 4]));
-        assert_eq!(parse_seeds("3, 1,7").unwrap(), Seeds(vec![3, 1, 7]));
-        assert!(parse_seeds("5..5").is_err());
-        assert!(parse_seeds("a,b").is_err());
-    }
-
     #[derive(clap::Parser)]
     struct Cli {
         #[command(flatten)]
@@ -320,9 +247,11 @@ mod tests {
             "0.5",
         ])
         .run;
-        let spec = build_spec(&args).unwrap();
+        let spec = submissions(&args).unwrap().remove(0);
         assert_eq!((spec.name.as_str(), spec.seeds.as_slice(), spec.epochs), ("mine", &[0, 1][..], 3));
         assert_eq!(spec.variants, vec!["natural_softmax", "normal_lr1e-3"]);
         assert_eq!(spec.data.unwrap().width_multiplier, 0.5);
+        let default = submissions(&Cli::parse_from(["sweep"]).run).unwrap();
+        assert_eq!(default[0].name, "smoke");
     }
 }

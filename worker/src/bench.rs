@@ -10,14 +10,15 @@ use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use sweep_proto::LossVariant;
-use sweep_proto::domain::{DataOptions, EpochMetrics, Fence, JobAssignment};
+use sweep_proto::domain::EpochMetrics;
 
-use crate::backend::{CpuBackend, DeviceChoice, open_runner, panic_message};
+use crate::backend::{CpuBackend, open_runner};
 use crate::data::Cifar10;
+use crate::device::{DeviceChoice, panic_message};
 use crate::loss::variant_loss;
 use crate::model::{CnnConfig, seeded_model};
 use crate::train_ops::{Kernels, TrainBackend};
-use crate::training::{EpochSink, JobOutcome, TrainError, adam};
+use crate::training::{EpochSink, JobOutcome, TrainError, TrainJob, adam};
 
 /// What to time in the step benchmark.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,8 @@ pub struct StepBenchConfig {
     pub steps: usize,
     pub warmup: usize,
     pub width_multiplier: f32,
+    /// Images per BatchNorm group (`None`: the whole batch).
+    pub bn_group: Option<usize>,
     /// Implementation of the conv / BatchNorm training nodes.
     pub kernels: Kernels,
     /// Sample the host side of the synced timed steps ([`crate::host_profile`]) and write the
@@ -152,7 +155,8 @@ fn time_steps<B: TrainBackend>(
 ) -> Result<StepBench, TrainError> {
     let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
     let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
-    let mut model = seeded_model::<B>(&cnn, 0, device).with_kernels(config.kernels);
+    let mut model =
+        seeded_model::<B>(&cnn, 0, device).with_kernels(config.kernels).with_bn_group(config.bn_group);
     let mut optim = adam().init::<B>();
     let n = config.batch_size;
     let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
@@ -249,42 +253,14 @@ pub fn bench_epoch(
     width_multiplier: f32,
 ) -> Result<EpochMetrics, TrainError> {
     let mut runner = open_runner(device, data)?;
-    let job = local_job(
-        LossVariant::NormalLr1e3,
-        0,
-        2,
-        batch_size,
-        1e-3,
-        DataOptions { width_multiplier, ..DataOptions::default() },
-    );
+    let mut job = TrainJob::new(LossVariant::NormalLr1e3, 0, 2, batch_size);
+    job.data.width_multiplier = width_multiplier;
     let mut sink = LastEpoch(None);
     match runner.run(&job, &mut sink)? {
         JobOutcome::Completed { .. } => {}
         JobOutcome::Stopped { .. } => return Err(TrainError::Device("epoch bench stopped".into())),
     }
     sink.0.ok_or_else(|| TrainError::Device("no epoch metrics".into()))
-}
-
-/// A job assignment for local runs (no coordinator: dummy fence and lease).
-pub fn local_job(
-    variant: LossVariant,
-    seed: u64,
-    epochs: u32,
-    batch_size: u32,
-    learning_rate: f64,
-    data: DataOptions,
-) -> JobAssignment {
-    JobAssignment {
-        fence: Fence { job_id: 0, attempt: 1, lease_token: "local".to_owned() },
-        sweep: "local".to_owned(),
-        variant,
-        seed,
-        epochs,
-        batch_size,
-        learning_rate,
-        data,
-        lease_ttl: Duration::from_secs(3600),
-    }
 }
 
 #[cfg(test)]
@@ -300,6 +276,7 @@ mod tests {
                 steps: 2,
                 warmup: 1,
                 width_multiplier: 0.125,
+                bn_group: None,
                 kernels,
                 host_profile: None,
             };
@@ -338,6 +315,7 @@ mod tests {
             steps: 2,
             warmup: 0,
             width_multiplier: 0.125,
+            bn_group: None,
             kernels: Kernels::FAST,
             host_profile: None,
         };

@@ -11,12 +11,13 @@ use clap::Args;
 use sweep_proto::LossVariant;
 use sweep_proto::domain::{DataOptions, EpochMetrics};
 
-use crate::backend::{DeviceError, available_devices, open_runner_with};
-use crate::bench::{StepBenchConfig, bench_epoch, bench_train_step, local_job, short_name};
+use crate::backend::open_runner_with;
+use crate::bench::{StepBenchConfig, bench_epoch, bench_train_step, short_name};
 use crate::data::{Cifar10, DataError};
+use crate::device::{DeviceError, available_devices};
 use crate::train_ops::KernelChoice;
 use crate::training::RunnerConfig;
-use crate::training::{EpochSink, JobOutcome, TrainError};
+use crate::training::{EpochSink, JobOutcome, TrainError, TrainJob};
 
 /// `worker train`: run one job locally and print its epoch table.
 #[derive(Debug, Clone, Args)]
@@ -32,7 +33,7 @@ pub struct TrainArgs {
     #[arg(long, env = "SWEEP_BATCH_SIZE", default_value_t = 512)]
     pub batch_size: u32,
     /// Learning rate (default: the variant's, 1e-3 or 1e-2).
-    #[arg(long, env = "SWEEP_LR")]
+    #[arg(long, env = "SWEEP_LEARNING_RATE")]
     pub lr: Option<f64>,
     /// Train on the first N training images only.
     #[arg(long, env = "SWEEP_TRAIN_LIMIT")]
@@ -41,11 +42,14 @@ pub struct TrainArgs {
     #[arg(long, env = "SWEEP_TEST_LIMIT")]
     pub test_limit: Option<u32>,
     /// Channel width multiplier of the CNN.
-    #[arg(long, env = "SWEEP_WIDTH", default_value_t = 1.0)]
-    pub width: f32,
+    #[arg(long, alias = "width", env = "SWEEP_WIDTH_MULTIPLIER", default_value_t = 1.0)]
+    pub width_multiplier: f32,
     /// Random crop (4 px padding) + horizontal flip.
     #[arg(long, env = "SWEEP_AUGMENT")]
     pub augment: bool,
+    /// BatchNorm statistics per group of N images in training (must divide the batch size).
+    #[arg(long, env = "SWEEP_BN_GROUP")]
+    pub bn_group: Option<u32>,
     /// Folder with the CIFAR-10 .bin files (downloaded there if missing).
     #[arg(long, env = "SWEEP_DATA_DIR", default_value = "data/cifar10")]
     pub data_dir: PathBuf,
@@ -73,8 +77,11 @@ pub struct BenchArgs {
     /// Untimed warm-up steps (kernel autotune happens here).
     #[arg(long, env = "SWEEP_BENCH_WARMUP", default_value_t = 5)]
     pub warmup: usize,
-    #[arg(long, env = "SWEEP_WIDTH", default_value_t = 1.0)]
-    pub width: f32,
+    #[arg(long, alias = "width", env = "SWEEP_WIDTH_MULTIPLIER", default_value_t = 1.0)]
+    pub width_multiplier: f32,
+    /// BatchNorm statistics per group of N images (must divide the batch size).
+    #[arg(long, env = "SWEEP_BN_GROUP")]
+    pub bn_group: Option<u32>,
     #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
     pub device: String,
     #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
@@ -85,9 +92,15 @@ pub struct BenchArgs {
     /// CIFAR-10 folder for --epoch (giving it implies --epoch).
     #[arg(long, env = "SWEEP_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Training-node implementations to time, one after another in this process: auto, stock,
-    /// fast, fast-bf16, or parts joined by + (wgrad, dgrad, bn, bf16, tconv), as for `worker train --kernels`.
-    #[arg(long, env = "SWEEP_BENCH_KERNELS", value_delimiter = ',', default_value = "auto")]
+    /// Training-node implementations to time, one after another in this process.
+    #[arg(
+        long,
+        env = "SWEEP_BENCH_KERNELS",
+        value_delimiter = ',',
+        default_value = "auto",
+        value_parser = KernelChoice::parse_parts,
+        help = crate::train_ops::BENCH_KERNELS_HELP
+    )]
     pub kernels: Vec<KernelChoice>,
     /// Sample where the host's CPU time goes during the synced timed steps: writes folded
     /// stacks (flamegraph input) to this file, one per kernel set (`FILE.1`, … after the
@@ -169,18 +182,30 @@ pub fn run_train(
     let config = RunnerConfig { kernels, ..RunnerConfig::default() };
     let mut runner = open_runner_with(device, data, config)?;
     let lr = args.lr.unwrap_or(args.variant.default_learning_rate());
-    let options = DataOptions {
+    let data = DataOptions {
         train_limit: args.train_limit,
         test_limit: args.test_limit,
         augment: args.augment,
-        width_multiplier: args.width,
+        width_multiplier: args.width_multiplier,
+        bn_group: args.bn_group,
     };
-    let job = local_job(args.variant, args.seed, args.epochs, args.batch_size, lr, options);
+    let job = TrainJob {
+        variant: args.variant,
+        seed: args.seed,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: lr,
+        data,
+    };
     if !args.json {
         writeln!(
             out,
-            "# {} seed={} lr={lr} batch={} width={} kernels={kernels} on {device}",
-            args.variant, args.seed, args.batch_size, args.width
+            "# {} seed={} lr={lr} batch={} width={} bn_group={} kernels={kernels} on {device}",
+            args.variant,
+            args.seed,
+            args.batch_size,
+            args.width_multiplier,
+            args.bn_group.map_or("batch".to_owned(), |g| g.to_string())
         )?;
         writeln!(
             out,
@@ -238,7 +263,8 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
             batch_size: args.batch_size as usize,
             steps: args.steps,
             warmup: args.warmup,
-            width_multiplier: args.width,
+            width_multiplier: args.width_multiplier,
+            bn_group: args.bn_group.map(|g| g as usize),
             kernels,
             host_profile,
         };
@@ -261,7 +287,7 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("data/cifar10"));
         let data = Arc::new(Cifar10::load_or_download(&dir)?);
         let images = data.train_len() as f64;
-        let m = bench_epoch(device, data, args.batch_size, args.width)?;
+        let m = bench_epoch(device, data, args.batch_size, args.width_multiplier)?;
         writeln!(
             out,
             "burn-epoch device={} batch={} img_per_s={:.1} train_s={:.2} epoch_s={:.2}",

@@ -1,5 +1,5 @@
 //! Training core of the sweep worker: the experiment's CNN ([`model`]), its five loss variants
-//! ([`loss`]), the CIFAR-10 loader ([`data`], [`download`]), the explicit epoch loop and the
+//! ([`loss`]), the CIFAR-10 loader and its download ([`data`]), the explicit epoch loop and the
 //! [`JobRunner`] API ([`training`]), run-time backend selection ([`backend`]), the step
 //! benchmark ([`bench`]) and the `worker train` / `worker bench` subcommands ([`cli`]).
 //!
@@ -20,14 +20,16 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod data;
-pub mod download;
+pub mod device;
 pub mod host_profile;
+pub mod keras;
 pub mod kernel_cache;
 pub mod loss;
 pub mod model;
 pub mod train_ops;
 pub mod training;
 
-pub use backend::{DeviceChoice, available_devices, open_runner};
+pub use backend::open_runner;
 pub use data::{Cifar10, DataError};
-pub use training::{EpochSink, JobOutcome, JobRunner, RunnerConfig, TrainError};
+pub use device::{DeviceChoice, available_devices};
+pub use training::{EpochSink, JobOutcome, JobRunner, RunnerConfig, TrainError, TrainJob};

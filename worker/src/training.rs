@@ -10,11 +10,12 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use sweep_proto::domain::{EpochMetrics, JobAssignment, MAX_WIDTH_MULTIPLIER};
+use sweep_proto::LossVariant;
+use sweep_proto::domain::{DataOptions, EpochMetrics, JobAssignment, MAX_WIDTH_MULTIPLIER};
 
 use crate::augment::augment_batch;
-use crate::backend::DeviceChoice;
 use crate::data::{Cifar10, DataError, DeviceDataset, DeviceSplit};
+use crate::device::DeviceChoice;
 use crate::loss::variant_loss;
 use crate::model::{Cnn, CnnConfig, seeded_model};
 use crate::train_ops::adam::FusedAdam;
@@ -31,6 +32,40 @@ pub const ADAM_EPSILON: f32 = 1e-7;
 /// ([`FusedAdam::init`]).
 pub fn adam() -> FusedAdam {
     FusedAdam { beta_1: ADAM_BETA_1, beta_2: ADAM_BETA_2, epsilon: ADAM_EPSILON }
+}
+
+/// What training needs to know of a job: the run's description alone (the lease that a
+/// coordinator's job comes with stays with the agent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainJob {
+    pub variant: LossVariant,
+    /// Seed of the initial weights and of the data order.
+    pub seed: u64,
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+    pub data: DataOptions,
+}
+
+impl TrainJob {
+    /// A job of `variant` at its own learning rate on the full data.
+    pub fn new(variant: LossVariant, seed: u64, epochs: u32, batch_size: u32) -> Self {
+        let learning_rate = variant.default_learning_rate();
+        TrainJob { variant, seed, epochs, batch_size, learning_rate, data: DataOptions::default() }
+    }
+}
+
+impl From<&JobAssignment> for TrainJob {
+    fn from(a: &JobAssignment) -> Self {
+        TrainJob {
+            variant: a.variant,
+            seed: a.seed,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            learning_rate: a.learning_rate,
+            data: a.data,
+        }
+    }
 }
 
 /// Receives the metrics of each finished epoch and answers cancellation polls.
@@ -70,7 +105,7 @@ pub enum TrainError {
 /// Trains jobs on one device; created by [`crate::backend::open_runner`].
 pub trait JobRunner: Send {
     /// Trains `job` to completion (or cancellation), synchronously.
-    fn run(&mut self, job: &JobAssignment, sink: &mut dyn EpochSink) -> Result<JobOutcome, TrainError>;
+    fn run(&mut self, job: &TrainJob, sink: &mut dyn EpochSink) -> Result<JobOutcome, TrainError>;
     /// The device this runner trains on.
     fn device(&self) -> &DeviceChoice;
 }
@@ -109,7 +144,7 @@ impl<B: TrainBackend> CnnRunner<B> {
 }
 
 impl<B: TrainBackend> JobRunner for CnnRunner<B> {
-    fn run(&mut self, job: &JobAssignment, sink: &mut dyn EpochSink) -> Result<JobOutcome, TrainError> {
+    fn run(&mut self, job: &TrainJob, sink: &mut dyn EpochSink) -> Result<JobOutcome, TrainError> {
         train_job(&self.device, &self.data, self.config, job, sink)
     }
 
@@ -119,7 +154,7 @@ impl<B: TrainBackend> JobRunner for CnnRunner<B> {
 }
 
 /// Rejects jobs this runner cannot train; returns (train, test) sizes.
-fn check_job(job: &JobAssignment, train: usize, test: usize) -> Result<(usize, usize), TrainError> {
+fn check_job(job: &TrainJob, train: usize, test: usize) -> Result<(usize, usize), TrainError> {
     let bad = |m: String| Err(TrainError::InvalidJob(m));
     if job.epochs == 0 {
         return bad("epochs must be at least 1".into());
@@ -139,6 +174,11 @@ fn check_job(job: &JobAssignment, train: usize, test: usize) -> Result<(usize, u
         Some(n) => Ok((n as usize).min(have)),
         None => Ok(have),
     };
+    if let Some(group) = job.data.bn_group
+        && (group == 0 || !job.batch_size.is_multiple_of(group))
+    {
+        return bad(format!("bn_group {group} does not divide the batch size {}", job.batch_size));
+    }
     let train_n = limit(job.data.train_limit, train, "train")?;
     let test_n = limit(job.data.test_limit, test, "test")?;
     if train_n == 0 || test_n == 0 {
@@ -185,16 +225,24 @@ pub fn train_job<B: TrainBackend>(
     device: &B::Device,
     data: &DeviceDataset<B>,
     config: RunnerConfig,
-    job: &JobAssignment,
+    job: &TrainJob,
     sink: &mut dyn EpochSink,
 ) -> Result<JobOutcome, TrainError> {
     let (train_n, test_n) = check_job(job, data.train.len(), data.test.len())?;
+    if job.data.bn_group.is_some() && !config.kernels.fused_batch_norm {
+        return Err(TrainError::InvalidJob(format!(
+            "bn_group needs the fused BatchNorm node (kernels fast or fast-bf16), not {}",
+            config.kernels
+        )));
+    }
     let train = data.train.first(train_n);
     let test = data.test.first(test_n).inner();
     let batch = job.batch_size as usize;
 
     let cnn = CnnConfig::new().with_width_multiplier(job.data.width_multiplier);
-    let mut model: Cnn<B> = seeded_model(&cnn, job.seed, device).with_kernels(config.kernels);
+    let mut model: Cnn<B> = seeded_model(&cnn, job.seed, device)
+        .with_kernels(config.kernels)
+        .with_bn_group(job.data.bn_group.map(|g| g as usize));
     let mut optim = adam().init::<B>();
     let mut rng = StdRng::seed_from_u64(job.seed);
     let mut order: Vec<i64> = (0..train_n as i64).collect();
@@ -258,7 +306,7 @@ pub fn train_job<B: TrainBackend>(
 fn evaluate<B: crate::train_ops::TrainOps>(
     model: &Cnn<B>,
     test: &DeviceSplit<B>,
-    job: &JobAssignment,
+    job: &TrainJob,
     config: RunnerConfig,
     sink: &dyn EpochSink,
 ) -> Option<(f64, f64)> {

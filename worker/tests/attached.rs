@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use worker::Cifar10;
 use worker::agent::{AgentConfig, run_agent};
-use worker::backend::DeviceChoice;
+use worker::device::DeviceChoice;
 
 /// 320 training and 64 test images of random pixels (labels cycle through the classes).
 fn tiny_data() -> Arc<Cifar10> {
@@ -34,7 +34,13 @@ fn spec(name: &str, seeds: Vec<u64>, epochs: u32) -> SweepSpec {
         seeds,
         epochs,
         batch_size: 32,
-        data: Some(DataOptions { train_limit: 320, test_limit: 64, augment: false, width_multiplier: 0.125 }),
+        data: Some(DataOptions {
+            train_limit: 320,
+            test_limit: 64,
+            augment: false,
+            width_multiplier: 0.125,
+            bn_group: 0,
+        }),
         ..Default::default()
     }
 }

@@ -8,8 +8,8 @@ use std::fs;
 use std::io::Write;
 
 use sweep_proto::domain::CIFAR10_FILES;
+use worker::data::download::unpack_verified;
 use worker::data::{Cifar10, DataError, RECORD_BYTES, RECORDS_PER_FILE, md5_hex};
-use worker::download::unpack_verified;
 
 const ALL: [&str; 6] = [
     "data_batch_1.bin",

@@ -9,10 +9,11 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::prelude::*;
 use sweep_proto::LossVariant;
-use sweep_proto::domain::{DataOptions, EpochMetrics, JobAssignment};
-use worker::bench::local_job;
+use sweep_proto::domain::{DataOptions, EpochMetrics};
+use worker::backend::open_runner_with;
 use worker::model::{CnnConfig, keras_param_count, seeded_model};
-use worker::{Cifar10, DeviceChoice, EpochSink, JobOutcome, TrainError, open_runner};
+use worker::train_ops::Kernels;
+use worker::{Cifar10, DeviceChoice, EpochSink, JobOutcome, RunnerConfig, TrainError, TrainJob, open_runner};
 
 /// 512 training and 256 test images of the real data set, loaded once per test binary.
 fn data() -> Arc<Cifar10> {
@@ -39,25 +40,18 @@ impl EpochSink for Collect {
     }
 }
 
-fn job(
-    variant: LossVariant,
-    seed: u64,
-    epochs: u32,
-    train: u32,
-    test: u32,
-    width: f32,
-    lr: f64,
-) -> JobAssignment {
-    let options = DataOptions {
+fn job(variant: LossVariant, seed: u64, epochs: u32, train: u32, test: u32, width: f32, lr: f64) -> TrainJob {
+    let data = DataOptions {
         train_limit: Some(train),
         test_limit: Some(test),
         augment: false,
         width_multiplier: width,
+        bn_group: None,
     };
-    local_job(variant, seed, epochs, 64, lr, options)
+    TrainJob { variant, seed, epochs, batch_size: 64, learning_rate: lr, data }
 }
 
-fn run(job: &JobAssignment, sink: &mut Collect) -> Result<JobOutcome, TrainError> {
+fn run(job: &TrainJob, sink: &mut Collect) -> Result<JobOutcome, TrainError> {
     let mut runner = open_runner(DeviceChoice::Cpu, data()).unwrap();
     assert_eq!(runner.device(), &DeviceChoice::Cpu);
     runner.run(job, sink)
@@ -126,6 +120,35 @@ fn invalid_jobs_are_rejected_without_panicking() {
     bad.learning_rate = 1e-3;
     bad.data.width_multiplier = 0.0;
     assert!(matches!(run(&bad, &mut Collect::default()), Err(TrainError::InvalidJob(_))));
+}
+
+#[test]
+fn ghost_batch_norm_trains_differently_and_checks_its_group() {
+    let plain = job(LossVariant::NormalLr1e3, 4, 1, 192, 64, 0.125, 1e-3);
+    let mut ghost = plain.clone();
+    ghost.data.bn_group = Some(16);
+    let (mut a, mut b) = (Collect::default(), Collect::default());
+    run(&plain, &mut a).unwrap();
+    run(&ghost, &mut b).unwrap();
+    assert!(b.epochs[0].train_loss.is_finite());
+    assert_ne!(numbers(&a.epochs[0]), numbers(&b.epochs[0]), "groups of 16 must change training");
+    // Repeatable like any job.
+    let mut c = Collect::default();
+    run(&ghost, &mut c).unwrap();
+    assert_eq!(numbers(&b.epochs[0]), numbers(&c.epochs[0]));
+
+    ghost.data.bn_group = Some(24);
+    let err = run(&ghost, &mut Collect::default()).unwrap_err();
+    assert!(matches!(&err, TrainError::InvalidJob(m) if m.contains("does not divide")), "{err}");
+    ghost.data.bn_group = Some(16);
+    let mut stock = open_runner_with(
+        DeviceChoice::Cpu,
+        data(),
+        RunnerConfig { kernels: Kernels::STOCK, ..RunnerConfig::default() },
+    )
+    .unwrap();
+    let err = stock.run(&ghost, &mut Collect::default()).unwrap_err();
+    assert!(matches!(&err, TrainError::InvalidJob(m) if m.contains("fused BatchNorm")), "{err}");
 }
 
 #[test]

@@ -20,14 +20,15 @@ pub struct ReportArgs {
     /// Sweep to report on.
     #[arg(long, env = "SWEEP_SWEEP")]
     pub sweep: String,
-    /// Output directory (created if needed).
-    #[arg(long, env = "SWEEP_REPORT_OUT", default_value = "reports")]
-    pub out: PathBuf,
+    /// Output directory, created if needed [default: reports/<sweep>].
+    #[arg(long, env = "SWEEP_REPORT_OUT")]
+    pub out: Option<PathBuf>,
 }
 
 pub async fn run(args: ReportArgs) -> Result<()> {
     let client = args.client.connect().await?;
-    let files = write_sweep_report(client, &args.sweep, &args.out).await?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&args.sweep));
+    let files = write_sweep_report(client, &args.sweep, &out).await?;
     println!("report written to {}", files.index_html.display());
     Ok(())
 }
@@ -49,6 +50,7 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
     let mut client = client.into_sweep_client();
     let summary = client.get_sweep(pb::GetSweepRequest { sweep: sweep.to_owned() }).await?.into_inner();
     let wire_spec = summary.spec.ok_or_else(|| Error::Internal("the coordinator sent no spec".into()))?;
+    let spec_json = crate::client::SpecFile::from_wire(&wire_spec).to_json();
     let spec = SweepSpec::try_from(wire_spec)?;
     let variants: Vec<String> = spec.variants.iter().map(|v| v.name().to_owned()).collect();
     let baseline = LossVariant::NormalLr1e3.name();
@@ -107,7 +109,7 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
         sweep: sweep.to_owned(),
         variants,
         baseline_variant,
-        spec_json: serde_json::to_string_pretty(&spec)?,
+        spec_json,
         jobs,
         epochs,
         provenance: Provenance {

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sweep_proto::pb;
 use sweep_proto::pb::sweep_event::Event;
-use sweep_proto::{JobState, pb};
 
 use super::status::format_summary;
 use super::{ClientArgs, IntoSweepClient};
@@ -147,7 +147,8 @@ impl Bars {
                 self.jobs.insert(job.id, bar);
             }
             (false, Some(bar)) => {
-                let state = sweep_proto::convert::state_from_wire(job.state).unwrap_or(JobState::Failed);
+                let state = sweep_proto::convert::state_from_wire(job.state)
+                    .map_or_else(|_| format!("state {}", job.state), |s| s.to_string());
                 let _ =
                     self.multi.println(format!("job #{} {} seed {}: {state}", job.id, job.variant, job.seed));
                 bar.finish_and_clear();

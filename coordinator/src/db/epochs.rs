@@ -4,48 +4,10 @@
 
 use std::collections::HashSet;
 
-use sqlx::{AssertSqlSafe, Executor, FromRow, Sqlite, SqliteConnection};
-use sweep_proto::{EpochMetrics, Fence, pb};
+use sqlx::{AssertSqlSafe, Executor, Sqlite, SqliteConnection};
+use sweep_proto::domain::{EpochMetrics, Fence, JobId};
 
 use crate::error::Result;
-
-macro_rules! cols {
-    () => {
-        "e.job_id, j.variant, j.seed, e.epoch, e.attempt, e.train_loss, e.train_acc, e.val_loss, e.val_acc, \
-         e.wall_seconds, e.images_per_sec, e.recorded_at_ms"
-    };
-}
-
-/// A stored epoch, with its job's variant and seed.
-#[derive(Debug, Clone, FromRow)]
-pub struct EpochRow {
-    pub job_id: i64,
-    pub variant: String,
-    pub seed: i64,
-    pub epoch: i64,
-    pub attempt: i64,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
-    pub wall_seconds: f64,
-    pub images_per_sec: f64,
-    pub recorded_at_ms: i64,
-}
-
-impl EpochRow {
-    pub fn metrics(&self) -> pb::EpochMetrics {
-        pb::EpochMetrics {
-            epoch: self.epoch as u32,
-            train_loss: self.train_loss,
-            train_acc: self.train_acc,
-            val_loss: self.val_loss,
-            val_acc: self.val_acc,
-            wall_seconds: self.wall_seconds,
-            images_per_sec: self.images_per_sec,
-        }
-    }
-}
 
 /// One streamed epoch to store.
 #[derive(Debug, Clone)]
@@ -128,34 +90,33 @@ pub async fn insert_batch(
 }
 
 /// Epochs the job's current attempt stored, by epoch.
-pub async fn for_job<'c, E>(ex: E, job_id: i64) -> Result<Vec<EpochRow>>
+pub async fn for_job<'c, E>(ex: E, job: JobId) -> Result<Vec<EpochMetrics>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        cols!(),
-        " FROM epochs e JOIN jobs j ON j.id = e.job_id WHERE e.job_id = ?1 AND e.attempt = j.attempt ORDER BY e.epoch"
-    ))
-    .bind(job_id)
+    let rows = sqlx::query!(
+        "SELECT e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.wall_seconds, e.images_per_sec \
+         FROM epochs e JOIN jobs j ON j.id = e.job_id WHERE e.job_id = ?1 AND e.attempt = j.attempt \
+         ORDER BY e.epoch",
+        job.0
+    )
     .fetch_all(ex)
-    .await?)
-}
-
-/// Epochs of every job of a sweep (current attempts only), by job and epoch.
-pub async fn for_sweep<'c, E>(ex: E, sweep: &str) -> Result<Vec<EpochRow>>
-where
-    E: Executor<'c, Database = Sqlite>,
-{
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        cols!(),
-        " FROM epochs e JOIN jobs j ON j.id = e.job_id WHERE j.sweep = ?1 AND e.attempt = j.attempt \
-         ORDER BY e.job_id, e.epoch"
-    ))
-    .bind(sweep)
-    .fetch_all(ex)
-    .await?)
+    .await?;
+    rows.into_iter()
+        .map(|e| {
+            let epoch = u32::try_from(e.epoch)
+                .map_err(|err| super::corrupt(format_args!("job {job}"), "epoch", err))?;
+            Ok(EpochMetrics {
+                epoch,
+                train_loss: e.train_loss,
+                train_acc: e.train_acc,
+                val_loss: e.val_loss,
+                val_acc: e.val_acc,
+                wall_seconds: e.wall_seconds,
+                images_per_sec: e.images_per_sec,
+            })
+        })
+        .collect()
 }
 
 /// Mean wall seconds of the sweep's stored epochs (all attempts), `None` before the first.
@@ -163,10 +124,10 @@ pub async fn mean_wall_seconds<'c, E>(ex: E, sweep: &str) -> Result<Option<f64>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "SELECT AVG(e.wall_seconds) FROM epochs e JOIN jobs j ON j.id = e.job_id WHERE j.sweep = ?1",
+        sweep
     )
-    .bind(sweep)
     .fetch_one(ex)
     .await?)
 }

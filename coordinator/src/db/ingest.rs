@@ -6,10 +6,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use sqlx::SqliteConnection;
-use sweep_proto::{DataOptions, Fence, InvalidInput, JobState};
+use sweep_proto::InvalidInput;
+use sweep_proto::domain::{DataOptions, Fence, JobState, LeaseVerdict};
 
 use super::epochs::{self, EpochWrite};
-use super::jobs::{self, JobKey, JobRow, Progress};
+use super::job_batches::{self, Progress};
+pub use super::job_batches::{JobKey, LeaseWrite};
+use super::jobs::{self, StoredJob};
 use super::{sweeps, workers};
 use crate::error::{Error, Result};
 
@@ -40,7 +43,7 @@ pub async fn ingest(
     }
     let progress: Vec<Progress> = progress.into_values().collect();
     let keys: HashMap<i64, JobKey> =
-        jobs::record_progress(conn, &progress).await?.into_iter().map(|k| (k.id, k)).collect();
+        job_batches::record_progress(conn, &progress).await?.into_iter().map(|k| (k.id.0, k)).collect();
     let mut outcomes = Vec::with_capacity(writes.len());
     for (w, stored) in writes.iter().zip(stored) {
         outcomes.push(if stored {
@@ -55,10 +58,10 @@ pub async fn ingest(
 /// Why a write was not stored: an error for a bad fence or epoch, `None` for a duplicate.
 async fn rejected_or_duplicate(conn: &mut SqliteConnection, w: &EpochWrite, now_ms: i64) -> Ingested {
     let job = jobs::fenced(&mut *conn, &w.fence, now_ms).await?;
-    if i64::from(w.metrics.epoch) > job.epochs {
+    if w.metrics.epoch > job.job.epochs {
         return Err(InvalidInput::new(
             "metrics.epoch",
-            format!("epoch {} is beyond the job's {} epochs", w.metrics.epoch, job.epochs),
+            format!("epoch {} is beyond the job's {} epochs", w.metrics.epoch, job.job.epochs),
         )
         .into());
     }
@@ -73,17 +76,6 @@ pub struct HeartbeatWrite {
     pub fences: Vec<Fence>,
     /// How long a renewed lease lives from now.
     pub lease_ttl_ms: i64,
-}
-
-/// What a heartbeat says about one lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseVerdict {
-    /// Renewed; keep going.
-    Renewed,
-    /// The job was cancelled; stop.
-    Cancelled,
-    /// Expired or superseded by a newer attempt; stop, writes will be rejected.
-    Lost,
 }
 
 /// The outcome of one heartbeat: a verdict per fence, in order, or NOT_FOUND for a worker that
@@ -104,7 +96,7 @@ pub async fn heartbeats(
         .filter(|b| known.contains(&b.worker_id))
         .flat_map(|b| b.fences.iter().map(move |f| (f, now_ms + b.lease_ttl_ms)))
         .collect();
-    let renewed = jobs::renew_many(conn, &leases, now_ms).await?;
+    let renewed = job_batches::renew_many(conn, &leases, now_ms).await?;
     let mut outcomes = Vec::with_capacity(beats.len());
     for beat in beats {
         if !known.contains(&beat.worker_id) {
@@ -127,28 +119,20 @@ pub async fn heartbeats(
 
 /// Why a lease was not renewed: the job was cancelled under it, or the lease is gone.
 async fn not_renewed(conn: &mut SqliteConnection, fence: &Fence) -> Result<LeaseVerdict> {
-    let cancelled = jobs::get(conn, fence.job_id)
+    let cancelled = jobs::get(conn, fence.job())
         .await?
-        .is_some_and(|job| job.holds(fence) && job.job_state() == JobState::Cancelled);
+        .is_some_and(|stored| stored.holds(fence) && stored.job.state == JobState::Cancelled);
     Ok(if cancelled { LeaseVerdict::Cancelled } else { LeaseVerdict::Lost })
-}
-
-/// One LeaseJob call: the worker and the lease it gets if a job is queued.
-#[derive(Debug, Clone)]
-pub struct LeaseWrite {
-    pub worker_id: String,
-    /// Fresh for every request (it also tells the claims of one batch apart).
-    pub lease_token: String,
-    pub expires_at_ms: i64,
 }
 
 /// The outcome of one lease request: the claimed job and its sweep's data options, `None` when
 /// nothing is queued, or NOT_FOUND for a worker that never registered.
-pub type Leased = Result<Option<(JobRow, DataOptions)>>;
+pub type Leased = Result<Option<(StoredJob, DataOptions)>>;
 
 /// Claims jobs for a run of lease requests: marks the workers seen, then hands the oldest queued
-/// jobs out, in request order, with one guarded multi-row UPDATE (see [`jobs::claim_many`]). The
-/// claims run in a savepoint, so an unreadable sweep spec undoes them and fails just this run.
+/// jobs out, in request order, with one guarded multi-row UPDATE (see
+/// [`job_batches::claim_many`]). The claims run in a savepoint, so an unreadable sweep spec undoes
+/// them and fails just this run.
 pub async fn leases(conn: &mut SqliteConnection, reqs: &[LeaseWrite], now_ms: i64) -> Result<Vec<Leased>> {
     let ids: Vec<&str> = reqs.iter().map(|r| r.worker_id.as_str()).collect();
     let known = workers::touch_ids(conn, &ids, now_ms).await?;
@@ -158,15 +142,16 @@ pub async fn leases(conn: &mut SqliteConnection, reqs: &[LeaseWrite], now_ms: i6
     if !wanted.is_empty() {
         sqlx::query("SAVEPOINT leases").execute(&mut *conn).await?;
         let specs = async {
-            for job in jobs::claim_many(conn, &wanted, now_ms).await? {
-                let options = match data.get(&job.sweep) {
+            for stored in job_batches::claim_many(conn, &wanted, now_ms).await? {
+                let sweep = &stored.job.sweep;
+                let options = match data.get(sweep) {
                     Some(options) => *options,
                     None => {
-                        let options = sweeps::require(&mut *conn, &job.sweep).await?.spec()?.data;
-                        *data.entry(job.sweep.clone()).or_insert(options)
+                        let options = sweeps::require(&mut *conn, sweep).await?.spec()?.data;
+                        *data.entry(sweep.clone()).or_insert(options)
                     }
                 };
-                claimed.insert(job.lease_token.clone().unwrap_or_default(), (job, options));
+                claimed.insert(stored.lease_token.clone().unwrap_or_default(), (stored, options));
             }
             Ok::<_, Error>(())
         }

@@ -1,13 +1,13 @@
 //! The multi-row statements on the `jobs` table behind the writer's batched paths: claiming jobs
 //! for a run of lease requests, renewing the leases of a run of heartbeats and recording the
-//! progress of a run of stored epochs (re-exported by [`super::jobs`]).
+//! progress of a run of stored epochs (batched counterparts of [`super::jobs`]).
 
 use std::collections::HashSet;
 
 use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
-use sweep_proto::Fence;
+use sweep_proto::domain::{Fence, JobId, LossVariant};
 
-use super::jobs::{JobRow, job_cols};
+use super::jobs::{self, JobRow, StoredJob, job_cols};
 use crate::error::Result;
 
 /// The multi-row statements below name the updated `jobs` `NOT INDEXED`: otherwise SQLite's
@@ -59,14 +59,24 @@ pub(crate) fn progress_sql(shape: usize) -> String {
     sql
 }
 
-/// [`super::jobs::claim`] for many lease requests at once: the oldest queued jobs go to the requests in order
-/// (the first request gets the oldest), with one guarded multi-row UPDATE per chunk of 256.
-/// Returns the claimed rows (told apart by their lease tokens, unique per request).
+/// One LeaseJob call: the worker and the lease it gets if a job is queued.
+#[derive(Debug, Clone)]
+pub struct LeaseWrite {
+    pub worker_id: String,
+    /// Fresh for every request (it also tells the claims of one batch apart).
+    pub lease_token: String,
+    pub expires_at_ms: i64,
+}
+
+/// Claims the oldest queued jobs for many lease requests at once, in request order (the first
+/// request gets the oldest), with one guarded multi-row UPDATE per chunk of 256: two requests can
+/// never win the same job. Returns the claimed jobs (told apart by their lease tokens, unique per
+/// request).
 pub async fn claim_many(
     conn: &mut SqliteConnection,
-    reqs: &[&crate::db::ingest::LeaseWrite],
+    reqs: &[&LeaseWrite],
     now_ms: i64,
-) -> Result<Vec<JobRow>> {
+) -> Result<Vec<StoredJob>> {
     let mut claimed = Vec::with_capacity(reqs.len());
     let mut rest = reqs;
     for (rows, shape) in super::padded_chunks(reqs.len()) {
@@ -86,11 +96,11 @@ pub async fn claim_many(
         }
         claimed.extend(query.bind(rows as i64).bind(now_ms).fetch_all(&mut *conn).await?);
     }
-    Ok(claimed)
+    jobs::checked(claimed)
 }
 
-/// [`super::jobs::renew_lease`] for many `(fence, new expiry)` pairs, with one multi-row UPDATE per chunk;
-/// returns the fences (job id, attempt, token) whose lease was renewed.
+/// Extends every lease of `(fence, new expiry)` that is still its job's running, unexpired one,
+/// with one multi-row UPDATE per chunk; returns the fences (job id, attempt, token) it renewed.
 pub async fn renew_many(
     conn: &mut SqliteConnection,
     leases: &[(&Fence, i64)],
@@ -130,12 +140,34 @@ pub struct Progress {
 }
 
 /// The identity of a job, as events name it.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobKey {
-    pub id: i64,
+    pub id: JobId,
     pub sweep: String,
-    pub variant: String,
-    pub seed: i64,
+    pub variant: LossVariant,
+    pub seed: u64,
+}
+
+#[derive(FromRow)]
+struct KeyRow {
+    id: i64,
+    sweep: String,
+    variant: String,
+    seed: i64,
+}
+
+impl TryFrom<KeyRow> for JobKey {
+    type Error = crate::Error;
+
+    fn try_from(k: KeyRow) -> Result<JobKey> {
+        // Seeds are u64 stored bit-for-bit in an i64 column.
+        Ok(JobKey {
+            id: JobId(k.id),
+            variant: jobs::variant(k.id, &k.variant)?,
+            sweep: k.sweep,
+            seed: k.seed as u64,
+        })
+    }
 }
 
 /// Adds newly stored epochs to each job's `epochs_done` and keeps its best validation accuracy
@@ -146,7 +178,7 @@ pub async fn record_progress(conn: &mut SqliteConnection, progress: &[Progress])
     for (rows, shape) in super::padded_chunks(progress.len()) {
         let (chunk, tail) = rest.split_at(rows);
         rest = tail;
-        let mut query = sqlx::query_as::<_, JobKey>(AssertSqlSafe(progress_sql(shape)));
+        let mut query = sqlx::query_as::<_, KeyRow>(AssertSqlSafe(progress_sql(shape)));
         for p in chunk {
             query = query.bind(p.job_id).bind(p.stored).bind(p.best_val_acc).bind(p.best_epoch);
         }
@@ -156,5 +188,5 @@ pub async fn record_progress(conn: &mut SqliteConnection, progress: &[Progress])
         }
         keys.extend(query.fetch_all(&mut *conn).await?);
     }
-    Ok(keys)
+    keys.into_iter().map(JobKey::try_from).collect()
 }

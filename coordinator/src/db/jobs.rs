@@ -1,15 +1,20 @@
 //! The `jobs` table: one row per (sweep, variant, seed) with its state, attempt, lease and
-//! progress. State changes go through [`transition`] (which asks [`crate::lifecycle`]) or the
-//! atomic [`claim`]; every UPDATE is guarded on the state and attempt it expects.
+//! progress, read back as checked [`StoredJob`]s. State changes go through [`transition`] (which
+//! asks [`crate::lifecycle`]), the fenced [`complete_fenced`] or the batched claim
+//! ([`super::job_batches::claim_many`]); every UPDATE is guarded on the state and attempt it
+//! expects.
+
+use std::fmt::Display;
 
 use sqlx::{Executor, FromRow, Sqlite, SqliteConnection};
-use sweep_proto::convert::state_to_wire;
-use sweep_proto::{Fence, JobState, SweepSpec, pb};
+use sweep_proto::domain::{Fence, Job, JobId, JobState, LossVariant, SweepSpec};
 
-pub use super::job_batches::{JobKey, Progress, claim_many, record_progress, renew_many};
+use super::corrupt;
 use crate::error::{Error, Result};
 use crate::lifecycle::{self, Event};
 
+/// The columns of [`JobRow`], for the statements built at run time (the static ones name them in
+/// `sql/*.sql`).
 macro_rules! cols {
     () => {
         "id, sweep, variant, seed, state, attempt, max_attempts, epochs, batch_size, learning_rate, \
@@ -19,13 +24,12 @@ macro_rules! cols {
 }
 pub(super) use cols as job_cols;
 
-/// A stored job.
+/// A `jobs` row as SQLite hands it back; [`StoredJob`] is its checked form.
 #[derive(Debug, Clone, FromRow)]
-pub struct JobRow {
+pub(super) struct JobRow {
     pub id: i64,
     pub sweep: String,
     pub variant: String,
-    /// The u64 seed, stored bit-for-bit.
     pub seed: i64,
     pub state: String,
     pub attempt: i64,
@@ -45,66 +49,83 @@ pub struct JobRow {
     pub finished_at_ms: Option<i64>,
 }
 
-impl JobRow {
-    /// The job's state (the table's CHECK constraint admits only valid names).
-    pub fn job_state(&self) -> JobState {
-        self.state.parse().unwrap_or(JobState::Failed)
-    }
+/// A stored job: what callers see of it plus the lease that fences worker writes.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    pub job: Job,
+    pub lease_token: Option<String>,
+    pub lease_expires_at_ms: Option<i64>,
+}
 
-    pub fn seed(&self) -> u64 {
-        self.seed as u64
-    }
+/// Reads a stored variant name.
+pub(super) fn variant(job: i64, name: &str) -> Result<LossVariant> {
+    name.parse().map_err(|e| corrupt(format_args!("job {job}"), "variant", e))
+}
 
+impl TryFrom<JobRow> for StoredJob {
+    type Error = Error;
+
+    fn try_from(r: JobRow) -> Result<StoredJob> {
+        let id = r.id;
+        let count =
+            |column: &str, v: i64| u32::try_from(v).map_err(|e| corrupt(format_args!("job {id}"), column, e));
+        let state = r.state.parse().map_err(|e| corrupt(format_args!("job {id}"), "state", e))?;
+        let job = Job {
+            id: JobId(id),
+            variant: variant(id, &r.variant)?,
+            sweep: r.sweep,
+            // Seeds are u64 stored bit-for-bit in an i64 column.
+            seed: r.seed as u64,
+            state,
+            attempt: count("attempt", r.attempt)?,
+            max_attempts: count("max_attempts", r.max_attempts)?,
+            epochs: count("epochs", r.epochs)?,
+            batch_size: count("batch_size", r.batch_size)?,
+            learning_rate: r.learning_rate,
+            epochs_done: count("epochs_done", r.epochs_done)?,
+            best_val_acc: r.best_val_acc,
+            best_epoch: count("best_epoch", r.best_epoch)?,
+            worker_id: r.worker_id,
+            last_error: r.last_error,
+            created_at_ms: r.created_at_ms,
+            started_at_ms: r.started_at_ms,
+            finished_at_ms: r.finished_at_ms,
+        };
+        Ok(StoredJob { job, lease_token: r.lease_token, lease_expires_at_ms: r.lease_expires_at_ms })
+    }
+}
+
+impl StoredJob {
     /// What the lifecycle state machine looks at.
     pub fn status(&self) -> lifecycle::Status {
         lifecycle::Status {
-            state: self.job_state(),
-            attempt: self.attempt as u32,
-            max_attempts: self.max_attempts as u32,
-            last_error: self.last_error.clone(),
+            state: self.job.state,
+            attempt: self.job.attempt,
+            max_attempts: self.job.max_attempts,
+            last_error: self.job.last_error.clone(),
         }
     }
 
     /// True when `fence` is this job's lease (whatever the state).
     pub fn holds(&self, fence: &Fence) -> bool {
-        self.attempt == i64::from(fence.attempt) && self.lease_token.as_deref() == Some(&fence.lease_token)
-    }
-
-    pub fn to_pb(&self) -> pb::Job {
-        pb::Job {
-            id: self.id,
-            sweep: self.sweep.clone(),
-            variant: self.variant.clone(),
-            seed: self.seed(),
-            state: state_to_wire(self.job_state()) as i32,
-            attempt: self.attempt as u32,
-            max_attempts: self.max_attempts as u32,
-            epochs: self.epochs as u32,
-            epochs_done: self.epochs_done as u32,
-            learning_rate: self.learning_rate,
-            best_val_acc: self.best_val_acc,
-            best_epoch: self.best_epoch as u32,
-            worker_id: self.worker_id.clone().unwrap_or_default(),
-            last_error: self.last_error.clone().unwrap_or_default(),
-            created_at_ms: self.created_at_ms,
-            started_at_ms: self.started_at_ms.unwrap_or(0),
-            finished_at_ms: self.finished_at_ms.unwrap_or(0),
-        }
+        self.job.attempt == fence.attempt && self.lease_token.as_deref() == Some(&fence.lease_token)
     }
 }
 
-pub async fn get<'c, E>(ex: E, id: i64) -> Result<Option<JobRow>>
+pub(super) fn checked(rows: Vec<JobRow>) -> Result<Vec<StoredJob>> {
+    rows.into_iter().map(StoredJob::try_from).collect()
+}
+
+pub async fn get<'c, E>(ex: E, id: JobId) -> Result<Option<StoredJob>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    Ok(sqlx::query_as(concat!("SELECT ", cols!(), " FROM jobs WHERE id = ?1"))
-        .bind(id)
-        .fetch_optional(ex)
-        .await?)
+    let row = sqlx::query_file_as!(JobRow, "src/db/sql/job_get.sql", id.0).fetch_optional(ex).await?;
+    row.map(StoredJob::try_from).transpose()
 }
 
 /// Like [`get`], but a missing job is [`Error::NotFound`].
-pub async fn require<'c, E>(ex: E, id: i64) -> Result<JobRow>
+pub async fn require<'c, E>(ex: E, id: JobId) -> Result<StoredJob>
 where
     E: Executor<'c, Database = Sqlite>,
 {
@@ -116,74 +137,44 @@ pub async fn list<'c, E>(
     ex: E,
     sweep: &str,
     state: Option<JobState>,
-    variant: Option<&str>,
-) -> Result<Vec<JobRow>>
+    variant: Option<LossVariant>,
+) -> Result<Vec<StoredJob>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        cols!(),
-        " FROM jobs WHERE sweep = ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR variant = ?3) ORDER BY id"
-    ))
-    .bind(sweep)
-    .bind(state.map(JobState::as_str))
-    .bind(variant)
-    .fetch_all(ex)
-    .await?)
+    let (state, variant) = (state.map(JobState::as_str), variant.map(LossVariant::name));
+    checked(
+        sqlx::query_file_as!(JobRow, "src/db/sql/jobs_of_sweep.sql", sweep, state, variant)
+            .fetch_all(ex)
+            .await?,
+    )
 }
 
-/// Inserts the jobs of `spec` that do not exist yet; returns the new rows.
+/// Inserts the jobs of `spec` that do not exist yet; returns the new ones.
 pub async fn insert_missing(
     conn: &mut SqliteConnection,
     spec: &SweepSpec,
     now_ms: i64,
-) -> Result<Vec<JobRow>> {
+) -> Result<Vec<StoredJob>> {
     let mut created = Vec::new();
     for (variant, seed) in spec.jobs() {
-        let row: Option<JobRow> = sqlx::query_as(concat!(
-            "INSERT INTO jobs (sweep, variant, seed, state, attempt, max_attempts, epochs, batch_size, \
-             learning_rate, created_at_ms) VALUES (?1, ?2, ?3, 'queued', 1, ?4, ?5, ?6, ?7, ?8) \
-             ON CONFLICT (sweep, variant, seed) DO NOTHING RETURNING ",
-            cols!()
-        ))
-        .bind(&spec.name)
-        .bind(variant.name())
-        .bind(seed as i64)
-        .bind(i64::from(spec.max_attempts))
-        .bind(i64::from(spec.epochs))
-        .bind(i64::from(spec.batch_size))
-        .bind(spec.learning_rate(variant))
-        .bind(now_ms)
+        let row = sqlx::query_file_as!(
+            JobRow,
+            "src/db/sql/job_insert.sql",
+            spec.name,
+            variant.name(),
+            seed as i64,
+            spec.max_attempts,
+            spec.epochs,
+            spec.batch_size,
+            spec.learning_rate(variant),
+            now_ms
+        )
         .fetch_optional(&mut *conn)
         .await?;
-        created.extend(row);
+        created.extend(row.map(StoredJob::try_from).transpose()?);
     }
     Ok(created)
-}
-
-/// Atomically claims the oldest queued job for `worker_id` (one guarded UPDATE: two callers
-/// can never both win the same row). The lease lasts until `expires_at_ms`.
-pub async fn claim(
-    conn: &mut SqliteConnection,
-    worker_id: &str,
-    lease_token: &str,
-    expires_at_ms: i64,
-    now_ms: i64,
-) -> Result<Option<JobRow>> {
-    Ok(sqlx::query_as(concat!(
-        "UPDATE jobs SET state = 'running', worker_id = ?1, lease_token = ?2, lease_expires_at_ms = ?3, \
-         started_at_ms = COALESCE(started_at_ms, ?4) \
-         WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1) AND state = 'queued' \
-         RETURNING ",
-        cols!()
-    ))
-    .bind(worker_id)
-    .bind(lease_token)
-    .bind(expires_at_ms)
-    .bind(now_ms)
-    .fetch_optional(conn)
-    .await?)
 }
 
 /// Completes the job `fence` holds in one guarded UPDATE, if the fence is its running, unexpired
@@ -193,129 +184,107 @@ pub async fn complete_fenced(
     conn: &mut SqliteConnection,
     fence: &Fence,
     now_ms: i64,
-) -> Result<Option<JobRow>> {
-    Ok(sqlx::query_as(concat!(
-        "UPDATE jobs SET state = 'succeeded', last_error = NULL, lease_expires_at_ms = NULL, \
-         finished_at_ms = ?1 WHERE id = ?2 AND attempt = ?3 AND lease_token = ?4 AND state = 'running' \
-         AND lease_expires_at_ms > ?1 AND epochs_done >= epochs RETURNING ",
-        cols!()
-    ))
-    .bind(now_ms)
-    .bind(fence.job_id)
-    .bind(i64::from(fence.attempt))
-    .bind(&fence.lease_token)
+) -> Result<Option<StoredJob>> {
+    let row = sqlx::query_file_as!(
+        JobRow,
+        "src/db/sql/job_complete.sql",
+        now_ms,
+        fence.job_id,
+        fence.attempt,
+        fence.lease_token
+    )
     .fetch_optional(conn)
-    .await?)
+    .await?;
+    row.map(StoredJob::try_from).transpose()
 }
 
 /// The job `fence` writes to, if the fence is its current, running, unexpired lease; otherwise
 /// [`Error::StaleLease`] saying why (or [`Error::NotFound`]).
-pub async fn fenced<'c, E>(ex: E, fence: &Fence, now_ms: i64) -> Result<JobRow>
+pub async fn fenced<'c, E>(ex: E, fence: &Fence, now_ms: i64) -> Result<StoredJob>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    let job = require(ex, fence.job_id).await?;
-    let id = job.id;
-    if !job.holds(fence) {
+    let stored = require(ex, fence.job()).await?;
+    let job = &stored.job;
+    if !stored.holds(fence) {
         return Err(Error::StaleLease(format!(
-            "job {id} is on attempt {} and the fence (attempt {}) is not its current lease",
-            job.attempt, fence.attempt
+            "job {} is on attempt {} and the fence (attempt {}) is not its current lease",
+            job.id, job.attempt, fence.attempt
         )));
     }
-    if !lifecycle::accepts_worker_writes(job.job_state()) {
-        return Err(Error::StaleLease(format!("job {id} is {}", job.state)));
+    if !lifecycle::accepts_worker_writes(job.state) {
+        return Err(Error::StaleLease(format!("job {} is {}", job.id, job.state)));
     }
-    if job.lease_expires_at_ms.is_none_or(|t| t <= now_ms) {
-        return Err(Error::StaleLease(format!("the lease of job {id} expired")));
+    if stored.lease_expires_at_ms.is_none_or(|t| t <= now_ms) {
+        return Err(Error::StaleLease(format!("the lease of job {} expired", job.id)));
     }
-    Ok(job)
+    Ok(stored)
 }
 
-/// Moves `job` along `event` as [`lifecycle::apply`] allows, guarded on the state and attempt
+/// Moves `stored` along `event` as [`lifecycle::apply`] allows, guarded on the state and attempt
 /// read. A requeued job loses its lease and progress; a terminal one gets `finished_at_ms`.
 pub async fn transition(
     conn: &mut SqliteConnection,
-    job: &JobRow,
+    stored: &StoredJob,
     event: Event,
     now_ms: i64,
-) -> Result<JobRow> {
-    let next = lifecycle::apply(&job.status(), event)
+) -> Result<StoredJob> {
+    let job = &stored.job;
+    let next = lifecycle::apply(&stored.status(), event)
         .map_err(|e| Error::Precondition(format!("job {}: {e}", job.id)))?;
-    let row: Option<JobRow> = sqlx::query_as(concat!(
-        "UPDATE jobs SET state = ?1, attempt = ?2, last_error = ?3, lease_expires_at_ms = NULL, \
-         worker_id = CASE WHEN ?1 = 'queued' THEN NULL ELSE worker_id END, \
-         lease_token = CASE WHEN ?1 = 'queued' THEN NULL ELSE lease_token END, \
-         epochs_done = CASE WHEN ?1 = 'queued' THEN 0 ELSE epochs_done END, \
-         best_val_acc = CASE WHEN ?1 = 'queued' THEN 0 ELSE best_val_acc END, \
-         best_epoch = CASE WHEN ?1 = 'queued' THEN 0 ELSE best_epoch END, \
-         finished_at_ms = CASE WHEN ?1 IN ('succeeded', 'failed', 'cancelled') THEN ?4 ELSE NULL END \
-         WHERE id = ?5 AND state = ?6 AND attempt = ?7 RETURNING ",
-        cols!()
-    ))
-    .bind(next.state.as_str())
-    .bind(i64::from(next.attempt))
-    .bind(next.last_error)
-    .bind(now_ms)
-    .bind(job.id)
-    .bind(&job.state)
-    .bind(job.attempt)
+    let row = sqlx::query_file_as!(
+        JobRow,
+        "src/db/sql/job_transition.sql",
+        next.state.as_str(),
+        next.attempt,
+        next.last_error,
+        now_ms,
+        job.id.0,
+        job.state.as_str(),
+        job.attempt
+    )
     .fetch_optional(conn)
     .await?;
-    row.ok_or_else(|| Error::Precondition(format!("job {} changed while being updated", job.id)))
-}
-
-/// Extends the lease `fence` holds if it is still the running, unexpired one; false otherwise.
-pub async fn renew_lease<'c, E>(ex: E, fence: &Fence, expires_at_ms: i64, now_ms: i64) -> Result<bool>
-where
-    E: Executor<'c, Database = Sqlite>,
-{
-    let done = sqlx::query(
-        "UPDATE jobs SET lease_expires_at_ms = ?1 WHERE id = ?2 AND state = 'running' AND attempt = ?3 \
-         AND lease_token = ?4 AND lease_expires_at_ms > ?5",
-    )
-    .bind(expires_at_ms)
-    .bind(fence.job_id)
-    .bind(i64::from(fence.attempt))
-    .bind(&fence.lease_token)
-    .bind(now_ms)
-    .execute(ex)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    row.ok_or_else(|| Error::Precondition(format!("job {} changed while being updated", job.id)))?.try_into()
 }
 
 /// Running jobs whose lease ran out by `now_ms`.
-pub async fn expired<'c, E>(ex: E, now_ms: i64) -> Result<Vec<JobRow>>
+pub async fn expired<'c, E>(ex: E, now_ms: i64) -> Result<Vec<StoredJob>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        cols!(),
-        " FROM jobs WHERE state = 'running' AND lease_expires_at_ms <= ?1 ORDER BY id"
-    ))
-    .bind(now_ms)
-    .fetch_all(ex)
-    .await?)
+    checked(sqlx::query_file_as!(JobRow, "src/db/sql/jobs_expired.sql", now_ms).fetch_all(ex).await?)
 }
 
-/// Per-state totals of a sweep's jobs.
-#[derive(Debug, Clone, Default, FromRow)]
+/// Totals of a sweep's jobs in one state.
+#[derive(Debug, Clone, Copy)]
 pub struct StateTotals {
-    pub state: String,
-    pub jobs: i64,
-    pub epochs: i64,
-    pub epochs_done: i64,
+    pub state: JobState,
+    pub jobs: u32,
+    pub epochs: u64,
+    pub epochs_done: u64,
 }
 
 pub async fn totals_by_state<'c, E>(ex: E, sweep: &str) -> Result<Vec<StateTotals>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    Ok(sqlx::query_as(
-        "SELECT state, COUNT(*) AS jobs, COALESCE(SUM(epochs), 0) AS epochs, \
-         COALESCE(SUM(epochs_done), 0) AS epochs_done FROM jobs WHERE sweep = ?1 GROUP BY state",
+    let rows = sqlx::query!(
+        r#"SELECT state, COUNT(*) AS "jobs!: i64", COALESCE(SUM(epochs), 0) AS "epochs!: i64",
+           COALESCE(SUM(epochs_done), 0) AS "epochs_done!: i64" FROM jobs WHERE sweep = ?1 GROUP BY state"#,
+        sweep
     )
-    .bind(sweep)
     .fetch_all(ex)
-    .await?)
+    .await?;
+    let bad = |column: &str, e: &dyn Display| corrupt(format_args!("sweep {sweep:?}"), column, e);
+    rows.into_iter()
+        .map(|t| {
+            Ok(StateTotals {
+                state: t.state.parse().map_err(|e| bad("state", &e))?,
+                jobs: u32::try_from(t.jobs).map_err(|e| bad("job count", &e))?,
+                epochs: u64::try_from(t.epochs).map_err(|e| bad("epochs", &e))?,
+                epochs_done: u64::try_from(t.epochs_done).map_err(|e| bad("epochs_done", &e))?,
+            })
+        })
+        .collect()
 }

@@ -1,5 +1,8 @@
 //! Durable storage: SQLite through sqlx, one module per table ([`sweeps`], [`jobs`], [`epochs`],
-//! [`workers`]) plus the single-writer task ([`writer`]) every write goes through.
+//! [`workers`]), the multi-row statements of the hot paths ([`job_batches`], [`ingest`]) and the
+//! single-writer task ([`writer`]) every write goes through. It hands back its own rows or domain
+//! types, never wire messages; statements fixed at compile time are checked against the schema
+//! by `sqlx::query!` (offline data in `coordinator/.sqlx`, refreshed by `cargo sqlx prepare`).
 //!
 //! Reads use a small pool of reader connections; all writes are funnelled into one connection
 //! owned by the writer task, which runs queued writes back to back in one transaction (group
@@ -24,7 +27,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, SqliteConnection};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Default database: `sweep.db` in the working directory, created if missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sweep.db?mode=rwc";
@@ -46,6 +49,12 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// An `Error::Internal` for a stored value that breaks the schema's rules (only a hand edit of
+/// the database can store one; reads report it rather than guess).
+fn corrupt(what: impl std::fmt::Display, column: &str, e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("{what}: the stored {column} is unreadable: {e}"))
 }
 
 /// Row counts of the multi-row statements: a chunk of `n` real rows is padded with rows that
@@ -133,28 +142,23 @@ impl Database {
     /// Claims a job for a LeaseJob call through the writer's batched path (see
     /// [`ingest::leases`]); returns once the claim is committed.
     pub async fn lease(&self, lease: ingest::LeaseWrite) -> ingest::Leased {
-        self.writer.lease(lease).await
+        self.writer.enqueue::<writer::Leases>(lease).await?.await
     }
 
-    /// Stores one streamed epoch through the writer's batched ingestion path (see [`ingest`]);
-    /// returns once it is committed.
-    pub async fn ingest_epoch(&self, write: epochs::EpochWrite) -> ingest::Ingested {
-        self.writer.enqueue_epoch(write).await?.await
-    }
-
-    /// Queues one streamed epoch for the writer (writes queued in order are stored in order)
-    /// and returns a future of its outcome, so a stream can queue the next one meanwhile.
+    /// Queues one streamed epoch for the writer's batched path (see [`ingest::ingest`]; writes
+    /// queued in order are stored in order) and returns a future of its outcome, so a stream can
+    /// queue the next one meanwhile.
     pub async fn enqueue_epoch(
         &self,
         write: epochs::EpochWrite,
     ) -> Result<impl std::future::Future<Output = ingest::Ingested> + Send + 'static> {
-        self.writer.enqueue_epoch(write).await
+        self.writer.enqueue::<writer::Epochs>(write).await
     }
 
     /// Records a heartbeat through the writer's batched path (see [`ingest::heartbeats`]);
     /// returns once it is committed.
     pub async fn heartbeat(&self, beat: ingest::HeartbeatWrite) -> ingest::Beat {
-        self.writer.heartbeat(beat).await
+        self.writer.enqueue::<writer::Heartbeats>(beat).await?.await
     }
 
     /// Waits for queued writes, then closes every connection.

@@ -1,13 +1,13 @@
 //! The `sweeps` table: one row per sweep name with its validated spec, and the rules for merging
 //! a resubmitted spec into the stored one.
 
-use sqlx::{Executor, FromRow, Sqlite};
+use sqlx::{Executor, Sqlite};
 use sweep_proto::SweepSpec;
 
 use crate::error::{Error, Result};
 
 /// A stored sweep.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct SweepRow {
     pub name: String,
     pub spec_json: String,
@@ -26,8 +26,7 @@ pub async fn get<'c, E>(ex: E, name: &str) -> Result<Option<SweepRow>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    Ok(sqlx::query_as("SELECT name, spec_json, created_at_ms FROM sweeps WHERE name = ?1")
-        .bind(name)
+    Ok(sqlx::query_as!(SweepRow, "SELECT name, spec_json, created_at_ms FROM sweeps WHERE name = ?1", name)
         .fetch_optional(ex)
         .await?)
 }
@@ -45,9 +44,12 @@ pub async fn list<'c, E>(ex: E) -> Result<Vec<SweepRow>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    Ok(sqlx::query_as("SELECT name, spec_json, created_at_ms FROM sweeps ORDER BY created_at_ms, name")
-        .fetch_all(ex)
-        .await?)
+    Ok(sqlx::query_as!(
+        SweepRow,
+        "SELECT name, spec_json, created_at_ms FROM sweeps ORDER BY created_at_ms, name"
+    )
+    .fetch_all(ex)
+    .await?)
 }
 
 /// Inserts a sweep, or replaces the stored spec of an existing one.
@@ -55,13 +57,14 @@ pub async fn upsert<'c, E>(ex: E, spec: &SweepSpec, now_ms: i64) -> Result<()>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    sqlx::query(
-        "INSERT INTO sweeps (name, spec_json, created_at_ms) VALUES (?1, ?2, ?3)
+    let spec_json = serde_json::to_string(spec)?;
+    sqlx::query!(
+        "INSERT INTO sweeps (name, spec_json, created_at_ms) VALUES (?1, ?2, ?3) \
          ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json",
+        spec.name,
+        spec_json,
+        now_ms
     )
-    .bind(&spec.name)
-    .bind(serde_json::to_string(spec)?)
-    .bind(now_ms)
     .execute(ex)
     .await?;
     Ok(())
@@ -89,6 +92,10 @@ pub fn merge(stored: &SweepSpec, new: &SweepSpec) -> Result<SweepSpec> {
         if old_lr != new_lr {
             conflicts.push(format!("learning rate {new_lr} for {variant} (stored {old_lr})"));
         }
+        let (old_offset, new_offset) = (stored.seed_offset(*variant), new.seed_offset(*variant));
+        if old_offset != new_offset {
+            conflicts.push(format!("seed offset {new_offset} for {variant} (stored {old_offset})"));
+        }
     }
     if !conflicts.is_empty() {
         return Err(Error::Conflict(format!(
@@ -102,6 +109,9 @@ pub fn merge(stored: &SweepSpec, new: &SweepSpec) -> Result<SweepSpec> {
         if !merged.variants.contains(v) {
             merged.variants.push(*v);
             merged.learning_rates.insert(*v, new.learning_rate(*v));
+            if new.seed_offset(*v) > 0 {
+                merged.seed_offsets.insert(*v, new.seed_offset(*v));
+            }
         }
     }
     for s in &new.seeds {
@@ -145,8 +155,10 @@ mod tests {
         let mut other = stored.clone();
         other.epochs = 11;
         other.learning_rates.insert(LossVariant::NaturalSoftmax, 0.5);
+        other.seed_offsets.insert(LossVariant::NaturalSoftmax, 100);
         let err = merge(&stored, &other).unwrap_err().to_string();
         assert!(err.contains("epochs 11 (stored 10)"), "{err}");
         assert!(err.contains("learning rate 0.5"), "{err}");
+        assert!(err.contains("seed offset 100 for natural_softmax (stored 0)"), "{err}");
     }
 }

@@ -3,41 +3,10 @@
 
 use std::collections::HashSet;
 
-use sqlx::{AssertSqlSafe, Executor, FromRow, Sqlite, SqliteConnection};
-use sweep_proto::pb;
+use sqlx::{AssertSqlSafe, Executor, Sqlite, SqliteConnection};
+use sweep_proto::domain::Worker;
 
-use crate::error::{Error, Result};
-
-/// A registered worker and how many jobs it runs now.
-#[derive(Debug, Clone, FromRow)]
-pub struct WorkerRow {
-    pub id: String,
-    pub hostname: String,
-    pub gpus_json: String,
-    pub slots: i64,
-    pub idle_slots: i64,
-    pub registered_at_ms: i64,
-    pub last_seen_ms: i64,
-    pub running_jobs: i64,
-}
-
-impl WorkerRow {
-    pub fn gpus(&self) -> Vec<String> {
-        serde_json::from_str(&self.gpus_json).unwrap_or_default()
-    }
-
-    pub fn to_pb(&self) -> pb::Worker {
-        pb::Worker {
-            id: self.id.clone(),
-            hostname: self.hostname.clone(),
-            gpus: self.gpus(),
-            slots: self.slots as u32,
-            registered_at_ms: self.registered_at_ms,
-            last_seen_ms: self.last_seen_ms,
-            running_jobs: self.running_jobs as u32,
-        }
-    }
-}
+use crate::error::Result;
 
 /// Records a worker; registering again replaces its host, GPUs and slots.
 pub async fn register<'c, E>(
@@ -51,43 +20,25 @@ pub async fn register<'c, E>(
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    sqlx::query(
+    let gpus_json = serde_json::to_string(gpus)?;
+    sqlx::query!(
         "INSERT INTO workers (id, hostname, gpus_json, slots, idle_slots, registered_at_ms, last_seen_ms) \
          VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5) ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
          gpus_json = excluded.gpus_json, slots = excluded.slots, idle_slots = excluded.idle_slots, \
          registered_at_ms = excluded.registered_at_ms, last_seen_ms = excluded.last_seen_ms",
+        id,
+        hostname,
+        gpus_json,
+        slots,
+        now_ms
     )
-    .bind(id)
-    .bind(hostname)
-    .bind(serde_json::to_string(gpus)?)
-    .bind(i64::from(slots))
-    .bind(now_ms)
     .execute(ex)
     .await?;
     Ok(())
 }
 
-/// Notes that the worker was heard from; [`Error::NotFound`] if it never registered.
-pub async fn touch<'c, E>(ex: E, id: &str, idle_slots: Option<u32>, now_ms: i64) -> Result<()>
-where
-    E: Executor<'c, Database = Sqlite>,
-{
-    let done = sqlx::query(
-        "UPDATE workers SET last_seen_ms = ?2, idle_slots = COALESCE(?3, idle_slots) WHERE id = ?1",
-    )
-    .bind(id)
-    .bind(now_ms)
-    .bind(idle_slots.map(i64::from))
-    .execute(ex)
-    .await?;
-    if done.rows_affected() == 0 {
-        return Err(Error::NotFound(format!("worker {id:?} (register it first)")));
-    }
-    Ok(())
-}
-
-/// [`touch`] for many workers at once (`(id, idle slots)`), with one multi-row UPDATE per chunk;
-/// returns the ids that exist.
+/// Notes that many workers were heard from (`(id, idle slots)`), with one multi-row UPDATE per
+/// chunk; returns the ids that exist.
 pub async fn touch_many(
     conn: &mut SqliteConnection,
     seen: &[(&str, u32)],
@@ -141,15 +92,32 @@ pub async fn touch_ids(conn: &mut SqliteConnection, ids: &[&str], now_ms: i64) -
 }
 
 /// Every worker with its running job count, most recently seen first.
-pub async fn list<'c, E>(ex: E) -> Result<Vec<WorkerRow>>
+pub async fn list<'c, E>(ex: E) -> Result<Vec<Worker>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    Ok(sqlx::query_as(
-        "SELECT w.id, w.hostname, w.gpus_json, w.slots, w.idle_slots, w.registered_at_ms, w.last_seen_ms, \
-         (SELECT COUNT(*) FROM jobs j WHERE j.worker_id = w.id AND j.state = 'running') AS running_jobs \
-         FROM workers w ORDER BY w.last_seen_ms DESC, w.id",
+    let rows = sqlx::query!(
+        r#"SELECT w.id, w.hostname, w.gpus_json, w.slots, w.registered_at_ms, w.last_seen_ms,
+           (SELECT COUNT(*) FROM jobs j WHERE j.worker_id = w.id AND j.state = 'running')
+               AS "running_jobs!: i64"
+           FROM workers w ORDER BY w.last_seen_ms DESC, w.id"#
     )
     .fetch_all(ex)
-    .await?)
+    .await?;
+    rows.into_iter()
+        .map(|w| {
+            let bad = |column: &str, e: &dyn std::fmt::Display| {
+                super::corrupt(format_args!("worker {:?}", w.id), column, e)
+            };
+            Ok(Worker {
+                gpus: serde_json::from_str(&w.gpus_json).map_err(|e| bad("gpus_json", &e))?,
+                slots: u32::try_from(w.slots).map_err(|e| bad("slots", &e))?,
+                running_jobs: u32::try_from(w.running_jobs).map_err(|e| bad("running job count", &e))?,
+                id: w.id,
+                hostname: w.hostname,
+                registered_at_ms: w.registered_at_ms,
+                last_seen_ms: w.last_seen_ms,
+            })
+        })
+        .collect()
 }

@@ -1,17 +1,20 @@
 //! The single writer: a task that owns the only connection allowed to write and commits queued
 //! writes in batches (group commit). A general write that may fail after changing something runs
-//! inside its own savepoint, so a failing write rolls back alone; results are handed back only after the batch's COMMIT reached the disk.
-//! All epoch reports (heartbeats, lease requests) of a batch are handled together by
-//! [`super::ingest::ingest`] ([`super::ingest::heartbeats`], [`super::ingest::leases`]) with a few
-//! multi-row statements. The loop never waits for a timer: each transaction takes whatever is
-//! queued when the previous one committed.
+//! inside its own savepoint, so a failing write rolls back alone; results are handed back only
+//! after the batch's COMMIT reached the disk. The hot writes (epoch reports, heartbeats, lease
+//! requests) are [`Batch`] kinds: all writes of one kind in a transaction are handled together by
+//! [`super::ingest`] with a few multi-row statements. The loop never waits for a timer: each
+//! transaction takes whatever is queued when the previous one committed.
 
 use futures::future::BoxFuture;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use sweep_proto::domain::{DataOptions, LeaseVerdict};
+
 use super::epochs::EpochWrite;
-use super::ingest::{self, Beat, HeartbeatWrite, Ingested, LeaseWrite, Leased};
+use super::ingest::{self, Beat, HeartbeatWrite, Ingested, JobKey, LeaseWrite, Leased};
+use super::jobs::StoredJob;
 use crate::error::{Error, Result};
 
 /// Most writes committed in one transaction.
@@ -67,50 +70,149 @@ where
     }
 }
 
-/// A queued epoch report and where its outcome goes.
-struct EpochMsg {
-    write: EpochWrite,
-    reply: oneshot::Sender<Ingested>,
+/// A kind of write the writer stores a whole run of at once, with a few multi-row statements
+/// (fence checks included) instead of several statements per write.
+pub(super) trait Batch: Sized + Send + 'static {
+    type Write: Send + 'static;
+    type Outcome: Send + 'static;
+    /// What a run does, for the error that fails it.
+    const WHAT: &'static str;
+    /// Handles `writes` in order, one outcome per write. A per-write rejection is an outcome, not
+    /// a failure: an `Err` is a database error, and it fails the whole transaction.
+    async fn run(
+        conn: &mut SqliteConnection,
+        writes: &[Self::Write],
+        now_ms: i64,
+    ) -> Result<Vec<Result<Self::Outcome>>>;
+    /// Where queued writes of this kind wait for the transaction.
+    fn queue(runs: &mut Runs) -> &mut Vec<Queued<Self>>;
 }
 
-/// A queued heartbeat and where its outcome goes.
-struct BeatMsg {
-    beat: HeartbeatWrite,
-    reply: oneshot::Sender<Beat>,
+/// Streamed epoch reports ([`ingest::ingest`]).
+pub(super) struct Epochs;
+/// Heartbeats ([`ingest::heartbeats`]).
+pub(super) struct Heartbeats;
+/// LeaseJob calls ([`ingest::leases`]).
+pub(super) struct Leases;
+
+impl Batch for Epochs {
+    type Write = EpochWrite;
+    type Outcome = Option<JobKey>;
+    const WHAT: &'static str = "storing epochs";
+    async fn run(conn: &mut SqliteConnection, writes: &[EpochWrite], now_ms: i64) -> Result<Vec<Ingested>> {
+        ingest::ingest(conn, writes, now_ms).await
+    }
+    fn queue(runs: &mut Runs) -> &mut Vec<Queued<Self>> {
+        &mut runs.epochs
+    }
 }
 
-/// A queued lease request and where its outcome goes.
-struct LeaseMsg {
-    lease: LeaseWrite,
-    reply: oneshot::Sender<Leased>,
+impl Batch for Heartbeats {
+    type Write = HeartbeatWrite;
+    type Outcome = Vec<LeaseVerdict>;
+    const WHAT: &'static str = "recording heartbeats";
+    async fn run(conn: &mut SqliteConnection, writes: &[HeartbeatWrite], now_ms: i64) -> Result<Vec<Beat>> {
+        ingest::heartbeats(conn, writes, now_ms).await
+    }
+    fn queue(runs: &mut Runs) -> &mut Vec<Queued<Self>> {
+        &mut runs.beats
+    }
 }
 
+impl Batch for Leases {
+    type Write = LeaseWrite;
+    type Outcome = Option<(StoredJob, DataOptions)>;
+    const WHAT: &'static str = "leasing jobs";
+    async fn run(conn: &mut SqliteConnection, writes: &[LeaseWrite], now_ms: i64) -> Result<Vec<Leased>> {
+        ingest::leases(conn, writes, now_ms).await
+    }
+    fn queue(runs: &mut Runs) -> &mut Vec<Queued<Self>> {
+        &mut runs.leases
+    }
+}
+
+/// A queued batched write and where its outcome goes.
+pub(super) struct Queued<B: Batch> {
+    write: B::Write,
+    reply: oneshot::Sender<Result<B::Outcome>>,
+}
+
+/// A queued batched write of any kind.
+trait Pending: Send {
+    /// Puts the write with the others of its kind.
+    fn file(self: Box<Self>, runs: &mut Runs);
+}
+
+impl<B: Batch> Pending for Queued<B> {
+    fn file(self: Box<Self>, runs: &mut Runs) {
+        B::queue(runs).push(*self);
+    }
+}
+
+/// The batched writes of one transaction, a run per kind, in the order the runs go.
+#[derive(Default)]
+pub(super) struct Runs {
+    epochs: Vec<Queued<Epochs>>,
+    beats: Vec<Queued<Heartbeats>>,
+    leases: Vec<Queued<Leases>>,
+}
+
+impl Runs {
+    /// Runs every non-empty run, unless an earlier statement of the transaction failed (then the
+    /// writes are refused); the first failure is kept in `failure`.
+    async fn run(self, conn: &mut SqliteConnection, failure: &mut Option<String>, done: &mut Vec<Done>) {
+        run_batch(conn, self.epochs, failure, done).await;
+        run_batch(conn, self.beats, failure, done).await;
+        run_batch(conn, self.leases, failure, done).await;
+    }
+
+    fn len(&self) -> usize {
+        self.epochs.len() + self.beats.len() + self.leases.len()
+    }
+
+    /// Answers every write without running it.
+    fn refuse(self, why: &str, done: &mut Vec<Done>) {
+        done.push(Done::Replies(refused(self.epochs, why)));
+        done.push(Done::Replies(refused(self.beats, why)));
+        done.push(Done::Replies(refused(self.leases, why)));
+    }
+}
+
+fn refused<B: Batch>(queued: Vec<Queued<B>>, why: &str) -> Vec<Deferred> {
+    queued.into_iter().map(|q| deferred(q.reply, Err(Error::Unavailable(why.into())))).collect()
+}
+
+/// Runs one kind's writes together (see [`Batch::run`]).
+async fn run_batch<B: Batch>(
+    conn: &mut SqliteConnection,
+    queued: Vec<Queued<B>>,
+    failure: &mut Option<String>,
+    done: &mut Vec<Done>,
+) {
+    if queued.is_empty() {
+        return;
+    }
+    if failure.is_some() {
+        done.push(Done::Replies(refused(queued, "the write transaction failed")));
+        return;
+    }
+    let (writes, replies): (Vec<B::Write>, Vec<_>) = queued.into_iter().map(|q| (q.write, q.reply)).unzip();
+    let replies = match B::run(conn, &writes, super::now_ms()).await {
+        Ok(outcomes) => replies.into_iter().zip(outcomes).map(|(r, o)| deferred(r, o)).collect(),
+        Err(e) => {
+            let message = format!("{} failed: {e}", B::WHAT);
+            *failure = Some(message.clone());
+            replies.into_iter().map(|r| deferred(r, Err(Error::Unavailable(message.clone())))).collect()
+        }
+    };
+    done.push(Done::Replies(replies));
+}
+
+/// What callers send the writer task.
 enum Msg {
     Op(Box<dyn WriteOp>),
-    Epoch(EpochMsg),
-    Beat(BeatMsg),
-    Lease(LeaseMsg),
+    Batched(Box<dyn Pending>),
     Close(oneshot::Sender<()>),
-}
-
-/// Work taken from the queue for one transaction.
-enum Item {
-    Op(Box<dyn WriteOp>),
-    Epoch(EpochMsg),
-    Beat(BeatMsg),
-    Lease(LeaseMsg),
-}
-
-impl Item {
-    /// Answers without running (the writer is closing, or the transaction already failed).
-    fn refuse(self, why: &str) -> Done {
-        match self {
-            Item::Op(op) => Done::Op(op),
-            Item::Epoch(e) => Done::Replies(vec![deferred(e.reply, Err(Error::Unavailable(why.into())))]),
-            Item::Beat(b) => Done::Replies(vec![deferred(b.reply, Err(Error::Unavailable(why.into())))]),
-            Item::Lease(l) => Done::Replies(vec![deferred(l.reply, Err(Error::Unavailable(why.into())))]),
-        }
-    }
 }
 
 /// A reply held back until the commit.
@@ -173,31 +275,16 @@ impl Writer {
         rx.await.map_err(|_| gone())?
     }
 
-    /// Queues an epoch write; the returned future resolves once it is committed.
-    pub(super) async fn enqueue_epoch(
+    /// Queues a batched write; the returned future resolves to its outcome once it is committed.
+    /// Writes of one kind queued in order are handled in order.
+    pub(super) async fn enqueue<B: Batch>(
         &self,
-        write: EpochWrite,
-    ) -> Result<impl Future<Output = Ingested> + Send + 'static> {
+        write: B::Write,
+    ) -> Result<impl Future<Output = Result<B::Outcome>> + Send + 'static> {
         let (reply, rx) = oneshot::channel();
         let gone = || Error::Unavailable("the database writer is closed".into());
-        self.tx.send(Msg::Epoch(EpochMsg { write, reply })).await.map_err(|_| gone())?;
+        self.tx.send(Msg::Batched(Box::new(Queued::<B> { write, reply }))).await.map_err(|_| gone())?;
         Ok(async move { rx.await.map_err(|_| gone())? })
-    }
-
-    /// Queues a heartbeat and waits until it is committed.
-    pub(super) async fn heartbeat(&self, beat: HeartbeatWrite) -> Beat {
-        let (reply, rx) = oneshot::channel();
-        let gone = || Error::Unavailable("the database writer is closed".into());
-        self.tx.send(Msg::Beat(BeatMsg { beat, reply })).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
-    }
-
-    /// Queues a lease request and waits until its claim (if any) is committed.
-    pub(super) async fn lease(&self, lease: LeaseWrite) -> Leased {
-        let (reply, rx) = oneshot::channel();
-        let gone = || Error::Unavailable("the database writer is closed".into());
-        self.tx.send(Msg::Lease(LeaseMsg { lease, reply })).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
     }
 
     pub(super) async fn close(&self) {
@@ -212,32 +299,29 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
     while closing.is_none() && rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut items = Vec::with_capacity(batch.len());
+        let (mut ops, mut runs) = (Vec::new(), Runs::default());
         for msg in batch.drain(..) {
             match msg {
-                Msg::Op(op) => items.push(Item::Op(op)),
-                Msg::Epoch(e) => items.push(Item::Epoch(e)),
-                Msg::Beat(b) => items.push(Item::Beat(b)),
-                Msg::Lease(l) => items.push(Item::Lease(l)),
+                Msg::Op(op) => ops.push(op),
+                Msg::Batched(write) => write.file(&mut runs),
                 Msg::Close(done) => closing = Some(done),
             }
         }
-        if !items.is_empty() {
-            commit_batch(&mut conn, items).await;
-        }
+        commit_batch(&mut conn, ops, runs).await;
     }
     rx.close();
-    let closed = Err("the database writer is closed".to_owned());
+    let why = "the database writer is closed";
+    let (mut done, mut runs) = (Vec::new(), Runs::default());
     while let Ok(msg) = rx.try_recv() {
-        let item = match msg {
-            Msg::Op(op) => Item::Op(op),
-            Msg::Epoch(e) => Item::Epoch(e),
-            Msg::Beat(b) => Item::Beat(b),
-            Msg::Lease(l) => Item::Lease(l),
-            Msg::Close(_) => continue,
-        };
-        item.refuse("the database writer is closed").finish(&closed);
+        match msg {
+            Msg::Op(op) => done.push(Done::Op(op)),
+            Msg::Batched(write) => write.file(&mut runs),
+            Msg::Close(_) => {}
+        }
     }
+    runs.refuse(why, &mut done);
+    let closed = Err(why.to_owned());
+    done.into_iter().for_each(|d| d.finish(&closed));
     if let Err(e) = conn.close().await {
         tracing::warn!(error = %e, "closing the writer connection failed");
     }
@@ -264,65 +348,17 @@ async fn run_op(conn: &mut SqliteConnection, op: &mut Box<dyn WriteOp>) -> Resul
     exec(conn, "RELEASE op").await
 }
 
-/// Stores a run of epoch reports. No savepoint: per-write rejections are outcomes, not statement
-/// failures, so only a database error can fail the run, and that fails the whole transaction.
-async fn run_epochs(conn: &mut SqliteConnection, msgs: Vec<EpochMsg>) -> (Done, Option<String>) {
-    let (writes, replies): (Vec<EpochWrite>, Vec<_>) = msgs.into_iter().map(|m| (m.write, m.reply)).unzip();
-    match ingest::ingest(conn, &writes, super::now_ms()).await {
-        Ok(outcomes) => {
-            (Done::Replies(replies.into_iter().zip(outcomes).map(|(r, o)| deferred(r, o)).collect()), None)
-        }
-        Err(e) => failed_run(replies, format!("storing epochs failed: {e}")),
-    }
-}
-
-/// Records a run of heartbeats; like [`run_epochs`], only a database error fails it.
-async fn run_beats(conn: &mut SqliteConnection, msgs: Vec<BeatMsg>) -> (Done, Option<String>) {
-    let (beats, replies): (Vec<HeartbeatWrite>, Vec<_>) = msgs.into_iter().map(|m| (m.beat, m.reply)).unzip();
-    match ingest::heartbeats(conn, &beats, super::now_ms()).await {
-        Ok(outcomes) => {
-            (Done::Replies(replies.into_iter().zip(outcomes).map(|(r, o)| deferred(r, o)).collect()), None)
-        }
-        Err(e) => failed_run(replies, format!("recording heartbeats failed: {e}")),
-    }
-}
-
-/// Claims jobs for a run of lease requests; like [`run_epochs`], only a database error fails it.
-async fn run_leases(conn: &mut SqliteConnection, msgs: Vec<LeaseMsg>) -> (Done, Option<String>) {
-    let (leases, replies): (Vec<LeaseWrite>, Vec<_>) = msgs.into_iter().map(|m| (m.lease, m.reply)).unzip();
-    match ingest::leases(conn, &leases, super::now_ms()).await {
-        Ok(outcomes) => {
-            (Done::Replies(replies.into_iter().zip(outcomes).map(|(r, o)| deferred(r, o)).collect()), None)
-        }
-        Err(e) => failed_run(replies, format!("leasing jobs failed: {e}")),
-    }
-}
-
-fn failed_run<T: Send + 'static>(
-    replies: Vec<oneshot::Sender<Result<T>>>,
-    message: String,
-) -> (Done, Option<String>) {
-    let failed = replies.into_iter().map(|r| deferred(r, Err(Error::Unavailable(message.clone())))).collect();
-    (Done::Replies(failed), Some(message))
-}
-
-/// Runs one batch in one transaction: the general writes in queue order, then every epoch report
-/// of the batch together, then every heartbeat together, then every lease request. Moving the epochs and heartbeats behind
-/// the general writes is safe: they were in flight at the same time, and each caller only hears
-/// back after the COMMIT, so a write made after a caller's reply lands in a later batch.
-async fn commit_batch(conn: &mut SqliteConnection, items: Vec<Item>) {
+/// Runs one batch in one transaction: the general writes in queue order, then each kind of
+/// batched write as one run (epoch reports, heartbeats, lease requests). Moving the batched
+/// writes behind the general ones is safe: they were in flight at the same time, and each caller
+/// only hears back after the COMMIT, so a write made after a caller's reply lands in a later batch.
+async fn commit_batch(conn: &mut SqliteConnection, ops: Vec<Box<dyn WriteOp>>, runs: Runs) {
     let started = std::time::Instant::now();
-    let size = items.len();
-    let mut done = Vec::with_capacity(items.len());
-    let (mut ops, mut epochs, mut beats, mut leases) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for item in items {
-        match item {
-            Item::Op(op) => ops.push(op),
-            Item::Epoch(e) => epochs.push(e),
-            Item::Beat(b) => beats.push(b),
-            Item::Lease(l) => leases.push(l),
-        }
+    let size = ops.len() + runs.len();
+    if size == 0 {
+        return;
     }
+    let mut done = Vec::with_capacity(ops.len() + 3);
     let mut failure = exec(conn, "BEGIN IMMEDIATE").await.err();
     for mut op in ops {
         if failure.is_none() {
@@ -330,33 +366,7 @@ async fn commit_batch(conn: &mut SqliteConnection, items: Vec<Item>) {
         }
         done.push(Done::Op(op));
     }
-    if !epochs.is_empty() {
-        if failure.is_none() {
-            let (d, error) = run_epochs(conn, epochs).await;
-            done.push(d);
-            failure = error;
-        } else {
-            done.extend(epochs.into_iter().map(|e| Item::Epoch(e).refuse("the write transaction failed")));
-        }
-    }
-    if !beats.is_empty() {
-        if failure.is_none() {
-            let (d, error) = run_beats(conn, beats).await;
-            done.push(d);
-            failure = error;
-        } else {
-            done.extend(beats.into_iter().map(|b| Item::Beat(b).refuse("the write transaction failed")));
-        }
-    }
-    if !leases.is_empty() {
-        if failure.is_none() {
-            let (d, error) = run_leases(conn, leases).await;
-            done.push(d);
-            failure = error;
-        } else {
-            done.extend(leases.into_iter().map(|l| Item::Lease(l).refuse("the write transaction failed")));
-        }
-    }
+    runs.run(conn, &mut failure, &mut done).await;
     let statements_took = started.elapsed();
     let commit = match failure {
         Some(e) => {

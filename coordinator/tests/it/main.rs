@@ -1,5 +1,6 @@
 //! Integration tests: each starts the real coordinator on 127.0.0.1:0 with a real SQLite file in
-//! a temp dir and talks to it through the generated tonic clients.
+//! a temp dir and talks to it through the generated tonic clients (`queue` drives the job queue
+//! directly, without gRPC).
 
 mod bad_input;
 mod cancel;
@@ -9,4 +10,5 @@ mod durability;
 mod flow;
 mod ingest;
 mod leasing;
+mod queue;
 mod resubmit;

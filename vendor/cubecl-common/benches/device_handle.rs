@@ -44,10 +44,8 @@ impl DeviceService for TestService {
 }
 
 fn criterion_benchmark(c: &mut Criterion) {
-    let device_handle = DeviceHandle::<TestService>::new(cubecl_common::device::DeviceId {
-        type_id: 0,
-        index_id: 0,
-    });
+    let device_handle =
+        DeviceHandle::<TestService>::new(cubecl_common::device::DeviceId { type_id: 0, index_id: 0 });
     c.bench_function("device handle single thread", |b| {
         let device = device_handle.clone();
         b.iter(|| {

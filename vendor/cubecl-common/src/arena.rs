@@ -98,10 +98,7 @@ impl<const MAX_ITEM_SIZE: usize> UninitReservedMemory<MAX_ITEM_SIZE> {
     ///
     /// If the given object isn't safe to store in this arena.
     pub fn init<O>(self, obj: O) -> ReservedMemory<MAX_ITEM_SIZE> {
-        assert!(
-            accept_obj::<O, MAX_ITEM_SIZE>(),
-            "Object isn't safe to store in this arena"
-        );
+        assert!(accept_obj::<O, MAX_ITEM_SIZE>(), "Object isn't safe to store in this arena");
 
         self.init_with_func(
             |bytes| {
@@ -144,20 +141,13 @@ impl<const MAX_ITEM_SIZE: usize> UninitReservedMemory<MAX_ITEM_SIZE> {
         let bytes_mut = unsafe { self.data.as_ref().get().as_mut().unwrap() };
         init_data(bytes_mut);
 
-        ReservedMemory {
-            data: self.data,
-            ref_count: self.ref_count,
-            drop_fn,
-        }
+        ReservedMemory { data: self.data, ref_count: self.ref_count, drop_fn }
     }
 }
 
 impl<const MAX_ITEM_SIZE: usize> core::fmt::Debug for ReservedMemory<MAX_ITEM_SIZE> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReservedMemory")
-            .field("data", &self.data)
-            .field("drop_fn", &self.drop_fn)
-            .finish()
+        f.debug_struct("ReservedMemory").field("data", &self.data).field("drop_fn", &self.drop_fn).finish()
     }
 }
 
@@ -165,11 +155,7 @@ impl<const MAX_ITEM_SIZE: usize> Clone for ReservedMemory<MAX_ITEM_SIZE> {
     fn clone(&self) -> Self {
         self.ref_count.fetch_add(1, Ordering::Release);
 
-        Self {
-            data: self.data.clone(),
-            ref_count: self.ref_count.clone(),
-            drop_fn: self.drop_fn,
-        }
+        Self { data: self.data.clone(), ref_count: self.ref_count.clone(), drop_fn: self.drop_fn }
     }
 }
 
@@ -204,9 +190,7 @@ impl<const MAX_ITEM_SIZE: usize> Drop for ReservedMemory<MAX_ITEM_SIZE> {
 unsafe impl<const MAX_ITEM_SIZE: usize> Send for ReservedMemory<MAX_ITEM_SIZE> {}
 unsafe impl<const MAX_ITEM_SIZE: usize> Sync for ReservedMemory<MAX_ITEM_SIZE> {}
 
-impl<const MAX_ITEM_SIZE: usize> std::convert::AsRef<Bytes<MAX_ITEM_SIZE>>
-    for ReservedMemory<MAX_ITEM_SIZE>
-{
+impl<const MAX_ITEM_SIZE: usize> std::convert::AsRef<Bytes<MAX_ITEM_SIZE>> for ReservedMemory<MAX_ITEM_SIZE> {
     /// Gets the reserved bytes.
     fn as_ref(&self) -> &Bytes<MAX_ITEM_SIZE> {
         // The pointer is valid and the data is readonly.
@@ -227,11 +211,7 @@ impl<const MAX_ITEM_COUNT: usize, const MAX_ITEM_SIZE: usize> Arena<MAX_ITEM_COU
     ///
     /// The internal buffer is not allocated until the first call to [`reserve`](Self::reserve).
     pub const fn new() -> Self {
-        Self {
-            buffer: Vec::new(),
-            ref_counts: Vec::new(),
-            cursor: 0,
-        }
+        Self { buffer: Vec::new(), ref_counts: Vec::new(), cursor: 0 }
     }
 
     /// Returns `true` if an object of type `O` fits within a single slot.
@@ -264,9 +244,7 @@ impl<const MAX_ITEM_COUNT: usize, const MAX_ITEM_SIZE: usize> Arena<MAX_ITEM_COU
                 // send sync and we need to wrap it in an Arc because the bytes might outlive the
                 // current arena.
                 #[allow(clippy::arc_with_non_send_sync)]
-                self.buffer.push(Arc::new(UnsafeCell::new(Bytes {
-                    bytes: [0; MAX_ITEM_SIZE],
-                })));
+                self.buffer.push(Arc::new(UnsafeCell::new(Bytes { bytes: [0; MAX_ITEM_SIZE] })));
             }
         }
 
@@ -315,19 +293,11 @@ mod tests {
     #[test]
     fn test_lazy_initialization() {
         let mut arena = Arena::<10, MAX_ITEM_SIZE>::new();
-        assert_eq!(
-            arena.buffer.len(),
-            0,
-            "Buffer should be empty before first reservation"
-        );
+        assert_eq!(arena.buffer.len(), 0, "Buffer should be empty before first reservation");
 
         arena.reserve();
 
-        assert_eq!(
-            arena.buffer.len(),
-            10,
-            "Buffer should be initialized to size"
-        );
+        assert_eq!(arena.buffer.len(), 10, "Buffer should be initialized to size");
     }
 
     #[test]
@@ -421,25 +391,17 @@ mod drop_lifecycle_tests {
     fn last_clone_runs_destructor_with_one_clone() {
         let anchor = Arc::new(());
         let mut arena = Arena::<4, 256>::new();
-        let reserved = arena.reserve().unwrap().init(Payload {
-            _anchor: anchor.clone(),
-        });
+        let reserved = arena.reserve().unwrap().init(Payload { _anchor: anchor.clone() });
         assert_eq!(Arc::strong_count(&anchor), 2);
         drop(reserved);
-        assert_eq!(
-            Arc::strong_count(&anchor),
-            1,
-            "single ReservedMemory must run drop_fn on drop"
-        );
+        assert_eq!(Arc::strong_count(&anchor), 1, "single ReservedMemory must run drop_fn on drop");
     }
 
     #[test]
     fn destructor_deferred_until_last_of_two_clones() {
         let anchor = Arc::new(());
         let mut arena = Arena::<4, 256>::new();
-        let a = arena.reserve().unwrap().init(Payload {
-            _anchor: anchor.clone(),
-        });
+        let a = arena.reserve().unwrap().init(Payload { _anchor: anchor.clone() });
         let b = a.clone();
 
         drop(a);
@@ -456,9 +418,7 @@ mod drop_lifecycle_tests {
     fn destructor_deferred_until_last_of_many_clones() {
         let anchor = Arc::new(());
         let mut arena = Arena::<4, 256>::new();
-        let first = arena.reserve().unwrap().init(Payload {
-            _anchor: anchor.clone(),
-        });
+        let first = arena.reserve().unwrap().init(Payload { _anchor: anchor.clone() });
 
         const N: usize = 16;
         let clones: Vec<_> = (0..N).map(|_| first.clone()).collect();
@@ -468,11 +428,7 @@ mod drop_lifecycle_tests {
         for (i, c) in clones.into_iter().enumerate() {
             drop(c);
             let expected = if i + 1 == N { 1 } else { 2 };
-            assert_eq!(
-                Arc::strong_count(&anchor),
-                expected,
-                "premature destructor after dropping clone {i}"
-            );
+            assert_eq!(Arc::strong_count(&anchor), expected, "premature destructor after dropping clone {i}");
         }
     }
 
@@ -484,16 +440,12 @@ mod drop_lifecycle_tests {
         let anchor2 = Arc::new(());
         let mut arena = Arena::<1, 256>::new();
 
-        let first = arena.reserve().unwrap().init(Payload {
-            _anchor: anchor1.clone(),
-        });
+        let first = arena.reserve().unwrap().init(Payload { _anchor: anchor1.clone() });
         drop(first);
         assert_eq!(Arc::strong_count(&anchor1), 1);
 
         // Slot is free again — reuse it with a brand-new payload.
-        let second = arena.reserve().unwrap().init(Payload {
-            _anchor: anchor2.clone(),
-        });
+        let second = arena.reserve().unwrap().init(Payload { _anchor: anchor2.clone() });
         assert_eq!(
             Arc::strong_count(&anchor1),
             1,
@@ -512,10 +464,7 @@ mod drop_lifecycle_tests {
         struct HeapOwner(#[allow(dead_code)] Box<[u64; 8]>);
 
         let mut arena = Arena::<2, 256>::new();
-        let a = arena
-            .reserve()
-            .unwrap()
-            .init(HeapOwner(Box::new([1, 2, 3, 4, 5, 6, 7, 8])));
+        let a = arena.reserve().unwrap().init(HeapOwner(Box::new([1, 2, 3, 4, 5, 6, 7, 8])));
         let b = a.clone();
         let c = a.clone();
         drop(a);
@@ -554,9 +503,7 @@ mod concurrent_drop_timing_tests {
             anchor: Arc<()>,
         }
 
-        let reserved = arena.reserve().unwrap().init(Payload {
-            anchor: anchor.clone(),
-        });
+        let reserved = arena.reserve().unwrap().init(Payload { anchor: anchor.clone() });
 
         const N: usize = 8;
         let barrier = Arc::new(Barrier::new(N));

@@ -67,9 +67,7 @@ mod backtrace_std {
 
     impl BacktraceState {
         pub fn new(backtrace: backtrace::Backtrace) -> Self {
-            Self {
-                backtrace: Arc::new(Mutex::new(backtrace)),
-            }
+            Self { backtrace: Arc::new(Mutex::new(backtrace)) }
         }
     }
 
@@ -80,20 +78,18 @@ mod backtrace_std {
 
             let cwd = std::env::current_dir();
 
-            let mut print_path =
-                move |fmt: &mut core::fmt::Formatter<'_>, path: BytesOrWideString<'_>| {
-                    let path = path.into_path_buf();
-                    if let Ok(cwd) = &cwd
-                        && let Ok(suffix) = path.strip_prefix(cwd)
-                    {
-                        return core::fmt::Display::fmt(&suffix.display(), fmt);
-                    }
+            let mut print_path = move |fmt: &mut core::fmt::Formatter<'_>, path: BytesOrWideString<'_>| {
+                let path = path.into_path_buf();
+                if let Ok(cwd) = &cwd
+                    && let Ok(suffix) = path.strip_prefix(cwd)
+                {
+                    return core::fmt::Display::fmt(&suffix.display(), fmt);
+                }
 
-                    core::fmt::Display::fmt(&path.display(), fmt)
-                };
+                core::fmt::Display::fmt(&path.display(), fmt)
+            };
 
-            let mut fmt =
-                backtrace::BacktraceFmt::new(f, backtrace::PrintFmt::Short, &mut print_path);
+            let mut fmt = backtrace::BacktraceFmt::new(f, backtrace::PrintFmt::Short, &mut print_path);
             fmt.add_context()?;
             for frame in backtrace.frames().iter().skip(1) {
                 fmt.frame().backtrace_frame(frame)?;

@@ -23,10 +23,7 @@ pub struct BenchmarkDurations {
 impl BenchmarkDurations {
     /// Construct from a list of durations.
     pub fn from_durations(timing_method: TimingMethod, durations: Vec<Duration>) -> Self {
-        Self {
-            timing_method,
-            durations,
-        }
+        Self { timing_method, durations }
     }
 
     /// Returns a tuple of durations: (min, max, median)
@@ -60,13 +57,7 @@ impl BenchmarkDurations {
 impl Display for BenchmarkDurations {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let computed = BenchmarkComputations::new(self);
-        let BenchmarkComputations {
-            mean,
-            median,
-            variance,
-            min,
-            max,
-        } = computed;
+        let BenchmarkComputations { mean, median, variance, min, max } = computed;
         let num_sample = self.durations.len();
         let timing_method = self.timing_method;
 
@@ -89,10 +80,7 @@ impl Display for BenchmarkDurations {
 }
 
 /// Computed values from benchmark durations.
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize, PartialEq, Eq)
-)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize, PartialEq, Eq))]
 #[derive(Debug, Default, Clone)]
 pub struct BenchmarkComputations {
     /// Mean of all the durations.
@@ -112,13 +100,7 @@ impl BenchmarkComputations {
     pub fn new(durations: &BenchmarkDurations) -> Self {
         let mean = durations.mean_duration();
         let (min, max, median) = durations.min_max_median_durations();
-        Self {
-            mean,
-            median,
-            min,
-            max,
-            variance: durations.variance_duration(mean),
-        }
+        Self { mean, median, min, max, variance: durations.variance_duration(mean) }
     }
 
     /// Returns the score of the current benchmark.
@@ -267,10 +249,7 @@ pub trait Benchmark {
                 }
             }
 
-            Ok(BenchmarkDurations {
-                timing_method,
-                durations,
-            })
+            Ok(BenchmarkDurations { timing_method, durations })
         }
     }
 }
@@ -318,14 +297,8 @@ where
 {
     use std::string::ToString;
 
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let output = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .unwrap();
+    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let output = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().unwrap();
     let git_hash = String::from_utf8(output.stdout).unwrap().trim().to_string();
     let durations = benchmark.run(TimingMethod::System)?;
 

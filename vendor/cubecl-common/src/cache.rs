@@ -53,19 +53,11 @@ pub struct CacheOption {
 pub enum CacheError<K: Serialize, V: Serialize> {
     /// Can't insert an entry with the same key, but different value.
     #[allow(missing_docs)]
-    DuplicatedKey {
-        key: K,
-        value_previous: V,
-        value_updated: V,
-    },
+    DuplicatedKey { key: K, value_previous: V, value_updated: V },
     /// Tried to insert an entry with the same key, but a new entry on disk was just synched with
     /// the same key.
     #[allow(missing_docs)]
-    KeyOutOfSync {
-        key: K,
-        value_previous: V,
-        value_updated: V,
-    },
+    KeyOutOfSync { key: K, value_previous: V, value_updated: V },
 }
 
 impl CacheOption {
@@ -101,18 +93,12 @@ impl CacheOption {
 
     pub(crate) fn resolve(self) -> (Vec<u8>, String, String, PathBuf, Duration) {
         let separator = self.separator.unwrap_or_else(|| b"\n".to_vec());
-        let version = self
-            .version
-            .unwrap_or_else(|| std::env!("CARGO_PKG_VERSION").to_string());
+        let version = self.version.unwrap_or_else(|| std::env!("CARGO_PKG_VERSION").to_string());
         let name = self.name.unwrap_or_else(|| "cubecl".to_string());
-        let duration = self
-            .lock_max_duration
-            .unwrap_or_else(|| Duration::from_secs(30));
+        let duration = self.lock_max_duration.unwrap_or_else(|| Duration::from_secs(30));
         let root = match self.root {
             Some(root) => root,
-            None => dirs::home_dir()
-                .expect("An home directory should exist")
-                .join(".cache"),
+            None => dirs::home_dir().expect("An home directory should exist").join(".cache"),
         };
 
         (separator, name, version, root, duration)
@@ -145,9 +131,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
 
         if let Some(mut reader) = this.file.lock() {
             let mut buffer = Vec::new();
-            reader
-                .read_to_end(&mut buffer)
-                .expect("Can read the cache content");
+            reader.read_to_end(&mut buffer).expect("Can read the cache content");
             this.sync_content(&buffer, None).ok();
         }
 
@@ -157,10 +141,7 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
     }
 
     /// Iterate over all values of the cache.
-    #[cfg_attr(
-        feature = "tracing",
-        tracing::instrument(level = "trace", skip(self, func))
-    )]
+    #[cfg_attr(feature = "tracing", tracing::instrument(level = "trace", skip(self, func)))]
     pub fn for_each<F: FnMut(&K, &V)>(&mut self, mut func: F) {
         if let Some(mut reader) = self.file.lock() {
             let mut buffer = Vec::new();
@@ -230,18 +211,11 @@ impl<K: CacheKey, V: CacheValue> Cache<K, V> {
         Ok(())
     }
 
-    fn sync_content(
-        &mut self,
-        bytes: &[u8],
-        new_insert: Option<(&K, &V)>,
-    ) -> Result<(), CacheError<K, V>> {
+    fn sync_content(&mut self, bytes: &[u8], new_insert: Option<(&K, &V)>) -> Result<(), CacheError<K, V>> {
         let mut start = 0;
         let mut result = Ok(());
 
-        while let Some(pos) = bytes[start..]
-            .windows(self.separator.len())
-            .position(|w| w == self.separator)
-        {
+        while let Some(pos) = bytes[start..].windows(self.separator.len()).position(|w| w == self.separator) {
             match serde_json::from_slice::<Entry<K, V>>(&bytes[start..start + pos]) {
                 Ok(entry) => {
                     if let Some(insert) = &new_insert
@@ -309,9 +283,7 @@ pub(crate) fn get_persistent_cache_file_path<P: AsRef<Path>>(
     let path_partial: &Path = path_partial.as_ref();
     let add_extension = !path_partial.ends_with("json.log");
 
-    let mut path = root
-        .join(sanitize_path_segment(&name))
-        .join(sanitize_path_segment(&version));
+    let mut path = root.join(sanitize_path_segment(&name)).join(sanitize_path_segment(&version));
 
     for segment in path_partial.iter() {
         // Skip the name directory since it resets the previous path segments.
@@ -344,10 +316,7 @@ impl<K: Serialize, V: Serialize> core::fmt::Debug for Entry<K, V> {
 pub(crate) fn sanitize_path_segment(segment: &str) -> String {
     sanitize_filename::sanitize_with_options(
         segment,
-        sanitize_filename::Options {
-            replacement: "_",
-            ..Default::default()
-        },
+        sanitize_filename::Options { replacement: "_", ..Default::default() },
     )
 }
 
@@ -369,10 +338,7 @@ mod tests {
         cache.insert(key2(), value2()).unwrap();
 
         let result = cache.insert(key1(), value2());
-        assert!(
-            result.is_err(),
-            "Can't reinsert the same key with a different value."
-        );
+        assert!(result.is_err(), "Can't reinsert the same key with a different value.");
 
         assert_eq!(cache.len(), 2);
 

@@ -88,12 +88,7 @@ impl CacheFile {
             }
         }
 
-        Self {
-            lock: FileLock::new(&path, lock_max_duration),
-            path,
-            cursor: 0,
-            valid,
-        }
+        Self { lock: FileLock::new(&path, lock_max_duration), path, cursor: 0, valid }
     }
 
     /// Locks the file and returns the content that wasn't synced since the last lock.
@@ -112,10 +107,7 @@ impl CacheFile {
             // waiting lock_max_duration — typically because the parent
             // dir is missing and create_new keeps returning NotFound,
             // which used to spin forever here).
-            log::error!(
-                "cubecl cache: FileLock::lock({:?}) gave up; disabling cache entry",
-                self.path
-            );
+            log::error!("cubecl cache: FileLock::lock({:?}) gave up; disabling cache entry", self.path);
             self.valid = false;
             return None;
         }
@@ -260,19 +252,12 @@ struct FileLock {
 impl FileLock {
     /// Create a lock for the given file path.
     pub fn new(path: &Path, lock_max_duration: Duration) -> Self {
-        let file_name = path
-            .file_name()
-            .expect("Path to have a file name.")
-            .to_str()
-            .expect("File name to be valid");
+        let file_name =
+            path.file_name().expect("Path to have a file name.").to_str().expect("File name to be valid");
         let mut path_lock = path.to_path_buf();
         path_lock.set_file_name(format!("{file_name}.lock"));
 
-        Self {
-            path_lock,
-            is_lock: false,
-            lock_max_duration,
-        }
+        Self { path_lock, is_lock: false, lock_max_duration }
     }
 
     /// Acquire the lock.
@@ -293,11 +278,7 @@ impl FileLock {
         let mut other_error_logged = false;
 
         loop {
-            match fs::OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .open(&self.path_lock)
-            {
+            match fs::OpenOptions::new().create_new(true).write(true).open(&self.path_lock) {
                 Ok(mut file) => {
                     let timestamp = std::time::SystemTime::now();
                     let content = serde_json::to_vec(&timestamp).unwrap();
@@ -309,8 +290,7 @@ impl FileLock {
                         if let Ok(true) = self.maybe_cleanup_frozen_lock() {
                             log::debug!("Removed frozen lock file");
                         } else {
-                            if waiting_total.elapsed().unwrap_or_default() > self.lock_max_duration
-                            {
+                            if waiting_total.elapsed().unwrap_or_default() > self.lock_max_duration {
                                 log::error!(
                                     "cubecl cache: FileLock::lock({:?}) timed out after {:?} \
                                      waiting for peer to release lock; giving up",
@@ -324,8 +304,7 @@ impl FileLock {
                     }
                     _ => {
                         if !other_error_logged {
-                            let parent_exists =
-                                self.path_lock.parent().map(|p| p.exists()).unwrap_or(false);
+                            let parent_exists = self.path_lock.parent().map(|p| p.exists()).unwrap_or(false);
                             log::error!(
                                 "cubecl cache: FileLock::lock({:?}) unexpected I/O error: \
                                  kind={:?} raw_os_error={:?} parent_exists={} err={}",

@@ -12,9 +12,7 @@ use ciborium::{de::from_reader, ser::into_writer};
 use hashbrown::HashMap;
 use serde::Serialize;
 
-use crate::cache::{
-    Cache, CacheError, CacheKey, CacheOption, CacheValue, Entry, sanitize_path_segment,
-};
+use crate::cache::{Cache, CacheError, CacheKey, CacheOption, CacheValue, Entry, sanitize_path_segment};
 
 /// The in-memory cache used by the chunked kernel cache.
 /// Box ensures values aren't moved when inserting new elements, so we don't need to keep it
@@ -37,11 +35,7 @@ pub struct CompilationCache<K: CacheKey, V: CacheValue> {
 pub enum CompilationCacheError<K: Serialize, V: Serialize> {
     /// Can't insert an entry with the same key, but different value.
     #[allow(missing_docs)]
-    DuplicatedKey {
-        key: K,
-        value_previous: V,
-        value_updated: V,
-    },
+    DuplicatedKey { key: K, value_previous: V, value_updated: V },
     /// The table of contents cache had an error
     #[allow(missing_docs)]
     TocError(CacheError<K, String>),
@@ -77,9 +71,7 @@ impl<K: CacheKey, V: CacheValue> CompilationCache<K, V> {
             in_memory_cache,
             current_chunk,
             current_chunk_path_normalized: normalized_path(
-                chunk_path
-                    .strip_prefix(&cache_root)
-                    .expect("Should contain root"),
+                chunk_path.strip_prefix(&cache_root).expect("Should contain root"),
             ),
             cache_root,
         }
@@ -111,8 +103,7 @@ impl<K: CacheKey, V: CacheValue> CompilationCache<K, V> {
     }
 
     fn read_chunk(chunk: &PathBuf, cache: &InMemoryCache<K, V>) {
-        let data =
-            fs::read(chunk).expect("Can't open chunk in table of contents, cache is corrupted!");
+        let data = fs::read(chunk).expect("Can't open chunk in table of contents, cache is corrupted!");
         let mut cursor = Cursor::new(data);
         // Collect new entries first so we only need to lock once everything is loaded
         let mut new_entries = Vec::new();
@@ -131,9 +122,7 @@ impl<K: CacheKey, V: CacheValue> CompilationCache<K, V> {
                     let pos_after = cursor.position() as usize;
                     if pos_after == pos {
                         if pos < total_len {
-                            log::warn!(
-                                "Corrupted cache file {chunk:?}, stopping at entry {idx} : {err}",
-                            );
+                            log::warn!("Corrupted cache file {chunk:?}, stopping at entry {idx} : {err}",);
                         }
                         break;
                     }
@@ -164,15 +153,10 @@ impl<K: CacheKey, V: CacheValue> CompilationCache<K, V> {
 
         // Insert
         {
-            let entry = Entry {
-                key: key.clone(),
-                value,
-            };
+            let entry = Entry { key: key.clone(), value };
             let mut bytes = Vec::new();
             into_writer(&entry, &mut bytes).expect("Can serialize data");
-            self.current_chunk
-                .write_all(&bytes)
-                .expect("Failed to write to chunk");
+            self.current_chunk.write_all(&bytes).expect("Failed to write to chunk");
 
             let mut cache = self.in_memory_cache.borrow_mut();
             cache.insert(entry.key, Box::new(entry.value));
@@ -192,9 +176,7 @@ fn get_persistent_cache_root(
     version: String,
 ) -> PathBuf {
     let path_partial = path_partial.as_ref();
-    let mut path = root
-        .join(sanitize_path_segment(&name))
-        .join(sanitize_path_segment(&version));
+    let mut path = root.join(sanitize_path_segment(&name)).join(sanitize_path_segment(&version));
 
     for segment in path_partial.iter() {
         // Skip the name directory since it resets the previous path segments.

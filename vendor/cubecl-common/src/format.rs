@@ -120,9 +120,7 @@ mod tests {
 
     #[test_log::test]
     fn test_format_debug() {
-        let test = Test {
-            map: HashMap::from_iter([("Hey with space".to_string(), 8)]),
-        };
+        let test = Test { map: HashMap::from_iter([("Hey with space".to_string(), 8)]) };
 
         let formatted = format_debug(&test);
         let expected = r#"Test {

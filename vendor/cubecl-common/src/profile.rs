@@ -80,16 +80,11 @@ impl ProfileDuration {
 
     /// Create a new `ProfileDuration` straight from a duration.
     pub fn new_system_time(start: Instant, end: Instant) -> Self {
-        Self::new(
-            Box::pin(async move { ProfileTicks::from_start_end(start, end) }),
-            TimingMethod::System,
-        )
+        Self::new(Box::pin(async move { ProfileTicks::from_start_end(start, end) }), TimingMethod::System)
     }
 
     /// Create a new `ProfileDuration` from a future that resolves to a duration.
-    pub fn new_device_time(
-        future: impl Future<Output = ProfileTicks> + Send + 'static,
-    ) -> ProfileDuration {
+    pub fn new_device_time(future: impl Future<Output = ProfileTicks> + Send + 'static) -> ProfileDuration {
         Self::new(Box::pin(future), TimingMethod::Device)
     }
 

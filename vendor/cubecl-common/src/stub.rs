@@ -1,9 +1,7 @@
 #[cfg(not(feature = "std"))]
 use spin::{Mutex as MutexImported, MutexGuard, Once as OnceImported, RwLock as RwLockImported};
 #[cfg(feature = "std")]
-use std::sync::{
-    Mutex as MutexImported, MutexGuard, OnceLock as OnceImported, RwLock as RwLockImported,
-};
+use std::sync::{Mutex as MutexImported, MutexGuard, OnceLock as OnceImported, RwLock as RwLockImported};
 
 #[cfg(not(feature = "std"))]
 pub use spin::{Lazy, RwLockReadGuard, RwLockWriteGuard};
@@ -31,9 +29,7 @@ impl<T> Mutex<T> {
     /// Creates a new mutex in an unlocked state ready for use.
     #[inline(always)]
     pub const fn new(value: T) -> Self {
-        Self {
-            inner: MutexImported::new(value),
-        }
+        Self { inner: MutexImported::new(value) }
     }
 
     /// Locks the mutex blocking the current thread until it is able to do so.
@@ -66,9 +62,7 @@ impl<T> RwLock<T> {
     /// Creates a new reader-writer lock in an unlocked state ready for use.
     #[inline(always)]
     pub const fn new(value: T) -> Self {
-        Self {
-            inner: RwLockImported::new(value),
-        }
+        Self { inner: RwLockImported::new(value) }
     }
 
     /// Locks this rwlock with shared read access, blocking the current thread

@@ -9,8 +9,8 @@ use clap::Args;
 use tokio::sync::watch;
 
 use super::{AgentConfig, AgentError, run_agent};
-use crate::backend::{DeviceChoice, DeviceError, available_devices};
 use crate::data::{Cifar10, DataError};
+use crate::device::{DeviceChoice, DeviceError, available_devices};
 
 /// Flags of a coordinator-attached worker.
 #[derive(Debug, Clone, Args)]

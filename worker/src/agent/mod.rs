@@ -23,8 +23,9 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
-use crate::backend::{DeviceChoice, open_runner_with};
+use crate::backend::open_runner_with;
 use crate::data::Cifar10;
+use crate::device::DeviceChoice;
 use crate::train_ops::KernelChoice;
 use crate::training::RunnerConfig;
 use backoff::Backoff;

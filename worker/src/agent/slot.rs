@@ -18,8 +18,8 @@ use tracing::{error, info, warn};
 use super::LeaseTable;
 use super::backoff::Backoff;
 use super::uploader::{UploadError, upload_epochs};
-use crate::backend::panic_message;
-use crate::training::{EpochSink, JobOutcome, JobRunner};
+use crate::device::panic_message;
+use crate::training::{EpochSink, JobOutcome, JobRunner, TrainJob};
 
 /// Everything a slot needs besides its runner.
 #[derive(Clone)]
@@ -148,7 +148,8 @@ async fn train_on_blocking_thread(
     mut sink: ChannelSink,
 ) -> (Box<dyn JobRunner>, Result<JobOutcome, String>) {
     let task = tokio::task::spawn_blocking(move || {
-        let result = catch_unwind(AssertUnwindSafe(|| runner.run(&job, &mut sink)));
+        let train_job = TrainJob::from(&job);
+        let result = catch_unwind(AssertUnwindSafe(|| runner.run(&train_job, &mut sink)));
         let outcome = match result {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(e)) => Err(e.to_string()),

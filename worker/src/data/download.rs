@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use md5::{Digest, Md5};
 use sweep_proto::domain::{CIFAR10_FILES, CIFAR10_TARBALL_MD5, CIFAR10_TARBALL_URL};
 
-use crate::data::DataError;
+use super::DataError;
 
 /// File name the tarball is saved under inside the data directory.
 pub const TARBALL_NAME: &str = "cifar-10-binary.tar.gz";

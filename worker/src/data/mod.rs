@@ -5,6 +5,8 @@
 //! Each record is 3073 bytes: one label byte, then the 1024 red, 1024 green and 1024 blue bytes
 //! of a 32×32 image in row-major order, which is already the `[3, 32, 32]` (CHW) layout.
 
+pub mod download;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -148,10 +150,10 @@ impl Cifar10 {
     }
 
     /// [`Cifar10::load`], downloading and unpacking the official tarball first when files are
-    /// missing (see [`crate::download`]).
+    /// missing (see [`download`]).
     pub fn load_or_download(dir: &Path) -> Result<Cifar10, DataError> {
         if !files_present(dir) {
-            crate::download::download_and_unpack(dir)?;
+            download::download_and_unpack(dir)?;
         }
         Self::load(dir)
     }

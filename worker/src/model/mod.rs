@@ -10,15 +10,13 @@
 
 use std::sync::Mutex;
 
-use burn::module::{ModuleVisitor, Param, RunningState};
+use burn::module::{ModuleVisitor, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::FloatDType;
-use burn::tensor::activation::relu;
 
-use crate::train_ops::{Kernels, NormConfig, NormInputs, TrainOps, to_dtype, unwrap, wrap};
+use crate::train_ops::{Kernels, TrainOps, batch_norm, conv, pool};
 
 /// Filters of the three blocks at width multiplier 1.0.
 pub const BASE_FILTERS: [usize; 3] = [64, 128, 256];
@@ -57,54 +55,20 @@ impl<B: Backend> ConvBnRelu<B> {
         Self { conv, norm }
     }
 
-    fn forward(&self, x: Tensor<B, 4>, kernels: Kernels) -> Tensor<B, 4>
+    /// The layer; in training, BatchNorm normalises each of `bn_groups` equal groups of the
+    /// batch over its own statistics (1: the whole batch).
+    fn forward(&self, x: Tensor<B, 4>, kernels: Kernels, bn_groups: usize) -> Tensor<B, 4>
     where
         B: TrainOps,
     {
-        // The training BatchNorm node takes the conv bias into its batch mean (the convolution
-        // leaves it out: `TrainOps::conv3x3_same`).
+        // The fused BatchNorm takes the conv bias into its batch mean (the convolution leaves it
+        // out: `ConvOps::conv3x3_same`).
         let fused_norm = kernels.fused_batch_norm && B::ad_enabled(&x.device());
-        let y = match (&self.conv.bias, kernels.custom_conv()) {
-            (Some(bias), true) => {
-                let (weight, bias) = (unwrap(self.conv.weight.val()), unwrap(bias.val()));
-                wrap(B::conv3x3_same(unwrap(x), weight, bias, kernels, fused_norm))
-            }
-            _ => self.conv.forward(x),
-        };
-        if fused_norm {
-            let dtype = if kernels.bf16_activations { FloatDType::BF16 } else { FloatDType::F32 };
-            let conv_bias = kernels.custom_conv().then(|| self.conv.bias.as_ref().map(|b| b.val())).flatten();
-            batch_norm_relu_train(&self.norm, y, dtype, conv_bias)
-        } else {
-            relu(self.norm.forward(y))
-        }
+        let y = conv::conv3x3(&self.conv, x, kernels, fused_norm);
+        let conv_bias =
+            (fused_norm && kernels.custom_conv()).then(|| self.conv.bias.as_ref().map(|b| b.val()));
+        batch_norm::batch_norm_relu(&self.norm, y, kernels, bn_groups, conv_bias.flatten())
     }
-}
-
-/// Training-mode `relu(norm(x + conv_bias))` through [`TrainOps::batch_norm_relu_train`], the
-/// output in `dtype`, with the running statistics updated exactly as burn's `BatchNorm::forward`
-/// does. The bias (of a convolution that left it out) shifts only the batch mean, so it goes in
-/// as the mean shift of the running mean.
-fn batch_norm_relu_train<B: TrainOps>(
-    norm: &BatchNorm<B>,
-    x: Tensor<B, 4>,
-    dtype: FloatDType,
-    conv_bias: Option<Tensor<B, 1>>,
-) -> Tensor<B, 4> {
-    let device = x.device();
-    let running = |state: &RunningState<Tensor<B, 1>>| unwrap(state.value_sync().to_device(&device));
-    let inputs = NormInputs {
-        gamma: unwrap(norm.gamma.val()),
-        beta: unwrap(norm.beta.val()),
-        mean_shift: conv_bias.map(|bias| unwrap(bias.detach())),
-        running_mean: running(&norm.running_mean),
-        running_var: running(&norm.running_var),
-    };
-    let config = NormConfig { epsilon: norm.epsilon, momentum: norm.momentum };
-    let (y, running_mean, running_var) = B::batch_norm_relu_train(unwrap(x), inputs, config, dtype);
-    norm.running_mean.update(wrap::<B, 1>(running_mean).detach());
-    norm.running_var.update(wrap::<B, 1>(running_var).detach());
-    wrap(y)
 }
 
 /// The experiment's CNN.
@@ -118,6 +82,9 @@ pub struct Cnn<B: Backend> {
     /// Implementation of the conv and BatchNorm training nodes (not part of the weights).
     #[module(skip)]
     kernels: Kernels,
+    /// Images per BatchNorm group in training (`None`: the whole batch).
+    #[module(skip)]
+    bn_group: Option<usize>,
 }
 
 /// Hyper-parameters of [`Cnn`].
@@ -145,7 +112,7 @@ impl CnnConfig {
             .init(device);
         head.bias = Some(Param::from_tensor(Tensor::zeros([NUM_CLASSES], device)));
         let pool = AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
-        Cnn { block1, block2, block3, pool, head, kernels: Kernels::default() }
+        Cnn { block1, block2, block3, pool, head, kernels: Kernels::default(), bn_group: None }
     }
 }
 
@@ -160,41 +127,48 @@ impl<B: Backend> Cnn<B> {
     pub fn kernels(&self) -> Kernels {
         self.kernels
     }
+
+    /// The model with BatchNorm statistics per group of `images` images in training ("ghost
+    /// batches"; needs the fused BatchNorm node, [`Kernels::fused_batch_norm`]).
+    pub fn with_bn_group(mut self, images: Option<usize>) -> Self {
+        self.bn_group = images;
+        self
+    }
+}
+
+/// The BatchNorm groups of a batch of `n` images for groups of `group` images: `n / group` when
+/// that divides, otherwise (an epoch's smaller last batch) the divisor of `n` whose group size is
+/// closest to `group`, ties to the smaller groups; 1 without a group size.
+pub fn bn_groups(n: usize, group: Option<usize>) -> usize {
+    let Some(group) = group.filter(|g| *g > 0 && *g < n) else { return 1 };
+    if n.is_multiple_of(group) {
+        return n / group;
+    }
+    (1..=n).filter(|g| n.is_multiple_of(*g)).min_by_key(|g| ((n / g).abs_diff(group), n / g)).unwrap_or(1)
 }
 
 impl<B: TrainOps> Cnn<B> {
-    /// 2×2 average pooling: the custom node ([`TrainOps::avg_pool_2x2`]) with the `pool` part
-    /// when training (the head's global pooling likewise), burn's module otherwise.
     fn pool(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        if self.kernels.custom_pool && B::ad_enabled(&x.device()) {
-            wrap(B::avg_pool_2x2(unwrap(x)))
-        } else {
-            self.pool.forward(x)
-        }
+        pool::avg_pool_2x2(&self.pool, x, self.kernels)
     }
 
     /// Images `[N, 3, 32, 32]` in [0, 1] → logits `[N, 10]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let groups = bn_groups(images.dims()[0], self.bn_group);
         let mut x = images;
         for layer in &self.block1 {
-            x = layer.forward(x, self.kernels);
+            x = layer.forward(x, self.kernels, groups);
         }
         x = self.pool(x);
         for layer in &self.block2 {
-            x = layer.forward(x, self.kernels);
+            x = layer.forward(x, self.kernels, groups);
         }
         x = self.pool(x);
         for layer in &self.block3 {
-            x = layer.forward(x, self.kernels);
+            x = layer.forward(x, self.kernels, groups);
         }
         // The head runs in f32 whatever the activations' dtype.
-        let pooled = if self.kernels.custom_pool && B::ad_enabled(&x.device()) {
-            wrap(B::global_avg_pool(unwrap(x)))
-        } else {
-            let [n, c, _, _] = x.dims();
-            to_dtype(x, FloatDType::F32).mean_dim(3).mean_dim(2).reshape([n, c])
-        };
-        self.head.forward(pooled)
+        self.head.forward(pool::global_avg_pool(x, self.kernels))
     }
 }
 

@@ -20,10 +20,27 @@ fn batchnorm_running_mean_moves_one_percent_per_step_like_keras() {
     let mut layer = layer;
     layer.conv.weight = Param::from_tensor(Tensor::zeros([1, 1, 3, 3], &device));
     layer.conv.bias = Some(Param::from_tensor(Tensor::full([1], 2.0, &device)));
-    let _ = layer.forward(Tensor::ones([4, 1, 8, 8], &device), Kernels::STOCK);
+    let _ = layer.forward(Tensor::ones([4, 1, 8, 8], &device), Kernels::STOCK, 1);
     let running: f32 = layer.norm.running_mean.value_sync().into_scalar();
     assert!((running - 0.02).abs() < 1e-6, "running mean {running}");
     assert_eq!(layer.norm.epsilon, BN_EPSILON);
+}
+
+#[test]
+fn bn_groups_split_batches_into_groups_near_the_asked_size() {
+    assert_eq!(bn_groups(512, None), 1);
+    assert_eq!(bn_groups(512, Some(64)), 8);
+    assert_eq!(bn_groups(512, Some(512)), 1);
+    assert_eq!(bn_groups(512, Some(1024)), 1);
+    // An epoch's last 336 images: groups of 56 are the closest to 64 that split 336 evenly.
+    assert_eq!(bn_groups(336, Some(64)), 6);
+    assert_eq!(bn_groups(7, Some(2)), 7);
+    for n in 1..200 {
+        for group in [3, 16, 64] {
+            let g = bn_groups(n, Some(group));
+            assert!(g >= 1 && n.is_multiple_of(g), "{n} images, groups of {group}: {g}");
+        }
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Which implementation of the convolution and BatchNorm training nodes runs ([`Kernels`]), as
 //! `--kernels` spells it, and the per-device default ([`KernelChoice::Auto`]).
 
-use crate::backend::DeviceChoice;
+use crate::device::DeviceChoice;
 
 /// Which implementation of the convolution and normalisation the model's training step uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,13 +32,17 @@ pub struct Kernels {
     pub explicit_gemm: bool,
 }
 
-/// `--kernels` help, shared by every command that trains.
+/// `--kernels` help of the commands that train.
 pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16 on CUDA, fast on \
-    the CPU), fast (wgrad+dgrad+bn+pool, f32), fast-bf16 (fast with bf16 activations, tconv and xgemm), stock \
-    (burn's modules), or parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward \
-    conv kernels), bn (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad), tconv \
-    (bf16 convolutions on tilings tuned for the model; with bf16), pool (average pooling as custom nodes), \
-    xgemm (the image's convolution as one explicit GEMM; with wgrad or dgrad)";
+    the CPU), fast (custom convolution gradients, fused BatchNorm and pooling, f32), fast-bf16 (fast with bf16 \
+    activations and tuned bf16 convolutions), or stock (burn's modules)";
+
+/// `worker bench --kernels` help: the named sets, or the parts that make them.
+pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto, fast, fast-bf16, stock, or \
+    parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward conv kernels), bn \
+    (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad), tconv (bf16 convolutions on \
+    tilings tuned for the model; with bf16), pool (average pooling as custom nodes), xgemm (the image's \
+    convolution as one explicit GEMM; with wgrad or dgrad)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
 const PARTS: [&str; 7] = ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm"];
@@ -66,7 +70,7 @@ impl Kernels {
     /// [`Kernels::FAST`] with bf16 activations, tuned bf16 convolutions and the image's
     /// convolution as one explicit GEMM (`wgrad+dgrad+bn+bf16+tconv+pool+xgemm`): the fastest
     /// measured combination on an H100, with the same 100-epoch validation accuracy as f32
-    /// (`docs/results/training-speed.md`); what `auto` runs on CUDA.
+    /// (`docs/performance.md`); what `auto` runs on CUDA.
     pub const FAST_BF16: Kernels =
         Kernels { bf16_activations: true, tuned_conv: true, explicit_gemm: true, ..Kernels::FAST };
 
@@ -184,12 +188,26 @@ impl KernelChoice {
     }
 }
 
+impl KernelChoice {
+    /// `auto`, or any kernel set as [`Kernels`] parses it, parts included (`worker bench`).
+    pub fn parse_parts(s: &str) -> Result<Self, String> {
+        if s == "auto" { Ok(KernelChoice::Auto) } else { s.parse().map(KernelChoice::Set) }
+    }
+}
+
 impl std::str::FromStr for KernelChoice {
     type Err = String;
 
-    /// `auto`, or a kernel set as [`Kernels`] parses it.
+    /// `auto`, `fast`, `fast-bf16` or `stock`: the sets users choose between (the parts that
+    /// make them are a benchmarking tool, [`KernelChoice::parse_parts`]).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "auto" { Ok(KernelChoice::Auto) } else { s.parse().map(KernelChoice::Set) }
+        match s {
+            "auto" | "fast" | "fast-bf16" | "stock" => Self::parse_parts(s),
+            _ => Err(format!(
+                "unknown kernels {s:?} (expected auto, fast, fast-bf16 or stock; parts joined by + are for \
+                 `worker bench --kernels`)"
+            )),
+        }
     }
 }
 
@@ -264,7 +282,13 @@ mod tests {
             "fast-bf16".parse::<KernelChoice>().unwrap().to_string(),
             "wgrad+dgrad+bn+bf16+tconv+pool+xgemm"
         );
-        let err = "bf16".parse::<KernelChoice>().unwrap_err();
+        let err = KernelChoice::parse_parts("bf16").unwrap_err();
         assert!(err.contains("need the bn part"), "{err}");
+        let err = "wgrad+bn".parse::<KernelChoice>().unwrap_err();
+        assert!(err.contains("worker bench"), "{err}");
+        assert_eq!(
+            KernelChoice::parse_parts("wgrad+bn").unwrap(),
+            KernelChoice::Set("wgrad+bn".parse().unwrap())
+        );
     }
 }

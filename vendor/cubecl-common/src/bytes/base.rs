@@ -93,9 +93,7 @@ pub trait AllocationController {
         let memory_slice = &memory[0..len];
 
         // SAFETY: By construction, bytes up to len are initialized.
-        let data = unsafe {
-            core::slice::from_raw_parts(memory_slice.as_ptr().cast(), memory_slice.len())
-        };
+        let data = unsafe { core::slice::from_raw_parts(memory_slice.as_ptr().cast(), memory_slice.len()) };
         buf.copy_from_slice(data);
     }
 
@@ -152,10 +150,7 @@ impl Bytes {
         let right_len = self.len - offset;
         match self.controller.split(offset) {
             Ok((left, right)) => unsafe {
-                Ok((
-                    Bytes::from_controller(left, offset),
-                    Bytes::from_controller(right, right_len),
-                ))
+                Ok((Bytes::from_controller(left, offset), Bytes::from_controller(right, right_len)))
             },
             Err(err) => match self.try_into_vec() {
                 Ok(mut left) => {
@@ -173,10 +168,7 @@ impl Bytes {
     pub fn from_file<P: Into<std::path::PathBuf>>(file: P, size: u64, offset: u64) -> Self {
         let controller = crate::bytes::file::FileAllocationController::new(file, size, offset);
 
-        Self {
-            controller: Box::new(controller),
-            len: size as usize,
-        }
+        Self { controller: Box::new(controller), len: size as usize }
     }
 
     /// Creates bytes from a shared [`bytes::Bytes`] buffer (zero-copy).
@@ -205,13 +197,9 @@ impl Bytes {
     #[cfg(feature = "shared-bytes")]
     pub fn from_shared(bytes: bytes::Bytes, property: AllocationProperty) -> Self {
         let len = bytes.len();
-        let controller =
-            crate::bytes::shared::SharedBytesAllocationController::new(bytes, property);
+        let controller = crate::bytes::shared::SharedBytesAllocationController::new(bytes, property);
 
-        Self {
-            controller: Box::new(controller),
-            len,
-        }
+        Self { controller: Box::new(controller), len }
     }
 
     /// The size of the allocation.
@@ -242,10 +230,7 @@ impl Bytes {
     /// This function is highly unsafe, the provided length must be the actual number of bytes initialized in the
     /// `AllocationController`
     pub unsafe fn from_controller(controller: Box<dyn AllocationController>, len: usize) -> Self {
-        debug_assert!(
-            len <= controller.memory().len(),
-            "len must not exceed controller memory size"
-        );
+        debug_assert!(len <= controller.memory().len(), "len must not exceed controller memory size");
         Self { controller, len }
     }
 
@@ -256,9 +241,7 @@ impl Bytes {
         // TODO: this method could be datatype aware and enforce a less strict alignment.
         // On most platforms, this alignment check is fulfilled either way though, so
         // the benefits of potentially saving a memcopy are negligible.
-        bytes
-            .try_enforce_runtime_align(default_controller::MAX_ALIGN)
-            .unwrap();
+        bytes.try_enforce_runtime_align(default_controller::MAX_ALIGN).unwrap();
         bytes
     }
 
@@ -281,10 +264,7 @@ impl Bytes {
         let byte_len = elems.len() * core::mem::size_of::<E>();
         let controller = NativeAllocationController::from_elems(elems);
 
-        Self {
-            controller: Box::new(controller),
-            len: byte_len,
-        }
+        Self { controller: Box::new(controller), len: byte_len }
     }
 
     /// Extend the byte buffer from a slice of bytes
@@ -365,20 +345,14 @@ impl Bytes {
 
         let len = self.len();
         let new_cap = len.wrapping_add(additional); // Can not overflow, as we've just successfully reserved sufficient space for it
-        debug_assert!(
-            new_cap <= self.capacity(),
-            "new capacity must not exceed allocated capacity"
-        );
+        debug_assert!(new_cap <= self.capacity(), "new capacity must not exceed allocated capacity");
 
         unsafe {
             // SAFETY: Will only write initialized memory to this ptr.
             let uninit_spare = &mut self.controller.memory_mut()[len..new_cap];
             // SAFETY: reinterpreting the slice as a MaybeUninit<u8>.
             // See also #![feature(maybe_uninit_write_slice)], which would replace this with safe code
-            uninit_spare.copy_from_slice(core::slice::from_raw_parts(
-                bytes.as_ptr().cast(),
-                additional,
-            ));
+            uninit_spare.copy_from_slice(core::slice::from_raw_parts(bytes.as_ptr().cast(), additional));
         };
         self.len = new_cap;
     }
@@ -387,10 +361,7 @@ impl Bytes {
     fn try_from_data(align: usize, data: &[u8]) -> Result<Self, LayoutError> {
         let controller = NativeAllocationController::alloc_with_data(data, align)?;
 
-        Ok(Self {
-            controller: Box::new(controller),
-            len: data.len(),
-        })
+        Ok(Self { controller: Box::new(controller), len: data.len() })
     }
 
     /// Ensure the allocation's reported alignment is at least `align`, reallocating
@@ -425,13 +396,9 @@ impl Bytes {
         match self.controller.grow(new_cap, align) {
             Ok(()) => {}
             Err(_err) => {
-                let new_controller: Box<dyn AllocationController> = Box::new(
-                    NativeAllocationController::alloc_with_capacity(new_cap, align).unwrap(),
-                );
-                let mut new_bytes = Self {
-                    controller: new_controller,
-                    len: self.len,
-                };
+                let new_controller: Box<dyn AllocationController> =
+                    Box::new(NativeAllocationController::alloc_with_capacity(new_cap, align).unwrap());
+                let mut new_bytes = Self { controller: new_controller, len: self.len };
                 // Copy memory into new bytes.
                 new_bytes.copy_from_slice(&*self);
                 *self = new_bytes;
@@ -467,9 +434,7 @@ unsafe impl Send for Bytes {}
 // SAFETY: Bytes behaves like a Box<[u8]> and can contain only elements that are themselves Sync
 unsafe impl Sync for Bytes {}
 
-fn debug_from_fn<F: Fn(&mut core::fmt::Formatter<'_>) -> core::fmt::Result>(
-    f: F,
-) -> impl core::fmt::Debug {
+fn debug_from_fn<F: Fn(&mut core::fmt::Formatter<'_>) -> core::fmt::Result>(f: F) -> impl core::fmt::Debug {
     // See also: std::fmt::from_fn
     struct FromFn<F>(F);
     impl<F> core::fmt::Debug for FromFn<F>
@@ -494,10 +459,7 @@ impl core::fmt::Debug for Bytes {
                 f.debug_list().entries(data).finish()
             }
         };
-        f.debug_struct("Bytes")
-            .field("data", &debug_from_fn(fmt_data))
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("Bytes").field("data", &debug_from_fn(fmt_data)).field("len", &self.len).finish()
     }
 }
 
@@ -520,9 +482,7 @@ impl<'de> serde::Deserialize<'de> for Bytes {
             // max_length = largest multiple of align that is <= isize::MAX
             // align is a power of 2, hence a multiple has the lower bits unset. Mask them off to find the largest multiple
             let max_length = (isize::MAX as usize) & !(align - 1);
-            E::custom(core::format_args!(
-                "length too large: {len}. Expected at most {max_length} bytes"
-            ))
+            E::custom(core::format_args!("length too large: {len}. Expected at most {max_length} bytes"))
         }
 
         // TODO: we can possibly avoid one copy here by deserializing into an existing, correctly aligned, slice of bytes.
@@ -535,9 +495,7 @@ impl<'de> serde::Deserialize<'de> for Bytes {
         // in `TensorData`. Moreover it depends on the Deserializer there whether the datatype or data comes first.
         let align = default_controller::MAX_ALIGN;
         let mut bytes = Self::from_elems(data);
-        bytes
-            .try_enforce_runtime_align(align)
-            .map_err(|_| too_large(bytes.len(), align))?;
+        bytes.try_enforce_runtime_align(align).map_err(|_| too_large(bytes.len(), align))?;
         Ok(bytes)
     }
 }
@@ -545,10 +503,7 @@ impl<'de> serde::Deserialize<'de> for Bytes {
 impl Clone for Bytes {
     fn clone(&self) -> Self {
         if let Some(controller) = self.controller.duplicate() {
-            return Self {
-                controller,
-                len: self.len,
-            };
+            return Self { controller, len: self.len };
         }
 
         // unwrap here: the layout is valid as it has the alignment & size of self
@@ -579,12 +534,9 @@ mod tests {
     fn test_serialization_roundtrip(bytes: &Bytes) {
         let mut serialized = Vec::new();
         ciborium::ser::into_writer(bytes, &mut serialized).expect("serialization to succeed");
-        let roundtripped: Bytes = ciborium::de::from_reader(&mut serialized.as_slice())
-            .expect("deserialization to succeed");
-        assert_eq!(
-            bytes, &roundtripped,
-            "roundtripping through serialization didn't lead to equal Bytes"
-        );
+        let roundtripped: Bytes =
+            ciborium::de::from_reader(&mut serialized.as_slice()).expect("deserialization to succeed");
+        assert_eq!(bytes, &roundtripped, "roundtripping through serialization didn't lead to equal Bytes");
     }
 
     #[test_log::test]
@@ -601,9 +553,8 @@ mod tests {
         bytes.extend_from_slice(&[0, 1, 2, 3]);
         let mut bytes = Bytes::from_elems::<u8>(bytes);
 
-        bytes = bytes
-            .try_into_vec::<[u8; 0]>()
-            .expect_err("Conversion should not succeed for a zero-sized type");
+        bytes =
+            bytes.try_into_vec::<[u8; 0]>().expect_err("Conversion should not succeed for a zero-sized type");
         if actual_cap % 4 != 0 {
             // We most likely get actual_cap == 6, we can't force Vec to actually do that. Code coverage should complain if the actual test misses this
             bytes = bytes.try_into_vec::<[u8; 4]>().err().unwrap_or_else(|| {
@@ -613,10 +564,12 @@ mod tests {
         bytes = bytes
             .try_into_vec::<u16>()
             .expect_err("Conversion should not succeed due to mismatched alignment");
-        bytes = bytes.try_into_vec::<[u8; 3]>().expect_err(
-            "Conversion should not succeed due to size not fitting a whole number of elements",
+        bytes = bytes
+            .try_into_vec::<[u8; 3]>()
+            .expect_err("Conversion should not succeed due to size not fitting a whole number of elements");
+        let bytes = bytes.try_into_vec::<[u8; 2]>().expect(
+            "Conversion should succeed for bit-convertible types of equal alignment and compatible size",
         );
-        let bytes = bytes.try_into_vec::<[u8; 2]>().expect("Conversion should succeed for bit-convertible types of equal alignment and compatible size");
         assert_eq!(bytes, &[[0, 1], [2, 3]]);
     }
 
@@ -634,10 +587,8 @@ mod tests {
     #[test_log::test]
     fn test_large_elems() {
         let mut bytes = Bytes::from_elems(vec![42u128]);
-        const TEST_BYTES: [u8; 16] = [
-            0x12, 0x90, 0x78, 0x56, 0x34, 0x12, 0x90, 0x78, 0x56, 0x34, 0x12, 0x90, 0x78, 0x56,
-            0x34, 0x12,
-        ];
+        const TEST_BYTES: [u8; 16] =
+            [0x12, 0x90, 0x78, 0x56, 0x34, 0x12, 0x90, 0x78, 0x56, 0x34, 0x12, 0x90, 0x78, 0x56, 0x34, 0x12];
         bytes.extend_from_byte_slice(&TEST_BYTES);
         let vec = bytes.try_into_vec::<u128>().unwrap();
         assert_eq!(vec, [42u128, u128::from_ne_bytes(TEST_BYTES)]);
@@ -676,9 +627,8 @@ mod tests {
     fn test_from_bytes_vec_try_into_vec_aligned_type() {
         for _ in 0..64 {
             let bytes = Bytes::from_bytes_vec(vec![0u8; 16]);
-            let vec: Vec<u128> = bytes
-                .try_into_vec::<u128>()
-                .expect("MAX_ALIGN-aligned bytes must convert to Vec<u128>");
+            let vec: Vec<u128> =
+                bytes.try_into_vec::<u128>().expect("MAX_ALIGN-aligned bytes must convert to Vec<u128>");
             assert_eq!(vec.len(), 1);
         }
     }

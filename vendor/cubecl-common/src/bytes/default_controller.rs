@@ -39,31 +39,18 @@ impl<'a> Allocation<'a> {
     /// - The allocation must have the alignment specified by `align`
     /// - The allocation must be at least `size` bytes long
     pub unsafe fn new_init(ptr: NonNull<u8>, size: usize, align: usize) -> Self {
-        debug_assert!(
-            align <= MAX_ALIGN,
-            "alignment exceeds maximum supported alignment"
-        );
+        debug_assert!(align <= MAX_ALIGN, "alignment exceeds maximum supported alignment");
         debug_assert!(
             ptr.as_ptr().align_offset(align.into_integer()) == 0,
             "pointer is not properly aligned"
         );
 
-        Self {
-            ptr,
-            size,
-            align,
-            _lifetime: PhantomData,
-        }
+        Self { ptr, size, align, _lifetime: PhantomData }
     }
 
     fn dangling(align: usize) -> Allocation<'a> {
         let ptr = core::ptr::null_mut::<u8>().wrapping_add(align);
-        Self {
-            ptr: NonNull::new(ptr).unwrap(),
-            size: 0,
-            align,
-            _lifetime: PhantomData,
-        }
+        Self { ptr: NonNull::new(ptr).unwrap(), size: 0, align, _lifetime: PhantomData }
     }
 }
 
@@ -81,10 +68,7 @@ pub(crate) struct NativeAllocationController<'a> {
 
 impl<'a> NativeAllocationController<'a> {
     pub(crate) fn alloc_with_data(data: &[u8], align: usize) -> Result<Self, LayoutError> {
-        debug_assert!(
-            align <= MAX_ALIGN,
-            "alignment exceeds maximum supported alignment"
-        );
+        debug_assert!(align <= MAX_ALIGN, "alignment exceeds maximum supported alignment");
 
         // Round up capacity to next multiple of alignment
         let capacity = data.len().next_multiple_of(align.into_integer());
@@ -92,19 +76,14 @@ impl<'a> NativeAllocationController<'a> {
         // See also #![feature(maybe_uninit_write_slice)], which would replace this with safe code
         // SAFETY: reinterpreting the slice as a MaybeUninit<u8>, and only reading from it.
         unsafe {
-            controller.memory_mut()[..data.len()].copy_from_slice(core::slice::from_raw_parts(
-                data.as_ptr().cast(),
-                data.len(),
-            ));
+            controller.memory_mut()[..data.len()]
+                .copy_from_slice(core::slice::from_raw_parts(data.as_ptr().cast(), data.len()));
         }
         Ok(controller)
     }
 
     pub(crate) fn alloc_with_capacity(capacity: usize, align: usize) -> Result<Self, LayoutError> {
-        debug_assert!(
-            align <= MAX_ALIGN,
-            "alignment exceeds maximum supported alignment"
-        );
+        debug_assert!(align <= MAX_ALIGN, "alignment exceeds maximum supported alignment");
         debug_assert!(
             capacity.is_multiple_of(align.into_integer()),
             "capacity must be a multiple of alignment"
@@ -153,23 +132,16 @@ impl<'a> NativeAllocationController<'a> {
 
 impl AllocationController for NativeAllocationController<'_> {
     fn grow(&mut self, size: usize, align: usize) -> Result<(), AllocationError> {
-        debug_assert!(
-            align <= MAX_ALIGN,
-            "alignment exceeds maximum supported alignment"
-        );
-        debug_assert!(
-            size > self.allocation.size,
-            "new size must be larger than current size"
-        );
+        debug_assert!(align <= MAX_ALIGN, "alignment exceeds maximum supported alignment");
+        debug_assert!(size > self.allocation.size, "new size must be larger than current size");
 
         let Ok(new_layout) = Layout::from_size_align(size, align) else {
             return Err(AllocationError::OutOfMemory);
         };
 
         // SAFETY: Check done before.
-        let old_layout = unsafe {
-            Layout::from_size_align_unchecked(self.allocation.size, self.allocation.align)
-        };
+        let old_layout =
+            unsafe { Layout::from_size_align_unchecked(self.allocation.size, self.allocation.align) };
         let (layout, ptr) = buffer_grow(old_layout, self.allocation.ptr, new_layout);
 
         // SAFETY:
@@ -196,9 +168,7 @@ impl AllocationController for NativeAllocationController<'_> {
     }
 
     fn memory(&self) -> &[MaybeUninit<u8>] {
-        unsafe {
-            core::slice::from_raw_parts(self.allocation.ptr.as_ptr().cast(), self.allocation.size)
-        }
+        unsafe { core::slice::from_raw_parts(self.allocation.ptr.as_ptr().cast(), self.allocation.size) }
     }
 
     /// # Safety
@@ -208,20 +178,14 @@ impl AllocationController for NativeAllocationController<'_> {
         // - Ptr is valid per type invariants.
         // - Size is valid per type invariants.
         // - Caller promises that only initialized memory is written to this slice.
-        unsafe {
-            core::slice::from_raw_parts_mut(
-                self.allocation.ptr.as_ptr().cast(),
-                self.allocation.size,
-            )
-        }
+        unsafe { core::slice::from_raw_parts_mut(self.allocation.ptr.as_ptr().cast(), self.allocation.size) }
     }
 }
 
 impl Drop for NativeAllocationController<'_> {
     fn drop(&mut self) {
-        let layout = unsafe {
-            Layout::from_size_align_unchecked(self.allocation.size, self.allocation.align)
-        };
+        let layout =
+            unsafe { Layout::from_size_align_unchecked(self.allocation.size, self.allocation.align) };
         buffer_dealloc(layout, self.allocation.ptr.cast());
     }
 }
@@ -259,11 +223,7 @@ fn buffer_dealloc(layout: Layout, buffer: NonNull<u8>) {
 }
 
 // Grow the buffer while keeping alignment
-fn buffer_grow(
-    old_layout: Layout,
-    buffer: NonNull<u8>,
-    min_layout: Layout,
-) -> (Layout, NonNull<u8>) {
+fn buffer_grow(old_layout: Layout, buffer: NonNull<u8>, min_layout: Layout) -> (Layout, NonNull<u8>) {
     let new_align = min_layout.align().max(old_layout.align()); // Don't let data become less aligned
     let new_size = min_layout.size().next_multiple_of(new_align);
     if new_size > isize::MAX as usize {
@@ -344,21 +304,14 @@ fn buffer_grow(
     let new_buffer = buffer_alloc(new_layout);
     // SAFETY: two different memory allocations, and old buffer's size is smaller than new_size
     unsafe {
-        core::ptr::copy_nonoverlapping(
-            old_buffer.as_ptr(),
-            new_buffer.as_ptr().cast(),
-            old_layout.size(),
-        );
+        core::ptr::copy_nonoverlapping(old_buffer.as_ptr(), new_buffer.as_ptr().cast(), old_layout.size());
     }
     buffer_dealloc(old_layout, old_buffer);
     (new_layout, new_buffer)
 }
 
 fn expect_dangling(align: usize, buffer: NonNull<u8>) {
-    debug_assert!(
-        buffer.as_ptr().wrapping_sub(align).is_null(),
-        "expected a nullptr for size 0"
-    );
+    debug_assert!(buffer.as_ptr().wrapping_sub(align).is_null(), "expected a nullptr for size 0");
 }
 
 #[cold]
@@ -389,8 +342,7 @@ mod tests {
 
         // Verify data was copied correctly
         let memory = controller.memory();
-        let memory_slice =
-            unsafe { core::slice::from_raw_parts(memory.as_ptr() as *const u8, data.len()) };
+        let memory_slice = unsafe { core::slice::from_raw_parts(memory.as_ptr() as *const u8, data.len()) };
         assert_eq!(memory_slice, data);
     }
 
@@ -443,8 +395,7 @@ mod tests {
         let memory = controller.memory();
         assert!(memory.len() >= data.len());
         assert_eq!(memory.len() % 8, 0); // Should be multiple of alignment
-        let memory_slice =
-            unsafe { core::slice::from_raw_parts(memory.as_ptr() as *const u8, data.len()) };
+        let memory_slice = unsafe { core::slice::from_raw_parts(memory.as_ptr() as *const u8, data.len()) };
         assert_eq!(memory_slice, data);
     }
 

@@ -43,13 +43,7 @@ impl FileAllocationController {
     }
 
     fn from_path_buf(file: Arc<PathBuf>, size: u64, offset: u64) -> Self {
-        Self {
-            file,
-            size,
-            controller: UnsafeCell::new(None),
-            offset,
-            init: false.into(),
-        }
+        Self { file, size, controller: UnsafeCell::new(None), offset, init: false.into() }
     }
 
     fn init(&self) {
@@ -80,16 +74,14 @@ impl AllocationController for FileAllocationController {
     fn split(
         &mut self,
         offset: usize,
-    ) -> Result<(Box<dyn AllocationController>, Box<dyn AllocationController>), super::SplitError>
-    {
+    ) -> Result<(Box<dyn AllocationController>, Box<dyn AllocationController>), super::SplitError> {
         // Use `<` (not `<=`) to allow boundary splits where one side is empty.
         // This is symmetric: both offset==0 (empty left) and offset==size (empty right) are valid.
         if self.size < offset as u64 {
             return Err(super::SplitError::InvalidOffset);
         }
 
-        let left =
-            FileAllocationController::from_path_buf(self.file.clone(), offset as u64, self.offset);
+        let left = FileAllocationController::from_path_buf(self.file.clone(), offset as u64, self.offset);
         let right = FileAllocationController::from_path_buf(
             self.file.clone(),
             self.size - offset as u64,
@@ -147,9 +139,8 @@ impl AllocationController for FileAllocationController {
             let memory_slice = &memory[0..len];
 
             // SAFETY: By construction, bytes up to len are initialized.
-            let data = unsafe {
-                core::slice::from_raw_parts(memory_slice.as_ptr().cast(), memory_slice.len())
-            };
+            let data =
+                unsafe { core::slice::from_raw_parts(memory_slice.as_ptr().cast(), memory_slice.len()) };
             buf.copy_from_slice(data);
             return;
         }

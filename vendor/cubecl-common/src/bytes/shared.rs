@@ -87,12 +87,7 @@ impl SharedBytesAllocationController {
     /// let controller = SharedBytesAllocationController::new(mmap_bytes, AllocationProperty::File);
     /// ```
     pub fn new(bytes: bytes::Bytes, property: AllocationProperty) -> Self {
-        Self {
-            bytes,
-            controller: UnsafeCell::new(None),
-            init: AtomicBool::new(false),
-            property,
-        }
+        Self { bytes, controller: UnsafeCell::new(None), init: AtomicBool::new(false), property }
     }
 
     /// Copy the shared bytes into a mutable native allocation controller.
@@ -109,14 +104,13 @@ impl SharedBytesAllocationController {
 
         // Allocate with `MAX_ALIGN` to support all tensor element types in try_into_vec.
         // This ensures alignment is sufficient for f64, u128, SIMD types, etc.
-        let controller = NativeAllocationController::alloc_with_data(data, MAX_ALIGN)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "failed to allocate MAX_ALIGN buffer for copy-on-write (len: {}, error: {:?})",
-                    data.len(),
-                    e
-                )
-            });
+        let controller = NativeAllocationController::alloc_with_data(data, MAX_ALIGN).unwrap_or_else(|e| {
+            panic!(
+                "failed to allocate MAX_ALIGN buffer for copy-on-write (len: {}, error: {:?})",
+                data.len(),
+                e
+            )
+        });
 
         // SAFETY: We only write to the UnsafeCell when init is false,
         // and set init to true immediately after. This is safe because
@@ -150,10 +144,7 @@ impl AllocationController for SharedBytesAllocationController {
             // Data has been copied to mutable controller, use that.
             // SAFETY: init is true, so controller is guaranteed to be Some.
             unsafe {
-                (*self.controller.get())
-                    .as_ref()
-                    .expect("controller must be Some when init is true")
-                    .memory()
+                (*self.controller.get()).as_ref().expect("controller must be Some when init is true").memory()
             }
         } else {
             // Zero-copy access to original bytes
@@ -209,10 +200,7 @@ impl AllocationController for SharedBytesAllocationController {
         }
 
         // bytes::Bytes is Clone (reference counted), so duplication is cheap
-        Some(Box::new(SharedBytesAllocationController::new(
-            self.bytes.clone(),
-            self.property,
-        )))
+        Some(Box::new(SharedBytesAllocationController::new(self.bytes.clone(), self.property)))
     }
 
     unsafe fn copy_into(&self, buf: &mut [u8]) {
@@ -222,9 +210,8 @@ impl AllocationController for SharedBytesAllocationController {
             let copy_len = buf.len().min(memory.len());
             let memory_slice = &memory[..copy_len];
             // SAFETY: By construction, bytes are initialized.
-            let data = unsafe {
-                core::slice::from_raw_parts(memory_slice.as_ptr().cast(), memory_slice.len())
-            };
+            let data =
+                unsafe { core::slice::from_raw_parts(memory_slice.as_ptr().cast(), memory_slice.len()) };
             buf[..copy_len].copy_from_slice(data);
         } else {
             // Copy directly from shared bytes
@@ -388,8 +375,7 @@ mod tests {
     #[test_log::test]
     fn test_grow_fails() {
         let shared = bytes::Bytes::from_static(&[1, 2, 3]);
-        let mut controller =
-            SharedBytesAllocationController::new(shared, AllocationProperty::Other);
+        let mut controller = SharedBytesAllocationController::new(shared, AllocationProperty::Other);
 
         let result = controller.grow(100, 1);
         assert!(matches!(result, Err(AllocationError::UnsupportedOperation)));
@@ -398,8 +384,7 @@ mod tests {
     #[test_log::test]
     fn test_try_detach_always_succeeds() {
         let shared = bytes::Bytes::from_static(&[1, 2, 3, 4]);
-        let mut controller =
-            SharedBytesAllocationController::new(shared, AllocationProperty::Other);
+        let mut controller = SharedBytesAllocationController::new(shared, AllocationProperty::Other);
 
         // try_detach triggers init_mutable internally and always succeeds.
         // This enables try_into_vec to work for SharedBytesAllocationController.
@@ -411,8 +396,7 @@ mod tests {
             unsafe {
                 // Capacity is rounded up to MAX_ALIGN boundary
                 let capacity = 4usize.next_multiple_of(MAX_ALIGN);
-                let layout = core::alloc::Layout::from_size_align(capacity, MAX_ALIGN)
-                    .expect("valid layout");
+                let layout = core::alloc::Layout::from_size_align(capacity, MAX_ALIGN).expect("valid layout");
                 alloc::alloc::dealloc(ptr.as_ptr(), layout);
             }
         }

@@ -66,9 +66,7 @@ impl<L: LogLevel> Default for LoggerConfig<L> {
 }
 
 /// Log levels forwarded to the `log` crate.
-#[derive(
-    Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, Hash, PartialEq, Eq,
-)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, Hash, PartialEq, Eq)]
 pub enum LogCrateLevel {
     /// Informational messages.
     #[default]
@@ -89,10 +87,7 @@ fn append_default() -> bool {
 }
 
 /// Trait for types usable as a subsystem-specific log level.
-pub trait LogLevel:
-    DeserializeOwned + Serialize + Clone + Copy + core::fmt::Debug + Default
-{
-}
+pub trait LogLevel: DeserializeOwned + Serialize + Clone + Copy + core::fmt::Debug + Default {}
 
 impl LogLevel for u32 {}
 
@@ -135,9 +130,7 @@ impl LoggerSinks {
         }
 
         if let Some(level) = config.log {
-            self.insert(&mut indices, LoggerId::LogCrate(level), || {
-                LoggerKind::Log(level)
-            });
+            self.insert(&mut indices, LoggerId::LogCrate(level), || LoggerKind::Log(level));
         }
 
         indices
@@ -157,12 +150,7 @@ impl LoggerSinks {
         }
     }
 
-    fn insert<F: FnOnce() -> LoggerKind>(
-        &mut self,
-        indices: &mut Vec<usize>,
-        id: LoggerId,
-        make: F,
-    ) {
+    fn insert<F: FnOnce() -> LoggerKind>(&mut self, indices: &mut Vec<usize>, id: LoggerId, make: F) {
         if let Some(index) = self.logger2index.get(&id) {
             indices.push(*index);
         } else {
@@ -226,16 +214,9 @@ impl FileLogger {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).unwrap();
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .append(append)
-            .create(true)
-            .open(path)
-            .unwrap();
+        let file = OpenOptions::new().write(true).append(append).create(true).open(path).unwrap();
 
-        Self {
-            writer: BufWriter::new(file),
-        }
+        Self { writer: BufWriter::new(file) }
     }
 
     fn log<S: Display>(&mut self, msg: &S) {

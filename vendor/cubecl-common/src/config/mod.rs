@@ -18,9 +18,7 @@ use serde::de::DeserializeOwned;
 /// The singleton stored in [`Config::storage`] is initialized on the first call to
 /// [`Config::get`] by walking up the current working directory looking for any of the
 /// names returned by [`Config::file_names`]. If none is found, [`Default`] is used.
-pub trait RuntimeConfig:
-    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
-{
+pub trait RuntimeConfig: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Global storage for the configuration singleton.
     ///
     /// Each implementor must declare its own `static` slot, because Rust traits
@@ -101,8 +99,7 @@ pub trait RuntimeConfig:
         use std::io::Write;
 
         let config = Self::get();
-        let content =
-            toml::to_string_pretty(config.as_ref()).expect("Default config should be serializable");
+        let content = toml::to_string_pretty(config.as_ref()).expect("Default config should be serializable");
         let mut file = std::fs::File::create(path)?;
         file.write_all(content.as_bytes())?;
 
@@ -153,10 +150,7 @@ pub trait RuntimeConfig:
 
     /// Loads configuration from a specific TOML section of the file at the given path.
     #[cfg(std_io)]
-    fn from_section_file_path<P: AsRef<std::path::Path>>(
-        path: P,
-        section: &str,
-    ) -> std::io::Result<Self> {
+    fn from_section_file_path<P: AsRef<std::path::Path>>(path: P, section: &str) -> std::io::Result<Self> {
         let content = std::fs::read_to_string(path)?;
         let mut table: toml::Table = match toml::from_str(&content) {
             Ok(val) => val,

@@ -20,10 +20,7 @@ pub trait Device: Default + Clone + core::fmt::Debug + Send + Sync + 'static {
 
 impl core::fmt::Display for DeviceId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_fmt(format_args!(
-            "DeviceId(type={}, index={})",
-            self.type_id, self.index_id
-        ))
+        f.write_fmt(format_args!("DeviceId(type={}, index={})", self.type_id, self.index_id))
     }
 }
 

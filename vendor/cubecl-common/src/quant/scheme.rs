@@ -92,9 +92,7 @@ impl QuantScheme {
     /// Swaps the packing dim if it's either of `dim0` or `dim1`.
     /// Executes the corresponding update to `shape.swap(dim0, dim1)`.
     pub fn swap_packing_dim(&mut self, dim0: usize, dim1: usize) {
-        if let QuantStore::PackedU32(packed_dim) | QuantStore::PackedNative(packed_dim) =
-            &mut self.store
-        {
+        if let QuantStore::PackedU32(packed_dim) | QuantStore::PackedNative(packed_dim) = &mut self.store {
             if *packed_dim == dim0 {
                 *packed_dim = dim1;
             } else if *packed_dim == dim1 {
@@ -199,9 +197,7 @@ impl QuantStore {
     fn packing_dim(&self) -> Option<usize> {
         match self {
             QuantStore::Native => None,
-            QuantStore::PackedNative(packing_dim) | QuantStore::PackedU32(packing_dim) => {
-                Some(*packing_dim)
-            }
+            QuantStore::PackedNative(packing_dim) | QuantStore::PackedU32(packing_dim) => Some(*packing_dim),
         }
     }
 }
@@ -268,17 +264,11 @@ impl BlockSize {
     /// Create a new blocksize from a set of values. The number of values must be `<= MAX_DIMS`.
     pub fn new(values: impl AsRef<[u8]>) -> Self {
         let values = values.as_ref();
-        debug_assert!(
-            values.len() <= MAX_DIMS,
-            "Tried creating a block size larger than the cap"
-        );
+        debug_assert!(values.len() <= MAX_DIMS, "Tried creating a block size larger than the cap");
         let len = values.len().min(MAX_DIMS);
         let mut storage = [1; MAX_DIMS];
         storage[..len].copy_from_slice(&values[..len]);
-        Self {
-            storage,
-            len: len as u8,
-        }
+        Self { storage, len: len as u8 }
     }
 
     /// Create a new blocksize from a set of values. The number of values must be `<= MAX_DIMS`.

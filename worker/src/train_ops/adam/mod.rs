@@ -1,6 +1,6 @@
 //! Adam with burn's semantics (and Keras's defaults as the trainer sets them): every parameter
-//! of a step updated by one fused call ([`ModuleAdam`], [`TrainOps::adam_update_many`]), or one
-//! parameter at a time ([`FusedAdam`] as burn's `SimpleOptimizer`, [`TrainOps::adam_update`]).
+//! of a step updated by one fused call ([`ModuleAdam`], [`AdamOps::adam_update_many`]), or one
+//! parameter at a time ([`FusedAdam`] as burn's `SimpleOptimizer`, [`AdamOps::adam_update`]).
 //!
 //! burn's `Adam` computes `m`, `v` and the step through about a dozen tensor operations per
 //! parameter; on the GPU each one is a fusion-stream operation that the host records, so for
@@ -8,6 +8,9 @@
 //! (`worker bench` prints it as `host_ms`). [`FusedAdam`] does the same arithmetic in one
 //! operation per parameter, [`ModuleAdam`] in one per step: on CUDA one kernel for all 29
 //! parameters with a gradient, elsewhere burn's ops per parameter.
+
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use std::collections::BTreeMap;
 
@@ -22,7 +25,38 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{FloatDType, TensorMetadata};
 
-use super::{TrainOps, unwrap, wrap};
+use super::{unwrap, wrap};
+
+/// Adam's update as backend methods: the defaults are burn's ops ([`update_by_ops`]); burn's
+/// CUDA backend runs each as one kernel (`cuda`).
+pub trait AdamOps: Backend {
+    /// Adam's update of one f32 parameter: `[param, grad, m, v]` (same shape, any layout) →
+    /// `[param', m', v']` ([`FusedAdam`]).
+    fn adam_update(inputs: [FloatTensor<Self>; 4], scalars: AdamScalars) -> [FloatTensor<Self>; 3] {
+        let shape = inputs[0].shape();
+        let flat = inputs.map(|t| wrap::<Self, 1>(Self::float_reshape(t, [shape.num_elements()].into())));
+        update_by_ops(flat, scalars).map(|t| Self::float_reshape(unwrap(t), shape.clone()))
+    }
+
+    /// Adam's update of several f32 parameters at the same step, `[param, grad, m, v]` →
+    /// `[param', m', v']` each ([`ModuleAdam`]). Default: [`AdamOps::adam_update`] per
+    /// parameter; the CUDA backend updates them all in one kernel, every gradient read in its
+    /// own layout.
+    fn adam_update_many(
+        inputs: Vec<[FloatTensor<Self>; 4]>,
+        scalars: AdamScalars,
+    ) -> Vec<[FloatTensor<Self>; 3]> {
+        inputs.into_iter().map(|inputs| Self::adam_update(inputs, scalars)).collect()
+    }
+}
+
+impl AdamOps for burn::backend::Flex {}
+
+// Adam updates the inner backend's tensors; the autodiff backend only forwards.
+impl<B: AdamOps, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> AdamOps
+    for burn::backend::Autodiff<B, C>
+{
+}
 
 /// Adam's hyper-parameters (no weight decay, no AMSGrad: what the experiment uses).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,7 +92,7 @@ impl FusedAdam {
     }
 
     /// The optimizer for autodiff backend `B`: every step's updates in one call.
-    pub fn init<B: AutodiffBackend<InnerBackend: TrainOps>>(self) -> ModuleAdam<B> {
+    pub fn init<B: AutodiffBackend<InnerBackend: AdamOps>>(self) -> ModuleAdam<B> {
         ModuleAdam { adam: self, moments: HashMap::new() }
     }
 
@@ -66,7 +100,7 @@ impl FusedAdam {
     /// `SimpleOptimizer`: one update per parameter.
     pub fn init_per_parameter<B, M>(self) -> OptimizerAdaptor<Self, M, B>
     where
-        B: AutodiffBackend<InnerBackend: TrainOps>,
+        B: AutodiffBackend<InnerBackend: AdamOps>,
         M: AutodiffModule<B>,
     {
         OptimizerAdaptor::from(self)
@@ -82,7 +116,7 @@ struct Moments<B: Backend> {
 }
 
 /// Adam over a whole module: each step collects every parameter that has a gradient and
-/// updates them with one [`TrainOps::adam_update_many`] per update count (normally one: all
+/// updates them with one [`AdamOps::adam_update_many`] per update count (normally one: all
 /// parameters have been updated equally often). Same arithmetic and state as [`FusedAdam`]
 /// through burn's adaptor; a parameter without a gradient keeps its value and moments.
 #[derive(Clone)]
@@ -91,7 +125,7 @@ pub struct ModuleAdam<B: AutodiffBackend> {
     moments: HashMap<ParamId, Moments<B::InnerBackend>>,
 }
 
-impl<B: AutodiffBackend<InnerBackend: TrainOps>> ModuleAdam<B> {
+impl<B: AutodiffBackend<InnerBackend: AdamOps>> ModuleAdam<B> {
     fn step_with<M: AutodiffModule<B>>(&mut self, lr: f64, module: M, grads: GradAdaptor) -> M {
         let mut collected = CollectParams::<B> { grads, params: Vec::new() };
         module.visit(&mut collected);
@@ -131,7 +165,7 @@ fn reshaped_like<B: Backend>(tensor: FloatTensor<B>, like: &FloatTensor<B>) -> F
 }
 
 /// Parameters updated together (same update count): each one's id and `[param, grad, m, v]`,
-/// the input of [`TrainOps::adam_update_many`].
+/// the input of [`AdamOps::adam_update_many`].
 type UpdateGroup<B> = Vec<(ParamId, [FloatTensor<B>; 4])>;
 
 /// A parameter that has a gradient, on the inner backend.
@@ -177,7 +211,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for ReplaceParams<B> {
 
 impl<B, M> Optimizer<M, B> for ModuleAdam<B>
 where
-    B: AutodiffBackend<InnerBackend: TrainOps>,
+    B: AutodiffBackend<InnerBackend: AdamOps>,
     M: AutodiffModule<B>,
 {
     /// Each parameter's moments, flattened, and its update count.
@@ -223,7 +257,7 @@ pub struct AdamMoments<B: Backend, const D: usize> {
     pub time: usize,
 }
 
-impl<B: TrainOps> SimpleOptimizer<B> for FusedAdam {
+impl<B: AdamOps> SimpleOptimizer<B> for FusedAdam {
     type State<const D: usize> = AdamMoments<B, D>;
 
     fn step<const D: usize>(
@@ -253,7 +287,7 @@ impl<B: TrainOps> SimpleOptimizer<B> for FusedAdam {
     }
 }
 
-/// [`TrainOps::adam_update`] through burn's ops (any backend).
+/// [`AdamOps::adam_update`] through burn's ops (any backend).
 pub fn update_by_ops<B: Backend>(
     [param, grad, moment_1, moment_2]: [Tensor<B, 1>; 4],
     s: AdamScalars,

@@ -7,16 +7,24 @@
 //! pass, where autodiff through burn's `BatchNorm` (`swap_dims(0, 1).reshape(..)` per statistic)
 //! copies the activation to channels-first and back and makes about ten full-tensor passes.
 //!
-//! The forward is two [`TrainOps`] hooks: [`TrainOps::batch_norm_statistics`] (the batch
+//! The forward is two [`BatchNormOps`] hooks: [`BatchNormOps::batch_norm_statistics`] (the batch
 //! statistics and the updated running averages, every per-channel `[C]` result of the layer at
-//! once) and [`TrainOps::normalize_relu`] (the elementwise pass); the backward is one,
-//! [`TrainOps::batch_norm_relu_grad`]. On CUDA each is one or two CubeCL kernels (`cube`):
+//! once) and [`BatchNormOps::normalize_relu`] (the elementwise pass); the backward is one,
+//! [`BatchNormOps::batch_norm_relu_grad`]. On CUDA each is one or two CubeCL kernels (`cuda`):
 //! per-channel arithmetic as separate burn operations cost ~15 launches and their host-side
-//! recording per layer. Elsewhere they run as burn's ops ([`by_ops`], the trait defaults).
+//! recording per layer. Elsewhere they run as burn's ops ([`reference`], the trait defaults).
+//!
+//! With `groups` > 1 ([`NormConfig::groups`]) each equal group of the batch's images is
+//! normalised over its own statistics ("ghost batches", as the replicas of a data-parallel run
+//! normalise their share): the statistics are `[G, C]` and the running averages take their mean
+//! over the groups, which is what a run whose replicas keep their own averages (Keras under a
+//! distribution strategy, read as the mean of the replicas') holds, the average being linear.
 //! Statistics are f32 whatever the activations' dtype; the output comes in the dtype asked for
 //! (bf16 activations), the input gradient in the input's.
 
-pub mod by_ops;
+#[cfg(feature = "cuda")]
+mod cuda;
+pub mod reference;
 #[cfg(test)]
 mod tests;
 
@@ -26,12 +34,119 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::module::RunningState;
+use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
+use burn::tensor::activation::relu;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::TrainOps;
+use super::{Kernels, unwrap, wrap};
+
+/// BatchNorm + ReLU's operations as backend methods: the defaults are burn's ops
+/// ([`reference`]); `Autodiff<B>` runs [`BatchNormOps::batch_norm_relu_train`] as the custom
+/// node, burn's CUDA backend the hooks as CubeCL kernels (`cuda`).
+pub trait BatchNormOps: Backend {
+    /// Training-mode BatchNorm (batch statistics, biased variance; per group with
+    /// `config.groups` > 1) followed by ReLU on `x: [N, C, H, W]`, the output in `dtype`
+    /// (statistics in f32 whatever `x`'s dtype); returns `(output, running mean', running
+    /// variance')`, the running averages updated and detached.
+    fn batch_norm_relu_train(
+        x: FloatTensor<Self>,
+        inputs: NormInputs<Self>,
+        config: NormConfig,
+        dtype: FloatDType,
+    ) -> NormOutputs<Self> {
+        unfused::<Self>(x, inputs, config, dtype)
+    }
+
+    /// BatchNorm's batch statistics of `x: [N, C, H, W]` (any dtype), per group of the batch
+    /// (`[G·C]`), and the running averages `[running_mean, running_var]` (`[C]`) updated with
+    /// them ([`NormStatistics`]). Default: burn's ops; the CUDA backend runs a channel-sums
+    /// kernel (per-cube partials) and one per-channel kernel that adds them up and finishes.
+    fn batch_norm_statistics(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean_shift: Option<FloatTensor<Self>>,
+        running: [FloatTensor<Self>; 2],
+        config: NormConfig,
+    ) -> NormStatistics<Self> {
+        reference::statistics::<Self>(x, gamma, mean_shift, running, config)
+    }
+
+    /// BatchNorm + ReLU's forward pass `max(0, (x − mean)·scale + beta)` on `x: [N, C, H, W]`
+    /// (any dtype) with f32 `mean`, `scale` (`[C]`, or `[G·C]` per group) and `beta` (`[C]`), in
+    /// `dtype`. Default: burn's ops; the CUDA backend runs one kernel that writes channels-last.
+    fn normalize_relu(
+        x: FloatTensor<Self>,
+        [mean, scale, beta]: [FloatTensor<Self>; 3],
+        dtype: FloatDType,
+    ) -> FloatTensor<Self> {
+        reference::normalize_relu_by_ops::<Self>(x, [mean, scale, beta], dtype)
+    }
+
+    /// BatchNorm + ReLU's backward `[dx, dγ, dβ]` from `dy`, the output `y` and input `x`
+    /// (`[N, C, H, W]`) and `[mean, inv_std, γ, β]` (f32; `mean`, `inv_std` per group): per
+    /// group `dβ_g = Σ g`, `dγ_g = Σ g·x̂`, `dx = γ·inv_std·(g − dβ_g/M − x̂·dγ_g/M)` with
+    /// `g = dy·[y > 0]`, `dx` in `x`'s dtype, `dγ`/`dβ` the sums over the groups. The mask
+    /// `y > 0` may be recomputed from `x` as the forward computed `y` instead of read: the CUDA
+    /// kernels do, one full-size read fewer in each of their two passes. Default: burn's ops;
+    /// the CUDA backend runs a channel-sums kernel (per-cube partials), one per-channel kernel
+    /// that adds them up and one elementwise kernel.
+    fn batch_norm_relu_grad(
+        activations: [FloatTensor<Self>; 3],
+        per_channel: [FloatTensor<Self>; 4],
+    ) -> [FloatTensor<Self>; 3] {
+        reference::relu_grad::<Self>(activations, per_channel)
+    }
+}
+
+impl BatchNormOps for burn::backend::Flex {}
+
+impl<B: BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff<B, C> {
+    fn batch_norm_relu_train(
+        x: FloatTensor<Self>,
+        inputs: NormInputs<Self>,
+        config: NormConfig,
+        dtype: FloatDType,
+    ) -> NormOutputs<Self> {
+        autodiff_batch_norm_relu::<B, C>(x, inputs, config, dtype)
+    }
+}
+
+/// The model's BatchNorm + ReLU layer: in training with the fused node (`kernels`' `bn` part),
+/// the output in `dtype`, each of `groups` equal groups of the batch normalised on its own, and
+/// the running statistics updated as burn's `BatchNorm::forward` updates them; otherwise (stock
+/// kernels, inference) burn's module and ReLU. `conv_bias` is the bias of a convolution that
+/// left it out of `x` ([`super::ConvOps::conv3x3_same`]): it shifts only the batch mean, so it
+/// goes in as the mean shift of the running mean.
+pub fn batch_norm_relu<B: BatchNormOps>(
+    norm: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    kernels: Kernels,
+    groups: usize,
+    conv_bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 4> {
+    if !(kernels.fused_batch_norm && B::ad_enabled(&x.device())) {
+        return relu(norm.forward(x));
+    }
+    let dtype = if kernels.bf16_activations { FloatDType::BF16 } else { FloatDType::F32 };
+    let device = x.device();
+    let running = |state: &RunningState<Tensor<B, 1>>| unwrap(state.value_sync().to_device(&device));
+    let inputs = NormInputs {
+        gamma: unwrap(norm.gamma.val()),
+        beta: unwrap(norm.beta.val()),
+        mean_shift: conv_bias.map(|bias| unwrap(bias.detach())),
+        running_mean: running(&norm.running_mean),
+        running_var: running(&norm.running_var),
+    };
+    let config = NormConfig { epsilon: norm.epsilon, momentum: norm.momentum, groups };
+    let (y, running_mean, running_var) = B::batch_norm_relu_train(unwrap(x), inputs, config, dtype);
+    norm.running_mean.update(wrap::<B, 1>(running_mean).detach());
+    norm.running_var.update(wrap::<B, 1>(running_var).detach());
+    wrap(y)
+}
 
 /// What the training BatchNorm reads besides the activation, `[C]` f32 vectors.
 #[derive(Debug, Clone)]
@@ -56,6 +171,9 @@ pub struct NormConfig {
     pub epsilon: f64,
     /// Weight of the batch statistic in the running averages (burn's convention).
     pub momentum: f64,
+    /// Equal groups of the batch's images normalised each over its own statistics (1: the
+    /// whole batch). The running averages take the mean of the groups' statistics.
+    pub groups: usize,
 }
 
 /// A batch's statistics and the running averages updated with them, `[C]` f32 each.
@@ -73,11 +191,11 @@ pub struct NormStatistics<B: Backend> {
     pub running_var: FloatTensor<B>,
 }
 
-/// `(output, running mean', running variance')` of [`TrainOps::batch_norm_relu_train`].
+/// `(output, running mean', running variance')` of [`BatchNormOps::batch_norm_relu_train`].
 pub type NormOutputs<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
 /// Forward on backend `B`, the output in `dtype`, with the statistics.
-fn forward<B: TrainOps>(
+fn forward<B: BatchNormOps>(
     x: FloatTensor<B>,
     inputs: NormInputs<B>,
     config: NormConfig,
@@ -91,14 +209,14 @@ fn forward<B: TrainOps>(
 
 /// The stock formulation, differentiated by whatever backend runs it (trait default, and the
 /// reference the tests compare the custom node against); the running averages detached.
-pub fn reference<B: TrainOps>(
+pub fn unfused<B: BatchNormOps>(
     x: FloatTensor<B>,
     inputs: NormInputs<B>,
     config: NormConfig,
     dtype: FloatDType,
 ) -> NormOutputs<B> {
     let (y, stats) = forward::<B>(x, inputs, config, dtype);
-    let detached = |t: FloatTensor<B>| super::unwrap(super::wrap::<B, 1>(t).detach());
+    let detached = |t: FloatTensor<B>| unwrap(wrap::<B, 1>(t).detach());
     (y, detached(stats.running_mean), detached(stats.running_var))
 }
 
@@ -116,7 +234,7 @@ struct SavedStats<B: Backend> {
     inv_std: FloatTensor<B>,
 }
 
-impl<B: TrainOps> Backward<B, 3> for BatchNormReluBackward {
+impl<B: BatchNormOps> Backward<B, 3> for BatchNormReluBackward {
     type State = SavedStats<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
@@ -135,8 +253,8 @@ impl<B: TrainOps> Backward<B, 3> for BatchNormReluBackward {
     }
 }
 
-/// [`TrainOps::batch_norm_relu_train`] for `Autodiff<B, C>`.
-pub(super) fn autodiff_batch_norm_relu<B: TrainOps, C: CheckpointStrategy>(
+/// [`BatchNormOps::batch_norm_relu_train`] for `Autodiff<B, C>`.
+fn autodiff_batch_norm_relu<B: BatchNormOps, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     inputs: NormInputs<Autodiff<B, C>>,
     config: NormConfig,

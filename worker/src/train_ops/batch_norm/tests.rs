@@ -1,6 +1,6 @@
 //! The BatchNorm node against autodiff of its reference, and the CUDA kernels against burn's ops.
 
-use super::by_ops::*;
+use super::reference::*;
 use super::*;
 use crate::train_ops::{to_dtype, unwrap, wrap};
 use burn::backend::Flex;
@@ -13,11 +13,13 @@ fn max_abs_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
 }
 
 /// `(y, mean, var, dx, dγ, dβ)` of sum(y · r), y in f32, through the custom node
-/// (`custom`) or autodiff of the reference, the output written in `dtype`.
+/// (`custom`) or autodiff of the reference, the output written in `dtype`, BatchNorm over
+/// `groups` groups of the batch.
 fn outputs(
     [x, gamma, beta, r]: [&Tensor<Ad, 4>; 4],
     custom: bool,
     dtype: FloatDType,
+    groups: usize,
 ) -> [Tensor<Flex, 4>; 6] {
     let (x, g, b) = (x.clone().require_grad(), gamma.clone().require_grad(), beta.clone().require_grad());
     let (px, pg, pb) =
@@ -33,11 +35,11 @@ fn outputs(
         running_mean: zeros(),
         running_var: zeros(),
     };
-    let config = NormConfig { epsilon: 1e-3, momentum: 1.0 };
+    let config = NormConfig { epsilon: 1e-3, momentum: 1.0, groups };
     let (y, mean, var) = if custom {
         Ad::batch_norm_relu_train(px, inputs, config, dtype)
     } else {
-        reference::<Ad>(px, inputs, config, dtype)
+        unfused::<Ad>(px, inputs, config, dtype)
     };
     let y = wrap::<Ad, 4>(y);
     assert_eq!(y.dtype(), dtype.into());
@@ -65,8 +67,8 @@ fn inputs() -> [Tensor<Ad, 4>; 4] {
 #[test]
 fn bf16_output_matches_the_f32_reference_within_bf16_rounding() {
     let [x, gamma, beta, r] = inputs();
-    let custom = outputs([&x, &gamma, &beta, &r], true, FloatDType::BF16);
-    let reference = outputs([&x, &gamma, &beta, &r], false, FloatDType::F32);
+    let custom = outputs([&x, &gamma, &beta, &r], true, FloatDType::BF16, 1);
+    let reference = outputs([&x, &gamma, &beta, &r], false, FloatDType::F32, 1);
     let names = ["output", "mean", "variance", "input grad", "gamma grad", "beta grad"];
     for ((name, c), s) in names.iter().zip(custom).zip(reference) {
         let scale: f32 = s.clone().abs().max().into_scalar();
@@ -77,9 +79,15 @@ fn bf16_output_matches_the_f32_reference_within_bf16_rounding() {
 
 #[test]
 fn custom_node_matches_autodiff_of_the_reference() {
+    for groups in [1, 2, 4] {
+        custom_node_matches_autodiff_of_the_reference_in(groups);
+    }
+}
+
+fn custom_node_matches_autodiff_of_the_reference_in(groups: usize) {
     let [x, gamma, beta, r] = inputs();
-    let custom = outputs([&x, &gamma, &beta, &r], true, FloatDType::F32);
-    let reference = outputs([&x, &gamma, &beta, &r], false, FloatDType::F32);
+    let custom = outputs([&x, &gamma, &beta, &r], true, FloatDType::F32, groups);
+    let reference = outputs([&x, &gamma, &beta, &r], false, FloatDType::F32, groups);
     let zeros = reference[0].clone().lower_equal_elem(0.0).int().sum().into_scalar();
     assert!(zeros > 0, "ReLU never clipped: the test would not cover the mask");
     let dx_scale: f32 = reference[3].clone().abs().max().into_scalar();
@@ -88,8 +96,40 @@ fn custom_node_matches_autodiff_of_the_reference() {
     let tolerances = [1e-5, 1e-6, 1e-5, 1e-4, 1e-4, 1e-4];
     for (((name, c), s), tolerance) in names.iter().zip(custom).zip(reference).zip(tolerances) {
         let err = max_abs_diff(c, s);
-        assert!(err < tolerance, "{name}: differs by {err}");
+        assert!(err < tolerance, "{name} ({groups} groups): differs by {err}");
     }
+}
+
+/// BatchNorm over groups is BatchNorm of each group on its own: outputs and input gradients
+/// equal those of the group's images alone, `dγ`/`dβ` and the running averages are the sum and
+/// the mean over the groups.
+#[test]
+fn groups_normalise_like_separate_batches() {
+    let [x, gamma, beta, r] = inputs();
+    let groups = 2;
+    let whole = outputs([&x, &gamma, &beta, &r], true, FloatDType::F32, groups);
+    let half = x.dims()[0] / groups;
+    let parts: Vec<[Tensor<Flex, 4>; 6]> = (0..groups)
+        .map(|g| {
+            let slice = |t: &Tensor<Ad, 4>| t.clone().narrow(0, g * half, half);
+            outputs([&slice(&x), &gamma, &beta, &slice(&r)], true, FloatDType::F32, 1)
+        })
+        .collect();
+    let cat = |k: usize| Tensor::cat(parts.iter().map(|p| p[k].clone()).collect(), 0);
+    let mean_of = |k: usize| Tensor::cat(parts.iter().map(|p| p[k].clone()).collect(), 0).mean_dim(0);
+    let sum_of = |k: usize| Tensor::cat(parts.iter().map(|p| p[k].clone()).collect(), 0).sum_dim(0);
+    let expected = [cat(0), mean_of(1), mean_of(2), cat(3), sum_of(4), sum_of(5)];
+    let names = ["output", "running mean", "running variance", "input grad", "gamma grad", "beta grad"];
+    for ((name, got), want) in names.iter().zip(whole).zip(expected) {
+        assert_eq!(got.dims(), want.dims(), "{name}");
+        let err = max_abs_diff(got, want);
+        assert!(err < 1e-4, "{name}: differs by {err}");
+    }
+    // And the groups are not the whole batch: the statistics differ.
+    let batch = outputs([&x, &gamma, &beta, &r], true, FloatDType::F32, 1);
+    let [grouped_var, batch_var] =
+        [outputs([&x, &gamma, &beta, &r], true, FloatDType::F32, groups), batch].map(|o| o[2].clone());
+    assert!(max_abs_diff(grouped_var, batch_var) > 1e-3, "group statistics equal the batch's");
 }
 
 /// The CUDA hooks (statistics with running averages, the normalising pass, the backward)
@@ -127,7 +167,11 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             // More channel vectors than a cube has threads (f32: 258), two blocks of them.
             ([3, 1032, 3, 2], true),
         ];
-        for ([n, c, h, w], channels_last) in shapes {
+        // Groups of the batch: the whole batch, and as many groups as images allow (up to 8).
+        let group_counts = |n: usize| [1, (1..=8.min(n)).rev().find(|g| n.is_multiple_of(*g)).unwrap_or(1)];
+        for (([n, c, h, w], channels_last), groups) in
+            shapes.into_iter().flat_map(|shape| group_counts(shape.0[0]).map(|groups| (shape, groups)))
+        {
             let nhwc = |mean: f64, std: f64, dtype: FloatDType| {
                 let normal = Distribution::Normal(mean, std);
                 let t = if channels_last {
@@ -141,7 +185,7 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             let vector =
                 |mean: f64| unwrap(Tensor::<G, 1>::random([c], Distribution::Normal(mean, 0.5), &device));
             // Statistics and running averages, with and without a mean shift.
-            let config = NormConfig { epsilon: 1e-3, momentum: 0.25 };
+            let config = NormConfig { epsilon: 1e-3, momentum: 0.25, groups };
             let (gamma, running) = (vector(1.0), [vector(0.0), vector(1.0)]);
             for shift in [Some(vector(3.0)), None] {
                 let stats = |kernel: bool| {

@@ -2,21 +2,27 @@
 //! is a batched GEMM.
 //!
 //! Forward and input gradient run on burn's implicit-GEMM kernels, or with `tconv` on tilings
-//! tuned for the model ([`TrainOps::conv3x3_nobias`]); with `xgemm` the image's few-channel
-//! convolution is one explicit GEMM over its im2col matrix instead ([`forward_by_gemm`]).
+//! tuned for the model ([`ConvOps::conv3x3_nobias`]); with `xgemm` the image's few-channel
+//! convolution is one explicit GEMM over its im2col matrix instead ([`reference::forward_by_gemm`]).
 //! The weight gradient `dW[o, i, kh, kw] = Σ_{n,y,x} dY[n, o, y, x] · Xpad[n, i, y+kh, x+kw]` is a
 //! GEMM with M×N = C_out × 9·C_in and K = N·H·W (up to 524,288): burn's kernel parallelises over
 //! M×N only, so a few dozen cubes each walk all of K. Here the images are split into G groups
 //! and each group is one matrix of a batched GEMM, `dYᵀ[g] (C_out × K/G) · cols[g] (K/G × 9·C_in)`,
 //! whose G partial sums are added: split-K through the batch dimension. `cols` holds the nine
 //! shifted copies of the (channels-last) input, ordered `(kh, kw, c_in)`
-//! ([`TrainOps::im2col_3x3`]: one CubeCL kernel on CUDA, burn's pad + slices + stack elsewhere).
+//! ([`ConvOps::im2col_3x3`]: one CubeCL kernel on CUDA, burn's pad + slices + stack elsewhere).
 //!
 //! With `flipped_input_grad` the input gradient is the forward convolution of `dY` with the
 //! kernel transposed (`C_in ↔ C_out`) and flipped in both spatial axes, which runs on burn's
 //! forward kernels (TMA loads) instead of its data-gradient kernels (no TMA); both operands (the
 //! kernel in the convolution's dtype and its flipped transpose) come from one
-//! [`TrainOps::conv_operands`] call in the forward.
+//! [`ConvOps::conv_operands`] call in the forward.
+
+#[cfg(feature = "cuda")]
+mod cuda;
+pub mod reference;
+#[cfg(test)]
+mod tests;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -24,164 +30,122 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode};
+use burn::tensor::ops::FloatTensor;
 
-use super::{Kernels, TrainOps, to_dtype, unwrap, wrap};
+use super::{Kernels, to_dtype, unwrap, wrap};
+use reference::{
+    bias_grad, dtype_of, forward, forward_by_gemm, input_grad, stock_weight_grad, weight_grad,
+    weight_grad_of_cols,
+};
 
-/// Rows (images × pixels) each GEMM of the weight gradient reduces over, at most. Measured on an
-/// H100 (whole training step, img/s): f32 with burn's group sum 1024 → 19.3k, 2048 → 19.5–19.6k,
-/// 4096 → 19.3k, 8192 → 18.5k, 16384 → 17.6k, 32768 → 16.5k; `fast-bf16` with the group-sum
-/// kernel (pipelined) 2048 → 67.5–67.9k, 4096 → 65.9–66.4k, 8192 → 62.2–62.6k: many small
-/// matrices fill the GPU best.
-const ROWS_PER_GROUP: usize = 2048;
+/// The convolution's operations as backend methods: the defaults are burn's ops
+/// ([`reference`]); `Autodiff<B>` runs [`ConvOps::conv3x3_same`] as the custom node, burn's CUDA
+/// backend the hooks as CubeCL kernels (`cuda`).
+pub trait ConvOps: Backend {
+    /// 3×3 convolution, stride 1, padding 1, with bias, in the dtype of `x` (weight and bias
+    /// cast to it; f32 accumulation); its gradients as `kernels` says.
+    ///
+    /// `feeds_batch_norm` (honoured by the training node, `Autodiff<B>`): the output goes
+    /// straight into a training-mode BatchNorm, which subtracts every channel's batch mean, so
+    /// the bias cannot change the loss: it is not added (the caller adds it to the batch mean
+    /// that feeds the running average) and its gradient is exactly zero (one reduction over the
+    /// output gradient less per layer, and no bias in burn's bf16 convolution, which mishandles
+    /// one).
+    fn conv3x3_same(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        kernels: Kernels,
+        feeds_batch_norm: bool,
+    ) -> FloatTensor<Self> {
+        let _ = (kernels, feeds_batch_norm); // inference: always with the bias
+        reference::forward::<Self>(x, weight, Some(bias), false)
+    }
+
+    /// Batched matmul `[B, M, K] × [B, K, N] → [B, M, N]` accumulated and returned in f32
+    /// whatever the operands' dtype. Default: the operands cast to f32 (a CPU's bf16 matmul may
+    /// accumulate in bf16); the CUDA backend reads bf16 operands and writes f32 directly.
+    fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let [lhs, rhs] = [lhs, rhs].map(|t| to_dtype(wrap::<Self, 3>(t), FloatDType::F32));
+        unwrap(lhs.matmul(rhs))
+    }
+
+    /// `Σ_b lhs[b]·rhs[b]`: `[B, M, K] × [B, K, N] → [M, N]` accumulated and returned in f32
+    /// (the weight gradient's split-K GEMM over image groups). Default: [`Self::matmul_to_f32`]
+    /// and a sum over the batch; the CUDA backend sums the products in one kernel.
+    fn summed_matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        let products = wrap::<Self, 3>(Self::matmul_to_f32(lhs, rhs));
+        let [_, m, n] = products.dims();
+        unwrap(products.sum_dim(0).reshape([m, n]))
+    }
+
+    /// The im2col matrix of a 3×3 "same" convolution (zero padding) of `x: [N, C, H, W]`:
+    /// `[N·H·W, 9·C]` in `dtype`, columns ordered `(kh, kw, c)`. Default: a padded copy, nine
+    /// slices and a stack through burn's ops; the CUDA backend runs one kernel.
+    fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        reference::im2col_3x3_by_slices::<Self>(x, dtype)
+    }
+
+    /// 3×3 "same" convolution (stride 1, padding 1) without bias of `x: [N, C_in, H, W]` by
+    /// `weight: [C_out, C_in, 3, 3]` of the same dtype. Default: burn's `conv2d`; with `tuned`,
+    /// the CUDA backend runs bf16 convolutions on tilings tuned for the model's shapes.
+    fn conv3x3_nobias(x: FloatTensor<Self>, weight: FloatTensor<Self>, tuned: bool) -> FloatTensor<Self> {
+        let _ = tuned;
+        Self::conv2d(x, weight, None, reference::same_3x3())
+    }
+
+    /// A convolution's f32 `weight: [C_out, C_in, 3, 3]` as the operands of its forward and
+    /// input-gradient convolutions, in `dtype`: `[weight, flipped]` with `flipped: [C_in, C_out,
+    /// 3, 3]`, `flipped[i, o, kh, kw] = weight[o, i, 2 − kh, 2 − kw]`. Default: burn's ops (a
+    /// cast; a transpose, flip and cast); the CUDA backend writes both in one kernel, in the
+    /// channels-last layout its convolutions read.
+    fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
+        reference::operands_by_ops::<Self>(weight, dtype)
+    }
+}
+
+impl ConvOps for burn::backend::Flex {}
+
+impl<B: ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
+    fn conv3x3_same(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        kernels: Kernels,
+        feeds_batch_norm: bool,
+    ) -> FloatTensor<Self> {
+        autodiff_conv3x3::<B, C>(x, weight, bias, kernels, feeds_batch_norm)
+    }
+}
+
+/// The model's convolution layer: the custom node when `kernels` asks for a custom convolution
+/// part and the layer has a bias (the model's do), burn's module otherwise.
+pub fn conv3x3<B: ConvOps>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    kernels: Kernels,
+    feeds_batch_norm: bool,
+) -> Tensor<B, 4> {
+    match (&conv.bias, kernels.custom_conv()) {
+        (Some(bias), true) => {
+            let (weight, bias) = (unwrap(conv.weight.val()), unwrap(bias.val()));
+            wrap(B::conv3x3_same(unwrap(x), weight, bias, kernels, feeds_batch_norm))
+        }
+        _ => conv.forward(x),
+    }
+}
 
 /// Input channels below which the `xgemm` part runs a convolution as one explicit GEMM over its
-/// im2col matrix ([`forward_by_gemm`]; the image's 3 channels): burn's implicit-GEMM kernel took
+/// im2col matrix ([`reference::forward_by_gemm`]; the image's 3 channels): burn's implicit-GEMM kernel took
 /// 245 µs for the model's first layer on an H100, and its weight gradient recomputed the im2col
 /// matrix (128 µs).
 const EXPLICIT_GEMM_CHANNELS: usize = 8;
 
-/// Stride 1, padding 1, no dilation, no groups: the model's only convolution.
-pub fn same_3x3() -> ConvOptions<2> {
-    ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
-}
-
-/// Number of image groups G for a batch of `images` with `pixels` each: the largest divisor of
-/// `images` with at least [`ROWS_PER_GROUP`] rows per group (1 for small batches).
-pub fn image_groups(images: usize, pixels: usize) -> usize {
-    let wanted = (images * pixels / ROWS_PER_GROUP).clamp(1, images);
-    (1..=wanted).rev().find(|g| images.is_multiple_of(*g)).unwrap_or(1)
-}
-
-/// The dtype of a float tensor primitive.
-fn dtype_of<B: Backend>(t: &FloatTensor<B>) -> FloatDType {
-    use burn::tensor::TensorMetadata;
-    t.dtype().into()
-}
-
-/// Forward convolution in `x`'s dtype (weight and bias cast to it), on the tuned kernels when
-/// `tuned` ([`TrainOps::conv3x3_nobias`]). burn 0.21's bf16 convolution kernels mishandle a bias
-/// (on an H100 its output came out 10 % off, and training with it stalled at loss ln 10 while
-/// the same step without the bias learned), so in any dtype but f32 the bias is added as a
-/// separate broadcast.
-pub fn forward<B: TrainOps>(
-    x: FloatTensor<B>,
-    weight: FloatTensor<B>,
-    bias: Option<FloatTensor<B>>,
-    tuned: bool,
-) -> FloatTensor<B> {
-    let dtype = dtype_of::<B>(&x);
-    let weight = unwrap(to_dtype(wrap::<B, 4>(weight), dtype));
-    let bias = bias.map(|b| to_dtype(wrap::<B, 1>(b), dtype));
-    match bias {
-        Some(bias) if dtype != FloatDType::F32 => {
-            let c_out = bias.dims()[0];
-            let out = wrap::<B, 4>(B::conv3x3_nobias(x, weight, tuned));
-            unwrap(out + bias.reshape([1, c_out, 1, 1]))
-        }
-        None => B::conv3x3_nobias(x, weight, tuned),
-        bias => B::conv2d(x, weight, bias.map(unwrap), same_3x3()),
-    }
-}
-
-/// Input gradient in `dy`'s dtype (= `x`'s): burn's data-gradient kernel.
-fn input_grad<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
-    let weight = unwrap(to_dtype(wrap::<B, 4>(weight), dtype_of::<B>(&dy)));
-    B::conv2d_x_backward(x, weight, dy, same_3x3())
-}
-
-/// [`TrainOps::conv_operands`] through burn's ops: a cast, and a transpose, flip and cast.
-pub fn operands_by_ops<B: Backend>(weight: FloatTensor<B>, dtype: FloatDType) -> [FloatTensor<B>; 2] {
-    let weight = wrap::<B, 4>(weight);
-    let flipped = to_dtype(weight.clone().swap_dims(0, 1).flip([2, 3]), dtype);
-    [unwrap(to_dtype(weight, dtype)), unwrap(flipped)]
-}
-
-/// Bias gradient `Σ_{n,y,x} dY[n, o, y, x]` of `dy: [N, C_out, H, W]`, in two stages over the
-/// channels-last rows: per image group (as the weight gradient splits them), then the groups.
-fn bias_grad<B: Backend>(dy: Tensor<B, 4>) -> Tensor<B, 1> {
-    let [n, c_out, h, w] = dy.dims();
-    let groups = image_groups(n, h * w);
-    let rows =
-        to_dtype(dy.permute([0, 2, 3, 1]), FloatDType::F32).reshape([groups, n / groups * h * w, c_out]);
-    rows.sum_dim(1).sum_dim(0).reshape([c_out])
-}
-
-/// [`TrainOps::im2col_3x3`] through burn's ops: the channels-last input padded, nine shifted
-/// slices of it stacked along a new axis before the channels.
-pub fn im2col_3x3_by_slices<B: Backend>(x: FloatTensor<B>, dtype: FloatDType) -> FloatTensor<B> {
-    let x = wrap::<B, 4>(x);
-    let [n, c, h, w] = x.dims();
-    // Channels-last view: free for burn-cubecl's conv outputs, which are NHWC in memory.
-    // Padded in f32: burn pads with a default-dtype (f32) tensor.
-    let channels_last = to_dtype(x.permute([0, 2, 3, 1]), FloatDType::F32);
-    let padded = to_dtype(channels_last.pad([(0, 0), (1, 1), (1, 1), (0, 0)], PadMode::Constant(0.0)), dtype);
-    let taps: Vec<Tensor<B, 4>> = (0..9)
-        .map(|t| {
-            let (kh, kw) = (t / 3, t % 3);
-            padded.clone().slice([0..n, kh..kh + h, kw..kw + w, 0..c])
-        })
-        .collect();
-    unwrap(Tensor::stack::<5>(taps, 3).reshape([n * h * w, 9 * c]))
-}
-
-/// `x: [N, C_in, H, W]` convolved by `weight` as one GEMM of its im2col matrix `[N·H·W, 9·C_in]`
-/// by the weight as a `[9·C_in, C_out]` matrix (rows ordered `(kh, kw, c_in)`), plus `bias`, in
-/// `x`'s dtype (f32 accumulation, [`TrainOps::matmul_to_f32`]): the output (channels-last in
-/// memory) and the im2col matrix, which the weight gradient reuses.
-///
-/// The model's image stays f32 here. In bf16, with the operands padded to 32 columns for TMA,
-/// cubek's kernels came out wrong on an H100 for this layer (burn's fused matmul: output off by
-/// 90 % of its scale; our unfused one: the step stalled at loss ln 10 at batch 512 although an
-/// 8-image GPU test passed), while burn's f32 matmul has always computed this layer's weight
-/// gradient.
-fn forward_by_gemm<B: TrainOps>(
-    x: FloatTensor<B>,
-    weight: FloatTensor<B>,
-    bias: Option<FloatTensor<B>>,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let [n, c_in, h, w] = wrap::<B, 4>(x.clone()).dims();
-    let dtype = dtype_of::<B>(&x);
-    let cols = B::im2col_3x3(x, dtype);
-    let weight = wrap::<B, 4>(weight);
-    let c_out = weight.dims()[0];
-    let rhs = to_dtype(weight.permute([2, 3, 1, 0]).reshape([1, 9 * c_in, c_out]), dtype);
-    let lhs = wrap::<B, 2>(cols.clone()).reshape([1, n * h * w, 9 * c_in]);
-    let out = wrap::<B, 3>(B::matmul_to_f32(unwrap(lhs), unwrap(rhs)));
-    let out = to_dtype(out, dtype).reshape([n, h, w, c_out]).permute([0, 3, 1, 2]);
-    let out = match bias {
-        Some(bias) => out + to_dtype(wrap::<B, 1>(bias), dtype).reshape([1, c_out, 1, 1]),
-        None => out,
-    };
-    (unwrap(out), cols)
-}
-
-/// Weight gradient (f32) of a 3×3 same convolution of `x: [N, C_in, H, W]` whose output
-/// gradient is `dy: [N, C_out, H, W]` (both in the convolution's dtype), as grouped GEMMs (see
-/// the module docs) with f32 results (f32 accumulation inside each group, the group sum in f32).
-pub fn weight_grad<B: TrainOps>(x: Tensor<B, 4>, dy: Tensor<B, 4>) -> Tensor<B, 4> {
-    let c_in = x.dims()[1];
-    let cols = wrap::<B, 2>(B::im2col_3x3(unwrap(x), dy.dtype().into()));
-    weight_grad_of_cols(cols, dy, c_in)
-}
-
-/// [`weight_grad`] from the input's im2col matrix `cols: [N·H·W, 9·C_in]` (in `dy`'s dtype).
-fn weight_grad_of_cols<B: TrainOps>(cols: Tensor<B, 2>, dy: Tensor<B, 4>, c_in: usize) -> Tensor<B, 4> {
-    let [n, c_out, h, w] = dy.dims();
-    let columns = 9 * c_in;
-    let groups = image_groups(n, h * w);
-    let rows_per_group = n / groups * h * w;
-    let cols = cols.reshape([groups, rows_per_group, columns]);
-    let dy = dy.permute([0, 2, 3, 1]).reshape([groups, rows_per_group, c_out]);
-    let dw = wrap::<B, 2>(B::summed_matmul_to_f32(unwrap(dy.swap_dims(1, 2)), unwrap(cols)))
-        .reshape([c_out, 3, 3, c_in]);
-    dw.permute([0, 3, 1, 2])
-}
-
 /// The backward node: gradients as `kernels` says; no bias gradient (it is exactly zero) when
-/// the output feeds a training-mode BatchNorm ([`TrainOps::conv3x3_same`]), so the optimizer
+/// the output feeds a training-mode BatchNorm ([`ConvOps::conv3x3_same`]), so the optimizer
 /// leaves the bias as it is, as Adam would with a zero gradient.
 #[derive(Debug)]
 struct Conv3x3Backward {
@@ -197,13 +161,13 @@ struct ConvState<B: Backend> {
     /// Checkpointed weight.
     weight: NodeId,
     /// With `flipped_input_grad`, the flipped kernel in the output's dtype
-    /// ([`TrainOps::conv_operands`]).
+    /// ([`ConvOps::conv_operands`]).
     flipped: Option<FloatTensor<B>>,
-    /// The input's im2col matrix when the forward was one explicit GEMM ([`forward_by_gemm`]).
+    /// The input's im2col matrix when the forward was one explicit GEMM ([`reference::forward_by_gemm`]).
     cols: Option<FloatTensor<B>>,
 }
 
-impl<B: TrainOps> Backward<B, 3> for Conv3x3Backward {
+impl<B: ConvOps> Backward<B, 3> for Conv3x3Backward {
     type State = ConvState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
@@ -238,18 +202,8 @@ impl<B: TrainOps> Backward<B, 3> for Conv3x3Backward {
     }
 }
 
-/// burn's own weight-gradient kernel (implicit GEMM) in the convolution's dtype, returned in f32.
-fn stock_weight_grad<B: Backend>(
-    x: FloatTensor<B>,
-    weight: FloatTensor<B>,
-    dy: FloatTensor<B>,
-) -> Tensor<B, 4> {
-    let operand = unwrap(to_dtype(wrap::<B, 4>(weight), dtype_of::<B>(&x)));
-    to_dtype(wrap(B::conv2d_weight_backward(x, operand, dy, same_3x3())), FloatDType::F32)
-}
-
-/// [`TrainOps::conv3x3_same`] for `Autodiff<B, C>`.
-pub(super) fn autodiff_conv3x3<B: TrainOps, C: CheckpointStrategy>(
+/// [`ConvOps::conv3x3_same`] for `Autodiff<B, C>`.
+fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
@@ -260,7 +214,7 @@ pub(super) fn autodiff_conv3x3<B: TrainOps, C: CheckpointStrategy>(
         .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
         .compute_bound()
         .stateful();
-    // Ahead of the BatchNorm node the bias is left to it (see `TrainOps::conv3x3_same`).
+    // Ahead of the BatchNorm node the bias is left to it (see `ConvOps::conv3x3_same`).
     let bias = (!feeds_batch_norm).then_some(bias.primitive);
     let tuned = kernels.tuned_conv;
     // The image's few channels: one explicit GEMM (see `forward_by_gemm`).
@@ -292,6 +246,3 @@ pub(super) fn autodiff_conv3x3<B: TrainOps, C: CheckpointStrategy>(
     };
     prep.finish(state, out)
 }
-
-#[cfg(test)]
-mod tests;

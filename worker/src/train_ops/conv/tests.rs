@@ -1,6 +1,8 @@
 //! The convolution node against burn's `conv2d` (CPU, and CUDA with `--ignored cuda`).
 
+use super::reference::*;
 use super::*;
+use crate::train_ops::TrainOps;
 use burn::backend::Flex;
 use burn::tensor::Distribution;
 use burn::tensor::ElementConversion;

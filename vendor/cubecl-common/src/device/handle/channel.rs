@@ -45,10 +45,7 @@ impl<S: DeviceService + 'static> DeviceHandleSpec<S> for ChannelDeviceHandle<S> 
     fn insert(device_id: DeviceId, service: S) -> Result<Self, ServiceCreationError> {
         let state = ChannelDeviceState::init(device_id, Some(service))?;
 
-        Ok(Self {
-            state,
-            _phantom: PhantomData,
-        })
+        Ok(Self { state, _phantom: PhantomData })
     }
 
     /// Creates a handle for an existing device or starts a new `DeviceRunner` if one
@@ -56,10 +53,7 @@ impl<S: DeviceService + 'static> DeviceHandleSpec<S> for ChannelDeviceHandle<S> 
     fn new(device_id: DeviceId) -> Self {
         let state = ChannelDeviceState::init::<S>(device_id, None).unwrap();
 
-        Self {
-            state,
-            _phantom: PhantomData,
-        }
+        Self { state, _phantom: PhantomData }
     }
 
     fn device_id(&self) -> DeviceId {
@@ -79,9 +73,7 @@ impl<S: DeviceService + 'static> DeviceHandleSpec<S> for ChannelDeviceHandle<S> 
         let current = StreamId::current();
         self.run_scoped(move || {
             state.act_on(|s| {
-                let s = s
-                    .downcast_mut::<S>()
-                    .expect("State type mismatch in Thread Local Storage");
+                let s = s.downcast_mut::<S>().expect("State type mismatch in Thread Local Storage");
                 current.executes(|| task(s))
             })
         })
@@ -89,8 +81,7 @@ impl<S: DeviceService + 'static> DeviceHandleSpec<S> for ChannelDeviceHandle<S> 
 
     /// Asynchronously dispatches a task to the device thread.
     fn submit<T: FnOnce(&mut S) + Send + 'static>(&self, task: T) {
-        self.submit_inner::<_, SEND_NO_FLUSH>(task)
-            .expect("Can't have an error when submitting a task");
+        self.submit_inner::<_, SEND_NO_FLUSH>(task).expect("Can't have an error when submitting a task");
     }
 
     fn flush_queue(&self) {
@@ -122,9 +113,7 @@ impl<S: DeviceService + 'static> ChannelDeviceHandle<S> {
 
         let func_init = move || {
             state.act_on(|state| {
-                let state = state
-                    .downcast_mut::<S>()
-                    .expect("State type mismatch in Thread Local Storage");
+                let state = state.downcast_mut::<S>().expect("State type mismatch in Thread Local Storage");
 
                 current.executes(|| task(state));
             });
@@ -135,10 +124,7 @@ impl<S: DeviceService + 'static> ChannelDeviceHandle<S> {
 
     /// Dispatches a `FnOnce() -> R` on the device thread and blocks on
     /// its result. `task` may borrow from the caller's stack.
-    fn run_scoped<'a, R: Send, T: FnOnce() -> R + Send + 'a>(
-        &self,
-        task: T,
-    ) -> Result<R, CallError> {
+    fn run_scoped<'a, R: Send, T: FnOnce() -> R + Send + 'a>(&self, task: T) -> Result<R, CallError> {
         /// Builds a `'static` shim that consumes `*slot` on the device
         /// thread. The caller has to keep `*slot` alive until the shim has run,
         /// `run_scoped` does this by blocking on `recv.recv()`.
@@ -175,10 +161,7 @@ impl<S: DeviceService + 'static> ChannelDeviceHandle<S> {
     ///
     /// If the current thread is already the runner for this device, it executes
     /// immediately to prevent deadlocks and allow for recursive calls.
-    fn send<T: FnOnce() + Send + 'static, const FLUSH: bool>(
-        &self,
-        task: T,
-    ) -> Result<(), CallError> {
+    fn send<T: FnOnce() + Send + 'static, const FLUSH: bool>(&self, task: T) -> Result<(), CallError> {
         if is_device_runner_thread(self.state.client.runner_id()) {
             if let Err(err) = catch_unwind(AssertUnwindSafe(task)) {
                 log::warn!("Task failed: {err:?}");
@@ -250,10 +233,7 @@ impl ChannelDeviceState {
         service: Option<S>,
     ) -> Result<Self, ServiceCreationError> {
         let type_id = TypeId::of::<S>();
-        let runner_id = RunnerId {
-            device: device_id,
-            stage: S::stage(),
-        };
+        let runner_id = RunnerId { device: device_id, stage: S::stage() };
         let key = (runner_id, type_id);
 
         // Hold the `CHANNELS` lock across the entire init sequence so that the
@@ -266,9 +246,7 @@ impl ChannelDeviceState {
         if let Some(existing) = channels.get(&key) {
             if service.is_some() {
                 // `insert(device, service)` cannot replace an existing state.
-                return Err(ServiceCreationError::new(
-                    "Service already initialized.".into(),
-                ));
+                return Err(ServiceCreationError::new("Service already initialized.".into()));
             }
             return Ok(existing.clone());
         }
@@ -277,10 +255,7 @@ impl ChannelDeviceState {
         let device_client = {
             let mut guard = RUNNERS.lock();
             let runners = guard.get_or_insert_with(HashMap::new);
-            runners
-                .entry(runner_id)
-                .or_insert_with(|| DeviceRunner::start(runner_id))
-                .clone()
+            runners.entry(runner_id).or_insert_with(|| DeviceRunner::start(runner_id)).clone()
         };
 
         let (callback, recv) = oneshot::channel();
@@ -302,11 +277,8 @@ impl ChannelDeviceState {
                     let service = service.unwrap_or_else(|| S::init(device_id));
                     let utilities = service.utilities();
 
-                    map.entry(type_id)
-                        .or_insert_with(|| RefCell::new(Box::new(service)));
-                    callback
-                        .send(Ok(ChannelService { type_id, utilities }))
-                        .unwrap();
+                    map.entry(type_id).or_insert_with(|| RefCell::new(Box::new(service)));
+                    callback.send(Ok(ChannelService { type_id, utilities })).unwrap();
                 }
             });
         };
@@ -329,16 +301,11 @@ impl ChannelDeviceState {
         let service = match service {
             Ok(service) => service,
             Err(_) => {
-                return Err(ServiceCreationError::new(
-                    "Service already initialized.".into(),
-                ));
+                return Err(ServiceCreationError::new("Service already initialized.".into()));
             }
         };
 
-        let channel = Self {
-            client: device_client,
-            service,
-        };
+        let channel = Self { client: device_client, service };
 
         channels.insert(key, channel.clone());
 
@@ -356,9 +323,7 @@ impl ChannelService {
     fn act_on<R>(&self, f: impl FnOnce(&mut Box<dyn Any + 'static>) -> R) -> R {
         STATES.with_borrow(|map| {
             let cell = map.get(&self.type_id).expect("Service state not found");
-            let mut guard = cell
-                .try_borrow_mut()
-                .expect("Service state is already borrowed");
+            let mut guard = cell.try_borrow_mut().expect("Service state is already borrowed");
             f(&mut guard)
         })
     }
@@ -383,10 +348,7 @@ impl DeviceRunner {
 
 impl<S: DeviceService> Clone for ChannelDeviceHandle<S> {
     fn clone(&self) -> Self {
-        Self {
-            state: self.state.clone(),
-            _phantom: self._phantom,
-        }
+        Self { state: self.state.clone(), _phantom: self._phantom }
     }
 }
 
@@ -452,10 +414,10 @@ mod task {
         /// `ptr::write` (UB). The boxed fallback uses `Box::new`, whose allocation
         /// satisfies any alignment.
         pub fn init<F: FnOnce() + Send + 'static>(&mut self, func: F) {
-            let fits_inline = size_of::<F>() <= INLINE_TASK_MAX_SIZE
-                && align_of::<F>() <= align_of::<ArenaSlot>();
-            let fits_arena = size_of::<F>() <= GLOBAL_TASK_MAX_SIZE
-                && align_of::<F>() <= align_of::<ArenaSlot>();
+            let fits_inline =
+                size_of::<F>() <= INLINE_TASK_MAX_SIZE && align_of::<F>() <= align_of::<ArenaSlot>();
+            let fits_arena =
+                size_of::<F>() <= GLOBAL_TASK_MAX_SIZE && align_of::<F>() <= align_of::<ArenaSlot>();
 
             if fits_inline {
                 // SAFETY: size + align checked above, read back exactly once by fn_ptr.
@@ -469,14 +431,10 @@ mod task {
                 };
             } else if fits_arena {
                 // SAFETY: size + align checked above, read back exactly once by fn_ptr.
-                unsafe {
-                    std::ptr::write(self.data_large_ptr.load(Ordering::Relaxed) as *mut F, func)
-                };
+                unsafe { std::ptr::write(self.data_large_ptr.load(Ordering::Relaxed) as *mut F, func) };
                 self.fn_ptr = |task| {
                     // SAFETY: Paired with the ptr::write to data_large_ptr above.
-                    let f = unsafe {
-                        std::ptr::read(task.data_large_ptr.load(Ordering::Relaxed) as *mut F)
-                    };
+                    let f = unsafe { std::ptr::read(task.data_large_ptr.load(Ordering::Relaxed) as *mut F) };
                     if let Err(err) = catch_unwind(AssertUnwindSafe(f)) {
                         log::warn!("Task failed: {err:?}");
                     }
@@ -520,10 +478,7 @@ mod normal_channel {
 
     impl Clone for DeviceClient {
         fn clone(&self) -> Self {
-            Self {
-                state: self.state.clone(),
-                runner_id: self.runner_id,
-            }
+            Self { state: self.state.clone(), runner_id: self.runner_id }
         }
     }
 
@@ -534,9 +489,8 @@ mod normal_channel {
         }
         /// Creates a new channel and spawns a server thread to process it.
         pub fn new<I: FnOnce() + Send + 'static>(runner_id: RunnerId, init: I) -> Self {
-            let (sender, recv) = std::sync::mpsc::sync_channel::<Box<dyn FnOnce() + Send + 'static>>(
-                CHANNEL_MAX_TASK,
-            );
+            let (sender, recv) =
+                std::sync::mpsc::sync_channel::<Box<dyn FnOnce() + Send + 'static>>(CHANNEL_MAX_TASK);
 
             std::thread::spawn(move || {
                 init();
@@ -547,10 +501,7 @@ mod normal_channel {
                 }
             });
 
-            Self {
-                state: sender,
-                runner_id,
-            }
+            Self { state: sender, runner_id }
         }
 
         /// Atomically reserves a slot in the buffer and writes the task.
@@ -589,7 +540,7 @@ mod custom_channel {
     /// takes the buffer and runs them, and at which a client waits for it to. Upstream this is
     /// always [`CHANNEL_MAX_TASK`]: a task then waits for 31 more (or a blocking call) before
     /// it runs, so a kernel reaches the GPU only after the host has recorded a batch of later
-    /// operations, twice (fusion stream, then CubeCL server). `CUBECL_CHANNEL_BATCH` (1 to
+    /// operations, twice (fusion stream, then the `CubeCL` server). `CUBECL_CHANNEL_BATCH` (1 to
     /// [`CHANNEL_MAX_TASK`], read once per process) sets it; the default here is 1.
     pub fn batch() -> usize {
         static BATCH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
@@ -633,9 +584,7 @@ mod custom_channel {
 
     impl Clone for DeviceClient {
         fn clone(&self) -> Self {
-            Self {
-                state: self.state.clone(),
-            }
+            Self { state: self.state.clone() }
         }
     }
 
@@ -695,9 +644,7 @@ mod custom_channel {
         /// Forces a flush by filling the remaining buffer with no-op tasks.
         pub fn flush(&self) {
             let index_start =
-                self.state
-                    .available_index
-                    .fetch_add(CHANNEL_MAX_TASK as u32, Ordering::Acquire) as usize;
+                self.state.available_index.fetch_add(CHANNEL_MAX_TASK as u32, Ordering::Acquire) as usize;
 
             // The queue is already flushed.
             if index_start >= batch() {
@@ -716,9 +663,7 @@ mod custom_channel {
             }
 
             let actual_added = index_end - index_start;
-            self.state
-                .enqueued_count
-                .fetch_add(actual_added as u32, Ordering::SeqCst);
+            self.state.enqueued_count.fetch_add(actual_added as u32, Ordering::SeqCst);
         }
     }
 
@@ -755,20 +700,16 @@ mod custom_channel {
 
     impl TaskBuffer {
         fn new() -> Self {
-            let mut arena: Vec<ArenaSlot> =
-                Vec::from_iter((0..CHANNEL_MAX_TASK).map(|_| ArenaSlot {
-                    data: [0u8; GLOBAL_TASK_MAX_SIZE],
-                }));
+            let mut arena: Vec<ArenaSlot> = Vec::from_iter(
+                (0..CHANNEL_MAX_TASK).map(|_| ArenaSlot { data: [0u8; GLOBAL_TASK_MAX_SIZE] }),
+            );
 
             let arena_ptr = arena.as_mut_ptr() as *mut u8;
             let tasks = Vec::from_iter((0..CHANNEL_MAX_TASK).map(|index| {
                 // SAFETY: Each task owns a non-overlapping `ArenaSlot` region.
                 Task::new(unsafe { arena_ptr.add(index * GLOBAL_TASK_MAX_SIZE) })
             }));
-            Self {
-                tasks,
-                _arena: arena,
-            }
+            Self { tasks, _arena: arena }
         }
     }
 
@@ -792,12 +733,7 @@ mod custom_channel {
                 runner_id,
             });
 
-            Self {
-                state,
-                client_buf: 0,
-                buffers,
-                ready_to_execute: false,
-            }
+            Self { state, client_buf: 0, buffers, ready_to_execute: false }
         }
 
         /// Main execution loop for the device thread.
@@ -841,10 +777,7 @@ mod custom_channel {
         fn fetch(&mut self) {
             self.client_buf = 1 - self.client_buf;
 
-            self.state.queue_ptr.store(
-                self.buffers[self.client_buf].tasks.as_mut_ptr(),
-                Ordering::Release,
-            );
+            self.state.queue_ptr.store(self.buffers[self.client_buf].tasks.as_mut_ptr(), Ordering::Release);
 
             self.ready_to_execute = true;
 
@@ -886,10 +819,7 @@ mod tests {
 
     #[test]
     fn test_basic_execution_and_state_persistence() {
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 1,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 1 };
         let handle = ChannelDeviceHandle::<MockService>::new(device_id);
 
         // Task 1: Increment the counter
@@ -914,10 +844,7 @@ mod tests {
 
     #[test]
     fn test_scoped_tasks_and_lifetimes() {
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 3,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 3 };
         let handle = ChannelDeviceHandle::<MockService>::new(device_id);
 
         let local_val = 42; // This lives on the test stack
@@ -941,10 +868,7 @@ mod tests {
     #[test]
     #[cfg(not(miri))]
     fn test_buffer_flushing_at_limit() {
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 4,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 4 };
 
         let handle = ChannelDeviceHandle::<MockService>::new(device_id);
         let completed_count = Arc::new(AtomicUsize::new(0));
@@ -966,10 +890,7 @@ mod tests {
 
     #[test]
     fn test_manual_flush_for_partial_buffer() {
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 5,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 5 };
         let handle = ChannelDeviceHandle::<MockService>::new(device_id);
         let (tx, rx) = oneshot::channel();
 
@@ -981,18 +902,30 @@ mod tests {
         // This would hang forever if flush() didn't fill the buffer with no-ops
         handle.state.client.flush();
 
-        let received = rx
-            .recv_timeout(Duration::from_secs(1))
-            .expect("Task was not flushed and processed in time");
+        let received =
+            rx.recv_timeout(Duration::from_secs(1)).expect("Task was not flushed and processed in time");
         assert!(received);
+    }
+
+    /// PATCHED (sweep): with the default batch of 1, a lone task runs without a flush or a
+    /// blocking call (upstream it waits for 31 more).
+    #[test]
+    fn test_single_task_runs_without_a_flush() {
+        let device_id = DeviceId { type_id: 0, index_id: 90 };
+        let handle = ChannelDeviceHandle::<MockService>::new(device_id);
+        let (tx, rx) = oneshot::channel();
+        handle.submit(move |_| {
+            tx.send(true).unwrap();
+        });
+        let received =
+            rx.recv_timeout(Duration::from_secs(5)).expect("a single task must run as soon as it is queued");
+        assert!(received);
+        assert!((1..=CHANNEL_MAX_TASK).contains(&crate::device::handle::channel::custom_channel::batch()));
     }
 
     #[test]
     fn test_closure_captures_are_dropped_after_execution() {
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 6,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 6 };
 
         let handle = ChannelDeviceHandle::<MockService>::new(device_id);
 
@@ -1022,20 +955,13 @@ mod tests {
         // At this point, the blocking call has returned.
         // Because the shim moved the closure and let it go out of scope,
         // the drop count should be exactly 1.
-        assert_eq!(
-            drop_count.load(Ordering::SeqCst),
-            1,
-            "Capture was not dropped after execution"
-        );
+        assert_eq!(drop_count.load(Ordering::SeqCst), 1, "Capture was not dropped after execution");
     }
 
     #[test]
     fn test_large_closure_uses_arena() {
         // Closure captures > 48 bytes (InlineSlot), forcing the arena path.
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 7,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 7 };
         let handle = ChannelDeviceHandle::<MockService>::new(device_id);
 
         let big_data = [42u8; 128]; // 128 bytes > 48 byte inline limit
@@ -1052,16 +978,11 @@ mod tests {
     #[test]
     fn test_extra_large_closure_uses_box() {
         // Closure captures > 4096 bytes (GLOBAL_TASK_MAX_SIZE), forcing the Box fallback.
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 8,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 8 };
         let handle = ChannelDeviceHandle::<MockService>::new(device_id);
 
         let huge_data = [7u8; 8192]; // 8KB > 4096 byte arena limit
-        let result = handle
-            .submit_blocking(move |_state| huge_data[0] + huge_data[8191])
-            .unwrap();
+        let result = handle.submit_blocking(move |_state| huge_data[0] + huge_data[8191]).unwrap();
 
         assert_eq!(result, 14);
     }
@@ -1069,10 +990,7 @@ mod tests {
     #[test]
     fn test_large_closure_drop_is_called() {
         // Verify that Drop runs correctly for closures stored in the arena.
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 9,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 9 };
         let handle = ChannelDeviceHandle::<MockService>::new(device_id);
         let drop_count = Arc::new(AtomicUsize::new(0));
 
@@ -1086,10 +1004,7 @@ mod tests {
             }
         }
 
-        let spy = DropSpy {
-            counter: Arc::clone(&drop_count),
-            _padding: [0; 128],
-        };
+        let spy = DropSpy { counter: Arc::clone(&drop_count), _padding: [0; 128] };
 
         handle
             .submit_blocking(move |_state| {
@@ -1126,10 +1041,7 @@ mod tests {
 
         const THREADS: usize = 4;
         // Unique device_id so the global `CHANNELS` entry is independent of other tests.
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 77,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 77 };
 
         let barrier = Arc::new(Barrier::new(THREADS));
         let mut handles = Vec::new();
@@ -1155,10 +1067,7 @@ mod tests {
     /// task's captures exactly once, and leave the channel usable.
     #[test]
     fn test_submit_blocking_panic_drops_and_returns_err() {
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 10,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 10 };
         let handle = ChannelDeviceHandle::<MockService>::new(device_id);
         let drop_count = Arc::new(AtomicUsize::new(0));
 
@@ -1176,11 +1085,7 @@ mod tests {
         });
 
         assert!(result.is_err(), "panicking task must return Err");
-        assert_eq!(
-            drop_count.load(Ordering::SeqCst),
-            1,
-            "captures must be dropped exactly once on panic"
-        );
+        assert_eq!(drop_count.load(Ordering::SeqCst), 1, "captures must be dropped exactly once on panic");
 
         // Channel survives: next task still runs.
         let ok = handle.submit_blocking(|state| state.counter).unwrap();
@@ -1190,10 +1095,7 @@ mod tests {
     /// Same guarantees for `exclusive`.
     #[test]
     fn test_exclusive_panic_drops_and_returns_err() {
-        let device_id = DeviceId {
-            type_id: 0,
-            index_id: 11,
-        };
+        let device_id = DeviceId { type_id: 0, index_id: 11 };
         let handle = ChannelDeviceHandle::<MockService>::new(device_id);
         let drop_count = Arc::new(AtomicUsize::new(0));
 
@@ -1229,9 +1131,7 @@ mod tests {
         }
 
         // Mirror `TaskBuffer::new`: a 64-aligned 4KB region per slot.
-        let mut arena = alloc::boxed::Box::new(ArenaSlot {
-            data: [0u8; GLOBAL_TASK_MAX_SIZE],
-        });
+        let mut arena = alloc::boxed::Box::new(ArenaSlot { data: [0u8; GLOBAL_TASK_MAX_SIZE] });
         let arena_ptr = arena.data.as_mut_ptr();
         let mut task = Task::new(arena_ptr);
 
@@ -1255,9 +1155,7 @@ mod tests {
             data: [u8; 256],
         }
 
-        let mut arena = alloc::boxed::Box::new(ArenaSlot {
-            data: [0u8; GLOBAL_TASK_MAX_SIZE],
-        });
+        let mut arena = alloc::boxed::Box::new(ArenaSlot { data: [0u8; GLOBAL_TASK_MAX_SIZE] });
         let arena_ptr = arena.data.as_mut_ptr();
         let mut task = Task::new(arena_ptr);
 

@@ -30,9 +30,7 @@ pub struct DeviceHandle<S: DeviceService> {
 
 impl<S: DeviceService> Clone for DeviceHandle<S> {
     fn clone(&self) -> Self {
-        Self {
-            handle: self.handle.clone(),
-        }
+        Self { handle: self.handle.clone() }
     }
 }
 
@@ -43,15 +41,11 @@ impl<S: DeviceService> DeviceHandle<S> {
     }
 
     pub fn insert(device_id: super::DeviceId, service: S) -> Result<Self, ServiceCreationError> {
-        Ok(Self {
-            handle: <Inner<S> as DeviceHandleSpec<S>>::insert(device_id, service)?,
-        })
+        Ok(Self { handle: <Inner<S> as DeviceHandleSpec<S>>::insert(device_id, service)? })
     }
 
     pub fn new(device_id: super::DeviceId) -> Self {
-        Self {
-            handle: <Inner<S> as DeviceHandleSpec<S>>::new(device_id),
-        }
+        Self { handle: <Inner<S> as DeviceHandleSpec<S>>::new(device_id) }
     }
 
     pub fn device_id(&self) -> DeviceId {

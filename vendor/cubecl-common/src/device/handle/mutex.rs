@@ -31,8 +31,7 @@ struct MutexDeviceState {
 
 /// The global storage for all device services.
 /// In no-std, we use a global registry protected by a Mutex.
-static DEVICE_REGISTRY: spin::Mutex<Option<HashMap<DeviceId, DeviceRegistry>>> =
-    spin::Mutex::new(None);
+static DEVICE_REGISTRY: spin::Mutex<Option<HashMap<DeviceId, DeviceRegistry>>> = spin::Mutex::new(None);
 
 /// Maps `TypeId` to the actual Service instance.
 type DeviceRegistry = HashMap<TypeId, MutexDeviceState>;
@@ -57,19 +56,11 @@ impl<S: DeviceService + 'static> DeviceHandleSpec<S> for MutexDeviceHandle<S> {
             .or_insert_with(|| {
                 let state = S::init(device_id);
                 let utilities = state.utilities();
-                MutexDeviceState {
-                    service: Arc::new(Mutex::new(Box::new(state))),
-                    device_id,
-                    utilities,
-                }
+                MutexDeviceState { service: Arc::new(Mutex::new(Box::new(state))), device_id, utilities }
             })
             .clone();
 
-        Self {
-            state,
-            device_id,
-            _phantom: PhantomData,
-        }
+        Self { state, device_id, _phantom: PhantomData }
     }
 
     fn device_id(&self) -> DeviceId {
@@ -119,19 +110,11 @@ impl<S: DeviceService + 'static> DeviceHandleSpec<S> for MutexDeviceHandle<S> {
             .entry(type_id)
             .or_insert_with(|| {
                 let utilities = service.utilities();
-                MutexDeviceState {
-                    service: Arc::new(Mutex::new(Box::new(service))),
-                    device_id,
-                    utilities,
-                }
+                MutexDeviceState { service: Arc::new(Mutex::new(Box::new(service))), device_id, utilities }
             })
             .clone();
 
-        Ok(Self {
-            state,
-            device_id,
-            _phantom: PhantomData,
-        })
+        Ok(Self { state, device_id, _phantom: PhantomData })
     }
 
     fn exclusive<R: Send, T: FnOnce() -> R + Send>(&self, task: T) -> Result<R, CallError> {
@@ -143,8 +126,7 @@ impl<S: DeviceService + 'static> DeviceHandleSpec<S> for MutexDeviceHandle<S> {
     }
 }
 
-static DEVICE_LOCK: spin::Mutex<Option<HashMap<DeviceId, Arc<DeviceLock>>>> =
-    spin::Mutex::new(None);
+static DEVICE_LOCK: spin::Mutex<Option<HashMap<DeviceId, Arc<DeviceLock>>>> = spin::Mutex::new(None);
 
 struct DeviceLock {
     lock: RwLock<Option<StreamId>>,
@@ -211,21 +193,12 @@ impl<S: DeviceService> MutexDeviceHandle<S> {
         };
 
         device_map
-            .or_insert_with(|| {
-                Arc::new(DeviceLock {
-                    lock: RwLock::new(None),
-                    main: spin::Mutex::new(()),
-                })
-            })
+            .or_insert_with(|| Arc::new(DeviceLock { lock: RwLock::new(None), main: spin::Mutex::new(()) }))
             .clone()
     }
 }
 impl<S: DeviceService> Clone for MutexDeviceHandle<S> {
     fn clone(&self) -> Self {
-        Self {
-            state: self.state.clone(),
-            device_id: self.device_id,
-            _phantom: PhantomData,
-        }
+        Self { state: self.state.clone(), device_id: self.device_id, _phantom: PhantomData }
     }
 }

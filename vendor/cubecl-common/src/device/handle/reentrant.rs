@@ -69,11 +69,7 @@ impl<S: DeviceService> DeviceHandleSpec<S> for ReentrantMutexDeviceHandle<S> {
 
 impl<S: DeviceService> Clone for ReentrantMutexDeviceHandle<S> {
     fn clone(&self) -> Self {
-        Self {
-            lock: self.lock.clone(),
-            _phantom: self._phantom,
-            device_id: self.device_id,
-        }
+        Self { lock: self.lock.clone(), _phantom: self._phantom, device_id: self.device_id }
     }
 }
 
@@ -109,20 +105,12 @@ impl<S: DeviceService> ReentrantMutexDeviceHandle<S> {
         let mut map = state.map.borrow_mut();
 
         if map.contains_key(&id) {
-            return Err(alloc::format!(
-                "A server is still registered for device {device:?}"
-            ));
+            return Err(alloc::format!("A server is still registered for device {device:?}"));
         }
 
         let utilities = state_new.utilities();
         let any: Box<dyn Any + Send + 'static> = Box::new(state_new);
-        map.insert(
-            id,
-            ReentrantMutexDeviceState {
-                service: Cell::new(Some(any)),
-                utilities,
-            },
-        );
+        map.insert(id, ReentrantMutexDeviceState { service: Cell::new(Some(any)), utilities });
 
         core::mem::drop(map);
         core::mem::drop(state);
@@ -134,9 +122,7 @@ impl<S: DeviceService> ReentrantMutexDeviceHandle<S> {
     pub fn lock_device(&self) -> DeviceGuard<'_> {
         let state = self.lock.lock.lock();
 
-        DeviceGuard {
-            _guard_mutex: Some(state),
-        }
+        DeviceGuard { _guard_mutex: Some(state) }
     }
 
     /// Acquires exclusive mutable access to the state and passes it to `f`.
@@ -159,33 +145,21 @@ impl<S: DeviceService> ReentrantMutexDeviceHandle<S> {
                 .or_insert_with(|| {
                     let service = S::init(self.device_id);
                     let utilities = service.utilities();
-                    ReentrantMutexDeviceState {
-                        service: Cell::new(Some(Box::new(service))),
-                        utilities,
-                    }
+                    ReentrantMutexDeviceState { service: Cell::new(Some(Box::new(service))), utilities }
                 })
                 .service
                 .take()
         };
 
         let mut entry = entry.unwrap_or_else(|| {
-            panic!(
-                "State {} is already borrowed by the current thread",
-                core::any::type_name::<S>(),
-            )
+            panic!("State {} is already borrowed by the current thread", core::any::type_name::<S>(),)
         });
 
         let s = entry.downcast_mut::<S>().expect("The type to be correct");
         let result = f(s);
 
         // Put the entry back.
-        state
-            .map
-            .borrow()
-            .get(&key)
-            .expect("Entry still exists")
-            .service
-            .replace(Some(entry));
+        state.map.borrow().get(&key).expect("Entry still exists").service.replace(Some(entry));
 
         result
     }
@@ -234,32 +208,20 @@ impl DeviceStateLock {
             None => {
                 let state = DeviceStateMap::new();
 
-                let value = DeviceStateLock {
-                    lock: Arc::new(ReentrantMutex::new(state)),
-                };
+                let value = DeviceStateLock { lock: Arc::new(ReentrantMutex::new(state)) };
 
                 locator_state.states.insert(device, value);
-                locator_state
-                    .states
-                    .get(&device)
-                    .expect("Just inserted the key/value")
-                    .clone()
+                locator_state.states.get(&device).expect("Just inserted the key/value").clone()
             }
         };
 
-        ReentrantMutexDeviceHandle {
-            lock,
-            device_id: device,
-            _phantom: PhantomData,
-        }
+        ReentrantMutexDeviceHandle { lock, device_id: device, _phantom: PhantomData }
     }
 }
 
 impl DeviceStateMap {
     fn new() -> Self {
-        Self {
-            map: RefCell::new(HashMap::new()),
-        }
+        Self { map: RefCell::new(HashMap::new()) }
     }
 }
 
@@ -297,10 +259,7 @@ mod tests {
     /// from under those `RefMuts`. Miri can catch this use-after-free.
     #[test]
     fn test_many_services_reentrant_resize() {
-        let device = DeviceId {
-            type_id: 99,
-            index_id: 99,
-        };
+        let device = DeviceId { type_id: 99, index_id: 99 };
 
         let h1 = ReentrantMutexDeviceHandle::<Svc1>::new(device);
         h1.with_lock(|_| {

@@ -1,0 +1,7 @@
+-- Running jobs whose lease ran out by ?1.
+SELECT id, sweep, variant, seed, state, attempt, max_attempts, epochs, batch_size, learning_rate,
+       epochs_done, best_val_acc, best_epoch, worker_id, lease_token, lease_expires_at_ms,
+       last_error, created_at_ms, started_at_ms, finished_at_ms
+FROM jobs
+WHERE state = 'running' AND lease_expires_at_ms <= ?1
+ORDER BY id

@@ -1,0 +1,66 @@
+//! The job queue as the services see it: a typed façade over the database ([`Queue`]) whose
+//! methods take and return domain values (`sweep_proto` types such as `JobId` and `Job`) and
+//! [`crate::Error`].
+//! Each method is one durable step (submit, lease, heartbeat, record an epoch, complete, fail,
+//! cancel, reap) or one read (summary, listings); the gRPC handlers only decode, call it and
+//! encode. Every change it commits is published on its [`Events`] afterwards.
+//!
+//! - `sweeps`: what users do (submit, cancel, read summaries, jobs and workers).
+//! - `work`: what workers do (register, lease, heartbeat, record epochs, finish) and the lease
+//!   expiry the reaper drives.
+
+mod sweeps;
+mod work;
+
+pub use work::Registration;
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::db::Database;
+use crate::events::Events;
+
+/// The coordinator's job queue; cheap to clone (a database handle and an event channel).
+#[derive(Debug, Clone)]
+pub struct Queue {
+    db: Database,
+    events: Events,
+    lease_ttl: Duration,
+}
+
+/// The outcome of a submission: how many of the spec's jobs are new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    pub created: u32,
+    /// Jobs of the spec the sweep already had (a resubmission adds only the missing ones).
+    pub existing: u32,
+}
+
+/// What became of one streamed epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Stored,
+    /// This attempt had already stored the epoch; nothing changed.
+    Duplicate,
+}
+
+impl Queue {
+    /// A queue over `db` with the lease TTL and event buffer of `config`.
+    pub fn new(db: Database, config: &Config) -> Queue {
+        Queue { db, events: Events::new(config.event_capacity), lease_ttl: config.lease_ttl }
+    }
+
+    /// The channel the queue publishes job changes and stored epochs on.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// How long a lease lives from its grant or last heartbeat.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        self.lease_ttl.as_millis().min(i64::MAX as u128) as i64
+    }
+}

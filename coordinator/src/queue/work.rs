@@ -1,0 +1,225 @@
+//! The worker side of the queue: registering, leasing, heartbeats, streamed epochs and the end of
+//! an attempt, every write after the lease fenced by it; and the expiry of leases nobody renewed.
+
+use std::future::Future;
+
+use sweep_proto::domain::{
+    DataOptions, EpochMetrics, EpochRecord, Fence, Job, JobAssignment, JobId, LeaseVerdict,
+};
+
+use super::{Queue, Recorded};
+use crate::db::epochs::{self, EpochWrite};
+use crate::db::ingest::{HeartbeatWrite, LeaseWrite};
+use crate::db::jobs::{self, StoredJob};
+use crate::db::{self, workers};
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::lifecycle;
+
+/// Longest failure message kept (longer ones are truncated).
+const MAX_ERROR_LEN: usize = 8192;
+
+/// A worker as it registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub worker_id: String,
+    pub hostname: String,
+    pub gpus: Vec<String>,
+    /// Jobs it runs at once (at least one is assumed).
+    pub slots: u32,
+}
+
+impl Queue {
+    /// Records a worker; registering again replaces its host, GPUs and slots.
+    pub async fn register(&self, worker: Registration) -> Result<()> {
+        let slots = worker.slots.max(1);
+        self.db
+            .write_single(move |conn| {
+                Box::pin(async move {
+                    let Registration { worker_id, hostname, gpus, .. } = &worker;
+                    workers::register(conn, worker_id, hostname, gpus, slots, db::now_ms()).await
+                })
+            })
+            .await
+    }
+
+    /// Leases the oldest queued job to `worker_id` for [`Queue::lease_ttl`]; `None` when nothing
+    /// is queued, [`Error::NotFound`] for a worker that never registered.
+    pub async fn lease(&self, worker_id: String) -> Result<Option<JobAssignment>> {
+        let lease = LeaseWrite {
+            worker_id,
+            lease_token: uuid::Uuid::new_v4().simple().to_string(),
+            expires_at_ms: db::now_ms() + self.ttl_ms(),
+        };
+        let Some((stored, data)) = self.db.lease(lease).await? else { return Ok(None) };
+        let job = &stored.job;
+        tracing::debug!(job = job.id.0, attempt = job.attempt, worker = ?job.worker_id, "job leased");
+        self.events.jobs_changed([job]);
+        Ok(Some(self.assignment(&stored, data)?))
+    }
+
+    fn assignment(&self, stored: &StoredJob, data: DataOptions) -> Result<JobAssignment> {
+        let job = &stored.job;
+        let lease_token = stored
+            .lease_token
+            .clone()
+            .ok_or_else(|| Error::Internal(format!("job {} was leased without a token", job.id)))?;
+        Ok(JobAssignment {
+            fence: Fence { job_id: job.id.0, attempt: job.attempt, lease_token },
+            sweep: job.sweep.clone(),
+            variant: job.variant,
+            seed: job.seed,
+            epochs: job.epochs,
+            batch_size: job.batch_size,
+            learning_rate: job.learning_rate,
+            data,
+            lease_ttl: self.lease_ttl,
+        })
+    }
+
+    /// Notes that `worker_id` is alive with `idle_slots` free and renews each lease in `fences`
+    /// that is still its job's running, unexpired one; says per fence, in order, what became of
+    /// it. [`Error::NotFound`] (and nothing renewed) for a worker that never registered.
+    pub async fn heartbeat(
+        &self,
+        worker_id: String,
+        idle_slots: u32,
+        fences: Vec<Fence>,
+    ) -> Result<Vec<(JobId, LeaseVerdict)>> {
+        let jobs: Vec<JobId> = fences.iter().map(Fence::job).collect();
+        let beat = HeartbeatWrite { worker_id, idle_slots, fences, lease_ttl_ms: self.ttl_ms() };
+        let verdicts = self.db.heartbeat(beat).await?;
+        Ok(jobs.into_iter().zip(verdicts).collect())
+    }
+
+    /// Queues one streamed epoch for storage behind the ones queued before it and returns a
+    /// future of its outcome, so a stream can queue the next one meanwhile. The epoch is stored
+    /// if `fence` is its job's running, unexpired lease and the epoch is within the job's epochs;
+    /// otherwise the future resolves to why not ([`Error::StaleLease`], [`Error::NotFound`],
+    /// [`Error::InvalidInput`]).
+    pub async fn record_epoch(
+        &self,
+        fence: Fence,
+        metrics: EpochMetrics,
+    ) -> Result<impl Future<Output = Result<Recorded>> + Send + 'static> {
+        let outcome = self.db.enqueue_epoch(EpochWrite { fence, metrics }).await?;
+        let events = self.events.clone();
+        Ok(async move {
+            let Some(job) = outcome.await? else { return Ok(Recorded::Duplicate) };
+            let record = EpochRecord {
+                job_id: job.id,
+                sweep: job.sweep,
+                variant: job.variant,
+                seed: job.seed,
+                metrics,
+            };
+            events.publish(Event::EpochRecorded(record));
+            Ok(Recorded::Stored)
+        })
+    }
+
+    /// Completes the job `fence` holds once every epoch is stored ([`Error::Precondition`]
+    /// naming the missing ones otherwise).
+    pub async fn complete(&self, fence: Fence) -> Result<Job> {
+        let job: Job = self
+            .db
+            .write_single(move |conn| {
+                Box::pin(async move {
+                    let now = db::now_ms();
+                    if let Some(stored) = jobs::complete_fenced(&mut *conn, &fence, now).await? {
+                        return Ok(stored.job);
+                    }
+                    // Not completable: find out why (the checks below only read).
+                    let stored = jobs::fenced(&mut *conn, &fence, now).await?;
+                    let job = &stored.job;
+                    if job.epochs_done < job.epochs {
+                        let stored_epochs: Vec<u32> =
+                            epochs::for_job(&mut *conn, job.id).await?.iter().map(|e| e.epoch).collect();
+                        let missing: Vec<String> = (1..=job.epochs)
+                            .filter(|e| !stored_epochs.contains(e))
+                            .map(|e| e.to_string())
+                            .collect();
+                        return Err(Error::Precondition(format!(
+                            "missing epochs: job {} stored {} of {} epochs (missing {})",
+                            job.id,
+                            job.epochs_done,
+                            job.epochs,
+                            abbreviated(&missing)
+                        )));
+                    }
+                    Ok(jobs::transition(conn, &stored, lifecycle::Event::Complete, now).await?.job)
+                })
+            })
+            .await?;
+        tracing::info!(job = job.id.0, best_val_acc = job.best_val_acc, "job succeeded");
+        self.events.jobs_changed([&job]);
+        Ok(job)
+    }
+
+    /// Ends the attempt `fence` holds with `error`: the job is requeued as the next attempt
+    /// while attempts remain, else it fails for good, keeping the error.
+    pub async fn fail(&self, fence: Fence, error: String) -> Result<Job> {
+        let error = if error.trim().is_empty() {
+            "the worker reported a failure without a message".to_owned()
+        } else {
+            truncated(error, MAX_ERROR_LEN)
+        };
+        let job: Job = self
+            .db
+            .write_single(move |conn| {
+                Box::pin(async move {
+                    let now = db::now_ms();
+                    let stored = jobs::fenced(&mut *conn, &fence, now).await?;
+                    Ok(jobs::transition(conn, &stored, lifecycle::Event::Fail { error }, now).await?.job)
+                })
+            })
+            .await?;
+        tracing::warn!(job = job.id.0, state = %job.state, error = ?job.last_error, "job attempt failed");
+        self.events.jobs_changed([&job]);
+        Ok(job)
+    }
+
+    /// Requeues (or fails, once attempts run out) every running job whose lease expired without
+    /// a heartbeat; returns the jobs it changed.
+    pub async fn reap_expired(&self) -> Result<Vec<Job>> {
+        let changed: Vec<Job> = self
+            .db
+            .write(|conn| {
+                Box::pin(async move {
+                    let now = db::now_ms();
+                    let mut changed = Vec::new();
+                    for stored in jobs::expired(&mut *conn, now).await? {
+                        let next =
+                            jobs::transition(conn, &stored, lifecycle::Event::LeaseExpired, now).await?;
+                        changed.push(next.job);
+                    }
+                    Ok(changed)
+                })
+            })
+            .await?;
+        for job in &changed {
+            tracing::info!(job = job.id.0, state = %job.state, attempt = job.attempt, "lease expired");
+        }
+        self.events.jobs_changed(&changed);
+        Ok(changed)
+    }
+}
+
+fn abbreviated(items: &[String]) -> String {
+    if items.len() <= 10 {
+        items.join(", ")
+    } else {
+        format!("{}, … ({} in all)", items[..10].join(", "), items.len())
+    }
+}
+
+fn truncated(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

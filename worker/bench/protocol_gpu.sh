@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Runs the experiment's protocol the way a user with GPU machines would: `coordinator serve` and
+# one `worker` attached over TCP, on a machine with no Rust toolchain. The SQLite database is
+# the sweep's whole state: it is restored from $DB_IN (if present) at `start`, and a consistent
+# copy is written to $OUT at every `poll`, so a stopped run continues on another machine.
+#
+# Bring release binaries (strip + xz) in .device/bin/ and CIFAR-10 files (.bin.xz) in
+# .device/data/ (see gpu.sh `unpack`). Phases (logs and the database copy go to $OUT):
+#   start              restore the database, start the coordinator and a worker (setsid), submit
+#                      the presets in $PRESETS (default: protocol; idempotent: a resubmit adds
+#                      nothing, so the queue continues where the last machine stopped)
+#   poll SECONDS       print progress of sweep $NAME (default protocol) until it has no queued
+#                      or running job, or SECONDS pass; copy the database out
+#   kill-worker        SIGKILL the worker (mid-job) and start a new one
+#   restart-coordinator SIGKILL the coordinator and start it again on the same database
+#   report             write sweep $NAME's report and export from the coordinator
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-out}
+REPO=$PWD
+RUN=/root/run
+BIN=/root/bin
+DATA=/root/cifar10
+NAME=${NAME:-protocol}
+DB=$RUN/sweep.db
+DB_IN=${DB_IN:-$REPO/docs/results/2026-12-03-h200-protocol/sweep.db}
+ADDR=127.0.0.1:50051
+export SWEEP_COORDINATOR=http://$ADDR
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export RUST_LOG=${RUST_LOG:-info}
+mkdir -p "$OUT" "$RUN"
+cd "$RUN" || exit 1
+
+log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$RUN/events.log"; }
+
+start_coordinator() {
+  setsid nohup "$BIN/coordinator" serve --listen "$ADDR" --database-url "sqlite://$DB?mode=rwc" \
+    >> "$RUN/coordinator.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 50); do "$BIN/coordinator" status > /dev/null 2>&1 && return 0; sleep 0.2; done
+  log "coordinator did not answer"; return 1
+}
+
+start_worker() {
+  setsid nohup "$BIN/worker" --device cuda --data-dir "$DATA" --worker-id "${WORKER_ID:-h200-$(hostname)}" \
+    >> "$RUN/worker.log" 2>&1 < /dev/null &
+  log "worker started (pid $!)"
+}
+
+snapshot() {
+  # A consistent copy while the coordinator writes (SQLite's online backup; WAL included).
+  python3 - "$DB" "$OUT/sweep.db" <<'EOF'
+import sqlite3, sys
+src = sqlite3.connect(sys.argv[1]); dst = sqlite3.connect(sys.argv[2])
+src.backup(dst); dst.close(); src.close()
+EOF
+  cp "$RUN"/*.log "$OUT/" 2>/dev/null
+  tail -n 400 "$RUN/worker.log" > "$OUT/worker.log" 2>/dev/null
+}
+
+phase=${1:-}
+shift || true
+case "$phase" in
+start)
+  if [ ! -e "$DB" ] && [ -e "$DB_IN" ]; then cp "$DB_IN" "$DB"; log "database restored from $DB_IN"; fi
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+  start_coordinator || exit 1
+  log "coordinator started"
+  for preset in ${PRESETS:-protocol}; do
+    "$BIN/coordinator" submit --preset "$preset" | tee -a "$RUN/events.log"
+  done
+  start_worker
+  ;;
+poll)
+  deadline=$(( $(date +%s) + ${1:-0} ))
+  while :; do
+    s=$("$BIN/coordinator" status --sweep "$NAME" 2>&1)
+    log "$(echo "$s" | head -n 1)"
+    echo "$s" | grep " running " | sed 's/^/    /'
+    echo "$s" | head -n 1 | grep -qE "queued +0  running +0 " && break
+    [ "$(date +%s)" -lt "$deadline" ] || break
+    sleep 30
+  done
+  "$BIN/coordinator" status --sweep "$NAME" > "$OUT/status.txt" 2>&1
+  snapshot
+  ;;
+kill-worker)
+  pkill -9 -f "$BIN/worker" && log "worker SIGKILLed"
+  sleep 1
+  start_worker
+  ;;
+restart-coordinator)
+  pkill -9 -f "$BIN/coordinator serve" && log "coordinator SIGKILLed"
+  sleep 2
+  start_coordinator && log "coordinator restarted"
+  ;;
+report)
+  "$BIN/coordinator" report --sweep "$NAME" --out "$RUN/report-$NAME" 2>&1 | tail -n 5
+  "$BIN/coordinator" export --sweep "$NAME" --format csv --out "$RUN/report-$NAME/export" 2>&1 | tail -n 2
+  tar czf "$OUT/report-$NAME.tgz" -C "$RUN" "report-$NAME"
+  snapshot
+  ;;
+*)
+  echo "usage: $0 start|poll SECONDS|kill-worker|restart-coordinator|report" >&2
+  exit 2
+  ;;
+esac

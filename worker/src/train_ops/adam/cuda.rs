@@ -1,0 +1,232 @@
+//! Adam's update as one kernel: `(param, grad, m, v) → (param', m', v')` for one parameter
+//! ([`adam_update`]) or for every parameter of a step at once ([`adam_update_many`]).
+//!
+//! burn's Adam runs about a dozen tensor ops per parameter (each a fusion-stream operation on
+//! the host, a few fused kernels on the GPU); the model has 38 parameters, so the optimizer was
+//! about 500 host operations of every training step. One kernel per parameter still made 29
+//! launches and 11 layout copies per step (the weight gradients are permuted views); one
+//! launch for all of them reads each gradient through its own strides.
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
+use cubecl::{calculate_cube_count_elemwise, prelude::*};
+
+use super::AdamScalars;
+use crate::train_ops::cube::{FusionTensor, LaunchVec, custom_op_many, custom_op_vec};
+
+/// One thread per element: `m' = β₁·m + (1−β₁)·g`, `v' = β₂·v + (1−β₂)·g²`,
+/// `param' = param − step_size · m' / (√v' + ε)`; all contiguous f32.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn adam_kernel(
+    param: &Tensor<f32>,
+    grad: &Tensor<f32>,
+    moment_1: &Tensor<f32>,
+    moment_2: &Tensor<f32>,
+    param_out: &mut Tensor<f32>,
+    moment_1_out: &mut Tensor<f32>,
+    moment_2_out: &mut Tensor<f32>,
+    beta_1: f32,
+    beta_2: f32,
+    step_size: f32,
+    epsilon: f32,
+) {
+    let pos = ABSOLUTE_POS;
+    if pos >= param_out.len() {
+        terminate!();
+    }
+    let g = grad[pos];
+    let m = moment_1[pos] * beta_1 + g * (1.0 - beta_1);
+    let v = moment_2[pos] * beta_2 + g * g * (1.0 - beta_2);
+    moment_1_out[pos] = m;
+    moment_2_out[pos] = v;
+    param_out[pos] = param[pos] - step_size * m / (v.sqrt() + epsilon);
+}
+
+fn launch<R: CubeRuntime>(inputs: [CubeTensor<R>; 4], scalars: AdamScalars) -> [CubeTensor<R>; 3] {
+    let [param, grad, moment_1, moment_2] = inputs.map(into_contiguous);
+    let (client, device) = (param.client.clone(), param.device.clone());
+    let shape: Shape = param.meta.shape().clone();
+    let outputs: [CubeTensor<R>; 3] = std::array::from_fn(|_| {
+        empty_device_contiguous_dtype(client.clone(), device.clone(), shape.clone(), DType::F32)
+    });
+    let threads = shape.num_elements();
+    let cube_dim = CubeDim::new(&client, threads);
+    let cube_count = calculate_cube_count_elemwise(&client, threads, cube_dim);
+    adam_kernel::launch::<R>(
+        &client,
+        cube_count,
+        cube_dim,
+        param.into_tensor_arg(),
+        grad.into_tensor_arg(),
+        moment_1.into_tensor_arg(),
+        moment_2.into_tensor_arg(),
+        outputs[0].clone().into_tensor_arg(),
+        outputs[1].clone().into_tensor_arg(),
+        outputs[2].clone().into_tensor_arg(),
+        scalars.beta_1,
+        scalars.beta_2,
+        scalars.step_size,
+        scalars.epsilon,
+    );
+    outputs
+}
+
+/// [`super::AdamOps::adam_update`] on burn's fused CubeCL backends: one kernel
+/// (f32 parameters, gradients and moments, any layout).
+pub fn adam_update<R, F, I, BT>(inputs: [FusionTensor<R>; 4], scalars: AdamScalars) -> [FusionTensor<R>; 3]
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let out = (inputs[0].shape.clone(), DType::F32);
+    let outputs = [out.clone(), out.clone(), out];
+    custom_op_many::<R, F, I, BT, 4, 3>("adam_update", inputs, outputs, Box::new(move |t| launch(t, scalars)))
+}
+
+/// One thread per element of all the parameters in turn (parameter `i`'s elements follow
+/// parameter `i − 1`'s): the update of [`adam_kernel`], each gradient read through its own
+/// strides (any layout of the parameter's shape), everything else contiguous f32.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn adam_many_kernel(
+    params: &Sequence<Tensor<f32>>,
+    grads: &Sequence<Tensor<f32>>,
+    moments_1: &Sequence<Tensor<f32>>,
+    moments_2: &Sequence<Tensor<f32>>,
+    params_out: &mut Sequence<Tensor<f32>>,
+    moments_1_out: &mut Sequence<Tensor<f32>>,
+    moments_2_out: &mut Sequence<Tensor<f32>>,
+    beta_1: f32,
+    beta_2: f32,
+    step_size: f32,
+    epsilon: f32,
+) {
+    let count = comptime![params.len()];
+    let mut first = 0usize;
+    #[unroll]
+    for i in 0..count {
+        let param_out = params_out.index_mut(i);
+        let len = param_out.len();
+        if ABSOLUTE_POS >= first && ABSOLUTE_POS < first + len {
+            let pos = ABSOLUTE_POS - first;
+            let grad = grads.index(i);
+            // The gradient's offset: `pos` split into coordinates of the (contiguous) shape.
+            let rank = param_out.rank();
+            let mut rest = pos;
+            let mut offset = 0usize;
+            for k in 0..rank {
+                let dim = rank - 1 - k;
+                let size = param_out.shape(dim);
+                offset += (rest % size) * grad.stride(dim);
+                rest /= size;
+            }
+            let g = grad[offset];
+            let m = moments_1.index(i)[pos] * beta_1 + g * (1.0 - beta_1);
+            let v = moments_2.index(i)[pos] * beta_2 + g * g * (1.0 - beta_2);
+            moments_1_out.index_mut(i)[pos] = m;
+            moments_2_out.index_mut(i)[pos] = v;
+            param_out[pos] = params.index(i)[pos] - step_size * m / (v.sqrt() + epsilon);
+        }
+        first += len;
+    }
+}
+
+/// `inputs`: `[param, grad, m, v]` of each parameter in turn; returns `[param', m', v']` of each.
+fn launch_many<R: CubeRuntime>(inputs: Vec<CubeTensor<R>>, scalars: AdamScalars) -> Vec<CubeTensor<R>> {
+    let client = inputs[0].client.clone();
+    let mut args: [SequenceArg<R, Tensor<f32>>; 7] = Default::default();
+    let mut outputs = Vec::with_capacity(inputs.len() / 4 * 3);
+    let mut threads = 0;
+    for chunk in inputs.chunks_exact(4) {
+        let [param, grad, moment_1, moment_2] = [0, 1, 2, 3].map(|i| chunk[i].clone());
+        // Parameters and moments are this module's contiguous outputs (a copy only for a
+        // parameter burn handed over in another layout); the gradient keeps its own.
+        let [param, moment_1, moment_2] = [param, moment_1, moment_2].map(into_contiguous);
+        let shape: Shape = param.meta.shape().clone();
+        threads += shape.num_elements();
+        for (arg, tensor) in args.iter_mut().zip([param, grad, moment_1, moment_2]) {
+            arg.push(tensor.into_tensor_arg());
+        }
+        for arg in &mut args[4..] {
+            let out = empty_device_contiguous_dtype(
+                client.clone(),
+                chunk[0].device.clone(),
+                shape.clone(),
+                DType::F32,
+            );
+            arg.push(out.clone().into_tensor_arg());
+            outputs.push(out);
+        }
+    }
+    // `outputs` holds each parameter's three outputs in turn.
+    let cube_dim = CubeDim::new(&client, threads);
+    let cube_count = calculate_cube_count_elemwise(&client, threads, cube_dim);
+    let [params, grads, moments_1, moments_2, params_out, moments_1_out, moments_2_out] = args;
+    adam_many_kernel::launch::<R>(
+        &client,
+        cube_count,
+        cube_dim,
+        params,
+        grads,
+        moments_1,
+        moments_2,
+        params_out,
+        moments_1_out,
+        moments_2_out,
+        scalars.beta_1,
+        scalars.beta_2,
+        scalars.step_size,
+        scalars.epsilon,
+    );
+    outputs
+}
+
+/// [`super::AdamOps::adam_update_many`] on burn's fused CubeCL backends: one
+/// kernel for all the parameters (f32 parameters, gradients and moments, any layout).
+pub fn adam_update_many<R, F, I, BT>(
+    inputs: Vec<[FusionTensor<R>; 4]>,
+    scalars: AdamScalars,
+) -> Vec<[FusionTensor<R>; 3]>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    if inputs.is_empty() {
+        return Vec::new();
+    }
+    let outputs =
+        inputs.iter().flat_map(|[param, ..]| [0; 3].map(|_| (param.shape.clone(), DType::F32))).collect();
+    let launch: LaunchVec<R> = Box::new(move |t| launch_many(t, scalars));
+    let outputs = custom_op_vec::<R, F, I, BT>(
+        "adam_update_many",
+        inputs.into_iter().flatten().collect(),
+        outputs,
+        launch,
+    );
+    let mut outputs = outputs.into_iter();
+    std::iter::from_fn(|| Some([outputs.next()?, outputs.next()?, outputs.next()?])).collect()
+}
+
+impl super::AdamOps for burn_cuda::Cuda {
+    fn adam_update(
+        inputs: [burn::tensor::ops::FloatTensor<Self>; 4],
+        scalars: AdamScalars,
+    ) -> [burn::tensor::ops::FloatTensor<Self>; 3] {
+        adam_update::<_, f32, i32, u8>(inputs, scalars)
+    }
+
+    fn adam_update_many(
+        inputs: Vec<[burn::tensor::ops::FloatTensor<Self>; 4]>,
+        scalars: AdamScalars,
+    ) -> Vec<[burn::tensor::ops::FloatTensor<Self>; 3]> {
+        adam_update_many::<_, f32, i32, u8>(inputs, scalars)
+    }
+}

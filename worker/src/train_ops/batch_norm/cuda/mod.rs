@@ -1,0 +1,38 @@
+//! BatchNorm + ReLU's hooks on burn's CUDA backend: the channel sums and statistics
+//! ([`channel_sums`]) and the elementwise passes ([`normalize`]).
+
+pub mod channel_sums;
+pub mod normalize;
+
+use burn::tensor::FloatDType;
+use burn::tensor::ops::FloatTensor;
+use burn_cuda::Cuda;
+
+use super::{BatchNormOps, NormConfig, NormStatistics};
+
+impl BatchNormOps for Cuda {
+    fn batch_norm_statistics(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean_shift: Option<FloatTensor<Self>>,
+        running: [FloatTensor<Self>; 2],
+        config: NormConfig,
+    ) -> NormStatistics<Self> {
+        channel_sums::batch_norm_statistics::<Self, _, f32, i32, u8>(x, gamma, mean_shift, running, config)
+    }
+
+    fn normalize_relu(
+        x: FloatTensor<Self>,
+        per_channel: [FloatTensor<Self>; 3],
+        dtype: FloatDType,
+    ) -> FloatTensor<Self> {
+        normalize::normalize_relu::<_, f32, i32, u8>(x, per_channel, dtype.into())
+    }
+
+    fn batch_norm_relu_grad(
+        activations: [FloatTensor<Self>; 3],
+        per_channel: [FloatTensor<Self>; 4],
+    ) -> [FloatTensor<Self>; 3] {
+        normalize::batch_norm_relu_grad::<_, f32, i32, u8>(activations, per_channel)
+    }
+}

@@ -1,0 +1,74 @@
+//! The convolution's hooks on burn's CUDA backend: the im2col matrix ([`im2col`]), both
+//! convolution operands in one kernel ([`weights`]), the bf16 convolutions on tuned tilings
+//! ([`tuned`]), the weight gradient's bf16 → f32 matmul and its group sum ([`summed_matmul`]).
+
+pub mod im2col;
+pub mod summed_matmul;
+pub mod tuned;
+pub mod weights;
+
+use burn::tensor::ops::{FloatTensor, ModuleOps};
+use burn::tensor::{DType, FloatDType, Shape, TensorMetadata};
+use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
+use burn_cuda::Cuda;
+
+use super::{ConvOps, reference};
+use crate::train_ops::cube::{FusionTensor, custom_op};
+use crate::train_ops::{unwrap, wrap};
+
+impl ConvOps for Cuda {
+    fn conv3x3_nobias(x: FloatTensor<Self>, weight: FloatTensor<Self>, tuned: bool) -> FloatTensor<Self> {
+        if tuned && tuned::tunable(&x, &weight) {
+            tuned::conv3x3::<_, f32, i32, u8>(x, weight)
+        } else {
+            Self::conv2d(x, weight, None, reference::same_3x3())
+        }
+    }
+
+    fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
+        weights::conv_operands::<_, f32, i32, u8>(weight, dtype.into())
+    }
+
+    fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        im2col::im2col_3x3::<_, f32, i32, u8>(x, dtype.into())
+    }
+
+    fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        if lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32 {
+            // burn's own path: its fusion can fuse what follows into the matmul.
+            return unwrap(wrap::<Self, 3>(lhs).matmul(wrap(rhs)));
+        }
+        matmul_to_f32::<_, f32, i32, u8>(lhs, rhs)
+    }
+
+    fn summed_matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        summed_matmul::summed_matmul_to_f32::<_, f32, i32, u8>(lhs, rhs)
+    }
+}
+
+fn launch_matmul_to_f32<R: CubeRuntime>(
+    [lhs, rhs]: [CubeTensor<R>; 2],
+    _: &Shape,
+    dtype: DType,
+) -> CubeTensor<R> {
+    matmul(lhs, rhs, None, MatmulStrategy::default(), dtype)
+        .unwrap_or_else(|err| panic!("no matmul kernel for these operands: {err:?}"))
+}
+
+/// [`ConvOps::matmul_to_f32`] on burn's fused CubeCL backends: `[B, M, K] ×
+/// [B, K, N] → [B, M, N]` in f32 whatever the operands' dtype (burn's autotuned matmul kernels,
+/// f32 accumulation).
+pub fn matmul_to_f32<R, F, I, BT>(lhs: FusionTensor<R>, rhs: FusionTensor<R>) -> FusionTensor<R>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let [batch, m, _] = lhs.shape.dims::<3>();
+    let n = rhs.shape.dims::<3>()[2];
+    let shape = Shape::new([batch, m, n]);
+    custom_op::<R, F, I, BT, 2>("matmul_to_f32", [lhs, rhs], shape, DType::F32, launch_matmul_to_f32)
+}

@@ -1,0 +1,188 @@
+//! The plumbing every CUDA kernel of the training operations shares (feature `cuda`): a kernel
+//! registered in burn's fusion stream as a custom operation ([`custom_op`]), so it orders
+//! correctly with the fused kernels around it, and the channels-last layout helpers.
+
+use std::marker::PhantomData;
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::fusion::FusionCubeRuntime;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::ops::{permute_nchw_to_nhwc, permute_nchw_to_nhwc_shape};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use burn_fusion::FusionRuntime;
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use cubecl::calculate_cube_count_elemwise;
+use cubecl::prelude::{CubeCount, CubeDim};
+
+/// A float tensor of burn's fused CubeCL backend over runtime `R`.
+pub type FusionTensor<R> = burn_fusion::FusionTensor<FusionCubeRuntime<R>>;
+
+/// Launches a kernel on the inputs' CubeCL tensors; returns the output (of the given shape and dtype).
+pub type Launch<R, const N: usize> = fn([CubeTensor<R>; N], &Shape, DType) -> CubeTensor<R>;
+
+/// Launches a kernel (with whatever it captured, e.g. scalars) on the inputs' CubeCL tensors;
+/// returns its `M` outputs.
+pub type LaunchMany<R, const N: usize, const M: usize> =
+    Box<dyn Fn([CubeTensor<R>; N]) -> [CubeTensor<R>; M] + Send + Sync>;
+
+/// [`LaunchMany`] for any number of inputs and outputs (as many outputs as the operation
+/// declared).
+pub type LaunchVec<R> = Box<dyn Fn(Vec<CubeTensor<R>>) -> Vec<CubeTensor<R>> + Send + Sync>;
+
+/// The fusion-stream operation: runs `launch` on the resolved inputs when the stream executes.
+struct CustomOp<B, R: CubeRuntime> {
+    desc: CustomOpIr,
+    launch: LaunchVec<R>,
+    backend: PhantomData<fn() -> B>,
+}
+
+impl<B, R: CubeRuntime> std::fmt::Debug for CustomOp<B, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomOp").field("desc", &self.desc).finish()
+    }
+}
+
+impl<R, F, I, BT> Operation<FusionCubeRuntime<R>> for CustomOp<CubeBackend<R, F, I, BT>, R>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    fn execute(&self, handles: &mut HandleContainer<<FusionCubeRuntime<R> as FusionRuntime>::FusionHandle>) {
+        let inputs = self
+            .desc
+            .inputs
+            .iter()
+            .map(|x| match x.dtype.is_int() {
+                true => handles.get_int_tensor::<CubeBackend<R, F, I, BT>>(x),
+                false => handles.get_float_tensor::<CubeBackend<R, F, I, BT>>(x),
+            })
+            .collect();
+        let outputs = (self.launch)(inputs);
+        assert_eq!(outputs.len(), self.desc.outputs.len(), "{}: wrong number of outputs", self.desc.id);
+        for (out, output) in self.desc.outputs.iter().zip(outputs) {
+            handles.register_float_tensor::<CubeBackend<R, F, I, BT>>(&out.id, output);
+        }
+    }
+}
+
+/// Registers `launch` on `inputs` (float or integer tensors) as the custom operation `name` in
+/// the inputs' fusion stream; returns its float outputs, of the given shapes and dtypes.
+pub fn custom_op_vec<R, F, I, BT>(
+    name: &'static str,
+    inputs: Vec<FusionTensor<R>>,
+    outputs: Vec<(Shape, DType)>,
+    launch: LaunchVec<R>,
+) -> Vec<FusionTensor<R>>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let client = inputs[0].client.clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let outs: Vec<TensorIr> = outputs
+        .into_iter()
+        .map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype))
+        .collect();
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(|x| x.into_ir()).collect();
+    let desc = CustomOpIr::new(name, &inputs, &outs);
+    let operation =
+        CustomOp::<CubeBackend<R, F, I, BT>, R> { desc: desc.clone(), launch, backend: PhantomData };
+    client.register(streams, OperationIr::Custom(desc), operation)
+}
+
+/// [`custom_op_vec`] with `N` inputs and `M` outputs.
+pub fn custom_op_many<R, F, I, BT, const N: usize, const M: usize>(
+    name: &'static str,
+    inputs: [FusionTensor<R>; N],
+    outputs: [(Shape, DType); M],
+    launch: LaunchMany<R, N, M>,
+) -> [FusionTensor<R>; M]
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let launch: LaunchVec<R> = Box::new(move |inputs| {
+        let inputs: [CubeTensor<R>; N] = inputs.try_into().unwrap_or_else(|_| unreachable!("N inputs"));
+        launch(inputs).into()
+    });
+    let outputs = custom_op_vec::<R, F, I, BT>(name, inputs.into(), outputs.into(), launch);
+    outputs.try_into().unwrap_or_else(|_| unreachable!("M outputs"))
+}
+
+/// [`custom_op_many`] for a kernel with one output, a `shape` tensor of `dtype`.
+pub fn custom_op<R, F, I, BT, const N: usize>(
+    name: &'static str,
+    inputs: [FusionTensor<R>; N],
+    shape: Shape,
+    dtype: DType,
+    launch: Launch<R, N>,
+) -> FusionTensor<R>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    let out = (shape.clone(), dtype);
+    let launch: LaunchMany<R, N, 1> = Box::new(move |inputs| [launch(inputs, &shape, dtype)]);
+    let [output] = custom_op_many::<R, F, I, BT, N, 1>(name, inputs, [out], launch);
+    output
+}
+
+/// `t: [N, C, H, W]` as a contiguous `[N, H, W, C]` tensor: free for channels-last layouts
+/// (burn's conv outputs, this module's kernels' outputs), a copy otherwise.
+pub fn channels_last<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
+    into_contiguous(permute_nchw_to_nhwc(t))
+}
+
+/// An output of `dtype` for a kernel with one thread per vector of channels: `shape` `[N, C,
+/// H, W]` laid out `[N, H, W, C]` in memory (or `[N, C]`, as it is), the vector width (for
+/// `like`'s dtype and `dtype`) and the launch geometry.
+pub fn channels_last_output<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    shape: &Shape,
+    dtype: DType,
+) -> (CubeTensor<R>, usize, CubeCount, CubeDim) {
+    let memory =
+        if shape.num_dims() == 4 { permute_nchw_to_nhwc_shape(shape.clone()) } else { shape.clone() };
+    let output = empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), memory, dtype);
+    let lanes = channel_lanes(shape[1], like.dtype.size().max(dtype.size()));
+    let threads = shape.num_elements() / lanes;
+    let cube_dim = CubeDim::new(&like.client, threads);
+    let cube_count = calculate_cube_count_elemwise(&like.client, threads, cube_dim);
+    (output, lanes, cube_count, cube_dim)
+}
+
+/// Channels per vector in the channels-last kernels: the most (8, 4, 2 or 1) that divide
+/// `channels` and keep a vector of the widest element type they move within one 16-byte access
+/// (8 bf16 or 4 f32 channels).
+pub fn channel_lanes(channels: usize, widest_element_bytes: usize) -> usize {
+    [8, 4, 2, 1]
+        .into_iter()
+        .find(|lanes| channels.is_multiple_of(*lanes) && lanes * widest_element_bytes <= 16)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel_lanes;
+
+    #[test]
+    fn vectors_hold_up_to_sixteen_bytes_of_whole_channels() {
+        assert_eq!(channel_lanes(64, 2), 8); // bf16 activations
+        assert_eq!(channel_lanes(64, 4), 4); // f32, or an f32 input written as bf16
+        assert_eq!(channel_lanes(24, 2), 8);
+        assert_eq!(channel_lanes(6, 2), 2);
+        assert_eq!(channel_lanes(3, 4), 1); // the image's channels
+        assert_eq!(channel_lanes(7, 2), 1);
+    }
+}
