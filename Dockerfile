@@ -6,13 +6,14 @@ COPY . .
 RUN cargo build --release -p coordinator -p worker -p sweep \
  && mkdir /out && cp target/release/coordinator target/release/worker target/release/sweep /out/
 
-# Coordinator: small image, SQLite file on a volume.
+# Coordinator: small image, SQLite file on a volume; openssl makes docker-compose's private CA.
 FROM debian:bookworm-slim AS coordinator
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates git && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates git openssl && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/coordinator /usr/local/bin/coordinator
 WORKDIR /var/lib/sweep
 EXPOSE 50051
 ENTRYPOINT ["coordinator"]
+# Loopback only without TLS and tokens; see docker-compose.yml for a coordinator others can reach.
 CMD ["serve"]
 
 # Worker: CUDA runtime + NVRTC (burn's CUDA backend compiles kernels at run time).

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::auth::RateLimit;
+
 /// Default gRPC message limit (both directions).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -20,6 +22,40 @@ pub struct Config {
     pub idle_retry_after: Duration,
     /// Capacity of the event broadcast feeding `WatchSweep`; slower watchers get a fresh snapshot.
     pub event_capacity: usize,
+    /// Sizes and rates one client may ask for.
+    pub limits: Limits,
+}
+
+/// What one request or credential may ask of the coordinator, so no client can hold the single
+/// database writer for long or crowd out the others.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Jobs (variants × seeds) one SubmitSweep may describe (INVALID_ARGUMENT beyond).
+    pub max_jobs_per_submission: u32,
+    /// Jobs a sweep may hold after a submission (RESOURCE_EXHAUSTED beyond).
+    pub max_jobs_per_sweep: u32,
+    /// Leases one Heartbeat may carry (INVALID_ARGUMENT beyond).
+    pub max_fences_per_heartbeat: u32,
+    /// Jobs inserted or cancelled per write transaction: a big submission or cancel becomes
+    /// several short transactions, so heartbeats and leases queued behind it wait little.
+    pub write_chunk: usize,
+    /// Writes of a user or admin credential.
+    pub user_writes: RateLimit,
+    /// Writes (leases, heartbeats, epochs, outcomes) of a worker credential.
+    pub worker_writes: RateLimit,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_jobs_per_submission: 10_000,
+            max_jobs_per_sweep: 20_000,
+            max_fences_per_heartbeat: 1_024,
+            write_chunk: 128,
+            user_writes: RateLimit::new(5.0, 20.0),
+            worker_writes: RateLimit::new(500.0, 2_000.0),
+        }
+    }
 }
 
 impl Config {
@@ -44,6 +80,7 @@ impl Default for Config {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             idle_retry_after: Duration::from_secs(2),
             event_capacity: 4096,
+            limits: Limits::default(),
         }
     }
 }

@@ -20,6 +20,15 @@ pub enum Error {
     /// The request is well formed but the job is not in a state that allows it.
     #[error("failed precondition: {0}")]
     Precondition(String),
+    /// No credential, or one the coordinator does not know.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// A known credential whose role or ownership does not allow the call; nothing changed.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// A configured limit (rate, sweep size) was reached; the message names it.
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -31,9 +40,15 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// An RPC a client subcommand made failed.
-    #[error("{:?}: {}", .0.code(), .0.message())]
+    /// An RPC a client subcommand made failed (the server's message is shown escaped).
+    #[error("{:?}: {}", .0.code(), sweep_proto::text::printable(.0.message()))]
     Rpc(tonic::Status),
+    /// A client could not set up its connection to the coordinator.
+    #[error(transparent)]
+    Connect(#[from] sweep_proto::connect::ConnectError),
+    /// A setting that cannot be used or is unsafe (token files, TLS files, exposure).
+    #[error("{0}")]
+    Config(String),
     /// Something the CLI could not encode or decode (spec files, exports).
     #[error("{0}")]
     Format(String),
@@ -68,28 +83,73 @@ impl From<csv::Error> for Error {
 /// Result alias of the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Longest status message sent: it travels in an HTTP/2 header, and one past the peer's header
+/// limit turns the error into a different one (the values quoted in it are cut much shorter).
+const MAX_STATUS_MESSAGE: usize = 2048;
+
+/// `e`'s message, cut to [`MAX_STATUS_MESSAGE`] bytes.
+fn message(e: &Error) -> String {
+    let mut text = e.to_string();
+    if text.len() > MAX_STATUS_MESSAGE {
+        let mut cut = MAX_STATUS_MESSAGE;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         use tonic::Status;
         match e {
-            Error::NotFound(_) => Status::not_found(e.to_string()),
-            Error::InvalidInput(_) => Status::invalid_argument(e.to_string()),
+            Error::NotFound(_) => Status::not_found(message(&e)),
+            Error::Unauthenticated(_) => Status::unauthenticated(message(&e)),
+            Error::PermissionDenied(_) => Status::permission_denied(message(&e)),
+            Error::ResourceExhausted(_) => Status::resource_exhausted(message(&e)),
+            Error::InvalidInput(_) => Status::invalid_argument(message(&e)),
             Error::StaleLease(_) | Error::Conflict(_) | Error::Precondition(_) => {
-                Status::failed_precondition(e.to_string())
+                Status::failed_precondition(message(&e))
             }
-            Error::Unavailable(_) | Error::Transport(_) => Status::unavailable(e.to_string()),
-            Error::Database(sqlx::Error::PoolTimedOut) => Status::unavailable(e.to_string()),
+            Error::Unavailable(_) | Error::Transport(_) | Error::Connect(_) => {
+                Status::unavailable(message(&e))
+            }
+            Error::Database(sqlx::Error::PoolTimedOut) => Status::unavailable(message(&e)),
             Error::Rpc(status) => status,
             Error::Database(_)
             | Error::Migrate(_)
             | Error::Io(_)
             | Error::Format(_)
+            | Error::Config(_)
             | Error::Spec(_)
             | Error::Report(_)
             | Error::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
-                Status::internal(e.to_string())
+                Status::internal(message(&e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_errors_map_to_their_codes_and_messages_stay_bounded() {
+        let cases = [
+            (Error::Unauthenticated("no token".into()), tonic::Code::Unauthenticated),
+            (Error::PermissionDenied("not yours".into()), tonic::Code::PermissionDenied),
+            (Error::ResourceExhausted("rate".into()), tonic::Code::ResourceExhausted),
+        ];
+        for (e, code) in cases {
+            assert_eq!(tonic::Status::from(e).code(), code);
+        }
+        let long = tonic::Status::from(Error::Precondition("x".repeat(1 << 20)));
+        assert!(long.message().len() <= MAX_STATUS_MESSAGE + '…'.len_utf8());
+        let shown = Error::Rpc(tonic::Status::internal("bad\u{1b}[2Jthing")).to_string();
+        assert!(shown.contains("bad\\u{1b}[2Jthing"), "{shown}");
     }
 }

@@ -3,7 +3,9 @@
 //! lease jobs, heartbeat, stream per-epoch metrics and finish them
 //! ([`service::worker_service`]). Every worker write is fenced by its lease.
 //!
-//! - [`run`] / [`serve`]: the server seam (listener, database, config, shutdown future).
+//! - [`run`] / [`run_listeners`] / [`serve`]: the server seam (listeners with their security,
+//!   database, config, shutdown future).
+//! - [`auth`]: tokens, roles, principals, TLS settings and per-credential rate limits.
 //! - [`Queue`]: the typed job queue the services call (domain values in and out).
 //! - [`Database`]: opening the database (WAL, `synchronous=FULL`, migrations).
 //! - [`lifecycle`]: the pure job state machine.
@@ -11,6 +13,7 @@
 //! - [`cli`]: the client subcommands, including [`cli::watch::watch_progress`] (progress bars)
 //!   and [`cli::report::fetch_report_input`] (report rows over gRPC).
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -23,8 +26,9 @@ pub mod reaper;
 pub mod server;
 pub mod service;
 
-pub use config::Config;
+pub use auth::{Principal, Role, Security};
+pub use config::{Config, Limits};
 pub use db::{DEFAULT_DATABASE_URL, Database};
 pub use error::{Error, Result};
 pub use queue::Queue;
-pub use server::{run, serve};
+pub use server::{Listener, run, run_listeners, serve};

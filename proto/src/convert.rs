@@ -11,6 +11,7 @@ use crate::domain::{
     MAX_WIDTH_MULTIPLIER, SweepSpec, SweepSummary, TEST_IMAGES, TRAIN_IMAGES, Worker,
 };
 use crate::pb;
+use crate::text::echo;
 
 /// Client input that breaks a rule; `field` names the offending field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -41,7 +42,7 @@ pub fn validate_sweep_name(name: &str) -> Result<(), InvalidInput> {
     ensure(!name.is_empty(), "name", || "must not be empty".into())?;
     ensure(name.len() <= MAX_NAME_LEN, "name", || format!("longer than {MAX_NAME_LEN} bytes"))?;
     ensure(name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')), "name", || {
-        format!("{name:?} may only hold letters, digits, '.', '_' and '-'")
+        format!("{} may only hold letters, digits, '.', '_' and '-'", echo(name))
     })
 }
 

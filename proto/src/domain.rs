@@ -97,9 +97,11 @@ impl fmt::Display for LossVariant {
 }
 
 /// A loss variant name that is not one of [`LossVariant::ALL`].
+/// Its message quotes at most [`crate::text::ECHO_CHARS`] characters of the name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown loss variant {0:?} (expected one of natural_hardmax, natural_softmax, multi_softmax, normal_lr1e-3, normal_lr1e-2)"
+    "unknown loss variant {} (expected one of natural_hardmax, natural_softmax, multi_softmax, normal_lr1e-3, normal_lr1e-2)",
+    crate::text::echo(.0)
 )]
 pub struct UnknownVariant(pub String);
 
@@ -150,7 +152,7 @@ impl fmt::Display for JobState {
 
 /// A job state name that is not one of [`JobState::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job state {0:?} (expected queued, running, succeeded, failed or cancelled)")]
+#[error("unknown job state {} (expected queued, running, succeeded, failed or cancelled)", crate::text::echo(.0))]
 pub struct UnknownState(pub String);
 
 impl FromStr for JobState {

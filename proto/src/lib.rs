@@ -5,9 +5,13 @@
 //!   types.
 //! - [`convert`]: the one place where wire messages become domain values; anything invalid is
 //!   a [`convert::InvalidInput`], which turns into `Status::invalid_argument`.
+//! - [`connect`]: the client side of a connection (flags, TLS, bearer token) every client uses.
+//! - [`text`]: network strings made safe to echo in errors or print on a terminal.
 
+pub mod connect;
 pub mod convert;
 pub mod domain;
+pub mod text;
 
 /// Generated protobuf messages and gRPC services (package `sweep.v1`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -9,7 +9,7 @@ use crate::analysis::{Analysis, SeedSetAnalysis, SeedSetKind, Verdict};
 use crate::input::ReportInput;
 use crate::plots::boxplot::MIN_N_FOR_BOX;
 use crate::summary::{self, TextTable};
-use crate::tables::jobs_in_display_order;
+use crate::tables::{is_unsafe_char, jobs_in_display_order};
 
 /// The SVG figures inlined into the page.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +20,9 @@ pub struct Figures {
     pub curves_svg: String,
 }
 
-/// Escapes text for HTML element content and attribute values.
+/// Escapes text for HTML element content and attribute values; control characters (other than
+/// tab and line breaks) and bidirectional controls, which have no business in a page and may
+/// disguise what it shows, become U+FFFD.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -30,6 +32,7 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            c if is_unsafe_char(c) => out.push('\u{fffd}'),
             _ => out.push(c),
         }
     }
@@ -274,5 +277,15 @@ mod tests {
         assert_eq!(rich("`a<b` vs `c`"), "<code>a&lt;b</code> vs <code>c</code>");
         assert_eq!(rich("odd ` one"), "odd  one");
         assert_eq!(rich("no code"), "no code");
+    }
+
+    #[test]
+    fn markup_and_control_characters_from_the_network_are_neutralised() {
+        let hostile = "<script>alert('x')</script>\u{1b}[2J&\u{202e}\"";
+        let escaped = escape(hostile);
+        assert_eq!(escaped, "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;\u{fffd}[2J&amp;\u{fffd}&quot;");
+        assert_eq!(escape("line\nnext\ttab"), "line\nnext\ttab");
+        let cell = rich("`<img src=x onerror=alert(1)>`");
+        assert_eq!(cell, "<code>&lt;img src=x onerror=alert(1)&gt;</code>");
     }
 }

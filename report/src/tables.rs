@@ -2,7 +2,10 @@
 //!
 //! Rows follow the variant display order, then seed, then epoch. Accuracies are written as
 //! percentages (columns end in `_pct`, four decimals); values a job does not have yet are empty.
+//! Text cells go through [`csv_text`]: names come from the network and must neither run as a
+//! spreadsheet formula nor carry control characters.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use serde::Serialize;
@@ -43,9 +46,9 @@ pub const EPOCHS_HEADER: [&str; 10] = [
 #[derive(Serialize)]
 struct ResultRecord<'a> {
     job_id: i64,
-    variant: &'a str,
+    variant: Cow<'a, str>,
     seed: u64,
-    state: &'a str,
+    state: Cow<'a, str>,
     epochs_done: u32,
     epochs: u32,
     best_val_acc_pct: Option<String>,
@@ -53,13 +56,13 @@ struct ResultRecord<'a> {
     final_train_acc_pct: Option<String>,
     final_val_acc_pct: Option<String>,
     wall_seconds: String,
-    worker: &'a str,
+    worker: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
 struct EpochRecord<'a> {
     job_id: i64,
-    variant: &'a str,
+    variant: Cow<'a, str>,
     seed: u64,
     epoch: u32,
     train_loss: f64,
@@ -68,6 +71,29 @@ struct EpochRecord<'a> {
     val_acc_pct: String,
     wall_seconds: String,
     images_per_sec: String,
+}
+
+/// True for characters that must not reach a file meant for people or their tools: C0 and C1
+/// control characters other than tab and line breaks, and the Unicode bidirectional controls.
+pub fn is_unsafe_char(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A text cell made safe for spreadsheets: control characters (line breaks and tabs included)
+/// become U+FFFD, and a cell that a spreadsheet would read as a formula (starting with `=`, `+`,
+/// `-` or `@`) gets a leading `'`.
+pub fn csv_text(text: &str) -> Cow<'_, str> {
+    let formula = text.starts_with(['=', '+', '-', '@']);
+    if !formula && !text.chars().any(|c| c.is_control() || is_unsafe_char(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 1);
+    if formula {
+        out.push('\'');
+    }
+    out.extend(text.chars().map(|c| if c.is_control() || is_unsafe_char(c) { '\u{fffd}' } else { c }));
+    Cow::Owned(out)
 }
 
 fn pct(fraction: f64) -> String {
@@ -108,9 +134,9 @@ pub fn write_results_csv(input: &ReportInput, order: &[String], path: &Path) -> 
     for job in jobs_in_display_order(input, order) {
         let record = ResultRecord {
             job_id: job.job_id,
-            variant: &job.variant,
+            variant: csv_text(&job.variant),
             seed: job.seed,
-            state: &job.state,
+            state: csv_text(&job.state),
             epochs_done: job.epochs_done,
             epochs: job.epochs,
             best_val_acc_pct: job.best_val_acc.map(pct),
@@ -118,7 +144,7 @@ pub fn write_results_csv(input: &ReportInput, order: &[String], path: &Path) -> 
             final_train_acc_pct: job.final_train_acc.map(pct),
             final_val_acc_pct: job.final_val_acc.map(pct),
             wall_seconds: format!("{:.1}", job.wall_seconds),
-            worker: &job.worker,
+            worker: csv_text(&job.worker),
         };
         writer.serialize(record).map_err(csv_error(path))?;
     }
@@ -142,7 +168,7 @@ pub fn write_epochs_csv(input: &ReportInput, order: &[String], path: &Path) -> R
     for e in epochs {
         let record = EpochRecord {
             job_id: e.job_id,
-            variant: &e.variant,
+            variant: csv_text(&e.variant),
             seed: e.seed,
             epoch: e.epoch,
             train_loss: e.train_loss,
@@ -155,4 +181,20 @@ pub fn write_epochs_csv(input: &ReportInput, order: &[String], path: &Path) -> R
         writer.serialize(record).map_err(csv_error(path))?;
     }
     writer.flush().map_err(io_error(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_cannot_be_formulas_or_carry_control_characters() {
+        assert!(matches!(csv_text("gpu-01"), Cow::Borrowed("gpu-01")));
+        assert_eq!(csv_text("=HYPERLINK(\"http://x\")"), "'=HYPERLINK(\"http://x\")");
+        for prefix in ["+", "-", "@"] {
+            assert_eq!(csv_text(&format!("{prefix}1+1")), format!("'{prefix}1+1"));
+        }
+        assert_eq!(csv_text("a\u{1b}[2Jb\nc\td"), "a\u{fffd}[2Jb\u{fffd}c\u{fffd}d");
+        assert_eq!(csv_text("x\u{202e}y"), "x\u{fffd}y");
+    }
 }

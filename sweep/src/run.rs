@@ -1,22 +1,29 @@
 //! `sweep run`: starts an embedded coordinator and local worker slots in this process, submits
 //! the sweep (idempotently, so a re-run continues it), follows it with progress bars until no job
 //! is queued or running, then writes the report.
+//!
+//! The coordinator listens on loopback without authentication by default. To let workers on
+//! other machines join it takes the same TLS and token flags as `coordinator serve` (and the same
+//! refusal to listen beyond this machine without them); its own worker and watcher then use
+//! in-memory credentials, over a second, loopback-only listener when the public one speaks TLS.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use coordinator::cli::ServerSecurityArgs;
 use coordinator::client::{Preset, SpecArgs, SpecError};
-use coordinator::{Config, Database};
+use coordinator::{Config, Database, Listener, Role, Security};
+use sweep_proto::connect::{self, ClientSecurity, ConnectError};
 use sweep_proto::pb::sweep_service_client::SweepServiceClient;
 use sweep_proto::pb::{GetSweepRequest, SubmitSweepRequest, SweepSpec};
+use sweep_proto::text::printable;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use tracing::info;
 use worker::agent::attach::prepare_local;
-use worker::agent::{AgentConfig, run_agent};
+use worker::agent::{AgentConfig, run_agent_with};
 
 /// Flags of `sweep run`.
 #[derive(Debug, Clone, Args)]
@@ -27,10 +34,12 @@ pub struct RunArgs {
     /// SQLite database of the embedded coordinator.
     #[arg(long, env = "SWEEP_DATABASE_URL", default_value = coordinator::DEFAULT_DATABASE_URL)]
     pub database_url: String,
-    /// Address of the embedded coordinator; use 0.0.0.0:50051 to let workers on other machines
-    /// join (`worker --coordinator http://THIS_HOST:50051`).
+    /// Address of the embedded coordinator; use 0.0.0.0:50051 with TLS and tokens to let
+    /// workers on other machines join (`worker --coordinator https://THIS_HOST:50051 …`).
     #[arg(long, env = "SWEEP_LISTEN", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub security: ServerSecurityArgs,
     /// Folder with the CIFAR-10 binary files (.bin or .bin.xz); downloaded there if missing.
     #[arg(long, env = "SWEEP_DATA_DIR", default_value = "data/cifar10")]
     pub data_dir: PathBuf,
@@ -69,8 +78,8 @@ pub enum RunError {
     #[error(transparent)]
     Coordinator(#[from] coordinator::Error),
     #[error("cannot reach the embedded coordinator: {0}")]
-    Connect(#[from] tonic::transport::Error),
-    #[error("coordinator refused the request: {}", .0.message())]
+    Connect(#[from] ConnectError),
+    #[error("coordinator refused the request: {}", printable(.0.message()))]
     Rpc(#[from] tonic::Status),
     #[error(transparent)]
     Local(#[from] worker::agent::attach::AttachError),
@@ -111,21 +120,18 @@ pub async fn run_until(
     interrupt: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunSummary, RunError> {
     let specs = submissions(&args)?;
+    let security = args.security.for_address(args.listen)?;
     let db = Database::open(&args.database_url).await?;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| RunError::Listen { addr: args.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| RunError::Listen { addr: args.listen, source })?;
+    let (listeners, local) = bind(args.listen, security).await?;
     let (stop_tx, mut stop) = watch::channel(false);
     let server = {
         let config = Config::with_lease_ttl(Duration::from_secs(args.lease_ttl_secs.max(1)));
-        tokio::spawn(coordinator::run(listener, db.clone(), config, async move {
+        tokio::spawn(coordinator::run_listeners(listeners, db.clone(), config, async move {
             let _ = stop.wait_for(|s| *s).await;
         }))
     };
-    let endpoint = format!("http://{addr}");
-    info!(%endpoint, database = %args.database_url, "embedded coordinator started");
-    let result = drive(&args, specs, &endpoint, interrupt).await;
+    info!(endpoint = %local.url, database = %args.database_url, "embedded coordinator started");
+    let result = drive(&args, specs, &local, interrupt).await;
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = server.await {
         tracing::warn!(error = %e, "embedded coordinator stopped with an error");
@@ -134,39 +140,82 @@ pub async fn run_until(
     result
 }
 
+/// How this process's own worker and watcher reach the embedded coordinator.
+struct Local {
+    url: String,
+    /// What the watcher submits and reads with.
+    user: ClientSecurity,
+    /// What the local worker presents.
+    worker: ClientSecurity,
+}
+
+/// Binds `addr` with `security`, and the way in for this process: the same listener, or a second
+/// one on loopback without TLS when the public one speaks TLS (its certificate need not name
+/// this host). With tokens, this process gets in-memory credentials; their names hold a ':',
+/// which no token file name may, so none can be impersonated.
+async fn bind(addr: SocketAddr, security: Security) -> Result<(Vec<Listener>, Local), RunError> {
+    let listen = |addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| RunError::Listen { addr, source })
+    };
+    let listener = listen(addr).await?;
+    let bound = listener.local_addr().map_err(|source| RunError::Listen { addr, source })?;
+    let (user, worker) = match &security.tokens {
+        Some(store) => (
+            ClientSecurity::token(store.add(Role::Admin, "sweep-run:admin")?),
+            ClientSecurity::token(store.add(Role::Worker, "sweep-run:worker")?),
+        ),
+        None => (ClientSecurity::default(), ClientSecurity::default()),
+    };
+    let tokens = security.tokens.clone();
+    let mut listeners = vec![Listener { listener, security }];
+    let local_addr = if listeners[0].security.tls.is_some() {
+        let loopback = listen(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let local = loopback.local_addr().map_err(|source| RunError::Listen { addr, source })?;
+        listeners.push(Listener { listener: loopback, security: Security { tls: None, tokens } });
+        local
+    } else if bound.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], bound.port()))
+    } else {
+        bound
+    };
+    Ok((listeners, Local { url: format!("http://{local_addr}"), user, worker }))
+}
+
 async fn drive(
     args: &RunArgs,
     specs: Vec<SweepSpec>,
-    endpoint: &str,
+    local: &Local,
     interrupt: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunSummary, RunError> {
     let sweep = specs.first().map(|s| s.name.clone()).unwrap_or_default();
-    let channel = Channel::from_shared(endpoint.to_owned()).expect("valid endpoint").connect().await?;
+    let channel = connect::connect(&local.url, &local.user).await?;
     let mut client = SweepServiceClient::new(channel.clone());
     for spec in specs {
         let submitted = client.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await?.into_inner();
         eprintln!(
             "sweep {}: {} new jobs, {} already known (continuing)",
-            submitted.sweep, submitted.jobs_created, submitted.jobs_existing
+            printable(&submitted.sweep),
+            submitted.jobs_created,
+            submitted.jobs_existing
         );
     }
 
     let (worker_stop_tx, worker_stop) = watch::channel(false);
     let agent = if args.local_worker {
-        let local = prepare_local(&args.device, &args.gpus, &args.data_dir).await?;
+        let resources = prepare_local(&args.device, &args.gpus, &args.data_dir).await?;
         eprintln!(
             "local worker on {}",
-            local.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            resources.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         );
         let config = AgentConfig {
-            coordinator: endpoint.to_owned(),
-            worker_id: format!("{}-sweep-{}", local.hostname, std::process::id()),
-            hostname: local.hostname,
-            devices: local.devices,
+            coordinator: local.url.clone(),
+            worker_id: format!("{}-sweep-{}", resources.hostname, std::process::id()),
+            hostname: resources.hostname,
+            devices: resources.devices,
             slots_per_device: args.slots_per_gpu.max(1),
             kernels: args.kernels,
         };
-        Some(tokio::spawn(run_agent(config, local.data, worker_stop)))
+        Some(tokio::spawn(run_agent_with(config, local.worker.clone(), resources.data, worker_stop)))
     } else {
         None
     };
@@ -226,6 +275,37 @@ mod tests {
         assert_eq!(stock, KernelChoice::Set(Kernels::STOCK));
         let err = Cli::try_parse_from(["sweep", "--kernels", "wgrad+fp8"]).err().expect("rejected");
         assert!(err.to_string().contains("fp8"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_exposed_listen_address_needs_tls_and_tokens_or_insecure() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+        let args = Cli::parse_from(["sweep", "--listen", "0.0.0.0:0", "--database-url", &db]).run;
+        let err = run_until(args, std::future::pending()).await.unwrap_err().to_string();
+        assert!(err.contains("refusing to listen on 0.0.0.0:0") && err.contains("--insecure"), "{err}");
+        assert!(!dir.path().join("sweep.db").exists(), "refused before opening the database");
+    }
+
+    #[tokio::test]
+    async fn behind_tls_the_local_parts_use_loopback_and_in_memory_credentials() {
+        use coordinator::auth::{ServerTls, TokenStore};
+        let store = std::sync::Arc::new(TokenStore::in_memory());
+        let tls = Some(ServerTls::from_pem(Vec::new(), Vec::new(), None));
+        let security = Security { tls, tokens: Some(store.clone()) };
+        let (listeners, local) = bind("127.0.0.1:0".parse().unwrap(), security).await.unwrap();
+        assert_eq!(listeners.len(), 2);
+        assert!(listeners[1].security.tls.is_none() && listeners[1].security.tokens.is_some());
+        let loopback = listeners[1].listener.local_addr().unwrap();
+        assert_eq!(local.url, format!("http://{loopback}"));
+        let token = |s: &ClientSecurity| s.token.clone().expect("a token");
+        assert_eq!(store.verify(token(&local.user).expose()).unwrap().role, Role::Admin);
+        assert_eq!(store.verify(token(&local.worker).expose()).unwrap().name, "sweep-run:worker");
+
+        let (listeners, local) = bind("127.0.0.1:0".parse().unwrap(), Security::none()).await.unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert!(local.user.token.is_none() && local.worker.token.is_none());
     }
 
     #[test]

@@ -5,8 +5,10 @@
 # .device/data/, then call the phases in order (each writes logs under $OUT, default ./gpu-out):
 #   unpack           binaries -> /root/bin, data -> /root/cifar10 (can be called several times
 #                    with different data files: the data set only needs to be complete for `sweep`)
-#   bench            PyTorch peer (fp32, tf32cl, bf16cl) and `worker bench` (1 process, cold
-#                    autotune), then a warm-cache start and 3 concurrent processes
+#   bench            the peers (PyTorch eager bf16, torch.compile default and reduce-overhead,
+#                    4 models fused under torch.compile, JAX/flax under jax.jit) and `worker
+#                    bench` (one process per kernel set), then 3 concurrent processes; the
+#                    results as rows of docs/results/speed.csv in $OUT/speed.csv (COMMIT=...)
 #   profile          per-kernel GPU time of a few training steps (cubecl's profiling logger)
 #   train            one job on the full data (`worker train`): start-up to first step + epochs
 #   sweep NAME ARGS  start `sweep run` (embedded coordinator on :50051 + local slot) and
@@ -35,9 +37,13 @@ unpack)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
   ;;
 bench)
-  for mode in fp32 tf32cl bf16cl; do
+  # The peers in the same run: PyTorch eager bf16, torch.compile (default, and reduce-overhead:
+  # CUDA graphs), four models fused horizontally under torch.compile, and JAX/flax under jax.jit.
+  for mode in ${TORCH_MODES:-bf16cl compile compile-ro}; do
     python3 "$REPO/worker/bench/pytorch_peer.py" --mode "$mode" --steps 30 --warmup 10 2>&1 | tee -a "$OUT/bench.log"
   done
+  python3 "$REPO/worker/bench/pytorch_peer.py" --mode compile-ro --fuse 4 --steps 30 --warmup 10 2>&1 | tee -a "$OUT/bench.log"
+  python3 "$REPO/worker/bench/jax_peer.py" --mode bf16 --steps 30 --warmup 10 2>&1 | tee -a "$OUT/bench.log"
   # One process per kernel set (stock = burn's modules, fast = f32, fast-bf16 = this project's
   # CUDA default); the first start on a fresh machine also pays for autotuning (kept in
   # $SWEEP_KERNEL_CACHE).
@@ -49,6 +55,8 @@ bench)
   for k in 1 2 3; do "$BIN/worker" bench --device cuda --steps 60 --warmup 3 > "$OUT/concurrent-$k.log" 2>&1 & done
   wait
   grep -h "^burn" "$OUT"/concurrent-*.log | sed 's/^/concurrent3 /' | tee -a "$OUT/bench.log"
+  card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  python3 "$REPO/worker/bench/speed_rows.py" --card "$card" --commit "${COMMIT:-unknown}" "$OUT/bench.log" > "$OUT/speed.csv"
   ;;
 profile)
   rm -f /tmp/cubecl-profile.log

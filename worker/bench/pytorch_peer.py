@@ -9,11 +9,17 @@ Glorot-uniform kernels, zero biases, BatchNorm eps 1e-3 and momentum 0.01 (torch
 (0.9, 0.999, eps 1e-7), lr 1e-3.
 
 Modes:
-  fp32    float32, NCHW, TF32 matmul/conv disabled
-  tf32cl  float32 storage with TF32 math allowed, channels_last
-  bf16cl  bf16 autocast, channels_last
+  fp32        float32, NCHW, TF32 matmul/conv disabled
+  tf32cl      float32 storage with TF32 math allowed, channels_last
+  bf16cl      bf16 autocast, channels_last (eager)
+  compile     bf16cl with model and optimizer under torch.compile (default mode)
+  compile-ro  bf16cl under torch.compile(mode="reduce-overhead"): CUDA graphs
 
-Prints e.g.: pytorch mode=fp32 batch=512 img_per_s=17449.3 step_ms=29.34
+--fuse K trains K models as one (horizontal fusion): every convolution grouped over the models,
+BatchNorm per model's channels, the head a batched matmul, each model its own batch; img/s are
+then the aggregate over the K models.
+
+Prints e.g.: pytorch mode=fp32 fuse=1 batch=512 img_per_s=17449.3 step_ms=29.34 pipelined_img_per_s=...
 """
 import argparse
 import statistics
@@ -26,31 +32,38 @@ import torch.nn.functional as F
 KERAS_EPS = 1e-7
 
 
-def conv_bn_relu(c_in, c_out):
-    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=True)
-    nn.init.xavier_uniform_(conv.weight)
+def conv_bn_relu(c_in, c_out, models):
+    conv = nn.Conv2d(c_in * models, c_out * models, 3, padding=1, bias=True, groups=models)
+    # Glorot-uniform per model: the grouped weight holds each model's kernel as its own block.
+    for m in range(models):
+        nn.init.xavier_uniform_(conv.weight.data.view(models, c_out, c_in, 3, 3)[m])
     nn.init.zeros_(conv.bias)
-    return [conv, nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01), nn.ReLU(inplace=True)]
+    return [conv, nn.BatchNorm2d(c_out * models, eps=1e-3, momentum=0.01), nn.ReLU(inplace=True)]
 
 
 class Cnn(nn.Module):
-    def __init__(self, width=1.0):
+    """`models` copies of the CNN side by side: input [N, 3·models, 32, 32], logits [models, N, 10]."""
+
+    def __init__(self, width=1.0, models=1):
         super().__init__()
+        self.models = models
         f1, f2, f3 = (max(1, round(f * width)) for f in (64, 128, 256))
         layers = []
         for block, (c_in, c_out) in enumerate([(3, f1), (f1, f2), (f2, f3)]):
             for i in range(3):
-                layers += conv_bn_relu(c_in if i == 0 else c_out, c_out)
+                layers += conv_bn_relu(c_in if i == 0 else c_out, c_out, models)
             if block < 2:
                 layers.append(nn.AvgPool2d(2))
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(f3, 10)
-        nn.init.xavier_uniform_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head_weight = nn.Parameter(torch.empty(models, f3, 10))
+        for m in range(models):
+            nn.init.xavier_uniform_(self.head_weight.data[m].T)
+        self.head_bias = nn.Parameter(torch.zeros(models, 1, 10))
 
     def forward(self, x):
         x = self.features(x).mean(dim=(2, 3))
-        return self.head(x)
+        x = x.view(x.shape[0], self.models, -1).transpose(0, 1)
+        return torch.baddbmm(self.head_bias, x.float(), self.head_weight)
 
 
 def keras_cce(logits, target_onehot):
@@ -62,7 +75,8 @@ def keras_cce(logits, target_onehot):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["fp32", "bf16cl", "tf32cl"], default="fp32")
+    ap.add_argument("--mode", choices=["fp32", "bf16cl", "tf32cl", "compile", "compile-ro"], default="fp32")
+    ap.add_argument("--fuse", type=int, default=1, help="models trained as one (horizontal fusion)")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
@@ -76,27 +90,45 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
-    channels_last = args.mode in ("bf16cl", "tf32cl")
+    channels_last = args.mode != "fp32"
+    bf16 = args.mode in ("bf16cl", "compile", "compile-ro")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
-    model = Cnn(args.width).to(device).to(memory_format=fmt)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
+    k = args.fuse
+    model = Cnn(args.width, k).to(device).to(memory_format=fmt)
+    # Adam as the worker runs it: one fused update for all parameters.
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7, fused=device.type == "cuda")
     n = args.batch_size
-    x = torch.rand(n, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    x = torch.rand(n, 3 * k, 32, 32, device=device).contiguous(memory_format=fmt)
     labels = (torch.arange(n, device=device) * 7) % 10
     y = F.one_hot(labels, 10).float()
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.mode == "bf16cl"):
+    def loss_of(x):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
-        loss = keras_cce(logits, y)
+        # Each model's own loss; their sum gives each its own gradient.
+        return sum(keras_cce(logits[m], y) for m in range(k))
+
+    if args.mode.startswith("compile"):
+        mode = "reduce-overhead" if args.mode == "compile-ro" else "default"
+        loss_of = torch.compile(loss_of, mode=mode)
+        opt_step = torch.compile(opt.step, mode=mode)
+    else:
+        opt_step = opt.step
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss = loss_of(x)
         loss.backward()
-        opt.step()
+        opt_step()
+        return loss
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    first_loss = None
     for _ in range(args.warmup):
-        step()
+        loss = step()
+        if first_loss is None:
+            first_loss = float(loss)
     sync()
     times = []
     for _ in range(args.steps):
@@ -107,12 +139,12 @@ def main():
     med = statistics.median(times)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        step()
+        loss = step()
     sync()
-    pipelined = n * args.steps / (time.perf_counter() - t0)
+    pipelined = k * n * args.steps / (time.perf_counter() - t0)
     print(
-        f"pytorch mode={args.mode} batch={n} img_per_s={n / med:.1f} step_ms={med * 1e3:.2f} "
-        f"pipelined_img_per_s={pipelined:.1f}"
+        f"pytorch mode={args.mode} fuse={k} batch={n} img_per_s={k * n / med:.1f} step_ms={med * 1e3:.2f} "
+        f"pipelined_img_per_s={pipelined:.1f} loss_first={first_loss / k:.4f} loss_last={float(loss) / k:.4f}"
     )
 
 

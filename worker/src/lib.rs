@@ -18,6 +18,7 @@ pub mod agent;
 pub mod augment;
 pub mod backend;
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod device;

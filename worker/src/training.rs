@@ -8,12 +8,13 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand_chacha::ChaCha12Rng;
 use sweep_proto::LossVariant;
 use sweep_proto::domain::{DataOptions, EpochMetrics, JobAssignment, MAX_WIDTH_MULTIPLIER};
 
 use crate::augment::augment_batch;
+use crate::checkpoint::{self, Checkpointing};
 use crate::data::{Cifar10, DataError, DeviceDataset, DeviceSplit};
 use crate::device::DeviceChoice;
 use crate::loss::variant_loss;
@@ -76,6 +77,17 @@ pub trait EpochSink {
     fn should_stop(&self) -> bool;
     /// Called once per job, right after the first optimiser step has finished on the device.
     fn on_first_step(&mut self) {}
+    /// Polled at the end of every epoch; `true` (a graceful stop: preemption, SIGTERM) saves a
+    /// checkpoint of the finished epoch, whatever the interval, and returns
+    /// [`JobOutcome::Stopped`].
+    fn stop_after_epoch(&self) -> bool {
+        false
+    }
+    /// Called when the run continues from a checkpoint taken after `epoch` (its epochs up to
+    /// there are not trained or reported again).
+    fn on_resumed(&mut self, epoch: u32) {
+        let _ = epoch;
+    }
 }
 
 /// How a job ended when it did not fail.
@@ -105,7 +117,17 @@ pub enum TrainError {
 /// Trains jobs on one device; created by [`crate::backend::open_runner`].
 pub trait JobRunner: Send {
     /// Trains `job` to completion (or cancellation), synchronously.
-    fn run(&mut self, job: &TrainJob, sink: &mut dyn EpochSink) -> Result<JobOutcome, TrainError>;
+    fn run(&mut self, job: &TrainJob, sink: &mut dyn EpochSink) -> Result<JobOutcome, TrainError> {
+        self.run_with_checkpoints(job, None, sink)
+    }
+    /// [`JobRunner::run`], saving checkpoints as `checkpoints` says and continuing from its
+    /// store's newest one for the job.
+    fn run_with_checkpoints(
+        &mut self,
+        job: &TrainJob,
+        checkpoints: Option<&Checkpointing>,
+        sink: &mut dyn EpochSink,
+    ) -> Result<JobOutcome, TrainError>;
     /// The device this runner trains on.
     fn device(&self) -> &DeviceChoice;
 }
@@ -144,8 +166,13 @@ impl<B: TrainBackend> CnnRunner<B> {
 }
 
 impl<B: TrainBackend> JobRunner for CnnRunner<B> {
-    fn run(&mut self, job: &TrainJob, sink: &mut dyn EpochSink) -> Result<JobOutcome, TrainError> {
-        train_job(&self.device, &self.data, self.config, job, sink)
+    fn run_with_checkpoints(
+        &mut self,
+        job: &TrainJob,
+        checkpoints: Option<&Checkpointing>,
+        sink: &mut dyn EpochSink,
+    ) -> Result<JobOutcome, TrainError> {
+        train_job(&self.device, &self.data, self.config, job, checkpoints, sink)
     }
 
     fn device(&self) -> &DeviceChoice {
@@ -226,6 +253,7 @@ pub fn train_job<B: TrainBackend>(
     data: &DeviceDataset<B>,
     config: RunnerConfig,
     job: &TrainJob,
+    checkpoints: Option<&Checkpointing>,
     sink: &mut dyn EpochSink,
 ) -> Result<JobOutcome, TrainError> {
     let (train_n, test_n) = check_job(job, data.train.len(), data.test.len())?;
@@ -244,13 +272,35 @@ pub fn train_job<B: TrainBackend>(
         .with_kernels(config.kernels)
         .with_bn_group(job.data.bn_group.map(|g| g as usize));
     let mut optim = adam().init::<B>();
-    let mut rng = StdRng::seed_from_u64(job.seed);
+    // The algorithm of rand's StdRng (same stream for a seed), whose position a checkpoint keeps.
+    let mut rng = ChaCha12Rng::seed_from_u64(job.seed);
     let mut order: Vec<i64> = (0..train_n as i64).collect();
     let mut first_step_reported = false;
     let (mut best_val_acc, mut best_epoch) = (f64::NEG_INFINITY, 0u32);
+    let mut first_epoch = 1;
+    if let Some(saved) = checkpoints.and_then(|c| c.store.latest(&c.key, c.resume_at_most)) {
+        let header = saved.header.clone();
+        if saved.order.len() != train_n || header.epoch >= job.epochs {
+            tracing::warn!(key = %checkpoints.map_or("", |c| &c.key), epoch = header.epoch, "checkpoint does not fit this job; starting over");
+        } else {
+            match checkpoint::restore(&saved, model.clone(), optim, job.seed, device) {
+                Ok(restored) => {
+                    (model, optim, order, rng) = restored;
+                    (best_val_acc, best_epoch, first_epoch) =
+                        (header.best_val_acc, header.best_epoch, header.epoch + 1);
+                    tracing::info!(epoch = header.epoch, "continuing from a checkpoint");
+                    sink.on_resumed(header.epoch);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "checkpoint could not be restored; starting over");
+                    optim = adam().init::<B>();
+                }
+            }
+        }
+    }
 
     tracing::debug!(variant = %job.variant, seed = job.seed, epochs = job.epochs, train_n, test_n, batch, "job starts");
-    for epoch in 1..=job.epochs {
+    for epoch in first_epoch..=job.epochs {
         let started = Instant::now();
         order.shuffle(&mut rng);
         let perm = Tensor::<B, 1, Int>::from_data(TensorData::new(order.clone(), [train_n]), device);
@@ -298,6 +348,18 @@ pub fn train_job<B: TrainBackend>(
         }
         tracing::debug!(?metrics, "epoch done");
         sink.on_epoch(metrics);
+        let stop = sink.stop_after_epoch() && epoch < job.epochs;
+        let due = |c: &&Checkpointing| stop || (epoch.is_multiple_of(c.every.max(1)) && epoch < job.epochs);
+        if let Some(c) = checkpoints.filter(due) {
+            let saved = checkpoint::capture(&model, &optim, &order, &rng, [epoch, best_epoch], best_val_acc)
+                .and_then(|checkpoint| c.store.save(&c.key, &checkpoint));
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, "checkpoint not saved; the job goes on");
+            }
+        }
+        if stop {
+            return Ok(JobOutcome::Stopped { epochs_done: epoch });
+        }
     }
     Ok(JobOutcome::Completed { best_val_acc, best_epoch, epochs: job.epochs })
 }

@@ -15,10 +15,10 @@ use worker::model::{CnnConfig, keras_param_count, seeded_model};
 use worker::train_ops::Kernels;
 use worker::{Cifar10, DeviceChoice, EpochSink, JobOutcome, RunnerConfig, TrainError, TrainJob, open_runner};
 
-/// 512 training and 256 test images of the real data set, loaded once per test binary.
+/// 512 training and 256 test images (real where the files are there), loaded once per test binary.
 fn data() -> Arc<Cifar10> {
     static DATA: OnceLock<Arc<Cifar10>> = OnceLock::new();
-    DATA.get_or_init(|| Arc::new(common::small_real_dataset(512, 256))).clone()
+    DATA.get_or_init(|| Arc::new(common::small_dataset(512, 256))).clone()
 }
 
 #[derive(Default)]

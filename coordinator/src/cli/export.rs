@@ -1,4 +1,6 @@
-//! `coordinator export`: a sweep's jobs and epochs as CSV or JSON, to files or stdout.
+//! `coordinator export`: a sweep's jobs and epochs as CSV or JSON, to files or stdout. CSV text
+//! cells go through `report::tables::csv_text` (no formulas, no control characters); JSON escapes
+//! control characters itself.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,24 @@ struct Export<'a> {
     epochs: &'a [report::EpochRow],
 }
 
+/// The rows with every text cell made safe for spreadsheets.
+fn csv_safe(export: &Export<'_>) -> (Vec<report::JobRow>, Vec<report::EpochRow>) {
+    let text = |s: &str| report::tables::csv_text(s).into_owned();
+    let jobs = export
+        .jobs
+        .iter()
+        .map(|j| report::JobRow {
+            variant: text(&j.variant),
+            state: text(&j.state),
+            worker: text(&j.worker),
+            ..j.clone()
+        })
+        .collect();
+    let epochs =
+        export.epochs.iter().map(|e| report::EpochRow { variant: text(&e.variant), ..e.clone() }).collect();
+    (jobs, epochs)
+}
+
 fn csv_bytes<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for row in rows {
@@ -56,7 +76,10 @@ pub async fn run(args: ExportArgs) -> Result<()> {
 fn write_export(export: &Export<'_>, format: Format, out: Option<&Path>) -> Result<Vec<PathBuf>> {
     let outputs: Vec<(&str, Vec<u8>)> = match format {
         Format::Json => vec![("sweep.json", serde_json::to_vec_pretty(export)?)],
-        Format::Csv => vec![("jobs.csv", csv_bytes(export.jobs)?), ("epochs.csv", csv_bytes(export.epochs)?)],
+        Format::Csv => {
+            let (jobs, epochs) = csv_safe(export);
+            vec![("jobs.csv", csv_bytes(&jobs)?), ("epochs.csv", csv_bytes(&epochs)?)]
+        }
     };
     match out {
         Some(dir) => {
@@ -80,5 +103,34 @@ fn write_export(export: &Export<'_>, format: Format, out: Option<&Path>) -> Resu
             stdout.flush()?;
             Ok(Vec::new())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exported_csv_neutralises_formulas_and_control_characters() {
+        let job = report::JobRow {
+            job_id: 1,
+            variant: "natural_softmax".into(),
+            seed: 0,
+            state: "running".into(),
+            epochs: 2,
+            epochs_done: 1,
+            best_val_acc: Some(0.5),
+            best_epoch: Some(1),
+            final_train_acc: None,
+            final_val_acc: None,
+            wall_seconds: 1.0,
+            worker: "=cmd|' /C calc'!A0\u{1b}[2J".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let export = Export { sweep: "s", jobs: std::slice::from_ref(&job), epochs: &[] };
+        write_export(&export, Format::Csv, Some(dir.path())).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("jobs.csv")).unwrap();
+        assert!(text.contains("'=cmd|' /C calc'!A0\u{fffd}[2J"), "{text}");
+        assert!(!text.chars().any(|c| c == '\u{1b}'));
     }
 }

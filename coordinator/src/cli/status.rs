@@ -1,9 +1,11 @@
 //! `coordinator status` (all sweeps, one sweep's jobs, or one job's epoch table) and
-//! `coordinator cancel`.
+//! `coordinator cancel`. Every string the coordinator sent is shown through
+//! [`sweep_proto::text::printable`], so none can drive the terminal.
 
 use clap::{ArgGroup, Args};
 use sweep_proto::convert::state_from_wire;
 use sweep_proto::pb;
+use sweep_proto::text::printable;
 
 use super::ClientArgs;
 use crate::error::Result;
@@ -47,7 +49,7 @@ fn eta(seconds: f64) -> String {
 
 /// One line per sweep.
 pub fn format_summary(s: &pb::SweepSummary) -> String {
-    let name = s.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("?");
+    let name = printable(s.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("?"));
     format!(
         "{name:<24} jobs {:>4}  queued {:>4}  running {:>3}  succeeded {:>4}  failed {:>3}  cancelled {:>3}  \
          epochs {}/{} ({:.1}%)  eta {}",
@@ -70,7 +72,7 @@ pub fn format_job(j: &pb::Job) -> String {
     let mut line = format!(
         "{:>6}  {:<16} {:>6}  {:<9} attempt {}/{}  epochs {:>4}/{:<4} best {:<14} {}",
         j.id,
-        j.variant,
+        printable(&j.variant),
         j.seed,
         state_name(j.state),
         j.attempt,
@@ -78,12 +80,25 @@ pub fn format_job(j: &pb::Job) -> String {
         j.epochs_done,
         j.epochs,
         best,
-        j.worker_id
+        printable(&j.worker_id)
     );
     if !j.last_error.is_empty() {
-        line.push_str(&format!("  error: {}", j.last_error.lines().next().unwrap_or_default()));
+        line.push_str(&format!("  error: {}", printable(j.last_error.lines().next().unwrap_or_default())));
     }
     line
+}
+
+/// One line per worker (`now_ms`: the time to say "last seen … ago" against).
+pub fn format_worker(w: &pb::Worker, now_ms: i64) -> String {
+    format!(
+        "worker {:<24} host {:<16} gpus [{}] slots {} running {} last seen {} ms ago",
+        printable(&w.id),
+        printable(&w.hostname),
+        printable(&w.gpus.join(", ")),
+        w.slots,
+        w.running_jobs,
+        now_ms - w.last_seen_ms
+    )
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
@@ -120,15 +135,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         }
         let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers;
         for w in &workers {
-            println!(
-                "worker {:<24} host {:<16} gpus [{}] slots {} running {} last seen {} ms ago",
-                w.id,
-                w.hostname,
-                w.gpus.join(", "),
-                w.slots,
-                w.running_jobs,
-                crate::db::now_ms() - w.last_seen_ms
-            );
+            println!("{}", format_worker(w, crate::db::now_ms()));
         }
     }
     Ok(())
@@ -143,4 +150,28 @@ pub async fn cancel(args: CancelArgs) -> Result<()> {
     };
     println!("{} job(s) cancelled", reply.into_inner().cancelled);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_strings_cannot_drive_the_terminal() {
+        let job = pb::Job {
+            id: 7,
+            variant: "natural_softmax\u{1b}[2J".into(),
+            worker_id: "gpu\u{1b}]0;pwned\u{7}".into(),
+            last_error: "boom \u{1b}[31mred\u{9b}1A".into(),
+            ..Default::default()
+        };
+        let line = format_job(&job);
+        assert!(!line.chars().any(sweep_proto::text::is_unsafe_char), "{line:?}");
+        assert!(line.contains("gpu\\u{1b}]0;pwned\\u{7}") && line.contains("\\u{9b}1A"), "{line}");
+        let summary = pb::SweepSummary {
+            spec: Some(pb::SweepSpec { name: "s\u{202e}exe".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(!format_summary(&summary).chars().any(sweep_proto::text::is_unsafe_char));
+    }
 }

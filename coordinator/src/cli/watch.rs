@@ -1,5 +1,6 @@
 //! `coordinator watch` and [`watch_progress`]: live indicatif progress bars of a sweep (one
 //! overall bar plus one per running job, each with an ETA), fed by the `WatchSweep` stream.
+//! Names from the coordinator are shown through [`printable`].
 
 use std::collections::HashMap;
 
@@ -7,6 +8,7 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sweep_proto::pb;
 use sweep_proto::pb::sweep_event::Event;
+use sweep_proto::text::printable;
 
 use super::status::format_summary;
 use super::{ClientArgs, IntoSweepClient};
@@ -110,7 +112,7 @@ impl Bars {
     }
 
     fn overall(&self, s: &pb::SweepSummary) {
-        self.overall.set_prefix(s.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default());
+        self.overall.set_prefix(printable(s.spec.as_ref().map_or("", |s| s.name.as_str())).into_owned());
         self.overall.set_length(s.epochs_total);
         self.overall.set_position(s.epochs_done);
         let eta = if s.eta_seconds < 0.0 { "?".to_owned() } else { format!("{:.0}s", s.eta_seconds) };
@@ -140,7 +142,10 @@ impl Bars {
                 });
                 bar.set_prefix(format!(
                     "#{} {} seed {} (attempt {})",
-                    job.id, job.variant, job.seed, job.attempt
+                    job.id,
+                    printable(&job.variant),
+                    job.seed,
+                    job.attempt
                 ));
                 bar.set_length(u64::from(job.epochs));
                 bar.set_position(u64::from(job.epochs_done));
@@ -149,8 +154,8 @@ impl Bars {
             (false, Some(bar)) => {
                 let state = sweep_proto::convert::state_from_wire(job.state)
                     .map_or_else(|_| format!("state {}", job.state), |s| s.to_string());
-                let _ =
-                    self.multi.println(format!("job #{} {} seed {}: {state}", job.id, job.variant, job.seed));
+                let variant = printable(&job.variant);
+                let _ = self.multi.println(format!("job #{} {variant} seed {}: {state}", job.id, job.seed));
                 bar.finish_and_clear();
             }
             (false, None) => {}

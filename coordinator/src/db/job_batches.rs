@@ -1,11 +1,12 @@
-//! The multi-row statements on the `jobs` table behind the writer's batched paths: claiming jobs
-//! for a run of lease requests, renewing the leases of a run of heartbeats and recording the
-//! progress of a run of stored epochs (batched counterparts of [`super::jobs`]).
+//! The multi-row statements on the `jobs` table: inserting a submission's jobs, and behind the
+//! writer's batched paths claiming jobs for a run of lease requests, renewing the leases of a run
+//! of heartbeats and recording the progress of a run of stored epochs (batched counterparts of
+//! [`super::jobs`]).
 
 use std::collections::HashSet;
 
 use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
-use sweep_proto::domain::{Fence, JobId, LossVariant};
+use sweep_proto::domain::{Fence, JobId, LossVariant, SweepSpec};
 
 use super::jobs::{self, JobRow, StoredJob, job_cols};
 use crate::error::Result;
@@ -57,6 +58,56 @@ pub(crate) fn progress_sql(shape: usize) -> String {
     }
     sql.push_str(") AS v WHERE jobs.id = v.column1 RETURNING id, sweep, variant, seed");
     sql
+}
+
+pub(crate) fn insert_sql(shape: usize) -> String {
+    // Anonymous `?` in text order: sweep, max_attempts, epochs, batch_size, now, then the rows.
+    // Padding rows are NULL and filtered out; the WHERE also keeps SQLite from reading the
+    // upsert's ON as a join constraint.
+    let mut sql = String::from(
+        "INSERT INTO jobs (sweep, variant, seed, state, attempt, max_attempts, epochs, batch_size, \
+         learning_rate, created_at_ms) \
+         SELECT ?, v.column1, v.column2, 'queued', 1, ?, ?, ?, v.column3, ? FROM (VALUES ",
+    );
+    for i in 0..shape {
+        sql.push_str(if i == 0 { "(?, ?, ?)" } else { ", (?, ?, ?)" });
+    }
+    sql.push_str(concat!(
+        ") AS v WHERE v.column1 IS NOT NULL ON CONFLICT (sweep, variant, seed) DO NOTHING RETURNING ",
+        job_cols!()
+    ));
+    sql
+}
+
+/// Inserts the `(variant, seed)` jobs of `spec` that the sweep does not have yet, queued on
+/// attempt 1, with one multi-row INSERT per chunk of 256; returns the new ones.
+pub async fn insert_missing(
+    conn: &mut SqliteConnection,
+    spec: &SweepSpec,
+    jobs: &[(LossVariant, u64)],
+    now_ms: i64,
+) -> Result<Vec<StoredJob>> {
+    let mut created = Vec::with_capacity(jobs.len());
+    let mut rest = jobs;
+    for (rows, shape) in super::padded_chunks(jobs.len()) {
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let mut query = sqlx::query_as::<_, JobRow>(AssertSqlSafe(insert_sql(shape)))
+            .bind(spec.name.as_str())
+            .bind(i64::from(spec.max_attempts))
+            .bind(i64::from(spec.epochs))
+            .bind(i64::from(spec.batch_size))
+            .bind(now_ms);
+        for (variant, seed) in chunk {
+            // Seeds are u64 stored bit-for-bit in an i64 column.
+            query = query.bind(variant.name()).bind(*seed as i64).bind(spec.learning_rate(*variant));
+        }
+        for _ in rows..shape {
+            query = query.bind(None::<&str>).bind(None::<i64>).bind(None::<f64>);
+        }
+        created.extend(query.fetch_all(&mut *conn).await?);
+    }
+    jobs::checked(created)
 }
 
 /// One LeaseJob call: the worker and the lease it gets if a job is queued.

@@ -7,7 +7,7 @@
 use std::fmt::Display;
 
 use sqlx::{Executor, FromRow, Sqlite, SqliteConnection};
-use sweep_proto::domain::{Fence, Job, JobId, JobState, LossVariant, SweepSpec};
+use sweep_proto::domain::{Fence, Job, JobId, JobState, LossVariant};
 
 use super::corrupt;
 use crate::error::{Error, Result};
@@ -150,33 +150,6 @@ where
     )
 }
 
-/// Inserts the jobs of `spec` that do not exist yet; returns the new ones.
-pub async fn insert_missing(
-    conn: &mut SqliteConnection,
-    spec: &SweepSpec,
-    now_ms: i64,
-) -> Result<Vec<StoredJob>> {
-    let mut created = Vec::new();
-    for (variant, seed) in spec.jobs() {
-        let row = sqlx::query_file_as!(
-            JobRow,
-            "src/db/sql/job_insert.sql",
-            spec.name,
-            variant.name(),
-            seed as i64,
-            spec.max_attempts,
-            spec.epochs,
-            spec.batch_size,
-            spec.learning_rate(variant),
-            now_ms
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
-        created.extend(row.map(StoredJob::try_from).transpose()?);
-    }
-    Ok(created)
-}
-
 /// Completes the job `fence` holds in one guarded UPDATE, if the fence is its running, unexpired
 /// lease and every epoch is stored (what [`fenced`] and [`lifecycle::apply`] would allow);
 /// `None` otherwise (the caller then finds out why).
@@ -248,12 +221,62 @@ pub async fn transition(
     row.ok_or_else(|| Error::Precondition(format!("job {} changed while being updated", job.id)))?.try_into()
 }
 
-/// Running jobs whose lease ran out by `now_ms`.
-pub async fn expired<'c, E>(ex: E, now_ms: i64) -> Result<Vec<StoredJob>>
+/// Up to `limit` running jobs whose lease ran out by `now_ms`, oldest first.
+pub async fn expired<'c, E>(ex: E, now_ms: i64, limit: usize) -> Result<Vec<StoredJob>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    checked(sqlx::query_file_as!(JobRow, "src/db/sql/jobs_expired.sql", now_ms).fetch_all(ex).await?)
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    checked(sqlx::query_file_as!(JobRow, "src/db/sql/jobs_expired.sql", now_ms, limit).fetch_all(ex).await?)
+}
+
+/// Cancels up to `limit` of the sweep's queued or running jobs, oldest first, with one guarded
+/// UPDATE that makes the change [`transition`] would make for [`Event::Cancel`]
+/// (`cancel_some_matches_the_state_machine` checks that); returns them.
+pub async fn cancel_some(
+    conn: &mut SqliteConnection,
+    sweep: &str,
+    limit: usize,
+    now_ms: i64,
+) -> Result<Vec<StoredJob>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    checked(
+        sqlx::query_file_as!(JobRow, "src/db/sql/jobs_cancel_some.sql", now_ms, sweep, limit)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// Who holds job `id`'s lease: its attempt, lease token and the credential its worker is bound
+/// to (`None` when the job is unknown).
+pub async fn lease_holder<'c, E>(ex: E, id: JobId) -> Result<Option<LeaseHolder>>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    let row = sqlx::query!(
+        r#"SELECT j.attempt, j.lease_token, w.owner AS "owner?" FROM jobs j
+           LEFT JOIN workers w ON w.id = j.worker_id WHERE j.id = ?1"#,
+        id.0
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(|r| LeaseHolder { attempt: r.attempt, lease_token: r.lease_token, owner: r.owner }))
+}
+
+/// See [`lease_holder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub attempt: i64,
+    pub lease_token: Option<String>,
+    /// `None`: the job has no worker, or its worker is not registered.
+    pub owner: Option<String>,
+}
+
+impl LeaseHolder {
+    /// True when `fence` is this job's lease.
+    pub fn holds(&self, fence: &Fence) -> bool {
+        self.attempt == i64::from(fence.attempt) && self.lease_token.as_deref() == Some(&fence.lease_token)
+    }
 }
 
 /// Totals of a sweep's jobs in one state.
@@ -287,4 +310,28 @@ where
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_some_matches_the_state_machine() {
+        // The bulk UPDATE cancels exactly the states a Cancel may leave and keeps the attempt and
+        // last error, as `transition` does.
+        let sql = include_str!("sql/jobs_cancel_some.sql");
+        assert!(sql.contains("state IN ('queued', 'running')"), "{sql}");
+        for state in JobState::ALL {
+            let status =
+                lifecycle::Status { state, attempt: 2, max_attempts: 3, last_error: Some("e".into()) };
+            match lifecycle::apply(&status, Event::Cancel) {
+                Ok(next) => {
+                    assert!(matches!(state, JobState::Queued | JobState::Running), "{state}");
+                    assert_eq!(next, lifecycle::Status { state: JobState::Cancelled, ..status });
+                }
+                Err(_) => assert!(!matches!(state, JobState::Queued | JobState::Running), "{state}"),
+            }
+        }
+    }
 }

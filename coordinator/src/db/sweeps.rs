@@ -1,8 +1,9 @@
-//! The `sweeps` table: one row per sweep name with its validated spec, and the rules for merging
-//! a resubmitted spec into the stored one.
+//! The `sweeps` table: one row per sweep name with its validated spec and owner, and the rules for
+//! merging a resubmitted spec into the stored one.
 
 use sqlx::{Executor, Sqlite};
 use sweep_proto::SweepSpec;
+use sweep_proto::domain::MAX_SEEDS;
 
 use crate::error::{Error, Result};
 
@@ -12,6 +13,8 @@ pub struct SweepRow {
     pub name: String,
     pub spec_json: String,
     pub created_at_ms: i64,
+    /// The credential that created it (`""`: created without authentication).
+    pub owner: String,
 }
 
 impl SweepRow {
@@ -26,9 +29,13 @@ pub async fn get<'c, E>(ex: E, name: &str) -> Result<Option<SweepRow>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    Ok(sqlx::query_as!(SweepRow, "SELECT name, spec_json, created_at_ms FROM sweeps WHERE name = ?1", name)
-        .fetch_optional(ex)
-        .await?)
+    Ok(sqlx::query_as!(
+        SweepRow,
+        "SELECT name, spec_json, created_at_ms, owner FROM sweeps WHERE name = ?1",
+        name
+    )
+    .fetch_optional(ex)
+    .await?)
 }
 
 /// Like [`get`], but a missing sweep is [`Error::NotFound`].
@@ -46,24 +53,26 @@ where
 {
     Ok(sqlx::query_as!(
         SweepRow,
-        "SELECT name, spec_json, created_at_ms FROM sweeps ORDER BY created_at_ms, name"
+        "SELECT name, spec_json, created_at_ms, owner FROM sweeps ORDER BY created_at_ms, name"
     )
     .fetch_all(ex)
     .await?)
 }
 
-/// Inserts a sweep, or replaces the stored spec of an existing one.
-pub async fn upsert<'c, E>(ex: E, spec: &SweepSpec, now_ms: i64) -> Result<()>
+/// Inserts a sweep owned by `owner`, or replaces the stored spec of an existing one (whose
+/// owner stays).
+pub async fn upsert<'c, E>(ex: E, spec: &SweepSpec, owner: &str, now_ms: i64) -> Result<()>
 where
     E: Executor<'c, Database = Sqlite>,
 {
     let spec_json = serde_json::to_string(spec)?;
     sqlx::query!(
-        "INSERT INTO sweeps (name, spec_json, created_at_ms) VALUES (?1, ?2, ?3) \
+        "INSERT INTO sweeps (name, spec_json, created_at_ms, owner) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json",
         spec.name,
         spec_json,
-        now_ms
+        now_ms,
+        owner
     )
     .execute(ex)
     .await?;
@@ -71,8 +80,9 @@ where
 }
 
 /// Merges a resubmitted spec into the stored one: variants and seeds are united (stored order
-/// first), everything that shapes a job must match. Returns the merged spec or a
-/// [`Error::Conflict`] naming every difference.
+/// first), everything that shapes a job must match. Returns the merged spec, a
+/// [`Error::Conflict`] naming every difference, or [`Error::ResourceExhausted`] when the sweep
+/// would hold more than [`MAX_SEEDS`] seeds (the limit is per sweep, not per submission).
 pub fn merge(stored: &SweepSpec, new: &SweepSpec) -> Result<SweepSpec> {
     let mut conflicts = Vec::new();
     if stored.epochs != new.epochs {
@@ -114,10 +124,14 @@ pub fn merge(stored: &SweepSpec, new: &SweepSpec) -> Result<SweepSpec> {
             }
         }
     }
-    for s in &new.seeds {
-        if !merged.seeds.contains(s) {
-            merged.seeds.push(*s);
-        }
+    let known: std::collections::HashSet<u64> = merged.seeds.iter().copied().collect();
+    merged.seeds.extend(new.seeds.iter().filter(|s| !known.contains(s)));
+    if merged.seeds.len() > MAX_SEEDS {
+        return Err(Error::ResourceExhausted(format!(
+            "sweep {:?} would hold {} seeds, more than the {MAX_SEEDS} a sweep may hold",
+            stored.name,
+            merged.seeds.len()
+        )));
     }
     Ok(merged)
 }
@@ -147,6 +161,16 @@ mod tests {
         assert_eq!(merged.variants, vec![LossVariant::NaturalSoftmax, LossVariant::NormalLr1e2]);
         assert_eq!(merged.seeds, vec![0, 1, 2]);
         assert_eq!(merged.learning_rate(LossVariant::NormalLr1e2), 1e-2);
+    }
+
+    #[test]
+    fn the_seed_limit_holds_per_sweep_not_per_submission() {
+        let stored = spec(&["natural_softmax"], &(0..MAX_SEEDS as u64).collect::<Vec<_>>());
+        let again = merge(&stored, &spec(&["natural_softmax"], &[0, 1])).unwrap();
+        assert_eq!(again.seeds.len(), MAX_SEEDS);
+        let err = merge(&stored, &spec(&["natural_softmax"], &[MAX_SEEDS as u64])).unwrap_err();
+        assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+        assert!(err.to_string().contains("10001 seeds"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,12 @@ use sweep_proto::domain::Worker;
 
 use crate::error::Result;
 
-/// Records a worker; registering again replaces its host, GPUs and slots.
+/// Records a worker bound to `owner`; registering again replaces its host, GPUs and slots. An id
+/// bound to another credential is left alone unless `any_owner` (authentication off); an id
+/// registered without authentication (owner `""`) is bound to the first credential that
+/// registers it. Returns whether the worker was recorded (false: the id belongs to another
+/// credential).
+#[allow(clippy::too_many_arguments)]
 pub async fn register<'c, E>(
     ex: E,
     id: &str,
@@ -16,25 +21,40 @@ pub async fn register<'c, E>(
     gpus: &[String],
     slots: u32,
     now_ms: i64,
-) -> Result<()>
+    owner: &str,
+    any_owner: bool,
+) -> Result<bool>
 where
     E: Executor<'c, Database = Sqlite>,
 {
     let gpus_json = serde_json::to_string(gpus)?;
-    sqlx::query!(
-        "INSERT INTO workers (id, hostname, gpus_json, slots, idle_slots, registered_at_ms, last_seen_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5) ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
+    let recorded = sqlx::query_scalar!(
+        "INSERT INTO workers (id, hostname, gpus_json, slots, idle_slots, registered_at_ms, last_seen_ms, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5, ?6) ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
          gpus_json = excluded.gpus_json, slots = excluded.slots, idle_slots = excluded.idle_slots, \
-         registered_at_ms = excluded.registered_at_ms, last_seen_ms = excluded.last_seen_ms",
+         registered_at_ms = excluded.registered_at_ms, last_seen_ms = excluded.last_seen_ms, \
+         owner = CASE WHEN workers.owner = '' THEN excluded.owner ELSE workers.owner END \
+         WHERE ?7 OR workers.owner = '' OR workers.owner = excluded.owner \
+         RETURNING id",
         id,
         hostname,
         gpus_json,
         slots,
-        now_ms
+        now_ms,
+        owner,
+        any_owner
     )
-    .execute(ex)
+    .fetch_optional(ex)
     .await?;
-    Ok(())
+    Ok(recorded.is_some())
+}
+
+/// The credential worker `id` is bound to (`""`: none), or `None` for an unknown worker.
+pub async fn owner<'c, E>(ex: E, id: &str) -> Result<Option<String>>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    Ok(sqlx::query_scalar!("SELECT owner FROM workers WHERE id = ?1", id).fetch_optional(ex).await?)
 }
 
 /// Notes that many workers were heard from (`(id, idle slots)`), with one multi-row UPDATE per

@@ -3,7 +3,9 @@
 //! [`crate::Error`].
 //! Each method is one durable step (submit, lease, heartbeat, record an epoch, complete, fail,
 //! cancel, reap) or one read (summary, listings); the gRPC handlers only decode, call it and
-//! encode. Every change it commits is published on its [`Events`] afterwards.
+//! encode. Every change it commits is published on its [`Events`] afterwards. Each write takes
+//! the [`Principal`] making it and checks ownership (a sweep's owner, the credential a worker id is
+//! bound to) inside the same write, so a refused call changes nothing.
 //!
 //! - `sweeps`: what users do (submit, cancel, read summaries, jobs and workers).
 //! - `work`: what workers do (register, lease, heartbeat, record epochs, finish) and the lease
@@ -16,7 +18,8 @@ pub use work::Registration;
 
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::auth::Principal;
+use crate::config::{Config, Limits};
 use crate::db::Database;
 use crate::events::Events;
 
@@ -26,6 +29,7 @@ pub struct Queue {
     db: Database,
     events: Events,
     lease_ttl: Duration,
+    limits: Limits,
 }
 
 /// The outcome of a submission: how many of the spec's jobs are new.
@@ -45,9 +49,14 @@ pub enum Recorded {
 }
 
 impl Queue {
-    /// A queue over `db` with the lease TTL and event buffer of `config`.
+    /// A queue over `db` with the lease TTL, event buffer and limits of `config`.
     pub fn new(db: Database, config: &Config) -> Queue {
-        Queue { db, events: Events::new(config.event_capacity), lease_ttl: config.lease_ttl }
+        Queue {
+            db,
+            events: Events::new(config.event_capacity),
+            lease_ttl: config.lease_ttl,
+            limits: config.limits,
+        }
     }
 
     /// The channel the queue publishes job changes and stored epochs on.
@@ -58,6 +67,18 @@ impl Queue {
     /// How long a lease lives from its grant or last heartbeat.
     pub fn lease_ttl(&self) -> Duration {
         self.lease_ttl
+    }
+
+    /// Checks that `by` may act as worker `id` (see [`Principal::check_worker`]); an unknown id
+    /// passes, so the write itself reports it as not found.
+    async fn check_worker(&self, id: &str, by: &Principal) -> crate::Result<()> {
+        if by.is_local() {
+            return Ok(());
+        }
+        match crate::db::workers::owner(self.db.reader(), id).await? {
+            Some(owner) => by.check_worker(id, &owner),
+            None => Ok(()),
+        }
     }
 
     fn ttl_ms(&self) -> i64 {

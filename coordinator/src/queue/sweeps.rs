@@ -1,77 +1,131 @@
 //! The user side of the queue: submitting and cancelling sweeps and jobs, and the reads behind
 //! the status, watch and report commands.
 
+use std::sync::Arc;
+
+use sweep_proto::InvalidInput;
 use sweep_proto::domain::{EpochMetrics, Job, JobId, JobState, LossVariant, SweepSpec, SweepSummary, Worker};
 
 use super::{Queue, Submitted};
-use crate::db::{self, epochs, jobs, sweeps, workers};
-use crate::error::Result;
+use crate::auth::Principal;
+use crate::db::{self, epochs, job_batches, jobs, sweeps, workers};
+use crate::error::{Error, Result};
 use crate::lifecycle::Event;
 
 impl Queue {
-    /// Creates the sweep `spec` names, or merges `spec` into the stored one (see
-    /// [`sweeps::merge`]), and queues every job it does not have yet.
-    pub async fn submit(&self, spec: SweepSpec) -> Result<Submitted> {
-        let requested = spec.jobs().count() as u32;
-        let name = spec.name.clone();
-        let created: Vec<Job> = self
-            .db
+    /// Creates the sweep `spec` names (owned by `by`), or merges `spec` into the stored one (see
+    /// [`sweeps::merge`]; only the owner or an admin may), and queues every job it does not have
+    /// yet.
+    ///
+    /// The sweep's spec is settled in one short write; the jobs follow in chunks of
+    /// `Limits::write_chunk`, one write each, so a large submission never holds the writer for
+    /// long. A submission cut short (the coordinator stopped) leaves some jobs missing; submitting
+    /// the same spec again adds them.
+    pub async fn submit(&self, spec: SweepSpec, by: &Principal) -> Result<Submitted> {
+        let limits = self.limits;
+        let wanted: Vec<(LossVariant, u64)> = spec.jobs().collect();
+        if wanted.len() > limits.max_jobs_per_submission as usize {
+            return Err(InvalidInput::new(
+                "spec",
+                format!(
+                    "{} jobs (variants × seeds) is more than the max_jobs_per_submission limit of {}; \
+                     submit the sweep in parts",
+                    wanted.len(),
+                    limits.max_jobs_per_submission
+                ),
+            )
+            .into());
+        }
+        let spec = Arc::new(spec);
+        let (settled, owner) = (spec.clone(), by.clone());
+        self.db
             .write(move |conn| {
                 Box::pin(async move {
-                    let now = db::now_ms();
-                    let merged = match sweeps::get(&mut *conn, &spec.name).await? {
-                        Some(row) => sweeps::merge(&row.spec()?, &spec)?,
-                        None => spec.clone(),
+                    let merged = match sweeps::get(&mut *conn, &settled.name).await? {
+                        Some(row) => {
+                            owner.check_sweep(&row.name, &row.owner)?;
+                            sweeps::merge(&row.spec()?, &settled)?
+                        }
+                        None => (*settled).clone(),
                     };
-                    sweeps::upsert(&mut *conn, &merged, now).await?;
-                    let created = jobs::insert_missing(conn, &spec, now).await?;
-                    Ok(created.into_iter().map(|stored| stored.job).collect())
+                    let total = merged.jobs().count();
+                    if total > limits.max_jobs_per_sweep as usize {
+                        return Err(Error::ResourceExhausted(format!(
+                            "sweep {:?} would hold {total} jobs, more than the max_jobs_per_sweep limit of {}",
+                            merged.name, limits.max_jobs_per_sweep
+                        )));
+                    }
+                    sweeps::upsert(&mut *conn, &merged, owner.owner(), db::now_ms()).await
                 })
             })
             .await?;
-        tracing::info!(sweep = %name, created = created.len(), "sweep submitted");
-        self.events.jobs_changed(&created);
-        let created = created.len() as u32;
-        Ok(Submitted { created, existing: requested - created })
+        let mut created = 0usize;
+        for chunk in wanted.chunks(limits.write_chunk.max(1)) {
+            let (spec, chunk) = (spec.clone(), chunk.to_vec());
+            // One multi-row INSERT: it fails before changing anything, so no savepoint.
+            let new: Vec<Job> = self
+                .db
+                .write_single(move |conn| {
+                    Box::pin(async move {
+                        let stored = job_batches::insert_missing(conn, &spec, &chunk, db::now_ms()).await?;
+                        Ok(stored.into_iter().map(|stored| stored.job).collect())
+                    })
+                })
+                .await?;
+            self.events.jobs_changed(&new);
+            created += new.len();
+        }
+        tracing::info!(sweep = %spec.name, created, by = %by, "sweep submitted");
+        Ok(Submitted { created: created as u32, existing: (wanted.len() - created) as u32 })
     }
 
     /// Cancels a queued or running job (a running job's worker learns it at its next heartbeat).
-    pub async fn cancel(&self, id: JobId) -> Result<Job> {
+    /// Only the owner of the job's sweep or an admin may.
+    pub async fn cancel(&self, id: JobId, by: &Principal) -> Result<Job> {
+        let who = by.clone();
         let job = self
             .db
             .write(move |conn| {
                 Box::pin(async move {
                     let stored = jobs::require(&mut *conn, id).await?;
+                    let sweep = sweeps::require(&mut *conn, &stored.job.sweep).await?;
+                    who.check_sweep(&sweep.name, &sweep.owner)?;
                     Ok(jobs::transition(conn, &stored, Event::Cancel, db::now_ms()).await?.job)
                 })
             })
             .await?;
-        tracing::info!(job = job.id.0, "job cancelled");
+        tracing::info!(job = job.id.0, by = %by, "job cancelled");
         self.events.jobs_changed([&job]);
         Ok(job)
     }
 
-    /// Cancels every job of the sweep that has not ended; returns them.
-    pub async fn cancel_sweep(&self, name: &str) -> Result<Vec<Job>> {
-        let sweep = name.to_owned();
-        let cancelled: Vec<Job> = self
-            .db
-            .write(move |conn| {
-                Box::pin(async move {
-                    sweeps::require(&mut *conn, &sweep).await?;
-                    let now = db::now_ms();
-                    let mut cancelled = Vec::new();
-                    for stored in jobs::list(&mut *conn, &sweep, None, None).await? {
-                        if !stored.job.state.is_terminal() {
-                            cancelled.push(jobs::transition(conn, &stored, Event::Cancel, now).await?.job);
-                        }
-                    }
-                    Ok(cancelled)
+    /// Cancels every job of the sweep that has not ended (only its owner or an admin may); returns
+    /// them. The jobs are cancelled in chunks of `Limits::write_chunk`, one write each, every
+    /// chunk checking ownership again.
+    pub async fn cancel_sweep(&self, name: &str, by: &Principal) -> Result<Vec<Job>> {
+        let chunk = self.limits.write_chunk.max(1);
+        let mut cancelled = Vec::new();
+        loop {
+            let (sweep, who) = (name.to_owned(), by.clone());
+            let batch: Vec<Job> = self
+                .db
+                .write(move |conn| {
+                    Box::pin(async move {
+                        let row = sweeps::require(&mut *conn, &sweep).await?;
+                        who.check_sweep(&row.name, &row.owner)?;
+                        let done = jobs::cancel_some(conn, &sweep, chunk, db::now_ms()).await?;
+                        Ok(done.into_iter().map(|stored| stored.job).collect())
+                    })
                 })
-            })
-            .await?;
-        tracing::info!(sweep = %name, cancelled = cancelled.len(), "sweep cancelled");
-        self.events.jobs_changed(&cancelled);
+                .await?;
+            self.events.jobs_changed(&batch);
+            let last = batch.len() < chunk;
+            cancelled.extend(batch);
+            if last {
+                break;
+            }
+        }
+        tracing::info!(sweep = %name, cancelled = cancelled.len(), by = %by, "sweep cancelled");
         Ok(cancelled)
     }
 

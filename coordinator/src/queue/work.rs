@@ -8,6 +8,7 @@ use sweep_proto::domain::{
 };
 
 use super::{Queue, Recorded};
+use crate::auth::Principal;
 use crate::db::epochs::{self, EpochWrite};
 use crate::db::ingest::{HeartbeatWrite, LeaseWrite};
 use crate::db::jobs::{self, StoredJob};
@@ -30,22 +31,35 @@ pub struct Registration {
 }
 
 impl Queue {
-    /// Records a worker; registering again replaces its host, GPUs and slots.
-    pub async fn register(&self, worker: Registration) -> Result<()> {
+    /// Records a worker, bound to `by`'s credential; registering again replaces its host, GPUs
+    /// and slots. [`Error::PermissionDenied`] (and nothing changed) when the id is bound to
+    /// another credential.
+    pub async fn register(&self, worker: Registration, by: &Principal) -> Result<()> {
         let slots = worker.slots.max(1);
-        self.db
+        let (owner, any_owner) = (by.owner().to_owned(), by.is_local());
+        let id = worker.worker_id.clone();
+        let recorded = self
+            .db
             .write_single(move |conn| {
                 Box::pin(async move {
                     let Registration { worker_id, hostname, gpus, .. } = &worker;
-                    workers::register(conn, worker_id, hostname, gpus, slots, db::now_ms()).await
+                    let now = db::now_ms();
+                    workers::register(conn, worker_id, hostname, gpus, slots, now, &owner, any_owner).await
                 })
             })
-            .await
+            .await?;
+        if !recorded {
+            let id = sweep_proto::text::echo(&id);
+            return Err(Error::PermissionDenied(format!("worker id {id} is bound to another credential")));
+        }
+        Ok(())
     }
 
     /// Leases the oldest queued job to `worker_id` for [`Queue::lease_ttl`]; `None` when nothing
-    /// is queued, [`Error::NotFound`] for a worker that never registered.
-    pub async fn lease(&self, worker_id: String) -> Result<Option<JobAssignment>> {
+    /// is queued, [`Error::NotFound`] for a worker that never registered,
+    /// [`Error::PermissionDenied`] when the id is bound to another credential than `by`'s.
+    pub async fn lease(&self, worker_id: String, by: &Principal) -> Result<Option<JobAssignment>> {
+        self.check_worker(&worker_id, by).await?;
         let lease = LeaseWrite {
             worker_id,
             lease_token: uuid::Uuid::new_v4().simple().to_string(),
@@ -79,13 +93,16 @@ impl Queue {
 
     /// Notes that `worker_id` is alive with `idle_slots` free and renews each lease in `fences`
     /// that is still its job's running, unexpired one; says per fence, in order, what became of
-    /// it. [`Error::NotFound`] (and nothing renewed) for a worker that never registered.
+    /// it. [`Error::NotFound`] (and nothing renewed) for a worker that never registered,
+    /// [`Error::PermissionDenied`] when the id is bound to another credential than `by`'s.
     pub async fn heartbeat(
         &self,
         worker_id: String,
         idle_slots: u32,
         fences: Vec<Fence>,
+        by: &Principal,
     ) -> Result<Vec<(JobId, LeaseVerdict)>> {
+        self.check_worker(&worker_id, by).await?;
         let jobs: Vec<JobId> = fences.iter().map(Fence::job).collect();
         let beat = HeartbeatWrite { worker_id, idle_slots, fences, lease_ttl_ms: self.ttl_ms() };
         let verdicts = self.db.heartbeat(beat).await?;
@@ -96,12 +113,15 @@ impl Queue {
     /// future of its outcome, so a stream can queue the next one meanwhile. The epoch is stored
     /// if `fence` is its job's running, unexpired lease and the epoch is within the job's epochs;
     /// otherwise the future resolves to why not ([`Error::StaleLease`], [`Error::NotFound`],
-    /// [`Error::InvalidInput`]).
+    /// [`Error::InvalidInput`], or [`Error::PermissionDenied`] for a lease of another
+    /// credential's worker).
     pub async fn record_epoch(
         &self,
         fence: Fence,
         metrics: EpochMetrics,
+        by: &Principal,
     ) -> Result<impl Future<Output = Result<Recorded>> + Send + 'static> {
+        self.check_fence(&fence, by).await?;
         let outcome = self.db.enqueue_epoch(EpochWrite { fence, metrics }).await?;
         let events = self.events.clone();
         Ok(async move {
@@ -120,7 +140,8 @@ impl Queue {
 
     /// Completes the job `fence` holds once every epoch is stored ([`Error::Precondition`]
     /// naming the missing ones otherwise).
-    pub async fn complete(&self, fence: Fence) -> Result<Job> {
+    pub async fn complete(&self, fence: Fence, by: &Principal) -> Result<Job> {
+        self.check_fence(&fence, by).await?;
         let job: Job = self
             .db
             .write_single(move |conn| {
@@ -158,7 +179,8 @@ impl Queue {
 
     /// Ends the attempt `fence` holds with `error`: the job is requeued as the next attempt
     /// while attempts remain, else it fails for good, keeping the error.
-    pub async fn fail(&self, fence: Fence, error: String) -> Result<Job> {
+    pub async fn fail(&self, fence: Fence, error: String, by: &Principal) -> Result<Job> {
+        self.check_fence(&fence, by).await?;
         let error = if error.trim().is_empty() {
             "the worker reported a failure without a message".to_owned()
         } else {
@@ -180,28 +202,54 @@ impl Queue {
     }
 
     /// Requeues (or fails, once attempts run out) every running job whose lease expired without
-    /// a heartbeat; returns the jobs it changed.
+    /// a heartbeat, in chunks of `Limits::write_chunk` jobs per write; returns the jobs it changed.
     pub async fn reap_expired(&self) -> Result<Vec<Job>> {
-        let changed: Vec<Job> = self
-            .db
-            .write(|conn| {
-                Box::pin(async move {
-                    let now = db::now_ms();
-                    let mut changed = Vec::new();
-                    for stored in jobs::expired(&mut *conn, now).await? {
-                        let next =
-                            jobs::transition(conn, &stored, lifecycle::Event::LeaseExpired, now).await?;
-                        changed.push(next.job);
-                    }
-                    Ok(changed)
+        let chunk = self.limits.write_chunk.max(1);
+        let mut changed = Vec::new();
+        loop {
+            let batch: Vec<Job> = self
+                .db
+                .write(move |conn| {
+                    Box::pin(async move {
+                        let now = db::now_ms();
+                        let mut changed = Vec::new();
+                        for stored in jobs::expired(&mut *conn, now, chunk).await? {
+                            let next =
+                                jobs::transition(conn, &stored, lifecycle::Event::LeaseExpired, now).await?;
+                            changed.push(next.job);
+                        }
+                        Ok(changed)
+                    })
                 })
-            })
-            .await?;
-        for job in &changed {
-            tracing::info!(job = job.id.0, state = %job.state, attempt = job.attempt, "lease expired");
+                .await?;
+            for job in &batch {
+                tracing::info!(job = job.id.0, state = %job.state, attempt = job.attempt, "lease expired");
+            }
+            self.events.jobs_changed(&batch);
+            let last = batch.len() < chunk;
+            changed.extend(batch);
+            if last {
+                return Ok(changed);
+            }
         }
-        self.events.jobs_changed(&changed);
-        Ok(changed)
+    }
+
+    /// Checks that a write under `fence` comes from the credential its worker is bound to. Only a
+    /// fence that is the job's current lease is checked: a stale one is refused by the write
+    /// itself (FAILED_PRECONDITION), so a worker that lost its lease learns that.
+    async fn check_fence(&self, fence: &Fence, by: &Principal) -> Result<()> {
+        if by.is_local() {
+            return Ok(());
+        }
+        match jobs::lease_holder(self.db.reader(), fence.job()).await? {
+            Some(holder) if holder.holds(fence) && holder.owner.as_deref() != Some(by.owner()) => {
+                Err(Error::PermissionDenied(format!(
+                    "job {} is leased by a worker bound to another credential",
+                    fence.job_id
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -1,4 +1,6 @@
 //! `SweepService`: what users call to submit sweeps, inspect them, watch them and cancel jobs.
+//! Its interceptor admits user and admin credentials; reads are open to both, and the queue
+//! checks that only a sweep's owner or an admin grows or cancels it.
 
 use std::sync::Arc;
 
@@ -40,10 +42,11 @@ impl SweepService for SweepApi {
         &self,
         request: Request<pb::SubmitSweepRequest>,
     ) -> RpcResult<pb::SubmitSweepResponse> {
+        let by = self.shared.writer(&request)?;
         let wire = request.into_inner().spec.ok_or_else(|| InvalidInput::new("spec", "is required"))?;
         let spec = SweepSpec::try_from(wire)?;
         let sweep = spec.name.clone();
-        let submitted = self.shared.queue.submit(spec).await?;
+        let submitted = self.shared.queue.submit(spec, &by).await?;
         Ok(Response::new(pb::SubmitSweepResponse {
             sweep,
             jobs_created: submitted.created,
@@ -100,15 +103,17 @@ impl SweepService for SweepApi {
     }
 
     async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> RpcResult<pb::CancelResponse> {
+        let by = self.shared.writer(&request)?;
         let id = JobId(request.into_inner().job_id);
-        self.shared.queue.cancel(id).await?;
+        self.shared.queue.cancel(id, &by).await?;
         Ok(Response::new(pb::CancelResponse { cancelled: 1 }))
     }
 
     async fn cancel_sweep(&self, request: Request<pb::CancelSweepRequest>) -> RpcResult<pb::CancelResponse> {
+        let by = self.shared.writer(&request)?;
         let name = request.into_inner().sweep;
         checked_name(&name)?;
-        let cancelled = self.shared.queue.cancel_sweep(&name).await?;
+        let cancelled = self.shared.queue.cancel_sweep(&name, &by).await?;
         Ok(Response::new(pb::CancelResponse { cancelled: cancelled.len() as u32 }))
     }
 }

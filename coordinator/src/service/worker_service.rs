@@ -1,5 +1,7 @@
 //! `WorkerService`: what GPU workers call to register, lease jobs, heartbeat, stream epoch
-//! metrics and finish. Every write after the lease is fenced (job id, attempt, lease token).
+//! metrics and finish. Every write after the lease is fenced (job id, attempt, lease token). Its
+//! interceptor admits worker credentials only; the queue checks that a worker id is used only by
+//! the credential it is bound to.
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -13,11 +15,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{RpcResult, Shared};
+use crate::auth::Principal;
 use crate::error::Result;
 use crate::queue::{Queue, Recorded, Registration};
 
 /// Longest worker id, host name or GPU name accepted.
 const MAX_ID_LEN: usize = 256;
+/// Most GPUs one registration may list.
+const MAX_GPUS: usize = 256;
 /// Epoch reports of one stream being stored at the same time.
 const MAX_EPOCHS_IN_FLIGHT: usize = 32;
 
@@ -50,9 +55,13 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::RegisterWorkerRequest>,
     ) -> RpcResult<pb::RegisterWorkerResponse> {
+        let by = self.shared.writer(&request)?;
         let req = request.into_inner();
         checked_id("worker_id", &req.worker_id)?;
         checked_id("hostname", &req.hostname)?;
+        if req.gpus.len() > MAX_GPUS {
+            return Err(InvalidInput::new("gpus", format!("more than {MAX_GPUS} GPUs")).into());
+        }
         for gpu in &req.gpus {
             checked_id("gpus", gpu)?;
         }
@@ -62,7 +71,7 @@ impl WorkerService for WorkerApi {
             gpus: req.gpus,
             slots: req.slots,
         };
-        self.shared.queue.register(worker).await?;
+        self.shared.queue.register(worker, &by).await?;
         let config = &self.shared.config;
         Ok(Response::new(pb::RegisterWorkerResponse {
             lease_ttl_ms: millis(config.lease_ttl),
@@ -71,9 +80,10 @@ impl WorkerService for WorkerApi {
     }
 
     async fn lease_job(&self, request: Request<pb::LeaseJobRequest>) -> RpcResult<pb::LeaseJobResponse> {
+        let by = self.shared.writer(&request)?;
         let req = request.into_inner();
         checked_id("worker_id", &req.worker_id)?;
-        let response = match self.shared.queue.lease(req.worker_id).await? {
+        let response = match self.shared.queue.lease(req.worker_id, &by).await? {
             Some(assignment) => pb::LeaseJobResponse { job: Some(assignment.into()), retry_after_ms: 0 },
             None => pb::LeaseJobResponse {
                 job: None,
@@ -84,10 +94,22 @@ impl WorkerService for WorkerApi {
     }
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatResponse> {
+        let by = self.shared.writer(&request)?;
         let req = request.into_inner();
         checked_id("worker_id", &req.worker_id)?;
+        let max = self.shared.config.limits.max_fences_per_heartbeat;
+        if req.leases.len() > max as usize {
+            return Err(InvalidInput::new(
+                "leases",
+                format!(
+                    "{} leases is more than the max_fences_per_heartbeat limit of {max}",
+                    req.leases.len()
+                ),
+            )
+            .into());
+        }
         let fences = req.leases.into_iter().map(Fence::try_from).collect::<Result<Vec<_>, _>>()?;
-        let verdicts = self.shared.queue.heartbeat(req.worker_id, req.idle_slots, fences).await?;
+        let verdicts = self.shared.queue.heartbeat(req.worker_id, req.idle_slots, fences, &by).await?;
         let leases = verdicts
             .into_iter()
             .map(|(job, verdict)| pb::LeaseStatus { job_id: job.0, verdict: Verdict::from(verdict) as i32 })
@@ -101,9 +123,10 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<Streaming<pb::EpochReport>>,
     ) -> RpcResult<Self::ReportEpochsStream> {
+        let by = crate::auth::principal(&request)?;
         let reports = request.into_inner();
         let (tx, rx) = mpsc::channel(MAX_EPOCHS_IN_FLIGHT * 2);
-        tokio::spawn(pump_epochs(self.shared.clone(), reports, tx));
+        tokio::spawn(pump_epochs(self.shared.clone(), by, reports, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -111,15 +134,17 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::CompleteJobRequest>,
     ) -> RpcResult<pb::CompleteJobResponse> {
+        let by = self.shared.writer(&request)?;
         let fence = required_fence(request.into_inner().fence)?;
-        let job = self.shared.queue.complete(fence).await?;
+        let job = self.shared.queue.complete(fence, &by).await?;
         Ok(Response::new(pb::CompleteJobResponse { job: Some(job.into()) }))
     }
 
     async fn fail_job(&self, request: Request<pb::FailJobRequest>) -> RpcResult<pb::FailJobResponse> {
+        let by = self.shared.writer(&request)?;
         let req = request.into_inner();
         let fence = required_fence(req.fence)?;
-        let job = self.shared.queue.fail(fence, req.error).await?;
+        let job = self.shared.queue.fail(fence, req.error, &by).await?;
         Ok(Response::new(pb::FailJobResponse { job: Some(job.into()) }))
     }
 }
@@ -127,9 +152,11 @@ impl WorkerService for WorkerApi {
 /// Reads a worker's epoch reports and stores up to [`MAX_EPOCHS_IN_FLIGHT`] of them at once
 /// (they share the writer's group commits), answering with one ack per report, in order. The
 /// first rejected report ends the stream with its status; reports already in flight behind it may
-/// have been stored, and re-sending them is acknowledged as a duplicate.
+/// have been stored, and re-sending them is acknowledged as a duplicate. Each report takes one
+/// unit of the caller's rate budget.
 async fn pump_epochs(
     shared: Shared,
+    by: Principal,
     mut reports: Streaming<pb::EpochReport>,
     tx: mpsc::Sender<Result<pb::EpochAck, Status>>,
 ) {
@@ -147,7 +174,7 @@ async fn pump_epochs(
                 }
             }
             next = reports.message(), if open && pending.len() < MAX_EPOCHS_IN_FLIGHT => match next {
-                Ok(Some(report)) => pending.push_back(record_epoch(&shared.queue, report).await),
+                Ok(Some(report)) => pending.push_back(record_epoch(&shared, &by, report).await),
                 Ok(None) => open = false,
                 Err(status) => {
                     tracing::debug!(%status, "epoch stream broke");
@@ -165,17 +192,23 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 
 /// Decodes one streamed epoch and queues it for storage, in stream order; the returned future
 /// resolves to its ack (`duplicate` when this attempt had already stored it) or its rejection.
-async fn record_epoch(queue: &Queue, report: pb::EpochReport) -> BoxFuture<'static, Result<pb::EpochAck>> {
-    let decoded = required_fence(report.fence).and_then(|fence| {
+async fn record_epoch(
+    shared: &Shared,
+    by: &Principal,
+    report: pb::EpochReport,
+) -> BoxFuture<'static, Result<pb::EpochAck>> {
+    let queue: &Queue = &shared.queue;
+    let decoded = shared.limiter.check(by).and_then(|()| {
+        let fence = required_fence(report.fence)?;
         let metrics = report.metrics.ok_or_else(|| InvalidInput::new("metrics", "is required"))?;
         Ok((fence, EpochMetrics::try_from(metrics)?))
     });
     let (fence, metrics) = match decoded {
         Ok(decoded) => decoded,
-        Err(e) => return Box::pin(futures::future::ready(Err(e.into()))),
+        Err(e) => return Box::pin(futures::future::ready(Err(e))),
     };
     let (job_id, epoch) = (fence.job_id, metrics.epoch);
-    match queue.record_epoch(fence, metrics).await {
+    match queue.record_epoch(fence, metrics, by).await {
         Ok(recorded) => Box::pin(async move {
             let duplicate = recorded.await? == Recorded::Duplicate;
             Ok(pb::EpochAck { job_id, epoch, duplicate })

@@ -73,7 +73,7 @@ async fn watch_progress_follows_a_sweep_to_the_end_and_report_input_is_complete(
         tokio::time::timeout(Duration::from_secs(10), watch).await.expect("watch ends").unwrap().unwrap();
     assert_eq!((last.succeeded, last.queued, last.running, last.epochs_done), (4, 0, 0, 8));
 
-    let input = fetch_report_input(&mut sweeps, "cli").await.unwrap();
+    let input = fetch_report_input(server.channel().await, "cli").await.unwrap();
     assert_eq!(input.variants, vec!["natural_softmax", "normal_lr1e-3"]);
     assert_eq!(input.baseline_variant, "normal_lr1e-3");
     assert_eq!(input.jobs.len(), 4);

@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real coordinator on 127.0.0.1:0 with a real SQLite file in
 //! a temp dir and talks to it through the generated tonic clients (`queue` drives the job queue
-//! directly, without gRPC).
+//! directly, without gRPC). The security tests (`roles`, `tls`, `limits`, `legacy`, `hygiene`)
+//! serve with TLS certificates generated at run time and in-memory tokens (`secure`).
 
 mod bad_input;
 mod cancel;
@@ -8,7 +9,13 @@ mod cli;
 mod common;
 mod durability;
 mod flow;
+mod hygiene;
 mod ingest;
 mod leasing;
+mod legacy;
+mod limits;
 mod queue;
 mod resubmit;
+mod roles;
+mod secure;
+mod tls;

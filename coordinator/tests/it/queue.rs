@@ -3,11 +3,14 @@
 
 use coordinator::events::Event;
 use coordinator::queue::{Recorded, Registration};
-use coordinator::{Config, Database, Error, Queue};
+use coordinator::{Config, Database, Error, Principal, Queue};
 use sqlx::Connection;
 use sweep_proto::domain::{EpochMetrics, JobState, LeaseVerdict, LossVariant, SweepSpec};
 
 use crate::common::*;
+
+/// Authentication off: every right.
+const LOCAL: Principal = Principal::Local;
 
 fn epoch(epoch: u32, val_acc: f64) -> EpochMetrics {
     EpochMetrics::try_from(metrics(epoch, val_acc)).unwrap()
@@ -17,7 +20,10 @@ async fn open(dir: &std::path::Path) -> (Database, Queue) {
     let db = Database::open(&db_url(dir)).await.unwrap();
     let queue = Queue::new(db.clone(), &Config::default());
     queue
-        .register(Registration { worker_id: "w".into(), hostname: "h".into(), gpus: vec![], slots: 0 })
+        .register(
+            Registration { worker_id: "w".into(), hostname: "h".into(), gpus: vec![], slots: 0 },
+            &LOCAL,
+        )
         .await
         .unwrap();
     (db, queue)
@@ -30,22 +36,23 @@ async fn a_job_goes_through_the_queue_as_domain_values() {
     let mut events = queue.events().subscribe();
     // A seed above i64::MAX: stored bit-for-bit, handed back as the same u64.
     let spec = SweepSpec::try_from(spec("typed", &["normal_lr1e-2"], &[u64::MAX], 2)).unwrap();
-    let submitted = queue.submit(spec.clone()).await.unwrap();
+    let submitted = queue.submit(spec.clone(), &LOCAL).await.unwrap();
     assert_eq!((submitted.created, submitted.existing), (1, 0));
-    assert_eq!(queue.submit(spec).await.unwrap().existing, 1);
+    assert_eq!(queue.submit(spec, &LOCAL).await.unwrap().existing, 1);
 
-    let a = queue.lease("w".into()).await.unwrap().expect("a queued job");
+    let a = queue.lease("w".into(), &LOCAL).await.unwrap().expect("a queued job");
     assert_eq!((a.variant, a.seed, a.epochs, a.learning_rate), (LossVariant::NormalLr1e2, u64::MAX, 2, 1e-2));
-    assert!(queue.lease("w".into()).await.unwrap().is_none());
-    let beat = queue.heartbeat("w".into(), 0, vec![a.fence.clone()]).await.unwrap();
+    assert!(queue.lease("w".into(), &LOCAL).await.unwrap().is_none());
+    let beat = queue.heartbeat("w".into(), 0, vec![a.fence.clone()], &LOCAL).await.unwrap();
     assert_eq!(beat, vec![(a.fence.job(), LeaseVerdict::Renewed)]);
 
     let mut recorded = Vec::new();
     for (e, acc) in [(1, 0.5), (2, 0.25), (2, 0.25)] {
-        recorded.push(queue.record_epoch(a.fence.clone(), epoch(e, acc)).await.unwrap().await.unwrap());
+        recorded
+            .push(queue.record_epoch(a.fence.clone(), epoch(e, acc), &LOCAL).await.unwrap().await.unwrap());
     }
     assert_eq!(recorded, [Recorded::Stored, Recorded::Stored, Recorded::Duplicate]);
-    let job = queue.complete(a.fence.clone()).await.unwrap();
+    let job = queue.complete(a.fence.clone(), &LOCAL).await.unwrap();
     assert_eq!(
         (job.state, job.epochs_done, job.best_epoch, job.best_val_acc),
         (JobState::Succeeded, 2, 1, 0.5)
@@ -81,7 +88,7 @@ async fn an_unknown_stored_state_is_an_internal_error_not_a_failed_job() {
     let dir = tempfile::tempdir().unwrap();
     let (db, queue) = open(dir.path()).await;
     let spec = SweepSpec::try_from(spec("corrupt", &["natural_softmax"], &[0], 1)).unwrap();
-    queue.submit(spec).await.unwrap();
+    queue.submit(spec, &LOCAL).await.unwrap();
     let id = queue.jobs("corrupt", None, None).await.unwrap()[0].id;
 
     // Only a hand edit that bypasses the CHECK constraint can store such a state.
@@ -98,6 +105,6 @@ async fn an_unknown_stored_state_is_an_internal_error_not_a_failed_job() {
         assert!(matches!(err, Error::Internal(_)), "{err:?}");
         assert!(err.to_string().contains("state"), "{err}");
     }
-    assert!(matches!(queue.cancel(id).await.unwrap_err(), Error::Internal(_)));
+    assert!(matches!(queue.cancel(id, &LOCAL).await.unwrap_err(), Error::Internal(_)));
     db.close().await;
 }

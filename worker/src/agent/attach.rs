@@ -6,18 +6,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
+use sweep_proto::connect::ConnectArgs;
 use tokio::sync::watch;
 
-use super::{AgentConfig, AgentError, run_agent};
+use super::{AgentConfig, AgentError, run_agent_with};
 use crate::data::{Cifar10, DataError};
 use crate::device::{DeviceChoice, DeviceError, available_devices};
 
 /// Flags of a coordinator-attached worker.
 #[derive(Debug, Clone, Args)]
 pub struct AttachArgs {
-    /// Coordinator address, e.g. http://10.0.0.5:50051.
-    #[arg(long, env = "SWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
-    pub coordinator: String,
+    /// The coordinator (e.g. --coordinator https://10.0.0.5:50051 --ca-cert ca.pem) and this
+    /// worker's credentials (a worker token: --token-file or SWEEP_TOKEN).
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// GPUs to use: `all` or a list like `0,1`.
     #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
     pub gpus: String,
@@ -71,9 +73,12 @@ pub async fn prepare_local(device: &str, gpus: &str, data_dir: &Path) -> Result<
 
 /// Loads the data, picks the devices and serves the coordinator until Ctrl-C.
 pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
+    // Bad addresses, TLS files or tokens fail before the data set is loaded.
+    let security = args.connect.security().map_err(AgentError::from)?;
+    sweep_proto::connect::endpoint(&args.connect.coordinator, &security).map_err(AgentError::from)?;
     let local = prepare_local(&args.device, &args.gpus, &args.data_dir).await?;
     let config = AgentConfig {
-        coordinator: args.coordinator,
+        coordinator: args.connect.coordinator,
         worker_id: args.worker_id.unwrap_or_else(|| format!("{}-{}", local.hostname, std::process::id())),
         hostname: local.hostname,
         devices: local.devices,
@@ -87,6 +92,6 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
             let _ = stop_tx.send(true);
         }
     });
-    run_agent(config, local.data, stop).await?;
+    run_agent_with(config, security, local.data, stop).await?;
     Ok(())
 }

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sweep_proto::Fence;
+use sweep_proto::connect::{self, AuthChannel, ClientSecurity};
 use sweep_proto::pb::lease_status::Verdict;
 use sweep_proto::pb::worker_service_client::WorkerServiceClient;
 use sweep_proto::pb::{self, HeartbeatRequest, RegisterWorkerRequest};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 use crate::backend::open_runner_with;
@@ -31,10 +31,11 @@ use crate::training::RunnerConfig;
 use backoff::Backoff;
 use slot::{SlotContext, run_slot};
 
-/// How to reach the coordinator and what this worker offers.
+/// How to reach the coordinator and what this worker offers (its credentials travel separately,
+/// see [`run_agent_with`]).
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// e.g. `http://10.0.0.5:50051`.
+    /// e.g. `https://10.0.0.5:50051` (TLS) or `http://127.0.0.1:50051`.
     pub coordinator: String,
     pub worker_id: String,
     pub hostname: String,
@@ -47,8 +48,11 @@ pub struct AgentConfig {
 /// Errors that end the worker process.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("invalid coordinator address {address:?}: {source}")]
-    Address { address: String, source: tonic::transport::Error },
+    #[error(transparent)]
+    Connect(#[from] connect::ConnectError),
+    /// The coordinator refused this worker's credentials; retrying cannot help.
+    #[error("the coordinator refused to register this worker: {}", sweep_proto::text::printable(.0.message()))]
+    Refused(tonic::Status),
     #[error("could not open a runner on {device}: {source}")]
     Runner { device: String, source: crate::training::TrainError },
     #[error("no device to train on")]
@@ -94,26 +98,36 @@ impl LeaseTable {
     }
 }
 
-/// Runs the worker until `shutdown` turns true: registers, then trains leased jobs on every slot.
-/// Jobs still training at shutdown are stopped and left to lease expiry (the coordinator requeues
-/// them), so a restarted worker or another machine picks them up.
+/// [`run_agent_with`] without credentials (a coordinator with authentication off).
 pub async fn run_agent(
     config: AgentConfig,
+    data: Arc<Cifar10>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    run_agent_with(config, ClientSecurity::default(), data, shutdown).await
+}
+
+/// Runs the worker until `shutdown` turns true: registers (presenting `security`: CA, client
+/// certificate, token), then trains leased jobs on every slot. Jobs still training at shutdown
+/// are stopped and left to lease expiry (the coordinator requeues them), so a restarted worker or
+/// another machine picks them up.
+pub async fn run_agent_with(
+    config: AgentConfig,
+    security: ClientSecurity,
     data: Arc<Cifar10>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     if config.devices.is_empty() {
         return Err(AgentError::NoDevice);
     }
-    let channel = Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|source| AgentError::Address { address: config.coordinator.clone(), source })?
+    let channel = connect::endpoint(&config.coordinator, &security)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Some(Duration::from_secs(30)))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .connect_lazy();
-    let client = WorkerServiceClient::new(channel);
+    let client = WorkerServiceClient::new(connect::authorized(channel, &security)?);
     let slots = config.devices.len() as u32 * config.slots_per_device;
-    let Some(registration) = register(&client, &config, slots, shutdown.clone()).await else {
+    let Some(registration) = register(&client, &config, slots, shutdown.clone()).await? else {
         return Ok(());
     };
     info!(worker = %config.worker_id, slots, coordinator = %config.coordinator,
@@ -166,13 +180,19 @@ pub async fn run_agent(
     Ok(())
 }
 
-/// Registers, retrying with backoff; `None` if shutdown came first.
+/// Whether the coordinator refused the credentials themselves (retrying cannot help).
+fn refused(status: &tonic::Status) -> bool {
+    matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
+}
+
+/// Registers, retrying with backoff while the coordinator is unreachable; `None` if shutdown came
+/// first, [`AgentError::Refused`] if the coordinator refused the credentials.
 async fn register(
-    client: &WorkerServiceClient<Channel>,
+    client: &WorkerServiceClient<AuthChannel>,
     config: &AgentConfig,
     slots: u32,
     mut shutdown: watch::Receiver<bool>,
-) -> Option<pb::RegisterWorkerResponse> {
+) -> Result<Option<pb::RegisterWorkerResponse>, AgentError> {
     let mut backoff = Backoff::default();
     loop {
         let request = RegisterWorkerRequest {
@@ -182,16 +202,18 @@ async fn register(
             slots,
         };
         match client.clone().register_worker(request).await {
-            Ok(response) => return Some(response.into_inner()),
+            Ok(response) => return Ok(Some(response.into_inner())),
+            Err(status) if refused(&status) => return Err(AgentError::Refused(status)),
             Err(status) => {
                 let wait = backoff.next_delay();
-                warn!(coordinator = %config.coordinator, error = %status, ?wait, "cannot register; retrying");
+                let hint = connect::plaintext_hint(&config.coordinator, &status);
+                warn!(coordinator = %config.coordinator, error = %status, ?wait, "cannot register; retrying{hint}");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}
                 }
                 if *shutdown.borrow() {
-                    return None;
+                    return Ok(None);
                 }
             }
         }
@@ -201,7 +223,7 @@ async fn register(
 /// Renews every held lease each `interval`; raises stop flags for cancelled or lost jobs and
 /// re-registers if the coordinator forgot this worker (e.g. a fresh database).
 async fn heartbeat_loop(
-    client: WorkerServiceClient<Channel>,
+    client: WorkerServiceClient<AuthChannel>,
     config: AgentConfig,
     slots: u32,
     interval: Duration,
@@ -229,7 +251,12 @@ async fn heartbeat_loop(
             }
             Err(status) if status.code() == tonic::Code::NotFound => {
                 warn!("coordinator does not know this worker; registering again");
-                register(&client, &config, slots, shutdown.clone()).await;
+                if let Err(e) = register(&client, &config, slots, shutdown.clone()).await {
+                    tracing::error!(error = %e, "registering again failed");
+                }
+            }
+            Err(status) if refused(&status) => {
+                tracing::error!(error = %status, "coordinator refused this worker's heartbeat; leases will expire");
             }
             Err(status) => warn!(error = %status, "heartbeat failed; leases may expire"),
         }

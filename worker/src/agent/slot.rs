@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use sweep_proto::connect::AuthChannel;
 use sweep_proto::pb::worker_service_client::WorkerServiceClient;
 use sweep_proto::pb::{self, CompleteJobRequest, FailJobRequest, LeaseJobRequest};
 use sweep_proto::{EpochMetrics, Fence, JobAssignment};
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
 use tracing::{error, info, warn};
 
 use super::LeaseTable;
@@ -24,7 +24,7 @@ use crate::training::{EpochSink, JobOutcome, JobRunner, TrainJob};
 /// Everything a slot needs besides its runner.
 #[derive(Clone)]
 pub struct SlotContext {
-    pub client: WorkerServiceClient<Channel>,
+    pub client: WorkerServiceClient<AuthChannel>,
     pub worker_id: String,
     pub slot: u32,
     pub leases: Arc<LeaseTable>,
@@ -179,7 +179,14 @@ async fn finish(ctx: &SlotContext, fence: &Fence, error: Option<String>) {
         };
         match result {
             Ok(()) => return,
-            Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument) => {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition
+                        | tonic::Code::InvalidArgument
+                        | tonic::Code::PermissionDenied
+                ) =>
+            {
                 warn!(job = fence.job_id, error = %s, "coordinator refused the job's end");
                 return;
             }

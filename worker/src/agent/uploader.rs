@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use sweep_proto::connect::AuthChannel;
 use sweep_proto::pb::worker_service_client::WorkerServiceClient;
 use sweep_proto::pb::{self, EpochReport};
 use sweep_proto::{EpochMetrics, Fence};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tracing::{debug, warn};
 
 use super::backoff::Backoff;
@@ -20,8 +20,9 @@ use super::backoff::Backoff;
 /// Why an upload ended without every epoch acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    /// The coordinator rejected the fence: the job was cancelled, or the lease expired and
-    /// another attempt owns the job. The epochs of this attempt are not wanted any more.
+    /// The coordinator rejected the fence: the job was cancelled, the lease expired and another
+    /// attempt owns the job, or the job is not this credential's. The epochs of this attempt are
+    /// not wanted any more.
     #[error("lease no longer valid: {0}")]
     LeaseLost(String),
     /// The coordinator refused an epoch as invalid; retrying cannot help.
@@ -35,7 +36,7 @@ pub enum UploadError {
 /// Uploads every epoch that arrives on `epochs` until that channel closes and all are
 /// acknowledged. Returns how many epochs the coordinator acknowledged.
 pub async fn upload_epochs(
-    client: WorkerServiceClient<Channel>,
+    client: WorkerServiceClient<AuthChannel>,
     fence: Fence,
     mut epochs: mpsc::UnboundedReceiver<EpochMetrics>,
     shutdown: Arc<AtomicBool>,
@@ -68,7 +69,7 @@ pub async fn upload_epochs(
         {
             Ok(()) => backoff.reset(),
             Err(status) => match status.code() {
-                tonic::Code::FailedPrecondition | tonic::Code::NotFound => {
+                tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::PermissionDenied => {
                     return Err(UploadError::LeaseLost(status.message().to_owned()));
                 }
                 tonic::Code::InvalidArgument => {
@@ -88,7 +89,7 @@ pub async fn upload_epochs(
 /// One stream: sends everything pending, then new epochs as they come, and removes each epoch
 /// from `pending` when its ack arrives. Returns when the input is closed and nothing is pending.
 async fn stream_once(
-    mut client: WorkerServiceClient<Channel>,
+    mut client: WorkerServiceClient<AuthChannel>,
     fence: &Fence,
     epochs: &mut mpsc::UnboundedReceiver<EpochMetrics>,
     pending: &mut BTreeMap<u32, EpochMetrics>,

@@ -54,6 +54,8 @@ pub struct Cifar10 {
     train_labels: Vec<u8>,
     test_images: Vec<u8>,
     test_labels: Vec<u8>,
+    /// (file, MD5) of each file whose checksum this process verified.
+    verified: Vec<(String, String)>,
 }
 
 /// Where `name` lives under `dir`: directly or in the tarball's folder, plain or xz-compressed
@@ -164,10 +166,14 @@ impl Cifar10 {
             train_labels: Vec::new(),
             test_images: Vec::new(),
             test_labels: Vec::new(),
+            verified: Vec::new(),
         };
         for (name, md5) in CIFAR10_FILES {
             let path = locate(dir, name);
             let (images, labels) = read_file(&path, verify.then_some(md5))?;
+            if verify {
+                data.verified.push((name.to_owned(), md5.to_owned()));
+            }
             if name == TEST_FILE {
                 data.test_images = images;
                 data.test_labels = labels;
@@ -195,7 +201,13 @@ impl Cifar10 {
     ) -> Cifar10 {
         assert_eq!(train_images.len(), train_labels.len() * IMAGE_BYTES);
         assert_eq!(test_images.len(), test_labels.len() * IMAGE_BYTES);
-        Cifar10 { train_images, train_labels, test_images, test_labels }
+        Cifar10 { train_images, train_labels, test_images, test_labels, verified: Vec::new() }
+    }
+
+    /// (file, MD5) of the files whose official checksum this process verified (none for data
+    /// built from parts or loaded unverified): what reports cite as the data actually used.
+    pub fn verified_files(&self) -> &[(String, String)] {
+        &self.verified
     }
 
     /// Training images held.

@@ -3,6 +3,7 @@
 
 pub mod channel_sums;
 pub mod normalize;
+pub mod statistics;
 
 use burn::tensor::FloatDType;
 use burn::tensor::ops::FloatTensor;
@@ -18,7 +19,7 @@ impl BatchNormOps for Cuda {
         running: [FloatTensor<Self>; 2],
         config: NormConfig,
     ) -> NormStatistics<Self> {
-        channel_sums::batch_norm_statistics::<Self, _, f32, i32, u8>(x, gamma, mean_shift, running, config)
+        statistics::batch_norm_statistics::<Self, _, f32, i32, u8>(x, gamma, mean_shift, running, config)
     }
 
     fn normalize_relu(

@@ -4,23 +4,34 @@
 //! after the batch's COMMIT reached the disk. The hot writes (epoch reports, heartbeats, lease
 //! requests) are [`Batch`] kinds: all writes of one kind in a transaction are handled together by
 //! [`super::ingest`] with a few multi-row statements. The loop never waits for a timer: each
-//! transaction takes whatever is queued when the previous one committed.
+//! transaction takes whatever is queued when the previous one committed, except that general
+//! writes past a small time budget wait for the next transaction.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use sweep_proto::domain::{DataOptions, LeaseVerdict};
-
-use super::epochs::EpochWrite;
-use super::ingest::{self, Beat, HeartbeatWrite, Ingested, JobKey, LeaseWrite, Leased};
-use super::jobs::StoredJob;
 use crate::error::{Error, Result};
+
+mod batch;
+
+pub(super) use batch::{Batch, Epochs, Heartbeats, Leases};
+use batch::{Deferred, Pending, Queued, Runs};
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
 /// Queued writes before callers wait for room.
 const QUEUE: usize = 8192;
+/// Once this much of a transaction went by, the general writes not started yet go to the next
+/// one: several large writes in flight at once (the chunks of big submissions or cancels) then
+/// never add up to one long transaction. Batched writes (heartbeats, leases, epochs) that find
+/// general writes queued get a transaction of their own every other time and share the others
+/// with one general write only, so they wait behind one general write at most while general
+/// writes still take turns.
+const GENERAL_WRITES_BUDGET: Duration = Duration::from_millis(5);
 
 /// A write queued for the writer task, with its result slot erased.
 trait WriteOp: Send {
@@ -70,162 +81,11 @@ where
     }
 }
 
-/// A kind of write the writer stores a whole run of at once, with a few multi-row statements
-/// (fence checks included) instead of several statements per write.
-pub(super) trait Batch: Sized + Send + 'static {
-    type Write: Send + 'static;
-    type Outcome: Send + 'static;
-    /// What a run does, for the error that fails it.
-    const WHAT: &'static str;
-    /// Handles `writes` in order, one outcome per write. A per-write rejection is an outcome, not
-    /// a failure: an `Err` is a database error, and it fails the whole transaction.
-    async fn run(
-        conn: &mut SqliteConnection,
-        writes: &[Self::Write],
-        now_ms: i64,
-    ) -> Result<Vec<Result<Self::Outcome>>>;
-    /// Where queued writes of this kind wait for the transaction.
-    fn queue(runs: &mut Runs) -> &mut Vec<Queued<Self>>;
-}
-
-/// Streamed epoch reports ([`ingest::ingest`]).
-pub(super) struct Epochs;
-/// Heartbeats ([`ingest::heartbeats`]).
-pub(super) struct Heartbeats;
-/// LeaseJob calls ([`ingest::leases`]).
-pub(super) struct Leases;
-
-impl Batch for Epochs {
-    type Write = EpochWrite;
-    type Outcome = Option<JobKey>;
-    const WHAT: &'static str = "storing epochs";
-    async fn run(conn: &mut SqliteConnection, writes: &[EpochWrite], now_ms: i64) -> Result<Vec<Ingested>> {
-        ingest::ingest(conn, writes, now_ms).await
-    }
-    fn queue(runs: &mut Runs) -> &mut Vec<Queued<Self>> {
-        &mut runs.epochs
-    }
-}
-
-impl Batch for Heartbeats {
-    type Write = HeartbeatWrite;
-    type Outcome = Vec<LeaseVerdict>;
-    const WHAT: &'static str = "recording heartbeats";
-    async fn run(conn: &mut SqliteConnection, writes: &[HeartbeatWrite], now_ms: i64) -> Result<Vec<Beat>> {
-        ingest::heartbeats(conn, writes, now_ms).await
-    }
-    fn queue(runs: &mut Runs) -> &mut Vec<Queued<Self>> {
-        &mut runs.beats
-    }
-}
-
-impl Batch for Leases {
-    type Write = LeaseWrite;
-    type Outcome = Option<(StoredJob, DataOptions)>;
-    const WHAT: &'static str = "leasing jobs";
-    async fn run(conn: &mut SqliteConnection, writes: &[LeaseWrite], now_ms: i64) -> Result<Vec<Leased>> {
-        ingest::leases(conn, writes, now_ms).await
-    }
-    fn queue(runs: &mut Runs) -> &mut Vec<Queued<Self>> {
-        &mut runs.leases
-    }
-}
-
-/// A queued batched write and where its outcome goes.
-pub(super) struct Queued<B: Batch> {
-    write: B::Write,
-    reply: oneshot::Sender<Result<B::Outcome>>,
-}
-
-/// A queued batched write of any kind.
-trait Pending: Send {
-    /// Puts the write with the others of its kind.
-    fn file(self: Box<Self>, runs: &mut Runs);
-}
-
-impl<B: Batch> Pending for Queued<B> {
-    fn file(self: Box<Self>, runs: &mut Runs) {
-        B::queue(runs).push(*self);
-    }
-}
-
-/// The batched writes of one transaction, a run per kind, in the order the runs go.
-#[derive(Default)]
-pub(super) struct Runs {
-    epochs: Vec<Queued<Epochs>>,
-    beats: Vec<Queued<Heartbeats>>,
-    leases: Vec<Queued<Leases>>,
-}
-
-impl Runs {
-    /// Runs every non-empty run, unless an earlier statement of the transaction failed (then the
-    /// writes are refused); the first failure is kept in `failure`.
-    async fn run(self, conn: &mut SqliteConnection, failure: &mut Option<String>, done: &mut Vec<Done>) {
-        run_batch(conn, self.epochs, failure, done).await;
-        run_batch(conn, self.beats, failure, done).await;
-        run_batch(conn, self.leases, failure, done).await;
-    }
-
-    fn len(&self) -> usize {
-        self.epochs.len() + self.beats.len() + self.leases.len()
-    }
-
-    /// Answers every write without running it.
-    fn refuse(self, why: &str, done: &mut Vec<Done>) {
-        done.push(Done::Replies(refused(self.epochs, why)));
-        done.push(Done::Replies(refused(self.beats, why)));
-        done.push(Done::Replies(refused(self.leases, why)));
-    }
-}
-
-fn refused<B: Batch>(queued: Vec<Queued<B>>, why: &str) -> Vec<Deferred> {
-    queued.into_iter().map(|q| deferred(q.reply, Err(Error::Unavailable(why.into())))).collect()
-}
-
-/// Runs one kind's writes together (see [`Batch::run`]).
-async fn run_batch<B: Batch>(
-    conn: &mut SqliteConnection,
-    queued: Vec<Queued<B>>,
-    failure: &mut Option<String>,
-    done: &mut Vec<Done>,
-) {
-    if queued.is_empty() {
-        return;
-    }
-    if failure.is_some() {
-        done.push(Done::Replies(refused(queued, "the write transaction failed")));
-        return;
-    }
-    let (writes, replies): (Vec<B::Write>, Vec<_>) = queued.into_iter().map(|q| (q.write, q.reply)).unzip();
-    let replies = match B::run(conn, &writes, super::now_ms()).await {
-        Ok(outcomes) => replies.into_iter().zip(outcomes).map(|(r, o)| deferred(r, o)).collect(),
-        Err(e) => {
-            let message = format!("{} failed: {e}", B::WHAT);
-            *failure = Some(message.clone());
-            replies.into_iter().map(|r| deferred(r, Err(Error::Unavailable(message.clone())))).collect()
-        }
-    };
-    done.push(Done::Replies(replies));
-}
-
 /// What callers send the writer task.
 enum Msg {
     Op(Box<dyn WriteOp>),
     Batched(Box<dyn Pending>),
     Close(oneshot::Sender<()>),
-}
-
-/// A reply held back until the commit.
-type Deferred = Box<dyn FnOnce(&Result<(), String>) + Send>;
-
-fn deferred<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T>) -> Deferred {
-    Box::new(move |commit| {
-        let result = match (commit, result) {
-            (Err(e), Ok(_)) => Err(Error::Unavailable(format!("commit failed: {e}"))),
-            (_, result) => result,
-        };
-        let _ = reply.send(result);
-    })
 }
 
 /// Work done in the transaction, waiting for the commit to hand its results back.
@@ -297,17 +157,36 @@ impl Writer {
 
 async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut carried: VecDeque<Box<dyn WriteOp>> = VecDeque::new();
     let mut closing = None;
-    while closing.is_none() && rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (mut ops, mut runs) = (Vec::new(), Runs::default());
+    let mut general_ran = false;
+    loop {
+        if closing.is_some() {
+            if carried.is_empty() {
+                break;
+            }
+        } else if carried.is_empty() {
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                break;
+            }
+        } else {
+            // Writes are waiting already: take what else is queued, without waiting for more.
+            while batch.len() < MAX_BATCH
+                && let Ok(msg) = rx.try_recv()
+            {
+                batch.push(msg);
+            }
+        }
+        let mut runs = Runs::default();
         for msg in batch.drain(..) {
             match msg {
-                Msg::Op(op) => ops.push(op),
+                Msg::Op(op) => carried.push_back(op),
                 Msg::Batched(write) => write.file(&mut runs),
                 Msg::Close(done) => closing = Some(done),
             }
         }
-        commit_batch(&mut conn, ops, runs).await;
+        let general = runs.len() == 0 || !general_ran;
+        general_ran = commit_batch(&mut conn, &mut carried, general, runs).await;
     }
     rx.close();
     let why = "the database writer is closed";
@@ -348,23 +227,37 @@ async fn run_op(conn: &mut SqliteConnection, op: &mut Box<dyn WriteOp>) -> Resul
     exec(conn, "RELEASE op").await
 }
 
-/// Runs one batch in one transaction: the general writes in queue order, then each kind of
-/// batched write as one run (epoch reports, heartbeats, lease requests). Moving the batched
-/// writes behind the general ones is safe: they were in flight at the same time, and each caller
-/// only hears back after the COMMIT, so a write made after a caller's reply lands in a later batch.
-async fn commit_batch(conn: &mut SqliteConnection, ops: Vec<Box<dyn WriteOp>>, runs: Runs) {
-    let started = std::time::Instant::now();
-    let size = ops.len() + runs.len();
-    if size == 0 {
-        return;
+/// Runs one batch in one transaction: if `general`, general writes in queue order until
+/// [`GENERAL_WRITES_BUDGET`] is spent (at least one, exactly one when batched writes wait; the
+/// rest stay in `ops` for the next transaction), then each kind of batched write as one run
+/// (epoch reports, heartbeats, lease requests). Returns whether it ran a general write. Moving the
+/// batched writes behind the general ones is safe: they were in flight at the same time, and
+/// each caller only hears back after the COMMIT, so a write made after a caller's reply lands in
+/// a later batch.
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    ops: &mut VecDeque<Box<dyn WriteOp>>,
+    general: bool,
+    runs: Runs,
+) -> bool {
+    let started = Instant::now();
+    let general = general && !ops.is_empty();
+    if !general && runs.len() == 0 {
+        return false;
     }
-    let mut done = Vec::with_capacity(ops.len() + 3);
+    let mut done = Vec::with_capacity(ops.len().min(MAX_BATCH) + 3);
     let mut failure = exec(conn, "BEGIN IMMEDIATE").await.err();
-    for mut op in ops {
+    let mut size = runs.len();
+    let budget = if runs.len() > 0 { Duration::ZERO } else { GENERAL_WRITES_BUDGET };
+    while general && let Some(mut op) = ops.pop_front() {
         if failure.is_none() {
             failure = run_op(conn, &mut op).await.err();
         }
         done.push(Done::Op(op));
+        size += 1;
+        if failure.is_none() && started.elapsed() >= budget {
+            break;
+        }
     }
     runs.run(conn, &mut failure, &mut done).await;
     let statements_took = started.elapsed();
@@ -390,4 +283,5 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: Vec<Box<dyn WriteOp>>, r
         "write batch committed"
     );
     done.into_iter().for_each(|d| d.finish(&commit));
+    general
 }

@@ -1,0 +1,323 @@
+//! Training checkpoints: everything a job needs to continue exactly where it stopped — the
+//! model's weights and BatchNorm statistics, Adam's moments and step counts, the data order and
+//! its generator's position, the epoch and the best accuracy so far — in files that carry their
+//! own checksum, kept per job in a [`CheckpointStore`].
+//!
+//! File layout: the magic `SWEEPCKPT1`, a little-endian `u32` header length, the JSON
+//! [`Header`], the data order (`u32` each), the model record and the optimizer record (burn's
+//! bincode records, full precision), then the MD5 of everything before it. A file whose length,
+//! magic or checksum is off is [`CheckpointError::Corrupt`] and the store falls back to an older
+//! one (or to the start).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::Optimizer;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder, RecorderError};
+use md5::{Digest, Md5};
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Cnn;
+use crate::train_ops::TrainBackend;
+use crate::train_ops::adam::ModuleAdam;
+
+const MAGIC: &[u8] = b"SWEEPCKPT1";
+const CHECKSUM_BYTES: usize = 16;
+
+/// What a checkpoint records besides the tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// The last finished epoch (training resumes with the next one).
+    pub epoch: u32,
+    /// Best validation accuracy up to `epoch` and the epoch that reached it.
+    pub best_val_acc: f64,
+    pub best_epoch: u32,
+    /// The data-order generator's position in its stream (ChaCha words), as text: JSON has no
+    /// 128-bit integers.
+    pub rng_word_pos: String,
+}
+
+/// One job's state after an epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub header: Header,
+    /// The training images' order after the epoch's shuffle (the next shuffle starts from it).
+    pub order: Vec<u32>,
+    /// The model's record (weights and BatchNorm running statistics).
+    pub model: Vec<u8>,
+    /// The optimizer's record (Adam's moments and update counts).
+    pub optimizer: Vec<u8>,
+}
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("checkpoint {path} is corrupt: {why}")]
+    Corrupt { path: PathBuf, why: String },
+    #[error("checkpoint state: {0}")]
+    State(String),
+}
+
+impl Checkpoint {
+    /// The file bytes, checksum included.
+    pub fn encode(&self) -> Vec<u8> {
+        let header = serde_json::to_vec(&self.header).expect("a header always serialises");
+        let mut out = Vec::with_capacity(
+            MAGIC.len()
+                + 4
+                + header.len()
+                + 16
+                + 4 * self.order.len()
+                + self.model.len()
+                + self.optimizer.len(),
+        );
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        for len in [self.order.len(), self.model.len(), self.optimizer.len()] {
+            out.extend_from_slice(&(len as u32).to_le_bytes());
+        }
+        for index in &self.order {
+            out.extend_from_slice(&index.to_le_bytes());
+        }
+        out.extend_from_slice(&self.model);
+        out.extend_from_slice(&self.optimizer);
+        let checksum = Md5::digest(&out);
+        out.extend_from_slice(&checksum);
+        out
+    }
+
+    /// Reads [`Checkpoint::encode`]'s bytes back, checking length, magic and checksum.
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let corrupt = |why: &str| CheckpointError::Corrupt { path: path.to_owned(), why: why.to_owned() };
+        if bytes.len() < MAGIC.len() + 4 + CHECKSUM_BYTES || !bytes.starts_with(MAGIC) {
+            return Err(corrupt("not a checkpoint file (magic or length)"));
+        }
+        let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
+        if Md5::digest(body).as_slice() != checksum {
+            return Err(corrupt("checksum mismatch (truncated or altered)"));
+        }
+        let mut at = MAGIC.len();
+        let mut take = |n: usize| -> Result<&[u8], CheckpointError> {
+            let part = body.get(at..at + n).ok_or_else(|| corrupt("sections run past the end"))?;
+            at += n;
+            Ok(part)
+        };
+        let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize;
+        let header_len = u32_at(take(4)?);
+        let header: Header =
+            serde_json::from_slice(take(header_len)?).map_err(|e| corrupt(&format!("header: {e}")))?;
+        let [order_len, model_len, optimizer_len] = [take(4)?, take(4)?, take(4)?].map(u32_at);
+        let order = take(4 * order_len)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
+            .collect();
+        let model = take(model_len)?.to_vec();
+        let optimizer = take(optimizer_len)?.to_vec();
+        if at != body.len() {
+            return Err(corrupt("trailing bytes"));
+        }
+        Ok(Checkpoint { header, order, model, optimizer })
+    }
+}
+
+/// Where a job's checkpoints live, keyed by a job key (e.g. `sweep/job-17`).
+pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
+    /// Keeps `checkpoint` as the job's newest, pruning old ones.
+    fn save(&self, key: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError>;
+    /// The job's newest readable checkpoint taken after an epoch no later than `max_epoch`;
+    /// corrupt ones are skipped with a warning.
+    fn latest(&self, key: &str, max_epoch: u32) -> Option<Checkpoint>;
+}
+
+/// Checkpoints as files in a directory (local or shared between workers):
+/// `DIR/<key>/epoch-00042.ckpt`, each written to a temporary name and renamed into place, so a
+/// reader never sees half a file from a live writer.
+#[derive(Debug, Clone)]
+pub struct DirectoryStore {
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl DirectoryStore {
+    /// A store in `dir` that keeps each job's newest `keep` checkpoints (at least 1).
+    pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Self {
+        DirectoryStore { dir: dir.into(), keep: keep.max(1) }
+    }
+
+    fn job_dir(&self, key: &str) -> PathBuf {
+        // Keys come from sweep names and job ids; keep them to safe path characters.
+        let safe: String = key
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/') { c } else { '_' })
+            .collect();
+        self.dir.join(safe.trim_matches('/').replace("..", "_"))
+    }
+
+    /// The job's checkpoint files, oldest first.
+    fn files(&self, key: &str) -> Vec<(u32, PathBuf)> {
+        let Ok(entries) = fs::read_dir(self.job_dir(key)) else { return Vec::new() };
+        let mut files: Vec<(u32, PathBuf)> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|path| {
+                let name = path.file_name()?.to_str()?;
+                let epoch = name.strip_prefix("epoch-")?.strip_suffix(".ckpt")?.parse().ok()?;
+                Some((epoch, path))
+            })
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+impl CheckpointStore for DirectoryStore {
+    fn save(&self, key: &str, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        let dir = self.job_dir(key);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CheckpointError::Io { path, source }
+        };
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(format!("epoch-{:05}.ckpt", checkpoint.header.epoch));
+        let tmp = dir.join(format!(".epoch-{:05}.ckpt.{}", checkpoint.header.epoch, std::process::id()));
+        fs::write(&tmp, checkpoint.encode()).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        let files = self.files(key);
+        for (_, old) in files.iter().take(files.len().saturating_sub(self.keep)) {
+            let _ = fs::remove_file(old);
+        }
+        Ok(())
+    }
+
+    fn latest(&self, key: &str, max_epoch: u32) -> Option<Checkpoint> {
+        for (epoch, path) in self.files(key).into_iter().rev().filter(|(epoch, _)| *epoch <= max_epoch) {
+            let read = fs::read(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source });
+            match read.and_then(|bytes| Checkpoint::decode(&bytes, &path)) {
+                Ok(checkpoint) if checkpoint.header.epoch == epoch => return Some(checkpoint),
+                Ok(_) => {
+                    tracing::warn!(path = %path.display(), "checkpoint's epoch differs from its name; trying an older one")
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable checkpoint; trying an older one"),
+            }
+        }
+        None
+    }
+}
+
+/// How a run checkpoints: the store, the job's key in it and the interval in epochs.
+#[derive(Debug, Clone)]
+pub struct Checkpointing {
+    pub store: std::sync::Arc<dyn CheckpointStore>,
+    pub key: String,
+    /// Save after every `every`-th epoch (and the run resumes from the newest).
+    pub every: u32,
+    /// Resume from no later than this epoch: the last one the coordinator has stored, so that
+    /// an epoch reported but lost on its way is trained and reported again.
+    pub resume_at_most: u32,
+}
+
+/// The model, optimizer and data order of a run as a checkpoint after `epoch`.
+pub fn capture<B: TrainBackend>(
+    model: &Cnn<B>,
+    optim: &ModuleAdam<B>,
+    order: &[i64],
+    rng: &ChaCha12Rng,
+    [epoch, best_epoch]: [u32; 2],
+    best_val_acc: f64,
+) -> Result<Checkpoint, CheckpointError> {
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let state = |e: RecorderError| CheckpointError::State(e.to_string());
+    let model_bytes = Recorder::<B>::record(&recorder, model.clone().into_record(), ()).map_err(state)?;
+    let optimizer = Optimizer::<Cnn<B>, B>::to_record(optim);
+    let optimizer_bytes = Recorder::<B>::record(&recorder, optimizer, ()).map_err(state)?;
+    Ok(Checkpoint {
+        header: Header { epoch, best_val_acc, best_epoch, rng_word_pos: rng.get_word_pos().to_string() },
+        order: order.iter().map(|&i| i as u32).collect(),
+        model: model_bytes,
+        optimizer: optimizer_bytes,
+    })
+}
+
+/// A run's model, optimizer, data order and data-order generator.
+pub type RunState<B> = (Cnn<B>, ModuleAdam<B>, Vec<i64>, ChaCha12Rng);
+
+/// A run's state restored from `checkpoint` into a model and optimizer built as the run builds
+/// them.
+pub fn restore<B: TrainBackend>(
+    checkpoint: &Checkpoint,
+    model: Cnn<B>,
+    optim: ModuleAdam<B>,
+    seed: u64,
+    device: &B::Device,
+) -> Result<RunState<B>, CheckpointError> {
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let state = |e: RecorderError| CheckpointError::State(e.to_string());
+    let record = Recorder::<B>::load(&recorder, checkpoint.model.clone(), device).map_err(state)?;
+    let model = model.load_record(record);
+    let record = Recorder::<B>::load(&recorder, checkpoint.optimizer.clone(), device).map_err(state)?;
+    let optim = Optimizer::<Cnn<B>, B>::load_record(optim, record);
+    let position: u128 = checkpoint
+        .header
+        .rng_word_pos
+        .parse()
+        .map_err(|e| CheckpointError::State(format!("generator position: {e}")))?;
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
+    rng.set_word_pos(position);
+    Ok((model, optim, checkpoint.order.iter().map(|&i| i64::from(i)).collect(), rng))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(epoch: u32) -> Checkpoint {
+        Checkpoint {
+            header: Header { epoch, best_val_acc: 0.5, best_epoch: 1, rng_word_pos: u128::MAX.to_string() },
+            order: vec![3, 1, 2, 0],
+            model: vec![1, 2, 3],
+            optimizer: vec![9; 5],
+        }
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_damage_is_detected() {
+        let path = Path::new("x.ckpt");
+        let bytes = sample(4).encode();
+        assert_eq!(Checkpoint::decode(&bytes, path).unwrap(), sample(4));
+        let mut flipped = bytes.clone();
+        flipped[MAGIC.len() + 6] ^= 1;
+        assert!(matches!(Checkpoint::decode(&flipped, path), Err(CheckpointError::Corrupt { .. })));
+        for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
+            assert!(Checkpoint::decode(&bytes[..cut], path).is_err(), "{cut} bytes");
+        }
+    }
+
+    #[test]
+    fn the_store_keeps_the_newest_and_falls_back_past_corrupt_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirectoryStore::new(dir.path(), 2);
+        assert!(store.latest("s/job-1", u32::MAX).is_none());
+        for epoch in 1..=3 {
+            store.save("s/job-1", &sample(epoch)).unwrap();
+        }
+        assert_eq!(store.files("s/job-1").iter().map(|f| f.0).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(store.latest("s/job-1", u32::MAX).unwrap().header.epoch, 3);
+        assert_eq!(store.latest("s/job-1", 2).unwrap().header.epoch, 2, "not past what was stored");
+        assert!(store.latest("s/job-1", 1).is_none(), "epoch 1's checkpoint was pruned");
+        // The newest truncated (a crash mid-copy on a shared disk): the older one is used.
+        let newest = store.files("s/job-1")[1].1.clone();
+        let bytes = fs::read(&newest).unwrap();
+        fs::write(&newest, &bytes[..bytes.len() - 3]).unwrap();
+        assert_eq!(store.latest("s/job-1", u32::MAX).unwrap().header.epoch, 2);
+        assert!(store.latest("s/job-2", u32::MAX).is_none(), "other jobs have none");
+        // A key cannot leave the store's directory.
+        store.save("../../escape", &sample(1)).unwrap();
+        assert!(dir.path().join("_/_/escape").is_dir() || dir.path().join("escape").is_dir());
+    }
+}
