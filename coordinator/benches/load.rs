@@ -202,6 +202,7 @@ fn metrics(epoch: u32) -> pb::EpochMetrics {
         val_acc: 0.4 + f64::from(epoch % 50) / 100.0,
         wall_seconds: 0.05,
         images_per_sec: 1e6,
+        attempt: 0,
     }
 }
 

@@ -5,8 +5,10 @@
 //! ```text
 //! queued ──lease──▶ running ──complete──▶ succeeded
 //!   ▲                  │  │
-//!   └─expire/fail──────┘  └─expire/fail (attempt = max_attempts)──▶ failed
+//!   ├─expire/fail──────┤  └─expire/fail (attempt = max_attempts)──▶ failed
+//!   └─release──────────┘    (the worker stops and hands the job back: not counted)
 //! queued | running ──cancel──▶ cancelled
+//! failed | cancelled ──retry (a user asks)──▶ queued
 //! ```
 //!
 //! `attempt` is the 1-based attempt a job is on: leasing keeps it, a retry increments it.
@@ -24,8 +26,13 @@ pub enum Event {
     Fail { error: String },
     /// The lease ran out without a heartbeat.
     LeaseExpired,
+    /// The worker stopped (preemption, a graceful shutdown) and handed the job back.
+    Release,
     /// A user cancelled the job (or its sweep).
     Cancel,
+    /// A user queues a failed or cancelled job again with a fresh budget of `budget` attempts
+    /// (the sweep's `max_attempts`).
+    Retry { budget: u32 },
 }
 
 /// The part of a job the state machine looks at.
@@ -52,7 +59,9 @@ impl Event {
             Event::Complete => "complete",
             Event::Fail { .. } => "fail",
             Event::LeaseExpired => "have its lease expire",
+            Event::Release => "be released",
             Event::Cancel => "be cancelled",
+            Event::Retry { .. } => "be retried",
         }
     }
 }
@@ -69,7 +78,22 @@ pub fn apply(status: &Status, event: Event) -> Result<Status, IllegalTransition>
         (Running, Event::LeaseExpired) => {
             Ok(retry_or_fail(status, format!("lease expired during attempt {}", status.attempt)))
         }
+        // A new attempt (fences must change) that does not use up the job's budget.
+        (Running, Event::Release) => Ok(Status {
+            state: Queued,
+            attempt: status.attempt + 1,
+            max_attempts: status.max_attempts + 1,
+            last_error: status.last_error.clone(),
+        }),
         (Queued | Running, Event::Cancel) => Ok(next(Cancelled)),
+        // Like a requeue, the retry is a new attempt (fences from before stay stale and the
+        // stored epochs keep the attempt that wrote them); the budget starts afresh after it.
+        (Failed | Cancelled, Event::Retry { budget }) => Ok(Status {
+            state: Queued,
+            attempt: status.attempt + 1,
+            max_attempts: status.attempt + budget.max(1),
+            last_error: status.last_error.clone(),
+        }),
         (_, event) => Err(illegal(&event)),
     }
 }
@@ -105,6 +129,33 @@ mod tests {
 
     fn status(state: JobState, attempt: u32, max_attempts: u32) -> Status {
         Status { state, attempt, max_attempts, last_error: None }
+    }
+
+    #[test]
+    fn release_requeues_without_using_an_attempt() {
+        let s = apply(&status(Running, 2, 3), Event::Release).unwrap();
+        assert_eq!((s.state, s.attempt, s.max_attempts), (Queued, 3, 4), "one attempt left, as before");
+        assert!(apply(&status(Queued, 1, 3), Event::Release).is_err());
+        assert!(apply(&status(Succeeded, 1, 3), Event::Release).is_err());
+    }
+
+    #[test]
+    fn retry_queues_an_ended_job_as_a_new_attempt_with_a_fresh_budget() {
+        let failed = Status { last_error: Some("oom".into()), ..status(Failed, 3, 3) };
+        let s = apply(&failed, Event::Retry { budget: 3 }).unwrap();
+        assert_eq!((s.state, s.attempt, s.max_attempts), (Queued, 4, 6), "three attempts left");
+        assert_eq!(s.last_error.as_deref(), Some("oom"), "the reason stays until the next outcome");
+        let s = apply(&status(Cancelled, 1, 3), Event::Retry { budget: 2 }).unwrap();
+        assert_eq!((s.state, s.attempt, s.max_attempts), (Queued, 2, 3));
+        // Its attempts then run out as any job's do.
+        let s = apply(&apply(&s, Event::Lease).unwrap(), Event::Fail { error: "x".into() }).unwrap();
+        assert_eq!((s.state, s.attempt), (Queued, 3));
+        let s = apply(&apply(&s, Event::Lease).unwrap(), Event::Fail { error: "x".into() }).unwrap();
+        assert_eq!((s.state, s.attempt), (Failed, 3));
+        for state in [Queued, Running, Succeeded] {
+            let err = apply(&status(state, 1, 3), Event::Retry { budget: 3 }).unwrap_err();
+            assert_eq!(err.to_string(), format!("a {state} job cannot be retried"));
+        }
     }
 
     #[test]

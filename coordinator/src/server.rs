@@ -64,6 +64,10 @@ pub async fn run_listeners(
 ) -> Result<()> {
     let (stop_tx, stop) = watch::channel(false);
     let queue = Queue::new(db, &config);
+    let graced = queue.grant_restart_grace().await?;
+    if graced > 0 {
+        tracing::info!(leases = graced, "running leases given a whole TTL for their workers to reconnect");
+    }
     let reaper = tokio::spawn(reaper::run(queue.clone(), config.reaper_interval, stop.clone()));
     let limiter = Arc::new(RateLimiter::new(config.limits.user_writes, config.limits.worker_writes));
     let shared = Shared { queue, config: config.clone(), stop: stop.clone(), limiter };

@@ -214,6 +214,7 @@ async fn drive(
             devices: resources.devices,
             slots_per_device: args.slots_per_gpu.max(1),
             kernels: args.kernels,
+            checkpoints: None,
         };
         Some(tokio::spawn(run_agent_with(config, local.worker.clone(), resources.data, worker_stop)))
     } else {

@@ -61,6 +61,7 @@ fn agent_config(url: &str, id: &str) -> AgentConfig {
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
         kernels: Default::default(),
+        checkpoints: None,
     }
 }
 

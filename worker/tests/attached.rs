@@ -85,6 +85,7 @@ fn start_worker(
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
         kernels: Default::default(),
+        checkpoints: None,
     };
     let (stop, rx) = watch::channel(false);
     (stop, tokio::spawn(run_agent(config, tiny_data(), rx)))

@@ -1,11 +1,12 @@
 //! The `epochs` table: one row per (job, epoch) holding that epoch's metrics and the attempt that
-//! wrote it. A later attempt overwrites rows of earlier ones; the same attempt re-sending an
-//! epoch changes nothing (a duplicate).
+//! wrote it. A later attempt overwrites rows of earlier ones (the rows it does not reach stay: it
+//! continued after them from a checkpoint); the same attempt re-sending an epoch changes nothing
+//! (a duplicate).
 
 use std::collections::HashSet;
 
 use sqlx::{AssertSqlSafe, Executor, Sqlite, SqliteConnection};
-use sweep_proto::domain::{EpochMetrics, Fence, JobId};
+use sweep_proto::domain::{EpochMetrics, Fence, JobId, StoredEpoch};
 
 use crate::error::Result;
 
@@ -89,15 +90,15 @@ pub async fn insert_batch(
     Ok(stored)
 }
 
-/// Epochs the job's current attempt stored, by epoch.
-pub async fn for_job<'c, E>(ex: E, job: JobId) -> Result<Vec<EpochMetrics>>
+/// The job's stored epochs, by epoch, with the attempt that stored each (a later attempt may
+/// have continued after an earlier one's epochs).
+pub async fn for_job<'c, E>(ex: E, job: JobId) -> Result<Vec<StoredEpoch>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
     let rows = sqlx::query!(
-        "SELECT e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.wall_seconds, e.images_per_sec \
-         FROM epochs e JOIN jobs j ON j.id = e.job_id WHERE e.job_id = ?1 AND e.attempt = j.attempt \
-         ORDER BY e.epoch",
+        "SELECT epoch, attempt, train_loss, train_acc, val_loss, val_acc, wall_seconds, images_per_sec \
+         FROM epochs WHERE job_id = ?1 ORDER BY epoch",
         job.0
     )
     .fetch_all(ex)
@@ -106,7 +107,9 @@ where
         .map(|e| {
             let epoch = u32::try_from(e.epoch)
                 .map_err(|err| super::corrupt(format_args!("job {job}"), "epoch", err))?;
-            Ok(EpochMetrics {
+            let attempt = u32::try_from(e.attempt)
+                .map_err(|err| super::corrupt(format_args!("job {job}"), "attempt", err))?;
+            let metrics = EpochMetrics {
                 epoch,
                 train_loss: e.train_loss,
                 train_acc: e.train_acc,
@@ -114,7 +117,8 @@ where
                 val_acc: e.val_acc,
                 wall_seconds: e.wall_seconds,
                 images_per_sec: e.images_per_sec,
-            })
+            };
+            Ok(StoredEpoch { metrics, attempt })
         })
         .collect()
 }

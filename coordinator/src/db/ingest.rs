@@ -3,14 +3,14 @@
 //! requests to [`leases`]; each run is done with a few multi-row statements (fence checks
 //! included) instead of several per request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use sqlx::SqliteConnection;
 use sweep_proto::InvalidInput;
 use sweep_proto::domain::{DataOptions, Fence, JobState, LeaseVerdict};
 
 use super::epochs::{self, EpochWrite};
-use super::job_batches::{self, Progress};
+use super::job_batches;
 pub use super::job_batches::{JobKey, LeaseWrite};
 use super::jobs::{self, StoredJob};
 use super::{sweeps, workers};
@@ -28,22 +28,11 @@ pub async fn ingest(
     now_ms: i64,
 ) -> Result<Vec<Ingested>> {
     let stored = epochs::insert_batch(conn, writes, now_ms).await?;
-    let mut progress: BTreeMap<i64, Progress> = BTreeMap::new();
-    for w in writes.iter().zip(&stored).filter_map(|(w, s)| s.then_some(w)) {
-        let (acc, epoch) = (w.metrics.val_acc, i64::from(w.metrics.epoch));
-        progress
-            .entry(w.fence.job_id)
-            .and_modify(|p| {
-                p.stored += 1;
-                if acc > p.best_val_acc {
-                    (p.best_val_acc, p.best_epoch) = (acc, epoch);
-                }
-            })
-            .or_insert(Progress { job_id: w.fence.job_id, stored: 1, best_val_acc: acc, best_epoch: epoch });
-    }
-    let progress: Vec<Progress> = progress.into_values().collect();
+    let progressed: BTreeSet<i64> =
+        writes.iter().zip(&stored).filter_map(|(w, s)| s.then_some(w.fence.job_id)).collect();
+    let progressed: Vec<i64> = progressed.into_iter().collect();
     let keys: HashMap<i64, JobKey> =
-        job_batches::record_progress(conn, &progress).await?.into_iter().map(|k| (k.id.0, k)).collect();
+        job_batches::record_progress(conn, &progressed).await?.into_iter().map(|k| (k.id.0, k)).collect();
     let mut outcomes = Vec::with_capacity(writes.len());
     for (w, stored) in writes.iter().zip(stored) {
         outcomes.push(if stored {

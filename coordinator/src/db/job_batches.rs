@@ -46,15 +46,19 @@ pub(crate) fn renew_sql(shape: usize) -> String {
     sql
 }
 
+/// A job's stored epochs (any attempt: a later attempt may continue after an earlier one's) are
+/// counted and searched for the best anew on every batch: an attempt that starts over rewrites
+/// rows instead of adding them, so increments would not add up.
 pub(crate) fn progress_sql(shape: usize) -> String {
     let mut sql = String::from(
-        "UPDATE jobs NOT INDEXED SET epochs_done = epochs_done + v.column2, \
-         best_epoch = CASE WHEN best_epoch = 0 OR v.column3 > best_val_acc THEN v.column4 ELSE best_epoch END, \
-         best_val_acc = CASE WHEN best_epoch = 0 OR v.column3 > best_val_acc THEN v.column3 ELSE best_val_acc END \
+        "UPDATE jobs NOT INDEXED SET \
+         epochs_done = (SELECT COUNT(*) FROM epochs e WHERE e.job_id = jobs.id), \
+         (best_val_acc, best_epoch) = (SELECT e.val_acc, e.epoch FROM epochs e WHERE e.job_id = jobs.id \
+         ORDER BY e.val_acc DESC, e.epoch LIMIT 1) \
          FROM (VALUES ",
     );
     for i in 0..shape {
-        sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
+        sql.push_str(if i == 0 { "(?)" } else { ", (?)" });
     }
     sql.push_str(") AS v WHERE jobs.id = v.column1 RETURNING id, sweep, variant, seed");
     sql
@@ -179,17 +183,6 @@ pub async fn renew_many(
     Ok(renewed)
 }
 
-/// Progress a batch of newly stored epochs of one job's current attempt made.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
-    pub job_id: i64,
-    /// Epochs newly stored.
-    pub stored: i64,
-    /// Best validation accuracy among them and its epoch.
-    pub best_val_acc: f64,
-    pub best_epoch: i64,
-}
-
 /// The identity of a job, as events name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobKey {
@@ -221,21 +214,22 @@ impl TryFrom<KeyRow> for JobKey {
     }
 }
 
-/// Adds newly stored epochs to each job's `epochs_done` and keeps its best validation accuracy
-/// (a tie keeps the earlier epoch), with a few multi-row UPDATEs. Returns the jobs' keys.
-pub async fn record_progress(conn: &mut SqliteConnection, progress: &[Progress]) -> Result<Vec<JobKey>> {
-    let mut keys = Vec::with_capacity(progress.len());
-    let mut rest = progress;
-    for (rows, shape) in super::padded_chunks(progress.len()) {
+/// Sets each job's `epochs_done` to its stored epochs and its best validation accuracy to the
+/// best of them (a tie keeps the earlier epoch), with a few multi-row UPDATEs. Returns the jobs'
+/// keys.
+pub async fn record_progress(conn: &mut SqliteConnection, job_ids: &[i64]) -> Result<Vec<JobKey>> {
+    let mut keys = Vec::with_capacity(job_ids.len());
+    let mut rest = job_ids;
+    for (rows, shape) in super::padded_chunks(job_ids.len()) {
         let (chunk, tail) = rest.split_at(rows);
         rest = tail;
         let mut query = sqlx::query_as::<_, KeyRow>(AssertSqlSafe(progress_sql(shape)));
-        for p in chunk {
-            query = query.bind(p.job_id).bind(p.stored).bind(p.best_val_acc).bind(p.best_epoch);
+        for id in chunk {
+            query = query.bind(*id);
         }
         for _ in rows..shape {
             // Padding: job id 0 never exists.
-            query = query.bind(0i64).bind(0i64).bind(0.0).bind(0i64);
+            query = query.bind(0i64);
         }
         keys.extend(query.fetch_all(&mut *conn).await?);
     }

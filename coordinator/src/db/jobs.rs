@@ -195,7 +195,8 @@ where
 }
 
 /// Moves `stored` along `event` as [`lifecycle::apply`] allows, guarded on the state and attempt
-/// read. A requeued job loses its lease and progress; a terminal one gets `finished_at_ms`.
+/// read. A requeued job loses its lease but keeps its stored epochs; a terminal one gets
+/// `finished_at_ms`.
 pub async fn transition(
     conn: &mut SqliteConnection,
     stored: &StoredJob,
@@ -214,11 +215,23 @@ pub async fn transition(
         now_ms,
         job.id.0,
         job.state.as_str(),
-        job.attempt
+        job.attempt,
+        next.max_attempts
     )
     .fetch_optional(conn)
     .await?;
     row.ok_or_else(|| Error::Precondition(format!("job {} changed while being updated", job.id)))?.try_into()
+}
+
+/// Moves every running lease's expiry to at least `until`; returns how many it moved.
+pub async fn extend_running_leases(conn: &mut SqliteConnection, until: i64) -> Result<u64> {
+    let done = sqlx::query!(
+        "UPDATE jobs SET lease_expires_at_ms = ?1 WHERE state = 'running' AND lease_expires_at_ms < ?1",
+        until
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Up to `limit` running jobs whose lease ran out by `now_ms`, oldest first.
@@ -242,6 +255,21 @@ pub async fn cancel_some(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     checked(
         sqlx::query_file_as!(JobRow, "src/db/sql/jobs_cancel_some.sql", now_ms, sweep, limit)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// Up to `limit` of the sweep's jobs in `state`, oldest first.
+pub async fn in_state(
+    conn: &mut SqliteConnection,
+    sweep: &str,
+    state: JobState,
+    limit: usize,
+) -> Result<Vec<StoredJob>> {
+    let (state, limit) = (state.as_str(), i64::try_from(limit).unwrap_or(i64::MAX));
+    checked(
+        sqlx::query_file_as!(JobRow, "src/db/sql/jobs_in_state.sql", sweep, state, limit)
             .fetch_all(conn)
             .await?,
     )

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use sweep_proto::InvalidInput;
-use sweep_proto::domain::{EpochMetrics, Job, JobId, JobState, LossVariant, SweepSpec, SweepSummary, Worker};
+use sweep_proto::domain::{
+    Job, JobId, JobState, LossVariant, RetryTarget, StoredEpoch, SweepSpec, SweepSummary, Worker,
+};
 
 use super::{Queue, Submitted};
 use crate::auth::Principal;
@@ -129,6 +131,65 @@ impl Queue {
         Ok(cancelled)
     }
 
+    /// Queues failed or cancelled jobs again ([`Event::Retry`]), each as a new attempt with a
+    /// fresh budget of the sweep's `max_attempts`: one job, or the sweep's jobs in the target's
+    /// states; returns them. Only the sweep's owner or an admin may. A sweep's jobs are retried
+    /// in chunks of `Limits::write_chunk`, one write each, every chunk checking ownership again.
+    pub async fn retry(&self, target: RetryTarget, by: &Principal) -> Result<Vec<Job>> {
+        let chunk = self.limits.write_chunk.max(1);
+        let mut retried = Vec::new();
+        match &target {
+            RetryTarget::Job(id) => retried = self.retry_some(RetryPick::Job(*id), by).await?,
+            RetryTarget::Sweep { name, .. } => {
+                for state in target.states() {
+                    loop {
+                        let pick = RetryPick::State { sweep: name.clone(), state, limit: chunk };
+                        let batch = self.retry_some(pick, by).await?;
+                        let last = batch.len() < chunk;
+                        retried.extend(batch);
+                        if last {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(?target, retried = retried.len(), by = %by, "jobs retried");
+        Ok(retried)
+    }
+
+    /// One write of [`Queue::retry`].
+    async fn retry_some(&self, pick: RetryPick, by: &Principal) -> Result<Vec<Job>> {
+        let who = by.clone();
+        let retried: Vec<Job> = self
+            .db
+            .write(move |conn| {
+                Box::pin(async move {
+                    let (sweep, picked) = match pick {
+                        RetryPick::Job(id) => {
+                            let stored = jobs::require(&mut *conn, id).await?;
+                            (stored.job.sweep.clone(), vec![stored])
+                        }
+                        RetryPick::State { sweep, state, limit } => {
+                            let picked = jobs::in_state(&mut *conn, &sweep, state, limit).await?;
+                            (sweep, picked)
+                        }
+                    };
+                    let row = sweeps::require(&mut *conn, &sweep).await?;
+                    who.check_sweep(&row.name, &row.owner)?;
+                    let event = Event::Retry { budget: row.spec()?.max_attempts };
+                    let mut retried = Vec::with_capacity(picked.len());
+                    for stored in &picked {
+                        retried.push(jobs::transition(conn, stored, event.clone(), db::now_ms()).await?.job);
+                    }
+                    Ok(retried)
+                })
+            })
+            .await?;
+        self.events.jobs_changed(&retried);
+        Ok(retried)
+    }
+
     /// Where sweep `name` stands ([`crate::Error::NotFound`] if it does not exist).
     ///
     /// The ETA is the remaining epochs × the mean observed epoch time / max(1, running jobs).
@@ -193,7 +254,7 @@ impl Queue {
     }
 
     /// A job and the epochs its current attempt stored.
-    pub async fn job(&self, id: JobId) -> Result<(Job, Vec<EpochMetrics>)> {
+    pub async fn job(&self, id: JobId) -> Result<(Job, Vec<StoredEpoch>)> {
         let pool = self.db.reader();
         let stored = jobs::require(pool, id).await?;
         Ok((stored.job, epochs::for_job(pool, id).await?))
@@ -203,4 +264,10 @@ impl Queue {
     pub async fn workers(&self) -> Result<Vec<Worker>> {
         workers::list(self.db.reader()).await
     }
+}
+
+/// The jobs one write of [`Queue::retry`] takes.
+enum RetryPick {
+    Job(JobId),
+    State { sweep: String, state: JobState, limit: usize },
 }

@@ -88,6 +88,9 @@ impl Queue {
             learning_rate: job.learning_rate,
             data,
             lease_ttl: self.lease_ttl,
+            // The stored epochs are always 1..=epochs_done: every attempt writes its epochs in
+            // order, starting at most one past them.
+            epochs_stored: job.epochs_done,
         })
     }
 
@@ -154,8 +157,11 @@ impl Queue {
                     let stored = jobs::fenced(&mut *conn, &fence, now).await?;
                     let job = &stored.job;
                     if job.epochs_done < job.epochs {
-                        let stored_epochs: Vec<u32> =
-                            epochs::for_job(&mut *conn, job.id).await?.iter().map(|e| e.epoch).collect();
+                        let stored_epochs: Vec<u32> = epochs::for_job(&mut *conn, job.id)
+                            .await?
+                            .iter()
+                            .map(|e| e.metrics.epoch)
+                            .collect();
                         let missing: Vec<String> = (1..=job.epochs)
                             .filter(|e| !stored_epochs.contains(e))
                             .map(|e| e.to_string())
@@ -168,7 +174,7 @@ impl Queue {
                             abbreviated(&missing)
                         )));
                     }
-                    Ok(jobs::transition(conn, &stored, lifecycle::Event::Complete, now).await?.job)
+                    Err(Error::Precondition(format!("job {} changed while being completed", job.id)))
                 })
             })
             .await?;
@@ -199,6 +205,34 @@ impl Queue {
         tracing::warn!(job = job.id.0, state = %job.state, error = ?job.last_error, "job attempt failed");
         self.events.jobs_changed([&job]);
         Ok(job)
+    }
+
+    /// Ends the attempt `fence` holds because its worker is stopping: the job is queued again as a
+    /// new attempt that does not count against its budget, keeping its stored epochs.
+    pub async fn release(&self, fence: Fence, by: &Principal) -> Result<Job> {
+        self.check_fence(&fence, by).await?;
+        let job: Job = self
+            .db
+            .write_single(move |conn| {
+                Box::pin(async move {
+                    let now = db::now_ms();
+                    let stored = jobs::fenced(&mut *conn, &fence, now).await?;
+                    Ok(jobs::transition(conn, &stored, lifecycle::Event::Release, now).await?.job)
+                })
+            })
+            .await?;
+        tracing::info!(job = job.id.0, attempt = job.attempt, "job handed back by its worker");
+        self.events.jobs_changed([&job]);
+        Ok(job)
+    }
+
+    /// Gives every running lease a whole TTL from now: after a restart, workers could not renew
+    /// them while the coordinator was down. Returns how many leases it extended.
+    pub async fn grant_restart_grace(&self) -> Result<u64> {
+        let until = db::now_ms() + self.ttl_ms();
+        self.db
+            .write_single(move |conn| Box::pin(async move { jobs::extend_running_leases(conn, until).await }))
+            .await
     }
 
     /// Requeues (or fails, once attempts run out) every running job whose lease expired without

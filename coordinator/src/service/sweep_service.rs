@@ -1,11 +1,12 @@
-//! `SweepService`: what users call to submit sweeps, inspect them, watch them and cancel jobs.
+//! `SweepService`: what users call to submit sweeps, inspect them, watch them, and cancel or
+//! retry jobs.
 //! Its interceptor admits user and admin credentials; reads are open to both, and the queue
-//! checks that only a sweep's owner or an admin grows or cancels it.
+//! checks that only a sweep's owner or an admin grows, cancels or retries it.
 
 use std::sync::Arc;
 
 use sweep_proto::convert::{parse_variant, state_from_wire, validate_sweep_name};
-use sweep_proto::domain::{JobId, SweepSpec, SweepSummary};
+use sweep_proto::domain::{JobId, RetryTarget, SweepSpec, SweepSummary};
 use sweep_proto::pb::sweep_service_server::SweepService;
 use sweep_proto::{InvalidInput, pb};
 use tokio::sync::{broadcast, mpsc};
@@ -82,7 +83,8 @@ impl SweepService for SweepApi {
 
     async fn list_workers(&self, _: Request<pb::ListWorkersRequest>) -> RpcResult<pb::ListWorkersResponse> {
         let workers = self.shared.queue.workers().await?;
-        Ok(Response::new(pb::ListWorkersResponse { workers: encode_all(workers) }))
+        let lease_ttl_ms = u32::try_from(self.shared.queue.lease_ttl().as_millis()).unwrap_or(u32::MAX);
+        Ok(Response::new(pb::ListWorkersResponse { workers: encode_all(workers), lease_ttl_ms }))
     }
 
     type WatchSweepStream = ReceiverStream<Result<pb::SweepEvent, Status>>;
@@ -115,6 +117,13 @@ impl SweepService for SweepApi {
         checked_name(&name)?;
         let cancelled = self.shared.queue.cancel_sweep(&name, &by).await?;
         Ok(Response::new(pb::CancelResponse { cancelled: cancelled.len() as u32 }))
+    }
+
+    async fn retry_jobs(&self, request: Request<pb::RetryJobsRequest>) -> RpcResult<pb::RetryJobsResponse> {
+        let by = self.shared.writer(&request)?;
+        let target = RetryTarget::try_from(request.into_inner())?;
+        let retried = self.shared.queue.retry(target, &by).await?;
+        Ok(Response::new(pb::RetryJobsResponse { retried: retried.len() as u32 }))
     }
 }
 

@@ -147,6 +147,16 @@ impl WorkerService for WorkerApi {
         let job = self.shared.queue.fail(fence, req.error, &by).await?;
         Ok(Response::new(pb::FailJobResponse { job: Some(job.into()) }))
     }
+
+    async fn release_job(
+        &self,
+        request: Request<pb::ReleaseJobRequest>,
+    ) -> RpcResult<pb::ReleaseJobResponse> {
+        let by = self.shared.writer(&request)?;
+        let fence = required_fence(request.into_inner().fence)?;
+        self.shared.queue.release(fence, &by).await?;
+        Ok(Response::new(pb::ReleaseJobResponse {}))
+    }
 }
 
 /// Reads a worker's epoch reports and stores up to [`MAX_EPOCHS_IN_FLIGHT`] of them at once

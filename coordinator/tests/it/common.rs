@@ -92,6 +92,7 @@ pub fn metrics(epoch: u32, val_acc: f64) -> pb::EpochMetrics {
         val_acc,
         wall_seconds: 2.0,
         images_per_sec: 1000.0,
+        attempt: 0,
     }
 }
 

@@ -34,7 +34,7 @@ async fn restart_keeps_everything_acknowledged() {
     assert_eq!(ja.epochs.iter().map(|e| e.val_acc).collect::<Vec<_>>(), vec![0.25, 0.35]);
     let jb = job(&mut sweeps, fb.job_id).await;
     assert_eq!(jb.epochs.len(), 1);
-    assert_eq!(jb.epochs[0], metrics(1, 0.125));
+    assert_eq!(jb.epochs[0], pb::EpochMetrics { attempt: 1, ..metrics(1, 0.125) });
     assert_eq!(sweeps.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers.len(), 1);
 
     // The lease survived too: the worker carries on where it was.

@@ -69,9 +69,10 @@ async fn expired_lease_requeues_and_fences_out_the_old_attempt() {
     let (acks, err) = report(&mut workers, vec![epoch_report(&old, 1, 0.4)]).await;
     assert!(err.is_none() && acks.len() == 1);
 
-    // No heartbeat: the reaper requeues the job as attempt 2, its progress reset.
+    // No heartbeat: the reaper requeues the job as attempt 2; its stored epoch stays (a checkpoint
+    // may continue after it).
     let requeued = wait_for_state(&mut sweeps, old.job_id, pb::JobState::Queued, 2).await;
-    assert_eq!(requeued.epochs_done, 0);
+    assert_eq!(requeued.epochs_done, 1);
     assert!(requeued.last_error.contains("lease expired"), "{}", requeued.last_error);
 
     // Every write of attempt 1 is rejected and stores nothing.
@@ -93,13 +94,14 @@ async fn expired_lease_requeues_and_fences_out_the_old_attempt() {
     assert_eq!(hb.leases[0].verdict, Verdict::Lost as i32);
     let after = job(&mut sweeps, old.job_id).await;
     assert_eq!(after.job.as_ref().unwrap().state, state(pb::JobState::Queued));
-    assert!(after.epochs.is_empty(), "attempt 2 stored nothing yet: {:?}", after.epochs);
+    let attempts: Vec<(u32, u32)> = after.epochs.iter().map(|e| (e.epoch, e.attempt)).collect();
+    assert_eq!(attempts, [(1, 1)], "only attempt 1's acknowledged epoch: the rejected one stored nothing");
     assert_eq!(after.job.unwrap().last_error, requeued.last_error, "the late failure changed nothing");
 
     // Attempt 2: heartbeats keep the lease alive well past the TTL.
     let second = lease(&mut workers, "w").await.unwrap();
     let new = fence(&second);
-    assert_eq!(new.attempt, 2);
+    assert_eq!((new.attempt, second.epochs_stored), (2, 1));
     assert_ne!(new.lease_token, old.lease_token);
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(100)).await;

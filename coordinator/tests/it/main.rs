@@ -15,6 +15,7 @@ mod leasing;
 mod legacy;
 mod limits;
 mod queue;
+mod recovery;
 mod resubmit;
 mod roles;
 mod secure;

@@ -37,6 +37,13 @@ pub struct AttachArgs {
     pub worker_id: Option<String>,
     #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = crate::train_ops::KERNELS_HELP)]
     pub kernels: crate::train_ops::KernelChoice,
+    /// Checkpoint jobs into this directory (local, or shared by the workers so a requeued job
+    /// continues on any of them); without it a requeued job starts over.
+    #[arg(long, env = "SWEEP_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint every N epochs (and when the worker is asked to stop).
+    #[arg(long, env = "SWEEP_CHECKPOINT_EVERY", default_value_t = 5)]
+    pub checkpoint_every: u32,
 }
 
 /// Why an attached worker could not start.
@@ -84,14 +91,45 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         devices: local.devices,
         slots_per_device: args.slots_per_gpu.max(1),
         kernels: args.kernels,
+        checkpoints: args
+            .checkpoint_dir
+            .map(|dir| super::CheckpointSettings { dir, every: args.checkpoint_every.max(1) }),
     };
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("Ctrl-C: stopping jobs; their leases expire and the coordinator requeues them");
-            let _ = stop_tx.send(true);
-        }
+        stop_signal().await;
+        tracing::info!(
+            "stopping: jobs end their epoch (checkpointing) or stop, deliver their epochs and are handed \
+             back; a second Ctrl-C or SIGTERM exits at once"
+        );
+        let _ = stop_tx.send(true);
+        stop_signal().await;
+        tracing::warn!(
+            "second stop signal: exiting now; the coordinator requeues the jobs when their leases expire"
+        );
+        std::process::exit(130);
     });
     run_agent_with(config, security, local.data, stop).await?;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what Slurm, Kubernetes and `docker stop` send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::backend::open_runner_with;
+use crate::checkpoint::{CheckpointStore, DirectoryStore};
 use crate::data::Cifar10;
 use crate::device::DeviceChoice;
 use crate::train_ops::KernelChoice;
@@ -43,6 +44,17 @@ pub struct AgentConfig {
     pub slots_per_device: u32,
     /// Implementation of the training nodes (same results, different speed), per device kind.
     pub kernels: KernelChoice,
+    /// Where jobs checkpoint (a directory, local or shared between workers) and every how many
+    /// epochs; `None`: no checkpoints, a requeued job starts over.
+    pub checkpoints: Option<CheckpointSettings>,
+}
+
+/// Checkpoints of an agent's jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    pub dir: std::path::PathBuf,
+    /// Save after every `every`-th epoch (and at a graceful stop).
+    pub every: u32,
 }
 
 /// Errors that end the worker process.
@@ -108,9 +120,10 @@ pub async fn run_agent(
 }
 
 /// Runs the worker until `shutdown` turns true: registers (presenting `security`: CA, client
-/// certificate, token), then trains leased jobs on every slot. Jobs still training at shutdown
-/// are stopped and left to lease expiry (the coordinator requeues them), so a restarted worker or
-/// another machine picks them up.
+/// certificate, token), then trains leased jobs on every slot. At shutdown a job still training
+/// ends its epoch and checkpoints (with checkpoints on) or stops at once, its reported epochs are
+/// delivered, and it is handed back to the coordinator, which queues it again without using an
+/// attempt, so a restarted worker or another machine continues it.
 pub async fn run_agent_with(
     config: AgentConfig,
     security: ClientSecurity,
@@ -135,6 +148,11 @@ pub async fn run_agent_with(
 
     let leases = Arc::new(LeaseTable::default());
     let shutdown_flag = Arc::new(AtomicBool::new(false));
+    let checkpoints = config.checkpoints.as_ref().map(|c| {
+        // The newest two: the newest may be cut short by a crash while it is written.
+        let store: Arc<dyn CheckpointStore> = Arc::new(DirectoryStore::new(&c.dir, 2));
+        (store, c.every.max(1))
+    });
     let heartbeat = tokio::spawn(heartbeat_loop(
         client.clone(),
         config.clone(),
@@ -161,6 +179,7 @@ pub async fn run_agent_with(
                 leases: leases.clone(),
                 shutdown: shutdown.clone(),
                 shutdown_flag: shutdown_flag.clone(),
+                checkpoints: checkpoints.clone(),
             };
             slot_tasks.push(tokio::spawn(run_slot(ctx, runner)));
         }

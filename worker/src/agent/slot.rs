@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sweep_proto::connect::AuthChannel;
 use sweep_proto::pb::worker_service_client::WorkerServiceClient;
-use sweep_proto::pb::{self, CompleteJobRequest, FailJobRequest, LeaseJobRequest};
+use sweep_proto::pb::{self, CompleteJobRequest, FailJobRequest, LeaseJobRequest, ReleaseJobRequest};
 use sweep_proto::{EpochMetrics, Fence, JobAssignment};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use super::LeaseTable;
 use super::backoff::Backoff;
 use super::uploader::{UploadError, upload_epochs};
+use crate::checkpoint::{CheckpointStore, Checkpointing};
 use crate::device::panic_message;
 use crate::training::{EpochSink, JobOutcome, JobRunner, TrainJob};
 
@@ -31,13 +32,18 @@ pub struct SlotContext {
     pub shutdown: watch::Receiver<bool>,
     /// Mirror of `shutdown` readable from the blocking training thread.
     pub shutdown_flag: Arc<AtomicBool>,
+    /// Where jobs checkpoint, and every how many epochs.
+    pub checkpoints: Option<(Arc<dyn CheckpointStore>, u32)>,
 }
 
-/// Hands finished epochs to the uploader and tells the training loop when to stop.
+/// Hands finished epochs to the uploader and tells the training loop when to stop: at once when
+/// the job was cancelled or lost; at a worker's shutdown after the current epoch when the job
+/// checkpoints (that epoch is kept), else at once.
 struct ChannelSink {
     epochs: mpsc::UnboundedSender<EpochMetrics>,
     stop: Arc<AtomicBool>,
     shutdown: Arc<AtomicBool>,
+    checkpoints: bool,
 }
 
 impl EpochSink for ChannelSink {
@@ -47,7 +53,15 @@ impl EpochSink for ChannelSink {
     }
 
     fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.shutdown.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || (self.shutdown.load(Ordering::Relaxed) && !self.checkpoints)
+    }
+
+    fn stop_after_epoch(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+
+    fn on_resumed(&mut self, epoch: u32) {
+        info!(epoch, "continuing the job from its checkpoint");
     }
 }
 
@@ -110,8 +124,19 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
             result
         })
     };
-    let sink = ChannelSink { epochs: epoch_tx, stop: stop.clone(), shutdown: ctx.shutdown_flag.clone() };
-    let (runner, outcome) = train_on_blocking_thread(runner, job, sink).await;
+    let checkpointing = ctx.checkpoints.as_ref().map(|(store, every)| Checkpointing {
+        store: store.clone(),
+        key: format!("{}/job-{}", job.sweep, fence.job_id),
+        every: *every,
+        resume_at_most: job.epochs_stored,
+    });
+    let sink = ChannelSink {
+        epochs: epoch_tx,
+        stop: stop.clone(),
+        shutdown: ctx.shutdown_flag.clone(),
+        checkpoints: checkpointing.is_some(),
+    };
+    let (runner, outcome) = train_on_blocking_thread(runner, job, checkpointing, sink).await;
     let upload = uploader.await.unwrap_or_else(|e| Err(UploadError::Rejected(e.to_string())));
     ctx.leases.remove(fence.job_id);
 
@@ -124,8 +149,12 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
             info!(job = fence.job_id, best_val_acc, best_epoch, "job finished");
             finish(ctx, &fence, None).await;
         }
+        (Ok(JobOutcome::Stopped { epochs_done }), Ok(_)) if ctx.shutdown_flag.load(Ordering::Relaxed) => {
+            info!(job = fence.job_id, epochs_done, "worker stopping: handing the job back");
+            release(ctx, &fence).await;
+        }
         (Ok(JobOutcome::Stopped { epochs_done }), Ok(_)) => {
-            info!(job = fence.job_id, epochs_done, "job stopped (cancelled, lost or shutting down)")
+            info!(job = fence.job_id, epochs_done, "job stopped (cancelled or lost)")
         }
         (Err(error), Ok(_)) => {
             error!(job = fence.job_id, %error, "training failed");
@@ -145,11 +174,14 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
 async fn train_on_blocking_thread(
     mut runner: Box<dyn JobRunner>,
     job: JobAssignment,
+    checkpointing: Option<Checkpointing>,
     mut sink: ChannelSink,
 ) -> (Box<dyn JobRunner>, Result<JobOutcome, String>) {
     let task = tokio::task::spawn_blocking(move || {
         let train_job = TrainJob::from(&job);
-        let result = catch_unwind(AssertUnwindSafe(|| runner.run(&train_job, &mut sink)));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            runner.run_with_checkpoints(&train_job, checkpointing.as_ref(), &mut sink)
+        }));
         let outcome = match result {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(e)) => Err(e.to_string()),
@@ -160,6 +192,26 @@ async fn train_on_blocking_thread(
     match task.await {
         Ok(done) => done,
         Err(e) => panic!("training thread could not be joined: {e}"),
+    }
+}
+
+/// Hands a job back at shutdown (requeued at once without using an attempt), trying for a few
+/// seconds; if it cannot, the lease expires and the coordinator requeues the job anyway.
+async fn release(ctx: &SlotContext, fence: &Fence) {
+    let mut backoff = Backoff::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let request = ReleaseJobRequest { fence: Some(pb::Fence::from(fence.clone())) };
+        match ctx.client.clone().release_job(request).await {
+            Ok(_) => return info!(job = fence.job_id, "job handed back"),
+            Err(s) if s.code() != tonic::Code::Unavailable => {
+                return warn!(job = fence.job_id, error = %s, "coordinator refused to take the job back");
+            }
+            Err(s) if tokio::time::Instant::now() >= deadline => {
+                return warn!(job = fence.job_id, error = %s, "could not hand the job back; its lease will expire");
+            }
+            Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+        }
     }
 }
 

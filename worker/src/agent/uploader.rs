@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use sweep_proto::connect::AuthChannel;
 use sweep_proto::pb::worker_service_client::WorkerServiceClient;
@@ -33,8 +34,12 @@ pub enum UploadError {
     Shutdown,
 }
 
+/// How long a stopping worker keeps trying to deliver its pending epochs.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Uploads every epoch that arrives on `epochs` until that channel closes and all are
-/// acknowledged. Returns how many epochs the coordinator acknowledged.
+/// acknowledged. Returns how many epochs the coordinator acknowledged. Once `shutdown` is up it
+/// still delivers what training hands it, for up to [`DRAIN_TIMEOUT`].
 pub async fn upload_epochs(
     client: WorkerServiceClient<AuthChannel>,
     fence: Fence,
@@ -45,12 +50,16 @@ pub async fn upload_epochs(
     let mut acked = 0u32;
     let mut input_open = true;
     let mut backoff = Backoff::default();
+    let mut stopping_since: Option<Instant> = None;
     loop {
         if !input_open && pending.is_empty() {
             return Ok(acked);
         }
         if shutdown.load(Ordering::Relaxed) {
-            return Err(UploadError::Shutdown);
+            let since = *stopping_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > DRAIN_TIMEOUT {
+                return Err(UploadError::Shutdown);
+            }
         }
         // Wait for something to send before opening a stream.
         if pending.is_empty() {

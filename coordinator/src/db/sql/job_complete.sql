@@ -1,4 +1,5 @@
--- Completes job ?2 if (?3, ?4) is its running, unexpired lease as of ?1 and every epoch is stored.
+-- Completes job ?2 if (?3, ?4) is its running, unexpired lease as of ?1 and every epoch is stored
+-- (by this attempt, or by an earlier one it continued after from a checkpoint).
 UPDATE jobs
 SET state = 'succeeded', last_error = NULL, lease_expires_at_ms = NULL, finished_at_ms = ?1
 WHERE id = ?2 AND attempt = ?3 AND lease_token = ?4 AND state = 'running'

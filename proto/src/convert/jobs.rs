@@ -1,0 +1,199 @@
+//! Jobs, fences, assignments, epochs, workers and summaries between wire and domain.
+
+use std::time::Duration;
+
+use super::{InvalidInput, check_bn_group, ensure, parse_variant, state_to_wire};
+use crate::domain::{
+    EpochMetrics, EpochRecord, Fence, Job, JobAssignment, LeaseVerdict, StoredEpoch, SweepSummary, Worker,
+};
+use crate::pb;
+
+impl TryFrom<pb::Fence> for Fence {
+    type Error = InvalidInput;
+    fn try_from(f: pb::Fence) -> Result<Self, InvalidInput> {
+        ensure(f.job_id > 0, "fence.job_id", || format!("{} is not a job id", f.job_id))?;
+        ensure(f.attempt >= 1, "fence.attempt", || "attempts count from 1".into())?;
+        ensure(!f.lease_token.is_empty() && f.lease_token.len() <= 64, "fence.lease_token", || {
+            "must hold 1..=64 bytes".into()
+        })?;
+        Ok(Fence { job_id: f.job_id, attempt: f.attempt, lease_token: f.lease_token })
+    }
+}
+
+impl From<Fence> for pb::Fence {
+    fn from(f: Fence) -> Self {
+        pb::Fence { job_id: f.job_id, attempt: f.attempt, lease_token: f.lease_token }
+    }
+}
+
+/// Converts a required fence field of a request.
+pub fn required_fence(f: Option<pb::Fence>) -> Result<Fence, InvalidInput> {
+    f.ok_or_else(|| InvalidInput::new("fence", "is required"))?.try_into()
+}
+
+impl TryFrom<pb::EpochMetrics> for EpochMetrics {
+    type Error = InvalidInput;
+    fn try_from(m: pb::EpochMetrics) -> Result<Self, InvalidInput> {
+        ensure(m.epoch >= 1, "metrics.epoch", || "epochs count from 1".into())?;
+        let non_negative = |field: &'static str, x: f64| {
+            ensure(x.is_finite() && x >= 0.0, field, || format!("{x} must be a finite number ≥ 0"))
+        };
+        let fraction = |field: &'static str, x: f64| {
+            ensure(x.is_finite() && (0.0..=1.0).contains(&x), field, || format!("{x} is not in [0, 1]"))
+        };
+        non_negative("metrics.train_loss", m.train_loss)?;
+        non_negative("metrics.val_loss", m.val_loss)?;
+        fraction("metrics.train_acc", m.train_acc)?;
+        fraction("metrics.val_acc", m.val_acc)?;
+        non_negative("metrics.wall_seconds", m.wall_seconds)?;
+        non_negative("metrics.images_per_sec", m.images_per_sec)?;
+        Ok(EpochMetrics {
+            epoch: m.epoch,
+            train_loss: m.train_loss,
+            train_acc: m.train_acc,
+            val_loss: m.val_loss,
+            val_acc: m.val_acc,
+            wall_seconds: m.wall_seconds,
+            images_per_sec: m.images_per_sec,
+        })
+    }
+}
+
+impl From<EpochMetrics> for pb::EpochMetrics {
+    fn from(m: EpochMetrics) -> Self {
+        pb::EpochMetrics {
+            epoch: m.epoch,
+            train_loss: m.train_loss,
+            train_acc: m.train_acc,
+            val_loss: m.val_loss,
+            val_acc: m.val_acc,
+            wall_seconds: m.wall_seconds,
+            images_per_sec: m.images_per_sec,
+            attempt: 0,
+        }
+    }
+}
+
+impl TryFrom<pb::JobAssignment> for JobAssignment {
+    type Error = InvalidInput;
+    fn try_from(a: pb::JobAssignment) -> Result<Self, InvalidInput> {
+        Ok(JobAssignment {
+            fence: required_fence(a.fence)?,
+            sweep: a.sweep,
+            variant: parse_variant(&a.variant)?,
+            seed: a.seed,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            learning_rate: a.learning_rate,
+            data: {
+                let data = a.data.unwrap_or_default().try_into()?;
+                check_bn_group(&data, a.batch_size)?;
+                data
+            },
+            lease_ttl: Duration::from_millis(u64::from(a.lease_ttl_ms)),
+            epochs_stored: a.epochs_stored.min(a.epochs),
+        })
+    }
+}
+
+impl From<JobAssignment> for pb::JobAssignment {
+    fn from(a: JobAssignment) -> Self {
+        pb::JobAssignment {
+            fence: Some(a.fence.into()),
+            sweep: a.sweep,
+            variant: a.variant.name().to_owned(),
+            seed: a.seed,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            learning_rate: a.learning_rate,
+            data: Some(a.data.into()),
+            lease_ttl_ms: u32::try_from(a.lease_ttl.as_millis()).unwrap_or(u32::MAX),
+            epochs_stored: a.epochs_stored,
+        }
+    }
+}
+
+impl From<Job> for pb::Job {
+    fn from(j: Job) -> Self {
+        pb::Job {
+            id: j.id.0,
+            sweep: j.sweep,
+            variant: j.variant.name().to_owned(),
+            seed: j.seed,
+            state: state_to_wire(j.state) as i32,
+            attempt: j.attempt,
+            max_attempts: j.max_attempts,
+            epochs: j.epochs,
+            epochs_done: j.epochs_done,
+            learning_rate: j.learning_rate,
+            best_val_acc: j.best_val_acc,
+            best_epoch: j.best_epoch,
+            worker_id: j.worker_id.unwrap_or_default(),
+            last_error: j.last_error.unwrap_or_default(),
+            created_at_ms: j.created_at_ms,
+            started_at_ms: j.started_at_ms.unwrap_or(0),
+            finished_at_ms: j.finished_at_ms.unwrap_or(0),
+        }
+    }
+}
+
+impl From<EpochRecord> for pb::EpochRecorded {
+    fn from(r: EpochRecord) -> Self {
+        pb::EpochRecorded {
+            job_id: r.job_id.0,
+            variant: r.variant.name().to_owned(),
+            seed: r.seed,
+            metrics: Some(r.metrics.into()),
+        }
+    }
+}
+
+impl From<LeaseVerdict> for pb::lease_status::Verdict {
+    fn from(v: LeaseVerdict) -> Self {
+        match v {
+            LeaseVerdict::Renewed => pb::lease_status::Verdict::Renewed,
+            LeaseVerdict::Cancelled => pb::lease_status::Verdict::Cancelled,
+            LeaseVerdict::Lost => pb::lease_status::Verdict::Lost,
+        }
+    }
+}
+
+impl From<Worker> for pb::Worker {
+    fn from(w: Worker) -> Self {
+        pb::Worker {
+            id: w.id,
+            hostname: w.hostname,
+            gpus: w.gpus,
+            slots: w.slots,
+            registered_at_ms: w.registered_at_ms,
+            last_seen_ms: w.last_seen_ms,
+            running_jobs: w.running_jobs,
+        }
+    }
+}
+
+impl From<SweepSummary> for pb::SweepSummary {
+    fn from(s: SweepSummary) -> Self {
+        pb::SweepSummary {
+            jobs_total: s.jobs_total(),
+            progress_percent: s.progress_percent(),
+            // The wire has no "unknown": -1 stands for it.
+            eta_seconds: s.eta_seconds.unwrap_or(-1.0),
+            spec: Some(s.spec.into()),
+            created_at_ms: s.created_at_ms,
+            queued: s.queued,
+            running: s.running,
+            succeeded: s.succeeded,
+            failed: s.failed,
+            cancelled: s.cancelled,
+            epochs_done: s.epochs_done,
+            epochs_total: s.epochs_total,
+        }
+    }
+}
+
+impl From<StoredEpoch> for pb::EpochMetrics {
+    fn from(e: StoredEpoch) -> Self {
+        pb::EpochMetrics { attempt: e.attempt, ..e.metrics.into() }
+    }
+}
