@@ -16,7 +16,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// How often the reaper looks for expired leases.
     pub reaper_interval: Duration,
-    /// Largest gRPC message accepted or sent; bigger requests get RESOURCE_EXHAUSTED.
+    /// Largest gRPC message accepted or sent. A bigger request message, unary or streamed, gets
+    /// OUT_OF_RANGE (tonic's code for a message over its decoding limit).
     pub max_message_bytes: usize,
     /// Wait a worker is told to take before asking again when nothing is queued.
     pub idle_retry_after: Duration,

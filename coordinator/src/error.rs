@@ -11,6 +11,10 @@ pub enum Error {
     /// Client input that breaks a rule (checked in `sweep_proto::convert` or against the job).
     #[error(transparent)]
     InvalidInput(#[from] InvalidInput),
+    /// A streamed request message that could not be read (bad protobuf or framing); the messages
+    /// before it were handled.
+    #[error("malformed message: {0}")]
+    Malformed(String),
     /// A worker write whose fence is not the job's current, unexpired lease; nothing was stored.
     #[error("stale lease: {0}")]
     StaleLease(String),
@@ -40,7 +44,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// An RPC a client subcommand made failed (the server's message is shown escaped).
+    /// A status tonic produced: an RPC a client subcommand made failed (the server's message is
+    /// shown escaped), or a client's stream broke (see [`Error::inbound`]).
     #[error("{:?}: {}", .0.code(), sweep_proto::text::printable(.0.message()))]
     Rpc(tonic::Status),
     /// A client could not set up its connection to the coordinator.
@@ -60,6 +65,18 @@ pub enum Error {
     Report(#[from] report::ReportError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// Why reading a client's request stream failed. tonic reports a message it cannot decode as
+    /// INTERNAL, but the fault is the client's input; other statuses pass through as they are (a
+    /// message over the size limit keeps tonic's OUT_OF_RANGE, as on unary calls).
+    pub fn inbound(status: tonic::Status) -> Error {
+        match status.code() {
+            tonic::Code::Internal => Error::Malformed(status.message().to_owned()),
+            _ => Error::Rpc(status),
+        }
+    }
 }
 
 impl From<tonic::Status> for Error {
@@ -109,7 +126,7 @@ impl From<Error> for tonic::Status {
             Error::Unauthenticated(_) => Status::unauthenticated(message(&e)),
             Error::PermissionDenied(_) => Status::permission_denied(message(&e)),
             Error::ResourceExhausted(_) => Status::resource_exhausted(message(&e)),
-            Error::InvalidInput(_) => Status::invalid_argument(message(&e)),
+            Error::InvalidInput(_) | Error::Malformed(_) => Status::invalid_argument(message(&e)),
             Error::StaleLease(_) | Error::Conflict(_) | Error::Precondition(_) => {
                 Status::failed_precondition(message(&e))
             }
@@ -151,5 +168,15 @@ mod tests {
         assert!(long.message().len() <= MAX_STATUS_MESSAGE + '…'.len_utf8());
         let shown = Error::Rpc(tonic::Status::internal("bad\u{1b}[2Jthing")).to_string();
         assert!(shown.contains("bad\\u{1b}[2Jthing"), "{shown}");
+    }
+
+    #[test]
+    fn broken_request_streams_are_the_clients_fault_or_keep_tonics_code() {
+        let broken = Error::inbound(tonic::Status::internal("failed to decode Protobuf message"));
+        let status = tonic::Status::from(broken);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(status.message(), "malformed message: failed to decode Protobuf message");
+        let too_large = Error::inbound(tonic::Status::out_of_range("decoded message length too large"));
+        assert_eq!(tonic::Status::from(too_large).code(), tonic::Code::OutOfRange);
     }
 }

@@ -10,7 +10,7 @@
 //! - [`Database`]: opening the database (WAL, `synchronous=FULL`, migrations).
 //! - [`lifecycle`]: the pure job state machine.
 //! - [`client`]: sweep specs on the client side (spec files, shared flags, presets).
-//! - [`cli`]: the client subcommands, including [`cli::watch::watch_progress`] (progress bars)
+//! - [`cli`]: the client subcommands, including [`client::watch::follow`] (progress bars or plain lines)
 //!   and [`cli::report::fetch_report_input`] (report rows over gRPC).
 
 pub mod auth;

@@ -1,49 +1,28 @@
 //! How every client reaches the coordinator (the CLI, `sweep run`, the worker): one set of flags
 //! ([`ConnectArgs`]), one channel builder ([`connect`], [`connect_lazy`], [`endpoint`]) that
-//! speaks plaintext for `http://` and TLS (rustls) for `https://` addresses, and the interceptor
-//! that puts the bearer token on every call ([`BearerToken`]).
+//! speaks plaintext for `http://` and TLS (rustls) for `https://` addresses and never falls back
+//! from one to the other, and the interceptor that puts the bearer token on every call
+//! ([`BearerToken`]).
 
-use std::fmt;
+mod error;
+mod security;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tonic::metadata::AsciiMetadataValue;
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+pub use error::{ADDRESS_SET_BY, ConnectError, plaintext_hint};
+pub use security::{BearerToken, ClientSecurity, Secret};
+
+use error::{PLAINTEXT_HINT, chain, connect_error, is_refused, transport_failure};
 
 /// A channel whose calls carry the client's credentials.
 pub type AuthChannel = InterceptedService<Channel, BearerToken>;
 
 /// How long a client waits for the TCP (and TLS) connection before giving up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A secret string (a bearer token): usable, but never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that sends or hashes it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Secret {
-        Secret(value)
-    }
-}
 
 /// Flags of every client: where the coordinator is and how to prove who we are.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,13 +61,16 @@ impl ConnectArgs {
         }
     }
 
-    /// Reads the files the flags name into a [`ClientSecurity`].
+    /// Reads the files the flags name into a [`ClientSecurity`]; files that are not PEM fail here,
+    /// naming the file, rather than at the first TLS handshake.
     pub fn security(&self) -> Result<ClientSecurity, ConnectError> {
-        let ca_cert = self.ca_cert.as_deref().map(|p| read("CA certificate", p)).transpose()?;
+        let ca_cert =
+            self.ca_cert.as_deref().map(|p| read_pem("CA certificate", p, "CERTIFICATE")).transpose()?;
         let identity = match (&self.tls_client_cert, &self.tls_client_key) {
-            (Some(cert), Some(key)) => {
-                Some(Identity::from_pem(read("client certificate", cert)?, read("client key", key)?))
-            }
+            (Some(cert), Some(key)) => Some(Identity::from_pem(
+                read_pem("client certificate", cert, "CERTIFICATE")?,
+                read_pem("client key", key, "PRIVATE KEY")?,
+            )),
             _ => None,
         };
         let token = match (&self.token, &self.token_file) {
@@ -103,9 +85,15 @@ impl ConnectArgs {
         Ok(ClientSecurity { ca_cert, identity, token })
     }
 
-    /// A channel to the coordinator, connected now.
+    /// [`endpoint`] for these flags: errors about the address name `--coordinator`.
+    pub fn endpoint(&self, security: &ClientSecurity) -> Result<Endpoint, ConnectError> {
+        endpoint(&self.coordinator, security).map_err(ConnectError::address_set_by_flags)
+    }
+
+    /// A channel to the coordinator, connected now; errors about the address name
+    /// `--coordinator`.
     pub async fn connect(&self) -> Result<AuthChannel, ConnectError> {
-        connect(&self.coordinator, &self.security()?).await
+        connect(&self.coordinator, &self.security()?).await.map_err(ConnectError::address_set_by_flags)
     }
 }
 
@@ -113,114 +101,23 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ConnectError> {
     std::fs::read(path).map_err(|source| ConnectError::Read { what, path: path.to_owned(), source })
 }
 
-/// What a client presents: the CA it trusts, its certificate (mutual TLS) and its bearer token.
-#[derive(Clone, Default)]
-pub struct ClientSecurity {
-    /// PEM; `None` trusts the public web CAs.
-    pub ca_cert: Option<Vec<u8>>,
-    pub identity: Option<Identity>,
-    pub token: Option<Secret>,
-}
-
-impl fmt::Debug for ClientSecurity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientSecurity")
-            .field("ca_cert", &self.ca_cert.is_some())
-            .field("client_identity", &self.identity.is_some())
-            .field("token", &self.token)
-            .finish()
+fn read_pem(what: &'static str, path: &Path, block: &'static str) -> Result<Vec<u8>, ConnectError> {
+    let bytes = read(what, path)?;
+    if has_pem_block(&bytes, block) {
+        Ok(bytes)
+    } else {
+        Err(ConnectError::NotPem { what, path: path.to_owned(), block })
     }
 }
 
-impl ClientSecurity {
-    /// Only a bearer token (plaintext or public-CA TLS).
-    pub fn token(token: Secret) -> ClientSecurity {
-        ClientSecurity { token: Some(token), ..ClientSecurity::default() }
-    }
-
-    /// The interceptor that attaches this token (nothing without one).
-    pub fn interceptor(&self) -> Result<BearerToken, ConnectError> {
-        let Some(token) = &self.token else { return Ok(BearerToken(None)) };
-        let token = token.expose();
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ConnectError::Token("a token is one word of printable ASCII characters".into()));
-        }
-        let mut value: AsciiMetadataValue = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| ConnectError::Token("the token does not fit an HTTP header".into()))?;
-        // Keeps the header out of HTTP/2 header compression tables.
-        value.set_sensitive(true);
-        Ok(BearerToken(Some(value)))
-    }
+/// Whether `pem` holds a `-----BEGIN …{block}-----` line (`PRIVATE KEY` matches the RSA and EC
+/// forms too).
+fn has_pem_block(pem: &[u8], block: &str) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    text.split("-----BEGIN ")
+        .skip(1)
+        .any(|rest| rest.split_once("-----").is_some_and(|(label, _)| label.ends_with(block)))
 }
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone, Default)]
-pub struct BearerToken(Option<AsciiMetadataValue>);
-
-impl fmt::Debug for BearerToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "BearerToken(<redacted>)" } else { "BearerToken(None)" })
-    }
-}
-
-impl Interceptor for BearerToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// Why a client could not set up its connection.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error(
-        "coordinator address {0:?} has no scheme: write http://HOST:PORT (plaintext) or https://HOST:PORT (TLS)"
-    )]
-    NoScheme(String),
-    #[error("coordinator address {0:?} is not valid: {1}")]
-    Address(String, String),
-    #[error("TLS options (--ca-cert, --tls-client-cert) need an https:// coordinator address, not {0:?}")]
-    TlsOverPlaintext(String),
-    #[error("cannot read the {what} {}: {source}", path.display())]
-    Read { what: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("invalid token: {0}")]
-    Token(String),
-    #[error("TLS set-up failed: {0}")]
-    Tls(String),
-    #[error("cannot connect to {url}: {detail}{hint}")]
-    Connect { url: String, detail: String, hint: &'static str },
-}
-
-/// The error and its causes on one line (tonic's own message is only "transport error"); a cause
-/// whose text is already there is not repeated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// What to tell someone whose plaintext (`http://`) call to `url` broke at the transport level:
-/// the likeliest cause is a coordinator that serves TLS. Empty otherwise.
-pub fn plaintext_hint(url: &str, status: &tonic::Status) -> &'static str {
-    let transport = matches!(
-        status.code(),
-        tonic::Code::Cancelled | tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
-    );
-    if transport && url.starts_with("http://") { PLAINTEXT_HINT } else { "" }
-}
-
-const PLAINTEXT_HINT: &str = " (if the coordinator serves TLS, use an https:// address and --ca-cert)";
 
 fn is_loopback(host: Option<&str>) -> bool {
     match host {
@@ -234,25 +131,49 @@ fn is_loopback(host: Option<&str>) -> bool {
     }
 }
 
+/// Why `uri` cannot name a coordinator (a host, an optional port, no path), checked here
+/// because a bad host or port only fails at connection time, where a long-running client retries.
+fn address_problem(uri: &tonic::codegen::http::Uri) -> Option<String> {
+    if uri.host().is_none_or(str::is_empty) {
+        return Some("there is no host name: write http://HOST:PORT or https://HOST:PORT".into());
+    }
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let port_text = authority.rsplit_once(':').map(|(_, p)| p).filter(|p| !p.contains(']'));
+    if let Some(port) = port_text
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Some(format!("the port {port:?} is not a number from 1 to 65535"));
+    }
+    match uri.path_and_query().map(|p| p.as_str()) {
+        Some(path) if !path.is_empty() && path != "/" => {
+            Some(format!("a path ({path}) is not supported: the coordinator's calls go to its root"))
+        }
+        _ => None,
+    }
+}
+
 /// The endpoint for `url` (not connected yet): TLS for `https://` (with the CA and client identity
-/// of `security`), plaintext for `http://`, and an immediate error for an address without one.
+/// of `security`, else the public web CAs), plaintext for `http://`, and an immediate error for an
+/// address without a scheme, host or valid port, and for TLS options with an `http://` address.
 pub fn endpoint(url: &str, security: &ClientSecurity) -> Result<Endpoint, ConnectError> {
+    let invalid = |reason: String| ConnectError::Address { url: url.to_owned(), reason, set_by: "" };
     let tls = if url.starts_with("https://") {
         true
     } else if url.starts_with("http://") {
         false
+    } else if url.contains("://") {
+        return Err(invalid("the scheme must be http:// or https://".into()));
     } else {
-        return Err(if url.contains("://") {
-            ConnectError::Address(url.to_owned(), "the scheme must be http:// or https://".into())
-        } else {
-            ConnectError::NoScheme(url.to_owned())
-        });
+        return Err(ConnectError::NoScheme { url: url.to_owned(), set_by: "" });
     };
     let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| ConnectError::Address(url.to_owned(), chain(&e)))?
+        .map_err(|e| invalid(chain(&e)))?
         .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(reason) = address_problem(endpoint.uri()) {
+        return Err(invalid(reason));
+    }
     if !tls {
-        if security.ca_cert.is_some() || security.identity.is_some() {
+        if security.wants_tls() {
             return Err(ConnectError::TlsOverPlaintext(url.to_owned()));
         }
         if security.token.is_some() && !is_loopback(endpoint.uri().host()) {
@@ -262,6 +183,11 @@ pub fn endpoint(url: &str, security: &ClientSecurity) -> Result<Endpoint, Connec
     }
     let mut config = ClientTlsConfig::new().timeout(CONNECT_TIMEOUT);
     config = match &security.ca_cert {
+        // A CA with no certificate in it would leave nothing trusted: every handshake would fail
+        // with a message about the server's certificate, not about this file.
+        Some(pem) if !has_pem_block(pem, "CERTIFICATE") => {
+            return Err(ConnectError::Tls("the CA certificate holds no PEM certificate".into()));
+        }
         Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
         None => config.with_webpki_roots(),
     };
@@ -269,11 +195,6 @@ pub fn endpoint(url: &str, security: &ClientSecurity) -> Result<Endpoint, Connec
         config = config.identity(identity.clone());
     }
     endpoint.tls_config(config).map_err(|e| ConnectError::Tls(chain(&e)))
-}
-
-fn connect_error(url: &str, e: &tonic::transport::Error) -> ConnectError {
-    let hint = if url.starts_with("http://") { PLAINTEXT_HINT } else { "" };
-    ConnectError::Connect { url: url.to_owned(), detail: chain(e), hint }
 }
 
 /// Connects to `url` now; every call on the channel carries `security`'s token. Over `http://` a
@@ -290,7 +211,10 @@ pub async fn connect(url: &str, security: &ClientSecurity) -> Result<AuthChannel
             Ok(Err(status)) => Some(status),
             Err(_) => Some(tonic::Status::unavailable("no answer to a health check")),
         };
-        if let Some(status) = failed.filter(|s| !plaintext_hint(url, s).is_empty()) {
+        if let Some(status) = failed.filter(transport_failure) {
+            if is_refused(&status) {
+                return Err(ConnectError::Refused { url: url.to_owned(), set_by: "" });
+            }
             let detail = format!("{:?}: {}", status.code(), status.message());
             return Err(ConnectError::Connect { url: url.to_owned(), detail, hint: PLAINTEXT_HINT });
         }
@@ -312,16 +236,35 @@ pub fn authorized(channel: Channel, security: &ClientSecurity) -> Result<AuthCha
 
 #[cfg(test)]
 mod tests {
+    use tonic::service::Interceptor;
+
     use super::*;
 
     #[test]
-    fn an_address_without_a_scheme_fails_at_once() {
+    fn an_address_without_a_scheme_fails_at_once_suggesting_one() {
         let err = endpoint("10.0.0.5:50051", &ClientSecurity::default()).unwrap_err();
-        assert!(matches!(err, ConnectError::NoScheme(_)), "{err}");
-        assert!(err.to_string().contains("https://HOST:PORT"), "{err}");
+        assert!(matches!(err, ConnectError::NoScheme { .. }), "{err}");
+        assert!(err.to_string().contains("use http://10.0.0.5:50051 (plaintext)"), "{err}");
         let err = endpoint("ftp://h:1", &ClientSecurity::default()).unwrap_err();
         assert!(err.to_string().contains("http:// or https://"), "{err}");
         assert!(endpoint("http://10.0.0.5:50051", &ClientSecurity::default()).is_ok());
+        assert!(endpoint("https://[::1]:50051/", &ClientSecurity::default()).is_ok());
+        assert!(endpoint("http://localhost", &ClientSecurity::default()).is_ok());
+    }
+
+    #[test]
+    fn hosts_ports_and_paths_are_checked_before_connecting() {
+        for (url, expected) in [
+            ("http://:50051", "no host name"),
+            ("http://coordinator:99999", "\"99999\" is not a number from 1 to 65535"),
+            ("http://coordinator:0", "\"0\""),
+            ("https://coordinator:50051/api", "a path (/api) is not supported"),
+            ("http://", "invalid URI"),
+        ] {
+            let err = endpoint(url, &ClientSecurity::default()).unwrap_err();
+            assert!(matches!(err, ConnectError::Address { .. }), "{url}: {err}");
+            assert!(err.to_string().contains(expected), "{url}: {err}");
+        }
     }
 
     #[test]
@@ -329,6 +272,17 @@ mod tests {
         let security = ClientSecurity { ca_cert: Some(b"pem".to_vec()), ..ClientSecurity::default() };
         let err = endpoint("http://coordinator:50051", &security).unwrap_err();
         assert!(matches!(err, ConnectError::TlsOverPlaintext(_)), "{err}");
+        assert!(err.to_string().contains("use https://coordinator:50051"), "{err}");
+    }
+
+    #[test]
+    fn https_never_builds_without_a_usable_ca() {
+        let not_pem =
+            ClientSecurity { ca_cert: Some(b"not a certificate".to_vec()), ..ClientSecurity::default() };
+        let err = endpoint("https://coordinator:50051", &not_pem).unwrap_err();
+        assert!(matches!(err, ConnectError::Tls(_)), "{err}");
+        // Without --ca-cert: the public web CAs.
+        assert!(endpoint("https://coordinator:50051", &ClientSecurity::default()).is_ok());
     }
 
     #[test]
@@ -351,13 +305,25 @@ mod tests {
         let token_file = dir.path().join("alice.token");
         std::fs::write(&token_file, "  swp_from_file \n").unwrap();
         let mut args = ConnectArgs::plain("https://coordinator:50051");
-        args.token_file = Some(token_file);
+        args.token_file = Some(token_file.clone());
         assert_eq!(args.security().unwrap().token.unwrap().expose(), "swp_from_file");
         args.token = Some(Secret::new("swp_flag"));
         assert_eq!(args.security().unwrap().token.unwrap().expose(), "swp_flag", "the flag wins");
+        args.ca_cert = Some(token_file);
+        let err = args.security().unwrap_err().to_string();
+        assert!(err.contains("CA certificate") && err.contains("alice.token is not PEM"), "{err}");
         args.ca_cert = Some(dir.path().join("missing.pem"));
         let err = args.security().unwrap_err().to_string();
         assert!(err.contains("cannot read the CA certificate") && err.contains("missing.pem"), "{err}");
+    }
+
+    #[test]
+    fn pem_blocks_are_recognised_by_label() {
+        let cert = b"junk\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert!(has_pem_block(cert, "CERTIFICATE"));
+        assert!(!has_pem_block(cert, "PRIVATE KEY"));
+        assert!(has_pem_block(b"-----BEGIN EC PRIVATE KEY-----\nx\n", "PRIVATE KEY"));
+        assert!(!has_pem_block(b"BEGIN CERTIFICATE", "CERTIFICATE"));
     }
 
     #[test]

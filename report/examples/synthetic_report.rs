@@ -1,6 +1,6 @@
 //! Writes reports for the test suite's synthetic sweeps, to look at by eye:
 //! `cargo run -p report --example synthetic_report -- OUT_DIR` writes
-//! OUT_DIR/{finished,protocol,mixed,none}.
+//! OUT_DIR/{finished,protocol,across,mixed,none}.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -10,6 +10,7 @@ fn main() -> Result<(), report::ReportError> {
     let out = std::path::Path::new(&out);
     report::write_report(&common::finished_sweep(5, 100), &out.join("finished"))?;
     report::write_report(&common::protocol_sweep(100), &out.join("protocol"))?;
+    report::write_report(&common::protocol_sweep_across_machines(100), &out.join("across"))?;
     report::write_report(&common::partial_sweep_mixed(), &out.join("mixed"))?;
     report::write_report(&common::partial_sweep_none_finished(), &out.join("none"))?;
     println!("wrote {}", out.display());

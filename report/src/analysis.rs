@@ -1,23 +1,30 @@
 //! Groups the input's jobs by variant and computes everything the report states: per-variant
-//! statistics, the seed sets they are computed on, comparisons against the baseline and verdicts
-//! on the experiment's four claims. The markdown and HTML renderers only format what this module
-//! and its children ([`compare`], [`claims`], [`seed_sets`]) decide.
+//! statistics, the seed sets they are computed on, comparisons against the baseline, the noise
+//! floor of variants that train like the baseline by construction, verdicts on the experiment's
+//! four claims and the jobs' attempts. The markdown and HTML renderers only format what this
+//! module and its children ([`compare`], [`noise`], [`claims`], [`seed_sets`], [`attempts`])
+//! decide.
 //!
 //! Choice of jobs: statistics, tests and box plots use **succeeded** jobs only, one per seed (a
 //! second succeeded job of the same variant and seed trains identically and is ignored). Running
 //! jobs that already stored an epoch are kept apart as "running (best so far)" points and rows;
 //! queued, failed and cancelled jobs are only counted. All accuracies here are percentages (0–100).
 
+pub mod attempts;
 pub mod claims;
 pub mod compare;
+pub mod noise;
 pub mod seed_sets;
 
 use std::collections::{BTreeMap, HashMap};
 
+pub use attempts::{AttemptSummary, JobAttempts};
 pub use claims::{ClaimVerdict, Verdict};
 pub use compare::{Comparison, Design, Difference, SpreadTest};
+pub use noise::{NoiseFloor, NoiseVersusSeeds};
 pub use seed_sets::{SeedSetAnalysis, SeedSetKind, Selection};
 
+use crate::construction;
 use crate::input::{EpochRow, JobRow, ReportInput};
 use crate::stats::{self, Describe};
 
@@ -157,6 +164,9 @@ pub struct Analysis {
     /// The main (balanced) seed set first, then the extended one if the sweep is unbalanced.
     pub seed_sets: Vec<SeedSetAnalysis>,
     pub states: StateCounts,
+    /// Variants that train exactly like the baseline by construction ([`crate::construction`]).
+    pub trains_like_baseline: Vec<String>,
+    pub attempts: AttemptSummary,
 }
 
 impl Analysis {
@@ -204,6 +214,12 @@ impl Analysis {
     /// Variants whose results equal the baseline's seed for seed in the main set.
     pub fn identical_to_baseline(&self) -> Vec<&str> {
         self.comparisons().iter().filter(|c| c.identical).map(|c| c.variant.as_str()).collect()
+    }
+
+    /// Variants that train like the baseline by construction but whose results differ from its
+    /// in the main set: their differences are run-to-run nondeterminism.
+    pub fn nondeterministic(&self) -> Vec<&str> {
+        noise::nondeterministic(self.main_set()).iter().map(|c| c.variant.as_str()).collect()
     }
 
     /// Total succeeded jobs across variants.
@@ -277,7 +293,8 @@ pub fn analyse(input: &ReportInput) -> Analysis {
     for job in &input.jobs {
         jobs_by_variant.entry(job.variant.as_str()).or_default().push(job);
     }
-    let variants: Vec<VariantResults> = variant_order(input)
+    let order = variant_order(input);
+    let variants: Vec<VariantResults> = order
         .iter()
         .map(|name| {
             let jobs = jobs_by_variant.get(name.as_str()).map_or(&[][..], |j| j.as_slice());
@@ -286,8 +303,15 @@ pub fn analyse(input: &ReportInput) -> Analysis {
         .collect();
     let mut states = StateCounts::default();
     input.jobs.iter().for_each(|j| states.add(&j.state));
-    let seed_sets = seed_sets::analyse_seed_sets(&variants, &input.baseline_variant);
-    Analysis { variants, baseline: input.baseline_variant.clone(), seed_sets, states }
+    let baseline = &input.baseline_variant;
+    let trains_like_baseline: Vec<String> = order
+        .iter()
+        .filter(|v| construction::trains_like(v, baseline, &input.learning_rates))
+        .cloned()
+        .collect();
+    let seed_sets = seed_sets::analyse_seed_sets(&variants, baseline, &trains_like_baseline);
+    let attempts = attempts::summarise(input, &order);
+    Analysis { variants, baseline: baseline.clone(), seed_sets, states, trains_like_baseline, attempts }
 }
 
 /// p-value as text: three decimals, or "< 0.001".

@@ -1,7 +1,8 @@
-//! `index.html`: one self-contained page with the status and design, per seed set its box plot
-//! (SVG inlined), statistics and comparison tables and claim verdicts, the learning curves (SVG
-//! inlined, plus the animated `curves.gif`), every job, and the reproducibility block (git commit,
-//! crate versions, devices, data MD5s, the sweep spec JSON).
+//! `index.html`: one self-contained page with the status, attempts and failed jobs, the design,
+//! per seed set its box plot (SVG inlined), statistics, comparison and noise-floor tables and
+//! claim verdicts, the learning curves (SVG inlined, plus the animated `curves.gif`), every job,
+//! and the reproducibility block (git commit, rustc and crate versions, devices, data MD5s, the
+//! sweep spec JSON).
 
 use std::fmt::Write as _;
 
@@ -108,6 +109,7 @@ fn jobs_table(input: &ReportInput, analysis: &Analysis) -> TextTable {
                 pct(j.final_val_acc),
                 format!("{:.0}", j.wall_seconds),
                 j.worker.clone(),
+                j.attempts.to_string(),
             ]
         })
         .collect();
@@ -122,6 +124,7 @@ fn jobs_table(input: &ReportInput, analysis: &Analysis) -> TextTable {
         "final val acc (%)",
         "wall (s)",
         "worker",
+        "attempts",
     ];
     TextTable { header: header.iter().map(|s| s.to_string()).collect(), rows }
 }
@@ -131,6 +134,9 @@ fn reproducibility(out: &mut String, input: &ReportInput) {
     out.push_str("<h2 id=\"reproducibility\">Reproducibility</h2>\n<dl class=\"reproducibility\">\n");
     let _ = writeln!(out, "<dt>git commit</dt><dd><code>{}</code></dd>", escape(&p.git_commit));
     let _ = writeln!(out, "<dt>generated at</dt><dd>{}</dd>", escape(&p.generated_at));
+    if !p.rustc_version.is_empty() {
+        let _ = writeln!(out, "<dt>compiler</dt><dd><code>{}</code></dd>", escape(&p.rustc_version));
+    }
     let list = |items: Vec<String>| {
         if items.is_empty() { "<em>none recorded</em>".to_string() } else { items.join(", ") }
     };
@@ -172,7 +178,8 @@ fn seed_set_section(out: &mut String, set: &SeedSetAnalysis, baseline: &str, svg
     if !identical.is_empty() {
         let _ = write!(
             out,
-            " Note: {} {} identical to the baseline <code>{}</code> seed for seed (by construction); the points coincide.",
+            " Note: {} {} identical to the baseline <code>{}</code> seed for seed (by construction, bit for bit); \
+             the points coincide.",
             identical.join(" and "),
             if identical.len() == 1 { "is" } else { "are" },
             escape(baseline)
@@ -187,6 +194,14 @@ fn seed_set_section(out: &mut String, set: &SeedSetAnalysis, baseline: &str, svg
         out.push_str("<p>No other variants.</p>\n");
     } else {
         html_table(out, &summary::comparison_table(set), |_| None);
+    }
+    if let Some(table) = summary::noise_floor_table(set) {
+        out.push_str("<h3>Run-to-run nondeterminism: the noise floor</h3>\n");
+        let _ = writeln!(out, "<p>{}</p>", rich(&summary::noise_floor_intro()));
+        html_table(out, &table, |_| None);
+        if let Some(sentence) = summary::noise_versus_seeds_sentence(set, baseline) {
+            let _ = writeln!(out, "<p>{}</p>", rich(&sentence));
+        }
     }
     out.push_str("<h3>The experiment's claims</h3>\n<ul class=\"claims\">\n");
     if set.claims.is_empty() {
@@ -215,10 +230,22 @@ pub fn render_html(input: &ReportInput, analysis: &Analysis, figures: &Figures) 
         escape(&title),
         escape(&title)
     );
+    let _ = writeln!(out, "<p>{}</p>", rich(&summary::provenance_sentence(&input.provenance)));
     let _ = writeln!(out, "<p>{}</p>", rich(&summary::status_sentence(analysis)));
+    if let Some(note) = summary::notes::plumbing_note(&input.spec_json) {
+        let _ = writeln!(out, "<p><strong>{}</strong></p>", rich(&note));
+    }
+    let _ = writeln!(out, "<p>{}</p>", rich(&summary::attempts_sentence(analysis)));
+    if let (Some(sentence), Some(table)) =
+        (summary::failed_jobs_sentence(analysis), summary::failed_jobs_table(&analysis.attempts))
+    {
+        let _ = writeln!(out, "<p>{}</p>", rich(&sentence));
+        html_table(&mut out, &table, |_| None);
+    }
     let _ = writeln!(out, "<p>{}</p>", rich(&summary::design_sentence(analysis)));
     let _ = writeln!(out, "<p>{}</p>", rich(&summary::seed_sets_sentence(analysis)));
-    if let Some(note) = summary::identical_note(analysis) {
+    let notes = [summary::identical_note(analysis), summary::nondeterminism_note(analysis)];
+    for note in notes.into_iter().flatten() {
         let _ = writeln!(out, "<p class=\"note\">{}</p>", rich(&note));
     }
     for set in &analysis.seed_sets {

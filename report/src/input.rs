@@ -1,6 +1,8 @@
 //! What a report is made from: plain rows, filled by whoever reads the sweep (the coordinator's
 //! `report` command or the one-shot `sweep run`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Everything one report needs.
@@ -18,11 +20,15 @@ pub struct ReportInput {
     pub jobs: Vec<JobRow>,
     /// Every stored epoch of every job.
     pub epochs: Vec<EpochRow>,
+    /// The learning rate each variant trains with. A variant missing here is never taken to train
+    /// like the baseline by construction (see [`crate::construction`]).
+    #[serde(default)]
+    pub learning_rates: BTreeMap<String, f64>,
     pub provenance: Provenance,
 }
 
 /// One job of the sweep. Accuracies are fractions in [0, 1].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobRow {
     pub job_id: i64,
     pub variant: String,
@@ -40,10 +46,17 @@ pub struct JobRow {
     pub wall_seconds: f64,
     /// Worker id that ran (or runs) it; empty if none.
     pub worker: String,
+    /// The 1-based attempt the job is on (a queued job's next one); more than 1 when an earlier
+    /// attempt failed, lost its lease or was handed back.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why the last attempt failed; empty if none did (a success clears it).
+    #[serde(default)]
+    pub error: String,
 }
 
 /// One stored epoch. Accuracies are fractions in [0, 1].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochRow {
     pub job_id: i64,
     pub variant: String,
@@ -56,13 +69,19 @@ pub struct EpochRow {
     pub val_acc: f64,
     pub wall_seconds: f64,
     pub images_per_sec: f64,
+    /// The attempt that stored it; 0 when not known.
+    #[serde(default)]
+    pub attempt: u32,
 }
 
 /// The reproducibility block.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
-    /// `git rev-parse HEAD` of the code that made the report, or "unknown".
+    /// Commit of the code that made the report (`-dirty` with uncommitted changes), or "unknown".
     pub git_commit: String,
+    /// `rustc --version` of the compiler that built it; empty if not known.
+    #[serde(default)]
+    pub rustc_version: String,
     /// (crate, version) pairs, e.g. ("burn", "0.21.0").
     pub crate_versions: Vec<(String, String)>,
     /// Device names the workers reported (e.g. "NVIDIA H100 80GB HBM3", "cpu").

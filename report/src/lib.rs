@@ -8,6 +8,7 @@
 //! values are shown separately (see [`analysis`]).
 
 pub mod analysis;
+pub mod construction;
 pub mod html;
 pub mod input;
 pub mod plots;

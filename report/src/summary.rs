@@ -1,18 +1,27 @@
-//! `summary.md`: job status, the sweep's design, then per seed set the per-variant statistics,
-//! the epoch-based accuracies, the comparisons against the baseline and the claim verdicts, and a
-//! note on methods. The sentences and tables here are shared with `html.rs`.
+//! `summary.md`: job status and attempts, the sweep's design, then per seed set the per-variant
+//! statistics, the epoch-based accuracies, the comparisons against the baseline, the noise floor
+//! and the claim verdicts, and a note on methods. The sentences and tables here are shared with
+//! `html.rs`.
 
+pub mod notes;
 pub mod text_tables;
 
 use std::fmt::Write as _;
 
-pub use text_tables::{TextTable, comparison_table, epoch_table, variant_table};
+pub use notes::{
+    attempts_sentence, failed_jobs_sentence, noise_floor_intro, noise_versus_seeds_sentence,
+    nondeterminism_note,
+};
+pub use text_tables::{
+    TextTable, comparison_table, epoch_table, failed_jobs_table, noise_floor_table, variant_table,
+};
 
 use crate::analysis::{
     ALPHA, Analysis, EQUIVALENCE_MARGIN, LAST_EPOCHS, MIN_SEEDS_FOR_CLAIM, SeedSetAnalysis, SeedSetKind,
     SweepDesign,
 };
-use crate::input::ReportInput;
+use crate::construction::ZERO_GRADIENT_TERM_VARIANTS;
+use crate::input::{Provenance, ReportInput};
 use crate::plots::boxplot::MIN_N_FOR_BOX;
 use crate::stats::{MANN_WHITNEY_EXACT_MAX_N, WILCOXON_EXACT_MAX_N};
 
@@ -74,8 +83,8 @@ pub fn identical_note(analysis: &Analysis) -> Option<String> {
     let listed: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
     let verb = if names.len() == 1 { "is" } else { "are" };
     Some(format!(
-        "{} {verb} identical to the baseline `{}` seed for seed (by construction), so {} points coincide with \
-         the baseline's in the box plot and {} curves with its curves.",
+        "{} {verb} identical to the baseline `{}` seed for seed (by construction, bit for bit), so {} points \
+         coincide with the baseline's in the box plot and {} curves with its curves.",
         listed.join(" and "),
         analysis.baseline,
         if names.len() == 1 { "its" } else { "their" },
@@ -110,8 +119,21 @@ pub fn methods_text(baseline: &str) -> Vec<String> {
              tie and continuity correction). Unpaired: Welch's t-test (Welch–Satterthwaite df) and Mann-Whitney U \
              (exact for n ≤ {MANN_WHITNEY_EXACT_MAX_N} without ties, otherwise normal approximation with tie and \
              continuity correction). A variant whose values equal the baseline's seed for seed is identical by \
-             construction and no test is run. Effect sizes: Hedges' g = Cohen's d (pooled sd) × \
+             construction (bit for bit) and no test is run. Effect sizes: Hedges' g = Cohen's d (pooled sd) × \
              (1 − 3/(4(n₁+n₂) − 9)); Cliff's δ = P(x > y) − P(x < y)."
+        ),
+        format!(
+            "Identical training by construction: {} add to the cross-entropy a term with zero gradient, so with \
+             shared seeds (same initial weights and data order) and the same learning rate as the baseline they \
+             take exactly its steps in exact arithmetic. Any difference from it can only be run-to-run \
+             nondeterminism, so it is not tested: GPU kernels are chosen per machine by autotuning, so runs on \
+             different machines or builds sum in a different order and can drift apart from the first epochs on, \
+             while runs on the same machine and build agree bit for bit. The paired differences Δ (mean, sd, \
+             max |Δ|, number of pairs and of pairs equal bit for bit) are reported as the noise floor of this \
+             run-to-run nondeterminism, and its sd is set against √2 × the baseline's seed-to-seed sd (the sd of the difference between two runs with \
+             different seeds). A variant counts as such only when its learning rate is known to equal the \
+             baseline's and its seeds pair up with the baseline's.",
+            ZERO_GRADIENT_TERM_VARIANTS.map(|v| format!("`{v}`")).join(" and ")
         ),
         format!(
             "Claims are judged on the 95% CI of Δ from the t-test (paired or Welch), at α = {ALPHA}. \"Natural \
@@ -121,7 +143,9 @@ pub fn methods_text(baseline: &str) -> Vec<String> {
              above 0, otherwise not supported. \"Multiple SoftMax only widens the spread\": contradicted if the CI \
              excludes 0; supported only if the CI lies within ±{EQUIVALENCE_MARGIN} points (same mean) and the spread \
              is significantly wider (one-sided Pitman-Morgan test when paired, F-test when unpaired); otherwise not \
-             supported. A variant identical to the baseline by construction supports none of them. With fewer than \
+             supported. A variant identical to the baseline bit for bit supports none of them; a claim about a \
+             variant that trains like the baseline by construction but differs from it is judged \"identical \
+             training by construction: the measured Δ is nondeterminism\", whatever its Δ. With fewer than \
              {MIN_SEEDS_FOR_CLAIM} pairs (or seeds per group) a claim is \"too few seeds to say\". No correction \
              for multiple comparisons is applied."
         ),
@@ -130,6 +154,20 @@ pub fn methods_text(baseline: &str) -> Vec<String> {
          an extended set repeats their statistics and claims with all of them, against the baseline."
             .to_string(),
     ]
+}
+
+/// "Generated … from commit `…`, built with rustc …; burn 0.21.0, …."
+pub fn provenance_sentence(p: &Provenance) -> String {
+    let mut text = format!("Generated {} from commit `{}`", p.generated_at, p.git_commit);
+    if !p.rustc_version.is_empty() {
+        text.push_str(&format!(", built with {}", p.rustc_version));
+    }
+    if !p.crate_versions.is_empty() {
+        let crates: Vec<String> = p.crate_versions.iter().map(|(c, v)| format!("{c} {v}")).collect();
+        text.push_str(&format!("; {}", crates.join(", ")));
+    }
+    text.push('.');
+    text
 }
 
 fn markdown_table(out: &mut String, table: &TextTable) {
@@ -160,6 +198,14 @@ fn seed_set_markdown(out: &mut String, set: &SeedSetAnalysis, baseline: &str) {
     } else {
         markdown_table(out, &comparison_table(set));
     }
+    if let Some(table) = noise_floor_table(set) {
+        let _ = writeln!(out, "\n### Run-to-run nondeterminism: the noise floor\n");
+        let _ = writeln!(out, "{}\n", noise_floor_intro());
+        markdown_table(out, &table);
+        if let Some(sentence) = noise_versus_seeds_sentence(set, baseline) {
+            let _ = writeln!(out, "\n{sentence}");
+        }
+    }
     let _ = writeln!(out, "\n### The experiment's claims\n");
     if set.claims.is_empty() {
         let _ = writeln!(out, "No claim is about the variants of this set.");
@@ -174,11 +220,20 @@ fn seed_set_markdown(out: &mut String, set: &SeedSetAnalysis, baseline: &str) {
 pub fn render_markdown(input: &ReportInput, analysis: &Analysis) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Sweep report: {}\n", input.sweep);
-    let p = &input.provenance;
-    let _ = writeln!(out, "Generated {} from commit `{}`.\n", p.generated_at, p.git_commit);
-    let _ = writeln!(out, "## Status\n\n{}\n", status_sentence(analysis));
+    let _ = writeln!(out, "{}\n", provenance_sentence(&input.provenance));
+    let _ = writeln!(out, "## Status\n\n{}\n\n{}\n", status_sentence(analysis), attempts_sentence(analysis));
+    if let Some(note) = notes::plumbing_note(&input.spec_json) {
+        let _ = writeln!(out, "**{note}**\n");
+    }
+    if let (Some(sentence), Some(table)) =
+        (failed_jobs_sentence(analysis), failed_jobs_table(&analysis.attempts))
+    {
+        let _ = writeln!(out, "{sentence}\n");
+        markdown_table(&mut out, &table);
+        out.push('\n');
+    }
     let _ = writeln!(out, "## Design\n\n{}\n\n{}\n", design_sentence(analysis), seed_sets_sentence(analysis));
-    if let Some(note) = identical_note(analysis) {
+    for note in [identical_note(analysis), nondeterminism_note(analysis)].into_iter().flatten() {
         let _ = writeln!(out, "{note}\n");
     }
     for set in &analysis.seed_sets {

@@ -2,6 +2,9 @@
 //!
 //! Rows follow the variant display order, then seed, then epoch. Accuracies are written as
 //! percentages (columns end in `_pct`, four decimals); values a job does not have yet are empty.
+//! `attempts` is the attempt a job is on, `error` its last failure reason, and an epoch's
+//! `attempt` the attempt that stored it (empty when not known). New columns go at the end, so
+//! that readers by position keep working.
 //! Text cells go through [`csv_text`]: names come from the network and must neither run as a
 //! spreadsheet formula nor carry control characters.
 
@@ -14,7 +17,7 @@ use crate::ReportError;
 use crate::input::{EpochRow, JobRow, ReportInput};
 
 /// Header of `results.csv`.
-pub const RESULTS_HEADER: [&str; 12] = [
+pub const RESULTS_HEADER: [&str; 14] = [
     "job_id",
     "variant",
     "seed",
@@ -27,10 +30,12 @@ pub const RESULTS_HEADER: [&str; 12] = [
     "final_val_acc_pct",
     "wall_seconds",
     "worker",
+    "attempts",
+    "error",
 ];
 
 /// Header of `epochs.csv`.
-pub const EPOCHS_HEADER: [&str; 10] = [
+pub const EPOCHS_HEADER: [&str; 11] = [
     "job_id",
     "variant",
     "seed",
@@ -41,6 +46,7 @@ pub const EPOCHS_HEADER: [&str; 10] = [
     "val_acc_pct",
     "wall_seconds",
     "images_per_sec",
+    "attempt",
 ];
 
 #[derive(Serialize)]
@@ -57,6 +63,8 @@ struct ResultRecord<'a> {
     final_val_acc_pct: Option<String>,
     wall_seconds: String,
     worker: Cow<'a, str>,
+    attempts: u32,
+    error: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -71,6 +79,7 @@ struct EpochRecord<'a> {
     val_acc_pct: String,
     wall_seconds: String,
     images_per_sec: String,
+    attempt: Option<u32>,
 }
 
 /// True for characters that must not reach a file meant for people or their tools: C0 and C1
@@ -145,6 +154,8 @@ pub fn write_results_csv(input: &ReportInput, order: &[String], path: &Path) -> 
             final_val_acc_pct: job.final_val_acc.map(pct),
             wall_seconds: format!("{:.1}", job.wall_seconds),
             worker: csv_text(&job.worker),
+            attempts: job.attempts,
+            error: csv_text(&job.error),
         };
         writer.serialize(record).map_err(csv_error(path))?;
     }
@@ -177,6 +188,7 @@ pub fn write_epochs_csv(input: &ReportInput, order: &[String], path: &Path) -> R
             val_acc_pct: pct(e.val_acc),
             wall_seconds: format!("{:.2}", e.wall_seconds),
             images_per_sec: format!("{:.1}", e.images_per_sec),
+            attempt: (e.attempt > 0).then_some(e.attempt),
         };
         writer.serialize(record).map_err(csv_error(path))?;
     }
@@ -186,6 +198,54 @@ pub fn write_epochs_csv(input: &ReportInput, order: &[String], path: &Path) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read_csv(path: &Path) -> Vec<csv::StringRecord> {
+        csv::Reader::from_path(path).unwrap().records().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn attempts_errors_and_epoch_attempts_have_their_columns() {
+        let job = |job_id, attempts, error: &str| JobRow {
+            job_id,
+            variant: "natural_softmax".into(),
+            seed: job_id as u64,
+            state: if error.is_empty() { "succeeded" } else { "failed" }.into(),
+            attempts,
+            error: error.into(),
+            ..JobRow::default()
+        };
+        let epoch = |job_id, epoch, attempt| EpochRow {
+            job_id,
+            variant: "natural_softmax".into(),
+            seed: job_id as u64,
+            epoch,
+            attempt,
+            ..EpochRow::default()
+        };
+        let input = ReportInput {
+            sweep: "s".into(),
+            variants: vec!["natural_softmax".into()],
+            baseline_variant: "natural_softmax".into(),
+            spec_json: String::new(),
+            jobs: vec![job(1, 1, ""), job(2, 3, "=CUDA error:\nout of memory")],
+            epochs: vec![epoch(1, 1, 1), epoch(2, 1, 2), epoch(2, 2, 0)],
+            learning_rates: Default::default(),
+            provenance: Default::default(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (results, epochs) = (dir.path().join("results.csv"), dir.path().join("epochs.csv"));
+        write_results_csv(&input, &input.variants, &results).unwrap();
+        write_epochs_csv(&input, &input.variants, &epochs).unwrap();
+        let header = |path: &Path| csv::Reader::from_path(path).unwrap().headers().unwrap().clone();
+        assert_eq!(header(&results).iter().skip(12).collect::<Vec<_>>(), ["attempts", "error"]);
+        assert_eq!(&header(&epochs)[10], "attempt");
+        let rows = read_csv(&results);
+        assert_eq!((&rows[0][12], &rows[0][13]), ("1", ""));
+        // The reason stays one cell, cannot run as a formula and carries no line break.
+        assert_eq!((&rows[1][12], &rows[1][13]), ("3", "'=CUDA error:\u{fffd}out of memory"));
+        let attempts: Vec<String> = read_csv(&epochs).iter().map(|r| r[10].to_string()).collect();
+        assert_eq!(attempts, ["1", "2", ""], "attempt 0 (not known) is written empty");
+    }
 
     #[test]
     fn csv_cells_cannot_be_formulas_or_carry_control_characters() {

@@ -314,18 +314,21 @@ fn protocol_sweep_gets_an_extended_box_plot_identical_variants_and_a_small_gif()
     for needle in [
         "## Balanced set: seeds 0–4 of every variant (n = 5 each)",
         "## Extended set: every finished seed of `natural_softmax` (n = 15), `normal_lr1e-3` (n = 15)",
-        "`natural_hardmax` and `multi_softmax` are identical to the baseline `normal_lr1e-3` seed for seed (by construction)",
+        "`natural_hardmax` and `multi_softmax` are identical to the baseline `normal_lr1e-3` seed for seed (by \
+         construction, bit for bit)",
         "**Natural HardMax is worse than the baseline**: not supported by this data — `natural_hardmax` is identical \
-         to the baseline seed for seed (by construction).",
+         to the baseline seed for seed (by construction, bit for bit).",
         "**Multiple SoftMax only widens the spread (same mean, larger variance)**: not supported by this data — \
-         `multi_softmax` is identical to the baseline seed for seed (by construction): same mean, same spread.",
-        "none: identical to the baseline seed for seed (by construction)",
+         `multi_softmax` is identical to the baseline seed for seed (by construction, bit for bit): same mean, same \
+         spread.",
+        "none: identical to the baseline seed for seed (by construction, bit for bit)",
         "paired, seeds 0–14",
         "`boxplot_extended.svg`",
     ] {
         assert!(md.contains(needle), "summary lacks {needle}:\n{md}");
     }
     assert!(!md.contains("not significant"));
+    assert!(!md.contains("noise floor\n"), "bit for bit: no noise floor section");
     // The extended set judges only the claim about its variant.
     let analysis = report::analysis::analyse(&input);
     let extended = analysis.extended_set().unwrap();

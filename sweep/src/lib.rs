@@ -3,5 +3,7 @@
 //!
 //! - [`run`]: `sweep run` (the sweep named by the flags of `coordinator submit`, the smoke
 //!   preset by default), resumable: the same command after Ctrl-C or a crash continues the sweep.
+//! - [`plan`]: what a run says it will keep, train and leave out, and how it ends.
 
+pub mod plan;
 pub mod run;

@@ -29,12 +29,15 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     worker::kernel_cache::install(cli.kernel_cache.as_deref());
     match cli.command {
         Command::Run(args) => {
-            sweep::run::run(args).await?;
+            let summary = sweep::run::run(args).await?;
+            sweep::plan::outcome(&summary.sweep, summary.failed)?;
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ use coordinator::client::{Preset, SpecArgs, SpecError};
 use coordinator::{Config, Database, Listener, Role, Security};
 use sweep_proto::connect::{self, ClientSecurity, ConnectError};
 use sweep_proto::pb::sweep_service_client::SweepServiceClient;
-use sweep_proto::pb::{GetSweepRequest, SubmitSweepRequest, SweepSpec};
+use sweep_proto::pb::{self, GetSweepRequest, SubmitSweepRequest, SweepSpec};
 use sweep_proto::text::printable;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -40,9 +40,9 @@ pub struct RunArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub security: ServerSecurityArgs,
-    /// Folder with the CIFAR-10 binary files (.bin or .bin.xz); downloaded there if missing.
-    #[arg(long, env = "SWEEP_DATA_DIR", default_value = "data/cifar10")]
-    pub data_dir: PathBuf,
+    /// The CIFAR-10 folder (--data-dir) and whether to download into it (--download).
+    #[command(flatten)]
+    pub data: worker::data::DataArgs,
     /// auto (every CUDA GPU, else the CPU), cuda or cpu.
     #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
     pub device: String,
@@ -61,11 +61,16 @@ pub struct RunArgs {
     /// Report directory (default: reports/<sweep name>).
     #[arg(long, env = "SWEEP_REPORT_OUT")]
     pub out: Option<PathBuf>,
-    /// Print one line per finished epoch instead of progress bars.
+    /// Print one line per finished epoch and per job state change instead of progress bars (the
+    /// default when stderr is not a terminal).
     #[arg(long, env = "SWEEP_NO_PROGRESS")]
     pub no_progress: bool,
     #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = worker::train_ops::KERNELS_HELP)]
     pub kernels: worker::train_ops::KernelChoice,
+    /// Queue the sweep's failed and cancelled jobs again (each as a new attempt with a fresh
+    /// budget) before training; without it they stay as they are.
+    #[arg(long, env = "SWEEP_RETRY_FAILED")]
+    pub retry_failed: bool,
 }
 
 /// Why `sweep run` stopped early.
@@ -199,10 +204,18 @@ async fn drive(
             submitted.jobs_existing
         );
     }
+    let retried = if args.retry_failed {
+        let retry = pb::RetryJobsRequest { sweep: sweep.clone(), failed: true, cancelled: true, job_id: 0 };
+        client.retry_jobs(retry).await?.into_inner().retried
+    } else {
+        0
+    };
+    let planned = client.get_sweep(GetSweepRequest { sweep: sweep.clone() }).await?.into_inner();
+    eprintln!("{}", crate::plan::plan_line(&planned, retried));
 
     let (worker_stop_tx, worker_stop) = watch::channel(false);
     let agent = if args.local_worker {
-        let resources = prepare_local(&args.device, &args.gpus, &args.data_dir).await?;
+        let resources = prepare_local(&args.device, &args.gpus, args.data.source()).await?;
         eprintln!(
             "local worker on {}",
             resources.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
@@ -221,7 +234,11 @@ async fn drive(
         None
     };
 
-    let follow = coordinator::cli::watch::watch_progress(channel.clone(), &sweep, !args.no_progress);
+    let follow = coordinator::client::watch::follow(
+        channel.clone(),
+        &sweep,
+        coordinator::client::watch::Progress::auto(args.no_progress),
+    );
     let interrupted = tokio::select! {
         done = follow => { done?; false }
         _ = interrupt => true,

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use coordinator::auth::{Role, ServerTls, TokenStore};
 use coordinator::{Config, Database, Listener, Security};
-use indicatif::ProgressDrawTarget;
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
@@ -124,7 +123,8 @@ async fn a_worker_trains_over_mutual_tls_with_a_worker_token() {
         tiny_data(),
         stop,
     ));
-    let follow = coordinator::cli::watch::watch_progress_to(channel, "secure", ProgressDrawTarget::hidden());
+    let follow =
+        coordinator::client::watch::follow(channel, "secure", coordinator::client::watch::Progress::Hidden);
     let done = tokio::time::timeout(Duration::from_secs(180), follow).await.expect("sweep ends").unwrap();
     assert_eq!((done.succeeded, done.failed, done.epochs_done), (2, 0, 2));
     let _ = stop_worker.send(true);

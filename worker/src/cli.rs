@@ -13,7 +13,7 @@ use sweep_proto::domain::{DataOptions, EpochMetrics};
 
 use crate::backend::open_runner_with;
 use crate::bench::{StepBenchConfig, bench_epoch, bench_train_step, short_name};
-use crate::data::{Cifar10, DataError};
+use crate::data::{Cifar10, DataArgs, DataError};
 use crate::device::{DeviceError, available_devices};
 use crate::train_ops::KernelChoice;
 use crate::training::RunnerConfig;
@@ -50,9 +50,8 @@ pub struct TrainArgs {
     /// BatchNorm statistics per group of N images in training (must divide the batch size).
     #[arg(long, env = "SWEEP_BN_GROUP")]
     pub bn_group: Option<u32>,
-    /// Folder with the CIFAR-10 .bin files (downloaded there if missing).
-    #[arg(long, env = "SWEEP_DATA_DIR", default_value = "data/cifar10")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// auto (CUDA if present, else CPU), cuda or cpu.
     #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
     pub device: String,
@@ -86,12 +85,12 @@ pub struct BenchArgs {
     pub device: String,
     #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
     pub gpus: String,
-    /// Also time one whole epoch with the real data pipeline (needs the data set).
+    /// Also time one whole epoch with the real data pipeline (needs the data set; implied by
+    /// --data-dir).
     #[arg(long, env = "SWEEP_BENCH_EPOCH")]
     pub epoch: bool,
-    /// CIFAR-10 folder for --epoch (giving it implies --epoch).
-    #[arg(long, env = "SWEEP_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Training-node implementations to time, one after another in this process.
     #[arg(
         long,
@@ -176,7 +175,7 @@ pub fn run_train(
     out: &mut dyn Write,
     process_start: Instant,
 ) -> Result<TrainSummary, CliError> {
-    let data = Arc::new(Cifar10::load_or_download(&args.data_dir)?);
+    let data = Arc::new(Cifar10::open(&args.data.source())?);
     let device = available_devices(&args.device, &args.gpus)?[0];
     let kernels = args.kernels.for_device(device);
     let config = RunnerConfig { kernels, ..RunnerConfig::default() };
@@ -283,9 +282,8 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         }
         out.flush()?;
     }
-    if args.epoch || args.data_dir.is_some() {
-        let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("data/cifar10"));
-        let data = Arc::new(Cifar10::load_or_download(&dir)?);
+    if args.epoch || args.data.data_dir.is_some() {
+        let data = Arc::new(Cifar10::open(&args.data.source())?);
         let images = data.train_len() as f64;
         let m = bench_epoch(device, data, args.batch_size, args.width_multiplier)?;
         writeln!(

@@ -1,6 +1,7 @@
 //! A worker process (the real agent, CPU backend) against a real coordinator on 127.0.0.1:
 //! completes a 2-job sweep with every epoch stored, survives a coordinator restart mid-sweep
-//! without losing a measured epoch, and stops a job the user cancels.
+//! without losing a measured epoch, stops a job the user cancels, and when stopped hands its job
+//! back so another worker continues it from the checkpoint with an uninterrupted run's metrics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use worker::Cifar10;
-use worker::agent::{AgentConfig, run_agent};
+use worker::agent::{AgentConfig, CheckpointSettings, run_agent};
 use worker::device::DeviceChoice;
 
 /// 320 training and 64 test images of random pixels (labels cycle through the classes).
@@ -75,17 +76,21 @@ impl Server {
     }
 }
 
-fn start_worker(
-    addr: SocketAddr,
-) -> (watch::Sender<bool>, JoinHandle<Result<(), worker::agent::AgentError>>) {
+type Agent = (watch::Sender<bool>, JoinHandle<Result<(), worker::agent::AgentError>>);
+
+fn start_worker(addr: SocketAddr) -> Agent {
+    start_worker_with(addr, "test-worker", None)
+}
+
+fn start_worker_with(addr: SocketAddr, id: &str, checkpoints: Option<CheckpointSettings>) -> Agent {
     let config = AgentConfig {
         coordinator: format!("http://{addr}"),
-        worker_id: "test-worker".into(),
+        worker_id: id.into(),
         hostname: "test-host".into(),
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
         kernels: Default::default(),
-        checkpoints: None,
+        checkpoints,
     };
     let (stop, rx) = watch::channel(false);
     (stop, tokio::spawn(run_agent(config, tiny_data(), rx)))
@@ -213,5 +218,67 @@ async fn cancelled_sweep_stops_the_running_job() {
 
     stop.send(true).unwrap();
     agent.await.unwrap().unwrap();
+    server.shutdown().await;
+}
+
+/// Every stored epoch of the sweep's only job: (epoch, attempt, metrics without the timing).
+async fn epoch_rows(addr: SocketAddr, sweep: &str) -> Vec<(u32, u32, [u64; 4])> {
+    let mut c = client(addr).await;
+    let jobs = c.list_jobs(ListJobsRequest { sweep: sweep.into(), ..Default::default() }).await.unwrap();
+    let job = jobs.into_inner().jobs[0].id;
+    let detail = c.get_job(GetJobRequest { job_id: job }).await.unwrap().into_inner();
+    let bits = |e: &sweep_proto::pb::EpochMetrics| {
+        [e.train_loss.to_bits(), e.train_acc.to_bits(), e.val_loss.to_bits(), e.val_acc.to_bits()]
+    };
+    detail.epochs.iter().map(|e| (e.epoch, e.attempt, bits(e))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_hands_its_job_back_and_another_continues_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let mut c = client(server.addr).await;
+    let checkpoints = || Some(CheckpointSettings { dir: dir.path().join("checkpoints"), every: 1 });
+
+    // The uninterrupted run of the same job (same seed, so same weights and data order).
+    c.submit_sweep(SubmitSweepRequest { spec: Some(spec("whole", vec![3], 6)) }).await.unwrap();
+    let (stop, agent) = start_worker(server.addr);
+    wait_for(server.addr, "whole", Duration::from_secs(180), |s| s.succeeded == 1).await;
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    let whole = epoch_rows(server.addr, "whole").await;
+
+    // Worker A is stopped (as by SIGTERM) after two epochs: it ends its epoch, checkpoints,
+    // delivers it and hands the job back, which costs no attempt.
+    c.submit_sweep(SubmitSweepRequest { spec: Some(spec("split", vec![3], 6)) }).await.unwrap();
+    let (stop, agent) = start_worker_with(server.addr, "worker-a", checkpoints());
+    wait_for(server.addr, "split", Duration::from_secs(120), |s| s.epochs_done >= 2).await;
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    let mut c = client(server.addr).await;
+    let jobs = c.list_jobs(ListJobsRequest { sweep: "split".into(), ..Default::default() }).await.unwrap();
+    let job = jobs.into_inner().jobs[0].clone();
+    assert_eq!(
+        job.state,
+        sweep_proto::pb::JobState::Queued as i32,
+        "handed back at once, not left to expire"
+    );
+    assert_eq!((job.attempt, job.max_attempts), (2, 4), "a new attempt that does not use up the budget");
+    let handed_back = job.epochs_done;
+    assert!((2..6).contains(&handed_back), "{handed_back}");
+
+    // Worker B continues after the last stored epoch: nothing is trained or sent twice, and the
+    // metrics are the uninterrupted run's, bit for bit (CPU).
+    let (stop, agent) = start_worker_with(server.addr, "worker-b", checkpoints());
+    wait_for(server.addr, "split", Duration::from_secs(180), |s| s.succeeded == 1).await;
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    let split = epoch_rows(server.addr, "split").await;
+    let attempts: Vec<(u32, u32)> = split.iter().map(|(e, a, _)| (*e, *a)).collect();
+    let expected: Vec<(u32, u32)> = (1..=6).map(|e| (e, if e <= handed_back { 1 } else { 2 })).collect();
+    assert_eq!(attempts, expected);
+    let metrics = |rows: &[(u32, u32, [u64; 4])]| rows.iter().map(|(e, _, m)| (*e, *m)).collect::<Vec<_>>();
+    assert_eq!(metrics(&split), metrics(&whole));
     server.shutdown().await;
 }

@@ -45,6 +45,7 @@ fn csv_safe(export: &Export<'_>) -> (Vec<report::JobRow>, Vec<report::EpochRow>)
             variant: text(&j.variant),
             state: text(&j.state),
             worker: text(&j.worker),
+            error: text(&j.error),
             ..j.clone()
         })
         .collect();
@@ -125,6 +126,8 @@ mod tests {
             final_val_acc: None,
             wall_seconds: 1.0,
             worker: "=cmd|' /C calc'!A0\u{1b}[2J".into(),
+            attempts: 2,
+            error: "@SUM(A1)\u{7}".into(),
         };
         let dir = tempfile::tempdir().unwrap();
         let export = Export { sweep: "s", jobs: std::slice::from_ref(&job), epochs: &[] };
@@ -132,5 +135,6 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("jobs.csv")).unwrap();
         assert!(text.contains("'=cmd|' /C calc'!A0\u{fffd}[2J"), "{text}");
         assert!(!text.chars().any(|c| c == '\u{1b}'));
+        assert!(text.contains("'@SUM(A1)\u{fffd}"), "a failure reason is neutralised too: {text}");
     }
 }

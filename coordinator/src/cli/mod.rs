@@ -1,11 +1,12 @@
 //! The `coordinator` command line: `serve`, the client subcommands (`submit`, `status`, `watch`,
-//! `cancel`, `export`, `report`) and `token` (the credentials of a token file). Every flag can
+//! `cancel`, `retry`, `export`, `report`) and `token` (the credentials of a token file). Every flag can
 //! also come from a `SWEEP_*` env var; clients connect through `sweep_proto::connect`.
 //! The code lives in the library so the binary stays thin and other crates (the one-shot
-//! `sweep run`) can reuse [`watch::watch_progress`] and [`report::fetch_report_input`].
+//! `sweep run`) can reuse [`crate::client::watch::follow`] and [`report::fetch_report_input`].
 
 pub mod export;
 pub mod report;
+pub mod retry;
 pub mod serve;
 pub mod status;
 pub mod submit;
@@ -13,17 +14,13 @@ pub mod token;
 pub mod watch;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sweep_proto::connect::{AuthChannel, BearerToken, ConnectArgs};
+use sweep_proto::connect::{AuthChannel, ConnectArgs};
 use sweep_proto::pb::sweep_service_client::SweepServiceClient;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::error::Result;
 
+pub use crate::client::IntoSweepClient;
 pub use serve::{LimitArgs, ServeArgs, ServerSecurityArgs};
-
-/// Largest reply a client subcommand accepts (job lists and epoch tables of big sweeps).
-const CLIENT_MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +45,8 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Cancel one job or every unfinished job of a sweep.
     Cancel(status::CancelArgs),
+    /// Queue failed or cancelled jobs again (one job, or a sweep's failed and/or cancelled jobs).
+    Retry(retry::RetryArgs),
     /// Export a sweep's jobs and epochs as CSV or JSON.
     Export(export::ExportArgs),
     /// Write the experiment report of a sweep into a directory.
@@ -69,36 +68,6 @@ impl ClientArgs {
     }
 }
 
-/// Anything the library's client functions can talk through: a connected [`AuthChannel`] or
-/// plain [`Channel`] (cheap to clone), or a `SweepServiceClient` over one (owned or borrowed).
-pub trait IntoSweepClient {
-    fn into_sweep_client(self) -> SweepServiceClient<AuthChannel>;
-}
-
-impl IntoSweepClient for AuthChannel {
-    fn into_sweep_client(self) -> SweepServiceClient<AuthChannel> {
-        SweepServiceClient::new(self).max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
-    }
-}
-
-impl IntoSweepClient for Channel {
-    fn into_sweep_client(self) -> SweepServiceClient<AuthChannel> {
-        InterceptedService::new(self, BearerToken::default()).into_sweep_client()
-    }
-}
-
-impl IntoSweepClient for SweepServiceClient<AuthChannel> {
-    fn into_sweep_client(self) -> SweepServiceClient<AuthChannel> {
-        self.max_decoding_message_size(CLIENT_MAX_MESSAGE_BYTES)
-    }
-}
-
-impl IntoSweepClient for &mut SweepServiceClient<AuthChannel> {
-    fn into_sweep_client(self) -> SweepServiceClient<AuthChannel> {
-        self.clone().into_sweep_client()
-    }
-}
-
 /// Output format of `export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -114,6 +83,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Status(args) => status::run(args).await,
         Command::Watch(args) => watch::run(args).await,
         Command::Cancel(args) => status::cancel(args).await,
+        Command::Retry(args) => retry::run(args).await,
         Command::Export(args) => export::run(args).await,
         Command::Report(args) => report::run(args).await,
         Command::Token(args) => token::run(args),

@@ -1,5 +1,6 @@
 //! `coordinator report` and [`fetch_report_input`]: reads a sweep over gRPC into the report
-//! crate's input rows (jobs, epochs, provenance) and writes the report directory.
+//! crate's input rows (jobs with their attempts and failure reasons, epochs with the attempt that
+//! stored them, learning rates, provenance from the build) and writes the report directory.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,6 +9,7 @@ use clap::Args;
 use report::{EpochRow, JobRow, Provenance, ReportFiles, ReportInput};
 use sweep_proto::convert::state_from_wire;
 use sweep_proto::domain::{CIFAR10_FILES, LossVariant};
+use sweep_proto::text::printable;
 use sweep_proto::{SweepSpec, pb};
 
 use super::{ClientArgs, IntoSweepClient};
@@ -43,9 +45,9 @@ pub async fn write_sweep_report(
     Ok(report::write_report(&input, out_dir)?)
 }
 
-/// Reads everything the report needs about `sweep` over gRPC: the spec, one row per job, every
-/// stored epoch (current attempts), the workers' GPUs and the provenance block. `client` is a
-/// connected `Channel` or a `SweepServiceClient` (see [`IntoSweepClient`]).
+/// Reads everything the report needs about `sweep` over gRPC: the spec and its learning rates,
+/// one row per job, every stored epoch, the workers' GPUs and the provenance block. `client` is
+/// a connected `Channel` or a `SweepServiceClient` (see [`IntoSweepClient`]).
 pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Result<ReportInput> {
     let mut client = client.into_sweep_client();
     let summary = client.get_sweep(pb::GetSweepRequest { sweep: sweep.to_owned() }).await?.into_inner();
@@ -53,6 +55,8 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
     let spec_json = crate::client::SpecFile::from_wire(&wire_spec).to_json();
     let spec = SweepSpec::try_from(wire_spec)?;
     let variants: Vec<String> = spec.variants.iter().map(|v| v.name().to_owned()).collect();
+    let learning_rates =
+        spec.variants.iter().map(|v| (v.name().to_owned(), spec.learning_rate(*v))).collect();
     let baseline = LossVariant::NormalLr1e3.name();
     let baseline_variant =
         if variants.iter().any(|v| v == baseline) { baseline.to_owned() } else { variants[0].clone() };
@@ -79,6 +83,8 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
             final_val_acc: last.map(|e| e.val_acc),
             wall_seconds: detail.epochs.iter().fold(0.0, |sum, e| sum + e.wall_seconds),
             worker: job.worker_id.clone(),
+            attempts: job.attempt,
+            error: failure_reason(&job.last_error),
         });
         epochs.extend(detail.epochs.iter().map(|e| EpochRow {
             job_id: job.id,
@@ -91,6 +97,7 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
             val_acc: e.val_acc,
             wall_seconds: e.wall_seconds,
             images_per_sec: e.images_per_sec,
+            attempt: e.attempt,
         }));
     }
 
@@ -112,8 +119,10 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
         spec_json,
         jobs,
         epochs,
+        learning_rates,
         provenance: Provenance {
-            git_commit: git_commit(),
+            git_commit: env!("SWEEP_GIT_COMMIT").to_owned(),
+            rustc_version: env!("SWEEP_RUSTC_VERSION").to_owned(),
             crate_versions: crate_versions(),
             devices,
             data_md5: CIFAR10_FILES.iter().map(|(f, md5)| (f.to_string(), md5.to_string())).collect(),
@@ -122,29 +131,30 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
     })
 }
 
-fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+/// A failure reason as the report's rows carry it: one line, control and bidirectional
+/// characters written as visible escapes (`\u{1b}`), so that no file made from the rows (the
+/// report's or `coordinator export`'s) carries them.
+fn failure_reason(error: &str) -> String {
+    printable(&error.split_whitespace().collect::<Vec<_>>().join(" ")).into_owned()
 }
 
+/// This crate's version and the locked versions the build script read from Cargo.lock.
 fn crate_versions() -> Vec<(String, String)> {
-    [
-        ("coordinator", env!("CARGO_PKG_VERSION")),
-        ("sweep-proto", env!("CARGO_PKG_VERSION")),
-        ("burn", "0.21.0"),
-        ("tonic", "0.14.9"),
-        ("sqlx", "0.9.0"),
-    ]
-    .into_iter()
-    .map(|(c, v)| (c.to_owned(), v.to_owned()))
-    .collect()
+    let mut versions = vec![
+        ("coordinator".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ("sweep-proto".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+    ];
+    versions.extend(locked_versions(env!("SWEEP_LOCKED_VERSIONS")));
+    versions
+}
+
+/// `burn=0.21.0;tonic=0.14.9` as (crate, version) pairs.
+fn locked_versions(text: &str) -> Vec<(String, String)> {
+    text.split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(c, v)| (c.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(c, v)| !c.is_empty() && !v.is_empty())
+        .collect()
 }
 
 /// Formats a time as RFC 3339 in UTC (e.g. `2026-11-26T19:25:03Z`).
@@ -168,6 +178,28 @@ pub fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn provenance_comes_from_the_build() {
+        let commit = env!("SWEEP_GIT_COMMIT");
+        assert!(!commit.is_empty() && !commit.contains(char::is_whitespace), "{commit:?}");
+        assert!(env!("SWEEP_RUSTC_VERSION").starts_with("rustc "), "{}", env!("SWEEP_RUSTC_VERSION"));
+        let versions = crate_versions();
+        assert!(versions.iter().any(|(c, v)| c == "burn" && v == "0.21.0"), "{versions:?}");
+        assert_eq!(
+            locked_versions("burn=0.21.0;;tonic = 0.14.9;bogus"),
+            [("burn".to_owned(), "0.21.0".to_owned()), ("tonic".to_owned(), "0.14.9".to_owned())]
+        );
+    }
+
+    #[test]
+    fn failure_reasons_are_one_line_without_control_characters() {
+        assert_eq!(
+            failure_reason("CUDA error:\n  out of memory\u{1b}[2J"),
+            "CUDA error: out of memory\\u{1b}[2J"
+        );
+        assert_eq!(failure_reason(""), "");
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

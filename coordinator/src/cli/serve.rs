@@ -29,7 +29,7 @@ pub struct ServeArgs {
     /// Milliseconds between reaper passes (default: a quarter of the lease TTL).
     #[arg(long, env = "SWEEP_REAPER_INTERVAL_MS")]
     pub reaper_interval_ms: Option<u64>,
-    /// Largest gRPC message accepted or sent, in bytes.
+    /// Largest gRPC message accepted or sent, in bytes; a bigger request message gets OUT_OF_RANGE.
     #[arg(long, env = "SWEEP_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
     #[command(flatten)]

@@ -20,7 +20,13 @@ pub struct StatusArgs {
     /// Show this job and its epoch table.
     #[arg(long, env = "SWEEP_JOB")]
     pub job: Option<i64>,
+    /// Also list workers that are gone (not seen for 10 lease TTLs).
+    #[arg(long)]
+    pub all_workers: bool,
 }
+
+/// A worker unseen for this many lease TTLs is gone: its leases have long expired.
+pub const GONE_AFTER_TTLS: i64 = 10;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").required(true).args(["job", "sweep"])))]
@@ -68,7 +74,11 @@ pub fn format_summary(s: &pb::SweepSummary) -> String {
 
 /// One line per job.
 pub fn format_job(j: &pb::Job) -> String {
-    let best = if j.best_epoch > 0 { format!("{:.4} @{}", j.best_val_acc, j.best_epoch) } else { "-".into() };
+    let best = if j.best_epoch > 0 {
+        format!("{:.2}% @{}", 100.0 * j.best_val_acc, j.best_epoch)
+    } else {
+        "-".into()
+    };
     let mut line = format!(
         "{:>6}  {:<16} {:>6}  {:<9} attempt {}/{}  epochs {:>4}/{:<4} best {:<14} {}",
         j.id,
@@ -88,17 +98,36 @@ pub fn format_job(j: &pb::Job) -> String {
     line
 }
 
+/// Whether a worker last seen at `last_seen_ms` is gone at `now_ms` (see [`GONE_AFTER_TTLS`]).
+pub fn is_gone(last_seen_ms: i64, now_ms: i64, lease_ttl_ms: u32) -> bool {
+    now_ms - last_seen_ms > GONE_AFTER_TTLS * i64::from(lease_ttl_ms.max(1))
+}
+
 /// One line per worker (`now_ms`: the time to say "last seen … ago" against).
-pub fn format_worker(w: &pb::Worker, now_ms: i64) -> String {
+pub fn format_worker(w: &pb::Worker, now_ms: i64, lease_ttl_ms: u32) -> String {
+    let ago = (now_ms - w.last_seen_ms).max(0);
+    let state = if is_gone(w.last_seen_ms, now_ms, lease_ttl_ms) { "gone" } else { "live" };
     format!(
-        "worker {:<24} host {:<16} gpus [{}] slots {} running {} last seen {} ms ago",
+        "worker {:<24} {state}  host {:<16} gpus [{}] slots {} running {} last seen {} ago",
         printable(&w.id),
         printable(&w.hostname),
         printable(&w.gpus.join(", ")),
         w.slots,
         w.running_jobs,
-        now_ms - w.last_seen_ms
+        ago_text(ago)
     )
+}
+
+fn ago_text(ms: i64) -> String {
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else if ms < 120_000 {
+        format!("{} s", ms / 1000)
+    } else if ms < 7_200_000 {
+        format!("{} min", ms / 60_000)
+    } else {
+        format!("{} h", ms / 3_600_000)
+    }
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
@@ -109,13 +138,20 @@ pub async fn run(args: StatusArgs) -> Result<()> {
             println!("{}", format_job(job));
         }
         println!(
-            "{:>5}  {:>10}  {:>9}  {:>10}  {:>9}  {:>9}  {:>10}",
-            "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "img/s"
+            "{:>5}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>10}  {:>7}",
+            "epoch", "train_loss", "train_acc%", "val_loss", "val_acc%", "seconds", "img/s", "attempt"
         );
         for e in &detail.epochs {
             println!(
-                "{:>5}  {:>10.4}  {:>9.4}  {:>10.4}  {:>9.4}  {:>9.2}  {:>10.1}",
-                e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.wall_seconds, e.images_per_sec
+                "{:>5}  {:>10.4}  {:>10.2}  {:>10.4}  {:>10.2}  {:>9.2}  {:>10.1}  {:>7}",
+                e.epoch,
+                e.train_loss,
+                100.0 * e.train_acc,
+                e.val_loss,
+                100.0 * e.val_acc,
+                e.wall_seconds,
+                e.images_per_sec,
+                e.attempt
             );
         }
     } else if let Some(sweep) = args.sweep {
@@ -133,9 +169,18 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         for s in &sweeps {
             println!("{}", format_summary(s));
         }
-        let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers;
-        for w in &workers {
-            println!("{}", format_worker(w, crate::db::now_ms()));
+        let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner();
+        let now = crate::db::now_ms();
+        let (mut hidden, ttl) = (0, workers.lease_ttl_ms);
+        for w in &workers.workers {
+            if args.all_workers || !is_gone(w.last_seen_ms, now, ttl) {
+                println!("{}", format_worker(w, now, ttl));
+            } else {
+                hidden += 1;
+            }
+        }
+        if hidden > 0 {
+            println!("({hidden} gone worker(s) not shown: --all-workers lists them)");
         }
     }
     Ok(())
@@ -173,5 +218,24 @@ mod tests {
             ..Default::default()
         };
         assert!(!format_summary(&summary).chars().any(sweep_proto::text::is_unsafe_char));
+    }
+
+    #[test]
+    fn workers_unseen_for_ten_ttls_are_gone() {
+        assert!(!is_gone(0, 300_000, 30_000), "exactly ten TTLs: still live");
+        assert!(is_gone(0, 300_001, 30_000));
+        let w = pb::Worker { id: "gpu-1".into(), last_seen_ms: 1_000, ..Default::default() };
+        assert!(
+            format_worker(&w, 1_500, 30_000).contains("live")
+                && format_worker(&w, 1_500, 30_000).contains("500 ms ago")
+        );
+        let line = format_worker(&w, 3_601_000 + 1_000, 30_000);
+        assert!(line.contains("gone") && line.contains("60 min ago"), "{line}");
+    }
+
+    #[test]
+    fn accuracy_is_shown_in_percent() {
+        let job = pb::Job { id: 1, best_val_acc: 0.89875, best_epoch: 78, ..Default::default() };
+        assert!(format_job(&job).contains("89.88% @78"), "{}", format_job(&job));
     }
 }

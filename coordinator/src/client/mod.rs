@@ -1,8 +1,11 @@
-//! The client edge shared by the CLI subcommands and the one-shot `sweep run`: sweep specs
-//! (the spec-file format, flags and presets).
+//! The client edge shared by the CLI subcommands and the one-shot `sweep run`: what a client
+//! talks through ([`IntoSweepClient`]) and sweep specs (the spec-file format, flags and presets).
 
+pub mod connection;
 pub mod presets;
 pub mod spec;
+pub mod watch;
 
+pub use connection::{CLIENT_MAX_MESSAGE_BYTES, IntoSweepClient};
 pub use presets::Preset;
 pub use spec::{SpecArgs, SpecError, SpecFile, parse_seeds};

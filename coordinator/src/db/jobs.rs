@@ -180,10 +180,7 @@ where
     let stored = require(ex, fence.job()).await?;
     let job = &stored.job;
     if !stored.holds(fence) {
-        return Err(Error::StaleLease(format!(
-            "job {} is on attempt {} and the fence (attempt {}) is not its current lease",
-            job.id, job.attempt, fence.attempt
-        )));
+        return Err(Error::StaleLease(not_held(&stored, fence)));
     }
     if !lifecycle::accepts_worker_writes(job.state) {
         return Err(Error::StaleLease(format!("job {} is {}", job.id, job.state)));
@@ -192,6 +189,23 @@ where
         return Err(Error::StaleLease(format!("the lease of job {} expired", job.id)));
     }
     Ok(stored)
+}
+
+/// Why `fence` is not `stored`'s lease. Every requeue starts a new attempt, so a matching attempt
+/// with another token is a wrong token. Tokens are never quoted: the fence's may be a guess, and
+/// the current one belongs to the worker holding the lease.
+fn not_held(stored: &StoredJob, fence: &Fence) -> String {
+    let job = &stored.job;
+    if job.attempt != fence.attempt {
+        format!(
+            "job {} is on attempt {} and the fence (attempt {}) is not its current lease",
+            job.id, job.attempt, fence.attempt
+        )
+    } else if stored.lease_token.is_none() {
+        format!("job {} attempt {}: the job is not leased", job.id, job.attempt)
+    } else {
+        format!("job {} attempt {}: the lease token does not match the current lease", job.id, job.attempt)
+    }
 }
 
 /// Moves `stored` along `event` as [`lifecycle::apply`] allows, guarded on the state and attempt

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{RpcResult, Shared};
 use crate::auth::Principal;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::queue::{Queue, Recorded, Registration};
 
 /// Longest worker id, host name or GPU name accepted.
@@ -162,8 +162,10 @@ impl WorkerService for WorkerApi {
 /// Reads a worker's epoch reports and stores up to [`MAX_EPOCHS_IN_FLIGHT`] of them at once
 /// (they share the writer's group commits), answering with one ack per report, in order. The
 /// first rejected report ends the stream with its status; reports already in flight behind it may
-/// have been stored, and re-sending them is acknowledged as a duplicate. Each report takes one
-/// unit of the caller's rate budget.
+/// have been stored, and re-sending them is acknowledged as a duplicate. A message that cannot be
+/// read (malformed: INVALID_ARGUMENT; over the size limit: OUT_OF_RANGE) ends the stream with its
+/// status after the acks of the reports before it. Each report takes one unit of the caller's
+/// rate budget.
 async fn pump_epochs(
     shared: Shared,
     by: Principal,
@@ -173,6 +175,8 @@ async fn pump_epochs(
     let mut stop = shared.stop.clone();
     let mut pending: FuturesOrdered<BoxFuture<'static, Result<pb::EpochAck>>> = FuturesOrdered::new();
     let mut open = true;
+    // Sent once the reports read before it are acked: ending without it would read as success.
+    let mut broken: Option<Error> = None;
     while open || !pending.is_empty() {
         tokio::select! {
             () = stopped(&mut stop) => return,
@@ -188,10 +192,14 @@ async fn pump_epochs(
                 Ok(None) => open = false,
                 Err(status) => {
                     tracing::debug!(%status, "epoch stream broke");
-                    return;
+                    broken = Some(Error::inbound(status));
+                    open = false;
                 }
             },
         }
+    }
+    if let Some(e) = broken {
+        let _ = tx.send(Err(e.into())).await;
     }
 }
 

@@ -99,7 +99,7 @@ async fn bad_worker_writes_store_nothing() {
         (negative, Code::InvalidArgument, "metrics.train_loss"),
         (beyond, Code::InvalidArgument, "beyond the job's 2 epochs"),
         (no_fence, Code::InvalidArgument, "fence"),
-        (wrong_token, Code::FailedPrecondition, "not its current lease"),
+        (wrong_token, Code::FailedPrecondition, "the lease token does not match"),
     ] {
         let (acks, err) = report(&mut workers, vec![report_msg]).await;
         let err = err.expect("rejected");

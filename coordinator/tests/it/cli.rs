@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use coordinator::cli::report::fetch_report_input;
-use coordinator::cli::watch::watch_progress_to;
-use indicatif::ProgressDrawTarget;
+use coordinator::client::watch::{Progress, follow};
 use sweep_proto::pb;
 use tokio_stream::StreamExt;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -54,8 +53,9 @@ async fn watch_progress_follows_a_sweep_to_the_end_and_report_input_is_complete(
     submit(&mut sweeps, spec("cli", &["natural_softmax", "normal_lr1e-3"], &[0, 1], 2)).await.unwrap();
 
     let watcher = server.channel().await;
-    let watch =
-        tokio::spawn(async move { watch_progress_to(watcher, "cli", ProgressDrawTarget::hidden()).await });
+    let printed = Printed::default();
+    let lines = Progress::Lines(Box::new(printed.clone()));
+    let watch = tokio::spawn(async move { follow(watcher, "cli", lines).await });
 
     let mut workers = server.workers().await;
     register(&mut workers, "gpu-box").await;
@@ -72,6 +72,17 @@ async fn watch_progress_follows_a_sweep_to_the_end_and_report_input_is_complete(
     let last =
         tokio::time::timeout(Duration::from_secs(10), watch).await.expect("watch ends").unwrap().unwrap();
     assert_eq!((last.succeeded, last.queued, last.running, last.epochs_done), (4, 0, 0, 8));
+    // Plain lines: one per finished epoch and per job state change, then the outcome.
+    let text = printed.text();
+    let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!((count(" epoch 1: "), count(" epoch 2: ")), (4, 4), "{text}");
+    assert_eq!(
+        (count(": running (attempt 1/3 on gpu-box)"), count(": succeeded (best val_acc")),
+        (4, 4),
+        "{text}"
+    );
+    assert!(text.lines().last().unwrap().starts_with("sweep cli: 4 succeeded, 0 failed"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colours in plain lines");
 
     let input = fetch_report_input(server.channel().await, "cli").await.unwrap();
     assert_eq!(input.variants, vec!["natural_softmax", "normal_lr1e-3"]);
@@ -96,4 +107,25 @@ async fn watch_progress_follows_a_sweep_to_the_end_and_report_input_is_complete(
     let files = report::write_report(&input, &out).unwrap();
     assert!(files.index_html.exists());
     server.stop().await;
+}
+
+/// A `Write` whose bytes a test reads back.
+#[derive(Clone, Default)]
+struct Printed(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Printed {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Printed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -40,7 +40,7 @@ async fn hostile_names_are_escaped_in_terminal_csv_and_html() {
     // Terminal: `coordinator status` lines.
     let listed = sweeps.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers;
     let jobs = sweeps.list_jobs(pb::ListJobsRequest { sweep: "hostile".into(), ..Default::default() }).await;
-    let mut lines = vec![format_worker(&listed[0], 0)];
+    let mut lines = vec![format_worker(&listed[0], 0, 30_000)];
     lines.extend(jobs.unwrap().into_inner().jobs.iter().map(format_job));
     for line in &lines {
         assert!(!line.chars().any(is_unsafe_char), "{line:?}");

@@ -7,6 +7,7 @@ mod bad_input;
 mod cancel;
 mod cli;
 mod common;
+mod defects;
 mod durability;
 mod flow;
 mod hygiene;

@@ -29,12 +29,14 @@ enum Rpc {
     WatchSweep,
     CancelJob,
     CancelSweep,
+    RetryJobs,
     RegisterWorker,
     LeaseJob,
     Heartbeat,
     ReportEpochs,
     CompleteJob,
     FailJob,
+    ReleaseJob,
     Reflection,
     Health,
 }
@@ -43,8 +45,10 @@ enum Rpc {
 fn expected(rpc: Rpc, who: Who) -> Option<Code> {
     use Rpc::*;
     use Who::*;
-    let worker_rpc =
-        matches!(rpc, RegisterWorker | LeaseJob | Heartbeat | ReportEpochs | CompleteJob | FailJob);
+    let worker_rpc = matches!(
+        rpc,
+        RegisterWorker | LeaseJob | Heartbeat | ReportEpochs | CompleteJob | FailJob | ReleaseJob
+    );
     match (rpc, who) {
         (Health, _) => None,
         (_, Anonymous | Forged) => Some(Code::Unauthenticated),
@@ -55,7 +59,7 @@ fn expected(rpc: Rpc, who: Who) -> Option<Code> {
         (_, User | OtherUser | Admin) if worker_rpc => Some(Code::PermissionDenied),
         (_, Worker | OtherWorker) => Some(Code::PermissionDenied),
         // The sweep belongs to `User`.
-        (CancelJob | CancelSweep, OtherUser) => Some(Code::PermissionDenied),
+        (CancelJob | CancelSweep | RetryJobs, OtherUser) => Some(Code::PermissionDenied),
         _ => None,
     }
 }
@@ -136,6 +140,9 @@ async fn call(env: &Env, rpc: Rpc, who: Who) -> Result<(), Status> {
         }
         Rpc::CancelJob => ok(sweeps.cancel_job(pb::CancelJobRequest { job_id: job }).await),
         Rpc::CancelSweep => ok(sweeps.cancel_sweep(pb::CancelSweepRequest { sweep: sweep() }).await),
+        Rpc::RetryJobs => {
+            ok(sweeps.retry_jobs(pb::RetryJobsRequest { job_id: job, ..Default::default() }).await)
+        }
         Rpc::RegisterWorker => ok(workers.register_worker(register_request(&format!("host-{who:?}"))).await),
         Rpc::LeaseJob => ok(workers.lease_job(pb::LeaseJobRequest { worker_id: "wa".into(), slot: 0 }).await),
         Rpc::Heartbeat => {
@@ -149,6 +156,7 @@ async fn call(env: &Env, rpc: Rpc, who: Who) -> Result<(), Status> {
         Rpc::FailJob => ok(workers
             .fail_job(pb::FailJobRequest { fence: Some(fence), error: "out of memory".into() })
             .await),
+        Rpc::ReleaseJob => ok(workers.release_job(pb::ReleaseJobRequest { fence: Some(fence) }).await),
         Rpc::Reflection => {
             let mut client = ServerReflectionClient::new(channel);
             let request = ServerReflectionRequest {
@@ -170,6 +178,13 @@ async fn call(env: &Env, rpc: Rpc, who: Who) -> Result<(), Status> {
 /// Calls `rpc` as every kind of caller, refused ones first, and checks each against the table.
 async fn row(rpc: Rpc) {
     let env = env().await;
+    if rpc == Rpc::RetryJobs {
+        // Every caller's job is cancelled, so an allowed retry has something to queue again.
+        let mut admin = SweepServiceClient::new(env.server.channel(Who::Admin).await);
+        for job in &env.jobs[1..] {
+            admin.cancel_job(pb::CancelJobRequest { job_id: *job }).await.unwrap();
+        }
+    }
     let mut callers = Who::ALL.to_vec();
     callers.sort_by_key(|who| expected(rpc, *who).is_none());
     for who in callers {
@@ -208,12 +223,14 @@ rows! {
     row_watch_sweep => WatchSweep,
     row_cancel_job => CancelJob,
     row_cancel_sweep => CancelSweep,
+    row_retry_jobs => RetryJobs,
     row_register_worker => RegisterWorker,
     row_lease_job => LeaseJob,
     row_heartbeat => Heartbeat,
     row_report_epochs => ReportEpochs,
     row_complete_job => CompleteJob,
     row_fail_job => FailJob,
+    row_release_job => ReleaseJob,
     row_reflection => Reflection,
     row_health => Health,
 }

@@ -3,7 +3,10 @@
 //! Every rule reads the 95% confidence interval (CI) of Δ = variant − baseline (points) from the
 //! comparison's t-test (paired t when paired, Welch when unpaired), not the point estimate alone.
 //! Before any rule: no such variant → "no data"; every pair exactly equal → "not supported",
-//! because the variant is identical to the baseline seed for seed by construction; fewer than
+//! because the variant is identical to the baseline seed for seed by construction; a variant that
+//! trains like the baseline by construction ([`crate::construction`]) but whose pairs differ →
+//! "identical training by construction": its Δ measures run-to-run nondeterminism, not the loss,
+//! so it can neither support nor contradict a claim about the loss; fewer than
 //! [`MIN_SEEDS_FOR_CLAIM`] pairs (paired) or seeds per group (unpaired) → "too few seeds to say";
 //! no t-test possible (no variance) → "no data".
 //!
@@ -21,6 +24,7 @@
 
 use super::compare::{Comparison, Design, Difference};
 use super::{ALPHA, EQUIVALENCE_MARGIN, MIN_SEEDS_FOR_CLAIM, p_clause};
+use crate::construction::{WHY_IDENTICAL, WHY_THEY_DIFFER};
 
 pub const CLAIM_SOFTMAX: &str = "Natural SoftMax beats Normal by 1–2 points";
 pub const CLAIM_LR: &str = "lr 1e-2 is worse than the baseline";
@@ -44,6 +48,8 @@ pub enum Verdict {
     Contradicted,
     TooFewSeeds,
     NoData,
+    /// The variant trains exactly like the baseline; its measured Δ is nondeterminism.
+    IdenticalTraining,
 }
 
 impl Verdict {
@@ -55,6 +61,7 @@ impl Verdict {
             Self::Contradicted => "contradicted",
             Self::TooFewSeeds => "too few seeds to say",
             Self::NoData => "no data",
+            Self::IdenticalTraining => "identical training by construction: the measured Δ is nondeterminism",
         }
     }
 }
@@ -109,6 +116,7 @@ fn decidable<'a>(
     key: &str,
     comparison: Option<&'a Comparison>,
     identical_evidence: &str,
+    baseline: &str,
 ) -> Result<(&'a Comparison, Difference), ClaimVerdict> {
     let verdict = |verdict, evidence| ClaimVerdict { claim, verdict, evidence };
     let Some(c) = comparison else {
@@ -116,6 +124,15 @@ fn decidable<'a>(
     };
     if c.identical {
         return Err(verdict(Verdict::NotSupported, format!("`{}` is {identical_evidence}", c.variant)));
+    }
+    if let (true, Some(noise)) = (c.identical_training, c.noise_floor) {
+        let evidence = format!(
+            "`{}` trains exactly like `{baseline}` ({WHY_IDENTICAL}); its {} measures {WHY_THEY_DIFFER}, \
+             not an effect of the loss",
+            c.variant,
+            noise.text()
+        );
+        return Err(verdict(Verdict::IdenticalTraining, evidence));
     }
     if c.n_units() < MIN_SEEDS_FOR_CLAIM {
         let evidence = match c.design {
@@ -171,7 +188,7 @@ fn includes_zero(d: &Difference) -> bool {
 /// "Natural SoftMax beats Normal by 1–2 points" (rule in the module docs).
 pub fn judge_better_by_one_to_two(comparison: Option<&Comparison>, baseline: &str) -> ClaimVerdict {
     let claim = CLAIM_SOFTMAX;
-    let (c, d) = match decidable(claim, "natural_softmax", comparison, Comparison::IDENTICAL_TEXT) {
+    let (c, d) = match decidable(claim, "natural_softmax", comparison, Comparison::IDENTICAL_TEXT, baseline) {
         Ok(found) => found,
         Err(verdict) => return verdict,
     };
@@ -204,7 +221,7 @@ pub fn judge_worse(
     comparison: Option<&Comparison>,
     baseline: &str,
 ) -> ClaimVerdict {
-    let (c, d) = match decidable(claim, key, comparison, Comparison::IDENTICAL_TEXT) {
+    let (c, d) = match decidable(claim, key, comparison, Comparison::IDENTICAL_TEXT, baseline) {
         Ok(found) => found,
         Err(verdict) => return verdict,
     };
@@ -223,7 +240,7 @@ pub fn judge_worse(
 pub fn judge_only_wider_spread(comparison: Option<&Comparison>, baseline: &str) -> ClaimVerdict {
     let claim = CLAIM_MULTI;
     let identical = format!("{}: same mean, same spread", Comparison::IDENTICAL_TEXT);
-    let (c, d) = match decidable(claim, "multi_softmax", comparison, &identical) {
+    let (c, d) = match decidable(claim, "multi_softmax", comparison, &identical, baseline) {
         Ok(found) => found,
         Err(verdict) => return verdict,
     };

@@ -6,14 +6,19 @@ use crate::analysis::compare::tests::{seeded, variant};
 
 const BASELINE: [f64; 5] = [90.0, 90.4, 89.8, 90.2, 90.1];
 
-/// The comparison of a variant at `BASELINE + differences` (seeds 0–4) with the baseline.
-fn shifted(name: &str, differences: [f64; 5]) -> Comparison {
+/// The comparison of a variant at `BASELINE + differences` (seeds 0–4) with the baseline; the
+/// claim rules proper apply when it does not train like the baseline by construction.
+fn compared(name: &str, differences: [f64; 5], trains_like: bool) -> Comparison {
     let values: Vec<f64> = BASELINE.iter().zip(differences).map(|(b, d)| b + d).collect();
-    compare(&variant(name, &seeded(&values)), &variant("normal_lr1e-3", &seeded(&BASELINE)))
+    compare(&variant(name, &seeded(&values)), &variant("normal_lr1e-3", &seeded(&BASELINE)), trains_like)
+}
+
+fn shifted(name: &str, differences: [f64; 5]) -> Comparison {
+    compared(name, differences, false)
 }
 
 fn identical(name: &str) -> Comparison {
-    compare(&variant(name, &seeded(&BASELINE)), &variant("normal_lr1e-3", &seeded(&BASELINE)))
+    compared(name, [0.0; 5], true)
 }
 
 /// Differences with CI (+1.30, +1.70).
@@ -81,7 +86,10 @@ fn softmax_contradicted_below_zero_and_not_supported_around_zero() {
 fn softmax_identical_to_the_baseline_is_not_supported_by_construction() {
     let v = judge_better_by_one_to_two(Some(&identical("natural_softmax")), "normal_lr1e-3");
     assert_eq!(v.verdict, Verdict::NotSupported);
-    assert_eq!(v.evidence, "`natural_softmax` is identical to the baseline seed for seed (by construction)");
+    assert_eq!(
+        v.evidence,
+        "`natural_softmax` is identical to the baseline seed for seed (by construction, bit for bit)"
+    );
 }
 
 #[test]
@@ -89,6 +97,7 @@ fn softmax_unpaired_uses_welch() {
     let c = compare(
         &variant("natural_softmax", &[(10, 91.4), (11, 91.6), (12, 91.5), (13, 91.3), (14, 91.7)]),
         &variant("normal_lr1e-3", &seeded(&[90.0, 90.2, 89.9, 90.1, 90.0])),
+        false,
     );
     let v = judge_better_by_one_to_two(Some(&c), "normal_lr1e-3");
     assert_eq!(v.verdict, Verdict::Supported, "{}", v.evidence);
@@ -98,8 +107,11 @@ fn softmax_unpaired_uses_welch() {
 
 #[test]
 fn too_few_seeds_no_variant_and_no_variance() {
-    let two =
-        compare(&variant("natural_softmax", &seeded(&[91.0, 92.0])), &variant("b", &seeded(&[90.0, 90.5])));
+    let two = compare(
+        &variant("natural_softmax", &seeded(&[91.0, 92.0])),
+        &variant("b", &seeded(&[90.0, 90.5])),
+        false,
+    );
     let v = judge_better_by_one_to_two(Some(&two), "b");
     assert_eq!(v.verdict, Verdict::TooFewSeeds);
     assert!(v.evidence.contains("only 2 `natural_softmax`–baseline pairs"), "{}", v.evidence);
@@ -108,6 +120,7 @@ fn too_few_seeds_no_variant_and_no_variance() {
     let flat = compare(
         &variant("normal_lr1e-2", &seeded(&[91.0, 92.0, 93.0])),
         &variant("b", &seeded(&[90.0, 91.0, 92.0])),
+        false,
     );
     let v = judge_worse(CLAIM_LR, "normal_lr1e-2", Some(&flat), "b");
     assert_eq!(v.verdict, Verdict::NoData, "{}", v.evidence);
@@ -130,8 +143,38 @@ fn hardmax_identical_to_the_baseline_is_not_supported_by_construction() {
     let c = identical("natural_hardmax");
     let v = judge_worse(CLAIM_HARDMAX, "natural_hardmax", Some(&c), "normal_lr1e-3");
     assert_eq!(v.verdict, Verdict::NotSupported);
-    assert!(v.evidence.contains("identical to the baseline seed for seed (by construction)"));
+    assert!(v.evidence.contains("identical to the baseline seed for seed (by construction, bit for bit)"));
     assert!(!v.evidence.contains("not significant"));
+}
+
+#[test]
+fn identical_training_with_differing_values_is_judged_as_nondeterminism() {
+    // The same differences that support "worse" when the variant's loss could matter.
+    let c = compared("natural_hardmax", MINUS_1, true);
+    let v = judge_worse(CLAIM_HARDMAX, "natural_hardmax", Some(&c), "normal_lr1e-3");
+    assert_eq!(v.verdict, Verdict::IdenticalTraining, "{}", v.evidence);
+    assert_eq!(v.verdict.label(), "identical training by construction: the measured Δ is nondeterminism");
+    assert!(
+        v.evidence
+            .starts_with("`natural_hardmax` trains exactly like `normal_lr1e-3` (the gradients of plain")
+    );
+    assert!(
+        v.evidence.contains(
+            "its Δ = -1.00 points (sd 0.16, max |Δ| 1.20; 5 pairs, 0 of them bit for bit) measures \
+             run-to-run nondeterminism"
+        ),
+        "{}",
+        v.evidence
+    );
+    assert!(v.evidence.ends_with("not an effect of the loss"), "{}", v.evidence);
+    let wider = multi(&compared("multi_softmax", AROUND_0_WIDE, true));
+    assert_eq!(wider.verdict, Verdict::IdenticalTraining, "{}", wider.evidence);
+    // Too few pairs do not matter: the verdict follows from the construction, not from a test.
+    let one =
+        compare(&variant("natural_hardmax", &[(0, 90.1)]), &variant("normal_lr1e-3", &[(0, 90.0)]), true);
+    let v = judge_worse(CLAIM_HARDMAX, "natural_hardmax", Some(&one), "normal_lr1e-3");
+    assert_eq!(v.verdict, Verdict::IdenticalTraining);
+    assert!(!shifted("natural_hardmax", MINUS_1).identical_training);
 }
 
 fn multi(c: &Comparison) -> ClaimVerdict {
@@ -145,7 +188,8 @@ fn spread_supported_only_with_an_equivalent_mean_and_a_significantly_wider_sprea
     let noise = [0.01, -0.02, 0.0, 0.02, -0.01];
     let base: Vec<f64> = e.iter().map(|x| 90.0 + x).collect();
     let wide: Vec<f64> = e.iter().zip(noise).map(|(x, n)| 90.0 + 4.0 * x + n).collect();
-    let c = compare(&variant("multi_softmax", &seeded(&wide)), &variant("normal_lr1e-3", &seeded(&base)));
+    let c =
+        compare(&variant("multi_softmax", &seeded(&wide)), &variant("normal_lr1e-3", &seeded(&base)), false);
     let v = multi(&c);
     assert_eq!(v.verdict, Verdict::Supported, "{}", v.evidence);
     assert!(v.evidence.contains("Pitman-Morgan"), "{}", v.evidence);
@@ -184,7 +228,8 @@ fn spread_identical_to_the_baseline_is_not_supported_by_construction() {
     assert_eq!(v.verdict, Verdict::NotSupported);
     assert_eq!(
         v.evidence,
-        "`multi_softmax` is identical to the baseline seed for seed (by construction): same mean, same spread"
+        "`multi_softmax` is identical to the baseline seed for seed (by construction, bit for bit): same mean, \
+         same spread"
     );
 }
 

@@ -9,10 +9,13 @@
 //! the spread. Unpaired: Welch's t-test, Mann-Whitney U, the F-test for the spread.
 //!
 //! When every pair is exactly equal (the variant reproduces the baseline bit for bit, as zero
-//! gradient terms do with shared seeds) the comparison is **identical** and no test is run.
+//! gradient terms do with shared seeds) the comparison is **identical** and no test is run. A
+//! paired variant that trains like the baseline by construction ([`crate::construction`]) gets
+//! no test either: its differences are run-to-run nondeterminism, reported as a [`NoiseFloor`].
 
 use std::collections::BTreeMap;
 
+use super::noise::NoiseFloor;
 use super::{MIN_SEEDS_FOR_CLAIM, VariantResults, format_seeds, p_clause};
 use crate::stats::{self, MannWhitney, PairedTTest, WelchTest, Wilcoxon};
 
@@ -57,6 +60,11 @@ pub struct Comparison {
     pub left_out_baseline_seeds: Vec<u64>,
     /// Every pair exactly equal: identical to the baseline seed for seed; no test is run.
     pub identical: bool,
+    /// Paired, and the variant trains exactly like the baseline by construction: no test is run,
+    /// the differences are a noise floor.
+    pub identical_training: bool,
+    /// The paired differences when `identical_training`.
+    pub noise_floor: Option<NoiseFloor>,
     pub paired_t: Option<PairedTTest>,
     pub wilcoxon: Option<Wilcoxon>,
     pub welch: Option<WelchTest>,
@@ -71,7 +79,12 @@ pub struct Comparison {
 
 impl Comparison {
     /// Said wherever a test result would stand when the pairs are all equal.
-    pub const IDENTICAL_TEXT: &'static str = "identical to the baseline seed for seed (by construction)";
+    pub const IDENTICAL_TEXT: &'static str =
+        "identical to the baseline seed for seed (by construction, bit for bit)";
+    /// Said wherever a test result would stand when the variant trains like the baseline but its
+    /// values differ.
+    pub const NONDETERMINISM_TEXT: &'static str =
+        "identical training by construction; Δ is run-to-run nondeterminism, not an effect of the loss";
 
     /// The mean difference, its 95% CI and p from the design's t-test (paired t or Welch).
     pub fn difference(&self) -> Option<Difference> {
@@ -101,6 +114,7 @@ impl Comparison {
     pub fn tests(&self) -> &'static str {
         match (self.identical, self.design) {
             (true, _) => "none (identical by construction)",
+            (false, _) if self.identical_training => "none (identical training by construction)",
             (false, Design::Paired) => "paired t + Wilcoxon signed-rank",
             (false, Design::Unpaired) => "Welch t + Mann-Whitney U",
         }
@@ -143,8 +157,9 @@ impl Comparison {
     }
 }
 
-/// Compares `variant` with `baseline` on the finished jobs both carry.
-pub fn compare(variant: &VariantResults, baseline: &VariantResults) -> Comparison {
+/// Compares `variant` with `baseline` on the finished jobs both carry; `trains_like` says whether
+/// the variant trains exactly like the baseline at equal seeds ([`crate::construction`]).
+pub fn compare(variant: &VariantResults, baseline: &VariantResults, trains_like: bool) -> Comparison {
     let by_seed =
         |v: &VariantResults| -> BTreeMap<u64, f64> { v.finished.iter().map(|j| (j.seed, j.best)).collect() };
     let (ours, theirs) = (by_seed(variant), by_seed(baseline));
@@ -163,6 +178,8 @@ pub fn compare(variant: &VariantResults, baseline: &VariantResults) -> Compariso
         left_out_variant_seeds: Vec::new(),
         left_out_baseline_seeds: Vec::new(),
         identical: false,
+        identical_training: false,
+        noise_floor: None,
         paired_t: None,
         wilcoxon: None,
         welch: None,
@@ -185,7 +202,11 @@ pub fn compare(variant: &VariantResults, baseline: &VariantResults) -> Compariso
     (c.n_variant, c.n_baseline) = (a.len(), b.len());
     c.sd = (stats::sample_std(&a), stats::sample_std(&b));
     c.identical = paired && a.iter().zip(&b).all(|(x, y)| x == y);
-    if c.identical {
+    c.identical_training = paired && trains_like;
+    if c.identical_training {
+        c.noise_floor = NoiseFloor::from_pairs(&a, &b);
+    }
+    if c.identical || c.identical_training {
         return c;
     }
     if paired {
@@ -242,6 +263,7 @@ pub(crate) mod tests {
         let c = compare(
             &variant("v", &seeded(&[91.2, 90.5, 92.1, 89.9, 91.7])),
             &variant("b", &seeded(&[90.1, 90.4, 90.3, 89.0, 90.2])),
+            false,
         );
         assert_eq!((c.design, c.n_units(), c.identical), (Design::Paired, 5, false));
         assert!(c.welch.is_none() && c.mann_whitney.is_none());
@@ -258,6 +280,7 @@ pub(crate) mod tests {
         let c = compare(
             &variant("v", &[(10, 91.0), (11, 92.0), (12, 91.5)]),
             &variant("b", &[(0, 90.0), (1, 90.5), (2, 89.5), (3, 90.2)]),
+            false,
         );
         assert_eq!((c.design, c.n_variant, c.n_baseline), (Design::Unpaired, 3, 4));
         assert!(c.paired_t.is_none() && c.welch.is_some() && c.mann_whitney.is_some());
@@ -272,6 +295,7 @@ pub(crate) mod tests {
         let c = compare(
             &variant("v", &[(0, 91.0), (1, 91.5), (2, 90.9), (3, 91.8), (20, 99.0)]),
             &variant("b", &baseline),
+            false,
         );
         assert_eq!(c.design, Design::Paired);
         assert_eq!(c.paired_seeds, [0, 1, 2, 3]);
@@ -285,25 +309,54 @@ pub(crate) mod tests {
         let c = compare(
             &variant("v", &[(0, 91.0), (1, 91.5), (7, 90.0)]),
             &variant("b", &[(0, 90.0), (1, 90.4), (2, 90.1)]),
+            false,
         );
         assert_eq!((c.design, c.n_variant, c.n_baseline), (Design::Unpaired, 3, 3));
         // Two seeds that fully pair up are paired, even if too few for a claim.
-        let c = compare(&variant("v", &seeded(&[91.0, 91.5])), &variant("b", &seeded(&[90.0, 90.4])));
+        let c = compare(&variant("v", &seeded(&[91.0, 91.5])), &variant("b", &seeded(&[90.0, 90.4])), false);
         assert_eq!((c.design, c.n_units()), (Design::Paired, 2));
     }
 
     #[test]
     fn equal_pairs_are_identical_and_run_no_test() {
         let values = seeded(&[90.1, 90.4, 90.3, 89.0, 90.2]);
-        let c = compare(&variant("v", &values), &variant("b", &values));
+        let c = compare(&variant("v", &values), &variant("b", &values), false);
         assert!(c.identical);
         assert_eq!(c.tests(), "none (identical by construction)");
         assert!(c.difference().is_none() && c.wilcoxon.is_none() && c.spread.is_none());
         // A single pair is enough to be identical.
-        let one = compare(&variant("v", &[(3, 88.0)]), &variant("b", &[(3, 88.0)]));
+        let one = compare(&variant("v", &[(3, 88.0)]), &variant("b", &[(3, 88.0)]), false);
         assert!(one.identical);
         // Same values under different seeds are not "seed for seed".
-        let shifted = compare(&variant("v", &[(1, 88.0), (2, 89.0)]), &variant("b", &[(2, 88.0), (1, 89.0)]));
+        let shifted =
+            compare(&variant("v", &[(1, 88.0), (2, 89.0)]), &variant("b", &[(2, 88.0), (1, 89.0)]), false);
         assert!(!shifted.identical);
+    }
+
+    #[test]
+    fn identical_training_gets_a_noise_floor_instead_of_tests() {
+        let base = seeded(&[89.86, 89.59, 89.85, 89.88, 89.63]);
+        let drifted = seeded(&[89.88, 89.68, 89.57, 89.70, 89.98]);
+        let c = compare(&variant("natural_hardmax", &drifted), &variant("normal_lr1e-3", &base), true);
+        assert!(c.identical_training && !c.identical);
+        assert_eq!(c.tests(), "none (identical training by construction)");
+        assert!(c.paired_t.is_none() && c.wilcoxon.is_none() && c.spread.is_none() && c.hedges_g.is_none());
+        let noise = c.noise_floor.unwrap();
+        assert_eq!((noise.n_pairs, noise.bit_identical), (5, 0));
+        assert!((noise.max_abs - 0.35).abs() < 1e-9);
+        // Bit for bit: identical, with an all-zero noise floor.
+        let same = compare(&variant("multi_softmax", &base), &variant("normal_lr1e-3", &base), true);
+        assert!(same.identical && same.identical_training);
+        assert_eq!(same.noise_floor.map(|n| (n.bit_identical, n.max_abs)), Some((5, 0.0)));
+        // Without pairs there is no shared seed, hence no identical training: the tests run.
+        let apart = compare(
+            &variant("natural_hardmax", &[(10, 89.9), (11, 89.6), (12, 89.7)]),
+            &variant("normal_lr1e-3", &base),
+            true,
+        );
+        assert!(!apart.identical_training && apart.noise_floor.is_none() && apart.welch.is_some());
+        // The same values without identical training by construction are tested as usual.
+        let tested = compare(&variant("natural_hardmax", &drifted), &variant("normal_lr1e-3", &base), false);
+        assert!(!tested.identical_training && tested.paired_t.is_some());
     }
 }

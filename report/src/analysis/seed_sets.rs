@@ -87,8 +87,13 @@ impl SeedSetAnalysis {
     }
 }
 
-/// The main set and, for an unbalanced sweep, the extended set.
-pub(crate) fn analyse_seed_sets(variants: &[VariantResults], baseline: &str) -> Vec<SeedSetAnalysis> {
+/// The main set and, for an unbalanced sweep, the extended set; `trains_like` names the variants
+/// that train exactly like the baseline by construction.
+pub(crate) fn analyse_seed_sets(
+    variants: &[VariantResults],
+    baseline: &str,
+    trains_like: &[String],
+) -> Vec<SeedSetAnalysis> {
     let (selection, balanced) = balanced_set(variants);
     let grown: Vec<&str> = variants
         .iter()
@@ -96,7 +101,10 @@ pub(crate) fn analyse_seed_sets(variants: &[VariantResults], baseline: &str) -> 
         .filter(|(all, set)| all.finished.len() > set.finished.len())
         .map(|(all, _)| all.name.as_str())
         .collect();
-    let mut sets = vec![seed_set(SeedSetKind::Balanced, selection, grown.is_empty(), balanced, baseline)];
+    let set = |kind, selection, complete, variants| {
+        seed_set(kind, selection, complete, variants, baseline, trains_like)
+    };
+    let mut sets = vec![set(SeedSetKind::Balanced, selection, grown.is_empty(), balanced)];
     if !grown.is_empty() {
         let extended: Vec<VariantResults> = variants
             .iter()
@@ -104,7 +112,7 @@ pub(crate) fn analyse_seed_sets(variants: &[VariantResults], baseline: &str) -> 
             .cloned()
             .collect();
         let names = extended.iter().map(|v| v.name.clone()).collect();
-        sets.push(seed_set(SeedSetKind::Extended, Selection::AllSeeds(names), false, extended, baseline));
+        sets.push(set(SeedSetKind::Extended, Selection::AllSeeds(names), false, extended));
     }
     sets
 }
@@ -137,12 +145,16 @@ fn seed_set(
     complete: bool,
     variants: Vec<VariantResults>,
     baseline: &str,
+    trains_like: &[String],
 ) -> SeedSetAnalysis {
     let present = variants.iter().any(|v| v.name == baseline);
     let empty = VariantResults::new(baseline, Vec::new(), Vec::new(), StateCounts::default());
     let base = variants.iter().find(|v| v.name == baseline).unwrap_or(&empty);
-    let comparisons: Vec<Comparison> =
-        variants.iter().filter(|v| v.name != baseline).map(|v| compare(v, base)).collect();
+    let comparisons: Vec<Comparison> = variants
+        .iter()
+        .filter(|v| v.name != baseline)
+        .map(|v| compare(v, base, trains_like.contains(&v.name)))
+        .collect();
     let claims = judge_claims(&comparisons, baseline, present, kind == SeedSetKind::Extended);
     SeedSetAnalysis { kind, selection, complete, variants, comparisons, claims }
 }
@@ -177,7 +189,8 @@ mod tests {
     fn the_protocol_sweep_gets_a_balanced_and_an_extended_set() {
         let five: Vec<u64> = (0..5).collect();
         let fifteen: Vec<u64> = (0..15).collect();
-        let sets = analyse_seed_sets(&variants([&five, &fifteen, &five, &fifteen, &five]), "normal_lr1e-3");
+        let sets =
+            analyse_seed_sets(&variants([&five, &fifteen, &five, &fifteen, &five]), "normal_lr1e-3", &[]);
         assert_eq!(sets.len(), 2);
         let (main, extended) = (&sets[0], &sets[1]);
         assert_eq!(main.selection, Selection::CommonSeeds(five.clone()));
@@ -197,7 +210,7 @@ mod tests {
     #[test]
     fn a_balanced_sweep_has_one_complete_set() {
         let five: Vec<u64> = (0..5).collect();
-        let sets = analyse_seed_sets(&variants([&five, &five, &five, &five, &five]), "normal_lr1e-3");
+        let sets = analyse_seed_sets(&variants([&five, &five, &five, &five, &five]), "normal_lr1e-3", &[]);
         assert_eq!(sets.len(), 1);
         assert!(sets[0].complete);
         assert_eq!(sets[0].title(), "Results: every finished seed");
@@ -208,7 +221,7 @@ mod tests {
     fn independent_seeds_fall_back_to_each_variants_lowest_seeds() {
         let offset = |o: u64, n: u64| (o..o + n).collect::<Vec<u64>>();
         let (a, b, c, d, e) = (offset(100, 5), offset(200, 7), offset(300, 5), offset(0, 5), offset(400, 6));
-        let sets = analyse_seed_sets(&variants([&a, &b, &c, &d, &e]), "normal_lr1e-3");
+        let sets = analyse_seed_sets(&variants([&a, &b, &c, &d, &e]), "normal_lr1e-3", &[]);
         assert_eq!(sets[0].selection, Selection::LowestSeeds(5));
         assert_eq!(sets[0].variant("natural_softmax").unwrap().seeds(), offset(200, 5));
         assert!(sets[0].comparisons.iter().all(|c| c.design == Design::Unpaired));
@@ -221,7 +234,7 @@ mod tests {
     fn a_small_accidental_overlap_is_not_a_common_seed_set() {
         // Seeds shifted by one per variant share only seed 4.
         let s: Vec<Vec<u64>> = (0..5).map(|i| (i..i + 5).collect()).collect();
-        let sets = analyse_seed_sets(&variants([&s[0], &s[1], &s[2], &s[3], &s[4]]), "normal_lr1e-3");
+        let sets = analyse_seed_sets(&variants([&s[0], &s[1], &s[2], &s[3], &s[4]]), "normal_lr1e-3", &[]);
         assert_eq!(sets[0].selection, Selection::LowestSeeds(5));
         assert_eq!(sets.len(), 1, "every seed is in the balanced set");
     }
@@ -230,7 +243,7 @@ mod tests {
     fn the_baseline_joins_an_extended_set_it_has_no_extra_seeds_for() {
         let five: Vec<u64> = (0..5).collect();
         let eight: Vec<u64> = (0..8).collect();
-        let sets = analyse_seed_sets(&variants([&five, &eight, &five, &five, &five]), "normal_lr1e-3");
+        let sets = analyse_seed_sets(&variants([&five, &eight, &five, &five, &five]), "normal_lr1e-3", &[]);
         let names: Vec<&str> = sets[1].variants.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["natural_softmax", "normal_lr1e-3"]);
         let c = &sets[1].comparisons[0];
@@ -243,10 +256,10 @@ mod tests {
     #[test]
     fn variants_without_finished_jobs_do_not_empty_the_common_set() {
         let two: Vec<u64> = vec![0, 1];
-        let sets = analyse_seed_sets(&variants([&two, &two, &two, &two, &[]]), "normal_lr1e-3");
+        let sets = analyse_seed_sets(&variants([&two, &two, &two, &two, &[]]), "normal_lr1e-3", &[]);
         assert_eq!(sets[0].selection, Selection::CommonSeeds(two));
         assert_eq!(sets.len(), 1);
-        let none = analyse_seed_sets(&variants([&[], &[], &[], &[], &[]]), "normal_lr1e-3");
+        let none = analyse_seed_sets(&variants([&[], &[], &[], &[], &[]]), "normal_lr1e-3", &[]);
         assert_eq!(none[0].description(), "no finished seeds yet");
     }
 }

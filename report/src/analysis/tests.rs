@@ -17,6 +17,8 @@ fn job(job_id: i64, variant: &str, seed: u64, state: &str, best: Option<f64>) ->
         final_val_acc: None,
         wall_seconds: 0.0,
         worker: String::new(),
+        attempts: 1,
+        error: String::new(),
     }
 }
 
@@ -32,6 +34,7 @@ fn epoch(job: &JobRow, epoch: u32, val_acc: f64) -> EpochRow {
         val_acc,
         wall_seconds: 1.0,
         images_per_sec: 1.0,
+        attempt: 1,
     }
 }
 
@@ -43,6 +46,7 @@ fn input(jobs: Vec<JobRow>, epochs: Vec<EpochRow>) -> ReportInput {
         spec_json: String::new(),
         jobs,
         epochs,
+        learning_rates: Default::default(),
         provenance: Provenance::default(),
     }
 }
@@ -111,4 +115,36 @@ fn seeds_are_written_as_runs() {
     assert_eq!(format_seeds(&[4, 0, 1, 2, 3, 7, 9, 10, 11]), "0–4, 7, 9–11");
     assert_eq!(format_seeds(&[]), "none");
     assert_eq!(format_seeds(&[5]), "5");
+}
+
+#[test]
+fn only_named_variants_at_equal_learning_rates_train_like_the_baseline() {
+    let jobs: Vec<JobRow> = ["natural_hardmax", "multi_softmax", "natural_softmax", "normal_lr1e-3"]
+        .iter()
+        .enumerate()
+        .flat_map(|(v, name)| {
+            (0..3).map(move |s| {
+                job((v * 10 + s) as i64, name, s as u64, "succeeded", Some(0.9 + s as f64 / 100.0))
+            })
+        })
+        .collect();
+    let mut i = input(jobs, Vec::new());
+    i.variants = vec!["natural_hardmax".into(), "multi_softmax".into(), "natural_softmax".into()];
+    i.baseline_variant = "normal_lr1e-3".into();
+    assert!(analyse(&i).trains_like_baseline.is_empty(), "learning rates unknown");
+    i.learning_rates = [
+        ("natural_hardmax", 1e-3),
+        ("multi_softmax", 2e-3),
+        ("natural_softmax", 1e-3),
+        ("normal_lr1e-3", 1e-3),
+    ]
+    .iter()
+    .map(|(v, lr)| (v.to_string(), *lr))
+    .collect();
+    let a = analyse(&i);
+    assert_eq!(a.trains_like_baseline, ["natural_hardmax"]);
+    let hardmax = &a.comparisons()[0];
+    assert!(hardmax.identical && hardmax.identical_training, "equal values: bit for bit");
+    assert!(!a.comparisons()[1].identical_training, "another learning rate");
+    assert!(a.nondeterministic().is_empty());
 }

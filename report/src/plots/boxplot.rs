@@ -316,7 +316,8 @@ mod tests {
     #[test]
     fn colours_come_from_the_variant_name_not_its_position() {
         let values = seeded(&[90.0, 90.4, 89.8]);
-        let set = &analyse_seed_sets(&[variant("normal_lr1e-2", &values), variant("extra", &values)], "x")[0];
+        let set =
+            &analyse_seed_sets(&[variant("normal_lr1e-2", &values), variant("extra", &values)], "x", &[])[0];
         let order: Vec<String> = vec!["normal_lr1e-2".into(), "extra".into()];
         let figure = BoxPlotFigure::from_seed_set("s", set, &order, "x");
         assert_eq!(figure.variants.iter().map(|v| v.colour).collect::<Vec<_>>(), [4, 5]);
@@ -348,7 +349,7 @@ mod tests {
             variant("multi_softmax", &values),
             variant("normal_lr1e-3", &values),
         ];
-        let set = &analyse_seed_sets(&vs, "normal_lr1e-3")[0];
+        let set = &analyse_seed_sets(&vs, "normal_lr1e-3", &[])[0];
         let figure = BoxPlotFigure::from_seed_set("s", set, &[], "normal_lr1e-3");
         let note = figure.note.clone().unwrap();
         assert_eq!(

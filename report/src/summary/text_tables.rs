@@ -1,9 +1,14 @@
 //! The report's tables as plain string cells, built once so that `summary.md` and `index.html`
-//! show exactly the same numbers: per-variant statistics, the epoch-based accuracies and the
-//! comparisons against the baseline, each for one seed set.
+//! show exactly the same numbers: per-variant statistics, the epoch-based accuracies, the
+//! comparisons against the baseline and the noise floor, each for one seed set; and the jobs that
+//! failed, with their reasons.
 
-use crate::analysis::{Comparison, Design, LAST_EPOCHS, SeedSetAnalysis, format_p, p_clause};
+use crate::analysis::noise::{nondeterministic, signed_points};
+use crate::analysis::{
+    AttemptSummary, Comparison, Design, LAST_EPOCHS, SeedSetAnalysis, format_p, format_seeds, p_clause,
+};
 use crate::stats;
+use crate::tables::is_unsafe_char;
 
 /// A table as header cells and rows of cells.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,13 +148,16 @@ pub fn comparison_table(set: &SeedSetAnalysis) -> TextTable {
         .iter()
         .map(|c| {
             let [ci, t, p] = t_cells(c);
-            let delta = match (c.identical, c.difference()) {
-                (true, _) => "0.00".to_string(),
-                (false, Some(d)) => format!("{:+.2}", d.mean_difference),
-                (false, None) => MISSING.to_string(),
+            let delta = match (c.identical, c.noise_floor, c.difference()) {
+                (true, _, _) => "0.00".to_string(),
+                (false, Some(noise), _) => signed_points(noise.mean),
+                (false, None, Some(d)) => format!("{:+.2}", d.mean_difference),
+                (false, None, None) => MISSING.to_string(),
             };
             let tests = if c.identical {
                 format!("none: {}", Comparison::IDENTICAL_TEXT)
+            } else if c.identical_training {
+                format!("none: {}", Comparison::NONDETERMINISM_TEXT)
             } else {
                 c.tests().to_string()
             };
@@ -176,6 +184,67 @@ pub fn comparison_table(set: &SeedSetAnalysis) -> TextTable {
     TextTable { header, rows }
 }
 
+/// The paired differences of the set's variants that train like the baseline by construction
+/// but differ from it; `None` when there are none.
+pub fn noise_floor_table(set: &SeedSetAnalysis) -> Option<TextTable> {
+    let rows: Vec<Vec<String>> = nondeterministic(set)
+        .into_iter()
+        .filter_map(|c| {
+            let n = c.noise_floor?;
+            Some(vec![
+                c.variant.clone(),
+                format_seeds(&c.paired_seeds),
+                n.n_pairs.to_string(),
+                n.bit_identical.to_string(),
+                signed_points(n.mean),
+                fixed(n.sd, 2),
+                format!("{:.2}", n.max_abs),
+            ])
+        })
+        .collect();
+    let header =
+        cells(["variant", "paired seeds", "n pairs", "bit for bit", "mean Δ (points)", "sd of Δ", "max |Δ|"]);
+    (!rows.is_empty()).then_some(TextTable { header, rows })
+}
+
+/// Most characters of a failure reason a table shows.
+pub const REASON_CHARS: usize = 300;
+
+/// A failure reason as one table cell: line breaks and runs of blanks become one space, unsafe
+/// characters U+FFFD, and it is cut to [`REASON_CHARS`] characters (`…` marks the cut).
+pub fn reason_cell(error: &str) -> String {
+    if error.trim().is_empty() {
+        return "no reason recorded".to_string();
+    }
+    let one_line = error.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out: String =
+        one_line.chars().take(REASON_CHARS).map(|c| if is_unsafe_char(c) { '\u{fffd}' } else { c }).collect();
+    if one_line.chars().count() > REASON_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Failed (or cancelled) jobs with their reasons; `None` when every job is fine.
+pub fn failed_jobs_table(attempts: &AttemptSummary) -> Option<TextTable> {
+    let rows: Vec<Vec<String>> = attempts
+        .failed
+        .iter()
+        .map(|j| {
+            vec![
+                j.variant.clone(),
+                j.seed.to_string(),
+                j.job_id.to_string(),
+                j.state.clone(),
+                j.attempts.to_string(),
+                reason_cell(&j.error),
+            ]
+        })
+        .collect();
+    let header = cells(["variant", "seed", "job", "state", "attempts", "reason"]);
+    (!rows.is_empty()).then_some(TextTable { header, rows })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,9 +261,9 @@ mod tests {
     fn identical_rows_say_so_instead_of_a_test() {
         let values = seeded(&[90.0, 90.4, 89.8]);
         let vs = [variant("natural_hardmax", &values), variant("normal_lr1e-3", &values)];
-        let set = &seed_sets::analyse_seed_sets(&vs, "normal_lr1e-3")[0];
+        let set = &seed_sets::analyse_seed_sets(&vs, "normal_lr1e-3", &[])[0];
         let row = &comparison_table(set).rows[0];
-        assert_eq!(row[2], "none: identical to the baseline seed for seed (by construction)");
+        assert_eq!(row[2], "none: identical to the baseline seed for seed (by construction, bit for bit)");
         assert_eq!((row[3].as_str(), row[4].as_str()), ("0.00", MISSING));
     }
 
@@ -205,9 +274,52 @@ mod tests {
         for (job, (final_epoch, last)) in v.finished.iter_mut().zip(epochs) {
             *job = FinishedJob { final_epoch, last_epochs_mean: last, ..job.clone() };
         }
-        let set = &seed_sets::analyse_seed_sets(&[v], "b")[0];
+        let set = &seed_sets::analyse_seed_sets(&[v], "b", &[])[0];
         let table = epoch_table(set);
         assert_eq!(table.header[4], "mean of last 10 epochs");
         assert_eq!(table.rows[0][1..], ["2", "91.00 ± 1.41", "89.00 ± 1.41", "87.00"]);
+    }
+
+    #[test]
+    fn noise_floor_table_holds_the_paired_differences_of_identical_training() {
+        let base = [89.86, 89.59, 89.85, 89.88, 89.63];
+        let vs = [
+            variant("natural_hardmax", &seeded(&[89.88, 89.68, 89.57, 89.70, 89.98])),
+            variant("multi_softmax", &seeded(&[89.88, 89.59, 89.85, 89.88, 89.63])),
+            variant("natural_softmax", &seeded(&[89.41, 89.25, 89.71, 89.74, 89.66])),
+            variant("normal_lr1e-3", &seeded(&base)),
+            variant("normal_lr1e-2", &seeded(&base)),
+        ];
+        let like = ["natural_hardmax", "multi_softmax", "normal_lr1e-2"].map(String::from);
+        let set = &seed_sets::analyse_seed_sets(&vs, "normal_lr1e-3", &like)[0];
+        let table = noise_floor_table(set).unwrap();
+        // multi_softmax: seeds 1–4 bit for bit, seed 0 run elsewhere; normal_lr1e-2 (at the
+        // baseline's rate here) bit for bit throughout, so it has no row.
+        assert_eq!(
+            table.rows,
+            [
+                ["natural_hardmax", "0–4", "5", "0", "+0.00", "0.25", "0.35"],
+                ["multi_softmax", "0–4", "5", "4", "+0.00", "0.01", "0.02"]
+            ]
+        );
+        let comparisons = comparison_table(set);
+        assert_eq!(comparisons.rows[0][2], format!("none: {}", Comparison::NONDETERMINISM_TEXT));
+        assert_eq!((comparisons.rows[0][3].as_str(), comparisons.rows[0][4].as_str()), ("+0.00", MISSING));
+        assert_eq!(comparisons.rows[2][2], "paired t + Wilcoxon signed-rank", "natural_softmax is tested");
+        assert!(comparisons.rows[3][2].contains("bit for bit"), "{:?}", comparisons.rows[3]);
+        // Without identical training there is no noise floor.
+        assert_eq!(noise_floor_table(&seed_sets::analyse_seed_sets(&vs, "normal_lr1e-3", &[])[0]), None);
+    }
+
+    #[test]
+    fn failure_reasons_are_one_safe_bounded_line() {
+        assert_eq!(
+            reason_cell("CUDA error:\n  out of memory\u{1b}[2J"),
+            "CUDA error: out of memory\u{fffd}[2J"
+        );
+        assert_eq!(reason_cell(" \n"), "no reason recorded");
+        let long = reason_cell(&"x".repeat(REASON_CHARS + 5));
+        assert_eq!(long.chars().count(), REASON_CHARS + 1);
+        assert!(long.ends_with("x…"));
     }
 }

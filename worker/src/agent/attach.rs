@@ -2,7 +2,7 @@
 //! start-up that turns them into a running [`super::run_agent`] (data loaded once, devices
 //! chosen, Ctrl-C handled).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
@@ -10,7 +10,7 @@ use sweep_proto::connect::ConnectArgs;
 use tokio::sync::watch;
 
 use super::{AgentConfig, AgentError, run_agent_with};
-use crate::data::{Cifar10, DataError};
+use crate::data::{Cifar10, DataArgs, DataError, DataSource};
 use crate::device::{DeviceChoice, DeviceError, available_devices};
 
 /// Flags of a coordinator-attached worker.
@@ -29,9 +29,9 @@ pub struct AttachArgs {
     /// auto (every CUDA GPU, else the CPU), cuda or cpu.
     #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
     pub device: String,
-    /// Folder with the CIFAR-10 binary files; downloaded and verified there if missing.
-    #[arg(long, env = "SWEEP_DATA_DIR", default_value = "data/cifar10")]
-    pub data_dir: PathBuf,
+    /// The CIFAR-10 folder (--data-dir) and whether to download into it (--download).
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Worker id reported to the coordinator (default: HOSTNAME-PID).
     #[arg(long, env = "SWEEP_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -66,11 +66,16 @@ pub struct LocalResources {
     pub hostname: String,
 }
 
-/// Picks the devices (`auto|cuda|cpu`, `all|0,1`) and loads the data from `data_dir`.
-pub async fn prepare_local(device: &str, gpus: &str, data_dir: &Path) -> Result<LocalResources, AttachError> {
+/// Picks the devices (`auto|cuda|cpu`, `all|0,1`) and loads the data from `data` (a bare folder
+/// downloads into it when files are missing; see [`DataSource`]).
+pub async fn prepare_local(
+    device: &str,
+    gpus: &str,
+    data: impl Into<DataSource>,
+) -> Result<LocalResources, AttachError> {
     let devices = available_devices(device, gpus)?;
-    let dir = data_dir.to_owned();
-    let data = tokio::task::spawn_blocking(move || Cifar10::load_or_download(&dir))
+    let source = data.into();
+    let data = tokio::task::spawn_blocking(move || Cifar10::open(&source))
         .await
         .expect("data loading thread panicked")?;
     let hostname =
@@ -82,8 +87,8 @@ pub async fn prepare_local(device: &str, gpus: &str, data_dir: &Path) -> Result<
 pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
     // Bad addresses, TLS files or tokens fail before the data set is loaded.
     let security = args.connect.security().map_err(AgentError::from)?;
-    sweep_proto::connect::endpoint(&args.connect.coordinator, &security).map_err(AgentError::from)?;
-    let local = prepare_local(&args.device, &args.gpus, &args.data_dir).await?;
+    args.connect.endpoint(&security).map_err(AgentError::from)?;
+    let local = prepare_local(&args.device, &args.gpus, args.data.source()).await?;
     let config = AgentConfig {
         coordinator: args.connect.coordinator,
         worker_id: args.worker_id.unwrap_or_else(|| format!("{}-{}", local.hostname, std::process::id())),

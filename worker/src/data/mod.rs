@@ -4,8 +4,11 @@
 //!
 //! Each record is 3073 bytes: one label byte, then the 1024 red, 1024 green and 1024 blue bytes
 //! of a 32×32 image in row-major order, which is already the `[3, 32, 32]` (CHW) layout.
+//! Which folder is read, and whether the official tarball may be downloaded into it, is
+//! [`source`]'s.
 
 pub mod download;
+pub mod source;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use md5::{Digest, Md5};
 use sweep_proto::domain::{CIFAR10_CLASSES, CIFAR10_FILES};
+
+pub use source::{DEFAULT_DATA_DIR, DataArgs, DataSource, Plan, missing_files};
 
 /// Bytes of one image (3 × 32 × 32).
 pub const IMAGE_BYTES: usize = 3 * 32 * 32;
@@ -31,6 +36,9 @@ pub const TEST_FILE: &str = "test_batch.bin";
 pub enum DataError {
     #[error("CIFAR-10 file {path} is missing")]
     Missing { path: PathBuf },
+    /// Files missing from a folder that must not be completed by a download.
+    #[error("{}", source::missing_message(dir, *exists, missing))]
+    MissingFiles { dir: PathBuf, exists: bool, missing: Vec<&'static str> },
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
@@ -82,7 +90,7 @@ fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// True when all six files are present under `dir` (no content check).
 pub fn files_present(dir: &Path) -> bool {
-    CIFAR10_FILES.iter().all(|(name, _)| locate(dir, name).is_file())
+    missing_files(dir).is_empty()
 }
 
 /// Lower-case hex MD5 of `bytes`.
@@ -154,10 +162,27 @@ impl Cifar10 {
     /// [`Cifar10::load`], downloading and unpacking the official tarball first when files are
     /// missing (see [`download`]).
     pub fn load_or_download(dir: &Path) -> Result<Cifar10, DataError> {
-        if !files_present(dir) {
-            download::download_and_unpack(dir)?;
+        Self::open(&DataSource::from(dir))
+    }
+
+    /// [`Cifar10::load`] from `source`'s folder, after downloading the official tarball into it
+    /// when files are missing and `source` allows it (see [`DataSource::plan`]).
+    pub fn open(source: &DataSource) -> Result<Cifar10, DataError> {
+        Self::open_with(source, download::download_and_unpack)
+    }
+
+    /// [`Cifar10::open`] with `fetch` in place of the download (called with the folder only
+    /// when files are missing and downloading is allowed).
+    pub fn open_with(
+        source: &DataSource,
+        fetch: impl FnOnce(&Path) -> Result<(), DataError>,
+    ) -> Result<Cifar10, DataError> {
+        if let Plan::Download { missing } = source.plan()? {
+            let (dir, missing) = (source.dir.display(), missing.join(", "));
+            tracing::info!(%dir, %missing, "CIFAR-10 files missing; downloading the official tarball");
+            fetch(&source.dir)?;
         }
-        Self::load(dir)
+        Self::load(&source.dir)
     }
 
     fn load_impl(dir: &Path, verify: bool) -> Result<Cifar10, DataError> {
