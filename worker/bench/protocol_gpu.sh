@@ -11,7 +11,9 @@
 #                      nothing, so the queue continues where the last machine stopped)
 #   poll SECONDS       print progress of sweep $NAME (default protocol) until it has no queued
 #                      or running job, or SECONDS pass; copy the database out
-#   kill-worker        SIGKILL the worker (mid-job) and start a new one
+#   kill-worker        SIGKILL the worker (mid-job) and start a new one (it continues the job from
+#                      its last checkpoint once the lease expires)
+#   stop-worker        SIGTERM the worker (it checkpoints and hands its job back) and start a new one
 #   restart-coordinator SIGKILL the coordinator and start it again on the same database
 #   report             write sweep $NAME's report and export from the coordinator
 set -uo pipefail
@@ -41,6 +43,7 @@ start_coordinator() {
 
 start_worker() {
   setsid nohup "$BIN/worker" --device cuda --data-dir "$DATA" --worker-id "${WORKER_ID:-h200-$(hostname)}" \
+    --checkpoint-dir "$RUN/checkpoints" --checkpoint-every 5 \
     >> "$RUN/worker.log" 2>&1 < /dev/null &
   log "worker started (pid $!)"
 }
@@ -83,8 +86,13 @@ poll)
   snapshot
   ;;
 kill-worker)
-  pkill -9 -f "$BIN/worker" && log "worker SIGKILLed"
+  pkill -9 -f "$BIN/worker --device" && log "worker SIGKILLed"
   sleep 1
+  start_worker
+  ;;
+stop-worker)
+  pkill -TERM -f "$BIN/worker --device" && log "worker sent SIGTERM"
+  for _ in $(seq 1 60); do pgrep -f "$BIN/worker --device" > /dev/null || break; sleep 0.5; done
   start_worker
   ;;
 restart-coordinator)
@@ -99,7 +107,7 @@ report)
   snapshot
   ;;
 *)
-  echo "usage: $0 start|poll SECONDS|kill-worker|restart-coordinator|report" >&2
+  echo "usage: $0 start|poll SECONDS|kill-worker|stop-worker|restart-coordinator|report" >&2
   exit 2
   ;;
 esac
