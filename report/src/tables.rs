@@ -138,8 +138,18 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> ReportError + '_ {
 
 /// Writes `results.csv`: one row per job.
 pub fn write_results_csv(input: &ReportInput, order: &[String], path: &Path) -> Result<(), ReportError> {
-    let mut writer = csv::WriterBuilder::new().has_headers(false).from_path(path).map_err(csv_error(path))?;
-    writer.write_record(RESULTS_HEADER).map_err(csv_error(path))?;
+    let file = std::fs::File::create(path).map_err(io_error(path))?;
+    results_csv(input, order, file).map_err(csv_error(path))
+}
+
+/// `results.csv` into any writer (`coordinator export` writes the same table as `jobs.csv`).
+pub fn results_csv(
+    input: &ReportInput,
+    order: &[String],
+    out: impl std::io::Write,
+) -> Result<(), csv::Error> {
+    let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(out);
+    writer.write_record(RESULTS_HEADER)?;
     for job in jobs_in_display_order(input, order) {
         let record = ResultRecord {
             job_id: job.job_id,
@@ -157,13 +167,19 @@ pub fn write_results_csv(input: &ReportInput, order: &[String], path: &Path) -> 
             attempts: job.attempts,
             error: csv_text(&job.error),
         };
-        writer.serialize(record).map_err(csv_error(path))?;
+        writer.serialize(record)?;
     }
-    writer.flush().map_err(io_error(path))
+    Ok(writer.flush()?)
 }
 
 /// Writes `epochs.csv`: every stored epoch.
 pub fn write_epochs_csv(input: &ReportInput, order: &[String], path: &Path) -> Result<(), ReportError> {
+    let file = std::fs::File::create(path).map_err(io_error(path))?;
+    epochs_csv(input, order, file).map_err(csv_error(path))
+}
+
+/// `epochs.csv` into any writer (`coordinator export` writes the same table).
+pub fn epochs_csv(input: &ReportInput, order: &[String], out: impl std::io::Write) -> Result<(), csv::Error> {
     let mut epochs: Vec<&EpochRow> = input.epochs.iter().collect();
     epochs.sort_by(|a, b| {
         (variant_rank(order, &a.variant), &a.variant, a.seed, a.job_id, a.epoch).cmp(&(
@@ -174,8 +190,8 @@ pub fn write_epochs_csv(input: &ReportInput, order: &[String], path: &Path) -> R
             b.epoch,
         ))
     });
-    let mut writer = csv::WriterBuilder::new().has_headers(false).from_path(path).map_err(csv_error(path))?;
-    writer.write_record(EPOCHS_HEADER).map_err(csv_error(path))?;
+    let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(out);
+    writer.write_record(EPOCHS_HEADER)?;
     for e in epochs {
         let record = EpochRecord {
             job_id: e.job_id,
@@ -190,9 +206,9 @@ pub fn write_epochs_csv(input: &ReportInput, order: &[String], path: &Path) -> R
             images_per_sec: format!("{:.1}", e.images_per_sec),
             attempt: (e.attempt > 0).then_some(e.attempt),
         };
-        writer.serialize(record).map_err(csv_error(path))?;
+        writer.serialize(record)?;
     }
-    writer.flush().map_err(io_error(path))
+    Ok(writer.flush()?)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! `coordinator export`: a sweep's jobs and epochs as CSV or JSON, to files or stdout. CSV text
-//! cells go through `report::tables::csv_text` (no formulas, no control characters); JSON escapes
-//! control characters itself.
+//! `coordinator export`: a sweep's jobs and epochs as CSV or JSON, to files or stdout. The CSV
+//! tables are the report's `results.csv` and `epochs.csv` (same columns, order and units; text
+//! cells without formulas or control characters); JSON escapes control characters itself.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,51 +35,29 @@ struct Export<'a> {
     epochs: &'a [report::EpochRow],
 }
 
-/// The rows with every text cell made safe for spreadsheets.
-fn csv_safe(export: &Export<'_>) -> (Vec<report::JobRow>, Vec<report::EpochRow>) {
-    let text = |s: &str| report::tables::csv_text(s).into_owned();
-    let jobs = export
-        .jobs
-        .iter()
-        .map(|j| report::JobRow {
-            variant: text(&j.variant),
-            state: text(&j.state),
-            worker: text(&j.worker),
-            error: text(&j.error),
-            ..j.clone()
-        })
-        .collect();
-    let epochs =
-        export.epochs.iter().map(|e| report::EpochRow { variant: text(&e.variant), ..e.clone() }).collect();
-    (jobs, epochs)
-}
-
-fn csv_bytes<T: Serialize>(rows: &[T]) -> Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for row in rows {
-        w.serialize(row)?;
-    }
-    w.into_inner().map_err(|e| crate::Error::Format(format!("csv: {e}")))
-}
-
 /// Writes the export of `sweep`; returns the files written (empty when writing to stdout).
 pub async fn run(args: ExportArgs) -> Result<()> {
     let client = args.client.connect().await?;
     let input = fetch_report_input(client, &args.sweep).await?;
-    let export = Export { sweep: &input.sweep, jobs: &input.jobs, epochs: &input.epochs };
-    let files = write_export(&export, args.format, args.out.as_deref())?;
+    let files = write_export(&input, args.format, args.out.as_deref())?;
     for f in files {
         eprintln!("wrote {}", f.display());
     }
     Ok(())
 }
 
-fn write_export(export: &Export<'_>, format: Format, out: Option<&Path>) -> Result<Vec<PathBuf>> {
+fn write_export(input: &report::ReportInput, format: Format, out: Option<&Path>) -> Result<Vec<PathBuf>> {
     let outputs: Vec<(&str, Vec<u8>)> = match format {
-        Format::Json => vec![("sweep.json", serde_json::to_vec_pretty(export)?)],
+        Format::Json => {
+            let export = Export { sweep: &input.sweep, jobs: &input.jobs, epochs: &input.epochs };
+            vec![("sweep.json", serde_json::to_vec_pretty(&export)?)]
+        }
         Format::Csv => {
-            let (jobs, epochs) = csv_safe(export);
-            vec![("jobs.csv", csv_bytes(&jobs)?), ("epochs.csv", csv_bytes(&epochs)?)]
+            let csv = |e: csv::Error| crate::Error::Format(format!("csv: {e}"));
+            let (mut jobs, mut epochs) = (Vec::new(), Vec::new());
+            report::tables::results_csv(input, &input.variants, &mut jobs).map_err(csv)?;
+            report::tables::epochs_csv(input, &input.variants, &mut epochs).map_err(csv)?;
+            vec![("jobs.csv", jobs), ("epochs.csv", epochs)]
         }
     };
     match out {
@@ -129,10 +107,22 @@ mod tests {
             attempts: 2,
             error: "@SUM(A1)\u{7}".into(),
         };
+        let input = report::ReportInput {
+            sweep: "s".into(),
+            variants: vec!["natural_softmax".into()],
+            baseline_variant: "natural_softmax".into(),
+            spec_json: String::new(),
+            jobs: vec![job],
+            epochs: vec![],
+            learning_rates: Default::default(),
+            provenance: Default::default(),
+        };
         let dir = tempfile::tempdir().unwrap();
-        let export = Export { sweep: "s", jobs: std::slice::from_ref(&job), epochs: &[] };
-        write_export(&export, Format::Csv, Some(dir.path())).unwrap();
+        write_export(&input, Format::Csv, Some(dir.path())).unwrap();
         let text = std::fs::read_to_string(dir.path().join("jobs.csv")).unwrap();
+        let header = text.lines().next().unwrap();
+        assert_eq!(header, report::tables::RESULTS_HEADER.join(","), "jobs.csv is the report's results.csv");
+        assert!(text.contains(",50.0000,"), "accuracy in percent: {text}");
         assert!(text.contains("'=cmd|' /C calc'!A0\u{fffd}[2J"), "{text}");
         assert!(!text.chars().any(|c| c == '\u{1b}'));
         assert!(text.contains("'@SUM(A1)\u{fffd}"), "a failure reason is neutralised too: {text}");
