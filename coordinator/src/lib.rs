@@ -11,7 +11,7 @@
 //! - [`lifecycle`]: the pure job state machine.
 //! - [`client`]: sweep specs on the client side (spec files, shared flags, presets).
 //! - [`cli`]: the client subcommands, including [`client::watch::follow`] (progress bars or plain lines)
-//!   and [`cli::report::fetch_report_input`] (report rows over gRPC).
+//!   and [`client::report_input::fetch_report_input`] (report rows over gRPC).
 
 pub mod auth;
 pub mod cli;

@@ -255,7 +255,7 @@ async fn drive(
     }
 
     let summary = client.get_sweep(GetSweepRequest { sweep: sweep.clone() }).await?.into_inner();
-    let input = coordinator::cli::report::fetch_report_input(channel, &sweep).await?;
+    let input = coordinator::client::report_input::fetch_report_input(channel, &sweep).await?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&sweep));
     let files = report::write_report(&input, &out)?;
     eprintln!(

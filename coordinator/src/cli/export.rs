@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Serialize;
 
-use super::report::fetch_report_input;
 use super::{ClientArgs, Format};
+use crate::client::report_input::fetch_report_input;
 use crate::error::Result;
 
 #[derive(Debug, Args)]

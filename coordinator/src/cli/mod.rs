@@ -2,7 +2,8 @@
 //! `cancel`, `retry`, `export`, `report`) and `token` (the credentials of a token file). Every flag can
 //! also come from a `SWEEP_*` env var; clients connect through `sweep_proto::connect`.
 //! The code lives in the library so the binary stays thin and other crates (the one-shot
-//! `sweep run`) can reuse [`crate::client::watch::follow`] and [`report::fetch_report_input`].
+//! `sweep run`) can reuse [`crate::client::watch::follow`] and
+//! [`crate::client::report_input::fetch_report_input`].
 
 pub mod export;
 pub mod report;

@@ -1,8 +1,10 @@
 //! The client edge shared by the CLI subcommands and the one-shot `sweep run`: what a client
-//! talks through ([`IntoSweepClient`]) and sweep specs (the spec-file format, flags and presets).
+//! talks through ([`IntoSweepClient`]), sweep specs (the spec-file format, flags and presets),
+//! following a sweep ([`watch`]) and reading one into report rows ([`report_input`]).
 
 pub mod connection;
 pub mod presets;
+pub mod report_input;
 pub mod spec;
 pub mod watch;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use coordinator::cli::report::fetch_report_input;
+use coordinator::client::report_input::fetch_report_input;
 use coordinator::client::watch::{Progress, follow};
 use sweep_proto::pb;
 use tokio_stream::StreamExt;

@@ -4,8 +4,8 @@
 //! in `coordinator export`'s or the report's CSV files.
 
 use clap::Parser;
-use coordinator::cli::report::write_sweep_report;
 use coordinator::cli::status::{format_job, format_worker};
+use coordinator::client::report_input::write_sweep_report;
 use sweep_proto::pb;
 use sweep_proto::text::is_unsafe_char;
 
