@@ -5,7 +5,10 @@
 # copy is written to $OUT at every `poll`, so a stopped run continues on another machine.
 #
 # Bring release binaries (strip + xz) in .device/bin/ and CIFAR-10 files (.bin.xz) in
-# .device/data/ (see gpu.sh `unpack`). Phases (logs and the database copy go to $OUT):
+# .device/data/ (see gpu.sh `unpack`), and optionally .device/autotune.tgz (a previous machine's
+# autotune results, written to $OUT at every `poll`). Phases (logs and the database copy go to $OUT):
+#   warm               autotune the training kernels in the background (`worker bench`, no data
+#                      needed) while the data set is still being brought in
 #   start              restore the database, start the coordinator and a worker (setsid), submit
 #                      the presets in $PRESETS (default: protocol; idempotent: a resubmit adds
 #                      nothing, so the queue continues where the last machine stopped)
@@ -26,6 +29,7 @@ NAME=${NAME:-protocol}
 DB=$RUN/sweep.db
 DB_IN=${DB_IN:-$REPO/docs/results/2026-12-03-h200-protocol/sweep.db}
 ADDR=127.0.0.1:50051
+CACHE=${SWEEP_KERNEL_CACHE:-$HOME/.cache/sweep/cubecl}
 export SWEEP_COORDINATOR=http://$ADDR
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export RUST_LOG=${RUST_LOG:-info}
@@ -48,6 +52,13 @@ start_worker() {
   log "worker started (pid $!)"
 }
 
+restore_autotune() {
+  if [ -e "$REPO/.device/autotune.tgz" ] && [ ! -e "$CACHE/.restored" ]; then
+    mkdir -p "$CACHE" && tar xzf "$REPO/.device/autotune.tgz" -C "$CACHE" && touch "$CACHE/.restored"
+    log "autotune results restored"
+  fi
+}
+
 snapshot() {
   # A consistent copy while the coordinator writes (SQLite's online backup; WAL included).
   python3 - "$DB" "$OUT/sweep.db" <<'EOF'
@@ -57,12 +68,22 @@ src.backup(dst); dst.close(); src.close()
 EOF
   cp "$RUN"/*.log "$OUT/" 2>/dev/null
   tail -n 400 "$RUN/worker.log" > "$OUT/worker.log" 2>/dev/null
+  # Autotune results only: compiled kernels (build-*) belong to one build.
+  [ -d "$CACHE" ] && tar czf "$OUT/autotune.tgz" -C "$CACHE" --exclude='build-*' --exclude=.restored .
 }
 
 phase=${1:-}
 shift || true
 case "$phase" in
+warm)
+  restore_autotune
+  setsid nohup "$BIN/worker" bench --device cuda --steps 3 --warmup 2 > "$RUN/warm.log" 2>&1 < /dev/null &
+  log "autotuning in the background (pid $!)"
+  ;;
 start)
+  restore_autotune
+  # Autotune timings taken while another process trains would pick the wrong kernels.
+  while pgrep -f "$BIN/worker bench" > /dev/null; do sleep 2; done
   if [ ! -e "$DB" ] && [ -e "$DB_IN" ]; then cp "$DB_IN" "$DB"; log "database restored from $DB_IN"; fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
   start_coordinator || exit 1
@@ -107,7 +128,7 @@ report)
   snapshot
   ;;
 *)
-  echo "usage: $0 start|poll SECONDS|kill-worker|stop-worker|restart-coordinator|report" >&2
+  echo "usage: $0 warm|start|poll SECONDS|kill-worker|stop-worker|restart-coordinator|report" >&2
   exit 2
   ;;
 esac
