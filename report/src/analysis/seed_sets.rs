@@ -7,7 +7,8 @@
 //! variant's n lowest finished seeds, n being the smallest variant's count. Extended set: the
 //! variants with finished seeds outside the main set, with all their finished seeds, plus the
 //! baseline so that they can be compared with it (the protocol sweep's 15-seed natural_softmax and
-//! normal_lr1e-3). A balanced sweep has only the main set.
+//! normal_lr1e-3). A balanced sweep has only the main set. A running job is shown in one set: the
+//! extended set when its variant is in it, else the main set.
 
 use std::collections::BTreeSet;
 
@@ -104,13 +105,16 @@ pub(crate) fn analyse_seed_sets(
     let set = |kind, selection, complete, variants| {
         seed_set(kind, selection, complete, variants, baseline, trains_like)
     };
+    let in_extended =
+        |v: &VariantResults| !grown.is_empty() && (grown.contains(&v.name.as_str()) || v.name == baseline);
+    let mut balanced = balanced;
+    for v in balanced.iter_mut().filter(|v| in_extended(v)) {
+        // Its running jobs (seeds beyond the main set's) are shown with the extended set.
+        v.running_best.clear();
+    }
     let mut sets = vec![set(SeedSetKind::Balanced, selection, grown.is_empty(), balanced)];
     if !grown.is_empty() {
-        let extended: Vec<VariantResults> = variants
-            .iter()
-            .filter(|v| grown.contains(&v.name.as_str()) || v.name == baseline)
-            .cloned()
-            .collect();
+        let extended: Vec<VariantResults> = variants.iter().filter(|v| in_extended(v)).cloned().collect();
         let names = extended.iter().map(|v| v.name.clone()).collect();
         sets.push(set(SeedSetKind::Extended, Selection::AllSeeds(names), false, extended));
     }
@@ -205,6 +209,20 @@ mod tests {
         assert_eq!((extended.comparisons[0].design, extended.comparisons[0].n_units()), (Design::Paired, 15));
         assert_eq!(extended.claims.iter().map(|c| c.claim).collect::<Vec<_>>(), [CLAIM_SOFTMAX]);
         assert!(extended.description().contains("`natural_softmax` (n = 15), `normal_lr1e-3` (n = 15)"));
+    }
+
+    #[test]
+    fn a_running_job_is_shown_with_the_extended_set_when_its_variant_is_in_it() {
+        let (five, twelve): (Vec<u64>, Vec<u64>) = ((0..5).collect(), (0..12).collect());
+        let fifteen: Vec<u64> = (0..15).collect();
+        let mut all = variants([&five, &fifteen, &five, &twelve, &five]);
+        all[3].running_best = vec![(12, 89.4)];
+        all[0].running_best = vec![(5, 88.0)];
+        let sets = analyse_seed_sets(&all, "normal_lr1e-3", &[]);
+        let running = |set: &SeedSetAnalysis, name: &str| set.variant(name).unwrap().running_best.clone();
+        assert_eq!(running(&sets[0], "normal_lr1e-3"), [], "seed 12 is not in the main set's seeds");
+        assert_eq!(running(&sets[1], "normal_lr1e-3"), [(12, 89.4)]);
+        assert_eq!(running(&sets[0], "natural_hardmax"), [(5, 88.0)], "its variant has no other set");
     }
 
     #[test]
