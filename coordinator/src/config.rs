@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::auth::RateLimit;
+use crate::checkpoints::CheckpointSettings;
 
 /// Default gRPC message limit (both directions).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -25,6 +26,8 @@ pub struct Config {
     pub event_capacity: usize,
     /// Sizes and rates one client may ask for.
     pub limits: Limits,
+    /// Where checkpoints uploaded by workers are kept; `None`: uploads are refused.
+    pub checkpoints: Option<CheckpointSettings>,
 }
 
 /// What one request or credential may ask of the coordinator, so no client can hold the single
@@ -82,6 +85,7 @@ impl Default for Config {
             idle_retry_after: Duration::from_secs(2),
             event_capacity: 4096,
             limits: Limits::default(),
+            checkpoints: None,
         }
     }
 }

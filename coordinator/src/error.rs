@@ -33,6 +33,9 @@ pub enum Error {
     /// A configured limit (rate, sweep size) was reached; the message names it.
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// Bytes that arrived damaged (a checksum differs); nothing was kept.
+    #[error("data loss: {0}")]
+    DataLoss(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -126,6 +129,7 @@ impl From<Error> for tonic::Status {
             Error::Unauthenticated(_) => Status::unauthenticated(message(&e)),
             Error::PermissionDenied(_) => Status::permission_denied(message(&e)),
             Error::ResourceExhausted(_) => Status::resource_exhausted(message(&e)),
+            Error::DataLoss(_) => Status::data_loss(message(&e)),
             Error::InvalidInput(_) | Error::Malformed(_) => Status::invalid_argument(message(&e)),
             Error::StaleLease(_) | Error::Conflict(_) | Error::Precondition(_) => {
                 Status::failed_precondition(message(&e))

@@ -14,6 +14,7 @@
 //!   and [`client::report_input::fetch_report_input`] (report rows over gRPC).
 
 pub mod auth;
+pub mod checkpoints;
 pub mod cli;
 pub mod client;
 pub mod config;

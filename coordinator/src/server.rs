@@ -16,6 +16,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::{Authenticator, RateLimiter, Role, Security, TokenStore};
+use crate::checkpoints::CheckpointFiles;
 use crate::config::Config;
 use crate::db::Database;
 use crate::error::{Error, Result};
@@ -70,7 +71,8 @@ pub async fn run_listeners(
     }
     let reaper = tokio::spawn(reaper::run(queue.clone(), config.reaper_interval, stop.clone()));
     let limiter = Arc::new(RateLimiter::new(config.limits.user_writes, config.limits.worker_writes));
-    let shared = Shared { queue, config: config.clone(), stop: stop.clone(), limiter };
+    let checkpoints = config.checkpoints.clone().map(CheckpointFiles::new);
+    let shared = Shared { queue, config: config.clone(), stop: stop.clone(), limiter, checkpoints };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SweepServiceServer<SweepApi>>().await;
     health.set_serving::<WorkerServiceServer<WorkerApi>>().await;

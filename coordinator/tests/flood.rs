@@ -50,8 +50,12 @@ async fn heartbeats_stay_fast_while_the_largest_submissions_and_their_cancels_ru
     for i in 0..HEARTBEATERS {
         let mut gpu = server.workers(Who::Worker).await;
         let id = format!("w{i}");
-        let register =
-            pb::RegisterWorkerRequest { worker_id: id.clone(), hostname: "h".into(), gpus: vec![], slots: 1 };
+        let register = pb::RegisterWorkerRequest {
+            worker_id: id.clone(),
+            hostname: "h".into(),
+            slots: 1,
+            ..Default::default()
+        };
         gpu.register_worker(register).await.unwrap();
         let lease = gpu.lease_job(pb::LeaseJobRequest { worker_id: id.clone(), slot: 0 }).await.unwrap();
         let fence = lease.into_inner().job.unwrap().fence.unwrap();

@@ -150,7 +150,12 @@ fn reproducibility(out: &mut String, input: &ReportInput) {
         .iter()
         .map(|(f, m)| format!("<code>{}</code>: <code>{}</code>", escape(f), escape(m)))
         .collect();
-    let _ = writeln!(out, "<dt>data MD5</dt><dd>{}</dd>", list(md5s));
+    let md5s = if p.data_md5.is_empty() {
+        "<em>none reported by the workers that ran this sweep</em>".to_string()
+    } else {
+        list(md5s)
+    };
+    let _ = writeln!(out, "<dt>data MD5 (verified by the workers)</dt><dd>{md5s}</dd>");
     out.push_str("</dl>\n<h3>Sweep spec</h3>\n");
     let _ = writeln!(out, "<pre class=\"spec\">{}</pre>", escape(&input.spec_json));
 }

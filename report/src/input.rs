@@ -84,9 +84,9 @@ pub struct Provenance {
     pub rustc_version: String,
     /// (crate, version) pairs, e.g. ("burn", "0.21.0").
     pub crate_versions: Vec<(String, String)>,
-    /// Device names the workers reported (e.g. "NVIDIA H100 80GB HBM3", "cpu").
+    /// Device names of the workers that ran the sweep (e.g. "NVIDIA H100 80GB HBM3", "cpu").
     pub devices: Vec<String>,
-    /// (file, md5) of the data files.
+    /// (file, md5) of the data files those workers loaded and verified.
     pub data_md5: Vec<(String, String)>,
     /// RFC 3339 time the report was made.
     pub generated_at: String,

@@ -1,7 +1,7 @@
 //! The chaos suite: a real sweep served by a `coordinator serve` process and trained by three
-//! worker processes (the real agent on CPU, tiny data, checkpoints in a shared folder), while
-//! workers are SIGKILLed or stopped with SIGTERM and the coordinator is SIGKILLed and restarted at
-//! pseudo-random moments. Afterwards the database must hold every job succeeded exactly once with
+//! worker processes (the real agent on CPU, tiny data, checkpoints in a shared folder or on the
+//! coordinator), while workers are SIGKILLed or stopped with SIGTERM and the coordinator is
+//! SIGKILLed and restarted at pseudo-random moments. Afterwards the database must hold every job succeeded exactly once with
 //! epochs 1..=E each stored once, nothing queued or running, pass `PRAGMA integrity_check`, and
 //! the report must build. The figures (kills, requeues, resumed jobs, wall time) are printed.
 //!

@@ -91,6 +91,11 @@ async fn smoke_preset_runs_end_to_end_and_resumes_after_an_interrupt() {
     }
     let summary_md = std::fs::read_to_string(&files.summary_md).unwrap();
     assert!(summary_md.contains("too few seeds"), "2 seeds per variant cannot support a claim");
+    // The reproducibility block lists the checksums the local worker verified when it loaded the data.
+    let html = std::fs::read_to_string(&files.index_html).unwrap();
+    for (name, md5) in worker::data::CIFAR10_FILES {
+        assert!(html.contains(&format!("<code>{name}</code>: <code>{md5}</code>")), "{name} not verified");
+    }
 
     // A third run finds nothing to do and keeps every job.
     let again = run_until(args(dir.path()), std::future::pending()).await.expect("third run");

@@ -1,7 +1,8 @@
 //! A worker process (the real agent, CPU backend) against a real coordinator on 127.0.0.1:
 //! completes a 2-job sweep with every epoch stored, survives a coordinator restart mid-sweep
 //! without losing a measured epoch, stops a job the user cancels, and when stopped hands its job
-//! back so another worker continues it from the checkpoint with an uninterrupted run's metrics.
+//! back so another worker continues it from the checkpoint (in a shared directory or on the
+//! coordinator) with an uninterrupted run's metrics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use worker::Cifar10;
-use worker::agent::{AgentConfig, CheckpointSettings, run_agent};
+use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, run_agent};
 use worker::device::DeviceChoice;
 
 /// 320 training and 64 test images of random pixels (labels cycle through the classes).
@@ -53,11 +54,14 @@ struct Server {
 }
 
 async fn start_server(db_url: &str, addr: SocketAddr) -> Server {
+    start_server_with(db_url, addr, Config::with_lease_ttl(Duration::from_secs(5))).await
+}
+
+async fn start_server_with(db_url: &str, addr: SocketAddr, config: Config) -> Server {
     let db = Database::open(db_url).await.unwrap();
     let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, mut rx) = watch::channel(false);
-    let config = Config::with_lease_ttl(Duration::from_secs(5));
     let task = tokio::spawn(async move {
         let result = coordinator::run(listener, db.clone(), config, async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -233,31 +237,23 @@ async fn epoch_rows(addr: SocketAddr, sweep: &str) -> Vec<(u32, u32, [u64; 4])> 
     detail.epochs.iter().map(|e| (e.epoch, e.attempt, bits(e))).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_worker_hands_its_job_back_and_another_continues_from_the_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
-    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
-    let mut c = client(server.addr).await;
-    let checkpoints = || Some(CheckpointSettings { dir: dir.path().join("checkpoints"), every: 1 });
-
-    // The uninterrupted run of the same job (same seed, so same weights and data order).
-    c.submit_sweep(SubmitSweepRequest { spec: Some(spec("whole", vec![3], 6)) }).await.unwrap();
-    let (stop, agent) = start_worker(server.addr);
-    wait_for(server.addr, "whole", Duration::from_secs(180), |s| s.succeeded == 1).await;
+/// Runs sweep `name` (the job of [`spec`] with seed 3, 6 epochs) with worker A stopped (as by
+/// SIGTERM) after two epochs and worker B finishing it, both checkpointing to `checkpoints`;
+/// returns the epochs stored before the hand-back and the sweep's epoch rows.
+async fn split_run(
+    addr: SocketAddr,
+    name: &str,
+    checkpoints: CheckpointSettings,
+    before_b: impl FnOnce(i64, u32),
+) -> (u32, Vec<(u32, u32, [u64; 4])>) {
+    let mut c = client(addr).await;
+    c.submit_sweep(SubmitSweepRequest { spec: Some(spec(name, vec![3], 6)) }).await.unwrap();
+    // A ends its epoch, checkpoints, delivers it and hands the job back, which costs no attempt.
+    let (stop, agent) = start_worker_with(addr, "worker-a", Some(checkpoints.clone()));
+    wait_for(addr, name, Duration::from_secs(120), |s| s.epochs_done >= 2).await;
     stop.send(true).unwrap();
     agent.await.unwrap().unwrap();
-    let whole = epoch_rows(server.addr, "whole").await;
-
-    // Worker A is stopped (as by SIGTERM) after two epochs: it ends its epoch, checkpoints,
-    // delivers it and hands the job back, which costs no attempt.
-    c.submit_sweep(SubmitSweepRequest { spec: Some(spec("split", vec![3], 6)) }).await.unwrap();
-    let (stop, agent) = start_worker_with(server.addr, "worker-a", checkpoints());
-    wait_for(server.addr, "split", Duration::from_secs(120), |s| s.epochs_done >= 2).await;
-    stop.send(true).unwrap();
-    agent.await.unwrap().unwrap();
-    let mut c = client(server.addr).await;
-    let jobs = c.list_jobs(ListJobsRequest { sweep: "split".into(), ..Default::default() }).await.unwrap();
+    let jobs = c.list_jobs(ListJobsRequest { sweep: name.into(), ..Default::default() }).await.unwrap();
     let job = jobs.into_inner().jobs[0].clone();
     assert_eq!(
         job.state,
@@ -267,18 +263,52 @@ async fn a_stopped_worker_hands_its_job_back_and_another_continues_from_the_chec
     assert_eq!((job.attempt, job.max_attempts), (2, 4), "a new attempt that does not use up the budget");
     let handed_back = job.epochs_done;
     assert!((2..6).contains(&handed_back), "{handed_back}");
-
-    // Worker B continues after the last stored epoch: nothing is trained or sent twice, and the
-    // metrics are the uninterrupted run's, bit for bit (CPU).
-    let (stop, agent) = start_worker_with(server.addr, "worker-b", checkpoints());
-    wait_for(server.addr, "split", Duration::from_secs(180), |s| s.succeeded == 1).await;
+    before_b(job.id, handed_back);
+    let (stop, agent) = start_worker_with(addr, "worker-b", Some(checkpoints));
+    wait_for(addr, name, Duration::from_secs(180), |s| s.succeeded == 1).await;
     stop.send(true).unwrap();
     agent.await.unwrap().unwrap();
-    let split = epoch_rows(server.addr, "split").await;
-    let attempts: Vec<(u32, u32)> = split.iter().map(|(e, a, _)| (*e, *a)).collect();
-    let expected: Vec<(u32, u32)> = (1..=6).map(|e| (e, if e <= handed_back { 1 } else { 2 })).collect();
-    assert_eq!(attempts, expected);
+    (handed_back, epoch_rows(addr, name).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_hands_its_job_back_and_another_continues_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let store = dir.path().join("coordinator-checkpoints");
+    let mut config = Config::with_lease_ttl(Duration::from_secs(5));
+    config.checkpoints = Some(coordinator::checkpoints::CheckpointSettings::in_dir(&store));
+    let server = start_server_with(&url, "127.0.0.1:0".parse().unwrap(), config).await;
+    let mut c = client(server.addr).await;
+
+    // The uninterrupted run of the same job (same seed, so same weights and data order).
+    c.submit_sweep(SubmitSweepRequest { spec: Some(spec("whole", vec![3], 6)) }).await.unwrap();
+    let (stop, agent) = start_worker(server.addr);
+    wait_for(server.addr, "whole", Duration::from_secs(180), |s| s.succeeded == 1).await;
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    let whole = epoch_rows(server.addr, "whole").await;
     let metrics = |rows: &[(u32, u32, [u64; 4])]| rows.iter().map(|(e, _, m)| (*e, *m)).collect::<Vec<_>>();
-    assert_eq!(metrics(&split), metrics(&whole));
+
+    // B continues after the last stored epoch from the checkpoint, in a shared directory or on the
+    // coordinator: nothing is trained or sent twice, and the metrics are the uninterrupted run's,
+    // bit for bit (CPU).
+    let in_dir =
+        CheckpointSettings { target: CheckpointTarget::Directory(dir.path().join("checkpoints")), every: 1 };
+    let on_coordinator = CheckpointSettings { target: CheckpointTarget::Coordinator, every: 1 };
+    for (name, checkpoints) in [("split", in_dir), ("split-coordinator", on_coordinator)] {
+        let remote = checkpoints.target == CheckpointTarget::Coordinator;
+        let (handed_back, split) = split_run(server.addr, name, checkpoints, |job, epoch| {
+            let kept = store.join(format!("job-{job}")).join(format!("epoch-{epoch:05}.ckpt"));
+            assert_eq!(kept.is_file(), remote, "{name}: the stop's checkpoint {}", kept.display());
+        })
+        .await;
+        let attempts: Vec<(u32, u32)> = split.iter().map(|(e, a, _)| (*e, *a)).collect();
+        let expected: Vec<(u32, u32)> = (1..=6).map(|e| (e, if e <= handed_back { 1 } else { 2 })).collect();
+        assert_eq!(attempts, expected, "{name}");
+        assert_eq!(metrics(&split), metrics(&whole), "{name}");
+    }
+    let left = std::fs::read_dir(&store).unwrap().count();
+    assert_eq!(left, 0, "the coordinator removes a succeeded job's checkpoints");
     server.shutdown().await;
 }

@@ -135,7 +135,7 @@ fn without_data_dir_the_default_folder_is_completed_by_a_download() {
 #[test]
 fn a_complete_folder_is_loaded_without_a_download() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, _) in sweep_proto::domain::CIFAR10_FILES {
+    for (name, _) in worker::data::CIFAR10_FILES {
         fs::write(dir.path().join(name), common::synthetic_records(&[0, 1])).unwrap();
     }
     for download in [false, true] {

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::io::Write;
 
-use sweep_proto::domain::CIFAR10_FILES;
+use worker::data::CIFAR10_FILES;
 use worker::data::download::unpack_verified;
 use worker::data::{Cifar10, DataError, RECORD_BYTES, RECORDS_PER_FILE, md5_hex};
 

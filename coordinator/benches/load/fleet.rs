@@ -23,6 +23,7 @@ async fn fleet_worker(i: usize, ch: Channel, opts: Opts, window: Window) -> Samp
         hostname: format!("host-{}", i / 8),
         gpus: vec!["NVIDIA H100 80GB HBM3".into()],
         slots: 1,
+        data_files: vec![],
     };
     if client.register_worker(req).await.is_err() {
         s.errors += 1;

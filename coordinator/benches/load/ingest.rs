@@ -23,6 +23,7 @@ pub async fn run(opts: &Opts) {
         hostname: "bench".into(),
         gpus: vec![],
         slots: opts.ingest_streams as u32,
+        data_files: vec![],
     };
     client.register_worker(req).await.unwrap();
     let mut fences = Vec::new();

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::auth::{RateLimit, Security, ServerTls, TokenStore};
+use crate::checkpoints::CheckpointSettings;
 use crate::config::{Config, DEFAULT_MAX_MESSAGE_BYTES, Limits};
 use crate::db::DEFAULT_DATABASE_URL;
 use crate::error::Result;
@@ -32,6 +33,13 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted or sent, in bytes; a bigger request message gets OUT_OF_RANGE.
     #[arg(long, env = "SWEEP_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Keep checkpoints that workers upload (--checkpoint-to-coordinator) in this directory: each
+    /// job's newest two, removed when it succeeds. Without it such uploads are refused.
+    #[arg(long, env = "SWEEP_CHECKPOINT_STORE")]
+    pub checkpoint_store: Option<PathBuf>,
+    /// Largest checkpoint accepted, in MiB.
+    #[arg(long, env = "SWEEP_MAX_CHECKPOINT_MIB", default_value_t = 1024)]
+    pub max_checkpoint_mib: u64,
     #[command(flatten)]
     pub security: ServerSecurityArgs,
     #[command(flatten)]
@@ -131,6 +139,10 @@ impl ServeArgs {
         }
         config.max_message_bytes = self.max_message_bytes;
         config.limits = self.limits.limits();
+        config.checkpoints = self.checkpoint_store.as_ref().map(|dir| CheckpointSettings {
+            max_bytes: self.max_checkpoint_mib.saturating_mul(1 << 20),
+            ..CheckpointSettings::in_dir(dir)
+        });
         config
     }
 }
@@ -162,6 +174,11 @@ mod tests {
         let defaults = Cli::parse_from(["serve"]).serve;
         assert_eq!(defaults.listen, "127.0.0.1:50051".parse::<SocketAddr>().unwrap());
         assert_eq!(defaults.config().limits, Limits::default());
+        assert_eq!(defaults.config().checkpoints, None);
+        let store =
+            Cli::parse_from(["serve", "--checkpoint-store", "ckpt", "--max-checkpoint-mib", "2"]).serve;
+        let expected = CheckpointSettings { max_bytes: 2 << 20, ..CheckpointSettings::in_dir("ckpt") };
+        assert_eq!(store.config().checkpoints, Some(expected));
         let tls = Cli::try_parse_from(["serve", "--tls-cert", "c.pem"]);
         assert!(tls.is_err(), "--tls-cert needs --tls-key");
     }

@@ -2,12 +2,13 @@
 //! with their attempts and failure reasons, epochs with the attempt that stored them, learning
 //! rates, provenance from the build) and writing its report ([`write_sweep_report`]).
 
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use report::{EpochRow, JobRow, Provenance, ReportFiles, ReportInput};
 use sweep_proto::convert::state_from_wire;
-use sweep_proto::domain::{CIFAR10_FILES, LossVariant};
+use sweep_proto::domain::LossVariant;
 use sweep_proto::text::printable;
 use sweep_proto::{SweepSpec, pb};
 
@@ -80,16 +81,8 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
         }));
     }
 
-    let mut devices: Vec<String> = client
-        .list_workers(pb::ListWorkersRequest {})
-        .await?
-        .into_inner()
-        .workers
-        .into_iter()
-        .flat_map(|w| w.gpus)
-        .collect();
-    devices.sort();
-    devices.dedup();
+    let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers;
+    let (devices, data_md5) = workers_provenance(&workers, &jobs);
 
     Ok(ReportInput {
         sweep: sweep.to_owned(),
@@ -104,10 +97,21 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
             rustc_version: env!("SWEEP_RUSTC_VERSION").to_owned(),
             crate_versions: crate_versions(),
             devices,
-            data_md5: CIFAR10_FILES.iter().map(|(f, md5)| (f.to_string(), md5.to_string())).collect(),
+            data_md5,
             generated_at: rfc3339(SystemTime::now()),
         },
     })
+}
+
+/// The devices and the verified data files (file, MD5) of the workers that ran `jobs`, each
+/// sorted and deduplicated: what this sweep's numbers were produced on and from.
+fn workers_provenance(workers: &[pb::Worker], jobs: &[JobRow]) -> (Vec<String>, Vec<(String, String)>) {
+    let ran: HashSet<&str> = jobs.iter().map(|j| j.worker.as_str()).filter(|w| !w.is_empty()).collect();
+    let ran: Vec<&pb::Worker> = workers.iter().filter(|w| ran.contains(w.id.as_str())).collect();
+    let devices: BTreeSet<String> = ran.iter().flat_map(|w| w.gpus.iter().cloned()).collect();
+    let files: BTreeSet<(String, String)> =
+        ran.iter().flat_map(|w| w.data_files.iter().map(|f| (f.name.clone(), f.md5.clone()))).collect();
+    (devices.into_iter().collect(), files.into_iter().collect())
 }
 
 /// A failure reason as the report's rows carry it: one line, control and bidirectional
@@ -169,6 +173,32 @@ mod tests {
             locked_versions("burn=0.21.0;;tonic = 0.14.9;bogus"),
             [("burn".to_owned(), "0.21.0".to_owned()), ("tonic".to_owned(), "0.14.9".to_owned())]
         );
+    }
+
+    #[test]
+    fn provenance_names_only_the_workers_that_ran_the_sweep() {
+        let file = |name: &str, md5: &str| pb::DataFile { name: name.into(), md5: md5.into() };
+        let worker = |id: &str, gpu: &str, files: Vec<pb::DataFile>| pb::Worker {
+            id: id.into(),
+            gpus: vec![gpu.into()],
+            data_files: files,
+            ..Default::default()
+        };
+        let workers = [
+            worker(
+                "a",
+                "NVIDIA H200",
+                vec![file("test_batch.bin", "803d"), file("data_batch_1.bin", "5dd7")],
+            ),
+            worker("b", "NVIDIA H200", vec![file("test_batch.bin", "803d")]),
+            worker("idle", "cpu", vec![file("test_batch.bin", "ffff")]),
+        ];
+        let job = |worker: &str| JobRow { worker: worker.into(), ..JobRow::default() };
+        let (devices, files) = workers_provenance(&workers, &[job("a"), job("b"), job("")]);
+        assert_eq!(devices, ["NVIDIA H200"]);
+        let expected = [("data_batch_1.bin", "5dd7"), ("test_batch.bin", "803d")];
+        assert_eq!(files, expected.map(|(f, m)| (f.to_owned(), m.to_owned())));
+        assert_eq!(workers_provenance(&workers, &[job("")]), (vec![], vec![]));
     }
 
     #[test]

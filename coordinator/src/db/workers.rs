@@ -4,11 +4,12 @@
 use std::collections::HashSet;
 
 use sqlx::{AssertSqlSafe, Executor, Sqlite, SqliteConnection};
-use sweep_proto::domain::Worker;
+use sweep_proto::domain::{DataFile, Worker};
 
 use crate::error::Result;
 
-/// Records a worker bound to `owner`; registering again replaces its host, GPUs and slots. An id
+/// Records a worker bound to `owner`; registering again replaces its host, GPUs, slots and data
+/// files. An id
 /// bound to another credential is left alone unless `any_owner` (authentication off); an id
 /// registered without authentication (owner `""`) is bound to the first credential that
 /// registers it. Returns whether the worker was recorded (false: the id belongs to another
@@ -20,6 +21,7 @@ pub async fn register<'c, E>(
     hostname: &str,
     gpus: &[String],
     slots: u32,
+    data_files: &[DataFile],
     now_ms: i64,
     owner: &str,
     any_owner: bool,
@@ -28,10 +30,12 @@ where
     E: Executor<'c, Database = Sqlite>,
 {
     let gpus_json = serde_json::to_string(gpus)?;
+    let files_json = files_to_json(data_files);
     let recorded = sqlx::query_scalar!(
-        "INSERT INTO workers (id, hostname, gpus_json, slots, idle_slots, registered_at_ms, last_seen_ms, owner) \
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5, ?6) ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
-         gpus_json = excluded.gpus_json, slots = excluded.slots, idle_slots = excluded.idle_slots, \
+        "INSERT INTO workers (id, hostname, gpus_json, slots, idle_slots, registered_at_ms, last_seen_ms, owner, \
+         data_files_json) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5, ?6, ?8) ON CONFLICT (id) DO UPDATE SET \
+         hostname = excluded.hostname, gpus_json = excluded.gpus_json, slots = excluded.slots, \
+         idle_slots = excluded.idle_slots, data_files_json = excluded.data_files_json, \
          registered_at_ms = excluded.registered_at_ms, last_seen_ms = excluded.last_seen_ms, \
          owner = CASE WHEN workers.owner = '' THEN excluded.owner ELSE workers.owner END \
          WHERE ?7 OR workers.owner = '' OR workers.owner = excluded.owner \
@@ -42,7 +46,8 @@ where
         slots,
         now_ms,
         owner,
-        any_owner
+        any_owner,
+        files_json
     )
     .fetch_optional(ex)
     .await?;
@@ -117,7 +122,7 @@ where
     E: Executor<'c, Database = Sqlite>,
 {
     let rows = sqlx::query!(
-        r#"SELECT w.id, w.hostname, w.gpus_json, w.slots, w.registered_at_ms, w.last_seen_ms,
+        r#"SELECT w.id, w.hostname, w.gpus_json, w.slots, w.registered_at_ms, w.last_seen_ms, w.data_files_json,
            (SELECT COUNT(*) FROM jobs j WHERE j.worker_id = w.id AND j.state = 'running')
                AS "running_jobs!: i64"
            FROM workers w ORDER BY w.last_seen_ms DESC, w.id"#
@@ -133,6 +138,7 @@ where
                 gpus: serde_json::from_str(&w.gpus_json).map_err(|e| bad("gpus_json", &e))?,
                 slots: u32::try_from(w.slots).map_err(|e| bad("slots", &e))?,
                 running_jobs: u32::try_from(w.running_jobs).map_err(|e| bad("running job count", &e))?,
+                data_files: files_from_json(&w.data_files_json).map_err(|e| bad("data_files_json", &e))?,
                 id: w.id,
                 hostname: w.hostname,
                 registered_at_ms: w.registered_at_ms,
@@ -140,4 +146,21 @@ where
             })
         })
         .collect()
+}
+
+/// `[{"name": .., "md5": ..}]`, the column's format.
+fn files_to_json(files: &[DataFile]) -> String {
+    let rows: Vec<serde_json::Value> =
+        files.iter().map(|f| serde_json::json!({ "name": f.name, "md5": f.md5 })).collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+fn files_from_json(text: &str) -> std::result::Result<Vec<DataFile>, String> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        name: String,
+        md5: String,
+    }
+    let rows: Vec<Row> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok(rows.into_iter().map(|r| DataFile { name: r.name, md5: r.md5 }).collect())
 }

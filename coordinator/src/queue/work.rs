@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use sweep_proto::domain::{
-    DataOptions, EpochMetrics, EpochRecord, Fence, Job, JobAssignment, JobId, LeaseVerdict,
+    DataFile, DataOptions, EpochMetrics, EpochRecord, Fence, Job, JobAssignment, JobId, LeaseVerdict,
 };
 
 use super::{Queue, Recorded};
@@ -28,6 +28,8 @@ pub struct Registration {
     pub gpus: Vec<String>,
     /// Jobs it runs at once (at least one is assumed).
     pub slots: u32,
+    /// The data files it verified.
+    pub data_files: Vec<DataFile>,
 }
 
 impl Queue {
@@ -42,9 +44,12 @@ impl Queue {
             .db
             .write_single(move |conn| {
                 Box::pin(async move {
-                    let Registration { worker_id, hostname, gpus, .. } = &worker;
+                    let Registration { worker_id, hostname, gpus, data_files, .. } = &worker;
                     let now = db::now_ms();
-                    workers::register(conn, worker_id, hostname, gpus, slots, now, &owner, any_owner).await
+                    workers::register(
+                        conn, worker_id, hostname, gpus, slots, data_files, now, &owner, any_owner,
+                    )
+                    .await
                 })
             })
             .await?;
@@ -266,6 +271,13 @@ impl Queue {
                 return Ok(changed);
             }
         }
+    }
+
+    /// Checks that `fence` is its job's current, running, unexpired lease and that `by` may use
+    /// it (for writes kept outside the database, such as checkpoints); returns the job.
+    pub async fn holds_lease(&self, fence: &Fence, by: &Principal) -> Result<Job> {
+        self.check_fence(fence, by).await?;
+        Ok(jobs::fenced(self.db.reader(), fence, db::now_ms()).await?.job)
     }
 
     /// Checks that a write under `fence` comes from the credential its worker is bound to. Only a

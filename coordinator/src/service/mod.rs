@@ -5,6 +5,7 @@
 //! the service's authenticating interceptor) goes with every write, and every write first takes
 //! one unit of the caller's rate budget.
 
+mod checkpoint_transfer;
 pub mod sweep_service;
 pub mod worker_service;
 
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Principal, RateLimiter};
+use crate::checkpoints::CheckpointFiles;
 use crate::config::Config;
 use crate::error::Result;
 use crate::queue::Queue;
@@ -26,6 +28,8 @@ pub struct Shared {
     pub config: Config,
     pub stop: watch::Receiver<bool>,
     pub limiter: Arc<RateLimiter>,
+    /// Where uploaded checkpoints are kept; `None`: this coordinator keeps none.
+    pub checkpoints: Option<CheckpointFiles>,
 }
 
 impl Shared {

@@ -6,7 +6,7 @@
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use sweep_proto::convert::required_fence;
+use sweep_proto::convert::{data_files_from_wire, required_fence};
 use sweep_proto::pb::lease_status::Verdict;
 use sweep_proto::pb::worker_service_server::WorkerService;
 use sweep_proto::{EpochMetrics, Fence, InvalidInput, pb};
@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{RpcResult, Shared};
+use super::{RpcResult, Shared, checkpoint_transfer};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::queue::{Queue, Recorded, Registration};
@@ -70,6 +70,7 @@ impl WorkerService for WorkerApi {
             hostname: req.hostname,
             gpus: req.gpus,
             slots: req.slots,
+            data_files: data_files_from_wire(req.data_files)?,
         };
         self.shared.queue.register(worker, &by).await?;
         let config = &self.shared.config;
@@ -137,6 +138,12 @@ impl WorkerService for WorkerApi {
         let by = self.shared.writer(&request)?;
         let fence = required_fence(request.into_inner().fence)?;
         let job = self.shared.queue.complete(fence, &by).await?;
+        if let Some(files) = &self.shared.checkpoints {
+            // A finished job is never resumed; a file left behind only costs disk.
+            if let Err(e) = files.remove_job(job.id).await {
+                tracing::warn!(job = job.id.0, error = %e, "could not remove the finished job's checkpoints");
+            }
+        }
         Ok(Response::new(pb::CompleteJobResponse { job: Some(job.into()) }))
     }
 
@@ -156,6 +163,23 @@ impl WorkerService for WorkerApi {
         let fence = required_fence(request.into_inner().fence)?;
         self.shared.queue.release(fence, &by).await?;
         Ok(Response::new(pb::ReleaseJobResponse {}))
+    }
+
+    async fn put_checkpoint(
+        &self,
+        request: Request<Streaming<pb::CheckpointChunk>>,
+    ) -> RpcResult<pb::PutCheckpointResponse> {
+        checkpoint_transfer::put(&self.shared, request).await?;
+        Ok(Response::new(pb::PutCheckpointResponse {}))
+    }
+
+    type GetCheckpointStream = checkpoint_transfer::ChunkStream;
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> RpcResult<Self::GetCheckpointStream> {
+        Ok(Response::new(checkpoint_transfer::get(&self.shared, request).await?))
     }
 }
 

@@ -120,3 +120,38 @@ async fn bad_worker_writes_store_nothing() {
     assert_eq!(workers.register_worker(bad_worker).await.unwrap_err().code(), Code::InvalidArgument);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn bad_data_checksums_are_rejected_and_the_last_registration_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), coordinator::Config::default()).await;
+    let mut workers = server.workers().await;
+    register(&mut workers, "w").await;
+    let file = |name: &str, md5: &str| pb::DataFile { name: name.into(), md5: md5.into() };
+    let good = file("test_batch.bin", "803d5f7f4d78ea53de84dbe85f74fb6d");
+    let cases = [
+        ("data_files.md5", vec![file("test_batch.bin", "803D5F7F4D78EA53DE84DBE85F74FB6D")]),
+        ("data_files.md5", vec![file("test_batch.bin", "803d")]),
+        ("data_files.name", vec![file("../etc/passwd", &good.md5)]),
+        ("data_files.name", vec![file("", &good.md5)]),
+        ("data_files", vec![good.clone(); 17]),
+    ];
+    for (needle, data_files) in cases {
+        let request = pb::RegisterWorkerRequest {
+            worker_id: "w".into(),
+            hostname: "other-host".into(),
+            slots: 1,
+            data_files,
+            ..Default::default()
+        };
+        let err = workers.register_worker(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{needle}: {err:?}");
+        assert!(err.message().contains(needle), "{needle:?} not in {:?}", err.message());
+    }
+    let mut sweeps = server.sweeps().await;
+    let listed = sweeps.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers;
+    let reported: Vec<(&str, &str)> =
+        listed[0].data_files.iter().map(|f| (f.name.as_str(), f.md5.as_str())).collect();
+    assert_eq!((listed[0].hostname.as_str(), reported), ("test-host", DATA_FILES.to_vec()));
+    server.stop().await;
+}

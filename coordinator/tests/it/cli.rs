@@ -97,7 +97,9 @@ async fn watch_progress_follows_a_sweep_to_the_end_and_report_input_is_complete(
         assert_eq!(row.worker, "gpu-box");
     }
     assert_eq!(input.provenance.devices, vec!["NVIDIA H100 80GB HBM3"]);
-    assert_eq!(input.provenance.data_md5.len(), 6);
+    let verified: Vec<(&str, &str)> =
+        input.provenance.data_md5.iter().map(|(f, m)| (f.as_str(), m.as_str())).collect();
+    assert_eq!(verified, DATA_FILES, "the checksums the worker that ran the jobs reported");
     assert!(input.provenance.crate_versions.iter().any(|(c, v)| c == "burn" && v == "0.21.0"));
     assert!(input.provenance.generated_at.ends_with('Z'));
     let spec: serde_json::Value = serde_json::from_str(&input.spec_json).unwrap();

@@ -102,10 +102,20 @@ pub async fn register(w: &mut Workers, id: &str) {
         hostname: "test-host".into(),
         gpus: vec!["NVIDIA H100 80GB HBM3".into()],
         slots: 1,
+        data_files: DATA_FILES
+            .iter()
+            .map(|(name, md5)| pb::DataFile { name: (*name).into(), md5: (*md5).into() })
+            .collect(),
     })
     .await
     .unwrap();
 }
+
+/// The data files [`register`] reports as verified.
+pub const DATA_FILES: [(&str, &str); 2] = [
+    ("data_batch_1.bin", "5dd7e06a14cb22eb9f671a540d1b7c25"),
+    ("test_batch.bin", "803d5f7f4d78ea53de84dbe85f74fb6d"),
+];
 
 pub async fn lease(w: &mut Workers, id: &str) -> Option<pb::JobAssignment> {
     w.lease_job(pb::LeaseJobRequest { worker_id: id.into(), slot: 0 }).await.unwrap().into_inner().job

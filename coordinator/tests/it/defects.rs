@@ -118,8 +118,8 @@ async fn oversized_request_messages_get_out_of_range_unary_and_streamed() {
     let huge = pb::RegisterWorkerRequest {
         worker_id: "big".into(),
         hostname: "h".repeat(2 * LIMIT),
-        gpus: vec![],
         slots: 1,
+        ..Default::default()
     };
     let err = workers.register_worker(huge).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");

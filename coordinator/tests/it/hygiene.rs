@@ -28,6 +28,7 @@ async fn hostile_names_are_escaped_in_terminal_csv_and_html() {
         hostname: HOST.into(),
         gpus: vec![GPU.into()],
         slots: 1,
+        data_files: vec![],
     };
     workers.register_worker(register).await.unwrap();
     let a = lease(&mut workers, WORKER).await.unwrap();

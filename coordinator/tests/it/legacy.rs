@@ -73,7 +73,7 @@ async fn the_protocol_experiment_database_migrates_and_serves() {
         .fetch_all(server.db.reader())
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
 
     let mut alice = server.sweeps(Who::User).await;
     let get = pb::GetSweepRequest { sweep: "protocol".into() };
@@ -109,8 +109,8 @@ async fn the_protocol_experiment_database_migrates_and_serves() {
     let again = pb::RegisterWorkerRequest {
         worker_id: "h200-vm".into(),
         hostname: "vm".into(),
-        gpus: vec![],
         slots: 1,
+        ..Default::default()
     };
     gpu.register_worker(again.clone()).await.unwrap();
     let mut other = server.workers(Who::OtherWorker).await;

@@ -83,8 +83,12 @@ async fn each_credential_has_its_own_write_budget() {
     alice.list_sweeps(pb::ListSweepsRequest {}).await.unwrap();
     server.sweeps(Who::OtherUser).await.submit_sweep(request).await.unwrap();
     let mut gpu = server.workers(Who::Worker).await;
-    let register =
-        pb::RegisterWorkerRequest { worker_id: "w".into(), hostname: "h".into(), gpus: vec![], slots: 1 };
+    let register = pb::RegisterWorkerRequest {
+        worker_id: "w".into(),
+        hostname: "h".into(),
+        slots: 1,
+        ..Default::default()
+    };
     gpu.register_worker(register).await.unwrap();
     for _ in 0..5 {
         gpu.lease_job(pb::LeaseJobRequest { worker_id: "w".into(), slot: 0 }).await.unwrap();

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod cancel;
+mod checkpoints;
 mod cli;
 mod common;
 mod defects;

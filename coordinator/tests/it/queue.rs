@@ -21,7 +21,13 @@ async fn open(dir: &std::path::Path) -> (Database, Queue) {
     let queue = Queue::new(db.clone(), &Config::default());
     queue
         .register(
-            Registration { worker_id: "w".into(), hostname: "h".into(), gpus: vec![], slots: 0 },
+            Registration {
+                worker_id: "w".into(),
+                hostname: "h".into(),
+                gpus: vec![],
+                slots: 0,
+                data_files: vec![],
+            },
             &LOCAL,
         )
         .await

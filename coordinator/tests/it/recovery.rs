@@ -19,7 +19,13 @@ fn epoch(epoch: u32, val_acc: f64) -> EpochMetrics {
 async fn open(dir: &std::path::Path, config: &Config) -> (Database, Queue) {
     let db = Database::open(&db_url(dir)).await.unwrap();
     let queue = Queue::new(db.clone(), config);
-    let worker = Registration { worker_id: "w".into(), hostname: "h".into(), gpus: vec![], slots: 0 };
+    let worker = Registration {
+        worker_id: "w".into(),
+        hostname: "h".into(),
+        gpus: vec![],
+        slots: 0,
+        data_files: vec![],
+    };
     queue.register(worker, &LOCAL).await.unwrap();
     (db, queue)
 }

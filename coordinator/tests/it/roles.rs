@@ -37,6 +37,8 @@ enum Rpc {
     CompleteJob,
     FailJob,
     ReleaseJob,
+    PutCheckpoint,
+    GetCheckpoint,
     Reflection,
     Health,
 }
@@ -47,7 +49,15 @@ fn expected(rpc: Rpc, who: Who) -> Option<Code> {
     use Who::*;
     let worker_rpc = matches!(
         rpc,
-        RegisterWorker | LeaseJob | Heartbeat | ReportEpochs | CompleteJob | FailJob | ReleaseJob
+        RegisterWorker
+            | LeaseJob
+            | Heartbeat
+            | ReportEpochs
+            | CompleteJob
+            | FailJob
+            | ReleaseJob
+            | PutCheckpoint
+            | GetCheckpoint
     );
     match (rpc, who) {
         (Health, _) => None,
@@ -75,7 +85,9 @@ struct Env {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let server = SecureServer::start(dir.path(), coordinator::Config::default(), true, true).await;
+    let checkpoints = Some(coordinator::checkpoints::CheckpointSettings::in_dir(dir.path().join("ckpt")));
+    let config = coordinator::Config { checkpoints, ..Default::default() };
+    let server = SecureServer::start(dir.path(), config, true, true).await;
     let mut owner = server.sweeps(Who::User).await;
     let request = pb::SubmitSweepRequest {
         spec: Some(spec("owned", &["natural_softmax"], &[0, 1, 2, 3, 4, 5, 6, 7], 1)),
@@ -88,6 +100,7 @@ async fn env() -> Env {
     let lease = gpu.lease_job(pb::LeaseJobRequest { worker_id: "wa".into(), slot: 0 }).await.unwrap();
     let fence = lease.into_inner().job.unwrap().fence.unwrap();
     report(&mut gpu, &fence).await.unwrap();
+    put_checkpoint(&mut gpu, &fence).await.unwrap();
     Env { server, jobs, fence, _dir: dir }
 }
 
@@ -97,7 +110,22 @@ fn register_request(host: &str) -> pb::RegisterWorkerRequest {
         hostname: host.into(),
         gpus: vec!["H200".into()],
         slots: 1,
+        data_files: vec![],
     }
+}
+
+/// Uploads a checkpoint after epoch 1 of `fence`'s job.
+async fn put_checkpoint(w: &mut WorkerServiceClient<AuthChannel>, fence: &pb::Fence) -> Result<(), Status> {
+    use pb::checkpoint_chunk::Part;
+    let bytes = b"weights".to_vec();
+    let header = pb::CheckpointHeader {
+        fence: Some(fence.clone()),
+        epoch: 1,
+        size: bytes.len() as u64,
+        sha256: coordinator::checkpoints::sha256_hex(&bytes),
+    };
+    let messages = [Part::Header(header), Part::Data(bytes)].map(|p| pb::CheckpointChunk { part: Some(p) });
+    w.put_checkpoint(tokio_stream::iter(messages)).await.map(|_| ())
 }
 
 /// Streams epoch 1 of `fence` and waits for the ack (or the refusal).
@@ -157,6 +185,13 @@ async fn call(env: &Env, rpc: Rpc, who: Who) -> Result<(), Status> {
             .fail_job(pb::FailJobRequest { fence: Some(fence), error: "out of memory".into() })
             .await),
         Rpc::ReleaseJob => ok(workers.release_job(pb::ReleaseJobRequest { fence: Some(fence) }).await),
+        Rpc::PutCheckpoint => put_checkpoint(&mut workers, &fence).await,
+        Rpc::GetCheckpoint => {
+            let request = pb::GetCheckpointRequest { fence: Some(fence), max_epoch: 1 };
+            let mut chunks = workers.get_checkpoint(request).await?.into_inner();
+            chunks.message().await?.ok_or_else(|| Status::internal("no header"))?;
+            Ok(())
+        }
         Rpc::Reflection => {
             let mut client = ServerReflectionClient::new(channel);
             let request = ServerReflectionRequest {
@@ -231,6 +266,8 @@ rows! {
     row_complete_job => CompleteJob,
     row_fail_job => FailJob,
     row_release_job => ReleaseJob,
+    row_put_checkpoint => PutCheckpoint,
+    row_get_checkpoint => GetCheckpoint,
     row_reflection => Reflection,
     row_health => Health,
 }

@@ -1,10 +1,10 @@
-//! Jobs, fences, assignments, epochs, workers and summaries between wire and domain.
+//! Jobs, fences, assignments, epochs and summaries between wire and domain.
 
 use std::time::Duration;
 
 use super::{InvalidInput, check_bn_group, ensure, parse_variant, state_to_wire};
 use crate::domain::{
-    EpochMetrics, EpochRecord, Fence, Job, JobAssignment, LeaseVerdict, StoredEpoch, SweepSummary, Worker,
+    EpochMetrics, EpochRecord, Fence, Job, JobAssignment, LeaseVerdict, StoredEpoch, SweepSummary,
 };
 use crate::pb;
 
@@ -154,20 +154,6 @@ impl From<LeaseVerdict> for pb::lease_status::Verdict {
             LeaseVerdict::Renewed => pb::lease_status::Verdict::Renewed,
             LeaseVerdict::Cancelled => pb::lease_status::Verdict::Cancelled,
             LeaseVerdict::Lost => pb::lease_status::Verdict::Lost,
-        }
-    }
-}
-
-impl From<Worker> for pb::Worker {
-    fn from(w: Worker) -> Self {
-        pb::Worker {
-            id: w.id,
-            hostname: w.hostname,
-            gpus: w.gpus,
-            slots: w.slots,
-            registered_at_ms: w.registered_at_ms,
-            last_seen_ms: w.last_seen_ms,
-            running_jobs: w.running_jobs,
         }
     }
 }

@@ -71,6 +71,8 @@ mod jobs;
 mod spec;
 #[cfg(test)]
 mod tests;
+mod workers;
 
 pub use jobs::required_fence;
 pub use spec::check_bn_group;
+pub use workers::data_files_from_wire;

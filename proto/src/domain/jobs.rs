@@ -91,6 +91,15 @@ pub struct Worker {
     pub registered_at_ms: i64,
     pub last_seen_ms: i64,
     pub running_jobs: u32,
+    /// The data files it verified when it last registered.
+    pub data_files: Vec<DataFile>,
+}
+
+/// An input file and the MD5 (lower-case hex) of its decompressed contents.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DataFile {
+    pub name: String,
+    pub md5: String,
 }
 
 /// Where a sweep stands: its jobs per state and its epochs done out of those it will run.

@@ -124,7 +124,11 @@ impl Cluster {
         let child = self.spawn(
             "coordinator",
             "coordinator.log",
-            &[("CHAOS_ADDR", self.addr.clone()), ("CHAOS_DB", db)],
+            &[
+                ("CHAOS_ADDR", self.addr.clone()),
+                ("CHAOS_DB", db),
+                ("CHAOS_CHECKPOINT_STORE", self.coordinator_store()),
+            ],
         );
         self.coordinator = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -132,6 +136,11 @@ impl Cluster {
             assert!(Instant::now() < deadline, "the coordinator did not come back; logs in {}", self.logs());
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Where the coordinator keeps the checkpoints workers upload.
+    fn coordinator_store(&self) -> String {
+        self.dir.path().join("coordinator-checkpoints").display().to_string()
     }
 
     pub fn kill_coordinator(&mut self) {
@@ -246,6 +255,9 @@ impl Cluster {
             assert!(files.index_html.is_file(), "{sweep}: no index.html");
         }
         self.kill_coordinator();
+        // Every job succeeded, so the coordinator kept none of their checkpoints.
+        let left = std::fs::read_dir(self.coordinator_store()).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "checkpoints of finished jobs left on the coordinator; logs in {}", self.logs());
         let db = self.dir.path().join("sweep.db");
         self.runtime.block_on(check_database(&db))
     }

@@ -1,12 +1,13 @@
 //! What the chaos executable runs as a child process: the coordinator (`coordinator serve` with a
-//! short lease TTL) or a worker (the real agent on CPU, tiny data, checkpoints every epoch).
+//! short lease TTL, keeping uploaded checkpoints) or a worker (the real agent on CPU, tiny data,
+//! checkpoints every epoch to a shared folder or to the coordinator).
 
 use std::sync::Arc;
 
 use sweep_proto::connect::ClientSecurity;
 use tokio::sync::watch;
 use worker::Cifar10;
-use worker::agent::{AgentConfig, CheckpointSettings, run_agent_with};
+use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, run_agent_with};
 use worker::device::DeviceChoice;
 
 fn env(name: &str) -> String {
@@ -34,6 +35,8 @@ pub fn coordinator() {
         "2",
         "--reaper-interval-ms",
         "200",
+        "--checkpoint-store",
+        &env("CHAOS_CHECKPOINT_STORE"),
     ];
     let cli = <coordinator::cli::Cli as clap::Parser>::parse_from(args);
     if let Err(e) = runtime().block_on(coordinator::cli::execute(cli)) {
@@ -51,14 +54,22 @@ fn tiny_data() -> Arc<Cifar10> {
 }
 
 pub fn worker() {
+    // Odd-numbered workers checkpoint to the coordinator, the others to the shared folder: a job
+    // may move between the two kinds of worker and then starts over, as a run mixing them would.
+    let id = env("CHAOS_WORKER_ID");
+    let target = if id.ends_with(['1', '3', '5', '7', '9']) {
+        CheckpointTarget::Coordinator
+    } else {
+        CheckpointTarget::Directory(env("CHAOS_CHECKPOINTS").into())
+    };
     let config = AgentConfig {
         coordinator: env("CHAOS_URL"),
-        worker_id: env("CHAOS_WORKER_ID"),
+        worker_id: id,
         hostname: "chaos".into(),
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
         kernels: Default::default(),
-        checkpoints: Some(CheckpointSettings { dir: env("CHAOS_CHECKPOINTS").into(), every: 1 }),
+        checkpoints: Some(CheckpointSettings { target, every: 1 }),
     };
     let outcome = runtime().block_on(async move {
         let (stop_tx, stop) = watch::channel(false);

@@ -9,7 +9,7 @@ use clap::Args;
 use sweep_proto::connect::ConnectArgs;
 use tokio::sync::watch;
 
-use super::{AgentConfig, AgentError, run_agent_with};
+use super::{AgentConfig, AgentError, CheckpointSettings, CheckpointTarget, run_agent_with};
 use crate::data::{Cifar10, DataArgs, DataError, DataSource};
 use crate::device::{DeviceChoice, DeviceError, available_devices};
 
@@ -38,9 +38,14 @@ pub struct AttachArgs {
     #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = crate::train_ops::KERNELS_HELP)]
     pub kernels: crate::train_ops::KernelChoice,
     /// Checkpoint jobs into this directory (local, or shared by the workers so a requeued job
-    /// continues on any of them); without it a requeued job starts over.
+    /// continues on any of them); without it (or --checkpoint-to-coordinator) a requeued job
+    /// starts over.
     #[arg(long, env = "SWEEP_CHECKPOINT_DIR")]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint jobs to the coordinator (started with --checkpoint-store), so a requeued job
+    /// continues on any worker without a shared disk.
+    #[arg(long, env = "SWEEP_CHECKPOINT_TO_COORDINATOR", conflicts_with = "checkpoint_dir")]
+    pub checkpoint_to_coordinator: bool,
     /// Checkpoint every N epochs (and when the worker is asked to stop).
     #[arg(long, env = "SWEEP_CHECKPOINT_EVERY", default_value_t = 5)]
     pub checkpoint_every: u32,
@@ -96,9 +101,11 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         devices: local.devices,
         slots_per_device: args.slots_per_gpu.max(1),
         kernels: args.kernels,
-        checkpoints: args
-            .checkpoint_dir
-            .map(|dir| super::CheckpointSettings { dir, every: args.checkpoint_every.max(1) }),
+        checkpoints: checkpoint_settings(
+            args.checkpoint_dir,
+            args.checkpoint_to_coordinator,
+            args.checkpoint_every,
+        ),
     };
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
@@ -116,6 +123,15 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
     });
     run_agent_with(config, security, local.data, stop).await?;
     Ok(())
+}
+
+fn checkpoint_settings(dir: Option<PathBuf>, to_coordinator: bool, every: u32) -> Option<CheckpointSettings> {
+    let target = match (dir, to_coordinator) {
+        (Some(dir), _) => CheckpointTarget::Directory(dir),
+        (None, true) => CheckpointTarget::Coordinator,
+        (None, false) => return None,
+    };
+    Some(CheckpointSettings { target, every: every.max(1) })
 }
 
 /// Ctrl-C, or SIGTERM (what Slurm, Kubernetes and `docker stop` send).

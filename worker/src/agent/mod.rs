@@ -24,13 +24,13 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::backend::open_runner_with;
-use crate::checkpoint::{CheckpointStore, DirectoryStore};
+use crate::checkpoint::DirectoryStore;
 use crate::data::Cifar10;
 use crate::device::DeviceChoice;
 use crate::train_ops::KernelChoice;
 use crate::training::RunnerConfig;
 use backoff::Backoff;
-use slot::{SlotContext, run_slot};
+use slot::{JobStores, SlotContext, run_slot};
 
 /// How to reach the coordinator and what this worker offers (its credentials travel separately,
 /// see [`run_agent_with`]).
@@ -44,17 +44,26 @@ pub struct AgentConfig {
     pub slots_per_device: u32,
     /// Implementation of the training nodes (same results, different speed), per device kind.
     pub kernels: KernelChoice,
-    /// Where jobs checkpoint (a directory, local or shared between workers) and every how many
-    /// epochs; `None`: no checkpoints, a requeued job starts over.
+    /// Where jobs checkpoint (a directory, local or shared between workers, or the coordinator)
+    /// and every how many epochs; `None`: no checkpoints, a requeued job starts over.
     pub checkpoints: Option<CheckpointSettings>,
 }
 
 /// Checkpoints of an agent's jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointSettings {
-    pub dir: std::path::PathBuf,
+    pub target: CheckpointTarget,
     /// Save after every `every`-th epoch (and at a graceful stop).
     pub every: u32,
+}
+
+/// Where an agent's jobs checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointTarget {
+    /// A directory, local or shared between workers.
+    Directory(std::path::PathBuf),
+    /// The coordinator (uploaded in chunks, kept per job, removed when the job succeeds).
+    Coordinator,
 }
 
 /// Errors that end the worker process.
@@ -140,7 +149,9 @@ pub async fn run_agent_with(
         .connect_lazy();
     let client = WorkerServiceClient::new(connect::authorized(channel, &security)?);
     let slots = config.devices.len() as u32 * config.slots_per_device;
-    let Some(registration) = register(&client, &config, slots, shutdown.clone()).await? else {
+    let identity = registration_request(&config, slots, &data);
+    let Some(registration) = register(&client, &config.coordinator, &identity, shutdown.clone()).await?
+    else {
         return Ok(());
     };
     info!(worker = %config.worker_id, slots, coordinator = %config.coordinator,
@@ -149,14 +160,17 @@ pub async fn run_agent_with(
     let leases = Arc::new(LeaseTable::default());
     let shutdown_flag = Arc::new(AtomicBool::new(false));
     let checkpoints = config.checkpoints.as_ref().map(|c| {
-        // The newest two: the newest may be cut short by a crash while it is written.
-        let store: Arc<dyn CheckpointStore> = Arc::new(DirectoryStore::new(&c.dir, 2));
-        (store, c.every.max(1))
+        let stores = match &c.target {
+            // The newest two: the newest may be cut short by a crash while it is written.
+            CheckpointTarget::Directory(dir) => JobStores::Shared(Arc::new(DirectoryStore::new(dir, 2))),
+            CheckpointTarget::Coordinator => JobStores::Coordinator,
+        };
+        (stores, c.every.max(1))
     });
     let heartbeat = tokio::spawn(heartbeat_loop(
         client.clone(),
         config.clone(),
-        slots,
+        identity,
         Duration::from_millis(u64::from(registration.heartbeat_interval_ms.max(100))),
         leases.clone(),
         shutdown.clone(),
@@ -204,29 +218,39 @@ fn refused(status: &tonic::Status) -> bool {
     matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
 }
 
+/// What this worker tells the coordinator about itself: id, host, devices, slots, and the data
+/// files whose checksums it verified (the report's provenance lists them).
+fn registration_request(config: &AgentConfig, slots: u32, data: &Cifar10) -> RegisterWorkerRequest {
+    RegisterWorkerRequest {
+        worker_id: config.worker_id.clone(),
+        hostname: config.hostname.clone(),
+        gpus: config.devices.iter().map(|d| d.to_string()).collect(),
+        slots,
+        data_files: data
+            .verified_files()
+            .iter()
+            .map(|(name, md5)| pb::DataFile { name: name.clone(), md5: md5.clone() })
+            .collect(),
+    }
+}
+
 /// Registers, retrying with backoff while the coordinator is unreachable; `None` if shutdown came
 /// first, [`AgentError::Refused`] if the coordinator refused the credentials.
 async fn register(
     client: &WorkerServiceClient<AuthChannel>,
-    config: &AgentConfig,
-    slots: u32,
+    coordinator: &str,
+    request: &RegisterWorkerRequest,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Option<pb::RegisterWorkerResponse>, AgentError> {
     let mut backoff = Backoff::default();
     loop {
-        let request = RegisterWorkerRequest {
-            worker_id: config.worker_id.clone(),
-            hostname: config.hostname.clone(),
-            gpus: config.devices.iter().map(|d| d.to_string()).collect(),
-            slots,
-        };
-        match client.clone().register_worker(request).await {
+        match client.clone().register_worker(request.clone()).await {
             Ok(response) => return Ok(Some(response.into_inner())),
             Err(status) if refused(&status) => return Err(AgentError::Refused(status)),
             Err(status) => {
                 let wait = backoff.next_delay();
-                let hint = connect::plaintext_hint(&config.coordinator, &status);
-                warn!(coordinator = %config.coordinator, error = %status, ?wait, "cannot register; retrying{hint}");
+                let hint = connect::plaintext_hint(coordinator, &status);
+                warn!(%coordinator, error = %status, ?wait, "cannot register; retrying{hint}");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}
@@ -244,7 +268,7 @@ async fn register(
 async fn heartbeat_loop(
     client: WorkerServiceClient<AuthChannel>,
     config: AgentConfig,
-    slots: u32,
+    identity: RegisterWorkerRequest,
     interval: Duration,
     leases: Arc<LeaseTable>,
     shutdown: watch::Receiver<bool>,
@@ -255,8 +279,8 @@ async fn heartbeat_loop(
         ticker.tick().await;
         let held = leases.fences();
         let request = HeartbeatRequest {
-            worker_id: config.worker_id.clone(),
-            idle_slots: slots.saturating_sub(held.len() as u32),
+            worker_id: identity.worker_id.clone(),
+            idle_slots: identity.slots.saturating_sub(held.len() as u32),
             leases: held.into_iter().map(pb::Fence::from).collect(),
         };
         match client.clone().heartbeat(request).await {
@@ -270,7 +294,7 @@ async fn heartbeat_loop(
             }
             Err(status) if status.code() == tonic::Code::NotFound => {
                 warn!("coordinator does not know this worker; registering again");
-                if let Err(e) = register(&client, &config, slots, shutdown.clone()).await {
+                if let Err(e) = register(&client, &config.coordinator, &identity, shutdown.clone()).await {
                     tracing::error!(error = %e, "registering again failed");
                 }
             }

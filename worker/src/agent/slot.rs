@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use super::LeaseTable;
 use super::backoff::Backoff;
 use super::uploader::{UploadError, upload_epochs};
-use crate::checkpoint::{CheckpointStore, Checkpointing};
+use crate::checkpoint::{CheckpointStore, Checkpointing, CoordinatorStore};
 use crate::device::panic_message;
 use crate::training::{EpochSink, JobOutcome, JobRunner, TrainJob};
 
@@ -33,7 +33,28 @@ pub struct SlotContext {
     /// Mirror of `shutdown` readable from the blocking training thread.
     pub shutdown_flag: Arc<AtomicBool>,
     /// Where jobs checkpoint, and every how many epochs.
-    pub checkpoints: Option<(Arc<dyn CheckpointStore>, u32)>,
+    pub checkpoints: Option<(JobStores, u32)>,
+}
+
+/// The checkpoint store of each job a slot runs.
+#[derive(Debug, Clone)]
+pub enum JobStores {
+    /// One store for every job (keyed by sweep and job).
+    Shared(Arc<dyn CheckpointStore>),
+    /// The coordinator, through the job's lease.
+    Coordinator,
+}
+
+impl JobStores {
+    fn for_job(&self, ctx: &SlotContext, fence: &Fence) -> Arc<dyn CheckpointStore> {
+        match self {
+            JobStores::Shared(store) => store.clone(),
+            JobStores::Coordinator => {
+                let runtime = tokio::runtime::Handle::current();
+                Arc::new(CoordinatorStore::new(ctx.client.clone(), runtime, fence.clone()))
+            }
+        }
+    }
 }
 
 /// Hands finished epochs to the uploader and tells the training loop when to stop: at once when
@@ -124,8 +145,8 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
             result
         })
     };
-    let checkpointing = ctx.checkpoints.as_ref().map(|(store, every)| Checkpointing {
-        store: store.clone(),
+    let checkpointing = ctx.checkpoints.as_ref().map(|(stores, every)| Checkpointing {
+        store: stores.for_job(ctx, &fence),
         key: format!("{}/job-{}", job.sweep, fence.job_id),
         every: *every,
         resume_at_most: job.epochs_stored,

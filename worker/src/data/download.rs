@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use flate2::read::GzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use md5::{Digest, Md5};
-use sweep_proto::domain::{CIFAR10_FILES, CIFAR10_TARBALL_MD5, CIFAR10_TARBALL_URL};
 
 use super::DataError;
+use super::official::{CIFAR10_FILES, CIFAR10_TARBALL_MD5, CIFAR10_TARBALL_URL};
 
 /// File name the tarball is saved under inside the data directory.
 pub const TARBALL_NAME: &str = "cifar-10-binary.tar.gz";

@@ -8,6 +8,7 @@
 //! [`source`]'s.
 
 pub mod download;
+pub mod official;
 pub mod source;
 
 use std::fs;
@@ -16,8 +17,9 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use md5::{Digest, Md5};
-use sweep_proto::domain::{CIFAR10_CLASSES, CIFAR10_FILES};
+use sweep_proto::domain::CIFAR10_CLASSES;
 
+pub use official::{CIFAR10_FILES, CIFAR10_TARBALL_MD5, CIFAR10_TARBALL_URL};
 pub use source::{DEFAULT_DATA_DIR, DataArgs, DataSource, Plan, missing_files};
 
 /// Bytes of one image (3 × 32 × 32).

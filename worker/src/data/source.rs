@@ -4,8 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sweep_proto::domain::CIFAR10_FILES;
-
+use super::official::CIFAR10_FILES;
 use super::{DataError, locate};
 
 /// The data folder used when none is named (relative to the working directory).
