@@ -82,16 +82,7 @@ impl CheckpointStore for DirectoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::Header;
-
-    fn sample(epoch: u32) -> Checkpoint {
-        Checkpoint {
-            header: Header { epoch, best_val_acc: 0.5, best_epoch: 1, rng_word_pos: u128::MAX.to_string() },
-            order: vec![3, 1, 2, 0],
-            model: vec![1, 2, 3],
-            optimizer: vec![9; 5],
-        }
-    }
+    use crate::checkpoint::tests::sample;
 
     #[test]
     fn the_store_keeps_the_newest_and_falls_back_past_corrupt_files() {

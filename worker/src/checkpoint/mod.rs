@@ -204,10 +204,11 @@ pub fn restore<B: TrainBackend>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample(epoch: u32) -> Checkpoint {
+    /// A small checkpoint after `epoch`.
+    pub(crate) fn sample(epoch: u32) -> Checkpoint {
         Checkpoint {
             header: Header { epoch, best_val_acc: 0.5, best_epoch: 1, rng_word_pos: u128::MAX.to_string() },
             order: vec![3, 1, 2, 0],
