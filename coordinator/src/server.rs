@@ -20,6 +20,7 @@ use crate::checkpoints::CheckpointFiles;
 use crate::config::Config;
 use crate::db::Database;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::reaper;
 use crate::service::Shared;
@@ -54,11 +55,23 @@ pub async fn run(
     run_listeners(vec![Listener::open(listener)], db, config, shutdown).await
 }
 
-/// Serves both services on every listener until `shutdown` resolves, then stops accepting, ends
-/// the open streams (watches, epoch streams), waits for in-flight calls and stops the reaper.
-/// The database stays open (the caller owns it; see [`Database::close`]).
+/// Serves both services on every listener until `shutdown` resolves; see [`run_with_http`].
 pub async fn run_listeners(
     listeners: Vec<Listener>,
+    db: Database,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    run_with_http(listeners, None, db, config, shutdown).await
+}
+
+/// Serves both services on every listener, and `/metrics` on `http` if given, until `shutdown`
+/// resolves, then stops accepting, ends the open streams (watches, epoch streams), waits for
+/// in-flight calls and stops the reaper. The database stays open (the caller owns it; see
+/// [`Database::close`]).
+pub async fn run_with_http(
+    listeners: Vec<Listener>,
+    http: Option<Listener>,
     db: Database,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
@@ -71,6 +84,10 @@ pub async fn run_listeners(
     }
     let reaper = tokio::spawn(reaper::run(queue.clone(), config.reaper_interval, stop.clone()));
     let limiter = Arc::new(RateLimiter::new(config.limits.user_writes, config.limits.worker_writes));
+    let metrics = Metrics::new(queue.clone())?;
+    let http_server = http.map(|Listener { listener, security }| {
+        tokio::spawn(crate::http::serve_http(listener, security, metrics.clone(), stop.clone()))
+    });
     let checkpoints = config.checkpoints.clone().map(CheckpointFiles::new);
     let shared = Shared { queue, config: config.clone(), stop: stop.clone(), limiter, checkpoints };
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -114,6 +131,7 @@ pub async fn run_listeners(
                 builder.tls_config(tls.config()).map_err(|e| Error::Config(format!("TLS: {}", chain(&e))))?;
         }
         let router = builder
+            .layer(metrics.rpc_layer())
             .add_service(health_service.clone())
             .add_service(InterceptedService::new(reflection_v1, auth("server reflection", &[])))
             .add_service(InterceptedService::new(reflection_v1alpha, auth("server reflection", &[])))
@@ -153,6 +171,13 @@ pub async fn run_listeners(
             Err(e) => tracing::error!(error = %e, "a server task failed"),
         }
     }
+    if let Some(http) = http_server {
+        match http.await {
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            Err(e) => tracing::error!(error = %e, "the HTTP server task failed"),
+            _ => {}
+        }
+    }
     let _ = reaper.await;
     let _ = reloads.await;
     result
@@ -188,16 +213,17 @@ async fn reload_tokens(stores: Vec<Arc<TokenStore>>, mut stop: watch::Receiver<b
     }
 }
 
-/// Opens the database at `database_url`, serves `listeners` until `shutdown`, then closes the
-/// database.
+/// Opens the database at `database_url`, serves `listeners` (and `http`) until `shutdown`, then
+/// closes the database.
 pub async fn serve(
     listeners: Vec<Listener>,
+    http: Option<Listener>,
     database_url: &str,
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let db = Database::open(database_url).await?;
-    let result = run_listeners(listeners, db.clone(), config, shutdown).await;
+    let result = run_with_http(listeners, http, db.clone(), config, shutdown).await;
     db.close().await;
     result
 }

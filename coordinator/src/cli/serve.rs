@@ -1,6 +1,7 @@
-//! `coordinator serve`: the server's flags — where to listen, the database, leases, TLS and
-//! tokens ([`ServerSecurityArgs`], shared with `sweep run`) and the per-client limits
-//! ([`LimitArgs`]) — and the start-up that refuses to expose an unprotected coordinator.
+//! `coordinator serve`: the server's flags — where to listen (gRPC, and HTTP for `/metrics`), the
+//! database, leases, checkpoints, TLS and tokens ([`ServerSecurityArgs`], shared with `sweep run`)
+//! and the per-client limits ([`LimitArgs`]) — and the start-up that refuses to expose an
+//! unprotected coordinator.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +34,10 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted or sent, in bytes; a bigger request message gets OUT_OF_RANGE.
     #[arg(long, env = "SWEEP_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Also serve HTTP on this address: `/metrics` (Prometheus text format) and `/healthz`, with
+    /// the same TLS and tokens as gRPC (a user or admin bearer token). Off by default.
+    #[arg(long, env = "SWEEP_HTTP_LISTEN")]
+    pub http: Option<SocketAddr>,
     /// Keep checkpoints that workers upload (--checkpoint-to-coordinator) in this directory: each
     /// job's newest two, removed when it succeeds. Without it such uploads are refused.
     #[arg(long, env = "SWEEP_CHECKPOINT_STORE")]
@@ -150,9 +155,18 @@ impl ServeArgs {
 /// Checks the security settings, binds the address and serves until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<()> {
     let security = args.security.for_address(args.listen)?;
+    let http = match args.http {
+        Some(addr) => {
+            // The same token store (and its reloads) as the gRPC listener.
+            security.check_exposure(addr, args.security.insecure)?;
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            Some(Listener { listener, security: security.clone() })
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let listeners = vec![Listener { listener, security }];
-    crate::server::serve(listeners, &args.database_url, args.config(), super::shutdown_signal()).await
+    crate::server::serve(listeners, http, &args.database_url, args.config(), super::shutdown_signal()).await
 }
 
 #[cfg(test)]
@@ -179,6 +193,12 @@ mod tests {
             Cli::parse_from(["serve", "--checkpoint-store", "ckpt", "--max-checkpoint-mib", "2"]).serve;
         let expected = CheckpointSettings { max_bytes: 2 << 20, ..CheckpointSettings::in_dir("ckpt") };
         assert_eq!(store.config().checkpoints, Some(expected));
+        let http = Cli::parse_from(["serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"]).serve;
+        let err = run(http).await.unwrap_err().to_string();
+        assert!(
+            err.contains("refusing to listen on 0.0.0.0:0"),
+            "the HTTP listener is held to the same rule: {err}"
+        );
         let tls = Cli::try_parse_from(["serve", "--tls-cert", "c.pem"]);
         assert!(tls.is_err(), "--tls-cert needs --tls-key");
     }

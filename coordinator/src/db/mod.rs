@@ -113,6 +113,16 @@ impl Database {
     }
 
     /// Pool for reads (any number of concurrent readers in WAL mode).
+    /// Writes queued for the single writer (a gauge for `/metrics`).
+    pub fn writer_queue_depth(&self) -> usize {
+        self.writer.queue_depth()
+    }
+
+    /// Writes per committed transaction, as the writer observes them.
+    pub fn write_batch_sizes(&self) -> prometheus::Histogram {
+        self.writer.batch_sizes()
+    }
+
     pub fn reader(&self) -> &SqlitePool {
         &self.reader
     }

@@ -164,3 +164,20 @@ fn files_from_json(text: &str) -> std::result::Result<Vec<DataFile>, String> {
     let rows: Vec<Row> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     Ok(rows.into_iter().map(|r| DataFile { name: r.name, md5: r.md5 }).collect())
 }
+
+/// (worker, images/s) summed over each worker's running jobs, from each job's last stored epoch.
+pub async fn running_throughput<'c, E>(ex: E) -> Result<Vec<(String, f64)>>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    let rows = sqlx::query!(
+        r#"SELECT j.worker_id AS "worker!: String", SUM(e.images_per_sec) AS "images_per_sec!: f64"
+           FROM jobs j JOIN epochs e ON e.job_id = j.id
+           WHERE j.state = 'running' AND j.worker_id IS NOT NULL
+             AND e.epoch = (SELECT MAX(epoch) FROM epochs WHERE job_id = j.id)
+           GROUP BY j.worker_id ORDER BY j.worker_id"#
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.worker, r.images_per_sec)).collect())
+}

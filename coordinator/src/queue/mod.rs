@@ -22,6 +22,7 @@ use crate::auth::Principal;
 use crate::config::{Config, Limits};
 use crate::db::Database;
 use crate::events::Events;
+use crate::metrics::QueueCounters;
 
 /// The coordinator's job queue; cheap to clone (a database handle and an event channel).
 #[derive(Debug, Clone)]
@@ -30,6 +31,7 @@ pub struct Queue {
     events: Events,
     lease_ttl: Duration,
     limits: Limits,
+    counters: QueueCounters,
 }
 
 /// The outcome of a submission: how many of the spec's jobs are new.
@@ -56,12 +58,29 @@ impl Queue {
             events: Events::new(config.event_capacity),
             lease_ttl: config.lease_ttl,
             limits: config.limits,
+            counters: QueueCounters::default(),
         }
     }
 
     /// The channel the queue publishes job changes and stored epochs on.
     pub fn events(&self) -> &Events {
         &self.events
+    }
+
+    /// What the queue counts (leases granted and expired, epochs stored), for `/metrics`.
+    pub fn counters(&self) -> &QueueCounters {
+        &self.counters
+    }
+
+    /// The database the queue keeps.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Each worker's training throughput: the images/s of the last stored epoch of each of its
+    /// running jobs, summed.
+    pub async fn running_throughput(&self) -> crate::Result<Vec<(String, f64)>> {
+        crate::db::workers::running_throughput(self.db.reader()).await
     }
 
     /// How long a lease lives from its grant or last heartbeat.

@@ -72,6 +72,7 @@ impl Queue {
         };
         let Some((stored, data)) = self.db.lease(lease).await? else { return Ok(None) };
         let job = &stored.job;
+        self.counters.leases_granted.inc();
         tracing::debug!(job = job.id.0, attempt = job.attempt, worker = ?job.worker_id, "job leased");
         self.events.jobs_changed([job]);
         Ok(Some(self.assignment(&stored, data)?))
@@ -131,9 +132,10 @@ impl Queue {
     ) -> Result<impl Future<Output = Result<Recorded>> + Send + 'static> {
         self.check_fence(&fence, by).await?;
         let outcome = self.db.enqueue_epoch(EpochWrite { fence, metrics }).await?;
-        let events = self.events.clone();
+        let (events, stored) = (self.events.clone(), self.counters.epochs_stored.clone());
         Ok(async move {
             let Some(job) = outcome.await? else { return Ok(Recorded::Duplicate) };
+            stored.inc();
             let record = EpochRecord {
                 job_id: job.id,
                 sweep: job.sweep,
@@ -264,6 +266,7 @@ impl Queue {
             for job in &batch {
                 tracing::info!(job = job.id.0, state = %job.state, attempt = job.attempt, "lease expired");
             }
+            self.counters.leases_expired.inc_by(batch.len() as u64);
             self.events.jobs_changed(&batch);
             let last = batch.len() < chunk;
             changed.extend(batch);

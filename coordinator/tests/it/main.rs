@@ -16,6 +16,7 @@ mod ingest;
 mod leasing;
 mod legacy;
 mod limits;
+mod metrics;
 mod queue;
 mod recovery;
 mod resubmit;

@@ -107,6 +107,8 @@ impl Done {
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
     tx: mpsc::Sender<Msg>,
+    /// Writes per committed transaction (exported as a metric).
+    batch_sizes: prometheus::Histogram,
 }
 
 impl Writer {
@@ -114,11 +116,27 @@ impl Writer {
     /// awaits on the connection then never queue behind the server's request tasks.
     pub(super) fn spawn(conn: SqliteConnection) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let opts = prometheus::HistogramOpts::new(
+            "sweep_db_write_batch_size",
+            "Writes committed per write transaction",
+        )
+        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]);
+        let batch_sizes = prometheus::Histogram::with_opts(opts).expect("valid histogram options");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let sizes = batch_sizes.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || runtime.block_on(run(conn, rx)))?;
-        Ok(Writer { tx })
+            .spawn(move || runtime.block_on(run(conn, rx, sizes)))?;
+        Ok(Writer { tx, batch_sizes })
+    }
+
+    /// Writes waiting for the writer task.
+    pub(super) fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub(super) fn batch_sizes(&self) -> prometheus::Histogram {
+        self.batch_sizes.clone()
     }
 
     /// Queues a general write (`savepoint`: run it in its own savepoint) and waits for its
@@ -155,7 +173,7 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>, sizes: prometheus::Histogram) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut carried: VecDeque<Box<dyn WriteOp>> = VecDeque::new();
     let mut closing = None;
@@ -186,7 +204,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
             }
         }
         let general = runs.len() == 0 || !general_ran;
-        general_ran = commit_batch(&mut conn, &mut carried, general, runs).await;
+        general_ran = commit_batch(&mut conn, &mut carried, general, runs, &sizes).await;
     }
     rx.close();
     let why = "the database writer is closed";
@@ -239,6 +257,7 @@ async fn commit_batch(
     ops: &mut VecDeque<Box<dyn WriteOp>>,
     general: bool,
     runs: Runs,
+    sizes: &prometheus::Histogram,
 ) -> bool {
     let started = Instant::now();
     let general = general && !ops.is_empty();
@@ -282,6 +301,7 @@ async fn commit_batch(
         total_us = started.elapsed().as_micros() as u64,
         "write batch committed"
     );
+    sizes.observe(size as f64);
     done.into_iter().for_each(|d| d.finish(&commit));
     general
 }
