@@ -18,6 +18,7 @@ pub mod checkpoints;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod events;

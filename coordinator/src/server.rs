@@ -86,7 +86,13 @@ pub async fn run_with_http(
     let limiter = Arc::new(RateLimiter::new(config.limits.user_writes, config.limits.worker_writes));
     let metrics = Metrics::new(queue.clone())?;
     let http_server = http.map(|Listener { listener, security }| {
-        tokio::spawn(crate::http::serve_http(listener, security, metrics.clone(), stop.clone()))
+        tokio::spawn(crate::http::serve_http(
+            listener,
+            security,
+            queue.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ))
     });
     let checkpoints = config.checkpoints.clone().map(CheckpointFiles::new);
     let shared = Shared { queue, config: config.clone(), stop: stop.clone(), limiter, checkpoints };

@@ -105,6 +105,33 @@ fn read_text(path: &Path) -> Result<String, ReportError> {
     std::fs::read_to_string(path).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })
 }
 
+/// The report's figures as SVG text, for a page that redraws them as a sweep runs: the box plot
+/// of the main seed set (and of the extended set, if any; running jobs as best-so-far crosses)
+/// and the learning curves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveFigures {
+    pub boxplot_svg: String,
+    pub boxplot_extended_svg: Option<String>,
+    pub curves_svg: String,
+}
+
+/// Draws [`LiveFigures`] for `input` (nothing is written to disk).
+pub fn live_figures(input: &ReportInput) -> Result<LiveFigures, ReportError> {
+    let analysis = analysis::analyse(input);
+    let order: Vec<String> = analysis.variants.iter().map(|v| v.name.clone()).collect();
+    let baseline = &input.baseline_variant;
+    let boxplot = BoxPlotFigure::from_seed_set(&input.sweep, analysis.main_set(), &order, baseline);
+    let boxplot_extended_svg = analysis
+        .extended_set()
+        .map(|set| plots::render_svg(&BoxPlotFigure::from_seed_set(&input.sweep, set, &order, baseline)))
+        .transpose()?;
+    Ok(LiveFigures {
+        boxplot_svg: plots::render_svg(&boxplot)?,
+        boxplot_extended_svg,
+        curves_svg: plots::render_svg(&CurvesFigure::from_input(input, &order))?,
+    })
+}
+
 /// Writes the whole report into `out_dir` (created if needed) and returns the written paths.
 ///
 /// A sweep without finished jobs still gets every file, saying "no finished jobs yet"; only an

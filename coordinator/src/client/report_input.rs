@@ -32,6 +32,26 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
     let mut client = client.into_sweep_client();
     let summary = client.get_sweep(pb::GetSweepRequest { sweep: sweep.to_owned() }).await?.into_inner();
     let wire_spec = summary.spec.ok_or_else(|| Error::Internal("the coordinator sent no spec".into()))?;
+    let listed =
+        client.list_jobs(pb::ListJobsRequest { sweep: sweep.to_owned(), ..Default::default() }).await?;
+    let mut details = Vec::new();
+    for job in listed.into_inner().jobs {
+        let mut detail = client.get_job(pb::GetJobRequest { job_id: job.id }).await?.into_inner();
+        detail.job.get_or_insert(job);
+        details.push(detail);
+    }
+    let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers;
+    report_input(sweep, wire_spec, details, &workers)
+}
+
+/// The report's input from the wire's view of a sweep: its spec, each job with its stored
+/// epochs (`GetJob` answers) and the registered workers.
+pub fn report_input(
+    sweep: &str,
+    wire_spec: pb::SweepSpec,
+    details: Vec<pb::JobDetail>,
+    workers: &[pb::Worker],
+) -> Result<ReportInput> {
     let spec_json = crate::client::SpecFile::from_wire(&wire_spec).to_json();
     let spec = SweepSpec::try_from(wire_spec)?;
     let variants: Vec<String> = spec.variants.iter().map(|v| v.name().to_owned()).collect();
@@ -41,13 +61,10 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
     let baseline_variant =
         if variants.iter().any(|v| v == baseline) { baseline.to_owned() } else { variants[0].clone() };
 
-    let listed =
-        client.list_jobs(pb::ListJobsRequest { sweep: sweep.to_owned(), ..Default::default() }).await?;
     let mut jobs = Vec::new();
     let mut epochs = Vec::new();
-    for job in listed.into_inner().jobs {
-        let detail = client.get_job(pb::GetJobRequest { job_id: job.id }).await?.into_inner();
-        let job = detail.job.unwrap_or(job);
+    for detail in details {
+        let Some(job) = detail.job else { continue };
         let last = detail.epochs.iter().max_by_key(|e| e.epoch);
         let stored = !detail.epochs.is_empty();
         jobs.push(JobRow {
@@ -81,8 +98,7 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
         }));
     }
 
-    let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers;
-    let (devices, data_md5) = workers_provenance(&workers, &jobs);
+    let (devices, data_md5) = workers_provenance(workers, &jobs);
 
     Ok(ReportInput {
         sweep: sweep.to_owned(),

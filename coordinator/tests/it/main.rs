@@ -8,6 +8,7 @@ mod cancel;
 mod checkpoints;
 mod cli;
 mod common;
+mod dashboard;
 mod defects;
 mod durability;
 mod flow;

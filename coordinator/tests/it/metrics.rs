@@ -14,14 +14,14 @@ use tokio::sync::oneshot;
 use crate::common::*;
 
 /// A coordinator serving gRPC on one port and HTTP on another, both with `security`.
-struct Served {
-    grpc: String,
-    http: std::net::SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<coordinator::Result<()>>,
+pub struct Served {
+    pub grpc: String,
+    pub http: std::net::SocketAddr,
+    pub stop: oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<coordinator::Result<()>>,
 }
 
-async fn start(dir: &std::path::Path, security: Security) -> Served {
+pub async fn start(dir: &std::path::Path, security: Security) -> Served {
     let db = Database::open(&db_url(dir)).await.unwrap();
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -41,7 +41,7 @@ async fn start(dir: &std::path::Path, security: Security) -> Served {
 }
 
 /// `GET path` over HTTP/1.1; the status code and the body.
-async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+pub async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nHost: coordinator\r\n{auth}Connection: close\r\n\r\n");

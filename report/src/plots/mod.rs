@@ -95,12 +95,8 @@ pub(crate) trait Figure {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), ReportError>;
 }
 
-/// Draws `figure` once into `svg_path` and once into `png_path`.
-pub(crate) fn render_svg_and_png<F: Figure>(
-    figure: &F,
-    svg_path: &Path,
-    png_path: &Path,
-) -> Result<(), ReportError> {
+/// Draws `figure` as SVG text.
+pub(crate) fn render_svg<F: Figure>(figure: &F) -> Result<String, ReportError> {
     ensure_font_registered()?;
     let mut svg = String::new();
     {
@@ -108,6 +104,16 @@ pub(crate) fn render_svg_and_png<F: Figure>(
         figure.draw(&root)?;
         root.present().map_err(plot_error(F::NAME))?;
     }
+    Ok(svg)
+}
+
+/// Draws `figure` once into `svg_path` and once into `png_path`.
+pub(crate) fn render_svg_and_png<F: Figure>(
+    figure: &F,
+    svg_path: &Path,
+    png_path: &Path,
+) -> Result<(), ReportError> {
+    let svg = render_svg(figure)?;
     std::fs::write(svg_path, svg)
         .map_err(|source| ReportError::Io { path: svg_path.to_path_buf(), source })?;
     let root = BitMapBackend::new(png_path, FIGURE_SIZE).into_drawing_area();
