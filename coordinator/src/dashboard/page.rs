@@ -13,7 +13,7 @@ use super::view::SweepView;
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:0 12px}\
 svg{width:100%;height:auto}figure{margin:0}.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:14px}\
 td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}\
-progress{width:100%;height:14px}.figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:8px}";
+progress{width:100%;height:14px}.figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(520px,100%),1fr));gap:8px}";
 
 fn page(title: &str, body: &str) -> String {
     format!(
@@ -166,8 +166,7 @@ pub fn live_part(view: &SweepView, figures: &report::LiveFigures, now_ms: i64, a
             .iter()
             .filter(|j| j.state == "running" && j.worker == w.id)
             .filter_map(|j| view.input.epochs.iter().filter(|e| e.job_id == j.job_id).max_by_key(|e| e.epoch))
-            .map(|e| e.images_per_sec)
-            .sum();
+            .fold(0.0, |sum, e| sum + e.images_per_sec);
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0} s ago</td><td>{}</td><td>{:.0}</td></tr>",
