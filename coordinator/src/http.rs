@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{Principal, Role, Security, TokenStore};
+use crate::dashboard::static_report::ReportCache;
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
@@ -30,18 +31,19 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) queue: Queue,
+    pub(crate) reports: Arc<ReportCache>,
     metrics: Arc<Metrics>,
     tokens: Option<Arc<TokenStore>>,
 }
 
 /// The routes: the dashboard and `/metrics` behind [`authorize`], `/healthz` open (probes).
-fn app(queue: Queue, metrics: Arc<Metrics>, tokens: Option<Arc<TokenStore>>) -> Router {
-    let state = AppState { queue, metrics, tokens };
-    crate::dashboard::routes()
+fn app(queue: Queue, metrics: Arc<Metrics>, tokens: Option<Arc<TokenStore>>) -> Result<Router> {
+    let state = AppState { queue, reports: Arc::new(ReportCache::new()?), metrics, tokens };
+    Ok(crate::dashboard::routes()
         .route("/metrics", get(scrape))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state)
+        .with_state(state))
 }
 
 /// The token a request carries: `Authorization: Bearer`, `?token=` or the `sweep_token` cookie.
@@ -109,7 +111,7 @@ pub async fn serve_http(
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let tls = security.tls.as_ref().map(|t| t.rustls_config()).transpose()?.map(TlsAcceptor::from);
-    let app = app(queue, metrics, security.tokens.clone());
+    let app = app(queue, metrics, security.tokens.clone())?;
     tracing::info!(local = %listener.local_addr()?, tls = tls.is_some(), authentication = security.tokens.is_some(),
         "HTTP listening (dashboard, /metrics, /healthz)");
     loop {

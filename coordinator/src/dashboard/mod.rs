@@ -1,11 +1,13 @@
 //! The live dashboard on the HTTP listener: `/` lists the sweeps; `/sweeps/NAME` shows one, its
 //! live part (`/sweeps/NAME/live`) redrawn from the server whenever `/sweeps/NAME/events` (Server-
 //! Sent Events fed by the queue's event stream, as `WatchSweep` is) says a job or an epoch
-//! changed; `results.csv` and `epochs.csv` are the report's tables; admins get buttons to cancel
+//! changed; `results.csv` and `epochs.csv` are the report's tables, `report/` the whole static
+//! report ([`static_report`]); admins get buttons to cancel
 //! the sweep or a job and to retry an ended job ([`actions`]).
 
 mod actions;
 mod page;
+pub(crate) mod static_report;
 mod view;
 
 use std::convert::Infallible;
@@ -35,6 +37,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/sweeps/{name}/events", get(events))
         .route("/sweeps/{name}/results.csv", get(results_csv))
         .route("/sweeps/{name}/epochs.csv", get(epochs_csv))
+        .route(
+            "/sweeps/{name}/report",
+            get(|Path(name): Path<String>| async move {
+                axum::response::Redirect::to(&format!("/sweeps/{name}/report/index.html"))
+            }),
+        )
+        .route("/sweeps/{name}/report/{file}", get(static_report::report_file))
         .route("/sweeps/{name}/cancel", post(actions::cancel_sweep))
         .route("/jobs/{id}/cancel", post(actions::cancel_job))
         .route("/jobs/{id}/retry", post(actions::retry_job))

@@ -83,7 +83,8 @@ pub fn sweep_page(name: &str, live: &str, admin: bool) -> String {
     let body = format!(
         "<p><a href=\"/\">Sweeps</a></p><h1>{name}</h1>\n\
          <p>Download: <a href=\"/sweeps/{name}/results.csv\">results.csv</a> · \
-         <a href=\"/sweeps/{name}/epochs.csv\">epochs.csv</a>{cancel}</p>\n\
+         <a href=\"/sweeps/{name}/epochs.csv\">epochs.csv</a> · \
+         <a href=\"/sweeps/{name}/report/index.html\">the static report</a>{cancel}</p>\n\
          <div id=\"live\">{live}</div>\n<script>\n{SCRIPT}</script>\n"
     );
     page(&format!("{name} – sweep"), &body)
@@ -158,8 +159,15 @@ pub fn live_part(view: &SweepView, figures: &report::LiveFigures, now_ms: i64, a
         );
     }
     out.push_str("</table></div>\n<h2>Workers</h2>\n<div class=\"scroll\"><table id=\"workers\"><tr><th>worker</th>\
-                  <th>host</th><th>devices</th><th>last heartbeat</th><th>running jobs</th><th>images/s</th></tr>\n");
+                  <th>host</th><th>devices</th><th>last heartbeat</th><th>running here</th><th>images/s</th></tr>\n");
     for w in &view.workers {
+        let running: Vec<String> = view
+            .input
+            .jobs
+            .iter()
+            .filter(|j| j.state == "running" && j.worker == w.id)
+            .map(|j| format!("{} ({} seed {})", j.job_id, escape(&j.variant), j.seed))
+            .collect();
         let images: f64 = view
             .input
             .jobs
@@ -174,7 +182,7 @@ pub fn live_part(view: &SweepView, figures: &report::LiveFigures, now_ms: i64, a
             escape(&w.hostname),
             escape(&w.gpus.join(", ")),
             ((now_ms - w.last_seen_ms) as f64 / 1000.0).max(0.0),
-            w.running_jobs,
+            if running.is_empty() { "–".to_owned() } else { running.join(", ") },
             images
         );
     }

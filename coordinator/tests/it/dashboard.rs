@@ -29,9 +29,9 @@ async fn send(addr: std::net::SocketAddr, method: &str, path: &str, headers: &st
     let request =
         format!("{method} {path} HTTP/1.1\r\nHost: coordinator\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// The job-table rows of a page: (job id, state, epochs) in page order.
@@ -116,6 +116,7 @@ async fn the_page_follows_the_sweep_and_events_say_when_to_redraw() {
     let row = rows.iter().find(|r| r.0 == f.job_id).unwrap();
     assert_eq!((row.1.as_str(), row.2.as_str()), ("running", "1/2"));
     assert!(live.contains("61.00 % @1") && live.contains("<td>gpu-box</td>"), "{live}");
+    assert!(live.contains(&format!("<td>{} (", f.job_id)), "the worker's row names its job: {live}");
     let (_, text) = report(&mut w, vec![epoch_report(&f, 2, 0.7)]).await;
     assert!(text.is_none());
     w.complete_job(pb::CompleteJobRequest { fence: Some(f.clone()) }).await.unwrap();
@@ -144,6 +145,19 @@ async fn the_page_follows_the_sweep_and_events_say_when_to_redraw() {
     assert_eq!(state(other).await, pb::JobState::Queued as i32);
     assert_eq!(post(served.http, &format!("/jobs/{}/retry", f.job_id), "X-Sweep-Action: 1\r\n").await, 409);
     assert_eq!(post(served.http, "/jobs/999/cancel", "X-Sweep-Action: 1\r\n").await, 404);
+
+    // The static report, as `coordinator report` writes it; only its own files are served.
+    let redirect = get_raw(served.http, "/sweeps/live/report", "").await;
+    assert!(redirect.to_lowercase().contains("location: /sweeps/live/report/index.html"), "{redirect}");
+    let (status, index) = get(served.http, "/sweeps/live/report/index.html", None).await;
+    assert!(status == 200 && index.contains("Sweep report: live"), "{status}: {index}");
+    let gif = get_raw(served.http, "/sweeps/live/report/curves.gif", "").await;
+    assert!(
+        gif.starts_with("HTTP/1.1 200") && gif.to_lowercase().contains("content-type: image/gif"),
+        "{gif}"
+    );
+    assert_eq!(get(served.http, "/sweeps/live/report/..%2Fsweep.db", None).await.0, 404);
+    assert_eq!(get(served.http, "/sweeps/live/report/sweep.db", None).await.0, 404);
 
     let (status, csv) = get(served.http, "/sweeps/live/results.csv", None).await;
     assert_eq!(status, 200);
