@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (the distribution's Chromium, headless): a coordinator serves a
 //! small sweep, the page shows the box plot and the curves, and as a worker stores epochs and
-//! finishes a job the page redraws itself (no reload) until its job table matches the database.
+//! finishes a job the page redraws itself (no reload): the curves and the box plot change and the
+//! job table comes to match the database.
 //! Without Chromium the test says so and is skipped, unless `SWEEP_REQUIRE_BROWSER` is set (CI).
 
 use std::path::PathBuf;
@@ -109,7 +110,9 @@ fn the_dashboard_redraws_itself_as_the_sweep_runs() {
     tab.navigate_to(&format!("http://{http}/sweeps/browser")).unwrap().wait_until_navigated().unwrap();
     tab.wait_for_element("#boxplot svg").unwrap();
     tab.wait_for_element("#curves svg").unwrap();
-    let curves_before = tab.evaluate("document.querySelector('#curves').innerHTML", false).unwrap().value;
+    let figure =
+        |id: &str| tab.evaluate(&format!("document.querySelector('#{id}').innerHTML"), false).unwrap().value;
+    let (curves_before, boxplot_before) = (figure("curves"), figure("boxplot"));
 
     // A worker leases a job and stores both its epochs; the page follows without a reload.
     let job = runtime.block_on(async {
@@ -136,8 +139,9 @@ fn the_dashboard_redraws_itself_as_the_sweep_runs() {
         &true.into(),
     );
     assert_eq!(running, serde_json::Value::Bool(true), "the running job's row did not update");
-    let curves_after = tab.evaluate("document.querySelector('#curves').innerHTML", false).unwrap().value;
-    assert_ne!(curves_before, curves_after, "the curves were redrawn with the stored epochs");
+    assert_ne!(curves_before, figure("curves"), "the curves were redrawn with the stored epochs");
+    let boxplot_running = figure("boxplot");
+    assert_ne!(boxplot_before, boxplot_running, "the running job's best so far appears in the box plot");
 
     runtime.block_on(w.complete_job(pb::CompleteJobRequest { fence: Some(job.clone()) })).unwrap();
     let expected: Vec<(i64, String, String)> = runtime.block_on(async {
@@ -154,6 +158,11 @@ fn the_dashboard_redraws_itself_as_the_sweep_runs() {
     let want = serde_json::to_string(&expected).unwrap();
     let shown = wait_for(&tab, JOB_TABLE, &want.clone().into());
     assert_eq!(shown, serde_json::Value::String(want), "the page's job table matches the database");
+    assert_ne!(
+        figure("boxplot"),
+        boxplot_running,
+        "the finished job moved from best-so-far to the box plot's points"
+    );
 
     // A phone-width screen: the figures shrink to the width and nothing overflows the page.
     tab.set_bounds(headless_chrome::types::Bounds::Normal {
