@@ -4,6 +4,10 @@
 //! job table comes to match the database.
 //! Without Chromium the test says so and is skipped, unless `SWEEP_REQUIRE_BROWSER` is set (CI).
 
+#[allow(dead_code)]
+#[path = "it/common.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -12,6 +16,8 @@ use headless_chrome::{Browser, LaunchOptions, Tab};
 use sweep_proto::pb;
 use sweep_proto::pb::sweep_service_client::SweepServiceClient;
 use sweep_proto::pb::worker_service_client::WorkerServiceClient;
+
+use crate::common::metrics;
 
 fn chromium() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("SWEEP_CHROMIUM") {
@@ -39,19 +45,6 @@ fn wait_for(tab: &Tab, script: &str, want: &serde_json::Value) -> serde_json::Va
 /// The page's job table as `[[job id, state, epochs], …]`.
 const JOB_TABLE: &str = "JSON.stringify([...document.querySelectorAll('#jobs tr[data-job]')].map(r => \
     [Number(r.dataset.job), r.cells[3].textContent, r.cells[6].textContent]))";
-
-fn metrics(epoch: u32, val_acc: f64) -> pb::EpochMetrics {
-    pb::EpochMetrics {
-        epoch,
-        train_loss: 1.0,
-        train_acc: 0.5,
-        val_loss: 1.2,
-        val_acc,
-        wall_seconds: 2.0,
-        images_per_sec: 1000.0,
-        attempt: 0,
-    }
-}
 
 #[test]
 fn the_dashboard_redraws_itself_as_the_sweep_runs() {

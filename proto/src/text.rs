@@ -43,9 +43,23 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Seconds as `1h02m03s` (rounded; negative counts as zero).
+pub fn hms(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hms_rounds_and_clamps() {
+        assert_eq!(
+            (hms(3723.4), hms(-5.0), hms(59.6)),
+            ("1h02m03s".into(), "0h00m00s".into(), "0h01m00s".into())
+        );
+    }
 
     #[test]
     fn echo_quotes_and_bounds_the_value() {

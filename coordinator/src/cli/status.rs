@@ -49,8 +49,7 @@ fn eta(seconds: f64) -> String {
     if seconds < 0.0 {
         return "unknown".into();
     }
-    let s = seconds.round() as u64;
-    format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+    sweep_proto::text::hms(seconds)
 }
 
 /// One line per sweep.

@@ -20,17 +20,19 @@ pub fn may_act(who: &Principal) -> bool {
     matches!(who, Principal::Local | Principal::Token { role: Role::Admin, .. })
 }
 
-fn refused(who: &Principal, headers: &HeaderMap) -> Option<Response> {
+/// Runs `action` for `who` once the request passed the checks, and maps its result to a status.
+async fn act(
+    who: &Principal,
+    headers: &HeaderMap,
+    action: impl Future<Output = Result<(), Error>>,
+) -> Response {
     if !headers.contains_key(ACTION_HEADER) {
-        return Some(
-            (StatusCode::FORBIDDEN, "actions must come from the dashboard's page\n").into_response(),
-        );
+        return (StatusCode::FORBIDDEN, "actions must come from the dashboard's page\n").into_response();
     }
-    (!may_act(who))
-        .then(|| (StatusCode::FORBIDDEN, "only an admin credential may act here\n").into_response())
-}
-
-fn outcome(result: Result<(), Error>) -> Response {
+    if !may_act(who) {
+        return (StatusCode::FORBIDDEN, "only an admin credential may act here\n").into_response();
+    }
+    let result = action.await;
     let status = match &result {
         Ok(()) => return StatusCode::NO_CONTENT.into_response(),
         Err(Error::NotFound(_)) => StatusCode::NOT_FOUND,
@@ -50,10 +52,7 @@ pub async fn cancel_sweep(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    if let Some(no) = refused(&who, &headers) {
-        return no;
-    }
-    outcome(state.queue.cancel_sweep(&name, &who).await.map(|_| ()))
+    act(&who, &headers, async { state.queue.cancel_sweep(&name, &who).await.map(|_| ()) }).await
 }
 
 pub async fn cancel_job(
@@ -62,10 +61,7 @@ pub async fn cancel_job(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Response {
-    if let Some(no) = refused(&who, &headers) {
-        return no;
-    }
-    outcome(state.queue.cancel(JobId(id), &who).await.map(|_| ()))
+    act(&who, &headers, async { state.queue.cancel(JobId(id), &who).await.map(|_| ()) }).await
 }
 
 pub async fn retry_job(
@@ -74,8 +70,6 @@ pub async fn retry_job(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Response {
-    if let Some(no) = refused(&who, &headers) {
-        return no;
-    }
-    outcome(state.queue.retry(RetryTarget::Job(JobId(id)), &who).await.map(|_| ()))
+    act(&who, &headers, async { state.queue.retry(RetryTarget::Job(JobId(id)), &who).await.map(|_| ()) })
+        .await
 }

@@ -26,10 +26,7 @@ fn page(title: &str, body: &str) -> String {
 
 fn eta(summary: &SweepSummary) -> String {
     match summary.eta_seconds {
-        Some(s) if summary.queued + summary.running > 0 => {
-            let s = s.max(0.0).round() as u64;
-            format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
-        }
+        Some(s) if summary.queued + summary.running > 0 => sweep_proto::text::hms(s),
         Some(_) => "done".into(),
         None => "–".into(),
     }
