@@ -111,17 +111,29 @@ def main():
 
     if args.mode.startswith("compile"):
         mode = "reduce-overhead" if args.mode == "compile-ro" else "default"
+        # CUDA-graph trees refuse the backward's read of the forward graph's saved outputs here;
+        # one plain graph per compiled function replays the same kernels.
+        import torch._inductor.config as inductor_config
+
+        inductor_config.triton.cudagraph_trees = False
         loss_of = torch.compile(loss_of, mode=mode)
-        opt_step = torch.compile(opt.step, mode=mode)
+        # The fused Adam is a few launches already; capturing it as a second graph would
+        # overwrite the forward graph's saved outputs before the backward reads them.
+        opt_step = opt.step if mode == "reduce-overhead" else torch.compile(opt.step, mode=mode)
     else:
         opt_step = opt.step
 
+    graphs = args.mode == "compile-ro"
+
     def step():
+        if graphs:
+            # A new step: CUDA-graph outputs of the last one may be overwritten from here on.
+            torch.compiler.cudagraph_mark_step_begin()
         opt.zero_grad(set_to_none=False)
         loss = loss_of(x)
         loss.backward()
         opt_step()
-        return loss
+        return loss.detach().clone() if graphs else loss
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     first_loss = None
