@@ -197,13 +197,14 @@ async fn submit(ch: Channel, name: &str, variants: &[&str], seeds: u64, epochs: 
 fn metrics(epoch: u32) -> pb::EpochMetrics {
     pb::EpochMetrics {
         epoch,
-        train_loss: 1.0,
-        train_acc: 0.5,
-        val_loss: 1.1,
-        val_acc: 0.4 + f64::from(epoch % 50) / 100.0,
+        train_loss: Some(1.0),
+        train_acc: Some(0.5),
+        val_loss: Some(1.1),
+        val_acc: Some(0.4 + f64::from(epoch % 50) / 100.0),
         wall_seconds: 0.05,
-        images_per_sec: 1e6,
+        images_per_sec: Some(1e6),
         attempt: 0,
+        values: Default::default(),
     }
 }
 

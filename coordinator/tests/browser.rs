@@ -116,7 +116,10 @@ fn the_dashboard_redraws_itself_as_the_sweep_runs() {
             ..Default::default()
         };
         w.register_worker(register).await.unwrap();
-        let lease = w.lease_job(pb::LeaseJobRequest { worker_id: "w".into(), slot: 0 }).await.unwrap();
+        let lease = w
+            .lease_job(pb::LeaseJobRequest { worker_id: "w".into(), slot: 0, ..Default::default() })
+            .await
+            .unwrap();
         let fence = lease.into_inner().job.unwrap().fence.unwrap();
         let reports = [1, 2].map(|e| pb::EpochReport {
             fence: Some(fence.clone()),

@@ -59,7 +59,10 @@ async fn heartbeats_stay_fast_while_the_largest_submissions_and_their_cancels_ru
             ..Default::default()
         };
         gpu.register_worker(register).await.unwrap();
-        let lease = gpu.lease_job(pb::LeaseJobRequest { worker_id: id.clone(), slot: 0 }).await.unwrap();
+        let lease = gpu
+            .lease_job(pb::LeaseJobRequest { worker_id: id.clone(), slot: 0, ..Default::default() })
+            .await
+            .unwrap();
         let fence = lease.into_inner().job.unwrap().fence.unwrap();
         let beat = pb::HeartbeatRequest { worker_id: id, leases: vec![fence], idle_slots: 0 };
         beats.push((gpu, beat));

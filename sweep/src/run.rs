@@ -221,6 +221,7 @@ async fn drive(
             resources.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         );
         let config = AgentConfig {
+            allow_commands: false,
             coordinator: local.url.clone(),
             worker_id: format!("{}-sweep-{}", resources.hostname, std::process::id()),
             hostname: resources.hostname,

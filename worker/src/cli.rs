@@ -150,7 +150,13 @@ impl EpochSink for TableSink<'_> {
             writeln!(
                 self.out,
                 "{:>5} {:>10.4} {:>9.4} {:>10.4} {:>9.4} {:>9.1} {:>9.1}",
-                m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.wall_seconds, m.images_per_sec
+                m.epoch,
+                m.train_loss.unwrap_or(f64::NAN),
+                m.train_acc.unwrap_or(f64::NAN),
+                m.val_loss.unwrap_or(f64::NAN),
+                m.val_acc.unwrap_or(f64::NAN),
+                m.wall_seconds,
+                m.images_per_sec.unwrap_or(f64::NAN)
             )
         };
         if let Err(e) = written.and_then(|_| self.out.flush()) {
@@ -286,13 +292,14 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         let data = Arc::new(Cifar10::open(&args.data.source())?);
         let images = data.train_len() as f64;
         let m = bench_epoch(device, data, args.batch_size, args.width_multiplier)?;
+        let img_per_s = m.images_per_sec.unwrap_or(f64::NAN);
         writeln!(
             out,
             "burn-epoch device={} batch={} img_per_s={:.1} train_s={:.2} epoch_s={:.2}",
             short_name(&device),
             args.batch_size,
-            m.images_per_sec,
-            images / m.images_per_sec,
+            img_per_s,
+            images / img_per_s,
             m.wall_seconds
         )?;
     }

@@ -56,16 +56,18 @@ impl TrainJob {
     }
 }
 
-impl From<&JobAssignment> for TrainJob {
-    fn from(a: &JobAssignment) -> Self {
-        TrainJob {
-            variant: a.variant,
+impl TryFrom<&JobAssignment> for TrainJob {
+    type Error = sweep_proto::domain::UnknownVariant;
+    /// A built-in job; a command job's label is no loss variant.
+    fn try_from(a: &JobAssignment) -> Result<Self, Self::Error> {
+        Ok(TrainJob {
+            variant: a.variant.parse()?,
             seed: a.seed,
             epochs: a.epochs,
             batch_size: a.batch_size,
             learning_rate: a.learning_rate,
             data: a.data,
-        }
+        })
     }
 }
 
@@ -334,15 +336,12 @@ pub fn train_job<B: TrainBackend>(
         let Some((val_loss, val_acc)) = evaluate(&model.valid(), &test, job, config, sink) else {
             return Ok(JobOutcome::Stopped { epochs_done: epoch - 1 });
         };
-        let metrics = EpochMetrics {
+        let metrics = EpochMetrics::builtin(
             epoch,
-            train_loss,
-            train_acc,
-            val_loss,
-            val_acc,
-            wall_seconds: started.elapsed().as_secs_f64(),
-            images_per_sec: train_n as f64 / train_seconds.max(1e-9),
-        };
+            [train_loss, train_acc, val_loss, val_acc],
+            started.elapsed().as_secs_f64(),
+            train_n as f64 / train_seconds.max(1e-9),
+        );
         if val_acc > best_val_acc {
             (best_val_acc, best_epoch) = (val_acc, epoch);
         }

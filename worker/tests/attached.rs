@@ -87,7 +87,17 @@ fn start_worker(addr: SocketAddr) -> Agent {
 }
 
 fn start_worker_with(addr: SocketAddr, id: &str, checkpoints: Option<CheckpointSettings>) -> Agent {
+    start_agent(addr, id, checkpoints, false)
+}
+
+fn start_agent(
+    addr: SocketAddr,
+    id: &str,
+    checkpoints: Option<CheckpointSettings>,
+    allow_commands: bool,
+) -> Agent {
     let config = AgentConfig {
+        allow_commands,
         coordinator: format!("http://{addr}"),
         worker_id: id.into(),
         hostname: "test-host".into(),
@@ -232,7 +242,7 @@ async fn epoch_rows(addr: SocketAddr, sweep: &str) -> Vec<(u32, u32, [u64; 4])> 
     let job = jobs.into_inner().jobs[0].id;
     let detail = c.get_job(GetJobRequest { job_id: job }).await.unwrap().into_inner();
     let bits = |e: &sweep_proto::pb::EpochMetrics| {
-        [e.train_loss.to_bits(), e.train_acc.to_bits(), e.val_loss.to_bits(), e.val_acc.to_bits()]
+        [e.train_loss, e.train_acc, e.val_loss, e.val_acc].map(|v| v.unwrap_or(f64::NAN).to_bits())
     };
     detail.epochs.iter().map(|e| (e.epoch, e.attempt, bits(e))).collect()
 }
@@ -310,5 +320,58 @@ async fn a_stopped_worker_hands_its_job_back_and_another_continues_from_the_chec
     }
     let left = std::fs::read_dir(&store).unwrap().count();
     assert_eq!(left, 0, "the coordinator removes a succeeded job's checkpoints");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sweep_runs_only_on_a_worker_that_allows_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let mut c = client(server.addr).await;
+    // Braces of the JSON are doubled: single ones name parameters.
+    let template =
+        r#"sh -c 'for e in 1 2 3; do echo "{{\"epoch\": $e, \"loss\": {lr}, \"step\": $e}}"; done'"#;
+    let spec = SweepSpec {
+        name: "byo".into(),
+        seeds: vec![0],
+        epochs: 3,
+        command: Some(sweep_proto::pb::CommandSpec {
+            template: template.into(),
+            grid: [(
+                "lr".to_string(),
+                sweep_proto::pb::ParamValues { values: vec!["0.5".into(), "0.25".into()] },
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        objective: Some(sweep_proto::pb::Objective { metric: "step".into(), mode: 2 }),
+        ..Default::default()
+    };
+    c.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await.unwrap();
+    let (stop_builtin, builtin) = start_worker(server.addr);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = c.get_sweep(GetSweepRequest { sweep: "byo".into() }).await.unwrap().into_inner();
+    assert_eq!(s.queued, 2, "a worker without --allow-commands leases no command job");
+
+    let (stop, agent) = start_agent(server.addr, "cmd-worker", None, true);
+    let s = wait_for(server.addr, "byo", Duration::from_secs(60), |s| s.succeeded == 2).await;
+    assert_eq!((s.epochs_done, s.failed), (6, 0));
+    let jobs = c.list_jobs(ListJobsRequest { sweep: "byo".into(), ..Default::default() }).await.unwrap();
+    for job in jobs.into_inner().jobs {
+        assert_eq!(job.worker_id, "cmd-worker");
+        // The objective is step, minimised: epoch 1.
+        assert_eq!((job.best_value, job.best_epoch), (1.0, 1), "{job:?}");
+        let detail = c.get_job(GetJobRequest { job_id: job.id }).await.unwrap().into_inner();
+        let lr: f64 = job.variant.strip_prefix("lr=").unwrap().parse().unwrap();
+        for (i, e) in detail.epochs.iter().enumerate() {
+            assert_eq!((e.epoch, e.values["loss"], e.values["step"]), (i as u32 + 1, lr, (i + 1) as f64));
+            assert_eq!(e.val_acc, None);
+        }
+    }
+    for (stop, agent) in [(stop, agent), (stop_builtin, builtin)] {
+        stop.send(true).unwrap();
+        agent.await.unwrap().unwrap();
+    }
     server.shutdown().await;
 }

@@ -62,8 +62,8 @@ fn job() -> TrainJob {
 }
 
 /// (epoch, train loss, train accuracy, validation loss, validation accuracy): all but timings.
-fn numbers(epochs: &[EpochMetrics]) -> Vec<(u32, f64, f64, f64, f64)> {
-    epochs.iter().map(|m| (m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc)).collect()
+fn numbers(epochs: &[EpochMetrics]) -> Vec<(u32, [Option<f64>; 4])> {
+    epochs.iter().map(|m| (m.epoch, [m.train_loss, m.train_acc, m.val_loss, m.val_acc])).collect()
 }
 
 fn run(checkpoints: Option<&Checkpointing>, sink: &mut Collect) -> JobOutcome {

@@ -60,7 +60,9 @@ async fn fleet_worker(i: usize, ch: Channel, opts: Opts, window: Window) -> Samp
 
     'jobs: while Instant::now() < window.until {
         let t = Instant::now();
-        let leased = client.lease_job(pb::LeaseJobRequest { worker_id: id.clone(), slot: 0 }).await;
+        let leased = client
+            .lease_job(pb::LeaseJobRequest { worker_id: id.clone(), slot: 0, ..Default::default() })
+            .await;
         let assignment = match leased {
             Ok(r) => r.into_inner().job,
             Err(_) => {

@@ -28,7 +28,7 @@ pub async fn run(opts: &Opts) {
     client.register_worker(req).await.unwrap();
     let mut fences = Vec::new();
     for _ in 0..opts.ingest_streams {
-        let req = pb::LeaseJobRequest { worker_id: "ingest".into(), slot: 0 };
+        let req = pb::LeaseJobRequest { worker_id: "ingest".into(), slot: 0, ..Default::default() };
         fences.push(client.lease_job(req).await.unwrap().into_inner().job.unwrap().fence.unwrap());
     }
     let start = Instant::now();

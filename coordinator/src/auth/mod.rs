@@ -105,6 +105,18 @@ impl Principal {
         }
     }
 
+    /// May this caller submit a sweep of its own command? Such a sweep runs arbitrary programs on
+    /// every worker that allows commands, so only admins (or anyone, authentication off) may.
+    pub fn check_command_sweep(&self, name: &str) -> Result<()> {
+        match self {
+            Principal::Local | Principal::Token { role: Role::Admin, .. } => Ok(()),
+            Principal::Token { .. } => Err(Error::PermissionDenied(format!(
+                "sweep {} runs its own command on the workers; only an admin may submit it",
+                sweep_proto::text::echo(name)
+            ))),
+        }
+    }
+
     /// May this caller lease, heartbeat or write as the worker id `id` bound to `owner`?
     pub fn check_worker(&self, id: &str, owner: &str) -> Result<()> {
         match self {

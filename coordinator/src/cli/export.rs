@@ -1,6 +1,7 @@
-//! `coordinator export`: a sweep's jobs and epochs as CSV or JSON, to files or stdout. The CSV
-//! tables are the report's `results.csv` and `epochs.csv` (same columns, order and units; text
-//! cells without formulas or control characters); JSON escapes control characters itself.
+//! `coordinator export`: a sweep's jobs and epochs as CSV or JSON, to files or stdout. A built-in
+//! sweep's CSV tables are the report's `results.csv` and `epochs.csv` (same columns, order and
+//! units); a command sweep's have a column per parameter and per metric. Text cells carry no
+//! formulas or control characters; JSON escapes control characters itself.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,10 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{ClientArgs, Format};
+use crate::client::metrics_export::{fetch_metrics_export, write_csv};
 use crate::client::report_input::fetch_report_input;
 use crate::error::Result;
+use sweep_proto::pb;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -37,9 +40,23 @@ struct Export<'a> {
 
 /// Writes the export of `sweep`; returns the files written (empty when writing to stdout).
 pub async fn run(args: ExportArgs) -> Result<()> {
-    let client = args.client.connect().await?;
-    let input = fetch_report_input(client, &args.sweep).await?;
-    let files = write_export(&input, args.format, args.out.as_deref())?;
+    let mut client = args.client.connect().await?;
+    let summary = client.get_sweep(pb::GetSweepRequest { sweep: args.sweep.clone() }).await?.into_inner();
+    let files = if summary.spec.is_some_and(|s| s.command.is_some()) {
+        let export = fetch_metrics_export(client, &args.sweep).await?;
+        let outputs = match args.format {
+            Format::Json => vec![("sweep.json", serde_json::to_vec_pretty(&export)?)],
+            Format::Csv => {
+                let (jobs, epochs) =
+                    write_csv(&export).map_err(|e| crate::Error::Format(format!("csv: {e}")))?;
+                vec![("jobs.csv", jobs), ("epochs.csv", epochs)]
+            }
+        };
+        write_outputs(outputs, args.out.as_deref())?
+    } else {
+        let input = fetch_report_input(client, &args.sweep).await?;
+        write_export(&input, args.format, args.out.as_deref())?
+    };
     for f in files {
         eprintln!("wrote {}", f.display());
     }
@@ -60,6 +77,11 @@ fn write_export(input: &report::ReportInput, format: Format, out: Option<&Path>)
             vec![("jobs.csv", jobs), ("epochs.csv", epochs)]
         }
     };
+    write_outputs(outputs, out)
+}
+
+/// Writes each (file name, bytes) into `out`, or all to stdout (a blank line between them).
+fn write_outputs(outputs: Vec<(&str, Vec<u8>)>, out: Option<&Path>) -> Result<Vec<PathBuf>> {
     match out {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;

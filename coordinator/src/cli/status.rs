@@ -73,11 +73,8 @@ pub fn format_summary(s: &pb::SweepSummary) -> String {
 
 /// One line per job.
 pub fn format_job(j: &pb::Job) -> String {
-    let best = if j.best_epoch > 0 {
-        format!("{:.2}% @{}", 100.0 * j.best_val_acc, j.best_epoch)
-    } else {
-        "-".into()
-    };
+    let best =
+        if j.best_epoch > 0 { format!("{:.2}% @{}", 100.0 * j.best_value, j.best_epoch) } else { "-".into() };
     let mut line = format!(
         "{:>6}  {:<16} {:>6}  {:<9} attempt {}/{}  epochs {:>4}/{:<4} best {:<14} {}",
         j.id,
@@ -141,16 +138,22 @@ pub async fn run(args: StatusArgs) -> Result<()> {
             "epoch", "train_loss", "train_acc%", "val_loss", "val_acc%", "seconds", "img/s", "attempt"
         );
         for e in &detail.epochs {
+            let cell = |v: Option<f64>, scale: f64, decimals: usize| match v {
+                Some(v) => format!("{:>10.*}", decimals, scale * v),
+                None => format!("{:>10}", "-"),
+            };
+            let others: Vec<String> = e.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!(
-                "{:>5}  {:>10.4}  {:>10.2}  {:>10.4}  {:>10.2}  {:>9.2}  {:>10.1}  {:>7}",
+                "{:>5}  {}  {}  {}  {}  {:>9.2}  {}  {:>7}  {}",
                 e.epoch,
-                e.train_loss,
-                100.0 * e.train_acc,
-                e.val_loss,
-                100.0 * e.val_acc,
+                cell(e.train_loss, 1.0, 4),
+                cell(e.train_acc, 100.0, 2),
+                cell(e.val_loss, 1.0, 4),
+                cell(e.val_acc, 100.0, 2),
                 e.wall_seconds,
-                e.images_per_sec,
-                e.attempt
+                cell(e.images_per_sec, 1.0, 1),
+                e.attempt,
+                others.join(" ")
             );
         }
     } else if let Some(sweep) = args.sweep {
@@ -234,7 +237,7 @@ mod tests {
 
     #[test]
     fn accuracy_is_shown_in_percent() {
-        let job = pb::Job { id: 1, best_val_acc: 0.89875, best_epoch: 78, ..Default::default() };
+        let job = pb::Job { id: 1, best_value: 0.89875, best_epoch: 78, ..Default::default() };
         assert!(format_job(&job).contains("89.88% @78"), "{}", format_job(&job));
     }
 }

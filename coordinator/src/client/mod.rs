@@ -3,9 +3,11 @@
 //! following a sweep ([`watch`]) and reading one into report rows ([`report_input`]).
 
 pub mod connection;
+pub mod metrics_export;
 pub mod presets;
 pub mod report_input;
 pub mod spec;
+mod spec_command;
 pub mod watch;
 
 pub use connection::{CLIENT_MAX_MESSAGE_BYTES, IntoSweepClient};

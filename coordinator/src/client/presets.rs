@@ -88,6 +88,8 @@ impl Preset {
             data: Some(data),
             max_attempts: if long { LONG_RUN_ATTEMPTS } else { 0 },
             seed_offsets: Default::default(),
+            command: None,
+            objective: None,
         }
     }
 }
@@ -99,13 +101,13 @@ mod tests {
     use super::*;
 
     /// Distinct (variant, seed) jobs of a preset's submissions, validated as the coordinator does.
-    fn jobs(p: Preset) -> BTreeSet<(LossVariant, u64)> {
+    fn jobs(p: Preset) -> BTreeSet<(String, u64)> {
         p.submissions()
             .into_iter()
             .flat_map(|s| {
                 let spec = sweep_proto::SweepSpec::try_from(s).expect("preset must validate");
                 assert_eq!(spec.name, p.name());
-                spec.jobs().collect::<Vec<_>>()
+                spec.jobs().into_iter().map(|j| (j.variant, j.seed))
             })
             .collect()
     }
@@ -114,7 +116,7 @@ mod tests {
     fn presets_match_the_protocols() {
         let protocol = jobs(Preset::Protocol);
         assert_eq!(protocol.len(), 45);
-        let seeds_of = |v: LossVariant| protocol.iter().filter(|(w, _)| *w == v).count();
+        let seeds_of = |v: LossVariant| protocol.iter().filter(|(w, _)| w == v.name()).count();
         assert_eq!(seeds_of(LossVariant::NaturalSoftmax), 15);
         assert_eq!(seeds_of(LossVariant::NormalLr1e3), 15);
         assert_eq!(seeds_of(LossVariant::MultiSoftmax), 5);

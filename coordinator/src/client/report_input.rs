@@ -22,6 +22,18 @@ pub async fn write_sweep_report(
     out_dir: &Path,
 ) -> Result<ReportFiles> {
     let input = fetch_report_input(client, sweep).await?;
+    let spec: crate::client::SpecFile = serde_json::from_str(&input.spec_json)?;
+    if spec.command.is_some() {
+        return Err(Error::InvalidInput(sweep_proto::InvalidInput::new(
+            "sweep",
+            format!(
+                "{} runs its own command: the report's figures are the built-in CNN's accuracies; \
+                 read its metrics with `coordinator export --sweep {}`",
+                printable(sweep),
+                printable(sweep)
+            ),
+        )));
+    }
     Ok(report::write_report(&input, out_dir)?)
 }
 
@@ -54,7 +66,15 @@ pub fn report_input(
 ) -> Result<ReportInput> {
     let spec_json = crate::client::SpecFile::from_wire(&wire_spec).to_json();
     let spec = SweepSpec::try_from(wire_spec)?;
-    let variants: Vec<String> = spec.variants.iter().map(|v| v.name().to_owned()).collect();
+    // A command sweep's groups are its parameter points (its rows then hold its objective).
+    let mut variants: Vec<String> = spec.variants.iter().map(|v| v.name().to_owned()).collect();
+    if spec.command.is_some() {
+        for job in spec.jobs() {
+            if !variants.contains(&job.variant) {
+                variants.push(job.variant);
+            }
+        }
+    }
     let learning_rates =
         spec.variants.iter().map(|v| (v.name().to_owned(), spec.learning_rate(*v))).collect();
     let baseline = LossVariant::NormalLr1e3.name();
@@ -74,10 +94,10 @@ pub fn report_input(
             state: state_from_wire(job.state).map(|s| s.as_str().to_owned()).unwrap_or_default(),
             epochs: job.epochs,
             epochs_done: job.epochs_done,
-            best_val_acc: stored.then_some(job.best_val_acc),
+            best_val_acc: stored.then_some(job.best_value),
             best_epoch: stored.then_some(job.best_epoch),
-            final_train_acc: last.map(|e| e.train_acc),
-            final_val_acc: last.map(|e| e.val_acc),
+            final_train_acc: last.and_then(|e| e.train_acc),
+            final_val_acc: last.and_then(|e| e.val_acc),
             wall_seconds: detail.epochs.iter().fold(0.0, |sum, e| sum + e.wall_seconds),
             worker: job.worker_id.clone(),
             attempts: job.attempt,
@@ -88,12 +108,13 @@ pub fn report_input(
             variant: job.variant.clone(),
             seed: job.seed,
             epoch: e.epoch,
-            train_loss: e.train_loss,
-            train_acc: e.train_acc,
-            val_loss: e.val_loss,
-            val_acc: e.val_acc,
+            // The built-in CNN reports every one of these.
+            train_loss: e.train_loss.unwrap_or_default(),
+            train_acc: e.train_acc.unwrap_or_default(),
+            val_loss: e.val_loss.unwrap_or_default(),
+            val_acc: e.val_acc.unwrap_or_default(),
             wall_seconds: e.wall_seconds,
-            images_per_sec: e.images_per_sec,
+            images_per_sec: e.images_per_sec.unwrap_or_default(),
             attempt: e.attempt,
         }));
     }

@@ -11,6 +11,7 @@ use sweep_proto::domain::{INDEPENDENT_SEED_STRIDE, MAX_SEEDS};
 use sweep_proto::{LossVariant, pb};
 
 use super::presets::Preset;
+pub use super::spec_command::{CommandFile, DistributionFile, Mode, ObjectiveFile, ParamValue};
 
 /// Why the flags or the spec file do not make a sweep spec.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,11 @@ pub struct SpecFile {
     pub seed_offsets: BTreeMap<String, u64>,
     pub data: Option<DataFile>,
     pub max_attempts: Option<u32>,
+    /// The user's own command instead of the built-in CNN's variants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objective: Option<ObjectiveFile>,
 }
 
 /// Seeds in a spec file: a list or a range text.
@@ -76,6 +82,7 @@ impl SpecFile {
     /// The file a wire spec would be written as (what reports show, and `submit --spec` reads).
     pub fn from_wire(spec: &pb::SweepSpec) -> Self {
         let data = spec.data.unwrap_or_default();
+        let command = spec.command.as_ref().map(CommandFile::from);
         SpecFile {
             name: Some(spec.name.clone()),
             variants: spec.variants.clone(),
@@ -84,7 +91,7 @@ impl SpecFile {
             batch_size: Some(spec.batch_size),
             learning_rates: spec.learning_rates.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             seed_offsets: spec.seed_offsets.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            data: Some(DataFile {
+            data: command.is_none().then_some(DataFile {
                 train_limit: data.train_limit,
                 test_limit: data.test_limit,
                 augment: data.augment,
@@ -92,6 +99,8 @@ impl SpecFile {
                 bn_group: data.bn_group,
             }),
             max_attempts: Some(spec.max_attempts),
+            command,
+            objective: spec.objective.as_ref().map(ObjectiveFile::from),
         }
     }
 
@@ -227,19 +236,23 @@ impl SpecArgs {
         };
         let required = |v: Option<u32>, flag| v.ok_or(SpecError::Missing(flag));
         let data = file.data.unwrap_or_default();
+        let command = file.command.as_ref().map(pb::CommandSpec::from);
         Ok(pb::SweepSpec {
             name: self.name.clone().or(file.name).ok_or(SpecError::Missing("--name"))?,
-            variants: if file.variants.is_empty() {
+            variants: if file.variants.is_empty() && command.is_none() {
                 LossVariant::ALL.iter().map(|v| v.name().to_owned()).collect()
             } else {
                 file.variants
             },
             seeds,
             epochs: required(self.epochs.or(file.epochs), "--epochs")?,
-            batch_size: required(self.batch_size.or(file.batch_size), "--batch-size")?,
+            batch_size: match &command {
+                Some(_) => self.batch_size.or(file.batch_size).unwrap_or(0),
+                None => required(self.batch_size.or(file.batch_size), "--batch-size")?,
+            },
             learning_rates: file.learning_rates.into_iter().collect(),
             seed_offsets: file.seed_offsets.into_iter().collect(),
-            data: Some(pb::DataOptions {
+            data: command.is_none().then_some(pb::DataOptions {
                 train_limit: data.train_limit,
                 test_limit: data.test_limit,
                 augment: data.augment,
@@ -247,6 +260,8 @@ impl SpecArgs {
                 bn_group: data.bn_group,
             }),
             max_attempts: file.max_attempts.unwrap_or(0),
+            command,
+            objective: file.objective.as_ref().map(pb::Objective::from),
         })
     }
 

@@ -171,18 +171,43 @@ impl Lines {
     fn epoch(&mut self, e: &pb::EpochRecorded) {
         if let Some(m) = &e.metrics {
             self.line(format!(
-                "job #{} {} seed {} epoch {}: train_loss {:.4} train_acc {:.2}% val_loss {:.4} val_acc {:.2}% ({:.1} s)",
+                "job #{} {} seed {} epoch {}: {} ({:.1} s)",
                 e.job_id,
                 printable(&e.variant),
                 e.seed,
                 m.epoch,
-                m.train_loss,
-                100.0 * m.train_acc,
-                m.val_loss,
-                100.0 * m.val_acc,
+                metrics_text(m),
                 m.wall_seconds
             ));
         }
+    }
+}
+
+/// An epoch's metrics as `train_loss 0.5123 train_acc 81.20% … top5 0.97`: the named ones it
+/// has (accuracies in %), then the others by name.
+pub fn metrics_text(m: &pb::EpochMetrics) -> String {
+    let named = [
+        ("train_loss", m.train_loss, false),
+        ("train_acc", m.train_acc, true),
+        ("val_loss", m.val_loss, false),
+        ("val_acc", m.val_acc, true),
+    ];
+    let mut parts: Vec<String> = named
+        .iter()
+        .filter_map(|(name, v, percent)| {
+            v.map(|v| if *percent { format!("{name} {:.2}%", 100.0 * v) } else { format!("{name} {v:.4}") })
+        })
+        .collect();
+    parts.extend(m.values.iter().map(|(k, v)| format!("{} {v}", printable(k))));
+    parts.join(" ")
+}
+
+/// A finished job's best objective value: a percentage when it looks like an accuracy.
+fn best_text(job: &pb::Job) -> String {
+    if (0.0..=1.0).contains(&job.best_value) {
+        format!("{:.2}%", 100.0 * job.best_value)
+    } else {
+        format!("{}", job.best_value)
     }
 }
 
@@ -196,7 +221,7 @@ pub fn job_line(job: &pb::Job) -> String {
             format!(" (attempt {}/{} on {})", job.attempt, job.max_attempts, printable(&job.worker_id))
         }
         Ok(pb::JobState::Succeeded) => {
-            format!(" (best val_acc {:.2}% at epoch {})", 100.0 * job.best_val_acc, job.best_epoch)
+            format!(" (best {} at epoch {})", best_text(job), job.best_epoch)
         }
         Ok(pb::JobState::Queued) if job.attempt > 1 => {
             format!(" again as attempt {}/{}{}", job.attempt, job.max_attempts, reason(&job.last_error))

@@ -66,7 +66,12 @@ async fn sweeps(State(state): State<AppState>) -> Response {
 /// The live part's HTML, drawn from the queue now.
 async fn live_html(state: &AppState, name: &str, who: &Principal) -> Result<String, Error> {
     let view = view::load(&state.queue, name).await?;
-    let input = view.input.clone();
+    // A command sweep's page shows no figures: an empty input draws nothing.
+    let input = if view.summary.spec.command.is_some() {
+        report::ReportInput { jobs: Vec::new(), epochs: Vec::new(), ..view.input.clone() }
+    } else {
+        view.input.clone()
+    };
     // Drawing the figures is CPU work: keep it off the async workers.
     let figures = tokio::task::spawn_blocking(move || report::live_figures(&input))
         .await

@@ -123,21 +123,32 @@ pub fn live_part(view: &SweepView, figures: &report::LiveFigures, now_ms: i64, a
         escape(&progress_line(s)),
         s.progress_percent()
     );
-    out.push_str("<div class=\"figures\">");
-    let mut figure = |id: &str, svg: &str| {
-        let _ = write!(out, "<figure id=\"{id}\">{}</figure>", svg.trim_start_matches(|c| c != '<'));
-    };
-    figure("boxplot", strip_declaration(&figures.boxplot_svg));
-    if let Some(svg) = &figures.boxplot_extended_svg {
-        figure("boxplot-extended", strip_declaration(svg));
+    // The figures plot the built-in CNN's accuracies; a command sweep's jobs show their objective.
+    let command = s.spec.command.is_some();
+    if !command {
+        out.push_str("<div class=\"figures\">");
+        let mut figure = |id: &str, svg: &str| {
+            let _ = write!(out, "<figure id=\"{id}\">{}</figure>", svg.trim_start_matches(|c| c != '<'));
+        };
+        figure("boxplot", strip_declaration(&figures.boxplot_svg));
+        if let Some(svg) = &figures.boxplot_extended_svg {
+            figure("boxplot-extended", strip_declaration(svg));
+        }
+        figure("curves", strip_declaration(&figures.curves_svg));
+        out.push_str("</div>\n");
     }
-    figure("curves", strip_declaration(&figures.curves_svg));
-    out.push_str("</div>\n<h2>Jobs</h2>\n<div class=\"scroll\"><table id=\"jobs\"><tr><th>job</th><th>variant</th>\
-                  <th>seed</th><th>state</th><th>attempt</th><th>worker</th><th>epochs</th><th>best val acc</th><th></th></tr>\n");
+    let best_header =
+        if command { format!("best {}", escape(&s.spec.objective.metric)) } else { "best val acc".into() };
+    let _ = writeln!(
+        out,
+        "<h2>Jobs</h2>\n<div class=\"scroll\"><table id=\"jobs\"><tr><th>job</th><th>variant</th>\
+         <th>seed</th><th>state</th><th>attempt</th><th>worker</th><th>epochs</th><th>{best_header}</th><th></th></tr>"
+    );
     for j in &view.input.jobs {
-        let best = j
-            .best_val_acc
-            .map_or("–".to_owned(), |b| format!("{:.2} % @{}", b * 100.0, j.best_epoch.unwrap_or(0)));
+        let best = j.best_val_acc.filter(|_| j.best_epoch.unwrap_or(0) > 0).map_or("–".to_owned(), |b| {
+            let epoch = j.best_epoch.unwrap_or(0);
+            if command { format!("{b} @{epoch}") } else { format!("{:.2} % @{epoch}", b * 100.0) }
+        });
         let _ = writeln!(
             out,
             "<tr data-job=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td class=\"state\">{}</td><td>{}</td><td>{}</td>\

@@ -56,6 +56,10 @@ pub async fn report_file(
 async fn fetch(state: &AppState, name: &str, file: &str) -> Result<Option<Vec<u8>>, Error> {
     let view = view::load(&state.queue, name).await?;
     let s = &view.summary;
+    if s.spec.command.is_some() {
+        // The report's figures are the built-in CNN's accuracies; a command sweep has none.
+        return Ok(None);
+    }
     let stamp =
         format!("{} {} {} {} {} {}", s.queued, s.running, s.succeeded, s.failed, s.cancelled, s.epochs_done);
     let cache = &state.reports;

@@ -23,15 +23,15 @@ pub(crate) fn insert_sql(rows: usize) -> String {
     // makes binding hundreds of them quadratic. Bind order: now, the rows, now again.
     let mut sql = String::from(
         "INSERT INTO epochs (job_id, epoch, attempt, train_loss, train_acc, val_loss, val_acc, wall_seconds, \
-         images_per_sec, recorded_at_ms) \
-         SELECT j.id, v.column2, j.attempt, v.column5, v.column6, v.column7, v.column8, v.column9, v.column10, ? \
-         FROM (VALUES ",
+         images_per_sec, values_json, recorded_at_ms) \
+         SELECT j.id, v.column2, j.attempt, v.column5, v.column6, v.column7, v.column8, v.column9, v.column10, \
+         v.column11, ? FROM (VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 {
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         } else {
-            ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         });
     }
     sql.push_str(
@@ -41,7 +41,8 @@ pub(crate) fn insert_sql(rows: usize) -> String {
          ON CONFLICT (job_id, epoch) DO UPDATE SET attempt = excluded.attempt, \
          train_loss = excluded.train_loss, train_acc = excluded.train_acc, val_loss = excluded.val_loss, \
          val_acc = excluded.val_acc, wall_seconds = excluded.wall_seconds, \
-         images_per_sec = excluded.images_per_sec, recorded_at_ms = excluded.recorded_at_ms \
+         images_per_sec = excluded.images_per_sec, values_json = excluded.values_json, \
+         recorded_at_ms = excluded.recorded_at_ms \
          WHERE excluded.attempt > epochs.attempt \
          RETURNING job_id, epoch",
     );
@@ -75,12 +76,13 @@ pub async fn insert_batch(
                 .bind(m.val_loss)
                 .bind(m.val_acc)
                 .bind(m.wall_seconds)
-                .bind(m.images_per_sec);
+                .bind(m.images_per_sec)
+                .bind(values_json(&m.values)?);
         }
         for _ in rows..shape {
             // Padding: job id 0 never exists, so the row joins nothing.
             query = query.bind(0i64).bind(1i64).bind(1i64).bind("");
-            query = query.bind(0.0).bind(0.0).bind(0.0).bind(0.0).bind(0.0).bind(0.0);
+            query = query.bind(0.0).bind(0.0).bind(0.0).bind(0.0).bind(0.0).bind(0.0).bind(None::<String>);
         }
         query = query.bind(now_ms);
         let mut written: HashSet<(i64, i64)> = query.fetch_all(&mut *conn).await?.into_iter().collect();
@@ -97,8 +99,8 @@ where
     E: Executor<'c, Database = Sqlite>,
 {
     let rows = sqlx::query!(
-        "SELECT epoch, attempt, train_loss, train_acc, val_loss, val_acc, wall_seconds, images_per_sec \
-         FROM epochs WHERE job_id = ?1 ORDER BY epoch",
+        "SELECT epoch, attempt, train_loss, train_acc, val_loss, val_acc, wall_seconds, images_per_sec, \
+         values_json FROM epochs WHERE job_id = ?1 ORDER BY epoch",
         job.0
     )
     .fetch_all(ex)
@@ -117,6 +119,12 @@ where
                 val_acc: e.val_acc,
                 wall_seconds: e.wall_seconds,
                 images_per_sec: e.images_per_sec,
+                values: match e.values_json {
+                    Some(json) => serde_json::from_str(&json).map_err(|err| {
+                        super::corrupt(format_args!("job {job} epoch {epoch}"), "values_json", err)
+                    })?,
+                    None => Default::default(),
+                },
             };
             Ok(StoredEpoch { metrics, attempt })
         })
@@ -134,4 +142,9 @@ where
     )
     .fetch_one(ex)
     .await?)
+}
+
+/// The named metrics of an epoch as stored: a JSON object, or NULL when there is none.
+fn values_json(values: &std::collections::BTreeMap<String, f64>) -> Result<Option<String>> {
+    if values.is_empty() { Ok(None) } else { Ok(Some(serde_json::to_string(values)?)) }
 }

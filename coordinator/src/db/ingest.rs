@@ -3,11 +3,12 @@
 //! requests to [`leases`]; each run is done with a few multi-row statements (fence checks
 //! included) instead of several per request.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use sqlx::SqliteConnection;
 use sweep_proto::InvalidInput;
-use sweep_proto::domain::{DataOptions, Fence, JobState, LeaseVerdict};
+use sweep_proto::domain::{Fence, JobKind, JobState, LeaseVerdict, SweepSpec};
 
 use super::epochs::{self, EpochWrite};
 use super::job_batches;
@@ -114,33 +115,39 @@ async fn not_renewed(conn: &mut SqliteConnection, fence: &Fence) -> Result<Lease
     Ok(if cancelled { LeaseVerdict::Cancelled } else { LeaseVerdict::Lost })
 }
 
-/// The outcome of one lease request: the claimed job and its sweep's data options, `None` when
-/// nothing is queued, or NOT_FOUND for a worker that never registered.
-pub type Leased = Result<Option<(StoredJob, DataOptions)>>;
+/// The outcome of one lease request: the claimed job and its sweep's spec, `None` when nothing
+/// the worker runs is queued, or NOT_FOUND for a worker that never registered.
+pub type Leased = Result<Option<(StoredJob, Arc<SweepSpec>)>>;
 
 /// Claims jobs for a run of lease requests: marks the workers seen, then hands the oldest queued
-/// jobs out, in request order, with one guarded multi-row UPDATE (see
-/// [`job_batches::claim_many`]). The claims run in a savepoint, so an unreadable sweep spec undoes
+/// jobs of the kinds each request runs out, in request order, with one guarded multi-row UPDATE
+/// per set of kinds (see [`job_batches::claim_many`]). The claims run in a savepoint, so an unreadable sweep spec undoes
 /// them and fails just this run.
 pub async fn leases(conn: &mut SqliteConnection, reqs: &[LeaseWrite], now_ms: i64) -> Result<Vec<Leased>> {
     let ids: Vec<&str> = reqs.iter().map(|r| r.worker_id.as_str()).collect();
     let known = workers::touch_ids(conn, &ids, now_ms).await?;
     let wanted: Vec<&LeaseWrite> = reqs.iter().filter(|r| known.contains(&r.worker_id)).collect();
     let mut claimed = HashMap::new();
-    let mut data: HashMap<String, DataOptions> = HashMap::new();
+    let mut specs: HashMap<String, Arc<SweepSpec>> = HashMap::new();
+    let mut by_kinds: BTreeMap<&[JobKind], Vec<&LeaseWrite>> = BTreeMap::new();
+    for r in &wanted {
+        by_kinds.entry(r.kinds.as_slice()).or_default().push(r);
+    }
     if !wanted.is_empty() {
         sqlx::query("SAVEPOINT leases").execute(&mut *conn).await?;
         let specs = async {
-            for stored in job_batches::claim_many(conn, &wanted, now_ms).await? {
-                let sweep = &stored.job.sweep;
-                let options = match data.get(sweep) {
-                    Some(options) => *options,
-                    None => {
-                        let options = sweeps::require(&mut *conn, sweep).await?.spec()?.data;
-                        *data.entry(sweep.clone()).or_insert(options)
-                    }
-                };
-                claimed.insert(stored.lease_token.clone().unwrap_or_default(), (stored, options));
+            for (kinds, group) in &by_kinds {
+                for stored in job_batches::claim_many(conn, group, kinds, now_ms).await? {
+                    let sweep = &stored.job.sweep;
+                    let spec = match specs.get(sweep) {
+                        Some(spec) => spec.clone(),
+                        None => {
+                            let spec = Arc::new(sweeps::require(&mut *conn, sweep).await?.spec()?);
+                            specs.entry(sweep.clone()).or_insert(spec).clone()
+                        }
+                    };
+                    claimed.insert(stored.lease_token.clone().unwrap_or_default(), (stored, spec));
+                }
             }
             Ok::<_, Error>(())
         }

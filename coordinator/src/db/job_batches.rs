@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
-use sweep_proto::domain::{Fence, JobId, LossVariant, SweepSpec};
+use sweep_proto::domain::{Direction, Fence, JobId, JobKind, PlannedJob, SweepSpec};
 
 use super::jobs::{self, JobRow, StoredJob, job_cols};
 use crate::error::Result;
@@ -16,19 +16,21 @@ use crate::error::Result;
 /// job (and the VALUES rows for each) instead of looking each row's job up by primary key, which
 /// made the writer CPU-bound. The rowid lookup stays allowed; `hot_statements_use_primary_keys`
 /// checks the plans.
-pub(crate) fn claim_sql(shape: usize) -> String {
-    // Anonymous `?` in text order: the VALUES rows, the LIMIT, then now.
+pub(crate) fn claim_sql(shape: usize, kinds: &[JobKind]) -> String {
+    // Anonymous `?` in text order: the VALUES rows, the LIMIT, then now. The kinds are constants.
+    let kinds: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
     let mut sql = String::from("WITH v(rn, w, tok, exp) AS (VALUES ");
     for i in 0..shape {
         sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
     }
-    sql.push_str(concat!(
+    sql.push_str(&format!(
         "), q AS (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM \
-         (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT ?)) \
+         (SELECT id FROM jobs WHERE state = 'queued' AND kind IN ({}) ORDER BY id LIMIT ?)) \
          UPDATE jobs NOT INDEXED SET state = 'running', worker_id = c.w, lease_token = c.tok, \
          lease_expires_at_ms = c.exp, started_at_ms = COALESCE(started_at_ms, ?) \
          FROM (SELECT q.id AS jid, v.w, v.tok, v.exp FROM q JOIN v ON v.rn = q.rn) AS c \
-         WHERE jobs.id = c.jid AND jobs.state = 'queued' RETURNING ",
+         WHERE jobs.id = c.jid AND jobs.state = 'queued' RETURNING {}",
+        kinds.join(", "),
         job_cols!()
     ));
     sql
@@ -50,12 +52,34 @@ pub(crate) fn renew_sql(shape: usize) -> String {
 /// counted and searched for the best anew on every batch: an attempt that starts over rewrites
 /// rows instead of adding them, so increments would not add up.
 pub(crate) fn progress_sql(shape: usize) -> String {
-    let mut sql = String::from(
+    // The objective's value in an epoch (alias `a`): a named column, else an entry of
+    // values_json; epochs without it are skipped, and a job none of whose epochs has it keeps
+    // best_epoch 0. Aggregates, not ORDER BY: SQLite resolves no outer column in a subquery's
+    // ORDER BY.
+    let value = |a: &str| {
+        format!(
+            "(CASE jobs.objective WHEN 'val_acc' THEN {a}.val_acc WHEN 'val_loss' THEN {a}.val_loss \
+             WHEN 'train_acc' THEN {a}.train_acc WHEN 'train_loss' THEN {a}.train_loss \
+             WHEN 'images_per_sec' THEN {a}.images_per_sec WHEN 'wall_seconds' THEN {a}.wall_seconds \
+             ELSE json_extract({a}.values_json, '$.\"' || jobs.objective || '\"') END)"
+        )
+    };
+    let best = |a: &str| {
+        let v = value(a);
+        format!(
+            "(SELECT CASE WHEN jobs.objective_max THEN MAX({v}) ELSE MIN({v}) END \
+             FROM epochs {a} WHERE {a}.job_id = jobs.id)"
+        )
+    };
+    let mut sql = format!(
         "UPDATE jobs NOT INDEXED SET \
          epochs_done = (SELECT COUNT(*) FROM epochs e WHERE e.job_id = jobs.id), \
-         (best_val_acc, best_epoch) = (SELECT e.val_acc, e.epoch FROM epochs e WHERE e.job_id = jobs.id \
-         ORDER BY e.val_acc DESC, e.epoch LIMIT 1) \
+         best_value = COALESCE({}, 0), \
+         best_epoch = COALESCE((SELECT MIN(e.epoch) FROM epochs e WHERE e.job_id = jobs.id AND {} = {}), 0) \
          FROM (VALUES ",
+        best("b"),
+        value("e"),
+        best("b")
     );
     for i in 0..shape {
         sql.push_str(if i == 0 { "(?)" } else { ", (?)" });
@@ -65,13 +89,13 @@ pub(crate) fn progress_sql(shape: usize) -> String {
 }
 
 pub(crate) fn insert_sql(shape: usize) -> String {
-    // Anonymous `?` in text order: sweep, max_attempts, epochs, batch_size, now, then the rows.
-    // Padding rows are NULL and filtered out; the WHERE also keeps SQLite from reading the
-    // upsert's ON as a join constraint.
+    // Anonymous `?` in text order: sweep, max_attempts, epochs, batch_size, now, kind,
+    // objective, objective_max, then the rows. Padding rows are NULL and filtered out; the WHERE
+    // also keeps SQLite from reading the upsert's ON as a join constraint.
     let mut sql = String::from(
         "INSERT INTO jobs (sweep, variant, seed, state, attempt, max_attempts, epochs, batch_size, \
-         learning_rate, created_at_ms) \
-         SELECT ?, v.column1, v.column2, 'queued', 1, ?, ?, ?, v.column3, ? FROM (VALUES ",
+         learning_rate, created_at_ms, kind, objective, objective_max) \
+         SELECT ?, v.column1, v.column2, 'queued', 1, ?, ?, ?, v.column3, ?, ?, ?, ? FROM (VALUES ",
     );
     for i in 0..shape {
         sql.push_str(if i == 0 { "(?, ?, ?)" } else { ", (?, ?, ?)" });
@@ -88,7 +112,7 @@ pub(crate) fn insert_sql(shape: usize) -> String {
 pub async fn insert_missing(
     conn: &mut SqliteConnection,
     spec: &SweepSpec,
-    jobs: &[(LossVariant, u64)],
+    jobs: &[PlannedJob],
     now_ms: i64,
 ) -> Result<Vec<StoredJob>> {
     let mut created = Vec::with_capacity(jobs.len());
@@ -101,10 +125,13 @@ pub async fn insert_missing(
             .bind(i64::from(spec.max_attempts))
             .bind(i64::from(spec.epochs))
             .bind(i64::from(spec.batch_size))
-            .bind(now_ms);
-        for (variant, seed) in chunk {
+            .bind(now_ms)
+            .bind(spec.kind().as_str())
+            .bind(spec.objective.metric.as_str())
+            .bind(spec.objective.direction == Direction::Max);
+        for job in chunk {
             // Seeds are u64 stored bit-for-bit in an i64 column.
-            query = query.bind(variant.name()).bind(*seed as i64).bind(spec.learning_rate(*variant));
+            query = query.bind(job.variant.as_str()).bind(job.seed as i64).bind(job.learning_rate);
         }
         for _ in rows..shape {
             query = query.bind(None::<&str>).bind(None::<i64>).bind(None::<f64>);
@@ -118,6 +145,8 @@ pub async fn insert_missing(
 #[derive(Debug, Clone)]
 pub struct LeaseWrite {
     pub worker_id: String,
+    /// The kinds of job the worker's slot runs (at least one, sorted, distinct).
+    pub kinds: Vec<JobKind>,
     /// Fresh for every request (it also tells the claims of one batch apart).
     pub lease_token: String,
     pub expires_at_ms: i64,
@@ -130,6 +159,7 @@ pub struct LeaseWrite {
 pub async fn claim_many(
     conn: &mut SqliteConnection,
     reqs: &[&LeaseWrite],
+    kinds: &[JobKind],
     now_ms: i64,
 ) -> Result<Vec<StoredJob>> {
     let mut claimed = Vec::with_capacity(reqs.len());
@@ -137,7 +167,7 @@ pub async fn claim_many(
     for (rows, shape) in super::padded_chunks(reqs.len()) {
         let (chunk, tail) = rest.split_at(rows);
         rest = tail;
-        let mut query = sqlx::query_as::<_, JobRow>(AssertSqlSafe(claim_sql(shape)));
+        let mut query = sqlx::query_as::<_, JobRow>(AssertSqlSafe(claim_sql(shape, kinds)));
         for (rank, r) in chunk.iter().enumerate() {
             query = query
                 .bind(rank as i64 + 1)
@@ -188,7 +218,7 @@ pub async fn renew_many(
 pub struct JobKey {
     pub id: JobId,
     pub sweep: String,
-    pub variant: LossVariant,
+    pub variant: String,
     pub seed: u64,
 }
 
@@ -207,7 +237,7 @@ impl TryFrom<KeyRow> for JobKey {
         // Seeds are u64 stored bit-for-bit in an i64 column.
         Ok(JobKey {
             id: JobId(k.id),
-            variant: jobs::variant(k.id, &k.variant)?,
+            variant: jobs::variant(k.id, k.variant)?,
             sweep: k.sweep,
             seed: k.seed as u64,
         })

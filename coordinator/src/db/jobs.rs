@@ -7,7 +7,7 @@
 use std::fmt::Display;
 
 use sqlx::{Executor, FromRow, Sqlite, SqliteConnection};
-use sweep_proto::domain::{Fence, Job, JobId, JobState, LossVariant};
+use sweep_proto::domain::{Fence, Job, JobId, JobKind, JobState, MAX_LABEL_LEN};
 
 use super::corrupt;
 use crate::error::{Error, Result};
@@ -18,8 +18,8 @@ use crate::lifecycle::{self, Event};
 macro_rules! cols {
     () => {
         "id, sweep, variant, seed, state, attempt, max_attempts, epochs, batch_size, learning_rate, \
-         epochs_done, best_val_acc, best_epoch, worker_id, lease_token, lease_expires_at_ms, \
-         last_error, created_at_ms, started_at_ms, finished_at_ms"
+         epochs_done, best_value, best_epoch, worker_id, lease_token, lease_expires_at_ms, \
+         last_error, created_at_ms, started_at_ms, finished_at_ms, kind"
     };
 }
 pub(super) use cols as job_cols;
@@ -38,7 +38,7 @@ pub(super) struct JobRow {
     pub batch_size: i64,
     pub learning_rate: f64,
     pub epochs_done: i64,
-    pub best_val_acc: f64,
+    pub best_value: f64,
     pub best_epoch: i64,
     pub worker_id: Option<String>,
     pub lease_token: Option<String>,
@@ -47,6 +47,7 @@ pub(super) struct JobRow {
     pub created_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    pub kind: String,
 }
 
 /// A stored job: what callers see of it plus the lease that fences worker writes.
@@ -55,11 +56,23 @@ pub struct StoredJob {
     pub job: Job,
     pub lease_token: Option<String>,
     pub lease_expires_at_ms: Option<i64>,
+    pub kind: JobKind,
 }
 
-/// Reads a stored variant name.
-pub(super) fn variant(job: i64, name: &str) -> Result<LossVariant> {
-    name.parse().map_err(|e| corrupt(format_args!("job {job}"), "variant", e))
+/// Checks a stored variant: a loss variant's name or a command sweep's parameter point.
+pub(super) fn variant(job: i64, name: String) -> Result<String> {
+    if name.is_empty() || name.len() > MAX_LABEL_LEN {
+        return Err(corrupt(format_args!("job {job}"), "variant", format!("{} bytes", name.len())));
+    }
+    Ok(name)
+}
+
+fn kind(job: i64, name: &str) -> Result<JobKind> {
+    match name {
+        "builtin" => Ok(JobKind::Builtin),
+        "command" => Ok(JobKind::Command),
+        other => Err(corrupt(format_args!("job {job}"), "kind", sweep_proto::text::echo(other))),
+    }
 }
 
 impl TryFrom<JobRow> for StoredJob {
@@ -72,7 +85,7 @@ impl TryFrom<JobRow> for StoredJob {
         let state = r.state.parse().map_err(|e| corrupt(format_args!("job {id}"), "state", e))?;
         let job = Job {
             id: JobId(id),
-            variant: variant(id, &r.variant)?,
+            variant: variant(id, r.variant)?,
             sweep: r.sweep,
             // Seeds are u64 stored bit-for-bit in an i64 column.
             seed: r.seed as u64,
@@ -83,7 +96,7 @@ impl TryFrom<JobRow> for StoredJob {
             batch_size: count("batch_size", r.batch_size)?,
             learning_rate: r.learning_rate,
             epochs_done: count("epochs_done", r.epochs_done)?,
-            best_val_acc: r.best_val_acc,
+            best_value: r.best_value,
             best_epoch: count("best_epoch", r.best_epoch)?,
             worker_id: r.worker_id,
             last_error: r.last_error,
@@ -91,7 +104,8 @@ impl TryFrom<JobRow> for StoredJob {
             started_at_ms: r.started_at_ms,
             finished_at_ms: r.finished_at_ms,
         };
-        Ok(StoredJob { job, lease_token: r.lease_token, lease_expires_at_ms: r.lease_expires_at_ms })
+        let kind = kind(id, &r.kind)?;
+        Ok(StoredJob { job, lease_token: r.lease_token, lease_expires_at_ms: r.lease_expires_at_ms, kind })
     }
 }
 
@@ -137,12 +151,12 @@ pub async fn list<'c, E>(
     ex: E,
     sweep: &str,
     state: Option<JobState>,
-    variant: Option<LossVariant>,
+    variant: Option<&str>,
 ) -> Result<Vec<StoredJob>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    let (state, variant) = (state.map(JobState::as_str), variant.map(LossVariant::name));
+    let state = state.map(JobState::as_str);
     checked(
         sqlx::query_file_as!(JobRow, "src/db/sql/jobs_of_sweep.sql", sweep, state, variant)
             .fetch_all(ex)

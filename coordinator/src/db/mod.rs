@@ -221,7 +221,10 @@ mod tests {
             super::epochs::insert_sql(16),
             super::job_batches::renew_sql(16),
             super::job_batches::progress_sql(16),
-            super::job_batches::claim_sql(16),
+            super::job_batches::claim_sql(
+                16,
+                &[sweep_proto::domain::JobKind::Builtin, sweep_proto::domain::JobKind::Command],
+            ),
         ];
         for sql in statements {
             let plan: Vec<(i64, i64, i64, String)> =

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sweep_proto::InvalidInput;
 use sweep_proto::domain::{
-    Job, JobId, JobState, LossVariant, RetryTarget, StoredEpoch, SweepSpec, SweepSummary, Worker,
+    Job, JobId, JobState, PlannedJob, RetryTarget, StoredEpoch, SweepSpec, SweepSummary, Worker,
 };
 
 use super::{Queue, Submitted};
@@ -25,19 +25,23 @@ impl Queue {
     /// the same spec again adds them.
     pub async fn submit(&self, spec: SweepSpec, by: &Principal) -> Result<Submitted> {
         let limits = self.limits;
-        let wanted: Vec<(LossVariant, u64)> = spec.jobs().collect();
-        if wanted.len() > limits.max_jobs_per_submission as usize {
+        if spec.command.is_some() {
+            by.check_command_sweep(&spec.name)?;
+        }
+        // Counted before the jobs are built: a command sweep's grid can be huge.
+        if spec.job_count() > limits.max_jobs_per_submission as usize {
             return Err(InvalidInput::new(
                 "spec",
                 format!(
                     "{} jobs (variants × seeds) is more than the max_jobs_per_submission limit of {}; \
                      submit the sweep in parts",
-                    wanted.len(),
+                    spec.job_count(),
                     limits.max_jobs_per_submission
                 ),
             )
             .into());
         }
+        let wanted: Vec<PlannedJob> = spec.jobs();
         let spec = Arc::new(spec);
         let (settled, owner) = (spec.clone(), by.clone());
         self.db
@@ -50,7 +54,7 @@ impl Queue {
                         }
                         None => (*settled).clone(),
                     };
-                    let total = merged.jobs().count();
+                    let total = merged.job_count();
                     if total > limits.max_jobs_per_sweep as usize {
                         return Err(Error::ResourceExhausted(format!(
                             "sweep {:?} would hold {total} jobs, more than the max_jobs_per_sweep limit of {}",
@@ -241,12 +245,7 @@ impl Queue {
     }
 
     /// The jobs of sweep `name`, optionally only those in `state` and/or of `variant`, by id.
-    pub async fn jobs(
-        &self,
-        name: &str,
-        state: Option<JobState>,
-        variant: Option<LossVariant>,
-    ) -> Result<Vec<Job>> {
+    pub async fn jobs(&self, name: &str, state: Option<JobState>, variant: Option<&str>) -> Result<Vec<Job>> {
         let pool = self.db.reader();
         sweeps::require(pool, name).await?;
         let stored = jobs::list(pool, name, state, variant).await?;

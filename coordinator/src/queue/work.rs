@@ -4,7 +4,8 @@
 use std::future::Future;
 
 use sweep_proto::domain::{
-    DataFile, DataOptions, EpochMetrics, EpochRecord, Fence, Job, JobAssignment, JobId, LeaseVerdict,
+    CommandJob, DataFile, EpochMetrics, EpochRecord, Fence, Job, JobAssignment, JobFields, JobId, JobKind,
+    LeaseVerdict, SweepSpec, point_label,
 };
 
 use super::{Queue, Recorded};
@@ -60,25 +61,32 @@ impl Queue {
         Ok(())
     }
 
-    /// Leases the oldest queued job to `worker_id` for [`Queue::lease_ttl`]; `None` when nothing
-    /// is queued, [`Error::NotFound`] for a worker that never registered,
-    /// [`Error::PermissionDenied`] when the id is bound to another credential than `by`'s.
-    pub async fn lease(&self, worker_id: String, by: &Principal) -> Result<Option<JobAssignment>> {
+    /// Leases the oldest queued job of `kinds` (sorted, distinct, not empty) to `worker_id` for
+    /// [`Queue::lease_ttl`]; `None` when none is queued, [`Error::NotFound`] for a worker that
+    /// never registered, [`Error::PermissionDenied`] when the id is bound to another credential
+    /// than `by`'s.
+    pub async fn lease(
+        &self,
+        worker_id: String,
+        kinds: Vec<JobKind>,
+        by: &Principal,
+    ) -> Result<Option<JobAssignment>> {
         self.check_worker(&worker_id, by).await?;
         let lease = LeaseWrite {
             worker_id,
+            kinds,
             lease_token: uuid::Uuid::new_v4().simple().to_string(),
             expires_at_ms: db::now_ms() + self.ttl_ms(),
         };
-        let Some((stored, data)) = self.db.lease(lease).await? else { return Ok(None) };
+        let Some((stored, spec)) = self.db.lease(lease).await? else { return Ok(None) };
         let job = &stored.job;
         self.counters.leases_granted.inc();
         tracing::debug!(job = job.id.0, attempt = job.attempt, worker = ?job.worker_id, "job leased");
         self.events.jobs_changed([job]);
-        Ok(Some(self.assignment(&stored, data)?))
+        Ok(Some(self.assignment(&stored, &spec)?))
     }
 
-    fn assignment(&self, stored: &StoredJob, data: DataOptions) -> Result<JobAssignment> {
+    fn assignment(&self, stored: &StoredJob, spec: &SweepSpec) -> Result<JobAssignment> {
         let job = &stored.job;
         let lease_token = stored
             .lease_token
@@ -87,16 +95,20 @@ impl Queue {
         Ok(JobAssignment {
             fence: Fence { job_id: job.id.0, attempt: job.attempt, lease_token },
             sweep: job.sweep.clone(),
-            variant: job.variant,
+            variant: job.variant.clone(),
             seed: job.seed,
             epochs: job.epochs,
             batch_size: job.batch_size,
             learning_rate: job.learning_rate,
-            data,
+            data: spec.data,
             lease_ttl: self.lease_ttl,
             // The stored epochs are always 1..=epochs_done: every attempt writes its epochs in
             // order, starting at most one past them.
             epochs_stored: job.epochs_done,
+            command: match stored.kind {
+                JobKind::Builtin => None,
+                JobKind::Command => Some(command_job(job, spec)?),
+            },
         })
     }
 
@@ -131,7 +143,7 @@ impl Queue {
         by: &Principal,
     ) -> Result<impl Future<Output = Result<Recorded>> + Send + 'static> {
         self.check_fence(&fence, by).await?;
-        let outcome = self.db.enqueue_epoch(EpochWrite { fence, metrics }).await?;
+        let outcome = self.db.enqueue_epoch(EpochWrite { fence, metrics: metrics.clone() }).await?;
         let (events, stored) = (self.events.clone(), self.counters.epochs_stored.clone());
         Ok(async move {
             let Some(job) = outcome.await? else { return Ok(Recorded::Duplicate) };
@@ -185,7 +197,7 @@ impl Queue {
                 })
             })
             .await?;
-        tracing::info!(job = job.id.0, best_val_acc = job.best_val_acc, "job succeeded");
+        tracing::info!(job = job.id.0, best_value = job.best_value, "job succeeded");
         self.events.jobs_changed([&job]);
         Ok(job)
     }
@@ -319,4 +331,31 @@ fn truncated(mut s: String, max: usize) -> String {
         s.truncate(cut);
     }
     s
+}
+
+/// The command line of a leased command job: its parameter point (found by its label among the
+/// sweep's points) rendered into the sweep's template.
+fn command_job(job: &Job, spec: &SweepSpec) -> Result<CommandJob> {
+    let command = spec
+        .command
+        .as_ref()
+        .ok_or_else(|| Error::Internal(format!("job {} is a command job of a sweep without one", job.id)))?;
+    let params =
+        command.points(&spec.name).into_iter().find(|p| point_label(p) == job.variant).ok_or_else(|| {
+            Error::Internal(format!("job {}: {:?} is not a point of its sweep", job.id, job.variant))
+        })?;
+    let fields = JobFields {
+        seed: job.seed,
+        job_id: job.id.0,
+        attempt: job.attempt,
+        epochs: job.epochs,
+        sweep: &job.sweep,
+    };
+    Ok(CommandJob {
+        argv: command.render(&params, &fields),
+        workdir: command.workdir.clone(),
+        env: command.env.clone(),
+        timeout_seconds: command.timeout_seconds,
+        params,
+    })
 }

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use sweep_proto::convert::{parse_variant, state_from_wire, validate_sweep_name};
-use sweep_proto::domain::{JobId, RetryTarget, SweepSpec, SweepSummary};
+use sweep_proto::convert::{state_from_wire, validate_sweep_name};
+use sweep_proto::domain::{JobId, MAX_LABEL_LEN, RetryTarget, SweepSpec, SweepSummary};
 use sweep_proto::pb::sweep_service_server::SweepService;
 use sweep_proto::{InvalidInput, pb};
 use tokio::sync::{broadcast, mpsc};
@@ -31,6 +31,14 @@ impl SweepApi {
 
 fn checked_name(name: &str) -> Result<(), Error> {
     validate_sweep_name(name).map_err(|e| InvalidInput::new("sweep", e.message).into())
+}
+
+/// A job label filter: a loss variant's name or a parameter point's label.
+fn checked_label(label: &str) -> Result<&str, Error> {
+    if label.is_empty() || label.len() > MAX_LABEL_LEN {
+        return Err(InvalidInput::new("variant", format!("must hold 1..={MAX_LABEL_LEN} bytes")).into());
+    }
+    Ok(label)
 }
 
 fn encode_all<T, W: From<T>>(values: Vec<T>) -> Vec<W> {
@@ -70,7 +78,7 @@ impl SweepService for SweepApi {
         let req = request.into_inner();
         checked_name(&req.sweep)?;
         let state = req.state.map(state_from_wire).transpose()?;
-        let variant = req.variant.as_deref().map(parse_variant).transpose()?;
+        let variant = req.variant.as_deref().map(checked_label).transpose()?;
         let jobs = self.shared.queue.jobs(&req.sweep, state, variant).await?;
         Ok(Response::new(pb::ListJobsResponse { jobs: encode_all(jobs) }))
     }

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use sweep_proto::convert::{data_files_from_wire, required_fence};
+use sweep_proto::domain::JobKind;
 use sweep_proto::pb::lease_status::Verdict;
 use sweep_proto::pb::worker_service_server::WorkerService;
 use sweep_proto::{EpochMetrics, Fence, InvalidInput, pb};
@@ -43,6 +44,27 @@ fn checked_id(field: &'static str, id: &str) -> Result<()> {
         return Err(InvalidInput::new(field, format!("must hold 1..={MAX_ID_LEN} bytes")).into());
     }
     Ok(())
+}
+
+/// The kinds of job a lease asks for: none named means built-in only (workers from before
+/// command jobs existed never run one).
+fn kinds_from_wire(kinds: &[i32]) -> Result<Vec<JobKind>> {
+    let mut out = Vec::with_capacity(2);
+    for k in kinds {
+        let kind = match pb::JobKind::try_from(*k) {
+            Ok(pb::JobKind::Builtin) => JobKind::Builtin,
+            Ok(pb::JobKind::Command) => JobKind::Command,
+            _ => return Err(InvalidInput::new("kinds", format!("{k} is not a job kind")).into()),
+        };
+        if !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    if out.is_empty() {
+        out.push(JobKind::Builtin);
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn millis(d: std::time::Duration) -> u32 {
@@ -84,7 +106,8 @@ impl WorkerService for WorkerApi {
         let by = self.shared.writer(&request)?;
         let req = request.into_inner();
         checked_id("worker_id", &req.worker_id)?;
-        let response = match self.shared.queue.lease(req.worker_id, &by).await? {
+        let kinds = kinds_from_wire(&req.kinds)?;
+        let response = match self.shared.queue.lease(req.worker_id, kinds, &by).await? {
             Some(assignment) => pb::LeaseJobResponse { job: Some(assignment.into()), retry_after_ms: 0 },
             None => pb::LeaseJobResponse {
                 job: None,

@@ -63,7 +63,9 @@ async fn unknown_ids_are_not_found() {
     let watch = sweeps.watch_sweep(pb::WatchSweepRequest { sweep: "nope".into() }).await;
     assert_eq!(watch.unwrap_err().code(), Code::NotFound);
     // Workers must register before leasing or heartbeating.
-    let lease = workers.lease_job(pb::LeaseJobRequest { worker_id: "ghost".into(), slot: 0 }).await;
+    let lease = workers
+        .lease_job(pb::LeaseJobRequest { worker_id: "ghost".into(), slot: 0, ..Default::default() })
+        .await;
     assert_eq!(nf(lease), Code::NotFound);
     let hb =
         workers.heartbeat(pb::HeartbeatRequest { worker_id: "ghost".into(), ..Default::default() }).await;
@@ -88,9 +90,9 @@ async fn bad_worker_writes_store_nothing() {
     let f = fence(&a);
 
     let mut nan = epoch_report(&f, 1, 0.5);
-    nan.metrics.as_mut().unwrap().val_loss = f64::NAN;
+    nan.metrics.as_mut().unwrap().val_loss = Some(f64::NAN);
     let mut negative = epoch_report(&f, 1, 0.5);
-    negative.metrics.as_mut().unwrap().train_loss = -1.0;
+    negative.metrics.as_mut().unwrap().train_loss = Some(-1.0);
     let beyond = epoch_report(&f, 3, 0.5);
     let no_fence = pb::EpochReport { fence: None, metrics: Some(metrics(1, 0.5)) };
     let wrong_token = epoch_report(&pb::Fence { lease_token: "forged".into(), ..f.clone() }, 1, 0.5);
@@ -114,8 +116,13 @@ async fn bad_worker_writes_store_nothing() {
     // Filters are checked too.
     let bad_state = pb::ListJobsRequest { sweep: "writes".into(), state: Some(0), variant: None };
     assert_eq!(sweeps.list_jobs(bad_state).await.unwrap_err().code(), Code::InvalidArgument);
-    let bad_variant = pb::ListJobsRequest { sweep: "writes".into(), state: None, variant: Some("x".into()) };
+    let bad_variant =
+        pb::ListJobsRequest { sweep: "writes".into(), state: None, variant: Some(String::new()) };
     assert_eq!(sweeps.list_jobs(bad_variant).await.unwrap_err().code(), Code::InvalidArgument);
+    // A variant is a loss variant's name or a command sweep's parameter point: one the sweep
+    // does not have matches no job.
+    let other = pb::ListJobsRequest { sweep: "writes".into(), state: None, variant: Some("lr=0.1".into()) };
+    assert!(sweeps.list_jobs(other).await.unwrap().into_inner().jobs.is_empty());
     let bad_worker = pb::RegisterWorkerRequest { worker_id: String::new(), ..Default::default() };
     assert_eq!(workers.register_worker(bad_worker).await.unwrap_err().code(), Code::InvalidArgument);
     server.stop().await;

@@ -86,13 +86,14 @@ pub async fn submit(
 pub fn metrics(epoch: u32, val_acc: f64) -> pb::EpochMetrics {
     pb::EpochMetrics {
         epoch,
-        train_loss: 1.0 / f64::from(epoch),
-        train_acc: 0.5,
-        val_loss: 1.2,
-        val_acc,
+        train_loss: Some(1.0 / f64::from(epoch)),
+        train_acc: Some(0.5),
+        val_loss: Some(1.2),
+        val_acc: Some(val_acc),
         wall_seconds: 2.0,
-        images_per_sec: 1000.0,
+        images_per_sec: Some(1000.0),
         attempt: 0,
+        values: Default::default(),
     }
 }
 
@@ -118,7 +119,11 @@ pub const DATA_FILES: [(&str, &str); 2] = [
 ];
 
 pub async fn lease(w: &mut Workers, id: &str) -> Option<pb::JobAssignment> {
-    w.lease_job(pb::LeaseJobRequest { worker_id: id.into(), slot: 0 }).await.unwrap().into_inner().job
+    w.lease_job(pb::LeaseJobRequest { worker_id: id.into(), slot: 0, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
 }
 
 pub fn fence(a: &pb::JobAssignment) -> pb::Fence {

@@ -31,7 +31,7 @@ async fn restart_keeps_everything_acknowledged() {
     assert_eq!(after, before);
     assert_eq!((after.succeeded, after.running, after.epochs_done), (1, 1, 3));
     let ja = job(&mut sweeps, fa.job_id).await;
-    assert_eq!(ja.epochs.iter().map(|e| e.val_acc).collect::<Vec<_>>(), vec![0.25, 0.35]);
+    assert_eq!(ja.epochs.iter().map(|e| e.val_acc).collect::<Vec<_>>(), vec![Some(0.25), Some(0.35)]);
     let jb = job(&mut sweeps, fb.job_id).await;
     assert_eq!(jb.epochs.len(), 1);
     assert_eq!(jb.epochs[0], pb::EpochMetrics { attempt: 1, ..metrics(1, 0.125) });

@@ -54,11 +54,11 @@ async fn submit_lease_stream_complete_and_watch() {
     assert_eq!(s.eta_seconds, 0.0);
     let detail = job(&mut sweeps, a.fence.unwrap().job_id).await;
     let j = detail.job.unwrap();
-    assert_eq!((j.epochs_done, j.best_epoch, j.best_val_acc), (3, 2, 0.55));
+    assert_eq!((j.epochs_done, j.best_epoch, j.best_value), (3, 2, 0.55));
     assert_eq!(j.worker_id, "w1");
     assert!(j.finished_at_ms >= j.started_at_ms && j.started_at_ms > 0);
     let epochs: Vec<_> = detail.epochs.iter().map(|e| (e.epoch, e.val_acc)).collect();
-    assert_eq!(epochs, vec![(1, 0.30), (2, 0.55), (3, 0.50)]);
+    assert_eq!(epochs, vec![(1, Some(0.30)), (2, Some(0.55)), (3, Some(0.50))]);
 
     let listed = sweeps.list_sweeps(pb::ListSweepsRequest {}).await.unwrap().into_inner().sweeps;
     assert_eq!(listed.len(), 1);

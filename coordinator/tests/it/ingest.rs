@@ -42,7 +42,7 @@ async fn concurrent_pipelined_streams_store_every_epoch_once() {
     for f in &fences {
         let d = job(&mut sweeps, f.job_id).await;
         let j = d.job.unwrap();
-        assert_eq!((j.epochs_done, j.best_epoch, j.best_val_acc), (6, 4, 0.9), "job {}", j.id);
+        assert_eq!((j.epochs_done, j.best_epoch, j.best_value), (6, 4, 0.9), "job {}", j.id);
         assert_eq!(d.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
         workers.complete_job(pb::CompleteJobRequest { fence: Some(f.clone()) }).await.unwrap();
     }

@@ -177,7 +177,7 @@ async fn batched_leases_go_oldest_first_and_skip_unknown_workers() {
             if i % 3 != 0 {
                 register(&mut w, &id).await;
             }
-            w.lease_job(pb::LeaseJobRequest { worker_id: id, slot: 0 }).await
+            w.lease_job(pb::LeaseJobRequest { worker_id: id, slot: 0, ..Default::default() }).await
         }));
     }
     let mut leased = Vec::new();

@@ -73,7 +73,7 @@ async fn the_protocol_experiment_database_migrates_and_serves() {
         .fetch_all(server.db.reader())
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 
     let mut alice = server.sweeps(Who::User).await;
     let get = pb::GetSweepRequest { sweep: "protocol".into() };
@@ -104,7 +104,9 @@ async fn the_protocol_experiment_database_migrates_and_serves() {
 
     // Its worker id is bound to the first credential that registers it.
     let mut gpu = server.workers(Who::Worker).await;
-    let lease = gpu.lease_job(pb::LeaseJobRequest { worker_id: "h200-vm".into(), slot: 0 }).await;
+    let lease = gpu
+        .lease_job(pb::LeaseJobRequest { worker_id: "h200-vm".into(), slot: 0, ..Default::default() })
+        .await;
     assert_eq!(lease.unwrap_err().code(), Code::PermissionDenied, "register first");
     let again = pb::RegisterWorkerRequest {
         worker_id: "h200-vm".into(),
@@ -115,6 +117,10 @@ async fn the_protocol_experiment_database_migrates_and_serves() {
     gpu.register_worker(again.clone()).await.unwrap();
     let mut other = server.workers(Who::OtherWorker).await;
     assert_eq!(other.register_worker(again).await.unwrap_err().code(), Code::PermissionDenied);
-    assert!(gpu.lease_job(pb::LeaseJobRequest { worker_id: "h200-vm".into(), slot: 0 }).await.is_ok());
+    assert!(
+        gpu.lease_job(pb::LeaseJobRequest { worker_id: "h200-vm".into(), slot: 0, ..Default::default() })
+            .await
+            .is_ok()
+    );
     server.stop().await;
 }

@@ -91,9 +91,14 @@ async fn each_credential_has_its_own_write_budget() {
     };
     gpu.register_worker(register).await.unwrap();
     for _ in 0..5 {
-        gpu.lease_job(pb::LeaseJobRequest { worker_id: "w".into(), slot: 0 }).await.unwrap();
+        gpu.lease_job(pb::LeaseJobRequest { worker_id: "w".into(), slot: 0, ..Default::default() })
+            .await
+            .unwrap();
     }
-    let err = gpu.lease_job(pb::LeaseJobRequest { worker_id: "w".into(), slot: 0 }).await.unwrap_err();
+    let err = gpu
+        .lease_job(pb::LeaseJobRequest { worker_id: "w".into(), slot: 0, ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(err.code() == Code::ResourceExhausted && err.message().contains("--worker-write-rate"));
     server.stop().await;
 }

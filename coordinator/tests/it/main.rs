@@ -7,6 +7,7 @@ mod bad_input;
 mod cancel;
 mod checkpoints;
 mod cli;
+mod commands;
 mod common;
 mod dashboard;
 mod defects;

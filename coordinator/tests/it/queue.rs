@@ -5,7 +5,7 @@ use coordinator::events::Event;
 use coordinator::queue::{Recorded, Registration};
 use coordinator::{Config, Database, Error, Principal, Queue};
 use sqlx::Connection;
-use sweep_proto::domain::{EpochMetrics, JobState, LeaseVerdict, LossVariant, SweepSpec};
+use sweep_proto::domain::{EpochMetrics, JobKind, JobState, LeaseVerdict, SweepSpec};
 
 use crate::common::*;
 
@@ -46,9 +46,12 @@ async fn a_job_goes_through_the_queue_as_domain_values() {
     assert_eq!((submitted.created, submitted.existing), (1, 0));
     assert_eq!(queue.submit(spec, &LOCAL).await.unwrap().existing, 1);
 
-    let a = queue.lease("w".into(), &LOCAL).await.unwrap().expect("a queued job");
-    assert_eq!((a.variant, a.seed, a.epochs, a.learning_rate), (LossVariant::NormalLr1e2, u64::MAX, 2, 1e-2));
-    assert!(queue.lease("w".into(), &LOCAL).await.unwrap().is_none());
+    let a = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().expect("a queued job");
+    assert_eq!(
+        (a.variant, a.seed, a.epochs, a.learning_rate),
+        ("normal_lr1e-2".to_string(), u64::MAX, 2, 1e-2)
+    );
+    assert!(queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().is_none());
     let beat = queue.heartbeat("w".into(), 0, vec![a.fence.clone()], &LOCAL).await.unwrap();
     assert_eq!(beat, vec![(a.fence.job(), LeaseVerdict::Renewed)]);
 
@@ -60,12 +63,12 @@ async fn a_job_goes_through_the_queue_as_domain_values() {
     assert_eq!(recorded, [Recorded::Stored, Recorded::Stored, Recorded::Duplicate]);
     let job = queue.complete(a.fence.clone(), &LOCAL).await.unwrap();
     assert_eq!(
-        (job.state, job.epochs_done, job.best_epoch, job.best_val_acc),
+        (job.state, job.epochs_done, job.best_epoch, job.best_value),
         (JobState::Succeeded, 2, 1, 0.5)
     );
     let (stored, epochs) = queue.job(job.id).await.unwrap();
     assert_eq!(stored, job);
-    let stored_epochs: Vec<_> = epochs.iter().map(|e| (e.metrics, e.attempt)).collect();
+    let stored_epochs: Vec<_> = epochs.iter().map(|e| (e.metrics.clone(), e.attempt)).collect();
     assert_eq!(stored_epochs, vec![(epoch(1, 0.5), 1), (epoch(2, 0.25), 1)]);
     let summary = queue.summary("typed").await.unwrap();
     assert_eq!((summary.jobs_total(), summary.succeeded, summary.progress_percent()), (1, 1, 100.0));

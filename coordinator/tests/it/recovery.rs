@@ -6,7 +6,7 @@ use std::time::Duration;
 use coordinator::auth::Role;
 use coordinator::queue::Registration;
 use coordinator::{Config, Database, Error, Principal, Queue};
-use sweep_proto::domain::{EpochMetrics, JobId, JobState, RetryTarget, SweepSpec};
+use sweep_proto::domain::{EpochMetrics, JobId, JobKind, JobState, RetryTarget, SweepSpec};
 
 use crate::common::*;
 
@@ -42,7 +42,7 @@ async fn a_released_job_is_requeued_without_using_an_attempt_and_keeps_its_epoch
     let (_db, queue) = open(dir.path(), &Config::default()).await;
     submit(&queue, "rel", &[0], 4, &LOCAL).await;
 
-    let first = queue.lease("w".into(), &LOCAL).await.unwrap().unwrap();
+    let first = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().unwrap();
     assert_eq!(first.epochs_stored, 0);
     for (e, acc) in [(1, 0.3), (2, 0.6)] {
         queue.record_epoch(first.fence.clone(), epoch(e, acc), &LOCAL).await.unwrap().await.unwrap();
@@ -62,14 +62,14 @@ async fn a_released_job_is_requeued_without_using_an_attempt_and_keeps_its_epoch
     assert!(queue.release(first.fence.clone(), &LOCAL).await.is_err());
 
     // The next attempt learns what is stored and continues after it.
-    let second = queue.lease("w".into(), &LOCAL).await.unwrap().unwrap();
+    let second = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().unwrap();
     assert_eq!((second.fence.attempt, second.epochs_stored), (2, 2));
     for (e, acc) in [(3, 0.5), (4, 0.55)] {
         queue.record_epoch(second.fence.clone(), epoch(e, acc), &LOCAL).await.unwrap().await.unwrap();
     }
     let done = queue.complete(second.fence.clone(), &LOCAL).await.unwrap();
     assert_eq!(
-        (done.state, done.epochs_done, done.best_epoch, done.best_val_acc),
+        (done.state, done.epochs_done, done.best_epoch, done.best_value),
         (JobState::Succeeded, 4, 2, 0.6)
     );
     let (_, epochs) = queue.job(done.id).await.unwrap();
@@ -82,18 +82,18 @@ async fn an_attempt_that_starts_over_rewrites_the_stored_epochs_and_progress() {
     let dir = tempfile::tempdir().unwrap();
     let (_db, queue) = open(dir.path(), &Config::default()).await;
     submit(&queue, "over", &[0], 3, &LOCAL).await;
-    let first = queue.lease("w".into(), &LOCAL).await.unwrap().unwrap();
+    let first = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().unwrap();
     for (e, acc) in [(1, 0.2), (2, 0.9)] {
         queue.record_epoch(first.fence.clone(), epoch(e, acc), &LOCAL).await.unwrap().await.unwrap();
     }
     queue.release(first.fence, &LOCAL).await.unwrap();
     // A worker without a checkpoint trains from epoch 1 again: its rows replace the old ones.
-    let second = queue.lease("w".into(), &LOCAL).await.unwrap().unwrap();
+    let second = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().unwrap();
     for (e, acc) in [(1, 0.25), (2, 0.4), (3, 0.5)] {
         queue.record_epoch(second.fence.clone(), epoch(e, acc), &LOCAL).await.unwrap().await.unwrap();
     }
     let done = queue.complete(second.fence, &LOCAL).await.unwrap();
-    assert_eq!((done.epochs_done, done.best_epoch, done.best_val_acc), (3, 3, 0.5), "the old best is gone");
+    assert_eq!((done.epochs_done, done.best_epoch, done.best_value), (3, 3, 0.5), "the old best is gone");
     let (_, epochs) = queue.job(done.id).await.unwrap();
     assert!(epochs.iter().all(|e| e.attempt == 2));
 }
@@ -103,13 +103,13 @@ async fn an_attempt_resumed_after_the_last_stored_epoch_can_complete_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (_db, queue) = open(dir.path(), &Config::default()).await;
     submit(&queue, "full", &[0], 2, &LOCAL).await;
-    let first = queue.lease("w".into(), &LOCAL).await.unwrap().unwrap();
+    let first = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().unwrap();
     for e in 1..=2 {
         queue.record_epoch(first.fence.clone(), epoch(e, 0.5), &LOCAL).await.unwrap().await.unwrap();
     }
     // Stopped between its last epoch and completing: the next attempt's checkpoint is the end.
     queue.release(first.fence, &LOCAL).await.unwrap();
-    let second = queue.lease("w".into(), &LOCAL).await.unwrap().unwrap();
+    let second = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().unwrap();
     assert_eq!(second.epochs_stored, 2);
     assert_eq!(queue.complete(second.fence, &LOCAL).await.unwrap().state, JobState::Succeeded);
 }
@@ -120,7 +120,7 @@ async fn leases_get_a_whole_ttl_of_grace_after_a_restart() {
     let config = fast_config();
     let (db, queue) = open(dir.path(), &config).await;
     submit(&queue, "grace", &[0, 1], 5, &LOCAL).await;
-    let a = queue.lease("w".into(), &LOCAL).await.unwrap().unwrap();
+    let a = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().unwrap();
     queue.record_epoch(a.fence.clone(), epoch(1, 0.5), &LOCAL).await.unwrap().await.unwrap();
     // The coordinator is down for longer than the TTL: nobody renews the lease.
     tokio::time::sleep(config.lease_ttl * 2).await;
@@ -149,9 +149,9 @@ async fn failed_and_cancelled_jobs_can_be_retried_by_their_owner() {
     submit(&queue, "re", &[0, 1, 2], 1, &alice).await;
 
     // Job A fails for good (2 attempts), job B is cancelled, job C stays queued.
-    let a = queue.lease("w".into(), &LOCAL).await.unwrap().unwrap();
+    let a = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().unwrap();
     queue.fail(a.fence.clone(), "out of memory".into(), &LOCAL).await.unwrap();
-    let a2 = queue.lease("w".into(), &LOCAL).await.unwrap().unwrap();
+    let a2 = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().unwrap();
     assert_eq!(a2.fence.job(), a.fence.job());
     let failed = queue.fail(a2.fence, "out of memory".into(), &LOCAL).await.unwrap();
     assert_eq!((failed.state, failed.attempt), (JobState::Failed, 2));

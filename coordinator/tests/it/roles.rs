@@ -97,7 +97,10 @@ async fn env() -> Env {
     let jobs = listed.unwrap().into_inner().jobs.iter().map(|j| j.id).collect();
     let mut gpu = server.workers(Who::Worker).await;
     gpu.register_worker(register_request("host-a")).await.unwrap();
-    let lease = gpu.lease_job(pb::LeaseJobRequest { worker_id: "wa".into(), slot: 0 }).await.unwrap();
+    let lease = gpu
+        .lease_job(pb::LeaseJobRequest { worker_id: "wa".into(), slot: 0, ..Default::default() })
+        .await
+        .unwrap();
     let fence = lease.into_inner().job.unwrap().fence.unwrap();
     report(&mut gpu, &fence).await.unwrap();
     put_checkpoint(&mut gpu, &fence).await.unwrap();
@@ -172,7 +175,9 @@ async fn call(env: &Env, rpc: Rpc, who: Who) -> Result<(), Status> {
             ok(sweeps.retry_jobs(pb::RetryJobsRequest { job_id: job, ..Default::default() }).await)
         }
         Rpc::RegisterWorker => ok(workers.register_worker(register_request(&format!("host-{who:?}"))).await),
-        Rpc::LeaseJob => ok(workers.lease_job(pb::LeaseJobRequest { worker_id: "wa".into(), slot: 0 }).await),
+        Rpc::LeaseJob => ok(workers
+            .lease_job(pb::LeaseJobRequest { worker_id: "wa".into(), slot: 0, ..Default::default() })
+            .await),
         Rpc::Heartbeat => {
             let request = pb::HeartbeatRequest { worker_id: "wa".into(), leases: vec![fence], idle_slots: 0 };
             let verdicts = workers.heartbeat(request).await?.into_inner().leases;
@@ -280,7 +285,8 @@ async fn a_stolen_worker_id_is_refused_everywhere() {
     let err = thief.register_worker(register_request("evil-host")).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("bound to another credential"), "{err:?}");
-    let lease = thief.lease_job(pb::LeaseJobRequest { worker_id: "wa".into(), slot: 0 }).await;
+    let lease =
+        thief.lease_job(pb::LeaseJobRequest { worker_id: "wa".into(), slot: 0, ..Default::default() }).await;
     assert_eq!(lease.unwrap_err().code(), Code::PermissionDenied);
     let beat =
         pb::HeartbeatRequest { worker_id: "wa".into(), leases: vec![env.fence.clone()], idle_slots: 0 };

@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use super::{InvalidInput, check_bn_group, ensure, parse_variant, state_to_wire};
 use crate::domain::{
-    EpochMetrics, EpochRecord, Fence, Job, JobAssignment, LeaseVerdict, StoredEpoch, SweepSummary,
+    EpochMetrics, EpochRecord, Fence, Job, JobAssignment, LeaseVerdict, MAX_LABEL_LEN, MAX_METRICS,
+    NAMED_METRICS, StoredEpoch, SweepSummary, is_metric_name,
 };
 use crate::pb;
+use crate::text::echo;
 
 impl TryFrom<pb::Fence> for Fence {
     type Error = InvalidInput;
@@ -35,18 +37,34 @@ impl TryFrom<pb::EpochMetrics> for EpochMetrics {
     type Error = InvalidInput;
     fn try_from(m: pb::EpochMetrics) -> Result<Self, InvalidInput> {
         ensure(m.epoch >= 1, "metrics.epoch", || "epochs count from 1".into())?;
-        let non_negative = |field: &'static str, x: f64| {
-            ensure(x.is_finite() && x >= 0.0, field, || format!("{x} must be a finite number ≥ 0"))
+        let non_negative = |field: &'static str, x: Option<f64>| {
+            ensure(x.is_none_or(|x| x.is_finite() && x >= 0.0), field, || {
+                format!("{x:?} must be a finite number ≥ 0")
+            })
         };
-        let fraction = |field: &'static str, x: f64| {
-            ensure(x.is_finite() && (0.0..=1.0).contains(&x), field, || format!("{x} is not in [0, 1]"))
+        let fraction = |field: &'static str, x: Option<f64>| {
+            ensure(x.is_none_or(|x| x.is_finite() && (0.0..=1.0).contains(&x)), field, || {
+                format!("{x:?} is not in [0, 1]")
+            })
         };
         non_negative("metrics.train_loss", m.train_loss)?;
         non_negative("metrics.val_loss", m.val_loss)?;
         fraction("metrics.train_acc", m.train_acc)?;
         fraction("metrics.val_acc", m.val_acc)?;
-        non_negative("metrics.wall_seconds", m.wall_seconds)?;
+        non_negative("metrics.wall_seconds", Some(m.wall_seconds))?;
         non_negative("metrics.images_per_sec", m.images_per_sec)?;
+        ensure(m.values.len() <= MAX_METRICS, "metrics.values", || {
+            format!("more than {MAX_METRICS} metrics")
+        })?;
+        for (name, value) in &m.values {
+            ensure(is_metric_name(name), "metrics.values", || {
+                format!("{} is not a metric name", echo(name))
+            })?;
+            ensure(!NAMED_METRICS.contains(&name.as_str()), "metrics.values", || {
+                format!("{name} has its own field")
+            })?;
+            ensure(value.is_finite(), "metrics.values", || format!("{name} = {value} is not finite"))?;
+        }
         Ok(EpochMetrics {
             epoch: m.epoch,
             train_loss: m.train_loss,
@@ -55,6 +73,7 @@ impl TryFrom<pb::EpochMetrics> for EpochMetrics {
             val_acc: m.val_acc,
             wall_seconds: m.wall_seconds,
             images_per_sec: m.images_per_sec,
+            values: m.values.into_iter().collect(),
         })
     }
 }
@@ -70,6 +89,7 @@ impl From<EpochMetrics> for pb::EpochMetrics {
             wall_seconds: m.wall_seconds,
             images_per_sec: m.images_per_sec,
             attempt: 0,
+            values: m.values.into_iter().collect(),
         }
     }
 }
@@ -80,7 +100,16 @@ impl TryFrom<pb::JobAssignment> for JobAssignment {
         Ok(JobAssignment {
             fence: required_fence(a.fence)?,
             sweep: a.sweep,
-            variant: parse_variant(&a.variant)?,
+            variant: {
+                let command = a.command.is_some();
+                ensure(command || parse_variant(&a.variant).is_ok(), "variant", || {
+                    format!("{} is not a loss variant", echo(&a.variant))
+                })?;
+                ensure(!a.variant.is_empty() && a.variant.len() <= MAX_LABEL_LEN, "variant", || {
+                    format!("must hold 1..={MAX_LABEL_LEN} bytes")
+                })?;
+                a.variant
+            },
             seed: a.seed,
             epochs: a.epochs,
             batch_size: a.batch_size,
@@ -92,6 +121,7 @@ impl TryFrom<pb::JobAssignment> for JobAssignment {
             },
             lease_ttl: Duration::from_millis(u64::from(a.lease_ttl_ms)),
             epochs_stored: a.epochs_stored.min(a.epochs),
+            command: a.command.map(TryInto::try_into).transpose()?,
         })
     }
 }
@@ -101,7 +131,7 @@ impl From<JobAssignment> for pb::JobAssignment {
         pb::JobAssignment {
             fence: Some(a.fence.into()),
             sweep: a.sweep,
-            variant: a.variant.name().to_owned(),
+            variant: a.variant,
             seed: a.seed,
             epochs: a.epochs,
             batch_size: a.batch_size,
@@ -109,6 +139,7 @@ impl From<JobAssignment> for pb::JobAssignment {
             data: Some(a.data.into()),
             lease_ttl_ms: u32::try_from(a.lease_ttl.as_millis()).unwrap_or(u32::MAX),
             epochs_stored: a.epochs_stored,
+            command: a.command.map(Into::into),
         }
     }
 }
@@ -118,7 +149,7 @@ impl From<Job> for pb::Job {
         pb::Job {
             id: j.id.0,
             sweep: j.sweep,
-            variant: j.variant.name().to_owned(),
+            variant: j.variant,
             seed: j.seed,
             state: state_to_wire(j.state) as i32,
             attempt: j.attempt,
@@ -126,7 +157,7 @@ impl From<Job> for pb::Job {
             epochs: j.epochs,
             epochs_done: j.epochs_done,
             learning_rate: j.learning_rate,
-            best_val_acc: j.best_val_acc,
+            best_value: j.best_value,
             best_epoch: j.best_epoch,
             worker_id: j.worker_id.unwrap_or_default(),
             last_error: j.last_error.unwrap_or_default(),
@@ -141,7 +172,7 @@ impl From<EpochRecord> for pb::EpochRecorded {
     fn from(r: EpochRecord) -> Self {
         pb::EpochRecorded {
             job_id: r.job_id.0,
-            variant: r.variant.name().to_owned(),
+            variant: r.variant,
             seed: r.seed,
             metrics: Some(r.metrics.into()),
         }

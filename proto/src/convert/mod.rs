@@ -67,12 +67,16 @@ pub fn state_to_wire(state: JobState) -> pb::JobState {
     }
 }
 
+mod command;
+#[cfg(test)]
+mod command_tests;
 mod jobs;
 mod spec;
 #[cfg(test)]
 mod tests;
 mod workers;
 
+pub use command::objective_from_wire;
 pub use jobs::required_fence;
 pub use spec::check_bn_group;
 pub use workers::data_files_from_wire;

@@ -2,9 +2,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use super::command::objective_from_wire;
 use super::{InvalidInput, ensure, parse_variant, validate_sweep_name};
 use crate::domain::{
-    DEFAULT_MAX_ATTEMPTS, DataOptions, MAX_ATTEMPTS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEEDS,
+    CommandSpec, DEFAULT_MAX_ATTEMPTS, DataOptions, MAX_ATTEMPTS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEEDS,
     MAX_WIDTH_MULTIPLIER, SweepSpec, TEST_IMAGES, TRAIN_IMAGES,
 };
 use crate::pb;
@@ -49,6 +50,9 @@ impl From<DataOptions> for pb::DataOptions {
     }
 }
 
+/// The metrics the built-in CNN reports that may rank its epochs.
+const BUILTIN_OBJECTIVES: [&str; 4] = ["val_acc", "val_loss", "train_acc", "train_loss"];
+
 /// A BatchNorm group must split every full batch into equal groups.
 pub fn check_bn_group(data: &DataOptions, batch_size: u32) -> Result<(), InvalidInput> {
     match data.bn_group {
@@ -63,6 +67,9 @@ impl TryFrom<pb::SweepSpec> for SweepSpec {
     type Error = InvalidInput;
     fn try_from(s: pb::SweepSpec) -> Result<Self, InvalidInput> {
         validate_sweep_name(&s.name)?;
+        if s.command.is_some() {
+            return command_sweep(s);
+        }
         ensure(!s.variants.is_empty(), "variants", || "at least one loss variant is required".into())?;
         let mut variants = Vec::with_capacity(s.variants.len());
         for name in &s.variants {
@@ -70,15 +77,7 @@ impl TryFrom<pb::SweepSpec> for SweepSpec {
             ensure(!variants.contains(&v), "variants", || format!("{name} is listed twice"))?;
             variants.push(v);
         }
-        ensure(!s.seeds.is_empty(), "seeds", || "at least one seed is required".into())?;
-        ensure(s.seeds.len() <= MAX_SEEDS, "seeds", || format!("more than {MAX_SEEDS} seeds"))?;
-        let mut seen = HashSet::with_capacity(s.seeds.len());
-        for seed in &s.seeds {
-            ensure(seen.insert(*seed), "seeds", || format!("seed {seed} is listed twice"))?;
-        }
-        ensure((1..=MAX_EPOCHS).contains(&s.epochs), "epochs", || {
-            format!("{} is not in 1..={MAX_EPOCHS}", s.epochs)
-        })?;
+        check_seeds_and_epochs(&s)?;
         ensure((1..=MAX_BATCH_SIZE).contains(&s.batch_size), "batch_size", || {
             format!("{} is not in 1..={MAX_BATCH_SIZE}", s.batch_size)
         })?;
@@ -96,10 +95,7 @@ impl TryFrom<pb::SweepSpec> for SweepSpec {
         for v in &variants {
             learning_rates.entry(*v).or_insert(v.default_learning_rate());
         }
-        let max_attempts = if s.max_attempts == 0 { DEFAULT_MAX_ATTEMPTS } else { s.max_attempts };
-        ensure(max_attempts <= MAX_ATTEMPTS, "max_attempts", || {
-            format!("{} is more than {MAX_ATTEMPTS}", s.max_attempts)
-        })?;
+        let max_attempts = max_attempts(s.max_attempts)?;
         let data = s.data.unwrap_or_default().try_into()?;
         check_bn_group(&data, s.batch_size)?;
         let mut seed_offsets = BTreeMap::new();
@@ -126,8 +122,69 @@ impl TryFrom<pb::SweepSpec> for SweepSpec {
             data,
             max_attempts,
             seed_offsets,
+            command: None,
+            objective: {
+                let objective = objective_from_wire(s.objective)?;
+                ensure(BUILTIN_OBJECTIVES.contains(&objective.metric.as_str()), "objective.metric", || {
+                    format!(
+                        "the built-in CNN reports {}, not {}",
+                        BUILTIN_OBJECTIVES.join(", "),
+                        objective.metric
+                    )
+                })?;
+                objective
+            },
         })
     }
+}
+
+fn check_seeds_and_epochs(s: &pb::SweepSpec) -> Result<(), InvalidInput> {
+    ensure(!s.seeds.is_empty(), "seeds", || "at least one seed is required".into())?;
+    ensure(s.seeds.len() <= MAX_SEEDS, "seeds", || format!("more than {MAX_SEEDS} seeds"))?;
+    let mut seen = HashSet::with_capacity(s.seeds.len());
+    for seed in &s.seeds {
+        ensure(seen.insert(*seed), "seeds", || format!("seed {seed} is listed twice"))?;
+    }
+    ensure((1..=MAX_EPOCHS).contains(&s.epochs), "epochs", || {
+        format!("{} is not in 1..={MAX_EPOCHS}", s.epochs)
+    })
+}
+
+fn max_attempts(asked: u32) -> Result<u32, InvalidInput> {
+    let max_attempts = if asked == 0 { DEFAULT_MAX_ATTEMPTS } else { asked };
+    ensure(max_attempts <= MAX_ATTEMPTS, "max_attempts", || format!("{asked} is more than {MAX_ATTEMPTS}"))?;
+    Ok(max_attempts)
+}
+
+/// A sweep of the user's own command: the built-in CNN's fields must be left out.
+fn command_sweep(s: pb::SweepSpec) -> Result<SweepSpec, InvalidInput> {
+    let unused = [
+        ("variants", !s.variants.is_empty()),
+        ("learning_rates", !s.learning_rates.is_empty()),
+        ("seed_offsets", !s.seed_offsets.is_empty()),
+        ("data", s.data.is_some_and(|d| d != pb::DataOptions::default())),
+    ];
+    for (field, set) in unused {
+        ensure(!set, field, || "belongs to the built-in CNN; a command sweep leaves it out".into())?;
+    }
+    check_seeds_and_epochs(&s)?;
+    ensure(s.batch_size <= MAX_BATCH_SIZE, "batch_size", || {
+        format!("{} is more than {MAX_BATCH_SIZE}", s.batch_size)
+    })?;
+    let command: CommandSpec = s.command.unwrap_or_default().try_into()?;
+    Ok(SweepSpec {
+        name: s.name,
+        variants: Vec::new(),
+        seeds: s.seeds,
+        epochs: s.epochs,
+        batch_size: s.batch_size,
+        learning_rates: BTreeMap::new(),
+        data: DataOptions::default(),
+        max_attempts: max_attempts(s.max_attempts)?,
+        seed_offsets: BTreeMap::new(),
+        command: Some(command),
+        objective: objective_from_wire(s.objective)?,
+    })
 }
 
 impl From<SweepSpec> for pb::SweepSpec {
@@ -139,9 +196,12 @@ impl From<SweepSpec> for pb::SweepSpec {
             epochs: s.epochs,
             batch_size: s.batch_size,
             learning_rates: s.learning_rates.iter().map(|(v, lr)| (v.name().to_owned(), *lr)).collect(),
-            data: Some(s.data.into()),
+            // A command sweep has no data options (its command reads its own data).
+            data: s.command.is_none().then(|| s.data.into()),
             max_attempts: s.max_attempts,
             seed_offsets: s.seed_offsets.iter().map(|(v, o)| (v.name().to_owned(), *o)).collect(),
+            command: s.command.map(Into::into),
+            objective: Some(s.objective.into()),
         }
     }
 }

@@ -21,7 +21,8 @@ fn valid_spec_fills_defaults() {
     assert_eq!(s.learning_rate(LossVariant::NaturalSoftmax), 1e-3);
     assert_eq!(s.max_attempts, DEFAULT_MAX_ATTEMPTS);
     assert_eq!(s.data.width_multiplier, 1.0);
-    assert_eq!(s.jobs().count(), 6);
+    assert_eq!(s.jobs().len(), 6);
+    assert_eq!(s.job_count(), 6);
     let back = SweepSpec::try_from(pb::SweepSpec::from(s.clone())).unwrap();
     assert_eq!(back, s);
 }
@@ -92,9 +93,9 @@ fn seed_offsets_shift_a_variants_jobs_and_bn_group_divides_the_batch() {
     let s = SweepSpec::try_from(wire).unwrap();
     assert_eq!(s.data.bn_group, Some(64));
     assert!(!s.shared_seeds());
-    let jobs: Vec<(LossVariant, u64)> = s.jobs().collect();
-    assert_eq!(jobs[..3], [0, 1, 2].map(|seed| (LossVariant::NaturalSoftmax, seed)));
-    assert_eq!(jobs[3..], [1_000, 1_001, 1_002].map(|seed| (LossVariant::NormalLr1e2, seed)));
+    let jobs: Vec<(String, u64)> = s.jobs().into_iter().map(|j| (j.variant, j.seed)).collect();
+    assert_eq!(jobs[..3], [0, 1, 2].map(|seed| ("natural_softmax".to_string(), seed)));
+    assert_eq!(jobs[3..], [1_000, 1_001, 1_002].map(|seed| ("normal_lr1e-2".to_string(), seed)));
     // A zero offset is the default and is not stored.
     assert_eq!(s.seed_offsets.len(), 1);
     let back = SweepSpec::try_from(pb::SweepSpec::from(s.clone())).unwrap();
@@ -107,20 +108,30 @@ fn metrics_reject_nan_negative_and_out_of_range() {
     let good = pb::EpochMetrics {
         attempt: 0,
         epoch: 1,
-        train_loss: 1.0,
-        train_acc: 0.5,
-        val_loss: 1.0,
-        val_acc: 0.4,
+        train_loss: Some(1.0),
+        train_acc: Some(0.5),
+        val_loss: Some(1.0),
+        val_acc: Some(0.4),
         wall_seconds: 3.0,
-        images_per_sec: 100.0,
+        images_per_sec: Some(100.0),
+        values: [("top5".to_string(), 0.9)].into(),
     };
-    assert!(EpochMetrics::try_from(good).is_ok());
+    assert_eq!(EpochMetrics::try_from(good.clone()).unwrap().get("top5"), Some(0.9));
+    let only_values =
+        pb::EpochMetrics { epoch: 2, values: [("bleu".to_string(), 31.5)].into(), ..Default::default() };
+    let m = EpochMetrics::try_from(only_values).unwrap();
+    assert_eq!((m.val_acc, m.get("bleu")), (None, Some(31.5)));
+    let with =
+        |name: &str, v: f64| pb::EpochMetrics { values: [(name.to_string(), v)].into(), ..good.clone() };
     for (field, m) in [
-        ("metrics.epoch", pb::EpochMetrics { epoch: 0, ..good }),
-        ("metrics.train_loss", pb::EpochMetrics { train_loss: f64::NAN, ..good }),
-        ("metrics.val_loss", pb::EpochMetrics { val_loss: -1.0, ..good }),
-        ("metrics.val_acc", pb::EpochMetrics { val_acc: 1.5, ..good }),
-        ("metrics.wall_seconds", pb::EpochMetrics { wall_seconds: f64::INFINITY, ..good }),
+        ("metrics.epoch", pb::EpochMetrics { epoch: 0, ..good.clone() }),
+        ("metrics.train_loss", pb::EpochMetrics { train_loss: Some(f64::NAN), ..good.clone() }),
+        ("metrics.val_loss", pb::EpochMetrics { val_loss: Some(-1.0), ..good.clone() }),
+        ("metrics.val_acc", pb::EpochMetrics { val_acc: Some(1.5), ..good.clone() }),
+        ("metrics.wall_seconds", pb::EpochMetrics { wall_seconds: f64::INFINITY, ..good.clone() }),
+        ("metrics.values", with("bad name", 1.0)),
+        ("metrics.values", with("top1", f64::NAN)),
+        ("metrics.values", with("val_acc", 0.5)),
     ] {
         assert_eq!(EpochMetrics::try_from(m).unwrap_err().field, field);
     }

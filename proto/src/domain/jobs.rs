@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DataOptions, JobState, LossVariant, SweepSpec};
+use std::collections::BTreeMap;
+
+use super::{CommandJob, DataOptions, JobState, SweepSpec};
 
 /// Proof that a worker's write belongs to a job's current lease.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,7 +41,8 @@ impl fmt::Display for JobId {
 pub struct Job {
     pub id: JobId,
     pub sweep: String,
-    pub variant: LossVariant,
+    /// A loss variant's name, or a command sweep's parameter point (`lr=0.01,wd=0`).
+    pub variant: String,
     /// The seed it trains with (its variant's offset included).
     pub seed: u64,
     pub state: JobState,
@@ -49,9 +52,10 @@ pub struct Job {
     pub epochs: u32,
     pub batch_size: u32,
     pub learning_rate: f64,
-    /// Epochs the current attempt stored, and the best validation accuracy among them.
+    /// Epochs stored, and the best value of the sweep's objective among them (`best_epoch` 0:
+    /// none yet).
     pub epochs_done: u32,
-    pub best_val_acc: f64,
+    pub best_value: f64,
     pub best_epoch: u32,
     pub worker_id: Option<String>,
     pub last_error: Option<String>,
@@ -65,7 +69,7 @@ pub struct Job {
 pub struct EpochRecord {
     pub job_id: JobId,
     pub sweep: String,
-    pub variant: LossVariant,
+    pub variant: String,
     pub seed: u64,
     pub metrics: EpochMetrics,
 }
@@ -138,7 +142,8 @@ impl SweepSummary {
 pub struct JobAssignment {
     pub fence: Fence,
     pub sweep: String,
-    pub variant: LossVariant,
+    /// A loss variant's name (built-in) or the parameter point's label (command).
+    pub variant: String,
     pub seed: u64,
     pub epochs: u32,
     pub batch_size: u32,
@@ -147,23 +152,67 @@ pub struct JobAssignment {
     pub lease_ttl: Duration,
     /// Epochs 1..=N stored by earlier attempts (a checkpoint up to N may be continued from).
     pub epochs_stored: u32,
+    /// Set for a command job: what to run.
+    pub command: Option<CommandJob>,
 }
 
-/// Metrics of one finished epoch (accuracies in [0, 1]).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Metrics of one finished epoch (accuracies in [0, 1]). The built-in CNN reports every named
+/// field; a command job the ones it prints, and any others in `values`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// 1-based.
     pub epoch: u32,
-    pub train_loss: f64,
-    pub train_acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
+    pub train_loss: Option<f64>,
+    pub train_acc: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_acc: Option<f64>,
     pub wall_seconds: f64,
-    pub images_per_sec: f64,
+    pub images_per_sec: Option<f64>,
+    /// Every other metric, by name ([`super::is_metric_name`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, f64>,
 }
 
+impl EpochMetrics {
+    /// The metrics the built-in CNN reports for every epoch.
+    pub fn builtin(
+        epoch: u32,
+        [train_loss, train_acc, val_loss, val_acc]: [f64; 4],
+        wall_seconds: f64,
+        images_per_sec: f64,
+    ) -> Self {
+        EpochMetrics {
+            epoch,
+            train_loss: Some(train_loss),
+            train_acc: Some(train_acc),
+            val_loss: Some(val_loss),
+            val_acc: Some(val_acc),
+            wall_seconds,
+            images_per_sec: Some(images_per_sec),
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// The value of metric `name`, named field or not.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name {
+            "train_loss" => self.train_loss,
+            "train_acc" => self.train_acc,
+            "val_loss" => self.val_loss,
+            "val_acc" => self.val_acc,
+            "images_per_sec" => self.images_per_sec,
+            "wall_seconds" => Some(self.wall_seconds),
+            _ => self.values.get(name).copied(),
+        }
+    }
+}
+
+/// The metric names that are fields of [`EpochMetrics`] (the rest live in `values`).
+pub const NAMED_METRICS: [&str; 6] =
+    ["train_loss", "train_acc", "val_loss", "val_acc", "wall_seconds", "images_per_sec"];
+
 /// An epoch as stored: its metrics and the attempt that stored it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredEpoch {
     pub metrics: EpochMetrics,
     pub attempt: u32,

@@ -184,7 +184,7 @@ impl Default for DataOptions {
 pub const INDEPENDENT_SEED_STRIDE: u64 = 1_000_000;
 
 /// A validated sweep: the cross product of `variants` × `seeds` (each seed plus its variant's
-/// offset) is its set of jobs.
+/// offset) is its set of jobs; for a command sweep, its parameter points × `seeds`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepSpec {
     pub name: String,
@@ -201,6 +201,22 @@ pub struct SweepSpec {
     /// Added to the seeds of a variant (absent = 0); validated not to overflow.
     #[serde(default)]
     pub seed_offsets: BTreeMap<LossVariant, u64>,
+    /// The user's own command instead of the built-in CNN (then `variants` is empty).
+    #[serde(default)]
+    pub command: Option<CommandSpec>,
+    #[serde(default)]
+    pub objective: Objective,
+}
+
+/// One job a spec defines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedJob {
+    /// A loss variant's name, or a command sweep's parameter point as [`point_label`] writes it.
+    pub variant: String,
+    /// The seed it trains with (its variant's offset included).
+    pub seed: u64,
+    /// The built-in CNN's learning rate (0 for a command job).
+    pub learning_rate: f64,
 }
 
 impl SweepSpec {
@@ -214,12 +230,47 @@ impl SweepSpec {
         self.seed_offsets.get(&variant).copied().unwrap_or(0)
     }
 
-    /// Every (variant, training seed) pair of the sweep, variant-major.
-    pub fn jobs(&self) -> impl Iterator<Item = (LossVariant, u64)> + '_ {
-        self.variants.iter().flat_map(move |v| {
-            let offset = self.seed_offset(*v);
-            self.seeds.iter().map(move |s| (*v, s.wrapping_add(offset)))
-        })
+    /// Every job of the sweep, variant-major (parameter-point-major for a command sweep).
+    pub fn jobs(&self) -> Vec<PlannedJob> {
+        if let Some(command) = &self.command {
+            return command
+                .points(&self.name)
+                .iter()
+                .flat_map(|p| {
+                    let variant = point_label(p);
+                    self.seeds.iter().map(move |s| PlannedJob {
+                        variant: variant.clone(),
+                        seed: *s,
+                        learning_rate: 0.0,
+                    })
+                })
+                .collect();
+        }
+        self.variants
+            .iter()
+            .flat_map(|v| {
+                let offset = self.seed_offset(*v);
+                self.seeds.iter().map(move |s| PlannedJob {
+                    variant: v.name().to_owned(),
+                    seed: s.wrapping_add(offset),
+                    learning_rate: self.learning_rate(*v),
+                })
+            })
+            .collect()
+    }
+
+    /// How many jobs [`SweepSpec::jobs`] yields, without building them (saturating).
+    pub fn job_count(&self) -> usize {
+        let groups = match &self.command {
+            Some(command) => command.point_count(),
+            None => self.variants.len(),
+        };
+        groups.saturating_mul(self.seeds.len())
+    }
+
+    /// The kind of job this sweep runs.
+    pub fn kind(&self) -> JobKind {
+        if self.command.is_some() { JobKind::Command } else { JobKind::Builtin }
     }
 
     /// True when every variant trains the same seeds, so runs pair up seed for seed.
@@ -228,8 +279,27 @@ impl SweepSpec {
     }
 }
 
+mod command;
 mod jobs;
+pub use command::*;
 pub use jobs::*;
+
+/// What a job runs: the built-in CNN or a sweep's own command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum JobKind {
+    Builtin,
+    Command,
+}
+
+impl JobKind {
+    /// Lower-case name, as stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Builtin => "builtin",
+            JobKind::Command => "command",
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -63,6 +63,7 @@ pub fn worker() {
         CheckpointTarget::Directory(env("CHAOS_CHECKPOINTS").into())
     };
     let config = AgentConfig {
+        allow_commands: false,
         coordinator: env("CHAOS_URL"),
         worker_id: id,
         hostname: "chaos".into(),

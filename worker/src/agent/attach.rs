@@ -46,6 +46,10 @@ pub struct AttachArgs {
     /// continues on any worker without a shared disk.
     #[arg(long, env = "SWEEP_CHECKPOINT_TO_COORDINATOR", conflicts_with = "checkpoint_dir")]
     pub checkpoint_to_coordinator: bool,
+    /// Also run command jobs: sweeps of their own programs (only admins may submit them), each
+    /// in a child process with the slot's GPU.
+    #[arg(long, env = "SWEEP_ALLOW_COMMANDS")]
+    pub allow_commands: bool,
     /// Checkpoint every N epochs (and when the worker is asked to stop).
     #[arg(long, env = "SWEEP_CHECKPOINT_EVERY", default_value_t = 5)]
     pub checkpoint_every: u32,
@@ -95,6 +99,7 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
     args.connect.endpoint(&security).map_err(AgentError::from)?;
     let local = prepare_local(&args.device, &args.gpus, args.data.source()).await?;
     let config = AgentConfig {
+        allow_commands: args.allow_commands,
         coordinator: args.connect.coordinator,
         worker_id: args.worker_id.unwrap_or_else(|| format!("{}-{}", local.hostname, std::process::id())),
         hostname: local.hostname,

@@ -7,6 +7,7 @@
 
 pub mod attach;
 pub mod backoff;
+pub mod command;
 pub mod slot;
 pub mod uploader;
 
@@ -47,6 +48,8 @@ pub struct AgentConfig {
     /// Where jobs checkpoint (a directory, local or shared between workers, or the coordinator)
     /// and every how many epochs; `None`: no checkpoints, a requeued job starts over.
     pub checkpoints: Option<CheckpointSettings>,
+    /// Run command jobs too: the programs of sweeps that admins submitted.
+    pub allow_commands: bool,
 }
 
 /// Checkpoints of an agent's jobs.
@@ -194,6 +197,7 @@ pub async fn run_agent_with(
                 shutdown: shutdown.clone(),
                 shutdown_flag: shutdown_flag.clone(),
                 checkpoints: checkpoints.clone(),
+                allow_commands: config.allow_commands,
             };
             slot_tasks.push(tokio::spawn(run_slot(ctx, runner)));
         }

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use super::LeaseTable;
 use super::backoff::Backoff;
+use super::command::run_command;
 use super::uploader::{UploadError, upload_epochs};
 use crate::checkpoint::{CheckpointStore, Checkpointing, CoordinatorStore};
 use crate::device::panic_message;
@@ -34,6 +35,8 @@ pub struct SlotContext {
     pub shutdown_flag: Arc<AtomicBool>,
     /// Where jobs checkpoint, and every how many epochs.
     pub checkpoints: Option<(JobStores, u32)>,
+    /// Lease command jobs too (the sweep's own programs run on this machine).
+    pub allow_commands: bool,
 }
 
 /// The checkpoint store of each job a slot runs.
@@ -93,7 +96,11 @@ pub async fn run_slot(ctx: SlotContext, mut runner: Box<dyn JobRunner>) -> Box<d
     let mut backoff = Backoff::default();
     let mut shutdown = ctx.shutdown.clone();
     while !*shutdown.borrow() {
-        let request = LeaseJobRequest { worker_id: ctx.worker_id.clone(), slot: ctx.slot };
+        let mut kinds = vec![pb::JobKind::Builtin as i32];
+        if ctx.allow_commands {
+            kinds.push(pb::JobKind::Command as i32);
+        }
+        let request = LeaseJobRequest { worker_id: ctx.worker_id.clone(), slot: ctx.slot, kinds };
         let lease = match ctx.client.clone().lease_job(request).await {
             Ok(response) => {
                 backoff.reset();
@@ -157,7 +164,16 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
         shutdown: ctx.shutdown_flag.clone(),
         checkpoints: checkpointing.is_some(),
     };
-    let (runner, outcome) = train_on_blocking_thread(runner, job, checkpointing, sink).await;
+    let (runner, outcome) = match job.command.clone() {
+        Some(command) => {
+            let flag = ctx.shutdown_flag.clone();
+            let should_stop = || stop.load(Ordering::Relaxed) || flag.load(Ordering::Relaxed);
+            let device = *runner.device();
+            let outcome = run_command(&job, &command, &device, sink.epochs, &should_stop).await;
+            (runner, outcome)
+        }
+        None => train_on_blocking_thread(runner, job, checkpointing, sink).await,
+    };
     let upload = uploader.await.unwrap_or_else(|e| Err(UploadError::Rejected(e.to_string())));
     ctx.leases.remove(fence.job_id);
 
@@ -199,7 +215,10 @@ async fn train_on_blocking_thread(
     mut sink: ChannelSink,
 ) -> (Box<dyn JobRunner>, Result<JobOutcome, String>) {
     let task = tokio::task::spawn_blocking(move || {
-        let train_job = TrainJob::from(&job);
+        let train_job = match TrainJob::try_from(&job) {
+            Ok(train_job) => train_job,
+            Err(e) => return (runner, Err(e.to_string())),
+        };
         let result = catch_unwind(AssertUnwindSafe(|| {
             runner.run_with_checkpoints(&train_job, checkpointing.as_ref(), &mut sink)
         }));

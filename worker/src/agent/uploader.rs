@@ -108,7 +108,7 @@ async fn stream_once(
     let (tx, rx) = mpsc::channel::<EpochReport>(64);
     let report = |m: &EpochMetrics| EpochReport {
         fence: Some(pb::Fence::from(fence.clone())),
-        metrics: Some(pb::EpochMetrics::from(*m)),
+        metrics: Some(pb::EpochMetrics::from(m.clone())),
     };
     for m in pending.values() {
         tx.send(report(m)).await.map_err(|_| tonic::Status::unavailable("stream closed"))?;
@@ -122,9 +122,10 @@ async fn stream_once(
         tokio::select! {
             next = epochs.recv(), if *input_open => match next {
                 Some(m) => {
+                    let sent = report(&m);
                     pending.insert(m.epoch, m);
                     if let Some(tx) = &tx {
-                        tx.send(report(&m)).await.map_err(|_| tonic::Status::unavailable("stream closed"))?;
+                        tx.send(sent).await.map_err(|_| tonic::Status::unavailable("stream closed"))?;
                     }
                 }
                 None => *input_open = false,

@@ -9,5 +9,5 @@ SET state = ?1, attempt = ?2, last_error = ?3, lease_expires_at_ms = NULL,
     finished_at_ms = CASE WHEN ?1 IN ('succeeded', 'failed', 'cancelled') THEN ?4 ELSE NULL END
 WHERE id = ?5 AND state = ?6 AND attempt = ?7
 RETURNING id, sweep, variant, seed, state, attempt, max_attempts, epochs, batch_size, learning_rate,
-          epochs_done, best_val_acc, best_epoch, worker_id, lease_token, lease_expires_at_ms,
-          last_error, created_at_ms, started_at_ms, finished_at_ms
+          epochs_done, best_value, best_epoch, worker_id, lease_token, lease_expires_at_ms,
+          last_error, created_at_ms, started_at_ms, finished_at_ms, kind

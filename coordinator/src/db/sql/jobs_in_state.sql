@@ -1,7 +1,7 @@
 -- Up to ?3 of sweep ?1's jobs in state ?2, oldest first (found through the (sweep, state) index).
 SELECT id, sweep, variant, seed, state, attempt, max_attempts, epochs, batch_size, learning_rate,
-       epochs_done, best_val_acc, best_epoch, worker_id, lease_token, lease_expires_at_ms,
-       last_error, created_at_ms, started_at_ms, finished_at_ms
+       epochs_done, best_value, best_epoch, worker_id, lease_token, lease_expires_at_ms,
+       last_error, created_at_ms, started_at_ms, finished_at_ms, kind
 FROM jobs
 WHERE sweep = ?1 AND state = ?2
 ORDER BY id

@@ -5,7 +5,7 @@
 use sqlx::SqliteConnection;
 use tokio::sync::oneshot;
 
-use sweep_proto::domain::{DataOptions, LeaseVerdict};
+use sweep_proto::domain::{LeaseVerdict, SweepSpec};
 
 use super::Done;
 use crate::db::epochs::EpochWrite;
@@ -64,7 +64,7 @@ impl Batch for Heartbeats {
 
 impl Batch for Leases {
     type Write = LeaseWrite;
-    type Outcome = Option<(StoredJob, DataOptions)>;
+    type Outcome = Option<(StoredJob, std::sync::Arc<SweepSpec>)>;
     const WHAT: &'static str = "leasing jobs";
     async fn run(conn: &mut SqliteConnection, writes: &[LeaseWrite], now_ms: i64) -> Result<Vec<Leased>> {
         ingest::leases(conn, writes, now_ms).await
