@@ -94,6 +94,12 @@ pub enum RunError {
     Report(#[from] report::ReportError),
     #[error("interrupted: run the same command again to continue the sweep")]
     Interrupted,
+    #[error(
+        "sweep {} runs its own command: `sweep run` trains the built-in CNN and draws its report; submit it with \
+         `coordinator submit --spec`, start `worker --commands-only` and read it with `coordinator export`",
+        printable(.0)
+    )]
+    CommandSweep(String),
 }
 
 /// What a finished `sweep run` produced.
@@ -125,6 +131,9 @@ pub async fn run_until(
     interrupt: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunSummary, RunError> {
     let specs = submissions(&args)?;
+    if let Some(command) = specs.iter().find(|s| s.command.is_some()) {
+        return Err(RunError::CommandSweep(command.name.clone()));
+    }
     let security = args.security.for_address(args.listen)?;
     let db = Database::open(&args.database_url).await?;
     let (listeners, local) = bind(args.listen, security).await?;
@@ -221,7 +230,7 @@ async fn drive(
             resources.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         );
         let config = AgentConfig {
-            allow_commands: false,
+            commands: Default::default(),
             coordinator: local.url.clone(),
             worker_id: format!("{}-sweep-{}", resources.hostname, std::process::id()),
             hostname: resources.hostname,

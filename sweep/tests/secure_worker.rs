@@ -54,7 +54,7 @@ fn tiny_data() -> Arc<Cifar10> {
 
 fn agent_config(url: &str, id: &str) -> AgentConfig {
     AgentConfig {
-        allow_commands: false,
+        commands: Default::default(),
         coordinator: url.to_owned(),
         worker_id: id.into(),
         hostname: "gpu-01".into(),

@@ -102,3 +102,17 @@ async fn smoke_preset_runs_end_to_end_and_resumes_after_an_interrupt() {
     assert_eq!(again.succeeded, 10);
     assert_eq!(csv_rows(&again.report.results_csv).len(), 10);
 }
+
+#[tokio::test]
+async fn a_command_sweep_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, r#"{"name": "byo", "seeds": [0], "epochs": 1, "command": {"template": "true"}}"#)
+        .unwrap();
+    let db = dir.path().join("sweep.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let args = Cli::parse_from(["sweep", "--spec", spec.to_str().unwrap(), "--database-url", &url]).run;
+    let refused = run_until(args, std::future::pending()).await;
+    assert!(matches!(&refused, Err(RunError::CommandSweep(name)) if name == "byo"), "{refused:?}");
+    assert!(!db.exists(), "no database was created");
+}

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use worker::Cifar10;
-use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, run_agent};
+use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, Commands, run_agent};
 use worker::device::DeviceChoice;
 
 /// 320 training and 64 test images of random pixels (labels cycle through the classes).
@@ -87,17 +87,17 @@ fn start_worker(addr: SocketAddr) -> Agent {
 }
 
 fn start_worker_with(addr: SocketAddr, id: &str, checkpoints: Option<CheckpointSettings>) -> Agent {
-    start_agent(addr, id, checkpoints, false)
+    start_agent(addr, id, checkpoints, Commands::Refuse)
 }
 
 fn start_agent(
     addr: SocketAddr,
     id: &str,
     checkpoints: Option<CheckpointSettings>,
-    allow_commands: bool,
+    commands: Commands,
 ) -> Agent {
     let config = AgentConfig {
-        allow_commands,
+        commands,
         coordinator: format!("http://{addr}"),
         worker_id: id.into(),
         hostname: "test-host".into(),
@@ -354,7 +354,8 @@ async fn a_command_sweep_runs_only_on_a_worker_that_allows_commands() {
     let s = c.get_sweep(GetSweepRequest { sweep: "byo".into() }).await.unwrap().into_inner();
     assert_eq!(s.queued, 2, "a worker without --allow-commands leases no command job");
 
-    let (stop, agent) = start_agent(server.addr, "cmd-worker", None, true);
+    // Command jobs only: no data set, no training runner.
+    let (stop, agent) = start_agent(server.addr, "cmd-worker", None, Commands::Only);
     let s = wait_for(server.addr, "byo", Duration::from_secs(60), |s| s.succeeded == 2).await;
     assert_eq!((s.epochs_done, s.failed), (6, 0));
     let jobs = c.list_jobs(ListJobsRequest { sweep: "byo".into(), ..Default::default() }).await.unwrap();

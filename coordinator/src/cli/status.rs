@@ -8,6 +8,7 @@ use sweep_proto::pb;
 use sweep_proto::text::printable;
 
 use super::ClientArgs;
+use crate::client::watch::best_text;
 use crate::error::Result;
 
 #[derive(Debug, Args)]
@@ -73,8 +74,7 @@ pub fn format_summary(s: &pb::SweepSummary) -> String {
 
 /// One line per job.
 pub fn format_job(j: &pb::Job) -> String {
-    let best =
-        if j.best_epoch > 0 { format!("{:.2}% @{}", 100.0 * j.best_value, j.best_epoch) } else { "-".into() };
+    let best = if j.best_epoch > 0 { format!("{} @{}", best_text(j), j.best_epoch) } else { "-".into() };
     let mut line = format!(
         "{:>6}  {:<16} {:>6}  {:<9} attempt {}/{}  epochs {:>4}/{:<4} best {:<14} {}",
         j.id,
@@ -236,8 +236,16 @@ mod tests {
     }
 
     #[test]
-    fn accuracy_is_shown_in_percent() {
-        let job = pb::Job { id: 1, best_value: 0.89875, best_epoch: 78, ..Default::default() };
+    fn accuracy_is_shown_in_percent_and_a_command_jobs_metric_as_reported() {
+        let job = pb::Job {
+            id: 1,
+            variant: "natural_softmax".into(),
+            best_value: 0.89875,
+            best_epoch: 78,
+            ..Default::default()
+        };
         assert!(format_job(&job).contains("89.88% @78"), "{}", format_job(&job));
+        let command = pb::Job { variant: "lr=0.1".into(), best_value: 0.0333333333, ..job };
+        assert!(format_job(&command).contains("0.0333333 @78"), "{}", format_job(&command));
     }
 }

@@ -202,12 +202,14 @@ pub fn metrics_text(m: &pb::EpochMetrics) -> String {
     parts.join(" ")
 }
 
-/// A finished job's best objective value: a percentage when it looks like an accuracy.
-fn best_text(job: &pb::Job) -> String {
-    if (0.0..=1.0).contains(&job.best_value) {
+/// A job's best objective value: the built-in CNN's validation accuracy in %, a command job's
+/// metric as it reported it (6 significant digits).
+pub fn best_text(job: &pb::Job) -> String {
+    if job.variant.parse::<sweep_proto::LossVariant>().is_ok() {
         format!("{:.2}%", 100.0 * job.best_value)
     } else {
-        format!("{}", job.best_value)
+        let rounded: f64 = format!("{:.5e}", job.best_value).parse().unwrap_or(job.best_value);
+        format!("{rounded}")
     }
 }
 

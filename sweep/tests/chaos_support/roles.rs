@@ -63,7 +63,7 @@ pub fn worker() {
         CheckpointTarget::Directory(env("CHAOS_CHECKPOINTS").into())
     };
     let config = AgentConfig {
-        allow_commands: false,
+        commands: Default::default(),
         coordinator: env("CHAOS_URL"),
         worker_id: id,
         hostname: "chaos".into(),

@@ -9,7 +9,7 @@ use clap::Args;
 use sweep_proto::connect::ConnectArgs;
 use tokio::sync::watch;
 
-use super::{AgentConfig, AgentError, CheckpointSettings, CheckpointTarget, run_agent_with};
+use super::{AgentConfig, AgentError, CheckpointSettings, CheckpointTarget, Commands, run_agent_with};
 use crate::data::{Cifar10, DataArgs, DataError, DataSource};
 use crate::device::{DeviceChoice, DeviceError, available_devices};
 
@@ -50,6 +50,9 @@ pub struct AttachArgs {
     /// in a child process with the slot's GPU.
     #[arg(long, env = "SWEEP_ALLOW_COMMANDS")]
     pub allow_commands: bool,
+    /// Run command jobs only: no CIFAR-10 data is loaded and no built-in job is leased.
+    #[arg(long, env = "SWEEP_COMMANDS_ONLY", conflicts_with = "allow_commands")]
+    pub commands_only: bool,
     /// Checkpoint every N epochs (and when the worker is asked to stop).
     #[arg(long, env = "SWEEP_CHECKPOINT_EVERY", default_value_t = 5)]
     pub checkpoint_every: u32,
@@ -97,9 +100,25 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
     // Bad addresses, TLS files or tokens fail before the data set is loaded.
     let security = args.connect.security().map_err(AgentError::from)?;
     args.connect.endpoint(&security).map_err(AgentError::from)?;
-    let local = prepare_local(&args.device, &args.gpus, args.data.source()).await?;
+    let local = if args.commands_only {
+        // Command jobs read their own data: the slots need only their devices.
+        let hostname =
+            hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into());
+        let devices = available_devices(&args.device, &args.gpus)?;
+        LocalResources {
+            devices,
+            data: Arc::new(Cifar10::from_parts(vec![], vec![], vec![], vec![])),
+            hostname,
+        }
+    } else {
+        prepare_local(&args.device, &args.gpus, args.data.source()).await?
+    };
     let config = AgentConfig {
-        allow_commands: args.allow_commands,
+        commands: match (args.allow_commands, args.commands_only) {
+            (_, true) => Commands::Only,
+            (true, false) => Commands::Allow,
+            (false, false) => Commands::Refuse,
+        },
         coordinator: args.connect.coordinator,
         worker_id: args.worker_id.unwrap_or_else(|| format!("{}-{}", local.hostname, std::process::id())),
         hostname: local.hostname,

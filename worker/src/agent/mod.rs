@@ -48,8 +48,20 @@ pub struct AgentConfig {
     /// Where jobs checkpoint (a directory, local or shared between workers, or the coordinator)
     /// and every how many epochs; `None`: no checkpoints, a requeued job starts over.
     pub checkpoints: Option<CheckpointSettings>,
-    /// Run command jobs too: the programs of sweeps that admins submitted.
-    pub allow_commands: bool,
+    /// Which jobs the slots lease.
+    pub commands: Commands,
+}
+
+/// Whether a worker runs command jobs (the programs of sweeps that admins submitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Commands {
+    /// Built-in jobs only.
+    #[default]
+    Refuse,
+    /// Built-in and command jobs.
+    Allow,
+    /// Command jobs only: no data set is loaded and no training runner is opened.
+    Only,
 }
 
 /// Checkpoints of an agent's jobs.
@@ -122,6 +134,24 @@ impl LeaseTable {
     }
 }
 
+/// The runner of a slot that runs command jobs only: it never leases a built-in one.
+struct NoTraining(DeviceChoice);
+
+impl crate::training::JobRunner for NoTraining {
+    fn run_with_checkpoints(
+        &mut self,
+        _: &crate::training::TrainJob,
+        _: Option<&crate::checkpoint::Checkpointing>,
+        _: &mut dyn crate::training::EpochSink,
+    ) -> Result<crate::training::JobOutcome, crate::training::TrainError> {
+        Err(crate::training::TrainError::InvalidJob("this worker runs command jobs only".into()))
+    }
+
+    fn device(&self) -> &DeviceChoice {
+        &self.0
+    }
+}
+
 /// [`run_agent_with`] without credentials (a coordinator with authentication off).
 pub async fn run_agent(
     config: AgentConfig,
@@ -184,10 +214,14 @@ pub async fn run_agent_with(
             let (dev, d) = (*device, data.clone());
             let kernels = config.kernels.for_device(dev);
             let runner_config = RunnerConfig { kernels, ..RunnerConfig::default() };
-            let runner = tokio::task::spawn_blocking(move || open_runner_with(dev, d, runner_config))
-                .await
-                .expect("runner start-up thread panicked")
-                .map_err(|source| AgentError::Runner { device: device.to_string(), source })?;
+            let runner = if config.commands == Commands::Only {
+                Box::new(NoTraining(dev))
+            } else {
+                tokio::task::spawn_blocking(move || open_runner_with(dev, d, runner_config))
+                    .await
+                    .expect("runner start-up thread panicked")
+                    .map_err(|source| AgentError::Runner { device: device.to_string(), source })?
+            };
             info!(device = %dev, slot = k, %kernels, "slot ready");
             let ctx = SlotContext {
                 client: client.clone(),
@@ -197,7 +231,7 @@ pub async fn run_agent_with(
                 shutdown: shutdown.clone(),
                 shutdown_flag: shutdown_flag.clone(),
                 checkpoints: checkpoints.clone(),
-                allow_commands: config.allow_commands,
+                commands: config.commands,
             };
             slot_tasks.push(tokio::spawn(run_slot(ctx, runner)));
         }

@@ -15,10 +15,10 @@ use sweep_proto::{EpochMetrics, Fence, JobAssignment};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use super::LeaseTable;
 use super::backoff::Backoff;
 use super::command::run_command;
 use super::uploader::{UploadError, upload_epochs};
+use super::{Commands, LeaseTable};
 use crate::checkpoint::{CheckpointStore, Checkpointing, CoordinatorStore};
 use crate::device::panic_message;
 use crate::training::{EpochSink, JobOutcome, JobRunner, TrainJob};
@@ -35,8 +35,8 @@ pub struct SlotContext {
     pub shutdown_flag: Arc<AtomicBool>,
     /// Where jobs checkpoint, and every how many epochs.
     pub checkpoints: Option<(JobStores, u32)>,
-    /// Lease command jobs too (the sweep's own programs run on this machine).
-    pub allow_commands: bool,
+    /// Which jobs to lease (command jobs run the sweeps' own programs on this machine).
+    pub commands: Commands,
 }
 
 /// The checkpoint store of each job a slot runs.
@@ -96,10 +96,11 @@ pub async fn run_slot(ctx: SlotContext, mut runner: Box<dyn JobRunner>) -> Box<d
     let mut backoff = Backoff::default();
     let mut shutdown = ctx.shutdown.clone();
     while !*shutdown.borrow() {
-        let mut kinds = vec![pb::JobKind::Builtin as i32];
-        if ctx.allow_commands {
-            kinds.push(pb::JobKind::Command as i32);
-        }
+        let kinds: Vec<i32> = match ctx.commands {
+            Commands::Refuse => vec![pb::JobKind::Builtin as i32],
+            Commands::Allow => vec![pb::JobKind::Builtin as i32, pb::JobKind::Command as i32],
+            Commands::Only => vec![pb::JobKind::Command as i32],
+        };
         let request = LeaseJobRequest { worker_id: ctx.worker_id.clone(), slot: ctx.slot, kinds };
         let lease = match ctx.client.clone().lease_job(request).await {
             Ok(response) => {
