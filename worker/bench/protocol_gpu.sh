@@ -11,7 +11,9 @@
 #                      needed) while the data set is still being brought in
 #   start              restore the database, start the coordinator and a worker (setsid), submit
 #                      the presets in $PRESETS (default: protocol; idempotent: a resubmit adds
-#                      nothing, so the queue continues where the last machine stopped)
+#                      nothing, so the queue continues where the last machine stopped), or the
+#                      spec files in $SPECS (with $SUBMIT_FLAGS); $WORKER_FLAGS go to the worker
+#                      and $EXTRA_PATH before its PATH (the Python that command jobs run)
 #   poll SECONDS       print progress of sweep $NAME (default protocol) until it has no queued
 #                      or running job, or SECONDS pass; copy the database out
 #   kill-worker        SIGKILL the worker (mid-job) and start a new one (it continues the job from
@@ -46,9 +48,10 @@ start_coordinator() {
 }
 
 start_worker() {
-  setsid nohup "$BIN/worker" --device cuda --data-dir "$DATA" --worker-id "${WORKER_ID:-h200-$(hostname)}" \
-    --checkpoint-dir "$RUN/checkpoints" --checkpoint-every 5 \
-    >> "$RUN/worker.log" 2>&1 < /dev/null &
+  # shellcheck disable=SC2086 # WORKER_FLAGS is a list of flags
+  PATH="${EXTRA_PATH:+$EXTRA_PATH:}$PATH" SWEEP_DATA_DIR="$DATA" setsid nohup "$BIN/worker" --device cuda \
+    --worker-id "${WORKER_ID:-h200-$(hostname)}" --checkpoint-dir "$RUN/checkpoints" --checkpoint-every 5 \
+    ${WORKER_FLAGS:-} >> "$RUN/worker.log" 2>&1 < /dev/null &
   log "worker started (pid $!)"
 }
 
@@ -88,9 +91,17 @@ start)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
   start_coordinator || exit 1
   log "coordinator started"
-  for preset in ${PRESETS:-protocol}; do
-    "$BIN/coordinator" submit --preset "$preset" | tee -a "$RUN/events.log"
-  done
+  if [ -n "${SPECS:-}" ]; then
+    for spec in $SPECS; do
+      case $spec in /*) ;; *) spec=$REPO/$spec ;; esac
+      # shellcheck disable=SC2086 # SUBMIT_FLAGS is a list of flags
+      "$BIN/coordinator" submit --spec "$spec" ${SUBMIT_FLAGS:-} | tee -a "$RUN/events.log"
+    done
+  else
+    for preset in ${PRESETS:-protocol}; do
+      "$BIN/coordinator" submit --preset "$preset" | tee -a "$RUN/events.log"
+    done
+  fi
   start_worker
   ;;
 poll)

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::ClientArgs;
+use crate::client::report_groups::Grouping;
 use crate::client::report_input::write_sweep_report;
 use crate::error::Result;
 
@@ -18,12 +19,20 @@ pub struct ReportArgs {
     /// Output directory, created if needed [default: reports/<sweep>].
     #[arg(long, env = "SWEEP_REPORT_OUT")]
     pub out: Option<PathBuf>,
+    /// A command sweep's parameter whose values are the report's variants [default: each
+    /// parameter point is one].
+    #[arg(long, env = "SWEEP_REPORT_GROUP_BY")]
+    pub group_by: Option<String>,
+    /// The variant a command sweep's others are compared against [default: the first].
+    #[arg(long, env = "SWEEP_REPORT_BASELINE")]
+    pub baseline: Option<String>,
 }
 
 pub async fn run(args: ReportArgs) -> Result<()> {
     let client = args.client.connect().await?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&args.sweep));
-    let files = write_sweep_report(client, &args.sweep, &out).await?;
+    let grouping = Grouping { by: args.group_by, baseline: args.baseline };
+    let files = write_sweep_report(client, &args.sweep, &out, &grouping).await?;
     println!("report written to {}", files.index_html.display());
     Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod metrics_export;
 pub mod presets;
+pub mod report_groups;
 pub mod report_input;
 pub mod spec;
 mod spec_command;

@@ -13,27 +13,23 @@ use sweep_proto::text::printable;
 use sweep_proto::{SweepSpec, pb};
 
 use super::IntoSweepClient;
+use super::report_groups::{Grouping, grouped};
 use crate::error::{Error, Result};
 
-/// Fetches the sweep and writes its report into `out_dir`.
+/// Fetches the sweep and writes its report into `out_dir`; a command sweep's jobs are grouped
+/// as `grouping` says (see [`super::report_groups`]).
 pub async fn write_sweep_report(
     client: impl IntoSweepClient,
     sweep: &str,
     out_dir: &Path,
+    grouping: &Grouping,
 ) -> Result<ReportFiles> {
     let input = fetch_report_input(client, sweep).await?;
     let spec: crate::client::SpecFile = serde_json::from_str(&input.spec_json)?;
-    if spec.command.is_some() {
-        return Err(Error::InvalidInput(sweep_proto::InvalidInput::new(
-            "sweep",
-            format!(
-                "{} runs its own command: the report's figures are the built-in CNN's accuracies; \
-                 read its metrics with `coordinator export --sweep {}`",
-                printable(sweep),
-                printable(sweep)
-            ),
-        )));
-    }
+    let input = match &spec.command {
+        Some(_) => grouped(input, &spec, grouping)?,
+        None => input,
+    };
     Ok(report::write_report(&input, out_dir)?)
 }
 
@@ -108,13 +104,13 @@ pub fn report_input(
             variant: job.variant.clone(),
             seed: job.seed,
             epoch: e.epoch,
-            // The built-in CNN reports every one of these.
-            train_loss: e.train_loss.unwrap_or_default(),
-            train_acc: e.train_acc.unwrap_or_default(),
-            val_loss: e.val_loss.unwrap_or_default(),
-            val_acc: e.val_acc.unwrap_or_default(),
+            // The built-in CNN reports every one of these; a command job's missing ones are NaN.
+            train_loss: e.train_loss.unwrap_or(f64::NAN),
+            train_acc: e.train_acc.unwrap_or(f64::NAN),
+            val_loss: e.val_loss.unwrap_or(f64::NAN),
+            val_acc: e.val_acc.unwrap_or(f64::NAN),
             wall_seconds: e.wall_seconds,
-            images_per_sec: e.images_per_sec.unwrap_or_default(),
+            images_per_sec: e.images_per_sec.unwrap_or(f64::NAN),
             attempt: e.attempt,
         }));
     }

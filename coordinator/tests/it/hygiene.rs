@@ -68,7 +68,8 @@ async fn hostile_names_are_escaped_in_terminal_csv_and_html() {
 
     // The report: index.html and its CSV files.
     let out = dir.path().join("report");
-    let files = write_sweep_report(server.channel().await, "hostile", &out).await.unwrap();
+    let files =
+        write_sweep_report(server.channel().await, "hostile", &out, &Default::default()).await.unwrap();
     let html = std::fs::read_to_string(&files.index_html).unwrap();
     assert!(!html.contains("<script>alert") && !html.contains("<img src=x"), "markup got through");
     assert!(

@@ -248,7 +248,7 @@ impl Cluster {
         for sweep in self.sweeps.clone() {
             let out = self.dir.path().join("reports").join(&sweep);
             let files = self.with_client("report", async |c| {
-                coordinator::client::report_input::write_sweep_report(c, &sweep, &out)
+                coordinator::client::report_input::write_sweep_report(c, &sweep, &out, &Default::default())
                     .await
                     .map_err(|e| tonic::Status::internal(e.to_string()))
             });

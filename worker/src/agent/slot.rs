@@ -183,8 +183,13 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
             warn!(job = fence.job_id, %why, "lease lost or job cancelled; dropped it")
         }
         (_, Err(UploadError::Shutdown)) => info!(job = fence.job_id, "left to lease expiry at shutdown"),
-        (Ok(JobOutcome::Completed { best_val_acc, best_epoch, .. }), Ok(_)) => {
-            info!(job = fence.job_id, best_val_acc, best_epoch, "job finished");
+        (Ok(JobOutcome::Completed { best_val_acc, best_epoch, epochs }), Ok(_)) => {
+            // A command job's best is the coordinator's to find (by the sweep's objective).
+            if best_epoch > 0 {
+                info!(job = fence.job_id, best_val_acc, best_epoch, "job finished");
+            } else {
+                info!(job = fence.job_id, epochs, "job finished");
+            }
             finish(ctx, &fence, None).await;
         }
         (Ok(JobOutcome::Stopped { epochs_done }), Ok(_)) if ctx.shutdown_flag.load(Ordering::Relaxed) => {
