@@ -134,3 +134,49 @@ async fn only_an_admin_may_submit_a_command_sweep() {
         admin.submit_sweep(pb::SubmitSweepRequest { spec: Some(command_spec("mine")) }).await.unwrap();
     assert_eq!(created.into_inner().jobs_created, 4);
 }
+
+#[tokio::test]
+async fn a_command_sweep_ranked_by_val_acc_gets_the_report_grouped_by_a_parameter() {
+    use coordinator::client::report_groups::Grouping;
+    use coordinator::client::report_input::write_sweep_report;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), fast_config()).await;
+    let (mut sweeps, mut workers) = (server.sweeps().await, server.workers().await);
+    let mut spec = command_spec("torch");
+    spec.seeds = vec![0, 1, 2];
+    spec.epochs = 1;
+    spec.objective = None;
+    let command = spec.command.as_mut().unwrap();
+    command.template = "python3 train.py --loss {loss} --seed {seed}".into();
+    command.grid =
+        [("loss".to_string(), pb::ParamValues { values: vec!["normal".into(), "natural".into()] })].into();
+    sweeps.submit_sweep(pb::SubmitSweepRequest { spec: Some(spec) }).await.unwrap();
+    register(&mut workers, "w").await;
+    while let Some(job) =
+        workers.lease_job(lease_request("w", &[pb::JobKind::Command])).await.unwrap().into_inner().job
+    {
+        let f = fence(&job);
+        let acc = if job.variant.contains("natural") { 0.5 } else { 0.6 } + job.seed as f64 / 100.0;
+        let m = pb::EpochMetrics { epoch: 1, train_acc: Some(0.7), val_acc: Some(acc), ..Default::default() };
+        let (_, status) =
+            report(&mut workers, vec![pb::EpochReport { fence: Some(f.clone()), metrics: Some(m) }]).await;
+        assert!(status.is_none(), "{status:?}");
+        workers.complete_job(pb::CompleteJobRequest { fence: Some(f) }).await.unwrap();
+    }
+    let out = dir.path().join("report");
+    let grouping = Grouping { by: Some("loss".into()), baseline: Some("normal".into()) };
+    let files = write_sweep_report(server.channel().await, "torch", &out, &grouping).await.unwrap();
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(files.index_html.is_file());
+    assert!(
+        summary.contains("| natural | 3 | 51.00 |") && summary.contains("Against the baseline `normal`"),
+        "{summary}"
+    );
+    assert!(summary.contains("| natural | paired, seeds 0–2 | paired t"), "{summary}");
+    // Grouped by a parameter the jobs do not have: refused, nothing written.
+    let by_lr = Grouping { by: Some("lr".into()), baseline: None };
+    let refused = write_sweep_report(server.channel().await, "torch", &dir.path().join("r2"), &by_lr).await;
+    assert!(refused.unwrap_err().to_string().contains("has no parameter lr"));
+    assert!(!dir.path().join("r2").exists());
+    server.stop().await;
+}
