@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use report::tables::csv_text;
 use serde::Serialize;
 use sweep_proto::convert::state_from_wire;
+use sweep_proto::domain::label_point;
 use sweep_proto::pb;
 
 use super::IntoSweepClient;
@@ -51,11 +52,6 @@ pub struct MetricsExport {
     pub epochs: Vec<EpochExport>,
 }
 
-/// The parameters of a label written by `point_label` (`default`: none).
-fn params(label: &str) -> BTreeMap<String, String> {
-    label.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
-}
-
 fn metrics(e: &pb::EpochMetrics) -> BTreeMap<String, f64> {
     let named = [
         ("train_loss", e.train_loss),
@@ -90,7 +86,7 @@ pub async fn fetch_metrics_export(client: impl IntoSweepClient, sweep: &str) -> 
         let reached = job.best_epoch > 0;
         export.jobs.push(JobExport {
             job_id: job.id,
-            params: params(&job.variant),
+            params: label_point(&job.variant),
             variant: job.variant.clone(),
             seed: job.seed,
             state: state_from_wire(job.state).map(|s| s.as_str().to_owned()).unwrap_or_default(),
@@ -182,7 +178,7 @@ mod tests {
             jobs: vec![JobExport {
                 job_id: 1,
                 variant: "lr=0.1,opt=adam".into(),
-                params: params("lr=0.1,opt=adam"),
+                params: label_point("lr=0.1,opt=adam"),
                 seed: 0,
                 state: "succeeded".into(),
                 attempt: 1,
@@ -222,6 +218,5 @@ mod tests {
             epochs.lines().collect::<Vec<_>>(),
             ["job_id,epoch,attempt,wall_seconds,loss,val_acc", "1,1,1,1.000,0.5,", "1,2,1,1.000,0.25,0.9"]
         );
-        assert_eq!(params("default"), BTreeMap::new());
     }
 }

@@ -8,7 +8,7 @@ pub mod presets;
 pub mod report_groups;
 pub mod report_input;
 pub mod spec;
-mod spec_command;
+pub mod spec_command;
 pub mod watch;
 
 pub use connection::{CLIENT_MAX_MESSAGE_BYTES, IntoSweepClient};

@@ -5,9 +5,11 @@
 
 use report::ReportInput;
 use sweep_proto::InvalidInput;
+use sweep_proto::domain::label_point;
 use sweep_proto::text::printable;
 
-use crate::client::spec::{Mode, SpecFile};
+use crate::client::spec::SpecFile;
+use crate::client::spec_command::Mode;
 use crate::error::{Error, Result};
 
 /// How a command sweep's jobs become the report's variants.
@@ -26,11 +28,8 @@ fn refuse(message: String) -> Error {
 /// The group of a job labelled `label` (`a=1,b=x`).
 fn group_of(label: &str, by: Option<&str>) -> Result<String> {
     let Some(by) = by else { return Ok(label.to_owned()) };
-    label
-        .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == by)
-        .map(|(_, v)| v.to_owned())
+    label_point(label)
+        .remove(by)
         .ok_or_else(|| refuse(format!("job {} has no parameter {}", printable(label), printable(by))))
 }
 
@@ -91,7 +90,7 @@ mod tests {
     use report::{EpochRow, JobRow};
 
     use super::*;
-    use crate::client::spec::ObjectiveFile;
+    use crate::client::spec_command::ObjectiveFile;
 
     fn input() -> ReportInput {
         let labels = ["loss=normal,lr=0.001", "loss=natural_softmax,lr=0.001"];

@@ -11,7 +11,7 @@ use sweep_proto::domain::{INDEPENDENT_SEED_STRIDE, MAX_SEEDS};
 use sweep_proto::{LossVariant, pb};
 
 use super::presets::Preset;
-pub use super::spec_command::{CommandFile, DistributionFile, Mode, ObjectiveFile, ParamValue};
+use super::spec_command::{CommandFile, ObjectiveArgs, ObjectiveFile};
 
 /// Why the flags or the spec file do not make a sweep spec.
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +197,8 @@ pub struct SpecArgs {
     /// Seed offsets, VARIANT=N, comma separated (added to that variant's seeds).
     #[arg(long = "seed-offset", env = "SWEEP_SEED_OFFSETS", value_delimiter = ',')]
     pub seed_offsets: Vec<String>,
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
 }
 
 fn pairs<T: std::str::FromStr>(flag: &'static str, items: &[String]) -> Result<Vec<(String, T)>, SpecError>
@@ -298,6 +300,7 @@ impl SpecArgs {
         data.augment = self.augment.unwrap_or(data.augment);
         data.width_multiplier = self.width_multiplier.unwrap_or(data.width_multiplier);
         data.bn_group = self.bn_group.unwrap_or(data.bn_group);
+        self.objective.apply(&mut spec);
         Ok(spec)
     }
 }

@@ -60,6 +60,34 @@ pub enum DistributionFile {
     Choice(Vec<ParamValue>),
 }
 
+/// The flags that override a spec's objective.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ObjectiveArgs {
+    /// The metric that ranks a job's epochs and the sweep's jobs [default: the spec's, else
+    /// val_acc].
+    #[arg(long, env = "SWEEP_OBJECTIVE")]
+    pub objective: Option<String>,
+    /// Whether a higher (max) or lower (min) objective is better [default: the spec's, else max].
+    #[arg(long = "mode", env = "SWEEP_OBJECTIVE_MODE", value_enum)]
+    pub mode: Option<Mode>,
+}
+
+impl ObjectiveArgs {
+    /// Sets the objective's metric and mode the flags name.
+    pub fn apply(&self, spec: &mut pb::SweepSpec) {
+        if self.objective.is_none() && self.mode.is_none() {
+            return;
+        }
+        let objective = spec.objective.get_or_insert_with(Default::default);
+        if let Some(metric) = &self.objective {
+            objective.metric = metric.clone();
+        }
+        if let Some(mode) = self.mode {
+            objective.mode = pb::Objective::from(&ObjectiveFile { metric: String::new(), mode }).mode;
+        }
+    }
+}
+
 /// `objective` in a spec file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,7 +97,7 @@ pub struct ObjectiveFile {
     pub mode: Mode,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]
@@ -182,6 +210,21 @@ mod tests {
         );
         let objective = pb::Objective::from(file.objective.as_ref().unwrap());
         assert_eq!(ObjectiveFile::from(&objective), *file.objective.as_ref().unwrap());
+    }
+
+    #[test]
+    fn objective_flags_override_the_spec() {
+        let mut spec = pb::SweepSpec::default();
+        ObjectiveArgs::default().apply(&mut spec);
+        assert_eq!(spec.objective, None, "no flag: the spec's own (or the default)");
+        let flags = ObjectiveArgs { objective: Some("val_loss".into()), mode: Some(Mode::Min) };
+        flags.apply(&mut spec);
+        assert_eq!(
+            spec.objective,
+            Some(pb::Objective { metric: "val_loss".into(), mode: pb::objective::Mode::Min as i32 })
+        );
+        ObjectiveArgs { objective: None, mode: Some(Mode::Max) }.apply(&mut spec);
+        assert_eq!(spec.objective.unwrap().metric, "val_loss");
     }
 
     #[test]

@@ -209,6 +209,11 @@ pub fn point_label(point: &ParamPoint) -> String {
     point.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
+/// The parameter point a label written by [`point_label`] names (`default`: none).
+pub fn label_point(label: &str) -> ParamPoint {
+    label.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
 /// Splits a command template into words like a POSIX shell: whitespace separates, single quotes
 /// keep everything, double quotes keep everything but `\"` and `\\`, a backslash escapes the next
 /// character. Errors name an unterminated quote or a trailing backslash.

@@ -43,6 +43,10 @@ fn grid_points_are_every_combination_in_name_order() {
     assert_eq!(labels[1], "act=relu,lr=0.01");
     assert_eq!(labels[5], "act=tanh,lr=0.01");
     assert_eq!(point_label(&BTreeMap::new()), "default");
+    for point in s.points("x") {
+        assert_eq!(label_point(&point_label(&point)), point);
+    }
+    assert!(label_point("default").is_empty());
     assert_eq!(spec("run").points("x").len(), 1);
 }
 
