@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use report::{EpochRow, JobRow, Provenance, ReportFiles, ReportInput};
 use sweep_proto::convert::state_from_wire;
-use sweep_proto::domain::LossVariant;
+use sweep_proto::domain::{LossVariant, point_label};
 use sweep_proto::text::printable;
 use sweep_proto::{SweepSpec, pb};
 
@@ -64,10 +64,11 @@ pub fn report_input(
     let spec = SweepSpec::try_from(wire_spec)?;
     // A command sweep's groups are its parameter points (its rows then hold its objective).
     let mut variants: Vec<String> = spec.variants.iter().map(|v| v.name().to_owned()).collect();
-    if spec.command.is_some() {
-        for job in spec.jobs() {
-            if !variants.contains(&job.variant) {
-                variants.push(job.variant);
+    if let Some(command) = &spec.command {
+        for label in command.points(&spec.name).iter().map(point_label) {
+            // Random samples may draw one point twice.
+            if !variants.contains(&label) {
+                variants.push(label);
             }
         }
     }

@@ -29,14 +29,14 @@ impl Queue {
             by.check_command_sweep(&spec.name)?;
         }
         // Counted before the jobs are built: a command sweep's grid can be huge.
-        if spec.job_count() > limits.max_jobs_per_submission as usize {
+        let count = spec.job_count();
+        if count > limits.max_jobs_per_submission as usize {
             return Err(InvalidInput::new(
                 "spec",
                 format!(
                     "{} jobs (variants × seeds) is more than the max_jobs_per_submission limit of {}; \
                      submit the sweep in parts",
-                    spec.job_count(),
-                    limits.max_jobs_per_submission
+                    count, limits.max_jobs_per_submission
                 ),
             )
             .into());

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use sweep_proto::domain::{
     CommandJob, DataFile, EpochMetrics, EpochRecord, Fence, Job, JobAssignment, JobFields, JobId, JobKind,
-    LeaseVerdict, SweepSpec, point_label,
+    LeaseVerdict, SweepSpec, label_point,
 };
 
 use super::{Queue, Recorded};
@@ -333,17 +333,14 @@ fn truncated(mut s: String, max: usize) -> String {
     s
 }
 
-/// The command line of a leased command job: its parameter point (found by its label among the
-/// sweep's points) rendered into the sweep's template.
+/// The command line of a leased command job: its parameter point (its label read back; no values
+/// hold ',' or '=') rendered into the sweep's template.
 fn command_job(job: &Job, spec: &SweepSpec) -> Result<CommandJob> {
     let command = spec
         .command
         .as_ref()
         .ok_or_else(|| Error::Internal(format!("job {} is a command job of a sweep without one", job.id)))?;
-    let params =
-        command.points(&spec.name).into_iter().find(|p| point_label(p) == job.variant).ok_or_else(|| {
-            Error::Internal(format!("job {}: {:?} is not a point of its sweep", job.id, job.variant))
-        })?;
+    let params = label_point(&job.variant);
     let fields = JobFields {
         seed: job.seed,
         job_id: job.id.0,

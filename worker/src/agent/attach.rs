@@ -90,9 +90,12 @@ pub async fn prepare_local(
     let data = tokio::task::spawn_blocking(move || Cifar10::open(&source))
         .await
         .expect("data loading thread panicked")?;
-    let hostname =
-        hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into());
-    Ok(LocalResources { devices, data: Arc::new(data), hostname })
+    Ok(LocalResources { devices, data: Arc::new(data), hostname: host_name() })
+}
+
+/// This machine's name, as the worker reports it.
+fn host_name() -> String {
+    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into())
 }
 
 /// Loads the data, picks the devices and serves the coordinator until Ctrl-C.
@@ -102,14 +105,9 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
     args.connect.endpoint(&security).map_err(AgentError::from)?;
     let local = if args.commands_only {
         // Command jobs read their own data: the slots need only their devices.
-        let hostname =
-            hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into());
         let devices = available_devices(&args.device, &args.gpus)?;
-        LocalResources {
-            devices,
-            data: Arc::new(Cifar10::from_parts(vec![], vec![], vec![], vec![])),
-            hostname,
-        }
+        let data = Arc::new(Cifar10::from_parts(vec![], vec![], vec![], vec![]));
+        LocalResources { devices, data, hostname: host_name() }
     } else {
         prepare_local(&args.device, &args.gpus, args.data.source()).await?
     };
