@@ -37,7 +37,8 @@ def skip_or_fail(reason: str) -> None:
 
 def coordinator_binary() -> Path:
     given = os.environ.get("SWEEP_COORDINATOR_BIN")
-    path = Path(given) if given else REPO_ROOT / "target" / "debug" / "coordinator"
+    # Resolved now: the coordinator runs in its own working directory, where a relative path breaks.
+    path = (Path(given) if given else REPO_ROOT / "target" / "debug" / "coordinator").resolve()
     if not (path.is_file() and os.access(path, os.X_OK)):
         skip_or_fail(f"no coordinator binary at {path} (build it: cargo build -p coordinator, or set SWEEP_COORDINATOR_BIN)")
     return path
