@@ -6,6 +6,9 @@ term). Run by hand, or by a sweep worker as a command job (see README.md beside 
 After every epoch it prints one JSON line, {"epoch": 3, "train_loss": ..., "val_acc": ...}, on
 stdout (through sweep_client.report_epoch when that package is installed): a worker running
 this script stores each such line as the epoch's metrics. Everything else goes to stderr.
+With sweep_client installed and a worker that keeps checkpoints (--checkpoint-dir), it saves
+the model, optimiser and data order after every epoch and a later attempt of the job continues
+from there.
 
 Model and details as in worker/bench/pytorch_peer.py and the Rust worker (Keras defaults):
 3 blocks of 3 x [Conv3x3 same -> BatchNorm -> ReLU] with 64/128/256 filters, AvgPool 2x2 after
@@ -40,8 +43,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 try:
-    from sweep_client import report_epoch
-except ImportError:  # the script needs only torch: print the same line by hand
+    from sweep_client import job_context, report_epoch
+except ImportError:  # the script needs only torch: print the same line by hand, never resume
+    job_context = None
 
     def report_epoch(epoch: int, **metrics: float) -> str:
         line = json.dumps({"epoch": epoch, **{k: float(v) for k, v in metrics.items()}}, allow_nan=False)
@@ -242,8 +246,19 @@ def main(argv: list[str] | None = None) -> int:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             return model(images(x))
 
+    ctx = job_context() if job_context else None
+    first = 1
+    if ctx and (found := ctx.resume_from()):
+        done, path = found
+        state = torch.load(path, map_location=device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        order_rng.set_state(state["order_rng"])
+        first = done + 1
+        log(f"train.py: continuing after epoch {done} from {path}")
+
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(first, args.epochs + 1):
         started = time.perf_counter()
         model.train()
         perm = torch.randperm(train_n, generator=order_rng).to(device)
@@ -274,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
                 logits = forward(test_x[start : start + EVAL_BATCH])
                 val_sum += variant_loss(args.loss, logits, labels).item() * len(labels)
                 val_correct += (logits.argmax(dim=1) == labels).sum().item()
+        if ctx and ctx.checkpoint_dir:
+            # Saved before the epoch is reported: a job resumes only from an epoch the coordinator has.
+            with ctx.checkpoint(epoch) as path:
+                state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "order_rng": order_rng.get_state()}
+                torch.save(state, path)
         report_epoch(
             epoch,
             train_loss=train_loss,

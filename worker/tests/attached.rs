@@ -4,30 +4,17 @@
 //! back so another worker continues it from the checkpoint (in a shared directory or on the
 //! coordinator) with an uninterrupted run's metrics.
 
+mod cluster;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use coordinator::{Config, Database};
-use sweep_proto::pb::sweep_service_client::SweepServiceClient;
+use cluster::{Agent, client, epochs_stored, start_agent, start_server, start_server_with, wait_for};
+use coordinator::Config;
 use sweep_proto::pb::{
-    CancelSweepRequest, DataOptions, GetJobRequest, GetSweepRequest, ListJobsRequest, SubmitSweepRequest,
-    SweepSpec, SweepSummary,
+    CancelSweepRequest, DataOptions, GetJobRequest, ListJobsRequest, SubmitSweepRequest, SweepSpec,
 };
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use worker::Cifar10;
-use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, Commands, run_agent};
-use worker::device::DeviceChoice;
-
-/// 320 training and 64 test images of random pixels (labels cycle through the classes).
-fn tiny_data() -> Arc<Cifar10> {
-    let image = 3 * 32 * 32;
-    let pixels = |n: usize, salt: usize| (0..n * image).map(|i| ((i * 31 + salt) % 251) as u8).collect();
-    let labels = |n: usize| (0..n).map(|i| (i % 10) as u8).collect();
-    Arc::new(Cifar10::from_parts(pixels(320, 7), labels(320), pixels(64, 3), labels(64)))
-}
+use worker::agent::{CheckpointSettings, CheckpointTarget, Commands};
 
 fn spec(name: &str, seeds: Vec<u64>, epochs: u32) -> SweepSpec {
     SweepSpec {
@@ -47,103 +34,12 @@ fn spec(name: &str, seeds: Vec<u64>, epochs: u32) -> SweepSpec {
     }
 }
 
-struct Server {
-    addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<coordinator::Result<()>>,
-}
-
-async fn start_server(db_url: &str, addr: SocketAddr) -> Server {
-    start_server_with(db_url, addr, Config::with_lease_ttl(Duration::from_secs(5))).await
-}
-
-async fn start_server_with(db_url: &str, addr: SocketAddr, config: Config) -> Server {
-    let db = Database::open(db_url).await.unwrap();
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, mut rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let result = coordinator::run(listener, db.clone(), config, async move {
-            let _ = rx.wait_for(|s| *s).await;
-        })
-        .await;
-        db.close().await;
-        result
-    });
-    Server { addr, stop, task }
-}
-
-impl Server {
-    async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-type Agent = (watch::Sender<bool>, JoinHandle<Result<(), worker::agent::AgentError>>);
-
 fn start_worker(addr: SocketAddr) -> Agent {
     start_worker_with(addr, "test-worker", None)
 }
 
 fn start_worker_with(addr: SocketAddr, id: &str, checkpoints: Option<CheckpointSettings>) -> Agent {
     start_agent(addr, id, checkpoints, Commands::Refuse)
-}
-
-fn start_agent(
-    addr: SocketAddr,
-    id: &str,
-    checkpoints: Option<CheckpointSettings>,
-    commands: Commands,
-) -> Agent {
-    let config = AgentConfig {
-        commands,
-        coordinator: format!("http://{addr}"),
-        worker_id: id.into(),
-        hostname: "test-host".into(),
-        devices: vec![DeviceChoice::Cpu],
-        slots_per_device: 1,
-        kernels: Default::default(),
-        checkpoints,
-    };
-    let (stop, rx) = watch::channel(false);
-    (stop, tokio::spawn(run_agent(config, tiny_data(), rx)))
-}
-
-async fn client(addr: SocketAddr) -> SweepServiceClient<tonic::transport::Channel> {
-    SweepServiceClient::connect(format!("http://{addr}")).await.unwrap()
-}
-
-async fn wait_for(
-    addr: SocketAddr,
-    sweep: &str,
-    limit: Duration,
-    done: impl Fn(&SweepSummary) -> bool,
-) -> SweepSummary {
-    let start = Instant::now();
-    loop {
-        if let Ok(mut c) = SweepServiceClient::connect(format!("http://{addr}")).await
-            && let Ok(s) = c.get_sweep(GetSweepRequest { sweep: sweep.into() }).await
-        {
-            let s = s.into_inner();
-            if done(&s) {
-                return s;
-            }
-            assert!(start.elapsed() < limit, "sweep {sweep} did not get there in {limit:?}: {s:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn epochs_stored(addr: SocketAddr, sweep: &str) -> Vec<Vec<u32>> {
-    let mut c = client(addr).await;
-    let jobs = c.list_jobs(ListJobsRequest { sweep: sweep.into(), ..Default::default() }).await.unwrap();
-    let mut out = Vec::new();
-    for job in jobs.into_inner().jobs {
-        let detail = c.get_job(GetJobRequest { job_id: job.id }).await.unwrap().into_inner();
-        out.push(detail.epochs.iter().map(|e| e.epoch).collect());
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,59 +216,5 @@ async fn a_stopped_worker_hands_its_job_back_and_another_continues_from_the_chec
     }
     let left = std::fs::read_dir(&store).unwrap().count();
     assert_eq!(left, 0, "the coordinator removes a succeeded job's checkpoints");
-    server.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_sweep_runs_only_on_a_worker_that_allows_commands() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
-    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
-    let mut c = client(server.addr).await;
-    // Braces of the JSON are doubled: single ones name parameters.
-    let template =
-        r#"sh -c 'for e in 1 2 3; do echo "{{\"epoch\": $e, \"loss\": {lr}, \"step\": $e}}"; done'"#;
-    let spec = SweepSpec {
-        name: "byo".into(),
-        seeds: vec![0],
-        epochs: 3,
-        command: Some(sweep_proto::pb::CommandSpec {
-            template: template.into(),
-            grid: [(
-                "lr".to_string(),
-                sweep_proto::pb::ParamValues { values: vec!["0.5".into(), "0.25".into()] },
-            )]
-            .into(),
-            ..Default::default()
-        }),
-        objective: Some(sweep_proto::pb::Objective { metric: "step".into(), mode: 2 }),
-        ..Default::default()
-    };
-    c.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await.unwrap();
-    let (stop_builtin, builtin) = start_worker(server.addr);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let s = c.get_sweep(GetSweepRequest { sweep: "byo".into() }).await.unwrap().into_inner();
-    assert_eq!(s.queued, 2, "a worker without --allow-commands leases no command job");
-
-    // Command jobs only: no data set, no training runner.
-    let (stop, agent) = start_agent(server.addr, "cmd-worker", None, Commands::Only);
-    let s = wait_for(server.addr, "byo", Duration::from_secs(60), |s| s.succeeded == 2).await;
-    assert_eq!((s.epochs_done, s.failed), (6, 0));
-    let jobs = c.list_jobs(ListJobsRequest { sweep: "byo".into(), ..Default::default() }).await.unwrap();
-    for job in jobs.into_inner().jobs {
-        assert_eq!(job.worker_id, "cmd-worker");
-        // The objective is step, minimised: epoch 1.
-        assert_eq!((job.best_value, job.best_epoch), (1.0, 1), "{job:?}");
-        let detail = c.get_job(GetJobRequest { job_id: job.id }).await.unwrap().into_inner();
-        let lr: f64 = job.variant.strip_prefix("lr=").unwrap().parse().unwrap();
-        for (i, e) in detail.epochs.iter().enumerate() {
-            assert_eq!((e.epoch, e.values["loss"], e.values["step"]), (i as u32 + 1, lr, (i + 1) as f64));
-            assert_eq!(e.val_acc, None);
-        }
-    }
-    for (stop, agent) in [(stop, agent), (stop_builtin, builtin)] {
-        stop.send(true).unwrap();
-        agent.await.unwrap().unwrap();
-    }
     server.shutdown().await;
 }

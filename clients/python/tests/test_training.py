@@ -137,3 +137,49 @@ def test_job_context_from_the_workers_environment(monkeypatch):
 def test_job_context_refuses_garbage_numbers():
     with pytest.raises(ValueError, match="^SWEEP_SEED"):
         job_context({"SWEEP_JOB_ID": "1", "SWEEP_SEED": "x", "SWEEP_ATTEMPT": "1", "SWEEP_EPOCHS": "2"})
+
+
+def _resumed(tmp_path, stored: int) -> JobContext:
+    env = {"SWEEP_JOB_ID": "1", "SWEEP_SEED": "0", "SWEEP_ATTEMPT": "2", "SWEEP_EPOCHS": "10"}
+    env |= {"SWEEP_EPOCHS_STORED": str(stored), "SWEEP_CHECKPOINT_DIR": str(tmp_path / "job-1")}
+    return job_context(env)
+
+
+def test_resume_state_from_the_workers_environment(tmp_path):
+    ctx = _resumed(tmp_path, 4)
+    assert (ctx.epochs_stored, ctx.checkpoint_dir) == (4, tmp_path / "job-1")
+    plain = job_context({"SWEEP_JOB_ID": "1", "SWEEP_SEED": "0", "SWEEP_ATTEMPT": "1", "SWEEP_EPOCHS": "10"})
+    assert (plain.epochs_stored, plain.checkpoint_dir, plain.resume_from()) == (0, None, None)
+    with pytest.raises(RuntimeError, match="--checkpoint-dir"):
+        with plain.checkpoint(1):
+            pass
+    with pytest.raises(ValueError, match="^SWEEP_EPOCHS_STORED"):
+        _resumed(tmp_path, "x")
+
+
+def test_checkpoints_are_renamed_into_place_and_pruned(tmp_path):
+    ctx = _resumed(tmp_path, 0)
+    assert ctx.resume_from() is None, "no directory yet"
+    for epoch in (1, 2, 3):
+        with ctx.checkpoint(epoch) as path:
+            assert not path.name.startswith("epoch-"), "written under a temporary name"
+            path.write_text(f"state {epoch}")
+    assert sorted(p.name for p in ctx.checkpoint_dir.iterdir()) == ["epoch-00002.ckpt", "epoch-00003.ckpt"]
+    # A failed save leaves nothing behind and keeps the older checkpoints.
+    with pytest.raises(OSError):
+        with ctx.checkpoint(4) as path:
+            path.write_text("half")
+            raise OSError("disk full")
+    assert sorted(p.name for p in ctx.checkpoint_dir.iterdir()) == ["epoch-00002.ckpt", "epoch-00003.ckpt"]
+
+
+def test_resume_only_from_an_epoch_the_coordinator_has(tmp_path):
+    ctx = _resumed(tmp_path, 0)
+    for epoch in (2, 3):
+        with ctx.checkpoint(epoch) as path:
+            path.write_text(f"state {epoch}")
+    # Epoch 3's metrics were lost with the worker: resuming after it would skip them.
+    epoch, path = _resumed(tmp_path, 2).resume_from()
+    assert (epoch, path.read_text()) == (2, "state 2")
+    assert _resumed(tmp_path, 3).resume_from()[0] == 3
+    assert _resumed(tmp_path, 1).resume_from() is None

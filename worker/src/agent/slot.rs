@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use super::backoff::Backoff;
-use super::command::run_command;
+use super::command::{StopRequest, run_command};
 use super::uploader::{UploadError, upload_epochs};
 use super::{Commands, LeaseTable};
 use crate::checkpoint::{CheckpointStore, Checkpointing, CoordinatorStore};
@@ -49,6 +49,15 @@ pub enum JobStores {
 }
 
 impl JobStores {
+    /// A command job's own checkpoint directory: beside the built-in checkpoints in a shared
+    /// directory; none with the coordinator as the store (a command's files are not uploaded).
+    fn command_dir(&self, job: &JobAssignment) -> Option<std::path::PathBuf> {
+        match self {
+            JobStores::Shared(store) => store.directory(&job_key(job)),
+            JobStores::Coordinator => None,
+        }
+    }
+
     fn for_job(&self, ctx: &SlotContext, fence: &Fence) -> Arc<dyn CheckpointStore> {
         match self {
             JobStores::Shared(store) => store.clone(),
@@ -153,9 +162,10 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
             result
         })
     };
+    let key = job_key(&job);
     let checkpointing = ctx.checkpoints.as_ref().map(|(stores, every)| Checkpointing {
         store: stores.for_job(ctx, &fence),
-        key: format!("{}/job-{}", job.sweep, fence.job_id),
+        key: key.clone(),
         every: *every,
         resume_at_most: job.epochs_stored,
     });
@@ -168,9 +178,15 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
     let (runner, outcome) = match job.command.clone() {
         Some(command) => {
             let flag = ctx.shutdown_flag.clone();
-            let should_stop = || stop.load(Ordering::Relaxed) || flag.load(Ordering::Relaxed);
+            let should_stop = || match (stop.load(Ordering::Relaxed), flag.load(Ordering::Relaxed)) {
+                (true, _) => StopRequest::Now,
+                (false, true) => StopRequest::Gracefully,
+                (false, false) => StopRequest::No,
+            };
             let device = *runner.device();
-            let outcome = run_command(&job, &command, &device, sink.epochs, &should_stop).await;
+            let dir = ctx.checkpoints.as_ref().and_then(|(stores, _)| stores.command_dir(&job));
+            let outcome =
+                run_command(&job, &command, &device, dir.as_deref(), sink.epochs, &should_stop).await;
             (runner, outcome)
         }
         None => train_on_blocking_thread(runner, job, checkpointing, sink).await,
@@ -190,7 +206,11 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
             } else {
                 info!(job = fence.job_id, epochs, "job finished");
             }
-            finish(ctx, &fence, None).await;
+            if finish(ctx, &fence, None).await
+                && let Some((JobStores::Shared(store), _)) = &ctx.checkpoints
+            {
+                store.forget(&key);
+            }
         }
         (Ok(JobOutcome::Stopped { epochs_done }), Ok(_)) if ctx.shutdown_flag.load(Ordering::Relaxed) => {
             info!(job = fence.job_id, epochs_done, "worker stopping: handing the job back");
@@ -211,6 +231,11 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
         }
     }
     runner
+}
+
+/// Where a job's checkpoints are kept in a store.
+fn job_key(job: &JobAssignment) -> String {
+    format!("{}/job-{}", job.sweep, job.fence.job_id)
 }
 
 /// Runs `runner.run` on a blocking thread, turning a panic into an error text.
@@ -262,7 +287,8 @@ async fn release(ctx: &SlotContext, fence: &Fence) {
 }
 
 /// Completes (`error == None`) or fails the job, retrying while the coordinator is away.
-async fn finish(ctx: &SlotContext, fence: &Fence, error: Option<String>) {
+/// Returns whether the coordinator took it.
+async fn finish(ctx: &SlotContext, fence: &Fence, error: Option<String>) -> bool {
     let mut backoff = Backoff::default();
     let mut shutdown = ctx.shutdown.clone();
     loop {
@@ -276,7 +302,7 @@ async fn finish(ctx: &SlotContext, fence: &Fence, error: Option<String>) {
             }
         };
         match result {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(s)
                 if matches!(
                     s.code(),
@@ -286,13 +312,13 @@ async fn finish(ctx: &SlotContext, fence: &Fence, error: Option<String>) {
                 ) =>
             {
                 warn!(job = fence.job_id, error = %s, "coordinator refused the job's end");
-                return;
+                return false;
             }
             Err(s) => {
                 let wait = backoff.next_delay();
                 warn!(job = fence.job_id, error = %s, ?wait, "could not report the job's end; retrying");
                 if *shutdown.borrow() {
-                    return;
+                    return false;
                 }
                 sleep_or_shutdown(wait, &mut shutdown).await;
             }

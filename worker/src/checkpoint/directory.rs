@@ -77,6 +77,19 @@ impl CheckpointStore for DirectoryStore {
         }
         None
     }
+
+    fn directory(&self, key: &str) -> Option<PathBuf> {
+        Some(self.job_dir(key))
+    }
+
+    fn forget(&self, key: &str) {
+        let dir = self.job_dir(key);
+        if let Err(e) = fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a finished job's checkpoints");
+        }
+    }
 }
 
 #[cfg(test)]

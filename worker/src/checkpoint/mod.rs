@@ -139,6 +139,16 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     /// The job's newest readable checkpoint taken after an epoch no later than `max_epoch`;
     /// corrupt ones are skipped with a warning.
     fn latest(&self, key: &str, max_epoch: u32) -> Option<Checkpoint>;
+    /// A directory of the job's own, for a program that checkpoints itself (a command job), or
+    /// `None` where the store keeps no files on this machine.
+    fn directory(&self, key: &str) -> Option<PathBuf> {
+        let _ = key;
+        None
+    }
+    /// Drops everything kept for the job (it succeeded: nothing will resume from it).
+    fn forget(&self, key: &str) {
+        let _ = key;
+    }
 }
 
 /// How a run checkpoints: the store, the job's key in it and the interval in epochs.

@@ -1,4 +1,5 @@
-"""Inside a training script that a worker runs as a command job: `report_epoch` and `job_context`.
+"""Inside a training script that a worker runs as a command job: `report_epoch`, `job_context`,
+and checkpoints to resume from.
 
 A worker runs a command sweep's job as a child process and reads its stdout line by line. A line
 that is a JSON object with an integer "epoch" >= 1 is one epoch's metrics, stored in the
@@ -14,6 +15,20 @@ from the environment the worker gives the child.
         ...
         report_epoch(epoch, train_loss=tl, val_acc=va, top5=t5)
 
+To continue where an earlier attempt stopped (a preempted or stopped worker, a crash), save after
+every epoch and resume from `ctx.resume_from()`:
+
+    start = 0
+    if ctx and (found := ctx.resume_from()):
+        start, path = found
+        state = torch.load(path)            # ... restore model, optimiser, data order
+    for epoch in range(start + 1, epochs + 1):
+        ...
+        if ctx and ctx.checkpoint_dir:
+            with ctx.checkpoint(epoch) as path:
+                torch.save(state, path)
+        report_epoch(epoch, ...)
+
 This module needs no network and no gRPC.
 """
 
@@ -24,10 +39,15 @@ import math
 import os
 import re
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Mapping, Optional
+from pathlib import Path
+from typing import IO, Iterator, Mapping, Optional
 
 __all__ = ["JobContext", "MAX_METRICS", "METRIC_NAME", "job_context", "report_epoch"]
+
+#: A checkpoint's file name: the epoch it was taken after, zero-padded.
+CHECKPOINT_NAME = re.compile(r"epoch-(\d{5,10})\.ckpt")
 
 #: What a metric (or parameter) name must look like: 1 to 64 characters.
 METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -82,6 +102,42 @@ class JobContext:
     sweep: str
     #: The job's parameter point, names lower-cased (from SWEEP_PARAM_<NAME>).
     params: Mapping[str, str] = field(default_factory=dict)
+    #: Epochs 1..=epochs_stored are in the coordinator already (from earlier attempts).
+    epochs_stored: int = 0
+    #: The job's own directory for checkpoints, kept across its attempts (shared between workers
+    #: when theirs is); None when the worker keeps no checkpoints.
+    checkpoint_dir: Optional[Path] = None
+
+    def resume_from(self) -> Optional[tuple[int, Path]]:
+        """The newest checkpoint written with `checkpoint` of an epoch up to `epochs_stored`, as
+        (epoch, path), or None (start at epoch 1). A newer one is passed over: its epoch's
+        metrics never reached the coordinator, and the worker fails a job that skips epochs."""
+        if self.checkpoint_dir is None or not self.checkpoint_dir.is_dir():
+            return None
+        found = _checkpoints(self.checkpoint_dir)
+        usable = [(epoch, path) for epoch, path in found if epoch <= self.epochs_stored]
+        return usable[-1] if usable else None
+
+    @contextmanager
+    def checkpoint(self, epoch: int, keep: int = 2) -> Iterator[Path]:
+        """Yields a temporary path to write the checkpoint taken after `epoch` to; when the block
+        ends without an exception it becomes `epoch-NNNNN.ckpt` (atomically: a reader never sees
+        half a file) and all but the newest `keep` checkpoints are removed.
+        Raises RuntimeError when the worker gave no checkpoint directory."""
+        if self.checkpoint_dir is None:
+            raise RuntimeError("no SWEEP_CHECKPOINT_DIR: the worker keeps no checkpoints (start it with --checkpoint-dir)")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+            raise ValueError(f"epoch: expected an integer >= 1, got {epoch!r}")
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoint_dir / f"epoch-{epoch:05d}.ckpt"
+        tmp = self.checkpoint_dir / f".{final.name}.{os.getpid()}.tmp"
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        for _, old in _checkpoints(self.checkpoint_dir)[: -max(keep, 1)]:
+            old.unlink(missing_ok=True)
 
     def param(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """Parameter `name` (any case; '.' and '-' match '_'), or `default`."""
@@ -90,6 +146,16 @@ class JobContext:
             return self.params[key]
         alt = re.sub(r"[.-]", "_", key)
         return self.params.get(alt, default)
+
+
+def _checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """The checkpoints in `directory`, oldest first."""
+    found = []
+    for path in directory.iterdir():
+        match = CHECKPOINT_NAME.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
 
 
 def _env_int(env: Mapping[str, str], name: str) -> int:
@@ -102,8 +168,9 @@ def _env_int(env: Mapping[str, str], name: str) -> int:
 
 def job_context(env: Optional[Mapping[str, str]] = None) -> Optional[JobContext]:
     """The job identity a worker passes to a command job (SWEEP_JOB_ID, SWEEP_SEED,
-    SWEEP_ATTEMPT, SWEEP_EPOCHS, SWEEP_SWEEP) and its parameters (SWEEP_PARAM_<NAME>), or None
-    when SWEEP_JOB_ID is not set (the script was not started by a worker).
+    SWEEP_ATTEMPT, SWEEP_EPOCHS, SWEEP_SWEEP), its parameters (SWEEP_PARAM_<NAME>) and resume
+    state (SWEEP_EPOCHS_STORED, SWEEP_CHECKPOINT_DIR), or None when SWEEP_JOB_ID is not set (the
+    script was not started by a worker).
 
     `env` defaults to `os.environ`. Raises ValueError when a number among them is not one.
     """
@@ -119,4 +186,6 @@ def job_context(env: Optional[Mapping[str, str]] = None) -> Optional[JobContext]
         epochs=_env_int(env, "SWEEP_EPOCHS"),
         sweep=env.get("SWEEP_SWEEP", ""),
         params=dict(sorted(params.items())),
+        epochs_stored=_env_int(env, "SWEEP_EPOCHS_STORED") if env.get("SWEEP_EPOCHS_STORED") else 0,
+        checkpoint_dir=Path(env["SWEEP_CHECKPOINT_DIR"]) if env.get("SWEEP_CHECKPOINT_DIR") else None,
     )

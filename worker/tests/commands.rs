@@ -1,0 +1,141 @@
+//! Command sweeps end to end (a coordinator on 127.0.0.1, worker agents in this process): only a
+//! worker that allows commands runs them, and a command job stopped on one worker continues on
+//! another from the checkpoint the program itself wrote, each epoch stored once.
+
+mod cluster;
+
+use std::time::Duration;
+
+use cluster::{client, start_agent, start_server, wait_for};
+use sweep_proto::pb::{GetJobRequest, GetSweepRequest, ListJobsRequest, SubmitSweepRequest, SweepSpec};
+use worker::agent::{CheckpointSettings, CheckpointTarget, Commands};
+
+fn start_worker(addr: std::net::SocketAddr) -> cluster::Agent {
+    start_agent(addr, "test-worker", None, Commands::Refuse)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sweep_runs_only_on_a_worker_that_allows_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let mut c = client(server.addr).await;
+    // Braces of the JSON are doubled: single ones name parameters.
+    let template =
+        r#"sh -c 'for e in 1 2 3; do echo "{{\"epoch\": $e, \"loss\": {lr}, \"step\": $e}}"; done'"#;
+    let spec = SweepSpec {
+        name: "byo".into(),
+        seeds: vec![0],
+        epochs: 3,
+        command: Some(sweep_proto::pb::CommandSpec {
+            template: template.into(),
+            grid: [(
+                "lr".to_string(),
+                sweep_proto::pb::ParamValues { values: vec!["0.5".into(), "0.25".into()] },
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        objective: Some(sweep_proto::pb::Objective { metric: "step".into(), mode: 2 }),
+        ..Default::default()
+    };
+    c.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await.unwrap();
+    let (stop_builtin, builtin) = start_worker(server.addr);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = c.get_sweep(GetSweepRequest { sweep: "byo".into() }).await.unwrap().into_inner();
+    assert_eq!(s.queued, 2, "a worker without --allow-commands leases no command job");
+
+    // Command jobs only: no data set, no training runner.
+    let (stop, agent) = start_agent(server.addr, "cmd-worker", None, Commands::Only);
+    let s = wait_for(server.addr, "byo", Duration::from_secs(60), |s| s.succeeded == 2).await;
+    assert_eq!((s.epochs_done, s.failed), (6, 0));
+    let jobs = c.list_jobs(ListJobsRequest { sweep: "byo".into(), ..Default::default() }).await.unwrap();
+    for job in jobs.into_inner().jobs {
+        assert_eq!(job.worker_id, "cmd-worker");
+        // The objective is step, minimised: epoch 1.
+        assert_eq!((job.best_value, job.best_epoch), (1.0, 1), "{job:?}");
+        let detail = c.get_job(GetJobRequest { job_id: job.id }).await.unwrap().into_inner();
+        let lr: f64 = job.variant.strip_prefix("lr=").unwrap().parse().unwrap();
+        for (i, e) in detail.epochs.iter().enumerate() {
+            assert_eq!((e.epoch, e.values["loss"], e.values["step"]), (i as u32 + 1, lr, (i + 1) as f64));
+            assert_eq!(e.val_acc, None);
+        }
+    }
+    for (stop, agent) in [(stop, agent), (stop_builtin, builtin)] {
+        stop.send(true).unwrap();
+        agent.await.unwrap().unwrap();
+    }
+    server.shutdown().await;
+}
+
+/// Keeps a checkpoint per epoch in $SWEEP_CHECKPOINT_DIR and resumes from the newest one the
+/// coordinator has epochs up to, reporting where it resumed from with every epoch.
+const RESUMING_SCRIPT: &str = r#"dir="$SWEEP_CHECKPOINT_DIR"
+[ -d "$dir" ] || { echo "no SWEEP_CHECKPOINT_DIR" >&2; exit 2; }
+start=0
+for f in "$dir"/ckpt-*; do
+  [ -e "$f" ] || continue
+  c=${f##*/ckpt-}
+  if [ "$c" -le "$SWEEP_EPOCHS_STORED" ] && [ "$c" -gt "$start" ]; then start=$c; fi
+done
+e=$start
+while [ "$e" -lt "$SWEEP_EPOCHS" ]; do
+  e=$((e + 1))
+  sleep 0.5
+  touch "$dir/ckpt-$e"
+  echo "{\"epoch\": $e, \"resumed_from\": $start, \"lr\": $1}"
+done
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_command_job_continues_on_another_worker_from_its_own_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let script = dir.path().join("train.sh");
+    std::fs::write(&script, RESUMING_SCRIPT).unwrap();
+    let shared = dir.path().join("checkpoints");
+    let checkpoints = CheckpointSettings { target: CheckpointTarget::Directory(shared.clone()), every: 1 };
+    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let mut c = client(server.addr).await;
+    let spec = SweepSpec {
+        name: "resume".into(),
+        seeds: vec![0],
+        epochs: 8,
+        command: Some(sweep_proto::pb::CommandSpec {
+            template: format!("sh {} {{lr}}", script.display()),
+            grid: [("lr".to_string(), sweep_proto::pb::ParamValues { values: vec!["0.5".into()] })].into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    c.submit_sweep(SubmitSweepRequest { spec: Some(spec) }).await.unwrap();
+
+    let (stop, agent) = start_agent(server.addr, "worker-a", Some(checkpoints.clone()), Commands::Only);
+    wait_for(server.addr, "resume", Duration::from_secs(60), |s| s.epochs_done >= 2).await;
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    let jobs = c.list_jobs(ListJobsRequest { sweep: "resume".into(), ..Default::default() }).await.unwrap();
+    let job = jobs.into_inner().jobs[0].clone();
+    assert_eq!(job.state, sweep_proto::pb::JobState::Queued as i32, "handed back at a graceful stop");
+    let handed_back = job.epochs_done;
+    assert!((2..8).contains(&handed_back), "{handed_back}");
+    let job_dir = shared.join("resume").join(format!("job-{}", job.id));
+    assert!(job_dir.join(format!("ckpt-{handed_back}")).exists(), "the program's checkpoint is kept");
+
+    let (stop, agent) = start_agent(server.addr, "worker-b", Some(checkpoints), Commands::Only);
+    let s = wait_for(server.addr, "resume", Duration::from_secs(60), |s| s.succeeded == 1).await;
+    assert_eq!((s.epochs_done, s.failed), (8, 0));
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    let detail = c.get_job(GetJobRequest { job_id: job.id }).await.unwrap().into_inner();
+    assert_eq!(detail.job.unwrap().worker_id, "worker-b");
+    let epochs: Vec<u32> = detail.epochs.iter().map(|e| e.epoch).collect();
+    assert_eq!(epochs, (1..=8).collect::<Vec<_>>(), "each epoch once");
+    for e in &detail.epochs {
+        let resumed_from = if e.epoch <= handed_back { 0.0 } else { f64::from(handed_back) };
+        assert_eq!(e.values["resumed_from"], resumed_from, "epoch {}", e.epoch);
+        assert_eq!(e.values["lr"], 0.5);
+    }
+    assert!(!job_dir.exists(), "a succeeded job's checkpoints are removed");
+    server.shutdown().await;
+}
