@@ -8,7 +8,8 @@
 //! Choice of jobs: statistics, tests and box plots use **succeeded** jobs only, one per seed (a
 //! second succeeded job of the same variant and seed trains identically and is ignored). Running
 //! jobs that already stored an epoch are kept apart as "running (best so far)" points and rows;
-//! queued, failed and cancelled jobs are only counted. All accuracies here are percentages (0–100).
+//! queued, failed and cancelled jobs are only counted. Values here are the input's [`Measure`] as
+//! shown (accuracies in %, 0–100).
 
 pub mod attempts;
 pub mod claims;
@@ -25,7 +26,7 @@ pub use noise::{NoiseFloor, NoiseVersusSeeds};
 pub use seed_sets::{SeedSetAnalysis, SeedSetKind, Selection};
 
 use crate::construction;
-use crate::input::{EpochRow, JobRow, ReportInput};
+use crate::input::{EpochRow, JobRow, Measure, ReportInput};
 use crate::stats::{self, Describe};
 
 /// Significance level for the tests and the spread claim; the 95% CIs the claims use match it.
@@ -60,16 +61,16 @@ impl StateCounts {
     }
 }
 
-/// One succeeded job reduced to its accuracies (%).
+/// One succeeded job reduced to its measure (as shown).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinishedJob {
     pub seed: u64,
     pub job_id: i64,
-    /// Best validation accuracy over the epochs: the experiment's headline value.
+    /// Best value of the measure over the epochs: the headline value.
     pub best: f64,
-    /// Validation accuracy of the last stored epoch; `None` without epoch rows.
+    /// The measure in the last stored epoch; `None` without epoch rows.
     pub final_epoch: Option<f64>,
-    /// Mean validation accuracy of the last [`LAST_EPOCHS`] stored epochs; `None` without rows.
+    /// Mean of the measure over the last [`LAST_EPOCHS`] stored epochs; `None` without rows.
     pub last_epochs_mean: Option<f64>,
 }
 
@@ -239,43 +240,42 @@ pub fn variant_order(input: &ReportInput) -> Vec<String> {
     names
 }
 
-fn percent(fraction: f64) -> f64 {
-    fraction * 100.0
-}
-
-/// (final-epoch, last-epochs mean) validation accuracy (%) of one job's stored epochs.
-fn epoch_summaries(epochs: Option<&Vec<&EpochRow>>) -> (Option<f64>, Option<f64>) {
+/// (final-epoch, last-epochs mean) value of the measure in one job's stored epochs.
+fn epoch_summaries(epochs: Option<&Vec<&EpochRow>>, measure: &Measure) -> (Option<f64>, Option<f64>) {
     let Some(epochs) = epochs.filter(|e| !e.is_empty()) else {
         return (None, None);
     };
     let mut sorted: Vec<&EpochRow> = epochs.clone();
     sorted.sort_by_key(|e| e.epoch);
-    let last: Vec<f64> = sorted.iter().rev().take(LAST_EPOCHS).map(|e| percent(e.val_acc)).collect();
-    (sorted.last().map(|e| percent(e.val_acc)), stats::mean(&last))
+    let shown = |e: &&EpochRow| measure.show(e.measured());
+    let last: Vec<f64> = sorted.iter().rev().take(LAST_EPOCHS).map(shown).collect();
+    (sorted.last().map(shown), stats::mean(&last))
 }
 
 fn variant_results(
     name: &str,
     jobs: &[&JobRow],
     epochs_by_job: &HashMap<i64, Vec<&EpochRow>>,
+    measure: &Measure,
 ) -> VariantResults {
     let mut states = StateCounts::default();
     let mut finished = Vec::new();
     let mut running_best = Vec::new();
     for job in jobs {
         states.add(&job.state);
-        match (job.state.as_str(), job.best_val_acc) {
+        match (job.state.as_str(), job.best_value) {
             ("succeeded", Some(best)) => {
-                let (final_epoch, last_epochs_mean) = epoch_summaries(epochs_by_job.get(&job.job_id));
+                let (final_epoch, last_epochs_mean) =
+                    epoch_summaries(epochs_by_job.get(&job.job_id), measure);
                 finished.push(FinishedJob {
                     seed: job.seed,
                     job_id: job.job_id,
-                    best: percent(best),
+                    best: measure.show(best),
                     final_epoch,
                     last_epochs_mean,
                 });
             }
-            ("running", Some(best)) => running_best.push((job.seed, percent(best))),
+            ("running", Some(best)) => running_best.push((job.seed, measure.show(best))),
             _ => {}
         }
     }
@@ -298,7 +298,7 @@ pub fn analyse(input: &ReportInput) -> Analysis {
         .iter()
         .map(|name| {
             let jobs = jobs_by_variant.get(name.as_str()).map_or(&[][..], |j| j.as_slice());
-            variant_results(name, jobs, &epochs_by_job)
+            variant_results(name, jobs, &epochs_by_job, &input.measure)
         })
         .collect();
     let mut states = StateCounts::default();
@@ -309,7 +309,11 @@ pub fn analyse(input: &ReportInput) -> Analysis {
         .filter(|v| construction::trains_like(v, baseline, &input.learning_rates))
         .cloned()
         .collect();
-    let seed_sets = seed_sets::analyse_seed_sets(&variants, baseline, &trains_like_baseline);
+    let mut seed_sets = seed_sets::analyse_seed_sets(&variants, baseline, &trains_like_baseline);
+    if !input.measure.is_validation_accuracy() {
+        // The experiment's claims are about accuracy points.
+        seed_sets.iter_mut().for_each(|set| set.claims.clear());
+    }
     let attempts = attempts::summarise(input, &order);
     Analysis { variants, baseline: baseline.clone(), seed_sets, states, trains_like_baseline, attempts }
 }

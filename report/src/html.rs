@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use crate::analysis::{Analysis, SeedSetAnalysis, SeedSetKind, Verdict};
-use crate::input::ReportInput;
+use crate::input::{Measure, ReportInput};
 use crate::plots::boxplot::MIN_N_FOR_BOX;
 use crate::summary::{self, TextTable};
 use crate::tables::{is_unsafe_char, jobs_in_display_order};
@@ -95,6 +95,9 @@ fn verdict_class(verdict: Verdict) -> &'static str {
 fn jobs_table(input: &ReportInput, analysis: &Analysis) -> TextTable {
     let order: Vec<String> = analysis.variants.iter().map(|v| v.name.clone()).collect();
     let pct = |x: Option<f64>| x.map_or_else(|| "–".to_string(), |x| format!("{:.2}", x * 100.0));
+    let measure = &input.measure;
+    let d = measure.decimals();
+    let best = |x: Option<f64>| x.map_or_else(|| "–".to_string(), |x| format!("{:.d$}", measure.show(x)));
     let rows = jobs_in_display_order(input, &order)
         .into_iter()
         .map(|j| {
@@ -103,7 +106,7 @@ fn jobs_table(input: &ReportInput, analysis: &Analysis) -> TextTable {
                 j.seed.to_string(),
                 j.state.clone(),
                 format!("{}/{}", j.epochs_done, j.epochs),
-                pct(j.best_val_acc),
+                best(j.best_value),
                 j.best_epoch.map_or_else(|| "–".to_string(), |e| e.to_string()),
                 pct(j.final_train_acc),
                 pct(j.final_val_acc),
@@ -113,12 +116,13 @@ fn jobs_table(input: &ReportInput, analysis: &Analysis) -> TextTable {
             ]
         })
         .collect();
+    let best_header = format!("best {}{}", measure.metric, measure.unit());
     let header = [
         "variant",
         "seed",
         "state",
         "epochs",
-        "best val acc (%)",
+        best_header.as_str(),
         "best epoch",
         "final train acc (%)",
         "final val acc (%)",
@@ -160,7 +164,7 @@ fn reproducibility(out: &mut String, input: &ReportInput) {
     let _ = writeln!(out, "<pre class=\"spec\">{}</pre>", escape(&input.spec_json));
 }
 
-fn seed_set_section(out: &mut String, set: &SeedSetAnalysis, baseline: &str, svg: &str) {
+fn seed_set_section(out: &mut String, set: &SeedSetAnalysis, baseline: &str, svg: &str, measure: &Measure) {
     let _ = writeln!(out, "<h2>{}</h2>\n<figure>", rich(&set.title()));
     out.push_str(strip_xml_declaration(svg));
     let files = match set.kind {
@@ -190,15 +194,16 @@ fn seed_set_section(out: &mut String, set: &SeedSetAnalysis, baseline: &str, svg
             escape(baseline)
         );
     }
-    out.push_str("</figcaption>\n</figure>\n<h3>Best validation accuracy per variant (%)</h3>\n");
-    html_table(out, &summary::variant_table(set), |_| None);
-    out.push_str("<h3>Best-epoch, final-epoch and last-epochs validation accuracy (%)</h3>\n<p>Mean ± sample sd over the set's seeds.</p>\n");
-    html_table(out, &summary::epoch_table(set), |_| None);
+    let [best, epochs] = summary::value_headings(measure);
+    let _ = writeln!(out, "</figcaption>\n</figure>\n<h3>{}</h3>", escape(&best));
+    html_table(out, &summary::variant_table(set, measure), |_| None);
+    let _ = writeln!(out, "<h3>{}</h3>\n<p>Mean ± sample sd over the set's seeds.</p>", escape(&epochs));
+    html_table(out, &summary::epoch_table(set, measure), |_| None);
     let _ = writeln!(out, "<h3>Against the baseline <code>{}</code></h3>", escape(baseline));
     if set.comparisons.is_empty() {
         out.push_str("<p>No other variants.</p>\n");
     } else {
-        html_table(out, &summary::comparison_table(set), |_| None);
+        html_table(out, &summary::comparison_table(set, measure), |_| None);
     }
     if let Some(table) = summary::noise_floor_table(set) {
         out.push_str("<h3>Run-to-run nondeterminism: the noise floor</h3>\n");
@@ -209,7 +214,9 @@ fn seed_set_section(out: &mut String, set: &SeedSetAnalysis, baseline: &str, svg
         }
     }
     out.push_str("<h3>The experiment's claims</h3>\n<ul class=\"claims\">\n");
-    if set.claims.is_empty() {
+    if !measure.is_validation_accuracy() {
+        let _ = writeln!(out, "<li>{}</li>", rich(&summary::no_claims_text(measure)));
+    } else if set.claims.is_empty() {
         out.push_str("<li>No claim is about the variants of this set.</li>\n");
     }
     for claim in &set.claims {
@@ -258,25 +265,28 @@ pub fn render_html(input: &ReportInput, analysis: &Analysis, figures: &Figures) 
             SeedSetKind::Balanced => Some(&figures.boxplot_svg),
             SeedSetKind::Extended => figures.boxplot_extended_svg.as_ref(),
         };
-        seed_set_section(&mut out, set, &analysis.baseline, svg.map_or("", |s| s.as_str()));
+        seed_set_section(&mut out, set, &analysis.baseline, svg.map_or("", |s| s.as_str()), &input.measure);
     }
 
     out.push_str("<h2>Learning curves</h2>\n<figure>\n");
     out.push_str(strip_xml_declaration(&figures.curves_svg));
-    out.push_str(
-        "\n<figcaption>Mean over finished seeds per epoch; solid: validation, dotted: training; shaded band: \
-         ±1 sample sd across seeds; thin faint lines: running jobs' validation accuracy. The right panel (when present) zooms on the \
-         validation curves of the second half of the epochs. \
-         Files: <a href=\"curves.svg\">curves.svg</a>, <a href=\"curves.png\">curves.png</a>.</figcaption>\n</figure>\n",
+    let label = escape(&input.measure.label);
+    let _ = writeln!(
+        out,
+        "\n<figcaption>Mean over finished seeds per epoch; solid: {label}, dotted (where there is one): its training \
+         counterpart; shaded band: ±1 sample sd across seeds; thin faint lines: running jobs' {label}. The right \
+         panel (when present) zooms on the {label} curves of the second half of the epochs. \
+         Files: <a href=\"curves.svg\">curves.svg</a>, <a href=\"curves.png\">curves.png</a>.</figcaption>\n</figure>",
     );
-    out.push_str(
+    let _ = writeln!(
+        out,
         "<figure>\n<img src=\"curves.gif\" alt=\"Animated learning curves of every run\">\n<figcaption>Every run \
-         (succeeded and running jobs), coloured by variant, growing epoch by epoch: validation accuracy solid, training \
-         accuracy dotted. File: <a href=\"curves.gif\">curves.gif</a>.</figcaption>\n</figure>\n",
+         (succeeded and running jobs), coloured by variant, growing epoch by epoch: {label} solid, its training \
+         counterpart dotted. File: <a href=\"curves.gif\">curves.gif</a>.</figcaption>\n</figure>",
     );
 
     out.push_str("<h2>Methods</h2>\n");
-    for paragraph in summary::methods_text(&analysis.baseline) {
+    for paragraph in summary::methods_text(&analysis.baseline, &input.measure) {
         let _ = writeln!(out, "<p>{}</p>", rich(&paragraph));
     }
     out.push_str("<h2>Jobs</h2>\n");

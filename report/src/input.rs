@@ -25,6 +25,96 @@ pub struct ReportInput {
     #[serde(default)]
     pub learning_rates: BTreeMap<String, f64>,
     pub provenance: Provenance,
+    /// What the report compares: the best validation accuracy unless the sweep ranks its jobs by
+    /// another metric.
+    #[serde(default)]
+    pub measure: Measure,
+}
+
+/// The metric a report ranks epochs by and compares across variants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measure {
+    /// Its name in the stored epochs (`val_acc`, `val_loss`, `top5`).
+    pub metric: String,
+    /// How titles and tables name it ("validation accuracy").
+    pub label: String,
+    /// Higher is better (else lower).
+    pub maximize: bool,
+    /// Stored as a fraction, shown as a percentage.
+    pub percent: bool,
+}
+
+impl Default for Measure {
+    fn default() -> Self {
+        Measure::of("val_acc", true)
+    }
+}
+
+impl Measure {
+    /// `metric` ranked in the given direction; the accuracies the workers report are fractions
+    /// shown in %, every other metric as it is.
+    pub fn of(metric: &str, maximize: bool) -> Self {
+        let (label, percent) = match metric {
+            "val_acc" => ("validation accuracy", true),
+            "train_acc" => ("training accuracy", true),
+            "val_loss" => ("validation loss", false),
+            "train_loss" => ("training loss", false),
+            other => (other, false),
+        };
+        Measure { metric: metric.to_owned(), label: label.to_owned(), maximize, percent }
+    }
+
+    /// The experiment's own measure: its claims are about the best validation accuracy.
+    pub fn is_validation_accuracy(&self) -> bool {
+        self.metric == "val_acc" && self.maximize && self.percent
+    }
+
+    /// A stored value as the report shows it (× 100 for a percentage).
+    pub fn show(&self, value: f64) -> f64 {
+        if self.percent { value * 100.0 } else { value }
+    }
+
+    /// Decimals of a shown value in the tables: hundredths of a point for a percentage, four for
+    /// any other metric (a loss moves in its third decimal).
+    pub fn decimals(&self) -> usize {
+        if self.percent { 2 } else { 4 }
+    }
+
+    /// " (%)" after a percentage's name, nothing otherwise.
+    pub fn unit(&self) -> &'static str {
+        if self.percent { " (%)" } else { "" }
+    }
+
+    /// "best validation accuracy", "lowest validation loss".
+    pub fn best_label(&self) -> String {
+        let best = if self.maximize { "best" } else { "lowest" };
+        format!("{best} {}", self.label)
+    }
+
+    /// The training-set metric drawn beside the measure in the curves: `train_acc` beside
+    /// `val_acc`, `train_loss` beside `val_loss`; `None` for another measure or a missing value.
+    pub fn training(&self, epoch: &EpochRow) -> Option<f64> {
+        let value = match self.metric.as_str() {
+            "val_acc" => epoch.train_acc,
+            "val_loss" => epoch.train_loss,
+            _ => return None,
+        };
+        value.is_finite().then_some(value)
+    }
+
+    /// What the curves' axis says of the measure and its training counterpart together.
+    pub fn family(&self) -> &str {
+        match self.metric.as_str() {
+            "val_acc" | "train_acc" => "accuracy",
+            "val_loss" | "train_loss" => "loss",
+            _ => &self.label,
+        }
+    }
+
+    /// The range a shown value cannot leave: [0, 100] for a percentage.
+    pub fn bounds(&self) -> (f64, f64) {
+        if self.percent { (0.0, 100.0) } else { (f64::NEG_INFINITY, f64::INFINITY) }
+    }
 }
 
 /// One job of the sweep. Accuracies are fractions in [0, 1].
@@ -37,8 +127,10 @@ pub struct JobRow {
     pub state: String,
     pub epochs: u32,
     pub epochs_done: u32,
-    /// `None` until the job stored an epoch.
-    pub best_val_acc: Option<f64>,
+    /// The best value of the report's [`Measure`] over the job's epochs (as stored: a fraction
+    /// for an accuracy); `None` until the job stored an epoch.
+    #[serde(alias = "best_val_acc")]
+    pub best_value: Option<f64>,
     pub best_epoch: Option<u32>,
     pub final_train_acc: Option<f64>,
     pub final_val_acc: Option<f64>,
@@ -72,6 +164,16 @@ pub struct EpochRow {
     /// The attempt that stored it; 0 when not known.
     #[serde(default)]
     pub attempt: u32,
+    /// The report's [`Measure`] in this epoch where it is not `val_acc`.
+    #[serde(default)]
+    pub value: Option<f64>,
+}
+
+impl EpochRow {
+    /// The report's measure in this epoch (as stored).
+    pub fn measured(&self) -> f64 {
+        self.value.unwrap_or(self.val_acc)
+    }
 }
 
 /// The reproducibility block.

@@ -18,7 +18,7 @@ pub mod tables;
 
 use std::path::{Path, PathBuf};
 
-pub use input::{EpochRow, JobRow, Provenance, ReportInput};
+pub use input::{EpochRow, JobRow, Measure, Provenance, ReportInput};
 
 use plots::animation::CurvesAnimation;
 use plots::boxplot::BoxPlotFigure;
@@ -120,10 +120,19 @@ pub fn live_figures(input: &ReportInput) -> Result<LiveFigures, ReportError> {
     let analysis = analysis::analyse(input);
     let order: Vec<String> = analysis.variants.iter().map(|v| v.name.clone()).collect();
     let baseline = &input.baseline_variant;
-    let boxplot = BoxPlotFigure::from_seed_set(&input.sweep, analysis.main_set(), &order, baseline);
+    let boxplot =
+        BoxPlotFigure::from_seed_set(&input.sweep, analysis.main_set(), &order, baseline, &input.measure);
     let boxplot_extended_svg = analysis
         .extended_set()
-        .map(|set| plots::render_svg(&BoxPlotFigure::from_seed_set(&input.sweep, set, &order, baseline)))
+        .map(|set| {
+            plots::render_svg(&BoxPlotFigure::from_seed_set(
+                &input.sweep,
+                set,
+                &order,
+                baseline,
+                &input.measure,
+            ))
+        })
         .transpose()?;
     Ok(LiveFigures {
         boxplot_svg: plots::render_svg(&boxplot)?,
@@ -147,12 +156,13 @@ pub fn write_report(input: &ReportInput, out_dir: &Path) -> Result<ReportFiles, 
     let order: Vec<String> = analysis.variants.iter().map(|v| v.name.clone()).collect();
     let baseline = &input.baseline_variant;
 
-    let boxplot = BoxPlotFigure::from_seed_set(&input.sweep, analysis.main_set(), &order, baseline);
+    let boxplot =
+        BoxPlotFigure::from_seed_set(&input.sweep, analysis.main_set(), &order, baseline, &input.measure);
     plots::render_svg_and_png(&boxplot, &files.boxplot_svg, &files.boxplot_png)?;
     let mut extended_svg = None;
     match (analysis.extended_set(), &files.boxplot_extended_svg, &files.boxplot_extended_png) {
         (Some(set), Some(svg), Some(png)) => {
-            let figure = BoxPlotFigure::from_seed_set(&input.sweep, set, &order, baseline);
+            let figure = BoxPlotFigure::from_seed_set(&input.sweep, set, &order, baseline, &input.measure);
             plots::render_svg_and_png(&figure, svg, png)?;
             extended_svg = Some(read_text(svg)?);
         }

@@ -21,7 +21,7 @@ use crate::analysis::{
     SweepDesign,
 };
 use crate::construction::ZERO_GRADIENT_TERM_VARIANTS;
-use crate::input::{Provenance, ReportInput};
+use crate::input::{Measure, Provenance, ReportInput};
 use crate::plots::boxplot::MIN_N_FOR_BOX;
 use crate::stats::{MANN_WHITNEY_EXACT_MAX_N, WILCOXON_EXACT_MAX_N};
 
@@ -92,25 +92,51 @@ pub fn identical_note(analysis: &Analysis) -> Option<String> {
     ))
 }
 
-/// The methods paragraphs (also shown in the HTML page).
-pub fn methods_text(baseline: &str) -> Vec<String> {
-    vec![
-        "Statistics, tests and boxes use succeeded jobs only, one per seed. Running jobs' best-so-far values are \
-         listed and plotted separately (crosses in the box plot, thin curves) and enter no statistic."
-            .to_string(),
+/// The methods paragraphs (also shown in the HTML page); the experiment's own (identical training,
+/// claims) only where the report measures validation accuracy.
+pub fn methods_text(baseline: &str, measure: &Measure) -> Vec<String> {
+    let accuracy = measure.is_validation_accuracy();
+    let headline = if accuracy {
         format!(
             "The headline value of a job is its best validation accuracy over all epochs (in %). The validation set \
              is CIFAR-10's test set, so choosing the best epoch on it is optimistic, as in the original experiment; \
              the final-epoch accuracy and the mean of the last {LAST_EPOCHS} epochs (all epochs if fewer) are shown \
              beside it as less optimistic measures."
+        )
+    } else {
+        format!(
+            "The headline value of a job is its {} over all epochs (`{}`, {} is better{}), the sweep's objective. \
+             Choosing the best epoch on a validation set is optimistic; the value in the final epoch and the mean \
+             of the last {LAST_EPOCHS} epochs (all epochs if fewer) are shown beside it as less optimistic measures.",
+            measure.best_label(),
+            measure.metric,
+            if measure.maximize { "higher" } else { "lower" },
+            if measure.percent { ", in %" } else { "" },
+        )
+    };
+    let bounds = if measure.percent {
+        "the 95% CI of the mean uses Student's t and is clipped to 0–100 %"
+    } else {
+        "the 95% CI of the mean uses Student's t"
+    };
+    let chance = if measure.percent { "; the dashed line marks chance (10 %)" } else { "" };
+    let points = match (measure.percent, measure.maximize) {
+        (true, _) => "in points",
+        (false, true) => "(positive: the variant is higher, better)",
+        (false, false) => "(negative: the variant is lower, better)",
+    };
+    let mut paragraphs = vec![
+        "Statistics, tests and boxes use succeeded jobs only, one per seed. Running jobs' best-so-far values are \
+         listed and plotted separately (crosses in the box plot, thin curves) and enter no statistic."
+            .to_string(),
+        headline,
+        format!(
+            "std is the sample standard deviation (n − 1); {bounds}; quartiles interpolate linearly (NumPy \
+             default); boxes are drawn for n ≥ {MIN_N_FOR_BOX} only, whiskers reach the furthest value within \
+             1.5 IQR of the box{chance}."
         ),
         format!(
-            "std is the sample standard deviation (n − 1); the 95% CI of the mean uses Student's t and is clipped to \
-             0–100 %; quartiles interpolate linearly (NumPy default); boxes are drawn for n ≥ {MIN_N_FOR_BOX} only, \
-             whiskers reach the furthest value within 1.5 IQR of the box; the dashed line marks chance (10 %)."
-        ),
-        format!(
-            "Each variant is compared with the baseline `{baseline}`, Δ = variant − baseline in points. Jobs with \
+            "Each variant is compared with the baseline `{baseline}`, Δ = variant − baseline {points}. Jobs with \
              equal seeds share initial weights and data order, so a comparison is paired when all seeds of both \
              groups pair up, or when at least {MIN_SEEDS_FOR_CLAIM} do (then only the paired seeds enter and the \
              others are listed as left out). Paired: paired t-test (df = n − 1) and Wilcoxon signed-rank test \
@@ -122,38 +148,45 @@ pub fn methods_text(baseline: &str) -> Vec<String> {
              construction (bit for bit) and no test is run. Effect sizes: Hedges' g = Cohen's d (pooled sd) × \
              (1 − 3/(4(n₁+n₂) − 9)); Cliff's δ = P(x > y) − P(x < y)."
         ),
-        format!(
-            "Identical training by construction: {} add to the cross-entropy a term with zero gradient, so with \
-             shared seeds (same initial weights and data order) and the same learning rate as the baseline they \
-             take exactly its steps in exact arithmetic. Any difference from it can only be run-to-run \
-             nondeterminism, so it is not tested: GPU kernels are chosen per machine by autotuning, so runs on \
-             different machines or builds sum in a different order and can drift apart from the first epochs on, \
-             while runs on the same machine and build agree bit for bit. The paired differences Δ (mean, sd, \
-             max |Δ|, number of pairs and of pairs equal bit for bit) are reported as the noise floor of this \
-             run-to-run nondeterminism, and its sd is set against √2 × the baseline's seed-to-seed sd (the sd of the difference between two runs with \
-             different seeds). A variant counts as such only when its learning rate is known to equal the \
-             baseline's and its seeds pair up with the baseline's.",
-            ZERO_GRADIENT_TERM_VARIANTS.map(|v| format!("`{v}`")).join(" and ")
-        ),
-        format!(
-            "Claims are judged on the 95% CI of Δ from the t-test (paired or Welch), at α = {ALPHA}. \"Natural \
-             SoftMax beats Normal by 1–2 points\": supported if the whole CI is above 0 and Δ (to two decimals) is within \
-             1–2; partly supported if the CI is above 0 but Δ is outside 1–2; contradicted if the whole CI is below 0; otherwise \
-             not supported. \"… is worse than the baseline\": supported if the whole CI is below 0, contradicted if \
-             above 0, otherwise not supported. \"Multiple SoftMax only widens the spread\": contradicted if the CI \
-             excludes 0; supported only if the CI lies within ±{EQUIVALENCE_MARGIN} points (same mean) and the spread \
-             is significantly wider (one-sided Pitman-Morgan test when paired, F-test when unpaired); otherwise not \
-             supported. A variant identical to the baseline bit for bit supports none of them; a claim about a \
-             variant that trains like the baseline by construction but differs from it is judged \"identical \
-             training by construction: the measured Δ is nondeterminism\", whatever its Δ. With fewer than \
-             {MIN_SEEDS_FOR_CLAIM} pairs (or seeds per group) a claim is \"too few seeds to say\". No correction \
-             for multiple comparisons is applied."
-        ),
+    ];
+    if accuracy {
+        paragraphs.extend([
+            format!(
+                "Identical training by construction: {} add to the cross-entropy a term with zero gradient, so with \
+                 shared seeds (same initial weights and data order) and the same learning rate as the baseline they \
+                 take exactly its steps in exact arithmetic. Any difference from it can only be run-to-run \
+                 nondeterminism, so it is not tested: GPU kernels are chosen per machine by autotuning, so runs on \
+                 different machines or builds sum in a different order and can drift apart from the first epochs on, \
+                 while runs on the same machine and build agree bit for bit. The paired differences Δ (mean, sd, \
+                 max |Δ|, number of pairs and of pairs equal bit for bit) are reported as the noise floor of this \
+                 run-to-run nondeterminism, and its sd is set against √2 × the baseline's seed-to-seed sd (the sd of the difference between two runs with \
+                 different seeds). A variant counts as such only when its learning rate is known to equal the \
+                 baseline's and its seeds pair up with the baseline's.",
+                ZERO_GRADIENT_TERM_VARIANTS.map(|v| format!("`{v}`")).join(" and ")
+            ),
+            format!(
+                "Claims are judged on the 95% CI of Δ from the t-test (paired or Welch), at α = {ALPHA}. \"Natural \
+                 SoftMax beats Normal by 1–2 points\": supported if the whole CI is above 0 and Δ (to two decimals) is within \
+                 1–2; partly supported if the CI is above 0 but Δ is outside 1–2; contradicted if the whole CI is below 0; otherwise \
+                 not supported. \"… is worse than the baseline\": supported if the whole CI is below 0, contradicted if \
+                 above 0, otherwise not supported. \"Multiple SoftMax only widens the spread\": contradicted if the CI \
+                 excludes 0; supported only if the CI lies within ±{EQUIVALENCE_MARGIN} points (same mean) and the spread \
+                 is significantly wider (one-sided Pitman-Morgan test when paired, F-test when unpaired); otherwise not \
+                 supported. A variant identical to the baseline bit for bit supports none of them; a claim about a \
+                 variant that trains like the baseline by construction but differs from it is judged \"identical \
+                 training by construction: the measured Δ is nondeterminism\", whatever its Δ. With fewer than \
+                 {MIN_SEEDS_FOR_CLAIM} pairs (or seeds per group) a claim is \"too few seeds to say\". No correction \
+                 for multiple comparisons is applied."
+            ),
+        ]);
+    }
+    paragraphs.push(
         "Seed sets: the main set holds the seeds every variant shares (or, when seeds are independent, each \
          variant's lowest seeds, as many as the smallest variant has); when some variants have more finished seeds, \
          an extended set repeats their statistics and claims with all of them, against the baseline."
-            .to_string(),
-    ]
+            .to_string()
+    );
+    paragraphs
 }
 
 /// "Generated … from commit `…`, built with rustc …; burn 0.21.0, …."
@@ -179,24 +212,47 @@ fn markdown_table(out: &mut String, table: &TextTable) {
     }
 }
 
-fn seed_set_markdown(out: &mut String, set: &SeedSetAnalysis, baseline: &str) {
+/// Headings of a seed set's two value tables.
+pub fn value_headings(measure: &Measure) -> [String; 2] {
+    let name = &measure.label;
+    let unit = measure.unit();
+    [
+        format!("{}{unit} per variant", capitalised(&measure.best_label())),
+        format!("The {name} at the best epoch, the final epoch and over the last {LAST_EPOCHS} epochs{unit}"),
+    ]
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |c| c.to_uppercase().chain(chars).collect())
+}
+
+/// Why a seed set has no claims section when the report measures another metric.
+pub fn no_claims_text(measure: &Measure) -> String {
+    format!(
+        "The experiment's claims are about validation accuracy; this report measures the {} (`{}`).",
+        measure.label, measure.metric
+    )
+}
+
+fn seed_set_markdown(out: &mut String, set: &SeedSetAnalysis, baseline: &str, measure: &Measure) {
     let _ = writeln!(out, "## {}\n", set.title());
     let figure = match set.kind {
         SeedSetKind::Balanced => "`boxplot.svg`/`boxplot.png`",
         SeedSetKind::Extended => "`boxplot_extended.svg`/`boxplot_extended.png`",
     };
     let _ = writeln!(out, "Box plot: {figure}.\n");
-    let _ = writeln!(out, "### Best validation accuracy per variant (%)\n");
-    markdown_table(out, &variant_table(set));
-    let _ =
-        writeln!(out, "\n### Best-epoch, final-epoch and last-{LAST_EPOCHS}-epoch validation accuracy (%)\n");
+    let [best, epochs] = value_headings(measure);
+    let _ = writeln!(out, "### {best}\n");
+    markdown_table(out, &variant_table(set, measure));
+    let _ = writeln!(out, "\n### {epochs}\n");
     let _ = writeln!(out, "Mean ± sample sd over the set's seeds.\n");
-    markdown_table(out, &epoch_table(set));
+    markdown_table(out, &epoch_table(set, measure));
     let _ = writeln!(out, "\n### Against the baseline `{baseline}`\n");
     if set.comparisons.is_empty() {
         let _ = writeln!(out, "No other variants.");
     } else {
-        markdown_table(out, &comparison_table(set));
+        markdown_table(out, &comparison_table(set, measure));
     }
     if let Some(table) = noise_floor_table(set) {
         let _ = writeln!(out, "\n### Run-to-run nondeterminism: the noise floor\n");
@@ -207,7 +263,9 @@ fn seed_set_markdown(out: &mut String, set: &SeedSetAnalysis, baseline: &str) {
         }
     }
     let _ = writeln!(out, "\n### The experiment's claims\n");
-    if set.claims.is_empty() {
+    if !measure.is_validation_accuracy() {
+        let _ = writeln!(out, "{}", no_claims_text(measure));
+    } else if set.claims.is_empty() {
         let _ = writeln!(out, "No claim is about the variants of this set.");
     }
     for claim in &set.claims {
@@ -237,22 +295,25 @@ pub fn render_markdown(input: &ReportInput, analysis: &Analysis) -> String {
         let _ = writeln!(out, "{note}\n");
     }
     for set in &analysis.seed_sets {
-        seed_set_markdown(&mut out, set, &analysis.baseline);
+        seed_set_markdown(&mut out, set, &analysis.baseline, &input.measure);
     }
     let _ = writeln!(out, "## Methods\n");
-    for paragraph in methods_text(&analysis.baseline) {
+    for paragraph in methods_text(&analysis.baseline, &input.measure) {
         let _ = writeln!(out, "{paragraph}\n");
     }
     let _ = writeln!(
         out,
-        "Figures: `boxplot.svg`/`boxplot.png` (best validation accuracy per variant, main seed set){}, \
-         `curves.svg`/`curves.png` (mean accuracy per epoch, band = ±1 sd across finished seeds), `curves.gif` \
-         (every run's training and validation accuracy, growing epoch by epoch). Data: `results.csv`, `epochs.csv`.",
+        "Figures: `boxplot.svg`/`boxplot.png` ({} per variant, main seed set){}, \
+         `curves.svg`/`curves.png` (mean {} per epoch, band = ±1 sd across finished seeds), `curves.gif` \
+         (every run's {}, growing epoch by epoch). Data: `results.csv`, `epochs.csv`.",
+        input.measure.best_label(),
         if analysis.extended_set().is_some() {
             ", `boxplot_extended.svg`/`boxplot_extended.png` (extended set)"
         } else {
             ""
-        }
+        },
+        input.measure.label,
+        input.measure.label,
     );
     out
 }

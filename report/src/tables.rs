@@ -2,6 +2,8 @@
 //!
 //! Rows follow the variant display order, then seed, then epoch. Accuracies are written as
 //! percentages (columns end in `_pct`, four decimals); values a job does not have yet are empty.
+//! A report measuring another metric than `val_acc` names its best-value column after it
+//! (`best_val_loss`) and, for a metric without a column of its own, adds one to `epochs.csv`.
 //! `attempts` is the attempt a job is on, `error` its last failure reason, and an epoch's
 //! `attempt` the attempt that stored it (empty when not known). New columns go at the end, so
 //! that readers by position keep working.
@@ -14,7 +16,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::ReportError;
-use crate::input::{EpochRow, JobRow, ReportInput};
+use crate::input::{EpochRow, JobRow, Measure, ReportInput};
 
 /// Header of `results.csv`.
 pub const RESULTS_HEADER: [&str; 14] = [
@@ -57,7 +59,7 @@ struct ResultRecord<'a> {
     state: Cow<'a, str>,
     epochs_done: u32,
     epochs: u32,
-    best_val_acc_pct: Option<String>,
+    best_value: Option<String>,
     best_epoch: Option<u32>,
     final_train_acc_pct: Option<String>,
     final_val_acc_pct: Option<String>,
@@ -80,6 +82,9 @@ struct EpochRecord<'a> {
     wall_seconds: String,
     images_per_sec: String,
     attempt: Option<u32>,
+    /// The measure, where it has no column of its own (else `None`, and no cell).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
 }
 
 /// True for characters that must not reach a file meant for people or their tools: C0 and C1
@@ -107,6 +112,23 @@ pub fn csv_text(text: &str) -> Cow<'_, str> {
 
 fn pct(fraction: f64) -> String {
     format!("{:.4}", fraction * 100.0)
+}
+
+/// The header of `results.csv` for `measure`: the best value's column named after it.
+pub fn results_header(measure: &Measure) -> Vec<String> {
+    let mut header: Vec<String> = RESULTS_HEADER.iter().map(|c| c.to_string()).collect();
+    header[6] = format!("best_{}{}", measure.metric, if measure.percent { "_pct" } else { "" });
+    header
+}
+
+/// A value of the measure as a cell: a percentage with four decimals, anything else in full.
+fn measure_cell(measure: &Measure, value: f64) -> String {
+    if measure.percent { pct(value) } else { value.to_string() }
+}
+
+/// Whether `epochs.csv` needs a column for the measure (its fixed columns do not hold it).
+fn measure_column(measure: &Measure) -> bool {
+    !["train_loss", "train_acc", "val_loss", "val_acc"].contains(&measure.metric.as_str())
 }
 
 /// Position of a variant in display order (unknown variants last, by name).
@@ -149,7 +171,7 @@ pub fn results_csv(
     out: impl std::io::Write,
 ) -> Result<(), csv::Error> {
     let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(out);
-    writer.write_record(RESULTS_HEADER)?;
+    writer.write_record(results_header(&input.measure))?;
     for job in jobs_in_display_order(input, order) {
         let record = ResultRecord {
             job_id: job.job_id,
@@ -158,7 +180,7 @@ pub fn results_csv(
             state: csv_text(&job.state),
             epochs_done: job.epochs_done,
             epochs: job.epochs,
-            best_val_acc_pct: job.best_val_acc.map(pct),
+            best_value: job.best_value.map(|v| measure_cell(&input.measure, v)),
             best_epoch: job.best_epoch,
             final_train_acc_pct: job.final_train_acc.map(pct),
             final_val_acc_pct: job.final_val_acc.map(pct),
@@ -191,7 +213,12 @@ pub fn epochs_csv(input: &ReportInput, order: &[String], out: impl std::io::Writ
         ))
     });
     let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(out);
-    writer.write_record(EPOCHS_HEADER)?;
+    let extra = measure_column(&input.measure);
+    let mut header: Vec<&str> = EPOCHS_HEADER.to_vec();
+    if extra {
+        header.push(&input.measure.metric);
+    }
+    writer.write_record(&header)?;
     for e in epochs {
         let record = EpochRecord {
             job_id: e.job_id,
@@ -205,6 +232,7 @@ pub fn epochs_csv(input: &ReportInput, order: &[String], out: impl std::io::Writ
             wall_seconds: format!("{:.2}", e.wall_seconds),
             images_per_sec: format!("{:.1}", e.images_per_sec),
             attempt: (e.attempt > 0).then_some(e.attempt),
+            value: extra.then(|| e.value.map_or_else(String::new, |v| v.to_string())),
         };
         writer.serialize(record)?;
     }
@@ -247,6 +275,7 @@ mod tests {
             epochs: vec![epoch(1, 1, 1), epoch(2, 1, 2), epoch(2, 2, 0)],
             learning_rates: Default::default(),
             provenance: Default::default(),
+            measure: Default::default(),
         };
         let dir = tempfile::tempdir().unwrap();
         let (results, epochs) = (dir.path().join("results.csv"), dir.path().join("epochs.csv"));

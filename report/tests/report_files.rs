@@ -115,7 +115,7 @@ fn csv_files_have_headers_and_percentages() {
     assert_eq!(header, report::tables::RESULTS_HEADER.join(","));
     assert_eq!(read(&files.epochs_csv).lines().next().unwrap(), report::tables::EPOCHS_HEADER.join(","));
     let first_job = input.jobs.iter().find(|j| j.variant == "natural_hardmax" && j.seed == 0).unwrap();
-    let expected = format!("{:.4}", first_job.best_val_acc.unwrap() * 100.0);
+    let expected = format!("{:.4}", first_job.best_value.unwrap() * 100.0);
     let row = results.lines().nth(1).unwrap();
     assert!(row.starts_with(&format!("{},natural_hardmax,0,succeeded,", first_job.job_id)), "{row}");
     assert!(row.contains(&expected), "{row} lacks {expected}");
@@ -223,7 +223,7 @@ fn running_jobs_are_shown_apart_and_left_out_of_statistics() {
     assert!(svg.contains("natural_softmax (n=2)"));
     assert!(svg.contains("running job, best so far"));
     let running = input.jobs.iter().find(|j| j.variant == "natural_softmax" && j.state == "running").unwrap();
-    let shown = format!("{:.2} (seed {})", running.best_val_acc.unwrap() * 100.0, running.seed);
+    let shown = format!("{:.2} (seed {})", running.best_value.unwrap() * 100.0, running.seed);
     assert!(md.contains(&shown), "running best {shown} missing");
     let analysis = report::analysis::analyse(&input);
     let softmax = analysis.variant("natural_softmax").unwrap();

@@ -120,7 +120,7 @@ mod tests {
             state: "running".into(),
             epochs: 2,
             epochs_done: 1,
-            best_val_acc: Some(0.5),
+            best_value: Some(0.5),
             best_epoch: Some(1),
             final_train_acc: None,
             final_val_acc: None,

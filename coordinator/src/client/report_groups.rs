@@ -1,15 +1,13 @@
 //! A command sweep's jobs as the report's variants: grouped by one parameter (or by their whole
-//! parameter point), one job per group and seed, compared against a baseline group. The report
-//! draws accuracies, so the sweep must rank by `val_acc` (max) and its jobs report `train_acc`
-//! and `val_acc` every epoch.
+//! parameter point), one job per group and seed, compared against a baseline group, on the
+//! sweep's objective (its best value per job, in the objective's direction), which every stored
+//! epoch must report.
 
 use report::ReportInput;
 use sweep_proto::InvalidInput;
 use sweep_proto::domain::label_point;
 use sweep_proto::text::printable;
 
-use crate::client::spec::SpecFile;
-use crate::client::spec_command::Mode;
 use crate::error::{Error, Result};
 
 /// How a command sweep's jobs become the report's variants.
@@ -33,21 +31,16 @@ fn group_of(label: &str, by: Option<&str>) -> Result<String> {
         .ok_or_else(|| refuse(format!("job {} has no parameter {}", printable(label), printable(by))))
 }
 
-/// `input` (read from a command sweep with `spec`) with its jobs and epochs relabelled by group.
-pub fn grouped(mut input: ReportInput, spec: &SpecFile, grouping: &Grouping) -> Result<ReportInput> {
-    let objective = spec.objective.as_ref();
-    if objective.is_some_and(|o| o.metric != "val_acc" || o.mode != Mode::Max) {
+/// `input` (read from a command sweep) with its jobs and epochs relabelled by group.
+pub fn grouped(mut input: ReportInput, grouping: &Grouping) -> Result<ReportInput> {
+    let metric = &input.measure.metric;
+    if let Some(e) = input.epochs.iter().find(|e| !e.measured().is_finite()) {
         return Err(refuse(format!(
-            "{} ranks its jobs by another metric than val_acc (max); the report draws accuracies: \
-             read its metrics with `coordinator export`",
-            printable(&input.sweep)
-        )));
-    }
-    if let Some(e) = input.epochs.iter().find(|e| !(e.train_acc.is_finite() && e.val_acc.is_finite())) {
-        return Err(refuse(format!(
-            "job {} reported no train_acc or val_acc in epoch {}; the report draws both: read its metrics with \
-             `coordinator export`",
-            e.job_id, e.epoch
+            "job {} reported no {} (the sweep's objective) in epoch {}; the report compares it: read the sweep's \
+             metrics with `coordinator export`",
+            e.job_id,
+            printable(metric),
+            e.epoch
         )));
     }
     let by = grouping.by.as_deref();
@@ -89,8 +82,9 @@ pub fn grouped(mut input: ReportInput, spec: &SpecFile, grouping: &Grouping) -> 
 mod tests {
     use report::{EpochRow, JobRow};
 
+    use report::Measure;
+
     use super::*;
-    use crate::client::spec_command::ObjectiveFile;
 
     fn input() -> ReportInput {
         let labels = ["loss=normal,lr=0.001", "loss=natural_softmax,lr=0.001"];
@@ -121,43 +115,45 @@ mod tests {
             epochs,
             learning_rates: Default::default(),
             provenance: Default::default(),
+            measure: Measure::default(),
         }
-    }
-
-    fn spec(metric: &str, mode: Mode) -> SpecFile {
-        SpecFile { objective: Some(ObjectiveFile { metric: metric.into(), mode }), ..Default::default() }
     }
 
     #[test]
     fn jobs_group_by_a_parameter_against_a_chosen_baseline() {
         let by = Grouping { by: Some("loss".into()), baseline: Some("normal".into()) };
-        let out = grouped(input(), &spec("val_acc", Mode::Max), &by).unwrap();
+        let out = grouped(input(), &by).unwrap();
         assert_eq!(out.variants, ["normal", "natural_softmax"]);
         assert_eq!(out.baseline_variant, "normal");
         assert_eq!(out.jobs[2].variant, "natural_softmax");
         assert_eq!(out.epochs[0].variant, "normal");
-        let whole = grouped(input(), &spec("val_acc", Mode::Max), &Grouping::default()).unwrap();
+        let whole = grouped(input(), &Grouping::default()).unwrap();
         assert_eq!(whole.baseline_variant, "loss=normal,lr=0.001");
     }
 
     #[test]
     fn groups_that_do_not_make_a_report_are_refused() {
-        let max = spec("val_acc", Mode::Max);
-        let err = |g: Grouping, s: &SpecFile, i: ReportInput| grouped(i, s, &g).unwrap_err().to_string();
+        let err = |g: Grouping, i: ReportInput| grouped(i, &g).unwrap_err().to_string();
         let by = |p: &str| Grouping { by: Some(p.into()), baseline: None };
-        assert!(err(by("lr"), &max, input()).contains("more than one job of group 0.001 has seed 0"));
-        assert!(err(by("depth"), &max, input()).contains("has no parameter depth"));
+        assert!(err(by("lr"), input()).contains("more than one job of group 0.001 has seed 0"));
+        assert!(err(by("depth"), input()).contains("has no parameter depth"));
         let bad_baseline = Grouping { by: Some("loss".into()), baseline: Some("sgd".into()) };
+        assert!(err(bad_baseline, input()).contains("baseline sgd is not one of normal, natural_softmax"));
+        let mut no_val_acc = input();
+        no_val_acc.epochs[1].val_acc = f64::NAN;
         assert!(
-            err(bad_baseline, &max, input()).contains("baseline sgd is not one of normal, natural_softmax")
+            err(by("loss"), no_val_acc)
+                .contains("job 2 reported no val_acc (the sweep's objective) in epoch 1")
         );
-        assert!(
-            err(by("loss"), &spec("val_loss", Mode::Min), input()).contains("another metric than val_acc")
-        );
-        let mut no_train_acc = input();
-        no_train_acc.epochs[1].train_acc = f64::NAN;
-        assert!(
-            err(by("loss"), &max, no_train_acc).contains("job 2 reported no train_acc or val_acc in epoch 1")
-        );
+        // Ranked by another metric, the report needs that one in every epoch, and no accuracy.
+        let mut by_loss = input();
+        by_loss.measure = Measure::of("val_loss", false);
+        by_loss
+            .epochs
+            .iter_mut()
+            .for_each(|e| (e.val_acc, e.train_acc, e.value) = (f64::NAN, f64::NAN, Some(0.7)));
+        assert!(grouped(by_loss.clone(), &by("loss")).is_ok());
+        by_loss.epochs[3].value = None;
+        assert!(err(by("loss"), by_loss).contains("job 4 reported no val_loss"));
     }
 }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use report::{EpochRow, JobRow, Provenance, ReportFiles, ReportInput};
 use sweep_proto::convert::state_from_wire;
-use sweep_proto::domain::{LossVariant, point_label};
+use sweep_proto::domain::{Direction, LossVariant, point_label};
 use sweep_proto::text::printable;
 use sweep_proto::{SweepSpec, pb};
 
@@ -27,7 +27,7 @@ pub async fn write_sweep_report(
     let input = fetch_report_input(client, sweep).await?;
     let spec: crate::client::SpecFile = serde_json::from_str(&input.spec_json)?;
     let input = match &spec.command {
-        Some(_) => grouped(input, &spec, grouping)?,
+        Some(_) => grouped(input, grouping)?,
         None => input,
     };
     Ok(report::write_report(&input, out_dir)?)
@@ -78,6 +78,8 @@ pub fn report_input(
     let baseline_variant =
         if variants.iter().any(|v| v == baseline) { baseline.to_owned() } else { variants[0].clone() };
 
+    let objective = &spec.objective;
+    let measure = report::Measure::of(&objective.metric, objective.direction == Direction::Max);
     let mut jobs = Vec::new();
     let mut epochs = Vec::new();
     for detail in details {
@@ -91,7 +93,7 @@ pub fn report_input(
             state: state_from_wire(job.state).map(|s| s.as_str().to_owned()).unwrap_or_default(),
             epochs: job.epochs,
             epochs_done: job.epochs_done,
-            best_val_acc: stored.then_some(job.best_value),
+            best_value: stored.then_some(job.best_value),
             best_epoch: stored.then_some(job.best_epoch),
             final_train_acc: last.and_then(|e| e.train_acc),
             final_val_acc: last.and_then(|e| e.val_acc),
@@ -100,19 +102,24 @@ pub fn report_input(
             attempts: job.attempt,
             error: failure_reason(&job.last_error),
         });
-        epochs.extend(detail.epochs.iter().map(|e| EpochRow {
-            job_id: job.id,
-            variant: job.variant.clone(),
-            seed: job.seed,
-            epoch: e.epoch,
-            // The built-in CNN reports every one of these; a command job's missing ones are NaN.
-            train_loss: e.train_loss.unwrap_or(f64::NAN),
-            train_acc: e.train_acc.unwrap_or(f64::NAN),
-            val_loss: e.val_loss.unwrap_or(f64::NAN),
-            val_acc: e.val_acc.unwrap_or(f64::NAN),
-            wall_seconds: e.wall_seconds,
-            images_per_sec: e.images_per_sec.unwrap_or(f64::NAN),
-            attempt: e.attempt,
+        epochs.extend(detail.epochs.iter().map(|e| {
+            EpochRow {
+                job_id: job.id,
+                variant: job.variant.clone(),
+                seed: job.seed,
+                epoch: e.epoch,
+                // The built-in CNN reports every one of these; a command job's missing ones are NaN.
+                train_loss: e.train_loss.unwrap_or(f64::NAN),
+                train_acc: e.train_acc.unwrap_or(f64::NAN),
+                val_loss: e.val_loss.unwrap_or(f64::NAN),
+                val_acc: e.val_acc.unwrap_or(f64::NAN),
+                wall_seconds: e.wall_seconds,
+                images_per_sec: e.images_per_sec.unwrap_or(f64::NAN),
+                attempt: e.attempt,
+                value: (measure.metric != "val_acc")
+                    .then(|| sweep_proto::EpochMetrics::try_from(e.clone()).ok()?.get(&measure.metric))
+                    .flatten(),
+            }
         }));
     }
 
@@ -134,6 +141,7 @@ pub fn report_input(
             data_md5,
             generated_at: rfc3339(SystemTime::now()),
         },
+        measure,
     })
 }
 

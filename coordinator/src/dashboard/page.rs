@@ -145,7 +145,7 @@ pub fn live_part(view: &SweepView, figures: &report::LiveFigures, now_ms: i64, a
          <th>seed</th><th>state</th><th>attempt</th><th>worker</th><th>epochs</th><th>{best_header}</th><th></th></tr>"
     );
     for j in &view.input.jobs {
-        let best = j.best_val_acc.filter(|_| j.best_epoch.unwrap_or(0) > 0).map_or("–".to_owned(), |b| {
+        let best = j.best_value.filter(|_| j.best_epoch.unwrap_or(0) > 0).map_or("–".to_owned(), |b| {
             let epoch = j.best_epoch.unwrap_or(0);
             if command { format!("{b} @{epoch}") } else { format!("{:.2} % @{epoch}", b * 100.0) }
         });

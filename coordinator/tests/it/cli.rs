@@ -87,7 +87,7 @@ async fn watch_progress_follows_a_sweep_to_the_end_and_report_input_is_complete(
     assert_eq!(input.epochs.len(), 8);
     for (id, acc) in expected_best {
         let row = input.jobs.iter().find(|j| j.job_id == id).unwrap();
-        assert_eq!((row.state.as_str(), row.best_val_acc, row.best_epoch), ("succeeded", Some(acc), Some(1)));
+        assert_eq!((row.state.as_str(), row.best_value, row.best_epoch), ("succeeded", Some(acc), Some(1)));
         assert_eq!(row.final_val_acc, Some(acc - 0.1));
         assert_eq!(row.wall_seconds, 4.0);
         assert_eq!(row.worker, "gpu-box");

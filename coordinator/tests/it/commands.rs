@@ -136,7 +136,7 @@ async fn only_an_admin_may_submit_a_command_sweep() {
 }
 
 #[tokio::test]
-async fn a_command_sweep_ranked_by_val_acc_gets_the_report_grouped_by_a_parameter() {
+async fn a_command_sweep_gets_the_report_grouped_by_a_parameter_on_its_objective() {
     use coordinator::client::report_groups::Grouping;
     use coordinator::client::report_input::write_sweep_report;
     let dir = tempfile::tempdir().unwrap();
@@ -150,6 +150,10 @@ async fn a_command_sweep_ranked_by_val_acc_gets_the_report_grouped_by_a_paramete
     command.template = "python3 train.py --loss {loss} --seed {seed}".into();
     command.grid =
         [("loss".to_string(), pb::ParamValues { values: vec!["normal".into(), "natural".into()] })].into();
+    sweeps.submit_sweep(pb::SubmitSweepRequest { spec: Some(spec.clone()) }).await.unwrap();
+    // The same jobs ranked by a metric of their own, minimised.
+    spec.name = "torch-loss".into();
+    spec.objective = Some(pb::Objective { metric: "loss".into(), mode: pb::objective::Mode::Min as i32 });
     sweeps.submit_sweep(pb::SubmitSweepRequest { spec: Some(spec) }).await.unwrap();
     register(&mut workers, "w").await;
     while let Some(job) =
@@ -157,7 +161,13 @@ async fn a_command_sweep_ranked_by_val_acc_gets_the_report_grouped_by_a_paramete
     {
         let f = fence(&job);
         let acc = if job.variant.contains("natural") { 0.5 } else { 0.6 } + job.seed as f64 / 100.0;
-        let m = pb::EpochMetrics { epoch: 1, train_acc: Some(0.7), val_acc: Some(acc), ..Default::default() };
+        let m = pb::EpochMetrics {
+            epoch: 1,
+            train_acc: Some(0.7),
+            val_acc: Some(acc),
+            values: [("loss".to_string(), 1.0 - acc)].into(),
+            ..Default::default()
+        };
         let (_, status) =
             report(&mut workers, vec![pb::EpochReport { fence: Some(f.clone()), metrics: Some(m) }]).await;
         assert!(status.is_none(), "{status:?}");
@@ -173,6 +183,20 @@ async fn a_command_sweep_ranked_by_val_acc_gets_the_report_grouped_by_a_paramete
         "{summary}"
     );
     assert!(summary.contains("| natural | paired, seeds 0–2 | paired t"), "{summary}");
+    let out = dir.path().join("report-loss");
+    write_sweep_report(server.channel().await, "torch-loss", &out, &grouping).await.unwrap();
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("### Lowest loss per variant") && summary.contains("| natural | 3 | 0.4900 |"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("| natural | paired, seeds 0–2 | paired t")
+            && summary.contains("| Δ mean | 95% CI of Δ |"),
+        "{summary}"
+    );
+    let results = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(results.starts_with("job_id,variant,seed,state,epochs_done,epochs,best_loss,"), "{results}");
     // Grouped by a parameter the jobs do not have: refused, nothing written.
     let by_lr = Grouping { by: Some("lr".into()), baseline: None };
     let refused = write_sweep_report(server.channel().await, "torch", &dir.path().join("r2"), &by_lr).await;

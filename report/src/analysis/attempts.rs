@@ -130,6 +130,7 @@ mod tests {
                 .concat(),
             learning_rates: Default::default(),
             provenance: Default::default(),
+            measure: Default::default(),
         };
         let s = summarise(&input, &input.variants);
         assert_eq!(s.total, 5);

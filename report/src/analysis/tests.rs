@@ -11,7 +11,7 @@ fn job(job_id: i64, variant: &str, seed: u64, state: &str, best: Option<f64>) ->
         state: state.to_string(),
         epochs: 12,
         epochs_done: 12,
-        best_val_acc: best,
+        best_value: best,
         best_epoch: best.map(|_| 1),
         final_train_acc: None,
         final_val_acc: None,
@@ -35,6 +35,7 @@ fn epoch(job: &JobRow, epoch: u32, val_acc: f64) -> EpochRow {
         wall_seconds: 1.0,
         images_per_sec: 1.0,
         attempt: 1,
+        value: None,
     }
 }
 
@@ -48,6 +49,7 @@ fn input(jobs: Vec<JobRow>, epochs: Vec<EpochRow>) -> ReportInput {
         epochs,
         learning_rates: Default::default(),
         provenance: Provenance::default(),
+        measure: Default::default(),
     }
 }
 

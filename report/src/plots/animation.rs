@@ -1,5 +1,6 @@
-//! `curves.gif`: every run's training accuracy (dotted) and validation accuracy (solid) per epoch,
-//! coloured by variant, growing epoch by epoch; the last frame is held before the loop restarts.
+//! `curves.gif`: every run's measure (validation accuracy unless the sweep ranks by another
+//! metric; solid) and its training counterpart (dotted, where there is one) per epoch, coloured by
+//! variant, growing epoch by epoch; the last frame is held before the loop restarts.
 //!
 //! Runs are the succeeded and running jobs that stored epochs. Axes stay fixed over the whole
 //! animation (so frames differ only where curves grow), and at most [`MAX_FRAMES`] frames are drawn,
@@ -15,7 +16,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::gif_frames::GifFrames;
 use super::{colour_index, ensure_font_registered, font, palette, plot_error, variant_colour};
 use crate::ReportError;
-use crate::input::ReportInput;
+use crate::input::{Measure, ReportInput};
 
 /// Pixel size of the animation.
 pub const GIF_SIZE: (u32, u32) = (800, 480);
@@ -26,12 +27,12 @@ const FRAME_DELAY_CS: u16 = 8;
 const LAST_FRAME_DELAY_CS: u16 = 300;
 const LEGEND_WIDTH: u32 = 210;
 
-/// One run's accuracies (%) per epoch.
+/// One run's values per epoch (as shown: accuracies in %).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub variant: String,
     pub seed: u64,
-    /// (epoch, train accuracy, validation accuracy), by epoch.
+    /// (epoch, training counterpart or NaN, measure), by epoch.
     pub epochs: Vec<(u32, f64, f64)>,
 }
 
@@ -52,6 +53,9 @@ pub struct CurvesAnimation {
     /// Drawn in this order (display order of variants, then seed).
     pub runs: Vec<Run>,
     pub legend: Vec<LegendEntry>,
+    pub measure: Measure,
+    /// Some run has the measure's training counterpart: the legend explains the dotted lines.
+    pub training: bool,
 }
 
 impl CurvesAnimation {
@@ -71,7 +75,9 @@ impl CurvesAnimation {
             .collect();
         let mut by_job: BTreeMap<i64, Vec<(u32, f64, f64)>> = BTreeMap::new();
         for e in input.epochs.iter().filter(|e| shown.contains_key(&e.job_id)) {
-            by_job.entry(e.job_id).or_default().push((e.epoch, e.train_acc * 100.0, e.val_acc * 100.0));
+            let measure = &input.measure;
+            let train = measure.training(e).map_or(f64::NAN, |t| measure.show(t));
+            by_job.entry(e.job_id).or_default().push((e.epoch, train, measure.show(e.measured())));
         }
         let rank = |name: &str| display_order.iter().position(|v| v == name).unwrap_or(display_order.len());
         let mut runs: Vec<Run> = by_job
@@ -99,7 +105,8 @@ impl CurvesAnimation {
                 }),
             }
         }
-        Self { sweep: input.sweep.clone(), runs, legend }
+        let training = runs.iter().any(|r| r.epochs.iter().any(|e| e.1.is_finite()));
+        Self { sweep: input.sweep.clone(), runs, legend, measure: input.measure.clone(), training }
     }
 
     fn last_epoch(&self) -> u32 {
@@ -120,15 +127,24 @@ impl CurvesAnimation {
         frames
     }
 
-    /// Accuracy range over every run and epoch, with a margin, within 0–100 %.
+    /// Range over every run and epoch, with a margin, within the measure's bounds (0–100 %).
     fn y_range(&self) -> (f64, f64) {
         let values = self.runs.iter().flat_map(|r| r.epochs.iter().flat_map(|&(_, t, v)| [t, v]));
+        let values = values.filter(|x| x.is_finite());
         let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
         if !lo.is_finite() {
-            return (0.0, 100.0);
+            return if self.measure.percent { (0.0, 100.0) } else { (0.0, 1.0) };
         }
-        let margin = ((hi - lo) * 0.04).max(0.5);
-        ((lo - margin).max(0.0), (hi + margin).min(100.0))
+        let floor = if self.measure.percent { 0.5 } else { (lo.abs().max(hi.abs()) * 0.02).max(1e-9) };
+        let margin = ((hi - lo) * 0.04).max(floor);
+        let (min, max) = self.measure.bounds();
+        ((lo - margin).max(min), (hi + margin).min(max))
+    }
+
+    /// What the axis and title call the values.
+    fn what(&self) -> String {
+        let name = if self.training { self.measure.family() } else { &self.measure.label };
+        format!("{name}{}", self.measure.unit())
     }
 
     fn draw_frame<DB: DrawingBackend>(
@@ -138,12 +154,13 @@ impl CurvesAnimation {
     ) -> Result<(), ReportError> {
         let err = plot_error("curves.gif");
         root.fill(&WHITE).map_err(&err)?;
-        let title = format!("{}: accuracy per epoch, every run", self.sweep);
+        let title = format!("{}: {} per epoch, every run", self.sweep, self.what());
         let body = root.titled(&title, font(18.0)).map_err(&err)?;
         let (plot, side) = body.split_horizontally(GIF_SIZE.0 - LEGEND_WIDTH);
         let last = self.last_epoch().max(1);
         let x_range = if last == 1 { 0.5..1.5 } else { 1.0..last as f64 };
         let (y_lo, y_hi) = self.y_range();
+        let decimals = super::axis_decimals(y_hi - y_lo).saturating_sub(1);
         let mut chart = ChartBuilder::on(&plot)
             .margin(10)
             .x_label_area_size(36)
@@ -153,10 +170,10 @@ impl CurvesAnimation {
         chart
             .configure_mesh()
             .x_desc("epoch")
-            .y_desc("accuracy (%)")
+            .y_desc(self.what())
             .x_labels((last as usize).clamp(2, 11))
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .y_label_formatter(&|y| format!("{y:.decimals$}"))
             .label_style(font(12.0))
             .axis_desc_style(font(13.0))
             .light_line_style(WHITE.mix(0.0))
@@ -170,7 +187,7 @@ impl CurvesAnimation {
             let points = shown(run);
             chart
                 .draw_series(DashedLineSeries::new(
-                    points.iter().map(|&(e, t, _)| (e as f64, t)),
+                    points.iter().filter(|p| p.1.is_finite()).map(|&(e, t, _)| (e as f64, t)),
                     2,
                     4,
                     colour_of(&run.variant).stroke_width(1),
@@ -210,7 +227,9 @@ impl CurvesAnimation {
             y += 22;
         }
         y += 8;
-        for (label, dotted) in [("validation (solid)", false), ("training (dotted)", true)] {
+        let solid = if self.training { "validation (solid)".to_string() } else { self.measure.label.clone() };
+        let key = [(solid.as_str(), false), ("training (dotted)", true)];
+        for (label, dotted) in key.into_iter().filter(|(_, dotted)| self.training || !dotted) {
             let segments: Vec<Vec<(i32, i32)>> = if dotted {
                 (0..4).map(|i| vec![(6 + i * 7, y), (9 + i * 7, y)]).collect()
             } else {
@@ -271,6 +290,8 @@ mod tests {
                 LegendEntry { variant: "natural_softmax".into(), colour: 1, runs: 1, note: None },
                 LegendEntry { variant: "normal_lr1e-3".into(), colour: 3, runs: 1, note: None },
             ],
+            measure: Measure::default(),
+            training: true,
         }
     }
 
@@ -289,7 +310,13 @@ mod tests {
     fn without_epochs_the_gif_is_one_frame() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("curves.gif");
-        let empty = CurvesAnimation { sweep: "s".into(), runs: Vec::new(), legend: Vec::new() };
+        let empty = CurvesAnimation {
+            sweep: "s".into(),
+            runs: Vec::new(),
+            legend: Vec::new(),
+            measure: Measure::default(),
+            training: false,
+        };
         empty.write_gif(&path).unwrap();
         let mut decoder = gif::DecodeOptions::new().read_info(std::fs::File::open(&path).unwrap()).unwrap();
         assert!(decoder.read_next_frame().unwrap().is_some());

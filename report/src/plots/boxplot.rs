@@ -1,10 +1,12 @@
-//! The experiment's main figure: best validation accuracy per variant as one box per variant
+//! The experiment's main figure: the best value of the measure (validation accuracy unless the
+//! sweep ranks by another metric) per variant as one box per variant
 //! (quartiles, median, Tukey whiskers at 1.5 IQR) with every finished job as a jittered dot and
 //! running jobs' best-so-far as crosses; a figure shows one seed set (see
 //! [`crate::analysis::seed_sets`]).
 //!
 //! A box needs [`MIN_N_FOR_BOX`] finished jobs; fewer are shown as points only, since quartiles of
-//! two or three values mislead. A dashed line marks chance (10 %) when it lies within the axis.
+//! two or three values mislead. For an accuracy, a dashed line marks chance (10 %) when it lies
+//! within the axis.
 //! In the SVG each variant's box is exactly one `<rect>` filled with the variant colour at opacity
 //! [`BOX_FILL_OPACITY`], which tests use to count boxes.
 
@@ -15,6 +17,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::{Figure, colour_index, font, plot_error, variant_colour};
 use crate::ReportError;
 use crate::analysis::{SeedSetAnalysis, SeedSetKind};
+use crate::input::Measure;
 use crate::stats;
 
 /// Fill opacity of a box (unique to boxes in the SVG).
@@ -27,7 +30,7 @@ const BOX_HALF_WIDTH: f64 = 0.28;
 const CAP_HALF_WIDTH: f64 = 0.12;
 const JITTER_HALF_WIDTH: f64 = 0.18;
 
-/// One box of the figure (accuracies in %).
+/// One box of the figure (values as shown: accuracies in %).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoxPlotVariant {
     pub name: String,
@@ -45,6 +48,7 @@ pub struct BoxPlotFigure {
     pub variants: Vec<BoxPlotVariant>,
     /// Shown under the axis, e.g. which variants are identical to the baseline.
     pub note: Option<String>,
+    pub measure: Measure,
 }
 
 impl BoxPlotFigure {
@@ -54,6 +58,7 @@ impl BoxPlotFigure {
         set: &SeedSetAnalysis,
         display_order: &[String],
         baseline: &str,
+        measure: &Measure,
     ) -> Self {
         let variants = set
             .variants
@@ -65,12 +70,11 @@ impl BoxPlotFigure {
                 running: v.running_best.iter().map(|(_, acc)| *acc).collect(),
             })
             .collect();
+        let best = measure.best_label();
         let title = match set.kind {
-            SeedSetKind::Balanced if set.complete => format!("{sweep}: best validation accuracy per variant"),
-            SeedSetKind::Balanced => {
-                format!("{sweep}: best validation accuracy, seeds common to every variant")
-            }
-            SeedSetKind::Extended => format!("{sweep}: best validation accuracy, every finished seed"),
+            SeedSetKind::Balanced if set.complete => format!("{sweep}: {best} per variant"),
+            SeedSetKind::Balanced => format!("{sweep}: {best}, seeds common to every variant"),
+            SeedSetKind::Extended => format!("{sweep}: {best}, every finished seed"),
         };
         let identical: Vec<&str> =
             set.comparisons.iter().filter(|c| c.identical).map(|c| c.variant.as_str()).collect();
@@ -83,23 +87,25 @@ impl BoxPlotFigure {
                 }
             )
         });
-        Self { title, variants, note }
+        Self { title, variants, note, measure: measure.clone() }
     }
 
     fn all_values(&self) -> impl Iterator<Item = f64> + '_ {
         self.variants.iter().flat_map(|v| v.finished.iter().chain(&v.running).copied())
     }
 
-    /// Y range zoomed to the data with a margin, clamped to 0–100 %.
+    /// Y range zoomed to the data with a margin, within the measure's bounds (0–100 %).
     fn y_range(&self) -> (f64, f64) {
         let (lo, hi) =
             self.all_values().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
         if !lo.is_finite() {
-            return (0.0, 100.0);
+            return if self.measure.percent { (0.0, 100.0) } else { (0.0, 1.0) };
         }
         // Extra room below the data keeps the legend (lower right) clear of the points.
-        let range = (hi - lo).max(1.0);
-        ((lo - 0.4 * range).max(0.0), (hi + 0.08 * range).min(100.0))
+        let floor = if self.measure.percent { 1.0 } else { (hi.abs().max(lo.abs()) * 0.02).max(1e-9) };
+        let range = (hi - lo).max(floor);
+        let (min, max) = self.measure.bounds();
+        ((lo - 0.4 * range).max(min), (hi + 0.08 * range).min(max))
     }
 
     fn full_title(&self) -> String {
@@ -125,6 +131,7 @@ impl Figure for BoxPlotFigure {
         root.fill(&WHITE).map_err(&err)?;
         let count = self.variants.len().max(1);
         let (y_lo, y_hi) = self.y_range();
+        let decimals = super::axis_decimals(y_hi - y_lo);
         let x_range = -0.5..count as f64 - 0.5;
         let mut chart = ChartBuilder::on(root)
             .caption(self.full_title(), font(22.0))
@@ -138,16 +145,17 @@ impl Figure for BoxPlotFigure {
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(0)
-            .y_label_formatter(&|y| format!("{y:.1}"))
+            .y_label_formatter(&|y| format!("{y:.decimals$}"))
             .x_desc("variant (n = finished jobs)")
-            .y_desc("best validation accuracy (%)")
+            .y_desc(format!("{}{}", self.measure.best_label(), self.measure.unit()))
             .label_style(font(15.0))
             .axis_desc_style(font(17.0))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(&err)?;
 
-        let chance_visible = (y_lo..=y_hi).contains(&CHANCE_ACCURACY);
+        let chance = self.measure.percent;
+        let chance_visible = chance && (y_lo..=y_hi).contains(&CHANCE_ACCURACY);
         if chance_visible {
             chart
                 .draw_series(DashedLineSeries::new(
@@ -241,17 +249,20 @@ impl Figure for BoxPlotFigure {
                 .label("box: quartiles + median; whiskers: 1.5 IQR")
                 .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], BLACK.stroke_width(2)));
         }
-        let chance_label = if chance_visible { "chance (10 %)" } else { "chance (10 %) lies below the axis" };
-        chart
-            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
-            .map_err(&err)?
-            .label(chance_label)
-            .legend(move |(x, y)| {
-                let style = BLACK.mix(if chance_visible { 0.6 } else { 0.0 }).stroke_width(1);
-                EmptyElement::at((0, 0))
-                    + PathElement::new(vec![(x, y), (x + 6, y)], style)
-                    + PathElement::new(vec![(x + 10, y), (x + 16, y)], style)
-            });
+        if chance {
+            let chance_label =
+                if chance_visible { "chance (10 %)" } else { "chance (10 %) lies below the axis" };
+            chart
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+                .map_err(&err)?
+                .label(chance_label)
+                .legend(move |(x, y)| {
+                    let style = BLACK.mix(if chance_visible { 0.6 } else { 0.0 }).stroke_width(1);
+                    EmptyElement::at((0, 0))
+                        + PathElement::new(vec![(x, y), (x + 6, y)], style)
+                        + PathElement::new(vec![(x + 10, y), (x + 16, y)], style)
+                });
+        }
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
@@ -302,7 +313,8 @@ mod tests {
             finished: finished.to_vec(),
             running: vec![],
         };
-        let figure = |variants| BoxPlotFigure { title: "t".into(), variants, note: None };
+        let figure =
+            |variants| BoxPlotFigure { title: "t".into(), variants, note: None, measure: Measure::default() };
         let five = entry("normal_lr1e-3", 3, &[90.0, 90.4, 89.8, 90.2, 90.1]);
         let four = entry("natural_softmax", 1, &[91.0, 91.4, 90.8, 91.2]);
         let svg = svg_of(&figure(vec![four.clone(), five]));
@@ -319,7 +331,7 @@ mod tests {
         let set =
             &analyse_seed_sets(&[variant("normal_lr1e-2", &values), variant("extra", &values)], "x", &[])[0];
         let order: Vec<String> = vec!["normal_lr1e-2".into(), "extra".into()];
-        let figure = BoxPlotFigure::from_seed_set("s", set, &order, "x");
+        let figure = BoxPlotFigure::from_seed_set("s", set, &order, "x", &Measure::default());
         assert_eq!(figure.variants.iter().map(|v| v.colour).collect::<Vec<_>>(), [4, 5]);
     }
 
@@ -334,6 +346,7 @@ mod tests {
                 running: vec![],
             }],
             note: None,
+            measure: Measure::default(),
         };
         let low = svg_of(&figure(&[12.0, 20.0, 35.0, 15.0, 25.0]));
         assert!(low.contains("chance (10 %)") && !low.contains("below the axis"));
@@ -350,7 +363,7 @@ mod tests {
             variant("normal_lr1e-3", &values),
         ];
         let set = &analyse_seed_sets(&vs, "normal_lr1e-3", &[])[0];
-        let figure = BoxPlotFigure::from_seed_set("s", set, &[], "normal_lr1e-3");
+        let figure = BoxPlotFigure::from_seed_set("s", set, &[], "normal_lr1e-3", &Measure::default());
         let note = figure.note.clone().unwrap();
         assert_eq!(
             note,

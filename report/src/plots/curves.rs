@@ -1,7 +1,9 @@
-//! Learning curves: accuracy per epoch for each variant, mean over the finished seeds, validation
-//! solid and training dotted, each with a ±1 sample-sd band across seeds; running jobs' validation
-//! curves are drawn thin and faint. A second panel zooms on the validation curves of the second
-//! half of the epochs (when there are at least four), where the variants' differences are visible.
+//! Learning curves: the measure (validation accuracy unless the sweep ranks by another metric) per
+//! epoch for each variant, mean over the finished seeds, solid, and its training counterpart
+//! (training accuracy or loss, where there is one) dotted, each with a ±1 sample-sd band across
+//! seeds; running jobs' curves are drawn thin and faint. A second panel zooms on the measure's
+//! curves over the second half of the epochs (when there are at least four), where the variants'
+//! differences are visible.
 //!
 //! In the SVG each variant's validation mean is exactly one `<polyline>` per panel in the variant
 //! colour with stroke width [`VAL_MEAN_STROKE_WIDTH`] (legend swatches are filled squares), which
@@ -14,14 +16,15 @@ use plotters::prelude::*;
 
 use super::{Figure, colour_index, font, plot_error, variant_colour};
 use crate::ReportError;
-use crate::input::ReportInput;
+use crate::input::{Measure, ReportInput};
 use crate::stats;
 
 /// Stroke width of a variant's validation-mean line (unique to those lines in the SVG).
 pub const VAL_MEAN_STROKE_WIDTH: u32 = 3;
 const TRAIN_MEAN_STROKE_WIDTH: u32 = 2;
 
-/// Mean and sample sd across seeds at one epoch (accuracies in %); sd is 0 for a single seed.
+/// Mean and sample sd across seeds at one epoch (as shown: accuracies in %); sd is 0 for a single
+/// seed. `train_*` are 0 without a training counterpart.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EpochMean {
     pub epoch: u32,
@@ -41,7 +44,7 @@ pub struct CurveVariant {
     /// Number of finished jobs averaged.
     pub finished_jobs: usize,
     pub means: Vec<EpochMean>,
-    /// Validation accuracy (%) per epoch of each running job.
+    /// The measure per epoch of each running job.
     pub running: Vec<Vec<(u32, f64)>>,
 }
 
@@ -50,6 +53,9 @@ pub struct CurveVariant {
 pub struct CurvesFigure {
     pub sweep: String,
     pub variants: Vec<CurveVariant>,
+    pub measure: Measure,
+    /// Every finished job's epochs have the measure's training counterpart: its curves are drawn.
+    pub training: bool,
 }
 
 fn epoch_means(epochs: &[(u32, f64, f64)]) -> Vec<EpochMean> {
@@ -76,6 +82,9 @@ impl CurvesFigure {
     /// Curves of the given variants (display order) from the input's succeeded and running jobs.
     pub fn from_input(input: &ReportInput, variant_names: &[String]) -> Self {
         let state_of = |job_id: i64| input.jobs.iter().find(|j| j.job_id == job_id).map(|j| j.state.as_str());
+        let measure = &input.measure;
+        let finished_rows = || input.epochs.iter().filter(|e| state_of(e.job_id) == Some("succeeded"));
+        let training = finished_rows().all(|e| measure.training(e).is_some());
         let variants = variant_names
             .iter()
             .map(|name| {
@@ -83,9 +92,12 @@ impl CurvesFigure {
                 let mut running: BTreeMap<i64, Vec<(u32, f64)>> = BTreeMap::new();
                 for e in input.epochs.iter().filter(|e| &e.variant == name) {
                     match state_of(e.job_id) {
-                        Some("succeeded") => finished.push((e.epoch, e.train_acc * 100.0, e.val_acc * 100.0)),
+                        Some("succeeded") => {
+                            let train = measure.training(e).map_or(0.0, |t| measure.show(t));
+                            finished.push((e.epoch, train, measure.show(e.measured())))
+                        }
                         Some("running") => {
-                            running.entry(e.job_id).or_default().push((e.epoch, e.val_acc * 100.0))
+                            running.entry(e.job_id).or_default().push((e.epoch, measure.show(e.measured())))
                         }
                         _ => {}
                     }
@@ -108,7 +120,7 @@ impl CurvesFigure {
                 }
             })
             .collect();
-        Self { sweep: input.sweep.clone(), variants }
+        Self { sweep: input.sweep.clone(), variants, measure: measure.clone(), training }
     }
 
     fn is_empty(&self) -> bool {
@@ -135,7 +147,7 @@ impl CurvesFigure {
         for v in &self.variants {
             for m in v.means.iter().filter(|m| m.epoch >= panel.first_epoch) {
                 include(m.val_mean - m.val_sd, m.val_mean + m.val_sd);
-                if !panel.validation_only {
+                if !panel.validation_only && self.training {
                     include(m.train_mean - m.train_sd, m.train_mean + m.train_sd);
                 }
             }
@@ -144,16 +156,18 @@ impl CurvesFigure {
             }
         }
         if !y.0.is_finite() {
-            y = (0.0, 100.0);
+            y = if self.measure.percent { (0.0, 100.0) } else { (0.0, 1.0) };
         }
-        let margin = ((y.1 - y.0) * 0.05).max(0.25);
+        let floor = if self.measure.percent { 0.25 } else { (y.0.abs().max(y.1.abs()) * 0.01).max(1e-9) };
+        let margin = ((y.1 - y.0) * 0.05).max(floor);
+        let (min, max) = self.measure.bounds();
         let last = self.last_epoch();
         let x = if last <= panel.first_epoch {
             (panel.first_epoch as f64 - 0.5, last as f64 + 0.5)
         } else {
             (panel.first_epoch as f64, last as f64)
         };
-        (x, ((y.0 - margin).max(0.0), (y.1 + margin).min(100.0)))
+        (x, ((y.0 - margin).max(min), (y.1 + margin).min(max)))
     }
 
     fn draw_panel<DB: DrawingBackend>(
@@ -163,11 +177,20 @@ impl CurvesFigure {
     ) -> Result<(), ReportError> {
         let err = plot_error(Self::NAME);
         let ((x_lo, x_hi), (y_lo, y_hi)) = self.ranges(panel);
+        let measure = &self.measure;
+        let shown = if self.training { "validation" } else { measure.label.as_str() };
         let caption = if panel.validation_only {
-            format!("validation only, epochs {}–{} (zoom)", panel.first_epoch, self.last_epoch())
-        } else {
+            format!("{shown} only, epochs {}–{} (zoom)", panel.first_epoch, self.last_epoch())
+        } else if self.training {
             "all epochs: validation solid, training dotted".to_string()
+        } else {
+            format!("all epochs: {}", measure.label)
         };
+        let y_desc = match (panel.validation_only, self.training) {
+            (false, true) => format!("{}{}", measure.family(), measure.unit()),
+            _ => format!("{}{}", measure.label, measure.unit()),
+        };
+        let decimals = super::axis_decimals(y_hi - y_lo);
         let mut chart = ChartBuilder::on(area)
             .caption(caption, font(16.0))
             .margin(12)
@@ -178,10 +201,10 @@ impl CurvesFigure {
         chart
             .configure_mesh()
             .x_desc("epoch")
-            .y_desc(if panel.validation_only { "validation accuracy (%)" } else { "accuracy (%)" })
+            .y_desc(y_desc)
             .x_labels(((x_hi - x_lo) as usize + 1).clamp(2, 11))
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| if y_hi - y_lo < 10.0 { format!("{y:.1}") } else { format!("{y:.0}") })
+            .y_label_formatter(&|y| format!("{y:.decimals$}"))
             .label_style(font(14.0))
             .axis_desc_style(font(15.0))
             .light_line_style(BLACK.mix(0.04))
@@ -196,7 +219,7 @@ impl CurvesFigure {
             if !means.is_empty() {
                 let val_band = band(means.iter().map(|m| (x(m), m.val_mean, m.val_sd)));
                 chart.draw_series([Polygon::new(val_band, colour.mix(0.18).filled())]).map_err(&err)?;
-                if !panel.validation_only {
+                if !panel.validation_only && self.training {
                     let train_band = band(means.iter().map(|m| (x(m), m.train_mean, m.train_sd)));
                     chart.draw_series([Polygon::new(train_band, colour.mix(0.08).filled())]).map_err(&err)?;
                     chart
@@ -236,17 +259,23 @@ impl CurvesFigure {
         if panel.validation_only {
             return Ok(());
         }
+        let (mean_label, running_label) = if self.training {
+            ("validation mean (solid)".to_string(), "running job, validation (thin)".to_string())
+        } else {
+            (format!("{} mean (solid)", measure.label), format!("running job, {} (thin)", measure.label))
+        };
         let key: [(&str, ShapeStyle, bool); 4] = [
-            ("validation mean (solid)", BLACK.stroke_width(VAL_MEAN_STROKE_WIDTH), false),
+            (&mean_label, BLACK.stroke_width(VAL_MEAN_STROKE_WIDTH), false),
             ("training mean (dotted)", BLACK.stroke_width(TRAIN_MEAN_STROKE_WIDTH), true),
             ("band: mean ± 1 sd across seeds", BLACK.mix(0.2).stroke_width(10), false),
-            ("running job, validation (thin)", BLACK.mix(0.45).stroke_width(1), false),
+            (&running_label, BLACK.mix(0.45).stroke_width(1), false),
         ];
         let any_running = self.variants.iter().any(|v| !v.running.is_empty());
         for (label, style, dotted) in key {
-            if label.starts_with("running") && !any_running {
+            if (label.starts_with("running") && !any_running) || (dotted && !self.training) {
                 continue;
             }
+            let label = label.to_owned();
             chart
                 .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
                 .map_err(&err)?
@@ -291,12 +320,13 @@ impl Figure for CurvesFigure {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), ReportError> {
         let err = plot_error(Self::NAME);
         root.fill(&WHITE).map_err(&err)?;
+        let what = if self.training { self.measure.family() } else { &self.measure.label };
         let title = if self.is_empty() {
-            format!("{}: accuracy per epoch (no epochs stored yet)", self.sweep)
+            format!("{}: {what} per epoch (no epochs stored yet)", self.sweep)
         } else if self.variants.iter().all(|v| v.means.is_empty()) {
-            format!("{}: accuracy per epoch (no finished jobs yet; running jobs only)", self.sweep)
+            format!("{}: {what} per epoch (no finished jobs yet; running jobs only)", self.sweep)
         } else {
-            format!("{}: accuracy per epoch (mean over finished seeds, band = ±1 sd)", self.sweep)
+            format!("{}: {what} per epoch (mean over finished seeds, band = ±1 sd)", self.sweep)
         };
         let body = root.titled(&title, font(22.0)).map_err(&err)?;
         let full = Panel { first_epoch: 1, validation_only: false };

@@ -51,6 +51,15 @@ const PALETTE: [RGBColor; 10] = [
 pub const CANONICAL_VARIANTS: [&str; 5] =
     ["natural_hardmax", "natural_softmax", "multi_softmax", "normal_lr1e-3", "normal_lr1e-2"];
 
+/// Decimals for axis labels spanning `range`: three significant steps of it (accuracies in %
+/// over a few points get one).
+pub fn axis_decimals(range: f64) -> usize {
+    if !(range.is_finite() && range > 0.0) {
+        return 1;
+    }
+    (1.0 - range.log10().floor()).clamp(0.0, 6.0) as usize
+}
+
 /// Colour slot of `name`: its position in [`CANONICAL_VARIANTS`], or for any other variant the
 /// slots after those, in the order other variants appear in `display_order`. Keeps a variant's
 /// colour the same in every figure, whatever subset of variants a figure shows.

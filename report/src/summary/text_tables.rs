@@ -7,6 +7,7 @@ use crate::analysis::noise::{nondeterministic, signed_points};
 use crate::analysis::{
     AttemptSummary, Comparison, Design, LAST_EPOCHS, SeedSetAnalysis, format_p, format_seeds, p_clause,
 };
+use crate::input::Measure;
 use crate::stats;
 use crate::tables::is_unsafe_char;
 
@@ -27,25 +28,28 @@ fn fixed(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| MISSING.to_string(), |v| format!("{v:.decimals$}"))
 }
 
-/// An accuracy CI clipped to [0, 100] %: a mean accuracy cannot leave that range.
-fn accuracy_ci(ci: Option<(f64, f64)>) -> String {
+/// A CI of a mean clipped to the measure's bounds (0–100 % for an accuracy): a mean cannot leave them.
+fn mean_ci(ci: Option<(f64, f64)>, measure: &Measure) -> String {
+    let (min, max) = measure.bounds();
+    let d = measure.decimals();
     ci.map_or_else(
         || MISSING.to_string(),
-        |(lo, hi)| format!("{:.2} – {:.2}", lo.clamp(0.0, 100.0), hi.clamp(0.0, 100.0)),
+        |(lo, hi)| format!("{:.d$} – {:.d$}", lo.clamp(min, max), hi.clamp(min, max)),
     )
 }
 
 /// "90.12 ± 0.34" (mean ± sample sd), "90.12" for one value, "–" for none.
-fn mean_sd(values: &[f64]) -> String {
+fn mean_sd(values: &[f64], d: usize) -> String {
     match (stats::mean(values), stats::sample_std(values)) {
-        (Some(m), Some(sd)) => format!("{m:.2} ± {sd:.2}"),
-        (Some(m), None) => format!("{m:.2}"),
+        (Some(m), Some(sd)) => format!("{m:.d$} ± {sd:.d$}"),
+        (Some(m), None) => format!("{m:.d$}"),
         _ => MISSING.to_string(),
     }
 }
 
-/// Per-variant statistics of best validation accuracy (%), finished jobs of the set only.
-pub fn variant_table(set: &SeedSetAnalysis) -> TextTable {
+/// Per-variant statistics of the measure's best value, finished jobs of the set only.
+pub fn variant_table(set: &SeedSetAnalysis, measure: &Measure) -> TextTable {
+    let d = measure.decimals();
     let header = cells([
         "variant",
         "n finished",
@@ -61,25 +65,25 @@ pub fn variant_table(set: &SeedSetAnalysis) -> TextTable {
         .variants
         .iter()
         .map(|v| {
-            let d = v.describe.as_ref();
+            let s = v.describe.as_ref();
             let running = if v.running_best.is_empty() {
                 MISSING.to_string()
             } else {
                 v.running_best
                     .iter()
-                    .map(|(seed, acc)| format!("{acc:.2} (seed {seed})"))
+                    .map(|(seed, best)| format!("{best:.d$} (seed {seed})"))
                     .collect::<Vec<_>>()
                     .join(", ")
             };
             vec![
                 v.name.clone(),
                 v.finished_best.len().to_string(),
-                fixed(d.map(|d| d.mean), 2),
-                fixed(d.and_then(|d| d.std), 2),
-                fixed(d.map(|d| d.median), 2),
-                fixed(d.map(|d| d.min), 2),
-                fixed(d.map(|d| d.max), 2),
-                accuracy_ci(d.and_then(|d| d.ci95)),
+                fixed(s.map(|s| s.mean), d),
+                fixed(s.and_then(|s| s.std), d),
+                fixed(s.map(|s| s.median), d),
+                fixed(s.map(|s| s.min), d),
+                fixed(s.map(|s| s.max), d),
+                mean_ci(s.and_then(|s| s.ci95), measure),
                 running,
             ]
         })
@@ -87,8 +91,10 @@ pub fn variant_table(set: &SeedSetAnalysis) -> TextTable {
     TextTable { header, rows }
 }
 
-/// Best-epoch, final-epoch and last-epochs validation accuracy (%), mean ± sd over the set's seeds.
-pub fn epoch_table(set: &SeedSetAnalysis) -> TextTable {
+/// The measure at the best epoch, the final epoch and over the last epochs, mean ± sd over the
+/// set's seeds.
+pub fn epoch_table(set: &SeedSetAnalysis, measure: &Measure) -> TextTable {
+    let d = measure.decimals();
     let last = format!("mean of last {LAST_EPOCHS} epochs");
     let header = cells(["variant", "n finished", "best epoch (headline)", "final epoch", &last]);
     let rows = set
@@ -98,28 +104,28 @@ pub fn epoch_table(set: &SeedSetAnalysis) -> TextTable {
             vec![
                 v.name.clone(),
                 v.finished.len().to_string(),
-                mean_sd(&v.finished_best),
-                mean_sd(&v.final_epoch_values()),
-                mean_sd(&v.last_epochs_values()),
+                mean_sd(&v.finished_best, d),
+                mean_sd(&v.final_epoch_values(), d),
+                mean_sd(&v.last_epochs_values(), d),
             ]
         })
         .collect();
     TextTable { header, rows }
 }
 
-fn t_cells(c: &Comparison) -> [String; 3] {
+fn t_cells(c: &Comparison, d: usize) -> [String; 3] {
     let missing = || [MISSING.to_string(), MISSING.to_string(), MISSING.to_string()];
     match c.design {
         Design::Paired => c.paired_t.map_or_else(missing, |t| {
             [
-                format!("{:+.2} – {:+.2}", t.ci95.0, t.ci95.1),
+                format!("{:+.d$} – {:+.d$}", t.ci95.0, t.ci95.1),
                 format!("{:.2} ({:.0})", t.t, t.df),
                 format_p(t.p_value),
             ]
         }),
         Design::Unpaired => c.welch.map_or_else(missing, |w| {
             [
-                format!("{:+.2} – {:+.2}", w.ci95.0, w.ci95.1),
+                format!("{:+.d$} – {:+.d$}", w.ci95.0, w.ci95.1),
                 format!("{:.2} ({:.1})", w.t, w.df),
                 format_p(w.p_value),
             ]
@@ -128,12 +134,14 @@ fn t_cells(c: &Comparison) -> [String; 3] {
 }
 
 /// Each variant of the set against the baseline.
-pub fn comparison_table(set: &SeedSetAnalysis) -> TextTable {
+pub fn comparison_table(set: &SeedSetAnalysis, measure: &Measure) -> TextTable {
+    let d = measure.decimals();
+    let delta_header = if measure.percent { "Δ mean (points)" } else { "Δ mean" };
     let header = cells([
         "variant",
         "seeds",
         "tests",
-        "Δ mean (points)",
+        delta_header,
         "95% CI of Δ",
         "t (df)",
         "t-test p",
@@ -147,11 +155,11 @@ pub fn comparison_table(set: &SeedSetAnalysis) -> TextTable {
         .comparisons
         .iter()
         .map(|c| {
-            let [ci, t, p] = t_cells(c);
+            let [ci, t, p] = t_cells(c, d);
             let delta = match (c.identical, c.noise_floor, c.difference()) {
-                (true, _, _) => "0.00".to_string(),
+                (true, _, _) => format!("{:.d$}", 0.0),
                 (false, Some(noise), _) => signed_points(noise.mean),
-                (false, None, Some(d)) => format!("{:+.2}", d.mean_difference),
+                (false, None, Some(diff)) => format!("{:+.d$}", diff.mean_difference),
                 (false, None, None) => MISSING.to_string(),
             };
             let tests = if c.identical {
@@ -253,8 +261,27 @@ mod tests {
 
     #[test]
     fn mean_ci_is_clipped_to_accuracy_range() {
-        assert_eq!(accuracy_ci(Some((-3.0, 104.5))), "0.00 – 100.00");
-        assert_eq!(accuracy_ci(None), MISSING);
+        let accuracy = Measure::default();
+        assert_eq!(mean_ci(Some((-3.0, 104.5)), &accuracy), "0.00 – 100.00");
+        assert_eq!(mean_ci(None, &accuracy), MISSING);
+        assert_eq!(mean_ci(Some((-3.0, 104.5)), &Measure::of("val_loss", false)), "-3.0000 – 104.5000");
+    }
+
+    #[test]
+    fn a_loss_is_shown_with_four_decimals_and_no_points() {
+        let set = &seed_sets::analyse_seed_sets(
+            &[
+                variant("a", &seeded(&[0.3121, 0.3125, 0.3130])),
+                variant("b", &seeded(&[0.3011, 0.3020, 0.3019])),
+            ],
+            "a",
+            &[],
+        )[0];
+        let loss = Measure::of("val_loss", false);
+        assert_eq!(variant_table(set, &loss).rows[0][2], "0.3125");
+        assert_eq!(comparison_table(set, &loss).header[3], "Δ mean");
+        assert_eq!(comparison_table(set, &loss).rows[0][3], "-0.0109");
+        assert_eq!(comparison_table(set, &Measure::default()).header[3], "Δ mean (points)");
     }
 
     #[test]
@@ -262,7 +289,7 @@ mod tests {
         let values = seeded(&[90.0, 90.4, 89.8]);
         let vs = [variant("natural_hardmax", &values), variant("normal_lr1e-3", &values)];
         let set = &seed_sets::analyse_seed_sets(&vs, "normal_lr1e-3", &[])[0];
-        let row = &comparison_table(set).rows[0];
+        let row = &comparison_table(set, &Measure::default()).rows[0];
         assert_eq!(row[2], "none: identical to the baseline seed for seed (by construction, bit for bit)");
         assert_eq!((row[3].as_str(), row[4].as_str()), ("0.00", MISSING));
     }
@@ -275,7 +302,7 @@ mod tests {
             *job = FinishedJob { final_epoch, last_epochs_mean: last, ..job.clone() };
         }
         let set = &seed_sets::analyse_seed_sets(&[v], "b", &[])[0];
-        let table = epoch_table(set);
+        let table = epoch_table(set, &Measure::default());
         assert_eq!(table.header[4], "mean of last 10 epochs");
         assert_eq!(table.rows[0][1..], ["2", "91.00 ± 1.41", "89.00 ± 1.41", "87.00"]);
     }
@@ -302,7 +329,7 @@ mod tests {
                 ["multi_softmax", "0–4", "5", "4", "+0.00", "0.01", "0.02"]
             ]
         );
-        let comparisons = comparison_table(set);
+        let comparisons = comparison_table(set, &Measure::default());
         assert_eq!(comparisons.rows[0][2], format!("none: {}", Comparison::NONDETERMINISM_TEXT));
         assert_eq!((comparisons.rows[0][3].as_str(), comparisons.rows[0][4].as_str()), ("+0.00", MISSING));
         assert_eq!(comparisons.rows[2][2], "paired t + Wilcoxon signed-rank", "natural_softmax is tested");

@@ -76,6 +76,7 @@ fn job(
                 wall_seconds: 12.5,
                 images_per_sec: 4000.0,
                 attempt: 1,
+                value: None,
             }
         })
         .collect();
@@ -87,7 +88,7 @@ fn job(
         state: state.to_string(),
         epochs,
         epochs_done,
-        best_val_acc: best.map(|e| e.val_acc),
+        best_value: best.map(|e| e.val_acc),
         best_epoch: best.map(|e| e.epoch),
         final_train_acc: rows.last().map(|e| e.train_acc),
         final_val_acc: rows.last().map(|e| e.val_acc),
@@ -111,6 +112,7 @@ fn assemble(sweep: &str, jobs: Vec<(JobRow, Vec<EpochRow>)>) -> ReportInput {
         // Unknown by default: the synthetic values do not follow the loss variants' construction.
         learning_rates: BTreeMap::new(),
         provenance: provenance(),
+        measure: Default::default(),
     };
     for (row, epochs) in jobs {
         input.jobs.push(row);
@@ -194,7 +196,7 @@ pub fn sweep_with_best_values(best: [&[f64]; 5]) -> ReportInput {
         for (seed, &acc) in values.iter().enumerate() {
             let (mut row, mut epochs) = job((v * 100 + seed + 1) as i64, v, seed as u64, "succeeded", 1, 1);
             epochs[0].val_acc = acc;
-            row.best_val_acc = Some(acc);
+            row.best_value = Some(acc);
             row.final_val_acc = Some(acc);
             jobs.push((row, epochs));
         }
@@ -224,7 +226,7 @@ pub fn protocol_sweep_across_machines(epochs: u32) -> ReportInput {
         let rows = input.epochs.iter().filter(|e| e.job_id == job.job_id);
         let rows: Vec<&EpochRow> = rows.collect();
         let best = rows.iter().max_by(|a, b| a.val_acc.total_cmp(&b.val_acc)).unwrap();
-        (job.best_val_acc, job.best_epoch) = (Some(best.val_acc), Some(best.epoch));
+        (job.best_value, job.best_epoch) = (Some(best.val_acc), Some(best.epoch));
         job.final_val_acc = rows.iter().max_by_key(|e| e.epoch).map(|e| e.val_acc);
     }
     input
