@@ -1,6 +1,6 @@
 //! Writes reports for the test suite's synthetic sweeps, to look at by eye:
 //! `cargo run -p report --example synthetic_report -- OUT_DIR` writes
-//! OUT_DIR/{finished,protocol,across,mixed,none}.
+//! OUT_DIR/{finished,protocol,across,mixed,none,loss,top5}.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -13,6 +13,8 @@ fn main() -> Result<(), report::ReportError> {
     report::write_report(&common::protocol_sweep_across_machines(100), &out.join("across"))?;
     report::write_report(&common::partial_sweep_mixed(), &out.join("mixed"))?;
     report::write_report(&common::partial_sweep_none_finished(), &out.join("none"))?;
+    report::write_report(&common::ranked_by_loss(), &out.join("loss"))?;
+    report::write_report(&common::ranked_by_top5(), &out.join("top5"))?;
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -12,40 +12,9 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
-/// The synthetic finished sweep ranked by `val_loss` (lower is better): each epoch carries it
-/// as the measure and each job its lowest value.
-fn ranked_by_loss() -> ReportInput {
-    let mut input = common::finished_sweep(5, 4);
-    input.measure = Measure::of("val_loss", false);
-    for e in &mut input.epochs {
-        e.value = Some(e.val_loss);
-    }
-    for job in &mut input.jobs {
-        let mine = input.epochs.iter().filter(|e| e.job_id == job.job_id);
-        job.best_value = mine.map(|e| e.val_loss).reduce(f64::min);
-    }
-    input
-}
-
-/// A metric of the sweep's own (`top5`, higher is better) with no column of its own in the CSV
-/// files and no training counterpart.
-fn ranked_by_top5() -> ReportInput {
-    let mut input = common::finished_sweep(5, 4);
-    input.measure = Measure::of("top5", true);
-    for e in &mut input.epochs {
-        (e.value, e.train_acc, e.val_acc) = (Some(0.5 + e.val_acc / 2.0), f64::NAN, f64::NAN);
-    }
-    for job in &mut input.jobs {
-        let mine = input.epochs.iter().filter(|e| e.job_id == job.job_id);
-        job.best_value = mine.filter_map(|e| e.value).reduce(f64::max);
-        (job.final_train_acc, job.final_val_acc) = (None, None);
-    }
-    input
-}
-
 #[test]
 fn a_loss_is_compared_at_its_lowest_without_points_or_claims() {
-    let input = ranked_by_loss();
+    let input = common::ranked_by_loss();
     let dir = tempfile::tempdir().unwrap();
     let files = write_report(&input, dir.path()).unwrap();
 
@@ -81,7 +50,7 @@ fn a_loss_is_compared_at_its_lowest_without_points_or_claims() {
 
 #[test]
 fn a_metric_of_the_sweeps_own_gets_a_column_and_no_training_curve() {
-    let input = ranked_by_top5();
+    let input = common::ranked_by_top5();
     let dir = tempfile::tempdir().unwrap();
     let files = write_report(&input, dir.path()).unwrap();
     let summary = read(&files.summary_md);

@@ -291,7 +291,12 @@ impl CurvesFigure {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            // Away from the curves: they rise towards a maximum and fall towards a minimum.
+            .position(if measure.maximize {
+                SeriesLabelPosition::LowerRight
+            } else {
+                SeriesLabelPosition::UpperRight
+            })
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
             .label_font(font(13.0))

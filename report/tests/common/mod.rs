@@ -262,3 +262,34 @@ fn protocol_sweep_bit_for_bit(epochs: u32) -> ReportInput {
     }
     assemble("cifar10-protocol", jobs)
 }
+
+/// The synthetic finished sweep ranked by `val_loss` (lower is better): each epoch carries it
+/// as the measure and each job its lowest value.
+pub fn ranked_by_loss() -> ReportInput {
+    let mut input = finished_sweep(5, 4);
+    input.measure = report::Measure::of("val_loss", false);
+    for e in &mut input.epochs {
+        e.value = Some(e.val_loss);
+    }
+    for job in &mut input.jobs {
+        let mine = input.epochs.iter().filter(|e| e.job_id == job.job_id);
+        job.best_value = mine.map(|e| e.val_loss).reduce(f64::min);
+    }
+    input
+}
+
+/// A metric of the sweep's own (`top5`, higher is better) with no column of its own in the CSV
+/// files and no training counterpart.
+pub fn ranked_by_top5() -> ReportInput {
+    let mut input = finished_sweep(5, 4);
+    input.measure = report::Measure::of("top5", true);
+    for e in &mut input.epochs {
+        (e.value, e.train_acc, e.val_acc) = (Some(0.5 + e.val_acc / 2.0), f64::NAN, f64::NAN);
+    }
+    for job in &mut input.jobs {
+        let mine = input.epochs.iter().filter(|e| e.job_id == job.job_id);
+        job.best_value = mine.filter_map(|e| e.value).reduce(f64::max);
+        (job.final_train_acc, job.final_val_acc) = (None, None);
+    }
+    input
+}
