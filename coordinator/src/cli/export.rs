@@ -138,6 +138,7 @@ mod tests {
             epochs: vec![],
             learning_rates: Default::default(),
             provenance: Default::default(),
+            measure: Default::default(),
         };
         let dir = tempfile::tempdir().unwrap();
         write_export(&input, Format::Csv, Some(dir.path())).unwrap();
