@@ -6,7 +6,7 @@ mod cluster;
 
 use std::time::Duration;
 
-use cluster::{client, start_agent, start_server, wait_for};
+use cluster::{client, start_agent, start_server, start_server_with, wait_for};
 use sweep_proto::pb::{GetJobRequest, GetSweepRequest, ListJobsRequest, SubmitSweepRequest, SweepSpec};
 use worker::agent::{CheckpointSettings, CheckpointTarget, Commands};
 
@@ -68,34 +68,37 @@ async fn a_command_sweep_runs_only_on_a_worker_that_allows_commands() {
     server.shutdown().await;
 }
 
-/// Keeps a checkpoint per epoch in $SWEEP_CHECKPOINT_DIR and resumes from the newest one the
-/// coordinator has epochs up to, reporting where it resumed from with every epoch.
-const RESUMING_SCRIPT: &str = r#"dir="$SWEEP_CHECKPOINT_DIR"
-[ -d "$dir" ] || { echo "no SWEEP_CHECKPOINT_DIR" >&2; exit 2; }
+/// Keeps a checkpoint per epoch in $SWEEP_JOB_CHECKPOINT_DIR (`epoch-NNNNN.ckpt`, holding its epoch,
+/// renamed into place) and resumes from the newest one the coordinator has epochs up to, reporting
+/// where it resumed from with every epoch.
+const RESUMING_SCRIPT: &str = r#"dir="$SWEEP_JOB_CHECKPOINT_DIR"
+[ -d "$dir" ] || { echo "no SWEEP_JOB_CHECKPOINT_DIR" >&2; exit 2; }
 start=0
-for f in "$dir"/ckpt-*; do
+for f in "$dir"/epoch-*.ckpt; do
   [ -e "$f" ] || continue
-  c=${f##*/ckpt-}
+  c=$(cat "$f")
   if [ "$c" -le "$SWEEP_EPOCHS_STORED" ] && [ "$c" -gt "$start" ]; then start=$c; fi
 done
 e=$start
 while [ "$e" -lt "$SWEEP_EPOCHS" ]; do
   e=$((e + 1))
   sleep 0.5
-  touch "$dir/ckpt-$e"
+  echo "$e" > "$dir/.partial" && mv "$dir/.partial" "$dir/$(printf 'epoch-%05d.ckpt' "$e")"
   echo "{\"epoch\": $e, \"resumed_from\": $start, \"lr\": $1}"
 done
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_command_job_continues_on_another_worker_from_its_own_checkpoint() {
+/// Runs a one-job command sweep with worker A stopped (as by SIGTERM) after two epochs and worker
+/// B finishing it, both keeping checkpoints in `target`; checks every epoch is stored once and
+/// the epochs after the hand-back continued from A's last checkpoint. Returns the job's id and
+/// the epochs stored at the hand-back.
+async fn split_command_run(config: coordinator::Config, target: CheckpointTarget) -> (i64, u32) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
     let script = dir.path().join("train.sh");
     std::fs::write(&script, RESUMING_SCRIPT).unwrap();
-    let shared = dir.path().join("checkpoints");
-    let checkpoints = CheckpointSettings { target: CheckpointTarget::Directory(shared.clone()), every: 1 };
-    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let checkpoints = CheckpointSettings { target, every: 1 };
+    let server = start_server_with(&url, "127.0.0.1:0".parse().unwrap(), config).await;
     let mut c = client(server.addr).await;
     let spec = SweepSpec {
         name: "resume".into(),
@@ -119,8 +122,6 @@ async fn a_stopped_command_job_continues_on_another_worker_from_its_own_checkpoi
     assert_eq!(job.state, sweep_proto::pb::JobState::Queued as i32, "handed back at a graceful stop");
     let handed_back = job.epochs_done;
     assert!((2..8).contains(&handed_back), "{handed_back}");
-    let job_dir = shared.join("resume").join(format!("job-{}", job.id));
-    assert!(job_dir.join(format!("ckpt-{handed_back}")).exists(), "the program's checkpoint is kept");
 
     let (stop, agent) = start_agent(server.addr, "worker-b", Some(checkpoints), Commands::Only);
     let s = wait_for(server.addr, "resume", Duration::from_secs(60), |s| s.succeeded == 1).await;
@@ -136,6 +137,28 @@ async fn a_stopped_command_job_continues_on_another_worker_from_its_own_checkpoi
         assert_eq!(e.values["resumed_from"], resumed_from, "epoch {}", e.epoch);
         assert_eq!(e.values["lr"], 0.5);
     }
-    assert!(!job_dir.exists(), "a succeeded job's checkpoints are removed");
     server.shutdown().await;
+    (job.id, handed_back)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_command_job_continues_on_another_worker_from_its_checkpoint_in_a_shared_directory() {
+    let shared = tempfile::tempdir().unwrap();
+    let target = CheckpointTarget::Directory(shared.path().to_owned());
+    let config = coordinator::Config::with_lease_ttl(Duration::from_secs(5));
+    let (id, _) = split_command_run(config, target).await;
+    assert!(
+        !shared.path().join("resume").join(format!("job-{id}")).exists(),
+        "a succeeded job's are removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_command_job_continues_on_another_worker_from_its_checkpoint_on_the_coordinator() {
+    let store = tempfile::tempdir().unwrap();
+    let mut config = coordinator::Config::with_lease_ttl(Duration::from_secs(5));
+    config.checkpoints = Some(coordinator::checkpoints::CheckpointSettings::in_dir(store.path()));
+    split_command_run(config, CheckpointTarget::Coordinator).await;
+    let left = std::fs::read_dir(store.path()).unwrap().count();
+    assert_eq!(left, 0, "the coordinator removes a succeeded job's checkpoints");
 }

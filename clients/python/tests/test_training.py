@@ -141,7 +141,7 @@ def test_job_context_refuses_garbage_numbers():
 
 def _resumed(tmp_path, stored: int) -> JobContext:
     env = {"SWEEP_JOB_ID": "1", "SWEEP_SEED": "0", "SWEEP_ATTEMPT": "2", "SWEEP_EPOCHS": "10"}
-    env |= {"SWEEP_EPOCHS_STORED": str(stored), "SWEEP_CHECKPOINT_DIR": str(tmp_path / "job-1")}
+    env |= {"SWEEP_EPOCHS_STORED": str(stored), "SWEEP_JOB_CHECKPOINT_DIR": str(tmp_path / "job-1")}
     return job_context(env)
 
 

@@ -161,7 +161,7 @@ fn spawn(
         cmd.env(format!("SWEEP_PARAM_{}", env_name(name)), value);
     }
     if let Some(dir) = checkpoint_dir {
-        cmd.env("SWEEP_CHECKPOINT_DIR", dir);
+        cmd.env("SWEEP_JOB_CHECKPOINT_DIR", dir);
     }
     if let Some(dir) = &command.workdir {
         cmd.current_dir(dir);

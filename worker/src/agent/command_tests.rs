@@ -142,8 +142,8 @@ async fn a_resumed_command_sees_its_stored_epochs_and_checkpoint_directory() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("byo/job-7");
     let job = JobAssignment { epochs_stored: 2, ..job(4) };
-    let script = r#"[ "$SWEEP_EPOCHS_STORED" = 2 ] && [ -d "$SWEEP_CHECKPOINT_DIR" ] || exit 9
-echo 2 > "$SWEEP_CHECKPOINT_DIR/last"
+    let script = r#"[ "$SWEEP_EPOCHS_STORED" = 2 ] && [ -d "$SWEEP_JOB_CHECKPOINT_DIR" ] || exit 9
+echo 2 > "$SWEEP_JOB_CHECKPOINT_DIR/last"
 for e in 3 4; do echo "{\"epoch\": $e}"; done"#;
     let (outcome, epochs) = run_job(&job, sh(script, None), Some(&ckpt), &go).await;
     assert_eq!(outcome.unwrap(), JobOutcome::Completed { best_val_acc: 0.0, best_epoch: 0, epochs: 4 });

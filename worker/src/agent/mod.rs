@@ -8,6 +8,7 @@
 pub mod attach;
 pub mod backoff;
 pub mod command;
+pub mod command_checkpoints;
 pub mod slot;
 pub mod uploader;
 

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use super::backoff::Backoff;
 use super::command::{StopRequest, run_command};
+use super::command_checkpoints::Mirror;
 use super::uploader::{UploadError, upload_epochs};
 use super::{Commands, LeaseTable};
 use crate::checkpoint::{CheckpointStore, Checkpointing, CoordinatorStore};
@@ -49,15 +50,6 @@ pub enum JobStores {
 }
 
 impl JobStores {
-    /// A command job's own checkpoint directory: beside the built-in checkpoints in a shared
-    /// directory; none with the coordinator as the store (a command's files are not uploaded).
-    fn command_dir(&self, job: &JobAssignment) -> Option<std::path::PathBuf> {
-        match self {
-            JobStores::Shared(store) => store.directory(&job_key(job)),
-            JobStores::Coordinator => None,
-        }
-    }
-
     fn for_job(&self, ctx: &SlotContext, fence: &Fence) -> Arc<dyn CheckpointStore> {
         match self {
             JobStores::Shared(store) => store.clone(),
@@ -184,9 +176,19 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
                 (false, false) => StopRequest::No,
             };
             let device = *runner.device();
-            let dir = ctx.checkpoints.as_ref().and_then(|(stores, _)| stores.command_dir(&job));
-            let outcome =
-                run_command(&job, &command, &device, dir.as_deref(), sink.epochs, &should_stop).await;
+            let store = checkpointing.as_ref().map(|c| c.store.clone());
+            let (dir, mirror) = command_directory(store, &key, job.epochs_stored).await;
+            let (epochs, forwarder) = match &mirror {
+                Some(mirror) => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    (tx, Some(mirror.forward(rx, sink.epochs)))
+                }
+                None => (sink.epochs, None),
+            };
+            let outcome = run_command(&job, &command, &device, dir.as_deref(), epochs, &should_stop).await;
+            if let Some(forwarder) = forwarder {
+                let _ = forwarder.await;
+            }
             (runner, outcome)
         }
         None => train_on_blocking_thread(runner, job, checkpointing, sink).await,
@@ -231,6 +233,27 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
         }
     }
     runner
+}
+
+/// A command job's checkpoint directory: its own in a shared store's directory, else a scratch one
+/// mirrored to the store (the coordinator); none without checkpoints or when the scratch
+/// directory cannot be made.
+async fn command_directory(
+    store: Option<Arc<dyn CheckpointStore>>,
+    key: &str,
+    epochs_stored: u32,
+) -> (Option<std::path::PathBuf>, Option<Mirror>) {
+    let Some(store) = store else { return (None, None) };
+    if let Some(dir) = store.directory(key) {
+        return (Some(dir), None);
+    }
+    match Mirror::prepare(store, key.to_owned(), epochs_stored).await {
+        Ok(mirror) => (Some(mirror.path().to_owned()), Some(mirror)),
+        Err(e) => {
+            warn!(error = %e, "no checkpoint directory for the command: it starts over if it is requeued");
+            (None, None)
+        }
+    }
 }
 
 /// Where a job's checkpoints are kept in a store.

@@ -64,6 +64,13 @@ pub enum CheckpointError {
 }
 
 impl Checkpoint {
+    /// A program's own checkpoint file carried whole (a command job's), as the checkpoint after
+    /// `epoch`: the bytes travel as its model record, with no data order or optimizer record.
+    pub fn file(epoch: u32, bytes: Vec<u8>) -> Checkpoint {
+        let header = Header { epoch, best_val_acc: 0.0, best_epoch: 0, rng_word_pos: String::new() };
+        Checkpoint { header, order: Vec::new(), model: bytes, optimizer: Vec::new() }
+    }
+
     /// The file bytes, checksum included.
     pub fn encode(&self) -> Vec<u8> {
         let header = serde_json::to_vec(&self.header).expect("a header always serialises");

@@ -125,7 +125,10 @@ class JobContext:
         half a file) and all but the newest `keep` checkpoints are removed.
         Raises RuntimeError when the worker gave no checkpoint directory."""
         if self.checkpoint_dir is None:
-            raise RuntimeError("no SWEEP_CHECKPOINT_DIR: the worker keeps no checkpoints (start it with --checkpoint-dir)")
+            raise RuntimeError(
+                "no SWEEP_JOB_CHECKPOINT_DIR: the worker keeps no checkpoints "
+                "(start it with --checkpoint-dir or --checkpoint-to-coordinator)"
+            )
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
             raise ValueError(f"epoch: expected an integer >= 1, got {epoch!r}")
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +172,7 @@ def _env_int(env: Mapping[str, str], name: str) -> int:
 def job_context(env: Optional[Mapping[str, str]] = None) -> Optional[JobContext]:
     """The job identity a worker passes to a command job (SWEEP_JOB_ID, SWEEP_SEED,
     SWEEP_ATTEMPT, SWEEP_EPOCHS, SWEEP_SWEEP), its parameters (SWEEP_PARAM_<NAME>) and resume
-    state (SWEEP_EPOCHS_STORED, SWEEP_CHECKPOINT_DIR), or None when SWEEP_JOB_ID is not set (the
+    state (SWEEP_EPOCHS_STORED, SWEEP_JOB_CHECKPOINT_DIR), or None when SWEEP_JOB_ID is not set (the
     script was not started by a worker).
 
     `env` defaults to `os.environ`. Raises ValueError when a number among them is not one.
@@ -187,5 +190,5 @@ def job_context(env: Optional[Mapping[str, str]] = None) -> Optional[JobContext]
         sweep=env.get("SWEEP_SWEEP", ""),
         params=dict(sorted(params.items())),
         epochs_stored=_env_int(env, "SWEEP_EPOCHS_STORED") if env.get("SWEEP_EPOCHS_STORED") else 0,
-        checkpoint_dir=Path(env["SWEEP_CHECKPOINT_DIR"]) if env.get("SWEEP_CHECKPOINT_DIR") else None,
+        checkpoint_dir=Path(env["SWEEP_JOB_CHECKPOINT_DIR"]) if env.get("SWEEP_JOB_CHECKPOINT_DIR") else None,
     )
