@@ -24,4 +24,5 @@ mod recovery;
 mod resubmit;
 mod roles;
 mod secure;
+mod signals;
 mod tls;

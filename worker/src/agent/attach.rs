@@ -137,7 +137,14 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
              back; a second Ctrl-C or SIGTERM exits at once"
         );
         let _ = stop_tx.send(true);
-        stop_signal().await;
+        let first = std::time::Instant::now();
+        // One stop can arrive twice (a scheduler signals the job's shell and its processes).
+        while {
+            stop_signal().await;
+            first.elapsed() < DUPLICATE_SIGNAL
+        } {
+            tracing::debug!("a second stop signal right after the first: taken for the same stop");
+        }
         tracing::warn!(
             "second stop signal: exiting now; the coordinator requeues the jobs when their leases expire"
         );
@@ -146,6 +153,9 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
     run_agent_with(config, security, local.data, stop).await?;
     Ok(())
 }
+
+/// A second stop signal sooner than this after the first is the same stop, delivered twice.
+const DUPLICATE_SIGNAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn checkpoint_settings(dir: Option<PathBuf>, to_coordinator: bool, every: u32) -> Option<CheckpointSettings> {
     let target = match (dir, to_coordinator) {
