@@ -24,6 +24,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::auth::Principal;
+use crate::client::report_groups::{Grouping, grouped};
 use crate::error::Error;
 use crate::events::Event;
 use crate::http::AppState;
@@ -49,10 +50,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/jobs/{id}/retry", post(actions::retry_job))
 }
 
-/// An error as the page shows it: 404 for an unknown sweep, 503 otherwise.
+/// An error as the page shows it: 404 for an unknown sweep, 409 for one that cannot make what was
+/// asked (a report without its objective's values), 503 otherwise.
 fn failure(e: Error) -> Response {
-    let status =
-        if matches!(e, Error::NotFound(_)) { StatusCode::NOT_FOUND } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = match e {
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::InvalidInput(_) => StatusCode::CONFLICT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
     (status, format!("{e}\n")).into_response()
 }
 
@@ -63,20 +68,30 @@ async fn sweeps(State(state): State<AppState>) -> Response {
     }
 }
 
+/// The report input a sweep's figures and static report are drawn from: a command sweep's jobs
+/// grouped by their parameter point (each point a variant) on the sweep's objective.
+pub(crate) fn drawable(view: &view::SweepView) -> Result<report::ReportInput, Error> {
+    match view.summary.spec.command {
+        Some(_) => grouped(view.input.clone(), &Grouping::default()),
+        None => Ok(view.input.clone()),
+    }
+}
+
 /// The live part's HTML, drawn from the queue now.
 async fn live_html(state: &AppState, name: &str, who: &Principal) -> Result<String, Error> {
     let view = view::load(&state.queue, name).await?;
-    // A command sweep's page shows no figures: an empty input draws nothing.
-    let input = if view.summary.spec.command.is_some() {
-        report::ReportInput { jobs: Vec::new(), epochs: Vec::new(), ..view.input.clone() }
-    } else {
-        view.input.clone()
+    // A command sweep whose epochs lack its objective gets no figures, and says why.
+    let figures = match drawable(&view) {
+        Ok(input) => {
+            // Drawing the figures is CPU work: keep it off the async workers.
+            let drawn = tokio::task::spawn_blocking(move || report::live_figures(&input))
+                .await
+                .map_err(|e| Error::Internal(format!("drawing the figures: {e}")))??;
+            Ok(drawn)
+        }
+        Err(why) => Err(why.to_string()),
     };
-    // Drawing the figures is CPU work: keep it off the async workers.
-    let figures = tokio::task::spawn_blocking(move || report::live_figures(&input))
-        .await
-        .map_err(|e| Error::Internal(format!("drawing the figures: {e}")))??;
-    Ok(page::live_part(&view, &figures, crate::db::now_ms(), actions::may_act(who)))
+    Ok(page::live_part(&view, figures.as_ref(), crate::db::now_ms(), actions::may_act(who)))
 }
 
 async fn sweep(

@@ -114,7 +114,13 @@ document.addEventListener('click', async (e) => {
 "#;
 
 /// The live part of a sweep's page.
-pub fn live_part(view: &SweepView, figures: &report::LiveFigures, now_ms: i64, admin: bool) -> String {
+/// `figures`: the drawn figures, or why there are none.
+pub fn live_part(
+    view: &SweepView,
+    figures: Result<&report::LiveFigures, &String>,
+    now_ms: i64,
+    admin: bool,
+) -> String {
     let s = &view.summary;
     let mut out = String::new();
     let _ = writeln!(
@@ -123,19 +129,24 @@ pub fn live_part(view: &SweepView, figures: &report::LiveFigures, now_ms: i64, a
         escape(&progress_line(s)),
         s.progress_percent()
     );
-    // The figures plot the built-in CNN's accuracies; a command sweep's jobs show their objective.
+    // A command sweep's figures show its objective for each parameter point.
     let command = s.spec.command.is_some();
-    if !command {
-        out.push_str("<div class=\"figures\">");
-        let mut figure = |id: &str, svg: &str| {
-            let _ = write!(out, "<figure id=\"{id}\">{}</figure>", svg.trim_start_matches(|c| c != '<'));
-        };
-        figure("boxplot", strip_declaration(&figures.boxplot_svg));
-        if let Some(svg) = &figures.boxplot_extended_svg {
-            figure("boxplot-extended", strip_declaration(svg));
+    match figures {
+        Ok(figures) => {
+            out.push_str("<div class=\"figures\">");
+            let mut figure = |id: &str, svg: &str| {
+                let _ = write!(out, "<figure id=\"{id}\">{}</figure>", svg.trim_start_matches(|c| c != '<'));
+            };
+            figure("boxplot", strip_declaration(&figures.boxplot_svg));
+            if let Some(svg) = &figures.boxplot_extended_svg {
+                figure("boxplot-extended", strip_declaration(svg));
+            }
+            figure("curves", strip_declaration(&figures.curves_svg));
+            out.push_str("</div>\n");
         }
-        figure("curves", strip_declaration(&figures.curves_svg));
-        out.push_str("</div>\n");
+        Err(why) => {
+            let _ = writeln!(out, "<p class=\"note\">No figures: {}</p>", escape(why));
+        }
     }
     let best_header =
         if command { format!("best {}", escape(&s.spec.objective.metric)) } else { "best val acc".into() };

@@ -56,10 +56,6 @@ pub async fn report_file(
 async fn fetch(state: &AppState, name: &str, file: &str) -> Result<Option<Vec<u8>>, Error> {
     let view = view::load(&state.queue, name).await?;
     let s = &view.summary;
-    if s.spec.command.is_some() {
-        // The report's figures are the built-in CNN's accuracies; a command sweep has none.
-        return Ok(None);
-    }
     let stamp =
         format!("{} {} {} {} {} {}", s.queued, s.running, s.succeeded, s.failed, s.cancelled, s.epochs_done);
     let cache = &state.reports;
@@ -68,7 +64,7 @@ async fn fetch(state: &AppState, name: &str, file: &str) -> Result<Option<Vec<u8
         Some((at, files)) if *at == stamp => files.clone(),
         _ => {
             let out: PathBuf = cache.dir.path().join(name);
-            let input = view.input;
+            let input = super::drawable(&view)?;
             let files = tokio::task::spawn_blocking(move || report::write_report(&input, &out))
                 .await
                 .map_err(|e| Error::Internal(format!("writing the report: {e}")))??;

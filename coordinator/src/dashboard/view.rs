@@ -18,14 +18,15 @@ pub struct SweepView {
 /// Reads sweep `name` (NOT_FOUND when it does not exist).
 pub async fn load(queue: &Queue, name: &str) -> Result<SweepView> {
     let summary = queue.summary(name).await?;
-    let mut details = Vec::new();
-    for job in queue.jobs(name, None, None).await? {
-        let (job, epochs) = queue.job(job.id).await?;
-        details.push(pb::JobDetail {
+    let details = queue
+        .jobs_with_epochs(name)
+        .await?
+        .into_iter()
+        .map(|(job, epochs)| pb::JobDetail {
             job: Some(job.into()),
             epochs: epochs.into_iter().map(pb::EpochMetrics::from).collect(),
-        });
-    }
+        })
+        .collect();
     let workers = queue.workers().await?;
     let wire_workers: Vec<pb::Worker> = workers.iter().cloned().map(pb::Worker::from).collect();
     let input = report_input(name, summary.spec.clone().into(), details, &wire_workers)?;

@@ -92,43 +92,79 @@ pub async fn insert_batch(
     Ok(stored)
 }
 
+/// One stored row, as both readers select it.
+struct EpochRow {
+    job_id: i64,
+    epoch: i64,
+    attempt: i64,
+    train_loss: Option<f64>,
+    train_acc: Option<f64>,
+    val_loss: Option<f64>,
+    val_acc: Option<f64>,
+    wall_seconds: f64,
+    images_per_sec: Option<f64>,
+    values_json: Option<String>,
+}
+
+impl EpochRow {
+    fn into_stored(self) -> Result<(JobId, StoredEpoch)> {
+        let job = JobId(self.job_id);
+        let epoch = u32::try_from(self.epoch)
+            .map_err(|err| super::corrupt(format_args!("job {job}"), "epoch", err))?;
+        let attempt = u32::try_from(self.attempt)
+            .map_err(|err| super::corrupt(format_args!("job {job}"), "attempt", err))?;
+        let values = match self.values_json {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|err| super::corrupt(format_args!("job {job} epoch {epoch}"), "values_json", err))?,
+            None => Default::default(),
+        };
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: self.train_loss,
+            train_acc: self.train_acc,
+            val_loss: self.val_loss,
+            val_acc: self.val_acc,
+            wall_seconds: self.wall_seconds,
+            images_per_sec: self.images_per_sec,
+            values,
+        };
+        Ok((job, StoredEpoch { metrics, attempt }))
+    }
+}
+
 /// The job's stored epochs, by epoch, with the attempt that stored each (a later attempt may
 /// have continued after an earlier one's epochs).
 pub async fn for_job<'c, E>(ex: E, job: JobId) -> Result<Vec<StoredEpoch>>
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    let rows = sqlx::query!(
-        "SELECT epoch, attempt, train_loss, train_acc, val_loss, val_acc, wall_seconds, images_per_sec, \
+    let rows = sqlx::query_as!(
+        EpochRow,
+        "SELECT job_id, epoch, attempt, train_loss, train_acc, val_loss, val_acc, wall_seconds, images_per_sec, \
          values_json FROM epochs WHERE job_id = ?1 ORDER BY epoch",
         job.0
     )
     .fetch_all(ex)
     .await?;
-    rows.into_iter()
-        .map(|e| {
-            let epoch = u32::try_from(e.epoch)
-                .map_err(|err| super::corrupt(format_args!("job {job}"), "epoch", err))?;
-            let attempt = u32::try_from(e.attempt)
-                .map_err(|err| super::corrupt(format_args!("job {job}"), "attempt", err))?;
-            let metrics = EpochMetrics {
-                epoch,
-                train_loss: e.train_loss,
-                train_acc: e.train_acc,
-                val_loss: e.val_loss,
-                val_acc: e.val_acc,
-                wall_seconds: e.wall_seconds,
-                images_per_sec: e.images_per_sec,
-                values: match e.values_json {
-                    Some(json) => serde_json::from_str(&json).map_err(|err| {
-                        super::corrupt(format_args!("job {job} epoch {epoch}"), "values_json", err)
-                    })?,
-                    None => Default::default(),
-                },
-            };
-            Ok(StoredEpoch { metrics, attempt })
-        })
-        .collect()
+    rows.into_iter().map(|row| row.into_stored().map(|(_, epoch)| epoch)).collect()
+}
+
+/// Every stored epoch of the sweep's jobs, by job and epoch, in one read (a page or report of
+/// the whole sweep needs them all).
+pub async fn for_sweep<'c, E>(ex: E, sweep: &str) -> Result<Vec<(JobId, StoredEpoch)>>
+where
+    E: Executor<'c, Database = Sqlite>,
+{
+    let rows = sqlx::query_as!(
+        EpochRow,
+        r#"SELECT e.job_id AS "job_id!", e.epoch AS "epoch!", e.attempt AS "attempt!", e.train_loss, e.train_acc,
+         e.val_loss, e.val_acc, e.wall_seconds AS "wall_seconds!", e.images_per_sec, e.values_json
+         FROM epochs e JOIN jobs j ON j.id = e.job_id WHERE j.sweep = ?1 ORDER BY e.job_id, e.epoch"#,
+        sweep
+    )
+    .fetch_all(ex)
+    .await?;
+    rows.into_iter().map(EpochRow::into_stored).collect()
 }
 
 /// Mean wall seconds of the sweep's stored epochs (all attempts), `None` before the first.

@@ -259,6 +259,23 @@ impl Queue {
         Ok((stored.job, epochs::for_job(pool, id).await?))
     }
 
+    /// The sweep's jobs, each with the epochs stored for it, in one pass over the epochs.
+    pub async fn jobs_with_epochs(&self, name: &str) -> Result<Vec<(Job, Vec<StoredEpoch>)>> {
+        let pool = self.db.reader();
+        let jobs = self.jobs(name, None, None).await?;
+        let mut epochs: std::collections::HashMap<JobId, Vec<StoredEpoch>> = Default::default();
+        for (job, epoch) in epochs::for_sweep(pool, name).await? {
+            epochs.entry(job).or_default().push(epoch);
+        }
+        Ok(jobs
+            .into_iter()
+            .map(|job| {
+                let stored = epochs.remove(&job.id).unwrap_or_default();
+                (job, stored)
+            })
+            .collect())
+    }
+
     /// Every registered worker, most recently seen first.
     pub async fn workers(&self) -> Result<Vec<Worker>> {
         workers::list(self.db.reader()).await

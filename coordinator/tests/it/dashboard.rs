@@ -218,3 +218,71 @@ async fn with_tokens_a_browser_comes_in_once_with_its_token_and_keeps_a_cookie()
     assert_eq!(summary.cancelled, 1);
     stop(served).await;
 }
+
+#[tokio::test]
+async fn a_command_sweep_is_drawn_on_its_objective_for_each_parameter_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = start(dir.path(), Security::none()).await;
+    let mut sweeps =
+        pb::sweep_service_client::SweepServiceClient::connect(served.grpc.clone()).await.unwrap();
+    let mut w = pb::worker_service_client::WorkerServiceClient::connect(served.grpc.clone()).await.unwrap();
+    let spec = pb::SweepSpec {
+        name: "byo".into(),
+        seeds: vec![0, 1],
+        epochs: 2,
+        command: Some(pb::CommandSpec {
+            template: "python3 train.py --lr {lr}".into(),
+            grid: [("lr".to_string(), pb::ParamValues { values: vec!["0.1".into(), "0.01".into()] })].into(),
+            ..Default::default()
+        }),
+        objective: Some(pb::Objective { metric: "val_loss".into(), mode: pb::objective::Mode::Min as i32 }),
+        ..Default::default()
+    };
+    submit(&mut sweeps, spec.clone()).await.unwrap();
+    // Ranked by a metric its jobs never report: nothing to draw.
+    let bare = pb::SweepSpec {
+        name: "bare".into(),
+        objective: Some(pb::Objective { metric: "top5".into(), mode: pb::objective::Mode::Max as i32 }),
+        ..spec
+    };
+    submit(&mut sweeps, bare).await.unwrap();
+    register(&mut w, "w").await;
+    let kinds = vec![pb::JobKind::Command as i32];
+    while let Some(job) = w
+        .lease_job(pb::LeaseJobRequest { worker_id: "w".into(), slot: 0, kinds: kinds.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+    {
+        let f = fence(&job);
+        let reports = (1..=2)
+            .map(|epoch| {
+                let loss = 1.0 / f64::from(epoch) + job.seed as f64 / 100.0;
+                let m = pb::EpochMetrics {
+                    epoch,
+                    val_loss: Some(loss),
+                    train_loss: Some(loss),
+                    ..Default::default()
+                };
+                pb::EpochReport { fence: Some(f.clone()), metrics: Some(m) }
+            })
+            .collect();
+        assert!(report(&mut w, reports).await.1.is_none());
+        w.complete_job(pb::CompleteJobRequest { fence: Some(f) }).await.unwrap();
+    }
+    let (status, page) = get(served.http, "/sweeps/byo", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<figure id=\"boxplot\"><svg") && page.contains("lowest validation loss"),
+        "{page}"
+    );
+    assert!(page.contains("lr=0.01") && page.contains("<th>best val_loss</th>"), "{page}");
+    let (status, index) = get(served.http, "/sweeps/byo/report/index.html", None).await;
+    assert!(status == 200 && index.contains("Lowest validation loss per variant"), "{status}: {index}");
+    let (status, page) = get(served.http, "/sweeps/bare", None).await;
+    assert!(status == 200 && page.contains("No figures: ") && page.contains("reported no top5"), "{page}");
+    let (status, why) = get(served.http, "/sweeps/bare/report/index.html", None).await;
+    assert!(status == 409 && why.contains("reported no top5"), "{status}: {why}");
+    stop(served).await;
+}
