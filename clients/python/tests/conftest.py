@@ -1,7 +1,8 @@
 """Shared fixtures: a real coordinator process for the integration tests.
 
 The binary is $SWEEP_COORDINATOR_BIN, else <repo>/target/debug/coordinator (`cargo build -p
-coordinator`). When it is missing the integration tests skip, unless SWEEP_REQUIRE_PYTHON_TESTS=1,
+coordinator`); the worker's, for the tests that run one, $SWEEP_WORKER_BIN, else
+<repo>/target/debug/worker. When it is missing the integration tests skip, unless SWEEP_REQUIRE_PYTHON_TESTS=1,
 then they fail; the same switch turns the other skips (no grpcio-tools for the stubs check) into
 failures.
 """
@@ -41,6 +42,14 @@ def coordinator_binary() -> Path:
     path = (Path(given) if given else REPO_ROOT / "target" / "debug" / "coordinator").resolve()
     if not (path.is_file() and os.access(path, os.X_OK)):
         skip_or_fail(f"no coordinator binary at {path} (build it: cargo build -p coordinator, or set SWEEP_COORDINATOR_BIN)")
+    return path
+
+
+def worker_binary() -> Path:
+    given = os.environ.get("SWEEP_WORKER_BIN")
+    path = (Path(given) if given else REPO_ROOT / "target" / "debug" / "worker").resolve()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        skip_or_fail(f"no worker binary at {path} (build it: cargo build -p worker, or set SWEEP_WORKER_BIN)")
     return path
 
 

@@ -134,7 +134,7 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         stop_signal().await;
         tracing::info!(
             "stopping: jobs end their epoch (checkpointing) or stop, deliver their epochs and are handed \
-             back; a second Ctrl-C or SIGTERM exits at once"
+             back; a second Ctrl-C or SIGTERM (2 s or more later) exits at once"
         );
         let _ = stop_tx.send(true);
         let first = std::time::Instant::now();
