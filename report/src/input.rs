@@ -164,7 +164,8 @@ pub struct EpochRow {
     /// The attempt that stored it; 0 when not known.
     #[serde(default)]
     pub attempt: u32,
-    /// The report's [`Measure`] in this epoch where it is not `val_acc`.
+    /// The report's [`Measure`] in this epoch where it is not `val_acc` (NaN where the epoch
+    /// lacks it).
     #[serde(default)]
     pub value: Option<f64>,
 }

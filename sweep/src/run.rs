@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::Args;
 use coordinator::cli::ServerSecurityArgs;
+use coordinator::client::report_input::write_sweep_report;
 use coordinator::client::{Preset, SpecArgs, SpecError};
 use coordinator::{Config, Database, Listener, Role, Security};
 use sweep_proto::connect::{self, ClientSecurity, ConnectError};
@@ -22,8 +23,8 @@ use sweep_proto::text::printable;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
-use worker::agent::attach::prepare_local;
-use worker::agent::{AgentConfig, run_agent_with};
+use worker::agent::attach::{prepare_commands_only, prepare_local};
+use worker::agent::{AgentConfig, Commands, run_agent_with};
 
 /// Flags of `sweep run`.
 #[derive(Debug, Clone, Args)]
@@ -71,6 +72,10 @@ pub struct RunArgs {
     /// budget) before training; without it they stay as they are.
     #[arg(long, env = "SWEEP_RETRY_FAILED")]
     pub retry_failed: bool,
+    /// A command sweep's report: the parameter whose values are compared, and the baseline value
+    /// (as for `coordinator report`).
+    #[command(flatten)]
+    pub grouping: coordinator::cli::report::GroupingArgs,
 }
 
 /// Why `sweep run` stopped early.
@@ -94,19 +99,14 @@ pub enum RunError {
     Report(#[from] report::ReportError),
     #[error("interrupted: run the same command again to continue the sweep")]
     Interrupted,
-    #[error(
-        "sweep {} runs its own command: `sweep run` trains the built-in CNN and draws its report; submit it with \
-         `coordinator submit --spec`, start `worker --commands-only` and read it with `coordinator export`",
-        printable(.0)
-    )]
-    CommandSweep(String),
 }
 
 /// What a finished `sweep run` produced.
 #[derive(Debug)]
 pub struct RunSummary {
     pub sweep: String,
-    pub report: report::ReportFiles,
+    /// `None` when a command sweep's epochs cannot make one (its reason was printed).
+    pub report: Option<report::ReportFiles>,
     pub succeeded: u32,
     pub failed: u32,
     pub cancelled: u32,
@@ -131,9 +131,6 @@ pub async fn run_until(
     interrupt: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunSummary, RunError> {
     let specs = submissions(&args)?;
-    if let Some(command) = specs.iter().find(|s| s.command.is_some()) {
-        return Err(RunError::CommandSweep(command.name.clone()));
-    }
     let security = args.security.for_address(args.listen)?;
     let db = Database::open(&args.database_url).await?;
     let (listeners, local) = bind(args.listen, security).await?;
@@ -202,6 +199,11 @@ async fn drive(
     interrupt: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunSummary, RunError> {
     let sweep = specs.first().map(|s| s.name.clone()).unwrap_or_default();
+    let commands = match specs.iter().filter(|s| s.command.is_some()).count() {
+        0 => Commands::Refuse,
+        n if n == specs.len() => Commands::Only,
+        _ => Commands::Allow,
+    };
     let channel = connect::connect(&local.url, &local.user).await?;
     let mut client = SweepServiceClient::new(channel.clone());
     for spec in specs {
@@ -224,13 +226,17 @@ async fn drive(
 
     let (worker_stop_tx, worker_stop) = watch::channel(false);
     let agent = if args.local_worker {
-        let resources = prepare_local(&args.device, &args.gpus, args.data.source()).await?;
+        // Only the sweep's own program: no CIFAR-10 for the built-in CNN to load.
+        let resources = match commands {
+            Commands::Only => prepare_commands_only(&args.device, &args.gpus)?,
+            _ => prepare_local(&args.device, &args.gpus, args.data.source()).await?,
+        };
         eprintln!(
             "local worker on {}",
             resources.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         );
         let config = AgentConfig {
-            commands: Default::default(),
+            commands,
             coordinator: local.url.clone(),
             worker_id: format!("{}-sweep-{}", resources.hostname, std::process::id()),
             hostname: resources.hostname,
@@ -265,15 +271,25 @@ async fn drive(
     }
 
     let summary = client.get_sweep(GetSweepRequest { sweep: sweep.clone() }).await?.into_inner();
-    let input = coordinator::client::report_input::fetch_report_input(channel, &sweep).await?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&sweep));
-    let files = report::write_report(&input, &out)?;
+    let grouping = args.grouping.grouping();
+    let files = match write_sweep_report(channel, &sweep, &out, &grouping).await {
+        Ok(files) => Some(files),
+        // A command sweep's epochs may not make a report; its metrics are still stored.
+        Err(coordinator::Error::InvalidInput(why))
+            if summary.spec.as_ref().is_some_and(|s| s.command.is_some()) =>
+        {
+            eprintln!("no report: {why}; `coordinator export --sweep {sweep}` reads every metric");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     eprintln!(
-        "sweep {sweep} done: {} succeeded, {} failed, {} cancelled; report in {}",
+        "sweep {sweep} done: {} succeeded, {} failed, {} cancelled{}",
         summary.succeeded,
         summary.failed,
         summary.cancelled,
-        files.index_html.display()
+        files.as_ref().map_or(String::new(), |f| format!("; report in {}", f.index_html.display()))
     );
     Ok(RunSummary {
         sweep,

@@ -76,7 +76,7 @@ async fn smoke_preset_runs_end_to_end_and_resumes_after_an_interrupt() {
     // Same command again: continues the sweep, finishes it and writes the report.
     let summary = run_until(args(dir.path()), std::future::pending()).await.expect("second run");
     assert_eq!((summary.succeeded, summary.failed, summary.cancelled), (10, 0, 0));
-    let files = summary.report;
+    let files = summary.report.expect("a report");
     for path in files.all() {
         let len = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len();
         assert!(len > 100, "{} is only {len} bytes", path.display());
@@ -100,19 +100,50 @@ async fn smoke_preset_runs_end_to_end_and_resumes_after_an_interrupt() {
     // A third run finds nothing to do and keeps every job.
     let again = run_until(args(dir.path()), std::future::pending()).await.expect("third run");
     assert_eq!(again.succeeded, 10);
-    assert_eq!(csv_rows(&again.report.results_csv).len(), 10);
+    assert_eq!(csv_rows(&again.report.unwrap().results_csv).len(), 10);
 }
 
+/// Prints two epochs with a training and a validation accuracy that rise with `lr` and the seed.
+const SCRIPT: &str = r#"for e in 1 2; do
+  echo "{\"epoch\": $e, \"train_acc\": 0.$((e + 4)), \"val_acc\": 0.$e$SWEEP_SEED, \"top5\": $1}"
+done
+"#;
+
 #[tokio::test]
-async fn a_command_sweep_is_refused_before_anything_starts() {
+async fn a_command_sweep_runs_on_the_local_worker_and_gets_its_report() {
     let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("train.sh");
+    std::fs::write(&script, SCRIPT).unwrap();
     let spec = dir.path().join("spec.json");
-    std::fs::write(&spec, r#"{"name": "byo", "seeds": [0], "epochs": 1, "command": {"template": "true"}}"#)
-        .unwrap();
-    let db = dir.path().join("sweep.db");
-    let url = format!("sqlite://{}?mode=rwc", db.display());
-    let args = Cli::parse_from(["sweep", "--spec", spec.to_str().unwrap(), "--database-url", &url]).run;
-    let refused = run_until(args, std::future::pending()).await;
-    assert!(matches!(&refused, Err(RunError::CommandSweep(name)) if name == "byo"), "{refused:?}");
-    assert!(!db.exists(), "no database was created");
+    let template = format!("sh {} {{lr}}", script.display());
+    let json = serde_json::json!({
+        "name": "byo", "seeds": "0..3", "epochs": 2,
+        "command": {"template": template, "grid": {"lr": ["0.5", "0.25"]}},
+    });
+    std::fs::write(&spec, json.to_string()).unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let out = dir.path().join("report");
+    let run = |extra: &[&str]| {
+        let mut argv = vec!["sweep", "--spec", spec.to_str().unwrap(), "--database-url", &db];
+        argv.extend(["--device", "cpu", "--no-progress", "--out", out.to_str().unwrap()]);
+        argv.extend(extra);
+        Cli::parse_from(argv).run
+    };
+    // No CIFAR-10 anywhere: a command sweep's local worker loads none.
+    let summary =
+        run_until(run(&["--group-by", "lr", "--baseline", "0.5"]), std::future::pending()).await.unwrap();
+    assert_eq!((summary.succeeded, summary.failed), (6, 0));
+    let files = summary.report.expect("a report grouped by lr");
+    let text = std::fs::read_to_string(&files.summary_md).unwrap();
+    assert!(text.contains("Against the baseline `0.5`") && text.contains("| 0.25 | 3 |"), "{text}");
+
+    // Ranked by a metric the script does not print: the sweep still finishes, without a report.
+    let json = serde_json::json!({
+        "name": "byo-loss", "seeds": [0], "epochs": 2,
+        "command": {"template": format!("sh {} 0.5", script.display())},
+        "objective": {"metric": "loss", "mode": "min"},
+    });
+    std::fs::write(&spec, json.to_string()).unwrap();
+    let summary = run_until(run(&[]), std::future::pending()).await.unwrap();
+    assert_eq!((summary.succeeded, summary.report.is_none()), (1, true));
 }

@@ -19,6 +19,13 @@ pub struct ReportArgs {
     /// Output directory, created if needed [default: reports/<sweep>].
     #[arg(long, env = "SWEEP_REPORT_OUT")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub grouping: GroupingArgs,
+}
+
+/// How a command sweep's jobs become a report's variants.
+#[derive(Debug, Clone, Default, Args)]
+pub struct GroupingArgs {
     /// A command sweep's parameter whose values are the report's variants [default: each
     /// parameter point is one].
     #[arg(long, env = "SWEEP_REPORT_GROUP_BY")]
@@ -28,11 +35,16 @@ pub struct ReportArgs {
     pub baseline: Option<String>,
 }
 
+impl GroupingArgs {
+    pub fn grouping(&self) -> Grouping {
+        Grouping { by: self.group_by.clone(), baseline: self.baseline.clone() }
+    }
+}
+
 pub async fn run(args: ReportArgs) -> Result<()> {
     let client = args.client.connect().await?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("reports").join(&args.sweep));
-    let grouping = Grouping { by: args.group_by, baseline: args.baseline };
-    let files = write_sweep_report(client, &args.sweep, &out, &grouping).await?;
+    let files = write_sweep_report(client, &args.sweep, &out, &args.grouping.grouping()).await?;
     println!("report written to {}", files.index_html.display());
     Ok(())
 }

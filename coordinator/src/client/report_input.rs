@@ -116,9 +116,11 @@ pub fn report_input(
                 wall_seconds: e.wall_seconds,
                 images_per_sec: e.images_per_sec.unwrap_or(f64::NAN),
                 attempt: e.attempt,
-                value: (measure.metric != "val_acc")
-                    .then(|| sweep_proto::EpochMetrics::try_from(e.clone()).ok()?.get(&measure.metric))
-                    .flatten(),
+                // NaN where the epoch lacks the measure: it must not fall back to val_acc.
+                value: (measure.metric != "val_acc").then(|| {
+                    let metrics = sweep_proto::EpochMetrics::try_from(e.clone()).ok();
+                    metrics.and_then(|m| m.get(&measure.metric)).unwrap_or(f64::NAN)
+                }),
             }
         }));
     }

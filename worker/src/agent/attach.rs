@@ -93,6 +93,13 @@ pub async fn prepare_local(
     Ok(LocalResources { devices, data: Arc::new(data), hostname: host_name() })
 }
 
+/// The devices alone, for slots that run only command jobs: those read their own data.
+pub fn prepare_commands_only(device: &str, gpus: &str) -> Result<LocalResources, AttachError> {
+    let devices = available_devices(device, gpus)?;
+    let data = Arc::new(Cifar10::from_parts(vec![], vec![], vec![], vec![]));
+    Ok(LocalResources { devices, data, hostname: host_name() })
+}
+
 /// This machine's name, as the worker reports it.
 fn host_name() -> String {
     hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into())
@@ -104,10 +111,7 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
     let security = args.connect.security().map_err(AgentError::from)?;
     args.connect.endpoint(&security).map_err(AgentError::from)?;
     let local = if args.commands_only {
-        // Command jobs read their own data: the slots need only their devices.
-        let devices = available_devices(&args.device, &args.gpus)?;
-        let data = Arc::new(Cifar10::from_parts(vec![], vec![], vec![], vec![]));
-        LocalResources { devices, data, hostname: host_name() }
+        prepare_commands_only(&args.device, &args.gpus)?
     } else {
         prepare_local(&args.device, &args.gpus, args.data.source()).await?
     };
