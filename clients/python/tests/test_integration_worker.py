@@ -127,6 +127,15 @@ def test_export_has_every_epoch_with_its_metrics(client: Client, finished_job, t
         assert column in rows[0]
 
 
+def test_details_is_one_call_with_what_job_returns(client: Client, finished_job):
+    details = client.details(SWEEP)
+    assert details == [client.job(j.id) for j in client.jobs(SWEEP)]
+    assert [len(d.epochs) for d in details] == [2]
+    with pytest.raises(SweepError) as missing:
+        client.details("no-such-sweep")
+    assert missing.value.code == grpc.StatusCode.NOT_FOUND
+
+
 def test_named_values_round_trip(client: Client, finished_job, tmp_path):
     """EpochMetrics.values (named metrics beyond the fixed five) are stored and exported."""
     job_id, _ = finished_job

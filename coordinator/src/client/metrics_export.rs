@@ -72,8 +72,7 @@ pub async fn fetch_metrics_export(client: impl IntoSweepClient, sweep: &str) -> 
     let summary = client.get_sweep(pb::GetSweepRequest { sweep: sweep.to_owned() }).await?.into_inner();
     let spec = summary.spec.ok_or_else(|| Error::Internal("the coordinator sent no spec".into()))?;
     let objective = spec.objective.unwrap_or_default();
-    let listed =
-        client.list_jobs(pb::ListJobsRequest { sweep: sweep.to_owned(), ..Default::default() }).await?;
+    let details = super::connection::sweep_details(&mut client, sweep).await?;
     let mut export = MetricsExport {
         sweep: sweep.to_owned(),
         objective: if objective.metric.is_empty() { "val_acc".into() } else { objective.metric },
@@ -81,8 +80,8 @@ pub async fn fetch_metrics_export(client: impl IntoSweepClient, sweep: &str) -> 
         jobs: Vec::new(),
         epochs: Vec::new(),
     };
-    for job in listed.into_inner().jobs {
-        let detail = client.get_job(pb::GetJobRequest { job_id: job.id }).await?.into_inner();
+    for detail in details {
+        let Some(job) = detail.job else { continue };
         let reached = job.best_epoch > 0;
         export.jobs.push(JobExport {
             job_id: job.id,

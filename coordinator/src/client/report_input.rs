@@ -40,14 +40,7 @@ pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Re
     let mut client = client.into_sweep_client();
     let summary = client.get_sweep(pb::GetSweepRequest { sweep: sweep.to_owned() }).await?.into_inner();
     let wire_spec = summary.spec.ok_or_else(|| Error::Internal("the coordinator sent no spec".into()))?;
-    let listed =
-        client.list_jobs(pb::ListJobsRequest { sweep: sweep.to_owned(), ..Default::default() }).await?;
-    let mut details = Vec::new();
-    for job in listed.into_inner().jobs {
-        let mut detail = client.get_job(pb::GetJobRequest { job_id: job.id }).await?.into_inner();
-        detail.job.get_or_insert(job);
-        details.push(detail);
-    }
+    let details = super::connection::sweep_details(&mut client, sweep).await?;
     let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers;
     report_input(sweep, wire_spec, details, &workers)
 }

@@ -89,6 +89,25 @@ impl SweepService for SweepApi {
         Ok(Response::new(pb::JobDetail { job: Some(job.into()), epochs: encode_all(epochs) }))
     }
 
+    type ExportSweepStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::JobDetail, Status>>>;
+
+    async fn export_sweep(
+        &self,
+        request: Request<pb::ExportSweepRequest>,
+    ) -> RpcResult<Self::ExportSweepStream> {
+        let name = request.into_inner().sweep;
+        checked_name(&name)?;
+        let details: Vec<Result<pb::JobDetail, Status>> = self
+            .shared
+            .queue
+            .jobs_with_epochs(&name)
+            .await?
+            .into_iter()
+            .map(|(job, epochs)| Ok(pb::JobDetail { job: Some(job.into()), epochs: encode_all(epochs) }))
+            .collect();
+        Ok(Response::new(tokio_stream::iter(details)))
+    }
+
     async fn list_workers(&self, _: Request<pb::ListWorkersRequest>) -> RpcResult<pb::ListWorkersResponse> {
         let workers = self.shared.queue.workers().await?;
         let lease_ttl_ms = u32::try_from(self.shared.queue.lease_ttl().as_millis()).unwrap_or(u32::MAX);

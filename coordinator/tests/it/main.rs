@@ -12,6 +12,7 @@ mod common;
 mod dashboard;
 mod defects;
 mod durability;
+mod export;
 mod flow;
 mod hygiene;
 mod ingest;

@@ -321,13 +321,23 @@ class Client:
         attempt, epoch, wall_seconds, then every metric the epoch carries (train_loss,
         train_acc, val_loss, val_acc, images_per_sec when set, and every named value).
         """
-        jobs = self.jobs(sweep)
-        job_rows = [job_row(j) for j in jobs]
+        details = self.details(sweep)
+        job_rows = [job_row(d.job) for d in details]
         epoch_rows: list[dict[str, Any]] = []
-        for j in jobs:
-            detail = self.job(j.id)
+        for detail in details:
             epoch_rows.extend(epoch_row(detail.job, m) for m in detail.epochs)
         return job_rows, epoch_rows
+
+    def details(self, sweep: str) -> list[sweep_pb2.JobDetail]:
+        """Every job of a sweep with its stored epochs, by job id, in one ExportSweep call (one
+        GetJob per job from a coordinator without it)."""
+        try:
+            call = self._stub.ExportSweep(sweep_pb2.ExportSweepRequest(sweep=sweep), timeout=self.timeout)
+            return list(call)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise SweepError.from_rpc_error(e, "ExportSweep") from None
+        return [self.job(j.id) for j in self.jobs(sweep)]
 
     def export_csv(self, sweep: str, out_dir: "Union[str, os.PathLike[str]]") -> tuple[Path, Path]:
         """Writes `jobs.csv` and `epochs.csv` of `export(sweep)` into `out_dir` (created if

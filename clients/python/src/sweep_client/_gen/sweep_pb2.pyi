@@ -344,6 +344,12 @@ class GetJobRequest(_message.Message):
     job_id: int
     def __init__(self, job_id: _Optional[int] = ...) -> None: ...
 
+class ExportSweepRequest(_message.Message):
+    __slots__ = ("sweep",)
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
+    sweep: str
+    def __init__(self, sweep: _Optional[str] = ...) -> None: ...
+
 class JobDetail(_message.Message):
     __slots__ = ("job", "epochs")
     JOB_FIELD_NUMBER: _ClassVar[int]

@@ -63,6 +63,11 @@ class SweepServiceStub(object):
                 request_serializer=sweep_dot_v1_dot_sweep__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=sweep_dot_v1_dot_sweep__pb2.JobDetail.FromString,
                 _registered_method=True)
+        self.ExportSweep = channel.unary_stream(
+                '/sweep.v1.SweepService/ExportSweep',
+                request_serializer=sweep_dot_v1_dot_sweep__pb2.ExportSweepRequest.SerializeToString,
+                response_deserializer=sweep_dot_v1_dot_sweep__pb2.JobDetail.FromString,
+                _registered_method=True)
         self.ListWorkers = channel.unary_unary(
                 '/sweep.v1.SweepService/ListWorkers',
                 request_serializer=sweep_dot_v1_dot_sweep__pb2.ListWorkersRequest.SerializeToString,
@@ -128,6 +133,14 @@ class SweepServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportSweep(self, request, context):
+        """Every job of the sweep with its stored epochs, by job id: what an export or a report reads,
+        in one call instead of one GetJob per job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListWorkers(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -187,6 +200,11 @@ def add_SweepServiceServicer_to_server(servicer, server):
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=sweep_dot_v1_dot_sweep__pb2.GetJobRequest.FromString,
+                    response_serializer=sweep_dot_v1_dot_sweep__pb2.JobDetail.SerializeToString,
+            ),
+            'ExportSweep': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportSweep,
+                    request_deserializer=sweep_dot_v1_dot_sweep__pb2.ExportSweepRequest.FromString,
                     response_serializer=sweep_dot_v1_dot_sweep__pb2.JobDetail.SerializeToString,
             ),
             'ListWorkers': grpc.unary_unary_rpc_method_handler(
@@ -353,6 +371,33 @@ class SweepService(object):
             target,
             '/sweep.v1.SweepService/GetJob',
             sweep_dot_v1_dot_sweep__pb2.GetJobRequest.SerializeToString,
+            sweep_dot_v1_dot_sweep__pb2.JobDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sweep.v1.SweepService/ExportSweep',
+            sweep_dot_v1_dot_sweep__pb2.ExportSweepRequest.SerializeToString,
             sweep_dot_v1_dot_sweep__pb2.JobDetail.FromString,
             options,
             channel_credentials,
