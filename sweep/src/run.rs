@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 use worker::agent::attach::{prepare_commands_only, prepare_local};
-use worker::agent::{AgentConfig, Commands, run_agent_with};
+use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, Commands, run_agent_with};
 
 /// Flags of `sweep run`.
 #[derive(Debug, Clone, Args)]
@@ -72,6 +72,13 @@ pub struct RunArgs {
     /// budget) before training; without it they stay as they are.
     #[arg(long, env = "SWEEP_RETRY_FAILED")]
     pub retry_failed: bool,
+    /// Where the local worker checkpoints its jobs, so that a job stopped by Ctrl-C continues
+    /// from its last epoch when the same command runs again (a job's files go once it succeeds).
+    #[arg(long, env = "SWEEP_CHECKPOINT_DIR", default_value = "sweep-checkpoints")]
+    pub checkpoint_dir: PathBuf,
+    /// Checkpoint every N epochs (and always when stopped).
+    #[arg(long, env = "SWEEP_CHECKPOINT_EVERY", default_value_t = 5)]
+    pub checkpoint_every: u32,
     /// A command sweep's report: the parameter whose values are compared, and the baseline value
     /// (as for `coordinator report`).
     #[command(flatten)]
@@ -243,7 +250,10 @@ async fn drive(
             devices: resources.devices,
             slots_per_device: args.slots_per_gpu.max(1),
             kernels: args.kernels,
-            checkpoints: None,
+            checkpoints: Some(CheckpointSettings {
+                target: CheckpointTarget::Directory(args.checkpoint_dir.clone()),
+                every: args.checkpoint_every.max(1),
+            }),
         };
         Some(tokio::spawn(run_agent_with(config, local.worker.clone(), resources.data, worker_stop)))
     } else {
@@ -315,6 +325,11 @@ mod tests {
         use clap::Parser;
         use worker::train_ops::{KernelChoice, Kernels};
         assert_eq!(Cli::parse_from(["sweep"]).run.kernels, KernelChoice::Auto);
+        let defaults = Cli::parse_from(["sweep"]).run;
+        assert_eq!(
+            (defaults.checkpoint_dir.to_str(), defaults.checkpoint_every),
+            (Some("sweep-checkpoints"), 5)
+        );
         let stock = Cli::parse_from(["sweep", "--kernels", "stock"]).run.kernels;
         assert_eq!(stock, KernelChoice::Set(Kernels::STOCK));
         let err = Cli::try_parse_from(["sweep", "--kernels", "wgrad+fp8"]).err().expect("rejected");

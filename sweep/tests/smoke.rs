@@ -39,8 +39,11 @@ fn args(dir: &Path) -> RunArgs {
     let db = format!("sqlite://{}?mode=rwc", dir.join("sweep.db").display());
     let data = shared_cifar10();
     let out = dir.join("report");
+    let checkpoints = dir.join("checkpoints");
     Cli::parse_from([
         "sweep",
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
         "--preset",
         "smoke",
         "--database-url",
@@ -97,6 +100,10 @@ async fn smoke_preset_runs_end_to_end_and_resumes_after_an_interrupt() {
         assert!(html.contains(&format!("<code>{name}</code>: <code>{md5}</code>")), "{name} not verified");
     }
 
+    // Jobs stopped by the interrupt left checkpoints; each went once its job succeeded.
+    let kept = std::fs::read_dir(dir.path().join("checkpoints/smoke")).map_or(0, |d| d.count());
+    assert_eq!(kept, 0, "a succeeded job's checkpoints are removed");
+
     // A third run finds nothing to do and keeps every job.
     let again = run_until(args(dir.path()), std::future::pending()).await.expect("third run");
     assert_eq!(again.succeeded, 10);
@@ -123,9 +130,11 @@ async fn a_command_sweep_runs_on_the_local_worker_and_gets_its_report() {
     std::fs::write(&spec, json.to_string()).unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
     let out = dir.path().join("report");
+    let checkpoints = dir.path().join("checkpoints");
     let run = |extra: &[&str]| {
         let mut argv = vec!["sweep", "--spec", spec.to_str().unwrap(), "--database-url", &db];
         argv.extend(["--device", "cpu", "--no-progress", "--out", out.to_str().unwrap()]);
+        argv.extend(["--checkpoint-dir", checkpoints.to_str().unwrap()]);
         argv.extend(extra);
         Cli::parse_from(argv).run
     };
