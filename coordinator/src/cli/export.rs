@@ -10,8 +10,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{ClientArgs, Format};
-use crate::client::metrics_export::{fetch_metrics_export, write_csv};
-use crate::client::report_input::fetch_report_input;
+use crate::client::metrics_export::{read_metrics_export, write_csv};
+use crate::client::report_input::read_report_input;
 use crate::error::Result;
 use sweep_proto::pb;
 
@@ -42,8 +42,8 @@ struct Export<'a> {
 pub async fn run(args: ExportArgs) -> Result<()> {
     let mut client = args.client.connect().await?;
     let summary = client.get_sweep(pb::GetSweepRequest { sweep: args.sweep.clone() }).await?.into_inner();
-    let files = if summary.spec.is_some_and(|s| s.command.is_some()) {
-        let export = fetch_metrics_export(client, &args.sweep).await?;
+    let files = if summary.spec.as_ref().is_some_and(|s| s.command.is_some()) {
+        let export = read_metrics_export(&mut client, &args.sweep, summary).await?;
         let outputs = match args.format {
             Format::Json => vec![("sweep.json", serde_json::to_vec_pretty(&export)?)],
             Format::Csv => {
@@ -54,7 +54,7 @@ pub async fn run(args: ExportArgs) -> Result<()> {
         };
         write_outputs(outputs, args.out.as_deref())?
     } else {
-        let input = fetch_report_input(client, &args.sweep).await?;
+        let input = read_report_input(&mut client, &args.sweep, summary).await?;
         write_export(&input, args.format, args.out.as_deref())?
     };
     for f in files {

@@ -10,6 +10,9 @@ use sweep_proto::convert::state_from_wire;
 use sweep_proto::domain::label_point;
 use sweep_proto::pb;
 
+use sweep_proto::connect::AuthChannel;
+use sweep_proto::pb::sweep_service_client::SweepServiceClient;
+
 use super::IntoSweepClient;
 use crate::error::{Error, Result};
 
@@ -70,9 +73,18 @@ fn metrics(e: &pb::EpochMetrics) -> BTreeMap<String, f64> {
 pub async fn fetch_metrics_export(client: impl IntoSweepClient, sweep: &str) -> Result<MetricsExport> {
     let mut client = client.into_sweep_client();
     let summary = client.get_sweep(pb::GetSweepRequest { sweep: sweep.to_owned() }).await?.into_inner();
+    read_metrics_export(&mut client, sweep, summary).await
+}
+
+/// [`fetch_metrics_export`] for a sweep whose summary the caller has already read.
+pub async fn read_metrics_export(
+    client: &mut SweepServiceClient<AuthChannel>,
+    sweep: &str,
+    summary: pb::SweepSummary,
+) -> Result<MetricsExport> {
     let spec = summary.spec.ok_or_else(|| Error::Internal("the coordinator sent no spec".into()))?;
     let objective = spec.objective.unwrap_or_default();
-    let details = super::connection::sweep_details(&mut client, sweep).await?;
+    let details = super::connection::sweep_details(client, sweep).await?;
     let mut export = MetricsExport {
         sweep: sweep.to_owned(),
         objective: if objective.metric.is_empty() { "val_acc".into() } else { objective.metric },

@@ -12,6 +12,9 @@ use sweep_proto::domain::{Direction, LossVariant, point_label};
 use sweep_proto::text::printable;
 use sweep_proto::{SweepSpec, pb};
 
+use sweep_proto::connect::AuthChannel;
+use sweep_proto::pb::sweep_service_client::SweepServiceClient;
+
 use super::IntoSweepClient;
 use super::report_groups::{Grouping, grouped};
 use crate::error::{Error, Result};
@@ -39,8 +42,17 @@ pub async fn write_sweep_report(
 pub async fn fetch_report_input(client: impl IntoSweepClient, sweep: &str) -> Result<ReportInput> {
     let mut client = client.into_sweep_client();
     let summary = client.get_sweep(pb::GetSweepRequest { sweep: sweep.to_owned() }).await?.into_inner();
+    read_report_input(&mut client, sweep, summary).await
+}
+
+/// [`fetch_report_input`] for a sweep whose summary the caller has already read.
+pub async fn read_report_input(
+    client: &mut SweepServiceClient<AuthChannel>,
+    sweep: &str,
+    summary: pb::SweepSummary,
+) -> Result<ReportInput> {
     let wire_spec = summary.spec.ok_or_else(|| Error::Internal("the coordinator sent no spec".into()))?;
-    let details = super::connection::sweep_details(&mut client, sweep).await?;
+    let details = super::connection::sweep_details(client, sweep).await?;
     let workers = client.list_workers(pb::ListWorkersRequest {}).await?.into_inner().workers;
     report_input(sweep, wire_spec, details, &workers)
 }
