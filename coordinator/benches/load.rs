@@ -9,14 +9,18 @@
 //!   completing each job after its last epoch and leasing the next.
 //! - `ingest`: pure epoch ingestion: many streams each send the next epoch as soon as an ack
 //!   comes back, keeping `LOAD_INGEST_WINDOW` reports in flight (1 = strictly one at a time).
+//! - `export` (only when asked for): reading a whole sweep of `LOAD_EXPORT_JOBS` jobs ×
+//!   `LOAD_EXPORT_EPOCHS` epochs, one ExportSweep stream against a GetJob per job.
 //!
 //! The workers share a handful of multiplexed HTTP/2 connections (tonic `Channel`s) instead of
 //! one TCP connection each; client and server share the machine's cores.
 //!
 //! Settings (env vars): LOAD_MODE (fleet | ingest | both), LOAD_WORKERS, LOAD_SECS, LOAD_WARMUP_SECS,
 //! LOAD_CHANNELS, LOAD_EPOCH_INTERVAL_MS, LOAD_EPOCHS_PER_JOB, LOAD_INGEST_STREAMS, LOAD_INGEST_WINDOW,
-//! LOAD_INGEST_SECS.
+//! LOAD_INGEST_SECS, LOAD_EXPORT_JOBS, LOAD_EXPORT_EPOCHS, LOAD_EXPORT_ROUNDS.
 
+#[path = "load/export.rs"]
+mod export;
 #[path = "load/fleet.rs"]
 mod fleet;
 #[path = "load/ingest.rs"]
@@ -47,6 +51,9 @@ struct Opts {
     ingest_streams: usize,
     ingest_window: usize,
     ingest_secs: u64,
+    export_jobs: usize,
+    export_epochs: u32,
+    export_rounds: usize,
 }
 
 impl Opts {
@@ -62,6 +69,9 @@ impl Opts {
             ingest_streams: env("LOAD_INGEST_STREAMS", 256),
             ingest_window: env("LOAD_INGEST_WINDOW", 1),
             ingest_secs: env("LOAD_INGEST_SECS", 10),
+            export_jobs: env("LOAD_EXPORT_JOBS", 1000),
+            export_epochs: env("LOAD_EXPORT_EPOCHS", 20),
+            export_rounds: env("LOAD_EXPORT_ROUNDS", 5).max(1),
         }
     }
 }
@@ -227,6 +237,9 @@ fn main() {
         }
         if opts.mode == "ingest" || opts.mode == "both" {
             ingest::run(&opts).await;
+        }
+        if opts.mode == "export" {
+            export::run(&opts).await;
         }
     });
 }
