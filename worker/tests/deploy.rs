@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::CommandFactory;
+use serde::Deserialize;
 use serde_yaml::Value;
 
 fn deploy() -> PathBuf {
@@ -38,8 +39,6 @@ fn documents(file: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(deploy().join("k8s").join(file)).unwrap();
     serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).unwrap()).collect()
 }
-
-use serde::Deserialize;
 
 fn text<'a>(value: &'a Value, path: &[&str]) -> &'a str {
     path.iter()

@@ -112,15 +112,17 @@ pub async fn run_command(
     }
     match status {
         Err(e) => Err(format!("could not wait for the command: {e}")),
+        Ok(s) if s.success() && done >= job.epochs => {
+            Ok(JobOutcome::Completed { best_val_acc: 0.0, best_epoch: 0, epochs: done })
+        }
         // Asked to stop, it stopped: the job goes back to the queue, whatever its exit status.
         Ok(_) if stopping_since.is_some() => Ok(JobOutcome::Stopped { epochs_done: done }),
         Ok(s) if !s.success() => Err(format!("the command {}{}", exit_text(s), tail_text(stderr))),
-        Ok(_) if done < job.epochs => Err(format!(
+        Ok(_) => Err(format!(
             "the command exited after reporting {done} of {} epochs (print one JSON line per epoch){}",
             job.epochs,
             tail_text(stderr)
         )),
-        Ok(_) => Ok(JobOutcome::Completed { best_val_acc: 0.0, best_epoch: 0, epochs: done }),
     }
 }
 

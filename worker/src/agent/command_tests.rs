@@ -170,3 +170,17 @@ async fn a_malformed_metrics_line_fails_the_job() {
     assert!(why.contains("broke the protocol") && why.contains("bad name"), "{why}");
     assert_eq!(epochs.len(), 1);
 }
+
+#[tokio::test]
+async fn a_command_that_finishes_while_asked_to_stop_completes() {
+    // It reports its last epoch on SIGTERM and exits 0: the job is done, not handed back.
+    let script = r#"trap 'echo "{\"epoch\": 2}"; exit 0' TERM
+echo '{"epoch": 1}'
+sleep 30 & wait"#;
+    let started = Instant::now();
+    let stop = || {
+        if started.elapsed() > Duration::from_millis(500) { StopRequest::Gracefully } else { StopRequest::No }
+    };
+    let (outcome, _) = run(2, sh(script, None), &stop).await;
+    assert_eq!(outcome.unwrap(), JobOutcome::Completed { best_val_acc: 0.0, best_epoch: 0, epochs: 2 });
+}
