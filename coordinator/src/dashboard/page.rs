@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use report::html::escape;
-use sweep_proto::domain::SweepSummary;
+use sweep_proto::domain::{Direction, SweepSummary};
 
 use super::view::SweepView;
 
@@ -148,8 +148,12 @@ pub fn live_part(
             let _ = writeln!(out, "<p class=\"note\">No figures: {}</p>", escape(why));
         }
     }
-    let best_header =
-        if command { format!("best {}", escape(&s.spec.objective.metric)) } else { "best val acc".into() };
+    let objective = &s.spec.objective;
+    let best_header = match (command, objective.direction) {
+        (false, _) => "best val acc".into(),
+        (true, Direction::Max) => format!("best {}", escape(&objective.metric)),
+        (true, Direction::Min) => format!("lowest {}", escape(&objective.metric)),
+    };
     let _ = writeln!(
         out,
         "<h2>Jobs</h2>\n<div class=\"scroll\"><table id=\"jobs\"><tr><th>job</th><th>variant</th>\

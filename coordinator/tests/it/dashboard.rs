@@ -277,7 +277,7 @@ async fn a_command_sweep_is_drawn_on_its_objective_for_each_parameter_point() {
         page.contains("<figure id=\"boxplot\"><svg") && page.contains("lowest validation loss"),
         "{page}"
     );
-    assert!(page.contains("lr=0.01") && page.contains("<th>best val_loss</th>"), "{page}");
+    assert!(page.contains("lr=0.01") && page.contains("<th>lowest val_loss</th>"), "{page}");
     let (status, index) = get(served.http, "/sweeps/byo/report/index.html", None).await;
     assert!(status == 200 && index.contains("Lowest validation loss per variant"), "{status}: {index}");
     let (status, page) = get(served.http, "/sweeps/bare", None).await;
