@@ -14,7 +14,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{Figure, colour_index, font, plot_error, variant_colour};
+use super::{Figure, STAGGER_FROM, colour_index, font, plot_error, variant_colour, x_label};
 use crate::ReportError;
 use crate::analysis::{SeedSetAnalysis, SeedSetKind};
 use crate::input::Measure;
@@ -112,8 +112,18 @@ impl BoxPlotFigure {
         if self.variants.iter().all(|v| v.finished.is_empty()) {
             return format!("{} (no finished jobs yet)", self.title);
         }
-        let ns: Vec<String> = self.variants.iter().map(|v| v.finished.len().to_string()).collect();
-        format!("{} (n = {})", self.title, ns.join(" / "))
+        let ns: Vec<usize> = self.variants.iter().map(|v| v.finished.len()).collect();
+        let (lo, hi) = (ns.iter().min().copied().unwrap_or(0), ns.iter().max().copied().unwrap_or(0));
+        match ns.len() {
+            // Many variants: the labels carry each n; the title keeps to the range.
+            n if n > STAGGER_FROM && lo == hi => format!("{} (n = {lo} each)", self.title),
+            n if n > STAGGER_FROM => format!("{} (n = {lo}–{hi} per variant)", self.title),
+            _ => format!(
+                "{} (n = {})",
+                self.title,
+                ns.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" / ")
+            ),
+        }
     }
 }
 
@@ -137,7 +147,7 @@ impl Figure for BoxPlotFigure {
             .caption(self.full_title(), font(22.0))
             .margin(18)
             .margin_bottom(if self.note.is_some() { 40 } else { 18 })
-            .x_label_area_size(50)
+            .x_label_area_size(if count > STAGGER_FROM { 67 } else { 50 })
             .y_label_area_size(70)
             .build_cartesian_2d(x_range, y_lo..y_hi)
             .map_err(&err)?;
@@ -171,9 +181,11 @@ impl Figure for BoxPlotFigure {
             let colour = variant_colour(variant.colour);
             let x = index as f64;
             let (label_x, label_y) = chart.backend_coord(&(x, y_lo));
+            let (text, row) =
+                x_label(&format!("{} (n={})", variant.name, variant.finished.len()), index, count);
             root.draw(&Text::new(
-                format!("{} (n={})", variant.name, variant.finished.len()),
-                (label_x, label_y + 8),
+                text,
+                (label_x, label_y + 8 + 17 * row),
                 font(15.0).pos(Pos::new(HPos::Center, VPos::Top)),
             ))
             .map_err(&err)?;

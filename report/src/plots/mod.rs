@@ -60,6 +60,26 @@ pub fn axis_decimals(range: f64) -> usize {
     (1.0 - range.log10().floor()).clamp(0.0, 6.0) as usize
 }
 
+/// From this many variants on, the labels under the boxes alternate between two rows.
+pub const STAGGER_FROM: usize = 6;
+/// Characters of a label that fit in one variant's slot of the plot's width.
+const LABEL_CHARS_PER_SLOT: f64 = 960.0 / 8.0;
+
+/// The label of the `index`-th of `count` boxes and its row: two rows when they are many (each
+/// label then has two slots' width, the outermost one: they end at the figure's edges), cut with
+/// `…` to what fits.
+pub fn x_label(text: &str, index: usize, count: usize) -> (String, i32) {
+    let inner = index > 0 && index + 1 < count;
+    let (row, slots) =
+        if count > STAGGER_FROM { ((index % 2) as i32, if inner { 2.0 } else { 1.0 }) } else { (0, 1.0) };
+    let fits = ((LABEL_CHARS_PER_SLOT * slots / count.max(1) as f64) as usize).max(4);
+    if text.chars().count() <= fits {
+        return (text.to_owned(), row);
+    }
+    let cut: String = text.chars().take(fits - 1).collect();
+    (format!("{cut}…"), row)
+}
+
 /// Colour slot of `name`: its position in [`CANONICAL_VARIANTS`], or for any other variant the
 /// slots after those, in the order other variants appear in `display_order`. Keeps a variant's
 /// colour the same in every figure, whatever subset of variants a figure shows.
@@ -134,6 +154,19 @@ pub(crate) fn render_svg_and_png<F: Figure>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_labels_take_two_rows_and_are_cut_to_fit() {
+        assert_eq!(x_label("natural_softmax (n=5)", 1, 5), ("natural_softmax (n=5)".into(), 0));
+        let (text, row) = x_label("depth=3,lr=0.0012345,width=0.5 (n=3)", 3, 12);
+        assert_eq!(
+            x_label("depth=3,lr=0.0012345,width=0.5 (n=3)", 11, 12).0.chars().count(),
+            10,
+            "at the edge"
+        );
+        assert_eq!((text.chars().count(), text.ends_with('…'), row), (20, true, 1));
+        assert_eq!(x_label("depth=3 (n=3)", 2, 12), ("depth=3 (n=3)".into(), 0));
+    }
 
     #[test]
     fn colours_follow_the_canonical_order_whatever_the_display_order() {
