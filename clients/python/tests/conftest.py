@@ -36,21 +36,21 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-def coordinator_binary() -> Path:
-    given = os.environ.get("SWEEP_COORDINATOR_BIN")
-    # Resolved now: the coordinator runs in its own working directory, where a relative path breaks.
-    path = (Path(given) if given else REPO_ROOT / "target" / "debug" / "coordinator").resolve()
+def _binary(name: str, variable: str) -> Path:
+    given = os.environ.get(variable)
+    # Resolved now: the processes run in their own working directories, where a relative path breaks.
+    path = (Path(given) if given else REPO_ROOT / "target" / "debug" / name).resolve()
     if not (path.is_file() and os.access(path, os.X_OK)):
-        skip_or_fail(f"no coordinator binary at {path} (build it: cargo build -p coordinator, or set SWEEP_COORDINATOR_BIN)")
+        skip_or_fail(f"no {name} binary at {path} (build it: cargo build -p {name}, or set {variable})")
     return path
+
+
+def coordinator_binary() -> Path:
+    return _binary("coordinator", "SWEEP_COORDINATOR_BIN")
 
 
 def worker_binary() -> Path:
-    given = os.environ.get("SWEEP_WORKER_BIN")
-    path = (Path(given) if given else REPO_ROOT / "target" / "debug" / "worker").resolve()
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        skip_or_fail(f"no worker binary at {path} (build it: cargo build -p worker, or set SWEEP_WORKER_BIN)")
-    return path
+    return _binary("worker", "SWEEP_WORKER_BIN")
 
 
 def _free_port() -> int:
