@@ -111,6 +111,11 @@ impl Measure {
         }
     }
 
+    /// The axis range of a figure with no values yet.
+    pub fn empty_range(&self) -> (f64, f64) {
+        if self.percent { (0.0, 100.0) } else { (0.0, 1.0) }
+    }
+
     /// The range a shown value cannot leave: [0, 100] for a percentage.
     pub fn bounds(&self) -> (f64, f64) {
         if self.percent { (0.0, 100.0) } else { (f64::NEG_INFINITY, f64::INFINITY) }

@@ -133,7 +133,7 @@ impl CurvesAnimation {
         let values = values.filter(|x| x.is_finite());
         let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
         if !lo.is_finite() {
-            return if self.measure.percent { (0.0, 100.0) } else { (0.0, 1.0) };
+            return self.measure.empty_range();
         }
         let floor = if self.measure.percent { 0.5 } else { (lo.abs().max(hi.abs()) * 0.02).max(1e-9) };
         let margin = ((hi - lo) * 0.04).max(floor);

@@ -99,7 +99,7 @@ impl BoxPlotFigure {
         let (lo, hi) =
             self.all_values().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
         if !lo.is_finite() {
-            return if self.measure.percent { (0.0, 100.0) } else { (0.0, 1.0) };
+            return self.measure.empty_range();
         }
         // Extra room below the data keeps the legend (lower right) clear of the points.
         let floor = if self.measure.percent { 1.0 } else { (hi.abs().max(lo.abs()) * 0.02).max(1e-9) };

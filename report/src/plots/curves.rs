@@ -156,7 +156,7 @@ impl CurvesFigure {
             }
         }
         if !y.0.is_finite() {
-            y = if self.measure.percent { (0.0, 100.0) } else { (0.0, 1.0) };
+            y = self.measure.empty_range();
         }
         let floor = if self.measure.percent { 0.25 } else { (y.0.abs().max(y.1.abs()) * 0.01).max(1e-9) };
         let margin = ((y.1 - y.0) * 0.05).max(floor);

@@ -11,12 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::checkpoint::{Checkpoint, CheckpointStore};
-
-/// A checkpoint file's name in the job's directory (the Python client's `JobContext.checkpoint`).
-pub fn file_name(epoch: u32) -> String {
-    format!("epoch-{epoch:05}.ckpt")
-}
+use crate::checkpoint::{Checkpoint, CheckpointStore, file_name};
 
 /// The scratch directory of one job and the store its files go to.
 pub struct Mirror {

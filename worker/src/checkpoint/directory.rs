@@ -53,8 +53,9 @@ impl CheckpointStore for DirectoryStore {
             move |source| CheckpointError::Io { path, source }
         };
         fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let path = dir.join(format!("epoch-{:05}.ckpt", checkpoint.header.epoch));
-        let tmp = dir.join(format!(".epoch-{:05}.ckpt.{}", checkpoint.header.epoch, std::process::id()));
+        let name = super::file_name(checkpoint.header.epoch);
+        let path = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
         fs::write(&tmp, checkpoint.encode()).map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
         let files = self.files(key);

@@ -139,6 +139,12 @@ pub mod remote;
 pub use directory::DirectoryStore;
 pub use remote::CoordinatorStore;
 
+/// A checkpoint's file name in a job's directory, `epoch-00042.ckpt`: the store's own and a
+/// command job's (the Python client's `JobContext.checkpoint` writes the same).
+pub fn file_name(epoch: u32) -> String {
+    format!("epoch-{epoch:05}.ckpt")
+}
+
 /// Where a job's checkpoints live, keyed by a job key (e.g. `sweep/job-17`).
 pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     /// Keeps `checkpoint` as the job's newest, pruning old ones.
