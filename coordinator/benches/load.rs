@@ -181,7 +181,10 @@ impl Server {
     }
 
     async fn stored_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM epochs").fetch_one(self.db.reader()).await.unwrap()
+        sqlx::query_scalar("SELECT COUNT(*) FROM epochs")
+            .fetch_one(self.db.sqlite_reader().expect("a SQLite database"))
+            .await
+            .unwrap()
     }
 
     async fn stop(self) {

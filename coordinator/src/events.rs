@@ -52,6 +52,11 @@ impl Events {
         }
     }
 
+    /// Whether anyone subscribes now.
+    pub fn watched(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
     }

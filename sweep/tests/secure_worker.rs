@@ -132,7 +132,7 @@ async fn a_worker_trains_over_mutual_tls_with_a_worker_token() {
     agent.await.unwrap().unwrap();
 
     let owner: String = sqlx::query_scalar("SELECT owner FROM workers WHERE id = 'gpu-01-1'")
-        .fetch_one(db.reader())
+        .fetch_one(db.sqlite_reader().expect("a SQLite database"))
         .await
         .unwrap();
     assert_eq!(owner, "gpu-fleet");

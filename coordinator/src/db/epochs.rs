@@ -93,7 +93,8 @@ pub async fn insert_batch(
 }
 
 /// One stored row, as both readers select it.
-struct EpochRow {
+#[derive(sqlx::FromRow)]
+pub(crate) struct EpochRow {
     job_id: i64,
     epoch: i64,
     attempt: i64,
@@ -107,7 +108,7 @@ struct EpochRow {
 }
 
 impl EpochRow {
-    fn into_stored(self) -> Result<(JobId, StoredEpoch)> {
+    pub(crate) fn into_stored(self) -> Result<(JobId, StoredEpoch)> {
         let job = JobId(self.job_id);
         let epoch = u32::try_from(self.epoch)
             .map_err(|err| super::corrupt(format_args!("job {job}"), "epoch", err))?;
@@ -181,6 +182,6 @@ where
 }
 
 /// The named metrics of an epoch as stored: a JSON object, or NULL when there is none.
-fn values_json(values: &std::collections::BTreeMap<String, f64>) -> Result<Option<String>> {
+pub(crate) fn values_json(values: &std::collections::BTreeMap<String, f64>) -> Result<Option<String>> {
     if values.is_empty() { Ok(None) } else { Ok(Some(serde_json::to_string(values)?)) }
 }

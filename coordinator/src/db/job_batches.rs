@@ -223,7 +223,7 @@ pub struct JobKey {
 }
 
 #[derive(FromRow)]
-struct KeyRow {
+pub(crate) struct KeyRow {
     id: i64,
     sweep: String,
     variant: String,

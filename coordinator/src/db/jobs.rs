@@ -22,11 +22,11 @@ macro_rules! cols {
          last_error, created_at_ms, started_at_ms, finished_at_ms, kind"
     };
 }
-pub(super) use cols as job_cols;
+pub(crate) use cols as job_cols;
 
 /// A `jobs` row as SQLite hands it back; [`StoredJob`] is its checked form.
 #[derive(Debug, Clone, FromRow)]
-pub(super) struct JobRow {
+pub(crate) struct JobRow {
     pub id: i64,
     pub sweep: String,
     pub variant: String,
@@ -126,7 +126,7 @@ impl StoredJob {
     }
 }
 
-pub(super) fn checked(rows: Vec<JobRow>) -> Result<Vec<StoredJob>> {
+pub(crate) fn checked(rows: Vec<JobRow>) -> Result<Vec<StoredJob>> {
     rows.into_iter().map(StoredJob::try_from).collect()
 }
 
@@ -191,7 +191,12 @@ pub async fn fenced<'c, E>(ex: E, fence: &Fence, now_ms: i64) -> Result<StoredJo
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    let stored = require(ex, fence.job()).await?;
+    check_fence(require(ex, fence.job()).await?, fence, now_ms)
+}
+
+/// `stored` if `fence` is its current, running, unexpired lease as of `now_ms`; otherwise
+/// [`Error::StaleLease`] saying why.
+pub fn check_fence(stored: StoredJob, fence: &Fence, now_ms: i64) -> Result<StoredJob> {
     let job = &stored.job;
     if !stored.holds(fence) {
         return Err(Error::StaleLease(not_held(&stored, fence)));
@@ -232,8 +237,7 @@ pub async fn transition(
     now_ms: i64,
 ) -> Result<StoredJob> {
     let job = &stored.job;
-    let next = lifecycle::apply(&stored.status(), event)
-        .map_err(|e| Error::Precondition(format!("job {}: {e}", job.id)))?;
+    let next = next_status(stored, event)?;
     let row = sqlx::query_file_as!(
         JobRow,
         "src/db/sql/job_transition.sql",
@@ -248,7 +252,18 @@ pub async fn transition(
     )
     .fetch_optional(conn)
     .await?;
-    row.ok_or_else(|| Error::Precondition(format!("job {} changed while being updated", job.id)))?.try_into()
+    row.ok_or_else(|| changed_meanwhile(job.id))?.try_into()
+}
+
+/// Where `event` takes `stored`, as [`lifecycle::apply`] allows ([`Error::Precondition`] if not).
+pub fn next_status(stored: &StoredJob, event: Event) -> Result<lifecycle::Status> {
+    lifecycle::apply(&stored.status(), event)
+        .map_err(|e| Error::Precondition(format!("job {}: {e}", stored.job.id)))
+}
+
+/// The error of a guarded UPDATE that found the job no longer in the state it read.
+pub fn changed_meanwhile(id: JobId) -> Error {
+    Error::Precondition(format!("job {id} changed while being updated"))
 }
 
 /// Moves every running lease's expiry to at least `until`; returns how many it moved.
@@ -355,39 +370,24 @@ where
     )
     .fetch_all(ex)
     .await?;
+    totals(sweep, rows.into_iter().map(|t| (t.state, t.jobs, t.epochs, t.epochs_done)).collect())
+}
+
+/// Checked [`StateTotals`] from `(state, jobs, epochs, epochs_done)` rows.
+pub(crate) fn totals(sweep: &str, rows: Vec<(String, i64, i64, i64)>) -> Result<Vec<StateTotals>> {
     let bad = |column: &str, e: &dyn Display| corrupt(format_args!("sweep {sweep:?}"), column, e);
     rows.into_iter()
-        .map(|t| {
+        .map(|(state, jobs, epochs, epochs_done)| {
             Ok(StateTotals {
-                state: t.state.parse().map_err(|e| bad("state", &e))?,
-                jobs: u32::try_from(t.jobs).map_err(|e| bad("job count", &e))?,
-                epochs: u64::try_from(t.epochs).map_err(|e| bad("epochs", &e))?,
-                epochs_done: u64::try_from(t.epochs_done).map_err(|e| bad("epochs_done", &e))?,
+                state: state.parse().map_err(|e| bad("state", &e))?,
+                jobs: u32::try_from(jobs).map_err(|e| bad("job count", &e))?,
+                epochs: u64::try_from(epochs).map_err(|e| bad("epochs", &e))?,
+                epochs_done: u64::try_from(epochs_done).map_err(|e| bad("epochs_done", &e))?,
             })
         })
         .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cancel_some_matches_the_state_machine() {
-        // The bulk UPDATE cancels exactly the states a Cancel may leave and keeps the attempt and
-        // last error, as `transition` does.
-        let sql = include_str!("sql/jobs_cancel_some.sql");
-        assert!(sql.contains("state IN ('queued', 'running')"), "{sql}");
-        for state in JobState::ALL {
-            let status =
-                lifecycle::Status { state, attempt: 2, max_attempts: 3, last_error: Some("e".into()) };
-            match lifecycle::apply(&status, Event::Cancel) {
-                Ok(next) => {
-                    assert!(matches!(state, JobState::Queued | JobState::Running), "{state}");
-                    assert_eq!(next, lifecycle::Status { state: JobState::Cancelled, ..status });
-                }
-                Err(_) => assert!(!matches!(state, JobState::Queued | JobState::Running), "{state}"),
-            }
-        }
-    }
-}
+#[path = "jobs_tests.rs"]
+mod tests;

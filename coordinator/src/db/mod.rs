@@ -1,50 +1,45 @@
-//! Durable storage: SQLite through sqlx, one module per table ([`sweeps`], [`jobs`], [`epochs`],
-//! [`workers`]), the multi-row statements of the hot paths ([`job_batches`], [`ingest`]) and the
-//! single-writer task ([`writer`]) every write goes through. It hands back its own rows or domain
-//! types, never wire messages; statements fixed at compile time are checked against the schema
-//! by `sqlx::query!` (offline data in `coordinator/.sqlx`, refreshed by `cargo sqlx prepare`).
+//! Durable storage behind one handle, [`Database`], on either of two backends chosen by the
+//! database URL: SQLite (`sqlite://…`, the default; [`sqlite`]) or PostgreSQL (`postgres://…`;
+//! [`postgres`]). It hands back its own rows or domain types, never wire messages.
 //!
-//! Reads use a small pool of reader connections; all writes are funnelled into one connection
-//! owned by the writer task, which runs queued writes back to back in one transaction (group
-//! commit; a savepoint for each write that asks for one). SQLite allows one writer at a time
-//! anyway, so this removes `SQLITE_BUSY` retries and turns many small fsyncs into one. WAL
-//! checkpoints run on a reader connection in the background, not inside the writer's COMMITs.
+//! SQLite: one module per table ([`sweeps`], [`jobs`], [`epochs`], [`workers`]), the multi-row
+//! statements of the hot paths ([`job_batches`], [`ingest`]) and the single-writer task
+//! ([`writer`]) every write goes through: queued writes run back to back in one transaction
+//! (group commit; a savepoint for each write that asks for one). Statements fixed at compile time
+//! are checked against the schema by `sqlx::query!` (offline data in `coordinator/.sqlx`).
+//!
+//! PostgreSQL: a connection pool, one transaction per write, row locks (`FOR UPDATE SKIP LOCKED`
+//! for claims and the reaper) so that several coordinators can share one database.
+//!
+//! A multi-statement write is a closure over a [`Tx`], whose methods are the same primitives on
+//! both backends, so the queue's rules are written once.
 
 pub mod epochs;
 pub mod ingest;
 pub mod job_batches;
 pub mod jobs;
+pub mod postgres;
+pub mod sqlite;
 pub mod sweeps;
+mod tx;
 pub mod workers;
 mod writer;
 
-use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+pub use tx::Tx;
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, SqliteConnection};
+use sweep_proto::domain::{Fence, JobId, JobState, StoredEpoch, Worker};
 
 use crate::error::{Error, Result};
+use jobs::{LeaseHolder, StateTotals, StoredJob};
+use postgres::PgStore;
+use sqlite::SqliteStore;
+use sweeps::SweepRow;
 
 /// Default database: `sweep.db` in the working directory, created if missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sweep.db?mode=rwc";
-
-/// Reader connections in the pool (writes have their own connection).
-const READERS: u32 = 4;
-
-/// How often a reader connection copies the WAL back into the database file (a PASSIVE
-/// checkpoint, which never blocks the writer). The writer's own automatic checkpoint is pushed out
-/// to [`WRITER_AUTOCHECKPOINT_PAGES`], a backstop only: run inside a COMMIT it would stall every
-/// queued write for a database-file write and fsync.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-/// WAL pages after which the writer checkpoints itself (SQLite's default is 1,000).
-const WRITER_AUTOCHECKPOINT_PAGES: &str = "10000";
-
-/// The schema migrations in `/migrations`, applied by [`Database::open`].
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {
@@ -72,127 +67,255 @@ pub(crate) fn padded_chunks(mut n: usize) -> impl Iterator<Item = (usize, usize)
     })
 }
 
-/// A handle on the coordinator's database; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Database {
-    reader: SqlitePool,
-    writer: writer::Writer,
+/// Which backend a database URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
-/// Connection settings shared by the writer and the readers.
-fn connect_options(url: &str) -> Result<SqliteConnectOptions> {
-    Ok(SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
-        // WAL: readers never block the writer and a commit is one append to the log.
-        .journal_mode(SqliteJournalMode::Wal)
-        // FULL, not NORMAL: in WAL mode NORMAL skips the fsync at commit, so the last
-        // transactions can vanish on power loss or an OS crash. Workers treat an EpochAck as
-        // "stored" and will not resend, so an acknowledged row must be on disk before the ack:
-        // FULL syncs the WAL on every commit. Group commit in the writer keeps that affordable.
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true)
-        .statement_cache_capacity(256))
+impl Backend {
+    /// The backend of `url` by its scheme; [`Error::InvalidInput`]-style config error otherwise.
+    pub fn of(url: &str) -> Result<Backend> {
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(Error::Config(format!(
+                "database URL {:?}: the scheme must be sqlite:// or postgres://",
+                redacted(url)
+            ))),
+        }
+    }
+}
+
+/// `url` without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A handle on the coordinator's database; cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Dispatches a read to the backend's function of the same name, with its reader.
+macro_rules! read {
+    ($self:expr, $module:ident :: $f:ident ( $($arg:expr),* )) => {
+        match $self {
+            Database::Sqlite(s) => $module::$f(s.reader(), $($arg),*).await,
+            Database::Postgres(p) => postgres::$module::$f(p.pool(), $($arg),*).await,
+        }
+    };
 }
 
 impl Database {
-    /// Opens (creating if needed) the database at `url`, e.g. `sqlite://sweep.db?mode=rwc`,
-    /// applies pending migrations and starts the writer task.
+    /// Opens (creating if needed) the database at `url`, e.g. `sqlite://sweep.db?mode=rwc` or
+    /// `postgres://user:password@host/sweeps`, and applies pending migrations.
     pub async fn open(url: &str) -> Result<Database> {
-        let options = connect_options(url)?;
-        let mut conn =
-            options.clone().pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES).connect().await?;
-        MIGRATOR.run(&mut conn).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .min_connections(1)
-            .connect_with(options)
-            .await?;
-        tokio::spawn(checkpoints(reader.clone()));
-        Ok(Database { reader, writer: writer::Writer::spawn(conn)? })
+        Ok(match Backend::of(url)? {
+            Backend::Sqlite => Database::Sqlite(SqliteStore::open(url).await?),
+            Backend::Postgres => Database::Postgres(PgStore::open(url).await?),
+        })
     }
 
-    /// Pool for reads (any number of concurrent readers in WAL mode).
-    /// Writes queued for the single writer (a gauge for `/metrics`).
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Database::Sqlite(_) => Backend::Sqlite,
+            Database::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The SQLite reader pool, for tools that run SQL of their own (`None` on PostgreSQL).
+    pub fn sqlite_reader(&self) -> Option<&sqlx::SqlitePool> {
+        match self {
+            Database::Sqlite(s) => Some(s.reader()),
+            Database::Postgres(_) => None,
+        }
+    }
+
+    /// Writes queued for SQLite's single writer (a gauge for `/metrics`; 0 on PostgreSQL).
     pub fn writer_queue_depth(&self) -> usize {
-        self.writer.queue_depth()
+        match self {
+            Database::Sqlite(s) => s.writer_queue_depth(),
+            Database::Postgres(_) => 0,
+        }
     }
 
-    /// Writes per committed transaction, as the writer observes them.
+    /// Writes per committed transaction (SQLite's group commit; PostgreSQL commits each alone).
     pub fn write_batch_sizes(&self) -> prometheus::Histogram {
-        self.writer.batch_sizes()
+        match self {
+            Database::Sqlite(s) => s.write_batch_sizes(),
+            Database::Postgres(p) => p.write_batch_sizes(),
+        }
     }
 
-    pub fn reader(&self) -> &SqlitePool {
-        &self.reader
-    }
-
-    /// Runs `f` on the writer connection inside a transaction shared with other queued writes.
-    /// If `f` fails, its own changes are rolled back (savepoint) and its error returned; its result
-    /// is only returned once the transaction is committed to disk.
+    /// Runs `f` in a transaction. On SQLite it shares the writer's transaction with other queued
+    /// writes, inside a savepoint of its own; on PostgreSQL it is a transaction of its own. If
+    /// `f` fails its changes are rolled back and its error returned; its result is returned only
+    /// once the transaction is committed.
     pub async fn write<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<R>> + Send + 'static,
+        F: for<'c> FnOnce(Tx<'c>) -> BoxFuture<'c, Result<R>> + Send + 'static,
     {
-        self.writer.write(true, f).await
+        self.write_with(true, f).await
     }
 
-    /// [`Database::write`] without the savepoint (two fewer statements): only for an `f` that
-    /// changes at most one thing, with one statement, and fails only before or in that statement,
-    /// so a failure leaves nothing to roll back.
+    /// [`Database::write`] without SQLite's savepoint (two fewer statements): only for an `f`
+    /// that changes at most one thing, with one statement, and fails only before or in that
+    /// statement, so a failure leaves nothing to roll back.
     pub async fn write_single<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<R>> + Send + 'static,
+        F: for<'c> FnOnce(Tx<'c>) -> BoxFuture<'c, Result<R>> + Send + 'static,
     {
-        self.writer.write(false, f).await
+        self.write_with(false, f).await
     }
 
-    /// Claims a job for a LeaseJob call through the writer's batched path (see
-    /// [`ingest::leases`]); returns once the claim is committed.
+    async fn write_with<R, F>(&self, savepoint: bool, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(Tx<'c>) -> BoxFuture<'c, Result<R>> + Send + 'static,
+    {
+        match self {
+            Database::Sqlite(s) => s.write(savepoint, move |conn| f(Tx::Sqlite(conn))).await,
+            Database::Postgres(p) => {
+                let origin = p.origin().clone();
+                p.write(move |conn| f(Tx::Postgres(conn, origin))).await
+            }
+        }
+    }
+
+    /// Claims the oldest queued job of the request's kinds for a LeaseJob call; returns once the
+    /// claim is committed.
     pub async fn lease(&self, lease: ingest::LeaseWrite) -> ingest::Leased {
-        self.writer.enqueue::<writer::Leases>(lease).await?.await
+        match self {
+            Database::Sqlite(s) => s.lease(lease).await,
+            Database::Postgres(p) => p.lease(lease).await,
+        }
     }
 
-    /// Queues one streamed epoch for the writer's batched path (see [`ingest::ingest`]; writes
-    /// queued in order are stored in order) and returns a future of its outcome, so a stream can
-    /// queue the next one meanwhile.
+    /// Queues one streamed epoch (writes queued in order are stored in order) and returns a
+    /// future of its outcome, so a stream can queue the next one meanwhile.
     pub async fn enqueue_epoch(
         &self,
         write: epochs::EpochWrite,
-    ) -> Result<impl std::future::Future<Output = ingest::Ingested> + Send + 'static> {
-        self.writer.enqueue::<writer::Epochs>(write).await
+    ) -> Result<BoxFuture<'static, ingest::Ingested>> {
+        match self {
+            Database::Sqlite(s) => Ok(Box::pin(s.enqueue_epoch(write).await?)),
+            Database::Postgres(p) => {
+                let outcome = p.record_epoch(write).await;
+                Ok(Box::pin(std::future::ready(outcome)))
+            }
+        }
     }
 
-    /// Records a heartbeat through the writer's batched path (see [`ingest::heartbeats`]);
-    /// returns once it is committed.
+    /// Records a heartbeat; returns once it is committed.
     pub async fn heartbeat(&self, beat: ingest::HeartbeatWrite) -> ingest::Beat {
-        self.writer.enqueue::<writer::Heartbeats>(beat).await?.await
+        match self {
+            Database::Sqlite(s) => s.heartbeat(beat).await,
+            Database::Postgres(p) => p.heartbeat(beat).await,
+        }
     }
 
     /// Waits for queued writes, then closes every connection.
     pub async fn close(self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        match self {
+            Database::Sqlite(s) => s.close().await,
+            Database::Postgres(p) => p.close().await,
+        }
     }
-}
 
-/// Runs a PASSIVE checkpoint every [`CHECKPOINT_EVERY`] until the pool is closed.
-async fn checkpoints(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            if pool.is_closed() {
-                return;
-            }
-            tracing::warn!(error = %e, "WAL checkpoint failed");
-        }
+    pub async fn sweep(&self, name: &str) -> Result<Option<SweepRow>> {
+        read!(self, sweeps::get(name))
+    }
+
+    /// Like [`Database::sweep`], but a missing sweep is [`Error::NotFound`].
+    pub async fn require_sweep(&self, name: &str) -> Result<SweepRow> {
+        self.sweep(name).await?.ok_or_else(|| Error::NotFound(format!("sweep {name:?}")))
+    }
+
+    /// Every sweep, oldest first.
+    pub async fn sweeps(&self) -> Result<Vec<SweepRow>> {
+        read!(self, sweeps::list())
+    }
+
+    pub async fn job(&self, id: JobId) -> Result<Option<StoredJob>> {
+        read!(self, jobs::get(id))
+    }
+
+    /// Like [`Database::job`], but a missing job is [`Error::NotFound`].
+    pub async fn require_job(&self, id: JobId) -> Result<StoredJob> {
+        self.job(id).await?.ok_or_else(|| Error::NotFound(format!("job {id}")))
+    }
+
+    /// Jobs of a sweep, optionally only those in `state` and/or of `variant`, by id.
+    pub async fn jobs(
+        &self,
+        sweep: &str,
+        state: Option<JobState>,
+        variant: Option<&str>,
+    ) -> Result<Vec<StoredJob>> {
+        read!(self, jobs::list(sweep, state, variant))
+    }
+
+    /// The job `fence` writes to, if the fence is its current, running, unexpired lease (see
+    /// [`jobs::check_fence`]).
+    pub async fn fenced(&self, fence: &Fence, now_ms: i64) -> Result<StoredJob> {
+        jobs::check_fence(self.require_job(fence.job()).await?, fence, now_ms)
+    }
+
+    /// Who holds job `id`'s lease (see [`jobs::lease_holder`]).
+    pub async fn lease_holder(&self, id: JobId) -> Result<Option<LeaseHolder>> {
+        read!(self, jobs::lease_holder(id))
+    }
+
+    /// Totals of a sweep's jobs per state.
+    pub async fn totals_by_state(&self, sweep: &str) -> Result<Vec<StateTotals>> {
+        read!(self, jobs::totals_by_state(sweep))
+    }
+
+    /// The job's stored epochs, by epoch.
+    pub async fn epochs(&self, job: JobId) -> Result<Vec<StoredEpoch>> {
+        read!(self, epochs::for_job(job))
+    }
+
+    /// Every stored epoch of the sweep's jobs, by job and epoch.
+    pub async fn sweep_epochs(&self, sweep: &str) -> Result<Vec<(JobId, StoredEpoch)>> {
+        read!(self, epochs::for_sweep(sweep))
+    }
+
+    /// Mean wall seconds of the sweep's stored epochs, `None` before the first.
+    pub async fn mean_wall_seconds(&self, sweep: &str) -> Result<Option<f64>> {
+        read!(self, epochs::mean_wall_seconds(sweep))
+    }
+
+    /// Every worker with its running job count, most recently seen first.
+    pub async fn workers(&self) -> Result<Vec<Worker>> {
+        read!(self, workers::list())
+    }
+
+    /// The credential worker `id` is bound to (`""`: none), `None` for an unknown worker.
+    pub async fn worker_owner(&self, id: &str) -> Result<Option<String>> {
+        read!(self, workers::owner(id))
+    }
+
+    /// (worker, images/s) summed over each worker's running jobs.
+    pub async fn running_throughput(&self) -> Result<Vec<(String, f64)>> {
+        read!(self, workers::running_throughput())
     }
 }
 
@@ -216,7 +339,7 @@ mod tests {
     async fn hot_statements_use_primary_keys() {
         use sqlx::Connection;
         let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await.unwrap();
-        super::MIGRATOR.run(&mut conn).await.unwrap();
+        super::sqlite::MIGRATOR.run(&mut conn).await.unwrap();
         let statements = [
             super::epochs::insert_sql(16),
             super::job_batches::renew_sql(16),

@@ -131,25 +131,55 @@ where
     .await?;
     rows.into_iter()
         .map(|w| {
-            let bad = |column: &str, e: &dyn std::fmt::Display| {
-                super::corrupt(format_args!("worker {:?}", w.id), column, e)
-            };
-            Ok(Worker {
-                gpus: serde_json::from_str(&w.gpus_json).map_err(|e| bad("gpus_json", &e))?,
-                slots: u32::try_from(w.slots).map_err(|e| bad("slots", &e))?,
-                running_jobs: u32::try_from(w.running_jobs).map_err(|e| bad("running job count", &e))?,
-                data_files: files_from_json(&w.data_files_json).map_err(|e| bad("data_files_json", &e))?,
+            WorkerRow {
                 id: w.id,
                 hostname: w.hostname,
+                gpus_json: w.gpus_json,
+                slots: w.slots,
                 registered_at_ms: w.registered_at_ms,
                 last_seen_ms: w.last_seen_ms,
-            })
+                data_files_json: w.data_files_json,
+                running_jobs: w.running_jobs,
+            }
+            .into_worker()
         })
         .collect()
 }
 
+/// A `workers` row with its running job count, as both backends read it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct WorkerRow {
+    pub id: String,
+    pub hostname: String,
+    pub gpus_json: String,
+    pub slots: i64,
+    pub registered_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub data_files_json: String,
+    pub running_jobs: i64,
+}
+
+impl WorkerRow {
+    pub(crate) fn into_worker(self) -> Result<Worker> {
+        let w = self;
+        let bad = |column: &str, e: &dyn std::fmt::Display| {
+            super::corrupt(format_args!("worker {:?}", w.id), column, e)
+        };
+        Ok(Worker {
+            gpus: serde_json::from_str(&w.gpus_json).map_err(|e| bad("gpus_json", &e))?,
+            slots: u32::try_from(w.slots).map_err(|e| bad("slots", &e))?,
+            running_jobs: u32::try_from(w.running_jobs).map_err(|e| bad("running job count", &e))?,
+            data_files: files_from_json(&w.data_files_json).map_err(|e| bad("data_files_json", &e))?,
+            id: w.id,
+            hostname: w.hostname,
+            registered_at_ms: w.registered_at_ms,
+            last_seen_ms: w.last_seen_ms,
+        })
+    }
+}
+
 /// `[{"name": .., "md5": ..}]`, the column's format.
-fn files_to_json(files: &[DataFile]) -> String {
+pub(crate) fn files_to_json(files: &[DataFile]) -> String {
     let rows: Vec<serde_json::Value> =
         files.iter().map(|f| serde_json::json!({ "name": f.name, "md5": f.md5 })).collect();
     serde_json::Value::Array(rows).to_string()

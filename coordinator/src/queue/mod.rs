@@ -11,6 +11,7 @@
 //! - `work`: what workers do (register, lease, heartbeat, record epochs, finish) and the lease
 //!   expiry the reaper drives.
 
+mod relay;
 mod sweeps;
 mod work;
 
@@ -53,9 +54,12 @@ pub enum Recorded {
 impl Queue {
     /// A queue over `db` with the lease TTL, event buffer and limits of `config`.
     pub fn new(db: Database, config: &Config) -> Queue {
+        let events = Events::new(config.event_capacity);
+        // Several coordinators may share a PostgreSQL database: their changes reach our watchers.
+        relay::spawn(&db, &events);
         Queue {
             db,
-            events: Events::new(config.event_capacity),
+            events,
             lease_ttl: config.lease_ttl,
             limits: config.limits,
             counters: QueueCounters::default(),
@@ -80,7 +84,7 @@ impl Queue {
     /// Each worker's training throughput: the images/s of the last stored epoch of each of its
     /// running jobs, summed.
     pub async fn running_throughput(&self) -> crate::Result<Vec<(String, f64)>> {
-        crate::db::workers::running_throughput(self.db.reader()).await
+        self.db.running_throughput().await
     }
 
     /// How long a lease lives from its grant or last heartbeat.
@@ -94,7 +98,7 @@ impl Queue {
         if by.is_local() {
             return Ok(());
         }
-        match crate::db::workers::owner(self.db.reader(), id).await? {
+        match self.db.worker_owner(id).await? {
             Some(owner) => by.check_worker(id, &owner),
             None => Ok(()),
         }

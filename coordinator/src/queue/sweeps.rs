@@ -10,7 +10,7 @@ use sweep_proto::domain::{
 
 use super::{Queue, Submitted};
 use crate::auth::Principal;
-use crate::db::{self, epochs, job_batches, jobs, sweeps, workers};
+use crate::db::{self, sweeps};
 use crate::error::{Error, Result};
 use crate::lifecycle::Event;
 
@@ -45,9 +45,9 @@ impl Queue {
         let spec = Arc::new(spec);
         let (settled, owner) = (spec.clone(), by.clone());
         self.db
-            .write(move |conn| {
+            .write(move |mut tx| {
                 Box::pin(async move {
-                    let merged = match sweeps::get(&mut *conn, &settled.name).await? {
+                    let merged = match tx.sweep(&settled.name).await? {
                         Some(row) => {
                             owner.check_sweep(&row.name, &row.owner)?;
                             sweeps::merge(&row.spec()?, &settled)?
@@ -61,7 +61,7 @@ impl Queue {
                             merged.name, limits.max_jobs_per_sweep
                         )));
                     }
-                    sweeps::upsert(&mut *conn, &merged, owner.owner(), db::now_ms()).await
+                    tx.upsert_sweep(&merged, owner.owner(), db::now_ms()).await
                 })
             })
             .await?;
@@ -71,9 +71,9 @@ impl Queue {
             // One multi-row INSERT: it fails before changing anything, so no savepoint.
             let new: Vec<Job> = self
                 .db
-                .write_single(move |conn| {
+                .write_single(move |mut tx| {
                     Box::pin(async move {
-                        let stored = job_batches::insert_missing(conn, &spec, &chunk, db::now_ms()).await?;
+                        let stored = tx.insert_missing(&spec, &chunk, db::now_ms()).await?;
                         Ok(stored.into_iter().map(|stored| stored.job).collect())
                     })
                 })
@@ -91,12 +91,12 @@ impl Queue {
         let who = by.clone();
         let job = self
             .db
-            .write(move |conn| {
+            .write(move |mut tx| {
                 Box::pin(async move {
-                    let stored = jobs::require(&mut *conn, id).await?;
-                    let sweep = sweeps::require(&mut *conn, &stored.job.sweep).await?;
+                    let stored = tx.require_job(id).await?;
+                    let sweep = tx.require_sweep(&stored.job.sweep).await?;
                     who.check_sweep(&sweep.name, &sweep.owner)?;
-                    Ok(jobs::transition(conn, &stored, Event::Cancel, db::now_ms()).await?.job)
+                    Ok(tx.transition(&stored, Event::Cancel, db::now_ms()).await?.job)
                 })
             })
             .await?;
@@ -115,11 +115,11 @@ impl Queue {
             let (sweep, who) = (name.to_owned(), by.clone());
             let batch: Vec<Job> = self
                 .db
-                .write(move |conn| {
+                .write(move |mut tx| {
                     Box::pin(async move {
-                        let row = sweeps::require(&mut *conn, &sweep).await?;
+                        let row = tx.require_sweep(&sweep).await?;
                         who.check_sweep(&row.name, &row.owner)?;
-                        let done = jobs::cancel_some(conn, &sweep, chunk, db::now_ms()).await?;
+                        let done = tx.cancel_some(&sweep, chunk, db::now_ms()).await?;
                         Ok(done.into_iter().map(|stored| stored.job).collect())
                     })
                 })
@@ -167,24 +167,24 @@ impl Queue {
         let who = by.clone();
         let retried: Vec<Job> = self
             .db
-            .write(move |conn| {
+            .write(move |mut tx| {
                 Box::pin(async move {
                     let (sweep, picked) = match pick {
                         RetryPick::Job(id) => {
-                            let stored = jobs::require(&mut *conn, id).await?;
+                            let stored = tx.require_job(id).await?;
                             (stored.job.sweep.clone(), vec![stored])
                         }
                         RetryPick::State { sweep, state, limit } => {
-                            let picked = jobs::in_state(&mut *conn, &sweep, state, limit).await?;
+                            let picked = tx.in_state(&sweep, state, limit).await?;
                             (sweep, picked)
                         }
                     };
-                    let row = sweeps::require(&mut *conn, &sweep).await?;
+                    let row = tx.require_sweep(&sweep).await?;
                     who.check_sweep(&row.name, &row.owner)?;
                     let event = Event::Retry { budget: row.spec()?.max_attempts };
                     let mut retried = Vec::with_capacity(picked.len());
                     for stored in &picked {
-                        retried.push(jobs::transition(conn, stored, event.clone(), db::now_ms()).await?.job);
+                        retried.push(tx.transition(stored, event.clone(), db::now_ms()).await?.job);
                     }
                     Ok(retried)
                 })
@@ -198,8 +198,7 @@ impl Queue {
     ///
     /// The ETA is the remaining epochs × the mean observed epoch time / max(1, running jobs).
     pub async fn summary(&self, name: &str) -> Result<SweepSummary> {
-        let pool = self.db.reader();
-        let row = sweeps::require(pool, name).await?;
+        let row = self.db.require_sweep(name).await?;
         let mut summary = SweepSummary {
             spec: row.spec()?,
             created_at_ms: row.created_at_ms,
@@ -212,7 +211,7 @@ impl Queue {
             epochs_total: 0,
             eta_seconds: None,
         };
-        for t in jobs::totals_by_state(pool, name).await? {
+        for t in self.db.totals_by_state(name).await? {
             let (count, epochs) = match t.state {
                 JobState::Queued => (&mut summary.queued, t.epochs),
                 JobState::Running => (&mut summary.running, t.epochs),
@@ -229,7 +228,7 @@ impl Queue {
         summary.eta_seconds = if remaining == 0 {
             Some(0.0)
         } else {
-            let mean = epochs::mean_wall_seconds(pool, name).await?;
+            let mean = self.db.mean_wall_seconds(name).await?;
             mean.map(|mean| remaining as f64 * mean / f64::from(summary.running.max(1)))
         };
         Ok(summary)
@@ -238,7 +237,7 @@ impl Queue {
     /// The summary of every sweep, oldest first.
     pub async fn summaries(&self) -> Result<Vec<SweepSummary>> {
         let mut summaries = Vec::new();
-        for row in sweeps::list(self.db.reader()).await? {
+        for row in self.db.sweeps().await? {
             summaries.push(self.summary(&row.name).await?);
         }
         Ok(summaries)
@@ -246,25 +245,22 @@ impl Queue {
 
     /// The jobs of sweep `name`, optionally only those in `state` and/or of `variant`, by id.
     pub async fn jobs(&self, name: &str, state: Option<JobState>, variant: Option<&str>) -> Result<Vec<Job>> {
-        let pool = self.db.reader();
-        sweeps::require(pool, name).await?;
-        let stored = jobs::list(pool, name, state, variant).await?;
+        self.db.require_sweep(name).await?;
+        let stored = self.db.jobs(name, state, variant).await?;
         Ok(stored.into_iter().map(|stored| stored.job).collect())
     }
 
     /// A job and the epochs its current attempt stored.
     pub async fn job(&self, id: JobId) -> Result<(Job, Vec<StoredEpoch>)> {
-        let pool = self.db.reader();
-        let stored = jobs::require(pool, id).await?;
-        Ok((stored.job, epochs::for_job(pool, id).await?))
+        let stored = self.db.require_job(id).await?;
+        Ok((stored.job, self.db.epochs(id).await?))
     }
 
     /// The sweep's jobs, each with the epochs stored for it, in one pass over the epochs.
     pub async fn jobs_with_epochs(&self, name: &str) -> Result<Vec<(Job, Vec<StoredEpoch>)>> {
-        let pool = self.db.reader();
         let jobs = self.jobs(name, None, None).await?;
         let mut epochs: std::collections::HashMap<JobId, Vec<StoredEpoch>> = Default::default();
-        for (job, epoch) in epochs::for_sweep(pool, name).await? {
+        for (job, epoch) in self.db.sweep_epochs(name).await? {
             epochs.entry(job).or_default().push(epoch);
         }
         Ok(jobs
@@ -278,7 +274,7 @@ impl Queue {
 
     /// Every registered worker, most recently seen first.
     pub async fn workers(&self) -> Result<Vec<Worker>> {
-        workers::list(self.db.reader()).await
+        self.db.workers().await
     }
 }
 

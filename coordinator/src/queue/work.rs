@@ -10,10 +10,10 @@ use sweep_proto::domain::{
 
 use super::{Queue, Recorded};
 use crate::auth::Principal;
-use crate::db::epochs::{self, EpochWrite};
+use crate::db;
+use crate::db::epochs::EpochWrite;
 use crate::db::ingest::{HeartbeatWrite, LeaseWrite};
-use crate::db::jobs::{self, StoredJob};
-use crate::db::{self, workers};
+use crate::db::jobs::StoredJob;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::lifecycle;
@@ -43,14 +43,12 @@ impl Queue {
         let id = worker.worker_id.clone();
         let recorded = self
             .db
-            .write_single(move |conn| {
+            .write_single(move |mut tx| {
                 Box::pin(async move {
                     let Registration { worker_id, hostname, gpus, data_files, .. } = &worker;
                     let now = db::now_ms();
-                    workers::register(
-                        conn, worker_id, hostname, gpus, slots, data_files, now, &owner, any_owner,
-                    )
-                    .await
+                    tx.register_worker(worker_id, hostname, gpus, slots, data_files, now, &owner, any_owner)
+                        .await
                 })
             })
             .await?;
@@ -166,21 +164,18 @@ impl Queue {
         self.check_fence(&fence, by).await?;
         let job: Job = self
             .db
-            .write_single(move |conn| {
+            .write_single(move |mut tx| {
                 Box::pin(async move {
                     let now = db::now_ms();
-                    if let Some(stored) = jobs::complete_fenced(&mut *conn, &fence, now).await? {
+                    if let Some(stored) = tx.complete_fenced(&fence, now).await? {
                         return Ok(stored.job);
                     }
                     // Not completable: find out why (the checks below only read).
-                    let stored = jobs::fenced(&mut *conn, &fence, now).await?;
+                    let stored = tx.fenced(&fence, now).await?;
                     let job = &stored.job;
                     if job.epochs_done < job.epochs {
-                        let stored_epochs: Vec<u32> = epochs::for_job(&mut *conn, job.id)
-                            .await?
-                            .iter()
-                            .map(|e| e.metrics.epoch)
-                            .collect();
+                        let stored_epochs: Vec<u32> =
+                            tx.epochs(job.id).await?.iter().map(|e| e.metrics.epoch).collect();
                         let missing: Vec<String> = (1..=job.epochs)
                             .filter(|e| !stored_epochs.contains(e))
                             .map(|e| e.to_string())
@@ -213,11 +208,11 @@ impl Queue {
         };
         let job: Job = self
             .db
-            .write_single(move |conn| {
+            .write_single(move |mut tx| {
                 Box::pin(async move {
                     let now = db::now_ms();
-                    let stored = jobs::fenced(&mut *conn, &fence, now).await?;
-                    Ok(jobs::transition(conn, &stored, lifecycle::Event::Fail { error }, now).await?.job)
+                    let stored = tx.fenced(&fence, now).await?;
+                    Ok(tx.transition(&stored, lifecycle::Event::Fail { error }, now).await?.job)
                 })
             })
             .await?;
@@ -232,11 +227,11 @@ impl Queue {
         self.check_fence(&fence, by).await?;
         let job: Job = self
             .db
-            .write_single(move |conn| {
+            .write_single(move |mut tx| {
                 Box::pin(async move {
                     let now = db::now_ms();
-                    let stored = jobs::fenced(&mut *conn, &fence, now).await?;
-                    Ok(jobs::transition(conn, &stored, lifecycle::Event::Release, now).await?.job)
+                    let stored = tx.fenced(&fence, now).await?;
+                    Ok(tx.transition(&stored, lifecycle::Event::Release, now).await?.job)
                 })
             })
             .await?;
@@ -250,7 +245,7 @@ impl Queue {
     pub async fn grant_restart_grace(&self) -> Result<u64> {
         let until = db::now_ms() + self.ttl_ms();
         self.db
-            .write_single(move |conn| Box::pin(async move { jobs::extend_running_leases(conn, until).await }))
+            .write_single(move |mut tx| Box::pin(async move { tx.extend_running_leases(until).await }))
             .await
     }
 
@@ -262,13 +257,12 @@ impl Queue {
         loop {
             let batch: Vec<Job> = self
                 .db
-                .write(move |conn| {
+                .write(move |mut tx| {
                     Box::pin(async move {
                         let now = db::now_ms();
                         let mut changed = Vec::new();
-                        for stored in jobs::expired(&mut *conn, now, chunk).await? {
-                            let next =
-                                jobs::transition(conn, &stored, lifecycle::Event::LeaseExpired, now).await?;
+                        for stored in tx.expired(now, chunk).await? {
+                            let next = tx.transition(&stored, lifecycle::Event::LeaseExpired, now).await?;
                             changed.push(next.job);
                         }
                         Ok(changed)
@@ -292,7 +286,7 @@ impl Queue {
     /// it (for writes kept outside the database, such as checkpoints); returns the job.
     pub async fn holds_lease(&self, fence: &Fence, by: &Principal) -> Result<Job> {
         self.check_fence(fence, by).await?;
-        Ok(jobs::fenced(self.db.reader(), fence, db::now_ms()).await?.job)
+        Ok(self.db.fenced(fence, db::now_ms()).await?.job)
     }
 
     /// Checks that a write under `fence` comes from the credential its worker is bound to. Only a
@@ -302,7 +296,7 @@ impl Queue {
         if by.is_local() {
             return Ok(());
         }
-        match jobs::lease_holder(self.db.reader(), fence.job()).await? {
+        match self.db.lease_holder(fence.job()).await? {
             Some(holder) if holder.holds(fence) && holder.owner.as_deref() != Some(by.owner()) => {
                 Err(Error::PermissionDenied(format!(
                     "job {} is leased by a worker bound to another credential",

@@ -70,7 +70,7 @@ async fn the_protocol_experiment_database_migrates_and_serves() {
 
     let server = SecureServer::start(dir.path(), coordinator::Config::default(), true, false).await;
     let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
-        .fetch_all(server.db.reader())
+        .fetch_all(server.db.sqlite_reader().expect("a SQLite database"))
         .await
         .unwrap();
     assert_eq!(versions, [1, 2, 3, 4]);

@@ -25,5 +25,6 @@ mod recovery;
 mod resubmit;
 mod roles;
 mod secure;
+mod shared_postgres;
 mod signals;
 mod tls;

@@ -318,10 +318,7 @@ async fn only_the_owner_or_an_admin_grows_a_sweep() {
     assert_eq!(alice.submit_sweep(grown(&[100])).await.unwrap().into_inner().jobs_created, 1);
     let mut root = env.server.sweeps(Who::Admin).await;
     assert_eq!(root.submit_sweep(grown(&[101])).await.unwrap().into_inner().jobs_created, 1);
-    let owner: String = sqlx::query_scalar("SELECT owner FROM sweeps WHERE name = 'owned'")
-        .fetch_one(env.server.db.reader())
-        .await
-        .unwrap();
+    let owner = env.server.db.require_sweep("owned").await.unwrap().owner;
     assert_eq!(owner, "alice", "growing a sweep keeps its owner");
     env.server.stop().await;
 }

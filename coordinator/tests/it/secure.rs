@@ -129,7 +129,7 @@ impl SecureServer {
     /// `tls`: https with the test PKI (`client_certs`: clients must present one); otherwise
     /// plaintext with tokens.
     pub async fn start(dir: &Path, config: Config, tls: bool, client_certs: bool) -> SecureServer {
-        let db = Database::open(&crate::common::db_url(dir)).await.expect("open database");
+        let db = Database::open(&crate::common::sqlite_url(dir)).await.expect("open database");
         let pki = pki();
         let tokens = Tokens::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -176,7 +176,7 @@ impl SecureServer {
 
     /// Every row of every table, to show that a refused call changed nothing.
     pub async fn snapshot(&self) -> String {
-        let pool = self.db.reader();
+        let pool = self.db.sqlite_reader().expect("a SQLite database");
         let mut out = String::new();
         for table in ["sweeps", "jobs", "epochs", "workers"] {
             let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
