@@ -1,11 +1,13 @@
 //! The `coordinator` command line: `serve`, the client subcommands (`submit`, `status`, `watch`,
-//! `cancel`, `retry`, `export`, `report`) and `token` (the credentials of a token file). Every flag can
+//! `cancel`, `retry`, `export`, `report`), `token` (the credentials of a token file) and `migrate`
+//! (a database into a new one). Every flag can
 //! also come from a `SWEEP_*` env var; clients connect through `sweep_proto::connect`.
 //! The code lives in the library so the binary stays thin and other crates (the one-shot
 //! `sweep run`) can reuse [`crate::client::watch::follow`] and
 //! [`crate::client::report_input::fetch_report_input`].
 
 pub mod export;
+pub mod migrate;
 pub mod report;
 pub mod retry;
 pub mod serve;
@@ -54,6 +56,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Manage the credentials of a token file (create, list, revoke).
     Token(token::TokenArgs),
+    /// Copy every sweep, job, epoch and worker into a new database (e.g. SQLite to PostgreSQL).
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Where client subcommands find the coordinator and how they authenticate.
@@ -88,6 +92,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Command::Export(args) => export::run(args).await,
         Command::Report(args) => report::run(args).await,
         Command::Token(args) => token::run(args),
+        Command::Migrate(args) => migrate::run(args).await,
     }
 }
 

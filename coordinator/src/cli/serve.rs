@@ -22,7 +22,8 @@ pub struct ServeArgs {
     /// Address to listen on. Anything but a loopback address needs TLS and tokens (or --insecure).
     #[arg(long, env = "SWEEP_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Database URL (SQLite; the file is created if missing).
+    /// Database URL: `sqlite://PATH?mode=rwc` (the file is created if missing) or
+    /// `postgres://USER:PASSWORD@HOST/DB` (the database is created if the server has none).
     #[arg(long, env = "SWEEP_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
     /// Seconds a lease lives without a heartbeat.

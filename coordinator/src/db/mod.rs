@@ -14,6 +14,7 @@
 //! A multi-statement write is a closure over a [`Tx`], whose methods are the same primitives on
 //! both backends, so the queue's rules are written once.
 
+mod copy;
 pub mod epochs;
 pub mod ingest;
 pub mod job_batches;
@@ -25,6 +26,7 @@ mod tx;
 pub mod workers;
 mod writer;
 
+pub use copy::Copied;
 pub use tx::Tx;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -13,7 +13,7 @@ use crate::secure::{SecureServer, Who};
 const LIVE_DB: &str = "tests/fixtures/protocol-before-owners.db";
 
 /// A writable copy of the fixture in `dir`.
-fn copy_live_db(dir: &Path) -> std::path::PathBuf {
+pub fn copy_live_db(dir: &Path) -> std::path::PathBuf {
     let copy = dir.join("sweep.db");
     std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join(LIVE_DB), &copy).unwrap();
     let mut permissions = std::fs::metadata(&copy).unwrap().permissions();

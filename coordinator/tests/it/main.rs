@@ -20,6 +20,7 @@ mod leasing;
 mod legacy;
 mod limits;
 mod metrics;
+mod migrate;
 mod queue;
 mod recovery;
 mod resubmit;
