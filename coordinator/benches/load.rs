@@ -1,6 +1,7 @@
 //! Load generator for the coordinator (run with `cargo bench -p coordinator --bench load`).
 //!
-//! Starts the real coordinator in-process on 127.0.0.1 over a real SQLite file in a temp dir and
+//! Starts the real coordinator in-process on 127.0.0.1 over a real SQLite file in a temp dir (or a
+//! new database on the PostgreSQL server `LOAD_POSTGRES_URL`) and
 //! drives it through the generated tonic clients, then prints RPC latency percentiles and stored
 //! epoch rows per second. Two phases, each bounded in time:
 //!
@@ -17,7 +18,7 @@
 //!
 //! Settings (env vars): LOAD_MODE (fleet | ingest | both), LOAD_WORKERS, LOAD_SECS, LOAD_WARMUP_SECS,
 //! LOAD_CHANNELS, LOAD_EPOCH_INTERVAL_MS, LOAD_EPOCHS_PER_JOB, LOAD_INGEST_STREAMS, LOAD_INGEST_WINDOW,
-//! LOAD_INGEST_SECS, LOAD_EXPORT_JOBS, LOAD_EXPORT_EPOCHS, LOAD_EXPORT_ROUNDS.
+//! LOAD_INGEST_SECS, LOAD_EXPORT_JOBS, LOAD_EXPORT_EPOCHS, LOAD_EXPORT_ROUNDS, LOAD_POSTGRES_URL.
 
 #[path = "load/export.rs"]
 mod export;
@@ -159,7 +160,13 @@ struct Server {
 
 async fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("load.db").display());
+    // LOAD_POSTGRES_URL (a server, e.g. postgres://postgres@127.0.0.1:55432): a new database on it.
+    let url = match std::env::var("LOAD_POSTGRES_URL") {
+        Ok(server) if !server.is_empty() => {
+            format!("{}/sweep_load_{}", server.trim_end_matches('/'), uuid::Uuid::new_v4().simple())
+        }
+        _ => format!("sqlite://{}?mode=rwc", dir.path().join("load.db").display()),
+    };
     let db = Database::open(&url).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -181,10 +188,7 @@ impl Server {
     }
 
     async fn stored_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM epochs")
-            .fetch_one(self.db.sqlite_reader().expect("a SQLite database"))
-            .await
-            .unwrap()
+        self.db.epoch_rows().await.unwrap()
     }
 
     async fn stop(self) {

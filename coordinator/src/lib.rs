@@ -1,4 +1,4 @@
-//! The sweep coordinator: a gRPC service keeping a durable SQLite queue of (loss variant, seed)
+//! The sweep coordinator: a gRPC service keeping a durable queue (SQLite or PostgreSQL) of (loss variant, seed)
 //! training jobs. Users submit sweeps and watch them ([`service::sweep_service`]); GPU workers
 //! lease jobs, heartbeat, stream per-epoch metrics and finish them
 //! ([`service::worker_service`]). Every worker write is fenced by its lease.
@@ -7,7 +7,9 @@
 //!   database, config, shutdown future).
 //! - [`auth`]: tokens, roles, principals, TLS settings and per-credential rate limits.
 //! - [`Queue`]: the typed job queue the services call (domain values in and out).
-//! - [`Database`]: opening the database (WAL, `synchronous=FULL`, migrations).
+//! - [`Database`]: the database behind the queue, SQLite or PostgreSQL by its URL (migrations,
+//!   `coordinator migrate` between them).
+//! - [`testing`]: the database a test uses (SQLite, or PostgreSQL when a server is configured).
 //! - [`lifecycle`]: the pure job state machine.
 //! - [`client`]: sweep specs on the client side (spec files, shared flags, presets).
 //! - [`cli`]: the client subcommands, including [`client::watch::follow`] (progress bars or plain lines)
@@ -29,6 +31,7 @@ pub mod queue;
 pub mod reaper;
 pub mod server;
 pub mod service;
+pub mod testing;
 
 pub use auth::{Principal, Role, Security};
 pub use config::{Config, Limits};

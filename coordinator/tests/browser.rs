@@ -60,7 +60,7 @@ fn the_dashboard_redraws_itself_as_the_sweep_runs() {
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let url = coordinator::testing::database_url(dir.path());
     let (grpc, http) = runtime.block_on(async {
         let db = Database::open(&url).await.unwrap();
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -148,7 +148,7 @@ pub async fn run_until(
             let _ = stop.wait_for(|s| *s).await;
         }))
     };
-    info!(endpoint = %local.url, database = %args.database_url, "embedded coordinator started");
+    info!(endpoint = %local.url, database = %coordinator::db::redacted(&args.database_url), "embedded coordinator started");
     let result = drive(&args, specs, &local, interrupt).await;
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = server.await {

@@ -36,7 +36,7 @@ fn real_data_or_skip(test: &str) -> bool {
 }
 
 fn args(dir: &Path) -> RunArgs {
-    let db = format!("sqlite://{}?mode=rwc", dir.join("sweep.db").display());
+    let db = coordinator::testing::database_url(dir);
     let data = shared_cifar10();
     let out = dir.join("report");
     let checkpoints = dir.join("checkpoints");
@@ -128,7 +128,7 @@ async fn a_command_sweep_runs_on_the_local_worker_and_gets_its_report() {
         "command": {"template": template, "grid": {"lr": ["0.5", "0.25"]}},
     });
     std::fs::write(&spec, json.to_string()).unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let db = coordinator::testing::database_url(dir.path());
     let out = dir.path().join("report");
     let checkpoints = dir.path().join("checkpoints");
     let run = |extra: &[&str]| {

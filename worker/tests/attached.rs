@@ -45,7 +45,7 @@ fn start_worker_with(addr: SocketAddr, id: &str, checkpoints: Option<CheckpointS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_completes_a_two_job_sweep_with_every_epoch_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let url = coordinator::testing::database_url(dir.path());
     let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
     let mut c = client(server.addr).await;
     c.submit_sweep(SubmitSweepRequest { spec: Some(spec("two", vec![0, 1], 2)) }).await.unwrap();
@@ -81,7 +81,7 @@ async fn worker_completes_a_two_job_sweep_with_every_epoch_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn epochs_measured_while_the_coordinator_is_down_are_resent() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let url = coordinator::testing::database_url(dir.path());
     let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
     let addr = server.addr;
     client(addr)
@@ -109,7 +109,7 @@ async fn epochs_measured_while_the_coordinator_is_down_are_resent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_sweep_stops_the_running_job() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let url = coordinator::testing::database_url(dir.path());
     let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
     let mut c = client(server.addr).await;
     c.submit_sweep(SubmitSweepRequest { spec: Some(spec("stop", vec![0], 500)) }).await.unwrap();
@@ -180,7 +180,7 @@ async fn split_run(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_worker_hands_its_job_back_and_another_continues_from_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let url = coordinator::testing::database_url(dir.path());
     let store = dir.path().join("coordinator-checkpoints");
     let mut config = Config::with_lease_ttl(Duration::from_secs(5));
     config.checkpoints = Some(coordinator::checkpoints::CheckpointSettings::in_dir(&store));

@@ -17,7 +17,7 @@ fn start_worker(addr: std::net::SocketAddr) -> cluster::Agent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_sweep_runs_only_on_a_worker_that_allows_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let url = coordinator::testing::database_url(dir.path());
     let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
     let mut c = client(server.addr).await;
     // Braces of the JSON are doubled: single ones name parameters.
@@ -94,7 +94,7 @@ done
 /// the epochs stored at the hand-back.
 async fn split_command_run(config: coordinator::Config, target: CheckpointTarget) -> (i64, u32) {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
+    let url = coordinator::testing::database_url(dir.path());
     let script = dir.path().join("train.sh");
     std::fs::write(&script, RESUMING_SCRIPT).unwrap();
     let checkpoints = CheckpointSettings { target, every: 1 };

@@ -1,8 +1,9 @@
 //! The files under deploy/ hold together: the Kubernetes manifests parse, their workloads select
 //! their own pods, mount only volumes they declare, serve the ports their probes and services
 //! name, ask for a GPU per worker with time to hand a job back, and set only the variables and
-//! flags the binaries have; the Slurm script is valid bash that requeues, asks for SIGTERM
-//! before its time limit, runs the worker as a job step and exports only the worker's variables.
+//! flags the binaries have; the PostgreSQL overlay's patches apply to the base; the Slurm script
+//! is valid bash that requeues, asks for SIGTERM before its time limit, runs the worker as a job
+//! step and exports only the worker's variables.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -165,4 +166,59 @@ fn the_slurm_script_requeues_and_hands_jobs_back() {
     let unknown: Vec<&&str> =
         exported.iter().filter(|v| v.starts_with("SWEEP_") && !known.contains(**v)).collect();
     assert!(unknown.is_empty(), "the worker does not read {unknown:?}");
+}
+
+/// Applies the JSON-patch operations kustomize would (`test`, `replace`, `add` with `-` for the
+/// end of a list) to `doc`, failing where a path does not exist or a `test` does not hold.
+fn json_patch(doc: &mut Value, ops: &Value) {
+    for op in ops.as_sequence().expect("a list of operations") {
+        let path: Vec<&str> = text(op, &["path"]).split('/').skip(1).collect();
+        let (last, parents) = path.split_last().unwrap();
+        let parent = parents.iter().fold(&mut *doc, |v, key| match key.parse::<usize>() {
+            Ok(i) => v.get_mut(i).unwrap_or_else(|| panic!("no {} in the base", text(op, &["path"]))),
+            Err(_) => v.get_mut(*key).unwrap_or_else(|| panic!("no {} in the base", text(op, &["path"]))),
+        });
+        let value = op["value"].clone();
+        match (text(op, &["op"]), parent, last.parse::<usize>()) {
+            ("add", Value::Sequence(items), _) if *last == "-" => items.push(value),
+            ("test", parent, _) => assert_eq!(parent[*last], value, "test of {}", text(op, &["path"])),
+            ("replace", Value::Sequence(items), Ok(i)) => items[i] = value,
+            ("replace", Value::Mapping(map), Err(_)) if map.contains_key(*last) => {
+                map.insert(Value::from(*last), value);
+            }
+            (other, _, _) => panic!("cannot {other} {}", text(op, &["path"])),
+        }
+    }
+}
+
+#[test]
+fn the_postgres_overlay_patches_what_the_base_holds() {
+    let overlay = &documents("postgres/kustomization.yaml")[0];
+    let resources: Vec<&str> = list(overlay, &["resources"]).iter().map(|r| r.as_str().unwrap()).collect();
+    assert_eq!(resources, ["../", "checkpoints.yaml"]);
+    let claim = &documents("postgres/checkpoints.yaml")[0];
+    assert_eq!(text(claim, &["kind"]), "PersistentVolumeClaim");
+    assert_eq!(
+        list(claim, &["spec", "accessModes"])[0].as_str(),
+        Some("ReadWriteMany"),
+        "shared by the replicas"
+    );
+
+    let patch = &list(overlay, &["patches"])[0];
+    let mut coordinator = documents("coordinator.yaml")
+        .into_iter()
+        .find(|d| d["kind"].as_str() == Some(text(patch, &["target", "kind"])))
+        .expect("the patched workload is in the base");
+    assert_eq!(text(&coordinator, &["metadata", "name"]), text(patch, &["target", "name"]));
+    let ops: Value = serde_yaml::from_str(text(patch, &["patch"])).unwrap();
+    json_patch(&mut coordinator, &ops);
+    check_workload(&coordinator);
+
+    let pod = &coordinator["spec"]["template"]["spec"];
+    assert_eq!(coordinator["spec"]["replicas"].as_u64(), Some(2));
+    let url = &list(&pod["containers"][0], &["env"])[0];
+    assert_eq!(text(url, &["name"]), "SWEEP_DATABASE_URL");
+    assert_eq!(text(url, &["valueFrom", "secretKeyRef", "name"]), "sweep-postgres");
+    let volume = list(pod, &["volumes"]).into_iter().find(|v| v["name"] == "checkpoints").unwrap();
+    assert_eq!(text(volume, &["persistentVolumeClaim", "claimName"]), text(claim, &["metadata", "name"]));
 }

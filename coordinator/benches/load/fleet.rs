@@ -168,16 +168,10 @@ pub async fn run(opts: &Opts) {
         let (db, rows) = (server.db.clone(), rows_before_measure.clone());
         tokio::spawn(async move {
             tokio::time::sleep_until(window.from.into()).await;
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM epochs")
-                .fetch_one(db.sqlite_reader().expect("a SQLite database"))
-                .await
-                .unwrap();
+            let n = db.epoch_rows().await.unwrap();
             *rows.lock().unwrap() = n;
             tokio::time::sleep_until(window.until.into()).await;
-            let m: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM epochs")
-                .fetch_one(db.sqlite_reader().expect("a SQLite database"))
-                .await
-                .unwrap();
+            let m = db.epoch_rows().await.unwrap();
             m - n
         })
     };

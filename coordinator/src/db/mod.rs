@@ -305,6 +305,15 @@ impl Database {
         read!(self, epochs::mean_wall_seconds(sweep))
     }
 
+    /// Stored epoch rows, of every sweep.
+    pub async fn epoch_rows(&self) -> Result<i64> {
+        let sql = "SELECT COUNT(*) FROM epochs";
+        Ok(match self {
+            Database::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.reader()).await?,
+            Database::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p.pool()).await?,
+        })
+    }
+
     /// Every worker with its running job count, most recently seen first.
     pub async fn workers(&self) -> Result<Vec<Worker>> {
         read!(self, workers::list())
@@ -323,6 +332,19 @@ impl Database {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_url_scheme_picks_the_backend_and_messages_hide_the_password() {
+        use super::{Backend, redacted};
+        assert_eq!(Backend::of("sqlite://sweep.db?mode=rwc").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("postgres://u:pw@db/s").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of("postgresql://db/s").unwrap(), Backend::Postgres);
+        let err = Backend::of("mysql://u:secret@db/s").unwrap_err().to_string();
+        assert!(err.contains("sqlite:// or postgres://") && !err.contains("secret"), "{err}");
+        assert_eq!(redacted("postgres://u:secret@db:5432/s"), "postgres://u:***@db:5432/s");
+        assert_eq!(redacted("postgres://u@db/s"), "postgres://u@db/s");
+        assert_eq!(redacted("sqlite://sweep.db"), "sqlite://sweep.db");
+    }
+
     #[test]
     fn padded_chunks_use_few_shapes_and_cover_n() {
         assert_eq!(super::padded_chunks(0).count(), 0);

@@ -21,25 +21,7 @@ pub struct TestServer {
     task: Option<JoinHandle<coordinator::Result<()>>>,
 }
 
-/// The database of a test using `dir`: SQLite in `dir`, or with `SWEEP_TEST_POSTGRES_URL` set (a
-/// server URL such as `postgres://postgres@127.0.0.1:5432`) a PostgreSQL database of its own on
-/// that server, named after `dir` (so reopening the same `dir` reopens the same database).
-pub fn db_url(dir: &Path) -> String {
-    match std::env::var("SWEEP_TEST_POSTGRES_URL") {
-        Ok(server) if !server.is_empty() => {
-            use std::hash::{Hash, Hasher};
-            let mut hash = std::collections::hash_map::DefaultHasher::new();
-            dir.hash(&mut hash);
-            format!("{}/sweep_test_{:016x}", server.trim_end_matches('/'), hash.finish())
-        }
-        _ => sqlite_url(dir),
-    }
-}
-
-/// A SQLite database in `dir`, for tests that read its tables with SQL of their own.
-pub fn sqlite_url(dir: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", dir.join("sweep.db").display())
-}
+pub use coordinator::testing::{database_url as db_url, sqlite_url};
 
 impl TestServer {
     pub async fn start(dir: &Path, config: Config) -> TestServer {
