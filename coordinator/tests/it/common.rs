@@ -21,6 +21,8 @@ pub struct TestServer {
     task: Option<JoinHandle<coordinator::Result<()>>>,
 }
 
+// Not every test binary that includes this file uses both.
+#[allow(unused_imports)]
 pub use coordinator::testing::{database_url as db_url, sqlite_url};
 
 impl TestServer {
