@@ -48,38 +48,47 @@ pub(crate) fn renew_sql(shape: usize) -> String {
     sql
 }
 
+/// The objective's value in epoch row `a` of the job being updated: a named column, else an
+/// entry of values_json (NULL when the epoch lacks it).
+fn objective_value(a: &str) -> String {
+    format!(
+        "(CASE jobs.objective WHEN 'val_acc' THEN {a}.val_acc WHEN 'val_loss' THEN {a}.val_loss \
+         WHEN 'train_acc' THEN {a}.train_acc WHEN 'train_loss' THEN {a}.train_loss \
+         WHEN 'images_per_sec' THEN {a}.images_per_sec WHEN 'wall_seconds' THEN {a}.wall_seconds \
+         ELSE json_extract({a}.values_json, '$.\"' || jobs.objective || '\"') END)"
+    )
+}
+
 /// A job's stored epochs (any attempt: a later attempt may continue after an earlier one's) are
 /// counted and searched for the best anew on every batch: an attempt that starts over rewrites
-/// rows instead of adding them, so increments would not add up.
+/// rows instead of adding them, so increments would not add up. Two statements, each one pass
+/// over every job's epochs by primary key: this one sets `epochs_done` and `best_value` (0 when
+/// no epoch has the objective), [`best_epoch_sql`] then the first epoch reaching it. (One
+/// statement needs the best inside a per-epoch condition, which SQLite re-evaluates for every
+/// epoch row: quadratic in the job's epochs.)
 pub(crate) fn progress_sql(shape: usize) -> String {
-    // The objective's value in an epoch (alias `a`): a named column, else an entry of
-    // values_json; epochs without it are skipped, and a job none of whose epochs has it keeps
-    // best_epoch 0. Aggregates, not ORDER BY: SQLite resolves no outer column in a subquery's
-    // ORDER BY.
-    let value = |a: &str| {
-        format!(
-            "(CASE jobs.objective WHEN 'val_acc' THEN {a}.val_acc WHEN 'val_loss' THEN {a}.val_loss \
-             WHEN 'train_acc' THEN {a}.train_acc WHEN 'train_loss' THEN {a}.train_loss \
-             WHEN 'images_per_sec' THEN {a}.images_per_sec WHEN 'wall_seconds' THEN {a}.wall_seconds \
-             ELSE json_extract({a}.values_json, '$.\"' || jobs.objective || '\"') END)"
-        )
-    };
-    let best = |a: &str| {
-        let v = value(a);
-        format!(
-            "(SELECT CASE WHEN jobs.objective_max THEN MAX({v}) ELSE MIN({v}) END \
-             FROM epochs {a} WHERE {a}.job_id = jobs.id)"
-        )
-    };
+    // Aggregates, not ORDER BY: SQLite resolves no outer column in a subquery's ORDER BY.
+    let v = objective_value("e");
     let mut sql = format!(
         "UPDATE jobs NOT INDEXED SET \
          epochs_done = (SELECT COUNT(*) FROM epochs e WHERE e.job_id = jobs.id), \
-         best_value = COALESCE({}, 0), \
-         best_epoch = COALESCE((SELECT MIN(e.epoch) FROM epochs e WHERE e.job_id = jobs.id AND {} = {}), 0) \
-         FROM (VALUES ",
-        best("b"),
-        value("e"),
-        best("b")
+         best_value = COALESCE((SELECT CASE WHEN jobs.objective_max THEN MAX({v}) ELSE MIN({v}) END \
+         FROM epochs e WHERE e.job_id = jobs.id), 0) FROM (VALUES "
+    );
+    for i in 0..shape {
+        sql.push_str(if i == 0 { "(?)" } else { ", (?)" });
+    }
+    sql.push_str(") AS v WHERE jobs.id = v.column1");
+    sql
+}
+
+/// The first epoch whose objective equals the job's `best_value` just set by [`progress_sql`]
+/// (0 when none has the objective: their values are NULL and match nothing).
+pub(crate) fn best_epoch_sql(shape: usize) -> String {
+    let mut sql = format!(
+        "UPDATE jobs NOT INDEXED SET best_epoch = COALESCE((SELECT MIN(e.epoch) FROM epochs e \
+         WHERE e.job_id = jobs.id AND {} = jobs.best_value), 0) FROM (VALUES ",
+        objective_value("e")
     );
     for i in 0..shape {
         sql.push_str(if i == 0 { "(?)" } else { ", (?)" });
@@ -253,13 +262,16 @@ pub async fn record_progress(conn: &mut SqliteConnection, job_ids: &[i64]) -> Re
     for (rows, shape) in super::padded_chunks(job_ids.len()) {
         let (chunk, tail) = rest.split_at(rows);
         rest = tail;
-        let mut query = sqlx::query_as::<_, KeyRow>(AssertSqlSafe(progress_sql(shape)));
-        for id in chunk {
-            query = query.bind(*id);
+        // Padding: job id 0 never exists.
+        let ids = || chunk.iter().copied().chain(std::iter::repeat_n(0i64, shape - rows));
+        let mut query = sqlx::query(AssertSqlSafe(progress_sql(shape)));
+        for id in ids() {
+            query = query.bind(id);
         }
-        for _ in rows..shape {
-            // Padding: job id 0 never exists.
-            query = query.bind(0i64);
+        query.execute(&mut *conn).await?;
+        let mut query = sqlx::query_as::<_, KeyRow>(AssertSqlSafe(best_epoch_sql(shape)));
+        for id in ids() {
+            query = query.bind(id);
         }
         keys.extend(query.fetch_all(&mut *conn).await?);
     }

@@ -368,6 +368,7 @@ mod tests {
             super::epochs::insert_sql(16),
             super::job_batches::renew_sql(16),
             super::job_batches::progress_sql(16),
+            super::job_batches::best_epoch_sql(16),
             super::job_batches::claim_sql(
                 16,
                 &[sweep_proto::domain::JobKind::Builtin, sweep_proto::domain::JobKind::Command],

@@ -94,6 +94,33 @@ async fn a_job_goes_through_the_queue_as_domain_values() {
 }
 
 #[tokio::test]
+async fn the_best_epoch_is_the_first_to_reach_the_best_value_however_the_epochs_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, queue) = open(dir.path()).await;
+    let spec = SweepSpec::try_from(spec("best", &["natural_softmax"], &[0], 6)).unwrap();
+    queue.submit(spec, &LOCAL).await.unwrap();
+    let a = queue.lease("w".into(), vec![JobKind::Builtin], &LOCAL).await.unwrap().unwrap();
+    // Queued back to back, so SQLite stores them in one batch: the ranking must see them all.
+    let mut pending = Vec::new();
+    for (e, acc) in [(1, 0.5), (2, 0.7), (3, 0.6), (4, 0.7), (5, 0.2)] {
+        pending.push(queue.record_epoch(a.fence.clone(), epoch(e, acc), &LOCAL).await.unwrap());
+    }
+    for p in pending {
+        assert_eq!(p.await.unwrap(), Recorded::Stored);
+    }
+    let (job, _) = queue.job(a.fence.job()).await.unwrap();
+    assert_eq!(
+        (job.epochs_done, job.best_epoch, job.best_value),
+        (5, 2, 0.7),
+        "ties go to the earlier epoch"
+    );
+    queue.record_epoch(a.fence.clone(), epoch(6, 0.9), &LOCAL).await.unwrap().await.unwrap();
+    let (job, _) = queue.job(a.fence.job()).await.unwrap();
+    assert_eq!((job.epochs_done, job.best_epoch, job.best_value), (6, 6, 0.9));
+    db.close().await;
+}
+
+#[tokio::test]
 async fn an_unknown_stored_state_is_an_internal_error_not_a_failed_job() {
     let dir = tempfile::tempdir().unwrap();
     // SQLite: the hand edit below needs its pragma.
