@@ -232,8 +232,14 @@ fn main() {
         tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let database = match std::env::var("LOAD_POSTGRES_URL") {
+        Ok(server) if !server.is_empty() => {
+            format!("a new database on {}", coordinator::db::redacted(&server))
+        }
+        _ => "SQLite file in a temp dir (WAL, synchronous=FULL)".to_owned(),
+    };
     println!(
-        "# coordinator load benchmark\n\nin-process server on 127.0.0.1, SQLite file in a temp dir (WAL, synchronous=FULL), \
+        "# coordinator load benchmark\n\nin-process server on 127.0.0.1, {database}, \
          {} CPU cores shared by the load generator and the server\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
