@@ -126,6 +126,28 @@ pub async fn lease(w: &mut Workers, id: &str) -> Option<pb::JobAssignment> {
         .job
 }
 
+/// Registers worker `w{i}` on each client and has all of them lease concurrently until nothing is
+/// queued; returns every leased job id.
+pub async fn lease_until_empty(clients: Vec<Workers>) -> Vec<i64> {
+    let mut tasks = Vec::new();
+    for (i, mut w) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let id = format!("w{i}");
+            register(&mut w, &id).await;
+            let mut got = Vec::new();
+            while let Some(a) = lease(&mut w, &id).await {
+                got.push(a.fence.unwrap().job_id);
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
 pub fn fence(a: &pb::JobAssignment) -> pb::Fence {
     a.fence.clone().unwrap()
 }

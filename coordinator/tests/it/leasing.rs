@@ -16,23 +16,11 @@ async fn concurrent_leases_hand_out_each_job_exactly_once() {
     let seeds: Vec<u64> = (0..20).collect();
     assert_eq!(submit(&mut sweeps, spec("race", &variants, &seeds, 1)).await.unwrap().jobs_created, 100);
 
-    let mut tasks = Vec::new();
-    for i in 0..32 {
-        let mut w = server.workers().await;
-        tasks.push(tokio::spawn(async move {
-            let id = format!("w{i}");
-            register(&mut w, &id).await;
-            let mut got = Vec::new();
-            while let Some(a) = lease(&mut w, &id).await {
-                got.push(a.fence.unwrap().job_id);
-            }
-            got
-        }));
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        clients.push(server.workers().await);
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
+    let all = lease_until_empty(clients).await;
     let unique: HashSet<_> = all.iter().copied().collect();
     assert_eq!(all.len(), 100, "every job handed out once");
     assert_eq!(unique.len(), 100, "no job handed out twice");

@@ -23,38 +23,28 @@ fn postgres() -> bool {
     configured
 }
 
+/// Two coordinators serving the database of `dir`.
+async fn two_coordinators(dir: &std::path::Path) -> (TestServer, TestServer) {
+    (TestServer::start(dir, Config::default()).await, TestServer::start(dir, Config::default()).await)
+}
+
 #[tokio::test]
 async fn two_coordinators_on_one_postgres_lease_each_job_exactly_once() {
     if !postgres() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (
-        TestServer::start(dir.path(), Config::default()).await,
-        TestServer::start(dir.path(), Config::default()).await,
-    );
+    let (a, b) = two_coordinators(dir.path()).await;
     let mut sweeps = a.sweeps().await;
     let variants = ["natural_hardmax", "natural_softmax", "multi_softmax", "normal_lr1e-3", "normal_lr1e-2"];
     let seeds: Vec<u64> = (0..20).collect();
     assert_eq!(submit(&mut sweeps, spec("shared", &variants, &seeds, 1)).await.unwrap().jobs_created, 100);
 
-    let mut tasks = Vec::new();
+    let mut clients = Vec::new();
     for i in 0..32 {
-        let mut w = if i % 2 == 0 { a.workers().await } else { b.workers().await };
-        tasks.push(tokio::spawn(async move {
-            let id = format!("w{i}");
-            register(&mut w, &id).await;
-            let mut got = Vec::new();
-            while let Some(job) = lease(&mut w, &id).await {
-                got.push(job.fence.unwrap().job_id);
-            }
-            got
-        }));
+        clients.push(if i % 2 == 0 { a.workers().await } else { b.workers().await });
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
+    let all = lease_until_empty(clients).await;
     let unique: HashSet<_> = all.iter().copied().collect();
     assert_eq!(all.len(), 100, "every job handed out once");
     assert_eq!(unique.len(), 100, "no job handed out twice");
@@ -71,10 +61,7 @@ async fn a_watch_on_one_coordinator_sees_what_the_other_stores() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (
-        TestServer::start(dir.path(), Config::default()).await,
-        TestServer::start(dir.path(), Config::default()).await,
-    );
+    let (a, b) = two_coordinators(dir.path()).await;
     let mut sweeps = a.sweeps().await;
     let mut watch = sweeps.watch_sweep(pb::WatchSweepRequest { sweep: "seen".into() }).await;
     assert!(watch.is_err(), "no such sweep yet");
