@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use sqlx::{PgConnection, SqliteConnection};
-use sweep_proto::domain::{DataFile, Fence, JobId, JobState, PlannedJob, StoredEpoch, SweepSpec};
+use sweep_proto::domain::{Fence, JobId, JobState, PlannedJob, StoredEpoch, SweepSpec};
 
 use super::jobs::{self, StoredJob};
 use super::sweeps::{self, SweepRow};
+use super::workers::Registration;
 use super::{epochs, job_batches, postgres, workers};
 use crate::error::{Error, Result};
 use crate::lifecycle::Event;
@@ -158,26 +159,17 @@ impl Tx<'_> {
 
     /// Records a worker bound to `owner` (see [`workers::register`]); false when the id belongs
     /// to another credential.
-    #[allow(clippy::too_many_arguments)]
     pub async fn register_worker(
         &mut self,
-        id: &str,
-        hostname: &str,
-        gpus: &[String],
-        slots: u32,
-        data_files: &[DataFile],
+        worker: &Registration,
         now_ms: i64,
         owner: &str,
         any_owner: bool,
     ) -> Result<bool> {
         on!(
             self,
-            |c| workers::register(&mut **c, id, hostname, gpus, slots, data_files, now_ms, owner, any_owner)
-                .await,
-            postgres::workers::register(
-                &mut **c, id, hostname, gpus, slots, data_files, now_ms, owner, any_owner
-            )
-            .await
+            |c| workers::register(&mut **c, worker, now_ms, owner, any_owner).await,
+            postgres::workers::register(&mut **c, worker, now_ms, owner, any_owner).await
         )
     }
 }

@@ -8,20 +8,27 @@ use sweep_proto::domain::{DataFile, Worker};
 
 use crate::error::Result;
 
+/// A worker as it registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub worker_id: String,
+    pub hostname: String,
+    pub gpus: Vec<String>,
+    /// Jobs it runs at once (at least one is assumed).
+    pub slots: u32,
+    /// The data files it verified.
+    pub data_files: Vec<DataFile>,
+}
+
 /// Records a worker bound to `owner`; registering again replaces its host, GPUs, slots and data
 /// files. An id
 /// bound to another credential is left alone unless `any_owner` (authentication off); an id
 /// registered without authentication (owner `""`) is bound to the first credential that
 /// registers it. Returns whether the worker was recorded (false: the id belongs to another
 /// credential).
-#[allow(clippy::too_many_arguments)]
 pub async fn register<'c, E>(
     ex: E,
-    id: &str,
-    hostname: &str,
-    gpus: &[String],
-    slots: u32,
-    data_files: &[DataFile],
+    worker: &Registration,
     now_ms: i64,
     owner: &str,
     any_owner: bool,
@@ -29,8 +36,8 @@ pub async fn register<'c, E>(
 where
     E: Executor<'c, Database = Sqlite>,
 {
-    let gpus_json = serde_json::to_string(gpus)?;
-    let files_json = files_to_json(data_files);
+    let gpus_json = serde_json::to_string(&worker.gpus)?;
+    let files_json = files_to_json(&worker.data_files);
     let recorded = sqlx::query_scalar!(
         "INSERT INTO workers (id, hostname, gpus_json, slots, idle_slots, registered_at_ms, last_seen_ms, owner, \
          data_files_json) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?5, ?6, ?8) ON CONFLICT (id) DO UPDATE SET \
@@ -40,10 +47,10 @@ where
          owner = CASE WHEN workers.owner = '' THEN excluded.owner ELSE workers.owner END \
          WHERE ?7 OR workers.owner = '' OR workers.owner = excluded.owner \
          RETURNING id",
-        id,
-        hostname,
+        worker.worker_id,
+        worker.hostname,
         gpus_json,
-        slots,
+        worker.slots,
         now_ms,
         owner,
         any_owner,

@@ -15,7 +15,7 @@ mod relay;
 mod sweeps;
 mod work;
 
-pub use work::Registration;
+pub use crate::db::workers::Registration;
 
 use std::time::Duration;
 

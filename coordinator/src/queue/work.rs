@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use sweep_proto::domain::{
-    CommandJob, DataFile, EpochMetrics, EpochRecord, Fence, Job, JobAssignment, JobFields, JobId, JobKind,
+    CommandJob, EpochMetrics, EpochRecord, Fence, Job, JobAssignment, JobFields, JobId, JobKind,
     LeaseVerdict, SweepSpec, label_point,
 };
 
@@ -14,6 +14,7 @@ use crate::db;
 use crate::db::epochs::EpochWrite;
 use crate::db::ingest::{HeartbeatWrite, LeaseWrite};
 use crate::db::jobs::StoredJob;
+use crate::db::workers::Registration;
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::lifecycle;
@@ -21,35 +22,18 @@ use crate::lifecycle;
 /// Longest failure message kept (longer ones are truncated).
 const MAX_ERROR_LEN: usize = 8192;
 
-/// A worker as it registers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registration {
-    pub worker_id: String,
-    pub hostname: String,
-    pub gpus: Vec<String>,
-    /// Jobs it runs at once (at least one is assumed).
-    pub slots: u32,
-    /// The data files it verified.
-    pub data_files: Vec<DataFile>,
-}
-
 impl Queue {
     /// Records a worker, bound to `by`'s credential; registering again replaces its host, GPUs
     /// and slots. [`Error::PermissionDenied`] (and nothing changed) when the id is bound to
     /// another credential.
-    pub async fn register(&self, worker: Registration, by: &Principal) -> Result<()> {
-        let slots = worker.slots.max(1);
+    pub async fn register(&self, mut worker: Registration, by: &Principal) -> Result<()> {
+        worker.slots = worker.slots.max(1);
         let (owner, any_owner) = (by.owner().to_owned(), by.is_local());
         let id = worker.worker_id.clone();
         let recorded = self
             .db
             .write_single(move |mut tx| {
-                Box::pin(async move {
-                    let Registration { worker_id, hostname, gpus, data_files, .. } = &worker;
-                    let now = db::now_ms();
-                    tx.register_worker(worker_id, hostname, gpus, slots, data_files, now, &owner, any_owner)
-                        .await
-                })
+                Box::pin(async move { tx.register_worker(&worker, db::now_ms(), &owner, any_owner).await })
             })
             .await?;
         if !recorded {

@@ -1,21 +1,16 @@
 //! The `workers` table on PostgreSQL (see [`crate::db::workers`]).
 
 use sqlx::{Executor, Postgres};
-use sweep_proto::domain::{DataFile, Worker};
+use sweep_proto::domain::Worker;
 
-use crate::db::workers::{WorkerRow, files_to_json};
+use crate::db::workers::{Registration, WorkerRow, files_to_json};
 use crate::error::Result;
 
 /// Records a worker bound to `owner` (see [`crate::db::workers::register`]); false when the id
 /// belongs to another credential.
-#[allow(clippy::too_many_arguments)]
 pub async fn register<'c, E>(
     ex: E,
-    id: &str,
-    hostname: &str,
-    gpus: &[String],
-    slots: u32,
-    data_files: &[DataFile],
+    worker: &Registration,
     now_ms: i64,
     owner: &str,
     any_owner: bool,
@@ -33,14 +28,14 @@ where
          WHERE $7 OR workers.owner = '' OR workers.owner = excluded.owner \
          RETURNING id",
     )
-    .bind(id)
-    .bind(hostname)
-    .bind(serde_json::to_string(gpus)?)
-    .bind(i64::from(slots))
+    .bind(&worker.worker_id)
+    .bind(&worker.hostname)
+    .bind(serde_json::to_string(&worker.gpus)?)
+    .bind(i64::from(worker.slots))
     .bind(now_ms)
     .bind(owner)
     .bind(any_owner)
-    .bind(files_to_json(data_files))
+    .bind(files_to_json(&worker.data_files))
     .fetch_optional(ex)
     .await?;
     Ok(recorded.is_some())
