@@ -53,6 +53,9 @@ pub struct RunArgs {
     /// Concurrent jobs per device.
     #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
     pub slots_per_gpu: u32,
+    /// Built-in jobs of one shape (epochs, batch size, data) each slot trains as one fused step.
+    #[arg(long, env = "SWEEP_FUSE", default_value_t = 1)]
+    pub fuse: u32,
     /// Attach local worker slots; `false` leaves the training to remote workers.
     #[arg(long, env = "SWEEP_LOCAL_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
     pub local_worker: bool,
@@ -249,6 +252,7 @@ async fn drive(
             hostname: resources.hostname,
             devices: resources.devices,
             slots_per_device: args.slots_per_gpu.max(1),
+            fuse: args.fuse.max(1),
             kernels: args.kernels,
             checkpoints: Some(CheckpointSettings {
                 target: CheckpointTarget::Directory(args.checkpoint_dir.clone()),

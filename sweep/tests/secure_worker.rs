@@ -60,6 +60,7 @@ fn agent_config(url: &str, id: &str) -> AgentConfig {
         hostname: "gpu-01".into(),
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
+        fuse: 1,
         kernels: Default::default(),
         checkpoints: None,
     }

@@ -16,7 +16,7 @@ use crate::backend::{CpuBackend, open_runner};
 use crate::data::Cifar10;
 use crate::device::{DeviceChoice, panic_message};
 use crate::loss::variant_loss;
-use crate::model::{CnnConfig, seeded_model};
+use crate::model::{Cnn, CnnConfig, check_fusable, forward_fused, seeded_model};
 use crate::train_ops::{Kernels, TrainBackend};
 use crate::training::{EpochSink, JobOutcome, TrainError, TrainJob, adam};
 
@@ -31,6 +31,8 @@ pub struct StepBenchConfig {
     pub bn_group: Option<usize>,
     /// Implementation of the conv / BatchNorm training nodes.
     pub kernels: Kernels,
+    /// Models trained as one fused step ([`crate::model::forward_fused`]; 1: a single job).
+    pub fuse: usize,
     /// Sample the host side of the synced timed steps ([`crate::host_profile`]) and write the
     /// folded stacks here.
     pub host_profile: Option<std::path::PathBuf>,
@@ -42,6 +44,8 @@ pub struct StepBench {
     pub device: DeviceChoice,
     pub kernels: Kernels,
     pub batch_size: usize,
+    /// Models in each step; the images per second are all of theirs.
+    pub fuse: usize,
     /// Timed steps (after warm-up).
     pub step_times: Vec<Duration>,
     /// Host time of each timed step: from its start (on an idle GPU) until the last operation
@@ -58,7 +62,8 @@ pub struct StepBench {
     pub pipelined_time: Duration,
     /// The summary of the host profile of the synced timed steps, when one was asked for.
     pub host_profile: Option<String>,
-    /// Loss of the first and of the last step. Every step trains on the same batch, so a path
+    /// Loss of the first and of the last step (summed over fused models). Every step trains on
+    /// the same batch, so a path
     /// that learns drives the loss down; a fast path that does not (a wrong or non-finite
     /// gradient) shows here instead of only in a training run.
     pub first_loss: f32,
@@ -83,12 +88,13 @@ impl StepBench {
 
     /// Images per second at the median step time.
     pub fn images_per_sec(&self) -> f64 {
-        self.batch_size as f64 / self.median_step().as_secs_f64().max(1e-12)
+        (self.fuse * self.batch_size) as f64 / self.median_step().as_secs_f64().max(1e-12)
     }
 
     /// Images per second with no sync between steps.
     pub fn pipelined_images_per_sec(&self) -> f64 {
-        (self.batch_size * self.step_times.len()) as f64 / self.pipelined_time.as_secs_f64().max(1e-12)
+        (self.fuse * self.batch_size * self.step_times.len()) as f64
+            / self.pipelined_time.as_secs_f64().max(1e-12)
     }
 
     /// Whether the loss fell over the run (and stayed finite).
@@ -100,7 +106,7 @@ impl StepBench {
     pub fn line(&self) -> String {
         format!(
             "burn device={} kernels={} batch={} img_per_s={:.1} step_ms={:.2} host_ms={:.2} \
-             pipelined_img_per_s={:.1} loss_first={:.4} loss_last={:.4} host_fwd_bwd_opt_ms={}",
+             pipelined_img_per_s={:.1} loss_first={:.4} loss_last={:.4} host_fwd_bwd_opt_ms={} fuse={}",
             short_name(&self.device),
             self.kernels,
             self.batch_size,
@@ -111,6 +117,7 @@ impl StepBench {
             self.first_loss,
             self.last_loss,
             self.median_host_phases().map(|p| format!("{:.2}", p.as_secs_f64() * 1e3)).join("/"),
+            self.fuse,
         )
     }
 }
@@ -132,8 +139,8 @@ pub fn short_name(device: &DeviceChoice) -> String {
 
 /// Times `warmup + steps` training steps on random data on `device`.
 pub fn bench_train_step(device: DeviceChoice, config: StepBenchConfig) -> Result<StepBench, TrainError> {
-    if config.batch_size == 0 || config.steps == 0 {
-        return Err(TrainError::InvalidJob("batch size and steps must be at least 1".into()));
+    if config.batch_size == 0 || config.steps == 0 || config.fuse == 0 {
+        return Err(TrainError::InvalidJob("batch size, steps and fused models must be at least 1".into()));
     }
     let run = move || match device {
         DeviceChoice::Cpu => time_steps::<CpuBackend>(&Default::default(), device, config),
@@ -155,9 +162,16 @@ fn time_steps<B: TrainBackend>(
 ) -> Result<StepBench, TrainError> {
     let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
     let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
-    let mut model =
-        seeded_model::<B>(&cnn, 0, device).with_kernels(config.kernels).with_bn_group(config.bn_group);
-    let mut optim = adam().init::<B>();
+    let mut models: Vec<Cnn<B>> = (0..config.fuse as u64)
+        .map(|seed| {
+            seeded_model::<B>(&cnn, seed, device).with_kernels(config.kernels).with_bn_group(config.bn_group)
+        })
+        .collect();
+    if config.fuse > 1 {
+        check_fusable(&models.iter().collect::<Vec<_>>())
+            .map_err(|e| TrainError::InvalidJob(e.to_string()))?;
+    }
+    let mut optims: Vec<_> = models.iter().map(|_| adam().init::<B>()).collect();
     let n = config.batch_size;
     let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
     let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 10).collect();
@@ -167,16 +181,26 @@ fn time_steps<B: TrainBackend>(
     let mut step_times = Vec::with_capacity(config.steps);
     let mut host_times = Vec::with_capacity(config.steps);
     let mut host_phases = Vec::with_capacity(config.steps);
-    let mut train_step = |model: crate::model::Cnn<B>| {
+    let mut train_step = |models: Vec<Cnn<B>>| {
         let started = Instant::now();
-        let logits = model.forward(images.clone());
-        let loss = variant_loss(LossVariant::NormalLr1e3, logits, labels.clone());
+        let logits = match models.as_slice() {
+            [model] => vec![model.forward(images.clone())],
+            _ => forward_fused(&models.iter().collect::<Vec<_>>(), vec![images.clone(); models.len()])
+                .expect("checked above"),
+        };
+        let loss = logits
+            .into_iter()
+            .map(|logits| variant_loss(LossVariant::NormalLr1e3, logits, labels.clone()))
+            .reduce(|a, b| a.add(b))
+            .expect("at least one model");
         let forward = started.elapsed();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut grads = loss.backward();
+        let grads: Vec<_> = models.iter().map(|m| GradientsParams::from_module(&mut grads, m)).collect();
         let backward = started.elapsed();
-        let model = optim.step(1e-3, model, grads);
+        let models =
+            models.into_iter().zip(grads).zip(&mut optims).map(|((m, g), o)| o.step(1e-3, m, g)).collect();
         let phases = [forward, backward - forward, started.elapsed() - backward];
-        (model, loss.detach(), phases)
+        (models, loss.detach(), phases)
     };
     let mut first_loss = f32::NAN;
     let mut profiler = None;
@@ -189,7 +213,7 @@ fn time_steps<B: TrainBackend>(
         }
         let started = Instant::now();
         let (loss, phases);
-        (model, loss, phases) = train_step(model);
+        (models, loss, phases) = train_step(models);
         let queued = started.elapsed();
         if step == 0 {
             first_loss = loss.into_scalar().elem(); // outside the timed steps
@@ -210,7 +234,7 @@ fn time_steps<B: TrainBackend>(
     let mut last_loss = None;
     for _ in 0..config.steps {
         let loss;
-        (model, loss, _) = train_step(model);
+        (models, loss, _) = train_step(models);
         last_loss = Some(loss);
     }
     sync()?;
@@ -220,6 +244,7 @@ fn time_steps<B: TrainBackend>(
         device: choice,
         kernels: config.kernels,
         batch_size: n,
+        fuse: config.fuse,
         step_times,
         host_times,
         host_phases,
@@ -267,20 +292,25 @@ pub fn bench_epoch(
 mod tests {
     use super::*;
 
+    /// Three timed steps of one tiny model on four images.
+    fn tiny(kernels: Kernels) -> StepBenchConfig {
+        StepBenchConfig {
+            batch_size: 4,
+            steps: 2,
+            warmup: 1,
+            width_multiplier: 0.125,
+            bn_group: None,
+            kernels,
+            fuse: 1,
+            host_profile: None,
+        }
+    }
+
     #[test]
     fn step_bench_times_each_kernel_set_and_prints_a_parseable_line() {
         let bf16: Kernels = "wgrad+dgrad+bn+bf16".parse().unwrap();
         for kernels in [Kernels::STOCK, Kernels::FAST, bf16] {
-            let config = StepBenchConfig {
-                batch_size: 4,
-                steps: 2,
-                warmup: 1,
-                width_multiplier: 0.125,
-                bn_group: None,
-                kernels,
-                host_profile: None,
-            };
-            let bench = bench_train_step(DeviceChoice::Cpu, config).unwrap();
+            let bench = bench_train_step(DeviceChoice::Cpu, tiny(kernels)).unwrap();
             assert_eq!(bench.step_times.len(), 2);
             assert_eq!(bench.host_times.len(), 2);
             for ((host, step), phases) in
@@ -304,21 +334,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn step_bench_fuses_models_and_counts_all_their_images() {
+        let config = StepBenchConfig { fuse: 3, ..tiny(Kernels::FAST) };
+        let bench = bench_train_step(DeviceChoice::Cpu, config.clone()).unwrap();
+        assert_eq!(bench.fuse, 3);
+        let per_step = bench.median_step().as_secs_f64();
+        assert!((bench.images_per_sec() - 12.0 / per_step).abs() < 1e-6 * bench.images_per_sec());
+        assert!(bench.learns(), "fused: loss {} → {}", bench.first_loss, bench.last_loss);
+        assert!(bench.line().ends_with(" fuse=3"), "{}", bench.line());
+        // Three models' summed loss, each near ln 10 at the start.
+        assert!((bench.first_loss - 3.0 * 10f32.ln()).abs() < 1.5, "{}", bench.first_loss);
+        let stock = StepBenchConfig { kernels: Kernels::STOCK, ..config };
+        let err = bench_train_step(DeviceChoice::Cpu, stock).unwrap_err();
+        assert!(matches!(&err, TrainError::InvalidJob(m) if m.contains("fused BatchNorm")), "{err}");
+    }
+
     fn line_has_losses(line: &str) -> bool {
         line.contains(" loss_first=") && line.contains(" loss_last=")
     }
 
     #[test]
     fn step_bench_rejects_an_empty_run() {
-        let config = StepBenchConfig {
-            batch_size: 0,
-            steps: 2,
-            warmup: 0,
-            width_multiplier: 0.125,
-            bn_group: None,
-            kernels: Kernels::FAST,
-            host_profile: None,
-        };
-        assert!(matches!(bench_train_step(DeviceChoice::Cpu, config), Err(TrainError::InvalidJob(_))));
+        for config in [
+            StepBenchConfig { batch_size: 0, ..tiny(Kernels::FAST) },
+            StepBenchConfig { fuse: 0, ..tiny(Kernels::FAST) },
+        ] {
+            assert!(matches!(bench_train_step(DeviceChoice::Cpu, config), Err(TrainError::InvalidJob(_))));
+        }
     }
 }

@@ -101,6 +101,10 @@ pub struct BenchArgs {
         help = crate::train_ops::BENCH_KERNELS_HELP
     )]
     pub kernels: Vec<KernelChoice>,
+    /// Models trained as one fused step (different seeds, one batch each; needs kernels with the
+    /// fused BatchNorm): the images per second are the aggregate of all of them.
+    #[arg(long, env = "SWEEP_BENCH_FUSE", default_value_t = 1)]
+    pub fuse: usize,
     /// Sample where the host's CPU time goes during the synced timed steps: writes folded
     /// stacks (flamegraph input) to this file, one per kernel set (`FILE.1`, … after the
     /// first), and prints the most frequent functions.
@@ -271,6 +275,7 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
             width_multiplier: args.width_multiplier,
             bn_group: args.bn_group.map(|g| g as usize),
             kernels,
+            fuse: args.fuse,
             host_profile,
         };
         let step = bench_train_step(device, config)?;

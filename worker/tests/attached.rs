@@ -2,19 +2,23 @@
 //! completes a 2-job sweep with every epoch stored, survives a coordinator restart mid-sweep
 //! without losing a measured epoch, stops a job the user cancels, and when stopped hands its job
 //! back so another worker continues it from the checkpoint (in a shared directory or on the
-//! coordinator) with an uninterrupted run's metrics.
+//! coordinator) with an uninterrupted run's metrics; a slot that fuses trains the queued jobs
+//! of one shape together and hands back a job of another shape.
 
 mod cluster;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cluster::{Agent, client, epochs_stored, start_agent, start_server, start_server_with, wait_for};
+use cluster::{
+    Agent, agent_config, client, epochs_stored, start_agent, start_agent_with, start_server,
+    start_server_with, wait_for,
+};
 use coordinator::Config;
 use sweep_proto::pb::{
     CancelSweepRequest, DataOptions, GetJobRequest, ListJobsRequest, SubmitSweepRequest, SweepSpec,
 };
-use worker::agent::{CheckpointSettings, CheckpointTarget, Commands};
+use worker::agent::{self, CheckpointSettings, CheckpointTarget, Commands};
 
 fn spec(name: &str, seeds: Vec<u64>, epochs: u32) -> SweepSpec {
     SweepSpec {
@@ -72,6 +76,40 @@ async fn worker_completes_a_two_job_sweep_with_every_epoch_stored() {
         (workers[0].hostname.as_str(), workers[0].gpus.as_slice()),
         ("test-host", &["cpu".to_string()][..])
     );
+
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fusing_slot_trains_the_jobs_of_one_shape_together_and_hands_back_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = coordinator::testing::database_url(dir.path());
+    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let mut c = client(server.addr).await;
+    let mut together = spec("together", vec![0, 1], 2);
+    together.variants.push("normal_lr1e-3".into());
+    c.submit_sweep(SubmitSweepRequest { spec: Some(together) }).await.unwrap();
+    // Another batch size: cannot share the others' steps.
+    let other = SweepSpec { batch_size: 64, ..spec("other", vec![5], 2) };
+    c.submit_sweep(SubmitSweepRequest { spec: Some(other) }).await.unwrap();
+    let (stop, agent) = start_agent_with(agent::AgentConfig {
+        fuse: 5,
+        ..agent_config(server.addr, "fusing-worker", None, Commands::Refuse)
+    });
+
+    // One slot, four jobs running at once: leased and trained as one group.
+    wait_for(server.addr, "together", Duration::from_secs(120), |s| s.running == 4).await;
+    let s = wait_for(server.addr, "together", Duration::from_secs(180), |s| s.succeeded == 4).await;
+    assert_eq!((s.epochs_done, s.epochs_total, s.failed), (8, 8, 0));
+    assert_eq!(epochs_stored(server.addr, "together").await, vec![vec![1, 2]; 4]);
+    // The fifth lease found the other shape, handed it back, and it trained on its own after.
+    let s = wait_for(server.addr, "other", Duration::from_secs(180), |s| s.succeeded == 1).await;
+    assert_eq!((s.epochs_done, s.failed), (2, 0));
+    let jobs = c.list_jobs(ListJobsRequest { sweep: "other".into(), ..Default::default() }).await.unwrap();
+    let job = c.get_job(GetJobRequest { job_id: jobs.into_inner().jobs[0].id }).await.unwrap().into_inner();
+    assert_eq!(job.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), vec![1, 2]);
 
     stop.send(true).unwrap();
     agent.await.unwrap().unwrap();

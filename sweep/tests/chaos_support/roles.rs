@@ -69,6 +69,7 @@ pub fn worker() {
         hostname: "chaos".into(),
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
+        fuse: 1,
         kernels: Default::default(),
         checkpoints: Some(CheckpointSettings { target, every: 1 }),
     };

@@ -26,6 +26,9 @@ pub struct AttachArgs {
     /// Concurrent jobs per device (each slot keeps its own model and optimizer on the device).
     #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
     pub slots_per_gpu: u32,
+    /// Built-in jobs of one shape (epochs, batch size, data) each slot trains as one fused step.
+    #[arg(long, env = "SWEEP_FUSE", default_value_t = 1)]
+    pub fuse: u32,
     /// auto (every CUDA GPU, else the CPU), cuda or cpu.
     #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
     pub device: String,
@@ -126,6 +129,7 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         hostname: local.hostname,
         devices: local.devices,
         slots_per_device: args.slots_per_gpu.max(1),
+        fuse: args.fuse.max(1),
         kernels: args.kernels,
         checkpoints: checkpoint_settings(
             args.checkpoint_dir,

@@ -9,6 +9,7 @@ pub mod attach;
 pub mod backoff;
 pub mod command;
 pub mod command_checkpoints;
+mod ending;
 pub mod slot;
 pub mod uploader;
 
@@ -51,6 +52,8 @@ pub struct AgentConfig {
     pub checkpoints: Option<CheckpointSettings>,
     /// Which jobs the slots lease.
     pub commands: Commands,
+    /// Built-in jobs each slot trains as one fused step (1: one job at a time).
+    pub fuse: u32,
 }
 
 /// Whether a worker runs command jobs (the programs of sweeps that admins submitted).
@@ -233,6 +236,7 @@ pub async fn run_agent_with(
                 shutdown_flag: shutdown_flag.clone(),
                 checkpoints: checkpoints.clone(),
                 commands: config.commands,
+                fuse: config.fuse.max(1),
             };
             slot_tasks.push(tokio::spawn(run_slot(ctx, runner)));
         }

@@ -1,7 +1,8 @@
 //! One worker slot: a long-lived loop that owns a [`JobRunner`] (so its device, resident data
-//! set and autotuned kernels are paid for once per process), leases a job, trains it on a
-//! blocking thread, streams each epoch as it ends, and completes or fails the job. A panic in
-//! training fails the job, not the worker.
+//! set and autotuned kernels are paid for once per process), leases a job (or, fusing, up to
+//! `fuse` compatible built-in jobs trained as one step), trains on a blocking thread, streams
+//! each job's epochs as they end, and completes or fails each job. A panic in training fails the
+//! jobs, not the worker.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use sweep_proto::connect::AuthChannel;
 use sweep_proto::pb::worker_service_client::WorkerServiceClient;
-use sweep_proto::pb::{self, CompleteJobRequest, FailJobRequest, LeaseJobRequest, ReleaseJobRequest};
+use sweep_proto::pb::{self, LeaseJobRequest};
 use sweep_proto::{EpochMetrics, Fence, JobAssignment};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -18,11 +19,12 @@ use tracing::{error, info, warn};
 use super::backoff::Backoff;
 use super::command::{StopRequest, run_command};
 use super::command_checkpoints::Mirror;
-use super::uploader::{UploadError, upload_epochs};
+use super::ending::{Tracked, conclude, release};
+use super::uploader::upload_epochs;
 use super::{Commands, LeaseTable};
 use crate::checkpoint::{CheckpointStore, Checkpointing, CoordinatorStore};
 use crate::device::panic_message;
-use crate::training::{EpochSink, JobOutcome, JobRunner, TrainJob};
+use crate::training::{EpochSink, FusedRun, JobOutcome, JobRunner, TrainJob, fuses_with};
 
 /// Everything a slot needs besides its runner.
 #[derive(Clone)]
@@ -38,6 +40,8 @@ pub struct SlotContext {
     pub checkpoints: Option<(JobStores, u32)>,
     /// Which jobs to lease (command jobs run the sweeps' own programs on this machine).
     pub commands: Commands,
+    /// Built-in jobs trained as one fused step (1: one job at a time).
+    pub fuse: u32,
 }
 
 /// The checkpoint store of each job a slot runs.
@@ -121,7 +125,7 @@ pub async fn run_slot(ctx: SlotContext, mut runner: Box<dyn JobRunner>) -> Box<d
             continue;
         };
         match JobAssignment::try_from(job) {
-            Ok(assignment) => runner = run_job(&ctx, runner, assignment).await,
+            Ok(assignment) => runner = run_job(&ctx, runner, fill_group(&ctx, assignment).await).await,
             Err(e) => error!(slot = ctx.slot, error = %e, "coordinator sent an invalid job; skipping"),
         }
     }
@@ -129,15 +133,61 @@ pub async fn run_slot(ctx: SlotContext, mut runner: Box<dyn JobRunner>) -> Box<d
     runner
 }
 
-async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Receiver<bool>) {
+pub(super) async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Receiver<bool>) {
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
         _ = shutdown.changed() => {}
     }
 }
 
-/// Trains one leased job and reports its end. Returns the runner for the next job.
-async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignment) -> Box<dyn JobRunner> {
+/// The leased `first` job and, when this slot fuses and `first` is built in, up to `fuse − 1`
+/// more queued built-in jobs that can train in one step with it ([`fuses_with`]). The first
+/// leased job that does not fit is handed back for the next group.
+async fn fill_group(ctx: &SlotContext, first: JobAssignment) -> Vec<JobAssignment> {
+    let lead = match TrainJob::try_from(&first) {
+        Ok(lead) if ctx.fuse > 1 && first.command.is_none() => lead,
+        _ => return vec![first],
+    };
+    let mut group = vec![first];
+    while group.len() < ctx.fuse as usize && !ctx.shutdown_flag.load(Ordering::Relaxed) {
+        let kinds = vec![pb::JobKind::Builtin as i32];
+        let request = LeaseJobRequest { worker_id: ctx.worker_id.clone(), slot: ctx.slot, kinds };
+        let Some(job) = ctx.client.clone().lease_job(request).await.ok().and_then(|r| r.into_inner().job)
+        else {
+            break;
+        };
+        let next = match JobAssignment::try_from(job) {
+            Ok(next) => next,
+            Err(e) => {
+                error!(slot = ctx.slot, error = %e, "coordinator sent an invalid job; skipping");
+                break;
+            }
+        };
+        match TrainJob::try_from(&next) {
+            Ok(job) if next.command.is_none() && fuses_with(&lead, &job) => group.push(next),
+            _ => {
+                info!(
+                    slot = ctx.slot,
+                    job = next.fence.job_id,
+                    "job does not fuse with the group; handing it back"
+                );
+                release(ctx, &next.fence).await;
+                break;
+            }
+        }
+    }
+    group
+}
+
+/// What training needs of a leased job besides its description.
+struct Training {
+    checkpointing: Option<Checkpointing>,
+    sink: ChannelSink,
+}
+
+/// Starts following `job`: its lease in the heartbeat table, its epoch uploader, its
+/// checkpoint store and sink.
+fn track(ctx: &SlotContext, job: &JobAssignment) -> (Tracked, Training) {
     let fence = job.fence.clone();
     info!(slot = ctx.slot, job = fence.job_id, attempt = fence.attempt, variant = %job.variant,
         seed = job.seed, epochs = job.epochs, "training job");
@@ -154,7 +204,7 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
             result
         })
     };
-    let key = job_key(&job);
+    let key = job_key(job);
     let checkpointing = ctx.checkpoints.as_ref().map(|(stores, every)| Checkpointing {
         store: stores.for_job(ctx, &fence),
         key: key.clone(),
@@ -167,9 +217,22 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
         shutdown: ctx.shutdown_flag.clone(),
         checkpoints: checkpointing.is_some(),
     };
-    let (runner, outcome) = match job.command.clone() {
-        Some(command) => {
-            let flag = ctx.shutdown_flag.clone();
+    (Tracked { fence, key, stop, uploader }, Training { checkpointing, sink })
+}
+
+/// Trains a group of leased jobs (one, or several fused built-in ones) and reports each one's
+/// end. Returns the runner for the next group.
+async fn run_job(
+    ctx: &SlotContext,
+    runner: Box<dyn JobRunner>,
+    group: Vec<JobAssignment>,
+) -> Box<dyn JobRunner> {
+    let (tracked, training): (Vec<Tracked>, Vec<Training>) = group.iter().map(|job| track(ctx, job)).unzip();
+    let (runner, outcomes) = match (group.as_slice(), training) {
+        ([job], mut training) if job.command.is_some() => {
+            let command = job.command.clone().expect("matched");
+            let Training { checkpointing, sink } = training.pop().expect("one job");
+            let (stop, flag) = (tracked[0].stop.clone(), ctx.shutdown_flag.clone());
             let should_stop = || match (stop.load(Ordering::Relaxed), flag.load(Ordering::Relaxed)) {
                 (true, _) => StopRequest::Now,
                 (false, true) => StopRequest::Gracefully,
@@ -177,7 +240,7 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
             };
             let device = *runner.device();
             let store = checkpointing.as_ref().map(|c| c.store.clone());
-            let (dir, mirror) = command_directory(store, &key, job.epochs_stored).await;
+            let (dir, mirror) = command_directory(store, &tracked[0].key, job.epochs_stored).await;
             let (epochs, forwarder) = match &mirror {
                 Some(mirror) => {
                     let (tx, rx) = mpsc::unbounded_channel();
@@ -185,52 +248,16 @@ async fn run_job(ctx: &SlotContext, runner: Box<dyn JobRunner>, job: JobAssignme
                 }
                 None => (sink.epochs, None),
             };
-            let outcome = run_command(&job, &command, &device, dir.as_deref(), epochs, &should_stop).await;
+            let outcome = run_command(job, &command, &device, dir.as_deref(), epochs, &should_stop).await;
             if let Some(forwarder) = forwarder {
                 let _ = forwarder.await;
             }
-            (runner, outcome)
+            (runner, vec![outcome])
         }
-        None => train_on_blocking_thread(runner, job, checkpointing, sink).await,
+        (_, training) => train_on_blocking_thread(runner, group, training).await,
     };
-    let upload = uploader.await.unwrap_or_else(|e| Err(UploadError::Rejected(e.to_string())));
-    ctx.leases.remove(fence.job_id);
-
-    match (outcome, upload) {
-        (_, Err(UploadError::LeaseLost(why))) => {
-            warn!(job = fence.job_id, %why, "lease lost or job cancelled; dropped it")
-        }
-        (_, Err(UploadError::Shutdown)) => info!(job = fence.job_id, "left to lease expiry at shutdown"),
-        (Ok(JobOutcome::Completed { best_val_acc, best_epoch, epochs }), Ok(_)) => {
-            // A command job's best is the coordinator's to find (by the sweep's objective).
-            if best_epoch > 0 {
-                info!(job = fence.job_id, best_val_acc, best_epoch, "job finished");
-            } else {
-                info!(job = fence.job_id, epochs, "job finished");
-            }
-            if finish(ctx, &fence, None).await
-                && let Some((JobStores::Shared(store), _)) = &ctx.checkpoints
-            {
-                store.forget(&key);
-            }
-        }
-        (Ok(JobOutcome::Stopped { epochs_done }), Ok(_)) if ctx.shutdown_flag.load(Ordering::Relaxed) => {
-            info!(job = fence.job_id, epochs_done, "worker stopping: handing the job back");
-            release(ctx, &fence).await;
-        }
-        (Ok(JobOutcome::Stopped { epochs_done }), Ok(_)) => {
-            info!(job = fence.job_id, epochs_done, "job stopped (cancelled or lost)")
-        }
-        (Err(error), Ok(_)) => {
-            error!(job = fence.job_id, %error, "training failed");
-            finish(ctx, &fence, Some(error)).await;
-        }
-        (Ok(JobOutcome::Completed { .. }), Err(e)) => {
-            finish(ctx, &fence, Some(format!("epoch upload failed: {e}"))).await;
-        }
-        (Ok(JobOutcome::Stopped { .. }), Err(e)) | (Err(_), Err(e)) => {
-            warn!(job = fence.job_id, error = %e, "epoch upload failed")
-        }
+    for (tracked, outcome) in tracked.into_iter().zip(outcomes) {
+        conclude(ctx, tracked, outcome).await;
     }
     runner
 }
@@ -261,90 +288,41 @@ fn job_key(job: &JobAssignment) -> String {
     format!("{}/job-{}", job.sweep, job.fence.job_id)
 }
 
-/// Runs `runner.run` on a blocking thread, turning a panic into an error text.
+/// Trains `jobs` (one, or several fused) with `runner` on a blocking thread, turning a panic
+/// into every job's error text.
 async fn train_on_blocking_thread(
     mut runner: Box<dyn JobRunner>,
-    job: JobAssignment,
-    checkpointing: Option<Checkpointing>,
-    mut sink: ChannelSink,
-) -> (Box<dyn JobRunner>, Result<JobOutcome, String>) {
+    jobs: Vec<JobAssignment>,
+    mut training: Vec<Training>,
+) -> (Box<dyn JobRunner>, Vec<Result<JobOutcome, String>>) {
     let task = tokio::task::spawn_blocking(move || {
-        let train_job = match TrainJob::try_from(&job) {
-            Ok(train_job) => train_job,
-            Err(e) => return (runner, Err(e.to_string())),
+        let described: Vec<_> = jobs.iter().map(TrainJob::try_from).collect();
+        let mut outcomes: Vec<Option<Result<JobOutcome, String>>> = Vec::with_capacity(jobs.len());
+        let (mut runs, mut trained) = (Vec::new(), Vec::new());
+        for (i, (job, t)) in described.iter().zip(&mut training).enumerate() {
+            match job {
+                Ok(job) => {
+                    runs.push(FusedRun { job, checkpoints: t.checkpointing.as_ref(), sink: &mut t.sink });
+                    trained.push(i);
+                    outcomes.push(None);
+                }
+                Err(e) => outcomes.push(Some(Err(e.to_string()))),
+            }
+        }
+        let results = match catch_unwind(AssertUnwindSafe(|| runner.run_fused(runs))) {
+            Ok(results) => results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
+            Err(panic) => {
+                vec![Err(format!("training panicked: {}", panic_message(panic.as_ref()))); trained.len()]
+            }
         };
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            runner.run_with_checkpoints(&train_job, checkpointing.as_ref(), &mut sink)
-        }));
-        let outcome = match result {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(panic) => Err(format!("training panicked: {}", panic_message(panic.as_ref()))),
-        };
-        (runner, outcome)
+        for (i, result) in trained.into_iter().zip(results) {
+            outcomes[i] = Some(result);
+        }
+        let outcomes = outcomes.into_iter().map(|o| o.expect("every job has an outcome")).collect();
+        (runner, outcomes)
     });
     match task.await {
         Ok(done) => done,
         Err(e) => panic!("training thread could not be joined: {e}"),
-    }
-}
-
-/// Hands a job back at shutdown (requeued at once without using an attempt), trying for a few
-/// seconds; if it cannot, the lease expires and the coordinator requeues the job anyway.
-async fn release(ctx: &SlotContext, fence: &Fence) {
-    let mut backoff = Backoff::default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let request = ReleaseJobRequest { fence: Some(pb::Fence::from(fence.clone())) };
-        match ctx.client.clone().release_job(request).await {
-            Ok(_) => return info!(job = fence.job_id, "job handed back"),
-            Err(s) if s.code() != tonic::Code::Unavailable => {
-                return warn!(job = fence.job_id, error = %s, "coordinator refused to take the job back");
-            }
-            Err(s) if tokio::time::Instant::now() >= deadline => {
-                return warn!(job = fence.job_id, error = %s, "could not hand the job back; its lease will expire");
-            }
-            Err(_) => tokio::time::sleep(backoff.next_delay()).await,
-        }
-    }
-}
-
-/// Completes (`error == None`) or fails the job, retrying while the coordinator is away.
-/// Returns whether the coordinator took it.
-async fn finish(ctx: &SlotContext, fence: &Fence, error: Option<String>) -> bool {
-    let mut backoff = Backoff::default();
-    let mut shutdown = ctx.shutdown.clone();
-    loop {
-        let mut client = ctx.client.clone();
-        let wire_fence = Some(pb::Fence::from(fence.clone()));
-        let result = match &error {
-            None => client.complete_job(CompleteJobRequest { fence: wire_fence }).await.map(|_| ()),
-            Some(text) => {
-                let request = FailJobRequest { fence: wire_fence, error: text.clone() };
-                client.fail_job(request).await.map(|_| ())
-            }
-        };
-        match result {
-            Ok(()) => return true,
-            Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::FailedPrecondition
-                        | tonic::Code::InvalidArgument
-                        | tonic::Code::PermissionDenied
-                ) =>
-            {
-                warn!(job = fence.job_id, error = %s, "coordinator refused the job's end");
-                return false;
-            }
-            Err(s) => {
-                let wait = backoff.next_delay();
-                warn!(job = fence.job_id, error = %s, ?wait, "could not report the job's end; retrying");
-                if *shutdown.borrow() {
-                    return false;
-                }
-                sleep_or_shutdown(wait, &mut shutdown).await;
-            }
-        }
     }
 }

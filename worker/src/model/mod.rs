@@ -18,6 +18,9 @@ use burn::prelude::*;
 
 use crate::train_ops::{Kernels, TrainOps, batch_norm, conv, pool};
 
+mod fused;
+pub use fused::{FusionError, check_fusable, forward_fused};
+
 /// Filters of the three blocks at width multiplier 1.0.
 pub const BASE_FILTERS: [usize; 3] = [64, 128, 256];
 /// Convolutions per block.

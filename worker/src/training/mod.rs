@@ -1,24 +1,25 @@
-//! The explicit epoch loop and the [`JobRunner`] API the worker's job loop calls: one runner per
-//! device, created once (data uploaded once), training job after job, reporting each epoch to
-//! an [`EpochSink`] and polling it for cancellation between batches.
+//! The [`JobRunner`] API the worker's job loop calls: one runner per device, created once (data
+//! uploaded once), training job after job (or several fused jobs at once), reporting each epoch
+//! to an [`EpochSink`] and polling it for cancellation between batches. The explicit epoch loop
+//! is [`job`]'s (one job) and [`fused`]'s (several jobs, one step).
+
+mod fused;
+mod job;
+
+pub use fused::{FusedRun, fuses_with, train_fused};
+pub use job::train_job;
 
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha12Rng;
 use sweep_proto::LossVariant;
 use sweep_proto::domain::{DataOptions, EpochMetrics, JobAssignment, MAX_WIDTH_MULTIPLIER};
 
-use crate::augment::augment_batch;
-use crate::checkpoint::{self, Checkpointing};
+use crate::checkpoint::Checkpointing;
 use crate::data::{Cifar10, DataError, DeviceDataset, DeviceSplit};
 use crate::device::DeviceChoice;
 use crate::loss::variant_loss;
-use crate::model::{Cnn, CnnConfig, seeded_model};
+use crate::model::Cnn;
 use crate::train_ops::adam::FusedAdam;
 use crate::train_ops::{Kernels, TrainBackend};
 
@@ -132,6 +133,11 @@ pub trait JobRunner: Send {
     ) -> Result<JobOutcome, TrainError>;
     /// The device this runner trains on.
     fn device(&self) -> &DeviceChoice;
+    /// Trains `runs` as one group, each run's result in order ([`train_fused`]). Default: one
+    /// after the other.
+    fn run_fused(&mut self, runs: Vec<FusedRun<'_>>) -> Vec<Result<JobOutcome, TrainError>> {
+        runs.into_iter().map(|r| self.run_with_checkpoints(r.job, r.checkpoints, r.sink)).collect()
+    }
 }
 
 /// Settings of a runner that are not part of a job.
@@ -180,11 +186,26 @@ impl<B: TrainBackend> JobRunner for CnnRunner<B> {
     fn device(&self) -> &DeviceChoice {
         &self.choice
     }
+
+    fn run_fused(&mut self, runs: Vec<FusedRun<'_>>) -> Vec<Result<JobOutcome, TrainError>> {
+        train_fused(&self.device, &self.data, self.config, runs)
+    }
 }
 
-/// Rejects jobs this runner cannot train; returns (train, test) sizes.
-fn check_job(job: &TrainJob, train: usize, test: usize) -> Result<(usize, usize), TrainError> {
+/// Rejects jobs this runner cannot train with `config`; returns (train, test) sizes.
+fn check_job(
+    job: &TrainJob,
+    train: usize,
+    test: usize,
+    config: RunnerConfig,
+) -> Result<(usize, usize), TrainError> {
     let bad = |m: String| Err(TrainError::InvalidJob(m));
+    if job.data.bn_group.is_some() && !config.kernels.fused_batch_norm {
+        return bad(format!(
+            "bn_group needs the fused BatchNorm node (kernels fast or fast-bf16), not {}",
+            config.kernels
+        ));
+    }
     if job.epochs == 0 {
         return bad("epochs must be at least 1".into());
     }
@@ -247,120 +268,6 @@ impl<B: Backend> PassTotals<B> {
         let correct = self.correct.map_or(0.0, |t| t.into_scalar().elem::<f64>());
         (loss / n as f64, correct / n as f64)
     }
-}
-
-/// Trains one job on already-uploaded data: the experiment's explicit epoch loop.
-pub fn train_job<B: TrainBackend>(
-    device: &B::Device,
-    data: &DeviceDataset<B>,
-    config: RunnerConfig,
-    job: &TrainJob,
-    checkpoints: Option<&Checkpointing>,
-    sink: &mut dyn EpochSink,
-) -> Result<JobOutcome, TrainError> {
-    let (train_n, test_n) = check_job(job, data.train.len(), data.test.len())?;
-    if job.data.bn_group.is_some() && !config.kernels.fused_batch_norm {
-        return Err(TrainError::InvalidJob(format!(
-            "bn_group needs the fused BatchNorm node (kernels fast or fast-bf16), not {}",
-            config.kernels
-        )));
-    }
-    let train = data.train.first(train_n);
-    let test = data.test.first(test_n).inner();
-    let batch = job.batch_size as usize;
-
-    let cnn = CnnConfig::new().with_width_multiplier(job.data.width_multiplier);
-    let mut model: Cnn<B> = seeded_model(&cnn, job.seed, device)
-        .with_kernels(config.kernels)
-        .with_bn_group(job.data.bn_group.map(|g| g as usize));
-    let mut optim = adam().init::<B>();
-    // The algorithm of rand's StdRng (same stream for a seed), whose position a checkpoint keeps.
-    let mut rng = ChaCha12Rng::seed_from_u64(job.seed);
-    let mut order: Vec<i64> = (0..train_n as i64).collect();
-    let mut first_step_reported = false;
-    let (mut best_val_acc, mut best_epoch) = (f64::NEG_INFINITY, 0u32);
-    let mut first_epoch = 1;
-    if let Some(saved) = checkpoints.and_then(|c| c.store.latest(&c.key, c.resume_at_most)) {
-        let header = saved.header.clone();
-        if saved.order.len() != train_n || header.epoch >= job.epochs {
-            tracing::warn!(key = %checkpoints.map_or("", |c| &c.key), epoch = header.epoch, "checkpoint does not fit this job; starting over");
-        } else {
-            match checkpoint::restore(&saved, model.clone(), optim, job.seed, device) {
-                Ok(restored) => {
-                    (model, optim, order, rng) = restored;
-                    (best_val_acc, best_epoch, first_epoch) =
-                        (header.best_val_acc, header.best_epoch, header.epoch + 1);
-                    tracing::info!(epoch = header.epoch, "continuing from a checkpoint");
-                    sink.on_resumed(header.epoch);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "checkpoint could not be restored; starting over");
-                    optim = adam().init::<B>();
-                }
-            }
-        }
-    }
-
-    tracing::debug!(variant = %job.variant, seed = job.seed, epochs = job.epochs, train_n, test_n, batch, "job starts");
-    for epoch in first_epoch..=job.epochs {
-        let started = Instant::now();
-        order.shuffle(&mut rng);
-        let perm = Tensor::<B, 1, Int>::from_data(TensorData::new(order.clone(), [train_n]), device);
-        let mut totals = PassTotals::<B::InnerBackend>::new();
-        for start in (0..train_n).step_by(batch) {
-            if sink.should_stop() {
-                return Ok(JobOutcome::Stopped { epochs_done: epoch - 1 });
-            }
-            let len = batch.min(train_n - start);
-            let (mut images, labels) = train.gather(perm.clone().narrow(0, start, len));
-            if job.data.augment {
-                images = augment_batch(images, &mut rng);
-            }
-            let logits = model.forward(images);
-            let loss = variant_loss(job.variant, logits.clone(), labels.clone());
-            totals.add(loss.clone().inner(), logits.inner(), labels.inner());
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(job.learning_rate, model, grads);
-            if !first_step_reported {
-                B::sync(device).map_err(|e| TrainError::Device(e.to_string()))?;
-                sink.on_first_step();
-                first_step_reported = true;
-            }
-        }
-        let (train_loss, train_acc) = totals.read(train_n);
-        let train_seconds = started.elapsed().as_secs_f64();
-        if !train_loss.is_finite() {
-            return Err(TrainError::NonFiniteLoss { epoch });
-        }
-
-        let Some((val_loss, val_acc)) = evaluate(&model.valid(), &test, job, config, sink) else {
-            return Ok(JobOutcome::Stopped { epochs_done: epoch - 1 });
-        };
-        let metrics = EpochMetrics::builtin(
-            epoch,
-            [train_loss, train_acc, val_loss, val_acc],
-            started.elapsed().as_secs_f64(),
-            train_n as f64 / train_seconds.max(1e-9),
-        );
-        if val_acc > best_val_acc {
-            (best_val_acc, best_epoch) = (val_acc, epoch);
-        }
-        tracing::debug!(?metrics, "epoch done");
-        sink.on_epoch(metrics);
-        let stop = sink.stop_after_epoch() && epoch < job.epochs;
-        let due = |c: &&Checkpointing| stop || (epoch.is_multiple_of(c.every.max(1)) && epoch < job.epochs);
-        if let Some(c) = checkpoints.filter(due) {
-            let saved = checkpoint::capture(&model, &optim, &order, &rng, [epoch, best_epoch], best_val_acc)
-                .and_then(|checkpoint| c.store.save(&c.key, &checkpoint));
-            if let Err(e) = saved {
-                tracing::warn!(error = %e, "checkpoint not saved; the job goes on");
-            }
-        }
-        if stop {
-            return Ok(JobOutcome::Stopped { epochs_done: epoch });
-        }
-    }
-    Ok(JobOutcome::Completed { best_val_acc, best_epoch, epochs: job.epochs })
 }
 
 /// Validation pass in inference mode (BatchNorm running statistics); `None` if stopped.

@@ -65,16 +65,30 @@ pub fn start_agent(
     checkpoints: Option<CheckpointSettings>,
     commands: Commands,
 ) -> Agent {
-    let config = AgentConfig {
+    start_agent_with(agent_config(addr, id, checkpoints, commands))
+}
+
+/// A one-slot CPU agent's settings.
+pub fn agent_config(
+    addr: SocketAddr,
+    id: &str,
+    checkpoints: Option<CheckpointSettings>,
+    commands: Commands,
+) -> AgentConfig {
+    AgentConfig {
         commands,
         coordinator: format!("http://{addr}"),
         worker_id: id.into(),
         hostname: "test-host".into(),
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
+        fuse: 1,
         kernels: Default::default(),
         checkpoints,
-    };
+    }
+}
+
+pub fn start_agent_with(config: AgentConfig) -> Agent {
     let (stop, rx) = watch::channel(false);
     (stop, tokio::spawn(run_agent(config, tiny_data(), rx)))
 }

@@ -1,0 +1,194 @@
+//! Horizontal fusion of jobs: several compatible jobs ([`fuses_with`]) trained in one step per
+//! batch ([`crate::model::forward_fused`], one backward), each job with its own weights,
+//! optimizer, data order, augmentation, loss variant, learning rate, metrics, checkpoints and
+//! cancellation. A job that stops or fails leaves the group; the others go on.
+
+use std::time::Instant;
+
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+
+use super::job::JobState;
+use super::{EpochSink, JobOutcome, PassTotals, RunnerConfig, TrainError, TrainJob, check_job, train_job};
+use crate::checkpoint::Checkpointing;
+use crate::data::DeviceDataset;
+use crate::loss::variant_loss;
+use crate::model::{Cnn, forward_fused};
+use crate::train_ops::TrainBackend;
+
+/// Whether two jobs can train in one fused step: the same epochs, batch size and data options
+/// (width, BatchNorm groups, augmentation, data limits). Loss variants, seeds and learning
+/// rates may differ.
+pub fn fuses_with(a: &TrainJob, b: &TrainJob) -> bool {
+    a.epochs == b.epochs && a.batch_size == b.batch_size && a.data == b.data
+}
+
+/// One job of a fused group: what to train, where its checkpoints go, who hears its epochs.
+pub struct FusedRun<'a> {
+    pub job: &'a TrainJob,
+    pub checkpoints: Option<&'a Checkpointing>,
+    pub sink: &'a mut dyn EpochSink,
+}
+
+/// A job of the group while it trains.
+struct Member<B: TrainBackend> {
+    /// Index of its [`FusedRun`].
+    run: usize,
+    state: JobState<B>,
+    model: Cnn<B>,
+    /// This epoch's data order on the device.
+    perm: Tensor<B, 1, Int>,
+    totals: PassTotals<B::InnerBackend>,
+}
+
+impl<B: TrainBackend> Member<B> {
+    /// Shuffles for the next epoch and clears its sums.
+    fn next_epoch(&mut self, device: &B::Device) {
+        self.perm = self.state.shuffle(device);
+        self.totals = PassTotals::new();
+    }
+}
+
+/// Trains `runs` as one group on already-uploaded data and returns each run's result, in
+/// order. A run that is invalid or does not fuse with the group's first valid run fails with
+/// [`TrainError::InvalidJob`] without stopping the others. Kernels without the fused BatchNorm
+/// node (which keeps every job's statistics apart) train the runs one after the other.
+pub fn train_fused<B: TrainBackend>(
+    device: &B::Device,
+    data: &DeviceDataset<B>,
+    config: RunnerConfig,
+    mut runs: Vec<FusedRun<'_>>,
+) -> Vec<Result<JobOutcome, TrainError>> {
+    if runs.len() == 1 || !config.kernels.fused_batch_norm {
+        return runs
+            .iter_mut()
+            .map(|r| train_job(device, data, config, r.job, r.checkpoints, &mut *r.sink))
+            .collect();
+    }
+    let mut outcomes: Vec<Option<Result<JobOutcome, TrainError>>> = runs.iter().map(|_| None).collect();
+    let mut leader: Option<(usize, (usize, usize))> = None;
+    for (i, run) in runs.iter().enumerate() {
+        match (check_job(run.job, data.train.len(), data.test.len(), config), leader) {
+            (Err(e), _) => outcomes[i] = Some(Err(e)),
+            (Ok(sizes), None) => leader = Some((i, sizes)),
+            (Ok(_), Some((first, _))) if !fuses_with(runs[first].job, run.job) => {
+                outcomes[i] = Some(Err(TrainError::InvalidJob(format!(
+                    "job {i} does not fuse with job {first}: epochs, batch size or data options differ"
+                ))));
+            }
+            (Ok(_), Some(_)) => {}
+        }
+    }
+    if let Some((first, (train_n, test_n))) = leader {
+        let train = data.train.first(train_n);
+        let test = data.test.first(test_n).inner();
+        let (batch, augment) = (runs[first].job.batch_size as usize, runs[first].job.data.augment);
+        let mut members: Vec<Member<B>> = (0..runs.len())
+            .filter(|i| outcomes[*i].is_none())
+            .map(|i| {
+                let FusedRun { job, checkpoints, ref mut sink } = runs[i];
+                let (state, model) = JobState::start(device, config, job, train_n, checkpoints, &mut **sink);
+                let mut member = Member {
+                    run: i,
+                    state,
+                    model,
+                    perm: Tensor::empty([0], device),
+                    totals: PassTotals::new(),
+                };
+                member.next_epoch(device);
+                member
+            })
+            .collect();
+        tracing::debug!(jobs = members.len(), train_n, test_n, batch, "fused jobs start");
+        while !members.is_empty() {
+            let started = Instant::now();
+            for start in (0..train_n).step_by(batch) {
+                members.retain(|m| {
+                    let stop = runs[m.run].sink.should_stop();
+                    if stop {
+                        outcomes[m.run] = Some(Ok(JobOutcome::Stopped { epochs_done: m.state.epoch - 1 }));
+                    }
+                    !stop
+                });
+                if members.is_empty() {
+                    break;
+                }
+                members = fused_step(
+                    device,
+                    members,
+                    (&train, start, batch.min(train_n - start), augment),
+                    &mut runs,
+                    &mut outcomes,
+                );
+            }
+            let mut going_on = Vec::with_capacity(members.len());
+            for mut m in members {
+                let FusedRun { job, checkpoints, ref mut sink } = runs[m.run];
+                let totals = std::mem::replace(&mut m.totals, PassTotals::new());
+                match m.state.end_epoch(
+                    &m.model,
+                    (totals, train_n, started),
+                    &test,
+                    job,
+                    config,
+                    checkpoints,
+                    &mut **sink,
+                ) {
+                    Ok(None) => {
+                        m.next_epoch(device);
+                        going_on.push(m);
+                    }
+                    ended => outcomes[m.run] = Some(ended.map(|o| o.expect("matched above"))),
+                }
+            }
+            members = going_on;
+        }
+    }
+    outcomes.into_iter().map(|o| o.expect("every run ends with an outcome")).collect()
+}
+
+/// One fused training step of `members` on the batch at `start` (`len` images) of each one's
+/// order: one forward and backward, then each job's own Adam step. Returns the members that
+/// go on (a failing step ends only its job).
+fn fused_step<B: TrainBackend>(
+    device: &B::Device,
+    members: Vec<Member<B>>,
+    (train, start, len, augment): (&crate::data::DeviceSplit<B>, usize, usize, bool),
+    runs: &mut [FusedRun<'_>],
+    outcomes: &mut [Option<Result<JobOutcome, TrainError>>],
+) -> Vec<Member<B>> {
+    let mut members = members;
+    let (images, labels): (Vec<_>, Vec<_>) =
+        members.iter_mut().map(|m| m.state.batch(train, &m.perm, (start, len), augment)).unzip();
+    let models: Vec<&Cnn<B>> = members.iter().map(|m| &m.model).collect();
+    let logits = match forward_fused(&models, images) {
+        Ok(logits) => logits,
+        Err(e) => {
+            for m in &members {
+                outcomes[m.run] = Some(Err(TrainError::InvalidJob(e.to_string())));
+            }
+            return Vec::new();
+        }
+    };
+    let mut total: Option<Tensor<B, 1>> = None;
+    for ((m, logits), labels) in members.iter_mut().zip(logits).zip(labels) {
+        let loss = variant_loss(runs[m.run].job.variant, logits.clone(), labels.clone());
+        m.totals.add(loss.clone().inner(), logits.inner(), labels.inner());
+        total = Some(match total {
+            Some(t) => t.add(loss),
+            None => loss,
+        });
+    }
+    // The jobs share no parameter, so the summed loss's gradients are each job's own.
+    let mut grads = total.expect("at least one member").backward();
+    let mut going_on = Vec::with_capacity(members.len());
+    for Member { run, mut state, model, perm, totals } in members {
+        let model_grads = GradientsParams::from_module(&mut grads, &model);
+        let step = (model, model_grads, runs[run].job.learning_rate);
+        match state.step(step, device, &mut *runs[run].sink) {
+            Ok(model) => going_on.push(Member { run, state, model, perm, totals }),
+            Err(e) => outcomes[run] = Some(Err(e)),
+        }
+    }
+    going_on
+}
