@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cluster::{
-    Agent, agent_config, client, epochs_stored, start_agent, start_agent_with, start_server,
-    start_server_with, wait_for,
+    Agent, agent_config, client, epochs_stored, start_agent, start_agent_with, start_fresh_server,
+    start_server, start_server_with, wait_for,
 };
 use coordinator::Config;
 use sweep_proto::pb::{
@@ -48,9 +48,7 @@ fn start_worker_with(addr: SocketAddr, id: &str, checkpoints: Option<CheckpointS
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_completes_a_two_job_sweep_with_every_epoch_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = coordinator::testing::database_url(dir.path());
-    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let (_dir, server) = start_fresh_server().await;
     let mut c = client(server.addr).await;
     c.submit_sweep(SubmitSweepRequest { spec: Some(spec("two", vec![0, 1], 2)) }).await.unwrap();
     let (stop, agent) = start_worker(server.addr);
@@ -84,9 +82,7 @@ async fn worker_completes_a_two_job_sweep_with_every_epoch_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fusing_slot_trains_the_jobs_of_one_shape_together_and_hands_back_another() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = coordinator::testing::database_url(dir.path());
-    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let (_dir, server) = start_fresh_server().await;
     let mut c = client(server.addr).await;
     let mut together = spec("together", vec![0, 1], 2);
     together.variants.push("normal_lr1e-3".into());
@@ -146,9 +142,7 @@ async fn epochs_measured_while_the_coordinator_is_down_are_resent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_sweep_stops_the_running_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = coordinator::testing::database_url(dir.path());
-    let server = start_server(&url, "127.0.0.1:0".parse().unwrap()).await;
+    let (_dir, server) = start_fresh_server().await;
     let mut c = client(server.addr).await;
     c.submit_sweep(SubmitSweepRequest { spec: Some(spec("stop", vec![0], 500)) }).await.unwrap();
     let (stop, agent) = start_worker(server.addr);

@@ -30,6 +30,13 @@ pub struct Server {
     pub task: JoinHandle<coordinator::Result<()>>,
 }
 
+/// A coordinator on 127.0.0.1 with a fresh test database, kept as long as the returned folder.
+pub async fn start_fresh_server() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = coordinator::testing::database_url(dir.path());
+    (dir, start_server(&url, "127.0.0.1:0".parse().unwrap()).await)
+}
+
 pub async fn start_server(db_url: &str, addr: SocketAddr) -> Server {
     start_server_with(db_url, addr, Config::with_lease_ttl(Duration::from_secs(5))).await
 }
