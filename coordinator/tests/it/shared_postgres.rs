@@ -92,6 +92,11 @@ async fn a_watch_on_one_coordinator_sees_what_the_other_stores() {
         }
     }
     assert_eq!(epochs, [1, 2], "each stored epoch once, in order");
+    // The submit's own "queued" notice may reach a's relay after the snapshot was taken: it
+    // repeats the snapshot's state, so it may lead; nothing else may.
+    if states.first() == Some(&state(pb::JobState::Queued)) {
+        states.remove(0);
+    }
     assert_eq!(states, [state(pb::JobState::Running), state(pb::JobState::Succeeded)]);
     a.stop().await;
     b.stop().await;
