@@ -20,6 +20,7 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+pub mod grouped;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -89,6 +90,22 @@ pub trait ConvOps: Backend {
         reference::im2col_3x3_by_slices::<Self>(x, dtype)
     }
 
+    /// [`Self::im2col_3x3`] of `x: [N, G·C, H, W]` whose channels are `groups` G groups side by
+    /// side (the channels of G fused models): one matrix per group, `[G·N·H·W, 9·C]` with group
+    /// `g`'s rows from `g·N·H·W` on. Default: [`Self::im2col_3x3`] and a permuted copy; the CUDA
+    /// backend writes it in one kernel.
+    fn im2col_3x3_grouped(x: FloatTensor<Self>, groups: usize, dtype: FloatDType) -> FloatTensor<Self> {
+        grouped::im2col_by_ops::<Self>(x, groups, dtype)
+    }
+
+    /// `groups` G 3×3 "same" convolutions without bias side by side (the layers of G fused
+    /// models): `x: [N, G·C_in, H, W]`, `weight: [G·C_out, C_in, 3, 3]` (f32, cast to `x`'s
+    /// dtype). Default: burn's grouped `conv2d`; `Autodiff<B>` runs the batched-GEMM node
+    /// ([`grouped`]).
+    fn grouped_conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, groups: usize) -> FloatTensor<Self> {
+        grouped::by_burn_conv::<Self>(x, weight, groups)
+    }
+
     /// 3×3 "same" convolution (stride 1, padding 1) without bias of `x: [N, C_in, H, W]` by
     /// `weight: [C_out, C_in, 3, 3]` of the same dtype. Default: burn's `conv2d`; with `tuned`,
     /// the CUDA backend runs bf16 convolutions on tilings tuned for the model's shapes.
@@ -118,6 +135,10 @@ impl<B: ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
         feeds_batch_norm: bool,
     ) -> FloatTensor<Self> {
         autodiff_conv3x3::<B, C>(x, weight, bias, kernels, feeds_batch_norm)
+    }
+
+    fn grouped_conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, groups: usize) -> FloatTensor<Self> {
+        grouped::autodiff_grouped::<B, C>(x, weight, groups)
     }
 }
 

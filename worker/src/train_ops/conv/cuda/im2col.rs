@@ -15,32 +15,39 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
-use crate::train_ops::cube::{FusionTensor, channel_lanes, channels_last, custom_op};
+use crate::train_ops::cube::{FusionTensor, LaunchMany, channel_lanes, channels_last, custom_op_many};
 
 /// One thread per (output row, input vector): the nine taps `output[row, (3·kh+kw)·C +
 /// c..c+N] = input[n, y+kh−1, x+kw−1, c..c+N]` of the row's pixel `(n, y, x)` in the
 /// channels-last `input` `[N, H, W, C]`, zero outside the image. Neighbouring threads take
 /// neighbouring vectors, so reads and writes are coalesced; the pixel's coordinates (integer
 /// divisions, which bound a one-vector-per-thread version) are worked out once for nine writes.
+///
+/// With `groups` G > 1 the channels are G groups of C/G side by side (the channels of G fused
+/// models) and each group gets its own matrix: `output` is `[G·N·H·W, 9·C/G]`, group `g`'s rows
+/// from `g·N·H·W` on.
 #[cube(launch)]
 fn im2col_3x3_kernel<I: Float, O: Float, N: Size>(
     input: &Tensor<Vector<I, N>>,
     output: &mut Tensor<Vector<O, N>>,
+    groups: usize,
     #[define(I, O)] _dtypes: [StorageType; 2],
 ) {
     let vectors = input.shape(3) / input.vector_size();
+    let rows = input.shape(0) * input.shape(1) * input.shape(2);
     let pos = ABSOLUTE_POS;
-    if pos >= output.shape(0) * vectors {
+    if pos >= rows * vectors {
         terminate!();
     }
     let height = input.shape(1);
     let width = input.shape(2);
-    let row_vectors = 9 * vectors;
+    let group_vectors = vectors / groups;
     let row = pos / vectors;
     let channel = pos % vectors;
     let (x, y) = (row % width, (row / width) % height);
     let image_first_row = row - (y * width + x);
-    let out_row = row * row_vectors + channel;
+    let group = channel / group_vectors;
+    let out_row = (group * rows + row) * 9 * group_vectors + channel % group_vectors;
     let zero = Vector::<O, N>::new(O::from_int(0));
     #[unroll]
     for tap in 0..9usize {
@@ -52,17 +59,19 @@ fn im2col_3x3_kernel<I: Float, O: Float, N: Size>(
             let pixel = image_first_row + (y_padded - 1) * width + x_padded - 1;
             value = Vector::cast_from(input[pixel * vectors + channel]);
         }
-        output[out_row + tap * vectors] = value;
+        output[out_row + tap * group_vectors] = value;
     }
 }
 
-/// `x: [N, C, H, W]` (any strides; copied channels-last unless it is) → `[N·H·W, 9·C]` of `dtype`.
-fn launch<R: CubeRuntime>([x]: [CubeTensor<R>; 1], shape: &Shape, dtype: DType) -> CubeTensor<R> {
+/// `x: [N, C, H, W]` (any strides; copied channels-last unless it is) → `[G·N·H·W, 9·C/G]` of
+/// `dtype` for `groups` G.
+fn launch<R: CubeRuntime>(x: CubeTensor<R>, shape: &Shape, dtype: DType, groups: usize) -> CubeTensor<R> {
     // Contiguous: `empty_device_dtype` may pitch the rows (27 f32 columns for the image), and
     // the kernel writes by flat vector index.
     let output = empty_device_contiguous_dtype(x.client.clone(), x.device.clone(), shape.clone(), dtype);
-    let lanes = channel_lanes(x.meta.shape()[1], x.dtype.size().max(dtype.size()));
-    let threads = shape[0] * x.meta.shape()[1] / lanes;
+    let channels = x.meta.shape()[1];
+    let lanes = channel_lanes(channels / groups, x.dtype.size().max(dtype.size()));
+    let threads = shape[0] / groups * channels / lanes;
     let cube_dim = CubeDim::new(&x.client, threads);
     let cube_count = calculate_cube_count_elemwise(&x.client, threads, cube_dim);
     let dtypes = [x.dtype.into(), dtype.into()];
@@ -73,13 +82,15 @@ fn launch<R: CubeRuntime>([x]: [CubeTensor<R>; 1], shape: &Shape, dtype: DType) 
         lanes,
         channels_last(x).into_tensor_arg(),
         output.clone().into_tensor_arg(),
+        groups,
         dtypes,
     );
     output
 }
 
-/// [`crate::train_ops::ConvOps::im2col_3x3`] on burn's fused CubeCL backends (CUDA here).
-pub fn im2col_3x3<R, F, I, BT>(x: FusionTensor<R>, dtype: DType) -> FusionTensor<R>
+/// [`crate::train_ops::ConvOps::im2col_3x3_grouped`] on burn's fused CubeCL backends (CUDA
+/// here); one group is [`crate::train_ops::ConvOps::im2col_3x3`].
+pub fn im2col_3x3<R, F, I, BT>(x: FusionTensor<R>, groups: usize, dtype: DType) -> FusionTensor<R>
 where
     R: CubeRuntime,
     F: FloatElement,
@@ -87,7 +98,11 @@ where
     BT: BoolElement,
 {
     let [n, c, h, w] = x.shape.dims::<4>();
-    custom_op::<R, F, I, BT, 1>("im2col_3x3", [x], Shape::new([n * h * w, 9 * c]), dtype, launch)
+    let shape = Shape::new([groups * n * h * w, 9 * c / groups]);
+    let out = (shape.clone(), dtype);
+    let launch: LaunchMany<R, 1, 1> = Box::new(move |[x]| [launch(x, &shape, dtype, groups)]);
+    let [output] = custom_op_many::<R, F, I, BT, 1, 1>("im2col_3x3", [x], [out], launch);
+    output
 }
 
 #[cfg(test)]
@@ -95,6 +110,7 @@ mod tests {
     use burn::prelude::*;
     use burn::tensor::{Distribution, FloatDType};
 
+    use crate::train_ops::conv::grouped::im2col_by_ops;
     use crate::train_ops::conv::reference::im2col_3x3_by_slices;
     use crate::train_ops::{ConvOps, unwrap, wrap};
 
@@ -129,6 +145,17 @@ mod tests {
                 let diff: f32 =
                     (kernel.cast(FloatDType::F32) - sliced.cast(FloatDType::F32)).abs().max().into_scalar();
                 assert_eq!(diff, 0.0, "{shape:?} channels_last={channels_last} {input_dtype:?} → {dtype:?}");
+                // The channels as groups of fused models: one matrix per group.
+                for groups in [2, 4].into_iter().filter(|g| c % g == 0) {
+                    let kernel = wrap::<B, 2>(B::im2col_3x3_grouped(unwrap(x.clone()), groups, dtype));
+                    let regrouped = wrap::<B, 2>(im2col_by_ops::<B>(unwrap(x.clone()), groups, dtype));
+                    assert_eq!(kernel.dims(), [groups * n * h * w, 9 * c / groups]);
+                    let diff: f32 = (kernel.cast(FloatDType::F32) - regrouped.cast(FloatDType::F32))
+                        .abs()
+                        .max()
+                        .into_scalar();
+                    assert_eq!(diff, 0.0, "{shape:?} in {groups} groups, {input_dtype:?} → {dtype:?}");
+                }
             }
         }
     }

@@ -32,7 +32,11 @@ impl ConvOps for Cuda {
     }
 
     fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
-        im2col::im2col_3x3::<_, f32, i32, u8>(x, dtype.into())
+        im2col::im2col_3x3::<_, f32, i32, u8>(x, 1, dtype.into())
+    }
+
+    fn im2col_3x3_grouped(x: FloatTensor<Self>, groups: usize, dtype: FloatDType) -> FloatTensor<Self> {
+        im2col::im2col_3x3::<_, f32, i32, u8>(x, groups, dtype.into())
     }
 
     fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
