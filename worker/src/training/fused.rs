@@ -11,7 +11,7 @@ use burn::prelude::*;
 use super::job::JobState;
 use super::{EpochSink, JobOutcome, PassTotals, RunnerConfig, TrainError, TrainJob, check_job, train_job};
 use crate::checkpoint::Checkpointing;
-use crate::data::DeviceDataset;
+use crate::data::{DeviceDataset, DeviceSplit};
 use crate::loss::variant_loss;
 use crate::model::{Cnn, forward_fused};
 use crate::train_ops::TrainBackend;
@@ -47,6 +47,54 @@ impl<B: TrainBackend> Member<B> {
         self.perm = self.state.shuffle(device);
         self.totals = PassTotals::new();
     }
+
+    /// Ends the member's epoch of `train_n` images begun at `started` (validation on `test`,
+    /// metrics, checkpoint) and gets it ready for the next one; returns how its job ended, if
+    /// it did.
+    fn end_epoch(
+        &mut self,
+        run: &mut FusedRun<'_>,
+        (train_n, started): (usize, Instant),
+        test: &DeviceSplit<B::InnerBackend>,
+        config: RunnerConfig,
+        device: &B::Device,
+    ) -> Option<Result<JobOutcome, TrainError>> {
+        let FusedRun { job, checkpoints, ref mut sink } = *run;
+        let totals = std::mem::replace(&mut self.totals, PassTotals::new());
+        let pass = (totals, train_n, started);
+        match self.state.end_epoch(&self.model, pass, test, job, config, checkpoints, &mut **sink) {
+            Ok(None) => {
+                self.next_epoch(device);
+                None
+            }
+            ended => Some(ended.map(|o| o.expect("matched above"))),
+        }
+    }
+}
+
+/// Checks every run against the data and the group's first valid run (the leader): the runs
+/// that cannot join get their failure in `outcomes`. Returns the leader's index and its
+/// `(train, test)` image counts, if any run is valid.
+fn leader(
+    runs: &[FusedRun<'_>],
+    data: (usize, usize),
+    config: RunnerConfig,
+    outcomes: &mut [Option<Result<JobOutcome, TrainError>>],
+) -> Option<(usize, (usize, usize))> {
+    let mut leader: Option<(usize, (usize, usize))> = None;
+    for (i, run) in runs.iter().enumerate() {
+        match (check_job(run.job, data.0, data.1, config), leader) {
+            (Err(e), _) => outcomes[i] = Some(Err(e)),
+            (Ok(sizes), None) => leader = Some((i, sizes)),
+            (Ok(_), Some((first, _))) if !fuses_with(runs[first].job, run.job) => {
+                outcomes[i] = Some(Err(TrainError::InvalidJob(format!(
+                    "job {i} does not fuse with job {first}: epochs, batch size or data options differ"
+                ))));
+            }
+            (Ok(_), Some(_)) => {}
+        }
+    }
+    leader
 }
 
 /// Trains `runs` as one group on already-uploaded data and returns each run's result, in
@@ -66,84 +114,54 @@ pub fn train_fused<B: TrainBackend>(
             .collect();
     }
     let mut outcomes: Vec<Option<Result<JobOutcome, TrainError>>> = runs.iter().map(|_| None).collect();
-    let mut leader: Option<(usize, (usize, usize))> = None;
-    for (i, run) in runs.iter().enumerate() {
-        match (check_job(run.job, data.train.len(), data.test.len(), config), leader) {
-            (Err(e), _) => outcomes[i] = Some(Err(e)),
-            (Ok(sizes), None) => leader = Some((i, sizes)),
-            (Ok(_), Some((first, _))) if !fuses_with(runs[first].job, run.job) => {
-                outcomes[i] = Some(Err(TrainError::InvalidJob(format!(
-                    "job {i} does not fuse with job {first}: epochs, batch size or data options differ"
-                ))));
-            }
-            (Ok(_), Some(_)) => {}
-        }
-    }
-    if let Some((first, (train_n, test_n))) = leader {
-        let train = data.train.first(train_n);
-        let test = data.test.first(test_n).inner();
-        let (batch, augment) = (runs[first].job.batch_size as usize, runs[first].job.data.augment);
-        let mut members: Vec<Member<B>> = (0..runs.len())
-            .filter(|i| outcomes[*i].is_none())
-            .map(|i| {
-                let FusedRun { job, checkpoints, ref mut sink } = runs[i];
-                let (state, model) = JobState::start(device, config, job, train_n, checkpoints, &mut **sink);
-                let mut member = Member {
-                    run: i,
-                    state,
-                    model,
-                    perm: Tensor::empty([0], device),
-                    totals: PassTotals::new(),
-                };
-                member.next_epoch(device);
-                member
-            })
-            .collect();
-        tracing::debug!(jobs = members.len(), train_n, test_n, batch, "fused jobs start");
-        while !members.is_empty() {
-            let started = Instant::now();
-            for start in (0..train_n).step_by(batch) {
-                members.retain(|m| {
-                    let stop = runs[m.run].sink.should_stop();
-                    if stop {
-                        outcomes[m.run] = Some(Ok(JobOutcome::Stopped { epochs_done: m.state.epoch - 1 }));
-                    }
-                    !stop
-                });
-                if members.is_empty() {
-                    break;
+    let leader = leader(&runs, (data.train.len(), data.test.len()), config, &mut outcomes);
+    let Some((first, (train_n, test_n))) = leader else { return ended(outcomes) };
+    let train = data.train.first(train_n);
+    let test = data.test.first(test_n).inner();
+    let (batch, augment) = (runs[first].job.batch_size as usize, runs[first].job.data.augment);
+    let mut members: Vec<Member<B>> = (0..runs.len())
+        .filter(|i| outcomes[*i].is_none())
+        .map(|i| {
+            let FusedRun { job, checkpoints, ref mut sink } = runs[i];
+            let (state, model) = JobState::start(device, config, job, train_n, checkpoints, &mut **sink);
+            let mut member =
+                Member { run: i, state, model, perm: Tensor::empty([0], device), totals: PassTotals::new() };
+            member.next_epoch(device);
+            member
+        })
+        .collect();
+    tracing::debug!(jobs = members.len(), train_n, test_n, batch, "fused jobs start");
+    while !members.is_empty() {
+        let started = Instant::now();
+        for start in (0..train_n).step_by(batch) {
+            members.retain(|m| {
+                let stop = runs[m.run].sink.should_stop();
+                if stop {
+                    outcomes[m.run] = Some(Ok(JobOutcome::Stopped { epochs_done: m.state.epoch - 1 }));
                 }
-                members = fused_step(
-                    device,
-                    members,
-                    (&train, start, batch.min(train_n - start), augment),
-                    &mut runs,
-                    &mut outcomes,
-                );
+                !stop
+            });
+            if members.is_empty() {
+                break;
             }
-            let mut going_on = Vec::with_capacity(members.len());
-            for mut m in members {
-                let FusedRun { job, checkpoints, ref mut sink } = runs[m.run];
-                let totals = std::mem::replace(&mut m.totals, PassTotals::new());
-                match m.state.end_epoch(
-                    &m.model,
-                    (totals, train_n, started),
-                    &test,
-                    job,
-                    config,
-                    checkpoints,
-                    &mut **sink,
-                ) {
-                    Ok(None) => {
-                        m.next_epoch(device);
-                        going_on.push(m);
-                    }
-                    ended => outcomes[m.run] = Some(ended.map(|o| o.expect("matched above"))),
+            let batch = (&train, start, batch.min(train_n - start), augment);
+            members = fused_step(device, members, batch, &mut runs, &mut outcomes);
+        }
+        members.retain_mut(|m| {
+            match m.end_epoch(&mut runs[m.run], (train_n, started), &test, config, device) {
+                None => true,
+                ended => {
+                    outcomes[m.run] = ended;
+                    false
                 }
             }
-            members = going_on;
-        }
+        });
     }
+    ended(outcomes)
+}
+
+/// Every run's outcome, once all have one.
+fn ended(outcomes: Vec<Option<Result<JobOutcome, TrainError>>>) -> Vec<Result<JobOutcome, TrainError>> {
     outcomes.into_iter().map(|o| o.expect("every run ends with an outcome")).collect()
 }
 
@@ -153,7 +171,7 @@ pub fn train_fused<B: TrainBackend>(
 fn fused_step<B: TrainBackend>(
     device: &B::Device,
     members: Vec<Member<B>>,
-    (train, start, len, augment): (&crate::data::DeviceSplit<B>, usize, usize, bool),
+    (train, start, len, augment): (&DeviceSplit<B>, usize, usize, bool),
     runs: &mut [FusedRun<'_>],
     outcomes: &mut [Option<Result<JobOutcome, TrainError>>],
 ) -> Vec<Member<B>> {
