@@ -122,7 +122,8 @@ impl SweepService for SweepApi {
     ) -> RpcResult<Self::WatchSweepStream> {
         let name = request.into_inner().sweep;
         checked_name(&name)?;
-        // Subscribe before the snapshot so nothing between the two is missed.
+        // Subscribe before the snapshot so nothing between the two is missed; a change in
+        // between may then come twice (in the snapshot and as an event), which applies as a no-op.
         let events = self.shared.queue.events().subscribe();
         let snapshot = self.shared.queue.summary(&name).await?;
         let (tx, rx) = mpsc::channel(256);
