@@ -16,7 +16,8 @@ use crate::backend::{CpuBackend, open_runner};
 use crate::data::Cifar10;
 use crate::device::{DeviceChoice, panic_message};
 use crate::loss::variant_loss;
-use crate::model::{Cnn, CnnConfig, check_fusable, forward_fused, seeded_model};
+use crate::model::{Cnn, CnnConfig, FusedCnn, FusionError, seeded_model};
+use crate::train_ops::adam::{ModuleAdam, StackedAdam};
 use crate::train_ops::{Kernels, TrainBackend};
 use crate::training::{EpochSink, JobOutcome, TrainError, TrainJob, adam};
 
@@ -31,7 +32,7 @@ pub struct StepBenchConfig {
     pub bn_group: Option<usize>,
     /// Implementation of the conv / BatchNorm training nodes.
     pub kernels: Kernels,
-    /// Models trained as one fused step ([`crate::model::forward_fused`]; 1: a single job).
+    /// Models trained as one fused step ([`FusedCnn`]; 1: a single job).
     pub fuse: usize,
     /// Sample the host side of the synced timed steps ([`crate::host_profile`]) and write the
     /// folded stacks here.
@@ -162,16 +163,12 @@ fn time_steps<B: TrainBackend>(
 ) -> Result<StepBench, TrainError> {
     let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
     let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
-    let mut models: Vec<Cnn<B>> = (0..config.fuse as u64)
+    let models: Vec<Cnn<B>> = (0..config.fuse as u64)
         .map(|seed| {
             seeded_model::<B>(&cnn, seed, device).with_kernels(config.kernels).with_bn_group(config.bn_group)
         })
         .collect();
-    if config.fuse > 1 {
-        check_fusable(&models.iter().collect::<Vec<_>>())
-            .map_err(|e| TrainError::InvalidJob(e.to_string()))?;
-    }
-    let mut optims: Vec<_> = models.iter().map(|_| adam().init::<B>()).collect();
+    let mut trainee = Trainee::new(models).map_err(|e| TrainError::InvalidJob(e.to_string()))?;
     let n = config.batch_size;
     let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
     let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 10).collect();
@@ -181,27 +178,6 @@ fn time_steps<B: TrainBackend>(
     let mut step_times = Vec::with_capacity(config.steps);
     let mut host_times = Vec::with_capacity(config.steps);
     let mut host_phases = Vec::with_capacity(config.steps);
-    let mut train_step = |models: Vec<Cnn<B>>| {
-        let started = Instant::now();
-        let logits = match models.as_slice() {
-            [model] => vec![model.forward(images.clone())],
-            _ => forward_fused(&models.iter().collect::<Vec<_>>(), vec![images.clone(); models.len()])
-                .expect("checked above"),
-        };
-        let loss = logits
-            .into_iter()
-            .map(|logits| variant_loss(LossVariant::NormalLr1e3, logits, labels.clone()))
-            .reduce(|a, b| a.add(b))
-            .expect("at least one model");
-        let forward = started.elapsed();
-        let mut grads = loss.backward();
-        let grads: Vec<_> = models.iter().map(|m| GradientsParams::from_module(&mut grads, m)).collect();
-        let backward = started.elapsed();
-        let models =
-            models.into_iter().zip(grads).zip(&mut optims).map(|((m, g), o)| o.step(1e-3, m, g)).collect();
-        let phases = [forward, backward - forward, started.elapsed() - backward];
-        (models, loss.detach(), phases)
-    };
     let mut first_loss = f32::NAN;
     let mut profiler = None;
     for step in 0..config.warmup + config.steps {
@@ -213,7 +189,7 @@ fn time_steps<B: TrainBackend>(
         }
         let started = Instant::now();
         let (loss, phases);
-        (models, loss, phases) = train_step(models);
+        (trainee, loss, phases) = trainee.step(&images, &labels);
         let queued = started.elapsed();
         if step == 0 {
             first_loss = loss.into_scalar().elem(); // outside the timed steps
@@ -234,7 +210,7 @@ fn time_steps<B: TrainBackend>(
     let mut last_loss = None;
     for _ in 0..config.steps {
         let loss;
-        (models, loss, _) = train_step(models);
+        (trainee, loss, _) = trainee.step(&images, &labels);
         last_loss = Some(loss);
     }
     sync()?;
@@ -254,6 +230,61 @@ fn time_steps<B: TrainBackend>(
         first_loss,
         last_loss,
     })
+}
+
+/// What the step benchmark trains: one model, or several stacked as one ([`FusedCnn`]).
+// One value a run, moved once a step: boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
+enum Trainee<B: TrainBackend> {
+    Single(Cnn<B>, ModuleAdam<B>),
+    Fused(FusedCnn<B>, StackedAdam<B>),
+}
+
+impl<B: TrainBackend> Trainee<B> {
+    fn new(models: Vec<Cnn<B>>) -> Result<Self, FusionError> {
+        if let [model] = models.as_slice() {
+            return Ok(Trainee::Single(model.clone(), adam().init::<B>()));
+        }
+        let fused = FusedCnn::stack(&models.iter().collect::<Vec<_>>())?;
+        let optim = adam().init::<B>();
+        let ids: Vec<_> = models.iter().map(FusedCnn::trainable_ids).collect();
+        let optim = StackedAdam::stack(&vec![&optim; models.len()], &ids, &fused.trainables());
+        Ok(Trainee::Fused(fused, optim))
+    }
+
+    /// One training step of every model on `images` and `labels` at learning rate 1e-3: the
+    /// summed loss and the host time of forward and loss, backward, and the optimizer update.
+    fn step(self, images: &Tensor<B, 4>, labels: &Tensor<B, 1, Int>) -> (Self, Tensor<B, 1>, [Duration; 3]) {
+        let started = Instant::now();
+        let loss = |logits| variant_loss(LossVariant::NormalLr1e3, logits, labels.clone());
+        match self {
+            Trainee::Single(model, mut optim) => {
+                let loss = loss(model.forward(images.clone()));
+                let forward = started.elapsed();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let backward = started.elapsed();
+                let model = optim.step(1e-3, model, grads);
+                let phases = [forward, backward - forward, started.elapsed() - backward];
+                (Trainee::Single(model, optim), loss.detach(), phases)
+            }
+            Trainee::Fused(mut model, mut optim) => {
+                let k = model.models();
+                let logits = model.forward(Tensor::cat(vec![images.clone(); k], 1));
+                let [_, n, classes] = logits.dims();
+                let total = (0..k)
+                    .map(|j| loss(logits.clone().narrow(0, j, 1).reshape([n, classes])))
+                    .reduce(|a, b| a.add(b))
+                    .expect("at least two models");
+                let forward = started.elapsed();
+                let grads = model.gradients(&mut total.backward());
+                let backward = started.elapsed();
+                let params = optim.step(model.trainables(), grads, &vec![1e-3; k]);
+                model.set_trainables(params);
+                let phases = [forward, backward - forward, started.elapsed() - backward];
+                (Trainee::Fused(model, optim), total.detach(), phases)
+            }
+        }
+    }
 }
 
 struct LastEpoch(Option<EpochMetrics>);

@@ -27,6 +27,9 @@ fn data() -> Arc<Cifar10> {
 struct Collect {
     epochs: Vec<EpochMetrics>,
     stop_after: Option<usize>,
+    /// Stop at this poll (before that batch), if set.
+    stop_at_poll: Option<usize>,
+    polls: std::cell::Cell<usize>,
     first_step: bool,
 }
 
@@ -35,7 +38,9 @@ impl EpochSink for Collect {
         self.epochs.push(metrics);
     }
     fn should_stop(&self) -> bool {
+        self.polls.set(self.polls.get() + 1);
         self.stop_after.is_some_and(|n| self.epochs.len() >= n)
+            || self.stop_at_poll.is_some_and(|n| self.polls.get() >= n)
     }
     fn on_first_step(&mut self) {
         self.first_step = true;
@@ -266,7 +271,9 @@ fn a_fused_job_that_stops_or_does_not_fit_leaves_the_others_training() {
     // Another batch size: cannot share the group's steps.
     jobs.push(TrainJob { batch_size: 32, ..jobs[0].clone() });
     let mut sinks: Vec<Collect> = jobs.iter().map(|_| Collect::default()).collect();
-    sinks[0].stop_after = Some(1);
+    // Polled before each of an epoch's four batches and once in validation: job 0 stops before
+    // the second batch of its second epoch, in the middle of the group's epoch.
+    sinks[0].stop_at_poll = Some(7);
     let outcomes = run_fused(&jobs, &mut sinks);
     assert_eq!(outcomes[0].as_ref().unwrap(), &JobOutcome::Stopped { epochs_done: 1 });
     assert_eq!(sinks[0].epochs.len(), 1);

@@ -19,7 +19,7 @@ use burn::prelude::*;
 use crate::train_ops::{Kernels, TrainOps, batch_norm, conv, pool};
 
 mod fused;
-pub use fused::{FusionError, check_fusable, forward_fused};
+pub use fused::{FusedCnn, FusionError, check_fusable, side_by_side};
 
 /// Filters of the three blocks at width multiplier 1.0.
 pub const BASE_FILTERS: [usize; 3] = [64, 128, 256];

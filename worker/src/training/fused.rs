@@ -1,20 +1,24 @@
-//! Horizontal fusion of jobs: several compatible jobs ([`fuses_with`]) trained in one step per
-//! batch ([`crate::model::forward_fused`], one backward), each job with its own weights,
-//! optimizer, data order, augmentation, loss variant, learning rate, metrics, checkpoints and
-//! cancellation. A job that stops or fails leaves the group; the others go on.
+//! Horizontal fusion of jobs: several compatible jobs ([`fuses_with`]) trained as one model
+//! ([`FusedCnn`]) with one optimizer ([`StackedAdam`]), so each batch is one forward, one
+//! backward and one Adam launch for all of them. Each job keeps its own weights, optimizer
+//! state, data order, augmentation, loss variant, learning rate, metrics, checkpoints and
+//! cancellation: between epochs every job is its own model and optimizer again (validation,
+//! checkpoints), and a job that stops or fails leaves the group while the others go on.
 
 use std::time::Instant;
 
-use burn::optim::GradientsParams;
+use burn::module::ParamId;
 use burn::prelude::*;
 
 use super::job::JobState;
 use super::{EpochSink, JobOutcome, PassTotals, RunnerConfig, TrainError, TrainJob, check_job, train_job};
+use crate::augment::{Crops, apply_crops};
 use crate::checkpoint::Checkpointing;
 use crate::data::{DeviceDataset, DeviceSplit};
 use crate::loss::variant_loss;
-use crate::model::{Cnn, forward_fused};
+use crate::model::{Cnn, FusedCnn, FusionError, NUM_CLASSES, side_by_side};
 use crate::train_ops::TrainBackend;
+use crate::train_ops::adam::StackedAdam;
 
 /// Whether two jobs can train in one fused step: the same epochs, batch size and data options
 /// (width, BatchNorm groups, augmentation, data limits). Loss variants, seeds and learning
@@ -35,6 +39,7 @@ struct Member<B: TrainBackend> {
     /// Index of its [`FusedRun`].
     run: usize,
     state: JobState<B>,
+    /// Its model as of the last time the group unstacked ([`Stack::unstack`]).
     model: Cnn<B>,
     /// This epoch's data order on the device.
     perm: Tensor<B, 1, Int>,
@@ -97,6 +102,36 @@ fn leader(
     leader
 }
 
+/// The group's members stacked for training: one model, one optimizer, their epoch orders.
+struct Stack<B: TrainBackend> {
+    model: FusedCnn<B>,
+    optim: StackedAdam<B>,
+    /// Each member's trained parameters' ids ([`FusedCnn::trainable_ids`]).
+    ids: Vec<Vec<ParamId>>,
+    /// The members' orders of this epoch, `[K, train_n]`.
+    perms: Tensor<B, 2, Int>,
+}
+
+impl<B: TrainBackend> Stack<B> {
+    fn new(members: &[Member<B>]) -> Result<Self, FusionError> {
+        let models: Vec<&Cnn<B>> = members.iter().map(|m| &m.model).collect();
+        let model = FusedCnn::stack(&models)?;
+        let ids: Vec<_> = models.iter().map(|m| FusedCnn::trainable_ids(m)).collect();
+        let optims: Vec<_> = members.iter().map(|m| m.state.optimizer()).collect();
+        let optim = StackedAdam::stack(&optims, &ids, &model.trainables());
+        let perms = Tensor::stack(members.iter().map(|m| m.perm.clone()).collect(), 0);
+        Ok(Stack { model, optim, ids, perms })
+    }
+
+    /// Gives every member its own model and optimizer back, as trained so far.
+    fn unstack(self, members: &mut [Member<B>]) {
+        for (j, member) in members.iter_mut().enumerate() {
+            member.model = self.model.member(j, &member.model);
+            member.state.set_optimizer(self.optim.unstack(j, &self.ids[j]));
+        }
+    }
+}
+
 /// Trains `runs` as one group on already-uploaded data and returns each run's result, in
 /// order. A run that is invalid or does not fuse with the group's first valid run fails with
 /// [`TrainError::InvalidJob`] without stopping the others. Kernels without the fused BatchNorm
@@ -133,19 +168,46 @@ pub fn train_fused<B: TrainBackend>(
     tracing::debug!(jobs = members.len(), train_n, test_n, batch, "fused jobs start");
     while !members.is_empty() {
         let started = Instant::now();
+        let mut stack: Option<Stack<B>> = None;
         for start in (0..train_n).step_by(batch) {
-            members.retain(|m| {
-                let stop = runs[m.run].sink.should_stop();
-                if stop {
-                    outcomes[m.run] = Some(Ok(JobOutcome::Stopped { epochs_done: m.state.epoch - 1 }));
+            let stopping: Vec<bool> = members.iter().map(|m| runs[m.run].sink.should_stop()).collect();
+            if stopping.contains(&true) {
+                // The others train on as a smaller stack.
+                if let Some(stack) = stack.take() {
+                    stack.unstack(&mut members);
                 }
-                !stop
-            });
-            if members.is_empty() {
-                break;
+                let mut stopping = stopping.into_iter();
+                members.retain(|m| {
+                    let stop = stopping.next().expect("one answer per member");
+                    if stop {
+                        outcomes[m.run] = Some(Ok(JobOutcome::Stopped { epochs_done: m.state.epoch - 1 }));
+                    }
+                    !stop
+                });
             }
+            let stacked = match stack.take() {
+                Some(stack) => Ok(stack),
+                None if members.is_empty() => break,
+                None => Stack::new(&members).map_err(|e| TrainError::InvalidJob(e.to_string())),
+            };
             let batch = (&train, start, batch.min(train_n - start), augment);
-            members = fused_step(device, members, batch, &mut runs, &mut outcomes);
+            match stacked
+                .and_then(|mut s| fused_step(device, &mut s, &mut members, batch, &mut runs).map(|()| s))
+            {
+                Ok(s) => stack = Some(s),
+                Err(e) => {
+                    // A device that fails a step, or a group that cannot stack, fails every job in it.
+                    for m in members.drain(..) {
+                        outcomes[m.run] = Some(Err(match &e {
+                            TrainError::InvalidJob(m) => TrainError::InvalidJob(m.clone()),
+                            e => TrainError::Device(e.to_string()),
+                        }));
+                    }
+                }
+            }
+        }
+        if let Some(stack) = stack.take() {
+            stack.unstack(&mut members);
         }
         members.retain_mut(|m| {
             match m.end_epoch(&mut runs[m.run], (train_n, started), &test, config, device) {
@@ -165,31 +227,32 @@ fn ended(outcomes: Vec<Option<Result<JobOutcome, TrainError>>>) -> Vec<Result<Jo
     outcomes.into_iter().map(|o| o.expect("every run ends with an outcome")).collect()
 }
 
-/// One fused training step of `members` on the batch at `start` (`len` images) of each one's
-/// order: one forward and backward, then each job's own Adam step. Returns the members that
-/// go on (a failing step ends only its job).
+/// One fused training step of the stacked `members` on the batch at `start` (`len` images) of
+/// each one's order: one gather, forward, backward and Adam update for all of them.
 fn fused_step<B: TrainBackend>(
     device: &B::Device,
-    members: Vec<Member<B>>,
+    stack: &mut Stack<B>,
+    members: &mut [Member<B>],
     (train, start, len, augment): (&DeviceSplit<B>, usize, usize, bool),
     runs: &mut [FusedRun<'_>],
-    outcomes: &mut [Option<Result<JobOutcome, TrainError>>],
-) -> Vec<Member<B>> {
-    let mut members = members;
-    let (images, labels): (Vec<_>, Vec<_>) =
-        members.iter_mut().map(|m| m.state.batch(train, &m.perm, (start, len), augment)).unzip();
-    let models: Vec<&Cnn<B>> = members.iter().map(|m| &m.model).collect();
-    let logits = match forward_fused(&models, images) {
-        Ok(logits) => logits,
-        Err(e) => {
-            for m in &members {
-                outcomes[m.run] = Some(Err(TrainError::InvalidJob(e.to_string())));
+) -> Result<(), TrainError> {
+    let k = members.len();
+    let (images, labels) = train.gather(stack.perms.clone().narrow(1, start, len).reshape([k * len]));
+    let images = match augment {
+        true => {
+            let mut crops = Crops::default();
+            for member in members.iter_mut() {
+                crops.extend(member.state.crops(len));
             }
-            return Vec::new();
+            apply_crops(images, crops)
         }
+        false => images,
     };
+    let logits = stack.model.forward(side_by_side(images, k));
     let mut total: Option<Tensor<B, 1>> = None;
-    for ((m, logits), labels) in members.iter_mut().zip(logits).zip(labels) {
+    for (j, m) in members.iter_mut().enumerate() {
+        let logits = logits.clone().narrow(0, j, 1).reshape([len, NUM_CLASSES]);
+        let labels = labels.clone().narrow(0, j * len, len);
         let loss = variant_loss(runs[m.run].job.variant, logits.clone(), labels.clone());
         m.totals.add(loss.clone().inner(), logits.inner(), labels.inner());
         total = Some(match total {
@@ -199,14 +262,12 @@ fn fused_step<B: TrainBackend>(
     }
     // The jobs share no parameter, so the summed loss's gradients are each job's own.
     let mut grads = total.expect("at least one member").backward();
-    let mut going_on = Vec::with_capacity(members.len());
-    for Member { run, mut state, model, perm, totals } in members {
-        let model_grads = GradientsParams::from_module(&mut grads, &model);
-        let step = (model, model_grads, runs[run].job.learning_rate);
-        match state.step(step, device, &mut *runs[run].sink) {
-            Ok(model) => going_on.push(Member { run, state, model, perm, totals }),
-            Err(e) => outcomes[run] = Some(Err(e)),
-        }
+    let grads = stack.model.gradients(&mut grads);
+    let learning_rates: Vec<f64> = members.iter().map(|m| runs[m.run].job.learning_rate).collect();
+    let params = stack.optim.step(stack.model.trainables(), grads, &learning_rates);
+    stack.model.set_trainables(params);
+    for m in members.iter_mut() {
+        m.state.stepped(device, &mut *runs[m.run].sink)?;
     }
-    going_on
+    Ok(())
 }

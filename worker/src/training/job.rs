@@ -14,7 +14,7 @@ use sweep_proto::domain::EpochMetrics;
 use super::{
     EpochSink, JobOutcome, PassTotals, RunnerConfig, TrainError, TrainJob, adam, check_job, evaluate,
 };
-use crate::augment::augment_batch;
+use crate::augment::{Crops, apply_crops};
 use crate::checkpoint::{self, Checkpointing};
 use crate::data::{DeviceDataset, DeviceSplit};
 use crate::loss::variant_loss;
@@ -100,12 +100,16 @@ impl<B: TrainBackend> JobState<B> {
         augment: bool,
     ) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
         let (images, labels) = train.gather(perm.clone().narrow(0, start, len));
-        let images = if augment { augment_batch(images, &mut self.rng) } else { images };
+        let images = if augment { apply_crops(images, self.crops(len)) } else { images };
         (images, labels)
     }
 
-    /// One Adam step of `model` with `grads` at `learning_rate`; after the job's first step,
-    /// waits for the device and tells `sink`.
+    /// The augmentation of the job's next `n` images, drawn from its generator.
+    pub fn crops(&mut self, n: usize) -> Crops {
+        Crops::draw(n, &mut self.rng)
+    }
+
+    /// One Adam step of `model` with `grads` at `learning_rate` ([`JobState::stepped`]).
     pub fn step(
         &mut self,
         (model, grads, learning_rate): (Cnn<B>, GradientsParams, f64),
@@ -113,12 +117,28 @@ impl<B: TrainBackend> JobState<B> {
         sink: &mut dyn EpochSink,
     ) -> Result<Cnn<B>, TrainError> {
         let model = self.optim.step(learning_rate, model, grads);
+        self.stepped(device, sink)?;
+        Ok(model)
+    }
+
+    /// After the job's first optimizer step: waits for the device and tells `sink`.
+    pub fn stepped(&mut self, device: &B::Device, sink: &mut dyn EpochSink) -> Result<(), TrainError> {
         if !self.first_step_reported {
             B::sync(device).map_err(|e| TrainError::Device(e.to_string()))?;
             sink.on_first_step();
             self.first_step_reported = true;
         }
-        Ok(model)
+        Ok(())
+    }
+
+    /// The job's optimizer.
+    pub fn optimizer(&self) -> &ModuleAdam<B> {
+        &self.optim
+    }
+
+    /// Puts `optim` in place of the job's optimizer (its state after fused steps).
+    pub fn set_optimizer(&mut self, optim: ModuleAdam<B>) {
+        self.optim = optim;
     }
 
     /// Ends the epoch that trained `model` since `started` with its training `totals` over

@@ -91,7 +91,10 @@ where
 
 /// One thread per element of all the parameters in turn (parameter `i`'s elements follow
 /// parameter `i − 1`'s): the update of [`adam_kernel`], each gradient read through its own
-/// strides (any layout of the parameter's shape), everything else contiguous f32.
+/// strides (any layout of the parameter's shape), everything else contiguous f32. The
+/// parameters are those of `models` stacked models: the `j`-th of `models` equal runs of a
+/// parameter's elements takes model `j`'s step size and ε from `model_scalars`
+/// (`[step_size, epsilon]` per model).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn adam_many_kernel(
@@ -102,10 +105,10 @@ fn adam_many_kernel(
     params_out: &mut Sequence<Tensor<f32>>,
     moments_1_out: &mut Sequence<Tensor<f32>>,
     moments_2_out: &mut Sequence<Tensor<f32>>,
+    model_scalars: &Tensor<f32>,
     beta_1: f32,
     beta_2: f32,
-    step_size: f32,
-    epsilon: f32,
+    models: usize,
 ) {
     let count = comptime![params.len()];
     let mut first = 0usize;
@@ -126,6 +129,9 @@ fn adam_many_kernel(
                 offset += (rest % size) * grad.stride(dim);
                 rest /= size;
             }
+            let model = pos / (len / models);
+            let step_size = model_scalars[2 * model];
+            let epsilon = model_scalars[2 * model + 1];
             let g = grad[offset];
             let m = moments_1.index(i)[pos] * beta_1 + g * (1.0 - beta_1);
             let v = moments_2.index(i)[pos] * beta_2 + g * g * (1.0 - beta_2);
@@ -137,8 +143,14 @@ fn adam_many_kernel(
     }
 }
 
-/// `inputs`: `[param, grad, m, v]` of each parameter in turn; returns `[param', m', v']` of each.
-fn launch_many<R: CubeRuntime>(inputs: Vec<CubeTensor<R>>, scalars: AdamScalars) -> Vec<CubeTensor<R>> {
+/// `inputs`: `[param, grad, m, v]` of each parameter in turn, then the models' `[step_size,
+/// epsilon]` pairs; returns `[param', m', v']` of each parameter.
+fn launch_many<R: CubeRuntime>(
+    mut inputs: Vec<CubeTensor<R>>,
+    (beta_1, beta_2): (f32, f32),
+) -> Vec<CubeTensor<R>> {
+    let model_scalars = inputs.pop().expect("the models' scalars");
+    let models = model_scalars.meta.shape().num_elements() / 2;
     let client = inputs[0].client.clone();
     let mut args: [SequenceArg<R, Tensor<f32>>; 7] = Default::default();
     let mut outputs = Vec::with_capacity(inputs.len() / 4 * 3);
@@ -179,19 +191,21 @@ fn launch_many<R: CubeRuntime>(inputs: Vec<CubeTensor<R>>, scalars: AdamScalars)
         params_out,
         moments_1_out,
         moments_2_out,
-        scalars.beta_1,
-        scalars.beta_2,
-        scalars.step_size,
-        scalars.epsilon,
+        into_contiguous(model_scalars).into_tensor_arg(),
+        beta_1,
+        beta_2,
+        models,
     );
     outputs
 }
 
-/// [`super::AdamOps::adam_update_many`] on burn's fused CubeCL backends: one
-/// kernel for all the parameters (f32 parameters, gradients and moments, any layout).
+/// [`super::AdamOps::adam_update_many`] on burn's fused CubeCL backends: one kernel for all
+/// the parameters (f32 parameters, gradients and moments, any layout) of every stacked model;
+/// `model_scalars` holds each model's `[step_size, epsilon]`.
 pub fn adam_update_many<R, F, I, BT>(
     inputs: Vec<[FusionTensor<R>; 4]>,
-    scalars: AdamScalars,
+    model_scalars: FusionTensor<R>,
+    betas: (f32, f32),
 ) -> Vec<[FusionTensor<R>; 3]>
 where
     R: CubeRuntime,
@@ -204,13 +218,9 @@ where
     }
     let outputs =
         inputs.iter().flat_map(|[param, ..]| [0; 3].map(|_| (param.shape.clone(), DType::F32))).collect();
-    let launch: LaunchVec<R> = Box::new(move |t| launch_many(t, scalars));
-    let outputs = custom_op_vec::<R, F, I, BT>(
-        "adam_update_many",
-        inputs.into_iter().flatten().collect(),
-        outputs,
-        launch,
-    );
+    let launch: LaunchVec<R> = Box::new(move |t| launch_many(t, betas));
+    let inputs = inputs.into_iter().flatten().chain([model_scalars]).collect();
+    let outputs = custom_op_vec::<R, F, I, BT>("adam_update_many", inputs, outputs, launch);
     let mut outputs = outputs.into_iter();
     std::iter::from_fn(|| Some([outputs.next()?, outputs.next()?, outputs.next()?])).collect()
 }
@@ -225,8 +235,14 @@ impl super::AdamOps for burn_cuda::Cuda {
 
     fn adam_update_many(
         inputs: Vec<[burn::tensor::ops::FloatTensor<Self>; 4]>,
-        scalars: AdamScalars,
+        scalars: &[AdamScalars],
     ) -> Vec<[burn::tensor::ops::FloatTensor<Self>; 3]> {
-        adam_update_many::<_, f32, i32, u8>(inputs, scalars)
+        let Some(first) = inputs.first() else { return Vec::new() };
+        use burn::tensor::ops::FloatTensorOps;
+        let device = Self::float_device(&first[0]);
+        let pairs: Vec<f32> = scalars.iter().flat_map(|s| [s.step_size, s.epsilon]).collect();
+        let data = burn::tensor::TensorData::new(pairs, [2 * scalars.len()]);
+        let model_scalars = Self::float_from_data(data, &device);
+        adam_update_many::<_, f32, i32, u8>(inputs, model_scalars, (scalars[0].beta_1, scalars[0].beta_2))
     }
 }

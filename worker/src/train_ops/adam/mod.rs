@@ -11,6 +11,9 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+mod stacked;
+
+pub use stacked::{StackedAdam, model_part, stack_parts};
 
 use std::collections::BTreeMap;
 
@@ -39,14 +42,19 @@ pub trait AdamOps: Backend {
     }
 
     /// Adam's update of several f32 parameters at the same step, `[param, grad, m, v]` →
-    /// `[param', m', v']` each ([`ModuleAdam`]). Default: [`AdamOps::adam_update`] per
-    /// parameter; the CUDA backend updates them all in one kernel, every gradient read in its
-    /// own layout.
+    /// `[param', m', v']` each, for the parameters of `scalars.len()` models stacked model-major
+    /// ([`StackedAdam`]): model `j`'s part of every parameter is the `j`-th of `scalars.len()`
+    /// equal runs of its elements (row-major), updated with `scalars[j]` (one entry: one model,
+    /// [`ModuleAdam`]; the β's are the same for all). Default: burn's ops per parameter; the
+    /// CUDA backend updates them all in one kernel, every gradient read in its own layout.
     fn adam_update_many(
         inputs: Vec<[FloatTensor<Self>; 4]>,
-        scalars: AdamScalars,
+        scalars: &[AdamScalars],
     ) -> Vec<[FloatTensor<Self>; 3]> {
-        inputs.into_iter().map(|inputs| Self::adam_update(inputs, scalars)).collect()
+        match scalars {
+            [one] => inputs.into_iter().map(|inputs| Self::adam_update(inputs, *one)).collect(),
+            _ => inputs.into_iter().map(|inputs| update_stacked_by_ops::<Self>(inputs, scalars)).collect(),
+        }
     }
 }
 
@@ -149,19 +157,24 @@ impl<B: AutodiffBackend<InnerBackend: AdamOps>> ModuleAdam<B> {
         let mut updated = HashMap::new();
         for (time, group) in by_time {
             let (ids, inputs): (Vec<ParamId>, Vec<_>) = group.into_iter().unzip();
-            let outputs = B::InnerBackend::adam_update_many(inputs, self.adam.scalars(lr, time));
+            let outputs = B::InnerBackend::adam_update_many(inputs, &[self.adam.scalars(lr, time)]);
             for (id, [param, moment_1, moment_2]) in ids.into_iter().zip(outputs) {
                 self.moments.insert(id, Moments { moment_1, moment_2, time });
                 updated.insert(id, param);
             }
         }
-        module.map(&mut ReplaceParams::<B> { updated })
+        replace_params(module, updated)
     }
 }
 
 /// `tensor` in the shape of `like` (a loaded record's flat moments; free when it already is).
 fn reshaped_like<B: Backend>(tensor: FloatTensor<B>, like: &FloatTensor<B>) -> FloatTensor<B> {
-    if tensor.shape() == like.shape() { tensor } else { B::float_reshape(tensor, like.shape()) }
+    reshaped_like_shape::<B>(tensor, like.shape())
+}
+
+/// `tensor` in `shape` (free when it already is).
+fn reshaped_like_shape<B: Backend>(tensor: FloatTensor<B>, shape: burn::tensor::Shape) -> FloatTensor<B> {
+    if tensor.shape() == shape { tensor } else { B::float_reshape(tensor, shape) }
 }
 
 /// Parameters updated together (same update count): each one's id and `[param, grad, m, v]`,
@@ -190,6 +203,15 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for CollectParams<B> {
     }
 }
 
+/// `module` with `values` in place of the parameters (and running states) of their ids, each
+/// keeping its id, shape (a flat value is reshaped) and `require_grad`.
+pub fn replace_params<B: AutodiffBackend, M: Module<B>>(
+    module: M,
+    values: HashMap<ParamId, FloatTensor<B::InnerBackend>>,
+) -> M {
+    module.map(&mut ReplaceParams::<B> { updated: values })
+}
+
 /// Puts the updated values in place of their parameters (same id, same `require_grad`).
 struct ReplaceParams<B: AutodiffBackend> {
     updated: HashMap<ParamId, FloatTensor<B::InnerBackend>>,
@@ -200,6 +222,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for ReplaceParams<B> {
         let (id, tensor, mapper) = param.consume();
         let tensor = match self.updated.remove(&id) {
             Some(value) => {
+                let value = reshaped_like_shape::<B::InnerBackend>(value, tensor.shape());
                 let value = Tensor::from_inner(wrap::<B::InnerBackend, D>(value));
                 if tensor.is_require_grad() { value.require_grad() } else { value }
             }
@@ -296,6 +319,28 @@ pub fn update_by_ops<B: Backend>(
     let moment_2 = moment_2.mul_scalar(s.beta_2).add(grad.square().mul_scalar(1.0 - s.beta_2));
     let step = moment_1.clone().mul_scalar(s.step_size).div(moment_2.clone().sqrt().add_scalar(s.epsilon));
     [param - step, moment_1, moment_2]
+}
+
+/// [`AdamOps::adam_update_many`]'s update of one parameter of `scalars.len()` stacked models
+/// through burn's ops (any backend, any layout).
+pub fn update_stacked_by_ops<B: Backend>(
+    inputs: [FloatTensor<B>; 4],
+    scalars: &[AdamScalars],
+) -> [FloatTensor<B>; 3] {
+    let shape = inputs[0].shape();
+    let models = scalars.len();
+    let rows = [models, shape.num_elements() / models];
+    let [param, grad, moment_1, moment_2] = inputs.map(|t| wrap::<B, 2>(B::float_reshape(t, rows.into())));
+    let device = param.device();
+    let column = |f: fn(&AdamScalars) -> f32| {
+        Tensor::<B, 2>::from_data(TensorData::new(scalars.iter().map(f).collect(), [models, 1]), &device)
+    };
+    let (beta_1, beta_2) = (scalars[0].beta_1, scalars[0].beta_2);
+    let moment_1 = moment_1.mul_scalar(beta_1).add(grad.clone().mul_scalar(1.0 - beta_1));
+    let moment_2 = moment_2.mul_scalar(beta_2).add(grad.square().mul_scalar(1.0 - beta_2));
+    let denominator = moment_2.clone().sqrt().add(column(|s| s.epsilon));
+    let step = moment_1.clone().mul(column(|s| s.step_size)).div(denominator);
+    [param - step, moment_1, moment_2].map(|t| B::float_reshape(unwrap(t), shape.clone()))
 }
 
 #[cfg(test)]

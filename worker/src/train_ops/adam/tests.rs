@@ -109,6 +109,71 @@ fn scalars_fold_the_bias_corrections() {
     assert_eq!((s.beta_1, s.beta_2), (beta_1, beta_2));
 }
 
+/// Two models' parameters stacked model-major and updated by one [`StackedAdam`], each model at
+/// its own learning rate (one of them a step behind, as a job resumed from an older checkpoint),
+/// move as each model's own [`ModuleAdam`] moves them on the same gradients; the stacked state
+/// unstacks to each model's optimizer.
+#[test]
+fn stacked_adam_updates_each_model_as_its_own_optimizer_would() {
+    let (beta_1, beta_2, epsilon) = BETAS_EPS;
+    let adam = FusedAdam { beta_1, beta_2, epsilon };
+    let device = Default::default();
+    let x = Tensor::<B, 2>::from_data(
+        TensorData::new((0..12).map(|i| (i % 5) as f32 - 2.0).collect(), [4, 3]),
+        &device,
+    );
+    let mut models: Vec<Linear<B>> = (0..2).map(|_| LinearConfig::new(3, 2).init(&device)).collect();
+    let mut optims: Vec<ModuleAdam<B>> = (0..2).map(|_| adam.init::<B>()).collect();
+    let lrs = [1e-2, 3e-3];
+    let grads_of = |model: &Linear<B>, scale: f32| {
+        let grads = model.forward(x.clone()).powi_scalar(2).mean().mul_scalar(scale).backward();
+        let weight = unwrap(model.weight.grad(&grads).unwrap());
+        let bias = unwrap(model.bias.as_ref().unwrap().grad(&grads).unwrap());
+        (vec![weight, bias], GradientsParams::from_grads(grads, model))
+    };
+    // Model 0 is one update ahead when the two are stacked.
+    let (_, grads) = grads_of(&models[0], 1.0);
+    models[0] = optims[0].step(lrs[0], models[0].clone(), grads);
+    let ids: Vec<Vec<ParamId>> =
+        models.iter().map(|m| vec![m.weight.id, m.bias.as_ref().unwrap().id]).collect();
+    let params_of =
+        |m: &Linear<B>| vec![unwrap(m.weight.val().inner()), unwrap(m.bias.as_ref().unwrap().val().inner())];
+    let stack = |parts: Vec<Vec<FloatTensor<Flex>>>, i: usize| {
+        let shape = parts[0][i].shape();
+        let mut dims: Vec<usize> = shape.iter().copied().collect();
+        dims[0] *= parts.len();
+        stack_parts::<Flex>(parts.iter().map(|p| p[i].clone()).collect(), dims.into())
+    };
+    let all_params: Vec<_> = models.iter().map(params_of).collect();
+    let mut params: Vec<_> = (0..2).map(|i| stack(all_params.clone(), i)).collect();
+    let mut stacked = StackedAdam::stack(&optims.iter().collect::<Vec<_>>(), &ids, &params);
+    for step in 0..2 {
+        let scale = 2.0 + step as f32;
+        let (grads, alone): (Vec<_>, Vec<_>) = models.iter().map(|m| grads_of(m, scale)).unzip();
+        params = stacked.step(params, (0..2).map(|i| stack(grads.clone(), i)).collect(), &lrs);
+        for (j, grads) in alone.into_iter().enumerate() {
+            models[j] = optims[j].step(lrs[j], models[j].clone(), grads);
+        }
+    }
+    let flat = |t: FloatTensor<Flex>| t.into_data().to_vec::<f32>().unwrap();
+    for (j, model) in models.iter().enumerate() {
+        for (i, want) in params_of(model).into_iter().enumerate() {
+            let (got, want) = (flat(model_part::<Flex>(&params[i], j, 2)), flat(want));
+            let err = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
+            assert!(err < 1e-7, "model {j}, parameter {i}: {got:?} vs {want:?}");
+        }
+        let record = |o: &ModuleAdam<B>| Optimizer::<Linear<B>, B>::to_record(o);
+        let (got, want) = (record(&stacked.unstack(j, &ids[j])), record(&optims[j]));
+        assert_eq!(got.len(), want.len());
+        for (id, want) in want {
+            let got = &got[&id];
+            assert_eq!(got.time, want.time, "model {j}'s update count");
+            assert_eq!(flat(unwrap(got.moment_2.clone().inner())), flat(unwrap(want.moment_2.inner())));
+        }
+    }
+    assert_eq!(Optimizer::<Linear<B>, B>::to_record(&optims[0]).values().next().unwrap().time, 3);
+}
+
 /// The CUDA kernel against the same update through burn's ops on the GPU, with a permuted
 /// gradient (the conv weight gradients are views): `cargo test -p worker -- --ignored cuda`.
 #[cfg(feature = "cuda")]
@@ -134,8 +199,9 @@ fn cuda_fused_adam_kernel_matches_burns_ops() {
     }
 }
 
-/// One kernel for several parameters (different ranks, permuted and contiguous gradients)
-/// against each parameter's update through burn's ops on the GPU.
+/// One kernel for several parameters (different ranks, permuted and contiguous gradients) of
+/// one model and of two stacked models at their own step sizes, against each parameter's
+/// update through burn's ops on the GPU.
 #[cfg(feature = "cuda")]
 #[test]
 #[ignore = "needs a CUDA GPU"]
@@ -150,38 +216,38 @@ fn cuda_fused_adam_of_many_parameters_matches_burns_ops() {
         (vec![8, 4, 3, 3], vec![8, 3, 3, 4], vec![0, 3, 1, 2]),
         (vec![16], vec![16], vec![0]),
         (vec![6, 10], vec![10, 6], vec![1, 0]),
-        (vec![5, 7, 2, 3], vec![5, 7, 2, 3], vec![0, 1, 2, 3]),
+        (vec![4, 7, 2, 3], vec![4, 7, 2, 3], vec![0, 1, 2, 3]),
     ];
     let (beta_1, beta_2, epsilon) = BETAS_EPS;
-    let scalars = FusedAdam { beta_1, beta_2, epsilon }.scalars(1e-2, 3);
-    let mut inputs = Vec::new();
-    let mut expected = Vec::new();
-    for (shape, stored, permutation) in &cases {
-        let n: usize = shape.iter().product();
-        let dyn_shape = |t: Tensor<G, 1>, s: &[usize]| -> FloatTensor<G> {
-            G::float_reshape(unwrap(t), s.to_vec().into())
-        };
-        let param = dyn_shape(random(shape.clone(), -1.0), shape);
-        let grad = G::float_permute(
-            dyn_shape(random(stored.clone(), -1.0), stored),
-            &permutation.iter().map(|&p| p as usize).collect::<Vec<_>>(),
-        );
-        let moment_1 = dyn_shape(random(shape.clone(), -0.1), shape);
-        let moment_2 = dyn_shape(random(shape.clone(), 0.0), shape);
-        let flat = [&param, &grad, &moment_1, &moment_2]
-            .map(|t| wrap::<G, 1>(G::float_reshape(t.clone(), vec![n].into())));
-        expected.push(update_by_ops(flat, scalars));
-        inputs.push([param, grad, moment_1, moment_2]);
-    }
-    let outputs = G::adam_update_many(inputs, scalars);
-    assert_eq!(outputs.len(), cases.len());
-    for ((case, outs), by_ops) in cases.iter().zip(outputs).zip(expected) {
-        let n: usize = case.0.iter().product();
-        for (name, (k, o)) in ["param", "moment_1", "moment_2"].iter().zip(outs.into_iter().zip(by_ops)) {
-            assert_eq!(k.shape(), burn::tensor::Shape::from(case.0.clone()), "{name} of {:?}", case.0);
-            let k = wrap::<G, 1>(G::float_reshape(k, vec![n].into()));
-            let err: f32 = (k - o).abs().max().into_scalar();
-            assert!(err < 1e-6, "{name} of {:?} differs by {err}", case.0);
+    let adam = FusedAdam { beta_1, beta_2, epsilon };
+    for scalars in [vec![adam.scalars(1e-2, 3)], vec![adam.scalars(1e-2, 3), adam.scalars(1e-3, 40)]] {
+        let mut inputs = Vec::new();
+        let mut expected = Vec::new();
+        for (shape, stored, permutation) in &cases {
+            let dyn_shape = |t: Tensor<G, 1>, s: &[usize]| -> FloatTensor<G> {
+                G::float_reshape(unwrap(t), s.to_vec().into())
+            };
+            let param = dyn_shape(random(shape.clone(), -1.0), shape);
+            let grad = G::float_permute(
+                dyn_shape(random(stored.clone(), -1.0), stored),
+                &permutation.iter().map(|&p| p as usize).collect::<Vec<_>>(),
+            );
+            let moment_1 = dyn_shape(random(shape.clone(), -0.1), shape);
+            let moment_2 = dyn_shape(random(shape.clone(), 0.0), shape);
+            let case = [param, grad, moment_1, moment_2];
+            expected.push(update_stacked_by_ops::<G>(case.clone(), &scalars));
+            inputs.push(case);
+        }
+        let outputs = G::adam_update_many(inputs, &scalars);
+        assert_eq!(outputs.len(), cases.len());
+        for ((case, outs), by_ops) in cases.iter().zip(outputs).zip(expected) {
+            let n: usize = case.0.iter().product();
+            for (name, (k, o)) in ["param", "moment_1", "moment_2"].iter().zip(outs.into_iter().zip(by_ops)) {
+                assert_eq!(k.shape(), burn::tensor::Shape::from(case.0.clone()), "{name} of {:?}", case.0);
+                let [k, o] = [k, o].map(|t| wrap::<G, 1>(G::float_reshape(t, vec![n].into())));
+                let err: f32 = (k - o).abs().max().into_scalar();
+                assert!(err < 1e-6, "{name} of {:?} with {} models differs by {err}", case.0, scalars.len());
+            }
         }
     }
 }

@@ -248,13 +248,87 @@ mod tests {
         node_matches_burns_grouped_conv::<Flex>(FloatDType::F32, 1e-5);
     }
 
-    /// On a GPU in f32 and bf16 (the fused step's activations). Needs a CUDA GPU:
-    /// `cargo test -p worker -- --ignored cuda`.
+    /// The node's output and gradients on `B` for `x`, `weight` and the output gradient `dy`
+    /// (channels-last in memory when `channels_last`, as BatchNorm's backward hands it over), f32.
+    #[cfg(feature = "cuda")]
+    fn node_results<B: ConvOps>(
+        [x, weight, dy]: [&TensorData; 3],
+        groups: usize,
+        dtype: FloatDType,
+        channels_last: bool,
+    ) -> [Vec<f32>; 3] {
+        let device = Default::default();
+        let x = Tensor::<Autodiff<B>, 4>::from_inner(to_dtype(Tensor::from_data(x.clone(), &device), dtype))
+            .require_grad();
+        let w = Tensor::<Autodiff<B>, 4>::from_data(weight.clone(), &device).require_grad();
+        let dy = match channels_last {
+            true => {
+                let nhwc =
+                    Tensor::<Flex, 4>::from_data(dy.clone(), &Default::default()).permute([0, 2, 3, 1]);
+                Tensor::<B, 4>::from_data(nhwc.into_data(), &device).permute([0, 3, 1, 2])
+            }
+            false => Tensor::<B, 4>::from_data(dy.clone(), &device),
+        };
+        let y = grouped_conv3x3(x.clone(), w.clone(), groups, Kernels::FAST);
+        let grads = (to_dtype(y.clone(), FloatDType::F32) * Tensor::from_inner(dy)).sum().backward();
+        let values = |t: Tensor<B, 4>| to_dtype(t, FloatDType::F32).into_data().to_vec::<f32>().expect("f32");
+        [values(y.inner()), values(x.grad(&grads).unwrap()), values(w.grad(&grads).unwrap())]
+    }
+
+    /// The node on a GPU in f32 against the same node on the CPU (which the test above checks
+    /// against burn's grouped convolution), with the output gradient channels-first and
+    /// channels-last; the model's first layer (3 input channels a model) among the shapes.
+    /// Needs a CUDA GPU: `cargo test -p worker -- --ignored cuda`.
     #[cfg(feature = "cuda")]
     #[test]
     #[ignore = "needs a CUDA GPU"]
-    fn cuda_grouped_node_matches_burns_grouped_convolution() {
-        node_matches_burns_grouped_conv::<burn_cuda::Cuda>(FloatDType::F32, 1e-3);
-        node_matches_burns_grouped_conv::<burn_cuda::Cuda>(FloatDType::BF16, 3e-2);
+    fn cuda_grouped_node_matches_the_cpu_node() {
+        node_on_the_gpu_matches_the_cpu(FloatDType::F32, 1e-3);
+    }
+
+    /// The same with bf16 activations (the fused step's), against the CPU node on the
+    /// bf16-rounded input. Needs a CUDA GPU.
+    #[cfg(feature = "cuda")]
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn cuda_grouped_bf16_node_matches_the_cpu_node() {
+        node_on_the_gpu_matches_the_cpu(FloatDType::BF16, 3e-2);
+    }
+
+    #[cfg(feature = "cuda")]
+    fn node_on_the_gpu_matches_the_cpu(dtype: FloatDType, tolerance: f32) {
+        let device = Default::default();
+        let mut failures = Vec::new();
+        {
+            for (n, groups, c_in, c_out, size) in [(6, 3, 3, 8, 32), (4, 2, 8, 16, 8), (3, 4, 16, 8, 6)] {
+                let random = |shape: [usize; 4], std: f64| {
+                    Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, std), &device).into_data()
+                };
+                let x = random([n, groups * c_in, size, size], 1.0);
+                let weight = random([groups * c_out, c_in, 3, 3], 0.3);
+                let dy = random([n, groups * c_out, size, size], 1.0);
+                // The CPU node in f32 on bf16-rounded inputs: what the GPU's bf16 path computes.
+                let x_cpu =
+                    Tensor::<Flex, 4>::from_data(x.clone(), &device).cast(dtype).cast(FloatDType::F32);
+                let want =
+                    node_results::<Flex>([&x_cpu.into_data(), &weight, &dy], groups, FloatDType::F32, false);
+                for channels_last in [false, true] {
+                    let got =
+                        node_results::<burn_cuda::Cuda>([&x, &weight, &dy], groups, dtype, channels_last);
+                    for (name, (got, want)) in
+                        ["output", "input grad", "weight grad"].iter().zip(got.iter().zip(&want))
+                    {
+                        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        let err = got.iter().zip(want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+                        if !(scale > 0.0 && err <= tolerance * scale) {
+                            failures.push(format!(
+                                "{dtype:?} {name} ({n}, {groups}, {c_in}→{c_out}, {size}², dy channels-last {channels_last}): off by {err} of {scale}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
     }
 }
