@@ -1,4 +1,4 @@
-//! The convolutions of fused models ([`crate::model::forward_fused`]) as batched GEMMs over the
+//! The convolutions of fused models ([`crate::model::FusedCnn`]) as batched GEMMs over the
 //! models.
 //!
 //! G models' activations lie side by side, `[N, G·C, H, W]` (channels-last in memory). Each
