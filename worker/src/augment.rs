@@ -49,12 +49,6 @@ impl Crops {
     }
 }
 
-/// Randomly crops (after 4-px zero padding) and flips each image of `[N, C, H, W]`.
-pub fn augment_batch<B: Backend>(images: Tensor<B, 4>, rng: &mut impl Rng) -> Tensor<B, 4> {
-    let n = images.dims()[0];
-    apply_crops(images, Crops::draw(n, rng))
-}
-
 /// Crops (after 4-px zero padding) and flips each image of `[N, C, H, W]` as `crops` says
 /// (`crops.len() == N`).
 pub fn apply_crops<B: Backend>(images: Tensor<B, 4>, crops: Crops) -> Tensor<B, 4> {
@@ -93,7 +87,7 @@ mod tests {
         let values: Vec<f32> = (1..=2 * 3 * 32 * 32).map(|v| v as f32).collect();
         let images = Tensor::<Flex, 4>::from_data(TensorData::new(values, [2, 3, 32, 32]), &device);
         let mut rng = StdRng::seed_from_u64(7);
-        let out = augment_batch(images.clone(), &mut rng);
+        let out = apply_crops(images.clone(), Crops::draw(2, &mut rng));
         assert_eq!(out.dims(), [2, 3, 32, 32]);
         let got: Vec<f32> = out.into_data().to_vec().unwrap();
         let all: Vec<f32> = images.into_data().to_vec().unwrap();
@@ -115,7 +109,10 @@ mod tests {
         crops.extend(Crops::draw(3, &mut b.clone()));
         assert_eq!(crops.len(), 5);
         let together: Vec<f32> = apply_crops(images, crops).into_data().to_vec().unwrap();
-        let alone = Tensor::cat(vec![augment_batch(first, &mut a), augment_batch(second, &mut b)], 0);
+        let alone = Tensor::cat(
+            vec![apply_crops(first, Crops::draw(2, &mut a)), apply_crops(second, Crops::draw(3, &mut b))],
+            0,
+        );
         let alone: Vec<f32> = alone.into_data().to_vec().unwrap();
         assert_eq!(together, alone);
         assert_ne!(

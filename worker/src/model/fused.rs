@@ -61,7 +61,6 @@ impl<B: Backend> Cnn<B> {
 }
 
 /// Conv 3×3 → BatchNorm → ReLU of the `K` models, each tensor stacked model-major.
-#[derive(Clone)]
 struct FusedLayer<B: Backend> {
     /// `[K·C_out, C_in, 3, 3]` (trained).
     weight: Tensor<B, 4>,
@@ -115,6 +114,14 @@ impl<B: AutodiffBackend> FusedLayer<B> {
         self.running_var = wrap::<B, 1>(running_var).detach();
         wrap(y)
     }
+}
+
+/// Model-major batches `[K·N, C, H, W]` (model `j`'s images at `jN..(j+1)N`) as one batch of
+/// side-by-side channels `[N, K·C, H, W]`, [`FusedCnn::forward`]'s input.
+pub fn side_by_side<B: Backend>(images: Tensor<B, 4>, models: usize) -> Tensor<B, 4> {
+    let [kn, c, h, w] = images.dims();
+    let n = kn / models;
+    images.reshape([models, n, c * h * w]).swap_dims(0, 1).reshape([n, models * c, h, w])
 }
 
 /// `K` models of one shape as one: every layer's weights, BatchNorm parameters and running
@@ -196,17 +203,7 @@ impl<B: AutodiffBackend> FusedCnn<B> {
             None => logits,
         }
     }
-}
 
-/// Model-major batches `[K·N, C, H, W]` (model `j`'s images at `jN..(j+1)N`) as one batch of
-/// side-by-side channels `[N, K·C, H, W]`, [`FusedCnn::forward`]'s input.
-pub fn side_by_side<B: Backend>(images: Tensor<B, 4>, models: usize) -> Tensor<B, 4> {
-    let [kn, c, h, w] = images.dims();
-    let n = kn / models;
-    images.reshape([models, n, c * h * w]).swap_dims(0, 1).reshape([n, models * c, h, w])
-}
-
-impl<B: AutodiffBackend> FusedCnn<B> {
     /// The trained tensors' values in their stacked shapes, in this order: each layer's weight,
     /// γ and β, then the head's weight and bias ([`FusedCnn::trainable_ids`]'s order).
     pub fn trainables(&self) -> Vec<FloatTensor<B::InnerBackend>> {

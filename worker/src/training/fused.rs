@@ -198,10 +198,7 @@ pub fn train_fused<B: TrainBackend>(
                 Err(e) => {
                     // A device that fails a step, or a group that cannot stack, fails every job in it.
                     for m in members.drain(..) {
-                        outcomes[m.run] = Some(Err(match &e {
-                            TrainError::InvalidJob(m) => TrainError::InvalidJob(m.clone()),
-                            e => TrainError::Device(e.to_string()),
-                        }));
+                        outcomes[m.run] = Some(Err(for_each_job(&e)));
                     }
                 }
             }
@@ -220,6 +217,14 @@ pub fn train_fused<B: TrainBackend>(
         });
     }
     ended(outcomes)
+}
+
+/// A group's failure as one of its jobs' (the error is not `Clone`).
+fn for_each_job(e: &TrainError) -> TrainError {
+    match e {
+        TrainError::InvalidJob(m) => TrainError::InvalidJob(m.clone()),
+        e => TrainError::Device(e.to_string()),
+    }
 }
 
 /// Every run's outcome, once all have one.
