@@ -10,6 +10,8 @@
 #                    bench` (one process per kernel set), then 3 concurrent processes; the
 #                    results as rows of docs/results/speed.csv in $OUT/speed.csv (COMMIT=...)
 #   profile          per-kernel GPU time of a few training steps (cubecl's profiling logger)
+#   verify [FILTER]  the GPU-only tests (`cargo test -p worker --release --lib --no-run`'s binary,
+#                    brought as worker-tests), autotuning at its minimum: they compare values
 #   train            one job on the full data (`worker train`): start-up to first step + epochs
 #   sweep NAME ARGS  start `sweep run` (embedded coordinator on :50051 + local slot) and
 #                    EXTRA_WORKERS more worker processes in the background (setsid)
@@ -58,6 +60,11 @@ bench)
   card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
   python3 "$REPO/worker/bench/speed_rows.py" --card "$card" --commit "${COMMIT:-unknown}" "$OUT/bench.log" > "$OUT/speed.csv"
   ;;
+verify)
+  # A cold machine compiles and tunes every small test shape: allow minutes (LIMIT seconds).
+  CUBECL_AUTOTUNE_LEVEL=minimal RUST_LOG=warn timeout "${LIMIT:-580}" \
+    "$BIN/worker-tests" --ignored --test-threads 1 "${@:-cuda}" 2>&1 | tee "$OUT/verify.log" | grep -E "^test |^test result|panicked|differs|off by"
+  ;;
 profile)
   rm -f /tmp/cubecl-profile.log
   CUBECL_DEBUG_LOG=/tmp/cubecl-profile.log CUBECL_DEBUG_OPTION=profile \
@@ -99,7 +106,7 @@ collect)
   ls -la "$OUT"
   ;;
 *)
-  echo "usage: $0 unpack|bench|profile|train|sweep|status|collect ..." >&2
+  echo "usage: $0 unpack|bench|verify|profile|train|sweep|status|collect ..." >&2
   exit 2
   ;;
 esac

@@ -276,12 +276,25 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
             bn_group: args.bn_group.map(|g| g as usize),
             kernels,
             fuse: args.fuse,
+            eval_batch: RunnerConfig::default().eval_batch_size,
             host_profile,
         };
         let step = bench_train_step(device, config)?;
         let warmup = step.warmup_time.as_secs_f64();
         writeln!(out, "# {device} kernels={kernels}: warm-up {warmup:.1} s over {} steps", args.warmup)?;
         writeln!(out, "{}", step.line())?;
+        if let Some(time) = step.protocol_time() {
+            writeln!(
+                out,
+                "# kernels={kernels}: the experiment's protocol (4,500 job-epochs, each job at batch {} fused by {}) \
+                 takes {:.1} min of this device at {:.0} img/s training and {:.0} img/s validating",
+                args.batch_size,
+                args.fuse,
+                time.as_secs_f64() / 60.0,
+                step.pipelined_images_per_sec(),
+                step.eval_images_per_sec(),
+            )?;
+        }
         for line in step.host_profile.iter().flat_map(|summary| summary.lines()) {
             writeln!(out, "# {line}")?;
         }

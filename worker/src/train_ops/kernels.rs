@@ -30,6 +30,11 @@ pub struct Kernels {
     /// im2col matrix, which its weight gradient reuses ([`super::conv`]). Needs `wgrad` or `dgrad`.
     #[serde(default)]
     pub explicit_gemm: bool,
+    /// Fused models' convolutions one model at a time on the single model's kernels
+    /// ([`super::conv`]'s `per_model`) instead of batched GEMMs over explicit im2col matrices.
+    /// Needs `wgrad` or `dgrad`; only fused training (`--fuse`) runs it.
+    #[serde(default)]
+    pub per_model_conv: bool,
 }
 
 /// `--kernels` help of the commands that train.
@@ -42,10 +47,11 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward conv kernels), bn \
     (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad), tconv (bf16 convolutions on \
     tilings tuned for the model; with bf16), pool (average pooling as custom nodes), xgemm (the image's \
-    convolution as one explicit GEMM; with wgrad or dgrad)";
+    convolution as one explicit GEMM; with wgrad or dgrad), mconv (fused models' convolutions one model at a \
+    time on the single model's kernels; with wgrad or dgrad)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 7] = ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm"];
+const PARTS: [&str; 8] = ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv"];
 
 impl Kernels {
     /// burn's stock modules everywhere (the reference).
@@ -57,6 +63,7 @@ impl Kernels {
         tuned_conv: false,
         custom_pool: false,
         explicit_gemm: false,
+        per_model_conv: false,
     };
     /// The fastest measured f32 combination: `wgrad+dgrad+bn+pool` (what `auto` runs on the CPU).
     pub const FAST: Kernels = Kernels {
@@ -74,7 +81,7 @@ impl Kernels {
     pub const FAST_BF16: Kernels =
         Kernels { bf16_activations: true, tuned_conv: true, explicit_gemm: true, ..Kernels::FAST };
 
-    fn parts(self) -> [bool; 7] {
+    fn parts(self) -> [bool; 8] {
         [
             self.gemm_weight_grad,
             self.flipped_input_grad,
@@ -83,6 +90,7 @@ impl Kernels {
             self.tuned_conv,
             self.custom_pool,
             self.explicit_gemm,
+            self.per_model_conv,
         ]
     }
 
@@ -114,8 +122,16 @@ impl std::str::FromStr for Kernels {
             "fast-bf16" => return Ok(Kernels::FAST_BF16),
             _ => {}
         }
-        let mut on = [false; 7];
+        let mut on = [false; 8];
         for part in s.split('+') {
+            // A named set among the parts stands for its own parts (`fast-bf16+mconv`).
+            if let Some(named) = [("fast", Kernels::FAST), ("fast-bf16", Kernels::FAST_BF16)]
+                .into_iter()
+                .find_map(|(name, set)| (name == part).then_some(set))
+            {
+                on.iter_mut().zip(named.parts()).for_each(|(on, part)| *on |= part);
+                continue;
+            }
             let i = PARTS.iter().position(|p| *p == part).ok_or_else(|| {
                 format!(
                     "unknown kernel part {part:?} in {s:?} (expected stock, fast, fast-bf16, or {} joined by +)",
@@ -132,6 +148,7 @@ impl std::str::FromStr for Kernels {
             tuned_conv,
             custom_pool,
             explicit_gemm,
+            per_model_conv,
         ] = on;
         let kernels = Kernels {
             gemm_weight_grad,
@@ -141,9 +158,15 @@ impl std::str::FromStr for Kernels {
             tuned_conv,
             custom_pool,
             explicit_gemm,
+            per_model_conv,
         };
         if explicit_gemm && !kernels.custom_conv() {
             return Err(format!("{s:?}: xgemm is a path of the custom convolution: it needs wgrad or dgrad"));
+        }
+        if per_model_conv && !kernels.custom_conv() {
+            return Err(format!(
+                "{s:?}: mconv runs the custom convolution per model: it needs wgrad or dgrad"
+            ));
         }
         if tuned_conv && !bf16_activations {
             return Err(format!("{s:?}: tconv tunes the bf16 convolutions: it needs the bf16 part"));
@@ -240,6 +263,8 @@ mod tests {
             "wgrad+dgrad+bn+bf16+tconv+pool",
             "pool",
             "wgrad+dgrad+bn+bf16+tconv+pool+xgemm",
+            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm+mconv",
+            "wgrad+bn+mconv",
         ] {
             let kernels: Kernels = name.parse().unwrap();
             assert_eq!(kernels.to_string(), name);
@@ -251,6 +276,9 @@ mod tests {
             "wgrad+dgrad+bn+bf16+tconv+pool+xgemm"
         );
         assert_eq!("bf16+bn+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bn+bf16");
+        let per_model = "fast-bf16+mconv".parse::<Kernels>().unwrap();
+        assert_eq!(per_model, Kernels { per_model_conv: true, ..Kernels::FAST_BF16 });
+        assert_eq!("fast+mconv".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool+mconv");
     }
 
     #[test]
@@ -263,6 +291,10 @@ mod tests {
         }
         let err = "wgrad+dgrad+bn+tconv".parse::<Kernels>().unwrap_err();
         assert!(err.contains("needs the bf16 part"), "{err}");
+        for without in ["mconv", "bn+mconv"] {
+            let err = without.parse::<Kernels>().unwrap_err();
+            assert!(err.contains("mconv") && err.contains("wgrad or dgrad"), "{err}");
+        }
         assert!("".parse::<Kernels>().is_err());
         assert!("auto".parse::<Kernels>().is_err(), "auto is a choice, not a set");
     }

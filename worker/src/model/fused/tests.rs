@@ -139,6 +139,16 @@ fn a_stacked_forward_and_backward_is_each_models_own() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// The same with each model's convolutions run one model at a time (`mconv`), the image's as
+/// an explicit GEMM or not.
+#[test]
+fn a_stacked_step_with_per_model_convolutions_is_each_models_own() {
+    for kernels in ["fast+mconv", "fast+xgemm+mconv"] {
+        let failures = stacked_step_mismatches::<B>(kernels.parse().unwrap(), 1e-4);
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+}
+
 /// The same on a GPU in f32. Needs a CUDA GPU: `cargo test -p worker -- --ignored cuda`.
 #[cfg(feature = "cuda")]
 #[test]
@@ -155,6 +165,17 @@ fn cuda_stacked_forward_and_backward_is_each_models_own() {
 #[ignore = "needs a CUDA GPU"]
 fn cuda_stacked_bf16_forward_and_backward_is_each_models_own() {
     let failures = stacked_step_mismatches::<crate::backend::CudaBackend>(Kernels::FAST_BF16, 5e-2);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The same with the per-model convolutions (`fast-bf16+mconv`: the single model's own
+/// kernels, so only summation order differs). Needs a CUDA GPU.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_stacked_per_model_forward_and_backward_is_each_models_own() {
+    let kernels = Kernels { per_model_conv: true, ..Kernels::FAST_BF16 };
+    let failures = stacked_step_mismatches::<crate::backend::CudaBackend>(kernels, 2e-2);
     assert!(failures.is_empty(), "{failures:#?}");
 }
 

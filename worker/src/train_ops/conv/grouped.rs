@@ -27,8 +27,9 @@ use super::ConvOps;
 use super::reference::{dtype_of, image_groups};
 use crate::train_ops::{Kernels, to_dtype, unwrap, wrap};
 
-/// The fused models' convolution layer: `groups` convolutions side by side, on the batched-GEMM
-/// node when `kernels` has a custom convolution part, burn's grouped `conv2d` otherwise.
+/// The fused models' convolution layer: `groups` convolutions side by side, one model at a time
+/// with `mconv` ([`super::per_model`]), else on the batched-GEMM node when `kernels` has a custom
+/// convolution part, burn's grouped `conv2d` otherwise.
 pub fn grouped_conv3x3<B: ConvOps>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
@@ -36,9 +37,10 @@ pub fn grouped_conv3x3<B: ConvOps>(
     kernels: Kernels,
 ) -> Tensor<B, 4> {
     let (x, weight) = (unwrap(x), unwrap(weight));
-    wrap(match kernels.custom_conv() {
-        true => B::grouped_conv3x3(x, weight, groups),
-        false => by_burn_conv::<B>(x, weight, groups),
+    wrap(match (kernels.custom_conv(), kernels.per_model_conv) {
+        (true, true) => B::per_model_conv3x3(x, weight, groups, kernels),
+        (true, false) => B::grouped_conv3x3(x, weight, groups),
+        (false, _) => by_burn_conv::<B>(x, weight, groups),
     })
 }
 
@@ -121,7 +123,9 @@ fn input_grad<B: ConvOps>(dy: FloatTensor<B>, flipped: FloatTensor<B>, groups: u
 }
 
 /// Weight gradient (f32) `[G·C_out, C_in, 3, 3]` from the grouped im2col matrix and the output
-/// gradient: `dYᵀ · cols` per group, each split over image groups and summed in f32.
+/// gradient: `dYᵀ · cols` per group, each split over image groups and summed in f32
+/// ([`ConvOps::grouped_summed_matmul_to_f32`]: on CUDA the single model's matmul and group-sum
+/// kernel, in f32 as in bf16).
 pub fn weight_grad_by_gemm<B: ConvOps>(cols: Tensor<B, 2>, dy: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
     let [n, channels, h, w] = dy.dims();
     let (c_out, columns) = (channels / groups, cols.dims()[1]);
@@ -129,8 +133,7 @@ pub fn weight_grad_by_gemm<B: ConvOps>(cols: Tensor<B, 2>, dy: Tensor<B, 4>, gro
     let rows = n / splits * h * w;
     let dy = to_groups(dy, groups).reshape([groups * splits, rows, c_out]);
     let cols = cols.reshape([groups * splits, rows, columns]);
-    let dw = wrap::<B, 3>(B::matmul_to_f32(unwrap(dy.swap_dims(1, 2)), unwrap(cols)));
-    let dw = dw.reshape([groups, splits, c_out, columns]).sum_dim(1);
+    let dw = wrap::<B, 3>(B::grouped_summed_matmul_to_f32(unwrap(dy.swap_dims(1, 2)), unwrap(cols), groups));
     dw.reshape([groups, c_out, 3, 3, columns / 9]).permute([0, 1, 4, 2, 3]).reshape([
         groups * c_out,
         columns / 9,
@@ -201,9 +204,10 @@ mod tests {
 
     use super::*;
 
-    /// The node's output and gradients against autodiff through burn's grouped `conv2d`, on
-    /// backend `B`, within `tolerance` of each result's scale.
-    fn node_matches_burns_grouped_conv<B: ConvOps>(dtype: FloatDType, tolerance: f32) {
+    /// The node of `kernels` (batched GEMMs, or per model with `mconv`) against autodiff through
+    /// burn's grouped `conv2d`, on backend `B`: output and gradients within `tolerance` of each
+    /// result's scale, and the output without autodiff.
+    fn node_matches_burns_grouped_conv<B: ConvOps>(kernels: Kernels, dtype: FloatDType, tolerance: f32) {
         let device = Default::default();
         for (n, groups, c_in, c_out, size) in [(2, 3, 3, 4, 5), (4, 2, 8, 16, 8), (3, 4, 16, 8, 6)] {
             let x = Tensor::<B, 4>::random(
@@ -222,7 +226,7 @@ mod tests {
                 let x = Tensor::<Autodiff<B>, 4>::from_inner(to_dtype(x.clone(), dtype)).require_grad();
                 let w = Tensor::<Autodiff<B>, 4>::from_inner(weight.clone()).require_grad();
                 let y = match node {
-                    true => grouped_conv3x3(x.clone(), w.clone(), groups, Kernels::FAST),
+                    true => grouped_conv3x3(x.clone(), w.clone(), groups, kernels),
                     false => wrap(by_burn_conv::<Autodiff<B>>(unwrap(x.clone()), unwrap(w.clone()), groups)),
                 };
                 let grads =
@@ -230,9 +234,16 @@ mod tests {
                 let flat = |t: Tensor<B, 4>| to_dtype(t, FloatDType::F32).flatten::<1>(0, 3);
                 [flat(y.inner()), flat(x.grad(&grads).unwrap()), flat(w.grad(&grads).unwrap())]
             };
-            for (name, (got, want)) in
-                ["output", "input grad", "weight grad"].iter().zip(run(true).into_iter().zip(run(false)))
+            let inference = grouped_conv3x3(to_dtype(x.clone(), dtype), weight.clone(), groups, kernels);
+            let mut got = run(true).to_vec();
+            got.push(to_dtype(inference, FloatDType::F32).flatten::<1>(0, 3));
+            let want = run(false);
+            let want = [&want[0], &want[1], &want[2], &want[0]];
+            for (name, (got, want)) in ["output", "input grad", "weight grad", "inference output"]
+                .iter()
+                .zip(got.into_iter().zip(want))
             {
+                let want = want.clone();
                 let scale: f32 = want.clone().abs().max().into_scalar().elem();
                 let err: f32 = (got - want).abs().max().into_scalar().elem();
                 assert!(
@@ -245,7 +256,14 @@ mod tests {
 
     #[test]
     fn the_grouped_node_matches_burns_grouped_convolution() {
-        node_matches_burns_grouped_conv::<Flex>(FloatDType::F32, 1e-5);
+        node_matches_burns_grouped_conv::<Flex>(Kernels::FAST, FloatDType::F32, 1e-5);
+    }
+
+    #[test]
+    fn the_per_model_node_matches_burns_grouped_convolution() {
+        for kernels in ["fast+mconv", "fast+xgemm+mconv", "wgrad+bn+mconv"] {
+            node_matches_burns_grouped_conv::<Flex>(kernels.parse().unwrap(), FloatDType::F32, 1e-5);
+        }
     }
 
     /// The node's output and gradients on `B` for `x`, `weight` and the output gradient `dy`

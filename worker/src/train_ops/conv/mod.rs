@@ -21,6 +21,7 @@
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod grouped;
+pub mod per_model;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -83,6 +84,20 @@ pub trait ConvOps: Backend {
         unwrap(products.sum_dim(0).reshape([m, n]))
     }
 
+    /// [`Self::summed_matmul_to_f32`] for `sums` J runs of consecutive batches: `[J·S, M, K] ×
+    /// [J·S, K, N] → [J, M, N]`, run `j` the sum of products `j·S .. (j+1)·S` (the weight
+    /// gradients of J fused models, each split over S image groups). Default: the products
+    /// summed over each run by burn's ops; the CUDA backend sums them in one kernel.
+    fn grouped_summed_matmul_to_f32(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        sums: usize,
+    ) -> FloatTensor<Self> {
+        let products = wrap::<Self, 3>(Self::matmul_to_f32(lhs, rhs));
+        let [batches, m, n] = products.dims();
+        unwrap(products.reshape([sums, batches / sums, m, n]).sum_dim(1).reshape([sums, m, n]))
+    }
+
     /// The im2col matrix of a 3×3 "same" convolution (zero padding) of `x: [N, C, H, W]`:
     /// `[N·H·W, 9·C]` in `dtype`, columns ordered `(kh, kw, c)`. Default: a padded copy, nine
     /// slices and a stack through burn's ops; the CUDA backend runs one kernel.
@@ -104,6 +119,19 @@ pub trait ConvOps: Backend {
     /// ([`grouped`]).
     fn grouped_conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, groups: usize) -> FloatTensor<Self> {
         grouped::by_burn_conv::<Self>(x, weight, groups)
+    }
+
+    /// [`Self::grouped_conv3x3`] one model at a time on the single model's convolutions, as
+    /// `kernels` says ([`per_model`]). Default: each model's forward, the outputs side by side;
+    /// `Autodiff<B>` runs it as a node with each model's gradients as the single model's node
+    /// computes them.
+    fn per_model_conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        groups: usize,
+        kernels: Kernels,
+    ) -> FloatTensor<Self> {
+        per_model::forward_per_model::<Self>(x, weight, groups, kernels)
     }
 
     /// 3×3 "same" convolution (stride 1, padding 1) without bias of `x: [N, C_in, H, W]` by
@@ -139,6 +167,15 @@ impl<B: ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
 
     fn grouped_conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, groups: usize) -> FloatTensor<Self> {
         grouped::autodiff_grouped::<B, C>(x, weight, groups)
+    }
+
+    fn per_model_conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        groups: usize,
+        kernels: Kernels,
+    ) -> FloatTensor<Self> {
+        per_model::autodiff_per_model::<B, C>(x, weight, groups, kernels)
     }
 }
 

@@ -169,9 +169,9 @@ fn cuda_gradients_match_burn_conv2d() {
 }
 
 /// The bf16 → f32 matmul of the weight gradient (a transposed lhs view, as the node passes
-/// it) and its group sum against burn's f32 matmul of the same values, at a layer's group
-/// shapes, the image layer's included (27 f32 columns: pitched rows): `cargo test -p worker --
-/// --ignored cuda`.
+/// it) and its group sum (all groups, and per fused model) against burn's f32 matmul of the
+/// same values, at a layer's group shapes, the image layer's included (27 f32 columns: pitched
+/// rows): `cargo test -p worker -- --ignored cuda`.
 #[cfg(feature = "cuda")]
 #[test]
 #[ignore = "needs a CUDA GPU"]
@@ -199,7 +199,11 @@ fn cuda_bf16_matmul_to_f32_matches_the_f32_matmul() {
             mixed.reshape([groups * 64, columns]),
             full.clone().reshape([groups * 64, columns]),
         );
-        let summed = wrap::<B, 2>(B::summed_matmul_to_f32(unwrap(lhs), unwrap(rhs)));
-        assert_close("group sum", summed, full.sum_dim(0).reshape([64, columns]));
+        let summed = wrap::<B, 2>(B::summed_matmul_to_f32(unwrap(lhs.clone()), unwrap(rhs.clone())));
+        assert_close("group sum", summed, full.clone().sum_dim(0).reshape([64, columns]));
+        // Four fused models' weight gradients: each sums its own quarter of the groups.
+        let per_model = wrap::<B, 3>(B::grouped_summed_matmul_to_f32(unwrap(lhs), unwrap(rhs), 4));
+        let want = full.reshape([4, groups / 4, 64, columns]).sum_dim(1).reshape([4 * 64, columns]);
+        assert_close("sum per model", per_model.reshape([4 * 64, columns]), want);
     }
 }

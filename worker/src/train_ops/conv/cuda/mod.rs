@@ -48,7 +48,15 @@ impl ConvOps for Cuda {
     }
 
     fn summed_matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        summed_matmul::summed_matmul_to_f32::<_, f32, i32, u8>(lhs, rhs)
+        summed_matmul::summed_matmul_to_f32::<_, f32, i32, u8>(lhs, rhs, 1)
+    }
+
+    fn grouped_summed_matmul_to_f32(
+        lhs: FloatTensor<Self>,
+        rhs: FloatTensor<Self>,
+        sums: usize,
+    ) -> FloatTensor<Self> {
+        summed_matmul::summed_matmul_to_f32::<_, f32, i32, u8>(lhs, rhs, sums)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The weight gradient's split-K GEMM `Σ_g lhs[g]·rhs[g]` as one custom operation: burn's
 //! autotuned batched matmul (bf16 operands, f32 partial products `[G, M, N]`), then the group
-//! sum as one kernel.
+//! sum as one kernel (per model when J fused models' groups lie one after the other).
 //!
 //! burn's `sum_dim(0)` over the `[G, M, N]` partials (37.7 MB per layer at batch 512) took
 //! 40–60 µs per layer in the per-launch profile of an H100 (~20 µs of that the profiler's own
@@ -26,10 +26,11 @@ const CUBE_VECTORS: usize = 16;
 /// group of its vector.
 const GROUP_THREADS: usize = 16;
 
-/// `out[r, c] = Σ_g partials[g, r, c]` for the strided `partials` (`N` f32 per vector; strides
-/// in vectors, unit stride along `c`) into the contiguous `out` (`[R, C]`, `row_vectors` vectors
-/// per row): cube `b`, thread `(i, j)` adds the groups `j`, `j + Y`, … of output vector
-/// `b·X + i`, then row `j = 0` adds the cube's `Y` sums from shared memory.
+/// `out[s, r, c] = Σ_g partials[s·G + g, r, c]` for the strided `partials` (`N` f32 per vector;
+/// strides in vectors, unit stride along `c`) into the contiguous `out` (`[J, R, C]`,
+/// `row_vectors` vectors per row, `sum_vectors` per sum): cube `b`, thread `(i, j)` adds the
+/// groups `j`, `j + Y`, … of output vector `b·X + i`, then row `j = 0` adds the cube's `Y` sums
+/// from shared memory.
 #[cube(launch)]
 fn group_sum_kernel<N: Size>(
     partials: &Tensor<Vector<f32, N>>,
@@ -38,12 +39,15 @@ fn group_sum_kernel<N: Size>(
     group_stride: usize,
     row_stride: usize,
     row_vectors: usize,
+    sum_vectors: usize,
 ) {
     let v = CUBE_POS * CUBE_VECTORS + UNIT_POS_X as usize;
     let active = v < out.len();
     let mut sum = Vector::<f32, N>::new(0.0);
     if active {
-        let first = (v / row_vectors) * row_stride + v % row_vectors;
+        let s = v / sum_vectors;
+        let w = v % sum_vectors;
+        let first = s * groups * group_stride + (w / row_vectors) * row_stride + w % row_vectors;
         let mut g = UNIT_POS_Y as usize;
         while g < groups {
             sum += partials[g * group_stride + first];
@@ -61,16 +65,21 @@ fn group_sum_kernel<N: Size>(
     }
 }
 
-/// `[lhs [G, M, K], rhs [G, K, N]] → [M, N]` f32: the batched matmul, then [`group_sum_kernel`]
-/// over the products as they lie in memory. The matmul writes the products row-major, or
+/// `[lhs [J·G, M, K], rhs [J·G, K, N]] → [M, N]` (`shape` of rank 2, J = 1) or `[J, M, N]` f32:
+/// the batched matmul, then [`group_sum_kernel`] over the products as they lie in memory. The matmul writes the products row-major, or
 /// column-major when it computes the transposed problem (it does for the weight gradient's
 /// transposed `dYᵀ`), each group's block possibly pitched: the sum runs along the unit-stride
 /// axis and keeps that orientation (a transposed view, no copy). Products with no unit-stride
 /// axis are made contiguous first.
-fn launch<R: CubeRuntime>([lhs, rhs]: [CubeTensor<R>; 2], _: &Shape, dtype: DType) -> CubeTensor<R> {
+fn launch<R: CubeRuntime>([lhs, rhs]: [CubeTensor<R>; 2], shape: &Shape, dtype: DType) -> CubeTensor<R> {
+    let sums = match shape.num_dims() {
+        3 => shape.dims::<3>()[0],
+        _ => 1,
+    };
     let products = matmul(lhs, rhs, None, MatmulStrategy::default(), dtype)
         .unwrap_or_else(|err| panic!("no matmul kernel for these operands: {err:?}"));
-    let [groups, m, n] = products.meta.shape().dims::<3>();
+    let [batches, m, n] = products.meta.shape().dims::<3>();
+    let groups = batches / sums;
     let strides = products.meta.strides()[..].to_vec();
     // (rows, columns, row stride) of each group's block with unit-stride columns.
     let (products, transposed, rows, columns, row_stride) = match strides[..] {
@@ -86,9 +95,12 @@ fn launch<R: CubeRuntime>([lhs, rhs]: [CubeTensor<R>; 2], _: &Shape, dtype: DTyp
         })
         .unwrap_or(1);
     let client = products.client.clone();
-    let memory_shape = Shape::new([rows, columns]);
+    let memory_shape = match sums {
+        1 => Shape::new([rows, columns]),
+        _ => Shape::new([sums, rows, columns]),
+    };
     let out = empty_device_contiguous_dtype(client.clone(), products.device.clone(), memory_shape, dtype);
-    let cubes = (rows * columns / lanes).div_ceil(CUBE_VECTORS);
+    let cubes = (sums * rows * columns / lanes).div_ceil(CUBE_VECTORS);
     group_sum_kernel::launch::<R>(
         &client,
         CubeCount::Static(cubes as u32, 1, 1),
@@ -100,12 +112,23 @@ fn launch<R: CubeRuntime>([lhs, rhs]: [CubeTensor<R>; 2], _: &Shape, dtype: DTyp
         group_stride / lanes,
         row_stride / lanes,
         columns / lanes,
+        rows * columns / lanes,
     );
-    if transposed { permute(out, &[1, 0]) } else { out }
+    match (transposed, sums) {
+        (false, _) => out,
+        (true, 1) => permute(out, &[1, 0]),
+        (true, _) => permute(out, &[0, 2, 1]),
+    }
 }
 
-/// [`crate::train_ops::ConvOps::summed_matmul_to_f32`] on burn's fused CubeCL backends.
-pub fn summed_matmul_to_f32<R, F, I, BT>(lhs: FusionTensor<R>, rhs: FusionTensor<R>) -> FusionTensor<R>
+/// [`crate::train_ops::ConvOps::summed_matmul_to_f32`] (`sums` = 1: `[M, N]`) and
+/// [`crate::train_ops::ConvOps::grouped_summed_matmul_to_f32`] (`[sums, M, N]`) on burn's fused
+/// CubeCL backends.
+pub fn summed_matmul_to_f32<R, F, I, BT>(
+    lhs: FusionTensor<R>,
+    rhs: FusionTensor<R>,
+    sums: usize,
+) -> FusionTensor<R>
 where
     R: CubeRuntime,
     F: FloatElement,
@@ -114,5 +137,9 @@ where
 {
     let m = lhs.shape.dims::<3>()[1];
     let n = rhs.shape.dims::<3>()[2];
-    custom_op::<R, F, I, BT, 2>("summed_matmul_to_f32", [lhs, rhs], Shape::new([m, n]), DType::F32, launch)
+    let shape = match sums {
+        1 => Shape::new([m, n]),
+        _ => Shape::new([sums, m, n]),
+    };
+    custom_op::<R, F, I, BT, 2>("summed_matmul_to_f32", [lhs, rhs], shape, DType::F32, launch)
 }

@@ -2,11 +2,18 @@
 //! on random data, and optionally one whole epoch through the real data pipeline. Prints lines
 //! comparable with `bench/pytorch_peer.py`:
 //! `burn device=cuda:0 kernels=fast batch=512 img_per_s=5123.4 step_ms=99.94 pipelined_img_per_s=5301.2`.
+//! The same run times the validation forward and projects the experiment's protocol from both
+//! rates ([`protocol`]).
+
+pub mod protocol;
+#[cfg(test)]
+mod tests;
+mod trainee;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burn::optim::{GradientsParams, Optimizer};
+use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use sweep_proto::LossVariant;
@@ -15,11 +22,11 @@ use sweep_proto::domain::EpochMetrics;
 use crate::backend::{CpuBackend, open_runner};
 use crate::data::Cifar10;
 use crate::device::{DeviceChoice, panic_message};
-use crate::loss::variant_loss;
-use crate::model::{Cnn, CnnConfig, FusedCnn, FusionError, seeded_model};
-use crate::train_ops::adam::{ModuleAdam, StackedAdam};
+use crate::model::{Cnn, CnnConfig, seeded_model};
 use crate::train_ops::{Kernels, TrainBackend};
-use crate::training::{EpochSink, JobOutcome, TrainError, TrainJob, adam};
+use crate::training::{EpochSink, JobOutcome, TrainError, TrainJob};
+use protocol::Workload;
+use trainee::Trainee;
 
 /// What to time in the step benchmark.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +41,8 @@ pub struct StepBenchConfig {
     pub kernels: Kernels,
     /// Models trained as one fused step ([`FusedCnn`]; 1: a single job).
     pub fuse: usize,
+    /// Images in each timed validation forward.
+    pub eval_batch: usize,
     /// Sample the host side of the synced timed steps ([`crate::host_profile`]) and write the
     /// folded stacks here.
     pub host_profile: Option<std::path::PathBuf>,
@@ -61,6 +70,11 @@ pub struct StepBench {
     /// Wall time of another `step_times.len()` steps queued back to back with a single sync at
     /// the end: what an epoch loop (which never syncs per step) gets.
     pub pipelined_time: Duration,
+    /// Images in each validation batch (the epoch loop's).
+    pub eval_batch: usize,
+    /// Wall time of `step_times.len()` validation forwards (inference mode, one model) queued
+    /// back to back with one sync at the end, after as many untimed ones as warm-up.
+    pub eval_time: Duration,
     /// The summary of the host profile of the synced timed steps, when one was asked for.
     pub host_profile: Option<String>,
     /// Loss of the first and of the last step (summed over fused models). Every step trains on
@@ -98,6 +112,17 @@ impl StepBench {
             / self.pipelined_time.as_secs_f64().max(1e-12)
     }
 
+    /// Images per second validated (one model).
+    pub fn eval_images_per_sec(&self) -> f64 {
+        (self.eval_batch * self.step_times.len()) as f64 / self.eval_time.as_secs_f64().max(1e-12)
+    }
+
+    /// The experiment's protocol on this device at the pipelined training and the validation
+    /// rate, each job at this batch size and fused as here.
+    pub fn protocol_time(&self) -> Option<Duration> {
+        Workload::PROTOCOL.device_time(self.pipelined_images_per_sec(), self.eval_images_per_sec())
+    }
+
     /// Whether the loss fell over the run (and stayed finite).
     pub fn learns(&self) -> bool {
         self.last_loss.is_finite() && self.last_loss < self.first_loss
@@ -107,7 +132,8 @@ impl StepBench {
     pub fn line(&self) -> String {
         format!(
             "burn device={} kernels={} batch={} img_per_s={:.1} step_ms={:.2} host_ms={:.2} \
-             pipelined_img_per_s={:.1} loss_first={:.4} loss_last={:.4} host_fwd_bwd_opt_ms={} fuse={}",
+             pipelined_img_per_s={:.1} loss_first={:.4} loss_last={:.4} host_fwd_bwd_opt_ms={} fuse={} \
+             eval_img_per_s={:.1} protocol_min={:.1}",
             short_name(&self.device),
             self.kernels,
             self.batch_size,
@@ -119,6 +145,8 @@ impl StepBench {
             self.last_loss,
             self.median_host_phases().map(|p| format!("{:.2}", p.as_secs_f64() * 1e3)).join("/"),
             self.fuse,
+            self.eval_images_per_sec(),
+            self.protocol_time().map_or(f64::NAN, |t| t.as_secs_f64() / 60.0),
         )
     }
 }
@@ -168,6 +196,7 @@ fn time_steps<B: TrainBackend>(
             seeded_model::<B>(&cnn, seed, device).with_kernels(config.kernels).with_bn_group(config.bn_group)
         })
         .collect();
+    let evaluated = models[0].valid();
     let mut trainee = Trainee::new(models).map_err(|e| TrainError::InvalidJob(e.to_string()))?;
     let n = config.batch_size;
     let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
@@ -216,6 +245,7 @@ fn time_steps<B: TrainBackend>(
     sync()?;
     let pipelined_time = pipelined.elapsed();
     let last_loss = last_loss.map_or(f32::NAN, |loss| loss.into_scalar().elem());
+    let eval_time = time_validation::<B>(&evaluated, config.eval_batch, config.warmup, config.steps, device)?;
     Ok(StepBench {
         device: choice,
         kernels: config.kernels,
@@ -226,65 +256,38 @@ fn time_steps<B: TrainBackend>(
         host_phases,
         warmup_time,
         pipelined_time,
+        eval_batch: config.eval_batch,
+        eval_time,
         host_profile,
         first_loss,
         last_loss,
     })
 }
 
-/// What the step benchmark trains: one model, or several stacked as one ([`FusedCnn`]).
-// One value a run, moved once a step: boxing would only add an indirection.
-#[allow(clippy::large_enum_variant)]
-enum Trainee<B: TrainBackend> {
-    Single(Cnn<B>, ModuleAdam<B>),
-    Fused(FusedCnn<B>, StackedAdam<B>),
-}
-
-impl<B: TrainBackend> Trainee<B> {
-    fn new(models: Vec<Cnn<B>>) -> Result<Self, FusionError> {
-        if let [model] = models.as_slice() {
-            return Ok(Trainee::Single(model.clone(), adam().init::<B>()));
+/// Wall time of `steps` validation forwards of `batch` random images queued back to back, after
+/// `warmup` untimed ones (their shapes autotune on a cold cache).
+fn time_validation<B: TrainBackend>(
+    model: &Cnn<B::InnerBackend>,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    device: &B::Device,
+) -> Result<Duration, TrainError> {
+    let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
+    let images =
+        Tensor::<B::InnerBackend, 4>::random([batch, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
+    let mut started = Instant::now();
+    let mut last = None;
+    for step in 0..warmup.max(1) + steps {
+        if step == warmup.max(1) {
+            sync()?;
+            started = Instant::now();
         }
-        let fused = FusedCnn::stack(&models.iter().collect::<Vec<_>>())?;
-        let optim = adam().init::<B>();
-        let ids: Vec<_> = models.iter().map(FusedCnn::trainable_ids).collect();
-        let optim = StackedAdam::stack(&vec![&optim; models.len()], &ids, &fused.trainables());
-        Ok(Trainee::Fused(fused, optim))
+        last = Some(model.forward(images.clone()));
     }
-
-    /// One training step of every model on `images` and `labels` at learning rate 1e-3: the
-    /// summed loss and the host time of forward and loss, backward, and the optimizer update.
-    fn step(self, images: &Tensor<B, 4>, labels: &Tensor<B, 1, Int>) -> (Self, Tensor<B, 1>, [Duration; 3]) {
-        let started = Instant::now();
-        let loss = |logits| variant_loss(LossVariant::NormalLr1e3, logits, labels.clone());
-        match self {
-            Trainee::Single(model, mut optim) => {
-                let loss = loss(model.forward(images.clone()));
-                let forward = started.elapsed();
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                let backward = started.elapsed();
-                let model = optim.step(1e-3, model, grads);
-                let phases = [forward, backward - forward, started.elapsed() - backward];
-                (Trainee::Single(model, optim), loss.detach(), phases)
-            }
-            Trainee::Fused(mut model, mut optim) => {
-                let k = model.models();
-                let logits = model.forward(Tensor::cat(vec![images.clone(); k], 1));
-                let [_, n, classes] = logits.dims();
-                let total = (0..k)
-                    .map(|j| loss(logits.clone().narrow(0, j, 1).reshape([n, classes])))
-                    .reduce(|a, b| a.add(b))
-                    .expect("at least two models");
-                let forward = started.elapsed();
-                let grads = model.gradients(&mut total.backward());
-                let backward = started.elapsed();
-                let params = optim.step(model.trainables(), grads, &vec![1e-3; k]);
-                model.set_trainables(params);
-                let phases = [forward, backward - forward, started.elapsed() - backward];
-                (Trainee::Fused(model, optim), total.detach(), phases)
-            }
-        }
-    }
+    // Reading one value waits for the queue, as the epoch loop's totals do.
+    let _: f32 = last.map_or(0.0, |logits| logits.slice([0..1, 0..1]).into_scalar().elem());
+    Ok(started.elapsed())
 }
 
 struct LastEpoch(Option<EpochMetrics>);
@@ -317,81 +320,4 @@ pub fn bench_epoch(
         JobOutcome::Stopped { .. } => return Err(TrainError::Device("epoch bench stopped".into())),
     }
     sink.0.ok_or_else(|| TrainError::Device("no epoch metrics".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Three timed steps of one tiny model on four images.
-    fn tiny(kernels: Kernels) -> StepBenchConfig {
-        StepBenchConfig {
-            batch_size: 4,
-            steps: 2,
-            warmup: 1,
-            width_multiplier: 0.125,
-            bn_group: None,
-            kernels,
-            fuse: 1,
-            host_profile: None,
-        }
-    }
-
-    #[test]
-    fn step_bench_times_each_kernel_set_and_prints_a_parseable_line() {
-        let bf16: Kernels = "wgrad+dgrad+bn+bf16".parse().unwrap();
-        for kernels in [Kernels::STOCK, Kernels::FAST, bf16] {
-            let bench = bench_train_step(DeviceChoice::Cpu, tiny(kernels)).unwrap();
-            assert_eq!(bench.step_times.len(), 2);
-            assert_eq!(bench.host_times.len(), 2);
-            for ((host, step), phases) in
-                bench.host_times.iter().zip(&bench.step_times).zip(&bench.host_phases)
-            {
-                assert!(host <= step, "host time {host:?} is part of the step's {step:?}");
-                let phases: Duration = phases.iter().sum();
-                assert!(phases <= *host, "phases {phases:?} are part of the host time {host:?}");
-            }
-            assert!(bench.line().contains(" host_fwd_bwd_opt_ms="), "{}", bench.line());
-            assert!(bench.line().contains(" host_ms="), "{}", bench.line());
-            assert!(bench.images_per_sec() > 0.0 && bench.pipelined_images_per_sec() > 0.0);
-            // Five steps on one batch of four images: the loss falls on every path.
-            assert!(bench.learns(), "{kernels}: loss {} → {}", bench.first_loss, bench.last_loss);
-            assert!(line_has_losses(&bench.line()), "{}", bench.line());
-            let line = bench.line();
-            assert!(
-                line.starts_with(&format!("burn device=cpu kernels={kernels} batch=4 img_per_s=")),
-                "{line}"
-            );
-        }
-    }
-
-    #[test]
-    fn step_bench_fuses_models_and_counts_all_their_images() {
-        let config = StepBenchConfig { fuse: 3, ..tiny(Kernels::FAST) };
-        let bench = bench_train_step(DeviceChoice::Cpu, config.clone()).unwrap();
-        assert_eq!(bench.fuse, 3);
-        let per_step = bench.median_step().as_secs_f64();
-        assert!((bench.images_per_sec() - 12.0 / per_step).abs() < 1e-6 * bench.images_per_sec());
-        assert!(bench.learns(), "fused: loss {} → {}", bench.first_loss, bench.last_loss);
-        assert!(bench.line().ends_with(" fuse=3"), "{}", bench.line());
-        // Three models' summed loss, each near ln 10 at the start.
-        assert!((bench.first_loss - 3.0 * 10f32.ln()).abs() < 1.5, "{}", bench.first_loss);
-        let stock = StepBenchConfig { kernels: Kernels::STOCK, ..config };
-        let err = bench_train_step(DeviceChoice::Cpu, stock).unwrap_err();
-        assert!(matches!(&err, TrainError::InvalidJob(m) if m.contains("fused BatchNorm")), "{err}");
-    }
-
-    fn line_has_losses(line: &str) -> bool {
-        line.contains(" loss_first=") && line.contains(" loss_last=")
-    }
-
-    #[test]
-    fn step_bench_rejects_an_empty_run() {
-        for config in [
-            StepBenchConfig { batch_size: 0, ..tiny(Kernels::FAST) },
-            StepBenchConfig { fuse: 0, ..tiny(Kernels::FAST) },
-        ] {
-            assert!(matches!(bench_train_step(DeviceChoice::Cpu, config), Err(TrainError::InvalidJob(_))));
-        }
-    }
 }

@@ -1,0 +1,72 @@
+//! What the step benchmark trains: one model and its optimizer, or several stacked as one.
+
+use std::time::{Duration, Instant};
+
+use burn::optim::{GradientsParams, Optimizer};
+use burn::prelude::*;
+use sweep_proto::LossVariant;
+
+use crate::loss::variant_loss;
+use crate::model::{Cnn, FusedCnn, FusionError};
+use crate::train_ops::TrainBackend;
+use crate::train_ops::adam::{ModuleAdam, StackedAdam};
+use crate::training::adam;
+
+/// What the step benchmark trains: one model, or several stacked as one ([`FusedCnn`]).
+// One value a run, moved once a step: boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Trainee<B: TrainBackend> {
+    Single(Cnn<B>, ModuleAdam<B>),
+    Fused(FusedCnn<B>, StackedAdam<B>),
+}
+
+impl<B: TrainBackend> Trainee<B> {
+    pub(super) fn new(models: Vec<Cnn<B>>) -> Result<Self, FusionError> {
+        if let [model] = models.as_slice() {
+            return Ok(Trainee::Single(model.clone(), adam().init::<B>()));
+        }
+        let fused = FusedCnn::stack(&models.iter().collect::<Vec<_>>())?;
+        let optim = adam().init::<B>();
+        let ids: Vec<_> = models.iter().map(FusedCnn::trainable_ids).collect();
+        let optim = StackedAdam::stack(&vec![&optim; models.len()], &ids, &fused.trainables());
+        Ok(Trainee::Fused(fused, optim))
+    }
+
+    /// One training step of every model on `images` and `labels` at learning rate 1e-3: the
+    /// summed loss and the host time of forward and loss, backward, and the optimizer update.
+    pub(super) fn step(
+        self,
+        images: &Tensor<B, 4>,
+        labels: &Tensor<B, 1, Int>,
+    ) -> (Self, Tensor<B, 1>, [Duration; 3]) {
+        let started = Instant::now();
+        let loss = |logits| variant_loss(LossVariant::NormalLr1e3, logits, labels.clone());
+        match self {
+            Trainee::Single(model, mut optim) => {
+                let loss = loss(model.forward(images.clone()));
+                let forward = started.elapsed();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let backward = started.elapsed();
+                let model = optim.step(1e-3, model, grads);
+                let phases = [forward, backward - forward, started.elapsed() - backward];
+                (Trainee::Single(model, optim), loss.detach(), phases)
+            }
+            Trainee::Fused(mut model, mut optim) => {
+                let k = model.models();
+                let logits = model.forward(Tensor::cat(vec![images.clone(); k], 1));
+                let [_, n, classes] = logits.dims();
+                let total = (0..k)
+                    .map(|j| loss(logits.clone().narrow(0, j, 1).reshape([n, classes])))
+                    .reduce(|a, b| a.add(b))
+                    .expect("at least two models");
+                let forward = started.elapsed();
+                let grads = model.gradients(&mut total.backward());
+                let backward = started.elapsed();
+                let params = optim.step(model.trainables(), grads, &vec![1e-3; k]);
+                model.set_trainables(params);
+                let phases = [forward, backward - forward, started.elapsed() - backward];
+                (Trainee::Fused(model, optim), total.detach(), phases)
+            }
+        }
+    }
+}
