@@ -12,6 +12,7 @@ use sweep_proto::LossVariant;
 use sweep_proto::domain::{DataOptions, EpochMetrics};
 
 use crate::backend::open_runner_with;
+use crate::bench::protocol::Workload;
 use crate::bench::{StepBenchConfig, bench_epoch, bench_train_step, short_name};
 use crate::data::{Cifar10, DataArgs, DataError};
 use crate::device::{DeviceError, available_devices};
@@ -313,12 +314,13 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         let img_per_s = m.images_per_sec.unwrap_or(f64::NAN);
         writeln!(
             out,
-            "burn-epoch device={} batch={} img_per_s={:.1} train_s={:.2} epoch_s={:.2}",
+            "burn-epoch device={} batch={} img_per_s={:.1} train_s={:.2} epoch_s={:.2} protocol_min={:.1}",
             short_name(&device),
             args.batch_size,
             img_per_s,
             images / img_per_s,
-            m.wall_seconds
+            m.wall_seconds,
+            Workload::PROTOCOL.at_epoch_time(m.wall_seconds).map_or(f64::NAN, |t| t.as_secs_f64() / 60.0),
         )?;
     }
     Ok(())

@@ -29,6 +29,13 @@ impl Workload {
         let per_epoch = self.train_images as f64 / train_img_s + self.eval_images as f64 / eval_img_s;
         Some(Duration::from_secs_f64(self.job_epochs as f64 * per_epoch))
     }
+
+    /// The time of every job-epoch at one measured epoch's wall time (training and validation
+    /// through the real data pipeline); `None` for one that is not a positive number.
+    pub fn at_epoch_time(&self, epoch_seconds: f64) -> Option<Duration> {
+        (epoch_seconds > 0.0 && epoch_seconds.is_finite())
+            .then(|| Duration::from_secs_f64(self.job_epochs as f64 * epoch_seconds))
+    }
 }
 
 #[cfg(test)]
@@ -51,6 +58,15 @@ mod tests {
         let fast = w.device_time(2_000.0, 200.0).unwrap();
         assert_eq!(slow, Duration::from_secs(20));
         assert_eq!(fast, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_measured_epoch_counts_once_per_job_epoch() {
+        // 0.77 s an epoch (the protocol's jobs through the coordinator on an H200): 57.75 min.
+        let time = Workload::PROTOCOL.at_epoch_time(0.77).unwrap();
+        assert!((time.as_secs_f64() - 3_465.0).abs() < 1e-6, "{time:?}");
+        assert_eq!(Workload::PROTOCOL.at_epoch_time(0.0), None);
+        assert_eq!(Workload::PROTOCOL.at_epoch_time(f64::NAN), None);
     }
 
     #[test]
