@@ -1,14 +1,16 @@
-//! The convolution layer of fused models ([`crate::model::FusedCnn`]) one model at a time on
-//! the single model's kernels (the `mconv` kernel part).
+//! The convolution layer of fused models ([`crate::model::FusedCnn`]) with the forward and the
+//! input gradient one model at a time on the single model's kernels (the `mconv` kernel part).
 //!
 //! G models' activations lie side by side, `[N, G·C, H, W]` (channels-last in memory). Model
 //! g's channels are convolved as the single model's node convolves them: its kernel in the
-//! activations' dtype and flipped for the input gradient ([`ConvOps::conv_operands`]), forward
-//! and input gradient on [`ConvOps::conv3x3_nobias`] (with `tconv`, the tilings tuned for the
-//! model), the image's few channels as one explicit GEMM with `xgemm`, the weight gradient by
-//! split-K GEMM over its im2col matrix ([`super::reference::weight_grad`]); the G outputs go
-//! back side by side in one copy. Against [`super::grouped`]: G launches per convolution
-//! instead of one, and no nine-fold im2col matrix in the forward and the input gradient.
+//! activations' dtype and flipped for the input gradient ([`ConvOps::conv_operands`]), both
+//! passes on [`ConvOps::conv3x3_nobias`] (with `tconv`, the tilings tuned for the model); the
+//! G outputs go back side by side in one copy. The weight gradient needs an im2col matrix
+//! either way, so it stays [`super::grouped`]'s: one grouped im2col kernel and one batched
+//! split-K GEMM for all models, as does the image's few-channel layer with `xgemm` (one
+//! explicit batched GEMM, its matrix reused by the weight gradient). Against [`super::grouped`]:
+//! G launches per forward and input-gradient convolution instead of one, and no nine-fold
+//! im2col matrix in either.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -18,7 +20,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 
-use super::reference::{dtype_of, forward, forward_by_gemm, input_grad, weight_grad, weight_grad_of_cols};
+use super::grouped::{forward_by_gemm, weight_grad_by_gemm};
+use super::reference::{dtype_of, forward, input_grad};
 use super::{ConvOps, EXPLICIT_GEMM_CHANNELS};
 use crate::train_ops::{Kernels, unwrap, wrap};
 
@@ -43,44 +46,53 @@ fn side_by_side<B: Backend>(parts: Vec<FloatTensor<B>>) -> FloatTensor<B> {
     unwrap(Tensor::cat(parts, 3).permute([0, 3, 1, 2]))
 }
 
-/// Whether the layer's input (`c_in` channels a model) runs as one explicit GEMM.
-fn explicit(kernels: Kernels, c_in: usize) -> bool {
-    kernels.explicit_gemm && c_in < EXPLICIT_GEMM_CHANNELS
+/// Whether the layer (input `x: [N, G·C_in, H, W]`) runs as one explicit GEMM: the image's few
+/// channels with `xgemm`, as the single model's node decides.
+fn explicit<B: Backend>(x: &FloatTensor<B>, groups: usize, kernels: Kernels) -> bool {
+    kernels.explicit_gemm && wrap::<B, 4>(x.clone()).dims()[1] / groups < EXPLICIT_GEMM_CHANNELS
 }
 
-/// Inference: each model's convolution on the single model's forward, side by side.
+/// Each model's forward in `x`'s dtype, side by side; `operands[g]` is model g's kernel
+/// (cast to the dtype when it is not yet).
+fn forward_each<B: ConvOps>(
+    x: &FloatTensor<B>,
+    operands: Vec<FloatTensor<B>>,
+    tuned: bool,
+) -> FloatTensor<B> {
+    let groups = operands.len();
+    let outs =
+        operands.into_iter().enumerate().map(|(g, w)| forward::<B>(group::<B>(x, g, groups), w, None, tuned));
+    side_by_side::<B>(outs.collect())
+}
+
+/// Inference: the forward of [`autodiff_per_model`] without what the backward keeps.
 pub fn forward_per_model<B: ConvOps>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     groups: usize,
     kernels: Kernels,
 ) -> FloatTensor<B> {
-    let c_in = wrap::<B, 4>(x.clone()).dims()[1] / groups;
-    let outs = (0..groups)
-        .map(|g| {
-            let (x, w) = (group::<B>(&x, g, groups), kernel::<B>(&weight, g, groups));
-            match explicit(kernels, c_in) {
-                true => forward_by_gemm::<B>(x, w, None).0,
-                false => forward::<B>(x, w, None, kernels.tuned_conv),
-            }
-        })
-        .collect();
-    side_by_side::<B>(outs)
+    if explicit::<B>(&x, groups, kernels) {
+        return forward_by_gemm::<B>(x, weight, groups).0;
+    }
+    let operands = (0..groups).map(|g| kernel::<B>(&weight, g, groups)).collect();
+    forward_each::<B>(&x, operands, kernels.tuned_conv)
 }
 
 /// The backward node of [`ConvOps::per_model_conv3x3`].
 #[derive(Debug)]
 struct PerModelBackward {
     groups: usize,
-    kernels: Kernels,
+    tuned: bool,
 }
 
-/// What the backward needs: the input (for the weight gradient's im2col matrices, unless the
-/// forward kept them), each model's flipped kernel when the input takes a gradient.
+/// What the backward needs: the input when the weight gradient has to build its im2col
+/// matrix (or the input gradient has no flipped kernels), the matrix when the forward built
+/// it, each model's flipped kernel with `dgrad`.
 #[derive(Debug, Clone)]
 struct PerModelState<B: Backend> {
     x: Option<FloatTensor<B>>,
-    cols: Vec<FloatTensor<B>>,
+    cols: Option<FloatTensor<B>>,
     flipped: Vec<FloatTensor<B>>,
     weight: FloatTensor<B>,
 }
@@ -92,38 +104,28 @@ impl<B: ConvOps> Backward<B, 2> for PerModelBackward {
         let [node_x, node_weight] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let (groups, state) = (self.groups, ops.state);
+        let kept = || state.x.clone().expect("the input is kept for the gradients that need it");
         if let Some(node) = node_x {
-            let dx = (0..groups)
-                .map(|g| {
-                    let dy = group::<B>(&grad, g, groups);
-                    match state.flipped.get(g) {
-                        Some(flipped) => B::conv3x3_nobias(dy, flipped.clone(), self.kernels.tuned_conv),
-                        None => {
-                            let x = group::<B>(state.x.as_ref().expect("kept for the gradients"), g, groups);
-                            input_grad::<B>(x, kernel::<B>(&state.weight, g, groups), dy)
-                        }
-                    }
-                })
-                .collect();
-            grads.register::<B>(node.id, side_by_side::<B>(dx));
+            let dx = (0..groups).map(|g| {
+                let dy = group::<B>(&grad, g, groups);
+                match state.flipped.get(g) {
+                    Some(flipped) => B::conv3x3_nobias(dy, flipped.clone(), self.tuned),
+                    None => input_grad::<B>(
+                        group::<B>(&kept(), g, groups),
+                        kernel::<B>(&state.weight, g, groups),
+                        dy,
+                    ),
+                }
+            });
+            grads.register::<B>(node.id, side_by_side::<B>(dx.collect()));
         }
         if let Some(node) = node_weight {
-            let dw: Vec<Tensor<B, 4>> = (0..groups)
-                .map(|g| {
-                    let dy = wrap::<B, 4>(group::<B>(&grad, g, groups));
-                    match state.cols.get(g) {
-                        Some(cols) => {
-                            let c_in = wrap::<B, 4>(state.weight.clone()).dims()[1];
-                            weight_grad_of_cols::<B>(wrap(cols.clone()), dy, c_in)
-                        }
-                        None => {
-                            let x = state.x.as_ref().expect("kept for the gradients");
-                            weight_grad::<B>(wrap(group::<B>(x, g, groups)), dy)
-                        }
-                    }
-                })
-                .collect();
-            grads.register::<B>(node.id, unwrap(Tensor::cat(dw, 0)));
+            let cols = state
+                .cols
+                .clone()
+                .unwrap_or_else(|| B::im2col_3x3_grouped(kept(), groups, dtype_of::<B>(&grad)));
+            let dw = weight_grad_by_gemm::<B>(wrap(cols), wrap(grad), groups);
+            grads.register::<B>(node.id, unwrap(dw));
         }
     }
 }
@@ -135,7 +137,8 @@ pub(super) fn autodiff_per_model<B: ConvOps, C: CheckpointStrategy>(
     groups: usize,
     kernels: Kernels,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let prepared = PerModelBackward { groups, kernels }
+    let tuned = kernels.tuned_conv;
+    let prepared = PerModelBackward { groups, tuned }
         .prepare::<C>([x.node.clone(), weight.node.clone()])
         .compute_bound()
         .stateful();
@@ -148,28 +151,30 @@ pub(super) fn autodiff_per_model<B: ConvOps, C: CheckpointStrategy>(
     let (x_grad, weight_grad) = (!x.node.requirement.is_none(), !weight.node.requirement.is_none());
     let (x, weight) = (x.primitive, weight.primitive);
     let dtype = dtype_of::<B>(&x);
-    let c_in = wrap::<B, 4>(x.clone()).dims()[1] / groups;
-    let explicit = explicit(kernels, c_in);
-    let mut state = PerModelState { x: None, cols: Vec::new(), flipped: Vec::new(), weight: weight.clone() };
-    let mut outs = Vec::with_capacity(groups);
-    for g in 0..groups {
-        let (x_g, w_g) = (group::<B>(&x, g, groups), kernel::<B>(&weight, g, groups));
-        // With `dgrad` one kernel writes both operands, as the single model's node does.
-        let operand = (kernels.flipped_input_grad && x_grad).then(|| {
-            let [operand, flipped] = B::conv_operands(w_g.clone(), dtype);
+    let mut state = PerModelState { x: None, cols: None, flipped: Vec::new(), weight: weight.clone() };
+    let explicit = explicit::<B>(&x, groups, kernels);
+    let flipped = kernels.flipped_input_grad && x_grad;
+    // With `dgrad` one kernel writes both of a model's operands, as the single model's node does.
+    let operands: Vec<_> = (0..groups)
+        .filter(|_| flipped || !explicit)
+        .map(|g| {
+            let w = kernel::<B>(&weight, g, groups);
+            if !flipped {
+                return w;
+            }
+            let [operand, flipped] = B::conv_operands(w, dtype);
             state.flipped.push(flipped);
             operand
-        });
-        outs.push(match explicit {
-            true => {
-                let (out, cols) = forward_by_gemm::<B>(x_g, w_g, None);
-                state.cols.extend(weight_grad.then_some(cols));
-                out
-            }
-            false => forward::<B>(x_g, operand.unwrap_or(w_g), None, kernels.tuned_conv),
-        });
-    }
-    let needs_x = (weight_grad && !explicit) || (x_grad && state.flipped.is_empty());
+        })
+        .collect();
+    let out = if explicit {
+        let (out, cols) = forward_by_gemm::<B>(x.clone(), weight, groups);
+        state.cols = weight_grad.then_some(cols);
+        out
+    } else {
+        forward_each::<B>(&x, operands, tuned)
+    };
+    let needs_x = (weight_grad && state.cols.is_none()) || (x_grad && state.flipped.is_empty());
     state.x = needs_x.then_some(x);
-    prep.finish(state, side_by_side::<B>(outs))
+    prep.finish(state, out)
 }
