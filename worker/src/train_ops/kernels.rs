@@ -30,9 +30,9 @@ pub struct Kernels {
     /// im2col matrix, which its weight gradient reuses ([`super::conv`]). Needs `wgrad` or `dgrad`.
     #[serde(default)]
     pub explicit_gemm: bool,
-    /// Fused models' convolutions one model at a time on the single model's kernels
-    /// ([`super::conv`]'s `per_model`) instead of batched GEMMs over explicit im2col matrices.
-    /// Needs `wgrad` or `dgrad`; only fused training (`--fuse`) runs it.
+    /// Fused models' forward and input-gradient convolutions one model at a time on the single
+    /// model's kernels ([`super::conv`]'s `per_model`) instead of batched GEMMs over explicit
+    /// im2col matrices. Needs `wgrad` or `dgrad`; only fused training (`--fuse`) runs it.
     #[serde(default)]
     pub per_model_conv: bool,
 }
@@ -48,7 +48,8 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad), tconv (bf16 convolutions on \
     tilings tuned for the model; with bf16), pool (average pooling as custom nodes), xgemm (the image's \
     convolution as one explicit GEMM; with wgrad or dgrad), mconv (fused models' convolutions one model at a \
-    time on the single model's kernels; with wgrad or dgrad)";
+    time on the single model's kernels; with wgrad or dgrad); a named set among the parts stands for its own \
+    (fast-bf16+mconv)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
 const PARTS: [&str; 8] = ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv"];
