@@ -168,14 +168,14 @@ fn cuda_stacked_bf16_forward_and_backward_is_each_models_own() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// The same with the per-model convolutions (`fast-bf16+mconv`: the single model's own
-/// kernels, so only summation order differs). Needs a CUDA GPU.
+/// The same with the per-model convolutions (`fast-bf16+mconv`: the forward and input gradient
+/// on the single model's own kernels). Needs a CUDA GPU.
 #[cfg(feature = "cuda")]
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn cuda_stacked_per_model_forward_and_backward_is_each_models_own() {
     let kernels = Kernels { per_model_conv: true, ..Kernels::FAST_BF16 };
-    let failures = stacked_step_mismatches::<crate::backend::CudaBackend>(kernels, 2e-2);
+    let failures = stacked_step_mismatches::<crate::backend::CudaBackend>(kernels, 5e-2);
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
