@@ -221,8 +221,13 @@ fn run_alone(job: &TrainJob, sink: &mut Collect) -> Result<JobOutcome, TrainErro
     open_runner(DeviceChoice::Cpu, learnable()).unwrap().run(job, sink)
 }
 
-fn run_fused(jobs: &[TrainJob], sinks: &mut [Collect]) -> Vec<Result<JobOutcome, TrainError>> {
-    let mut runner = open_runner(DeviceChoice::Cpu, learnable()).unwrap();
+fn run_fused(
+    jobs: &[TrainJob],
+    sinks: &mut [Collect],
+    kernels: Kernels,
+) -> Vec<Result<JobOutcome, TrainError>> {
+    let config = RunnerConfig { kernels, ..RunnerConfig::default() };
+    let mut runner = open_runner_with(DeviceChoice::Cpu, learnable(), config).unwrap();
     let runs = jobs.iter().zip(sinks).map(|(job, sink)| FusedRun { job, checkpoints: None, sink }).collect();
     runner.run_fused(runs)
 }
@@ -242,9 +247,22 @@ fn assert_same_training(fused: &[EpochMetrics], alone: &[EpochMetrics], what: &s
 
 #[test]
 fn jobs_fused_in_one_step_train_as_they_train_alone() {
+    fused_jobs_train_as_they_train_alone(Kernels::FAST);
+}
+
+/// The same with the fused models' forward and input-gradient convolutions run one model at a
+/// time (`mconv`).
+#[test]
+fn jobs_fused_with_per_model_convolutions_train_as_they_train_alone() {
+    fused_jobs_train_as_they_train_alone(Kernels { per_model_conv: true, ..Kernels::FAST });
+}
+
+/// Three epochs of [`fusable_jobs`] trained as one group with `kernels` give each job the
+/// metrics and best epoch it gets alone (CPU default kernels).
+fn fused_jobs_train_as_they_train_alone(kernels: Kernels) {
     let jobs = fusable_jobs(3);
     let mut fused: Vec<Collect> = jobs.iter().map(|_| Collect::default()).collect();
-    let outcomes = run_fused(&jobs, &mut fused);
+    let outcomes = run_fused(&jobs, &mut fused, kernels);
     for ((job, sink), outcome) in jobs.iter().zip(&fused).zip(outcomes) {
         let mut alone = Collect::default();
         let alone_outcome = run_alone(job, &mut alone).unwrap();
@@ -274,7 +292,7 @@ fn a_fused_job_that_stops_or_does_not_fit_leaves_the_others_training() {
     // Polled before each of an epoch's four batches and once in validation: job 0 stops before
     // the second batch of its second epoch, in the middle of the group's epoch.
     sinks[0].stop_at_poll = Some(7);
-    let outcomes = run_fused(&jobs, &mut sinks);
+    let outcomes = run_fused(&jobs, &mut sinks, Kernels::FAST);
     assert_eq!(outcomes[0].as_ref().unwrap(), &JobOutcome::Stopped { epochs_done: 1 });
     assert_eq!(sinks[0].epochs.len(), 1);
     let err = outcomes[3].as_ref().unwrap_err();
