@@ -95,6 +95,16 @@ impl Kernels {
         ]
     }
 
+    /// The set a name stands for: `stock`, `fast` or `fast-bf16`.
+    fn named(name: &str) -> Option<Kernels> {
+        match name {
+            "stock" => Some(Kernels::STOCK),
+            "fast" => Some(Kernels::FAST),
+            "fast-bf16" => Some(Kernels::FAST_BF16),
+            _ => None,
+        }
+    }
+
     /// Whether the convolutions run as the custom node ([`super::conv`]) rather than burn's `Conv2d`.
     pub fn custom_conv(self) -> bool {
         self.gemm_weight_grad || self.flipped_input_grad
@@ -117,19 +127,14 @@ impl std::str::FromStr for Kernels {
     /// ReLU), `bf16` (bf16 activations; needs `bn` and `wgrad` or `dgrad`), `tconv` (tuned bf16
     /// convolutions; needs `bf16`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "stock" => return Ok(Kernels::STOCK),
-            "fast" => return Ok(Kernels::FAST),
-            "fast-bf16" => return Ok(Kernels::FAST_BF16),
-            _ => {}
+        if let Some(set) = Kernels::named(s) {
+            return Ok(set);
         }
         let mut on = [false; 8];
         for part in s.split('+') {
-            // A named set among the parts stands for its own parts (`fast-bf16+mconv`).
-            if let Some(named) = [("fast", Kernels::FAST), ("fast-bf16", Kernels::FAST_BF16)]
-                .into_iter()
-                .find_map(|(name, set)| (name == part).then_some(set))
-            {
+            // A named set among the parts stands for its own parts (`fast-bf16+mconv`); `stock`
+            // has none, so it is not a part.
+            if let Some(named) = Kernels::named(part).filter(|_| part != "stock") {
                 on.iter_mut().zip(named.parts()).for_each(|(on, part)| *on |= part);
                 continue;
             }

@@ -154,7 +154,13 @@ fn a_stacked_step_with_per_model_convolutions_is_each_models_own() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn cuda_stacked_forward_and_backward_is_each_models_own() {
-    let failures = stacked_step_mismatches::<crate::backend::CudaBackend>(Kernels::FAST, 1e-3);
+    assert_stacked_step_on_cuda(Kernels::FAST, 1e-3);
+}
+
+/// [`stacked_step_mismatches`] on the GPU with `kernels`: none within `tolerance`.
+#[cfg(feature = "cuda")]
+fn assert_stacked_step_on_cuda(kernels: Kernels, tolerance: f32) {
+    let failures = stacked_step_mismatches::<crate::backend::CudaBackend>(kernels, tolerance);
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -164,8 +170,7 @@ fn cuda_stacked_forward_and_backward_is_each_models_own() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn cuda_stacked_bf16_forward_and_backward_is_each_models_own() {
-    let failures = stacked_step_mismatches::<crate::backend::CudaBackend>(Kernels::FAST_BF16, 5e-2);
-    assert!(failures.is_empty(), "{failures:#?}");
+    assert_stacked_step_on_cuda(Kernels::FAST_BF16, 5e-2);
 }
 
 /// The same with the per-model convolutions (`fast-bf16+mconv`: the forward and input gradient
@@ -174,9 +179,7 @@ fn cuda_stacked_bf16_forward_and_backward_is_each_models_own() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn cuda_stacked_per_model_forward_and_backward_is_each_models_own() {
-    let kernels = Kernels { per_model_conv: true, ..Kernels::FAST_BF16 };
-    let failures = stacked_step_mismatches::<crate::backend::CudaBackend>(kernels, 5e-2);
-    assert!(failures.is_empty(), "{failures:#?}");
+    assert_stacked_step_on_cuda(Kernels { per_model_conv: true, ..Kernels::FAST_BF16 }, 5e-2);
 }
 
 /// Stacking and taking each model back out changes nothing: every parameter and running

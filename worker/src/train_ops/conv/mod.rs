@@ -202,6 +202,11 @@ pub fn conv3x3<B: ConvOps>(
 /// matrix (128 µs).
 const EXPLICIT_GEMM_CHANNELS: usize = 8;
 
+/// Whether a convolution with `c_in` input channels runs as one explicit GEMM under `kernels`.
+fn explicit_gemm(kernels: Kernels, c_in: usize) -> bool {
+    kernels.explicit_gemm && c_in < EXPLICIT_GEMM_CHANNELS
+}
+
 /// The backward node: gradients as `kernels` says; no bias gradient (it is exactly zero) when
 /// the output feeds a training-mode BatchNorm ([`ConvOps::conv3x3_same`]), so the optimizer
 /// leaves the bias as it is, as Adam would with a zero gradient.
@@ -276,8 +281,7 @@ fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
     let bias = (!feeds_batch_norm).then_some(bias.primitive);
     let tuned = kernels.tuned_conv;
     // The image's few channels: one explicit GEMM (see `forward_by_gemm`).
-    let few_channels = wrap::<B, 4>(x.primitive.clone()).dims()[1] < EXPLICIT_GEMM_CHANNELS;
-    let explicit = kernels.explicit_gemm && few_channels;
+    let explicit = explicit_gemm(kernels, wrap::<B, 4>(x.primitive.clone()).dims()[1]);
     let mut prep = match prepared {
         OpsKind::Tracked(prep) => prep,
         OpsKind::UnTracked(prep) => {

@@ -22,7 +22,7 @@ use burn::tensor::ops::FloatTensor;
 
 use super::grouped::{forward_by_gemm, weight_grad_by_gemm};
 use super::reference::{dtype_of, forward, input_grad};
-use super::{ConvOps, EXPLICIT_GEMM_CHANNELS};
+use super::{ConvOps, explicit_gemm};
 use crate::train_ops::{Kernels, unwrap, wrap};
 
 /// Channels `g·C .. (g+1)·C` of `t: [N, G·C, H, W]`.
@@ -49,7 +49,7 @@ fn side_by_side<B: Backend>(parts: Vec<FloatTensor<B>>) -> FloatTensor<B> {
 /// Whether the layer (input `x: [N, G·C_in, H, W]`) runs as one explicit GEMM: the image's few
 /// channels with `xgemm`, as the single model's node decides.
 fn explicit<B: Backend>(x: &FloatTensor<B>, groups: usize, kernels: Kernels) -> bool {
-    kernels.explicit_gemm && wrap::<B, 4>(x.clone()).dims()[1] / groups < EXPLICIT_GEMM_CHANNELS
+    explicit_gemm(kernels, wrap::<B, 4>(x.clone()).dims()[1] / groups)
 }
 
 /// Each model's forward in `x`'s dtype, side by side; `operands[g]` is model g's kernel
