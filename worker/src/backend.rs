@@ -27,6 +27,8 @@ pub fn open_runner_with(
     data: Arc<Cifar10>,
     config: RunnerConfig,
 ) -> Result<Box<dyn JobRunner>, TrainError> {
+    crate::train_ops::check_kernels(config.kernels, device)
+        .map_err(|reason| TrainError::Device(format!("{device}: {reason}")))?;
     match device {
         DeviceChoice::Cpu => {
             let runner = CnnRunner::<CpuBackend>::new(Default::default(), device, &data, config);

@@ -171,6 +171,8 @@ pub fn bench_train_step(device: DeviceChoice, config: StepBenchConfig) -> Result
     if config.batch_size == 0 || config.steps == 0 || config.fuse == 0 {
         return Err(TrainError::InvalidJob("batch size, steps and fused models must be at least 1".into()));
     }
+    crate::train_ops::check_kernels(config.kernels, device)
+        .map_err(|reason| TrainError::Device(format!("{device}: {reason}")))?;
     let run = move || match device {
         DeviceChoice::Cpu => time_steps::<CpuBackend>(&Default::default(), device, config),
         #[cfg(feature = "cuda")]

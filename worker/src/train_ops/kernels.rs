@@ -35,6 +35,21 @@ pub struct Kernels {
     /// im2col matrices. Needs `wgrad` or `dgrad`; only fused training (`--fuse`) runs it.
     #[serde(default)]
     pub per_model_conv: bool,
+    /// The bf16 convolutions (forward, flipped-kernel input gradient, weight gradient) on cuDNN,
+    /// loaded at run time (`super::conv`'s `cudnn`), ahead of `tconv`'s kernels. Needs `bf16`.
+    #[serde(default)]
+    pub cudnn_conv: bool,
+}
+
+/// Which kernels run the model's bf16 3×3 convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvEngine {
+    /// burn's autotuned `conv2d` (and the split-K GEMM weight gradient).
+    Burn,
+    /// cubek's kernels on tilings tuned for the model (`tconv`).
+    Tuned,
+    /// cuDNN (`cudnn`); shapes it does not take run as [`ConvEngine::Tuned`].
+    Cudnn,
 }
 
 /// `--kernels` help of the commands that train.
@@ -48,11 +63,12 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad), tconv (bf16 convolutions on \
     tilings tuned for the model; with bf16), pool (average pooling as custom nodes), xgemm (the image's \
     convolution as one explicit GEMM; with wgrad or dgrad), mconv (fused models' convolutions one model at a \
-    time on the single model's kernels; with wgrad or dgrad); a named set among the parts stands for its own \
-    (fast-bf16+mconv)";
+    time on the single model's kernels; with wgrad or dgrad), cudnn (the bf16 convolutions and their weight \
+    gradients on cuDNN, loaded at run time; with bf16); a named set among the parts stands for its own \
+    (fast-bf16+cudnn)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 8] = ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv"];
+const PARTS: [&str; 9] = ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn"];
 
 impl Kernels {
     /// burn's stock modules everywhere (the reference).
@@ -65,6 +81,7 @@ impl Kernels {
         custom_pool: false,
         explicit_gemm: false,
         per_model_conv: false,
+        cudnn_conv: false,
     };
     /// The fastest measured f32 combination: `wgrad+dgrad+bn+pool` (what `auto` runs on the CPU).
     pub const FAST: Kernels = Kernels {
@@ -82,7 +99,7 @@ impl Kernels {
     pub const FAST_BF16: Kernels =
         Kernels { bf16_activations: true, tuned_conv: true, explicit_gemm: true, ..Kernels::FAST };
 
-    fn parts(self) -> [bool; 8] {
+    fn parts(self) -> [bool; 9] {
         [
             self.gemm_weight_grad,
             self.flipped_input_grad,
@@ -92,6 +109,7 @@ impl Kernels {
             self.custom_pool,
             self.explicit_gemm,
             self.per_model_conv,
+            self.cudnn_conv,
         ]
     }
 
@@ -108,6 +126,15 @@ impl Kernels {
     /// Whether the convolutions run as the custom node ([`super::conv`]) rather than burn's `Conv2d`.
     pub fn custom_conv(self) -> bool {
         self.gemm_weight_grad || self.flipped_input_grad
+    }
+
+    /// The kernels of the bf16 convolutions.
+    pub fn conv_engine(self) -> ConvEngine {
+        match (self.cudnn_conv, self.tuned_conv) {
+            (true, _) => ConvEngine::Cudnn,
+            (false, true) => ConvEngine::Tuned,
+            (false, false) => ConvEngine::Burn,
+        }
     }
 }
 
@@ -130,7 +157,7 @@ impl std::str::FromStr for Kernels {
         if let Some(set) = Kernels::named(s) {
             return Ok(set);
         }
-        let mut on = [false; 8];
+        let mut on = [false; 9];
         for part in s.split('+') {
             // A named set among the parts stands for its own parts (`fast-bf16+mconv`); `stock`
             // has none, so it is not a part.
@@ -155,6 +182,7 @@ impl std::str::FromStr for Kernels {
             custom_pool,
             explicit_gemm,
             per_model_conv,
+            cudnn_conv,
         ] = on;
         let kernels = Kernels {
             gemm_weight_grad,
@@ -165,6 +193,7 @@ impl std::str::FromStr for Kernels {
             custom_pool,
             explicit_gemm,
             per_model_conv,
+            cudnn_conv,
         };
         if explicit_gemm && !kernels.custom_conv() {
             return Err(format!("{s:?}: xgemm is a path of the custom convolution: it needs wgrad or dgrad"));
@@ -176,6 +205,9 @@ impl std::str::FromStr for Kernels {
         }
         if tuned_conv && !bf16_activations {
             return Err(format!("{s:?}: tconv tunes the bf16 convolutions: it needs the bf16 part"));
+        }
+        if cudnn_conv && !bf16_activations {
+            return Err(format!("{s:?}: cudnn runs the bf16 convolutions: it needs the bf16 part"));
         }
         if bf16_activations && !(fused_batch_norm && kernels.custom_conv()) {
             return Err(format!(
@@ -249,6 +281,21 @@ impl std::fmt::Display for KernelChoice {
     }
 }
 
+/// Whether `kernels` can run on `device`: the `cudnn` part needs a CUDA device and the cuDNN
+/// library, which is loaded at run time.
+pub fn check_kernels(kernels: Kernels, device: DeviceChoice) -> Result<(), String> {
+    if !kernels.cudnn_conv {
+        return Ok(());
+    }
+    match device {
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(_) => super::conv::cudnn_library_version()
+            .map(|version| tracing::info!(version, "cuDNN runs the bf16 convolutions"))
+            .map_err(|reason| format!("kernel part cudnn: {reason}")),
+        _ => Err("kernel part cudnn: cuDNN runs on CUDA devices only".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +318,8 @@ mod tests {
             "wgrad+dgrad+bn+bf16+tconv+pool+xgemm",
             "wgrad+dgrad+bn+bf16+tconv+pool+xgemm+mconv",
             "wgrad+bn+mconv",
+            "wgrad+dgrad+bn+bf16+cudnn",
+            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm+cudnn",
         ] {
             let kernels: Kernels = name.parse().unwrap();
             assert_eq!(kernels.to_string(), name);
@@ -285,6 +334,21 @@ mod tests {
         let per_model = "fast-bf16+mconv".parse::<Kernels>().unwrap();
         assert_eq!(per_model, Kernels { per_model_conv: true, ..Kernels::FAST_BF16 });
         assert_eq!("fast+mconv".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool+mconv");
+        let cudnn = "fast-bf16+cudnn".parse::<Kernels>().unwrap();
+        assert_eq!(cudnn, Kernels { cudnn_conv: true, ..Kernels::FAST_BF16 });
+    }
+
+    #[test]
+    fn the_cudnn_part_is_refused_off_cuda_and_runs_ahead_of_the_tuned_tilings() {
+        let cudnn = "fast-bf16+cudnn".parse::<Kernels>().unwrap();
+        let err = check_kernels(cudnn, DeviceChoice::Cpu).unwrap_err();
+        assert!(err.contains("CUDA devices only"), "{err}");
+        assert_eq!(check_kernels(Kernels::FAST_BF16, DeviceChoice::Cpu), Ok(()));
+        // cuDNN comes before the tuned tilings, and they before burn's kernels.
+        assert_eq!("fast-bf16+cudnn".parse::<Kernels>().unwrap().conv_engine(), ConvEngine::Cudnn);
+        assert_eq!("dgrad+bn+bf16+cudnn".parse::<Kernels>().unwrap().conv_engine(), ConvEngine::Cudnn);
+        assert_eq!(Kernels::FAST_BF16.conv_engine(), ConvEngine::Tuned);
+        assert_eq!(Kernels::FAST.conv_engine(), ConvEngine::Burn);
     }
 
     #[test]
@@ -297,6 +361,8 @@ mod tests {
         }
         let err = "wgrad+dgrad+bn+tconv".parse::<Kernels>().unwrap_err();
         assert!(err.contains("needs the bf16 part"), "{err}");
+        let err = "fast+cudnn".parse::<Kernels>().unwrap_err();
+        assert!(err.contains("cudnn") && err.contains("needs the bf16 part"), "{err}");
         for without in ["mconv", "bn+mconv"] {
             let err = without.parse::<Kernels>().unwrap_err();
             assert!(err.contains("mconv") && err.contains("wgrad or dgrad"), "{err}");

@@ -29,7 +29,7 @@ pub use adam::AdamOps;
 pub use batch_norm::{BatchNormOps, NormConfig, NormInputs, NormOutputs, NormStatistics};
 pub use conv::ConvOps;
 pub use cross_entropy::CrossEntropyOps;
-pub use kernels::{BENCH_KERNELS_HELP, KERNELS_HELP, KernelChoice, Kernels};
+pub use kernels::{BENCH_KERNELS_HELP, ConvEngine, KERNELS_HELP, KernelChoice, Kernels, check_kernels};
 pub use pool::PoolOps;
 
 use burn::prelude::*;

@@ -182,6 +182,23 @@ fn cuda_stacked_per_model_forward_and_backward_is_each_models_own() {
     assert_stacked_step_on_cuda(Kernels { per_model_conv: true, ..Kernels::FAST_BF16 }, 5e-2);
 }
 
+/// The same with the library's grouped convolution (`cudnn`) for the layers it takes, in f32
+/// (on the CPU its calls are the references; the set's bf16 only matters to cuDNN).
+#[test]
+fn a_stacked_step_with_library_convolutions_is_each_models_own() {
+    let failures = stacked_step_mismatches::<B>(Kernels { cudnn_conv: true, ..Kernels::FAST }, 1e-4);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The same on cuDNN (`fast-bf16+cudnn`: one grouped convolution for all models per layer and
+/// pass, the single model's cuDNN convolutions alone). Needs a CUDA GPU and cuDNN.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU and cuDNN"]
+fn cuda_stacked_cudnn_forward_and_backward_is_each_models_own() {
+    assert_stacked_step_on_cuda("fast-bf16+cudnn".parse().unwrap(), 5e-2);
+}
+
 /// Stacking and taking each model back out changes nothing: every parameter and running
 /// statistic, bit for bit, under the model's own ids; updated trained values come back out as
 /// that model's.

@@ -27,15 +27,19 @@ use super::ConvOps;
 use super::reference::{dtype_of, image_groups};
 use crate::train_ops::{Kernels, to_dtype, unwrap, wrap};
 
-/// The fused models' convolution layer: `groups` convolutions side by side, one model at a time
-/// with `mconv` ([`super::per_model`]), else on the batched-GEMM node when `kernels` has a custom
-/// convolution part, burn's grouped `conv2d` otherwise.
+/// The fused models' convolution layer: `groups` convolutions side by side, as the library's
+/// grouped convolution where the `cudnn` part takes the layer ([`super::library`]), else one
+/// model at a time with `mconv` ([`super::per_model`]), else on the batched-GEMM node when
+/// `kernels` has a custom convolution part, burn's grouped `conv2d` otherwise.
 pub fn grouped_conv3x3<B: ConvOps>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
     groups: usize,
     kernels: Kernels,
 ) -> Tensor<B, 4> {
+    if super::library::takes(&weight, groups, kernels) {
+        return wrap(B::library_grouped_conv3x3(unwrap(x), unwrap(weight), groups));
+    }
     let (x, weight) = (unwrap(x), unwrap(weight));
     wrap(match (kernels.custom_conv(), kernels.per_model_conv) {
         (true, true) => B::per_model_conv3x3(x, weight, groups, kernels),
@@ -259,6 +263,22 @@ mod tests {
         node_matches_burns_grouped_conv::<Flex>(Kernels::FAST, FloatDType::F32, 1e-5);
     }
 
+    /// With `cudnn` the layers whose per-model channels are multiples of 8 (not the image's)
+    /// run as the library node; on the CPU its calls are the references.
+    #[test]
+    fn the_library_node_matches_burns_grouped_convolution() {
+        let cudnn: Kernels = "wgrad+dgrad+bn+bf16+cudnn".parse().unwrap();
+        let weight = |c_in: usize| Tensor::<Flex, 4>::zeros([2 * 16, c_in, 3, 3], &Default::default());
+        assert!(super::super::library::takes(&weight(8), 2, cudnn));
+        assert!(!super::super::library::takes(&weight(3), 2, cudnn), "the image's channels");
+        assert!(!super::super::library::takes(&weight(8), 2, Kernels::FAST_BF16));
+        node_matches_burns_grouped_conv::<Flex>(
+            Kernels { cudnn_conv: true, ..Kernels::FAST },
+            FloatDType::F32,
+            1e-5,
+        );
+    }
+
     #[test]
     fn the_per_model_node_matches_burns_grouped_convolution() {
         for kernels in ["fast+mconv", "fast+xgemm+mconv", "wgrad+bn+mconv"] {
@@ -271,7 +291,7 @@ mod tests {
     #[cfg(feature = "cuda")]
     fn node_results<B: ConvOps>(
         [x, weight, dy]: [&TensorData; 3],
-        groups: usize,
+        (groups, kernels): (usize, Kernels),
         dtype: FloatDType,
         channels_last: bool,
     ) -> [Vec<f32>; 3] {
@@ -287,7 +307,7 @@ mod tests {
             }
             false => Tensor::<B, 4>::from_data(dy.clone(), &device),
         };
-        let y = grouped_conv3x3(x.clone(), w.clone(), groups, Kernels::FAST);
+        let y = grouped_conv3x3(x.clone(), w.clone(), groups, kernels);
         let grads = (to_dtype(y.clone(), FloatDType::F32) * Tensor::from_inner(dy)).sum().backward();
         let values = |t: Tensor<B, 4>| to_dtype(t, FloatDType::F32).into_data().to_vec::<f32>().expect("f32");
         [values(y.inner()), values(x.grad(&grads).unwrap()), values(w.grad(&grads).unwrap())]
@@ -301,7 +321,7 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA GPU"]
     fn cuda_grouped_node_matches_the_cpu_node() {
-        node_on_the_gpu_matches_the_cpu(FloatDType::F32, 1e-3);
+        node_on_the_gpu_matches_the_cpu(Kernels::FAST, FloatDType::F32, 1e-3);
     }
 
     /// The same with bf16 activations (the fused step's), against the CPU node on the
@@ -310,11 +330,20 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA GPU"]
     fn cuda_grouped_bf16_node_matches_the_cpu_node() {
-        node_on_the_gpu_matches_the_cpu(FloatDType::BF16, 3e-2);
+        node_on_the_gpu_matches_the_cpu(Kernels::FAST, FloatDType::BF16, 3e-2);
+    }
+
+    /// The same on cuDNN's grouped convolution (`cudnn`; the 3-channel layer stays on the
+    /// batched GEMMs). Needs a CUDA GPU and cuDNN.
+    #[cfg(feature = "cuda")]
+    #[test]
+    #[ignore = "needs a CUDA GPU and cuDNN"]
+    fn cuda_grouped_cudnn_node_matches_the_cpu_node() {
+        node_on_the_gpu_matches_the_cpu("fast-bf16+cudnn".parse().unwrap(), FloatDType::BF16, 3e-2);
     }
 
     #[cfg(feature = "cuda")]
-    fn node_on_the_gpu_matches_the_cpu(dtype: FloatDType, tolerance: f32) {
+    fn node_on_the_gpu_matches_the_cpu(kernels: Kernels, dtype: FloatDType, tolerance: f32) {
         let device = Default::default();
         let mut failures = Vec::new();
         {
@@ -328,11 +357,19 @@ mod tests {
                 // The CPU node in f32 on bf16-rounded inputs: what the GPU's bf16 path computes.
                 let x_cpu =
                     Tensor::<Flex, 4>::from_data(x.clone(), &device).cast(dtype).cast(FloatDType::F32);
-                let want =
-                    node_results::<Flex>([&x_cpu.into_data(), &weight, &dy], groups, FloatDType::F32, false);
+                let want = node_results::<Flex>(
+                    [&x_cpu.into_data(), &weight, &dy],
+                    (groups, Kernels::FAST),
+                    FloatDType::F32,
+                    false,
+                );
                 for channels_last in [false, true] {
-                    let got =
-                        node_results::<burn_cuda::Cuda>([&x, &weight, &dy], groups, dtype, channels_last);
+                    let got = node_results::<burn_cuda::Cuda>(
+                        [&x, &weight, &dy],
+                        (groups, kernels),
+                        dtype,
+                        channels_last,
+                    );
                     for (name, (got, want)) in
                         ["output", "input grad", "weight grad"].iter().zip(got.iter().zip(&want))
                     {

@@ -1,8 +1,9 @@
 //! 3×3 "same" convolution (stride 1, with bias) as a custom autodiff node whose weight gradient
 //! is a batched GEMM.
 //!
-//! Forward and input gradient run on burn's implicit-GEMM kernels, or with `tconv` on tilings
-//! tuned for the model ([`ConvOps::conv3x3_nobias`]); with `xgemm` the image's few-channel
+//! Forward and input gradient run on burn's implicit-GEMM kernels, with `tconv` on tilings
+//! tuned for the model, or with `cudnn` on cuDNN ([`ConvOps::conv3x3_nobias`], which then also
+//! takes the weight gradient: [`ConvOps::conv3x3_weight_grad`]); with `xgemm` the image's few-channel
 //! convolution is one explicit GEMM over its im2col matrix instead ([`reference::forward_by_gemm`]).
 //! The weight gradient `dW[o, i, kh, kw] = Σ_{n,y,x} dY[n, o, y, x] · Xpad[n, i, y+kh, x+kw]` is a
 //! GEMM with M×N = C_out × 9·C_in and K = N·H·W (up to 524,288): burn's kernel parallelises over
@@ -20,7 +21,10 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::cudnn::library_version as cudnn_library_version;
 pub mod grouped;
+pub mod library;
 pub mod per_model;
 pub mod reference;
 #[cfg(test)]
@@ -37,7 +41,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::ops::FloatTensor;
 
-use super::{Kernels, to_dtype, unwrap, wrap};
+use super::{ConvEngine, Kernels, to_dtype, unwrap, wrap};
 use reference::{
     bias_grad, dtype_of, forward, forward_by_gemm, input_grad, stock_weight_grad, weight_grad,
     weight_grad_of_cols,
@@ -64,7 +68,7 @@ pub trait ConvOps: Backend {
         feeds_batch_norm: bool,
     ) -> FloatTensor<Self> {
         let _ = (kernels, feeds_batch_norm); // inference: always with the bias
-        reference::forward::<Self>(x, weight, Some(bias), false)
+        reference::forward::<Self>(x, weight, Some(bias), ConvEngine::Burn)
     }
 
     /// Batched matmul `[B, M, K] × [B, K, N] → [B, M, N]` accumulated and returned in f32
@@ -134,12 +138,72 @@ pub trait ConvOps: Backend {
         per_model::forward_per_model::<Self>(x, weight, groups, kernels)
     }
 
+    /// `groups` G convolutions side by side as the library's grouped convolution (the `cudnn`
+    /// part's fused path, [`library`]): `x: [N, G·C_in, H, W]`, `weight: [G·C_out, C_in, 3, 3]`
+    /// (f32, cast to `x`'s dtype). Default: [`Self::library_grouped_forward`]; `Autodiff<B>`
+    /// runs it as a node of the three library calls.
+    fn library_grouped_conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        let operand = unwrap(to_dtype(wrap::<Self, 4>(weight), dtype_of::<Self>(&x)));
+        Self::library_grouped_forward(x, operand, groups)
+    }
+
+    /// The forward of [`Self::library_grouped_conv3x3`] by `operand: [G·C_out, C_in, 3, 3]` in
+    /// `x`'s dtype. Default: burn's grouped `conv2d`; the CUDA backend: cuDNN (bf16).
+    fn library_grouped_forward(
+        x: FloatTensor<Self>,
+        operand: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        grouped::by_burn_conv::<Self>(x, operand, groups)
+    }
+
+    /// The input gradient of [`Self::library_grouped_forward`] from `dy: [N, G·C_out, H, W]`.
+    /// Default: [`library::input_grad_by_flipped`]; the CUDA backend: cuDNN.
+    fn library_grouped_input_grad(
+        dy: FloatTensor<Self>,
+        operand: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        library::input_grad_by_flipped::<Self>(dy, operand, groups)
+    }
+
+    /// The weight gradient of [`Self::library_grouped_forward`], f32 `[G·C_out, C_in, 3, 3]`.
+    /// Default: [`library::weight_grad_by_im2col`]; the CUDA backend: cuDNN.
+    fn library_grouped_weight_grad(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        library::weight_grad_by_im2col::<Self>(x, dy, groups)
+    }
+
     /// 3×3 "same" convolution (stride 1, padding 1) without bias of `x: [N, C_in, H, W]` by
-    /// `weight: [C_out, C_in, 3, 3]` of the same dtype. Default: burn's `conv2d`; with `tuned`,
-    /// the CUDA backend runs bf16 convolutions on tilings tuned for the model's shapes.
-    fn conv3x3_nobias(x: FloatTensor<Self>, weight: FloatTensor<Self>, tuned: bool) -> FloatTensor<Self> {
-        let _ = tuned;
+    /// `weight: [C_out, C_in, 3, 3]` of the same dtype. Default: burn's `conv2d`; the CUDA
+    /// backend runs bf16 convolutions on the `engine`'s kernels.
+    fn conv3x3_nobias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        engine: ConvEngine,
+    ) -> FloatTensor<Self> {
+        let _ = engine;
         Self::conv2d(x, weight, None, reference::same_3x3())
+    }
+
+    /// Weight gradient, f32 `[C_out, C_in, 3, 3]`, of a 3×3 "same" convolution of `x: [N, C_in,
+    /// H, W]` whose output gradient is `dy: [N, C_out, H, W]` (both in the convolution's dtype).
+    /// Default: the split-K GEMM over image groups ([`reference::weight_grad`]); with
+    /// [`ConvEngine::Cudnn`] the CUDA backend asks cuDNN for bf16 operands.
+    fn conv3x3_weight_grad(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        engine: ConvEngine,
+    ) -> FloatTensor<Self> {
+        let _ = engine;
+        unwrap(weight_grad::<Self>(wrap(x), wrap(dy)))
     }
 
     /// A convolution's f32 `weight: [C_out, C_in, 3, 3]` as the operands of its forward and
@@ -176,6 +240,14 @@ impl<B: ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
         kernels: Kernels,
     ) -> FloatTensor<Self> {
         per_model::autodiff_per_model::<B, C>(x, weight, groups, kernels)
+    }
+
+    fn library_grouped_conv3x3(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        library::autodiff_library::<B, C>(x, weight, groups)
     }
 }
 
@@ -243,7 +315,7 @@ impl<B: ConvOps> Backward<B, 3> for Conv3x3Backward {
             // dX[i, p, q] = Σ_{o, kh, kw} W[o, i, 2−kh, 2−kw] · dYpad[o, p+kh, q+kw]: the forward
             // convolution of dY by the flipped kernel.
             let dx = match state.flipped {
-                Some(flipped) => B::conv3x3_nobias(grad.clone(), flipped, self.kernels.tuned_conv),
+                Some(flipped) => B::conv3x3_nobias(grad.clone(), flipped, self.kernels.conv_engine()),
                 None => input_grad::<B>(x.clone(), weight.clone(), grad.clone()),
             };
             grads.register::<B>(node.id, dx);
@@ -255,8 +327,8 @@ impl<B: ConvOps> Backward<B, 3> for Conv3x3Backward {
             let c_in = wrap::<B, 4>(x.clone()).dims()[1];
             let dw = if let Some(cols) = state.cols {
                 weight_grad_of_cols::<B>(wrap(cols), wrap(grad), c_in)
-            } else if self.kernels.gemm_weight_grad {
-                weight_grad::<B>(wrap(x), wrap(grad))
+            } else if self.kernels.gemm_weight_grad || self.kernels.cudnn_conv {
+                wrap(B::conv3x3_weight_grad(x, grad, self.kernels.conv_engine()))
             } else {
                 stock_weight_grad::<B>(x, weight, grad)
             };
@@ -279,13 +351,13 @@ fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
         .stateful();
     // Ahead of the BatchNorm node the bias is left to it (see `ConvOps::conv3x3_same`).
     let bias = (!feeds_batch_norm).then_some(bias.primitive);
-    let tuned = kernels.tuned_conv;
+    let engine = kernels.conv_engine();
     // The image's few channels: one explicit GEMM (see `forward_by_gemm`).
     let explicit = explicit_gemm(kernels, wrap::<B, 4>(x.primitive.clone()).dims()[1]);
     let mut prep = match prepared {
         OpsKind::Tracked(prep) => prep,
         OpsKind::UnTracked(prep) => {
-            return prep.finish(forward::<B>(x.primitive, weight.primitive, bias, tuned));
+            return prep.finish(forward::<B>(x.primitive, weight.primitive, bias, engine));
         }
     };
     let mut state =
@@ -302,9 +374,9 @@ fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
     } else if kernels.flipped_input_grad {
         let [operand, flipped] = B::conv_operands(weight.primitive, dtype);
         state.flipped = Some(flipped);
-        forward::<B>(x.primitive, operand, bias, tuned)
+        forward::<B>(x.primitive, operand, bias, engine)
     } else {
-        forward::<B>(x.primitive, weight.primitive, bias, tuned)
+        forward::<B>(x.primitive, weight.primitive, bias, engine)
     };
     prep.finish(state, out)
 }

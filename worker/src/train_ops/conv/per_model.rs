@@ -4,7 +4,7 @@
 //! G models' activations lie side by side, `[N, G·C, H, W]` (channels-last in memory). Model
 //! g's channels are convolved as the single model's node convolves them: its kernel in the
 //! activations' dtype and flipped for the input gradient ([`ConvOps::conv_operands`]), both
-//! passes on [`ConvOps::conv3x3_nobias`] (with `tconv`, the tilings tuned for the model); the
+//! passes on [`ConvOps::conv3x3_nobias`] (on the kernel set's engine: `tconv`'s tilings, cuDNN); the
 //! G outputs go back side by side in one copy. The weight gradient needs an im2col matrix
 //! either way, so it stays [`super::grouped`]'s: one grouped im2col kernel and one batched
 //! split-K GEMM for all models, as does the image's few-channel layer with `xgemm` (one
@@ -23,7 +23,7 @@ use burn::tensor::ops::FloatTensor;
 use super::grouped::{forward_by_gemm, weight_grad_by_gemm};
 use super::reference::{dtype_of, forward, input_grad};
 use super::{ConvOps, explicit_gemm};
-use crate::train_ops::{Kernels, unwrap, wrap};
+use crate::train_ops::{ConvEngine, Kernels, unwrap, wrap};
 
 /// Channels `g·C .. (g+1)·C` of `t: [N, G·C, H, W]`.
 fn group<B: Backend>(t: &FloatTensor<B>, g: usize, groups: usize) -> FloatTensor<B> {
@@ -57,11 +57,13 @@ fn explicit<B: Backend>(x: &FloatTensor<B>, groups: usize, kernels: Kernels) -> 
 fn forward_each<B: ConvOps>(
     x: &FloatTensor<B>,
     operands: Vec<FloatTensor<B>>,
-    tuned: bool,
+    engine: ConvEngine,
 ) -> FloatTensor<B> {
     let groups = operands.len();
-    let outs =
-        operands.into_iter().enumerate().map(|(g, w)| forward::<B>(group::<B>(x, g, groups), w, None, tuned));
+    let outs = operands
+        .into_iter()
+        .enumerate()
+        .map(|(g, w)| forward::<B>(group::<B>(x, g, groups), w, None, engine));
     side_by_side::<B>(outs.collect())
 }
 
@@ -76,14 +78,14 @@ pub fn forward_per_model<B: ConvOps>(
         return forward_by_gemm::<B>(x, weight, groups).0;
     }
     let operands = (0..groups).map(|g| kernel::<B>(&weight, g, groups)).collect();
-    forward_each::<B>(&x, operands, kernels.tuned_conv)
+    forward_each::<B>(&x, operands, kernels.conv_engine())
 }
 
 /// The backward node of [`ConvOps::per_model_conv3x3`].
 #[derive(Debug)]
 struct PerModelBackward {
     groups: usize,
-    tuned: bool,
+    engine: ConvEngine,
 }
 
 /// What the backward needs: the input when the weight gradient has to build its im2col
@@ -109,7 +111,7 @@ impl<B: ConvOps> Backward<B, 2> for PerModelBackward {
             let dx = (0..groups).map(|g| {
                 let dy = group::<B>(&grad, g, groups);
                 match state.flipped.get(g) {
-                    Some(flipped) => B::conv3x3_nobias(dy, flipped.clone(), self.tuned),
+                    Some(flipped) => B::conv3x3_nobias(dy, flipped.clone(), self.engine),
                     None => input_grad::<B>(
                         group::<B>(&kept(), g, groups),
                         kernel::<B>(&state.weight, g, groups),
@@ -137,8 +139,8 @@ pub(super) fn autodiff_per_model<B: ConvOps, C: CheckpointStrategy>(
     groups: usize,
     kernels: Kernels,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let tuned = kernels.tuned_conv;
-    let prepared = PerModelBackward { groups, tuned }
+    let engine = kernels.conv_engine();
+    let prepared = PerModelBackward { groups, engine }
         .prepare::<C>([x.node.clone(), weight.node.clone()])
         .compute_bound()
         .stateful();
@@ -172,7 +174,7 @@ pub(super) fn autodiff_per_model<B: ConvOps, C: CheckpointStrategy>(
         state.cols = weight_grad.then_some(cols);
         out
     } else {
-        forward_each::<B>(&x, operands, tuned)
+        forward_each::<B>(&x, operands, engine)
     };
     let needs_x = (weight_grad && state.cols.is_none()) || (x_grad && state.flipped.is_empty());
     state.x = needs_x.then_some(x);

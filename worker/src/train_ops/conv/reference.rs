@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode};
 
-use super::ConvOps;
+use super::{ConvEngine, ConvOps};
 use crate::train_ops::{to_dtype, unwrap, wrap};
 
 /// Rows (images × pixels) each GEMM of the weight gradient reduces over, at most. Measured on an
@@ -34,8 +34,8 @@ pub(super) fn dtype_of<B: Backend>(t: &FloatTensor<B>) -> FloatDType {
     t.dtype().into()
 }
 
-/// Forward convolution in `x`'s dtype (weight and bias cast to it), on the tuned kernels when
-/// `tuned` ([`ConvOps::conv3x3_nobias`]). burn 0.21's bf16 convolution kernels mishandle a bias
+/// Forward convolution in `x`'s dtype (weight and bias cast to it), on the `engine`'s kernels
+/// ([`ConvOps::conv3x3_nobias`]). burn 0.21's bf16 convolution kernels mishandle a bias
 /// (on an H100 its output came out 10 % off, and training with it stalled at loss ln 10 while
 /// the same step without the bias learned), so in any dtype but f32 the bias is added as a
 /// separate broadcast.
@@ -43,7 +43,7 @@ pub fn forward<B: ConvOps>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: Option<FloatTensor<B>>,
-    tuned: bool,
+    engine: ConvEngine,
 ) -> FloatTensor<B> {
     let dtype = dtype_of::<B>(&x);
     let weight = unwrap(to_dtype(wrap::<B, 4>(weight), dtype));
@@ -51,10 +51,10 @@ pub fn forward<B: ConvOps>(
     match bias {
         Some(bias) if dtype != FloatDType::F32 => {
             let c_out = bias.dims()[0];
-            let out = wrap::<B, 4>(B::conv3x3_nobias(x, weight, tuned));
+            let out = wrap::<B, 4>(B::conv3x3_nobias(x, weight, engine));
             unwrap(out + bias.reshape([1, c_out, 1, 1]))
         }
-        None => B::conv3x3_nobias(x, weight, tuned),
+        None => B::conv3x3_nobias(x, weight, engine),
         bias => B::conv2d(x, weight, bias.map(unwrap), same_3x3()),
     }
 }

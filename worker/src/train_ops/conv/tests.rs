@@ -150,6 +150,33 @@ fn flipped_kernel_input_gradient_matches_with_either_weight_gradient() {
     compare(3, 4, 5, [7, 6], "wgrad+dgrad");
 }
 
+/// With the `cudnn` part the node asks [`ConvOps::conv3x3_weight_grad`] for the weight gradient
+/// and passes the engine to the convolutions; on the CPU those are the references, so the node
+/// computes what it computes without the part.
+#[test]
+fn cudnn_part_routes_the_weight_gradient_through_its_hook() {
+    compare_on::<Flex>(4, 8, 8, [16, 16], "wgrad+dgrad+bn+bf16+cudnn", FloatDType::BF16);
+    compare_on::<Flex>(2, 8, 16, [6, 10], "dgrad+bn+bf16+cudnn", FloatDType::BF16);
+}
+
+/// The node on cuDNN (forward, flipped-kernel input gradient, weight gradient; bf16 operands)
+/// against burn's f32 conv2d on the CPU, at the model's channel counts and a block-1 layer's
+/// image size; needs `libcudnn` on the library path: `cargo test -p worker -- --ignored cuda`.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU and cuDNN"]
+fn cuda_cudnn_node_matches_burn_conv2d() {
+    type B = burn_cuda::Cuda;
+    let version = cudnn_library_version().expect("cuDNN loads");
+    assert!(version >= 8000, "cuDNN {version}");
+    let cudnn = "wgrad+dgrad+bn+bf16+cudnn";
+    compare_on::<B>(8, 64, 64, [16, 16], cudnn, FloatDType::BF16);
+    compare_on::<B>(4, 64, 128, [8, 8], cudnn, FloatDType::BF16);
+    compare_on::<B>(32, 64, 64, [32, 32], cudnn, FloatDType::BF16);
+    // Without `wgrad`: the weight gradient still comes from cuDNN, not burn's kernel.
+    compare_on::<B>(4, 128, 256, [8, 8], "dgrad+bn+bf16+cudnn", FloatDType::BF16);
+}
+
 /// The whole node on the GPU against burn's f32 conv2d on the CPU: f32 (the default, and an
 /// odd image shape), and bf16 inputs at the model's channel counts (64 → 64, 64 → 128), with
 /// a bias (added apart from burn's bf16 kernels: `forward`): `cargo test -p worker --

@@ -1,7 +1,9 @@
 //! The convolution's hooks on burn's CUDA backend: the im2col matrix ([`im2col`]), both
 //! convolution operands in one kernel ([`weights`]), the bf16 convolutions on tuned tilings
-//! ([`tuned`]), the weight gradient's bf16 → f32 matmul and its group sum ([`summed_matmul`]).
+//! ([`tuned`]) or on cuDNN ([`cudnn`]), the weight gradient's bf16 → f32 matmul and its group
+//! sum ([`summed_matmul`]).
 
+pub mod cudnn;
 pub mod im2col;
 pub mod summed_matmul;
 pub mod tuned;
@@ -16,14 +18,67 @@ use burn_cuda::Cuda;
 
 use super::{ConvOps, reference};
 use crate::train_ops::cube::{FusionTensor, custom_op};
-use crate::train_ops::{unwrap, wrap};
+use crate::train_ops::{ConvEngine, to_dtype, unwrap, wrap};
 
 impl ConvOps for Cuda {
-    fn conv3x3_nobias(x: FloatTensor<Self>, weight: FloatTensor<Self>, tuned: bool) -> FloatTensor<Self> {
-        if tuned && tuned::tunable(&x, &weight) {
-            tuned::conv3x3::<_, f32, i32, u8>(x, weight)
-        } else {
-            Self::conv2d(x, weight, None, reference::same_3x3())
+    fn conv3x3_nobias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        engine: ConvEngine,
+    ) -> FloatTensor<Self> {
+        match engine {
+            ConvEngine::Cudnn if cudnn::takes(&x, &weight) => cudnn::conv3x3(x, weight),
+            ConvEngine::Tuned | ConvEngine::Cudnn if tuned::tunable(&x, &weight) => {
+                tuned::conv3x3::<_, f32, i32, u8>(x, weight)
+            }
+            _ => Self::conv2d(x, weight, None, reference::same_3x3()),
+        }
+    }
+
+    fn conv3x3_weight_grad(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        engine: ConvEngine,
+    ) -> FloatTensor<Self> {
+        // cuDNN takes the gradient when it takes the convolution: `dy` has the kernel's C_out.
+        let cudnn = engine == ConvEngine::Cudnn && cudnn::takes_channels(&x, &dy);
+        if cudnn {
+            let dw = wrap::<Self, 4>(cudnn::weight_grad(x, dy));
+            return unwrap(to_dtype(dw, FloatDType::F32));
+        }
+        unwrap(reference::weight_grad::<Self>(wrap(x), wrap(dy)))
+    }
+
+    fn library_grouped_forward(
+        x: FloatTensor<Self>,
+        operand: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        match cudnn::takes_grouped(&x, &operand, groups) {
+            true => cudnn::grouped_conv3x3(x, operand, groups),
+            false => super::grouped::by_burn_conv::<Self>(x, operand, groups),
+        }
+    }
+
+    fn library_grouped_input_grad(
+        dy: FloatTensor<Self>,
+        operand: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        match cudnn::takes_grouped(&dy, &operand, groups) {
+            true => cudnn::grouped_input_grad(dy, operand, groups),
+            false => super::library::input_grad_by_flipped::<Self>(dy, operand, groups),
+        }
+    }
+
+    fn library_grouped_weight_grad(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        match cudnn::takes_channels(&x, &dy) && dy.dtype == DType::BF16 {
+            true => super::library::f32_grad::<Self>(cudnn::grouped_weight_grad(x, dy, groups)),
+            false => super::library::weight_grad_by_im2col::<Self>(x, dy, groups),
         }
     }
 

@@ -287,7 +287,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train_ops::{ConvOps, unwrap, wrap};
+    use crate::train_ops::{ConvEngine, ConvOps, unwrap, wrap};
     use burn::prelude::*;
     use burn::tensor::{Distribution, FloatDType};
 
@@ -315,8 +315,9 @@ mod tests {
             let w = Tensor::<B, 4>::random([c_out, c_in, 3, 3], Distribution::Normal(0.0, 0.05), &device)
                 .cast(FloatDType::BF16);
             assert!(tunable(&unwrap(x.clone()), &unwrap(w.clone())));
-            let tuned = wrap::<B, 4>(B::conv3x3_nobias(unwrap(x.clone()), unwrap(w.clone()), true));
-            let stock = wrap::<B, 4>(B::conv3x3_nobias(unwrap(x), unwrap(w), false));
+            let tuned =
+                wrap::<B, 4>(B::conv3x3_nobias(unwrap(x.clone()), unwrap(w.clone()), ConvEngine::Tuned));
+            let stock = wrap::<B, 4>(B::conv3x3_nobias(unwrap(x), unwrap(w), ConvEngine::Burn));
             assert_eq!(tuned.dims(), [n, c_out, hw, hw]);
             let [tuned, stock] = [tuned, stock].map(|t| t.cast(FloatDType::F32));
             let scale: f32 = stock.clone().abs().max().into_scalar();

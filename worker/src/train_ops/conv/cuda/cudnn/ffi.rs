@@ -1,0 +1,386 @@
+//! The cuDNN calls behind [`super`]: per thread and device one cuDNN handle, a workspace, and per
+//! convolution shape and pass the descriptors and the algorithm cuDNN's own benchmark picked.
+//! Everything `unsafe` about cuDNN lives in this module.
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{CStr, c_void};
+use std::ptr::null_mut;
+use std::sync::Arc;
+
+use cudarc::cudnn::sys;
+use cudarc::driver::CudaContext;
+use cudarc::driver::sys::CUstream;
+
+/// Bytes of the per-device workspace; the benchmark only considers algorithms that fit.
+const WORKSPACE_BYTES: usize = 256 << 20;
+/// Algorithms the benchmark times, at most.
+const CANDIDATES: usize = 8;
+
+/// `groups` 3×3 "same" convolutions (stride 1, padding 1) side by side: bf16 activations `[n,
+/// h, w, groups·c_in]` → `[n, h, w, groups·c_out]` and filter `[groups·c_out, 3, 3, c_in]`, all
+/// channels-last and contiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv3x3 {
+    pub n: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub h: usize,
+    pub w: usize,
+    pub groups: usize,
+}
+
+/// The pass a call computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pass {
+    /// `y = x ⋆ filter`: pointers `[x, filter, y]`.
+    Forward,
+    /// `filter_grad = Σ x ⋆ dy`: pointers `[x, dy, filter_grad]`.
+    FilterGrad,
+    /// `dx`, the gradient of the forward's `x`: pointers `[dy, filter, dx]`.
+    DataGrad,
+}
+
+/// cuDNN's version (`cudnnGetVersion`, e.g. 91400), or why the library cannot be loaded
+/// (cudarc panics when no `libcudnn` is on the library path).
+pub fn library_version() -> Result<usize, String> {
+    let probe = || {
+        // SAFETY: both only load the library and read a constant from it.
+        if unsafe { sys::is_culib_present() } { Ok(unsafe { sys::cudnnGetVersion() }) } else { Err(()) }
+    };
+    match crate::device::quiet_catch_unwind(probe) {
+        Ok(Ok(version)) => Ok(version),
+        Ok(Err(())) => Err("no libcudnn on the library path (LD_LIBRARY_PATH)".to_owned()),
+        Err(panic) => Err(format!("libcudnn could not be loaded ({panic})")),
+    }
+}
+
+/// Runs `pass` of `conv` on device `device` in `stream`, the stream on which every kernel
+/// queued before it has been issued: `pointers` as [`Pass`] lists them.
+///
+/// # Panics
+/// When cuDNN fails (no algorithm, a bad status): the convolution cannot be skipped, and the
+/// kernel part that asked for cuDNN was checked against the library when the runner opened.
+pub fn run(pass: Pass, conv: Conv3x3, [a, b, out]: [u64; 3], stream: CUstream, device: usize) {
+    STATES.with(|states| {
+        let mut states = states.borrow_mut();
+        let state = match states.entry(device) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                DeviceState::new(device).unwrap_or_else(|err| panic!("cuDNN on cuda:{device}: {err}")),
+            ),
+        };
+        state
+            .run(pass, conv, [a, b, out], stream)
+            .unwrap_or_else(|err| panic!("cuDNN {pass:?} {conv:?}: {err}"))
+    })
+}
+
+thread_local! {
+    static STATES: RefCell<HashMap<usize, DeviceState>> = RefCell::new(HashMap::new());
+}
+
+/// A device's handle, workspace and plans, on the thread that runs its convolutions.
+struct DeviceState {
+    context: Arc<CudaContext>,
+    handle: sys::cudnnHandle_t,
+    workspace: u64,
+    plans: HashMap<(Pass, Conv3x3), Plan>,
+}
+
+/// What a shape's pass needs at each call.
+struct Plan {
+    x: sys::cudnnTensorDescriptor_t,
+    y: sys::cudnnTensorDescriptor_t,
+    filter: sys::cudnnFilterDescriptor_t,
+    conv: sys::cudnnConvolutionDescriptor_t,
+    algorithm: Algorithm,
+}
+
+#[derive(Clone, Copy)]
+enum Algorithm {
+    Forward(sys::cudnnConvolutionFwdAlgo_t),
+    FilterGrad(sys::cudnnConvolutionBwdFilterAlgo_t),
+    DataGrad(sys::cudnnConvolutionBwdDataAlgo_t),
+}
+
+fn check(status: sys::cudnnStatus_t, what: &str) -> Result<(), String> {
+    if status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
+        return Ok(());
+    }
+    // SAFETY: cuDNN returns a static, NUL-terminated string for every status.
+    let text = unsafe { CStr::from_ptr(sys::cudnnGetErrorString(status)) };
+    Err(format!("{what}: {status:?} ({})", text.to_string_lossy()))
+}
+
+impl DeviceState {
+    fn new(device: usize) -> Result<Self, String> {
+        // The primary context, which CubeCL's CUDA runtime uses too.
+        let context = CudaContext::new(device).map_err(|e| format!("CUDA context: {e:?}"))?;
+        context.bind_to_thread().map_err(|e| format!("CUDA context: {e:?}"))?;
+        let mut handle = null_mut();
+        // SAFETY: `handle` is a valid out-pointer; the context is current on this thread.
+        check(unsafe { sys::cudnnCreate(&mut handle) }, "cudnnCreate")?;
+        // SAFETY: a plain device allocation, owned by this state for the life of the thread.
+        let workspace = unsafe { cudarc::driver::result::malloc_sync(WORKSPACE_BYTES) }
+            .map_err(|e| format!("workspace of {WORKSPACE_BYTES} bytes: {e:?}"))?;
+        Ok(DeviceState { context, handle, workspace, plans: HashMap::new() })
+    }
+
+    fn run(
+        &mut self,
+        pass: Pass,
+        conv: Conv3x3,
+        [a, b, out]: [u64; 3],
+        stream: CUstream,
+    ) -> Result<(), String> {
+        self.context.bind_to_thread().map_err(|e| format!("CUDA context: {e:?}"))?;
+        // SAFETY: `stream` is a live stream of this context (CubeCL's, for this thread).
+        check(unsafe { sys::cudnnSetStream(self.handle, stream as sys::cudaStream_t) }, "cudnnSetStream")?;
+        let (handle, workspace) = (self.handle, self.workspace as *mut c_void);
+        let plan = match self.plans.entry((pass, conv)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                // The benchmark writes `out` and reads the inputs: let what produced them finish.
+                // SAFETY: as above.
+                unsafe { cudarc::driver::result::stream::synchronize(stream) }
+                    .map_err(|e| format!("stream synchronize: {e:?}"))?;
+                // SAFETY: the pointers are device buffers of the sizes `conv` implies.
+                e.insert(unsafe { Plan::benchmarked(handle, pass, conv, [a, b, out], workspace) }?)
+            }
+        };
+        let (one, zero) = (1.0f32, 0.0f32);
+        let (alpha, beta) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
+        let [a, b, out] = [a, b, out].map(|p| p as *mut c_void);
+        // SAFETY: descriptors match the buffers (checked shapes and dtypes in `super`), the
+        // workspace holds `WORKSPACE_BYTES`, and the call is queued on `stream` after their producers.
+        let status = unsafe {
+            match plan.algorithm {
+                Algorithm::Forward(algo) => sys::cudnnConvolutionForward(
+                    handle,
+                    alpha,
+                    plan.x,
+                    a,
+                    plan.filter,
+                    b,
+                    plan.conv,
+                    algo,
+                    workspace,
+                    WORKSPACE_BYTES,
+                    beta,
+                    plan.y,
+                    out,
+                ),
+                Algorithm::FilterGrad(algo) => sys::cudnnConvolutionBackwardFilter(
+                    handle,
+                    alpha,
+                    plan.x,
+                    a,
+                    plan.y,
+                    b,
+                    plan.conv,
+                    algo,
+                    workspace,
+                    WORKSPACE_BYTES,
+                    beta,
+                    plan.filter,
+                    out,
+                ),
+                Algorithm::DataGrad(algo) => sys::cudnnConvolutionBackwardData(
+                    handle,
+                    alpha,
+                    plan.filter,
+                    b,
+                    plan.y,
+                    a,
+                    plan.conv,
+                    algo,
+                    workspace,
+                    WORKSPACE_BYTES,
+                    beta,
+                    plan.x,
+                    out,
+                ),
+            }
+        };
+        check(status, "convolution")
+    }
+}
+
+impl Plan {
+    /// The descriptors of `conv` and the fastest algorithm for `pass` that fits the workspace,
+    /// timed by cuDNN on these buffers (`cudnnFind…AlgorithmEx`, as PyTorch's
+    /// `cudnn.benchmark` does).
+    ///
+    /// # Safety
+    /// The pointers are device buffers of the sizes `conv` implies; the workspace holds
+    /// [`WORKSPACE_BYTES`].
+    unsafe fn benchmarked(
+        handle: sys::cudnnHandle_t,
+        pass: Pass,
+        conv: Conv3x3,
+        [a, b, out]: [u64; 3],
+        workspace: *mut c_void,
+    ) -> Result<Plan, String> {
+        use sys::cudnnDataType_t::{CUDNN_DATA_BFLOAT16, CUDNN_DATA_FLOAT};
+        use sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
+        let dim = |v: usize| v as std::ffi::c_int;
+        let tensor = |c: usize| -> Result<sys::cudnnTensorDescriptor_t, String> {
+            let mut d = null_mut();
+            // SAFETY: `d` is a valid out-pointer, then a live descriptor.
+            unsafe {
+                check(sys::cudnnCreateTensorDescriptor(&mut d), "cudnnCreateTensorDescriptor")?;
+                let (n, h, w) = (dim(conv.n), dim(conv.h), dim(conv.w));
+                check(
+                    sys::cudnnSetTensor4dDescriptor(
+                        d,
+                        CUDNN_TENSOR_NHWC,
+                        CUDNN_DATA_BFLOAT16,
+                        n,
+                        dim(c),
+                        h,
+                        w,
+                    ),
+                    "cudnnSetTensor4dDescriptor",
+                )?;
+            }
+            Ok(d)
+        };
+        let (x, y) = (tensor(conv.groups * conv.c_in)?, tensor(conv.groups * conv.c_out)?);
+        let (mut filter, mut desc) = (null_mut(), null_mut());
+        // SAFETY: valid out-pointers, then live descriptors.
+        unsafe {
+            check(sys::cudnnCreateFilterDescriptor(&mut filter), "cudnnCreateFilterDescriptor")?;
+            let (k, c) = (dim(conv.groups * conv.c_out), dim(conv.c_in));
+            let set =
+                sys::cudnnSetFilter4dDescriptor(filter, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_NHWC, k, c, 3, 3);
+            check(set, "cudnnSetFilter4dDescriptor")?;
+            check(sys::cudnnCreateConvolutionDescriptor(&mut desc), "cudnnCreateConvolutionDescriptor")?;
+            let mode = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
+            check(
+                sys::cudnnSetConvolution2dDescriptor(desc, 1, 1, 1, 1, 1, 1, mode, CUDNN_DATA_FLOAT),
+                "cudnnSetConvolution2dDescriptor",
+            )?;
+            let math = sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH;
+            check(sys::cudnnSetConvolutionMathType(desc, math), "cudnnSetConvolutionMathType")?;
+            check(
+                sys::cudnnSetConvolutionGroupCount(desc, dim(conv.groups)),
+                "cudnnSetConvolutionGroupCount",
+            )?;
+        }
+        let [a, b, out] = [a, b, out].map(|p| p as *mut c_void);
+        let mut found: std::ffi::c_int = 0;
+        // Each branch: the timed candidates, fastest first; the first that ran and fits.
+        let (algorithm, math) = match pass {
+            Pass::Forward => {
+                // SAFETY: zeroed plain-data structs, filled by cuDNN.
+                let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; CANDIDATES] =
+                    unsafe { std::mem::zeroed() };
+                // SAFETY: the caller's buffers; `perf` holds `CANDIDATES` results.
+                let status = unsafe {
+                    sys::cudnnFindConvolutionForwardAlgorithmEx(
+                        handle,
+                        x,
+                        a,
+                        filter,
+                        b,
+                        desc,
+                        y,
+                        out,
+                        CANDIDATES as _,
+                        &mut found,
+                        perf.as_mut_ptr(),
+                        workspace,
+                        WORKSPACE_BYTES,
+                    )
+                };
+                check(status, "cudnnFindConvolutionForwardAlgorithmEx")?;
+                let best = perf[..found.max(0) as usize]
+                    .iter()
+                    .find(|p| {
+                        p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_BYTES
+                    })
+                    .ok_or("no forward algorithm ran")?;
+                (Algorithm::Forward(best.algo), best.mathType)
+            }
+            Pass::FilterGrad => {
+                // SAFETY: as above.
+                let mut perf: [sys::cudnnConvolutionBwdFilterAlgoPerf_t; CANDIDATES] =
+                    unsafe { std::mem::zeroed() };
+                // SAFETY: as above (`a` is x, `b` is dy, `out` the filter gradient).
+                let status = unsafe {
+                    sys::cudnnFindConvolutionBackwardFilterAlgorithmEx(
+                        handle,
+                        x,
+                        a,
+                        y,
+                        b,
+                        desc,
+                        filter,
+                        out,
+                        CANDIDATES as _,
+                        &mut found,
+                        perf.as_mut_ptr(),
+                        workspace,
+                        WORKSPACE_BYTES,
+                    )
+                };
+                check(status, "cudnnFindConvolutionBackwardFilterAlgorithmEx")?;
+                let best = perf[..found.max(0) as usize]
+                    .iter()
+                    .find(|p| {
+                        p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_BYTES
+                    })
+                    .ok_or("no filter-gradient algorithm ran")?;
+                (Algorithm::FilterGrad(best.algo), best.mathType)
+            }
+            Pass::DataGrad => {
+                // SAFETY: as above.
+                let mut perf: [sys::cudnnConvolutionBwdDataAlgoPerf_t; CANDIDATES] =
+                    unsafe { std::mem::zeroed() };
+                // SAFETY: as above (`a` is dy, `b` the filter, `out` dx).
+                let status = unsafe {
+                    sys::cudnnFindConvolutionBackwardDataAlgorithmEx(
+                        handle,
+                        filter,
+                        b,
+                        y,
+                        a,
+                        desc,
+                        x,
+                        out,
+                        CANDIDATES as _,
+                        &mut found,
+                        perf.as_mut_ptr(),
+                        workspace,
+                        WORKSPACE_BYTES,
+                    )
+                };
+                check(status, "cudnnFindConvolutionBackwardDataAlgorithmEx")?;
+                let best = perf[..found.max(0) as usize]
+                    .iter()
+                    .find(|p| {
+                        p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_BYTES
+                    })
+                    .ok_or("no data-gradient algorithm ran")?;
+                (Algorithm::DataGrad(best.algo), best.mathType)
+            }
+        };
+        // The math type the algorithm was timed with (PyTorch does the same).
+        // SAFETY: a live descriptor.
+        check(unsafe { sys::cudnnSetConvolutionMathType(desc, math) }, "cudnnSetConvolutionMathType")?;
+        tracing::debug!(?pass, ?conv, algorithm = ?algorithm.name(), "cuDNN algorithm chosen");
+        Ok(Plan { x, y, filter, conv: desc, algorithm })
+    }
+}
+
+impl Algorithm {
+    fn name(self) -> String {
+        match self {
+            Algorithm::Forward(a) => format!("{a:?}"),
+            Algorithm::FilterGrad(a) => format!("{a:?}"),
+            Algorithm::DataGrad(a) => format!("{a:?}"),
+        }
+    }
+}

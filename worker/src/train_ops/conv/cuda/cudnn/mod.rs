@@ -1,0 +1,157 @@
+//! cuDNN's convolutions for the model's bf16 3×3 layers (kernel part `cudnn`): the forward (and
+//! so the single model's flipped-kernel input gradient), the input gradient and the weight
+//! gradient, for one model or for fused models side by side (cuDNN's group count), as custom
+//! operations in burn's fusion stream ([`ffi`] makes the calls).
+//!
+//! cuDNN runs on CubeCL's own stream: an operation asks CubeCL for its buffers
+//! (`ComputeClient::get_resource`, which answers once every kernel queued before it has been
+//! issued, and names the stream they went to: `vendor/cubecl-cuda`), then queues the cuDNN call
+//! on that stream, so later kernels queue after it. The library is loaded at run time
+//! (`libcudnn.so.9`, e.g. from PyTorch's or JAX's wheels, found through `LD_LIBRARY_PATH`);
+//! without it a runner asking for the part does not open ([`library_version`]).
+
+mod ffi;
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::ops::permute_nhwc_to_nchw;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::cuda::CudaRuntime;
+
+use crate::train_ops::cube::{FusionTensor, LaunchMany, channels_last, custom_op_many};
+pub use ffi::library_version;
+use ffi::{Conv3x3, Pass};
+
+/// Whether cuDNN takes `x` convolved by `weight`: bf16 operands whose channel counts are
+/// multiples of 8 (its tensor-core kernels for channels-last data); anything else runs on the
+/// other kernels.
+pub fn takes(x: &FusionTensor<CudaRuntime>, weight: &FusionTensor<CudaRuntime>) -> bool {
+    fits(x, weight.shape[0], weight.dtype)
+}
+
+/// [`takes`] for the weight gradient of `x` with output gradient `dy: [N, C_out, H, W]`.
+pub fn takes_channels(x: &FusionTensor<CudaRuntime>, dy: &FusionTensor<CudaRuntime>) -> bool {
+    fits(x, dy.shape[1], dy.dtype)
+}
+
+/// [`takes`] for `groups` convolutions side by side: `a: [N, G·C, H, W]` (the input, or the output
+/// gradient) with `operand: [G·C_out, C_in, 3, 3]`, per-model channel counts multiples of 8.
+pub fn takes_grouped(
+    a: &FusionTensor<CudaRuntime>,
+    operand: &FusionTensor<CudaRuntime>,
+    groups: usize,
+) -> bool {
+    let channels = [a.shape[1] / groups, operand.shape[0] / groups, operand.shape[1]];
+    a.dtype == DType::BF16 && operand.dtype == DType::BF16 && channels.iter().all(|c| c.is_multiple_of(8))
+}
+
+fn fits(x: &FusionTensor<CudaRuntime>, c_out: usize, other: DType) -> bool {
+    x.dtype == DType::BF16 && other == DType::BF16 && x.shape[1].is_multiple_of(8) && c_out.is_multiple_of(8)
+}
+
+/// `x: [N, C_in, H, W]` convolved (3×3, stride 1, padding 1, no bias) by `weight: [C_out, C_in,
+/// 3, 3]`, both bf16 ([`takes`]): `[N, C_out, H, W]` in bf16, channels-last in memory.
+pub fn conv3x3(x: FusionTensor<CudaRuntime>, weight: FusionTensor<CudaRuntime>) -> FusionTensor<CudaRuntime> {
+    grouped_conv3x3(x, weight, 1)
+}
+
+/// The weight gradient of [`conv3x3`] of `x: [N, C_in, H, W]` whose output gradient is `dy:
+/// [N, C_out, H, W]` (both bf16): `[C_out, C_in, 3, 3]` in bf16 (f32 accumulation in cuDNN),
+/// channels-last in memory.
+pub fn weight_grad(x: FusionTensor<CudaRuntime>, dy: FusionTensor<CudaRuntime>) -> FusionTensor<CudaRuntime> {
+    grouped_weight_grad(x, dy, 1)
+}
+
+/// `groups` G convolutions side by side, one launch (cuDNN's group count): `x: [N, G·C_in, H,
+/// W]` by `weight: [G·C_out, C_in, 3, 3]` → `[N, G·C_out, H, W]`, bf16, channels-last in memory.
+pub fn grouped_conv3x3(
+    x: FusionTensor<CudaRuntime>,
+    weight: FusionTensor<CudaRuntime>,
+    groups: usize,
+) -> FusionTensor<CudaRuntime> {
+    let [n, _, h, w] = x.shape.dims::<4>();
+    let shape = Shape::new([n, weight.shape[0], h, w]);
+    op("conv3x3_cudnn", [x, weight], Pass::Forward, groups, shape)
+}
+
+/// The input gradient of [`grouped_conv3x3`] from the output gradient `dy: [N, G·C_out, H, W]`
+/// and the forward's `weight: [G·C_out, C_in, 3, 3]`: `[N, G·C_in, H, W]`, bf16.
+pub fn grouped_input_grad(
+    dy: FusionTensor<CudaRuntime>,
+    weight: FusionTensor<CudaRuntime>,
+    groups: usize,
+) -> FusionTensor<CudaRuntime> {
+    let [n, _, h, w] = dy.shape.dims::<4>();
+    let shape = Shape::new([n, groups * weight.shape[1], h, w]);
+    op("conv3x3_cudnn_dgrad", [dy, weight], Pass::DataGrad, groups, shape)
+}
+
+/// The weight gradient of [`grouped_conv3x3`] of `x: [N, G·C_in, H, W]` whose output gradient
+/// is `dy: [N, G·C_out, H, W]`: `[G·C_out, C_in, 3, 3]`, bf16 (f32 accumulation in cuDNN).
+pub fn grouped_weight_grad(
+    x: FusionTensor<CudaRuntime>,
+    dy: FusionTensor<CudaRuntime>,
+    groups: usize,
+) -> FusionTensor<CudaRuntime> {
+    let shape = Shape::new([dy.shape[1], x.shape[1] / groups, 3, 3]);
+    op("conv3x3_cudnn_wgrad", [x, dy], Pass::FilterGrad, groups, shape)
+}
+
+/// `pass` on `[a, b]` (as [`Pass`] orders them) as a custom operation with one bf16 output of
+/// the logical `shape`.
+fn op(
+    name: &'static str,
+    inputs: [FusionTensor<CudaRuntime>; 2],
+    pass: Pass,
+    groups: usize,
+    shape: Shape,
+) -> FusionTensor<CudaRuntime> {
+    let launch: LaunchMany<CudaRuntime, 2, 1> = Box::new(move |inputs| [launch(inputs, pass, groups)]);
+    let [out] =
+        custom_op_many::<CudaRuntime, f32, i32, u8, 2, 1>(name, inputs, [(shape, DType::BF16)], launch);
+    out
+}
+
+fn launch([a, b]: [CubeTensor<CudaRuntime>; 2], pass: Pass, groups: usize) -> CubeTensor<CudaRuntime> {
+    // Activations `[N, C, H, W]` and filters `[G·C_out, C_in, 3, 3]` as cuDNN reads them,
+    // channels-last (the filter's is cuDNN's NHWC filter layout, `[G·C_out, 3, 3, C_in]`).
+    let [n, a_channels, h, w] = a.meta.shape().dims::<4>();
+    let b_dims = b.meta.shape().dims::<4>();
+    let (conv, out) = match pass {
+        Pass::Forward => {
+            let conv = Conv3x3 { n, c_in: a_channels / groups, c_out: b_dims[0] / groups, h, w, groups };
+            (conv, [n, h, w, b_dims[0]])
+        }
+        Pass::DataGrad => {
+            let conv = Conv3x3 { n, c_in: b_dims[1], c_out: a_channels / groups, h, w, groups };
+            (conv, [n, h, w, groups * b_dims[1]])
+        }
+        Pass::FilterGrad => {
+            let conv = Conv3x3 { n, c_in: a_channels / groups, c_out: b_dims[1] / groups, h, w, groups };
+            (conv, [b_dims[1], 3, 3, conv.c_in])
+        }
+    };
+    let (a, b) = (channels_last(a), channels_last(b));
+    let out = empty_device_contiguous_dtype(a.client.clone(), a.device.clone(), Shape::new(out), DType::BF16);
+    call(pass, conv, [&a, &b, &out]);
+    permute_nhwc_to_nchw(out)
+}
+
+/// Runs `pass` on the buffers of `tensors` (contiguous bf16, in [`Pass`]'s order) on the stream
+/// CubeCL issued their producers to; the buffers stay held until the call is queued.
+fn call(pass: Pass, conv: Conv3x3, tensors: [&CubeTensor<CudaRuntime>; 3]) {
+    for t in tensors {
+        assert!(
+            t.is_contiguous() && t.dtype == DType::BF16,
+            "cuDNN {pass:?}: operands must be contiguous bf16"
+        );
+    }
+    let resources = tensors.map(|t| {
+        t.client.get_resource(t.handle.clone()).unwrap_or_else(|e| panic!("cuDNN {pass:?}: buffer: {e:?}"))
+    });
+    let stream = resources[2].resource().stream;
+    assert!(!stream.is_null(), "cuDNN {pass:?}: CubeCL named no stream (is vendor/cubecl-cuda patched in?)");
+    let pointers = resources.each_ref().map(|r| r.resource().ptr);
+    ffi::run(pass, conv, pointers, stream, tensors[0].device.index);
+    drop(resources);
+}

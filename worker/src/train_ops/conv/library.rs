@@ -1,0 +1,111 @@
+//! The fused models' convolution layer as three library calls, each one launch for all models
+//! (kernel part `cudnn`: cuDNN's grouped convolution on CUDA): the forward, the input gradient
+//! from the forward's operand, the weight gradient from the input. No im2col matrix and no
+//! flipped kernel; the CPU and the tests run the references ([`ConvOps`]'s defaults: burn's
+//! grouped `conv2d`, with each model's flipped kernel for the input gradient, and the batched
+//! GEMMs of [`super::grouped`] for the weight gradient).
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+use burn::tensor::ops::FloatTensor;
+
+use super::ConvOps;
+use super::grouped::{by_burn_conv, weight_grad_by_gemm};
+use super::reference::dtype_of;
+use crate::train_ops::{Kernels, to_dtype, unwrap, wrap};
+
+/// Whether the layer of `groups` models, `weight: [G·C_out, C_in, 3, 3]`, runs as library calls
+/// under `kernels`: the `cudnn` part and channel counts cuDNN's tensor-core kernels take
+/// (multiples of 8: not the image's 3). The part implies bf16 activations; the CUDA hooks run
+/// anything else on burn's kernels.
+pub fn takes<B: Backend>(weight: &Tensor<B, 4>, groups: usize, kernels: Kernels) -> bool {
+    let (c_in, c_out) = (weight.dims()[1], weight.dims()[0] / groups);
+    kernels.cudnn_conv && c_in.is_multiple_of(8) && c_out.is_multiple_of(8)
+}
+
+/// [`ConvOps::library_grouped_input_grad`]'s reference: burn's grouped `conv2d` of `dy` by each
+/// model's kernel transposed and flipped, `[G·C_in, C_out, 3, 3]`.
+pub fn input_grad_by_flipped<B: Backend>(
+    dy: FloatTensor<B>,
+    operand: FloatTensor<B>,
+    groups: usize,
+) -> FloatTensor<B> {
+    let operand = wrap::<B, 4>(operand);
+    let [rows, c_in, _, _] = operand.dims();
+    let c_out = rows / groups;
+    let flipped = operand.reshape([groups, c_out, c_in, 3, 3]).swap_dims(1, 2).flip([3, 4]);
+    by_burn_conv::<B>(dy, unwrap(flipped.reshape([groups * c_in, c_out, 3, 3])), groups)
+}
+
+/// [`ConvOps::library_grouped_weight_grad`]'s reference: the batched GEMMs over the grouped
+/// im2col matrix.
+pub fn weight_grad_by_im2col<B: ConvOps>(
+    x: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    groups: usize,
+) -> FloatTensor<B> {
+    let cols = B::im2col_3x3_grouped(x, groups, dtype_of::<B>(&dy));
+    unwrap(weight_grad_by_gemm::<B>(wrap(cols), wrap(dy), groups))
+}
+
+/// The backward node of [`ConvOps::library_grouped_conv3x3`].
+#[derive(Debug)]
+struct LibraryBackward {
+    groups: usize,
+}
+
+/// What the backward needs: the operand when the input takes a gradient, the input when the
+/// weight does.
+#[derive(Debug, Clone)]
+struct LibraryState<B: Backend> {
+    operand: Option<FloatTensor<B>>,
+    x: Option<FloatTensor<B>>,
+}
+
+impl<B: ConvOps> Backward<B, 2> for LibraryBackward {
+    type State = LibraryState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let (Some(node), Some(operand)) = (node_x, ops.state.operand) {
+            grads.register::<B>(node.id, B::library_grouped_input_grad(grad.clone(), operand, self.groups));
+        }
+        if let (Some(node), Some(x)) = (node_weight, ops.state.x) {
+            grads.register::<B>(node.id, B::library_grouped_weight_grad(x, grad, self.groups));
+        }
+    }
+}
+
+/// [`ConvOps::library_grouped_conv3x3`] for `Autodiff<B, C>`.
+pub(super) fn autodiff_library<B: ConvOps, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    groups: usize,
+) -> FloatTensor<Autodiff<B, C>> {
+    let prepared = LibraryBackward { groups }
+        .prepare::<C>([x.node.clone(), weight.node.clone()])
+        .compute_bound()
+        .stateful();
+    let dtype = dtype_of::<B>(&x.primitive);
+    let operand = unwrap(to_dtype(wrap::<B, 4>(weight.primitive), dtype));
+    match prepared {
+        OpsKind::UnTracked(prep) => prep.finish(B::library_grouped_forward(x.primitive, operand, groups)),
+        OpsKind::Tracked(prep) => {
+            let keep_operand = (!x.node.requirement.is_none()).then(|| operand.clone());
+            let keep_x = (!weight.node.requirement.is_none()).then(|| x.primitive.clone());
+            let out = B::library_grouped_forward(x.primitive, operand, groups);
+            prep.finish(LibraryState { operand: keep_operand, x: keep_x }, out)
+        }
+    }
+}
+
+/// The f32 weight gradient a library call returned in `dtype`.
+pub(super) fn f32_grad<B: Backend>(dw: FloatTensor<B>) -> FloatTensor<B> {
+    unwrap(to_dtype(wrap::<B, 4>(dw), FloatDType::F32))
+}
