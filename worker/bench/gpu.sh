@@ -7,7 +7,8 @@
 #                    with different data files: the data set only needs to be complete for `sweep`)
 #   bench            the peers (PyTorch eager bf16, torch.compile default and reduce-overhead,
 #                    4 models fused under torch.compile, JAX/flax under jax.jit) and `worker
-#                    bench` (one process per kernel set), then 3 concurrent processes; the
+#                    bench` (one process per kernel set, KERNELS; `fast-bf16+cudnn` finds
+#                    cuDNN in the Python wheels), then 3 concurrent processes; the
 #                    results as rows of docs/results/speed.csv in $OUT/speed.csv (COMMIT=...)
 #   profile          per-kernel GPU time of a few training steps (cubecl's profiling logger)
 #   verify [FILTER]  the GPU-only tests (`cargo test -p worker --release --lib --no-run`'s binary,
@@ -24,6 +25,14 @@ RUN=/root/run
 BIN=/root/bin
 DATA=/root/cifar10
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+# cuDNN for the `cudnn` kernel part: the copy in the Python wheels (PyTorch's, JAX's), after the
+# system's CUDA libraries so that those (nvrtc) stay the ones CubeCL compiles with.
+cudnn_libs=$(python3 -c '
+import glob, os
+import nvidia
+print(":".join(sorted({os.path.dirname(p) for b in nvidia.__path__ for p in glob.glob(b + "/**/libcudnn*.so*", recursive=True)})))
+' 2>/dev/null)
+[ -n "$cudnn_libs" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$cudnn_libs
 export RUST_LOG=${RUST_LOG:-info}
 mkdir -p "$OUT" "$RUN" "$BIN" "$DATA"
 # Run from a folder with no Cargo.toml above it, so burn's autotune cache lands in ~/.cache.
@@ -49,7 +58,7 @@ bench)
   # One process per kernel set (stock = burn's modules, fast = f32, fast-bf16 = this project's
   # CUDA default); the first start on a fresh machine also pays for autotuning (kept in
   # $SWEEP_KERNEL_CACHE).
-  for kernels in ${KERNELS:-fast-bf16 fast stock}; do
+  for kernels in ${KERNELS:-fast-bf16 fast-bf16+cudnn fast stock}; do
     t0=$(date +%s%N)
     "$BIN/worker" bench --device cuda --steps 30 --warmup 5 --kernels "$kernels" 2>&1 | tee -a "$OUT/bench.log"
     echo "kernels=$kernels process wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))" | tee -a "$OUT/bench.log"
