@@ -227,7 +227,7 @@ impl ComputeServer for CudaServer {
         )?;
         let memory = binding.memory.clone();
         let mut resource = command.resource(binding)?;
-        // PATCHED (sweep, see vendor/README.md): the caller's stream, so that work it issues
+        // PATCHED (sweep, see vendor/README.md): the caller's stream, so that work issued
         // outside CubeCL (a cuDNN call) runs in order with the kernels around it.
         resource.stream = command.streams.current().sys;
 

@@ -33,8 +33,8 @@ pub struct GpuResource {
     /// The size of the resource.
     pub size: u64,
     /// PATCHED (sweep, see vendor/README.md): the stream of the client that asked for the
-    /// resource (`ComputeClient::get_resource`), on which every operation that client queued
-    /// before has been issued; null where no client asked.
+    /// resource (`ComputeClient::get_resource`, `with_resources`), on which every operation that
+    /// client queued before has been issued; null where no client asked.
     pub stream: cudarc::driver::sys::CUstream,
 }
 

@@ -56,24 +56,22 @@ pub fn library_version() -> Result<usize, String> {
     }
 }
 
-/// Runs `pass` of `conv` on device `device` in `stream`, the stream on which every kernel
+/// Queues `pass` of `conv` on device `device` in `stream`, the stream on which every kernel
 /// queued before it has been issued: `pointers` as [`Pass`] lists them.
-///
-/// # Panics
-/// When cuDNN fails (no algorithm, a bad status): the convolution cannot be skipped, and the
-/// kernel part that asked for cuDNN was checked against the library when the runner opened.
-pub fn run(pass: Pass, conv: Conv3x3, [a, b, out]: [u64; 3], stream: CUstream, device: usize) {
+pub fn run(
+    pass: Pass,
+    conv: Conv3x3,
+    pointers: [u64; 3],
+    stream: CUstream,
+    device: usize,
+) -> Result<(), String> {
     STATES.with(|states| {
         let mut states = states.borrow_mut();
         let state = match states.entry(device) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                DeviceState::new(device).unwrap_or_else(|err| panic!("cuDNN on cuda:{device}: {err}")),
-            ),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(DeviceState::new(device)?),
         };
-        state
-            .run(pass, conv, [a, b, out], stream)
-            .unwrap_or_else(|err| panic!("cuDNN {pass:?} {conv:?}: {err}"))
+        state.run(pass, conv, pointers, stream)
     })
 }
 

@@ -3,12 +3,14 @@
 //! gradient, for one model or for fused models side by side (cuDNN's group count), as custom
 //! operations in burn's fusion stream ([`ffi`] makes the calls).
 //!
-//! cuDNN runs on CubeCL's own stream: an operation asks CubeCL for its buffers
-//! (`ComputeClient::get_resource`, which answers once every kernel queued before it has been
-//! issued, and names the stream they went to: `vendor/cubecl-cuda`), then queues the cuDNN call
-//! on that stream, so later kernels queue after it. The library is loaded at run time
-//! (`libcudnn.so.9`, e.g. from PyTorch's or JAX's wheels, found through `LD_LIBRARY_PATH`);
-//! without it a runner asking for the part does not open ([`library_version`]).
+//! cuDNN runs on CubeCL's own stream, from CubeCL's server thread: an operation hands the server
+//! a task with its buffers (`ComputeClient::with_resources`, `vendor/cubecl-runtime`), which
+//! runs in order with the kernels queued before and after it and learns the stream they go to
+//! (`vendor/cubecl-cuda`); the task queues the cuDNN call there. Nothing waits on the host.
+//!
+//! The library is loaded at run time (`libcudnn.so.9`, e.g. from PyTorch's or JAX's wheels,
+//! found through `LD_LIBRARY_PATH`); without it a runner asking for the part does not open
+//! ([`library_version`]).
 
 mod ffi;
 
@@ -137,8 +139,10 @@ fn launch([a, b]: [CubeTensor<CudaRuntime>; 2], pass: Pass, groups: usize) -> Cu
     permute_nhwc_to_nchw(out)
 }
 
-/// Runs `pass` on the buffers of `tensors` (contiguous bf16, in [`Pass`]'s order) on the stream
-/// CubeCL issued their producers to; the buffers stay held until the call is queued.
+/// Queues `pass` on the buffers of `tensors` (contiguous bf16, in [`Pass`]'s order) as a task of
+/// CubeCL's server, which runs it in order with the kernels queued before and after it, on the
+/// stream it issues them to. A failing call is logged, and its output left unwritten: the loss
+/// turns non-finite and the job fails as such.
 fn call(pass: Pass, conv: Conv3x3, tensors: [&CubeTensor<CudaRuntime>; 3]) {
     for t in tensors {
         assert!(
@@ -146,12 +150,19 @@ fn call(pass: Pass, conv: Conv3x3, tensors: [&CubeTensor<CudaRuntime>; 3]) {
             "cuDNN {pass:?}: operands must be contiguous bf16"
         );
     }
-    let resources = tensors.map(|t| {
-        t.client.get_resource(t.handle.clone()).unwrap_or_else(|e| panic!("cuDNN {pass:?}: buffer: {e:?}"))
+    let device = tensors[0].device.index;
+    let handles = tensors.map(|t| t.handle.clone()).to_vec();
+    tensors[0].client.with_resources(handles, move |resources| {
+        let ran = resources.map_err(|e| format!("buffers: {e:?}")).and_then(|resources| {
+            let stream = resources[2].resource().stream;
+            if stream.is_null() {
+                return Err("CubeCL named no stream (is vendor/cubecl-cuda patched in?)".to_owned());
+            }
+            let pointers = [0, 1, 2].map(|i| resources[i].resource().ptr);
+            ffi::run(pass, conv, pointers, stream, device)
+        });
+        if let Err(err) = ran {
+            tracing::error!(?pass, ?conv, %err, "cuDNN convolution failed");
+        }
     });
-    let stream = resources[2].resource().stream;
-    assert!(!stream.is_null(), "cuDNN {pass:?}: CubeCL named no stream (is vendor/cubecl-cuda patched in?)");
-    let pointers = resources.each_ref().map(|r| r.resource().ptr);
-    ffi::run(pass, conv, pointers, stream, tensors[0].device.index);
-    drop(resources);
 }
