@@ -55,10 +55,12 @@ pub enum ConvEngine {
 /// `--kernels` help of the commands that train.
 pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16 on CUDA, fast on \
     the CPU), fast (custom convolution gradients, fused BatchNorm and pooling, f32), fast-bf16 (fast with bf16 \
-    activations and tuned bf16 convolutions), or stock (burn's modules)";
+    activations and tuned bf16 convolutions), fast-bf16-cudnn (fast-bf16 with the bf16 convolutions on cuDNN, \
+    libcudnn found at run time), or stock (burn's modules)";
 
 /// `worker bench --kernels` help: the named sets, or the parts that make them.
-pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto, fast, fast-bf16, stock, or \
+pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto, fast, fast-bf16, \
+    fast-bf16-cudnn, stock, or \
     parts joined by +: wgrad (GEMM weight gradient), dgrad (input gradient on the forward conv kernels), bn \
     (fused BatchNorm + ReLU), bf16 (bf16 activations; with bn and wgrad or dgrad), tconv (bf16 convolutions on \
     tilings tuned for the model; with bf16), pool (average pooling as custom nodes), xgemm (the image's \
@@ -99,6 +101,9 @@ impl Kernels {
     pub const FAST_BF16: Kernels =
         Kernels { bf16_activations: true, tuned_conv: true, explicit_gemm: true, ..Kernels::FAST };
 
+    /// [`Kernels::FAST_BF16`] with its bf16 convolutions on cuDNN (`+cudnn`).
+    pub const FAST_BF16_CUDNN: Kernels = Kernels { cudnn_conv: true, ..Kernels::FAST_BF16 };
+
     fn parts(self) -> [bool; 9] {
         [
             self.gemm_weight_grad,
@@ -113,12 +118,13 @@ impl Kernels {
         ]
     }
 
-    /// The set a name stands for: `stock`, `fast` or `fast-bf16`.
+    /// The set a name stands for: `stock`, `fast`, `fast-bf16` or `fast-bf16-cudnn`.
     fn named(name: &str) -> Option<Kernels> {
         match name {
             "stock" => Some(Kernels::STOCK),
             "fast" => Some(Kernels::FAST),
             "fast-bf16" => Some(Kernels::FAST_BF16),
+            "fast-bf16-cudnn" => Some(Kernels::FAST_BF16_CUDNN),
             _ => None,
         }
     }
@@ -149,10 +155,7 @@ impl Default for Kernels {
 impl std::str::FromStr for Kernels {
     type Err = String;
 
-    /// `stock`, `fast`, `fast-bf16`, or parts joined by `+`: `wgrad` (GEMM weight gradient over im2col taps),
-    /// `dgrad` (input gradient as a flipped-kernel forward convolution), `bn` (fused BatchNorm +
-    /// ReLU), `bf16` (bf16 activations; needs `bn` and `wgrad` or `dgrad`), `tconv` (tuned bf16
-    /// convolutions; needs `bf16`).
+    /// A named set, or parts joined by `+` ([`BENCH_KERNELS_HELP`] lists them and their needs).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(set) = Kernels::named(s) {
             return Ok(set);
@@ -247,9 +250,7 @@ impl KernelChoice {
             (KernelChoice::Auto, DeviceChoice::Cpu) => Kernels::FAST,
         }
     }
-}
 
-impl KernelChoice {
     /// `auto`, or any kernel set as [`Kernels`] parses it, parts included (`worker bench`).
     pub fn parse_parts(s: &str) -> Result<Self, String> {
         if s == "auto" { Ok(KernelChoice::Auto) } else { s.parse().map(KernelChoice::Set) }
@@ -263,10 +264,10 @@ impl std::str::FromStr for KernelChoice {
     /// make them are a benchmarking tool, [`KernelChoice::parse_parts`]).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "auto" | "fast" | "fast-bf16" | "stock" => Self::parse_parts(s),
+            "auto" | "fast" | "fast-bf16" | "fast-bf16-cudnn" | "stock" => Self::parse_parts(s),
             _ => Err(format!(
-                "unknown kernels {s:?} (expected auto, fast, fast-bf16 or stock; parts joined by + are for \
-                 `worker bench --kernels`)"
+                "unknown kernels {s:?} (expected auto, fast, fast-bf16, fast-bf16-cudnn or stock; parts joined \
+                 by + are for `worker bench --kernels`)"
             )),
         }
     }
@@ -336,6 +337,7 @@ mod tests {
         assert_eq!("fast+mconv".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool+mconv");
         let cudnn = "fast-bf16+cudnn".parse::<Kernels>().unwrap();
         assert_eq!(cudnn, Kernels { cudnn_conv: true, ..Kernels::FAST_BF16 });
+        assert_eq!("fast-bf16-cudnn".parse::<KernelChoice>().unwrap(), KernelChoice::Set(cudnn));
     }
 
     #[test]

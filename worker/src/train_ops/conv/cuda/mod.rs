@@ -76,7 +76,7 @@ impl ConvOps for Cuda {
         dy: FloatTensor<Self>,
         groups: usize,
     ) -> FloatTensor<Self> {
-        match cudnn::takes_channels(&x, &dy) && dy.dtype == DType::BF16 {
+        match cudnn::takes_grouped_grad(&x, &dy, groups) {
             true => super::library::f32_grad::<Self>(cudnn::grouped_weight_grad(x, dy, groups)),
             false => super::library::weight_grad_by_im2col::<Self>(x, dy, groups),
         }

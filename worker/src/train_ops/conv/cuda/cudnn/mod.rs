@@ -47,6 +47,17 @@ pub fn takes_grouped(
     a.dtype == DType::BF16 && operand.dtype == DType::BF16 && channels.iter().all(|c| c.is_multiple_of(8))
 }
 
+/// [`takes_grouped`] for the weight gradient of `x: [N, G·C_in, H, W]` with output gradient `dy:
+/// [N, G·C_out, H, W]`.
+pub fn takes_grouped_grad(
+    x: &FusionTensor<CudaRuntime>,
+    dy: &FusionTensor<CudaRuntime>,
+    groups: usize,
+) -> bool {
+    let channels = [x.shape[1] / groups, dy.shape[1] / groups];
+    x.dtype == DType::BF16 && dy.dtype == DType::BF16 && channels.iter().all(|c| c.is_multiple_of(8))
+}
+
 fn fits(x: &FusionTensor<CudaRuntime>, c_out: usize, other: DType) -> bool {
     x.dtype == DType::BF16 && other == DType::BF16 && x.shape[1].is_multiple_of(8) && c_out.is_multiple_of(8)
 }
