@@ -25,14 +25,8 @@ RUN=/root/run
 BIN=/root/bin
 DATA=/root/cifar10
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-# cuDNN for the `cudnn` kernel part: the copy in the Python wheels (PyTorch's, JAX's), after the
-# system's CUDA libraries so that those (nvrtc) stay the ones CubeCL compiles with.
-cudnn_libs=$(python3 -c '
-import glob, os
-import nvidia
-print(":".join(sorted({os.path.dirname(p) for b in nvidia.__path__ for p in glob.glob(b + "/**/libcudnn*.so*", recursive=True)})))
-' 2>/dev/null)
-[ -n "$cudnn_libs" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$cudnn_libs
+# shellcheck source=worker/bench/cudnn_libs.sh
+source "$REPO/worker/bench/cudnn_libs.sh"
 export RUST_LOG=${RUST_LOG:-info}
 mkdir -p "$OUT" "$RUN" "$BIN" "$DATA"
 # Run from a folder with no Cargo.toml above it, so burn's autotune cache lands in ~/.cache.

@@ -34,6 +34,8 @@ ADDR=127.0.0.1:50051
 CACHE=${SWEEP_KERNEL_CACHE:-$HOME/.cache/sweep/cubecl}
 export SWEEP_COORDINATOR=http://$ADDR
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+# shellcheck source=worker/bench/cudnn_libs.sh
+source "$REPO/worker/bench/cudnn_libs.sh"
 export RUST_LOG=${RUST_LOG:-info}
 mkdir -p "$OUT" "$RUN"
 cd "$RUN" || exit 1
