@@ -158,6 +158,15 @@ fn ghost_batch_norm_trains_differently_and_checks_its_group() {
     assert!(matches!(&err, TrainError::InvalidJob(m) if m.contains("fused BatchNorm")), "{err}");
 }
 
+/// A kernel set the device cannot run is refused when the runner opens, with the reason.
+#[test]
+fn a_runner_refuses_kernels_its_device_cannot_run() {
+    let config = RunnerConfig { kernels: Kernels::FAST_BF16_CUDNN, ..RunnerConfig::default() };
+    let err = open_runner_with(DeviceChoice::Cpu, data(), config).err().expect("refused");
+    let reason = |m: &str| m.contains("cudnn") && m.contains("CUDA devices only");
+    assert!(matches!(&err, TrainError::Device(m) if reason(m)), "{err}");
+}
+
 #[test]
 fn absurd_learning_rate_is_a_non_finite_loss_error() {
     let job = job(LossVariant::NormalLr1e2, 0, 1, 128, 64, 0.125, 1e30);
