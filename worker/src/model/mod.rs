@@ -64,9 +64,9 @@ impl<B: Backend> ConvBnRelu<B> {
     where
         B: TrainOps,
     {
-        // The fused BatchNorm takes the conv bias into its batch mean (the convolution leaves it
-        // out: `ConvOps::conv3x3_same`).
-        let fused_norm = kernels.fused_batch_norm && B::ad_enabled(&x.device());
+        // The fused BatchNorm takes the conv bias into its mean, the batch's in training and
+        // the running one in inference (the convolution leaves it out: `ConvOps::conv3x3_same`).
+        let fused_norm = kernels.fused_batch_norm;
         let y = conv::conv3x3(&self.conv, x, kernels, fused_norm);
         let conv_bias =
             (fused_norm && kernels.custom_conv()).then(|| self.conv.bias.as_ref().map(|b| b.val()));

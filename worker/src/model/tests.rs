@@ -60,13 +60,7 @@ fn one_step(base: &Cnn<B>, kernels: Kernels) -> Vec<(&'static str, Tensor<Flex, 
     let device = Default::default();
     let config = CnnConfig::new().with_width_multiplier(0.125);
     let model = config.init::<B>(&device).load_record(base.clone().into_record()).with_kernels(kernels);
-    let images = Tensor::<B, 1, Int>::arange(0..6 * 3 * 32 * 32, &device)
-        .float()
-        .mul_scalar(0.37)
-        .sin()
-        .add_scalar(1.0)
-        .div_scalar(2.0)
-        .reshape([6, 3, 32, 32]);
+    let images = fixed_images::<B>(&device);
     let labels = Tensor::<B, 1, Int>::from_data([0, 3, 5, 7, 9, 2], &device);
     let logits = model.forward(images);
     let loss = crate::loss::variant_loss(sweep_proto::LossVariant::NaturalSoftmax, logits.clone(), labels);
@@ -84,6 +78,37 @@ fn one_step(base: &Cnn<B>, kernels: Kernels) -> Vec<(&'static str, Tensor<Flex, 
         ("bn1 running mean", model.block1[0].norm.running_mean.value_sync().inner().unsqueeze()),
         ("bn9 running var", model.block3[2].norm.running_var.value_sync().inner().unsqueeze()),
     ]
+}
+
+/// Six fixed images in [0, 1].
+fn fixed_images<A: Backend>(device: &A::Device) -> Tensor<A, 4> {
+    Tensor::<A, 1, Int>::arange(0..6 * 3 * 32 * 32, device)
+        .float()
+        .mul_scalar(0.37)
+        .sin()
+        .add_scalar(1.0)
+        .div_scalar(2.0)
+        .reshape([6, 3, 32, 32])
+}
+
+/// Validation with the `bn` part runs the fused inference pass (running statistics, the conv
+/// bias folded into the mean, the convolution without it): burn's stock modules' logits.
+#[test]
+fn inference_matches_burns_stock_modules() {
+    use burn::module::AutodiffModule;
+    let device = Default::default();
+    let model = model_with_conv_biases::<B>().with_kernels(Kernels::FAST);
+    // A training forward moves the running statistics off their initial values.
+    let _ = model.forward(fixed_images::<B>(&device));
+    let inner = model.valid();
+    let stock = inner.clone().with_kernels(Kernels::STOCK).forward(fixed_images(&device));
+    let scale: f32 = stock.clone().abs().max().into_scalar();
+    assert!(scale > 0.1, "logits suspiciously small: {scale}");
+    for kernels in ["fast", "bn", "wgrad+bn", "dgrad+bn"].map(|k| k.parse::<Kernels>().unwrap()) {
+        let logits = inner.clone().with_kernels(kernels).forward(fixed_images(&device));
+        let err: f32 = (logits - stock.clone()).abs().max().into_scalar();
+        assert!(err <= 1e-4 * scale, "{kernels}: logits differ by {err} (scale {scale})");
+    }
 }
 
 /// The premise of `feeds_batch_norm`: ahead of a training-mode BatchNorm a conv bias cannot
@@ -126,7 +151,7 @@ fn conv_bias_gradients_vanish_ahead_of_batch_norm() {
 /// scale in f32 — while a layout or sign mistake would drop the cosine towards 0 or −1.
 #[test]
 fn bf16_activations_stay_close_to_the_f32_model() {
-    let base = model_with_conv_biases();
+    let base = model_with_conv_biases::<B>();
     let stock = one_step(&base, Kernels::STOCK);
     // With the pooling nodes and the image's convolution as an explicit GEMM (tconv is a
     // no-op on the CPU).
@@ -159,8 +184,8 @@ fn compare_mixed(
 
 /// The seeded test model with every conv bias set to 0.3 (they start at zero), so that the
 /// running means show whether a path adds the bias.
-fn model_with_conv_biases() -> Cnn<B> {
-    let mut model = seeded_model::<B>(&CnnConfig::new().with_width_multiplier(0.125), 7, &Default::default());
+fn model_with_conv_biases<A: Backend>() -> Cnn<A> {
+    let mut model = seeded_model::<A>(&CnnConfig::new().with_width_multiplier(0.125), 7, &Default::default());
     for layer in model.block1.iter_mut().chain(&mut model.block2).chain(&mut model.block3) {
         let c = layer.conv.weight.dims()[0];
         layer.conv.bias = Some(Param::from_tensor(Tensor::full([c], 0.3, &Default::default())));
@@ -168,9 +193,27 @@ fn model_with_conv_biases() -> Cnn<B> {
     model
 }
 
+/// Validation on the GPU with bf16 activations (the tuned convolutions, cuDNN's) against the
+/// f32 model's on the same weights. Needs a CUDA GPU, and cuDNN for `fast-bf16-cudnn`.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU and cuDNN"]
+fn cuda_bf16_inference_stays_close_to_the_f32_model() {
+    type G = burn_cuda::Cuda;
+    let model = model_with_conv_biases::<G>();
+    let images = fixed_images::<G>(&Default::default());
+    let f32_logits = model.clone().with_kernels(Kernels::FAST).forward(images.clone());
+    let scale: f32 = f32_logits.clone().abs().max().into_scalar();
+    for kernels in [Kernels::FAST_BF16, Kernels::FAST_BF16_CUDNN] {
+        let logits = model.clone().with_kernels(kernels).forward(images.clone());
+        let err: f32 = (logits - f32_logits.clone()).abs().max().into_scalar();
+        assert!(scale > 0.1 && err <= 5e-2 * scale, "{kernels}: logits differ by {err} (scale {scale})");
+    }
+}
+
 #[test]
 fn custom_training_nodes_match_burns_stock_modules() {
-    let base = model_with_conv_biases();
+    let base = model_with_conv_biases::<B>();
     let stock = one_step(&base, Kernels::STOCK);
     for kernels in ["fast", "wgrad", "bn", "wgrad+bn", "dgrad"].map(|k| k.parse::<Kernels>().unwrap()) {
         for ((name, fast), (_, reference)) in one_step(&base, kernels).into_iter().zip(stock.iter().cloned())

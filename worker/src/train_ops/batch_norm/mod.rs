@@ -42,7 +42,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::{Kernels, unwrap, wrap};
+use super::{Kernels, to_dtype, unwrap, wrap};
 
 /// BatchNorm + ReLU's operations as backend methods: the defaults are burn's ops
 /// ([`reference`]); `Autodiff<B>` runs [`BatchNormOps::batch_norm_relu_train`] as the custom
@@ -115,12 +115,13 @@ impl<B: BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff<B, C> {
     }
 }
 
-/// The model's BatchNorm + ReLU layer: in training with the fused node (`kernels`' `bn` part),
-/// the output in `dtype`, each of `groups` equal groups of the batch normalised on its own, and
-/// the running statistics updated as burn's `BatchNorm::forward` updates them; otherwise (stock
-/// kernels, inference) burn's module and ReLU. `conv_bias` is the bias of a convolution that
-/// left it out of `x` ([`super::ConvOps::conv3x3_same`]): it shifts only the batch mean, so it
-/// goes in as the mean shift of the running mean.
+/// The model's BatchNorm + ReLU layer with `kernels`' `bn` part: in training the fused node, the
+/// output in `dtype`, each of `groups` equal groups of the batch normalised on its own, and the
+/// running statistics updated as burn's `BatchNorm::forward` updates them; in inference one
+/// normalising pass over the running statistics ([`inference`]). Without the part, burn's module
+/// and ReLU. `conv_bias` is the bias of a convolution that left it out of `x`
+/// ([`super::ConvOps::conv3x3_same`]): in training it shifts only the batch mean, so it goes in
+/// as the mean shift of the running mean; in inference it is subtracted from the running mean.
 pub fn batch_norm_relu<B: BatchNormOps>(
     norm: &BatchNorm<B>,
     x: Tensor<B, 4>,
@@ -128,10 +129,13 @@ pub fn batch_norm_relu<B: BatchNormOps>(
     groups: usize,
     conv_bias: Option<Tensor<B, 1>>,
 ) -> Tensor<B, 4> {
-    if !(kernels.fused_batch_norm && B::ad_enabled(&x.device())) {
+    if !kernels.fused_batch_norm {
         return relu(norm.forward(x));
     }
     let dtype = if kernels.bf16_activations { FloatDType::BF16 } else { FloatDType::F32 };
+    if !B::ad_enabled(&x.device()) {
+        return inference(norm, x, dtype, conv_bias);
+    }
     let device = x.device();
     let running = |state: &RunningState<Tensor<B, 1>>| unwrap(state.value_sync().to_device(&device));
     let inputs = NormInputs {
@@ -146,6 +150,26 @@ pub fn batch_norm_relu<B: BatchNormOps>(
     norm.running_mean.update(wrap::<B, 1>(running_mean).detach());
     norm.running_var.update(wrap::<B, 1>(running_var).detach());
     wrap(y)
+}
+
+/// Inference: `max(0, (x + conv_bias − running_mean)·γ/√(running_var + ε) + β)` in `dtype`, as
+/// [`BatchNormOps::normalize_relu`] (one kernel on CUDA) with the bias folded into the mean;
+/// burn's module computes the same in separate passes over f32 copies.
+fn inference<B: BatchNormOps>(
+    norm: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    dtype: FloatDType,
+    conv_bias: Option<Tensor<B, 1>>,
+) -> Tensor<B, 4> {
+    let f32 = |t: Tensor<B, 1>| to_dtype(t, FloatDType::F32);
+    let running_mean = f32(norm.running_mean.value());
+    let mean = match conv_bias {
+        Some(bias) => running_mean - f32(bias),
+        None => running_mean,
+    };
+    let scale = f32(norm.gamma.val()) / (f32(norm.running_var.value()) + norm.epsilon).sqrt();
+    let per_channel = [mean, scale, f32(norm.beta.val())].map(unwrap);
+    wrap(B::normalize_relu(unwrap(x), per_channel, dtype))
 }
 
 /// What the training BatchNorm reads besides the activation, `[C]` f32 vectors.

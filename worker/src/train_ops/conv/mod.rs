@@ -54,12 +54,13 @@ pub trait ConvOps: Backend {
     /// 3×3 convolution, stride 1, padding 1, with bias, in the dtype of `x` (weight and bias
     /// cast to it; f32 accumulation); its gradients as `kernels` says.
     ///
-    /// `feeds_batch_norm` (honoured by the training node, `Autodiff<B>`): the output goes
-    /// straight into a training-mode BatchNorm, which subtracts every channel's batch mean, so
-    /// the bias cannot change the loss: it is not added (the caller adds it to the batch mean
-    /// that feeds the running average) and its gradient is exactly zero (one reduction over the
-    /// output gradient less per layer, and no bias in burn's bf16 convolution, which mishandles
-    /// one).
+    /// `feeds_batch_norm`: the output goes straight into the fused BatchNorm, which takes the
+    /// bias into its mean, so it is not added. In training that BatchNorm subtracts every
+    /// channel's batch mean, so the bias cannot change the loss: the caller adds it to the batch
+    /// mean that feeds the running average, and its gradient is exactly zero (one reduction over
+    /// the output gradient less per layer, and no bias in burn's bf16 convolution, which
+    /// mishandles one); in inference the caller subtracts it from the running mean. The
+    /// default is the inference forward on the `kernels`' convolution engine.
     fn conv3x3_same(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -67,8 +68,8 @@ pub trait ConvOps: Backend {
         kernels: Kernels,
         feeds_batch_norm: bool,
     ) -> FloatTensor<Self> {
-        let _ = (kernels, feeds_batch_norm); // inference: always with the bias
-        reference::forward::<Self>(x, weight, Some(bias), ConvEngine::Burn)
+        let bias = (!feeds_batch_norm).then_some(bias);
+        reference::forward::<Self>(x, weight, bias, kernels.conv_engine())
     }
 
     /// Batched matmul `[B, M, K] × [B, K, N] → [B, M, N]` accumulated and returned in f32
