@@ -13,8 +13,9 @@
 //! | [`adam`] | [`AdamOps`] | a dozen operations per parameter: one update for every parameter of a step |
 //!
 //! [`TrainOps`] is all five; [`Kernels`] picks per model which implementation runs (users see
-//! `stock`, `fast`, `fast-bf16`; `worker bench` also takes the parts). The non-autodiff backends
-//! (inference, validation) run the references.
+//! `stock`, `fast`, `fast-bf16`, `fast-bf16-cudnn`; `worker bench` also takes the parts).
+//! Validation runs on the non-autodiff backend with the same set: the convolutions on its
+//! engine, BatchNorm + ReLU as one pass over the running statistics, its pooling.
 
 pub mod adam;
 pub mod batch_norm;
