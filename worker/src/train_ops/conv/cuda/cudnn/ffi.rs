@@ -14,7 +14,7 @@ use cudarc::driver::CudaContext;
 use cudarc::driver::sys::CUstream;
 
 /// Bytes of the per-device workspace; the benchmark only considers algorithms that fit.
-const WORKSPACE_BYTES: usize = 256 << 20;
+const WORKSPACE_BYTES: usize = 1 << 30;
 /// Algorithms the benchmark times, at most.
 const CANDIDATES: usize = 8;
 
@@ -270,7 +270,7 @@ impl Plan {
         let [a, b, out] = [a, b, out].map(|p| p as *mut c_void);
         let mut found: std::ffi::c_int = 0;
         // Each branch: the timed candidates, fastest first; the first that ran and fits.
-        let (algorithm, math) = match pass {
+        let ((algorithm, ms, bytes), math, timed) = match pass {
             Pass::Forward => {
                 // SAFETY: zeroed plain-data structs, filled by cuDNN.
                 let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; CANDIDATES] =
@@ -300,7 +300,10 @@ impl Plan {
                         p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_BYTES
                     })
                     .ok_or("no forward algorithm ran")?;
-                (Algorithm::Forward(best.algo), best.mathType)
+                let timed: Vec<_> =
+                    perf[..found.max(0) as usize].iter().map(|p| (p.algo, p.time, p.memory)).collect();
+                let choice = (Algorithm::Forward(best.algo), best.time, best.memory);
+                (choice, best.mathType, format!("{timed:?}"))
             }
             Pass::FilterGrad => {
                 // SAFETY: as above.
@@ -331,7 +334,10 @@ impl Plan {
                         p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_BYTES
                     })
                     .ok_or("no filter-gradient algorithm ran")?;
-                (Algorithm::FilterGrad(best.algo), best.mathType)
+                let timed: Vec<_> =
+                    perf[..found.max(0) as usize].iter().map(|p| (p.algo, p.time, p.memory)).collect();
+                let choice = (Algorithm::FilterGrad(best.algo), best.time, best.memory);
+                (choice, best.mathType, format!("{timed:?}"))
             }
             Pass::DataGrad => {
                 // SAFETY: as above.
@@ -362,13 +368,16 @@ impl Plan {
                         p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_BYTES
                     })
                     .ok_or("no data-gradient algorithm ran")?;
-                (Algorithm::DataGrad(best.algo), best.mathType)
+                let timed: Vec<_> =
+                    perf[..found.max(0) as usize].iter().map(|p| (p.algo, p.time, p.memory)).collect();
+                let choice = (Algorithm::DataGrad(best.algo), best.time, best.memory);
+                (choice, best.mathType, format!("{timed:?}"))
             }
         };
         // The math type the algorithm was timed with (PyTorch does the same).
         // SAFETY: a live descriptor.
         check(unsafe { sys::cudnnSetConvolutionMathType(desc, math) }, "cudnnSetConvolutionMathType")?;
-        tracing::debug!(?pass, ?conv, algorithm = ?algorithm.name(), "cuDNN algorithm chosen");
+        tracing::debug!(?pass, ?conv, algorithm = ?algorithm.name(), ms, bytes, %timed, "cuDNN algorithm chosen");
         Ok(Plan { x, y, filter, conv: desc, algorithm })
     }
 }
