@@ -191,12 +191,16 @@ fn a_stacked_step_with_library_convolutions_is_each_models_own() {
 }
 
 /// The same on cuDNN (`fast-bf16+cudnn`: one grouped convolution for all models per layer and
-/// pass, the single model's cuDNN convolutions alone). Needs a CUDA GPU and cuDNN.
+/// pass, the single model's cuDNN convolutions alone). In bf16 at six images, rounding carried
+/// through nine layers moves the smaller gradients by up to ~18 % on either fused path (the
+/// batched GEMMs on the CPU: 15 %; cuDNN on an H200: 18 %), so this bounds them at 25 %: a
+/// model's gradient computed from another model's channels would be off by its whole scale.
+/// Needs a CUDA GPU and cuDNN.
 #[cfg(feature = "cuda")]
 #[test]
 #[ignore = "needs a CUDA GPU and cuDNN"]
 fn cuda_stacked_cudnn_forward_and_backward_is_each_models_own() {
-    assert_stacked_step_on_cuda("fast-bf16+cudnn".parse().unwrap(), 5e-2);
+    assert_stacked_step_on_cuda("fast-bf16+cudnn".parse().unwrap(), 0.25);
 }
 
 /// Stacking and taking each model back out changes nothing: every parameter and running
