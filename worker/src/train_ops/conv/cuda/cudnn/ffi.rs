@@ -269,8 +269,8 @@ impl Plan {
         }
         let [a, b, out] = [a, b, out].map(|p| p as *mut c_void);
         let mut found: std::ffi::c_int = 0;
-        // Each branch: the timed candidates, fastest first; the first that ran and fits.
-        let ((algorithm, ms, bytes), math, timed) = match pass {
+        // Each branch: cuDNN times the candidates (fastest first), then `fastest` picks.
+        let (algorithm, best) = match pass {
             Pass::Forward => {
                 // SAFETY: zeroed plain-data structs, filled by cuDNN.
                 let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; CANDIDATES] =
@@ -294,16 +294,8 @@ impl Plan {
                     )
                 };
                 check(status, "cudnnFindConvolutionForwardAlgorithmEx")?;
-                let best = perf[..found.max(0) as usize]
-                    .iter()
-                    .find(|p| {
-                        p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_BYTES
-                    })
-                    .ok_or("no forward algorithm ran")?;
-                let timed: Vec<_> =
-                    perf[..found.max(0) as usize].iter().map(|p| (p.algo, p.time, p.memory)).collect();
-                let choice = (Algorithm::Forward(best.algo), best.time, best.memory);
-                (choice, best.mathType, format!("{timed:?}"))
+                let (best, timing) = fastest(&perf, found, pass)?;
+                (Algorithm::Forward(best.algo), timing)
             }
             Pass::FilterGrad => {
                 // SAFETY: as above.
@@ -328,16 +320,8 @@ impl Plan {
                     )
                 };
                 check(status, "cudnnFindConvolutionBackwardFilterAlgorithmEx")?;
-                let best = perf[..found.max(0) as usize]
-                    .iter()
-                    .find(|p| {
-                        p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_BYTES
-                    })
-                    .ok_or("no filter-gradient algorithm ran")?;
-                let timed: Vec<_> =
-                    perf[..found.max(0) as usize].iter().map(|p| (p.algo, p.time, p.memory)).collect();
-                let choice = (Algorithm::FilterGrad(best.algo), best.time, best.memory);
-                (choice, best.mathType, format!("{timed:?}"))
+                let (best, timing) = fastest(&perf, found, pass)?;
+                (Algorithm::FilterGrad(best.algo), timing)
             }
             Pass::DataGrad => {
                 // SAFETY: as above.
@@ -362,22 +346,15 @@ impl Plan {
                     )
                 };
                 check(status, "cudnnFindConvolutionBackwardDataAlgorithmEx")?;
-                let best = perf[..found.max(0) as usize]
-                    .iter()
-                    .find(|p| {
-                        p.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && p.memory <= WORKSPACE_BYTES
-                    })
-                    .ok_or("no data-gradient algorithm ran")?;
-                let timed: Vec<_> =
-                    perf[..found.max(0) as usize].iter().map(|p| (p.algo, p.time, p.memory)).collect();
-                let choice = (Algorithm::DataGrad(best.algo), best.time, best.memory);
-                (choice, best.mathType, format!("{timed:?}"))
+                let (best, timing) = fastest(&perf, found, pass)?;
+                (Algorithm::DataGrad(best.algo), timing)
             }
         };
+        let Timing { ms, bytes, math, candidates } = best;
         // The math type the algorithm was timed with (PyTorch does the same).
         // SAFETY: a live descriptor.
         check(unsafe { sys::cudnnSetConvolutionMathType(desc, math) }, "cudnnSetConvolutionMathType")?;
-        tracing::debug!(?pass, ?conv, algorithm = ?algorithm.name(), ms, bytes, %timed, "cuDNN algorithm chosen");
+        tracing::debug!(?pass, ?conv, algorithm = ?algorithm.name(), ms, bytes, %candidates, "cuDNN algorithm chosen");
         Ok(Plan { x, y, filter, conv: desc, algorithm })
     }
 }
@@ -390,4 +367,54 @@ impl Algorithm {
             Algorithm::DataGrad(a) => format!("{a:?}"),
         }
     }
+}
+
+/// What cuDNN's benchmark reports of an algorithm, whichever pass it timed.
+trait Timed: Copy {
+    /// It ran, and within the workspace.
+    fn ran(&self) -> bool;
+    /// `(algorithm, ms, workspace bytes)`, for the log.
+    fn summary(&self) -> String;
+    /// Its time, workspace and math type.
+    fn measured(&self) -> (f32, usize, sys::cudnnMathType_t);
+}
+
+macro_rules! timed {
+    ($($perf:ty),*) => {$(
+        impl Timed for $perf {
+            fn ran(&self) -> bool {
+                self.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && self.memory <= WORKSPACE_BYTES
+            }
+            fn summary(&self) -> String {
+                format!("{:?}", (self.algo, self.time, self.memory))
+            }
+            fn measured(&self) -> (f32, usize, sys::cudnnMathType_t) {
+                (self.time, self.memory, self.mathType)
+            }
+        }
+    )*};
+}
+
+timed!(
+    sys::cudnnConvolutionFwdAlgoPerf_t,
+    sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+    sys::cudnnConvolutionBwdDataAlgoPerf_t
+);
+
+/// The chosen algorithm's time (ms), workspace (bytes) and math type, and every candidate's
+/// [`Timed::summary`].
+struct Timing {
+    ms: f32,
+    bytes: usize,
+    math: sys::cudnnMathType_t,
+    candidates: String,
+}
+
+/// The first of the `found` timed candidates (fastest first) that ran within the workspace.
+fn fastest<P: Timed>(perf: &[P], found: std::ffi::c_int, pass: Pass) -> Result<(P, Timing), String> {
+    let timed = &perf[..(found.max(0) as usize).min(perf.len())];
+    let best = *timed.iter().find(|p| p.ran()).ok_or_else(|| format!("no {pass:?} algorithm ran"))?;
+    let (ms, bytes, math) = best.measured();
+    let candidates = timed.iter().map(Timed::summary).collect::<Vec<_>>().join(" ");
+    Ok((best, Timing { ms, bytes, math, candidates }))
 }
