@@ -13,8 +13,10 @@ use cudarc::cudnn::sys;
 use cudarc::driver::CudaContext;
 use cudarc::driver::sys::CUstream;
 
+use super::timing::{Timing, fastest};
+
 /// Bytes of the per-device workspace; the benchmark only considers algorithms that fit.
-const WORKSPACE_BYTES: usize = 1 << 30;
+pub(super) const WORKSPACE_BYTES: usize = 1 << 30;
 /// Algorithms the benchmark times, at most.
 const CANDIDATES: usize = 8;
 
@@ -367,54 +369,4 @@ impl Algorithm {
             Algorithm::DataGrad(a) => format!("{a:?}"),
         }
     }
-}
-
-/// What cuDNN's benchmark reports of an algorithm, whichever pass it timed.
-trait Timed: Copy {
-    /// It ran, and within the workspace.
-    fn ran(&self) -> bool;
-    /// `(algorithm, ms, workspace bytes)`, for the log.
-    fn summary(&self) -> String;
-    /// Its time, workspace and math type.
-    fn measured(&self) -> (f32, usize, sys::cudnnMathType_t);
-}
-
-macro_rules! timed {
-    ($($perf:ty),*) => {$(
-        impl Timed for $perf {
-            fn ran(&self) -> bool {
-                self.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && self.memory <= WORKSPACE_BYTES
-            }
-            fn summary(&self) -> String {
-                format!("{:?}", (self.algo, self.time, self.memory))
-            }
-            fn measured(&self) -> (f32, usize, sys::cudnnMathType_t) {
-                (self.time, self.memory, self.mathType)
-            }
-        }
-    )*};
-}
-
-timed!(
-    sys::cudnnConvolutionFwdAlgoPerf_t,
-    sys::cudnnConvolutionBwdFilterAlgoPerf_t,
-    sys::cudnnConvolutionBwdDataAlgoPerf_t
-);
-
-/// The chosen algorithm's time (ms), workspace (bytes) and math type, and every candidate's
-/// [`Timed::summary`].
-struct Timing {
-    ms: f32,
-    bytes: usize,
-    math: sys::cudnnMathType_t,
-    candidates: String,
-}
-
-/// The first of the `found` timed candidates (fastest first) that ran within the workspace.
-fn fastest<P: Timed>(perf: &[P], found: std::ffi::c_int, pass: Pass) -> Result<(P, Timing), String> {
-    let timed = &perf[..(found.max(0) as usize).min(perf.len())];
-    let best = *timed.iter().find(|p| p.ran()).ok_or_else(|| format!("no {pass:?} algorithm ran"))?;
-    let (ms, bytes, math) = best.measured();
-    let candidates = timed.iter().map(Timed::summary).collect::<Vec<_>>().join(" ");
-    Ok((best, Timing { ms, bytes, math, candidates }))
 }

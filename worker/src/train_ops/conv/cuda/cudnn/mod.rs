@@ -13,6 +13,7 @@
 //! ([`library_version`]).
 
 mod ffi;
+mod timing;
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
