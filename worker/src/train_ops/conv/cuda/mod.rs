@@ -15,10 +15,11 @@ use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use burn_cuda::Cuda;
+use cubecl::cuda::CudaRuntime;
 
 use super::{ConvOps, reference};
 use crate::train_ops::cube::{FusionTensor, custom_op};
-use crate::train_ops::{ConvEngine, to_dtype, unwrap, wrap};
+use crate::train_ops::{ConvEngine, unwrap, wrap};
 
 impl ConvOps for Cuda {
     fn conv3x3_nobias(
@@ -27,7 +28,9 @@ impl ConvOps for Cuda {
         engine: ConvEngine,
     ) -> FloatTensor<Self> {
         match engine {
-            ConvEngine::Cudnn if cudnn::takes(&x, &weight) => cudnn::conv3x3(x, weight),
+            ConvEngine::Cudnn if cudnn::takes(&x, &weight, &[x.shape[1], weight.shape[0]]) => {
+                cudnn::conv3x3(x, weight)
+            }
             ConvEngine::Tuned | ConvEngine::Cudnn if tuned::tunable(&x, &weight) => {
                 tuned::conv3x3::<_, f32, i32, u8>(x, weight)
             }
@@ -41,10 +44,8 @@ impl ConvOps for Cuda {
         engine: ConvEngine,
     ) -> FloatTensor<Self> {
         // cuDNN takes the gradient when it takes the convolution: `dy` has the kernel's C_out.
-        let cudnn = engine == ConvEngine::Cudnn && cudnn::takes_channels(&x, &dy);
-        if cudnn {
-            let dw = wrap::<Self, 4>(cudnn::weight_grad(x, dy));
-            return unwrap(to_dtype(dw, FloatDType::F32));
+        if engine == ConvEngine::Cudnn && cudnn::takes(&x, &dy, &[x.shape[1], dy.shape[1]]) {
+            return super::library::f32_grad::<Self>(cudnn::weight_grad(x, dy));
         }
         unwrap(reference::weight_grad::<Self>(wrap(x), wrap(dy)))
     }
@@ -54,7 +55,7 @@ impl ConvOps for Cuda {
         operand: FloatTensor<Self>,
         groups: usize,
     ) -> FloatTensor<Self> {
-        match cudnn::takes_grouped(&x, &operand, groups) {
+        match cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)) {
             true => cudnn::grouped_conv3x3(x, operand, groups),
             false => super::grouped::by_burn_conv::<Self>(x, operand, groups),
         }
@@ -65,7 +66,7 @@ impl ConvOps for Cuda {
         operand: FloatTensor<Self>,
         groups: usize,
     ) -> FloatTensor<Self> {
-        match cudnn::takes_grouped(&dy, &operand, groups) {
+        match cudnn::takes(&dy, &operand, &grouped_channels(&dy, &operand, groups)) {
             true => cudnn::grouped_input_grad(dy, operand, groups),
             false => super::library::input_grad_by_flipped::<Self>(dy, operand, groups),
         }
@@ -76,7 +77,7 @@ impl ConvOps for Cuda {
         dy: FloatTensor<Self>,
         groups: usize,
     ) -> FloatTensor<Self> {
-        match cudnn::takes_grouped_grad(&x, &dy, groups) {
+        match cudnn::takes(&x, &dy, &[x.shape[1] / groups, dy.shape[1] / groups]) {
             true => super::library::f32_grad::<Self>(cudnn::grouped_weight_grad(x, dy, groups)),
             false => super::library::weight_grad_by_im2col::<Self>(x, dy, groups),
         }
@@ -113,6 +114,16 @@ impl ConvOps for Cuda {
     ) -> FloatTensor<Self> {
         summed_matmul::summed_matmul_to_f32::<_, f32, i32, u8>(lhs, rhs, sums)
     }
+}
+
+/// Per-model channel counts of `groups` convolutions side by side: `a: [N, G·C, H, W]` (the
+/// input, or the output gradient) with `operand: [G·C_out, C_in, 3, 3]`.
+fn grouped_channels(
+    a: &FusionTensor<CudaRuntime>,
+    operand: &FusionTensor<CudaRuntime>,
+    groups: usize,
+) -> [usize; 3] {
+    [a.shape[1] / groups, operand.shape[0] / groups, operand.shape[1]]
 }
 
 fn launch_matmul_to_f32<R: CubeRuntime>(

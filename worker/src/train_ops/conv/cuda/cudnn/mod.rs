@@ -25,46 +25,15 @@ use crate::train_ops::cube::{FusionTensor, LaunchMany, channels_last, custom_op_
 pub use ffi::library_version;
 use ffi::{Conv3x3, Pass};
 
-/// Whether cuDNN takes `x` convolved by `weight`: bf16 operands whose channel counts are
-/// multiples of 8 (its tensor-core kernels for channels-last data); anything else runs on the
-/// other kernels.
-pub fn takes(x: &FusionTensor<CudaRuntime>, weight: &FusionTensor<CudaRuntime>) -> bool {
-    fits(x, weight.shape[0], weight.dtype)
-}
-
-/// [`takes`] for the weight gradient of `x` with output gradient `dy: [N, C_out, H, W]`.
-pub fn takes_channels(x: &FusionTensor<CudaRuntime>, dy: &FusionTensor<CudaRuntime>) -> bool {
-    fits(x, dy.shape[1], dy.dtype)
-}
-
-/// [`takes`] for `groups` convolutions side by side: `a: [N, G·C, H, W]` (the input, or the output
-/// gradient) with `operand: [G·C_out, C_in, 3, 3]`, per-model channel counts multiples of 8.
-pub fn takes_grouped(
-    a: &FusionTensor<CudaRuntime>,
-    operand: &FusionTensor<CudaRuntime>,
-    groups: usize,
-) -> bool {
-    let channels = [a.shape[1] / groups, operand.shape[0] / groups, operand.shape[1]];
-    a.dtype == DType::BF16 && operand.dtype == DType::BF16 && channels.iter().all(|c| c.is_multiple_of(8))
-}
-
-/// [`takes_grouped`] for the weight gradient of `x: [N, G·C_in, H, W]` with output gradient `dy:
-/// [N, G·C_out, H, W]`.
-pub fn takes_grouped_grad(
-    x: &FusionTensor<CudaRuntime>,
-    dy: &FusionTensor<CudaRuntime>,
-    groups: usize,
-) -> bool {
-    let channels = [x.shape[1] / groups, dy.shape[1] / groups];
-    x.dtype == DType::BF16 && dy.dtype == DType::BF16 && channels.iter().all(|c| c.is_multiple_of(8))
-}
-
-fn fits(x: &FusionTensor<CudaRuntime>, c_out: usize, other: DType) -> bool {
-    x.dtype == DType::BF16 && other == DType::BF16 && x.shape[1].is_multiple_of(8) && c_out.is_multiple_of(8)
+/// Whether cuDNN takes a pass over the operands `a` and `b` whose per-model channel counts are
+/// `channels`: bf16 operands and every count a multiple of 8 (its tensor-core kernels for
+/// channels-last data); anything else runs on the other kernels.
+pub fn takes(a: &FusionTensor<CudaRuntime>, b: &FusionTensor<CudaRuntime>, channels: &[usize]) -> bool {
+    a.dtype == DType::BF16 && b.dtype == DType::BF16 && channels.iter().all(|c| c.is_multiple_of(8))
 }
 
 /// `x: [N, C_in, H, W]` convolved (3×3, stride 1, padding 1, no bias) by `weight: [C_out, C_in,
-/// 3, 3]`, both bf16 ([`takes`]): `[N, C_out, H, W]` in bf16, channels-last in memory.
+/// 3, 3]`, both bf16 (as [`takes`] asks): `[N, C_out, H, W]` in bf16, channels-last in memory.
 pub fn conv3x3(x: FusionTensor<CudaRuntime>, weight: FusionTensor<CudaRuntime>) -> FusionTensor<CudaRuntime> {
     grouped_conv3x3(x, weight, 1)
 }
