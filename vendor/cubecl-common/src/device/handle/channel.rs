@@ -454,7 +454,10 @@ mod task {
         /// Tasks must run, otherwise we will create memory leaks since we don't
         /// drop tasks that aren't executed.
         pub fn run(&mut self) {
-            (self.fn_ptr)(self)
+            // PATCHED (sweep): a slot left empty in a later, partial buffer runs nothing (not
+            // this closure, already read out, again).
+            let run = core::mem::replace(&mut self.fn_ptr, |_| {});
+            run(self)
         }
     }
 }
@@ -536,19 +539,19 @@ mod custom_channel {
     /// Maximum number of [`Task`] that can be queued.
     pub const CHANNEL_MAX_TASK: usize = 32;
 
-    /// PATCHED (sweep, see vendor/README.md): the number of queued tasks at which the server
-    /// takes the buffer and runs them, and at which a client waits for it to. Upstream this is
-    /// always [`CHANNEL_MAX_TASK`]: a task then waits for 31 more (or a blocking call) before
-    /// it runs, so a kernel reaches the GPU only after the host has recorded a batch of later
-    /// operations, twice (fusion stream, then the `CubeCL` server). `CUBECL_CHANNEL_BATCH` (1 to
-    /// [`CHANNEL_MAX_TASK`], read once per process) sets it; the default here is 1.
-    pub fn batch() -> usize {
-        static BATCH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    /// PATCHED (sweep, see vendor/README.md): how the server takes queued tasks. `None` (the
+    /// default here): whatever is queued, as soon as it is free, while clients go on queueing
+    /// until [`CHANNEL_MAX_TASK`] wait; so a task runs at once and the host threads on both
+    /// sides of the channel overlap. `Some(n)` (`CUBECL_CHANNEL_BATCH=n`, 1 to
+    /// [`CHANNEL_MAX_TASK`], read once per process): a fixed batch, the server runs tasks once
+    /// `n` are queued and a client waits for it to (upstream: always 32).
+    pub fn batch() -> Option<usize> {
+        static BATCH: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
         *BATCH.get_or_init(|| {
             std::env::var("CUBECL_CHANNEL_BATCH")
                 .ok()
                 .and_then(|v| v.trim().parse::<usize>().ok())
-                .map_or(1, |v| v.clamp(1, CHANNEL_MAX_TASK))
+                .map(|v| v.clamp(1, CHANNEL_MAX_TASK))
         })
     }
 
@@ -622,7 +625,7 @@ mod custom_channel {
             let mut idle_count: u32 = 0;
             loop {
                 let index = self.state.available_index.fetch_add(1, Ordering::Acquire) as usize;
-                if index >= batch() {
+                if index >= batch().unwrap_or(CHANNEL_MAX_TASK) {
                     // The queue is full; back off until the server flushes/swaps buffers.
                     if idle_count < SPIN_BUDGET_CLIENT {
                         spin_loop();
@@ -643,11 +646,15 @@ mod custom_channel {
 
         /// Forces a flush by filling the remaining buffer with no-op tasks.
         pub fn flush(&self) {
+            // PATCHED (sweep): without a fixed batch the server takes partial buffers itself.
+            let Some(batch) = batch() else {
+                return;
+            };
             let index_start =
                 self.state.available_index.fetch_add(CHANNEL_MAX_TASK as u32, Ordering::Acquire) as usize;
 
             // The queue is already flushed.
-            if index_start >= batch() {
+            if index_start >= batch {
                 return;
             }
 
@@ -656,7 +663,7 @@ mod custom_channel {
             // # Notes
             //
             // index_end != index_start + CHANNEL_MAX_TASK;
-            let index_end = batch();
+            let index_end = batch;
 
             for index in index_start..index_end {
                 self.state.init_task_at(index, || ());
@@ -747,7 +754,7 @@ mod custom_channel {
 
                 let queue_size = self.state.enqueued_count.load(Ordering::Acquire) as usize;
 
-                if queue_size >= batch() {
+                if queue_size >= batch().unwrap_or(1) {
                     self.fetch();
                     idle_count = 0;
                     continue;
@@ -775,6 +782,15 @@ mod custom_channel {
         /// Swaps the client and server buffers, allowing the client to start
         /// filling the next buffer while the server processes the current one.
         fn fetch(&mut self) {
+            if batch().is_none() {
+                // PATCHED (sweep): a partial buffer. Claiming every free slot keeps clients from
+                // starting a write in it; the writes already started are waited for.
+                let claimed = self.state.available_index.fetch_add(CHANNEL_MAX_TASK as u32, Ordering::AcqRel);
+                let claimed = (claimed as usize).min(CHANNEL_MAX_TASK);
+                while (self.state.enqueued_count.load(Ordering::Acquire) as usize) < claimed {
+                    spin_loop();
+                }
+            }
             self.client_buf = 1 - self.client_buf;
 
             self.state.queue_ptr.store(self.buffers[self.client_buf].tasks.as_mut_ptr(), Ordering::Release);
@@ -907,8 +923,8 @@ mod tests {
         assert!(received);
     }
 
-    /// PATCHED (sweep): with the default batch of 1, a lone task runs without a flush or a
-    /// blocking call (upstream it waits for 31 more).
+    /// PATCHED (sweep): by default a lone task runs without a flush or a blocking call
+    /// (upstream it waits for 31 more).
     #[test]
     fn test_single_task_runs_without_a_flush() {
         let device_id = DeviceId { type_id: 0, index_id: 90 };
@@ -920,7 +936,58 @@ mod tests {
         let received =
             rx.recv_timeout(Duration::from_secs(5)).expect("a single task must run as soon as it is queued");
         assert!(received);
-        assert!((1..=CHANNEL_MAX_TASK).contains(&crate::device::handle::channel::custom_channel::batch()));
+    }
+
+    /// PATCHED (sweep): while the server runs a long task a client queues more without
+    /// waiting for it, and every task of the partial buffers runs once, in order, its
+    /// captures dropped once.
+    #[test]
+    #[cfg(not(miri))]
+    fn test_clients_queue_while_the_server_runs() {
+        let device_id = DeviceId { type_id: 0, index_id: 91 };
+        let handle = ChannelDeviceHandle::<MockService>::new(device_id);
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        handle.submit(move |_| {
+            started_tx.send(()).unwrap();
+            release_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        });
+        started_rx.recv_timeout(Duration::from_secs(5)).expect("the first task must start");
+        let order = Arc::new(std::sync::Mutex::new(std::vec::Vec::new()));
+        let drops = Arc::new(AtomicUsize::new(0));
+        struct DropSpy(Arc<AtomicUsize>);
+        impl Drop for DropSpy {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        // Fewer than a buffer: none of these submits may wait for the blocked server.
+        let queued = CHANNEL_MAX_TASK - 2;
+        let begin = std::time::Instant::now();
+        for i in 0..queued {
+            let (order, spy) = (order.clone(), DropSpy(drops.clone()));
+            handle.submit(move |_| {
+                let _ = &spy;
+                order.lock().unwrap().push(i);
+            });
+        }
+        assert!(begin.elapsed() < Duration::from_secs(5), "a submit waited for the busy server");
+        assert!(order.lock().unwrap().is_empty());
+        release_tx.send(()).unwrap();
+        // Then partial buffers of a few tasks each, some slots of the earlier buffer left empty.
+        for i in queued..queued + 70 {
+            let (order, spy) = (order.clone(), DropSpy(drops.clone()));
+            handle.submit(move |_| {
+                let _ = &spy;
+                order.lock().unwrap().push(i);
+            });
+            if i % 7 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        handle.submit_blocking(|_| {}).unwrap();
+        assert_eq!(*order.lock().unwrap(), (0..queued + 70).collect::<std::vec::Vec<_>>());
+        assert_eq!(drops.load(Ordering::SeqCst), queued + 70);
     }
 
     #[test]
