@@ -16,8 +16,9 @@ ENTRYPOINT ["coordinator"]
 # Loopback only without TLS and tokens; see docker-compose.yml for a coordinator others can reach.
 CMD ["serve"]
 
-# Worker: CUDA runtime + NVRTC (burn's CUDA backend compiles kernels at run time).
-FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04 AS worker
+# Worker: CUDA runtime + NVRTC (burn's CUDA backend compiles kernels at run time) + cuDNN 9 (the
+# image's libcudnn.so.9 makes `--kernels auto` train on cuDNN's convolutions, the fastest set).
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS worker
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates cuda-nvrtc-12-8 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/worker /usr/local/bin/worker
 COPY --from=build /out/sweep /usr/local/bin/sweep

@@ -53,8 +53,8 @@ pub enum ConvEngine {
 }
 
 /// `--kernels` help of the commands that train.
-pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16 on CUDA, fast on \
-    the CPU), fast (custom convolution gradients, fused BatchNorm and pooling, f32), fast-bf16 (fast with bf16 \
+pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16-cudnn on CUDA \
+    where libcudnn loads, fast-bf16 on CUDA without it, fast on the CPU), fast (custom convolution gradients, fused BatchNorm and pooling, f32), fast-bf16 (fast with bf16 \
     activations and tuned bf16 convolutions), fast-bf16-cudnn (fast-bf16 with the bf16 convolutions on cuDNN, \
     libcudnn found at run time), or stock (burn's modules)";
 
@@ -233,8 +233,9 @@ impl std::fmt::Display for Kernels {
 /// `--kernels` as given: a fixed set, or `auto`, the fastest set measured for the device kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum KernelChoice {
-    /// [`Kernels::FAST_BF16`] on CUDA, [`Kernels::FAST`] on the CPU (burn-flex has no bf16 GEMM
-    /// worth having, and bf16 there only adds casts).
+    /// [`Kernels::FAST_BF16_CUDNN`] on CUDA where libcudnn loads ([`Kernels::FAST_BF16`]
+    /// without it), [`Kernels::FAST`] on the CPU (burn-flex has no bf16 GEMM worth having, and
+    /// bf16 there only adds casts).
     #[default]
     Auto,
     /// This set on every device.
@@ -244,9 +245,21 @@ pub enum KernelChoice {
 impl KernelChoice {
     /// The kernels a runner on `device` uses.
     pub fn for_device(self, device: DeviceChoice) -> Kernels {
+        self.resolve(device, cudnn_version)
+    }
+
+    /// [`KernelChoice::for_device`] with `cudnn` telling whether libcudnn loads (its version,
+    /// or why not); asked only when the answer matters.
+    fn resolve(self, device: DeviceChoice, cudnn: impl FnOnce() -> Result<usize, String>) -> Kernels {
         match (self, device) {
             (KernelChoice::Set(kernels), _) => kernels,
-            (KernelChoice::Auto, DeviceChoice::Cuda(_)) => Kernels::FAST_BF16,
+            (KernelChoice::Auto, DeviceChoice::Cuda(_)) => match cudnn() {
+                Ok(_) => Kernels::FAST_BF16_CUDNN,
+                Err(reason) => {
+                    tracing::info!(%reason, "auto kernels: fast-bf16 (cuDNN's convolutions are faster where libcudnn loads)");
+                    Kernels::FAST_BF16
+                }
+            },
             (KernelChoice::Auto, DeviceChoice::Cpu) => Kernels::FAST,
         }
     }
@@ -289,12 +302,19 @@ pub fn check_kernels(kernels: Kernels, device: DeviceChoice) -> Result<(), Strin
         return Ok(());
     }
     match device {
-        #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda(_) => super::conv::cudnn_library_version()
+        DeviceChoice::Cuda(_) => cudnn_version()
             .map(|version| tracing::info!(version, "cuDNN runs the bf16 convolutions"))
             .map_err(|reason| format!("kernel part cudnn: {reason}")),
-        _ => Err("kernel part cudnn: cuDNN runs on CUDA devices only".to_owned()),
+        DeviceChoice::Cpu => Err("kernel part cudnn: cuDNN runs on CUDA devices only".to_owned()),
     }
+}
+
+/// libcudnn's version where it loads, or why it does not.
+fn cudnn_version() -> Result<usize, String> {
+    #[cfg(feature = "cuda")]
+    return super::conv::cudnn_library_version();
+    #[cfg(not(feature = "cuda"))]
+    Err("this build has no CUDA backend".to_owned())
 }
 
 #[cfg(test)]
@@ -374,11 +394,18 @@ mod tests {
     }
 
     #[test]
-    fn auto_picks_bf16_activations_on_cuda_and_f32_on_the_cpu() {
+    fn auto_picks_cudnn_where_it_loads_bf16_activations_on_cuda_and_f32_on_the_cpu() {
         let auto: KernelChoice = "auto".parse().unwrap();
         assert_eq!(auto, KernelChoice::default());
-        assert_eq!(auto.for_device(DeviceChoice::Cuda(1)), Kernels::FAST_BF16);
+        let loads = || Ok(91400);
+        let missing = || Err("no libcudnn".to_owned());
+        assert_eq!(auto.resolve(DeviceChoice::Cuda(1), loads), Kernels::FAST_BF16_CUDNN);
+        assert_eq!(auto.resolve(DeviceChoice::Cuda(1), missing), Kernels::FAST_BF16);
+        let never = || -> Result<usize, String> { panic!("the CPU does not ask for cuDNN") };
+        assert_eq!(auto.resolve(DeviceChoice::Cpu, never), Kernels::FAST);
         assert_eq!(auto.for_device(DeviceChoice::Cpu), Kernels::FAST);
+        let set = KernelChoice::Set(Kernels::FAST_BF16);
+        assert_eq!(set.resolve(DeviceChoice::Cuda(0), never), Kernels::FAST_BF16);
         let stock: KernelChoice = "stock".parse().unwrap();
         for device in [DeviceChoice::Cuda(0), DeviceChoice::Cpu] {
             assert_eq!(stock.for_device(device), Kernels::STOCK);
