@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs this project's GPU measurements on a machine with an NVIDIA GPU and no Rust toolchain.
 #
-# Bring release binaries (strip + xz) in .device/bin/ and CIFAR-10 files (.bin.xz) in
+# Bring release binaries (`strip --strip-debug` keeps the symbol table `--host-profile` needs; then
+# xz) in .device/bin/ and CIFAR-10 files (.bin.xz) in
 # .device/data/, then call the phases in order (each writes logs under $OUT, default ./gpu-out):
 #   unpack           binaries -> /root/bin, data -> /root/cifar10 (can be called several times
 #                    with different data files: the data set only needs to be complete for `sweep`)
