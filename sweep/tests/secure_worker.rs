@@ -19,6 +19,7 @@ use tonic::transport::Identity;
 use worker::Cifar10;
 use worker::agent::{AgentConfig, AgentError, run_agent_with};
 use worker::device::DeviceChoice;
+use worker::training::FuseChoice;
 
 struct Pki {
     ca: String,
@@ -60,7 +61,7 @@ fn agent_config(url: &str, id: &str) -> AgentConfig {
         hostname: "gpu-01".into(),
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
-        fuse: 1,
+        fuse: FuseChoice::Fixed(1),
         kernels: Default::default(),
         checkpoints: None,
     }

@@ -4,7 +4,7 @@
 # the sweep's whole state: it is restored from $DB_IN (if present) at `start`, and a consistent
 # copy is written to $OUT at every `poll`, so a stopped run continues on another machine.
 #
-# Bring release binaries (strip + xz) in .device/bin/ and CIFAR-10 files (.bin.xz) in
+# Bring release binaries (`strip --strip-debug` + xz) in .device/bin/ and CIFAR-10 files (.bin.xz) in
 # .device/data/ (see gpu.sh `unpack`), and optionally .device/autotune.tgz (a previous machine's
 # autotune results, written to $OUT at every `poll`). Phases (logs and the database copy go to $OUT):
 #   warm               autotune the training kernels in the background (`worker bench`, no data

@@ -19,6 +19,7 @@ use sweep_proto::pb::{
     CancelSweepRequest, DataOptions, GetJobRequest, ListJobsRequest, SubmitSweepRequest, SweepSpec,
 };
 use worker::agent::{self, CheckpointSettings, CheckpointTarget, Commands};
+use worker::training::FuseChoice;
 
 fn spec(name: &str, seeds: Vec<u64>, epochs: u32) -> SweepSpec {
     SweepSpec {
@@ -91,7 +92,7 @@ async fn a_fusing_slot_trains_the_jobs_of_one_shape_together_and_hands_back_anot
     let other = SweepSpec { batch_size: 64, ..spec("other", vec![5], 2) };
     c.submit_sweep(SubmitSweepRequest { spec: Some(other) }).await.unwrap();
     let (stop, agent) = start_agent_with(agent::AgentConfig {
-        fuse: 5,
+        fuse: FuseChoice::Fixed(5),
         ..agent_config(server.addr, "fusing-worker", None, Commands::Refuse)
     });
 

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use worker::Cifar10;
 use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, run_agent_with};
 use worker::device::DeviceChoice;
+use worker::training::FuseChoice;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is set for chaos child processes"))
@@ -69,7 +70,7 @@ pub fn worker() {
         hostname: "chaos".into(),
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
-        fuse: 1,
+        fuse: FuseChoice::Fixed(1),
         kernels: Default::default(),
         checkpoints: Some(CheckpointSettings { target, every: 1 }),
     };

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use super::{AgentConfig, AgentError, CheckpointSettings, CheckpointTarget, Commands, run_agent_with};
 use crate::data::{Cifar10, DataArgs, DataError, DataSource};
 use crate::device::{DeviceChoice, DeviceError, available_devices};
+use crate::training::FuseChoice;
 
 /// Flags of a coordinator-attached worker.
 #[derive(Debug, Clone, Args)]
@@ -27,8 +28,10 @@ pub struct AttachArgs {
     #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
     pub slots_per_gpu: u32,
     /// Built-in jobs of one shape (epochs, batch size, data) each slot trains as one fused step.
-    #[arg(long, env = "SWEEP_FUSE", default_value_t = 1)]
-    pub fuse: u32,
+    /// `auto`: groups of up to 1,024 images for jobs of a batch below 512, on CUDA with cuDNN's
+    /// convolutions (where fused steps were measured fast), else one job at a time.
+    #[arg(long, env = "SWEEP_FUSE", default_value = "auto")]
+    pub fuse: FuseChoice,
     /// auto (every CUDA GPU, else the CPU), cuda or cpu.
     #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
     pub device: String,
@@ -129,7 +132,7 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         hostname: local.hostname,
         devices: local.devices,
         slots_per_device: args.slots_per_gpu.max(1),
-        fuse: args.fuse.max(1),
+        fuse: args.fuse,
         kernels: args.kernels,
         checkpoints: checkpoint_settings(
             args.checkpoint_dir,

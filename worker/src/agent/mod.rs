@@ -31,7 +31,7 @@ use crate::checkpoint::DirectoryStore;
 use crate::data::Cifar10;
 use crate::device::DeviceChoice;
 use crate::train_ops::KernelChoice;
-use crate::training::RunnerConfig;
+use crate::training::{FuseChoice, RunnerConfig};
 use backoff::Backoff;
 use slot::{JobStores, SlotContext, run_slot};
 
@@ -52,8 +52,8 @@ pub struct AgentConfig {
     pub checkpoints: Option<CheckpointSettings>,
     /// Which jobs the slots lease.
     pub commands: Commands,
-    /// Built-in jobs each slot trains as one fused step (1: one job at a time).
-    pub fuse: u32,
+    /// How many built-in jobs of one shape each slot trains as one fused step.
+    pub fuse: FuseChoice,
 }
 
 /// Whether a worker runs command jobs (the programs of sweeps that admins submitted).
@@ -236,7 +236,8 @@ pub async fn run_agent_with(
                 shutdown_flag: shutdown_flag.clone(),
                 checkpoints: checkpoints.clone(),
                 commands: config.commands,
-                fuse: config.fuse.max(1),
+                fuse: config.fuse,
+                runner: (dev, kernels),
             };
             slot_tasks.push(tokio::spawn(run_slot(ctx, runner)));
         }

@@ -23,8 +23,9 @@ use super::ending::{Tracked, conclude, release};
 use super::uploader::upload_epochs;
 use super::{Commands, LeaseTable};
 use crate::checkpoint::{CheckpointStore, Checkpointing, CoordinatorStore};
-use crate::device::panic_message;
-use crate::training::{EpochSink, FusedRun, JobOutcome, JobRunner, TrainJob, fuses_with};
+use crate::device::{DeviceChoice, panic_message};
+use crate::train_ops::Kernels;
+use crate::training::{EpochSink, FuseChoice, FusedRun, JobOutcome, JobRunner, TrainJob, fuses_with};
 
 /// Everything a slot needs besides its runner.
 #[derive(Clone)]
@@ -40,8 +41,10 @@ pub struct SlotContext {
     pub checkpoints: Option<(JobStores, u32)>,
     /// Which jobs to lease (command jobs run the sweeps' own programs on this machine).
     pub commands: Commands,
-    /// Built-in jobs trained as one fused step (1: one job at a time).
-    pub fuse: u32,
+    /// How many built-in jobs of one shape train as one fused step.
+    pub fuse: FuseChoice,
+    /// The device and kernels the slot's runner trains with (what `fuse` chooses by).
+    pub runner: (DeviceChoice, Kernels),
 }
 
 /// The checkpoint store of each job a slot runs.
@@ -140,16 +143,24 @@ pub(super) async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Rece
     }
 }
 
-/// The leased `first` job and, when this slot fuses and `first` is built in, up to `fuse − 1`
-/// more queued built-in jobs that can train in one step with it ([`fuses_with`]). The first
-/// leased job that does not fit is handed back for the next group.
+/// The leased `first` job and, when it is built in and the slot's group size for it
+/// ([`FuseChoice::group_size`]) is more than one, more queued built-in jobs that can train in
+/// one step with it ([`fuses_with`]), up to that size. The first leased job that does not fit
+/// is handed back for the next group.
 async fn fill_group(ctx: &SlotContext, first: JobAssignment) -> Vec<JobAssignment> {
-    let lead = match TrainJob::try_from(&first) {
-        Ok(lead) if ctx.fuse > 1 && first.command.is_none() => lead,
+    let (device, kernels) = ctx.runner;
+    let (lead, size) = match TrainJob::try_from(&first) {
+        Ok(lead) if first.command.is_none() => {
+            let size = ctx.fuse.group_size(lead.batch_size, device, kernels);
+            (lead, size as usize)
+        }
         _ => return vec![first],
     };
+    if size > 1 {
+        info!(slot = ctx.slot, job = first.fence.job_id, size, fuse = %ctx.fuse, "filling a fused group");
+    }
     let mut group = vec![first];
-    while group.len() < ctx.fuse as usize && !ctx.shutdown_flag.load(Ordering::Relaxed) {
+    while group.len() < size && !ctx.shutdown_flag.load(Ordering::Relaxed) {
         let kinds = vec![pb::JobKind::Builtin as i32];
         let request = LeaseJobRequest { worker_id: ctx.worker_id.clone(), slot: ctx.slot, kinds };
         let Some(job) = ctx.client.clone().lease_job(request).await.ok().and_then(|r| r.into_inner().job)

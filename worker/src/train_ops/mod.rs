@@ -23,6 +23,7 @@ pub mod conv;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cube;
+mod kernel_choice;
 mod kernels;
 pub mod pool;
 
@@ -30,7 +31,8 @@ pub use adam::AdamOps;
 pub use batch_norm::{BatchNormOps, NormConfig, NormInputs, NormOutputs, NormStatistics};
 pub use conv::ConvOps;
 pub use cross_entropy::CrossEntropyOps;
-pub use kernels::{BENCH_KERNELS_HELP, ConvEngine, KERNELS_HELP, KernelChoice, Kernels, check_kernels};
+pub use kernel_choice::{KernelChoice, check_kernels};
+pub use kernels::{BENCH_KERNELS_HELP, ConvEngine, KERNELS_HELP, Kernels};
 pub use pool::PoolOps;
 
 use burn::prelude::*;

@@ -3,9 +3,11 @@
 //! to an [`EpochSink`] and polling it for cancellation between batches. The explicit epoch loop
 //! is [`job`]'s (one job) and [`fused`]'s (several jobs, one step).
 
+mod fuse_choice;
 mod fused;
 mod job;
 
+pub use fuse_choice::FuseChoice;
 pub use fused::{FusedRun, fuses_with, train_fused};
 pub use job::train_job;
 

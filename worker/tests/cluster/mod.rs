@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use worker::Cifar10;
 use worker::agent::{AgentConfig, CheckpointSettings, Commands, run_agent};
 use worker::device::DeviceChoice;
+use worker::training::FuseChoice;
 
 /// 320 training and 64 test images of random pixels (labels cycle through the classes).
 pub fn tiny_data() -> Arc<Cifar10> {
@@ -89,7 +90,7 @@ pub fn agent_config(
         hostname: "test-host".into(),
         devices: vec![DeviceChoice::Cpu],
         slots_per_device: 1,
-        fuse: 1,
+        fuse: FuseChoice::Fixed(1),
         kernels: Default::default(),
         checkpoints,
     }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracing::info;
 use worker::agent::attach::{prepare_commands_only, prepare_local};
 use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, Commands, run_agent_with};
+use worker::training::FuseChoice;
 
 /// Flags of `sweep run`.
 #[derive(Debug, Clone, Args)]
@@ -53,9 +54,10 @@ pub struct RunArgs {
     /// Concurrent jobs per device.
     #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
     pub slots_per_gpu: u32,
-    /// Built-in jobs of one shape (epochs, batch size, data) each slot trains as one fused step.
-    #[arg(long, env = "SWEEP_FUSE", default_value_t = 1)]
-    pub fuse: u32,
+    /// Built-in jobs of one shape each slot trains as one fused step: a number, or `auto` (jobs
+    /// of a batch below 512 in groups of up to 1,024 images on CUDA with cuDNN, else one).
+    #[arg(long, env = "SWEEP_FUSE", default_value = "auto")]
+    pub fuse: FuseChoice,
     /// Attach local worker slots; `false` leaves the training to remote workers.
     #[arg(long, env = "SWEEP_LOCAL_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
     pub local_worker: bool,
@@ -252,7 +254,7 @@ async fn drive(
             hostname: resources.hostname,
             devices: resources.devices,
             slots_per_device: args.slots_per_gpu.max(1),
-            fuse: args.fuse.max(1),
+            fuse: args.fuse,
             kernels: args.kernels,
             checkpoints: Some(CheckpointSettings {
                 target: CheckpointTarget::Directory(args.checkpoint_dir.clone()),
@@ -315,86 +317,4 @@ async fn drive(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        run: RunArgs,
-    }
-
-    #[test]
-    fn local_workers_default_to_auto_kernels_and_reject_unknown_ones() {
-        use clap::Parser;
-        use worker::train_ops::{KernelChoice, Kernels};
-        assert_eq!(Cli::parse_from(["sweep"]).run.kernels, KernelChoice::Auto);
-        let defaults = Cli::parse_from(["sweep"]).run;
-        assert_eq!(
-            (defaults.checkpoint_dir.to_str(), defaults.checkpoint_every),
-            (Some("sweep-checkpoints"), 5)
-        );
-        let stock = Cli::parse_from(["sweep", "--kernels", "stock"]).run.kernels;
-        assert_eq!(stock, KernelChoice::Set(Kernels::STOCK));
-        let err = Cli::try_parse_from(["sweep", "--kernels", "wgrad+fp8"]).err().expect("rejected");
-        assert!(err.to_string().contains("fp8"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn an_exposed_listen_address_needs_tls_and_tokens_or_insecure() {
-        use clap::Parser;
-        let dir = tempfile::tempdir().unwrap();
-        let db = format!("sqlite://{}?mode=rwc", dir.path().join("sweep.db").display());
-        let args = Cli::parse_from(["sweep", "--listen", "0.0.0.0:0", "--database-url", &db]).run;
-        let err = run_until(args, std::future::pending()).await.unwrap_err().to_string();
-        assert!(err.contains("refusing to listen on 0.0.0.0:0") && err.contains("--insecure"), "{err}");
-        assert!(!dir.path().join("sweep.db").exists(), "refused before opening the database");
-    }
-
-    #[tokio::test]
-    async fn behind_tls_the_local_parts_use_loopback_and_in_memory_credentials() {
-        use coordinator::auth::{ServerTls, TokenStore};
-        let store = std::sync::Arc::new(TokenStore::in_memory());
-        let tls = Some(ServerTls::from_pem(Vec::new(), Vec::new(), None));
-        let security = Security { tls, tokens: Some(store.clone()) };
-        let (listeners, local) = bind("127.0.0.1:0".parse().unwrap(), security).await.unwrap();
-        assert_eq!(listeners.len(), 2);
-        assert!(listeners[1].security.tls.is_none() && listeners[1].security.tokens.is_some());
-        let loopback = listeners[1].listener.local_addr().unwrap();
-        assert_eq!(local.url, format!("http://{loopback}"));
-        let token = |s: &ClientSecurity| s.token.clone().expect("a token");
-        assert_eq!(store.verify(token(&local.user).expose()).unwrap().role, Role::Admin);
-        assert_eq!(store.verify(token(&local.worker).expose()).unwrap().name, "sweep-run:worker");
-
-        let (listeners, local) = bind("127.0.0.1:0".parse().unwrap(), Security::none()).await.unwrap();
-        assert_eq!(listeners.len(), 1);
-        assert!(local.user.token.is_none() && local.worker.token.is_none());
-    }
-
-    #[test]
-    fn overrides_from_flags_reach_the_spec() {
-        use clap::Parser;
-        let args = Cli::parse_from([
-            "sweep",
-            "--preset",
-            "quick",
-            "--seeds",
-            "0..2",
-            "--epochs",
-            "3",
-            "--variants",
-            "natural_softmax,normal_lr1e-3",
-            "--name",
-            "mine",
-            "--width",
-            "0.5",
-        ])
-        .run;
-        let spec = submissions(&args).unwrap().remove(0);
-        assert_eq!((spec.name.as_str(), spec.seeds.as_slice(), spec.epochs), ("mine", &[0, 1][..], 3));
-        assert_eq!(spec.variants, vec!["natural_softmax", "normal_lr1e-3"]);
-        assert_eq!(spec.data.unwrap().width_multiplier, 0.5);
-        let default = submissions(&Cli::parse_from(["sweep"]).run).unwrap();
-        assert_eq!(default[0].name, "smoke");
-    }
-}
+mod tests;
