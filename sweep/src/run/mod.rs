@@ -23,9 +23,8 @@ use sweep_proto::text::printable;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
-use worker::agent::attach::{prepare_commands_only, prepare_local};
+use worker::agent::attach::{SlotArgs, prepare_commands_only, prepare_local};
 use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, Commands, run_agent_with};
-use worker::training::FuseChoice;
 
 /// Flags of `sweep run`.
 #[derive(Debug, Clone, Args)]
@@ -45,19 +44,9 @@ pub struct RunArgs {
     /// The CIFAR-10 folder (--data-dir) and whether to download into it (--download).
     #[command(flatten)]
     pub data: worker::data::DataArgs,
-    /// auto (every CUDA GPU, else the CPU), cuda or cpu.
-    #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
-    pub device: String,
-    /// GPUs to use: `all` or a list like `0,1`.
-    #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
-    pub gpus: String,
-    /// Concurrent jobs per device.
-    #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
-    pub slots_per_gpu: u32,
-    /// Built-in jobs of one shape each slot trains as one fused step: a number, or `auto` (jobs
-    /// of a batch below 512 in groups of up to 1,024 images on CUDA with cuDNN, else one).
-    #[arg(long, env = "SWEEP_FUSE", default_value = "auto")]
-    pub fuse: FuseChoice,
+    /// The devices, slots and kernels of the local worker.
+    #[command(flatten)]
+    pub slots: SlotArgs,
     /// Attach local worker slots; `false` leaves the training to remote workers.
     #[arg(long, env = "SWEEP_LOCAL_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
     pub local_worker: bool,
@@ -71,8 +60,6 @@ pub struct RunArgs {
     /// default when stderr is not a terminal).
     #[arg(long, env = "SWEEP_NO_PROGRESS")]
     pub no_progress: bool,
-    #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = worker::train_ops::KERNELS_HELP)]
-    pub kernels: worker::train_ops::KernelChoice,
     /// Queue the sweep's failed and cancelled jobs again (each as a new attempt with a fresh
     /// budget) before training; without it they stay as they are.
     #[arg(long, env = "SWEEP_RETRY_FAILED")]
@@ -240,8 +227,8 @@ async fn drive(
     let agent = if args.local_worker {
         // Only the sweep's own program: no CIFAR-10 for the built-in CNN to load.
         let resources = match commands {
-            Commands::Only => prepare_commands_only(&args.device, &args.gpus)?,
-            _ => prepare_local(&args.device, &args.gpus, args.data.source()).await?,
+            Commands::Only => prepare_commands_only(&args.slots.device, &args.slots.gpus)?,
+            _ => prepare_local(&args.slots.device, &args.slots.gpus, args.data.source()).await?,
         };
         eprintln!(
             "local worker on {}",
@@ -253,9 +240,9 @@ async fn drive(
             worker_id: format!("{}-sweep-{}", resources.hostname, std::process::id()),
             hostname: resources.hostname,
             devices: resources.devices,
-            slots_per_device: args.slots_per_gpu.max(1),
-            fuse: args.fuse,
-            kernels: args.kernels,
+            slots_per_device: args.slots.slots_per_gpu.max(1),
+            fuse: args.slots.fuse,
+            kernels: args.slots.kernels,
             checkpoints: Some(CheckpointSettings {
                 target: CheckpointTarget::Directory(args.checkpoint_dir.clone()),
                 every: args.checkpoint_every.max(1),

@@ -12,10 +12,10 @@ struct Cli {
 fn local_workers_default_to_auto_kernels_and_reject_unknown_ones() {
     use clap::Parser;
     use worker::train_ops::{KernelChoice, Kernels};
-    assert_eq!(Cli::parse_from(["sweep"]).run.kernels, KernelChoice::Auto);
+    assert_eq!(Cli::parse_from(["sweep"]).run.slots.kernels, KernelChoice::Auto);
     let defaults = Cli::parse_from(["sweep"]).run;
     assert_eq!((defaults.checkpoint_dir.to_str(), defaults.checkpoint_every), (Some("sweep-checkpoints"), 5));
-    let stock = Cli::parse_from(["sweep", "--kernels", "stock"]).run.kernels;
+    let stock = Cli::parse_from(["sweep", "--kernels", "stock"]).run.slots.kernels;
     assert_eq!(stock, KernelChoice::Set(Kernels::STOCK));
     let err = Cli::try_parse_from(["sweep", "--kernels", "wgrad+fp8"]).err().expect("rejected");
     assert!(err.to_string().contains("fp8"), "{err}");
@@ -56,8 +56,8 @@ async fn behind_tls_the_local_parts_use_loopback_and_in_memory_credentials() {
 fn fusing_defaults_to_auto_and_takes_a_number_of_jobs() {
     use clap::Parser;
     use worker::training::FuseChoice;
-    assert_eq!(Cli::parse_from(["sweep"]).run.fuse, FuseChoice::Auto);
-    assert_eq!(Cli::parse_from(["sweep", "--fuse", "4"]).run.fuse, FuseChoice::Fixed(4));
+    assert_eq!(Cli::parse_from(["sweep"]).run.slots.fuse, FuseChoice::Auto);
+    assert_eq!(Cli::parse_from(["sweep", "--fuse", "4"]).run.slots.fuse, FuseChoice::Fixed(4));
     for bad in ["0", "many"] {
         let err = Cli::try_parse_from(["sweep", "--fuse", bad]).err().expect("rejected");
         assert!(err.to_string().contains("--fuse"), "{bad}: {err}");

@@ -14,6 +14,27 @@ use crate::data::{Cifar10, DataArgs, DataError, DataSource};
 use crate::device::{DeviceChoice, DeviceError, available_devices};
 use crate::training::FuseChoice;
 
+/// Where and how a machine's slots train (`worker` and `sweep run`'s local worker).
+#[derive(Debug, Clone, Args)]
+pub struct SlotArgs {
+    /// auto (every CUDA GPU, else the CPU), cuda or cpu.
+    #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// GPUs to use: `all` or a list like `0,1`.
+    #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
+    pub gpus: String,
+    /// Concurrent jobs per device (each slot keeps its own model and optimizer on the device).
+    #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
+    pub slots_per_gpu: u32,
+    /// Built-in jobs of one shape (epochs, batch size, data) each slot trains as one fused step:
+    /// a number, or `auto` (jobs of a batch below 512 in groups of up to 1,024 images on CUDA
+    /// with cuDNN's convolutions, where fused steps were measured fast; else one at a time).
+    #[arg(long, env = "SWEEP_FUSE", default_value = "auto")]
+    pub fuse: FuseChoice,
+    #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = crate::train_ops::KERNELS_HELP)]
+    pub kernels: crate::train_ops::KernelChoice,
+}
+
 /// Flags of a coordinator-attached worker.
 #[derive(Debug, Clone, Args)]
 pub struct AttachArgs {
@@ -21,28 +42,15 @@ pub struct AttachArgs {
     /// worker's credentials (a worker token: --token-file or SWEEP_TOKEN).
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// GPUs to use: `all` or a list like `0,1`.
-    #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
-    pub gpus: String,
-    /// Concurrent jobs per device (each slot keeps its own model and optimizer on the device).
-    #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
-    pub slots_per_gpu: u32,
-    /// Built-in jobs of one shape (epochs, batch size, data) each slot trains as one fused step.
-    /// `auto`: groups of up to 1,024 images for jobs of a batch below 512, on CUDA with cuDNN's
-    /// convolutions (where fused steps were measured fast), else one job at a time.
-    #[arg(long, env = "SWEEP_FUSE", default_value = "auto")]
-    pub fuse: FuseChoice,
-    /// auto (every CUDA GPU, else the CPU), cuda or cpu.
-    #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
-    pub device: String,
+    /// The devices, slots and kernels that train.
+    #[command(flatten)]
+    pub slots: SlotArgs,
     /// The CIFAR-10 folder (--data-dir) and whether to download into it (--download).
     #[command(flatten)]
     pub data: DataArgs,
     /// Worker id reported to the coordinator (default: HOSTNAME-PID).
     #[arg(long, env = "SWEEP_WORKER_ID")]
     pub worker_id: Option<String>,
-    #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = crate::train_ops::KERNELS_HELP)]
-    pub kernels: crate::train_ops::KernelChoice,
     /// Checkpoint jobs into this directory (local, or shared by the workers so a requeued job
     /// continues on any of them); without it (or --checkpoint-to-coordinator) a requeued job
     /// starts over.
@@ -117,9 +125,9 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
     let security = args.connect.security().map_err(AgentError::from)?;
     args.connect.endpoint(&security).map_err(AgentError::from)?;
     let local = if args.commands_only {
-        prepare_commands_only(&args.device, &args.gpus)?
+        prepare_commands_only(&args.slots.device, &args.slots.gpus)?
     } else {
-        prepare_local(&args.device, &args.gpus, args.data.source()).await?
+        prepare_local(&args.slots.device, &args.slots.gpus, args.data.source()).await?
     };
     let config = AgentConfig {
         commands: match (args.allow_commands, args.commands_only) {
@@ -131,9 +139,9 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         worker_id: args.worker_id.unwrap_or_else(|| format!("{}-{}", local.hostname, std::process::id())),
         hostname: local.hostname,
         devices: local.devices,
-        slots_per_device: args.slots_per_gpu.max(1),
-        fuse: args.fuse,
-        kernels: args.kernels,
+        slots_per_device: args.slots.slots_per_gpu.max(1),
+        fuse: args.slots.fuse,
+        kernels: args.slots.kernels,
         checkpoints: checkpoint_settings(
             args.checkpoint_dir,
             args.checkpoint_to_coordinator,
