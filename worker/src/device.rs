@@ -74,6 +74,26 @@ fn probe_cuda() -> Result<Vec<String>, String> {
     }
 }
 
+/// Bytes free on CUDA device `index` now, or why that could not be read.
+#[cfg(feature = "cuda")]
+pub fn cuda_free_memory(index: usize) -> Result<u64, String> {
+    cuda_devices()?;
+    let read = || {
+        let context =
+            cudarc::driver::CudaContext::new(index).map_err(|e| format!("CUDA device {index}: {e:?}"))?;
+        let (free, _total) =
+            context.mem_get_info().map_err(|e| format!("cuMemGetInfo on device {index}: {e:?}"))?;
+        Ok(free as u64)
+    };
+    quiet_catch_unwind(read).unwrap_or_else(Err)
+}
+
+/// Bytes free on CUDA device `index` now, or why that could not be read.
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_free_memory(_index: usize) -> Result<u64, String> {
+    Err("this worker was built without the `cuda` feature".to_owned())
+}
+
 #[cfg(not(feature = "cuda"))]
 fn probe_cuda() -> Result<Vec<String>, String> {
     Err("this worker was built without the `cuda` feature".to_owned())

@@ -28,7 +28,8 @@ pub struct SlotArgs {
     pub slots_per_gpu: u32,
     /// Built-in jobs of one shape (epochs, batch size, data) each slot trains as one fused step:
     /// a number, or `auto` (jobs of a batch below 512 in groups of up to 1,024 images on CUDA
-    /// with cuDNN's convolutions, where fused steps were measured fast; else one at a time).
+    /// with cuDNN's convolutions, where fused steps were measured fast, as many as fit the
+    /// slot's share of the free device memory; else one at a time).
     #[arg(long, env = "SWEEP_FUSE", default_value = "auto")]
     pub fuse: FuseChoice,
     #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = crate::train_ops::KERNELS_HELP)]

@@ -31,7 +31,7 @@ use crate::checkpoint::DirectoryStore;
 use crate::data::Cifar10;
 use crate::device::DeviceChoice;
 use crate::train_ops::KernelChoice;
-use crate::training::{FuseChoice, RunnerConfig};
+use crate::training::{FuseChoice, FuseTarget, RunnerConfig};
 use backoff::Backoff;
 use slot::{JobStores, SlotContext, run_slot};
 
@@ -214,6 +214,7 @@ pub async fn run_agent_with(
     ));
     let mut slot_tasks = Vec::new();
     for (device_index, device) in config.devices.iter().enumerate() {
+        let free = free_memory(*device);
         for k in 0..config.slots_per_device {
             let (dev, d) = (*device, data.clone());
             let kernels = config.kernels.for_device(dev);
@@ -237,7 +238,7 @@ pub async fn run_agent_with(
                 checkpoints: checkpoints.clone(),
                 commands: config.commands,
                 fuse: config.fuse,
-                runner: (dev, kernels),
+                target: FuseTarget::sharing(dev, kernels, free, config.slots_per_device, data.device_bytes()),
             };
             slot_tasks.push(tokio::spawn(run_slot(ctx, runner)));
         }
@@ -258,6 +259,22 @@ pub async fn run_agent_with(
 }
 
 /// Whether the coordinator refused the credentials themselves (retrying cannot help).
+/// Bytes free on `device` before its slots start, what `--fuse auto` sizes groups by; `None`
+/// on the CPU or where the driver does not say (groups are then sized by batch alone).
+fn free_memory(device: DeviceChoice) -> Option<u64> {
+    let DeviceChoice::Cuda(index) = device else { return None };
+    match crate::device::cuda_free_memory(index) {
+        Ok(free) => {
+            info!(%device, free_mib = free >> 20, "device memory free");
+            Some(free)
+        }
+        Err(reason) => {
+            warn!(%device, %reason, "free device memory unknown; fused groups sized by batch alone");
+            None
+        }
+    }
+}
+
 fn refused(status: &tonic::Status) -> bool {
     matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
 }

@@ -23,9 +23,10 @@ use super::ending::{Tracked, conclude, release};
 use super::uploader::upload_epochs;
 use super::{Commands, LeaseTable};
 use crate::checkpoint::{CheckpointStore, Checkpointing, CoordinatorStore};
-use crate::device::{DeviceChoice, panic_message};
-use crate::train_ops::Kernels;
-use crate::training::{EpochSink, FuseChoice, FusedRun, JobOutcome, JobRunner, TrainJob, fuses_with};
+use crate::device::panic_message;
+use crate::training::{
+    EpochSink, FuseChoice, FuseTarget, FusedRun, JobOutcome, JobRunner, TrainJob, fuses_with,
+};
 
 /// Everything a slot needs besides its runner.
 #[derive(Clone)]
@@ -43,8 +44,8 @@ pub struct SlotContext {
     pub commands: Commands,
     /// How many built-in jobs of one shape train as one fused step.
     pub fuse: FuseChoice,
-    /// The device and kernels the slot's runner trains with (what `fuse` chooses by).
-    pub runner: (DeviceChoice, Kernels),
+    /// The device, kernels and memory of the slot's runner (what `fuse` chooses by).
+    pub target: FuseTarget,
 }
 
 /// The checkpoint store of each job a slot runs.
@@ -148,10 +149,9 @@ pub(super) async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Rece
 /// one step with it ([`fuses_with`]), up to that size. The first leased job that does not fit
 /// is handed back for the next group.
 async fn fill_group(ctx: &SlotContext, first: JobAssignment) -> Vec<JobAssignment> {
-    let (device, kernels) = ctx.runner;
     let (lead, size) = match TrainJob::try_from(&first) {
         Ok(lead) if first.command.is_none() => {
-            let size = ctx.fuse.group_size(lead.batch_size, device, kernels);
+            let size = ctx.fuse.group_size(lead.batch_size, lead.data.width_multiplier, ctx.target);
             (lead, size as usize)
         }
         _ => return vec![first],

@@ -247,6 +247,12 @@ impl Cifar10 {
         self.test_labels.len()
     }
 
+    /// Device memory the data set takes once uploaded ([`DeviceDataset`]: f32 pixels, i64
+    /// labels).
+    pub fn device_bytes(&self) -> u64 {
+        ((self.train_len() + self.test_len()) * (IMAGE_BYTES * 4 + 8)) as u64
+    }
+
     /// Training labels, in file order.
     pub fn train_labels(&self) -> &[u8] {
         &self.train_labels

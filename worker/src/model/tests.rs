@@ -26,6 +26,27 @@ fn batchnorm_running_mean_moves_one_percent_per_step_like_keras() {
     assert_eq!(layer.norm.epsilon, BN_EPSILON);
 }
 
+/// The fused node's running statistics are the latest step's whichever thread trained it
+/// (burn's `RunningState::update` keeps a value per thread and reads back their average).
+#[test]
+fn running_statistics_follow_the_model_across_threads() {
+    let device = Default::default();
+    let mut layer = ConvBnRelu::<B>::new(1, 1, &device);
+    layer.conv.weight = Param::from_tensor(Tensor::zeros([1, 1, 3, 3], &device));
+    layer.conv.bias = Some(Param::from_tensor(Tensor::full([1], 2.0, &device)));
+    for _ in 0..2 {
+        std::thread::scope(|s| {
+            s.spawn(|| layer.forward(Tensor::ones([4, 1, 8, 8], &device), Kernels::FAST, 1));
+        });
+    }
+    // Batch mean 2 twice: 0.01·2, then 0.99·0.02 + 0.01·2.
+    let expected = 0.99 * 0.02 + 0.01 * 2.0;
+    let read: f32 = layer.norm.running_mean.value().into_scalar();
+    assert!((read - expected).abs() < 1e-6, "running mean {read}");
+    let record: f32 = layer.clone().into_record().norm.running_mean.val().into_scalar();
+    assert!((record - expected).abs() < 1e-6, "recorded running mean {record}");
+}
+
 #[test]
 fn bn_groups_split_batches_into_groups_near_the_asked_size() {
     assert_eq!(bn_groups(512, None), 1);

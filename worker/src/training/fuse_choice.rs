@@ -1,8 +1,11 @@
 //! `--fuse` as given ([`FuseChoice`]): how many built-in jobs of one shape a slot trains as one
-//! fused step, fixed or chosen per group from the jobs' batch size.
+//! fused step, fixed or chosen per group from the jobs' batch size and the device memory the
+//! slot may use ([`FuseTarget`], [`step_bytes`]).
 
 use crate::device::DeviceChoice;
+use crate::model::{CONVS_PER_BLOCK, block_filters, keras_param_count};
 use crate::train_ops::Kernels;
+use crate::train_ops::conv::CUDNN_WORKSPACE_BYTES;
 
 /// Images one fused step holds under `auto`: on an H200 with cuDNN's grouped convolutions, 8 jobs
 /// of 128 trained at 4.03× one job's rate (4 of 128: 3.26×).
@@ -15,35 +18,86 @@ pub const AUTO_ALONE_FROM_BATCH: u32 = 512;
 /// Most jobs in one fused step under `auto`.
 pub const AUTO_MAX_JOBS: u32 = 8;
 
+/// What a slot's group size depends on besides the jobs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FuseTarget {
+    /// The device the slot's runner trains on.
+    pub device: DeviceChoice,
+    /// The kernels it trains with.
+    pub kernels: Kernels,
+    /// Device memory the slot's training steps may take (its share of what was free when the
+    /// worker started, less its data set and workspace); `None`: unknown, no cap.
+    pub step_memory: Option<u64>,
+}
+
+impl FuseTarget {
+    /// The target of one of `slots` slots of `device`, on which `free` bytes were free before
+    /// any runner started there; each slot's runner holds its own `data_bytes` of data set and,
+    /// with cuDNN's convolutions, a workspace.
+    pub fn sharing(
+        device: DeviceChoice,
+        kernels: Kernels,
+        free: Option<u64>,
+        slots: u32,
+        data_bytes: u64,
+    ) -> Self {
+        let workspace = if kernels.cudnn_conv { CUDNN_WORKSPACE_BYTES } else { 0 };
+        let step_memory =
+            free.map(|free| (free / u64::from(slots.max(1))).saturating_sub(data_bytes + workspace));
+        FuseTarget { device, kernels, step_memory }
+    }
+}
+
+/// Device memory a training step of one job holds, estimated from the architecture: per image
+/// the nine convolutions' and BatchNorm + ReLU outputs kept for the backward (bf16), the largest
+/// layer's two gradients in flight (f32) and the pooled maps; per job the parameters with their
+/// gradients, moments and bf16 copies. Doubled for the memory pools' rounding and what the
+/// count leaves out.
+pub fn step_bytes(batch_size: u32, width_multiplier: f32) -> u64 {
+    let [f1, f2, f3] = block_filters(width_multiplier).map(|f| f as u64);
+    let maps = [(32 * 32, f1), (16 * 16, f2), (8 * 8, f3)];
+    let kept: u64 = maps.iter().map(|(pixels, f)| CONVS_PER_BLOCK as u64 * pixels * f * 2 * 2).sum();
+    let in_flight = 2 * 32 * 32 * f1 * 4;
+    let pooled = (16 * 16 * f1 + 8 * 8 * f2) * 2;
+    let per_image = kept + in_flight + pooled;
+    let per_job = keras_param_count(width_multiplier).trainable as u64 * (4 * 4 + 2);
+    2 * (u64::from(batch_size) * per_image + per_job)
+}
+
 /// `--fuse`: a fixed group size, or `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FuseChoice {
     /// Where the runner's fused step is the measured fast one (CUDA with cuDNN's convolutions):
     /// jobs of a batch below [`AUTO_ALONE_FROM_BATCH`] in groups of up to
-    /// [`AUTO_IMAGES_PER_STEP`] images ([`AUTO_MAX_JOBS`] jobs at most); anything else one job
-    /// at a time.
+    /// [`AUTO_IMAGES_PER_STEP`] images ([`AUTO_MAX_JOBS`] jobs at most) whose steps fit the
+    /// slot's memory ([`step_bytes`]); anything else one job at a time.
     #[default]
     Auto,
-    /// Up to this many jobs a step on any device (1: one job at a time).
+    /// Up to this many jobs a step on any device, whatever their memory (1: one job at a time).
     Fixed(u32),
 }
 
 impl FuseChoice {
-    /// The most jobs a slot whose runner trains on `device` with `kernels` puts in one step
-    /// when the group's first job has `batch_size` images a step.
-    pub fn group_size(self, batch_size: u32, device: DeviceChoice, kernels: Kernels) -> u32 {
+    /// The most jobs a slot training on `target` puts in one step when the group's first job
+    /// has `batch_size` images a step at `width_multiplier`.
+    pub fn group_size(self, batch_size: u32, width_multiplier: f32, target: FuseTarget) -> u32 {
         match self {
             FuseChoice::Fixed(k) => k.max(1),
-            FuseChoice::Auto => {
-                let fast_fused = matches!(device, DeviceChoice::Cuda(_)) && kernels.cudnn_conv;
-                if !fast_fused || batch_size == 0 || batch_size >= AUTO_ALONE_FROM_BATCH {
-                    1
-                } else {
-                    (AUTO_IMAGES_PER_STEP / batch_size).clamp(1, AUTO_MAX_JOBS)
-                }
-            }
+            FuseChoice::Auto => auto_size(batch_size, width_multiplier, target),
         }
     }
+}
+
+/// [`FuseChoice::Auto`]'s group size.
+fn auto_size(batch_size: u32, width_multiplier: f32, target: FuseTarget) -> u32 {
+    let fast_fused = matches!(target.device, DeviceChoice::Cuda(_)) && target.kernels.cudnn_conv;
+    if !fast_fused || batch_size == 0 || batch_size >= AUTO_ALONE_FROM_BATCH {
+        return 1;
+    }
+    let by_batch = (AUTO_IMAGES_PER_STEP / batch_size).clamp(1, AUTO_MAX_JOBS);
+    let fitting =
+        target.step_memory.map_or(u64::MAX, |memory| memory / step_bytes(batch_size, width_multiplier));
+    by_batch.min(u32::try_from(fitting).unwrap_or(u32::MAX)).max(1)
 }
 
 impl std::str::FromStr for FuseChoice {
@@ -75,30 +129,71 @@ impl std::fmt::Display for FuseChoice {
 mod tests {
     use super::*;
 
+    fn target(device: DeviceChoice, kernels: Kernels) -> FuseTarget {
+        FuseTarget { device, kernels, step_memory: None }
+    }
+
+    const GIB: u64 = 1 << 30;
+
     #[test]
     fn auto_groups_small_batches_on_cuda_with_cudnn_only() {
-        let (cuda, cudnn) = (DeviceChoice::Cuda(0), Kernels::FAST_BF16_CUDNN);
+        let cuda = target(DeviceChoice::Cuda(0), Kernels::FAST_BF16_CUDNN);
         let auto = FuseChoice::default();
         assert_eq!(auto, FuseChoice::Auto);
-        let sizes: Vec<u32> = [32, 64, 128, 256, 384, 511, 512, 1024]
-            .iter()
-            .map(|&b| auto.group_size(b, cuda, cudnn))
-            .collect();
+        let sizes: Vec<u32> =
+            [32, 64, 128, 256, 384, 511, 512, 1024].iter().map(|&b| auto.group_size(b, 1.0, cuda)).collect();
         assert_eq!(sizes, [8, 8, 8, 4, 2, 2, 1, 1]);
-        assert_eq!(auto.group_size(128, DeviceChoice::Cpu, Kernels::FAST), 1);
+        assert_eq!(auto.group_size(128, 1.0, target(DeviceChoice::Cpu, Kernels::FAST)), 1);
         assert_eq!(
-            auto.group_size(128, cuda, Kernels::FAST_BF16),
+            auto.group_size(128, 1.0, target(DeviceChoice::Cuda(0), Kernels::FAST_BF16)),
             1,
             "batched-GEMM fusion is not the fast one"
         );
-        assert_eq!(auto.group_size(0, cuda, cudnn), 1);
+        assert_eq!(auto.group_size(0, 1.0, cuda), 1);
+    }
+
+    #[test]
+    fn auto_fits_the_group_in_the_slots_memory() {
+        let slot = |gib: u64| FuseTarget {
+            step_memory: Some(gib * GIB),
+            ..target(DeviceChoice::Cuda(0), Kernels::FAST_BF16_CUDNN)
+        };
+        let auto = FuseChoice::Auto;
+        // A whole H200's share: the batch rule decides.
+        assert_eq!(auto.group_size(128, 1.0, slot(120)), 8);
+        // A 128-image step at width 1 holds about half a GiB; at width 4 the maps take four
+        // times that and the parameters sixteen.
+        let (one, wide) = (step_bytes(128, 1.0), step_bytes(128, 4.0));
+        assert!((GIB / 4..GIB).contains(&one), "one step at width 1: {one} bytes");
+        assert!(wide > 4 * one && wide < 6 * one, "width 4: {wide} bytes against {one}");
+        assert_eq!(auto.group_size(128, 4.0, slot(120)), 8);
+        assert_eq!(auto.group_size(128, 4.0, FuseTarget { step_memory: Some(3 * wide + 1), ..slot(0) }), 3);
+        // Too little for even one: the job still trains, alone.
+        assert_eq!(auto.group_size(64, 1.0, slot(0)), 1);
+    }
+
+    #[test]
+    fn slots_share_what_was_free_less_their_data_and_workspace() {
+        let cuda = DeviceChoice::Cuda(0);
+        let data = 737 << 20;
+        let share = FuseTarget::sharing(cuda, Kernels::FAST_BF16_CUDNN, Some(80 * GIB), 2, data);
+        assert_eq!(share.step_memory, Some(40 * GIB - data - CUDNN_WORKSPACE_BYTES));
+        let no_cudnn = FuseTarget::sharing(cuda, Kernels::FAST_BF16, Some(80 * GIB), 2, data);
+        assert_eq!(no_cudnn.step_memory, Some(40 * GIB - data));
+        assert_eq!(
+            FuseTarget::sharing(cuda, Kernels::FAST_BF16_CUDNN, Some(GIB), 4, data).step_memory,
+            Some(0)
+        );
+        assert_eq!(FuseTarget::sharing(cuda, Kernels::FAST_BF16_CUDNN, None, 1, data).step_memory, None);
     }
 
     #[test]
     fn a_fixed_size_holds_everywhere() {
         for device in [DeviceChoice::Cpu, DeviceChoice::Cuda(1)] {
-            assert_eq!(FuseChoice::Fixed(5).group_size(512, device, Kernels::FAST), 5);
-            assert_eq!(FuseChoice::Fixed(1).group_size(64, device, Kernels::FAST_BF16_CUDNN), 1);
+            assert_eq!(FuseChoice::Fixed(5).group_size(512, 1.0, target(device, Kernels::FAST)), 5);
+            let tight = FuseTarget { step_memory: Some(0), ..target(device, Kernels::FAST_BF16_CUDNN) };
+            assert_eq!(FuseChoice::Fixed(4).group_size(64, 1.0, tight), 4, "the user's size is kept");
+            assert_eq!(FuseChoice::Fixed(1).group_size(64, 1.0, tight), 1);
         }
     }
 

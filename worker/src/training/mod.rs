@@ -7,7 +7,7 @@ mod fuse_choice;
 mod fused;
 mod job;
 
-pub use fuse_choice::FuseChoice;
+pub use fuse_choice::{FuseChoice, FuseTarget, step_bytes};
 pub use fused::{FusedRun, fuses_with, train_fused};
 pub use job::train_job;
 
@@ -239,35 +239,38 @@ fn check_job(
     Ok((train_n, test_n))
 }
 
-/// Sums of a pass over a split, kept on the device until read.
+/// A pass's per-batch losses, logits and labels, kept on the device and added up only when read:
+/// a running sum would record seven operations a step (the loss weighted and added, argmax,
+/// compare, count, add), the deferred one ten a pass.
 struct PassTotals<B: Backend> {
-    loss_sum: Option<Tensor<B, 1>>,
-    correct: Option<Tensor<B, 1, Int>>,
+    /// Each batch's mean loss `[1]` with its image count.
+    losses: Vec<(Tensor<B, 1>, usize)>,
+    logits: Vec<Tensor<B, 2>>,
+    labels: Vec<Tensor<B, 1, Int>>,
 }
 
 impl<B: Backend> PassTotals<B> {
     fn new() -> Self {
-        PassTotals { loss_sum: None, correct: None }
+        PassTotals { losses: Vec::new(), logits: Vec::new(), labels: Vec::new() }
     }
 
     fn add(&mut self, loss: Tensor<B, 1>, logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) {
-        let n = labels.dims()[0];
-        let loss = loss.mul_scalar(n as f64);
-        let correct = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum();
-        self.loss_sum = Some(match self.loss_sum.take() {
-            Some(s) => s.add(loss),
-            None => loss,
-        });
-        self.correct = Some(match self.correct.take() {
-            Some(c) => c.add(correct),
-            None => correct,
-        });
+        self.losses.push((loss, labels.dims()[0]));
+        self.logits.push(logits);
+        self.labels.push(labels);
     }
 
     /// (mean loss, accuracy) over `n` images; reading them synchronises the device.
     fn read(self, n: usize) -> (f64, f64) {
-        let loss = self.loss_sum.map_or(0.0, |t| t.into_scalar().elem::<f64>());
-        let correct = self.correct.map_or(0.0, |t| t.into_scalar().elem::<f64>());
+        let Some(device) = self.labels.first().map(|l| l.device()) else { return (0.0, 0.0) };
+        let (losses, counts): (Vec<_>, Vec<_>) = self.losses.into_iter().unzip();
+        let counts: Vec<f32> = counts.into_iter().map(|c| c as f32).collect();
+        let counts = Tensor::<B, 1>::from_data(TensorData::new(counts, [losses.len()]), &device);
+        let loss_sum = Tensor::cat(losses, 0).mul(counts).sum();
+        let predicted = Tensor::cat(self.logits, 0).argmax(1).squeeze_dim::<1>(1);
+        let correct = predicted.equal(Tensor::cat(self.labels, 0)).int().sum();
+        let loss = loss_sum.into_scalar().elem::<f64>();
+        let correct = correct.into_scalar().elem::<f64>();
         (loss / n as f64, correct / n as f64)
     }
 }
@@ -293,4 +296,29 @@ fn evaluate<B: crate::train_ops::TrainOps>(
         totals.add(loss, logits, labels);
     }
     Some(totals.read(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    /// Batches of unequal size count by their images: the mean loss over the pass and the
+    /// share of argmax hits.
+    #[test]
+    fn pass_totals_weigh_batches_by_their_images() {
+        let device = Default::default();
+        let mut totals = PassTotals::<Flex>::new();
+        assert_eq!(PassTotals::<Flex>::new().read(1), (0.0, 0.0));
+        // Three images, two right (argmax 1, 0, 1 against labels 1, 0, 0), mean loss 2.
+        let logits = Tensor::<Flex, 2>::from_floats([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]], &device);
+        let labels = Tensor::<Flex, 1, Int>::from_ints([1, 0, 0], &device);
+        totals.add(Tensor::from_floats([2.0], &device), logits, labels);
+        // One image, right, loss 6.
+        let logits = Tensor::<Flex, 2>::from_floats([[0.0, 3.0]], &device);
+        totals.add(Tensor::from_floats([6.0], &device), logits, Tensor::from_ints([1], &device));
+        let (loss, accuracy) = totals.read(4);
+        assert!((loss - 3.0).abs() < 1e-9, "loss {loss}");
+        assert!((accuracy - 0.75).abs() < 1e-9, "accuracy {accuracy}");
+    }
 }

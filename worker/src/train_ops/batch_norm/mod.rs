@@ -34,7 +34,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::module::RunningState;
+use burn::module::{ModuleMapper, Param, RunningState};
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
@@ -147,9 +147,28 @@ pub fn batch_norm_relu<B: BatchNormOps>(
     };
     let config = NormConfig { epsilon: norm.epsilon, momentum: norm.momentum, groups };
     let (y, running_mean, running_var) = B::batch_norm_relu_train(unwrap(x), inputs, config, dtype);
-    norm.running_mean.update(wrap::<B, 1>(running_mean).detach());
-    norm.running_var.update(wrap::<B, 1>(running_var).detach());
+    set_running(&norm.running_mean, wrap::<B, 1>(running_mean).detach());
+    set_running(&norm.running_var, wrap::<B, 1>(running_var).detach());
     wrap(y)
+}
+
+/// Makes `value` the value of `state` (shared by its clones). burn's `RunningState::update`
+/// keeps one value per thread and averages them at the next read: a `div_scalar` per state and
+/// step (18 of a step's operations), and a stale average should the model change threads.
+pub fn set_running<B: Backend>(state: &RunningState<Tensor<B, 1>>, value: Tensor<B, 1>) {
+    /// Puts its tensor in place of the one float tensor it maps.
+    struct Set<B: Backend>(Option<Tensor<B, 1>>);
+    impl<B: Backend> ModuleMapper<B> for Set<B> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let Some(value) = self.0.take() else { return param };
+            let (id, _, mapper) = param.consume();
+            Param::from_mapped_value(id, Tensor::from_primitive(value.into_primitive()), mapper)
+        }
+    }
+    // Pending per-thread updates (burn's own `BatchNorm::forward`) go first, or a later read
+    // would average them over `value`.
+    let _ = state.value_sync();
+    let _ = state.clone().map(&mut Set(Some(value)));
 }
 
 /// Inference: `max(0, (x + conv_bias − running_mean)·γ/√(running_var + ε) + β)` in `dtype`, as

@@ -47,6 +47,10 @@ use reference::{
     weight_grad_of_cols,
 };
 
+/// Bytes of cuDNN's workspace on each device that runs its convolutions: 256 MiB left the
+/// fused step's fast data-gradient algorithm out.
+pub const CUDNN_WORKSPACE_BYTES: u64 = 1 << 30;
+
 /// The convolution's operations as backend methods: the defaults are burn's ops
 /// ([`reference`]); `Autodiff<B>` runs [`ConvOps::conv3x3_same`] as the custom node, burn's CUDA
 /// backend the hooks as CubeCL kernels (`cuda`).

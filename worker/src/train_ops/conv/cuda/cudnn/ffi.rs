@@ -16,7 +16,7 @@ use cudarc::driver::sys::CUstream;
 use super::timing::{Timing, fastest};
 
 /// Bytes of the per-device workspace; the benchmark only considers algorithms that fit.
-pub(super) const WORKSPACE_BYTES: usize = 1 << 30;
+pub(super) const WORKSPACE_BYTES: usize = crate::train_ops::conv::CUDNN_WORKSPACE_BYTES as usize;
 /// Algorithms the benchmark times, at most.
 const CANDIDATES: usize = 8;
 
