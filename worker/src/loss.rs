@@ -91,21 +91,49 @@ pub fn multi_softmax_constant<B: Backend>(labels: Tensor<B, 1, Int>) -> Tensor<B
     covering.add_scalar(pairs * f64::from(KERAS_EPSILON)).mul_scalar(-log_one_minus_eps).mean()
 }
 
-/// The full training loss of `variant` (batch mean, 1-element tensor). The cross-entropy runs
-/// as [`TrainOps::cross_entropy`] (one autodiff node in training, see
-/// [`crate::train_ops::cross_entropy`]), the auxiliary terms through burn's ops
-/// (multi_softmax's as [`multi_softmax_constant`]).
-pub fn variant_loss<B: TrainOps>(
+/// The part of `variant`'s loss that has a gradient, what a training step differentiates: the
+/// cross-entropy as [`TrainOps::cross_entropy`] (one autodiff node in training, see
+/// [`crate::train_ops::cross_entropy`]), plus natural_softmax's term through burn's ops.
+pub fn trained_loss<B: TrainOps>(
     variant: LossVariant,
     logits: Tensor<B, 2>,
     labels: Tensor<B, 1, Int>,
 ) -> Tensor<B, 1> {
     let base = wrap(B::cross_entropy(unwrap(logits.clone()), labels.clone().into_primitive()));
     match variant {
-        LossVariant::NaturalHardmax => base.add(hardmax_term(logits, labels)),
         LossVariant::NaturalSoftmax => base.add(natural_softmax_term(logits, labels)),
-        LossVariant::MultiSoftmax => base.add(multi_softmax_constant(labels)),
-        LossVariant::NormalLr1e3 | LossVariant::NormalLr1e2 => base,
+        _ => base,
+    }
+}
+
+/// natural_hardmax's and multi_softmax's terms (batch mean; `None` for the other variants,
+/// multi_softmax's as [`multi_softmax_constant`]). They have no gradient, so a training step
+/// leaves them out and a pass adds them once over all its rows, where natural_hardmax's cost
+/// every step ~30 host operations: a mean of per-row values, the same as its batches' means
+/// weighted by their rows.
+pub fn gradient_free_term<B: Backend>(
+    variant: LossVariant,
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+) -> Option<Tensor<B, 1>> {
+    match variant {
+        LossVariant::NaturalHardmax => Some(hardmax_term(logits, labels)),
+        LossVariant::MultiSoftmax => Some(multi_softmax_constant(labels)),
+        _ => None,
+    }
+}
+
+/// The full loss of `variant` (batch mean, 1-element tensor): [`trained_loss`] plus
+/// [`gradient_free_term`].
+pub fn variant_loss<B: TrainOps>(
+    variant: LossVariant,
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let trained = trained_loss(variant, logits.clone(), labels.clone());
+    match gradient_free_term(variant, logits, labels) {
+        Some(term) => trained.add(term),
+        None => trained,
     }
 }
 

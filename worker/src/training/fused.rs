@@ -15,7 +15,7 @@ use super::{EpochSink, JobOutcome, PassTotals, RunnerConfig, TrainError, TrainJo
 use crate::augment::{Crops, apply_crops};
 use crate::checkpoint::Checkpointing;
 use crate::data::{DeviceDataset, DeviceSplit};
-use crate::loss::variant_loss;
+use crate::loss::trained_loss;
 use crate::model::{Cnn, FusedCnn, FusionError, NUM_CLASSES, side_by_side};
 use crate::train_ops::TrainBackend;
 use crate::train_ops::adam::StackedAdam;
@@ -50,7 +50,7 @@ impl<B: TrainBackend> Member<B> {
     /// Shuffles for the next epoch and clears its sums.
     fn next_epoch(&mut self, device: &B::Device) {
         self.perm = self.state.shuffle(device);
-        self.totals = PassTotals::new();
+        self.totals = PassTotals::new(self.totals.variant);
     }
 
     /// Ends the member's epoch of `train_n` images begun at `started` (validation on `test`,
@@ -65,7 +65,7 @@ impl<B: TrainBackend> Member<B> {
         device: &B::Device,
     ) -> Option<Result<JobOutcome, TrainError>> {
         let FusedRun { job, checkpoints, ref mut sink } = *run;
-        let totals = std::mem::replace(&mut self.totals, PassTotals::new());
+        let totals = std::mem::replace(&mut self.totals, PassTotals::new(job.variant));
         let pass = (totals, train_n, started);
         match self.state.end_epoch(&self.model, pass, test, job, config, checkpoints, &mut **sink) {
             Ok(None) => {
@@ -159,8 +159,8 @@ pub fn train_fused<B: TrainBackend>(
         .map(|i| {
             let FusedRun { job, checkpoints, ref mut sink } = runs[i];
             let (state, model) = JobState::start(device, config, job, train_n, checkpoints, &mut **sink);
-            let mut member =
-                Member { run: i, state, model, perm: Tensor::empty([0], device), totals: PassTotals::new() };
+            let totals = PassTotals::new(job.variant);
+            let mut member = Member { run: i, state, model, perm: Tensor::empty([0], device), totals };
             member.next_epoch(device);
             member
         })
@@ -258,7 +258,7 @@ fn fused_step<B: TrainBackend>(
     for (j, m) in members.iter_mut().enumerate() {
         let logits = logits.clone().narrow(0, j, 1).reshape([len, NUM_CLASSES]);
         let labels = labels.clone().narrow(0, j * len, len);
-        let loss = variant_loss(runs[m.run].job.variant, logits.clone(), labels.clone());
+        let loss = trained_loss(runs[m.run].job.variant, logits.clone(), labels.clone());
         m.totals.add(loss.clone().inner(), logits.inner(), labels.inner());
         total = Some(match total {
             Some(t) => t.add(loss),

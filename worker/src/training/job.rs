@@ -17,7 +17,7 @@ use super::{
 use crate::augment::{Crops, apply_crops};
 use crate::checkpoint::{self, Checkpointing};
 use crate::data::{DeviceDataset, DeviceSplit};
-use crate::loss::variant_loss;
+use crate::loss::trained_loss;
 use crate::model::{Cnn, CnnConfig, seeded_model};
 use crate::train_ops::TrainBackend;
 use crate::train_ops::adam::ModuleAdam;
@@ -219,7 +219,7 @@ pub fn train_job<B: TrainBackend>(
     loop {
         let started = Instant::now();
         let perm = state.shuffle(device);
-        let mut totals = PassTotals::<B::InnerBackend>::new();
+        let mut totals = PassTotals::<B::InnerBackend>::new(job.variant);
         for start in (0..train_n).step_by(batch) {
             if sink.should_stop() {
                 return Ok(JobOutcome::Stopped { epochs_done: state.epoch - 1 });
@@ -227,7 +227,7 @@ pub fn train_job<B: TrainBackend>(
             let (images, labels) =
                 state.batch(&train, &perm, (start, batch.min(train_n - start)), job.data.augment);
             let logits = model.forward(images);
-            let loss = variant_loss(job.variant, logits.clone(), labels.clone());
+            let loss = trained_loss(job.variant, logits.clone(), labels.clone());
             totals.add(loss.clone().inner(), logits.inner(), labels.inner());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = state.step((model, grads, job.learning_rate), device, sink)?;

@@ -20,7 +20,7 @@ use sweep_proto::domain::{DataOptions, EpochMetrics, JobAssignment, MAX_WIDTH_MU
 use crate::checkpoint::Checkpointing;
 use crate::data::{Cifar10, DataError, DeviceDataset, DeviceSplit};
 use crate::device::DeviceChoice;
-use crate::loss::variant_loss;
+use crate::loss::{gradient_free_term, trained_loss};
 use crate::model::Cnn;
 use crate::train_ops::adam::FusedAdam;
 use crate::train_ops::{Kernels, TrainBackend};
@@ -239,23 +239,26 @@ fn check_job(
     Ok((train_n, test_n))
 }
 
-/// A pass's per-batch losses, logits and labels, kept on the device and added up only when read:
-/// a running sum would record seven operations a step (the loss weighted and added, argmax,
-/// compare, count, add), the deferred one ten a pass.
+/// A pass's per-batch trained losses ([`trained_loss`]), logits and labels, kept on the device
+/// and added up only when read, with the variant's gradient-free term over all the pass's rows
+/// ([`gradient_free_term`]): a running sum records seven operations a step (the loss weighted
+/// and added, argmax, compare, count, add) between the step's own; the deferred one a dozen at
+/// the pass's end.
 struct PassTotals<B: Backend> {
-    /// Each batch's mean loss `[1]` with its image count.
+    variant: LossVariant,
+    /// Each batch's mean trained loss `[1]` with its image count.
     losses: Vec<(Tensor<B, 1>, usize)>,
     logits: Vec<Tensor<B, 2>>,
     labels: Vec<Tensor<B, 1, Int>>,
 }
 
 impl<B: Backend> PassTotals<B> {
-    fn new() -> Self {
-        PassTotals { losses: Vec::new(), logits: Vec::new(), labels: Vec::new() }
+    fn new(variant: LossVariant) -> Self {
+        PassTotals { variant, losses: Vec::new(), logits: Vec::new(), labels: Vec::new() }
     }
 
-    fn add(&mut self, loss: Tensor<B, 1>, logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) {
-        self.losses.push((loss, labels.dims()[0]));
+    fn add(&mut self, trained_loss: Tensor<B, 1>, logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) {
+        self.losses.push((trained_loss, labels.dims()[0]));
         self.logits.push(logits);
         self.labels.push(labels);
     }
@@ -267,11 +270,12 @@ impl<B: Backend> PassTotals<B> {
         let counts: Vec<f32> = counts.into_iter().map(|c| c as f32).collect();
         let counts = Tensor::<B, 1>::from_data(TensorData::new(counts, [losses.len()]), &device);
         let loss_sum = Tensor::cat(losses, 0).mul(counts).sum();
-        let predicted = Tensor::cat(self.logits, 0).argmax(1).squeeze_dim::<1>(1);
-        let correct = predicted.equal(Tensor::cat(self.labels, 0)).int().sum();
-        let loss = loss_sum.into_scalar().elem::<f64>();
-        let correct = correct.into_scalar().elem::<f64>();
-        (loss / n as f64, correct / n as f64)
+        let (logits, labels) = (Tensor::cat(self.logits, 0), Tensor::cat(self.labels, 0));
+        let extra = gradient_free_term(self.variant, logits.clone(), labels.clone());
+        let correct = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum();
+        let extra = extra.map_or(0.0, |term| term.into_scalar().elem::<f64>());
+        let loss = loss_sum.into_scalar().elem::<f64>() / n as f64 + extra;
+        (loss, correct.into_scalar().elem::<f64>() / n as f64)
     }
 }
 
@@ -285,14 +289,14 @@ fn evaluate<B: crate::train_ops::TrainOps>(
 ) -> Option<(f64, f64)> {
     let n = test.len();
     let batch = config.eval_batch_size.max(1);
-    let mut totals = PassTotals::<B>::new();
+    let mut totals = PassTotals::<B>::new(job.variant);
     for start in (0..n).step_by(batch) {
         if sink.should_stop() {
             return None;
         }
         let (images, labels) = test.range(start, batch.min(n - start));
         let logits = model.forward(images);
-        let loss = variant_loss(job.variant, logits.clone(), labels.clone());
+        let loss = trained_loss(job.variant, logits.clone(), labels.clone());
         totals.add(loss, logits, labels);
     }
     Some(totals.read(n))
@@ -301,6 +305,7 @@ fn evaluate<B: crate::train_ops::TrainOps>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loss::variant_loss;
     use burn::backend::Flex;
 
     /// Batches of unequal size count by their images: the mean loss over the pass and the
@@ -308,8 +313,9 @@ mod tests {
     #[test]
     fn pass_totals_weigh_batches_by_their_images() {
         let device = Default::default();
-        let mut totals = PassTotals::<Flex>::new();
-        assert_eq!(PassTotals::<Flex>::new().read(1), (0.0, 0.0));
+        let normal = LossVariant::NormalLr1e3;
+        let mut totals = PassTotals::<Flex>::new(normal);
+        assert_eq!(PassTotals::<Flex>::new(normal).read(1), (0.0, 0.0));
         // Three images, two right (argmax 1, 0, 1 against labels 1, 0, 0), mean loss 2.
         let logits = Tensor::<Flex, 2>::from_floats([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]], &device);
         let labels = Tensor::<Flex, 1, Int>::from_ints([1, 0, 0], &device);
@@ -320,5 +326,42 @@ mod tests {
         let (loss, accuracy) = totals.read(4);
         assert!((loss - 3.0).abs() < 1e-9, "loss {loss}");
         assert!((accuracy - 0.75).abs() < 1e-9, "accuracy {accuracy}");
+    }
+
+    /// Every variant's pass loss, its gradient-free term added once over the pass, equals the
+    /// mean of its full per-batch losses weighted by their images.
+    #[test]
+    fn pass_totals_add_the_gradient_free_terms_over_the_pass() {
+        let device = Default::default();
+        let batch = |rows: usize, shift: usize| {
+            let values: Vec<f32> =
+                (0..rows * 10).map(|i| (((i + shift) * 37 % 23) as f32 - 11.0) / 4.0).collect();
+            let labels: Vec<i64> = (0..rows).map(|r| ((r * 3 + shift) % 10) as i64).collect();
+            let logits = Tensor::<Flex, 2>::from_data(TensorData::new(values, [rows, 10]), &device);
+            (logits, Tensor::<Flex, 1, Int>::from_data(TensorData::new(labels, [rows]), &device))
+        };
+        let batches = [batch(8, 0), batch(8, 5), batch(3, 11)];
+        let pass_loss = |variant| {
+            let mut totals = PassTotals::<Flex>::new(variant);
+            let mut expected = 0.0;
+            for (logits, labels) in batches.iter().cloned() {
+                let full: f64 = variant_loss(variant, logits.clone(), labels.clone()).into_scalar().elem();
+                expected += full * labels.dims()[0] as f64 / 19.0;
+                totals.add(trained_loss(variant, logits.clone(), labels.clone()), logits, labels);
+            }
+            (totals.read(19).0, expected)
+        };
+        for variant in LossVariant::ALL {
+            let (loss, expected) = pass_loss(variant);
+            assert!(
+                (loss - expected).abs() < 1e-6 * expected.abs().max(1.0),
+                "{variant}: {loss} vs {expected}"
+            );
+        }
+        // multi_softmax's term is a few 1e-6: the pass adds exactly it to the cross-entropy.
+        let labels = Tensor::cat(batches.iter().map(|(_, labels)| labels.clone()).collect(), 0);
+        let term: f64 = crate::loss::multi_softmax_constant(labels).into_scalar().elem();
+        let added = pass_loss(LossVariant::MultiSoftmax).0 - pass_loss(LossVariant::NormalLr1e3).0;
+        assert!(term > 1e-6 && (added - term).abs() < 1e-12, "added {added}, term {term}");
     }
 }
