@@ -13,6 +13,10 @@ pub type CpuBackend = Autodiff<Flex>;
 /// CUDA training backend: burn-cuda (fusion + autotune) with autodiff.
 #[cfg(feature = "cuda")]
 pub type CudaBackend = Autodiff<burn_cuda::Cuda>;
+/// CUDA training backend without burn's fusion stream (the `direct` kernel part): burn's CubeCL
+/// backend with autodiff.
+#[cfg(feature = "cuda")]
+pub type CudaDirectBackend = Autodiff<crate::train_ops::CudaDirect>;
 
 /// Creates the device, uploads `data` to it once and returns a runner that trains job after
 /// job there, with the default kernels for the device (`--kernels auto`).
@@ -39,13 +43,16 @@ pub fn open_runner_with(
             if let Err(reason) = cuda_devices() {
                 return Err(TrainError::Device(format!("{device}: {reason}")));
             }
-            let open = || {
+            let open = || -> Box<dyn JobRunner> {
                 let cuda = burn_cuda::CudaDevice::new(index);
-                CnnRunner::<CudaBackend>::new(cuda, device, &data, config)
+                match config.kernels.direct_launch {
+                    false => Box::new(CnnRunner::<CudaBackend>::new(cuda, device, &data, config)),
+                    true => Box::new(CnnRunner::<CudaDirectBackend>::new(cuda, device, &data, config)),
+                }
             };
             let runner = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open))
                 .map_err(|p| TrainError::Device(format!("{device}: {}", panic_message(p.as_ref()))))?;
-            Ok(Box::new(runner))
+            Ok(runner)
         }
         #[cfg(not(feature = "cuda"))]
         DeviceChoice::Cuda(_) => {

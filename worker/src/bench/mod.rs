@@ -177,7 +177,11 @@ pub fn bench_train_step(device: DeviceChoice, config: StepBenchConfig) -> Result
         DeviceChoice::Cpu => time_steps::<CpuBackend>(&Default::default(), device, config),
         #[cfg(feature = "cuda")]
         DeviceChoice::Cuda(i) => {
-            time_steps::<crate::backend::CudaBackend>(&burn_cuda::CudaDevice::new(i), device, config)
+            let cuda = burn_cuda::CudaDevice::new(i);
+            match config.kernels.direct_launch {
+                false => time_steps::<crate::backend::CudaBackend>(&cuda, device, config),
+                true => time_steps::<crate::backend::CudaDirectBackend>(&cuda, device, config),
+            }
         }
         #[cfg(not(feature = "cuda"))]
         DeviceChoice::Cuda(_) => Err(TrainError::Device("built without the `cuda` feature".into())),

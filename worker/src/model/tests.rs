@@ -246,3 +246,54 @@ fn custom_training_nodes_match_burns_stock_modules() {
         }
     }
 }
+
+/// burn's CUDA backend without its fusion stream (the `direct` part) trains a step as the fused
+/// backend does: from the same weights and batch, the logits, gradients and running statistics
+/// of each kernel set that runs on CUDA (cuDNN's where libcudnn loads).
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_direct_launch_steps_as_the_fusion_stream_does() {
+    use crate::backend::{CudaBackend, CudaDirectBackend};
+    use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = Recorder::<B>::record(&recorder, model_with_conv_biases::<B>().into_record(), ()).unwrap();
+    fn step<A: crate::train_ops::TrainBackend>(
+        bytes: &[u8],
+        kernels: Kernels,
+    ) -> Vec<(&'static str, Vec<f32>)> {
+        let device = Default::default();
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let record = Recorder::<A>::load(&recorder, bytes.to_vec(), &device).unwrap();
+        let config = CnnConfig::new().with_width_multiplier(0.125);
+        let model = config.init::<A>(&device).load_record(record).with_kernels(kernels);
+        let labels = Tensor::<A, 1, Int>::from_data([0, 3, 5, 7, 9, 2], &device);
+        let logits = model.forward(fixed_images::<A>(&device));
+        let loss =
+            crate::loss::variant_loss(sweep_proto::LossVariant::NaturalSoftmax, logits.clone(), labels);
+        let grads = loss.backward();
+        let values = |t: Tensor<A::InnerBackend, 2>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let conv = |layer: &ConvBnRelu<A>| values(layer.conv.weight.grad(&grads).unwrap().flatten(1, 3));
+        vec![
+            ("logits", values(logits.inner())),
+            ("conv1 weight grad", conv(&model.block1[0])),
+            ("conv9 weight grad", conv(&model.block3[2])),
+            ("head weight grad", values(model.head.weight.grad(&grads).unwrap())),
+            ("bn9 running var", values(model.block3[2].norm.running_var.value().inner().unsqueeze())),
+        ]
+    }
+    let mut sets = vec![Kernels::FAST, Kernels::FAST_BF16];
+    if crate::train_ops::check_kernels(Kernels::FAST_BF16_CUDNN, crate::device::DeviceChoice::Cuda(0)).is_ok()
+    {
+        sets.push(Kernels::FAST_BF16_CUDNN);
+    }
+    for kernels in sets {
+        let fused = step::<CudaBackend>(&bytes, kernels);
+        let direct = step::<CudaDirectBackend>(&bytes, Kernels { direct_launch: true, ..kernels });
+        for ((name, a), (_, b)) in fused.iter().zip(&direct) {
+            let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(scale > 0.0 && err <= 1e-3 * scale, "{kernels}: {name} differs by {err} (scale {scale})");
+        }
+    }
+}

@@ -1,10 +1,11 @@
 //! The plumbing every CUDA kernel of the training operations shares (feature `cuda`): a kernel
-//! registered in burn's fusion stream as a custom operation ([`custom_op`]), so it orders
-//! correctly with the fused kernels around it, and the channels-last layout helpers.
+//! run as an operation of either CUDA backend ([`KernelTensor`], [`custom_op`]): registered in
+//! burn's fusion stream as a custom operation, so it orders correctly with the fused kernels
+//! around it, or launched at once without fusion; and the channels-last layout helpers.
 
 use std::marker::PhantomData;
 
-use burn::tensor::{DType, Shape};
+use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::fusion::FusionCubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
@@ -13,9 +14,13 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::FusionRuntime;
 use burn_fusion::stream::{Operation, OperationStreams};
-use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use burn_ir::{BackendIr, CustomOpIr, HandleContainer, OperationIr, TensorHandle, TensorIr};
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::{CubeCount, CubeDim};
+
+/// burn's CubeCL backend on CUDA without its fusion stream: every operation launched by the
+/// thread that records it (burn's `Cuda` is this backend behind the fusion stream).
+pub type CudaDirect = CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
 
 /// A float tensor of burn's fused CubeCL backend over runtime `R`.
 pub type FusionTensor<R> = burn_fusion::FusionTensor<FusionCubeRuntime<R>>;
@@ -70,71 +75,109 @@ where
     }
 }
 
-/// Registers `launch` on `inputs` (float or integer tensors) as the custom operation `name` in
-/// the inputs' fusion stream; returns its float outputs, of the given shapes and dtypes.
-pub fn custom_op_vec<R, F, I, BT>(
+/// A tensor primitive of one of burn's CubeCL backends over runtime [`KernelTensor::Runtime`],
+/// what the training operations' kernels run on: [`FusionTensor`] (burn's fused backend, each
+/// kernel a custom operation of its fusion stream, run by the stream's device thread in order
+/// with the fused kernels around it) or [`CubeTensor`] (the backend without fusion, each kernel
+/// launched by the thread that calls it).
+pub trait KernelTensor: TensorMetadata + Clone + Send + Sync + Sized + 'static {
+    /// The CubeCL runtime the kernels launch on.
+    type Runtime: CubeRuntime;
+
+    /// Runs `launch` on `inputs` (float or integer tensors) as the operation `name`; returns
+    /// its outputs, of the given shapes and dtypes.
+    fn run(
+        name: &'static str,
+        inputs: Vec<Self>,
+        outputs: Vec<(Shape, DType)>,
+        launch: LaunchVec<Self::Runtime>,
+    ) -> Vec<Self>;
+}
+
+impl<R: CubeRuntime> KernelTensor for FusionTensor<R> {
+    type Runtime = R;
+
+    fn run(
+        name: &'static str,
+        inputs: Vec<Self>,
+        outputs: Vec<(Shape, DType)>,
+        launch: LaunchVec<R>,
+    ) -> Vec<Self> {
+        let client = inputs[0].client.clone();
+        let streams = OperationStreams::with_inputs(&inputs);
+        let outs: Vec<TensorIr> = outputs
+            .into_iter()
+            .map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype))
+            .collect();
+        let inputs: Vec<TensorIr> = inputs.into_iter().map(|x| x.into_ir()).collect();
+        let desc = CustomOpIr::new(name, &inputs, &outs);
+        let operation =
+            CustomOp::<CubeBackend<R, f32, i32, u8>, R> { desc: desc.clone(), launch, backend: PhantomData };
+        client.register(streams, OperationIr::Custom(desc), operation)
+    }
+}
+
+impl<R: CubeRuntime> KernelTensor for CubeTensor<R> {
+    type Runtime = R;
+
+    fn run(
+        name: &'static str,
+        inputs: Vec<Self>,
+        outputs: Vec<(Shape, DType)>,
+        launch: LaunchVec<R>,
+    ) -> Vec<Self> {
+        let results = launch(inputs);
+        assert_eq!(results.len(), outputs.len(), "{name}: wrong number of outputs");
+        // Each output in its declared shape over the kernel's buffer and strides, as the fusion
+        // stream registers it.
+        let declared = |(tensor, (shape, _)): (Self, (Shape, DType))| {
+            <CubeBackend<R, f32, i32, u8> as BackendIr>::float_tensor(TensorHandle {
+                handle: tensor.into(),
+                shape,
+            })
+        };
+        results.into_iter().zip(outputs).map(declared).collect()
+    }
+}
+
+/// Runs `launch` on `inputs` as the operation `name` ([`KernelTensor::run`]); returns its
+/// outputs, of the given shapes and dtypes.
+pub fn custom_op_vec<T: KernelTensor>(
     name: &'static str,
-    inputs: Vec<FusionTensor<R>>,
+    inputs: Vec<T>,
     outputs: Vec<(Shape, DType)>,
-    launch: LaunchVec<R>,
-) -> Vec<FusionTensor<R>>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let client = inputs[0].client.clone();
-    let streams = OperationStreams::with_inputs(&inputs);
-    let outs: Vec<TensorIr> = outputs
-        .into_iter()
-        .map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype))
-        .collect();
-    let inputs: Vec<TensorIr> = inputs.into_iter().map(|x| x.into_ir()).collect();
-    let desc = CustomOpIr::new(name, &inputs, &outs);
-    let operation =
-        CustomOp::<CubeBackend<R, F, I, BT>, R> { desc: desc.clone(), launch, backend: PhantomData };
-    client.register(streams, OperationIr::Custom(desc), operation)
+    launch: LaunchVec<T::Runtime>,
+) -> Vec<T> {
+    T::run(name, inputs, outputs, launch)
 }
 
 /// [`custom_op_vec`] with `N` inputs and `M` outputs.
-pub fn custom_op_many<R, F, I, BT, const N: usize, const M: usize>(
+pub fn custom_op_many<T: KernelTensor, const N: usize, const M: usize>(
     name: &'static str,
-    inputs: [FusionTensor<R>; N],
+    inputs: [T; N],
     outputs: [(Shape, DType); M],
-    launch: LaunchMany<R, N, M>,
-) -> [FusionTensor<R>; M]
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let launch: LaunchVec<R> = Box::new(move |inputs| {
-        let inputs: [CubeTensor<R>; N] = inputs.try_into().unwrap_or_else(|_| unreachable!("N inputs"));
+    launch: LaunchMany<T::Runtime, N, M>,
+) -> [T; M] {
+    let launch: LaunchVec<T::Runtime> = Box::new(move |inputs| {
+        let inputs: [CubeTensor<T::Runtime>; N] =
+            inputs.try_into().unwrap_or_else(|_| unreachable!("N inputs"));
         launch(inputs).into()
     });
-    let outputs = custom_op_vec::<R, F, I, BT>(name, inputs.into(), outputs.into(), launch);
+    let outputs = custom_op_vec::<T>(name, inputs.into(), outputs.into(), launch);
     outputs.try_into().unwrap_or_else(|_| unreachable!("M outputs"))
 }
 
 /// [`custom_op_many`] for a kernel with one output, a `shape` tensor of `dtype`.
-pub fn custom_op<R, F, I, BT, const N: usize>(
+pub fn custom_op<T: KernelTensor, const N: usize>(
     name: &'static str,
-    inputs: [FusionTensor<R>; N],
+    inputs: [T; N],
     shape: Shape,
     dtype: DType,
-    launch: Launch<R, N>,
-) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+    launch: Launch<T::Runtime, N>,
+) -> T {
     let out = (shape.clone(), dtype);
-    let launch: LaunchMany<R, N, 1> = Box::new(move |inputs| [launch(inputs, &shape, dtype)]);
-    let [output] = custom_op_many::<R, F, I, BT, N, 1>(name, inputs, [out], launch);
+    let launch: LaunchMany<T::Runtime, N, 1> = Box::new(move |inputs| [launch(inputs, &shape, dtype)]);
+    let [output] = custom_op_many::<T, N, 1>(name, inputs, [out], launch);
     output
 }
 

@@ -12,6 +12,8 @@ pub enum KernelChoice {
     /// bf16 there only adds casts).
     #[default]
     Auto,
+    /// [`KernelChoice::Auto`] with [`Kernels::direct_launch`] on CUDA (`auto+direct`).
+    AutoDirect,
     /// This set on every device.
     Set(Kernels),
 }
@@ -26,6 +28,10 @@ impl KernelChoice {
     /// or why not); asked only when the answer matters.
     fn resolve(self, device: DeviceChoice, cudnn: impl FnOnce() -> Result<usize, String>) -> Kernels {
         match (self, device) {
+            (KernelChoice::AutoDirect, DeviceChoice::Cuda(_)) => {
+                Kernels { direct_launch: true, ..KernelChoice::Auto.resolve(device, cudnn) }
+            }
+            (KernelChoice::AutoDirect, DeviceChoice::Cpu) => Kernels::FAST,
             (KernelChoice::Set(kernels), _) => kernels,
             (KernelChoice::Auto, DeviceChoice::Cuda(_)) => match cudnn() {
                 Ok(_) => Kernels::FAST_BF16_CUDNN,
@@ -38,25 +44,44 @@ impl KernelChoice {
         }
     }
 
+    /// This choice with its operations launched without burn's fusion stream
+    /// ([`Kernels::direct_launch`]); `auto` stays automatic for everything else.
+    fn launched_directly(self) -> Self {
+        match self {
+            KernelChoice::Auto => KernelChoice::AutoDirect,
+            KernelChoice::Set(kernels) => KernelChoice::Set(Kernels { direct_launch: true, ..kernels }),
+            direct @ KernelChoice::AutoDirect => direct,
+        }
+    }
+
     /// `auto`, or any kernel set as [`Kernels`] parses it, parts included (`worker bench`).
     pub fn parse_parts(s: &str) -> Result<Self, String> {
-        if s == "auto" { Ok(KernelChoice::Auto) } else { s.parse().map(KernelChoice::Set) }
+        match s {
+            "auto" => Ok(KernelChoice::Auto),
+            "auto+direct" => Ok(KernelChoice::AutoDirect),
+            _ => s.parse().map(KernelChoice::Set),
+        }
     }
 }
 
 impl std::str::FromStr for KernelChoice {
     type Err = String;
 
-    /// `auto`, `fast`, `fast-bf16` or `stock`: the sets users choose between (the parts that
-    /// make them are a benchmarking tool, [`KernelChoice::parse_parts`]).
+    /// `auto`, `fast`, `fast-bf16`, `fast-bf16-cudnn` or `stock`, each optionally `+direct`: the
+    /// sets users choose between (the parts that make them are a benchmarking tool,
+    /// [`KernelChoice::parse_parts`]).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" | "fast" | "fast-bf16" | "fast-bf16-cudnn" | "stock" => Self::parse_parts(s),
-            _ => Err(format!(
-                "unknown kernels {s:?} (expected auto, fast, fast-bf16, fast-bf16-cudnn or stock; parts joined \
-                 by + are for `worker bench --kernels`)"
-            )),
-        }
+        let (set, direct) = s.strip_suffix("+direct").map_or((s, false), |set| (set, true));
+        let choice = match set {
+            "auto" | "fast" | "fast-bf16" | "fast-bf16-cudnn" | "stock" => Self::parse_parts(set)?,
+            _ => {
+                return Err(format!(
+                    "unknown kernels {s:?} (expected auto, fast, fast-bf16, fast-bf16-cudnn or stock, \
+                     optionally +direct; other parts joined by + are for `worker bench --kernels`)"
+                ));
+            }
+        };
+        Ok(if direct { choice.launched_directly() } else { choice })
     }
 }
 
@@ -64,14 +89,18 @@ impl std::fmt::Display for KernelChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             KernelChoice::Auto => f.write_str("auto"),
+            KernelChoice::AutoDirect => f.write_str("auto+direct"),
             KernelChoice::Set(kernels) => kernels.fmt(f),
         }
     }
 }
 
 /// Whether `kernels` can run on `device`: the `cudnn` part needs a CUDA device and the cuDNN
-/// library, which is loaded at run time.
+/// library, which is loaded at run time; the `direct` part a CUDA device.
 pub fn check_kernels(kernels: Kernels, device: DeviceChoice) -> Result<(), String> {
+    if kernels.direct_launch && device == DeviceChoice::Cpu {
+        return Err("kernel part direct: burn's fusion stream it leaves out exists on CUDA only".to_owned());
+    }
     if !kernels.cudnn_conv {
         return Ok(());
     }
@@ -125,5 +154,30 @@ mod tests {
             KernelChoice::parse_parts("wgrad+bn").unwrap(),
             KernelChoice::Set("wgrad+bn".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn direct_launch_is_a_cuda_choice_of_any_set() {
+        let direct_cudnn = Kernels { direct_launch: true, ..Kernels::FAST_BF16_CUDNN };
+        assert_eq!("fast-bf16-cudnn+direct".parse(), Ok(KernelChoice::Set(direct_cudnn)));
+        assert_eq!(direct_cudnn.to_string(), "wgrad+dgrad+bn+bf16+tconv+pool+xgemm+cudnn+direct");
+        assert_eq!(KernelChoice::parse_parts(&direct_cudnn.to_string()), Ok(KernelChoice::Set(direct_cudnn)));
+        let auto: KernelChoice = "auto+direct".parse().unwrap();
+        assert_eq!(
+            (auto, auto.to_string().parse()),
+            (KernelChoice::AutoDirect, Ok(KernelChoice::AutoDirect))
+        );
+        let (loads, missing) = (|| Ok(91400), || Err("no libcudnn".to_owned()));
+        assert_eq!(auto.resolve(DeviceChoice::Cuda(0), loads), direct_cudnn);
+        let fast_bf16 = auto.resolve(DeviceChoice::Cuda(0), missing);
+        assert_eq!(fast_bf16, Kernels { direct_launch: true, ..Kernels::FAST_BF16 });
+        assert_eq!(auto.resolve(DeviceChoice::Cpu, || panic!("not asked")), Kernels::FAST);
+        let on_cpu = Kernels { direct_launch: true, ..Kernels::FAST };
+        let err = check_kernels(on_cpu, DeviceChoice::Cpu).unwrap_err();
+        assert!(err.contains("direct") && err.contains("CUDA only"), "{err}");
+        for bad in ["direct", "fast+mconv+direct", "fast+direct+direct", "auto+cudnn"] {
+            let err = bad.parse::<KernelChoice>().unwrap_err();
+            assert!(err.contains("optionally +direct"), "{bad}: {err}");
+        }
     }
 }

@@ -37,6 +37,11 @@ pub struct Kernels {
     /// loaded at run time (`super::conv`'s `cudnn`), ahead of `tconv`'s kernels. Needs `bf16`.
     #[serde(default)]
     pub cudnn_conv: bool,
+    /// On CUDA, every operation launched by the thread that records the step, on burn's
+    /// CubeCL backend without its fusion stream (whose device thread otherwise takes each
+    /// operation, fuses what it can and launches it). CUDA only.
+    #[serde(default)]
+    pub direct_launch: bool,
 }
 
 /// Which kernels run the model's bf16 3×3 convolutions.
@@ -54,7 +59,8 @@ pub enum ConvEngine {
 pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16-cudnn on CUDA \
     where libcudnn loads, fast-bf16 on CUDA without it, fast on the CPU), fast (custom convolution gradients, fused BatchNorm and pooling, f32), fast-bf16 (fast with bf16 \
     activations and tuned bf16 convolutions), fast-bf16-cudnn (fast-bf16 with the bf16 convolutions on cuDNN, \
-    libcudnn found at run time), or stock (burn's modules)";
+    libcudnn found at run time), or stock (burn's modules); any of them +direct on CUDA launches every \
+    operation from the training thread, without burn's fusion stream";
 
 /// `worker bench --kernels` help: the named sets, or the parts that make them.
 pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto, fast, fast-bf16, \
@@ -64,11 +70,13 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     tilings tuned for the model; with bf16), pool (average pooling as custom nodes), xgemm (the image's \
     convolution as one explicit GEMM; with wgrad or dgrad), mconv (fused models' convolutions one model at a \
     time on the single model's kernels; with wgrad or dgrad), cudnn (the bf16 convolutions and their weight \
-    gradients on cuDNN, loaded at run time; with bf16); a named set among the parts stands for its own \
+    gradients on cuDNN, loaded at run time; with bf16), direct (CUDA: operations launched by the training \
+    thread, without burn's fusion stream); a named set among the parts stands for its own \
     (fast-bf16+cudnn)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 9] = ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn"];
+const PARTS: [&str; 10] =
+    ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "direct"];
 
 impl Kernels {
     /// burn's stock modules everywhere (the reference).
@@ -82,6 +90,7 @@ impl Kernels {
         explicit_gemm: false,
         per_model_conv: false,
         cudnn_conv: false,
+        direct_launch: false,
     };
     /// The fastest measured f32 combination: `wgrad+dgrad+bn+pool` (what `auto` runs on the CPU).
     pub const FAST: Kernels = Kernels {
@@ -102,7 +111,7 @@ impl Kernels {
     /// [`Kernels::FAST_BF16`] with its bf16 convolutions on cuDNN (`+cudnn`).
     pub const FAST_BF16_CUDNN: Kernels = Kernels { cudnn_conv: true, ..Kernels::FAST_BF16 };
 
-    fn parts(self) -> [bool; 9] {
+    fn parts(self) -> [bool; 10] {
         [
             self.gemm_weight_grad,
             self.flipped_input_grad,
@@ -113,6 +122,7 @@ impl Kernels {
             self.explicit_gemm,
             self.per_model_conv,
             self.cudnn_conv,
+            self.direct_launch,
         ]
     }
 
@@ -158,7 +168,7 @@ impl std::str::FromStr for Kernels {
         if let Some(set) = Kernels::named(s) {
             return Ok(set);
         }
-        let mut on = [false; 9];
+        let mut on = [false; 10];
         for part in s.split('+') {
             // A named set among the parts stands for its own parts (`fast-bf16+mconv`); `stock`
             // has none, so it is not a part.
@@ -184,6 +194,7 @@ impl std::str::FromStr for Kernels {
             explicit_gemm,
             per_model_conv,
             cudnn_conv,
+            direct_launch,
         ] = on;
         let kernels = Kernels {
             gemm_weight_grad,
@@ -195,6 +206,7 @@ impl std::str::FromStr for Kernels {
             explicit_gemm,
             per_model_conv,
             cudnn_conv,
+            direct_launch,
         };
         if explicit_gemm && !kernels.custom_conv() {
             return Err(format!("{s:?}: xgemm is a path of the custom convolution: it needs wgrad or dgrad"));

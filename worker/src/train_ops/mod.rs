@@ -2,7 +2,8 @@
 //! operation, each laid out like burn's custom-kernel example: an extension trait of the backend
 //! whose default methods are the portable reference (burn's ops: the CPU, and what the tests
 //! compare against), the autodiff node (`Autodiff<B>`'s implementation), and the CUDA kernels
-//! (`cuda`, feature `cuda`) behind the same trait on burn's CUDA backend.
+//! (`cuda`, feature `cuda`) behind the same trait on burn's CUDA backends, with and without
+//! its fusion stream ([`CudaDirect`], the `direct` part).
 //!
 //! | operation | trait | what the node replaces |
 //! | --- | --- | --- |
@@ -31,6 +32,8 @@ pub use adam::AdamOps;
 pub use batch_norm::{BatchNormOps, NormConfig, NormInputs, NormOutputs, NormStatistics};
 pub use conv::ConvOps;
 pub use cross_entropy::CrossEntropyOps;
+#[cfg(feature = "cuda")]
+pub use cube::CudaDirect;
 pub use kernel_choice::{KernelChoice, check_kernels};
 pub use kernels::{BENCH_KERNELS_HELP, ConvEngine, KERNELS_HELP, Kernels};
 pub use pool::PoolOps;

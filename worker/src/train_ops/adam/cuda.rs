@@ -8,14 +8,14 @@
 //! launch for all of them reads each gradient through its own strides.
 
 use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
 use super::AdamScalars;
-use crate::train_ops::cube::{FusionTensor, LaunchVec, custom_op_many, custom_op_vec};
+use crate::train_ops::cube::{KernelTensor, LaunchVec, custom_op_many, custom_op_vec};
 
 /// One thread per element: `m' = β₁·m + (1−β₁)·g`, `v' = β₂·v + (1−β₂)·g²`,
 /// `param' = param − step_size · m' / (√v' + ε)`; all contiguous f32.
@@ -77,16 +77,10 @@ fn launch<R: CubeRuntime>(inputs: [CubeTensor<R>; 4], scalars: AdamScalars) -> [
 
 /// [`super::AdamOps::adam_update`] on burn's fused CubeCL backends: one kernel
 /// (f32 parameters, gradients and moments, any layout).
-pub fn adam_update<R, F, I, BT>(inputs: [FusionTensor<R>; 4], scalars: AdamScalars) -> [FusionTensor<R>; 3]
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let out = (inputs[0].shape.clone(), DType::F32);
+pub fn adam_update<T: KernelTensor>(inputs: [T; 4], scalars: AdamScalars) -> [T; 3] {
+    let out = (inputs[0].shape().clone(), DType::F32);
     let outputs = [out.clone(), out.clone(), out];
-    custom_op_many::<R, F, I, BT, 4, 3>("adam_update", inputs, outputs, Box::new(move |t| launch(t, scalars)))
+    custom_op_many::<T, 4, 3>("adam_update", inputs, outputs, Box::new(move |t| launch(t, scalars)))
 }
 
 /// One thread per element of all the parameters in turn (parameter `i`'s elements follow
@@ -202,47 +196,49 @@ fn launch_many<R: CubeRuntime>(
 /// [`super::AdamOps::adam_update_many`] on burn's fused CubeCL backends: one kernel for all
 /// the parameters (f32 parameters, gradients and moments, any layout) of every stacked model;
 /// `model_scalars` holds each model's `[step_size, epsilon]`.
-pub fn adam_update_many<R, F, I, BT>(
-    inputs: Vec<[FusionTensor<R>; 4]>,
-    model_scalars: FusionTensor<R>,
+pub fn adam_update_many<T: KernelTensor>(
+    inputs: Vec<[T; 4]>,
+    model_scalars: T,
     betas: (f32, f32),
-) -> Vec<[FusionTensor<R>; 3]>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+) -> Vec<[T; 3]> {
     if inputs.is_empty() {
         return Vec::new();
     }
     let outputs =
-        inputs.iter().flat_map(|[param, ..]| [0; 3].map(|_| (param.shape.clone(), DType::F32))).collect();
-    let launch: LaunchVec<R> = Box::new(move |t| launch_many(t, betas));
+        inputs.iter().flat_map(|[param, ..]| [0; 3].map(|_| (param.shape().clone(), DType::F32))).collect();
+    let launch: LaunchVec<T::Runtime> = Box::new(move |t| launch_many(t, betas));
     let inputs = inputs.into_iter().flatten().chain([model_scalars]).collect();
-    let outputs = custom_op_vec::<R, F, I, BT>("adam_update_many", inputs, outputs, launch);
+    let outputs = custom_op_vec::<T>("adam_update_many", inputs, outputs, launch);
     let mut outputs = outputs.into_iter();
     std::iter::from_fn(|| Some([outputs.next()?, outputs.next()?, outputs.next()?])).collect()
 }
 
-impl super::AdamOps for burn_cuda::Cuda {
-    fn adam_update(
-        inputs: [burn::tensor::ops::FloatTensor<Self>; 4],
-        scalars: AdamScalars,
-    ) -> [burn::tensor::ops::FloatTensor<Self>; 3] {
-        adam_update::<_, f32, i32, u8>(inputs, scalars)
-    }
+/// The hooks on both CUDA backends, with and without burn's fusion stream.
+macro_rules! adam_ops {
+    ($backend:ty) => {
+        impl super::AdamOps for $backend {
+            fn adam_update(
+                inputs: [burn::tensor::ops::FloatTensor<Self>; 4],
+                scalars: AdamScalars,
+            ) -> [burn::tensor::ops::FloatTensor<Self>; 3] {
+                adam_update(inputs, scalars)
+            }
 
-    fn adam_update_many(
-        inputs: Vec<[burn::tensor::ops::FloatTensor<Self>; 4]>,
-        scalars: &[AdamScalars],
-    ) -> Vec<[burn::tensor::ops::FloatTensor<Self>; 3]> {
-        let Some(first) = inputs.first() else { return Vec::new() };
-        use burn::tensor::ops::FloatTensorOps;
-        let device = Self::float_device(&first[0]);
-        let pairs: Vec<f32> = scalars.iter().flat_map(|s| [s.step_size, s.epsilon]).collect();
-        let data = burn::tensor::TensorData::new(pairs, [2 * scalars.len()]);
-        let model_scalars = Self::float_from_data(data, &device);
-        adam_update_many::<_, f32, i32, u8>(inputs, model_scalars, (scalars[0].beta_1, scalars[0].beta_2))
-    }
+            fn adam_update_many(
+                inputs: Vec<[burn::tensor::ops::FloatTensor<Self>; 4]>,
+                scalars: &[AdamScalars],
+            ) -> Vec<[burn::tensor::ops::FloatTensor<Self>; 3]> {
+                let Some(first) = inputs.first() else { return Vec::new() };
+                use burn::tensor::ops::FloatTensorOps;
+                let device = Self::float_device(&first[0]);
+                let pairs: Vec<f32> = scalars.iter().flat_map(|s| [s.step_size, s.epsilon]).collect();
+                let data = burn::tensor::TensorData::new(pairs, [2 * scalars.len()]);
+                let model_scalars = Self::float_from_data(data, &device);
+                adam_update_many(inputs, model_scalars, (scalars[0].beta_1, scalars[0].beta_2))
+            }
+        }
+    };
 }
+
+adam_ops!(burn_cuda::Cuda);
+adam_ops!(crate::train_ops::cube::CudaDirect);

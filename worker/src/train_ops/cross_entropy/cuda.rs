@@ -5,13 +5,13 @@
 //! gradients backward, were about 20 small kernels and twice as many host operations per step.
 
 use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
 use crate::keras::KERAS_EPSILON;
-use crate::train_ops::cube::{FusionTensor, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, custom_op_many};
 
 /// Threads of the kernel's single cube.
 const THREADS: usize = 256;
@@ -106,25 +106,24 @@ fn launch<R: CubeRuntime>([logits, labels]: [CubeTensor<R>; 2]) -> [CubeTensor<R
 
 /// [`super::CrossEntropyOps::cross_entropy_and_grad`] on burn's fused CubeCL backends:
 /// `[loss, grad]` of f32 `logits: [N, C]` and integer `labels: [N]`.
-pub fn cross_entropy_and_grad<R, F, I, BT>(
-    logits: FusionTensor<R>,
-    labels: FusionTensor<R>,
-) -> [FusionTensor<R>; 2]
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let outputs = [(Shape::new([1]), DType::F32), (logits.shape.clone(), DType::F32)];
-    custom_op_many::<R, F, I, BT, 2, 2>("cross_entropy", [logits, labels], outputs, Box::new(launch))
+pub fn cross_entropy_and_grad<T: KernelTensor>(logits: T, labels: T) -> [T; 2] {
+    let outputs = [(Shape::new([1]), DType::F32), (logits.shape().clone(), DType::F32)];
+    custom_op_many::<T, 2, 2>("cross_entropy", [logits, labels], outputs, Box::new(launch))
 }
 
-impl super::CrossEntropyOps for burn_cuda::Cuda {
-    fn cross_entropy_and_grad(
-        logits: burn::tensor::ops::FloatTensor<Self>,
-        labels: burn::tensor::ops::IntTensor<Self>,
-    ) -> [burn::tensor::ops::FloatTensor<Self>; 2] {
-        cross_entropy_and_grad::<_, f32, i32, u8>(logits, labels)
-    }
+/// The hooks on both CUDA backends, with and without burn's fusion stream.
+macro_rules! cross_entropy_ops {
+    ($backend:ty) => {
+        impl super::CrossEntropyOps for $backend {
+            fn cross_entropy_and_grad(
+                logits: burn::tensor::ops::FloatTensor<Self>,
+                labels: burn::tensor::ops::IntTensor<Self>,
+            ) -> [burn::tensor::ops::FloatTensor<Self>; 2] {
+                cross_entropy_and_grad(logits, labels)
+            }
+        }
+    };
 }
+
+cross_entropy_ops!(burn_cuda::Cuda);
+cross_entropy_ops!(crate::train_ops::cube::CudaDirect);

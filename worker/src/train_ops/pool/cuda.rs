@@ -2,14 +2,14 @@
 //! channels-last kernel each.
 
 use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
 use crate::train_ops::cube::{
-    FusionTensor, LaunchMany, channels_last, channels_last_output, custom_op, custom_op_many,
+    KernelTensor, LaunchMany, channels_last, channels_last_output, custom_op, custom_op_many,
 };
 
 /// One thread per vector of `N` channels of one pixel of `output`; `input` and `output`
@@ -89,30 +89,18 @@ fn launch_backward<R: CubeRuntime>([dy]: [CubeTensor<R>; 1], shape: &Shape, dtyp
 }
 
 /// [`super::PoolOps::avg_pool_2x2`] on burn's fused CubeCL backends.
-pub fn avg_pool_2x2<R, F, I, BT>(x: FusionTensor<R>) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let [n, c, h, w] = x.shape.dims::<4>();
+pub fn avg_pool_2x2<T: KernelTensor>(x: T) -> T {
+    let [n, c, h, w] = x.shape().dims::<4>();
     assert!(h % 2 == 0 && w % 2 == 0, "2×2 pooling of a {h}×{w} image");
-    let (shape, dtype) = (Shape::new([n, c, h / 2, w / 2]), x.dtype);
-    custom_op::<R, F, I, BT, 1>("avg_pool_2x2", [x], shape, dtype, launch_forward)
+    let (shape, dtype) = (Shape::new([n, c, h / 2, w / 2]), x.dtype());
+    custom_op::<T, 1>("avg_pool_2x2", [x], shape, dtype, launch_forward)
 }
 
 /// [`super::PoolOps::avg_pool_2x2_grad`] on burn's fused CubeCL backends, in
 /// `x`'s dtype.
-pub fn avg_pool_2x2_grad<R, F, I, BT>(x: FusionTensor<R>, dy: FusionTensor<R>) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let (shape, dtype) = (x.shape.clone(), x.dtype);
-    custom_op::<R, F, I, BT, 1>("avg_pool_2x2_grad", [dy], shape, dtype, launch_backward)
+pub fn avg_pool_2x2_grad<T: KernelTensor>(x: T, dy: T) -> T {
+    let (shape, dtype) = (x.shape().clone(), x.dtype());
+    custom_op::<T, 1>("avg_pool_2x2_grad", [dy], shape, dtype, launch_backward)
 }
 
 /// Global average pooling, one thread per vector of `N` channels of one image:
@@ -178,62 +166,57 @@ fn launch_global<R: CubeRuntime>(
 }
 
 /// [`super::PoolOps::global_avg_pool`] on burn's fused CubeCL backends.
-pub fn global_avg_pool<R, F, I, BT>(x: FusionTensor<R>) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let [n, c, h, w] = x.shape.dims::<4>();
-    let launch: LaunchMany<R, 1, 1> =
+pub fn global_avg_pool<T: KernelTensor>(x: T) -> T {
+    let [n, c, h, w] = x.shape().dims::<4>();
+    let launch: LaunchMany<T::Runtime, 1, 1> =
         Box::new(move |[x]| [launch_global(x, &Shape::new([n, c]), DType::F32, h * w)]);
-    let [pooled] = custom_op_many::<R, F, I, BT, 1, 1>(
-        "global_avg_pool",
-        [x],
-        [(Shape::new([n, c]), DType::F32)],
-        launch,
-    );
+    let [pooled] =
+        custom_op_many::<T, 1, 1>("global_avg_pool", [x], [(Shape::new([n, c]), DType::F32)], launch);
     pooled
 }
 
 /// [`super::PoolOps::global_avg_pool_grad`] on burn's fused CubeCL backends, in
 /// `x`'s dtype.
-pub fn global_avg_pool_grad<R, F, I, BT>(x: FusionTensor<R>, dy: FusionTensor<R>) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let (shape, dtype) = (x.shape.clone(), x.dtype);
+pub fn global_avg_pool_grad<T: KernelTensor>(x: T, dy: T) -> T {
+    let (shape, dtype) = (x.shape().clone(), x.dtype());
     let pixels = shape[2] * shape[3];
     let out = (shape.clone(), dtype);
-    let launch: LaunchMany<R, 1, 1> = Box::new(move |[dy]| [launch_global(dy, &shape, dtype, pixels)]);
-    let [dx] = custom_op_many::<R, F, I, BT, 1, 1>("global_avg_pool_grad", [dy], [out], launch);
+    let launch: LaunchMany<T::Runtime, 1, 1> =
+        Box::new(move |[dy]| [launch_global(dy, &shape, dtype, pixels)]);
+    let [dx] = custom_op_many::<T, 1, 1>("global_avg_pool_grad", [dy], [out], launch);
     dx
 }
 
-impl super::PoolOps for burn_cuda::Cuda {
-    fn avg_pool_2x2(x: burn::tensor::ops::FloatTensor<Self>) -> burn::tensor::ops::FloatTensor<Self> {
-        avg_pool_2x2::<_, f32, i32, u8>(x)
-    }
+/// The hooks on both CUDA backends, with and without burn's fusion stream.
+macro_rules! pool_ops {
+    ($backend:ty) => {
+        impl super::PoolOps for $backend {
+            fn avg_pool_2x2(x: burn::tensor::ops::FloatTensor<Self>) -> burn::tensor::ops::FloatTensor<Self> {
+                avg_pool_2x2(x)
+            }
 
-    fn avg_pool_2x2_grad(
-        x: burn::tensor::ops::FloatTensor<Self>,
-        dy: burn::tensor::ops::FloatTensor<Self>,
-    ) -> burn::tensor::ops::FloatTensor<Self> {
-        avg_pool_2x2_grad::<_, f32, i32, u8>(x, dy)
-    }
+            fn avg_pool_2x2_grad(
+                x: burn::tensor::ops::FloatTensor<Self>,
+                dy: burn::tensor::ops::FloatTensor<Self>,
+            ) -> burn::tensor::ops::FloatTensor<Self> {
+                avg_pool_2x2_grad(x, dy)
+            }
 
-    fn global_avg_pool(x: burn::tensor::ops::FloatTensor<Self>) -> burn::tensor::ops::FloatTensor<Self> {
-        global_avg_pool::<_, f32, i32, u8>(x)
-    }
+            fn global_avg_pool(
+                x: burn::tensor::ops::FloatTensor<Self>,
+            ) -> burn::tensor::ops::FloatTensor<Self> {
+                global_avg_pool(x)
+            }
 
-    fn global_avg_pool_grad(
-        x: burn::tensor::ops::FloatTensor<Self>,
-        dy: burn::tensor::ops::FloatTensor<Self>,
-    ) -> burn::tensor::ops::FloatTensor<Self> {
-        global_avg_pool_grad::<_, f32, i32, u8>(x, dy)
-    }
+            fn global_avg_pool_grad(
+                x: burn::tensor::ops::FloatTensor<Self>,
+                dy: burn::tensor::ops::FloatTensor<Self>,
+            ) -> burn::tensor::ops::FloatTensor<Self> {
+                global_avg_pool_grad(x, dy)
+            }
+        }
+    };
 }
+
+pool_ops!(burn_cuda::Cuda);
+pool_ops!(crate::train_ops::cube::CudaDirect);

@@ -23,14 +23,14 @@
 //! 64.7–65.0k img/s pipelined on an H100, together with the weight gradient's group-sum kernel.
 
 use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
 use super::normalize::mask;
-use crate::train_ops::cube::{FusionTensor, channel_lanes, channels_last, custom_op};
+use crate::train_ops::cube::{KernelTensor, channel_lanes, channels_last, custom_op};
 
 /// Threads per cube of both stages (a power of two: the second stage's tree).
 const CUBE_THREADS: usize = 256;
@@ -254,20 +254,11 @@ fn launch_relu_grad_sums<R: CubeRuntime>(
 
 /// The backward's channel sums `[G·2, C]` (`Σ g`, `Σ g·x̂` of each group) of `[dy, x]` with
 /// `[mean, inv_std]` (`[G·C]`) and `[γ, β]` (`[C]`): the partials and their sum, two kernels.
-pub fn relu_grad_sums<R, F, I, BT>(
-    [dy, x]: [FusionTensor<R>; 2],
-    [mean, inv_std, gamma, beta]: [FusionTensor<R>; 4],
-) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let groups = mean.shape[0] / x.shape[1];
-    let (shape, dtype) = (Shape::new([2 * groups, x.shape[1]]), DType::F32);
+pub fn relu_grad_sums<T: KernelTensor>([dy, x]: [T; 2], [mean, inv_std, gamma, beta]: [T; 4]) -> T {
+    let groups = mean.shape()[0] / x.shape()[1];
+    let (shape, dtype) = (Shape::new([2 * groups, x.shape()[1]]), DType::F32);
     let inputs = [dy, x, mean, inv_std, gamma, beta];
-    custom_op::<R, F, I, BT, 6>("bn_relu_grad_sums", inputs, shape, dtype, launch_relu_grad_sums)
+    custom_op::<T, 6>("bn_relu_grad_sums", inputs, shape, dtype, launch_relu_grad_sums)
 }
 
 #[cfg(test)]

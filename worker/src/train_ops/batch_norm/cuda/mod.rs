@@ -7,33 +7,40 @@ pub mod statistics;
 
 use burn::tensor::FloatDType;
 use burn::tensor::ops::FloatTensor;
-use burn_cuda::Cuda;
 
 use super::{BatchNormOps, NormConfig, NormStatistics};
 
-impl BatchNormOps for Cuda {
-    fn batch_norm_statistics(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        mean_shift: Option<FloatTensor<Self>>,
-        running: [FloatTensor<Self>; 2],
-        config: NormConfig,
-    ) -> NormStatistics<Self> {
-        statistics::batch_norm_statistics::<Self, _, f32, i32, u8>(x, gamma, mean_shift, running, config)
-    }
+/// The hooks on both CUDA backends, with and without burn's fusion stream.
+macro_rules! batch_norm_ops {
+    ($backend:ty) => {
+        impl BatchNormOps for $backend {
+            fn batch_norm_statistics(
+                x: FloatTensor<Self>,
+                gamma: FloatTensor<Self>,
+                mean_shift: Option<FloatTensor<Self>>,
+                running: [FloatTensor<Self>; 2],
+                config: NormConfig,
+            ) -> NormStatistics<Self> {
+                statistics::batch_norm_statistics::<Self, _>(x, gamma, mean_shift, running, config)
+            }
 
-    fn normalize_relu(
-        x: FloatTensor<Self>,
-        per_channel: [FloatTensor<Self>; 3],
-        dtype: FloatDType,
-    ) -> FloatTensor<Self> {
-        normalize::normalize_relu::<_, f32, i32, u8>(x, per_channel, dtype.into())
-    }
+            fn normalize_relu(
+                x: FloatTensor<Self>,
+                per_channel: [FloatTensor<Self>; 3],
+                dtype: FloatDType,
+            ) -> FloatTensor<Self> {
+                normalize::normalize_relu(x, per_channel, dtype.into())
+            }
 
-    fn batch_norm_relu_grad(
-        activations: [FloatTensor<Self>; 3],
-        per_channel: [FloatTensor<Self>; 4],
-    ) -> [FloatTensor<Self>; 3] {
-        normalize::batch_norm_relu_grad::<_, f32, i32, u8>(activations, per_channel)
-    }
+            fn batch_norm_relu_grad(
+                activations: [FloatTensor<Self>; 3],
+                per_channel: [FloatTensor<Self>; 4],
+            ) -> [FloatTensor<Self>; 3] {
+                normalize::batch_norm_relu_grad(activations, per_channel)
+            }
+        }
+    };
 }
+
+batch_norm_ops!(burn_cuda::Cuda);
+batch_norm_ops!(crate::train_ops::cube::CudaDirect);

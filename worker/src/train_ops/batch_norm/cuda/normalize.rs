@@ -18,15 +18,15 @@
 //! over memory: each thread takes [`channel_lanes`] neighbouring channels as one vector load.
 
 use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
 use super::channel_sums::relu_grad_sums;
-use crate::train_ops::cube::{FusionTensor, channels_last, channels_last_output, custom_op, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, channels_last, channels_last_output, custom_op, custom_op_many};
 
 /// BatchNorm + ReLU of the centered input `x − mean`: `max(0, centered·scale + shift)` — the
 /// forward's arithmetic, which [`mask`] repeats.
@@ -216,42 +216,26 @@ fn launch_normalize_grad<R: CubeRuntime>(
 
 /// [`crate::train_ops::BatchNormOps::normalize_relu`] on burn's fused CubeCL backends (statistics
 /// `[C]`, or `[G·C]` for `G` groups of the batch).
-pub fn normalize_relu<R, F, I, BT>(
-    x: FusionTensor<R>,
-    [mean, scale, beta]: [FusionTensor<R>; 3],
-    dtype: DType,
-) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let shape = x.shape.clone();
-    custom_op::<R, F, I, BT, 4>("normalize_relu", [x, mean, scale, beta], shape, dtype, launch_normalize)
+pub fn normalize_relu<T: KernelTensor>(x: T, [mean, scale, beta]: [T; 3], dtype: DType) -> T {
+    let shape = x.shape().clone();
+    custom_op::<T, 4>("normalize_relu", [x, mean, scale, beta], shape, dtype, launch_normalize)
 }
 
 /// [`crate::train_ops::BatchNormOps::batch_norm_relu_grad`] on burn's fused CubeCL backends: the
 /// channel sums (partials, then their sum), then `dx`, `dγ`, `dβ` in one kernel.
-pub fn batch_norm_relu_grad<R, F, I, BT>(
-    [dy, _y, x]: [FusionTensor<R>; 3],
-    [mean, inv_std, gamma, beta]: [FusionTensor<R>; 4],
-) -> [FusionTensor<R>; 3]
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
+pub fn batch_norm_relu_grad<T: KernelTensor>(
+    [dy, _y, x]: [T; 3],
+    [mean, inv_std, gamma, beta]: [T; 4],
+) -> [T; 3] {
     let per_channel = [mean.clone(), inv_std.clone(), gamma.clone(), beta.clone()];
-    let sums = relu_grad_sums::<R, F, I, BT>([dy.clone(), x.clone()], per_channel);
-    let shape = x.shape.clone();
+    let sums = relu_grad_sums([dy.clone(), x.clone()], per_channel);
+    let shape = x.shape().clone();
     let outputs = [
-        (shape.clone(), x.dtype),
+        (shape.clone(), x.dtype()),
         (Shape::new([shape[1]]), DType::F32),
         (Shape::new([shape[1]]), DType::F32),
     ];
     let inputs = [dy, x, sums, mean, inv_std, gamma, beta];
     let launch = Box::new(move |t| launch_normalize_grad(t, &shape));
-    custom_op_many::<R, F, I, BT, 7, 3>("batch_norm_relu_grad", inputs, outputs, launch)
+    custom_op_many::<T, 7, 3>("batch_norm_relu_grad", inputs, outputs, launch)
 }

@@ -4,15 +4,15 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
 use super::channel_sums::{launch_sums, per_channel_cubes, sum_partials};
 use crate::train_ops::batch_norm::{NormConfig, NormStatistics};
-use crate::train_ops::cube::{FusionTensor, channels_last, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, channels_last, custom_op_many};
 
 /// Stage 2 of the forward, a cube per channel `c`: for each group, the group's `[P, 2, C]` block
 /// of the partials of the shifted sums (`Σ (x − s)`, `Σ (x − s)²` over `rows` rows per group,
@@ -125,27 +125,23 @@ fn launch_statistics<R: CubeRuntime>(
 /// [`crate::train_ops::BatchNormOps::batch_norm_statistics`] on burn's fused CubeCL backends: the
 /// shifted sums' partials (one kernel), then every per-channel result (one kernel); the
 /// statistics `[G·C]`, the running averages `[C]`.
-pub fn batch_norm_statistics<B, R, F, I, BT>(
-    x: FusionTensor<R>,
-    gamma: FusionTensor<R>,
-    mean_shift: Option<FusionTensor<R>>,
-    [running_mean, running_var]: [FusionTensor<R>; 2],
+pub fn batch_norm_statistics<B, T: KernelTensor>(
+    x: T,
+    gamma: T,
+    mean_shift: Option<T>,
+    [running_mean, running_var]: [T; 2],
     config: NormConfig,
 ) -> NormStatistics<B>
 where
-    B: Backend<FloatTensorPrimitive = FusionTensor<R>>,
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
+    B: Backend<FloatTensorPrimitive = T>,
 {
-    let c = x.shape[1];
+    let c = x.shape()[1];
     let shifted = mean_shift.is_some();
     let shift = mean_shift.unwrap_or_else(|| gamma.clone());
     let inputs = [x, gamma, shift, running_mean, running_var];
     let out = |len: usize| (Shape::new([len]), DType::F32);
     let launch = Box::new(move |t| launch_statistics(t, config, shifted));
-    let [mean, inv_std, scale, running_mean, running_var] = custom_op_many::<R, F, I, BT, 5, 5>(
+    let [mean, inv_std, scale, running_mean, running_var] = custom_op_many::<T, 5, 5>(
         "bn_statistics",
         inputs,
         std::array::from_fn(|i| out(if i < 3 { config.groups * c } else { c })),

@@ -10,12 +10,12 @@
 //! layers), 2.3 ms with the first, scalar version.
 
 use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
-use crate::train_ops::cube::{FusionTensor, LaunchMany, channel_lanes, channels_last, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, LaunchMany, channel_lanes, channels_last, custom_op_many};
 
 /// One thread per (output row, input vector): the nine taps `output[row, (3·kh+kw)·C +
 /// c..c+N] = input[n, y+kh−1, x+kw−1, c..c+N]` of the row's pixel `(n, y, x)` in the
@@ -90,18 +90,12 @@ fn launch<R: CubeRuntime>(x: CubeTensor<R>, shape: &Shape, dtype: DType, groups:
 
 /// [`crate::train_ops::ConvOps::im2col_3x3_grouped`] on burn's fused CubeCL backends (CUDA
 /// here); one group is [`crate::train_ops::ConvOps::im2col_3x3`].
-pub fn im2col_3x3<R, F, I, BT>(x: FusionTensor<R>, groups: usize, dtype: DType) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let [n, c, h, w] = x.shape.dims::<4>();
+pub fn im2col_3x3<T: KernelTensor>(x: T, groups: usize, dtype: DType) -> T {
+    let [n, c, h, w] = x.shape().dims::<4>();
     let shape = Shape::new([groups * n * h * w, 9 * c / groups]);
     let out = (shape.clone(), dtype);
-    let launch: LaunchMany<R, 1, 1> = Box::new(move |[x]| [launch(x, &shape, dtype, groups)]);
-    let [output] = custom_op_many::<R, F, I, BT, 1, 1>("im2col_3x3", [x], [out], launch);
+    let launch: LaunchMany<T::Runtime, 1, 1> = Box::new(move |[x]| [launch(x, &shape, dtype, groups)]);
+    let [output] = custom_op_many::<T, 1, 1>("im2col_3x3", [x], [out], launch);
     output
 }
 

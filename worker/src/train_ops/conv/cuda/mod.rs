@@ -11,119 +11,126 @@ pub mod weights;
 
 use burn::tensor::ops::{FloatTensor, ModuleOps};
 use burn::tensor::{DType, FloatDType, Shape, TensorMetadata};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
-use burn_cuda::Cuda;
-use cubecl::cuda::CudaRuntime;
 
 use super::{ConvOps, reference};
-use crate::train_ops::cube::{FusionTensor, custom_op};
+use crate::train_ops::cube::{KernelTensor, custom_op};
 use crate::train_ops::{ConvEngine, unwrap, wrap};
 
-impl ConvOps for Cuda {
-    fn conv3x3_nobias(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        engine: ConvEngine,
-    ) -> FloatTensor<Self> {
-        match engine {
-            ConvEngine::Cudnn if cudnn::takes(&x, &weight, &[x.shape[1], weight.shape[0]]) => {
-                cudnn::conv3x3(x, weight)
+/// The hooks on both CUDA backends, with and without burn's fusion stream.
+macro_rules! conv_ops {
+    ($backend:ty) => {
+        impl ConvOps for $backend {
+            fn conv3x3_nobias(
+                x: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                engine: ConvEngine,
+            ) -> FloatTensor<Self> {
+                match engine {
+                    ConvEngine::Cudnn if cudnn::takes(&x, &weight, &[x.shape()[1], weight.shape()[0]]) => {
+                        cudnn::conv3x3(x, weight)
+                    }
+                    ConvEngine::Tuned | ConvEngine::Cudnn if tuned::tunable(&x, &weight) => {
+                        tuned::conv3x3(x, weight)
+                    }
+                    _ => Self::conv2d(x, weight, None, reference::same_3x3()),
+                }
             }
-            ConvEngine::Tuned | ConvEngine::Cudnn if tuned::tunable(&x, &weight) => {
-                tuned::conv3x3::<_, f32, i32, u8>(x, weight)
+
+            fn conv3x3_weight_grad(
+                x: FloatTensor<Self>,
+                dy: FloatTensor<Self>,
+                engine: ConvEngine,
+            ) -> FloatTensor<Self> {
+                // cuDNN takes the gradient when it takes the convolution: `dy` has the kernel's C_out.
+                if engine == ConvEngine::Cudnn && cudnn::takes(&x, &dy, &[x.shape()[1], dy.shape()[1]]) {
+                    return super::library::f32_grad::<Self>(cudnn::weight_grad(x, dy));
+                }
+                unwrap(reference::weight_grad::<Self>(wrap(x), wrap(dy)))
             }
-            _ => Self::conv2d(x, weight, None, reference::same_3x3()),
+
+            fn library_grouped_forward(
+                x: FloatTensor<Self>,
+                operand: FloatTensor<Self>,
+                groups: usize,
+            ) -> FloatTensor<Self> {
+                match cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)) {
+                    true => cudnn::grouped_conv3x3(x, operand, groups),
+                    false => super::grouped::by_burn_conv::<Self>(x, operand, groups),
+                }
+            }
+
+            fn library_grouped_input_grad(
+                dy: FloatTensor<Self>,
+                operand: FloatTensor<Self>,
+                groups: usize,
+            ) -> FloatTensor<Self> {
+                match cudnn::takes(&dy, &operand, &grouped_channels(&dy, &operand, groups)) {
+                    true => cudnn::grouped_input_grad(dy, operand, groups),
+                    false => super::library::input_grad_by_flipped::<Self>(dy, operand, groups),
+                }
+            }
+
+            fn library_grouped_weight_grad(
+                x: FloatTensor<Self>,
+                dy: FloatTensor<Self>,
+                groups: usize,
+            ) -> FloatTensor<Self> {
+                match cudnn::takes(&x, &dy, &[x.shape()[1] / groups, dy.shape()[1] / groups]) {
+                    true => super::library::f32_grad::<Self>(cudnn::grouped_weight_grad(x, dy, groups)),
+                    false => super::library::weight_grad_by_im2col::<Self>(x, dy, groups),
+                }
+            }
+
+            fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
+                weights::conv_operands(weight, dtype.into())
+            }
+
+            fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+                im2col::im2col_3x3(x, 1, dtype.into())
+            }
+
+            fn im2col_3x3_grouped(
+                x: FloatTensor<Self>,
+                groups: usize,
+                dtype: FloatDType,
+            ) -> FloatTensor<Self> {
+                im2col::im2col_3x3(x, groups, dtype.into())
+            }
+
+            fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+                if lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32 {
+                    // burn's own path: its fusion can fuse what follows into the matmul.
+                    return unwrap(wrap::<Self, 3>(lhs).matmul(wrap(rhs)));
+                }
+                matmul_to_f32(lhs, rhs)
+            }
+
+            fn summed_matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+                summed_matmul::summed_matmul_to_f32(lhs, rhs, 1)
+            }
+
+            fn grouped_summed_matmul_to_f32(
+                lhs: FloatTensor<Self>,
+                rhs: FloatTensor<Self>,
+                sums: usize,
+            ) -> FloatTensor<Self> {
+                summed_matmul::summed_matmul_to_f32(lhs, rhs, sums)
+            }
         }
-    }
-
-    fn conv3x3_weight_grad(
-        x: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
-        engine: ConvEngine,
-    ) -> FloatTensor<Self> {
-        // cuDNN takes the gradient when it takes the convolution: `dy` has the kernel's C_out.
-        if engine == ConvEngine::Cudnn && cudnn::takes(&x, &dy, &[x.shape[1], dy.shape[1]]) {
-            return super::library::f32_grad::<Self>(cudnn::weight_grad(x, dy));
-        }
-        unwrap(reference::weight_grad::<Self>(wrap(x), wrap(dy)))
-    }
-
-    fn library_grouped_forward(
-        x: FloatTensor<Self>,
-        operand: FloatTensor<Self>,
-        groups: usize,
-    ) -> FloatTensor<Self> {
-        match cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)) {
-            true => cudnn::grouped_conv3x3(x, operand, groups),
-            false => super::grouped::by_burn_conv::<Self>(x, operand, groups),
-        }
-    }
-
-    fn library_grouped_input_grad(
-        dy: FloatTensor<Self>,
-        operand: FloatTensor<Self>,
-        groups: usize,
-    ) -> FloatTensor<Self> {
-        match cudnn::takes(&dy, &operand, &grouped_channels(&dy, &operand, groups)) {
-            true => cudnn::grouped_input_grad(dy, operand, groups),
-            false => super::library::input_grad_by_flipped::<Self>(dy, operand, groups),
-        }
-    }
-
-    fn library_grouped_weight_grad(
-        x: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
-        groups: usize,
-    ) -> FloatTensor<Self> {
-        match cudnn::takes(&x, &dy, &[x.shape[1] / groups, dy.shape[1] / groups]) {
-            true => super::library::f32_grad::<Self>(cudnn::grouped_weight_grad(x, dy, groups)),
-            false => super::library::weight_grad_by_im2col::<Self>(x, dy, groups),
-        }
-    }
-
-    fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
-        weights::conv_operands::<_, f32, i32, u8>(weight, dtype.into())
-    }
-
-    fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
-        im2col::im2col_3x3::<_, f32, i32, u8>(x, 1, dtype.into())
-    }
-
-    fn im2col_3x3_grouped(x: FloatTensor<Self>, groups: usize, dtype: FloatDType) -> FloatTensor<Self> {
-        im2col::im2col_3x3::<_, f32, i32, u8>(x, groups, dtype.into())
-    }
-
-    fn matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        if lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32 {
-            // burn's own path: its fusion can fuse what follows into the matmul.
-            return unwrap(wrap::<Self, 3>(lhs).matmul(wrap(rhs)));
-        }
-        matmul_to_f32::<_, f32, i32, u8>(lhs, rhs)
-    }
-
-    fn summed_matmul_to_f32(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        summed_matmul::summed_matmul_to_f32::<_, f32, i32, u8>(lhs, rhs, 1)
-    }
-
-    fn grouped_summed_matmul_to_f32(
-        lhs: FloatTensor<Self>,
-        rhs: FloatTensor<Self>,
-        sums: usize,
-    ) -> FloatTensor<Self> {
-        summed_matmul::summed_matmul_to_f32::<_, f32, i32, u8>(lhs, rhs, sums)
-    }
+    };
 }
+
+conv_ops!(burn_cuda::Cuda);
+conv_ops!(crate::train_ops::cube::CudaDirect);
 
 /// Per-model channel counts of `groups` convolutions side by side: `a: [N, G·C, H, W]` (the
 /// input, or the output gradient) with `operand: [G·C_out, C_in, 3, 3]`.
-fn grouped_channels(
-    a: &FusionTensor<CudaRuntime>,
-    operand: &FusionTensor<CudaRuntime>,
-    groups: usize,
-) -> [usize; 3] {
-    [a.shape[1] / groups, operand.shape[0] / groups, operand.shape[1]]
+fn grouped_channels<T: KernelTensor>(a: &T, operand: &T, groups: usize) -> [usize; 3] {
+    let (a, operand) = (a.shape(), operand.shape());
+    [a[1] / groups, operand[0] / groups, operand[1]]
 }
 
 fn launch_matmul_to_f32<R: CubeRuntime>(
@@ -138,15 +145,9 @@ fn launch_matmul_to_f32<R: CubeRuntime>(
 /// [`ConvOps::matmul_to_f32`] on burn's fused CubeCL backends: `[B, M, K] ×
 /// [B, K, N] → [B, M, N]` in f32 whatever the operands' dtype (burn's autotuned matmul kernels,
 /// f32 accumulation).
-pub fn matmul_to_f32<R, F, I, BT>(lhs: FusionTensor<R>, rhs: FusionTensor<R>) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let [batch, m, _] = lhs.shape.dims::<3>();
-    let n = rhs.shape.dims::<3>()[2];
+pub fn matmul_to_f32<T: KernelTensor>(lhs: T, rhs: T) -> T {
+    let [batch, m, _] = lhs.shape().dims::<3>();
+    let n = rhs.shape().dims::<3>()[2];
     let shape = Shape::new([batch, m, n]);
-    custom_op::<R, F, I, BT, 2>("matmul_to_f32", [lhs, rhs], shape, DType::F32, launch_matmul_to_f32)
+    custom_op::<T, 2>("matmul_to_f32", [lhs, rhs], shape, DType::F32, launch_matmul_to_f32)
 }

@@ -10,15 +10,15 @@
 //! one layout first cost 113 µs per block-1 layer (`docs/results/2026-11-27-h100-bn-partials/`).
 
 use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::ops::permute;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::prelude::*;
 
-use crate::train_ops::cube::{FusionTensor, custom_op};
+use crate::train_ops::cube::{KernelTensor, custom_op};
 
 /// Vectors of a row each cube covers (its X threads).
 const CUBE_VECTORS: usize = 16;
@@ -124,22 +124,12 @@ fn launch<R: CubeRuntime>([lhs, rhs]: [CubeTensor<R>; 2], shape: &Shape, dtype: 
 /// [`crate::train_ops::ConvOps::summed_matmul_to_f32`] (`sums` = 1: `[M, N]`) and
 /// [`crate::train_ops::ConvOps::grouped_summed_matmul_to_f32`] (`[sums, M, N]`) on burn's fused
 /// CubeCL backends.
-pub fn summed_matmul_to_f32<R, F, I, BT>(
-    lhs: FusionTensor<R>,
-    rhs: FusionTensor<R>,
-    sums: usize,
-) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let m = lhs.shape.dims::<3>()[1];
-    let n = rhs.shape.dims::<3>()[2];
+pub fn summed_matmul_to_f32<T: KernelTensor>(lhs: T, rhs: T, sums: usize) -> T {
+    let m = lhs.shape().dims::<3>()[1];
+    let n = rhs.shape().dims::<3>()[2];
     let shape = match sums {
         1 => Shape::new([m, n]),
         _ => Shape::new([sums, m, n]),
     };
-    custom_op::<R, F, I, BT, 2>("summed_matmul_to_f32", [lhs, rhs], shape, DType::F32, launch)
+    custom_op::<T, 2>("summed_matmul_to_f32", [lhs, rhs], shape, DType::F32, launch)
 }

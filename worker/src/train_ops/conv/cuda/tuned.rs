@@ -19,7 +19,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::ops::{permute_nchw_to_nhwc, permute_nhwc_to_nchw};
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, CubeTuneId, FloatElement, IntElement};
+use burn_cubecl::{CubeRuntime, CubeTuneId};
 use cubecl::tune::{AutotuneKey, LocalTuner, Tunable, TunableSet, local_tuner};
 use cubek::convolution::components::Dimensionality;
 use cubek::convolution::definition::{ConvBlueprint, ForwardBlueprint};
@@ -34,7 +34,7 @@ use cubek::matmul::routines::select_swizzle;
 use cubek::std::cube_count::{CubeCountStrategy, GlobalOrder, HypercubeBlueprint, SmAllocation};
 use cubek::std::{InputBinding, MatrixLayout, PartitionSize, StageSize, SwizzleModes, TileSize};
 
-use crate::train_ops::cube::{FusionTensor, custom_op};
+use crate::train_ops::cube::{KernelTensor, custom_op};
 
 /// A tiling of the implicit GEMM `[N·H·W, 9·C_in] × [9·C_in, C_out]` in mma tiles of 16×8×16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,9 +132,9 @@ pub const RECIPES: [Recipe; 12] = {
 /// Whether the tuned kernels take `x` convolved by `weight`: bf16 operands (the tilings are
 /// mma tiles of bf16) whose channel counts keep TMA's 16-byte row alignment; anything else
 /// (the image's 3 channels, f32) runs on burn's `conv2d`.
-pub fn tunable<R: CubeRuntime>(x: &FusionTensor<R>, weight: &FusionTensor<R>) -> bool {
-    let (c_in, c_out) = (x.shape[1], weight.shape[0]);
-    x.dtype == DType::BF16 && weight.dtype == DType::BF16 && c_in % 8 == 0 && c_out % 8 == 0
+pub fn tunable<T: KernelTensor>(x: &T, weight: &T) -> bool {
+    let (c_in, c_out) = (x.shape()[1], weight.shape()[0]);
+    x.dtype() == DType::BF16 && weight.dtype() == DType::BF16 && c_in % 8 == 0 && c_out % 8 == 0
 }
 
 /// The blueprint of `tiling` for the convolution `key` on `client`'s device.
@@ -265,23 +265,11 @@ fn launch_tuned<R: CubeRuntime>([x, weight]: [CubeTensor<R>; 2], _: &Shape, _: D
 
 /// `x: [N, C_in, H, W]` convolved (3×3, stride 1, padding 1, no bias) by `weight: [C_out,
 /// C_in, 3, 3]` of the same dtype, on the recipe the tuner found fastest for the shape.
-pub fn conv3x3<R, F, I, BT>(x: FusionTensor<R>, weight: FusionTensor<R>) -> FusionTensor<R>
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let [n, _, h, w] = x.shape.dims::<4>();
-    let c_out = weight.shape.dims::<4>()[0];
-    let dtype = x.dtype;
-    custom_op::<R, F, I, BT, 2>(
-        "conv3x3_tuned",
-        [x, weight],
-        Shape::new([n, c_out, h, w]),
-        dtype,
-        launch_tuned,
-    )
+pub fn conv3x3<T: KernelTensor>(x: T, weight: T) -> T {
+    let [n, _, h, w] = x.shape().dims::<4>();
+    let c_out = weight.shape().dims::<4>()[0];
+    let dtype = x.dtype();
+    custom_op::<T, 2>("conv3x3_tuned", [x, weight], Shape::new([n, c_out, h, w]), dtype, launch_tuned)
 }
 
 #[cfg(test)]

@@ -6,14 +6,14 @@
 //! backward: five launches per layer where this is one.
 
 use burn::tensor::{DType, Shape};
+use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::{BoolElement, CubeRuntime, FloatElement, IntElement};
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
-use crate::train_ops::cube::{FusionTensor, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, custom_op_many};
 
 /// One thread per element `weight[o, i, kh, kw]` (contiguous `[C_out, C_in, 3, 3]`): writes it
 /// to `operand[o, kh, kw, i]` and to `flipped[i, 2 − kh, 2 − kw, o]` (both contiguous,
@@ -68,21 +68,10 @@ fn launch<R: CubeRuntime>([weight]: [CubeTensor<R>; 1], dtype: DType) -> [CubeTe
 /// [`crate::train_ops::ConvOps::conv_operands`] on burn's fused CubeCL backends: both operands
 /// in `dtype`, written channels-last (`[N, H, W, C]` memory viewed as `[N, C, H, W]`, as the
 /// convolutions read them without a copy).
-pub fn conv_operands<R, F, I, BT>(weight: FusionTensor<R>, dtype: DType) -> [FusionTensor<R>; 2]
-where
-    R: CubeRuntime,
-    F: FloatElement,
-    I: IntElement,
-    BT: BoolElement,
-{
-    let [c_out, c_in, kh, kw] = weight.shape.dims::<4>();
+pub fn conv_operands<T: KernelTensor>(weight: T, dtype: DType) -> [T; 2] {
+    let [c_out, c_in, kh, kw] = weight.shape().dims::<4>();
     let outputs = [(Shape::new([c_out, c_in, kh, kw]), dtype), (Shape::new([c_in, c_out, kh, kw]), dtype)];
-    custom_op_many::<R, F, I, BT, 1, 2>(
-        "conv_operands",
-        [weight],
-        outputs,
-        Box::new(move |t| launch(t, dtype)),
-    )
+    custom_op_many::<T, 1, 2>("conv_operands", [weight], outputs, Box::new(move |t| launch(t, dtype)))
 }
 
 #[cfg(test)]

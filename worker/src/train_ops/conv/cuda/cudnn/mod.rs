@@ -21,77 +21,64 @@ use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
 
-use crate::train_ops::cube::{FusionTensor, LaunchMany, channels_last, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_many};
 pub use ffi::library_version;
 use ffi::{Conv3x3, Pass};
 
 /// Whether cuDNN takes a pass over the operands `a` and `b` whose per-model channel counts are
 /// `channels`: bf16 operands and every count a multiple of 8 (its tensor-core kernels for
 /// channels-last data); anything else runs on the other kernels.
-pub fn takes(a: &FusionTensor<CudaRuntime>, b: &FusionTensor<CudaRuntime>, channels: &[usize]) -> bool {
-    a.dtype == DType::BF16 && b.dtype == DType::BF16 && channels.iter().all(|c| c.is_multiple_of(8))
+pub fn takes<T: KernelTensor>(a: &T, b: &T, channels: &[usize]) -> bool {
+    a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && channels.iter().all(|c| c.is_multiple_of(8))
 }
 
 /// `x: [N, C_in, H, W]` convolved (3×3, stride 1, padding 1, no bias) by `weight: [C_out, C_in,
 /// 3, 3]`, both bf16 (as [`takes`] asks): `[N, C_out, H, W]` in bf16, channels-last in memory.
-pub fn conv3x3(x: FusionTensor<CudaRuntime>, weight: FusionTensor<CudaRuntime>) -> FusionTensor<CudaRuntime> {
+pub fn conv3x3<T: KernelTensor<Runtime = CudaRuntime>>(x: T, weight: T) -> T {
     grouped_conv3x3(x, weight, 1)
 }
 
 /// The weight gradient of [`conv3x3`] of `x: [N, C_in, H, W]` whose output gradient is `dy:
 /// [N, C_out, H, W]` (both bf16): `[C_out, C_in, 3, 3]` in bf16 (f32 accumulation in cuDNN),
 /// channels-last in memory.
-pub fn weight_grad(x: FusionTensor<CudaRuntime>, dy: FusionTensor<CudaRuntime>) -> FusionTensor<CudaRuntime> {
+pub fn weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T) -> T {
     grouped_weight_grad(x, dy, 1)
 }
 
 /// `groups` G convolutions side by side, one launch (cuDNN's group count): `x: [N, G·C_in, H,
 /// W]` by `weight: [G·C_out, C_in, 3, 3]` → `[N, G·C_out, H, W]`, bf16, channels-last in memory.
-pub fn grouped_conv3x3(
-    x: FusionTensor<CudaRuntime>,
-    weight: FusionTensor<CudaRuntime>,
-    groups: usize,
-) -> FusionTensor<CudaRuntime> {
-    let [n, _, h, w] = x.shape.dims::<4>();
-    let shape = Shape::new([n, weight.shape[0], h, w]);
+pub fn grouped_conv3x3<T: KernelTensor<Runtime = CudaRuntime>>(x: T, weight: T, groups: usize) -> T {
+    let [n, _, h, w] = x.shape().dims::<4>();
+    let shape = Shape::new([n, weight.shape()[0], h, w]);
     op("conv3x3_cudnn", [x, weight], Pass::Forward, groups, shape)
 }
 
 /// The input gradient of [`grouped_conv3x3`] from the output gradient `dy: [N, G·C_out, H, W]`
 /// and the forward's `weight: [G·C_out, C_in, 3, 3]`: `[N, G·C_in, H, W]`, bf16.
-pub fn grouped_input_grad(
-    dy: FusionTensor<CudaRuntime>,
-    weight: FusionTensor<CudaRuntime>,
-    groups: usize,
-) -> FusionTensor<CudaRuntime> {
-    let [n, _, h, w] = dy.shape.dims::<4>();
-    let shape = Shape::new([n, groups * weight.shape[1], h, w]);
+pub fn grouped_input_grad<T: KernelTensor<Runtime = CudaRuntime>>(dy: T, weight: T, groups: usize) -> T {
+    let [n, _, h, w] = dy.shape().dims::<4>();
+    let shape = Shape::new([n, groups * weight.shape()[1], h, w]);
     op("conv3x3_cudnn_dgrad", [dy, weight], Pass::DataGrad, groups, shape)
 }
 
 /// The weight gradient of [`grouped_conv3x3`] of `x: [N, G·C_in, H, W]` whose output gradient
 /// is `dy: [N, G·C_out, H, W]`: `[G·C_out, C_in, 3, 3]`, bf16 (f32 accumulation in cuDNN).
-pub fn grouped_weight_grad(
-    x: FusionTensor<CudaRuntime>,
-    dy: FusionTensor<CudaRuntime>,
-    groups: usize,
-) -> FusionTensor<CudaRuntime> {
-    let shape = Shape::new([dy.shape[1], x.shape[1] / groups, 3, 3]);
+pub fn grouped_weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T, groups: usize) -> T {
+    let shape = Shape::new([dy.shape()[1], x.shape()[1] / groups, 3, 3]);
     op("conv3x3_cudnn_wgrad", [x, dy], Pass::FilterGrad, groups, shape)
 }
 
 /// `pass` on `[a, b]` (as [`Pass`] orders them) as a custom operation with one bf16 output of
 /// the logical `shape`.
-fn op(
+fn op<T: KernelTensor<Runtime = CudaRuntime>>(
     name: &'static str,
-    inputs: [FusionTensor<CudaRuntime>; 2],
+    inputs: [T; 2],
     pass: Pass,
     groups: usize,
     shape: Shape,
-) -> FusionTensor<CudaRuntime> {
+) -> T {
     let launch: LaunchMany<CudaRuntime, 2, 1> = Box::new(move |inputs| [launch(inputs, pass, groups)]);
-    let [out] =
-        custom_op_many::<CudaRuntime, f32, i32, u8, 2, 1>(name, inputs, [(shape, DType::BF16)], launch);
+    let [out] = custom_op_many::<T, 2, 1>(name, inputs, [(shape, DType::BF16)], launch);
     out
 }
 
