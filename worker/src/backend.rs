@@ -5,7 +5,9 @@ use std::sync::Arc;
 use burn::backend::{Autodiff, Flex};
 
 use crate::data::Cifar10;
-use crate::device::{DeviceChoice, cuda_devices, panic_message};
+use crate::device::DeviceChoice;
+#[cfg(feature = "cuda")]
+use crate::device::{cuda_devices, panic_message};
 use crate::training::{CnnRunner, JobRunner, RunnerConfig, TrainError};
 
 /// CPU training backend: burn's pure-Rust `flex` with autodiff.

@@ -106,6 +106,7 @@ pub(super) fn autodiff_library<B: ConvOps, C: CheckpointStrategy>(
 }
 
 /// The f32 weight gradient a library call returned in `dtype`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(super) fn f32_grad<B: Backend>(dw: FloatTensor<B>) -> FloatTensor<B> {
     unwrap(to_dtype(wrap::<B, 4>(dw), FloatDType::F32))
 }
