@@ -75,23 +75,45 @@ fn probe_cuda() -> Result<Vec<String>, String> {
 }
 
 /// Bytes free on CUDA device `index` now, or why that could not be read.
-#[cfg(feature = "cuda")]
 pub fn cuda_free_memory(index: usize) -> Result<u64, String> {
-    cuda_devices()?;
-    let read = || {
-        let context =
-            cudarc::driver::CudaContext::new(index).map_err(|e| format!("CUDA device {index}: {e:?}"))?;
-        let (free, _total) =
-            context.mem_get_info().map_err(|e| format!("cuMemGetInfo on device {index}: {e:?}"))?;
-        Ok(free as u64)
-    };
-    quiet_catch_unwind(read).unwrap_or_else(Err)
+    FreeMemory::open(index)?.read()
 }
 
-/// Bytes free on CUDA device `index` now, or why that could not be read.
-#[cfg(not(feature = "cuda"))]
-pub fn cuda_free_memory(_index: usize) -> Result<u64, String> {
-    Err("this worker was built without the `cuda` feature".to_owned())
+/// Reads of a CUDA device's free memory with its primary context held open in between, so that
+/// two reads differ only by what was allocated between them.
+pub struct FreeMemory {
+    #[cfg(feature = "cuda")]
+    context: std::sync::Arc<cudarc::driver::CudaContext>,
+}
+
+impl FreeMemory {
+    /// Opens CUDA device `index`'s primary context.
+    #[cfg(feature = "cuda")]
+    pub fn open(index: usize) -> Result<Self, String> {
+        cuda_devices()?;
+        let open =
+            || cudarc::driver::CudaContext::new(index).map_err(|e| format!("CUDA device {index}: {e:?}"));
+        let context = quiet_catch_unwind(open).unwrap_or_else(Err)?;
+        Ok(FreeMemory { context })
+    }
+
+    /// Opens CUDA device `index`'s primary context.
+    #[cfg(not(feature = "cuda"))]
+    pub fn open(_index: usize) -> Result<Self, String> {
+        Err("this worker was built without the `cuda` feature".to_owned())
+    }
+
+    /// Bytes free on the device now.
+    pub fn read(&self) -> Result<u64, String> {
+        #[cfg(feature = "cuda")]
+        return self
+            .context
+            .mem_get_info()
+            .map(|(free, _)| free as u64)
+            .map_err(|e| format!("cuMemGetInfo: {e:?}"));
+        #[cfg(not(feature = "cuda"))]
+        Err("this worker was built without the `cuda` feature".to_owned())
+    }
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -83,6 +83,10 @@ pub struct StepBench {
     /// gradient) shows here instead of only in a training run.
     pub first_loss: f32,
     pub last_loss: f32,
+    /// Device memory the run took on CUDA: the free bytes before it less those after its steps
+    /// (the memory pools keep what they reserved, so about its peak), beside what `--fuse
+    /// auto` estimates for its steps ([`step_bytes`] per model, and cuDNN's workspace).
+    pub memory: Option<(u64, u64)>,
 }
 
 impl StepBench {
@@ -133,7 +137,7 @@ impl StepBench {
         format!(
             "burn device={} kernels={} batch={} img_per_s={:.1} step_ms={:.2} host_ms={:.2} \
              pipelined_img_per_s={:.1} loss_first={:.4} loss_last={:.4} host_fwd_bwd_opt_ms={} fuse={} \
-             eval_img_per_s={:.1} protocol_min={:.1}",
+             eval_img_per_s={:.1} protocol_min={:.1} device_mib={} estimate_mib={}",
             short_name(&self.device),
             self.kernels,
             self.batch_size,
@@ -147,6 +151,8 @@ impl StepBench {
             self.fuse,
             self.eval_images_per_sec(),
             self.protocol_time().map_or(f64::NAN, |t| t.as_secs_f64() / 60.0),
+            self.memory.map_or("na".to_owned(), |(used, _)| (used >> 20).to_string()),
+            self.memory.map_or("na".to_owned(), |(_, estimate)| (estimate >> 20).to_string()),
         )
     }
 }
@@ -176,18 +182,31 @@ pub fn bench_train_step(device: DeviceChoice, config: StepBenchConfig) -> Result
     let run = move || match device {
         DeviceChoice::Cpu => time_steps::<CpuBackend>(&Default::default(), device, config),
         #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda(i) => {
-            let cuda = burn_cuda::CudaDevice::new(i);
-            match config.kernels.direct_launch {
-                false => time_steps::<crate::backend::CudaBackend>(&cuda, device, config),
-                true => time_steps::<crate::backend::CudaDirectBackend>(&cuda, device, config),
-            }
-        }
+        DeviceChoice::Cuda(i) => time_cuda(i, device, config),
         #[cfg(not(feature = "cuda"))]
         DeviceChoice::Cuda(_) => Err(TrainError::Device("built without the `cuda` feature".into())),
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
         .map_err(|p| TrainError::Device(format!("{device}: {}", panic_message(p.as_ref()))))?
+}
+
+/// [`time_steps`] on CUDA device `index` (with or without burn's fusion stream, as the kernels
+/// say), with the device memory the run took ([`StepBench::memory`]).
+#[cfg(feature = "cuda")]
+fn time_cuda(index: usize, device: DeviceChoice, config: StepBenchConfig) -> Result<StepBench, TrainError> {
+    let cuda = burn_cuda::CudaDevice::new(index);
+    let probe = crate::device::FreeMemory::open(index).ok();
+    let free = || probe.as_ref().and_then(|p| p.read().ok());
+    let workspace = if config.kernels.cudnn_conv { crate::train_ops::conv::CUDNN_WORKSPACE_BYTES } else { 0 };
+    let steps = crate::training::step_bytes(config.batch_size as u32, config.width_multiplier);
+    let estimate = config.fuse as u64 * steps + workspace;
+    let before = free();
+    let mut bench = match config.kernels.direct_launch {
+        false => time_steps::<crate::backend::CudaBackend>(&cuda, device, config),
+        true => time_steps::<crate::backend::CudaDirectBackend>(&cuda, device, config),
+    }?;
+    bench.memory = before.zip(free()).map(|(before, after)| (before.saturating_sub(after), estimate));
+    Ok(bench)
 }
 
 fn time_steps<B: TrainBackend>(
@@ -267,6 +286,7 @@ fn time_steps<B: TrainBackend>(
         host_profile,
         first_loss,
         last_loss,
+        memory: None,
     })
 }
 
