@@ -92,18 +92,21 @@ pub fn multi_softmax_constant<B: Backend>(labels: Tensor<B, 1, Int>) -> Tensor<B
 }
 
 /// The part of `variant`'s loss that has a gradient, what a training step differentiates: the
-/// cross-entropy as [`TrainOps::cross_entropy`] (one autodiff node in training, see
-/// [`crate::train_ops::cross_entropy`]), plus natural_softmax's term through burn's ops.
+/// cross-entropy as [`TrainOps::cross_entropy`], or for natural_softmax with its term
+/// ([`natural_softmax_term`]) as [`TrainOps::natural_cross_entropy`] (one autodiff node each
+/// in training, see [`crate::train_ops::cross_entropy`]).
 pub fn trained_loss<B: TrainOps>(
     variant: LossVariant,
     logits: Tensor<B, 2>,
     labels: Tensor<B, 1, Int>,
 ) -> Tensor<B, 1> {
-    let base = wrap(B::cross_entropy(unwrap(logits.clone()), labels.clone().into_primitive()));
-    match variant {
-        LossVariant::NaturalSoftmax => base.add(natural_softmax_term(logits, labels)),
-        _ => base,
-    }
+    let (logits, labels) = (unwrap(logits), labels.into_primitive());
+    wrap(match variant {
+        LossVariant::NaturalSoftmax => {
+            B::natural_cross_entropy(logits, labels, [FIRST_NATURAL, LAST_NATURAL])
+        }
+        _ => B::cross_entropy(logits, labels),
+    })
 }
 
 /// natural_hardmax's and multi_softmax's terms (batch mean; `None` for the other variants,
@@ -279,6 +282,34 @@ mod tests {
         assert!((terms - constant).abs() <= 1e-6 * terms, "{terms} vs {constant}");
         let g = term_gradient(|_, y| multi_softmax_constant(y), &GRAD_ROWS, &GRAD_LABELS);
         assert_eq!(max_abs(&g), 0.0, "{g:?}");
+    }
+
+    /// natural_softmax's node (loss and gradient in one) against autodiff through burn's ops of
+    /// the cross-entropy plus [`natural_softmax_term`], on natural and artificial labels and on
+    /// rows where both terms clip (no gradient), the loss scaled after the node.
+    #[test]
+    fn the_natural_softmax_node_matches_autodiff_through_burns_ops() {
+        let mut certain = [0.0f32; 10];
+        certain[3] = 1.0;
+        let rows = [GRAD_ROWS[0], GRAD_ROWS[1], GRAD_ROWS[2], certain, certain];
+        let labels = [0, 5, 9, 3, 0];
+        let by_burn = logits_of::<AD>(&rows).require_grad();
+        let reference = cross_entropy(by_burn.clone(), labels_of(&labels))
+            .add(natural_softmax_term(by_burn.clone(), labels_of(&labels)));
+        let burn_grad = by_burn.grad(&reference.clone().mul_scalar(3.0).backward()).unwrap();
+        let by_node = logits_of::<AD>(&rows).require_grad();
+        let node = trained_loss(LossVariant::NaturalSoftmax, by_node.clone(), labels_of(&labels));
+        let node_grad = by_node.grad(&node.clone().mul_scalar(3.0).backward()).unwrap();
+        let (node, reference) = (scalar(node), scalar(reference));
+        assert!((node - reference).abs() < 1e-5 * reference, "loss {node} vs {reference}");
+        let node_grad: Vec<f32> = node_grad.into_data().to_vec().unwrap();
+        let burn_grad: Vec<f32> = burn_grad.into_data().to_vec().unwrap();
+        let scale = max_abs(&burn_grad);
+        for (i, (n, b)) in node_grad.iter().zip(&burn_grad).enumerate() {
+            assert!((n - b).abs() <= 1e-5 * scale, "logit {i}: node {n} vs burn {b}");
+        }
+        assert_eq!(max_abs(&node_grad[30..50]), 0.0, "rows where both terms clip have no gradient");
+        assert!(max_abs(&node_grad[..30]) > 1e-3);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The experiment's cross-entropy, Keras's `categorical_crossentropy` of the softmax
-//! ([`crate::keras::cross_entropy`]), as one autodiff node ([`CrossEntropyOps::cross_entropy`]).
+//! ([`crate::keras::cross_entropy`]), as one autodiff node ([`CrossEntropyOps::cross_entropy`]),
+//! and natural_softmax's loss, the cross-entropy plus its natural-vs-artificial term, as another
+//! ([`CrossEntropyOps::natural_cross_entropy`], the gradient in closed form by burn's ops).
 //!
 //! Per row, with `p = softmax(logits)`, `S = Σ p` and `q = p[label] / S`, the loss is
 //! `−ln clip(q, ε, 1 − ε)` averaged over the rows, and its gradient by the logits is
@@ -39,13 +41,45 @@ pub trait CrossEntropyOps: Backend {
     fn cross_entropy_and_grad(logits: FloatTensor<Self>, labels: IntTensor<Self>) -> [FloatTensor<Self>; 2] {
         by_ops::<Self>(logits, labels)
     }
+
+    /// natural_softmax's loss: the cross-entropy plus `kcce(c, [n, 1 − n])`, with `n` the
+    /// softmax's mass on the classes `natural` (first and last, inclusive) and `c` whether the
+    /// label is one of them: `[1]`. Default: burn's ops ([`natural_by_ops`]).
+    fn natural_cross_entropy(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+        natural: [usize; 2],
+    ) -> FloatTensor<Self> {
+        let [loss, _] = Self::natural_cross_entropy_and_grad(logits, labels, natural);
+        loss
+    }
+
+    /// [`CrossEntropyOps::natural_cross_entropy`] and its gradient by the logits per unit of
+    /// loss: `[loss: [1], grad: [N, C]]`.
+    fn natural_cross_entropy_and_grad(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+        natural: [usize; 2],
+    ) -> [FloatTensor<Self>; 2] {
+        natural_by_ops::<Self>(logits, labels, natural)
+    }
 }
 
 impl CrossEntropyOps for burn::backend::Flex {}
 
 impl<B: CrossEntropyOps, C: CheckpointStrategy> CrossEntropyOps for Autodiff<B, C> {
     fn cross_entropy(logits: FloatTensor<Self>, labels: IntTensor<Self>) -> FloatTensor<Self> {
-        autodiff_cross_entropy::<B, C>(logits, labels)
+        let loss_and_grad = B::cross_entropy_and_grad(logits.primitive.clone(), labels);
+        autodiff_node::<B, C>(logits, loss_and_grad)
+    }
+
+    fn natural_cross_entropy(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+        natural: [usize; 2],
+    ) -> FloatTensor<Self> {
+        let loss_and_grad = B::natural_cross_entropy_and_grad(logits.primitive.clone(), labels, natural);
+        autodiff_node::<B, C>(logits, loss_and_grad)
     }
 }
 
@@ -81,16 +115,57 @@ impl<B: CrossEntropyOps> Backward<B, 1> for CrossEntropyBackward {
     }
 }
 
-/// [`CrossEntropyOps::cross_entropy`] for `Autodiff<B, C>`.
-fn autodiff_cross_entropy<B: CrossEntropyOps, C: CheckpointStrategy>(
+/// The node of a loss of `logits` computed with its gradient per unit of loss,
+/// `loss_and_grad`, on the inner backend: the backward scales that gradient.
+fn autodiff_node<B: CrossEntropyOps, C: CheckpointStrategy>(
     logits: FloatTensor<Autodiff<B, C>>,
-    labels: IntTensor<Autodiff<B, C>>,
+    [loss, grad]: [FloatTensor<B>; 2],
 ) -> FloatTensor<Autodiff<B, C>> {
-    let [loss, grad] = B::cross_entropy_and_grad(logits.primitive.clone(), labels);
     match CrossEntropyBackward.prepare::<C>([logits.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(grad, loss),
         OpsKind::UnTracked(prep) => prep.finish(loss),
     }
+}
+
+/// `[loss, d loss / d logits]` of [`CrossEntropyOps::natural_cross_entropy`] through burn's
+/// ops: [`by_ops`]'s, plus the term's per row with `p = softmax(logits)`, `n = Σ_natural p`,
+/// `o = n` for a natural label (else `1 − n`) and `r = o / (n + (1 − n))`, `−ln clip(r, ε,
+/// 1 − ε)`, whose gradient by logit `k` is `∓ p_k·([k natural] − n) / o / N` (− for a natural
+/// label) where the clip lets `r` through, else 0. Autodiff through the term recorded about
+/// 25 operations forward and as many backward.
+pub fn natural_by_ops<B: Backend>(
+    logits: FloatTensor<B>,
+    labels: IntTensor<B>,
+    [first, last]: [usize; 2],
+) -> [FloatTensor<B>; 2] {
+    let [loss, grad] = by_ops::<B>(logits.clone(), labels.clone());
+    let logits = wrap::<B, 2>(logits);
+    let [rows, classes] = logits.dims();
+    let device = logits.device();
+    let p = softmax(logits, 1);
+    let n = p.clone().narrow(1, first, last - first + 1).sum_dim(1);
+    let rest = n.clone().neg().add_scalar(1.0);
+    let labels = Tensor::<B, 1, Int>::from_primitive(labels).unsqueeze_dim::<2>(1);
+    let natural_label = labels
+        .clone()
+        .greater_equal_elem(first as i64)
+        .bool_and(labels.lower_equal_elem(last as i64))
+        .float();
+    let o =
+        natural_label.clone().mul(n.clone()) + natural_label.clone().neg().add_scalar(1.0).mul(rest.clone());
+    let r = o.clone().div(n.clone() + rest);
+    let term = r.clone().clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON).log().neg().mean();
+    let passes =
+        r.clone().greater_equal_elem(KERAS_EPSILON).bool_and(r.lower_equal_elem(1.0 - KERAS_EPSILON));
+    let class = Tensor::<B, 1, Int>::arange(0..classes as i64, &device).unsqueeze_dim::<2>(0);
+    let natural_class =
+        class.clone().greater_equal_elem(first as i64).bool_and(class.lower_equal_elem(last as i64)).float();
+    // −1 for a natural label, +1 for an artificial one, over o and the rows.
+    let sign = natural_label.mul_scalar(-2.0).add_scalar(1.0);
+    // Where the clip stops the gradient `o` may be 0: masked, not multiplied, to 0.
+    let factor = sign.div(o).div_scalar(rows as f32).mask_fill(passes.bool_not(), 0.0);
+    let term_grad = p.mul(natural_class.sub(n)).mul(factor);
+    [unwrap(wrap::<B, 1>(loss).add(term)), unwrap(wrap::<B, 2>(grad).add(term_grad))]
 }
 
 #[cfg(test)]
