@@ -75,7 +75,7 @@ fn launch<R: CubeRuntime>(inputs: [CubeTensor<R>; 4], scalars: AdamScalars) -> [
     outputs
 }
 
-/// [`super::AdamOps::adam_update`] on burn's fused CubeCL backends: one kernel
+/// [`super::AdamOps::adam_update`] on burn's CubeCL backends: one kernel
 /// (f32 parameters, gradients and moments, any layout).
 pub fn adam_update<T: KernelTensor>(inputs: [T; 4], scalars: AdamScalars) -> [T; 3] {
     let out = (inputs[0].shape().clone(), DType::F32);
@@ -193,7 +193,7 @@ fn launch_many<R: CubeRuntime>(
     outputs
 }
 
-/// [`super::AdamOps::adam_update_many`] on burn's fused CubeCL backends: one kernel for all
+/// [`super::AdamOps::adam_update_many`] on burn's CubeCL backends: one kernel for all
 /// the parameters (f32 parameters, gradients and moments, any layout) of every stacked model;
 /// `model_scalars` holds each model's `[step_size, epsilon]`.
 pub fn adam_update_many<T: KernelTensor>(

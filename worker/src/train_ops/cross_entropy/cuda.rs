@@ -104,7 +104,7 @@ fn launch<R: CubeRuntime>([logits, labels]: [CubeTensor<R>; 2]) -> [CubeTensor<R
     [loss, grad]
 }
 
-/// [`super::CrossEntropyOps::cross_entropy_and_grad`] on burn's fused CubeCL backends:
+/// [`super::CrossEntropyOps::cross_entropy_and_grad`] on burn's CubeCL backends:
 /// `[loss, grad]` of f32 `logits: [N, C]` and integer `labels: [N]`.
 pub fn cross_entropy_and_grad<T: KernelTensor>(logits: T, labels: T) -> [T; 2] {
     let outputs = [(Shape::new([1]), DType::F32), (logits.shape().clone(), DType::F32)];

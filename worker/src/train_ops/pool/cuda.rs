@@ -88,7 +88,7 @@ fn launch_backward<R: CubeRuntime>([dy]: [CubeTensor<R>; 1], shape: &Shape, dtyp
     launch(dy, shape, dtype, true)
 }
 
-/// [`super::PoolOps::avg_pool_2x2`] on burn's fused CubeCL backends.
+/// [`super::PoolOps::avg_pool_2x2`] on burn's CubeCL backends.
 pub fn avg_pool_2x2<T: KernelTensor>(x: T) -> T {
     let [n, c, h, w] = x.shape().dims::<4>();
     assert!(h % 2 == 0 && w % 2 == 0, "2×2 pooling of a {h}×{w} image");
@@ -96,7 +96,7 @@ pub fn avg_pool_2x2<T: KernelTensor>(x: T) -> T {
     custom_op::<T, 1>("avg_pool_2x2", [x], shape, dtype, launch_forward)
 }
 
-/// [`super::PoolOps::avg_pool_2x2_grad`] on burn's fused CubeCL backends, in
+/// [`super::PoolOps::avg_pool_2x2_grad`] on burn's CubeCL backends, in
 /// `x`'s dtype.
 pub fn avg_pool_2x2_grad<T: KernelTensor>(x: T, dy: T) -> T {
     let (shape, dtype) = (x.shape().clone(), x.dtype());
@@ -165,7 +165,7 @@ fn launch_global<R: CubeRuntime>(
     if backward { permute_nhwc_to_nchw(output) } else { output }
 }
 
-/// [`super::PoolOps::global_avg_pool`] on burn's fused CubeCL backends.
+/// [`super::PoolOps::global_avg_pool`] on burn's CubeCL backends.
 pub fn global_avg_pool<T: KernelTensor>(x: T) -> T {
     let [n, c, h, w] = x.shape().dims::<4>();
     let launch: LaunchMany<T::Runtime, 1, 1> =
@@ -175,7 +175,7 @@ pub fn global_avg_pool<T: KernelTensor>(x: T) -> T {
     pooled
 }
 
-/// [`super::PoolOps::global_avg_pool_grad`] on burn's fused CubeCL backends, in
+/// [`super::PoolOps::global_avg_pool_grad`] on burn's CubeCL backends, in
 /// `x`'s dtype.
 pub fn global_avg_pool_grad<T: KernelTensor>(x: T, dy: T) -> T {
     let (shape, dtype) = (x.shape().clone(), x.dtype());

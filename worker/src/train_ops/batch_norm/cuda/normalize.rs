@@ -214,14 +214,14 @@ fn launch_normalize_grad<R: CubeRuntime>(
     [permute_nhwc_to_nchw(dx), d_gamma, d_beta]
 }
 
-/// [`crate::train_ops::BatchNormOps::normalize_relu`] on burn's fused CubeCL backends (statistics
+/// [`crate::train_ops::BatchNormOps::normalize_relu`] on burn's CubeCL backends (statistics
 /// `[C]`, or `[G·C]` for `G` groups of the batch).
 pub fn normalize_relu<T: KernelTensor>(x: T, [mean, scale, beta]: [T; 3], dtype: DType) -> T {
     let shape = x.shape().clone();
     custom_op::<T, 4>("normalize_relu", [x, mean, scale, beta], shape, dtype, launch_normalize)
 }
 
-/// [`crate::train_ops::BatchNormOps::batch_norm_relu_grad`] on burn's fused CubeCL backends: the
+/// [`crate::train_ops::BatchNormOps::batch_norm_relu_grad`] on burn's CubeCL backends: the
 /// channel sums (partials, then their sum), then `dx`, `dγ`, `dβ` in one kernel.
 pub fn batch_norm_relu_grad<T: KernelTensor>(
     [dy, _y, x]: [T; 3],

@@ -122,7 +122,7 @@ fn launch_statistics<R: CubeRuntime>(
     outputs
 }
 
-/// [`crate::train_ops::BatchNormOps::batch_norm_statistics`] on burn's fused CubeCL backends: the
+/// [`crate::train_ops::BatchNormOps::batch_norm_statistics`] on burn's CubeCL backends: the
 /// shifted sums' partials (one kernel), then every per-channel result (one kernel); the
 /// statistics `[G·C]`, the running averages `[C]`.
 pub fn batch_norm_statistics<B, T: KernelTensor>(

@@ -88,7 +88,7 @@ fn launch<R: CubeRuntime>(x: CubeTensor<R>, shape: &Shape, dtype: DType, groups:
     output
 }
 
-/// [`crate::train_ops::ConvOps::im2col_3x3_grouped`] on burn's fused CubeCL backends (CUDA
+/// [`crate::train_ops::ConvOps::im2col_3x3_grouped`] on burn's CubeCL backends (CUDA
 /// here); one group is [`crate::train_ops::ConvOps::im2col_3x3`].
 pub fn im2col_3x3<T: KernelTensor>(x: T, groups: usize, dtype: DType) -> T {
     let [n, c, h, w] = x.shape().dims::<4>();

@@ -142,7 +142,7 @@ fn launch_matmul_to_f32<R: CubeRuntime>(
         .unwrap_or_else(|err| panic!("no matmul kernel for these operands: {err:?}"))
 }
 
-/// [`ConvOps::matmul_to_f32`] on burn's fused CubeCL backends: `[B, M, K] ×
+/// [`ConvOps::matmul_to_f32`] on burn's CubeCL backends: `[B, M, K] ×
 /// [B, K, N] → [B, M, N]` in f32 whatever the operands' dtype (burn's autotuned matmul kernels,
 /// f32 accumulation).
 pub fn matmul_to_f32<T: KernelTensor>(lhs: T, rhs: T) -> T {

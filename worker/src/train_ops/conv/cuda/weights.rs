@@ -65,7 +65,7 @@ fn launch<R: CubeRuntime>([weight]: [CubeTensor<R>; 1], dtype: DType) -> [CubeTe
     [operand, flipped].map(permute_nhwc_to_nchw)
 }
 
-/// [`crate::train_ops::ConvOps::conv_operands`] on burn's fused CubeCL backends: both operands
+/// [`crate::train_ops::ConvOps::conv_operands`] on burn's CubeCL backends: both operands
 /// in `dtype`, written channels-last (`[N, H, W, C]` memory viewed as `[N, C, H, W]`, as the
 /// convolutions read them without a copy).
 pub fn conv_operands<T: KernelTensor>(weight: T, dtype: DType) -> [T; 2] {
