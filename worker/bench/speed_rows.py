@@ -37,6 +37,8 @@ def row(line):
     mode = f.get("kernels") or f.get("mode")
     if engine == "worker" and f.get("bn_group"):
         mode = f"{mode}+bn_group{f['bn_group']}"
+    if engine == "worker" and f.get("variant", "normal_lr1e-3") != "normal_lr1e-3":
+        mode = f"{mode}+{f['variant']}"
     fused = f.get("fuse", "1")
     return engine, mode, f["batch"], fused, f["img_per_s"], f["pipelined_img_per_s"]
 

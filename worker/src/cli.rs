@@ -82,6 +82,9 @@ pub struct BenchArgs {
     /// BatchNorm statistics per group of N images (must divide the batch size).
     #[arg(long, env = "SWEEP_BN_GROUP")]
     pub bn_group: Option<u32>,
+    /// Loss variant whose trained loss the step differentiates (as `worker train --variant`).
+    #[arg(long, env = "SWEEP_VARIANT", default_value = "normal_lr1e-3")]
+    pub variant: LossVariant,
     #[arg(long, env = "SWEEP_DEVICE", default_value = "auto")]
     pub device: String,
     #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
@@ -276,6 +279,7 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
             width_multiplier: args.width_multiplier,
             bn_group: args.bn_group.map(|g| g as usize),
             kernels,
+            variant: args.variant,
             fuse: args.fuse,
             eval_batch: RunnerConfig::default().eval_batch_size,
             host_profile,

@@ -39,6 +39,8 @@ pub struct StepBenchConfig {
     pub bn_group: Option<usize>,
     /// Implementation of the conv / BatchNorm training nodes.
     pub kernels: Kernels,
+    /// Whose trained loss the step differentiates ([`crate::loss::trained_loss`]).
+    pub variant: LossVariant,
     /// Models trained as one fused step ([`FusedCnn`]; 1: a single job).
     pub fuse: usize,
     /// Images in each timed validation forward.
@@ -53,6 +55,7 @@ pub struct StepBenchConfig {
 pub struct StepBench {
     pub device: DeviceChoice,
     pub kernels: Kernels,
+    pub variant: LossVariant,
     pub batch_size: usize,
     /// Models in each step; the images per second are all of theirs.
     pub fuse: usize,
@@ -137,7 +140,7 @@ impl StepBench {
         format!(
             "burn device={} kernels={} batch={} img_per_s={:.1} step_ms={:.2} host_ms={:.2} \
              pipelined_img_per_s={:.1} loss_first={:.4} loss_last={:.4} host_fwd_bwd_opt_ms={} fuse={} \
-             eval_img_per_s={:.1} protocol_min={:.1} device_mib={} estimate_mib={}",
+             eval_img_per_s={:.1} protocol_min={:.1} device_mib={} estimate_mib={} variant={}",
             short_name(&self.device),
             self.kernels,
             self.batch_size,
@@ -153,6 +156,7 @@ impl StepBench {
             self.protocol_time().map_or(f64::NAN, |t| t.as_secs_f64() / 60.0),
             self.memory.map_or("na".to_owned(), |(used, _)| (used >> 20).to_string()),
             self.memory.map_or("na".to_owned(), |(_, estimate)| (estimate >> 20).to_string()),
+            self.variant,
         )
     }
 }
@@ -243,7 +247,7 @@ fn time_steps<B: TrainBackend>(
         }
         let started = Instant::now();
         let (loss, phases);
-        (trainee, loss, phases) = trainee.step(&images, &labels);
+        (trainee, loss, phases) = trainee.step(&images, &labels, config.variant);
         let queued = started.elapsed();
         if step == 0 {
             first_loss = loss.into_scalar().elem(); // outside the timed steps
@@ -264,7 +268,7 @@ fn time_steps<B: TrainBackend>(
     let mut last_loss = None;
     for _ in 0..config.steps {
         let loss;
-        (trainee, loss, _) = trainee.step(&images, &labels);
+        (trainee, loss, _) = trainee.step(&images, &labels, config.variant);
         last_loss = Some(loss);
     }
     sync()?;
@@ -274,6 +278,7 @@ fn time_steps<B: TrainBackend>(
     Ok(StepBench {
         device: choice,
         kernels: config.kernels,
+        variant: config.variant,
         batch_size: n,
         fuse: config.fuse,
         step_times,

@@ -11,6 +11,7 @@ fn tiny(kernels: Kernels) -> StepBenchConfig {
         width_multiplier: 0.125,
         bn_group: None,
         kernels,
+        variant: LossVariant::NormalLr1e3,
         fuse: 1,
         eval_batch: 8,
         host_profile: None,
@@ -40,7 +41,8 @@ fn step_bench_times_each_kernel_set_and_prints_a_parseable_line() {
         let minutes = format!(" protocol_min={:.1}", projected.as_secs_f64() / 60.0);
         assert!(bench.line().contains(&format!("{minutes} ")), "{}", bench.line());
         // The device memory a run took is read from the CUDA driver only.
-        assert!(bench.line().ends_with(" device_mib=na estimate_mib=na"), "{}", bench.line());
+        let tail = " device_mib=na estimate_mib=na variant=normal_lr1e-3";
+        assert!(bench.line().ends_with(tail), "{}", bench.line());
         // Five steps on one batch of four images: the loss falls on every path.
         assert!(bench.learns(), "{kernels}: loss {} → {}", bench.first_loss, bench.last_loss);
         assert!(line_has_losses(&bench.line()), "{}", bench.line());
@@ -67,6 +69,18 @@ fn step_bench_fuses_models_and_counts_all_their_images() {
 
 fn line_has_losses(line: &str) -> bool {
     line.contains(" loss_first=") && line.contains(" loss_last=")
+}
+
+/// A variant's trained loss is what the step differentiates: natural_softmax's node trains too,
+/// alone and fused, and the line names the variant.
+#[test]
+fn step_bench_trains_the_variant_it_is_given() {
+    for fuse in [1, 2] {
+        let config = StepBenchConfig { variant: LossVariant::NaturalSoftmax, fuse, ..tiny(Kernels::FAST) };
+        let bench = bench_train_step(DeviceChoice::Cpu, config).unwrap();
+        assert!(bench.learns(), "fuse {fuse}: loss {} → {}", bench.first_loss, bench.last_loss);
+        assert!(bench.line().ends_with(" variant=natural_softmax"), "{}", bench.line());
+    }
 }
 
 #[test]

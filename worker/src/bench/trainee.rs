@@ -6,7 +6,7 @@ use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use sweep_proto::LossVariant;
 
-use crate::loss::variant_loss;
+use crate::loss::trained_loss;
 use crate::model::{Cnn, FusedCnn, FusionError};
 use crate::train_ops::TrainBackend;
 use crate::train_ops::adam::{ModuleAdam, StackedAdam};
@@ -32,15 +32,17 @@ impl<B: TrainBackend> Trainee<B> {
         Ok(Trainee::Fused(fused, optim))
     }
 
-    /// One training step of every model on `images` and `labels` at learning rate 1e-3: the
-    /// summed loss and the host time of forward and loss, backward, and the optimizer update.
+    /// One training step of every model on `images` and `labels` at learning rate 1e-3 on
+    /// `variant`'s trained loss: the summed loss and the host time of forward and loss,
+    /// backward, and the optimizer update.
     pub(super) fn step(
         self,
         images: &Tensor<B, 4>,
         labels: &Tensor<B, 1, Int>,
+        variant: LossVariant,
     ) -> (Self, Tensor<B, 1>, [Duration; 3]) {
         let started = Instant::now();
-        let loss = |logits| variant_loss(LossVariant::NormalLr1e3, logits, labels.clone());
+        let loss = |logits| trained_loss(variant, logits, labels.clone());
         match self {
             Trainee::Single(model, mut optim) => {
                 let loss = loss(model.forward(images.clone()));
