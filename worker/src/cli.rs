@@ -314,18 +314,42 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
     if args.epoch || args.data.data_dir.is_some() {
         let data = Arc::new(Cifar10::open(&args.data.source())?);
         let images = data.train_len() as f64;
-        let m = bench_epoch(device, data, args.batch_size, args.width_multiplier)?;
+        let m = bench_epoch(device, data, (args.batch_size, args.width_multiplier), args.variant)?;
         let img_per_s = m.images_per_sec.unwrap_or(f64::NAN);
         writeln!(
             out,
-            "burn-epoch device={} batch={} img_per_s={:.1} train_s={:.2} epoch_s={:.2} protocol_min={:.1}",
+            "burn-epoch device={} batch={} img_per_s={:.1} train_s={:.2} epoch_s={:.2} protocol_min={:.1} \
+             variant={}",
             short_name(&device),
             args.batch_size,
             img_per_s,
             images / img_per_s,
             m.wall_seconds,
             Workload::PROTOCOL.at_epoch_time(m.wall_seconds).map_or(f64::NAN, |t| t.as_secs_f64() / 60.0),
+            args.variant,
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    #[test]
+    fn bench_times_normal_lr1e3_unless_told_a_variant() {
+        let parse =
+            |args: &[&str]| Bench::try_parse_from(std::iter::once("bench").chain(args.iter().copied()));
+        assert_eq!(parse(&[]).unwrap().args.variant, LossVariant::NormalLr1e3);
+        let natural = parse(&["--variant", "natural_softmax"]).unwrap().args;
+        assert_eq!(natural.variant, LossVariant::NaturalSoftmax);
+        assert!(parse(&["--variant", "softmax"]).is_err());
+    }
 }

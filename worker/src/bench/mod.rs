@@ -332,18 +332,18 @@ impl EpochSink for LastEpoch {
     }
 }
 
-/// Trains two real epochs (normal_lr1e-3, all 50,000 images) through the runner and returns
+/// Trains two real epochs of `variant` (all 50,000 images) through the runner and returns
 /// the second one's metrics (`images_per_sec` is the training phase's throughput): the first
 /// epoch pays for autotuning the shapes the step benchmark never sees (the last, partial batch
 /// and the validation batches).
 pub fn bench_epoch(
     device: DeviceChoice,
     data: Arc<Cifar10>,
-    batch_size: u32,
-    width_multiplier: f32,
+    (batch_size, width_multiplier): (u32, f32),
+    variant: LossVariant,
 ) -> Result<EpochMetrics, TrainError> {
     let mut runner = open_runner(device, data)?;
-    let mut job = TrainJob::new(LossVariant::NormalLr1e3, 0, 2, batch_size);
+    let mut job = TrainJob::new(variant, 0, 2, batch_size);
     job.data.width_multiplier = width_multiplier;
     let mut sink = LastEpoch(None);
     match runner.run(&job, &mut sink)? {
