@@ -258,7 +258,6 @@ pub async fn run_agent_with(
     Ok(())
 }
 
-/// Whether the coordinator refused the credentials themselves (retrying cannot help).
 /// Bytes free on `device` before its slots start, what `--fuse auto` sizes groups by; `None`
 /// on the CPU or where the driver does not say (groups are then sized by batch alone).
 fn free_memory(device: DeviceChoice) -> Option<u64> {
@@ -275,6 +274,7 @@ fn free_memory(device: DeviceChoice) -> Option<u64> {
     }
 }
 
+/// Whether the coordinator refused the credentials themselves (retrying cannot help).
 fn refused(status: &tonic::Status) -> bool {
     matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)
 }

@@ -201,9 +201,8 @@ fn time_cuda(index: usize, device: DeviceChoice, config: StepBenchConfig) -> Res
     let cuda = burn_cuda::CudaDevice::new(index);
     let probe = crate::device::FreeMemory::open(index).ok();
     let free = || probe.as_ref().and_then(|p| p.read().ok());
-    let workspace = if config.kernels.cudnn_conv { crate::train_ops::conv::CUDNN_WORKSPACE_BYTES } else { 0 };
     let steps = crate::training::step_bytes(config.batch_size as u32, config.width_multiplier);
-    let estimate = config.fuse as u64 * steps + workspace;
+    let estimate = config.fuse as u64 * steps + crate::training::workspace_bytes(config.kernels);
     let before = free();
     let mut bench = match config.kernels.direct_launch {
         false => time_steps::<crate::backend::CudaBackend>(&cuda, device, config),

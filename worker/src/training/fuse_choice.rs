@@ -41,11 +41,17 @@ impl FuseTarget {
         slots: u32,
         data_bytes: u64,
     ) -> Self {
-        let workspace = if kernels.cudnn_conv { CUDNN_WORKSPACE_BYTES } else { 0 };
-        let step_memory =
-            free.map(|free| (free / u64::from(slots.max(1))).saturating_sub(data_bytes + workspace));
+        let step_memory = free.map(|free| {
+            (free / u64::from(slots.max(1))).saturating_sub(data_bytes + workspace_bytes(kernels))
+        });
         FuseTarget { device, kernels, step_memory }
     }
+}
+
+/// Device memory a runner with `kernels` holds besides its steps and data: cuDNN's workspace
+/// where cuDNN runs the convolutions.
+pub fn workspace_bytes(kernels: Kernels) -> u64 {
+    if kernels.cudnn_conv { CUDNN_WORKSPACE_BYTES } else { 0 }
 }
 
 /// Device memory a training step of one job holds, estimated from the architecture: per image

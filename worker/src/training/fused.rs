@@ -50,7 +50,7 @@ impl<B: TrainBackend> Member<B> {
     /// Shuffles for the next epoch and clears its sums.
     fn next_epoch(&mut self, device: &B::Device) {
         self.perm = self.state.shuffle(device);
-        self.totals = PassTotals::new(self.totals.variant);
+        self.totals = PassTotals::new();
     }
 
     /// Ends the member's epoch of `train_n` images begun at `started` (validation on `test`,
@@ -65,7 +65,7 @@ impl<B: TrainBackend> Member<B> {
         device: &B::Device,
     ) -> Option<Result<JobOutcome, TrainError>> {
         let FusedRun { job, checkpoints, ref mut sink } = *run;
-        let totals = std::mem::replace(&mut self.totals, PassTotals::new(job.variant));
+        let totals = std::mem::replace(&mut self.totals, PassTotals::new());
         let pass = (totals, train_n, started);
         match self.state.end_epoch(&self.model, pass, test, job, config, checkpoints, &mut **sink) {
             Ok(None) => {
@@ -159,8 +159,8 @@ pub fn train_fused<B: TrainBackend>(
         .map(|i| {
             let FusedRun { job, checkpoints, ref mut sink } = runs[i];
             let (state, model) = JobState::start(device, config, job, train_n, checkpoints, &mut **sink);
-            let totals = PassTotals::new(job.variant);
-            let mut member = Member { run: i, state, model, perm: Tensor::empty([0], device), totals };
+            let mut member =
+                Member { run: i, state, model, perm: Tensor::empty([0], device), totals: PassTotals::new() };
             member.next_epoch(device);
             member
         })

@@ -156,7 +156,7 @@ impl<B: TrainBackend> JobState<B> {
         sink: &mut dyn EpochSink,
     ) -> Result<Option<JobOutcome>, TrainError> {
         let epoch = self.epoch;
-        let (train_loss, train_acc) = totals.read(train_n);
+        let (train_loss, train_acc) = totals.read(train_n, job.variant);
         let train_seconds = started.elapsed().as_secs_f64();
         if !train_loss.is_finite() {
             return Err(TrainError::NonFiniteLoss { epoch });
@@ -219,7 +219,7 @@ pub fn train_job<B: TrainBackend>(
     loop {
         let started = Instant::now();
         let perm = state.shuffle(device);
-        let mut totals = PassTotals::<B::InnerBackend>::new(job.variant);
+        let mut totals = PassTotals::<B::InnerBackend>::new();
         for start in (0..train_n).step_by(batch) {
             if sink.should_stop() {
                 return Ok(JobOutcome::Stopped { epochs_done: state.epoch - 1 });

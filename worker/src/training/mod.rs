@@ -7,7 +7,7 @@ mod fuse_choice;
 mod fused;
 mod job;
 
-pub use fuse_choice::{FuseChoice, FuseTarget, step_bytes};
+pub use fuse_choice::{FuseChoice, FuseTarget, step_bytes, workspace_bytes};
 pub use fused::{FusedRun, fuses_with, train_fused};
 pub use job::train_job;
 
@@ -240,12 +240,11 @@ fn check_job(
 }
 
 /// A pass's per-batch trained losses ([`trained_loss`]), logits and labels, kept on the device
-/// and added up only when read, with the variant's gradient-free term over all the pass's rows
+/// and added up only when read, with its variant's gradient-free term over all the pass's rows
 /// ([`gradient_free_term`]): a running sum records seven operations a step (the loss weighted
 /// and added, argmax, compare, count, add) between the step's own; the deferred one a dozen at
 /// the pass's end.
 struct PassTotals<B: Backend> {
-    variant: LossVariant,
     /// Each batch's mean trained loss `[1]` with its image count.
     losses: Vec<(Tensor<B, 1>, usize)>,
     logits: Vec<Tensor<B, 2>>,
@@ -253,8 +252,8 @@ struct PassTotals<B: Backend> {
 }
 
 impl<B: Backend> PassTotals<B> {
-    fn new(variant: LossVariant) -> Self {
-        PassTotals { variant, losses: Vec::new(), logits: Vec::new(), labels: Vec::new() }
+    fn new() -> Self {
+        PassTotals { losses: Vec::new(), logits: Vec::new(), labels: Vec::new() }
     }
 
     fn add(&mut self, trained_loss: Tensor<B, 1>, logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) {
@@ -263,15 +262,15 @@ impl<B: Backend> PassTotals<B> {
         self.labels.push(labels);
     }
 
-    /// (mean loss, accuracy) over `n` images; reading them synchronises the device.
-    fn read(self, n: usize) -> (f64, f64) {
+    /// (mean loss of `variant`, accuracy) over `n` images; reading them synchronises the device.
+    fn read(self, n: usize, variant: LossVariant) -> (f64, f64) {
         let Some(device) = self.labels.first().map(|l| l.device()) else { return (0.0, 0.0) };
         let (losses, counts): (Vec<_>, Vec<_>) = self.losses.into_iter().unzip();
         let counts: Vec<f32> = counts.into_iter().map(|c| c as f32).collect();
         let counts = Tensor::<B, 1>::from_data(TensorData::new(counts, [losses.len()]), &device);
         let loss_sum = Tensor::cat(losses, 0).mul(counts).sum();
         let (logits, labels) = (Tensor::cat(self.logits, 0), Tensor::cat(self.labels, 0));
-        let extra = gradient_free_term(self.variant, logits.clone(), labels.clone());
+        let extra = gradient_free_term(variant, logits.clone(), labels.clone());
         let correct = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum();
         let extra = extra.map_or(0.0, |term| term.into_scalar().elem::<f64>());
         let loss = loss_sum.into_scalar().elem::<f64>() / n as f64 + extra;
@@ -289,7 +288,7 @@ fn evaluate<B: crate::train_ops::TrainOps>(
 ) -> Option<(f64, f64)> {
     let n = test.len();
     let batch = config.eval_batch_size.max(1);
-    let mut totals = PassTotals::<B>::new(job.variant);
+    let mut totals = PassTotals::<B>::new();
     for start in (0..n).step_by(batch) {
         if sink.should_stop() {
             return None;
@@ -299,7 +298,7 @@ fn evaluate<B: crate::train_ops::TrainOps>(
         let loss = trained_loss(job.variant, logits.clone(), labels.clone());
         totals.add(loss, logits, labels);
     }
-    Some(totals.read(n))
+    Some(totals.read(n, job.variant))
 }
 
 #[cfg(test)]
@@ -314,8 +313,8 @@ mod tests {
     fn pass_totals_weigh_batches_by_their_images() {
         let device = Default::default();
         let normal = LossVariant::NormalLr1e3;
-        let mut totals = PassTotals::<Flex>::new(normal);
-        assert_eq!(PassTotals::<Flex>::new(normal).read(1), (0.0, 0.0));
+        let mut totals = PassTotals::<Flex>::new();
+        assert_eq!(PassTotals::<Flex>::new().read(1, normal), (0.0, 0.0));
         // Three images, two right (argmax 1, 0, 1 against labels 1, 0, 0), mean loss 2.
         let logits = Tensor::<Flex, 2>::from_floats([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]], &device);
         let labels = Tensor::<Flex, 1, Int>::from_ints([1, 0, 0], &device);
@@ -323,7 +322,7 @@ mod tests {
         // One image, right, loss 6.
         let logits = Tensor::<Flex, 2>::from_floats([[0.0, 3.0]], &device);
         totals.add(Tensor::from_floats([6.0], &device), logits, Tensor::from_ints([1], &device));
-        let (loss, accuracy) = totals.read(4);
+        let (loss, accuracy) = totals.read(4, normal);
         assert!((loss - 3.0).abs() < 1e-9, "loss {loss}");
         assert!((accuracy - 0.75).abs() < 1e-9, "accuracy {accuracy}");
     }
@@ -342,14 +341,14 @@ mod tests {
         };
         let batches = [batch(8, 0), batch(8, 5), batch(3, 11)];
         let pass_loss = |variant| {
-            let mut totals = PassTotals::<Flex>::new(variant);
+            let mut totals = PassTotals::<Flex>::new();
             let mut expected = 0.0;
             for (logits, labels) in batches.iter().cloned() {
                 let full: f64 = variant_loss(variant, logits.clone(), labels.clone()).into_scalar().elem();
                 expected += full * labels.dims()[0] as f64 / 19.0;
                 totals.add(trained_loss(variant, logits.clone(), labels.clone()), logits, labels);
             }
-            (totals.read(19).0, expected)
+            (totals.read(19, variant).0, expected)
         };
         for variant in LossVariant::ALL {
             let (loss, expected) = pass_loss(variant);

@@ -145,21 +145,19 @@ pub fn natural_by_ops<B: Backend>(
     let p = softmax(logits, 1);
     let n = p.clone().narrow(1, first, last - first + 1).sum_dim(1);
     let rest = n.clone().neg().add_scalar(1.0);
-    let labels = Tensor::<B, 1, Int>::from_primitive(labels).unsqueeze_dim::<2>(1);
-    let natural_label = labels
-        .clone()
-        .greater_equal_elem(first as i64)
-        .bool_and(labels.lower_equal_elem(last as i64))
-        .float();
+    // 1 where a class index (a label, or a column's class) is one of the natural classes.
+    let natural = |t: Tensor<B, 2, Int>| {
+        t.clone().greater_equal_elem(first as i64).bool_and(t.lower_equal_elem(last as i64)).float()
+    };
+    let natural_label = natural(Tensor::<B, 1, Int>::from_primitive(labels).unsqueeze_dim::<2>(1));
     let o =
         natural_label.clone().mul(n.clone()) + natural_label.clone().neg().add_scalar(1.0).mul(rest.clone());
     let r = o.clone().div(n.clone() + rest);
     let term = r.clone().clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON).log().neg().mean();
     let passes =
         r.clone().greater_equal_elem(KERAS_EPSILON).bool_and(r.lower_equal_elem(1.0 - KERAS_EPSILON));
-    let class = Tensor::<B, 1, Int>::arange(0..classes as i64, &device).unsqueeze_dim::<2>(0);
     let natural_class =
-        class.clone().greater_equal_elem(first as i64).bool_and(class.lower_equal_elem(last as i64)).float();
+        natural(Tensor::<B, 1, Int>::arange(0..classes as i64, &device).unsqueeze_dim::<2>(0));
     // −1 for a natural label, +1 for an artificial one, over o and the rows.
     let sign = natural_label.mul_scalar(-2.0).add_scalar(1.0);
     // Where the clip stops the gradient `o` may be 0: masked, not multiplied, to 0.
