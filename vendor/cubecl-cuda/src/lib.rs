@@ -6,6 +6,7 @@ mod compute;
 mod device;
 mod runtime;
 
+pub use compute::capture;
 pub use device::*;
 pub use runtime::*;
 

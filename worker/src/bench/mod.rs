@@ -225,7 +225,8 @@ fn time_steps<B: TrainBackend>(
         })
         .collect();
     let evaluated = models[0].valid();
-    let mut trainee = Trainee::new(models).map_err(|e| TrainError::InvalidJob(e.to_string()))?;
+    let mut trainee =
+        Trainee::new(models, config.kernels).map_err(|e| TrainError::InvalidJob(e.to_string()))?;
     let n = config.batch_size;
     let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
     let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 10).collect();
@@ -246,7 +247,7 @@ fn time_steps<B: TrainBackend>(
         }
         let started = Instant::now();
         let (loss, phases);
-        (trainee, loss, phases) = trainee.step(&images, &labels, config.variant);
+        (trainee, loss, phases) = trainee.step(&images, &labels, config.variant)?;
         let queued = started.elapsed();
         if step == 0 {
             first_loss = loss.into_scalar().elem(); // outside the timed steps
@@ -267,7 +268,7 @@ fn time_steps<B: TrainBackend>(
     let mut last_loss = None;
     for _ in 0..config.steps {
         let loss;
-        (trainee, loss, _) = trainee.step(&images, &labels, config.variant);
+        (trainee, loss, _) = trainee.step(&images, &labels, config.variant)?;
         last_loss = Some(loss);
     }
     sync()?;

@@ -2,28 +2,27 @@
 
 use std::time::{Duration, Instant};
 
-use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use sweep_proto::LossVariant;
 
 use crate::loss::trained_loss;
 use crate::model::{Cnn, FusedCnn, FusionError};
-use crate::train_ops::TrainBackend;
 use crate::train_ops::adam::{ModuleAdam, StackedAdam};
-use crate::training::adam;
+use crate::train_ops::{Kernels, TrainBackend};
+use crate::training::{Stepped, Stepper, TrainError, adam};
 
 /// What the step benchmark trains: one model, or several stacked as one ([`FusedCnn`]).
 // One value a run, moved once a step: boxing would only add an indirection.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Trainee<B: TrainBackend> {
-    Single(Cnn<B>, ModuleAdam<B>),
+    Single(Cnn<B>, ModuleAdam<B>, Stepper<B>),
     Fused(FusedCnn<B>, StackedAdam<B>),
 }
 
 impl<B: TrainBackend> Trainee<B> {
-    pub(super) fn new(models: Vec<Cnn<B>>) -> Result<Self, FusionError> {
+    pub(super) fn new(models: Vec<Cnn<B>>, kernels: Kernels) -> Result<Self, FusionError> {
         if let [model] = models.as_slice() {
-            return Ok(Trainee::Single(model.clone(), adam().init::<B>()));
+            return Ok(Trainee::Single(model.clone(), adam().init::<B>(), Stepper::new(kernels)));
         }
         let fused = FusedCnn::stack(&models.iter().collect::<Vec<_>>())?;
         let optim = adam().init::<B>();
@@ -34,24 +33,21 @@ impl<B: TrainBackend> Trainee<B> {
 
     /// One training step of every model on `images` and `labels` at learning rate 1e-3 on
     /// `variant`'s trained loss: the summed loss and the host time of forward and loss,
-    /// backward, and the optimizer update.
+    /// backward, and the optimizer update (a replayed step's all in the first).
     pub(super) fn step(
         self,
         images: &Tensor<B, 4>,
         labels: &Tensor<B, 1, Int>,
         variant: LossVariant,
-    ) -> (Self, Tensor<B, 1>, [Duration; 3]) {
+    ) -> Result<(Self, Tensor<B, 1>, [Duration; 3]), TrainError> {
         let started = Instant::now();
         let loss = |logits| trained_loss(variant, logits, labels.clone());
-        match self {
-            Trainee::Single(model, mut optim) => {
-                let loss = loss(model.forward(images.clone()));
-                let forward = started.elapsed();
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                let backward = started.elapsed();
-                let model = optim.step(1e-3, model, grads);
-                let phases = [forward, backward - forward, started.elapsed() - backward];
-                (Trainee::Single(model, optim), loss.detach(), phases)
+        Ok(match self {
+            Trainee::Single(model, mut optim, mut stepper) => {
+                let batch = (images.clone(), labels.clone());
+                let Stepped { model, loss, phases, .. } =
+                    stepper.step(model, &mut optim, batch, variant, 1e-3)?;
+                (Trainee::Single(model, optim, stepper), Tensor::from_inner(loss), phases)
             }
             Trainee::Fused(mut model, mut optim) => {
                 let k = model.models();
@@ -69,6 +65,6 @@ impl<B: TrainBackend> Trainee<B> {
                 let phases = [forward, backward - forward, started.elapsed() - backward];
                 (Trainee::Fused(model, optim), total.detach(), phases)
             }
-        }
+        })
     }
 }

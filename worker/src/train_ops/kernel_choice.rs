@@ -14,6 +14,8 @@ pub enum KernelChoice {
     Auto,
     /// [`KernelChoice::Auto`] with [`Kernels::direct_launch`] on CUDA (`auto+direct`).
     AutoDirect,
+    /// [`KernelChoice::AutoDirect`] with [`Kernels::replay_step`] (`auto+direct+graph`).
+    AutoGraph,
     /// This set on every device.
     Set(Kernels),
 }
@@ -31,7 +33,10 @@ impl KernelChoice {
             (KernelChoice::AutoDirect, DeviceChoice::Cuda(_)) => {
                 Kernels { direct_launch: true, ..KernelChoice::Auto.resolve(device, cudnn) }
             }
-            (KernelChoice::AutoDirect, DeviceChoice::Cpu) => Kernels::FAST,
+            (KernelChoice::AutoGraph, DeviceChoice::Cuda(_)) => {
+                Kernels { replay_step: true, ..KernelChoice::AutoDirect.resolve(device, cudnn) }
+            }
+            (KernelChoice::AutoDirect | KernelChoice::AutoGraph, DeviceChoice::Cpu) => Kernels::FAST,
             (KernelChoice::Set(kernels), _) => kernels,
             (KernelChoice::Auto, DeviceChoice::Cuda(_)) => match cudnn() {
                 Ok(_) => Kernels::FAST_BF16_CUDNN,
@@ -50,7 +55,16 @@ impl KernelChoice {
         match self {
             KernelChoice::Auto => KernelChoice::AutoDirect,
             KernelChoice::Set(kernels) => KernelChoice::Set(Kernels { direct_launch: true, ..kernels }),
-            direct @ KernelChoice::AutoDirect => direct,
+            direct @ (KernelChoice::AutoDirect | KernelChoice::AutoGraph) => direct,
+        }
+    }
+
+    /// This choice launched directly with its step recorded once and replayed
+    /// ([`Kernels::replay_step`]).
+    fn replayed(self) -> Self {
+        match self.launched_directly() {
+            KernelChoice::Set(kernels) => KernelChoice::Set(Kernels { replay_step: true, ..kernels }),
+            _ => KernelChoice::AutoGraph,
         }
     }
 
@@ -59,6 +73,7 @@ impl KernelChoice {
         match s {
             "auto" => Ok(KernelChoice::Auto),
             "auto+direct" => Ok(KernelChoice::AutoDirect),
+            "auto+direct+graph" => Ok(KernelChoice::AutoGraph),
             _ => s.parse().map(KernelChoice::Set),
         }
     }
@@ -67,21 +82,30 @@ impl KernelChoice {
 impl std::str::FromStr for KernelChoice {
     type Err = String;
 
-    /// `auto`, `fast`, `fast-bf16`, `fast-bf16-cudnn` or `stock`, each optionally `+direct`: the
+    /// `auto`, `fast`, `fast-bf16`, `fast-bf16-cudnn` or `stock`, each optionally `+direct` or
+    /// `+direct+graph`: the
     /// sets users choose between (the parts that make them are a benchmarking tool,
     /// [`KernelChoice::parse_parts`]).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (set, direct) = s.strip_suffix("+direct").map_or((s, false), |set| (set, true));
+        let (rest, graph) = s.strip_suffix("+graph").map_or((s, false), |set| (set, true));
+        let (set, direct) = rest.strip_suffix("+direct").map_or((rest, false), |set| (set, true));
+        if graph && !direct {
+            return Err(format!("{s:?}: +graph records the step as +direct launches it (+direct+graph)"));
+        }
         let choice = match set {
             "auto" | "fast" | "fast-bf16" | "fast-bf16-cudnn" | "stock" => Self::parse_parts(set)?,
             _ => {
                 return Err(format!(
                     "unknown kernels {s:?} (expected auto, fast, fast-bf16, fast-bf16-cudnn or stock, \
-                     optionally +direct; other parts joined by + are for `worker bench --kernels`)"
+                     optionally +direct or +direct+graph; other parts joined by + are for `worker bench --kernels`)"
                 ));
             }
         };
-        Ok(if direct { choice.launched_directly() } else { choice })
+        Ok(match (direct, graph) {
+            (_, true) => choice.replayed(),
+            (true, false) => choice.launched_directly(),
+            (false, false) => choice,
+        })
     }
 }
 
@@ -90,6 +114,7 @@ impl std::fmt::Display for KernelChoice {
         match self {
             KernelChoice::Auto => f.write_str("auto"),
             KernelChoice::AutoDirect => f.write_str("auto+direct"),
+            KernelChoice::AutoGraph => f.write_str("auto+direct+graph"),
             KernelChoice::Set(kernels) => kernels.fmt(f),
         }
     }
@@ -179,5 +204,23 @@ mod tests {
             let err = bad.parse::<KernelChoice>().unwrap_err();
             assert!(err.contains("optionally +direct"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_replayed_step_is_a_direct_cuda_choice() {
+        let graph = Kernels { direct_launch: true, replay_step: true, ..Kernels::FAST_BF16_CUDNN };
+        assert_eq!("fast-bf16-cudnn+direct+graph".parse(), Ok(KernelChoice::Set(graph)));
+        assert!(graph.to_string().ends_with("+cudnn+direct+graph"), "{graph}");
+        assert_eq!(KernelChoice::parse_parts(&graph.to_string()), Ok(KernelChoice::Set(graph)));
+        let auto: KernelChoice = "auto+direct+graph".parse().unwrap();
+        assert_eq!((auto, auto.to_string().parse()), (KernelChoice::AutoGraph, Ok(KernelChoice::AutoGraph)));
+        assert_eq!(auto.resolve(DeviceChoice::Cuda(0), || Ok(91400)), graph);
+        assert_eq!(auto.resolve(DeviceChoice::Cpu, || panic!("not asked")), Kernels::FAST);
+        let err = "fast-bf16+graph".parse::<KernelChoice>().unwrap_err();
+        assert!(err.contains("+direct+graph"), "{err}");
+        let err = KernelChoice::parse_parts("fast-bf16+graph").unwrap_err();
+        assert!(err.contains("needs the direct part"), "{err}");
+        let err = check_kernels(graph, DeviceChoice::Cpu).unwrap_err();
+        assert!(err.contains("CUDA only"), "{err}");
     }
 }

@@ -42,6 +42,11 @@ pub struct Kernels {
     /// operation, fuses what it can and launches it). CUDA only.
     #[serde(default)]
     pub direct_launch: bool,
+    /// On CUDA, a job's training step recorded once as a CUDA graph and replayed for every
+    /// batch of that size ([`super::graph`]): the host queues one launch a step instead of
+    /// every operation. Needs `direct`.
+    #[serde(default)]
+    pub replay_step: bool,
 }
 
 /// Which kernels run the model's bf16 3×3 convolutions.
@@ -60,7 +65,8 @@ pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default:
     where libcudnn loads, fast-bf16 on CUDA without it, fast on the CPU), fast (custom convolution gradients, fused BatchNorm and pooling, f32), fast-bf16 (fast with bf16 \
     activations and tuned bf16 convolutions), fast-bf16-cudnn (fast-bf16 with the bf16 convolutions on cuDNN, \
     libcudnn found at run time), or stock (burn's modules); any of them +direct on CUDA launches every \
-    operation from the training thread, without burn's fusion stream";
+    operation from the training thread, without burn's fusion stream, and +direct+graph records the step \
+    once as a CUDA graph and replays it";
 
 /// `worker bench --kernels` help: the named sets, or the parts that make them.
 pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto, fast, fast-bf16, \
@@ -71,12 +77,13 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     convolution as one explicit GEMM; with wgrad or dgrad), mconv (fused models' convolutions one model at a \
     time on the single model's kernels; with wgrad or dgrad), cudnn (the bf16 convolutions and their weight \
     gradients on cuDNN, loaded at run time; with bf16), direct (CUDA: operations launched by the training \
-    thread, without burn's fusion stream); a named set among the parts stands for its own \
+    thread, without burn's fusion stream), graph (CUDA: the step recorded once as a CUDA graph and \
+    replayed; with direct); a named set among the parts stands for its own \
     (fast-bf16+cudnn)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 10] =
-    ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "direct"];
+const PARTS: [&str; 11] =
+    ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "direct", "graph"];
 
 impl Kernels {
     /// burn's stock modules everywhere (the reference).
@@ -91,6 +98,7 @@ impl Kernels {
         per_model_conv: false,
         cudnn_conv: false,
         direct_launch: false,
+        replay_step: false,
     };
     /// The fastest measured f32 combination: `wgrad+dgrad+bn+pool` (what `auto` runs on the CPU).
     pub const FAST: Kernels = Kernels {
@@ -111,7 +119,7 @@ impl Kernels {
     /// [`Kernels::FAST_BF16`] with its bf16 convolutions on cuDNN (`+cudnn`).
     pub const FAST_BF16_CUDNN: Kernels = Kernels { cudnn_conv: true, ..Kernels::FAST_BF16 };
 
-    fn parts(self) -> [bool; 10] {
+    fn parts(self) -> [bool; 11] {
         [
             self.gemm_weight_grad,
             self.flipped_input_grad,
@@ -123,6 +131,7 @@ impl Kernels {
             self.per_model_conv,
             self.cudnn_conv,
             self.direct_launch,
+            self.replay_step,
         ]
     }
 
@@ -168,7 +177,7 @@ impl std::str::FromStr for Kernels {
         if let Some(set) = Kernels::named(s) {
             return Ok(set);
         }
-        let mut on = [false; 10];
+        let mut on = [false; 11];
         for part in s.split('+') {
             // A named set among the parts stands for its own parts (`fast-bf16+mconv`); `stock`
             // has none, so it is not a part.
@@ -195,6 +204,7 @@ impl std::str::FromStr for Kernels {
             per_model_conv,
             cudnn_conv,
             direct_launch,
+            replay_step,
         ] = on;
         let kernels = Kernels {
             gemm_weight_grad,
@@ -207,7 +217,13 @@ impl std::str::FromStr for Kernels {
             per_model_conv,
             cudnn_conv,
             direct_launch,
+            replay_step,
         };
+        if replay_step && !direct_launch {
+            return Err(format!(
+                "{s:?}: graph records the step as the training thread launches it: it needs the direct part"
+            ));
+        }
         if explicit_gemm && !kernels.custom_conv() {
             return Err(format!("{s:?}: xgemm is a path of the custom convolution: it needs wgrad or dgrad"));
         }

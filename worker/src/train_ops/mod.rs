@@ -12,6 +12,7 @@
 //! | [`pool`] | [`PoolOps`] | burn's pooling on channels-first copies: channels-last 2×2 and global average pooling |
 //! | [`cross_entropy`] | [`CrossEntropyOps`] | ~20 kernels of the Keras cross-entropy: one node, one kernel |
 //! | [`adam`] | [`AdamOps`] | a dozen operations per parameter: one update for every parameter of a step |
+//! | [`graph`] | [`GraphOps`] | the host recording every operation of every step: the step recorded once as a CUDA graph and replayed |
 //!
 //! [`TrainOps`] is all five; [`Kernels`] picks per model which implementation runs (users see
 //! `stock`, `fast`, `fast-bf16`, `fast-bf16-cudnn`; `worker bench` also takes the parts).
@@ -24,6 +25,7 @@ pub mod conv;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 mod cube;
+pub mod graph;
 mod kernel_choice;
 mod kernels;
 pub mod pool;
@@ -34,6 +36,7 @@ pub use conv::ConvOps;
 pub use cross_entropy::CrossEntropyOps;
 #[cfg(feature = "cuda")]
 pub use cube::CudaDirect;
+pub use graph::{GraphError, GraphOps, StepGraph};
 pub use kernel_choice::{KernelChoice, check_kernels};
 pub use kernels::{BENCH_KERNELS_HELP, ConvEngine, KERNELS_HELP, Kernels};
 pub use pool::PoolOps;
@@ -43,9 +46,9 @@ use burn::tensor::FloatDType;
 use burn::tensor::ops::FloatTensor;
 
 /// Backends the model trains on: every operation's trait.
-pub trait TrainOps: ConvOps + BatchNormOps + PoolOps + CrossEntropyOps + AdamOps {}
+pub trait TrainOps: ConvOps + BatchNormOps + PoolOps + CrossEntropyOps + AdamOps + GraphOps {}
 
-impl<B> TrainOps for B where B: ConvOps + BatchNormOps + PoolOps + CrossEntropyOps + AdamOps {}
+impl<B> TrainOps for B where B: ConvOps + BatchNormOps + PoolOps + CrossEntropyOps + AdamOps + GraphOps {}
 
 /// Wraps a float primitive of backend `B` as a tensor.
 pub fn wrap<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {

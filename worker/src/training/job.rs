@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -12,12 +11,11 @@ use rand_chacha::ChaCha12Rng;
 use sweep_proto::domain::EpochMetrics;
 
 use super::{
-    EpochSink, JobOutcome, PassTotals, RunnerConfig, TrainError, TrainJob, adam, check_job, evaluate,
+    EpochSink, JobOutcome, PassTotals, RunnerConfig, Stepper, TrainError, TrainJob, adam, check_job, evaluate,
 };
 use crate::augment::{Crops, apply_crops};
 use crate::checkpoint::{self, Checkpointing};
 use crate::data::{DeviceDataset, DeviceSplit};
-use crate::loss::trained_loss;
 use crate::model::{Cnn, CnnConfig, seeded_model};
 use crate::train_ops::TrainBackend;
 use crate::train_ops::adam::ModuleAdam;
@@ -109,18 +107,6 @@ impl<B: TrainBackend> JobState<B> {
         Crops::draw(n, &mut self.rng)
     }
 
-    /// One Adam step of `model` with `grads` at `learning_rate` ([`JobState::stepped`]).
-    pub fn step(
-        &mut self,
-        (model, grads, learning_rate): (Cnn<B>, GradientsParams, f64),
-        device: &B::Device,
-        sink: &mut dyn EpochSink,
-    ) -> Result<Cnn<B>, TrainError> {
-        let model = self.optim.step(learning_rate, model, grads);
-        self.stepped(device, sink)?;
-        Ok(model)
-    }
-
     /// After the job's first optimizer step: waits for the device and tells `sink`.
     pub fn stepped(&mut self, device: &B::Device, sink: &mut dyn EpochSink) -> Result<(), TrainError> {
         if !self.first_step_reported {
@@ -134,6 +120,11 @@ impl<B: TrainBackend> JobState<B> {
     /// The job's optimizer.
     pub fn optimizer(&self) -> &ModuleAdam<B> {
         &self.optim
+    }
+
+    /// The job's optimizer, to step with.
+    pub fn optimizer_mut(&mut self) -> &mut ModuleAdam<B> {
+        &mut self.optim
     }
 
     /// Puts `optim` in place of the job's optimizer (its state after fused steps).
@@ -215,6 +206,7 @@ pub fn train_job<B: TrainBackend>(
     let test = data.test.first(test_n).inner();
     let batch = job.batch_size as usize;
     let (mut state, mut model) = JobState::start(device, config, job, train_n, checkpoints, sink);
+    let mut stepper = Stepper::new(config.kernels);
     tracing::debug!(variant = %job.variant, seed = job.seed, epochs = job.epochs, train_n, test_n, batch, "job starts");
     loop {
         let started = Instant::now();
@@ -226,11 +218,12 @@ pub fn train_job<B: TrainBackend>(
             }
             let (images, labels) =
                 state.batch(&train, &perm, (start, batch.min(train_n - start)), job.data.augment);
-            let logits = model.forward(images);
-            let loss = trained_loss(job.variant, logits.clone(), labels.clone());
-            totals.add(loss.clone().inner(), logits.inner(), labels.inner());
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = state.step((model, grads, job.learning_rate), device, sink)?;
+            let optim = state.optimizer_mut();
+            let stepped =
+                stepper.step(model, optim, (images, labels.clone()), job.variant, job.learning_rate)?;
+            totals.add(stepped.loss, stepped.logits, labels.inner());
+            model = stepped.model;
+            state.stepped(device, sink)?;
         }
         if let Some(outcome) =
             state.end_epoch(&model, (totals, train_n, started), &test, job, config, checkpoints, sink)?

@@ -117,6 +117,10 @@ impl<'a> Command<'a> {
     #[cfg_attr(feature = "tracing", tracing::instrument(level = "trace", skip(self)))]
     pub fn bind(&mut self, reserved: ManagedMemoryHandle, new: ManagedMemoryHandle) {
         let cursor = self.cursor();
+        // PATCHED (sweep, see vendor/README.md): a recorded graph keeps what it allocates.
+        if super::capture::recording() {
+            super::capture::keep_buffer(self.streams.current().sys, &new.clone().binding());
+        }
         self.streams
             .current()
             .memory_management_gpu
@@ -384,7 +388,10 @@ impl<'a> Command<'a> {
             )
         }?;
 
-        current.drop_queue.push(data);
+        // PATCHED (sweep): a recorded copy reads its host buffer again at every replay.
+        if let Some(data) = super::capture::keep_host(current.sys, data) {
+            current.drop_queue.push(data);
+        }
 
         Ok(())
     }
@@ -478,7 +485,7 @@ impl<'a> Command<'a> {
             const_info,
         );
 
-        if stream.drop_queue.should_flush() {
+        if !super::capture::recording() && stream.drop_queue.should_flush() {
             stream.drop_queue.flush(|| Fence::new(stream.sys));
         }
 

@@ -173,8 +173,11 @@ impl ComputeServer for CudaServer {
         )?;
 
         let current = command.streams.current();
-        current.drop_queue.flush(|| Fence::new(current.sys));
-        current.memory_management_gpu.storage().flush();
+        // PATCHED (sweep): no fence or free on a stream that records a graph.
+        if !super::capture::recording() {
+            current.drop_queue.flush(|| Fence::new(current.sys));
+            current.memory_management_gpu.storage().flush();
+        }
 
         Ok(())
     }
@@ -608,7 +611,18 @@ impl CudaServer {
             }
         }
 
-        let streams = self.streams.resolve(stream_id, handles, !mode.ignore)?;
+        // PATCHED (sweep, see vendor/README.md): a recorded graph keeps what it touches.
+        let streams = if super::capture::recording() {
+            let handles: Vec<&Binding> = handles.collect();
+            let mut streams = self.streams.resolve(stream_id, handles.iter().copied(), !mode.ignore)?;
+            let stream = streams.current().sys;
+            for handle in handles {
+                super::capture::keep_buffer(stream, &handle.memory);
+            }
+            streams
+        } else {
+            self.streams.resolve(stream_id, handles, !mode.ignore)?
+        };
         Ok(Command::new(&mut self.ctx, streams))
     }
 

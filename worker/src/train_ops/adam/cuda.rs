@@ -138,10 +138,12 @@ fn adam_many_kernel(
 }
 
 /// `inputs`: `[param, grad, m, v]` of each parameter in turn, then the models' `[step_size,
-/// epsilon]` pairs; returns `[param', m', v']` of each parameter.
+/// epsilon]` pairs; returns `[param', m', v']` of each parameter, `in_place` in the buffers of
+/// `[param, m, v]` (each thread reads its element before writing it).
 fn launch_many<R: CubeRuntime>(
     mut inputs: Vec<CubeTensor<R>>,
     (beta_1, beta_2): (f32, f32),
+    in_place: bool,
 ) -> Vec<CubeTensor<R>> {
     let model_scalars = inputs.pop().expect("the models' scalars");
     let models = model_scalars.meta.shape().num_elements() / 2;
@@ -156,16 +158,20 @@ fn launch_many<R: CubeRuntime>(
         let [param, moment_1, moment_2] = [param, moment_1, moment_2].map(into_contiguous);
         let shape: Shape = param.meta.shape().clone();
         threads += shape.num_elements();
+        let updated = [param.clone(), moment_1.clone(), moment_2.clone()];
         for (arg, tensor) in args.iter_mut().zip([param, grad, moment_1, moment_2]) {
             arg.push(tensor.into_tensor_arg());
         }
-        for arg in &mut args[4..] {
-            let out = empty_device_contiguous_dtype(
-                client.clone(),
-                chunk[0].device.clone(),
-                shape.clone(),
-                DType::F32,
-            );
+        for (arg, input) in args[4..].iter_mut().zip(updated) {
+            let out = match in_place {
+                true => input,
+                false => empty_device_contiguous_dtype(
+                    client.clone(),
+                    input.device.clone(),
+                    shape.clone(),
+                    DType::F32,
+                ),
+            };
             arg.push(out.clone().into_tensor_arg());
             outputs.push(out);
         }
@@ -195,27 +201,30 @@ fn launch_many<R: CubeRuntime>(
 
 /// [`super::AdamOps::adam_update_many`] on burn's CubeCL backends: one kernel for all
 /// the parameters (f32 parameters, gradients and moments, any layout) of every stacked model;
-/// `model_scalars` holds each model's `[step_size, epsilon]`.
+/// `model_scalars` holds each model's `[step_size, epsilon]`. `in_place` writes each update
+/// into its parameter's and moments' buffers (only where no stream tracks them: `CudaDirect`).
 pub fn adam_update_many<T: KernelTensor>(
     inputs: Vec<[T; 4]>,
     model_scalars: T,
     betas: (f32, f32),
+    in_place: bool,
 ) -> Vec<[T; 3]> {
     if inputs.is_empty() {
         return Vec::new();
     }
     let outputs =
         inputs.iter().flat_map(|[param, ..]| [0; 3].map(|_| (param.shape().clone(), DType::F32))).collect();
-    let launch: LaunchVec<T::Runtime> = Box::new(move |t| launch_many(t, betas));
+    let launch: LaunchVec<T::Runtime> = Box::new(move |t| launch_many(t, betas, in_place));
     let inputs = inputs.into_iter().flatten().chain([model_scalars]).collect();
     let outputs = custom_op_vec::<T>("adam_update_many", inputs, outputs, launch);
     let mut outputs = outputs.into_iter();
     std::iter::from_fn(|| Some([outputs.next()?, outputs.next()?, outputs.next()?])).collect()
 }
 
-/// The hooks on both CUDA backends, with and without burn's fusion stream.
+/// The hooks on both CUDA backends, with and without burn's fusion stream; `$in_place`: whether
+/// [`super::AdamOps::adam_update_many_at`] writes into its inputs' buffers.
 macro_rules! adam_ops {
-    ($backend:ty) => {
+    ($backend:ty, $in_place:expr) => {
         impl super::AdamOps for $backend {
             fn adam_update(
                 inputs: [burn::tensor::ops::FloatTensor<Self>; 4],
@@ -234,11 +243,20 @@ macro_rules! adam_ops {
                 let pairs: Vec<f32> = scalars.iter().flat_map(|s| [s.step_size, s.epsilon]).collect();
                 let data = burn::tensor::TensorData::new(pairs, [2 * scalars.len()]);
                 let model_scalars = Self::float_from_data(data, &device);
-                adam_update_many(inputs, model_scalars, (scalars[0].beta_1, scalars[0].beta_2))
+                adam_update_many(inputs, model_scalars, (scalars[0].beta_1, scalars[0].beta_2), false)
+            }
+
+            fn adam_update_many_at(
+                inputs: Vec<[burn::tensor::ops::FloatTensor<Self>; 4]>,
+                model_scalars: burn::tensor::ops::FloatTensor<Self>,
+                betas: (f32, f32),
+            ) -> Vec<[burn::tensor::ops::FloatTensor<Self>; 3]> {
+                adam_update_many(inputs, model_scalars, betas, $in_place)
             }
         }
     };
 }
 
-adam_ops!(burn_cuda::Cuda);
-adam_ops!(crate::train_ops::cube::CudaDirect);
+adam_ops!(burn_cuda::Cuda, false);
+// Without the fusion stream a buffer is just memory: a recorded step updates its state in place.
+adam_ops!(crate::train_ops::cube::CudaDirect, true);

@@ -56,6 +56,23 @@ pub trait AdamOps: Backend {
             _ => inputs.into_iter().map(|inputs| update_stacked_by_ops::<Self>(inputs, scalars)).collect(),
         }
     }
+
+    /// [`AdamOps::adam_update_many`] with each model's `[step_size, epsilon]` read from the
+    /// device (`model_scalars`, `2 × models` f32), as a recorded step replays it with the
+    /// scalars of each new step; the inputs are not used again. Default: burn's ops per
+    /// parameter; CUDA: the same one kernel, which without the fusion stream writes into the
+    /// buffers of `[param, m, v]` (a recorded step then leaves its state where the next replay
+    /// reads it).
+    fn adam_update_many_at(
+        inputs: Vec<[FloatTensor<Self>; 4]>,
+        model_scalars: FloatTensor<Self>,
+        betas: (f32, f32),
+    ) -> Vec<[FloatTensor<Self>; 3]> {
+        inputs
+            .into_iter()
+            .map(|inputs| update_stacked_at::<Self>(inputs, model_scalars.clone(), betas))
+            .collect()
+    }
 }
 
 impl AdamOps for burn::backend::Flex {}
@@ -101,7 +118,7 @@ impl FusedAdam {
 
     /// The optimizer for autodiff backend `B`: every step's updates in one call.
     pub fn init<B: AutodiffBackend<InnerBackend: AdamOps>>(self) -> ModuleAdam<B> {
-        ModuleAdam { adam: self, moments: HashMap::new() }
+        ModuleAdam { adam: self, moments: HashMap::new(), scalars_at: None }
     }
 
     /// The optimizer for module `M` on autodiff backend `B` as burn's adaptor of a
@@ -131,6 +148,8 @@ struct Moments<B: Backend> {
 pub struct ModuleAdam<B: AutodiffBackend> {
     adam: FusedAdam,
     moments: HashMap<ParamId, Moments<B::InnerBackend>>,
+    /// Where a recorded step reads its `[step_size, epsilon]` ([`ModuleAdam::read_scalars_from`]).
+    scalars_at: Option<FloatTensor<B::InnerBackend>>,
 }
 
 impl<B: AutodiffBackend<InnerBackend: AdamOps>> ModuleAdam<B> {
@@ -157,13 +176,51 @@ impl<B: AutodiffBackend<InnerBackend: AdamOps>> ModuleAdam<B> {
         let mut updated = HashMap::new();
         for (time, group) in by_time {
             let (ids, inputs): (Vec<ParamId>, Vec<_>) = group.into_iter().unzip();
-            let outputs = B::InnerBackend::adam_update_many(inputs, &[self.adam.scalars(lr, time)]);
+            let outputs = match &self.scalars_at {
+                Some(at) => B::InnerBackend::adam_update_many_at(
+                    inputs,
+                    at.clone(),
+                    (self.adam.beta_1, self.adam.beta_2),
+                ),
+                None => B::InnerBackend::adam_update_many(inputs, &[self.adam.scalars(lr, time)]),
+            };
             for (id, [param, moment_1, moment_2]) in ids.into_iter().zip(outputs) {
                 self.moments.insert(id, Moments { moment_1, moment_2, time });
                 updated.insert(id, param);
             }
         }
         replace_params(module, updated)
+    }
+}
+
+impl<B: AutodiffBackend> ModuleAdam<B> {
+    /// The scalars of the next update at `lr` (every parameter updated as often, as here).
+    pub fn next_scalars(&self, lr: f64) -> AdamScalars {
+        let done = self.moments.values().map(|m| m.time).max().unwrap_or(0);
+        self.adam.scalars(lr, done + 1)
+    }
+
+    /// Steps from now on read their `[step_size, epsilon]` from `at` (`2` f32 on the device,
+    /// filled with [`ModuleAdam::next_scalars`] before each), or take them from the host.
+    pub fn read_scalars_from(&mut self, at: Option<FloatTensor<B::InnerBackend>>) {
+        self.scalars_at = at;
+    }
+
+    /// Counts an update that ran without this optimizer (a replayed step).
+    pub fn count_update(&mut self) {
+        self.moments.values_mut().for_each(|m| m.time += 1);
+    }
+
+    /// The moments of parameter `id`.
+    pub fn moments(&self, id: ParamId) -> Option<[FloatTensor<B::InnerBackend>; 2]> {
+        self.moments.get(&id).map(|m| [m.moment_1.clone(), m.moment_2.clone()])
+    }
+
+    /// Puts `moments` in place of parameter `id`'s (its update count kept).
+    pub fn set_moments(&mut self, id: ParamId, [moment_1, moment_2]: [FloatTensor<B::InnerBackend>; 2]) {
+        if let Some(m) = self.moments.get_mut(&id) {
+            (m.moment_1, m.moment_2) = (moment_1, moment_2);
+        }
     }
 }
 
@@ -327,19 +384,28 @@ pub fn update_stacked_by_ops<B: Backend>(
     inputs: [FloatTensor<B>; 4],
     scalars: &[AdamScalars],
 ) -> [FloatTensor<B>; 3] {
+    let device = B::float_device(&inputs[0]);
+    let pairs = scalars.iter().flat_map(|s| [s.step_size, s.epsilon]).collect();
+    let table = B::float_from_data(TensorData::new(pairs, [2 * scalars.len()]), &device);
+    update_stacked_at::<B>(inputs, table, (scalars[0].beta_1, scalars[0].beta_2))
+}
+
+/// [`update_stacked_by_ops`] with the models' `[step_size, epsilon]` pairs in a tensor.
+pub fn update_stacked_at<B: Backend>(
+    inputs: [FloatTensor<B>; 4],
+    model_scalars: FloatTensor<B>,
+    (beta_1, beta_2): (f32, f32),
+) -> [FloatTensor<B>; 3] {
     let shape = inputs[0].shape();
-    let models = scalars.len();
+    let models = model_scalars.shape().num_elements() / 2;
     let rows = [models, shape.num_elements() / models];
     let [param, grad, moment_1, moment_2] = inputs.map(|t| wrap::<B, 2>(B::float_reshape(t, rows.into())));
-    let device = param.device();
-    let column = |f: fn(&AdamScalars) -> f32| {
-        Tensor::<B, 2>::from_data(TensorData::new(scalars.iter().map(f).collect(), [models, 1]), &device)
-    };
-    let (beta_1, beta_2) = (scalars[0].beta_1, scalars[0].beta_2);
+    let table = wrap::<B, 1>(model_scalars).reshape([models, 2]);
+    let column = |i: usize| table.clone().narrow(1, i, 1);
     let moment_1 = moment_1.mul_scalar(beta_1).add(grad.clone().mul_scalar(1.0 - beta_1));
     let moment_2 = moment_2.mul_scalar(beta_2).add(grad.square().mul_scalar(1.0 - beta_2));
-    let denominator = moment_2.clone().sqrt().add(column(|s| s.epsilon));
-    let step = moment_1.clone().mul(column(|s| s.step_size)).div(denominator);
+    let denominator = moment_2.clone().sqrt().add(column(1));
+    let step = moment_1.clone().mul(column(0)).div(denominator);
     [param - step, moment_1, moment_2].map(|t| B::float_reshape(unwrap(t), shape.clone()))
 }
 

@@ -65,6 +65,10 @@ impl GpuStorage {
     ///
     /// This method processes all pending deallocations by freeing the associated GPU memory.
     fn perform_deallocations(&mut self) {
+        // PATCHED (sweep): frees wait until no graph records (a free would join the graph).
+        if crate::compute::capture::recording() {
+            return;
+        }
         self.deallocations
             .drain(..)
             .filter_map(|id| self.memory.remove(&id))
@@ -175,7 +179,12 @@ impl ComputeStorage for GpuStorage {
         // SAFETY: Calling CUDA driver FFI to allocate device memory. First tries async
         // allocation on the stream; falls back to synchronous allocation if that fails.
         // The returned pointer is stored in `self.memory` and freed on deallocation.
-        let ptr = unsafe { cudarc::driver::result::malloc_async(self.stream, size as usize) };
+        // PATCHED (sweep, see vendor/README.md): while a graph records, an asynchronous
+        // allocation would become one of its nodes; allocate synchronously instead.
+        let ptr = match crate::compute::capture::recording() {
+            true => Err(DriverError(cudarc::driver::sys::CUresult::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED)),
+            false => unsafe { cudarc::driver::result::malloc_async(self.stream, size as usize) },
+        };
         let (ptr, kind) = match ptr {
             Ok(ptr) => (ptr, AllocationKind::Async),
             Err(_) => unsafe {

@@ -1,0 +1,319 @@
+//! A job's training step ([`Stepper`]): forward, loss, backward and Adam as recorded op by op,
+//! or, with the kernels' `graph` part on a backend that records ([`GraphOps`]), captured once
+//! as a graph and replayed for every batch of that size on the same buffers: the host then
+//! queues a copy of the batch, Adam's two scalars and one launch instead of ~200 operations.
+
+use std::time::{Duration, Instant};
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor, IntTensorOps};
+use burn::tensor::{TensorMetadata, TensorPrimitive};
+use hashbrown::HashMap;
+use sweep_proto::LossVariant;
+
+use super::TrainError;
+use crate::loss::trained_loss;
+use crate::model::Cnn;
+use crate::train_ops::adam::{ModuleAdam, replace_params};
+use crate::train_ops::{GraphError, GraphOps, Kernels, StepGraph, TrainBackend};
+
+/// Steps run op by op before one is recorded: the first ones compile, autotune and benchmark
+/// cuDNN's algorithms, none of which a recording may do.
+pub const WARM_UP_STEPS: usize = 3;
+
+type Inner<B> = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+
+/// A step's mean trained loss `[1]` and logits, on the inner backend.
+type Outputs<B> = (Tensor<Inner<B>, 1>, Tensor<Inner<B>, 2>);
+
+/// One step's results.
+pub struct Stepped<B: TrainBackend> {
+    pub model: Cnn<B>,
+    /// The batch's mean trained loss `[1]` and its logits.
+    pub loss: Tensor<Inner<B>, 1>,
+    pub logits: Tensor<Inner<B>, 2>,
+    /// Host time of forward and loss, backward, and the update (a replay's all in the first).
+    pub phases: [Duration; 3],
+}
+
+/// One step as recorded op by op: `variant`'s trained loss on the batch, its gradients, Adam.
+pub fn eager_step<B: TrainBackend>(
+    model: Cnn<B>,
+    optim: &mut ModuleAdam<B>,
+    (images, labels): (Tensor<B, 4>, Tensor<B, 1, Int>),
+    variant: LossVariant,
+    learning_rate: f64,
+) -> Stepped<B> {
+    let started = Instant::now();
+    let logits = model.forward(images);
+    let loss = trained_loss(variant, logits.clone(), labels);
+    let forward = started.elapsed();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let backward = started.elapsed();
+    let model = optim.step(learning_rate, model, grads);
+    let phases = [forward, backward - forward, started.elapsed() - backward];
+    Stepped { model, loss: loss.inner(), logits: logits.inner(), phases }
+}
+
+/// A job's steps: op by op, or replayed once recorded (the kernels' `graph` part).
+pub struct Stepper<B: TrainBackend> {
+    record: bool,
+    eager_steps: usize,
+    replay: Option<Replay<B>>,
+}
+
+impl<B: TrainBackend> Stepper<B> {
+    pub fn new(kernels: Kernels) -> Self {
+        Stepper { record: kernels.replay_step, eager_steps: 0, replay: None }
+    }
+
+    /// Whether steps of the recorded batch size now replay a graph.
+    pub fn replaying(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    /// One step of `model` on the batch. A failure to record is logged and the job goes on op
+    /// by op; a failed replay is the job's error.
+    pub fn step(
+        &mut self,
+        model: Cnn<B>,
+        optim: &mut ModuleAdam<B>,
+        batch: (Tensor<B, 4>, Tensor<B, 1, Int>),
+        variant: LossVariant,
+        learning_rate: f64,
+    ) -> Result<Stepped<B>, TrainError> {
+        let n = batch.0.dims()[0];
+        if let Some(replay) = self.replay.as_ref().filter(|r| r.batch == n) {
+            return replay.run(model, optim, batch, learning_rate).map_err(device_error);
+        }
+        if self.record && self.replay.is_none() && self.eager_steps >= WARM_UP_STEPS {
+            match Replay::record(model.clone(), optim, batch.clone(), variant, learning_rate) {
+                Ok((replay, stepped)) => {
+                    tracing::info!(
+                        batch = n,
+                        buffers = replay.graph.buffers,
+                        "training step recorded; replaying it"
+                    );
+                    self.replay = Some(replay);
+                    return Ok(stepped);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "training step not recorded; it runs op by op");
+                    self.record = false;
+                }
+            }
+        }
+        self.eager_steps += 1;
+        let stepped = eager_step(model, optim, batch, variant, learning_rate);
+        match &self.replay {
+            // Another batch size (an epoch's last batch): the graph's buffers take its state.
+            Some(replay) => {
+                Ok(Stepped { model: replay.adopt(stepped.model, optim).map_err(device_error)?, ..stepped })
+            }
+            None => Ok(stepped),
+        }
+    }
+}
+
+fn device_error(e: GraphError) -> TrainError {
+    TrainError::Device(e.to_string())
+}
+
+/// What the model and optimizer hold, in the model's order: each parameter and running
+/// statistic, then the Adam moments of each parameter that has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum StateKey {
+    Param(ParamId),
+    Moment(ParamId, usize),
+}
+
+fn state<B: TrainBackend>(model: &Cnn<B>, optim: &ModuleAdam<B>) -> Vec<(StateKey, FloatTensor<Inner<B>>)> {
+    let mut params = Collect::<B> { found: Vec::new() };
+    model.visit(&mut params);
+    let moments: Vec<_> = params
+        .found
+        .iter()
+        .filter_map(|(id, _)| optim.moments(*id).map(|m| (*id, m)))
+        .flat_map(|(id, [m1, m2])| [(StateKey::Moment(id, 0), m1), (StateKey::Moment(id, 1), m2)])
+        .collect();
+    params.found.into_iter().map(|(id, t)| (StateKey::Param(id), t)).chain(moments).collect()
+}
+
+/// Every float parameter (running statistics included) of a module, on the inner backend.
+struct Collect<B: TrainBackend> {
+    found: Vec<(ParamId, FloatTensor<Inner<B>>)>,
+}
+
+impl<B: TrainBackend> ModuleVisitor<B> for Collect<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let inner = param.val().inner().into_primitive();
+        self.found.push((param.id, inner.tensor()));
+    }
+}
+
+/// `model` and `optim` holding the tensors of `values` (the same keys as theirs).
+fn point_at<B: TrainBackend>(
+    model: Cnn<B>,
+    optim: &mut ModuleAdam<B>,
+    values: &[(StateKey, FloatTensor<Inner<B>>)],
+) -> Cnn<B> {
+    let mut params = HashMap::new();
+    let mut moments: HashMap<ParamId, [Option<FloatTensor<Inner<B>>>; 2]> = HashMap::new();
+    for (key, tensor) in values.iter().cloned() {
+        match key {
+            StateKey::Param(id) => drop(params.insert(id, tensor)),
+            StateKey::Moment(id, i) => moments.entry(id).or_default()[i] = Some(tensor),
+        }
+    }
+    for (id, pair) in moments {
+        if let [Some(m1), Some(m2)] = pair {
+            optim.set_moments(id, [m1, m2]);
+        }
+    }
+    replace_params(model, params)
+}
+
+/// A recorded step: its graph, the buffers it reads its inputs from, and those it leaves its
+/// state and outputs in.
+struct Replay<B: TrainBackend> {
+    graph: StepGraph,
+    batch: usize,
+    images: FloatTensor<Inner<B>>,
+    labels: IntTensor<Inner<B>>,
+    /// Adam's `[step_size, epsilon]`.
+    scalars: FloatTensor<Inner<B>>,
+    /// The model's and optimizer's state, which every replay reads and leaves updated.
+    state: Vec<(StateKey, FloatTensor<Inner<B>>)>,
+    loss: FloatTensor<Inner<B>>,
+    logits: FloatTensor<Inner<B>>,
+}
+
+impl<B: TrainBackend> Replay<B> {
+    /// Records one step of `model` on `batch` and runs it; on failure `model` and `optim` are
+    /// as they were.
+    fn record(
+        model: Cnn<B>,
+        optim: &mut ModuleAdam<B>,
+        (images, labels): (Tensor<B, 4>, Tensor<B, 1, Int>),
+        variant: LossVariant,
+        learning_rate: f64,
+    ) -> Result<(Self, Stepped<B>), GraphError> {
+        let started = Instant::now();
+        let state_in = state(&model, optim);
+        let anchor = state_in.first().map(|(_, t)| t.clone()).ok_or(GraphError::Unsupported)?;
+        let device = Inner::<B>::float_device(&anchor);
+        let (images, labels) = (unwrap(images.inner()), labels.inner().into_primitive());
+        let images_in = Inner::<B>::float_empty(images.shape(), &device, images.dtype().into());
+        let labels_in = Inner::<B>::int_empty(labels.shape(), &device, labels.dtype().into());
+        Inner::<B>::copy_into(vec![(images, images_in.clone())], vec![(labels, labels_in.clone())])?;
+        let scalars = scalars_tensor::<B>(optim, learning_rate, &device);
+        let before = optim.clone();
+        optim.read_scalars_from(Some(scalars.clone()));
+        Inner::<B>::record_begin(&anchor)?;
+        let batch = (
+            wrap_inner::<B, 4>(images_in.clone()),
+            Tensor::from_inner(Tensor::from_primitive(labels_in.clone())),
+        );
+        let stepped = eager_step(model, optim, batch, variant, learning_rate);
+        optim.read_scalars_from(None);
+        let pairs = state(&stepped.model, optim)
+            .into_iter()
+            .zip(&state_in)
+            .map(|((_, out), (_, into))| (out, into.clone()));
+        let copied = Inner::<B>::copy_into(pairs.collect(), Vec::new());
+        let recorded = Inner::<B>::record_end(&anchor).and_then(|graph| copied.map(|()| graph));
+        // Recorded or not, nothing of the step has run: the state is still the input buffers'.
+        let model = point_at(stepped.model, optim, &state_in);
+        let graph = match recorded {
+            Ok(graph) => graph,
+            Err(e) => {
+                *optim = before;
+                let _ = point_at(model, optim, &state_in);
+                return Err(e);
+            }
+        };
+        let replay = Replay {
+            graph,
+            batch: images_in.shape()[0],
+            images: images_in,
+            labels: labels_in,
+            scalars,
+            state: state_in,
+            loss: unwrap(stepped.loss),
+            logits: unwrap(stepped.logits),
+        };
+        Inner::<B>::replay(&replay.graph, &anchor)?;
+        let (loss, logits) = replay.outputs()?;
+        Ok((
+            replay,
+            Stepped { model, loss, logits, phases: [started.elapsed(), Duration::ZERO, Duration::ZERO] },
+        ))
+    }
+
+    /// One replay on `batch` (of the recorded size); `model` already holds the state buffers.
+    fn run(
+        &self,
+        model: Cnn<B>,
+        optim: &mut ModuleAdam<B>,
+        (images, labels): (Tensor<B, 4>, Tensor<B, 1, Int>),
+        learning_rate: f64,
+    ) -> Result<Stepped<B>, GraphError> {
+        let started = Instant::now();
+        let device = Inner::<B>::float_device(&self.scalars);
+        let scalars = scalars_tensor::<B>(optim, learning_rate, &device);
+        let floats = vec![(unwrap(images.inner()), self.images.clone()), (scalars, self.scalars.clone())];
+        Inner::<B>::copy_into(floats, vec![(labels.inner().into_primitive(), self.labels.clone())])?;
+        Inner::<B>::replay(&self.graph, &self.scalars)?;
+        optim.count_update();
+        let (loss, logits) = self.outputs()?;
+        Ok(Stepped { model, loss, logits, phases: [started.elapsed(), Duration::ZERO, Duration::ZERO] })
+    }
+
+    /// Copies of the loss and logits the last replay wrote (the next one overwrites them).
+    fn outputs(&self) -> Result<Outputs<B>, GraphError> {
+        let device = Inner::<B>::float_device(&self.loss);
+        let fresh = |t: &FloatTensor<Inner<B>>| Inner::<B>::float_empty(t.shape(), &device, t.dtype().into());
+        let (loss, logits) = (fresh(&self.loss), fresh(&self.logits));
+        let pairs = vec![(self.loss.clone(), loss.clone()), (self.logits.clone(), logits.clone())];
+        Inner::<B>::copy_into(pairs, Vec::new())?;
+        Ok((wrap_plain::<B, 1>(loss), wrap_plain::<B, 2>(logits)))
+    }
+
+    /// `model` and `optim` after a step op by op: their new state copied into the graph's
+    /// buffers, which they hold again.
+    fn adopt(&self, model: Cnn<B>, optim: &mut ModuleAdam<B>) -> Result<Cnn<B>, GraphError> {
+        let pairs = state(&model, optim)
+            .into_iter()
+            .zip(&self.state)
+            .map(|((_, out), (_, into))| (out, into.clone()));
+        Inner::<B>::copy_into(pairs.collect(), Vec::new())?;
+        Ok(point_at(model, optim, &self.state))
+    }
+}
+
+/// Adam's `[step_size, epsilon]` for the optimizer's next update, on `device`.
+fn scalars_tensor<B: TrainBackend>(
+    optim: &ModuleAdam<B>,
+    learning_rate: f64,
+    device: &burn::tensor::Device<Inner<B>>,
+) -> FloatTensor<Inner<B>> {
+    let s = optim.next_scalars(learning_rate);
+    Inner::<B>::float_from_data(TensorData::new(vec![s.step_size, s.epsilon], [2]), device)
+}
+
+fn unwrap<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+fn wrap_plain<B: TrainBackend, const D: usize>(t: FloatTensor<Inner<B>>) -> Tensor<Inner<B>, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+fn wrap_inner<B: TrainBackend, const D: usize>(t: FloatTensor<Inner<B>>) -> Tensor<B, D> {
+    Tensor::from_inner(wrap_plain::<B, D>(t))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+use super::*;
+use burn::backend::{Autodiff, Flex};
+
+use crate::model::{CnnConfig, seeded_model};
+use crate::training::adam;
+
+/// Every state tensor of a model and its optimizer, as f32 values in the model's order.
+fn values<B: TrainBackend>(model: &Cnn<B>, optim: &ModuleAdam<B>) -> Vec<Vec<f32>> {
+    state(model, optim)
+        .into_iter()
+        .map(|(_, t)| {
+            wrap_plain::<B, 1>(Inner::<B>::float_reshape(t.clone(), [t.shape().num_elements()].into()))
+        })
+        .map(|t| t.into_data().convert::<f32>().to_vec::<f32>().unwrap())
+        .collect()
+}
+
+/// Trains `steps` batches (sizes in turn) through `stepper`; returns each step's loss and the
+/// state at the end.
+fn train<B: TrainBackend>(
+    mut stepper: Stepper<B>,
+    kernels: Kernels,
+    sizes: &[usize],
+    device: &B::Device,
+) -> (Vec<f32>, Vec<Vec<f32>>, bool) {
+    let config = CnnConfig::new().with_width_multiplier(0.25);
+    let mut model = seeded_model::<B>(&config, 7, device).with_kernels(kernels);
+    let mut optim = adam().init::<B>();
+    let mut losses = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        B::seed(device, 100 + i as u64);
+        let images = Tensor::<B, 4>::random([n, 3, 32, 32], burn::tensor::Distribution::Default, device);
+        let labels: Vec<i64> = (0..n as i64).map(|j| (j * 3 + i as i64) % 10).collect();
+        let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
+        let variant = LossVariant::NaturalSoftmax;
+        let stepped = stepper.step(model, &mut optim, (images, labels), variant, 1e-3).unwrap();
+        losses.push(stepped.loss.into_scalar().elem::<f32>());
+        model = stepped.model;
+    }
+    (losses, values(&model, &optim), stepper.replaying())
+}
+
+#[test]
+fn where_nothing_records_a_stepper_asked_to_record_steps_op_by_op() {
+    type B = Autodiff<Flex>;
+    let device = Default::default();
+    let kernels = Kernels { replay_step: true, ..Kernels::FAST };
+    let sizes = [4, 4, 4, 4, 4, 3, 4];
+    let (losses, state, replaying) = train::<B>(Stepper::new(kernels), kernels, &sizes, &device);
+    let (expected_losses, expected_state, _) =
+        train::<B>(Stepper::new(Kernels::FAST), Kernels::FAST, &sizes, &device);
+    assert!(!replaying, "the CPU backend records nothing");
+    assert_eq!(losses, expected_losses);
+    assert_eq!(state, expected_state);
+    assert!(losses.windows(2).all(|w| w[0] != w[1]), "every step trains: {losses:?}");
+}
+
+#[test]
+fn adam_steps_alike_with_its_scalars_on_the_device_and_counts_replayed_updates() {
+    type B = Autodiff<Flex>;
+    let device = Default::default();
+    let config = CnnConfig::new().with_width_multiplier(0.25);
+    let model = seeded_model::<B>(&config, 3, &device);
+    let images = Tensor::<B, 4>::random([4, 3, 32, 32], burn::tensor::Distribution::Default, &device);
+    let labels = Tensor::<B, 1, Int>::from_data([1, 2, 3, 4], &device);
+    let batch = (images, labels);
+    let normal = LossVariant::NormalLr1e3;
+    let mut host = adam().init::<B>();
+    let mut on_device = adam().init::<B>();
+    let mut a = eager_step(model.clone(), &mut host, batch.clone(), normal, 1e-3).model;
+    let mut b = eager_step(model, &mut on_device, batch.clone(), normal, 1e-3).model;
+    for _ in 0..2 {
+        a = eager_step(a, &mut host, batch.clone(), normal, 1e-3).model;
+        let at = scalars_tensor::<B>(&on_device, 1e-3, &device);
+        on_device.read_scalars_from(Some(at));
+        b = eager_step(b, &mut on_device, batch.clone(), normal, 1e-3).model;
+        on_device.read_scalars_from(None);
+    }
+    for (x, y) in values(&a, &host).iter().zip(values(&b, &on_device)) {
+        let err = x.iter().zip(&y).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+        let scale = x.iter().fold(0.0f32, |m, p| m.max(p.abs()));
+        assert!(err <= 1e-6 * scale.max(1e-3), "off by {err} at scale {scale}");
+    }
+    let third = adam().scalars(1e-3, 4);
+    assert_eq!(host.next_scalars(1e-3), third);
+    host.count_update();
+    assert_eq!(host.next_scalars(1e-3), adam().scalars(1e-3, 5));
+}
+
+/// A step recorded once and replayed trains as steps op by op do: the same losses and, after
+/// replays, a smaller batch (op by op, its state taken into the graph's buffers) and more
+/// replays, the same weights, running statistics and Adam moments.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_replayed_steps_train_as_steps_op_by_op() {
+    use crate::backend::CudaDirectBackend;
+    type C = CudaDirectBackend;
+    let device = Default::default();
+    let mut sets = vec![Kernels::FAST_BF16];
+    let cudnn = Kernels::FAST_BF16_CUDNN;
+    if crate::train_ops::check_kernels(cudnn, crate::device::DeviceChoice::Cuda(0)).is_ok() {
+        sets.push(cudnn);
+    }
+    let sizes = [64, 64, 64, 64, 64, 64, 48, 64, 64];
+    for kernels in sets {
+        let eager = Kernels { direct_launch: true, ..kernels };
+        let replayed = Kernels { replay_step: true, ..eager };
+        let (losses, state, replaying) = train::<C>(Stepper::new(replayed), replayed, &sizes, &device);
+        let (expected_losses, expected_state, _) = train::<C>(Stepper::new(eager), eager, &sizes, &device);
+        assert!(replaying, "{replayed}: the step was not recorded");
+        assert!(losses.windows(2).all(|w| w[0] != w[1]), "{replayed}: a replay repeated a loss: {losses:?}");
+        for (i, (a, b)) in losses.iter().zip(&expected_losses).enumerate() {
+            assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{replayed}: step {i}'s loss {a} against {b}");
+        }
+        for (i, (a, b)) in state.iter().zip(&expected_state).enumerate() {
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                err <= 2e-2 * scale.max(1e-6),
+                "{replayed}: state tensor {i} off by {err} (scale {scale})"
+            );
+        }
+    }
+}
