@@ -13,7 +13,7 @@ use sweep_proto::domain::{DataOptions, EpochMetrics};
 
 use crate::backend::open_runner_with;
 use crate::bench::protocol::Workload;
-use crate::bench::{StepBenchConfig, bench_epoch, bench_train_step, short_name};
+use crate::bench::{StepBenchConfig, bench_concurrent, bench_epoch, bench_train_step, short_name};
 use crate::data::{Cifar10, DataArgs, DataError};
 use crate::device::{DeviceError, available_devices};
 use crate::train_ops::KernelChoice;
@@ -109,6 +109,10 @@ pub struct BenchArgs {
     /// fused BatchNorm): the images per second are the aggregate of all of them.
     #[arg(long, env = "SWEEP_BENCH_FUSE", default_value_t = 1)]
     pub fuse: usize,
+    /// Also time this many jobs trained at once by threads of this process, each with its own
+    /// stream (what as many worker slots on one device do): their aggregate images per second.
+    #[arg(long, env = "SWEEP_BENCH_CONCURRENT", default_value_t = 1)]
+    pub concurrent: usize,
     /// Sample where the host's CPU time goes during the synced timed steps: writes folded
     /// stacks (flamegraph input) to this file, one per kernel set (`FILE.1`, … after the
     /// first), and prints the most frequent functions.
@@ -284,7 +288,7 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
             eval_batch: RunnerConfig::default().eval_batch_size,
             host_profile,
         };
-        let step = bench_train_step(device, config)?;
+        let step = bench_train_step(device, config.clone())?;
         let warmup = step.warmup_time.as_secs_f64();
         writeln!(out, "# {device} kernels={kernels}: warm-up {warmup:.1} s over {} steps", args.warmup)?;
         writeln!(out, "{}", step.line())?;
@@ -302,6 +306,17 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         }
         for line in step.host_profile.iter().flat_map(|summary| summary.lines()) {
             writeln!(out, "# {line}")?;
+        }
+        if args.concurrent > 1 {
+            let img_per_s = bench_concurrent(device, config, args.concurrent)?;
+            writeln!(
+                out,
+                "burn-concurrent device={} kernels={kernels} batch={} jobs={} pipelined_img_per_s={img_per_s:.1} variant={}",
+                short_name(&device),
+                args.batch_size,
+                args.concurrent,
+                args.variant,
+            )?;
         }
         if !step.learns() {
             writeln!(

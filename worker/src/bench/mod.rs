@@ -5,6 +5,7 @@
 //! The same run times the validation forward and projects the experiment's protocol from both
 //! rates ([`protocol`]).
 
+mod concurrent;
 pub mod protocol;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use crate::device::{DeviceChoice, panic_message};
 use crate::model::{Cnn, CnnConfig, seeded_model};
 use crate::train_ops::{Kernels, TrainBackend};
 use crate::training::{EpochSink, JobOutcome, TrainError, TrainJob};
+pub use concurrent::bench_concurrent;
 use protocol::Workload;
 use trainee::Trainee;
 

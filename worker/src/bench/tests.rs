@@ -92,3 +92,14 @@ fn step_bench_rejects_an_empty_run() {
         assert!(matches!(bench_train_step(DeviceChoice::Cpu, config), Err(TrainError::InvalidJob(_))));
     }
 }
+
+#[test]
+fn concurrent_jobs_are_timed_together_and_an_empty_or_refused_run_is_an_error() {
+    let rate = bench_concurrent(DeviceChoice::Cpu, tiny(Kernels::FAST), 2).unwrap();
+    assert!(rate.is_finite() && rate > 0.0, "{rate}");
+    let empty = bench_concurrent(DeviceChoice::Cpu, tiny(Kernels::FAST), 0);
+    assert!(matches!(empty, Err(TrainError::InvalidJob(_))), "{empty:?}");
+    let direct = Kernels { direct_launch: true, ..Kernels::FAST };
+    let refused = bench_concurrent(DeviceChoice::Cpu, tiny(direct), 2);
+    assert!(matches!(refused, Err(TrainError::Device(_))), "{refused:?}");
+}
