@@ -25,6 +25,9 @@ pub const WARM_UP_STEPS: usize = 3;
 
 type Inner<B> = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
 
+/// Pairs of a tensor and the one whose buffer it goes into.
+type CopyPairs<B> = Vec<(FloatTensor<Inner<B>>, FloatTensor<Inner<B>>)>;
+
 /// A step's mean trained loss `[1]` and logits, on the inner backend.
 type Outputs<B> = (Tensor<Inner<B>, 1>, Tensor<Inner<B>, 2>);
 
@@ -218,11 +221,8 @@ impl<B: TrainBackend> Replay<B> {
         );
         let stepped = eager_step(model, optim, batch, variant, learning_rate);
         optim.read_scalars_from(None);
-        let pairs = state(&stepped.model, optim)
-            .into_iter()
-            .zip(&state_in)
-            .map(|((_, out), (_, into))| (out, into.clone()));
-        let copied = Inner::<B>::copy_into(pairs.collect(), Vec::new());
+        let copied = state_pairs::<B>(state(&stepped.model, optim), &state_in)
+            .and_then(|pairs| Inner::<B>::copy_into(pairs, Vec::new()));
         let recorded = Inner::<B>::record_end(&anchor).and_then(|graph| copied.map(|()| graph));
         // Recorded or not, nothing of the step has run: the state is still the input buffers'.
         let model = point_at(stepped.model, optim, &state_in);
@@ -284,13 +284,20 @@ impl<B: TrainBackend> Replay<B> {
     /// `model` and `optim` after a step op by op: their new state copied into the graph's
     /// buffers, which they hold again.
     fn adopt(&self, model: Cnn<B>, optim: &mut ModuleAdam<B>) -> Result<Cnn<B>, GraphError> {
-        let pairs = state(&model, optim)
-            .into_iter()
-            .zip(&self.state)
-            .map(|((_, out), (_, into))| (out, into.clone()));
-        Inner::<B>::copy_into(pairs.collect(), Vec::new())?;
+        Inner::<B>::copy_into(state_pairs::<B>(state(&model, optim), &self.state)?, Vec::new())?;
         Ok(point_at(model, optim, &self.state))
     }
+}
+
+/// Each tensor of `new` with the one of `into` it replaces (the same keys in the same order).
+fn state_pairs<B: TrainBackend>(
+    new: Vec<(StateKey, FloatTensor<Inner<B>>)>,
+    into: &[(StateKey, FloatTensor<Inner<B>>)],
+) -> Result<CopyPairs<B>, GraphError> {
+    if new.len() != into.len() || new.iter().zip(into).any(|((a, _), (b, _))| a != b) {
+        return Err(GraphError::Cuda("the model's or optimizer's state changed its layout".into()));
+    }
+    Ok(new.into_iter().zip(into).map(|((_, new), (_, into))| (new, into.clone())).collect())
 }
 
 /// Adam's `[step_size, epsilon]` for the optimizer's next update, on `device`.

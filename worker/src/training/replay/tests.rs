@@ -123,3 +123,41 @@ fn cuda_replayed_steps_train_as_steps_op_by_op() {
         }
     }
 }
+
+#[test]
+fn state_goes_back_only_into_a_state_of_the_same_layout() {
+    type B = Autodiff<Flex>;
+    let device = Default::default();
+    let stepped = |seed| {
+        let model = seeded_model::<B>(&CnnConfig::new().with_width_multiplier(0.25), seed, &device);
+        let mut optim = adam().init::<B>();
+        let images = Tensor::<B, 4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &device);
+        let batch = (images, Tensor::<B, 1, Int>::from_data([0, 5], &device));
+        (eager_step(model, &mut optim, batch, LossVariant::NormalLr1e3, 1e-3).model, optim)
+    };
+    let ((model, mut optim), (other, other_optim)) = (stepped(1), stepped(2));
+    let full = state(&model, &optim);
+    assert!(full.iter().any(|(k, _)| matches!(k, StateKey::Moment(..))), "Adam's moments are state");
+    assert_eq!(state_pairs::<B>(full.clone(), &full).unwrap().len(), full.len());
+    assert!(state_pairs::<B>(full[1..].to_vec(), &full).is_err());
+    let mut swapped = full.clone();
+    swapped.swap(0, 1);
+    assert!(state_pairs::<B>(swapped, &full).is_err());
+    // Pointed at another job's tensors (its weights, running statistics and moments), the model
+    // and optimizer hold exactly those.
+    let theirs: Vec<_> =
+        full.iter().zip(state(&other, &other_optim)).map(|((key, _), (_, tensor))| (*key, tensor)).collect();
+    assert_ne!(values(&model, &optim), values_of::<B>(&theirs));
+    let model = point_at(model, &mut optim, &theirs);
+    assert_eq!(values(&model, &optim), values_of::<B>(&theirs));
+}
+
+fn values_of<B: TrainBackend>(state: &[(StateKey, FloatTensor<Inner<B>>)]) -> Vec<Vec<f32>> {
+    state
+        .iter()
+        .map(|(_, t)| {
+            wrap_plain::<B, 1>(Inner::<B>::float_reshape(t.clone(), [t.shape().num_elements()].into()))
+        })
+        .map(|t| t.into_data().convert::<f32>().to_vec::<f32>().unwrap())
+        .collect()
+}
