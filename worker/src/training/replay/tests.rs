@@ -1,3 +1,5 @@
+//! The replayed training step on the CPU (where nothing records) and on CUDA (GPU test).
+
 use super::*;
 use burn::backend::{Autodiff, Flex};
 
