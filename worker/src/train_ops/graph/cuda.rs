@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use burn::tensor::TensorMetadata;
 use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::{CudaRuntime, capture};
 use cudarc::driver::sys::{CUresult, CUstream, cuMemcpyDtoDAsync_v2};
@@ -126,6 +127,15 @@ impl GraphOps for CudaDirect {
             launched
         });
         Ok(())
+    }
+
+    fn float_buffer(like: &Tensor) -> Tensor {
+        let (client, device) = (like.client.clone(), like.device.clone());
+        empty_device_contiguous_dtype(client, device, like.shape(), like.dtype)
+    }
+
+    fn int_buffer(like: &Tensor) -> Tensor {
+        Self::float_buffer(like)
     }
 
     fn copy_into(floats: Vec<(Tensor, Tensor)>, ints: Vec<(Tensor, Tensor)>) -> Result<(), GraphError> {

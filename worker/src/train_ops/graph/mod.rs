@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::prelude::Backend;
+use burn::tensor::TensorMetadata;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 /// Why a step could not be recorded or replayed.
@@ -78,6 +79,17 @@ pub trait GraphOps: Backend {
     fn replay(graph: &StepGraph, anchor: &FloatTensor<Self>) -> Result<(), GraphError> {
         let _ = (graph, anchor);
         Err(GraphError::Unsupported)
+    }
+
+    /// A new contiguous buffer of `like`'s shape and dtype: a destination for
+    /// [`GraphOps::copy_into`] (burn's `float_empty` may pad rows).
+    fn float_buffer(like: &FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_empty(like.shape(), &Self::float_device(like), like.dtype().into())
+    }
+
+    /// [`GraphOps::float_buffer`] for an integer tensor.
+    fn int_buffer(like: &IntTensor<Self>) -> IntTensor<Self> {
+        Self::int_empty(like.shape(), &Self::int_device(like), like.dtype().into())
     }
 
     /// Queues a copy of each source into its destination's buffer (same shape and dtype;

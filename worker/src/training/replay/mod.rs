@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor, IntTensorOps};
+use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use burn::tensor::{TensorMetadata, TensorPrimitive};
 use hashbrown::HashMap;
 use sweep_proto::LossVariant;
@@ -93,14 +93,15 @@ impl<B: TrainBackend> Stepper<B> {
         }
         if self.record && self.replay.is_none() && self.eager_steps >= WARM_UP_STEPS {
             match Replay::record(model.clone(), optim, batch.clone(), variant, learning_rate) {
-                Ok((replay, stepped)) => {
+                Ok((replay, model)) => {
                     tracing::info!(
                         batch = n,
                         buffers = replay.graph.buffers,
                         "training step recorded; replaying it"
                     );
+                    let stepped = replay.run(model, optim, batch, learning_rate).map_err(device_error);
                     self.replay = Some(replay);
-                    return Ok(stepped);
+                    return stepped;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "training step not recorded; it runs op by op");
@@ -194,48 +195,39 @@ struct Replay<B: TrainBackend> {
 }
 
 impl<B: TrainBackend> Replay<B> {
-    /// Records one step of `model` on `batch` and runs it; on failure `model` and `optim` are
-    /// as they were.
+    /// Records one step of `model` on a batch of `batch`'s shape without running it; `model` and
+    /// `optim` come back as they were, holding the graph's state buffers. On failure they too
+    /// are as they were.
     fn record(
         model: Cnn<B>,
         optim: &mut ModuleAdam<B>,
         (images, labels): (Tensor<B, 4>, Tensor<B, 1, Int>),
         variant: LossVariant,
         learning_rate: f64,
-    ) -> Result<(Self, Stepped<B>), GraphError> {
-        let started = Instant::now();
+    ) -> Result<(Self, Cnn<B>), GraphError> {
         let state_in = state(&model, optim);
         let anchor = state_in.first().map(|(_, t)| t.clone()).ok_or(GraphError::Unsupported)?;
         let device = Inner::<B>::float_device(&anchor);
-        let (images, labels) = (unwrap(images.inner()), labels.inner().into_primitive());
-        let images_in = Inner::<B>::float_empty(images.shape(), &device, images.dtype().into());
-        let labels_in = Inner::<B>::int_empty(labels.shape(), &device, labels.dtype().into());
-        Inner::<B>::copy_into(vec![(images, images_in.clone())], vec![(labels, labels_in.clone())])?;
+        let images_in = Inner::<B>::float_buffer(&unwrap(images.inner()));
+        let labels_in = Inner::<B>::int_buffer(&labels.inner().into_primitive());
         let scalars = scalars_tensor::<B>(optim, learning_rate, &device);
         let before = optim.clone();
-        optim.read_scalars_from(Some(scalars.clone()));
         Inner::<B>::record_begin(&anchor)?;
+        optim.read_scalars_from(Some(scalars.clone()));
         let batch = (
             wrap_inner::<B, 4>(images_in.clone()),
             Tensor::from_inner(Tensor::from_primitive(labels_in.clone())),
         );
         let stepped = eager_step(model, optim, batch, variant, learning_rate);
-        optim.read_scalars_from(None);
         let copied = state_pairs::<B>(state(&stepped.model, optim), &state_in)
             .and_then(|pairs| Inner::<B>::copy_into(pairs, Vec::new()));
         let recorded = Inner::<B>::record_end(&anchor).and_then(|graph| copied.map(|()| graph));
-        // Recorded or not, nothing of the step has run: the state is still the input buffers'.
+        // Nothing of the recorded step has run: the optimizer (its update counts too) and the
+        // model's running statistics go back to their state before it.
+        *optim = before;
         let model = point_at(stepped.model, optim, &state_in);
-        let graph = match recorded {
-            Ok(graph) => graph,
-            Err(e) => {
-                *optim = before;
-                let _ = point_at(model, optim, &state_in);
-                return Err(e);
-            }
-        };
         let replay = Replay {
-            graph,
+            graph: recorded?,
             batch: images_in.shape()[0],
             images: images_in,
             labels: labels_in,
@@ -244,12 +236,7 @@ impl<B: TrainBackend> Replay<B> {
             loss: unwrap(stepped.loss),
             logits: unwrap(stepped.logits),
         };
-        Inner::<B>::replay(&replay.graph, &anchor)?;
-        let (loss, logits) = replay.outputs()?;
-        Ok((
-            replay,
-            Stepped { model, loss, logits, phases: [started.elapsed(), Duration::ZERO, Duration::ZERO] },
-        ))
+        Ok((replay, model))
     }
 
     /// One replay on `batch` (of the recorded size); `model` already holds the state buffers.
@@ -273,9 +260,7 @@ impl<B: TrainBackend> Replay<B> {
 
     /// Copies of the loss and logits the last replay wrote (the next one overwrites them).
     fn outputs(&self) -> Result<Outputs<B>, GraphError> {
-        let device = Inner::<B>::float_device(&self.loss);
-        let fresh = |t: &FloatTensor<Inner<B>>| Inner::<B>::float_empty(t.shape(), &device, t.dtype().into());
-        let (loss, logits) = (fresh(&self.loss), fresh(&self.logits));
+        let (loss, logits) = (Inner::<B>::float_buffer(&self.loss), Inner::<B>::float_buffer(&self.logits));
         let pairs = vec![(self.loss.clone(), loss.clone()), (self.logits.clone(), logits.clone())];
         Inner::<B>::copy_into(pairs, Vec::new())?;
         Ok((wrap_plain::<B, 1>(loss), wrap_plain::<B, 2>(logits)))
