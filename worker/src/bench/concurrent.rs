@@ -5,13 +5,11 @@ use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::Distribution;
 
 use super::StepBenchConfig;
 use super::trainee::Trainee;
 use crate::backend::CpuBackend;
 use crate::device::{DeviceChoice, panic_message};
-use crate::model::{CnnConfig, seeded_model};
 use crate::train_ops::TrainBackend;
 use crate::training::TrainError;
 
@@ -77,15 +75,10 @@ fn warm_up<B: TrainBackend>(
     config: &StepBenchConfig,
     seed: u64,
 ) -> Result<Warm<B>, TrainError> {
-    let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
-    let model =
-        seeded_model::<B>(&cnn, seed, device).with_kernels(config.kernels).with_bn_group(config.bn_group);
+    let model = super::bench_model::<B>(config, seed, device);
     let mut trainee =
         Trainee::new(vec![model], config.kernels).map_err(|e| TrainError::InvalidJob(e.to_string()))?;
-    let n = config.batch_size;
-    let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
-    let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7 + seed as i64) % 10).collect();
-    let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
+    let (images, labels) = super::bench_batch::<B>(config.batch_size, seed, device);
     for _ in 0..config.warmup {
         (trainee, _, _) = trainee.step(&images, &labels, config.variant)?;
     }

@@ -220,19 +220,13 @@ fn time_steps<B: TrainBackend>(
     config: StepBenchConfig,
 ) -> Result<StepBench, TrainError> {
     let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
-    let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
-    let models: Vec<Cnn<B>> = (0..config.fuse as u64)
-        .map(|seed| {
-            seeded_model::<B>(&cnn, seed, device).with_kernels(config.kernels).with_bn_group(config.bn_group)
-        })
-        .collect();
+    let models: Vec<Cnn<B>> =
+        (0..config.fuse as u64).map(|seed| bench_model(&config, seed, device)).collect();
     let evaluated = models[0].valid();
     let mut trainee =
         Trainee::new(models, config.kernels).map_err(|e| TrainError::InvalidJob(e.to_string()))?;
     let n = config.batch_size;
-    let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
-    let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % 10).collect();
-    let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
+    let (images, labels) = bench_batch::<B>(n, 0, device);
     sync()?;
     let warm_start = Instant::now();
     let mut step_times = Vec::with_capacity(config.steps);
@@ -295,6 +289,24 @@ fn time_steps<B: TrainBackend>(
         last_loss,
         memory: None,
     })
+}
+
+/// The bench's model of seed `seed`: `config`'s width, kernels and BatchNorm groups.
+fn bench_model<B: TrainBackend>(config: &StepBenchConfig, seed: u64, device: &B::Device) -> Cnn<B> {
+    let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
+    seeded_model::<B>(&cnn, seed, device).with_kernels(config.kernels).with_bn_group(config.bn_group)
+}
+
+/// The fixed batch a bench job of seed `seed` trains on: `n` uniform random images and labels
+/// cycling through the classes.
+fn bench_batch<B: TrainBackend>(
+    n: usize,
+    seed: u64,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
+    let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
+    let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7 + seed as i64) % 10).collect();
+    (images, Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device))
 }
 
 /// Wall time of `steps` validation forwards of `batch` random images queued back to back, after

@@ -215,6 +215,26 @@ pub fn channel_lanes(channels: usize, widest_element_bytes: usize) -> usize {
         .unwrap_or(1)
 }
 
+/// Queues `task` on CubeCL's server in order with the kernels around it, handing it the CUDA
+/// stream CubeCL issues the calling thread's work to and the device pointers of `tensors` (kept
+/// alive until it has run): how work outside CubeCL (cuDNN, graph capture, device copies) joins
+/// the stream.
+pub fn with_stream(
+    tensors: &[&CubeTensor<cubecl::cuda::CudaRuntime>],
+    task: impl FnOnce(Result<(cudarc::driver::sys::CUstream, Vec<u64>), String>) + Send + 'static,
+) {
+    let handles = tensors.iter().map(|t| t.handle.clone()).collect();
+    tensors[0].client.with_resources(handles, move |resources| {
+        task(resources.map_err(|e| format!("buffers: {e:?}")).and_then(|resources| {
+            let stream = resources[0].resource().stream;
+            if stream.is_null() {
+                return Err("CubeCL named no stream (is vendor/cubecl-cuda patched in?)".to_owned());
+            }
+            Ok((stream, resources.iter().map(|r| r.resource().ptr).collect()))
+        }))
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::channel_lanes;

@@ -14,7 +14,7 @@
 //! | [`adam`] | [`AdamOps`] | a dozen operations per parameter: one update for every parameter of a step |
 //! | [`graph`] | [`GraphOps`] | the host recording every operation of every step: the step recorded once as a CUDA graph and replayed |
 //!
-//! [`TrainOps`] is all five; [`Kernels`] picks per model which implementation runs (users see
+//! [`TrainOps`] is all six; [`Kernels`] picks per model which implementation runs (users see
 //! `stock`, `fast`, `fast-bf16`, `fast-bf16-cudnn`; `worker bench` also takes the parts).
 //! Validation runs on the non-autodiff backend with the same set: the convolutions on its
 //! engine, BatchNorm + ReLU as one pass over the running statistics, its pooling.

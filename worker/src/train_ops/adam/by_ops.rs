@@ -25,10 +25,15 @@ pub fn update_stacked_by_ops<B: Backend>(
     inputs: [FloatTensor<B>; 4],
     scalars: &[AdamScalars],
 ) -> [FloatTensor<B>; 3] {
-    let device = B::float_device(&inputs[0]);
-    let pairs = scalars.iter().flat_map(|s| [s.step_size, s.epsilon]).collect();
-    let table = B::float_from_data(TensorData::new(pairs, [2 * scalars.len()]), &device);
+    let table = scalars_table::<B>(scalars, &B::float_device(&inputs[0]));
     update_stacked_at::<B>(inputs, table, (scalars[0].beta_1, scalars[0].beta_2))
+}
+
+/// Each model's `[step_size, epsilon]` in turn on `device`: what [`update_stacked_at`] and the
+/// CUDA kernel read.
+pub fn scalars_table<B: Backend>(scalars: &[AdamScalars], device: &B::Device) -> FloatTensor<B> {
+    let pairs = scalars.iter().flat_map(|s| [s.step_size, s.epsilon]).collect();
+    B::float_from_data(TensorData::new(pairs, [2 * scalars.len()]), device)
 }
 
 /// [`update_stacked_by_ops`] with the models' `[step_size, epsilon]` pairs in a tensor.

@@ -240,9 +240,7 @@ macro_rules! adam_ops {
                 let Some(first) = inputs.first() else { return Vec::new() };
                 use burn::tensor::ops::FloatTensorOps;
                 let device = Self::float_device(&first[0]);
-                let pairs: Vec<f32> = scalars.iter().flat_map(|s| [s.step_size, s.epsilon]).collect();
-                let data = burn::tensor::TensorData::new(pairs, [2 * scalars.len()]);
-                let model_scalars = Self::float_from_data(data, &device);
+                let model_scalars = super::scalars_table::<Self>(scalars, &device);
                 adam_update_many(inputs, model_scalars, (scalars[0].beta_1, scalars[0].beta_2), false)
             }
 

@@ -14,7 +14,7 @@ mod by_ops;
 mod cuda;
 mod stacked;
 
-pub use by_ops::{update_by_ops, update_stacked_at, update_stacked_by_ops};
+pub use by_ops::{scalars_table, update_by_ops, update_stacked_at, update_stacked_by_ops};
 pub use stacked::{StackedAdam, model_part, stack_parts};
 
 use std::collections::BTreeMap;
@@ -218,10 +218,11 @@ impl<B: AutodiffBackend> ModuleAdam<B> {
         self.moments.get(&id).map(|m| [m.moment_1.clone(), m.moment_2.clone()])
     }
 
-    /// Puts `moments` in place of parameter `id`'s (its update count kept).
-    pub fn set_moments(&mut self, id: ParamId, [moment_1, moment_2]: [FloatTensor<B::InnerBackend>; 2]) {
+    /// Puts `moment` in place of parameter `id`'s first (`which` 0) or second moment (its
+    /// update count kept).
+    pub fn set_moment(&mut self, id: ParamId, which: usize, moment: FloatTensor<B::InnerBackend>) {
         if let Some(m) = self.moments.get_mut(&id) {
-            (m.moment_1, m.moment_2) = (moment_1, moment_2);
+            *[&mut m.moment_1, &mut m.moment_2][which] = moment;
         }
     }
 }

@@ -18,6 +18,7 @@ use cudarc::driver::sys::{CUresult, CUstream, cuMemcpyDtoDAsync_v2};
 
 use super::{GraphError, GraphOps, StepGraph};
 use crate::train_ops::CudaDirect;
+use crate::train_ops::cube::with_stream;
 
 type Tensor = CubeTensor<CudaRuntime>;
 
@@ -28,16 +29,8 @@ fn on_stream<T: Send + 'static>(
     task: impl FnOnce(CUstream, Vec<u64>) -> Result<T, String> + Send + 'static,
 ) -> mpsc::Receiver<Result<T, String>> {
     let (sender, receiver) = mpsc::channel();
-    let handles = tensors.iter().map(|t| t.handle.clone()).collect();
-    tensors[0].client.with_resources(handles, move |resources| {
-        let answer = resources.map_err(|e| format!("buffers: {e:?}")).and_then(|resources| {
-            let stream = resources[0].resource().stream;
-            if stream.is_null() {
-                return Err("CubeCL named no stream (is vendor/cubecl-cuda patched in?)".to_owned());
-            }
-            task(stream, resources.iter().map(|r| r.resource().ptr).collect())
-        });
-        let _ = sender.send(answer);
+    with_stream(tensors, move |queued| {
+        let _ = sender.send(queued.and_then(|(stream, pointers)| task(stream, pointers)));
     });
     receiver
 }

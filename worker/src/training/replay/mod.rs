@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
+use burn::tensor::TensorMetadata;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
-use burn::tensor::{TensorMetadata, TensorPrimitive};
 use hashbrown::HashMap;
 use sweep_proto::LossVariant;
 
 use super::TrainError;
 use crate::loss::trained_loss;
 use crate::model::Cnn;
-use crate::train_ops::adam::{ModuleAdam, replace_params};
-use crate::train_ops::{GraphError, GraphOps, Kernels, StepGraph, TrainBackend};
+use crate::train_ops::adam::{ModuleAdam, replace_params, scalars_table};
+use crate::train_ops::{GraphError, GraphOps, Kernels, StepGraph, TrainBackend, unwrap, wrap};
 
 /// Steps run op by op before one is recorded: the first ones compile, autotune and benchmark
 /// cuDNN's algorithms, none of which a recording may do.
@@ -127,7 +127,7 @@ fn device_error(e: GraphError) -> TrainError {
 
 /// What the model and optimizer hold, in the model's order: each parameter and running
 /// statistic, then the Adam moments of each parameter that has them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StateKey {
     Param(ParamId),
     Moment(ParamId, usize),
@@ -164,16 +164,10 @@ fn point_at<B: TrainBackend>(
     values: &[(StateKey, FloatTensor<Inner<B>>)],
 ) -> Cnn<B> {
     let mut params = HashMap::new();
-    let mut moments: HashMap<ParamId, [Option<FloatTensor<Inner<B>>>; 2]> = HashMap::new();
     for (key, tensor) in values.iter().cloned() {
         match key {
             StateKey::Param(id) => drop(params.insert(id, tensor)),
-            StateKey::Moment(id, i) => moments.entry(id).or_default()[i] = Some(tensor),
-        }
-    }
-    for (id, pair) in moments {
-        if let [Some(m1), Some(m2)] = pair {
-            optim.set_moments(id, [m1, m2]);
+            StateKey::Moment(id, which) => optim.set_moment(id, which, tensor),
         }
     }
     replace_params(model, params)
@@ -263,7 +257,7 @@ impl<B: TrainBackend> Replay<B> {
         let (loss, logits) = (Inner::<B>::float_buffer(&self.loss), Inner::<B>::float_buffer(&self.logits));
         let pairs = vec![(self.loss.clone(), loss.clone()), (self.logits.clone(), logits.clone())];
         Inner::<B>::copy_into(pairs, Vec::new())?;
-        Ok((wrap_plain::<B, 1>(loss), wrap_plain::<B, 2>(logits)))
+        Ok((wrap::<Inner<B>, 1>(loss), wrap::<Inner<B>, 2>(logits)))
     }
 
     /// `model` and `optim` after a step op by op: their new state copied into the graph's
@@ -291,20 +285,11 @@ fn scalars_tensor<B: TrainBackend>(
     learning_rate: f64,
     device: &burn::tensor::Device<Inner<B>>,
 ) -> FloatTensor<Inner<B>> {
-    let s = optim.next_scalars(learning_rate);
-    Inner::<B>::float_from_data(TensorData::new(vec![s.step_size, s.epsilon], [2]), device)
-}
-
-fn unwrap<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
-    t.into_primitive().tensor()
-}
-
-fn wrap_plain<B: TrainBackend, const D: usize>(t: FloatTensor<Inner<B>>) -> Tensor<Inner<B>, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
+    scalars_table::<Inner<B>>(&[optim.next_scalars(learning_rate)], device)
 }
 
 fn wrap_inner<B: TrainBackend, const D: usize>(t: FloatTensor<Inner<B>>) -> Tensor<B, D> {
-    Tensor::from_inner(wrap_plain::<B, D>(t))
+    Tensor::from_inner(wrap::<Inner<B>, D>(t))
 }
 
 #[cfg(test)]

@@ -8,13 +8,7 @@ use crate::training::adam;
 
 /// Every state tensor of a model and its optimizer, as f32 values in the model's order.
 fn values<B: TrainBackend>(model: &Cnn<B>, optim: &ModuleAdam<B>) -> Vec<Vec<f32>> {
-    state(model, optim)
-        .into_iter()
-        .map(|(_, t)| {
-            wrap_plain::<B, 1>(Inner::<B>::float_reshape(t.clone(), [t.shape().num_elements()].into()))
-        })
-        .map(|t| t.into_data().convert::<f32>().to_vec::<f32>().unwrap())
-        .collect()
+    values_of::<B>(&state(model, optim))
 }
 
 /// Trains `steps` batches (sizes in turn) through `stepper`; returns each step's loss and the
@@ -158,7 +152,7 @@ fn values_of<B: TrainBackend>(state: &[(StateKey, FloatTensor<Inner<B>>)]) -> Ve
     state
         .iter()
         .map(|(_, t)| {
-            wrap_plain::<B, 1>(Inner::<B>::float_reshape(t.clone(), [t.shape().num_elements()].into()))
+            wrap::<Inner<B>, 1>(Inner::<B>::float_reshape(t.clone(), [t.shape().num_elements()].into()))
         })
         .map(|t| t.into_data().convert::<f32>().to_vec::<f32>().unwrap())
         .collect()

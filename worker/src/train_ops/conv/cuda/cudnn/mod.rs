@@ -21,7 +21,7 @@ use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
 
-use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_many, with_stream};
 pub use ffi::library_version;
 use ffi::{Conv3x3, Pass};
 
@@ -119,15 +119,9 @@ fn call(pass: Pass, conv: Conv3x3, tensors: [&CubeTensor<CudaRuntime>; 3]) {
         );
     }
     let device = tensors[0].device.index;
-    let handles = tensors.map(|t| t.handle.clone()).to_vec();
-    tensors[0].client.with_resources(handles, move |resources| {
-        let ran = resources.map_err(|e| format!("buffers: {e:?}")).and_then(|resources| {
-            let stream = resources[2].resource().stream;
-            if stream.is_null() {
-                return Err("CubeCL named no stream (is vendor/cubecl-cuda patched in?)".to_owned());
-            }
-            let pointers = [0, 1, 2].map(|i| resources[i].resource().ptr);
-            ffi::run(pass, conv, pointers, stream, device)
+    with_stream(&tensors, move |queued| {
+        let ran = queued.and_then(|(stream, pointers)| {
+            ffi::run(pass, conv, [pointers[0], pointers[1], pointers[2]], stream, device)
         });
         if let Err(err) = ran {
             tracing::error!(?pass, ?conv, %err, "cuDNN convolution failed");
