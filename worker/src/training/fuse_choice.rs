@@ -26,14 +26,14 @@ pub struct FuseTarget {
     /// The kernels it trains with.
     pub kernels: Kernels,
     /// Device memory the slot's training steps may take (its share of what was free when the
-    /// worker started, less its data set and workspace); `None`: unknown, no cap.
+    /// worker started, less its data set and [`runner_bytes`]); `None`: unknown, no cap.
     pub step_memory: Option<u64>,
 }
 
 impl FuseTarget {
     /// The target of one of `slots` slots of `device`, on which `free` bytes were free before
-    /// any runner started there; each slot's runner holds its own `data_bytes` of data set and,
-    /// with cuDNN's convolutions, a workspace.
+    /// any runner started there; each slot's runner holds its own `data_bytes` of data set and
+    /// [`runner_bytes`].
     pub fn sharing(
         device: DeviceChoice,
         kernels: Kernels,
@@ -41,17 +41,21 @@ impl FuseTarget {
         slots: u32,
         data_bytes: u64,
     ) -> Self {
-        let step_memory = free.map(|free| {
-            (free / u64::from(slots.max(1))).saturating_sub(data_bytes + workspace_bytes(kernels))
-        });
+        let step_memory = free
+            .map(|free| (free / u64::from(slots.max(1))).saturating_sub(data_bytes + runner_bytes(kernels)));
         FuseTarget { device, kernels, step_memory }
     }
 }
 
-/// Device memory a runner with `kernels` holds besides its steps and data: cuDNN's workspace
-/// where cuDNN runs the convolutions.
-pub fn workspace_bytes(kernels: Kernels) -> u64 {
-    if kernels.cudnn_conv { CUDNN_WORKSPACE_BYTES } else { 0 }
+/// Device memory a GPU runner holds whatever it trains: the kernels' device code (CubeCL's,
+/// cuBLAS's, cuDNN's) and the pools' first pages. A batch-512 job on an H100 took 384–414 MiB
+/// beyond its steps' estimate and cuDNN's workspace.
+pub const RUNTIME_BYTES: u64 = 512 << 20;
+
+/// Device memory a GPU runner with `kernels` holds besides its steps and data: [`RUNTIME_BYTES`]
+/// and, where cuDNN runs the convolutions, its workspace.
+pub fn runner_bytes(kernels: Kernels) -> u64 {
+    RUNTIME_BYTES + if kernels.cudnn_conv { CUDNN_WORKSPACE_BYTES } else { 0 }
 }
 
 /// Device memory a training step of one job holds, estimated from the architecture: per image
@@ -179,13 +183,13 @@ mod tests {
     }
 
     #[test]
-    fn slots_share_what_was_free_less_their_data_and_workspace() {
+    fn slots_share_what_was_free_less_their_data_and_runtime() {
         let cuda = DeviceChoice::Cuda(0);
         let data = 737 << 20;
         let share = FuseTarget::sharing(cuda, Kernels::FAST_BF16_CUDNN, Some(80 * GIB), 2, data);
-        assert_eq!(share.step_memory, Some(40 * GIB - data - CUDNN_WORKSPACE_BYTES));
+        assert_eq!(share.step_memory, Some(40 * GIB - data - RUNTIME_BYTES - CUDNN_WORKSPACE_BYTES));
         let no_cudnn = FuseTarget::sharing(cuda, Kernels::FAST_BF16, Some(80 * GIB), 2, data);
-        assert_eq!(no_cudnn.step_memory, Some(40 * GIB - data));
+        assert_eq!(no_cudnn.step_memory, Some(40 * GIB - data - RUNTIME_BYTES));
         assert_eq!(
             FuseTarget::sharing(cuda, Kernels::FAST_BF16_CUDNN, Some(GIB), 4, data).step_memory,
             Some(0)
