@@ -90,7 +90,7 @@ pub struct StepBench {
     pub last_loss: f32,
     /// Device memory the run took on CUDA: the free bytes before it less those after its steps
     /// (the memory pools keep what they reserved, so about its peak), beside what `--fuse
-    /// auto` estimates for it ([`step_bytes`] per model, and [`runner_bytes`]).
+    /// auto` estimates for it ([`crate::training::runner_estimate`]).
     pub memory: Option<(u64, u64)>,
 }
 
@@ -203,8 +203,8 @@ fn time_cuda(index: usize, device: DeviceChoice, config: StepBenchConfig) -> Res
     let cuda = burn_cuda::CudaDevice::new(index);
     let probe = crate::device::FreeMemory::open(index).ok();
     let free = || probe.as_ref().and_then(|p| p.read().ok());
-    let steps = crate::training::step_bytes(config.batch_size as u32, config.width_multiplier);
-    let estimate = config.fuse as u64 * steps + crate::training::runner_bytes(config.kernels);
+    let (batch, fuse) = (config.batch_size as u32, config.fuse as u32);
+    let estimate = crate::training::runner_estimate(config.kernels, batch, config.width_multiplier, fuse);
     let before = free();
     let mut bench = match config.kernels.direct_launch {
         false => time_steps::<crate::backend::CudaBackend>(&cuda, device, config),

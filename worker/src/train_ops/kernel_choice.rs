@@ -7,9 +7,9 @@ use crate::device::DeviceChoice;
 /// `--kernels` as given: a fixed set, or `auto`, the fastest set measured for the device kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum KernelChoice {
-    /// [`Kernels::FAST_BF16_CUDNN`] on CUDA where libcudnn loads ([`Kernels::FAST_BF16`]
-    /// without it), [`Kernels::FAST`] on the CPU (burn-flex has no bf16 GEMM worth having, and
-    /// bf16 there only adds casts).
+    /// [`Kernels::FAST_BF16_CUDNN`] launched directly with its step replayed (`+direct+graph`)
+    /// on CUDA where libcudnn loads ([`Kernels::FAST_BF16`] without it), [`Kernels::FAST`] on
+    /// the CPU (burn-flex has no bf16 GEMM worth having, and bf16 there only adds casts).
     #[default]
     Auto,
     /// [`KernelChoice::Auto`] with [`Kernels::direct_launch`] on CUDA (`auto+direct`).
@@ -31,7 +31,8 @@ impl KernelChoice {
     fn resolve(self, device: DeviceChoice, cudnn: impl FnOnce() -> Result<usize, String>) -> Kernels {
         match (self, device) {
             (KernelChoice::AutoDirect, DeviceChoice::Cuda(_)) => {
-                Kernels { direct_launch: true, ..KernelChoice::Auto.resolve(device, cudnn) }
+                let kernels = KernelChoice::Auto.resolve(device, cudnn);
+                Kernels { direct_launch: true, replay_step: false, ..kernels }
             }
             (KernelChoice::AutoGraph, DeviceChoice::Cuda(_)) => {
                 Kernels { replay_step: true, ..KernelChoice::AutoDirect.resolve(device, cudnn) }
@@ -39,7 +40,7 @@ impl KernelChoice {
             (KernelChoice::AutoDirect | KernelChoice::AutoGraph, DeviceChoice::Cpu) => Kernels::FAST,
             (KernelChoice::Set(kernels), _) => kernels,
             (KernelChoice::Auto, DeviceChoice::Cuda(_)) => match cudnn() {
-                Ok(_) => Kernels::FAST_BF16_CUDNN,
+                Ok(_) => Kernels { direct_launch: true, replay_step: true, ..Kernels::FAST_BF16_CUDNN },
                 Err(reason) => {
                     tracing::info!(%reason, "auto kernels: fast-bf16 (cuDNN's convolutions are faster where libcudnn loads)");
                     Kernels::FAST_BF16
@@ -150,12 +151,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_picks_cudnn_where_it_loads_bf16_activations_on_cuda_and_f32_on_the_cpu() {
+    fn auto_replays_cudnn_steps_where_it_loads_bf16_activations_on_cuda_and_f32_on_the_cpu() {
         let auto: KernelChoice = "auto".parse().unwrap();
         assert_eq!(auto, KernelChoice::default());
         let loads = || Ok(91400);
         let missing = || Err("no libcudnn".to_owned());
-        assert_eq!(auto.resolve(DeviceChoice::Cuda(1), loads), Kernels::FAST_BF16_CUDNN);
+        let replayed = Kernels { direct_launch: true, replay_step: true, ..Kernels::FAST_BF16_CUDNN };
+        assert_eq!(auto.resolve(DeviceChoice::Cuda(1), loads), replayed);
         assert_eq!(auto.resolve(DeviceChoice::Cuda(1), missing), Kernels::FAST_BF16);
         let never = || -> Result<usize, String> { panic!("the CPU does not ask for cuDNN") };
         assert_eq!(auto.resolve(DeviceChoice::Cpu, never), Kernels::FAST);

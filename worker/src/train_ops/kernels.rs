@@ -61,8 +61,8 @@ pub enum ConvEngine {
 }
 
 /// `--kernels` help of the commands that train.
-pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16-cudnn on CUDA \
-    where libcudnn loads, fast-bf16 on CUDA without it, fast on the CPU), fast (custom convolution gradients, fused BatchNorm and pooling, f32), fast-bf16 (fast with bf16 \
+pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16-cudnn+direct+graph \
+    on CUDA where libcudnn loads, fast-bf16 on CUDA without it, fast on the CPU), fast (custom convolution gradients, fused BatchNorm and pooling, f32), fast-bf16 (fast with bf16 \
     activations and tuned bf16 convolutions), fast-bf16-cudnn (fast-bf16 with the bf16 convolutions on cuDNN, \
     libcudnn found at run time), or stock (burn's modules); any of them +direct on CUDA launches every \
     operation from the training thread, without burn's fusion stream, and +direct+graph records the step \
