@@ -8,10 +8,13 @@
 #                    with different data files: the data set only needs to be complete for `sweep`)
 #   bench            the peers (PyTorch eager bf16, torch.compile default and reduce-overhead,
 #                    4 models fused under torch.compile, JAX/flax under jax.jit) and `worker
-#                    bench` (one process per kernel set, KERNELS; `fast-bf16+cudnn` finds
-#                    cuDNN in the Python wheels), then 3 concurrent processes; the
+#                    bench` (one process per kernel set, KERNELS; the cuDNN sets find cuDNN
+#                    in the Python wheels), then 3 concurrent processes; the
 #                    results as rows of docs/results/speed.csv in $OUT/speed.csv (COMMIT=...)
-#   profile          per-kernel GPU time of a few training steps (cubecl's profiling logger)
+#   profile          per-kernel GPU time of a few steps op by op (cubecl's profiling logger;
+#                    it sees neither cuDNN's kernels nor a replayed graph's)
+#   nsys             per-kernel GPU time of the default step (a replayed graph's kernels one by
+#                    one) and of the JAX peer's, from Nsight Systems, as CSV tables
 #   verify [FILTER]  the GPU-only tests (`cargo test -p worker --release --lib --no-run`'s binary,
 #                    brought as worker-tests), autotuning at its minimum: they compare values
 #   train            one job on the full data (`worker train`): start-up to first step + epochs
@@ -50,10 +53,10 @@ bench)
   done
   python3 "$REPO/worker/bench/pytorch_peer.py" --mode compile-ro --fuse 4 --steps 30 --warmup 10 2>&1 | tee -a "$OUT/bench.log"
   python3 "$REPO/worker/bench/jax_peer.py" --mode bf16 --steps 30 --warmup 10 2>&1 | tee -a "$OUT/bench.log"
-  # One process per kernel set (stock = burn's modules, fast = f32, fast-bf16 = this project's
-  # CUDA default); the first start on a fresh machine also pays for autotuning (kept in
-  # $SWEEP_KERNEL_CACHE).
-  for kernels in ${KERNELS:-fast-bf16 fast-bf16+cudnn fast stock}; do
+  # One process per kernel set (auto = the replayed cuDNN step, then the same op by op without
+  # and with burn's fusion stream, and CubeCL's convolutions); the first start on a fresh machine
+  # also pays for autotuning (kept in $SWEEP_KERNEL_CACHE).
+  for kernels in ${KERNELS:-auto fast-bf16-cudnn+direct fast-bf16-cudnn fast-bf16}; do
     t0=$(date +%s%N)
     "$BIN/worker" bench --device cuda --steps 30 --warmup 5 --kernels "$kernels" 2>&1 | tee -a "$OUT/bench.log"
     echo "kernels=$kernels process wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))" | tee -a "$OUT/bench.log"
@@ -72,10 +75,22 @@ verify)
 profile)
   rm -f /tmp/cubecl-profile.log
   CUBECL_DEBUG_LOG=/tmp/cubecl-profile.log CUBECL_DEBUG_OPTION=profile \
-    "$BIN/worker" bench --device cuda --steps 2 --warmup 2 --kernels "${KERNELS:-auto}" > "$OUT/profile-run.log" 2>&1
+    "$BIN/worker" bench --device cuda --steps 2 --warmup 2 --kernels "${KERNELS:-fast-bf16-cudnn+direct}" > "$OUT/profile-run.log" 2>&1
   # Keep the last per-kernel table (one is printed at every sync; it covers the 2 pipelined steps).
   n=$(grep -n "^| Name" /tmp/cubecl-profile.log | tail -1 | cut -d: -f1)
   sed -n "${n},\$p" /tmp/cubecl-profile.log | sed 's/  \+/ /g' > "$OUT/profile.txt"
+  ;;
+nsys)
+  nsys=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null | head -1)
+  [ -n "$nsys" ] || { echo "nsys not found" >&2; exit 1; }
+  "$nsys" profile -o "$RUN/prof-worker" --force-overwrite true -t cuda --cuda-graph-trace=node \
+    "$BIN/worker" bench --device cuda --steps 20 --warmup 5 --kernels "${KERNELS:-auto}" > "$OUT/nsys-worker.log" 2>&1
+  "$nsys" profile -o "$RUN/prof-jax" --force-overwrite true -t cuda \
+    python3 "$REPO/worker/bench/jax_peer.py" --mode bf16 --steps 20 --warmup 5 > "$OUT/nsys-jax.log" 2>&1
+  for who in worker jax; do
+    "$nsys" stats -r cuda_gpu_kern_sum --format csv -o "$OUT/kernels-$who" "$RUN/prof-$who.nsys-rep" > /dev/null
+  done
+  ls "$OUT"/kernels-*
   ;;
 train)
   "$BIN/worker" train --device cuda --data-dir "$DATA" "$@" 2>&1 | tee -a "$OUT/train.log"
@@ -110,7 +125,7 @@ collect)
   ls -la "$OUT"
   ;;
 *)
-  echo "usage: $0 unpack|bench|verify|profile|train|sweep|status|collect ..." >&2
+  echo "usage: $0 unpack|bench|verify|profile|nsys|train|sweep|status|collect ..." >&2
   exit 2
   ;;
 esac
