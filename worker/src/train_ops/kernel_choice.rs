@@ -30,24 +30,24 @@ impl KernelChoice {
     /// or why not); asked only when the answer matters.
     fn resolve(self, device: DeviceChoice, cudnn: impl FnOnce() -> Result<usize, String>) -> Kernels {
         match (self, device) {
-            (KernelChoice::AutoDirect, DeviceChoice::Cuda(_)) => {
-                let kernels = KernelChoice::Auto.resolve(device, cudnn);
-                Kernels { direct_launch: true, replay_step: false, ..kernels }
-            }
-            (KernelChoice::AutoGraph, DeviceChoice::Cuda(_)) => {
-                Kernels { replay_step: true, ..KernelChoice::AutoDirect.resolve(device, cudnn) }
-            }
-            (KernelChoice::AutoDirect | KernelChoice::AutoGraph, DeviceChoice::Cpu) => Kernels::FAST,
-            (KernelChoice::Set(kernels), _) => kernels,
-            (KernelChoice::Auto, DeviceChoice::Cuda(_)) => match cudnn() {
-                Ok(_) => Kernels { direct_launch: true, replay_step: true, ..Kernels::FAST_BF16_CUDNN },
-                Err(reason) => {
-                    tracing::info!(%reason, "auto kernels: fast-bf16 (cuDNN's convolutions are faster where libcudnn loads)");
-                    Kernels::FAST_BF16
-                }
-            },
-            (KernelChoice::Auto, DeviceChoice::Cpu) => Kernels::FAST,
+            (KernelChoice::Set(kernels), _) => return kernels,
+            (_, DeviceChoice::Cpu) => return Kernels::FAST,
+            _ => {}
         }
+        let base = cudnn().map_or_else(
+            |reason| {
+                tracing::info!(%reason, "auto kernels: fast-bf16 (cuDNN's convolutions are faster where libcudnn loads)");
+                Kernels::FAST_BF16
+            },
+            |_| Kernels::FAST_BF16_CUDNN,
+        );
+        let (direct_launch, replay_step) = match self {
+            // The replayed step is the measured fastest with cuDNN's convolutions.
+            KernelChoice::Auto => (base.cudnn_conv, base.cudnn_conv),
+            KernelChoice::AutoDirect => (true, false),
+            _ => (true, true),
+        };
+        Kernels { direct_launch, replay_step, ..base }
     }
 
     /// This choice with its operations launched without burn's fusion stream

@@ -8,7 +8,7 @@ mod fused;
 mod job;
 mod replay;
 
-pub use fuse_choice::{FuseChoice, FuseTarget, runner_bytes, runner_estimate, step_bytes};
+pub use fuse_choice::{FuseChoice, FuseTarget, runner_estimate, step_bytes};
 pub use fused::{FusedRun, fuses_with, train_fused};
 pub use job::train_job;
 pub use replay::{Stepped, Stepper, WARM_UP_STEPS, eager_step};
