@@ -2,8 +2,9 @@
 //! replaying it. Called from tasks that run on the server's thread (`with_resources`), so the
 //! state is that thread's: while a stream records, every buffer its operations touch or
 //! allocate and every pinned host buffer it copies from is kept for the graph's life (a graph
-//! replays the same addresses), allocations are synchronous (an asynchronous one would become
-//! a node of the graph) and no deferred free or fence is issued on the stream.
+//! replays the same addresses). Several streams may record at once (one job per stream);
+//! while any does, allocations are synchronous (an asynchronous one would become a node of
+//! the graph) and no deferred free or fence is issued.
 
 use core::cell::RefCell;
 use std::collections::HashMap;
@@ -38,7 +39,7 @@ impl Drop for Recorded {
 }
 
 thread_local! {
-    static RECORDING: RefCell<Option<Kept>> = const { RefCell::new(None) };
+    static RECORDING: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
     static GRAPHS: RefCell<HashMap<u64, Recorded>> = RefCell::new(HashMap::new());
     static NEXT: core::cell::Cell<u64> = const { core::cell::Cell::new(1) };
 }
@@ -52,13 +53,13 @@ fn check(result: CUresult, what: &str) -> Result<(), String> {
 
 /// Whether the server's thread is recording (any stream).
 pub(crate) fn recording() -> bool {
-    RECORDING.with(|r| r.borrow().is_some())
+    RECORDING.with(|r| !r.borrow().is_empty())
 }
 
 /// Keeps `binding` for the graph being recorded on `stream`, if one is.
 pub(crate) fn keep_buffer(stream: CUstream, binding: &ManagedMemoryBinding) {
     RECORDING.with(|r| {
-        if let Some(kept) = r.borrow_mut().as_mut().filter(|k| k.stream == stream) {
+        if let Some(kept) = r.borrow_mut().iter_mut().find(|k| k.stream == stream) {
             kept.buffers.push(binding.clone());
         }
     });
@@ -67,7 +68,7 @@ pub(crate) fn keep_buffer(stream: CUstream, binding: &ManagedMemoryBinding) {
 /// Keeps `data` (the source of a copy queued on `stream`) for the graph being recorded there;
 /// hands it back when none is.
 pub(crate) fn keep_host(stream: CUstream, data: Bytes) -> Option<Bytes> {
-    RECORDING.with(|r| match r.borrow_mut().as_mut().filter(|k| k.stream == stream) {
+    RECORDING.with(|r| match r.borrow_mut().iter_mut().find(|k| k.stream == stream) {
         Some(kept) => {
             kept.host.push(data);
             None
@@ -76,10 +77,20 @@ pub(crate) fn keep_host(stream: CUstream, data: Bytes) -> Option<Bytes> {
     })
 }
 
-/// Starts recording `stream` (relaxed mode: other threads and streams go on as usual).
+/// Takes the recording state of `stream` out of the thread's list.
+fn take(stream: CUstream) -> Option<Kept> {
+    RECORDING.with(|r| {
+        let mut recording = r.borrow_mut();
+        let at = recording.iter().position(|k| k.stream == stream)?;
+        Some(recording.swap_remove(at))
+    })
+}
+
+/// Starts recording `stream` (relaxed mode: other threads and streams go on as usual, and
+/// other streams may record too).
 pub fn begin(stream: CUstream) -> Result<(), String> {
-    if recording() {
-        return Err("a recording is already under way on this device".into());
+    if RECORDING.with(|r| r.borrow().iter().any(|k| k.stream == stream)) {
+        return Err("a recording is already under way on this stream".into());
     }
     // SAFETY: `stream` is a live stream of this server's context, made current by the task.
     let begun = unsafe {
@@ -87,7 +98,7 @@ pub fn begin(stream: CUstream) -> Result<(), String> {
     };
     check(begun, "cuStreamBeginCapture")?;
     RECORDING.with(|r| {
-        *r.borrow_mut() = Some(Kept { stream, buffers: Vec::new(), host: Vec::new() })
+        r.borrow_mut().push(Kept { stream, buffers: Vec::new(), host: Vec::new() })
     });
     Ok(())
 }
@@ -95,7 +106,7 @@ pub fn begin(stream: CUstream) -> Result<(), String> {
 /// Ends the recording of `stream` and instantiates its graph; returns the graph's id for
 /// [`launch`] and [`release`], and how many buffers it keeps.
 pub fn end(stream: CUstream) -> Result<(u64, usize), String> {
-    let kept = RECORDING.with(|r| r.borrow_mut().take());
+    let kept = take(stream);
     let mut graph: CUgraph = core::ptr::null_mut();
     // SAFETY: ends the capture `begin` started on `stream`; `graph` receives its graph.
     check(unsafe { cuStreamEndCapture(stream, &mut graph) }, "cuStreamEndCapture")?;
@@ -129,7 +140,7 @@ pub fn abandon(stream: CUstream) {
             cuGraphDestroy(graph);
         }
     }
-    RECORDING.with(|r| r.borrow_mut().take());
+    take(stream);
 }
 
 /// Queues graph `id` on `stream`.

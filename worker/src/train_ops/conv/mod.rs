@@ -47,8 +47,8 @@ use reference::{
     weight_grad_of_cols,
 };
 
-/// Bytes of cuDNN's workspace on each device that runs its convolutions: 256 MiB left the
-/// fused step's fast data-gradient algorithm out.
+/// Bytes of cuDNN's workspace on each stream (each job slot) that runs its convolutions: 256 MiB
+/// left the fused step's fast data-gradient algorithm out.
 pub const CUDNN_WORKSPACE_BYTES: u64 = 1 << 30;
 
 /// The convolution's operations as backend methods: the defaults are burn's ops

@@ -11,21 +11,23 @@ fn values<B: TrainBackend>(model: &Cnn<B>, optim: &ModuleAdam<B>) -> Vec<Vec<f32
     values_of::<B>(&state(model, optim))
 }
 
-/// Trains `steps` batches (sizes in turn) through `stepper`; returns each step's loss and the
-/// state at the end.
+/// Trains model `seed` on `sizes.len()` batches (sizes in turn) through `stepper`; returns each
+/// step's loss, the state at the end and whether it ended replaying. The batches are the same
+/// whatever the seed and however many jobs train at once (no device RNG).
 fn train<B: TrainBackend>(
     mut stepper: Stepper<B>,
     kernels: Kernels,
-    sizes: &[usize],
+    (seed, sizes): (u64, &[usize]),
     device: &B::Device,
 ) -> (Vec<f32>, Vec<Vec<f32>>, bool) {
     let config = CnnConfig::new().with_width_multiplier(0.25);
-    let mut model = seeded_model::<B>(&config, 7, device).with_kernels(kernels);
+    let mut model = seeded_model::<B>(&config, seed, device).with_kernels(kernels);
     let mut optim = adam().init::<B>();
     let mut losses = Vec::new();
     for (i, &n) in sizes.iter().enumerate() {
-        B::seed(device, 100 + i as u64);
-        let images = Tensor::<B, 4>::random([n, 3, 32, 32], burn::tensor::Distribution::Default, device);
+        let pixels: Vec<f32> =
+            (0..n * 3 * 32 * 32).map(|j| ((j * 7_919 + i * 104_729) % 1_000) as f32 / 1_000.0).collect();
+        let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [n, 3, 32, 32]), device);
         let labels: Vec<i64> = (0..n as i64).map(|j| (j * 3 + i as i64) % 10).collect();
         let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device);
         let variant = LossVariant::NaturalSoftmax;
@@ -36,15 +38,28 @@ fn train<B: TrainBackend>(
     (losses, values(&model, &optim), stepper.replaying())
 }
 
+/// Asserts that a run's losses and state match the expected ones within the tolerance of
+/// bf16 steps whose cuDNN algorithms may add in another order.
+fn assert_trains_alike(what: &str, (losses, state): (&[f32], &[Vec<f32>]), expected: (&[f32], &[Vec<f32>])) {
+    for (i, (a, b)) in losses.iter().zip(expected.0).enumerate() {
+        assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{what}: step {i}'s loss {a} against {b}");
+    }
+    for (i, (a, b)) in state.iter().zip(expected.1).enumerate() {
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(err <= 2e-2 * scale.max(1e-6), "{what}: state tensor {i} off by {err} (scale {scale})");
+    }
+}
+
 #[test]
 fn where_nothing_records_a_stepper_asked_to_record_steps_op_by_op() {
     type B = Autodiff<Flex>;
     let device = Default::default();
     let kernels = Kernels { replay_step: true, ..Kernels::FAST };
     let sizes = [4, 4, 4, 4, 4, 3, 4];
-    let (losses, state, replaying) = train::<B>(Stepper::new(kernels), kernels, &sizes, &device);
+    let (losses, state, replaying) = train::<B>(Stepper::new(kernels), kernels, (7, &sizes), &device);
     let (expected_losses, expected_state, _) =
-        train::<B>(Stepper::new(Kernels::FAST), Kernels::FAST, &sizes, &device);
+        train::<B>(Stepper::new(Kernels::FAST), Kernels::FAST, (7, &sizes), &device);
     assert!(!replaying, "the CPU backend records nothing");
     assert_eq!(losses, expected_losses);
     assert_eq!(state, expected_state);
@@ -102,22 +117,61 @@ fn cuda_replayed_steps_train_as_steps_op_by_op() {
     for kernels in sets {
         let eager = Kernels { direct_launch: true, ..kernels };
         let replayed = Kernels { replay_step: true, ..eager };
-        let (losses, state, replaying) = train::<C>(Stepper::new(replayed), replayed, &sizes, &device);
-        let (expected_losses, expected_state, _) = train::<C>(Stepper::new(eager), eager, &sizes, &device);
+        let (losses, state, replaying) = train::<C>(Stepper::new(replayed), replayed, (7, &sizes), &device);
+        let (expected_losses, expected_state, _) =
+            train::<C>(Stepper::new(eager), eager, (7, &sizes), &device);
         assert!(replaying, "{replayed}: the step was not recorded");
         assert!(losses.windows(2).all(|w| w[0] != w[1]), "{replayed}: a replay repeated a loss: {losses:?}");
-        for (i, (a, b)) in losses.iter().zip(&expected_losses).enumerate() {
-            assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{replayed}: step {i}'s loss {a} against {b}");
-        }
-        for (i, (a, b)) in state.iter().zip(&expected_state).enumerate() {
-            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(
-                err <= 2e-2 * scale.max(1e-6),
-                "{replayed}: state tensor {i} off by {err} (scale {scale})"
-            );
-        }
+        assert_trains_alike(&replayed.to_string(), (&losses, &state), (&expected_losses, &expected_state));
     }
+}
+
+/// Jobs that train at once on one GPU, each from its own thread and so on its own stream (a
+/// worker's slots), record and replay their steps as they do alone: every job's step is
+/// recorded, and its losses and state match its run alone (cuDNN's convolutions each with
+/// their stream's workspace).
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_jobs_side_by_side_replay_as_they_do_alone() {
+    use crate::backend::CudaDirectBackend;
+    type C = CudaDirectBackend;
+    let device = Default::default();
+    let cudnn = Kernels::FAST_BF16_CUDNN;
+    let base = match crate::train_ops::check_kernels(cudnn, crate::device::DeviceChoice::Cuda(0)) {
+        Ok(()) => cudnn,
+        Err(_) => Kernels::FAST_BF16,
+    };
+    let kernels = Kernels { direct_launch: true, replay_step: true, ..base };
+    let sizes = [64, 64, 64, 64, 64, 64, 48, 64, 64];
+    let seeds = [7, 8, 9];
+    let alone: Vec<_> =
+        seeds.iter().map(|&s| train::<C>(Stepper::new(kernels), kernels, (s, &sizes), &device)).collect();
+    let start = std::sync::Barrier::new(seeds.len());
+    let together: Vec<_> = std::thread::scope(|scope| {
+        let runs: Vec<_> = seeds
+            .iter()
+            .map(|&seed| {
+                let (start, device) = (&start, &device);
+                scope.spawn(move || {
+                    start.wait();
+                    train::<C>(Stepper::new(kernels), kernels, (seed, &sizes), device)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    for ((seed, (losses, state, replaying)), (expected_losses, expected_state, _)) in
+        seeds.iter().zip(&together).zip(&alone)
+    {
+        assert!(*replaying, "{kernels}: job {seed}'s step was not recorded beside the others");
+        assert_trains_alike(
+            &format!("{kernels}, job {seed}"),
+            (losses, state),
+            (expected_losses, expected_state),
+        );
+    }
+    assert_ne!(alone[0].0, alone[1].0, "the jobs differ");
 }
 
 #[test]

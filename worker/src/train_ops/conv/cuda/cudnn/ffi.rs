@@ -1,5 +1,6 @@
-//! The cuDNN calls behind [`super`]: per thread and device one cuDNN handle, a workspace, and per
-//! convolution shape and pass the descriptors and the algorithm cuDNN's own benchmark picked.
+//! The cuDNN calls behind [`super`]: per thread and device one cuDNN handle, per stream a
+//! workspace, and per convolution shape and pass the descriptors and the algorithm cuDNN's own
+//! benchmark picked.
 //! Everything `unsafe` about cuDNN lives in this module.
 #![allow(unsafe_code)]
 
@@ -15,7 +16,7 @@ use cudarc::driver::sys::CUstream;
 
 use super::timing::{Timing, fastest};
 
-/// Bytes of the per-device workspace; the benchmark only considers algorithms that fit.
+/// Bytes of each stream's workspace; the benchmark only considers algorithms that fit.
 pub(super) const WORKSPACE_BYTES: usize = crate::train_ops::conv::CUDNN_WORKSPACE_BYTES as usize;
 /// Algorithms the benchmark times, at most.
 const CANDIDATES: usize = 8;
@@ -81,11 +82,13 @@ thread_local! {
     static STATES: RefCell<HashMap<usize, DeviceState>> = RefCell::new(HashMap::new());
 }
 
-/// A device's handle, workspace and plans, on the thread that runs its convolutions.
+/// A device's handle, workspaces and plans, on the thread that runs its convolutions.
 struct DeviceState {
     context: Arc<CudaContext>,
     handle: sys::cudnnHandle_t,
-    workspace: u64,
+    /// One per stream: jobs on different streams of a device run their convolutions at the same
+    /// time, and a replayed graph keeps the workspace it was recorded with.
+    workspaces: HashMap<usize, u64>,
     plans: HashMap<(Pass, Conv3x3), Plan>,
 }
 
@@ -122,10 +125,21 @@ impl DeviceState {
         let mut handle = null_mut();
         // SAFETY: `handle` is a valid out-pointer; the context is current on this thread.
         check(unsafe { sys::cudnnCreate(&mut handle) }, "cudnnCreate")?;
-        // SAFETY: a plain device allocation, owned by this state for the life of the thread.
-        let workspace = unsafe { cudarc::driver::result::malloc_sync(WORKSPACE_BYTES) }
-            .map_err(|e| format!("workspace of {WORKSPACE_BYTES} bytes: {e:?}"))?;
-        Ok(DeviceState { context, handle, workspace, plans: HashMap::new() })
+        Ok(DeviceState { context, handle, workspaces: HashMap::new(), plans: HashMap::new() })
+    }
+
+    /// The workspace of `stream`, allocated at its first convolution.
+    fn workspace(&mut self, stream: CUstream) -> Result<u64, String> {
+        match self.workspaces.entry(stream as usize) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                // SAFETY: a plain synchronous device allocation (allowed while a stream records),
+                // owned by this state for the life of the thread.
+                let workspace = unsafe { cudarc::driver::result::malloc_sync(WORKSPACE_BYTES) }
+                    .map_err(|e| format!("workspace of {WORKSPACE_BYTES} bytes: {e:?}"))?;
+                Ok(*e.insert(workspace))
+            }
+        }
     }
 
     fn run(
@@ -138,7 +152,7 @@ impl DeviceState {
         self.context.bind_to_thread().map_err(|e| format!("CUDA context: {e:?}"))?;
         // SAFETY: `stream` is a live stream of this context (CubeCL's, for this thread).
         check(unsafe { sys::cudnnSetStream(self.handle, stream as sys::cudaStream_t) }, "cudnnSetStream")?;
-        let (handle, workspace) = (self.handle, self.workspace as *mut c_void);
+        let (handle, workspace) = (self.handle, self.workspace(stream)? as *mut c_void);
         let plan = match self.plans.entry((pass, conv)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
