@@ -13,8 +13,10 @@
 #                    results as rows of docs/results/speed.csv in $OUT/speed.csv (COMMIT=...)
 #   profile          per-kernel GPU time of a few steps op by op (cubecl's profiling logger;
 #                    it sees neither cuDNN's kernels nor a replayed graph's)
-#   nsys             per-kernel GPU time of the default step (a replayed graph's kernels one by
-#                    one) and of the JAX peer's, from Nsight Systems, as CSV tables
+#   ncu              per-kernel GPU time of the default step (a replayed graph's kernels one by
+#                    one; Nsight Compute, each kernel alone with cold caches) as CSV, and one
+#                    step's kernels summed by family (ncu_step.py); the warm-up, where cuDNN
+#                    times its algorithms, runs unprofiled (SKIP kernels)
 #   verify [FILTER]  the GPU-only tests (`cargo test -p worker --release --lib --no-run`'s binary,
 #                    brought as worker-tests), autotuning at its minimum: they compare values
 #   train            one job on the full data (`worker train`): start-up to first step + epochs
@@ -80,17 +82,13 @@ profile)
   n=$(grep -n "^| Name" /tmp/cubecl-profile.log | tail -1 | cut -d: -f1)
   sed -n "${n},\$p" /tmp/cubecl-profile.log | sed 's/  \+/ /g' > "$OUT/profile.txt"
   ;;
-nsys)
-  nsys=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null | head -1)
-  [ -n "$nsys" ] || { echo "nsys not found" >&2; exit 1; }
-  "$nsys" profile -o "$RUN/prof-worker" --force-overwrite true -t cuda --cuda-graph-trace=node \
-    "$BIN/worker" bench --device cuda --steps 20 --warmup 5 --kernels "${KERNELS:-auto}" > "$OUT/nsys-worker.log" 2>&1
-  "$nsys" profile -o "$RUN/prof-jax" --force-overwrite true -t cuda \
-    python3 "$REPO/worker/bench/jax_peer.py" --mode bf16 --steps 20 --warmup 5 > "$OUT/nsys-jax.log" 2>&1
-  for who in worker jax; do
-    "$nsys" stats -r cuda_gpu_kern_sum --format csv -o "$OUT/kernels-$who" "$RUN/prof-$who.nsys-rep" > /dev/null
-  done
-  ls "$OUT"/kernels-*
+ncu)
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  [ -n "$ncu" ] || { echo "ncu not found" >&2; exit 1; }
+  "$ncu" --metrics gpu__time_duration.sum --csv --graph-profiling node --launch-skip "${SKIP:-900}" \
+    --launch-count "${COUNT:-400}" --log-file "$OUT/ncu-worker.csv" \
+    "$BIN/worker" bench --device cuda --steps 6 --warmup 5 --kernels "${KERNELS:-auto}" > "$OUT/ncu-worker.log" 2>&1
+  python3 "$REPO/worker/bench/ncu_step.py" "$OUT/ncu-worker.csv" | tee "$OUT/ncu-step.txt"
   ;;
 train)
   "$BIN/worker" train --device cuda --data-dir "$DATA" "$@" 2>&1 | tee -a "$OUT/train.log"
@@ -125,7 +123,7 @@ collect)
   ls -la "$OUT"
   ;;
 *)
-  echo "usage: $0 unpack|bench|verify|profile|nsys|train|sweep|status|collect ..." >&2
+  echo "usage: $0 unpack|bench|verify|profile|ncu|train|sweep|status|collect ..." >&2
   exit 2
   ;;
 esac
