@@ -34,7 +34,8 @@ pub struct Kernels {
     #[serde(default)]
     pub per_model_conv: bool,
     /// The bf16 convolutions (forward, flipped-kernel input gradient, weight gradient) on cuDNN,
-    /// loaded at run time (`super::conv`'s `cudnn`), ahead of `tconv`'s kernels. Needs `bf16`.
+    /// loaded at run time (`super::conv`'s `cudnn`), ahead of `tconv`'s kernels; without
+    /// `xgemm`, the image's f32 convolution and its weight gradient too. Needs `bf16`.
     #[serde(default)]
     pub cudnn_conv: bool,
     /// On CUDA, every operation launched by the thread that records the step, on burn's
@@ -76,7 +77,7 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     tilings tuned for the model; with bf16), pool (average pooling as custom nodes), xgemm (the image's \
     convolution as one explicit GEMM; with wgrad or dgrad), mconv (fused models' convolutions one model at a \
     time on the single model's kernels; with wgrad or dgrad), cudnn (the bf16 convolutions and their weight \
-    gradients on cuDNN, loaded at run time; with bf16), direct (CUDA: operations launched by the training \
+    gradients on cuDNN, loaded at run time, and without xgemm the image's f32 convolution; with bf16), direct (CUDA: operations launched by the training \
     thread, without burn's fusion stream), graph (CUDA: the step recorded once as a CUDA graph and \
     replayed; with direct); a named set among the parts stands for its own \
     (fast-bf16+cudnn)";

@@ -188,7 +188,8 @@ pub trait ConvOps: Backend {
 
     /// 3×3 "same" convolution (stride 1, padding 1) without bias of `x: [N, C_in, H, W]` by
     /// `weight: [C_out, C_in, 3, 3]` of the same dtype. Default: burn's `conv2d`; the CUDA
-    /// backend runs bf16 convolutions on the `engine`'s kernels.
+    /// backend runs bf16 convolutions (and with [`ConvEngine::Cudnn`] the f32 image's) on the
+    /// `engine`'s kernels.
     fn conv3x3_nobias(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -201,7 +202,7 @@ pub trait ConvOps: Backend {
     /// Weight gradient, f32 `[C_out, C_in, 3, 3]`, of a 3×3 "same" convolution of `x: [N, C_in,
     /// H, W]` whose output gradient is `dy: [N, C_out, H, W]` (both in the convolution's dtype).
     /// Default: the split-K GEMM over image groups ([`reference::weight_grad`]); with
-    /// [`ConvEngine::Cudnn`] the CUDA backend asks cuDNN for bf16 operands.
+    /// [`ConvEngine::Cudnn`] the CUDA backend asks cuDNN for bf16 operands and the f32 image's.
     fn conv3x3_weight_grad(
         x: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -357,7 +358,8 @@ fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
     // Ahead of the BatchNorm node the bias is left to it (see `ConvOps::conv3x3_same`).
     let bias = (!feeds_batch_norm).then_some(bias.primitive);
     let engine = kernels.conv_engine();
-    // The image's few channels: one explicit GEMM (see `forward_by_gemm`).
+    // The image's few channels: one explicit GEMM (see `forward_by_gemm`); without `xgemm`, the
+    // `cudnn` part's hooks take them on CUDA.
     let explicit = explicit_gemm(kernels, wrap::<B, 4>(x.primitive.clone()).dims()[1]);
     let mut prep = match prepared {
         OpsKind::Tracked(prep) => prep,

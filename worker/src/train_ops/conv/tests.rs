@@ -159,9 +159,9 @@ fn cudnn_part_routes_the_weight_gradient_through_its_hook() {
     compare_on::<Flex>(2, 8, 16, [6, 10], "dgrad+bn+bf16+cudnn", FloatDType::BF16);
 }
 
-/// The node on cuDNN (forward, flipped-kernel input gradient, weight gradient; bf16 operands)
-/// against burn's f32 conv2d on the CPU, at the model's channel counts and a block-1 layer's
-/// image size; needs `libcudnn` on the library path: `cargo test -p worker -- --ignored cuda`.
+/// The node on cuDNN (forward, flipped-kernel input gradient, weight gradient; bf16 operands,
+/// and the f32 image's layer) against burn's f32 conv2d on the CPU, at the model's channel
+/// counts and a block-1 layer's image size; needs `libcudnn` on the library path: `cargo test -p worker -- --ignored cuda`.
 #[cfg(feature = "cuda")]
 #[test]
 #[ignore = "needs a CUDA GPU and cuDNN"]
@@ -175,6 +175,20 @@ fn cuda_cudnn_node_matches_burn_conv2d() {
     compare_on::<B>(32, 64, 64, [32, 32], cudnn, FloatDType::BF16);
     // Without `wgrad`: the weight gradient still comes from cuDNN, not burn's kernel.
     compare_on::<B>(4, 128, 256, [8, 8], "dgrad+bn+bf16+cudnn", FloatDType::BF16);
+    // The image's layer without `xgemm`: f32 on cuDNN (the node's weight gradient; its forward
+    // below, without the bias the BatchNorm takes).
+    compare_on::<B>(512, 3, 64, [32, 32], "wgrad+dgrad+bn+bf16+tconv+pool+cudnn", FloatDType::F32);
+    let host = Default::default();
+    let x = Tensor::<Flex, 4>::random([512, 3, 32, 32], Distribution::Normal(0.0, 1.0), &host);
+    let weight = Tensor::<Flex, 4>::random([64, 3, 3, 3], Distribution::Normal(0.0, 0.3), &host);
+    let on_gpu = |t: &Tensor<Flex, 4>| unwrap(Tensor::<B, 4>::from_data(t.to_data(), &Default::default()));
+    let out = wrap::<B, 4>(B::conv3x3_nobias(on_gpu(&x), on_gpu(&weight), ConvEngine::Cudnn));
+    assert_eq!(out.dtype(), burn::tensor::DType::F32);
+    let out = Tensor::<Flex, 4>::from_data(out.into_data(), &host);
+    let want = conv2d(x, weight, None, same_3x3());
+    let scale: f32 = want.clone().abs().max().into_scalar();
+    let err = max_abs_diff(out, want);
+    assert!(err < 2e-3 * scale, "the image layer's forward differs by {err} (scale {scale})");
 }
 
 /// The whole node on the GPU against burn's f32 conv2d on the CPU: f32 (the default, and an

@@ -21,9 +21,9 @@ pub(super) const WORKSPACE_BYTES: usize = crate::train_ops::conv::CUDNN_WORKSPAC
 /// Algorithms the benchmark times, at most.
 const CANDIDATES: usize = 8;
 
-/// `groups` 3×3 "same" convolutions (stride 1, padding 1) side by side: bf16 activations `[n,
-/// h, w, groups·c_in]` → `[n, h, w, groups·c_out]` and filter `[groups·c_out, 3, 3, c_in]`, all
-/// channels-last and contiguous.
+/// `groups` 3×3 "same" convolutions (stride 1, padding 1) side by side: activations `[n, h, w,
+/// groups·c_in]` → `[n, h, w, groups·c_out]` and filter `[groups·c_out, 3, 3, c_in]`, all of
+/// `precision`, channels-last and contiguous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv3x3 {
     pub n: usize,
@@ -32,6 +32,15 @@ pub struct Conv3x3 {
     pub h: usize,
     pub w: usize,
     pub groups: usize,
+    pub precision: Precision,
+}
+
+/// The operands' element type (f32 accumulation either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    Bf16,
+    /// Tensor cores (TF32) where cuDNN's timing picks them, as burn's f32 matmul does.
+    F32,
 }
 
 /// The pass a call computes.
@@ -239,6 +248,10 @@ impl Plan {
     ) -> Result<Plan, String> {
         use sys::cudnnDataType_t::{CUDNN_DATA_BFLOAT16, CUDNN_DATA_FLOAT};
         use sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
+        let data = match conv.precision {
+            Precision::Bf16 => CUDNN_DATA_BFLOAT16,
+            Precision::F32 => CUDNN_DATA_FLOAT,
+        };
         let dim = |v: usize| v as std::ffi::c_int;
         let tensor = |c: usize| -> Result<sys::cudnnTensorDescriptor_t, String> {
             let mut d = null_mut();
@@ -247,15 +260,7 @@ impl Plan {
                 check(sys::cudnnCreateTensorDescriptor(&mut d), "cudnnCreateTensorDescriptor")?;
                 let (n, h, w) = (dim(conv.n), dim(conv.h), dim(conv.w));
                 check(
-                    sys::cudnnSetTensor4dDescriptor(
-                        d,
-                        CUDNN_TENSOR_NHWC,
-                        CUDNN_DATA_BFLOAT16,
-                        n,
-                        dim(c),
-                        h,
-                        w,
-                    ),
+                    sys::cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, data, n, dim(c), h, w),
                     "cudnnSetTensor4dDescriptor",
                 )?;
             }
@@ -267,8 +272,7 @@ impl Plan {
         unsafe {
             check(sys::cudnnCreateFilterDescriptor(&mut filter), "cudnnCreateFilterDescriptor")?;
             let (k, c) = (dim(conv.groups * conv.c_out), dim(conv.c_in));
-            let set =
-                sys::cudnnSetFilter4dDescriptor(filter, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_NHWC, k, c, 3, 3);
+            let set = sys::cudnnSetFilter4dDescriptor(filter, data, CUDNN_TENSOR_NHWC, k, c, 3, 3);
             check(set, "cudnnSetFilter4dDescriptor")?;
             check(sys::cudnnCreateConvolutionDescriptor(&mut desc), "cudnnCreateConvolutionDescriptor")?;
             let mode = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;

@@ -1,7 +1,7 @@
-//! cuDNN's convolutions for the model's bf16 3×3 layers (kernel part `cudnn`): the forward (and
-//! so the single model's flipped-kernel input gradient), the input gradient and the weight
-//! gradient, for one model or for fused models side by side (cuDNN's group count), as custom
-//! operations in burn's fusion stream ([`ffi`] makes the calls).
+//! cuDNN's convolutions for the model's bf16 3×3 layers and its f32 image layer (kernel part
+//! `cudnn`): the forward (and so the single model's flipped-kernel input gradient), the input
+//! gradient and the weight gradient, for one model or for fused models side by side (cuDNN's
+//! group count), as custom operations in burn's fusion stream ([`ffi`] makes the calls).
 //!
 //! cuDNN runs on CubeCL's own stream, from CubeCL's server thread: an operation hands the server
 //! a task with its buffers (`ComputeClient::with_resources`, `vendor/cubecl-runtime`), which
@@ -23,7 +23,12 @@ use cubecl::cuda::CudaRuntime;
 
 use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_many, with_stream};
 pub use ffi::library_version;
-use ffi::{Conv3x3, Pass};
+use ffi::{Conv3x3, Pass, Precision};
+
+/// Input channels below which an f32 convolution is the image's layer, which cuDNN takes in f32
+/// ([`takes_image`]) in sets without `xgemm`, in place of that part's im2col matrix and two f32
+/// matmuls (346 µs a step on an H100 under Nsight Compute).
+pub const IMAGE_CHANNELS: usize = 8;
 
 /// Whether cuDNN takes a pass over the operands `a` and `b` whose per-model channel counts are
 /// `channels`: bf16 operands and every count a multiple of 8 (its tensor-core kernels for
@@ -32,15 +37,22 @@ pub fn takes<T: KernelTensor>(a: &T, b: &T, channels: &[usize]) -> bool {
     a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && channels.iter().all(|c| c.is_multiple_of(8))
 }
 
+/// Whether cuDNN takes the single model's f32 image layer: `x: [N, C_in, H, W]` with fewer than
+/// [`IMAGE_CHANNELS`] channels and `b` (the weight, or the output gradient) both f32.
+pub fn takes_image<T: KernelTensor>(x: &T, b: &T) -> bool {
+    x.dtype() == DType::F32 && b.dtype() == DType::F32 && x.shape()[1] < IMAGE_CHANNELS
+}
+
 /// `x: [N, C_in, H, W]` convolved (3×3, stride 1, padding 1, no bias) by `weight: [C_out, C_in,
-/// 3, 3]`, both bf16 (as [`takes`] asks): `[N, C_out, H, W]` in bf16, channels-last in memory.
+/// 3, 3]`, both bf16 or both f32 (as [`takes`] or [`takes_image`] asks): `[N, C_out, H, W]` in
+/// their dtype, channels-last in memory.
 pub fn conv3x3<T: KernelTensor<Runtime = CudaRuntime>>(x: T, weight: T) -> T {
     grouped_conv3x3(x, weight, 1)
 }
 
 /// The weight gradient of [`conv3x3`] of `x: [N, C_in, H, W]` whose output gradient is `dy:
-/// [N, C_out, H, W]` (both bf16): `[C_out, C_in, 3, 3]` in bf16 (f32 accumulation in cuDNN),
-/// channels-last in memory.
+/// [N, C_out, H, W]` (both bf16 or both f32): `[C_out, C_in, 3, 3]` in their dtype (f32
+/// accumulation in cuDNN), channels-last in memory.
 pub fn weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T) -> T {
     grouped_weight_grad(x, dy, 1)
 }
@@ -68,8 +80,8 @@ pub fn grouped_weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T, 
     op("conv3x3_cudnn_wgrad", [x, dy], Pass::FilterGrad, groups, shape)
 }
 
-/// `pass` on `[a, b]` (as [`Pass`] orders them) as a custom operation with one bf16 output of
-/// the logical `shape`.
+/// `pass` on `[a, b]` (as [`Pass`] orders them) as a custom operation with one output of the
+/// logical `shape` in their dtype.
 fn op<T: KernelTensor<Runtime = CudaRuntime>>(
     name: &'static str,
     inputs: [T; 2],
@@ -77,8 +89,9 @@ fn op<T: KernelTensor<Runtime = CudaRuntime>>(
     groups: usize,
     shape: Shape,
 ) -> T {
+    let dtype = inputs[0].dtype();
     let launch: LaunchMany<CudaRuntime, 2, 1> = Box::new(move |inputs| [launch(inputs, pass, groups)]);
-    let [out] = custom_op_many::<T, 2, 1>(name, inputs, [(shape, DType::BF16)], launch);
+    let [out] = custom_op_many::<T, 2, 1>(name, inputs, [(shape, dtype)], launch);
     out
 }
 
@@ -87,35 +100,38 @@ fn launch([a, b]: [CubeTensor<CudaRuntime>; 2], pass: Pass, groups: usize) -> Cu
     // channels-last (the filter's is cuDNN's NHWC filter layout, `[G·C_out, 3, 3, C_in]`).
     let [n, a_channels, h, w] = a.meta.shape().dims::<4>();
     let b_dims = b.meta.shape().dims::<4>();
+    let (dtype, precision) = match a.dtype {
+        DType::F32 => (DType::F32, Precision::F32),
+        _ => (DType::BF16, Precision::Bf16),
+    };
+    let conv = |c_in, c_out| Conv3x3 { n, c_in, c_out, h, w, groups, precision };
     let (conv, out) = match pass {
-        Pass::Forward => {
-            let conv = Conv3x3 { n, c_in: a_channels / groups, c_out: b_dims[0] / groups, h, w, groups };
-            (conv, [n, h, w, b_dims[0]])
-        }
-        Pass::DataGrad => {
-            let conv = Conv3x3 { n, c_in: b_dims[1], c_out: a_channels / groups, h, w, groups };
-            (conv, [n, h, w, groups * b_dims[1]])
-        }
+        Pass::Forward => (conv(a_channels / groups, b_dims[0] / groups), [n, h, w, b_dims[0]]),
+        Pass::DataGrad => (conv(b_dims[1], a_channels / groups), [n, h, w, groups * b_dims[1]]),
         Pass::FilterGrad => {
-            let conv = Conv3x3 { n, c_in: a_channels / groups, c_out: b_dims[1] / groups, h, w, groups };
+            let conv = conv(a_channels / groups, b_dims[1] / groups);
             (conv, [b_dims[1], 3, 3, conv.c_in])
         }
     };
     let (a, b) = (channels_last(a), channels_last(b));
-    let out = empty_device_contiguous_dtype(a.client.clone(), a.device.clone(), Shape::new(out), DType::BF16);
+    let out = empty_device_contiguous_dtype(a.client.clone(), a.device.clone(), Shape::new(out), dtype);
     call(pass, conv, [&a, &b, &out]);
     permute_nhwc_to_nchw(out)
 }
 
-/// Queues `pass` on the buffers of `tensors` (contiguous bf16, in [`Pass`]'s order) as a task of
+/// Queues `pass` on the buffers of `tensors` (contiguous, all bf16 or all f32, in [`Pass`]'s order) as a task of
 /// CubeCL's server, which runs it in order with the kernels queued before and after it, on the
 /// stream it issues them to. A failing call is logged, and its output left unwritten: the loss
 /// turns non-finite and the job fails as such.
 fn call(pass: Pass, conv: Conv3x3, tensors: [&CubeTensor<CudaRuntime>; 3]) {
+    let dtype = match conv.precision {
+        Precision::Bf16 => DType::BF16,
+        Precision::F32 => DType::F32,
+    };
     for t in tensors {
         assert!(
-            t.is_contiguous() && t.dtype == DType::BF16,
-            "cuDNN {pass:?}: operands must be contiguous bf16"
+            t.is_contiguous() && t.dtype == dtype,
+            "cuDNN {pass:?}: operands must be contiguous {dtype:?}"
         );
     }
     let device = tensors[0].device.index;
