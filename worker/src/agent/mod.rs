@@ -11,6 +11,7 @@ pub mod command;
 pub mod command_checkpoints;
 mod ending;
 pub mod slot;
+mod slot_thread;
 pub mod uploader;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use crate::train_ops::KernelChoice;
 use crate::training::{FuseChoice, FuseTarget, RunnerConfig};
 use backoff::Backoff;
 use slot::{JobStores, SlotContext, run_slot};
+use slot_thread::SlotThread;
 
 /// How to reach the coordinator and what this worker offers (its credentials travel separately,
 /// see [`run_agent_with`]).
@@ -97,6 +99,8 @@ pub enum AgentError {
     Runner { device: String, source: crate::training::TrainError },
     #[error("no device to train on")]
     NoDevice,
+    #[error("could not start a slot's thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// The leases this process holds, shared by the slots (insert/remove) and the heartbeat loop
@@ -219,12 +223,15 @@ pub async fn run_agent_with(
             let (dev, d) = (*device, data.clone());
             let kernels = config.kernels.for_device(dev);
             let runner_config = RunnerConfig { kernels, ..RunnerConfig::default() };
+            let name = format!("slot-{}", device_index as u32 * config.slots_per_device + k);
+            let thread = Arc::new(SlotThread::spawn(name).map_err(AgentError::Thread)?);
             let runner = if config.commands == Commands::Only {
                 Box::new(NoTraining(dev))
             } else {
-                tokio::task::spawn_blocking(move || open_runner_with(dev, d, runner_config))
+                // The runner's data set goes to the device from the thread that trains on it.
+                thread
+                    .run(move || open_runner_with(dev, d, runner_config))
                     .await
-                    .expect("runner start-up thread panicked")
                     .map_err(|source| AgentError::Runner { device: device.to_string(), source })?
             };
             info!(device = %dev, slot = k, %kernels, "slot ready");
@@ -239,6 +246,7 @@ pub async fn run_agent_with(
                 commands: config.commands,
                 fuse: config.fuse,
                 target: FuseTarget::sharing(dev, kernels, free, config.slots_per_device, data.device_bytes()),
+                thread,
             };
             slot_tasks.push(tokio::spawn(run_slot(ctx, runner)));
         }

@@ -1,6 +1,6 @@
 //! One worker slot: a long-lived loop that owns a [`JobRunner`] (so its device, resident data
 //! set and autotuned kernels are paid for once per process), leases a job (or, fusing, up to
-//! `fuse` compatible built-in jobs trained as one step), trains on a blocking thread, streams
+//! `fuse` compatible built-in jobs trained as one step), trains on the slot's own thread, streams
 //! each job's epochs as they end, and completes or fails each job. A panic in training fails the
 //! jobs, not the worker.
 
@@ -20,6 +20,7 @@ use super::backoff::Backoff;
 use super::command::{StopRequest, run_command};
 use super::command_checkpoints::Mirror;
 use super::ending::{Tracked, conclude, release};
+use super::slot_thread::SlotThread;
 use super::uploader::upload_epochs;
 use super::{Commands, LeaseTable};
 use crate::checkpoint::{CheckpointStore, Checkpointing, CoordinatorStore};
@@ -46,6 +47,8 @@ pub struct SlotContext {
     pub fuse: FuseChoice,
     /// The device, kernels and memory of the slot's runner (what `fuse` chooses by).
     pub target: FuseTarget,
+    /// Where the runner works on the device: always this one thread, so always one stream.
+    pub thread: Arc<SlotThread>,
 }
 
 /// The checkpoint store of each job a slot runs.
@@ -265,7 +268,7 @@ async fn run_job(
             }
             (runner, vec![outcome])
         }
-        (_, training) => train_on_blocking_thread(runner, group, training).await,
+        (_, training) => train_on_slot_thread(&ctx.thread, runner, group, training).await,
     };
     for (tracked, outcome) in tracked.into_iter().zip(outcomes) {
         conclude(ctx, tracked, outcome).await;
@@ -299,41 +302,40 @@ fn job_key(job: &JobAssignment) -> String {
     format!("{}/job-{}", job.sweep, job.fence.job_id)
 }
 
-/// Trains `jobs` (one, or several fused) with `runner` on a blocking thread, turning a panic
+/// Trains `jobs` (one, or several fused) with `runner` on the slot's thread, turning a panic
 /// into every job's error text.
-async fn train_on_blocking_thread(
+async fn train_on_slot_thread(
+    thread: &SlotThread,
     mut runner: Box<dyn JobRunner>,
     jobs: Vec<JobAssignment>,
     mut training: Vec<Training>,
 ) -> (Box<dyn JobRunner>, Vec<Result<JobOutcome, String>>) {
-    let task = tokio::task::spawn_blocking(move || {
-        let described: Vec<_> = jobs.iter().map(TrainJob::try_from).collect();
-        let mut outcomes: Vec<Option<Result<JobOutcome, String>>> = Vec::with_capacity(jobs.len());
-        let (mut runs, mut trained) = (Vec::new(), Vec::new());
-        for (i, (job, t)) in described.iter().zip(&mut training).enumerate() {
-            match job {
-                Ok(job) => {
-                    runs.push(FusedRun { job, checkpoints: t.checkpointing.as_ref(), sink: &mut t.sink });
-                    trained.push(i);
-                    outcomes.push(None);
+    thread
+        .run(move || {
+            let described: Vec<_> = jobs.iter().map(TrainJob::try_from).collect();
+            let mut outcomes: Vec<Option<Result<JobOutcome, String>>> = Vec::with_capacity(jobs.len());
+            let (mut runs, mut trained) = (Vec::new(), Vec::new());
+            for (i, (job, t)) in described.iter().zip(&mut training).enumerate() {
+                match job {
+                    Ok(job) => {
+                        runs.push(FusedRun { job, checkpoints: t.checkpointing.as_ref(), sink: &mut t.sink });
+                        trained.push(i);
+                        outcomes.push(None);
+                    }
+                    Err(e) => outcomes.push(Some(Err(e.to_string()))),
                 }
-                Err(e) => outcomes.push(Some(Err(e.to_string()))),
             }
-        }
-        let results = match catch_unwind(AssertUnwindSafe(|| runner.run_fused(runs))) {
-            Ok(results) => results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
-            Err(panic) => {
-                vec![Err(format!("training panicked: {}", panic_message(panic.as_ref()))); trained.len()]
+            let results = match catch_unwind(AssertUnwindSafe(|| runner.run_fused(runs))) {
+                Ok(results) => results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
+                Err(panic) => {
+                    vec![Err(format!("training panicked: {}", panic_message(panic.as_ref()))); trained.len()]
+                }
+            };
+            for (i, result) in trained.into_iter().zip(results) {
+                outcomes[i] = Some(result);
             }
-        };
-        for (i, result) in trained.into_iter().zip(results) {
-            outcomes[i] = Some(result);
-        }
-        let outcomes = outcomes.into_iter().map(|o| o.expect("every job has an outcome")).collect();
-        (runner, outcomes)
-    });
-    match task.await {
-        Ok(done) => done,
-        Err(e) => panic!("training thread could not be joined: {e}"),
-    }
+            let outcomes = outcomes.into_iter().map(|o| o.expect("every job has an outcome")).collect();
+            (runner, outcomes)
+        })
+        .await
 }
