@@ -100,10 +100,8 @@ fn launch([a, b]: [CubeTensor<CudaRuntime>; 2], pass: Pass, groups: usize) -> Cu
     // channels-last (the filter's is cuDNN's NHWC filter layout, `[G·C_out, 3, 3, C_in]`).
     let [n, a_channels, h, w] = a.meta.shape().dims::<4>();
     let b_dims = b.meta.shape().dims::<4>();
-    let (dtype, precision) = match a.dtype {
-        DType::F32 => (DType::F32, Precision::F32),
-        _ => (DType::BF16, Precision::Bf16),
-    };
+    let dtype = a.dtype;
+    let precision = precision(dtype).expect("`takes` and `takes_image` admit bf16 and f32 only");
     let conv = |c_in, c_out| Conv3x3 { n, c_in, c_out, h, w, groups, precision };
     let (conv, out) = match pass {
         Pass::Forward => (conv(a_channels / groups, b_dims[0] / groups), [n, h, w, b_dims[0]]),
@@ -119,19 +117,25 @@ fn launch([a, b]: [CubeTensor<CudaRuntime>; 2], pass: Pass, groups: usize) -> Cu
     permute_nhwc_to_nchw(out)
 }
 
-/// Queues `pass` on the buffers of `tensors` (contiguous, all bf16 or all f32, in [`Pass`]'s order) as a task of
-/// CubeCL's server, which runs it in order with the kernels queued before and after it, on the
-/// stream it issues them to. A failing call is logged, and its output left unwritten: the loss
-/// turns non-finite and the job fails as such.
+/// cuDNN's element type for tensors of `dtype`, where the calls here take it.
+fn precision(dtype: DType) -> Option<Precision> {
+    match dtype {
+        DType::BF16 => Some(Precision::Bf16),
+        DType::F32 => Some(Precision::F32),
+        _ => None,
+    }
+}
+
+/// Queues `pass` on the buffers of `tensors` (contiguous, of `conv`'s precision, in [`Pass`]'s
+/// order) as a task of CubeCL's server, which runs it in order with the kernels queued before
+/// and after it, on the stream it issues them to. A failing call is logged, and its output left
+/// unwritten: the loss turns non-finite and the job fails as such.
 fn call(pass: Pass, conv: Conv3x3, tensors: [&CubeTensor<CudaRuntime>; 3]) {
-    let dtype = match conv.precision {
-        Precision::Bf16 => DType::BF16,
-        Precision::F32 => DType::F32,
-    };
     for t in tensors {
         assert!(
-            t.is_contiguous() && t.dtype == dtype,
-            "cuDNN {pass:?}: operands must be contiguous {dtype:?}"
+            t.is_contiguous() && precision(t.dtype) == Some(conv.precision),
+            "cuDNN {pass:?}: operands must be contiguous {:?}",
+            conv.precision
         );
     }
     let device = tensors[0].device.index;
