@@ -302,40 +302,45 @@ fn job_key(job: &JobAssignment) -> String {
     format!("{}/job-{}", job.sweep, job.fence.job_id)
 }
 
-/// Trains `jobs` (one, or several fused) with `runner` on the slot's thread, turning a panic
-/// into every job's error text.
+/// Trains `jobs` (one, or several fused) with `runner` on the slot's thread.
 async fn train_on_slot_thread(
     thread: &SlotThread,
+    runner: Box<dyn JobRunner>,
+    jobs: Vec<JobAssignment>,
+    training: Vec<Training>,
+) -> (Box<dyn JobRunner>, Vec<Result<JobOutcome, String>>) {
+    thread.run(move || train_group(runner, jobs, training)).await
+}
+
+/// Trains `jobs` with `runner` on the calling thread, turning a panic into every job's error
+/// text.
+fn train_group(
     mut runner: Box<dyn JobRunner>,
     jobs: Vec<JobAssignment>,
     mut training: Vec<Training>,
 ) -> (Box<dyn JobRunner>, Vec<Result<JobOutcome, String>>) {
-    thread
-        .run(move || {
-            let described: Vec<_> = jobs.iter().map(TrainJob::try_from).collect();
-            let mut outcomes: Vec<Option<Result<JobOutcome, String>>> = Vec::with_capacity(jobs.len());
-            let (mut runs, mut trained) = (Vec::new(), Vec::new());
-            for (i, (job, t)) in described.iter().zip(&mut training).enumerate() {
-                match job {
-                    Ok(job) => {
-                        runs.push(FusedRun { job, checkpoints: t.checkpointing.as_ref(), sink: &mut t.sink });
-                        trained.push(i);
-                        outcomes.push(None);
-                    }
-                    Err(e) => outcomes.push(Some(Err(e.to_string()))),
-                }
+    let described: Vec<_> = jobs.iter().map(TrainJob::try_from).collect();
+    let mut outcomes: Vec<Option<Result<JobOutcome, String>>> = Vec::with_capacity(jobs.len());
+    let (mut runs, mut trained) = (Vec::new(), Vec::new());
+    for (i, (job, t)) in described.iter().zip(&mut training).enumerate() {
+        match job {
+            Ok(job) => {
+                runs.push(FusedRun { job, checkpoints: t.checkpointing.as_ref(), sink: &mut t.sink });
+                trained.push(i);
+                outcomes.push(None);
             }
-            let results = match catch_unwind(AssertUnwindSafe(|| runner.run_fused(runs))) {
-                Ok(results) => results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
-                Err(panic) => {
-                    vec![Err(format!("training panicked: {}", panic_message(panic.as_ref()))); trained.len()]
-                }
-            };
-            for (i, result) in trained.into_iter().zip(results) {
-                outcomes[i] = Some(result);
-            }
-            let outcomes = outcomes.into_iter().map(|o| o.expect("every job has an outcome")).collect();
-            (runner, outcomes)
-        })
-        .await
+            Err(e) => outcomes.push(Some(Err(e.to_string()))),
+        }
+    }
+    let results = match catch_unwind(AssertUnwindSafe(|| runner.run_fused(runs))) {
+        Ok(results) => results.into_iter().map(|r| r.map_err(|e| e.to_string())).collect(),
+        Err(panic) => {
+            vec![Err(format!("training panicked: {}", panic_message(panic.as_ref()))); trained.len()]
+        }
+    };
+    for (i, result) in trained.into_iter().zip(results) {
+        outcomes[i] = Some(result);
+    }
+    let outcomes = outcomes.into_iter().map(|o| o.expect("every job has an outcome")).collect();
+    (runner, outcomes)
 }

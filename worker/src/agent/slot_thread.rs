@@ -1,5 +1,5 @@
 //! A slot's own OS thread for everything its runner does on the device ([`SlotThread`]). CubeCL
-//! issues a thread's work to a stream chosen by that thread (the 129th thread to touch a device
+//! issues a thread's work to a stream chosen by that thread (the 129th thread to touch the GPU
 //! shares the first one's), and a step recorded as a CUDA graph is recorded from, and replayed
 //! on, one stream: on tokio's blocking pool any job could land on any thread, so two slots could
 //! end up on one stream, one slot's work captured into the other's graph.

@@ -29,10 +29,7 @@ macro_rules! conv_ops {
                 engine: ConvEngine,
             ) -> FloatTensor<Self> {
                 match engine {
-                    ConvEngine::Cudnn
-                        if cudnn::takes(&x, &weight, &[x.shape()[1], weight.shape()[0]])
-                            || cudnn::takes_image(&x, &weight) =>
-                    {
+                    ConvEngine::Cudnn if cudnn::takes_layer(&x, &weight, weight.shape()[0]) => {
                         cudnn::conv3x3(x, weight)
                     }
                     ConvEngine::Tuned | ConvEngine::Cudnn if tuned::tunable(&x, &weight) => {
@@ -48,9 +45,7 @@ macro_rules! conv_ops {
                 engine: ConvEngine,
             ) -> FloatTensor<Self> {
                 // cuDNN takes the gradient when it takes the convolution: `dy` has the kernel's C_out.
-                let takes =
-                    cudnn::takes(&x, &dy, &[x.shape()[1], dy.shape()[1]]) || cudnn::takes_image(&x, &dy);
-                if engine == ConvEngine::Cudnn && takes {
+                if engine == ConvEngine::Cudnn && cudnn::takes_layer(&x, &dy, dy.shape()[1]) {
                     return super::library::f32_grad::<Self>(cudnn::weight_grad(x, dy));
                 }
                 unwrap(reference::weight_grad::<Self>(wrap(x), wrap(dy)))

@@ -43,6 +43,12 @@ pub fn takes_image<T: KernelTensor>(x: &T, b: &T) -> bool {
     x.dtype() == DType::F32 && b.dtype() == DType::F32 && x.shape()[1] < IMAGE_CHANNELS
 }
 
+/// Whether cuDNN takes the single model's layer of input `x` whose other operand `b` (the
+/// weight, or the output gradient) has `c_out` output channels: [`takes`] or [`takes_image`].
+pub fn takes_layer<T: KernelTensor>(x: &T, b: &T, c_out: usize) -> bool {
+    takes(x, b, &[x.shape()[1], c_out]) || takes_image(x, b)
+}
+
 /// `x: [N, C_in, H, W]` convolved (3×3, stride 1, padding 1, no bias) by `weight: [C_out, C_in,
 /// 3, 3]`, both bf16 or both f32 (as [`takes`] or [`takes_image`] asks): `[N, C_out, H, W]` in
 /// their dtype, channels-last in memory.
