@@ -15,8 +15,9 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
-use crate::train_ops::{Kernels, TrainOps, batch_norm, conv, pool};
+use crate::train_ops::{Kernels, TrainOps, batch_norm, conv, pool, to_dtype};
 
 mod fused;
 pub use fused::{FusedCnn, FusionError, check_fusable, side_by_side};
@@ -59,8 +60,9 @@ impl<B: Backend> ConvBnRelu<B> {
     }
 
     /// The layer; in training, BatchNorm normalises each of `bn_groups` equal groups of the
-    /// batch over its own statistics (1: the whole batch).
-    fn forward(&self, x: Tensor<B, 4>, kernels: Kernels, bn_groups: usize) -> Tensor<B, 4>
+    /// batch over its own statistics (1: the whole batch); `pooled`: its output 2×2 average
+    /// pooled by the BatchNorm node ([`batch_norm::pools_output`]).
+    fn forward(&self, x: Tensor<B, 4>, kernels: Kernels, bn_groups: usize, pooled: bool) -> Tensor<B, 4>
     where
         B: TrainOps,
     {
@@ -70,7 +72,7 @@ impl<B: Backend> ConvBnRelu<B> {
         let y = conv::conv3x3(&self.conv, x, kernels, fused_norm);
         let conv_bias =
             (fused_norm && kernels.custom_conv()).then(|| self.conv.bias.as_ref().map(|b| b.val()));
-        batch_norm::batch_norm_relu(&self.norm, y, kernels, bn_groups, conv_bias.flatten())
+        batch_norm::batch_norm_relu(&self.norm, y, kernels, bn_groups, conv_bias.flatten(), pooled)
     }
 }
 
@@ -158,17 +160,21 @@ impl<B: TrainOps> Cnn<B> {
     /// Images `[N, 3, 32, 32]` in [0, 1] → logits `[N, 10]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let groups = bn_groups(images.dims()[0], self.bn_group);
-        let mut x = images;
-        for layer in &self.block1 {
-            x = layer.forward(x, self.kernels, groups);
-        }
-        x = self.pool(x);
-        for layer in &self.block2 {
-            x = layer.forward(x, self.kernels, groups);
-        }
-        x = self.pool(x);
-        for layer in &self.block3 {
-            x = layer.forward(x, self.kernels, groups);
+        // With `bimage` the image's layer runs in bf16, as under a framework's bf16 autocast.
+        let mut x = match self.kernels.bf16_image {
+            true => to_dtype(images, FloatDType::BF16),
+            false => images,
+        };
+        for (block, pooling) in [(&self.block1, true), (&self.block2, true), (&self.block3, false)] {
+            // With `bnpool` in training the block's last BatchNorm node pools its own output.
+            let in_norm = pooling && batch_norm::pools_output::<B>(self.kernels, &x.device());
+            let last = block.len() - 1;
+            for (i, layer) in block.iter().enumerate() {
+                x = layer.forward(x, self.kernels, groups, in_norm && i == last);
+            }
+            if pooling && !in_norm {
+                x = self.pool(x);
+            }
         }
         // The head runs in f32 whatever the activations' dtype.
         self.head.forward(pool::global_avg_pool(x, self.kernels))

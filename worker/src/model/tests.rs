@@ -20,7 +20,7 @@ fn batchnorm_running_mean_moves_one_percent_per_step_like_keras() {
     let mut layer = layer;
     layer.conv.weight = Param::from_tensor(Tensor::zeros([1, 1, 3, 3], &device));
     layer.conv.bias = Some(Param::from_tensor(Tensor::full([1], 2.0, &device)));
-    let _ = layer.forward(Tensor::ones([4, 1, 8, 8], &device), Kernels::STOCK, 1);
+    let _ = layer.forward(Tensor::ones([4, 1, 8, 8], &device), Kernels::STOCK, 1, false);
     let running: f32 = layer.norm.running_mean.value_sync().into_scalar();
     assert!((running - 0.02).abs() < 1e-6, "running mean {running}");
     assert_eq!(layer.norm.epsilon, BN_EPSILON);
@@ -36,7 +36,7 @@ fn running_statistics_follow_the_model_across_threads() {
     layer.conv.bias = Some(Param::from_tensor(Tensor::full([1], 2.0, &device)));
     for _ in 0..2 {
         std::thread::scope(|s| {
-            s.spawn(|| layer.forward(Tensor::ones([4, 1, 8, 8], &device), Kernels::FAST, 1));
+            s.spawn(|| layer.forward(Tensor::ones([4, 1, 8, 8], &device), Kernels::FAST, 1, false));
         });
     }
     // Batch mean 2 twice: 0.01·2, then 0.99·0.02 + 0.01·2.
@@ -214,8 +214,9 @@ fn model_with_conv_biases<A: Backend>() -> Cnn<A> {
     model
 }
 
-/// Validation on the GPU with bf16 activations (the tuned convolutions, cuDNN's) against the
-/// f32 model's on the same weights. Needs a CUDA GPU, and cuDNN for `fast-bf16-cudnn`.
+/// Validation on the GPU with bf16 activations (the tuned convolutions; cuDNN's, with the
+/// image's layer in bf16 or as `xgemm`'s f32 GEMM) against the f32 model's on the same weights.
+/// Needs a CUDA GPU, and cuDNN for `fast-bf16-cudnn`.
 #[cfg(feature = "cuda")]
 #[test]
 #[ignore = "needs a CUDA GPU and cuDNN"]
@@ -225,7 +226,8 @@ fn cuda_bf16_inference_stays_close_to_the_f32_model() {
     let images = fixed_images::<G>(&Default::default());
     let f32_logits = model.clone().with_kernels(Kernels::FAST).forward(images.clone());
     let scale: f32 = f32_logits.clone().abs().max().into_scalar();
-    for kernels in [Kernels::FAST_BF16, Kernels::FAST_BF16_CUDNN] {
+    let f32_image = Kernels { explicit_gemm: true, bf16_image: false, ..Kernels::FAST_BF16_CUDNN };
+    for kernels in [Kernels::FAST_BF16, Kernels::FAST_BF16_CUDNN, f32_image] {
         let logits = model.clone().with_kernels(kernels).forward(images.clone());
         let err: f32 = (logits - f32_logits.clone()).abs().max().into_scalar();
         assert!(scale > 0.1 && err <= 5e-2 * scale, "{kernels}: logits differ by {err} (scale {scale})");
@@ -236,7 +238,9 @@ fn cuda_bf16_inference_stays_close_to_the_f32_model() {
 fn custom_training_nodes_match_burns_stock_modules() {
     let base = model_with_conv_biases::<B>();
     let stock = one_step(&base, Kernels::STOCK);
-    for kernels in ["fast", "wgrad", "bn", "wgrad+bn", "dgrad"].map(|k| k.parse::<Kernels>().unwrap()) {
+    for kernels in
+        ["fast", "fast+bnpool", "wgrad", "bn", "wgrad+bn", "dgrad"].map(|k| k.parse::<Kernels>().unwrap())
+    {
         for ((name, fast), (_, reference)) in one_step(&base, kernels).into_iter().zip(stock.iter().cloned())
         {
             let scale: f32 = reference.clone().abs().max().into_scalar();

@@ -38,6 +38,17 @@ pub struct Kernels {
     /// `xgemm`, the image's f32 convolution and its weight gradient too. Needs `bf16`.
     #[serde(default)]
     pub cudnn_conv: bool,
+    /// The image's convolution in bf16 on cuDNN (its channels padded with zeros to 8): the
+    /// images enter the model cast to bf16, as under a framework's bf16 autocast, and the
+    /// layer's output and BatchNorm are bf16 like every other layer's. Needs `cudnn`, not
+    /// `xgemm` (which runs that layer in f32).
+    #[serde(default)]
+    pub bf16_image: bool,
+    /// A BatchNorm + ReLU layer followed by the 2×2 pooling writes only the pooled output, and
+    /// its backward reads the pooled gradient where each element's window lies
+    /// ([`super::batch_norm::pooled`]). Needs `bn` and `pool`.
+    #[serde(default)]
+    pub pooled_norm: bool,
     /// On CUDA, every operation launched by the thread that records the step, on burn's
     /// CubeCL backend without its fusion stream (whose device thread otherwise takes each
     /// operation, fuses what it can and launches it). CUDA only.
@@ -65,7 +76,7 @@ pub enum ConvEngine {
 pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16-cudnn+direct+graph \
     on CUDA where libcudnn loads, fast-bf16 on CUDA without it, fast on the CPU), fast (custom convolution gradients, fused BatchNorm and pooling, f32), fast-bf16 (fast with bf16 \
     activations and tuned bf16 convolutions), fast-bf16-cudnn (fast-bf16 with the bf16 convolutions on cuDNN, \
-    libcudnn found at run time), or stock (burn's modules); any of them +direct on CUDA launches every \
+    the image's in bf16 too, libcudnn found at run time), or stock (burn's modules); any of them +direct on CUDA launches every \
     operation from the training thread, without burn's fusion stream, and +direct+graph records the step \
     once as a CUDA graph and replays it";
 
@@ -77,14 +88,18 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     tilings tuned for the model; with bf16), pool (average pooling as custom nodes), xgemm (the image's \
     convolution as one explicit GEMM; with wgrad or dgrad), mconv (fused models' convolutions one model at a \
     time on the single model's kernels; with wgrad or dgrad), cudnn (the bf16 convolutions and their weight \
-    gradients on cuDNN, loaded at run time, and without xgemm the image's f32 convolution; with bf16), direct (CUDA: operations launched by the training \
+    gradients on cuDNN, loaded at run time, and without xgemm the image's f32 convolution; with bf16), bimage (the \
+    image's convolution in bf16 on cuDNN, the images cast to bf16; with cudnn, without xgemm), bnpool (the 2×2 \
+    pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), direct (CUDA: operations launched by the training \
     thread, without burn's fusion stream), graph (CUDA: the step recorded once as a CUDA graph and \
     replayed; with direct); a named set among the parts stands for its own \
     (fast-bf16+cudnn)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 11] =
-    ["wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "direct", "graph"];
+const PARTS: [&str; 13] = [
+    "wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "bimage", "bnpool", "direct",
+    "graph",
+];
 
 impl Kernels {
     /// burn's stock modules everywhere (the reference).
@@ -98,6 +113,8 @@ impl Kernels {
         explicit_gemm: false,
         per_model_conv: false,
         cudnn_conv: false,
+        bf16_image: false,
+        pooled_norm: false,
         direct_launch: false,
         replay_step: false,
     };
@@ -117,10 +134,18 @@ impl Kernels {
     pub const FAST_BF16: Kernels =
         Kernels { bf16_activations: true, tuned_conv: true, explicit_gemm: true, ..Kernels::FAST };
 
-    /// [`Kernels::FAST_BF16`] with its bf16 convolutions on cuDNN (`+cudnn`).
-    pub const FAST_BF16_CUDNN: Kernels = Kernels { cudnn_conv: true, ..Kernels::FAST_BF16 };
+    /// [`Kernels::FAST_BF16`] with its bf16 convolutions on cuDNN, the image's layer in bf16 on
+    /// cuDNN too instead of `xgemm`'s f32 GEMM, and the poolings folded into the layers before
+    /// them (`wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool`).
+    pub const FAST_BF16_CUDNN: Kernels = Kernels {
+        cudnn_conv: true,
+        bf16_image: true,
+        pooled_norm: true,
+        explicit_gemm: false,
+        ..Kernels::FAST_BF16
+    };
 
-    fn parts(self) -> [bool; 11] {
+    fn parts(self) -> [bool; PARTS.len()] {
         [
             self.gemm_weight_grad,
             self.flipped_input_grad,
@@ -131,6 +156,8 @@ impl Kernels {
             self.explicit_gemm,
             self.per_model_conv,
             self.cudnn_conv,
+            self.bf16_image,
+            self.pooled_norm,
             self.direct_launch,
             self.replay_step,
         ]
@@ -178,7 +205,7 @@ impl std::str::FromStr for Kernels {
         if let Some(set) = Kernels::named(s) {
             return Ok(set);
         }
-        let mut on = [false; 11];
+        let mut on = [false; PARTS.len()];
         for part in s.split('+') {
             // A named set among the parts stands for its own parts (`fast-bf16+mconv`); `stock`
             // has none, so it is not a part.
@@ -204,6 +231,8 @@ impl std::str::FromStr for Kernels {
             explicit_gemm,
             per_model_conv,
             cudnn_conv,
+            bf16_image,
+            pooled_norm,
             direct_launch,
             replay_step,
         ] = on;
@@ -217,6 +246,8 @@ impl std::str::FromStr for Kernels {
             explicit_gemm,
             per_model_conv,
             cudnn_conv,
+            bf16_image,
+            pooled_norm,
             direct_launch,
             replay_step,
         };
@@ -238,6 +269,17 @@ impl std::str::FromStr for Kernels {
         }
         if cudnn_conv && !bf16_activations {
             return Err(format!("{s:?}: cudnn runs the bf16 convolutions: it needs the bf16 part"));
+        }
+        if bf16_image && (explicit_gemm || !cudnn_conv) {
+            return Err(format!(
+                "{s:?}: bimage runs the image's bf16 convolution on cuDNN: it needs the cudnn part and \
+                 not xgemm (which runs that convolution in f32)"
+            ));
+        }
+        if pooled_norm && !(fused_batch_norm && custom_pool) {
+            return Err(format!(
+                "{s:?}: bnpool folds the pooling into the BatchNorm node: it needs the bn and pool parts"
+            ));
         }
         if bf16_activations && !(fused_batch_norm && kernels.custom_conv()) {
             return Err(format!(
@@ -283,6 +325,8 @@ mod tests {
             "wgrad+bn+mconv",
             "wgrad+dgrad+bn+bf16+cudnn",
             "wgrad+dgrad+bn+bf16+tconv+pool+xgemm+cudnn",
+            "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+direct+graph",
+            "wgrad+dgrad+bn+pool+bnpool",
         ] {
             let kernels: Kernels = name.parse().unwrap();
             assert_eq!(kernels.to_string(), name);
@@ -299,7 +343,10 @@ mod tests {
         assert_eq!("fast+mconv".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool+mconv");
         let cudnn = "fast-bf16+cudnn".parse::<Kernels>().unwrap();
         assert_eq!(cudnn, Kernels { cudnn_conv: true, ..Kernels::FAST_BF16 });
-        assert_eq!("fast-bf16-cudnn".parse::<KernelChoice>().unwrap(), KernelChoice::Set(cudnn));
+        let named = Kernels { explicit_gemm: false, bf16_image: true, pooled_norm: true, ..cudnn };
+        assert_eq!(named.to_string(), "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool");
+        assert_eq!("fast-bf16-cudnn".parse::<Kernels>().unwrap(), named);
+        assert_eq!("fast-bf16-cudnn".parse::<KernelChoice>().unwrap(), KernelChoice::Set(named));
     }
 
     #[test]
@@ -330,6 +377,14 @@ mod tests {
         for without in ["mconv", "bn+mconv"] {
             let err = without.parse::<Kernels>().unwrap_err();
             assert!(err.contains("mconv") && err.contains("wgrad or dgrad"), "{err}");
+        }
+        for bad in ["wgrad+dgrad+bn+bf16+bimage", "fast-bf16+cudnn+bimage"] {
+            let err = bad.parse::<Kernels>().unwrap_err();
+            assert!(err.contains("bimage") && err.contains("cudnn part and not xgemm"), "{err}");
+        }
+        for bad in ["wgrad+dgrad+bn+bnpool", "wgrad+dgrad+pool+bnpool"] {
+            let err = bad.parse::<Kernels>().unwrap_err();
+            assert!(err.contains("bnpool") && err.contains("bn and pool parts"), "{err}");
         }
         assert!("".parse::<Kernels>().is_err());
         assert!("auto".parse::<Kernels>().is_err(), "auto is a choice, not a set");

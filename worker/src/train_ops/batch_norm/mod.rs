@@ -24,9 +24,13 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+mod layer;
+pub mod pooled;
 pub mod reference;
 #[cfg(test)]
 mod tests;
+
+pub use layer::{batch_norm_relu, pools_output, set_running};
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -34,15 +38,12 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::module::{ModuleMapper, Param, RunningState};
-use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
-use burn::tensor::activation::relu;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::{Kernels, to_dtype, unwrap, wrap};
+use super::{pool, unwrap, wrap};
 
 /// BatchNorm + ReLU's operations as backend methods: the defaults are burn's ops
 /// ([`reference`]); `Autodiff<B>` runs [`BatchNormOps::batch_norm_relu_train`] as the custom
@@ -58,7 +59,18 @@ pub trait BatchNormOps: Backend {
         config: NormConfig,
         dtype: FloatDType,
     ) -> NormOutputs<Self> {
-        unfused::<Self>(x, inputs, config, dtype)
+        unfused::<Self>(x, inputs, config, dtype, false)
+    }
+
+    /// [`BatchNormOps::batch_norm_relu_train`] with its output 2×2 average pooled (stride 2):
+    /// `[N, C, H/2, W/2]` ([`pooled`]).
+    fn batch_norm_relu_pool_train(
+        x: FloatTensor<Self>,
+        inputs: NormInputs<Self>,
+        config: NormConfig,
+        dtype: FloatDType,
+    ) -> NormOutputs<Self> {
+        unfused::<Self>(x, inputs, config, dtype, true)
     }
 
     /// BatchNorm's batch statistics of `x: [N, C, H, W]` (any dtype), per group of the batch
@@ -86,6 +98,17 @@ pub trait BatchNormOps: Backend {
         reference::normalize_relu_by_ops::<Self>(x, [mean, scale, beta], dtype)
     }
 
+    /// [`BatchNormOps::normalize_relu`] then 2×2 average pooling (stride 2) of its output (even
+    /// H and W): `[N, C, H/2, W/2]` in `dtype`. Default: the two through burn's ops; the CUDA
+    /// backend runs one kernel, which never writes the full-size output.
+    fn normalize_relu_pool(
+        x: FloatTensor<Self>,
+        per_channel: [FloatTensor<Self>; 3],
+        dtype: FloatDType,
+    ) -> FloatTensor<Self> {
+        pooled::normalize_relu_pool_by_ops::<Self>(x, per_channel, dtype)
+    }
+
     /// BatchNorm + ReLU's backward `[dx, dγ, dβ]` from `dy`, the output `y` and input `x`
     /// (`[N, C, H, W]`) and `[mean, inv_std, γ, β]` (f32; `mean`, `inv_std` per group): per
     /// group `dβ_g = Σ g`, `dγ_g = Σ g·x̂`, `dx = γ·inv_std·(g − dβ_g/M − x̂·dγ_g/M)` with
@@ -100,6 +123,17 @@ pub trait BatchNormOps: Backend {
     ) -> [FloatTensor<Self>; 3] {
         reference::relu_grad::<Self>(activations, per_channel)
     }
+
+    /// [`BatchNormOps::batch_norm_relu_grad`] of [`BatchNormOps::normalize_relu_pool`]'s layer:
+    /// `dy` is the pooled output's gradient `[N, C, H/2, W/2]` (each element's `g` a quarter of
+    /// its window's, masked), `[dy, x]`. Default: the output recomputed, burn's pooling gradient
+    /// and [`reference::relu_grad`]; the CUDA backend's two passes read `dy` at each window.
+    fn batch_norm_relu_pool_grad(
+        activations: [FloatTensor<Self>; 2],
+        per_channel: [FloatTensor<Self>; 4],
+    ) -> [FloatTensor<Self>; 3] {
+        pooled::relu_pool_grad_by_ops::<Self>(activations, per_channel)
+    }
 }
 
 impl BatchNormOps for burn::backend::Flex {}
@@ -111,84 +145,17 @@ impl<B: BatchNormOps, C: CheckpointStrategy> BatchNormOps for Autodiff<B, C> {
         config: NormConfig,
         dtype: FloatDType,
     ) -> NormOutputs<Self> {
-        autodiff_batch_norm_relu::<B, C>(x, inputs, config, dtype)
+        autodiff_batch_norm_relu::<B, C>(x, inputs, config, dtype, false)
     }
-}
 
-/// The model's BatchNorm + ReLU layer with `kernels`' `bn` part: in training the fused node, the
-/// output in `dtype`, each of `groups` equal groups of the batch normalised on its own, and the
-/// running statistics updated as burn's `BatchNorm::forward` updates them; in inference one
-/// normalising pass over the running statistics ([`inference`]). Without the part, burn's module
-/// and ReLU. `conv_bias` is the bias of a convolution that left it out of `x`
-/// ([`super::ConvOps::conv3x3_same`]): in training it shifts only the batch mean, so it goes in
-/// as the mean shift of the running mean; in inference it is subtracted from the running mean.
-pub fn batch_norm_relu<B: BatchNormOps>(
-    norm: &BatchNorm<B>,
-    x: Tensor<B, 4>,
-    kernels: Kernels,
-    groups: usize,
-    conv_bias: Option<Tensor<B, 1>>,
-) -> Tensor<B, 4> {
-    if !kernels.fused_batch_norm {
-        return relu(norm.forward(x));
+    fn batch_norm_relu_pool_train(
+        x: FloatTensor<Self>,
+        inputs: NormInputs<Self>,
+        config: NormConfig,
+        dtype: FloatDType,
+    ) -> NormOutputs<Self> {
+        autodiff_batch_norm_relu::<B, C>(x, inputs, config, dtype, true)
     }
-    let dtype = if kernels.bf16_activations { FloatDType::BF16 } else { FloatDType::F32 };
-    if !B::ad_enabled(&x.device()) {
-        return inference(norm, x, dtype, conv_bias);
-    }
-    let device = x.device();
-    let running = |state: &RunningState<Tensor<B, 1>>| unwrap(state.value_sync().to_device(&device));
-    let inputs = NormInputs {
-        gamma: unwrap(norm.gamma.val()),
-        beta: unwrap(norm.beta.val()),
-        mean_shift: conv_bias.map(|bias| unwrap(bias.detach())),
-        running_mean: running(&norm.running_mean),
-        running_var: running(&norm.running_var),
-    };
-    let config = NormConfig { epsilon: norm.epsilon, momentum: norm.momentum, groups };
-    let (y, running_mean, running_var) = B::batch_norm_relu_train(unwrap(x), inputs, config, dtype);
-    set_running(&norm.running_mean, wrap::<B, 1>(running_mean).detach());
-    set_running(&norm.running_var, wrap::<B, 1>(running_var).detach());
-    wrap(y)
-}
-
-/// Makes `value` the value of `state` (shared by its clones). burn's `RunningState::update`
-/// keeps one value per thread and averages them at the next read: a `div_scalar` per state and
-/// step (18 of a step's operations), and a stale average should the model change threads.
-pub fn set_running<B: Backend>(state: &RunningState<Tensor<B, 1>>, value: Tensor<B, 1>) {
-    /// Puts its tensor in place of the one float tensor it maps.
-    struct Set<B: Backend>(Option<Tensor<B, 1>>);
-    impl<B: Backend> ModuleMapper<B> for Set<B> {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let Some(value) = self.0.take() else { return param };
-            let (id, _, mapper) = param.consume();
-            Param::from_mapped_value(id, Tensor::from_primitive(value.into_primitive()), mapper)
-        }
-    }
-    // Pending per-thread updates (burn's own `BatchNorm::forward`) go first, or a later read
-    // would average them over `value`.
-    let _ = state.value_sync();
-    let _ = state.clone().map(&mut Set(Some(value)));
-}
-
-/// Inference: `max(0, (x + conv_bias − running_mean)·γ/√(running_var + ε) + β)` in `dtype`, as
-/// [`BatchNormOps::normalize_relu`] (one kernel on CUDA) with the bias folded into the mean;
-/// burn's module computes the same in separate passes over f32 copies.
-fn inference<B: BatchNormOps>(
-    norm: &BatchNorm<B>,
-    x: Tensor<B, 4>,
-    dtype: FloatDType,
-    conv_bias: Option<Tensor<B, 1>>,
-) -> Tensor<B, 4> {
-    let f32 = |t: Tensor<B, 1>| to_dtype(t, FloatDType::F32);
-    let running_mean = f32(norm.running_mean.value());
-    let mean = match conv_bias {
-        Some(bias) => running_mean - f32(bias),
-        None => running_mean,
-    };
-    let scale = f32(norm.gamma.val()) / (f32(norm.running_var.value()) + norm.epsilon).sqrt();
-    let per_channel = [mean, scale, f32(norm.beta.val())].map(unwrap);
-    wrap(B::normalize_relu(unwrap(x), per_channel, dtype))
 }
 
 /// What the training BatchNorm reads besides the activation, `[C]` f32 vectors.
@@ -243,22 +210,33 @@ fn forward<B: BatchNormOps>(
     inputs: NormInputs<B>,
     config: NormConfig,
     dtype: FloatDType,
+    pooled: bool,
 ) -> (FloatTensor<B>, NormStatistics<B>) {
     let running = [inputs.running_mean, inputs.running_var];
     let stats = B::batch_norm_statistics(x.clone(), inputs.gamma, inputs.mean_shift, running, config);
-    let y = B::normalize_relu(x, [stats.mean.clone(), stats.scale.clone(), inputs.beta], dtype);
+    let per_channel = [stats.mean.clone(), stats.scale.clone(), inputs.beta];
+    let y = match pooled {
+        true => B::normalize_relu_pool(x, per_channel, dtype),
+        false => B::normalize_relu(x, per_channel, dtype),
+    };
     (y, stats)
 }
 
 /// The stock formulation, differentiated by whatever backend runs it (trait default, and the
-/// reference the tests compare the custom node against); the running averages detached.
+/// reference the tests compare the custom node against); the running averages detached;
+/// `pooled`: the output 2×2 average pooled.
 pub fn unfused<B: BatchNormOps>(
     x: FloatTensor<B>,
     inputs: NormInputs<B>,
     config: NormConfig,
     dtype: FloatDType,
+    pooled: bool,
 ) -> NormOutputs<B> {
-    let (y, stats) = forward::<B>(x, inputs, config, dtype);
+    let (y, stats) = forward::<B>(x, inputs, config, dtype, false);
+    let y = match pooled {
+        true => B::avg_pool2d(y, pool::WINDOW, pool::WINDOW, [0, 0], true, false),
+        false => y,
+    };
     let detached = |t: FloatTensor<B>| unwrap(wrap::<B, 1>(t).detach());
     (y, detached(stats.running_mean), detached(stats.running_var))
 }
@@ -266,13 +244,14 @@ pub fn unfused<B: BatchNormOps>(
 #[derive(Debug)]
 struct BatchNormReluBackward;
 
-/// What the backward needs: checkpointed input and γ, β, and the forward's output and statistics.
+/// What the backward needs: checkpointed input and γ, β, and the forward's output (none when
+/// the node pooled it) and statistics.
 #[derive(Debug, Clone)]
 struct SavedStats<B: Backend> {
     x: NodeId,
     gamma: NodeId,
     beta: FloatTensor<B>,
-    output: FloatTensor<B>,
+    output: Option<FloatTensor<B>>,
     mean: FloatTensor<B>,
     inv_std: FloatTensor<B>,
 }
@@ -286,8 +265,11 @@ impl<B: BatchNormOps> Backward<B, 3> for BatchNormReluBackward {
         let saved = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(saved.x);
         let gamma: FloatTensor<B> = checkpointer.retrieve_node_output(saved.gamma);
-        let [dx, d_gamma, d_beta] =
-            B::batch_norm_relu_grad([dy, saved.output, x], [saved.mean, saved.inv_std, gamma, saved.beta]);
+        let per_channel = [saved.mean, saved.inv_std, gamma, saved.beta];
+        let [dx, d_gamma, d_beta] = match saved.output {
+            Some(y) => B::batch_norm_relu_grad([dy, y, x], per_channel),
+            None => B::batch_norm_relu_pool_grad([dy, x], per_channel),
+        };
         for (node, grad) in [(node_x, dx), (node_gamma, d_gamma), (node_beta, d_beta)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, grad);
@@ -302,6 +284,7 @@ fn autodiff_batch_norm_relu<B: BatchNormOps, C: CheckpointStrategy>(
     inputs: NormInputs<Autodiff<B, C>>,
     config: NormConfig,
     dtype: FloatDType,
+    pooled: bool,
 ) -> NormOutputs<Autodiff<B, C>> {
     let (gamma, beta) = (inputs.gamma, inputs.beta);
     let inner = NormInputs::<B> {
@@ -311,7 +294,7 @@ fn autodiff_batch_norm_relu<B: BatchNormOps, C: CheckpointStrategy>(
         running_mean: inputs.running_mean.primitive,
         running_var: inputs.running_var.primitive,
     };
-    let (y, stats) = forward::<B>(x.primitive.clone(), inner, config, dtype);
+    let (y, stats) = forward::<B>(x.primitive.clone(), inner, config, dtype, pooled);
     let prepared = BatchNormReluBackward
         .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
         .compute_bound()
@@ -322,7 +305,7 @@ fn autodiff_batch_norm_relu<B: BatchNormOps, C: CheckpointStrategy>(
                 x: prep.checkpoint(&x),
                 gamma: prep.checkpoint(&gamma),
                 beta: beta.primitive.clone(),
-                output: y.clone(),
+                output: (!pooled).then(|| y.clone()),
                 mean: stats.mean,
                 inv_std: stats.inv_std,
             };

@@ -16,10 +16,21 @@ fn max_abs_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
 /// (`custom`) or autodiff of the reference, the output written in `dtype`, BatchNorm over
 /// `groups` groups of the batch.
 fn outputs(
+    inputs: [&Tensor<Ad, 4>; 4],
+    custom: bool,
+    dtype: FloatDType,
+    groups: usize,
+) -> [Tensor<Flex, 4>; 6] {
+    outputs_of(inputs, custom, dtype, groups, false)
+}
+
+/// [`outputs`], the output 2×2 average pooled with `pooled` (`r` then of the pooled shape).
+fn outputs_of(
     [x, gamma, beta, r]: [&Tensor<Ad, 4>; 4],
     custom: bool,
     dtype: FloatDType,
     groups: usize,
+    pooled: bool,
 ) -> [Tensor<Flex, 4>; 6] {
     let (x, g, b) = (x.clone().require_grad(), gamma.clone().require_grad(), beta.clone().require_grad());
     let (px, pg, pb) =
@@ -36,10 +47,10 @@ fn outputs(
         running_var: zeros(),
     };
     let config = NormConfig { epsilon: 1e-3, momentum: 1.0, groups };
-    let (y, mean, var) = if custom {
-        Ad::batch_norm_relu_train(px, inputs, config, dtype)
-    } else {
-        unfused::<Ad>(px, inputs, config, dtype)
+    let (y, mean, var) = match (custom, pooled) {
+        (true, false) => Ad::batch_norm_relu_train(px, inputs, config, dtype),
+        (true, true) => Ad::batch_norm_relu_pool_train(px, inputs, config, dtype),
+        (false, pooled) => unfused::<Ad>(px, inputs, config, dtype, pooled),
     };
     let y = wrap::<Ad, 4>(y);
     assert_eq!(y.dtype(), dtype.into());
@@ -54,6 +65,11 @@ fn outputs(
 /// from seeded generators of their own: the backend's is shared by tests running in parallel,
 /// so its draws (and a bf16 bound's margin) would change from run to run.
 fn inputs() -> [Tensor<Ad, 4>; 4] {
+    inputs_of([4, 3, 5, 6], [4, 3, 5, 6])
+}
+
+/// [`inputs`] for an activation of shape `x` and an output (so `r`) of shape `y`.
+fn inputs_of(x: [usize; 4], y: [usize; 4]) -> [Tensor<Ad, 4>; 4] {
     use rand::{Rng, SeedableRng};
     let normal = |shape: [usize; 4], mean: f32, std: f32, seed: u64| {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -64,11 +80,30 @@ fn inputs() -> [Tensor<Ad, 4>; 4] {
         Tensor::<Ad, 4>::from_data(TensorData::new(values, shape), &Default::default())
     };
     [
-        normal([4, 3, 5, 6], 0.5, 2.0, 1),
-        normal([1, 1, 1, 3], 1.0, 0.5, 2),
-        normal([1, 1, 1, 3], 0.0, 0.5, 3),
-        normal([4, 3, 5, 6], 0.0, 1.0, 4),
+        normal(x, 0.5, 2.0, 1),
+        normal([1, 1, 1, x[1]], 1.0, 0.5, 2),
+        normal([1, 1, 1, x[1]], 0.0, 0.5, 3),
+        normal(y, 0.0, 1.0, 4),
     ]
+}
+
+/// The node that pools its output (`bnpool`) against autodiff of the reference followed by
+/// burn's average pooling: output, statistics and all gradients, over 1, 2 and 4 groups.
+#[test]
+fn pooled_node_matches_autodiff_of_the_reference_then_pooling() {
+    let [x, gamma, beta, r] = inputs_of([4, 3, 6, 4], [4, 3, 3, 2]);
+    for groups in [1, 2, 4] {
+        let run = |custom| outputs_of([&x, &gamma, &beta, &r], custom, FloatDType::F32, groups, true);
+        let (custom, reference) = (run(true), run(false));
+        assert_eq!(custom[0].dims(), [4, 3, 3, 2]);
+        let dx_scale: f32 = reference[3].clone().abs().max().into_scalar();
+        assert!(dx_scale > 0.01, "input gradient {dx_scale} too small to compare");
+        let names = ["output", "mean", "variance", "input grad", "gamma grad", "beta grad"];
+        for ((name, c), s) in names.iter().zip(custom).zip(reference) {
+            let err = max_abs_diff(c, s);
+            assert!(err < 1e-4, "{name} ({groups} groups): differs by {err}");
+        }
+    }
 }
 
 #[test]
@@ -219,6 +254,9 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             assert_eq!(wrap::<G, 4>(y_k.clone()).dtype(), dtype.into());
             close("normalized output", rows_of(y_k.clone()), rows_of(y_r), tolerance);
 
+            if h % 2 == 0 && w % 2 == 0 {
+                pooled_kernels_match_burns_ops(&x, [&gamma, &beta], &stats, (dtype, tolerance));
+            }
             // The backward with the forward's own output, whose ReLU mask the kernels recompute
             // from `x` (β ~ N(0, 0.5): about a third of the outputs are zeros).
             let dy = nhwc(0.0, 1.0, dtype);
@@ -232,4 +270,41 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             sums_close("beta gradient", db_k, db_r);
         }
     }
+}
+
+/// The pooled layer's kernels (`bnpool`: the forward pass with the pooling folded in, the
+/// backward from the pooled gradient) against burn's ops on the same GPU (see
+/// [`cuda_batch_norm_kernels_match_burns_ops`]).
+#[cfg(feature = "cuda")]
+fn pooled_kernels_match_burns_ops(
+    x: &Tensor<burn_cuda::Cuda, 4>,
+    [gamma, beta]: [&FloatTensor<burn_cuda::Cuda>; 2],
+    stats: &NormStatistics<burn_cuda::Cuda>,
+    (dtype, tolerance): (FloatDType, f32),
+) {
+    type G = burn_cuda::Cuda;
+    let close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>, tolerance: f32| {
+        let [a, b] = [a, b].map(|t| to_dtype(wrap::<G, 4>(t), FloatDType::F32));
+        let scale: f32 = b.clone().abs().max().into_scalar();
+        let err: f32 = (a - b).abs().max().into_scalar();
+        assert!(scale > 1e-3 && err <= tolerance * scale, "{name}: differs by {err} (scale {scale})");
+    };
+    let [n, c, h, w] = x.dims();
+    let per_channel = [stats.mean.clone(), stats.scale.clone(), beta.clone()];
+    let y_k = G::normalize_relu_pool(unwrap(x.clone()), per_channel.clone(), dtype);
+    let y_r = super::pooled::normalize_relu_pool_by_ops::<G>(unwrap(x.clone()), per_channel, dtype);
+    assert_eq!(wrap::<G, 4>(y_k.clone()).dims(), [n, c, h / 2, w / 2]);
+    close("pooled output", y_k, y_r, tolerance);
+    let dy = Tensor::<G, 4>::random([n, h / 2, w / 2, c], Distribution::Normal(0.0, 1.0), &x.device());
+    let dy = unwrap(to_dtype(dy.permute([0, 3, 1, 2]), dtype));
+    let per_channel = [stats.mean.clone(), stats.inv_std.clone(), gamma.clone(), beta.clone()];
+    let activations = [dy, unwrap(x.clone())];
+    let kernel = G::batch_norm_relu_pool_grad(activations.clone(), per_channel.clone());
+    let reference = super::pooled::relu_pool_grad_by_ops::<G>(activations, per_channel);
+    let [dx_k, dg_k, db_k] = kernel;
+    let [dx_r, dg_r, db_r] = reference;
+    close("pooled input gradient", dx_k, dx_r, tolerance);
+    let vector = |t: FloatTensor<G>| unwrap(wrap::<G, 1>(t).reshape([1, 1, 1, c]));
+    close("pooled gamma gradient", vector(dg_k), vector(dg_r), 5e-4);
+    close("pooled beta gradient", vector(db_k), vector(db_r), 5e-4);
 }

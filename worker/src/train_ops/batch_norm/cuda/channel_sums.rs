@@ -29,7 +29,7 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::normalize::mask;
+use super::normalize::{gradient, gradient_row, mask};
 use crate::train_ops::cube::{KernelTensor, channel_lanes, channels_last, custom_op};
 
 /// Threads per cube of both stages (a power of two: the second stage's tree).
@@ -39,6 +39,9 @@ const CUBE_THREADS: usize = 256;
 /// about one resident wave on an H100 (132 SMs × 2,048 threads), which keeps enough loads in
 /// flight to stream the activations, and few enough partials for the second stage.
 const MAX_PARTIALS: usize = 1024;
+
+/// Rows a thread of the first stage loads before summing them.
+const UNROLL: usize = 4;
 
 /// Stage 1. Cube `(p, b)` of a `(G·P, B)` grid of `(X, Y)`-thread cubes, `P` cubes per group of
 /// `rows_per_group` rows: thread `(i, j)` takes the channel vector `cv = b·X + i` of the
@@ -67,6 +70,7 @@ fn channel_sums_kernel<Y: Float, X: Float, S: Float, N: Size>(
     partials: &mut Tensor<Vector<S, N>>,
     rows_per_group: usize,
     #[comptime] backward: bool,
+    #[comptime] pooled: bool,
     #[define(Y, X, S)] _dtypes: [StorageType; 3],
 ) {
     let row_vectors = gamma.len();
@@ -95,18 +99,34 @@ fn channel_sums_kernel<Y: Float, X: Float, S: Float, N: Size>(
         let end = (group + 1) * rows_per_group;
         let mut row =
             group * rows_per_group + (CUBE_POS_X as usize % group_cubes) * cube_rows + UNIT_POS_Y as usize;
-        while row < end {
-            let at = row * row_vectors + cv;
-            let centered = Vector::<S, N>::cast_from(x[at]) - shift;
-            if backward {
-                let on = mask(centered, norm_scale, norm_shift);
-                let g = select_many(on, Vector::<S, N>::cast_from(dy[at]), zero);
-                first_sum += g;
-                second_sum += g * centered * scale;
-            } else {
-                first_sum += centered;
-                second_sum += centered * centered;
+        // UNROLL rows at a time, all loaded before any is summed: one row an iteration left few
+        // loads in flight (2.2–2.5 TB/s on an H100).
+        let mut dys = Array::<Vector<Y, N>>::new(UNROLL);
+        let mut xs = Array::<Vector<X, N>>::new(UNROLL);
+        while row + (UNROLL - 1) * step < end {
+            #[unroll]
+            for k in 0..UNROLL {
+                let at = row + k * step;
+                xs[k] = x[at * row_vectors + cv];
+                if backward {
+                    dys[k] = dy[gradient_row(at, x, pooled) * row_vectors + cv];
+                }
             }
+            #[unroll]
+            for k in 0..UNROLL {
+                let (first, second) =
+                    sum_terms(dys[k], xs[k], shift, scale, norm_scale, norm_shift, backward, pooled);
+                first_sum += first;
+                second_sum += second;
+            }
+            row += UNROLL * step;
+        }
+        while row < end {
+            let (dy_at, at) = (gradient_row(row, x, pooled) * row_vectors + cv, row * row_vectors + cv);
+            let (first, second) =
+                sum_terms(dy[dy_at], x[at], shift, scale, norm_scale, norm_shift, backward, pooled);
+            first_sum += first;
+            second_sum += second;
             row += step;
         }
     }
@@ -126,6 +146,31 @@ fn channel_sums_kernel<Y: Float, X: Float, S: Float, N: Size>(
         partials[out] = first_sum;
         partials[out + row_vectors] = second_sum;
     }
+}
+
+/// One row's terms of the pair of sums of [`channel_sums_kernel`]: `(x − s, (x − s)²)` in the
+/// forward, `(g, g·x̂)` in the backward (`g` from a pooled `dy` with `pooled`, [`gradient`]).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn sum_terms<Y: Float, X: Float, S: Float, N: Size>(
+    dy: Vector<Y, N>,
+    x: Vector<X, N>,
+    shift: Vector<S, N>,
+    scale: Vector<S, N>,
+    norm_scale: Vector<S, N>,
+    norm_shift: Vector<S, N>,
+    #[comptime] backward: bool,
+    #[comptime] pooled: bool,
+) -> (Vector<S, N>, Vector<S, N>) {
+    let centered = Vector::<S, N>::cast_from(x) - shift;
+    let mut first = centered;
+    let mut second = centered * centered;
+    if backward {
+        let on = mask(centered, norm_scale, norm_shift);
+        first = select_many(on, Vector::<S, N>::cast_from(gradient(dy, pooled)), Vector::new(S::from_int(0)));
+        second = first * centered * scale;
+    }
+    (first, second)
 }
 
 /// Stage 2, in a cube per channel `c` of [`CUBE_THREADS`] threads: `Σ_p partials[p, k, c]`
@@ -198,6 +243,8 @@ pub(super) fn launch_sums<R: CubeRuntime>(
 ) -> CubeTensor<R> {
     let [dy, x, mean, inv_std, gamma, beta] = inputs;
     let shape = x.meta.shape().clone();
+    // A pooled layer's backward reads the pooling's output gradient at each window.
+    let pooled = backward && dy.meta.shape()[2] != shape[2];
     let c = shape[1];
     let rows_per_group = shape[0] / groups * shape[2] * shape[3];
     let lanes = channel_lanes(c, dy.dtype.size().max(x.dtype.size()));
@@ -221,6 +268,7 @@ pub(super) fn launch_sums<R: CubeRuntime>(
         out.clone().into_tensor_arg(),
         rows_per_group,
         backward,
+        pooled,
         dtypes,
     );
     out

@@ -1,8 +1,9 @@
 //! BatchNorm + ReLU's hooks on burn's CUDA backend: the channel sums and statistics
-//! ([`channel_sums`]) and the elementwise passes ([`normalize`]).
+//! ([`channel_sums`]) and the elementwise passes ([`normalize`], [`pooled`]).
 
 pub mod channel_sums;
 pub mod normalize;
+pub mod pooled;
 pub mod statistics;
 
 use burn::tensor::FloatDType;
@@ -32,8 +33,24 @@ macro_rules! batch_norm_ops {
                 normalize::normalize_relu(x, per_channel, dtype.into())
             }
 
+            fn normalize_relu_pool(
+                x: FloatTensor<Self>,
+                per_channel: [FloatTensor<Self>; 3],
+                dtype: FloatDType,
+            ) -> FloatTensor<Self> {
+                pooled::normalize_relu_pool(x, per_channel, dtype.into())
+            }
+
             fn batch_norm_relu_grad(
-                activations: [FloatTensor<Self>; 3],
+                [dy, _y, x]: [FloatTensor<Self>; 3],
+                per_channel: [FloatTensor<Self>; 4],
+            ) -> [FloatTensor<Self>; 3] {
+                // The kernels recompute the ReLU mask from `x` (see `normalize`).
+                normalize::batch_norm_relu_grad([dy, x], per_channel)
+            }
+
+            fn batch_norm_relu_pool_grad(
+                activations: [FloatTensor<Self>; 2],
                 per_channel: [FloatTensor<Self>; 4],
             ) -> [FloatTensor<Self>; 3] {
                 normalize::batch_norm_relu_grad(activations, per_channel)

@@ -29,6 +29,9 @@ macro_rules! conv_ops {
                 engine: ConvEngine,
             ) -> FloatTensor<Self> {
                 match engine {
+                    ConvEngine::Cudnn if cudnn::image::takes_bf16_image(&x, &weight) => {
+                        cudnn::image::conv3x3(x, weight)
+                    }
                     ConvEngine::Cudnn if cudnn::takes_layer(&x, &weight, weight.shape()[0]) => {
                         cudnn::conv3x3(x, weight)
                     }
@@ -45,6 +48,9 @@ macro_rules! conv_ops {
                 engine: ConvEngine,
             ) -> FloatTensor<Self> {
                 // cuDNN takes the gradient when it takes the convolution: `dy` has the kernel's C_out.
+                if engine == ConvEngine::Cudnn && cudnn::image::takes_bf16_image(&x, &dy) {
+                    return cudnn::image::weight_grad(x, dy);
+                }
                 if engine == ConvEngine::Cudnn && cudnn::takes_layer(&x, &dy, dy.shape()[1]) {
                     return super::library::f32_grad::<Self>(cudnn::weight_grad(x, dy));
                 }

@@ -1,5 +1,5 @@
-//! cuDNN's convolutions for the model's bf16 3×3 layers and its f32 image layer (kernel part
-//! `cudnn`): the forward (and so the single model's flipped-kernel input gradient), the input
+//! cuDNN's convolutions for the model's bf16 3×3 layers and its image layer, f32 or bf16
+//! ([`image`]) (kernel part `cudnn`): the forward (and so the single model's flipped-kernel input gradient), the input
 //! gradient and the weight gradient, for one model or for fused models side by side (cuDNN's
 //! group count), as custom operations in burn's fusion stream ([`ffi`] makes the calls).
 //!
@@ -13,6 +13,7 @@
 //! ([`library_version`]).
 
 mod ffi;
+pub mod image;
 mod timing;
 
 use burn::tensor::{DType, Shape};
@@ -25,9 +26,10 @@ use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_
 pub use ffi::library_version;
 use ffi::{Conv3x3, Pass, Precision};
 
-/// Input channels below which an f32 convolution is the image's layer, which cuDNN takes in f32
-/// ([`takes_image`]) in sets without `xgemm`, in place of that part's im2col matrix and two f32
-/// matmuls (346 µs a step on an H100 under Nsight Compute).
+/// Input channels below which a convolution is the image's layer, which cuDNN takes in sets
+/// without `xgemm` (in place of that part's im2col matrix and two f32 matmuls, 346 µs a step on
+/// an H100 under Nsight Compute): in f32 ([`takes_image`]), or in bf16 with its channels padded
+/// to this many ([`image`]).
 pub const IMAGE_CHANNELS: usize = 8;
 
 /// Whether cuDNN takes a pass over the operands `a` and `b` whose per-model channel counts are
