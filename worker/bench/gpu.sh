@@ -13,8 +13,9 @@
 #                    results as rows of docs/results/speed.csv in $OUT/speed.csv (COMMIT=...)
 #   profile          per-kernel GPU time of a few steps op by op (cubecl's profiling logger;
 #                    it sees neither cuDNN's kernels nor a replayed graph's)
-#   ncu              per-kernel GPU time of the default step (a replayed graph's kernels one by
-#                    one; Nsight Compute, each kernel alone with cold caches) as CSV, and one
+#   ncu              per-kernel GPU time and DRAM traffic of the default step (a replayed graph's
+#                    kernels one by one; Nsight Compute, each kernel alone, clocks and caches as
+#                    they run) as CSV, and one
 #                    step's kernels summed by family (ncu_step.py); the warm-up, where cuDNN
 #                    times its algorithms, runs unprofiled (SKIP kernels)
 #   verify [FILTER]  the GPU-only tests (`cargo test -p worker --release --lib --no-run`'s binary,
@@ -85,7 +86,8 @@ profile)
 ncu)
   ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
   [ -n "$ncu" ] || { echo "ncu not found" >&2; exit 1; }
-  "$ncu" --metrics gpu__time_duration.sum --csv --graph-profiling node --launch-skip "${SKIP:-900}" \
+  "$ncu" --metrics gpu__time_duration.sum,dram__bytes.sum --csv --clock-control none --cache-control none \
+    --graph-profiling node --launch-skip "${SKIP:-900}" \
     --launch-count "${COUNT:-400}" --log-file "$OUT/ncu-worker.csv" \
     "$BIN/worker" bench --device cuda --steps 6 --warmup 5 --kernels "${KERNELS:-auto}" > "$OUT/ncu-worker.log" 2>&1
   python3 "$REPO/worker/bench/ncu_step.py" "$OUT/ncu-worker.csv" | tee "$OUT/ncu-step.txt"
