@@ -11,10 +11,10 @@ pub struct Kernels {
     /// BatchNorm + ReLU as one node with a closed-form backward ([`super::batch_norm`]).
     pub fused_batch_norm: bool,
     /// bf16 activations: the BatchNorm node writes its output in bf16, so every convolution
-    /// after the first runs on bf16 operands (weights cast per step, f32 accumulation) and the
-    /// activation gradients flow back in bf16; statistics, weight gradients, master weights,
-    /// the head, the loss and Adam stay f32 (autocast-style mixed precision). Needs `bn` and a
-    /// custom convolution part.
+    /// after the first (the first too with `bimage`) runs on bf16 operands (weights cast per
+    /// step, f32 accumulation) and the activation gradients flow back in bf16; statistics,
+    /// weight gradients, master weights, the head, the loss and Adam stay f32 (autocast-style
+    /// mixed precision). Needs `bn` and a custom convolution part.
     pub bf16_activations: bool,
     /// The bf16 convolutions (forward and input gradient) on cubek kernels with tilings tuned
     /// for the model's shapes ([`super::conv`]'s `tconv`; 2–3× burn's autotuned kernels on an
@@ -35,7 +35,8 @@ pub struct Kernels {
     pub per_model_conv: bool,
     /// The bf16 convolutions (forward, flipped-kernel input gradient, weight gradient) on cuDNN,
     /// loaded at run time (`super::conv`'s `cudnn`), ahead of `tconv`'s kernels; without
-    /// `xgemm`, the image's f32 convolution and its weight gradient too. Needs `bf16`.
+    /// `xgemm`, the image's convolution and its weight gradient too (in f32, or in bf16 with
+    /// `bimage`). Needs `bf16`.
     #[serde(default)]
     pub cudnn_conv: bool,
     /// The image's convolution in bf16 on cuDNN (its channels padded with zeros to 8): the
@@ -88,7 +89,7 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     tilings tuned for the model; with bf16), pool (average pooling as custom nodes), xgemm (the image's \
     convolution as one explicit GEMM; with wgrad or dgrad), mconv (fused models' convolutions one model at a \
     time on the single model's kernels; with wgrad or dgrad), cudnn (the bf16 convolutions and their weight \
-    gradients on cuDNN, loaded at run time, and without xgemm the image's f32 convolution; with bf16), bimage (the \
+    gradients on cuDNN, loaded at run time, and without xgemm the image's convolution; with bf16), bimage (the \
     image's convolution in bf16 on cuDNN, the images cast to bf16; with cudnn, without xgemm), bnpool (the 2×2 \
     pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), direct (CUDA: operations launched by the training \
     thread, without burn's fusion stream), graph (CUDA: the step recorded once as a CUDA graph and \

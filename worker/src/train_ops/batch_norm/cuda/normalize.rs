@@ -14,8 +14,10 @@
 //! in `G` groups (a thread finds its group from its row); the arithmetic runs in their dtype.
 //! Activations are read channels-last (burn's convolutions write that layout; anything else is
 //! copied first) and outputs written `[N, H, W, C]` in memory, viewed as `[N, C, H, W]` — the
-//! layout burn's convolutions read without a copy. So both passes are flat elementwise loops
-//! over memory: each thread takes [`channel_lanes`] neighbouring channels as one vector load.
+//! layout burn's convolutions read without a copy. So both passes are flat loops over memory:
+//! each thread takes [`channel_lanes`] neighbouring channels as one vector load, in
+//! [`ROWS_PER_THREAD`] rows. The backward also takes the gradient of a pooled output
+//! ([`gradient_row`]; the pooled forward is [`super::pooled`]).
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;
@@ -105,7 +107,8 @@ pub(super) fn gradient<Y: Float, N: Size>(dy: Vector<Y, N>, #[comptime] pooled: 
     g
 }
 
-/// The thread's channel vector and first row under [`rows_geometry`] (`None` past the channels).
+/// The thread's channel vector and first row under [`rows_geometry`], and whether that vector
+/// is one of the channels' (the last block of them may overhang).
 #[cube]
 fn thread_rows(row_vectors: usize) -> (usize, usize, bool) {
     let cv = CUBE_POS_Y as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
