@@ -165,9 +165,10 @@ impl<B: TrainOps> Cnn<B> {
             true => to_dtype(images, FloatDType::BF16),
             false => images,
         };
+        // With `bnpool` in training a pooled block's last BatchNorm node pools its own output.
+        let norm_pools = batch_norm::pools_output::<B>(self.kernels, &x.device());
         for (block, pooling) in [(&self.block1, true), (&self.block2, true), (&self.block3, false)] {
-            // With `bnpool` in training the block's last BatchNorm node pools its own output.
-            let in_norm = pooling && batch_norm::pools_output::<B>(self.kernels, &x.device());
+            let in_norm = pooling && norm_pools;
             let last = block.len() - 1;
             for (i, layer) in block.iter().enumerate() {
                 x = layer.forward(x, self.kernels, groups, in_norm && i == last);

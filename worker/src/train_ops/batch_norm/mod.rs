@@ -43,7 +43,7 @@ use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::{pool, unwrap, wrap};
+use super::{unwrap, wrap};
 
 /// BatchNorm + ReLU's operations as backend methods: the defaults are burn's ops
 /// ([`reference`]); `Autodiff<B>` runs [`BatchNormOps::batch_norm_relu_train`] as the custom
@@ -232,11 +232,7 @@ pub fn unfused<B: BatchNormOps>(
     dtype: FloatDType,
     pooled: bool,
 ) -> NormOutputs<B> {
-    let (y, stats) = forward::<B>(x, inputs, config, dtype, false);
-    let y = match pooled {
-        true => B::avg_pool2d(y, pool::WINDOW, pool::WINDOW, [0, 0], true, false),
-        false => y,
-    };
+    let (y, stats) = forward::<B>(x, inputs, config, dtype, pooled);
     let detached = |t: FloatTensor<B>| unwrap(wrap::<B, 1>(t).detach());
     (y, detached(stats.running_mean), detached(stats.running_var))
 }
