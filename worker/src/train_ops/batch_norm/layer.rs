@@ -43,7 +43,8 @@ pub fn batch_norm_relu<B: BatchNormOps>(
         running_mean: running(&norm.running_mean),
         running_var: running(&norm.running_var),
     };
-    let config = NormConfig { epsilon: norm.epsilon, momentum: norm.momentum, groups };
+    let config =
+        NormConfig { epsilon: norm.epsilon, momentum: norm.momentum, groups, plane_sums: kernels.plane_sums };
     let (y, running_mean, running_var) = match pooled {
         true => B::batch_norm_relu_pool_train(unwrap(x), inputs, config, dtype),
         false => B::batch_norm_relu_train(unwrap(x), inputs, config, dtype),

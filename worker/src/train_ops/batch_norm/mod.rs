@@ -120,7 +120,9 @@ pub trait BatchNormOps: Backend {
     fn batch_norm_relu_grad(
         activations: [FloatTensor<Self>; 3],
         per_channel: [FloatTensor<Self>; 4],
+        config: NormConfig,
     ) -> [FloatTensor<Self>; 3] {
+        let _ = config;
         reference::relu_grad::<Self>(activations, per_channel)
     }
 
@@ -131,7 +133,9 @@ pub trait BatchNormOps: Backend {
     fn batch_norm_relu_pool_grad(
         activations: [FloatTensor<Self>; 2],
         per_channel: [FloatTensor<Self>; 4],
+        config: NormConfig,
     ) -> [FloatTensor<Self>; 3] {
+        let _ = config;
         pooled::relu_pool_grad_by_ops::<Self>(activations, per_channel)
     }
 }
@@ -184,6 +188,9 @@ pub struct NormConfig {
     /// Equal groups of the batch's images normalised each over its own statistics (1: the
     /// whole batch). The running averages take the mean of the groups' statistics.
     pub groups: usize,
+    /// The CUDA kernels' second stages add the channel sums' partials by planes (the `psum`
+    /// kernel part): the same sums in another order.
+    pub plane_sums: bool,
 }
 
 /// A batch's statistics and the running averages updated with them, `[C]` f32 each.
@@ -237,8 +244,11 @@ pub fn unfused<B: BatchNormOps>(
     (y, detached(stats.running_mean), detached(stats.running_var))
 }
 
+/// The node's backward, with the forward's constants (the kernels' choices among them).
 #[derive(Debug)]
-struct BatchNormReluBackward;
+struct BatchNormReluBackward {
+    config: NormConfig,
+}
 
 /// What the backward needs: checkpointed input and γ, β, and the forward's output (none when
 /// the node pooled it) and statistics.
@@ -263,8 +273,8 @@ impl<B: BatchNormOps> Backward<B, 3> for BatchNormReluBackward {
         let gamma: FloatTensor<B> = checkpointer.retrieve_node_output(saved.gamma);
         let per_channel = [saved.mean, saved.inv_std, gamma, saved.beta];
         let [dx, d_gamma, d_beta] = match saved.output {
-            Some(y) => B::batch_norm_relu_grad([dy, y, x], per_channel),
-            None => B::batch_norm_relu_pool_grad([dy, x], per_channel),
+            Some(y) => B::batch_norm_relu_grad([dy, y, x], per_channel, self.config),
+            None => B::batch_norm_relu_pool_grad([dy, x], per_channel, self.config),
         };
         for (node, grad) in [(node_x, dx), (node_gamma, d_gamma), (node_beta, d_beta)] {
             if let Some(node) = node {
@@ -291,7 +301,7 @@ fn autodiff_batch_norm_relu<B: BatchNormOps, C: CheckpointStrategy>(
         running_var: inputs.running_var.primitive,
     };
     let (y, stats) = forward::<B>(x.primitive.clone(), inner, config, dtype, pooled);
-    let prepared = BatchNormReluBackward
+    let prepared = BatchNormReluBackward { config }
         .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
         .compute_bound()
         .stateful();

@@ -46,7 +46,7 @@ fn outputs_of(
         running_mean: zeros(),
         running_var: zeros(),
     };
-    let config = NormConfig { epsilon: 1e-3, momentum: 1.0, groups };
+    let config = NormConfig { epsilon: 1e-3, momentum: 1.0, groups, plane_sums: false };
     let (y, mean, var) = match (custom, pooled) {
         (true, false) => Ad::batch_norm_relu_train(px, inputs, config, dtype),
         (true, true) => Ad::batch_norm_relu_pool_train(px, inputs, config, dtype),
@@ -226,10 +226,14 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             let x = nhwc(4.0, 0.5, x_dtype);
             let vector =
                 |mean: f64| unwrap(Tensor::<G, 1>::random([c], Distribution::Normal(mean, 0.5), &device));
-            // Statistics and running averages, with and without a mean shift.
-            let config = NormConfig { epsilon: 1e-3, momentum: 0.25, groups };
+            // Statistics and running averages, with and without a mean shift, the partials added
+            // by trees and by planes.
+            let config = |plane_sums| NormConfig { epsilon: 1e-3, momentum: 0.25, groups, plane_sums };
             let (gamma, running) = (vector(1.0), [vector(0.0), vector(1.0)]);
-            for shift in [Some(vector(3.0)), None] {
+            for (shift, plane_sums) in
+                [Some(vector(3.0)), None].into_iter().flat_map(|s| [(s.clone(), false), (s, true)])
+            {
+                let config = config(plane_sums);
                 let stats = |kernel: bool| {
                     let args = (unwrap(x.clone()), gamma.clone(), shift.clone(), running.clone(), config);
                     let s = if kernel {
@@ -244,7 +248,8 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
                     sums_close(name, k, r);
                 }
             }
-            let stats = statistics::<G>(unwrap(x.clone()), gamma.clone(), None, running.clone(), config);
+            let stats =
+                statistics::<G>(unwrap(x.clone()), gamma.clone(), None, running.clone(), config(false));
 
             let beta = vector(0.0);
             let per_channel = [stats.mean.clone(), stats.scale.clone(), beta.clone()];
@@ -255,19 +260,26 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             close("normalized output", rows_of(y_k.clone()), rows_of(y_r), tolerance);
 
             if h % 2 == 0 && w % 2 == 0 {
-                pooled_kernels_match_burns_ops(&x, [&gamma, &beta], &stats, (dtype, tolerance));
+                for plane_sums in [false, true] {
+                    let checked = (config(plane_sums), dtype, tolerance);
+                    pooled_kernels_match_burns_ops(&x, [&gamma, &beta], &stats, checked);
+                }
             }
             // The backward with the forward's own output, whose ReLU mask the kernels recompute
             // from `x` (β ~ N(0, 0.5): about a third of the outputs are zeros).
             let dy = nhwc(0.0, 1.0, dtype);
             let activations = [unwrap(dy), y_k, unwrap(x)];
             let per_channel = [stats.mean, stats.inv_std, gamma.clone(), beta];
-            let [dx_k, dg_k, db_k] = G::batch_norm_relu_grad(activations.clone(), per_channel.clone());
-            assert_eq!(wrap::<G, 4>(dx_k.clone()).dtype(), x_dtype.into());
-            let [dx_r, dg_r, db_r] = relu_grad::<G>(activations, per_channel);
-            close("input gradient", rows_of(dx_k), rows_of(dx_r), tolerance);
-            sums_close("gamma gradient", dg_k, dg_r);
-            sums_close("beta gradient", db_k, db_r);
+            let [dx_r, dg_r, db_r] = relu_grad::<G>(activations.clone(), per_channel.clone());
+            for plane_sums in [false, true] {
+                let kernel =
+                    G::batch_norm_relu_grad(activations.clone(), per_channel.clone(), config(plane_sums));
+                let [dx_k, dg_k, db_k] = kernel;
+                assert_eq!(wrap::<G, 4>(dx_k.clone()).dtype(), x_dtype.into());
+                close("input gradient", rows_of(dx_k), rows_of(dx_r.clone()), tolerance);
+                sums_close("gamma gradient", dg_k, dg_r.clone());
+                sums_close("beta gradient", db_k, db_r.clone());
+            }
         }
     }
 }
@@ -280,7 +292,7 @@ fn pooled_kernels_match_burns_ops(
     x: &Tensor<burn_cuda::Cuda, 4>,
     [gamma, beta]: [&FloatTensor<burn_cuda::Cuda>; 2],
     stats: &NormStatistics<burn_cuda::Cuda>,
-    (dtype, tolerance): (FloatDType, f32),
+    (config, dtype, tolerance): (NormConfig, FloatDType, f32),
 ) {
     type G = burn_cuda::Cuda;
     let close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>, tolerance: f32| {
@@ -299,7 +311,7 @@ fn pooled_kernels_match_burns_ops(
     let dy = unwrap(to_dtype(dy.permute([0, 3, 1, 2]), dtype));
     let per_channel = [stats.mean.clone(), stats.inv_std.clone(), gamma.clone(), beta.clone()];
     let activations = [dy, unwrap(x.clone())];
-    let kernel = G::batch_norm_relu_pool_grad(activations.clone(), per_channel.clone());
+    let kernel = G::batch_norm_relu_pool_grad(activations.clone(), per_channel.clone(), config);
     let reference = super::pooled::relu_pool_grad_by_ops::<G>(activations, per_channel);
     let [dx_k, dg_k, db_k] = kernel;
     let [dx_r, dg_r, db_r] = reference;

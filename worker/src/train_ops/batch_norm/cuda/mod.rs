@@ -3,6 +3,7 @@
 
 pub mod channel_sums;
 pub mod normalize;
+pub mod planes;
 pub mod pooled;
 pub mod statistics;
 
@@ -44,16 +45,18 @@ macro_rules! batch_norm_ops {
             fn batch_norm_relu_grad(
                 [dy, _y, x]: [FloatTensor<Self>; 3],
                 per_channel: [FloatTensor<Self>; 4],
+                config: NormConfig,
             ) -> [FloatTensor<Self>; 3] {
                 // The kernels recompute the ReLU mask from `x` (see `normalize`).
-                normalize::batch_norm_relu_grad([dy, x], per_channel)
+                normalize::batch_norm_relu_grad([dy, x], per_channel, config.plane_sums)
             }
 
             fn batch_norm_relu_pool_grad(
                 activations: [FloatTensor<Self>; 2],
                 per_channel: [FloatTensor<Self>; 4],
+                config: NormConfig,
             ) -> [FloatTensor<Self>; 3] {
-                normalize::batch_norm_relu_grad(activations, per_channel)
+                normalize::batch_norm_relu_grad(activations, per_channel, config.plane_sums)
             }
         }
     };

@@ -339,13 +339,14 @@ pub fn normalize_relu<T: KernelTensor>(x: T, [mean, scale, beta]: [T; 3], dtype:
 /// [`crate::train_ops::BatchNormOps::batch_norm_relu_grad`] and
 /// [`crate::train_ops::BatchNormOps::batch_norm_relu_pool_grad`] on burn's CubeCL backends, on
 /// `[dy, x]` (`dy` pooled when its height is half `x`'s): the channel sums (partials, then their
-/// sum), then `dx`, `dγ`, `dβ` in one kernel.
+/// sum, by planes with `plane_sums`), then `dx`, `dγ`, `dβ` in one kernel.
 pub fn batch_norm_relu_grad<T: KernelTensor>(
     [dy, x]: [T; 2],
     [mean, inv_std, gamma, beta]: [T; 4],
+    plane_sums: bool,
 ) -> [T; 3] {
     let per_channel = [mean.clone(), inv_std.clone(), gamma.clone(), beta.clone()];
-    let sums = relu_grad_sums([dy.clone(), x.clone()], per_channel);
+    let sums = relu_grad_sums([dy.clone(), x.clone()], per_channel, plane_sums);
     let shape = x.shape().clone();
     let outputs = [
         (shape.clone(), x.dtype()),

@@ -1,6 +1,7 @@
 //! BatchNorm's forward statistics: the channel sums' partials ([`super::channel_sums`]), then one
-//! cube per channel that adds them up per group and finishes every per-channel result of the
-//! layer (the groups' means, `1/√(σ² + ε)`, `γ·inv_std`, and the running averages).
+//! cube per channel that adds them up per group (by a tree, or with `psum` by planes:
+//! [`super::planes`]) and finishes every per-channel result of the layer (the groups' means,
+//! `1/√(σ² + ε)`, `γ·inv_std`, and the running averages).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Shape};
@@ -11,6 +12,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::channel_sums::{launch_sums, per_channel_cubes, sum_partials};
+use super::planes::{per_channel_planes, statistics_planes_kernel};
 use crate::train_ops::batch_norm::{NormConfig, NormStatistics};
 use crate::train_ops::cube::{KernelTensor, channels_last, custom_op_many};
 
@@ -93,12 +95,19 @@ fn launch_statistics<R: CubeRuntime>(
         let len = if i < 3 { groups * channels } else { channels };
         empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([len]), DType::F32)
     });
-    let (cube_dim, cube_count) = per_channel_cubes(channels, 1);
     let x_dtype = x.dtype.into();
     let x = channels_last(x);
     let [gamma, shift, running_mean, running_var] =
         [gamma, shift, running_mean, running_var].map(into_contiguous);
-    statistics_kernel::launch::<R>(
+    let (cube_dim, cube_count) = match config.plane_sums {
+        true => per_channel_planes(channels),
+        false => per_channel_cubes(channels, 1),
+    };
+    let kernel = match config.plane_sums {
+        true => statistics_planes_kernel::launch::<R>,
+        false => statistics_kernel::launch::<R>,
+    };
+    kernel(
         &client,
         cube_count,
         cube_dim,

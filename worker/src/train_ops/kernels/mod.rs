@@ -50,6 +50,20 @@ pub struct Kernels {
     /// ([`super::batch_norm::pooled`]). Needs `bn` and `pool`.
     #[serde(default)]
     pub pooled_norm: bool,
+    /// BatchNorm's CUDA second stages (the channel sums' per-cube partials added up per group)
+    /// by planes: one warp per group adding its lanes by shuffles, instead of a shared-memory
+    /// tree per group and sum ([`super::batch_norm`]'s `cuda::planes`). Needs `bn`.
+    #[serde(default)]
+    pub plane_sums: bool,
+    /// The convolutions' bf16 weight operands (the kernel and its flipped transpose) written
+    /// through shared-memory blocks, every global access along a contiguous row
+    /// ([`super::conv`]'s `cuda::weights`). Needs `dgrad`.
+    #[serde(default)]
+    pub tiled_operands: bool,
+    /// cuDNN's bf16 weight gradients go to Adam as they are, whose CUDA kernels read them in
+    /// bf16: no cast kernel per layer (the same values: the cast to f32 is exact). Needs `cudnn`.
+    #[serde(default)]
+    pub bf16_weight_grads: bool,
     /// On CUDA, every operation launched by the thread that records the step, on burn's
     /// CubeCL backend without its fusion stream (whose device thread otherwise takes each
     /// operation, fuses what it can and launches it). CUDA only.
@@ -91,15 +105,18 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     time on the single model's kernels; with wgrad or dgrad), cudnn (the bf16 convolutions and their weight \
     gradients on cuDNN, loaded at run time, and without xgemm the image's convolution; with bf16), bimage (the \
     image's convolution in bf16 on cuDNN, the images cast to bf16; with cudnn, without xgemm), bnpool (the 2×2 \
-    pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), direct (CUDA: operations launched by the training \
+    pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), psum (BatchNorm's CUDA \
+    second stages by warp-shuffle plane sums, one warp per group; with bn), wtile (the weight operands written \
+    through shared-memory blocks; with dgrad), bgrad (cuDNN's bf16 weight gradients read by Adam without a \
+    cast; with cudnn), direct (CUDA: operations launched by the training \
     thread, without burn's fusion stream), graph (CUDA: the step recorded once as a CUDA graph and \
     replayed; with direct); a named set among the parts stands for its own \
     (fast-bf16+cudnn)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 13] = [
-    "wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "bimage", "bnpool", "direct",
-    "graph",
+const PARTS: [&str; 16] = [
+    "wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "bimage", "bnpool", "psum",
+    "wtile", "bgrad", "direct", "graph",
 ];
 
 impl Kernels {
@@ -116,6 +133,9 @@ impl Kernels {
         cudnn_conv: false,
         bf16_image: false,
         pooled_norm: false,
+        plane_sums: false,
+        tiled_operands: false,
+        bf16_weight_grads: false,
         direct_launch: false,
         replay_step: false,
     };
@@ -159,6 +179,9 @@ impl Kernels {
             self.cudnn_conv,
             self.bf16_image,
             self.pooled_norm,
+            self.plane_sums,
+            self.tiled_operands,
+            self.bf16_weight_grads,
             self.direct_launch,
             self.replay_step,
         ]
@@ -234,6 +257,9 @@ impl std::str::FromStr for Kernels {
             cudnn_conv,
             bf16_image,
             pooled_norm,
+            plane_sums,
+            tiled_operands,
+            bf16_weight_grads,
             direct_launch,
             replay_step,
         ] = on;
@@ -249,6 +275,9 @@ impl std::str::FromStr for Kernels {
             cudnn_conv,
             bf16_image,
             pooled_norm,
+            plane_sums,
+            tiled_operands,
+            bf16_weight_grads,
             direct_launch,
             replay_step,
         };
@@ -282,6 +311,19 @@ impl std::str::FromStr for Kernels {
                 "{s:?}: bnpool folds the pooling into the BatchNorm node: it needs the bn and pool parts"
             ));
         }
+        if plane_sums && !fused_batch_norm {
+            return Err(format!("{s:?}: psum adds up the BatchNorm node's sums: it needs the bn part"));
+        }
+        if bf16_weight_grads && !cudnn_conv {
+            return Err(format!(
+                "{s:?}: bgrad hands cuDNN's bf16 weight gradients to Adam: it needs the cudnn part"
+            ));
+        }
+        if tiled_operands && !flipped_input_grad {
+            return Err(format!(
+                "{s:?}: wtile writes the flipped kernel of the input gradient: it needs the dgrad part"
+            ));
+        }
         if bf16_activations && !(fused_batch_norm && kernels.custom_conv()) {
             return Err(format!(
                 "{s:?}: bf16 activations need the bn part (which writes them) and the wgrad or dgrad \
@@ -301,93 +343,4 @@ impl std::fmt::Display for Kernels {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::device::DeviceChoice;
-    use crate::train_ops::{KernelChoice, check_kernels};
-
-    #[test]
-    fn kernel_sets_parse_and_print_back() {
-        for name in [
-            "stock",
-            "wgrad",
-            "bn",
-            "wgrad+bn",
-            "wgrad+bn+bf16",
-            "wgrad+dgrad+bn",
-            "dgrad+bn+bf16",
-            "wgrad+dgrad+bn+bf16",
-            "wgrad+dgrad+bn+bf16+tconv",
-            "dgrad+bn+bf16+tconv",
-            "wgrad+dgrad+bn+bf16+tconv+pool",
-            "pool",
-            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm",
-            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm+mconv",
-            "wgrad+bn+mconv",
-            "wgrad+dgrad+bn+bf16+cudnn",
-            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm+cudnn",
-            "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+direct+graph",
-            "wgrad+dgrad+bn+pool+bnpool",
-        ] {
-            let kernels: Kernels = name.parse().unwrap();
-            assert_eq!(kernels.to_string(), name);
-        }
-        assert_eq!("fast".parse::<Kernels>().unwrap(), Kernels::FAST);
-        assert_eq!("fast".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool");
-        assert_eq!(
-            "fast-bf16".parse::<Kernels>().unwrap().to_string(),
-            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm"
-        );
-        assert_eq!("bf16+bn+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bn+bf16");
-        let per_model = "fast-bf16+mconv".parse::<Kernels>().unwrap();
-        assert_eq!(per_model, Kernels { per_model_conv: true, ..Kernels::FAST_BF16 });
-        assert_eq!("fast+mconv".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool+mconv");
-        let cudnn = "fast-bf16+cudnn".parse::<Kernels>().unwrap();
-        assert_eq!(cudnn, Kernels { cudnn_conv: true, ..Kernels::FAST_BF16 });
-        let named = Kernels { explicit_gemm: false, bf16_image: true, pooled_norm: true, ..cudnn };
-        assert_eq!(named.to_string(), "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool");
-        assert_eq!("fast-bf16-cudnn".parse::<Kernels>().unwrap(), named);
-        assert_eq!("fast-bf16-cudnn".parse::<KernelChoice>().unwrap(), KernelChoice::Set(named));
-    }
-
-    #[test]
-    fn the_cudnn_part_is_refused_off_cuda_and_runs_ahead_of_the_tuned_tilings() {
-        let cudnn = "fast-bf16+cudnn".parse::<Kernels>().unwrap();
-        let err = check_kernels(cudnn, DeviceChoice::Cpu).unwrap_err();
-        assert!(err.contains("CUDA devices only"), "{err}");
-        assert_eq!(check_kernels(Kernels::FAST_BF16, DeviceChoice::Cpu), Ok(()));
-        // cuDNN comes before the tuned tilings, and they before burn's kernels.
-        assert_eq!("fast-bf16+cudnn".parse::<Kernels>().unwrap().conv_engine(), ConvEngine::Cudnn);
-        assert_eq!("dgrad+bn+bf16+cudnn".parse::<Kernels>().unwrap().conv_engine(), ConvEngine::Cudnn);
-        assert_eq!(Kernels::FAST_BF16.conv_engine(), ConvEngine::Tuned);
-        assert_eq!(Kernels::FAST.conv_engine(), ConvEngine::Burn);
-    }
-
-    #[test]
-    fn bad_kernel_sets_are_rejected_with_the_reason() {
-        let unknown = "wgrad+fp8".parse::<Kernels>().unwrap_err();
-        assert!(unknown.contains("\"fp8\""), "{unknown}");
-        for without in ["bf16+bn", "wgrad+bf16", "dgrad+bf16"] {
-            let err = without.parse::<Kernels>().unwrap_err();
-            assert!(err.contains("need the bn part") && err.contains("wgrad or dgrad"), "{err}");
-        }
-        let err = "wgrad+dgrad+bn+tconv".parse::<Kernels>().unwrap_err();
-        assert!(err.contains("needs the bf16 part"), "{err}");
-        let err = "fast+cudnn".parse::<Kernels>().unwrap_err();
-        assert!(err.contains("cudnn") && err.contains("needs the bf16 part"), "{err}");
-        for without in ["mconv", "bn+mconv"] {
-            let err = without.parse::<Kernels>().unwrap_err();
-            assert!(err.contains("mconv") && err.contains("wgrad or dgrad"), "{err}");
-        }
-        for bad in ["wgrad+dgrad+bn+bf16+bimage", "fast-bf16+cudnn+bimage"] {
-            let err = bad.parse::<Kernels>().unwrap_err();
-            assert!(err.contains("bimage") && err.contains("cudnn part and not xgemm"), "{err}");
-        }
-        for bad in ["wgrad+dgrad+bn+bnpool", "wgrad+dgrad+pool+bnpool"] {
-            let err = bad.parse::<Kernels>().unwrap_err();
-            assert!(err.contains("bnpool") && err.contains("bn and pool parts"), "{err}");
-        }
-        assert!("".parse::<Kernels>().is_err());
-        assert!("auto".parse::<Kernels>().is_err(), "auto is a choice, not a set");
-    }
-}
+mod tests;
