@@ -89,23 +89,29 @@ pub trait BatchNormOps: Backend {
 
     /// BatchNorm + ReLU's forward pass `max(0, (x − mean)·scale + beta)` on `x: [N, C, H, W]`
     /// (any dtype) with f32 `mean`, `scale` (`[C]`, or `[G·C]` per group) and `beta` (`[C]`), in
-    /// `dtype`. Default: burn's ops; the CUDA backend runs one kernel that writes channels-last.
+    /// `dtype`. Default: burn's ops; the CUDA backend runs one kernel that writes channels-last,
+    /// taking the rows in reverse of the statistics' sweep over `x` with `sweep_back`.
     fn normalize_relu(
         x: FloatTensor<Self>,
         [mean, scale, beta]: [FloatTensor<Self>; 3],
         dtype: FloatDType,
+        sweep_back: bool,
     ) -> FloatTensor<Self> {
+        let _ = sweep_back;
         reference::normalize_relu_by_ops::<Self>(x, [mean, scale, beta], dtype)
     }
 
     /// [`BatchNormOps::normalize_relu`] then 2×2 average pooling (stride 2) of its output (even
     /// H and W): `[N, C, H/2, W/2]` in `dtype`. Default: the two through burn's ops; the CUDA
-    /// backend runs one kernel, which never writes the full-size output.
+    /// backend runs one kernel, which never writes the full-size output (`sweep_back`: as
+    /// [`BatchNormOps::normalize_relu`]'s).
     fn normalize_relu_pool(
         x: FloatTensor<Self>,
         per_channel: [FloatTensor<Self>; 3],
         dtype: FloatDType,
+        sweep_back: bool,
     ) -> FloatTensor<Self> {
+        let _ = sweep_back;
         pooled::normalize_relu_pool_by_ops::<Self>(x, per_channel, dtype)
     }
 
@@ -191,6 +197,10 @@ pub struct NormConfig {
     /// The CUDA kernels' second stages add the channel sums' partials by planes (the `psum`
     /// kernel part): the same sums in another order.
     pub plane_sums: bool,
+    /// The CUDA kernels' elementwise passes take the rows in reverse of the channel sums' sweep
+    /// before them, each group's tail first (the `rsweep` kernel part): they read first what
+    /// that sweep left in the L2 cache.
+    pub reverse_sweep: bool,
 }
 
 /// A batch's statistics and the running averages updated with them, `[C]` f32 each.
@@ -223,8 +233,8 @@ fn forward<B: BatchNormOps>(
     let stats = B::batch_norm_statistics(x.clone(), inputs.gamma, inputs.mean_shift, running, config);
     let per_channel = [stats.mean.clone(), stats.scale.clone(), inputs.beta];
     let y = match pooled {
-        true => B::normalize_relu_pool(x, per_channel, dtype),
-        false => B::normalize_relu(x, per_channel, dtype),
+        true => B::normalize_relu_pool(x, per_channel, dtype, config.reverse_sweep),
+        false => B::normalize_relu(x, per_channel, dtype, config.reverse_sweep),
     };
     (y, stats)
 }

@@ -46,7 +46,7 @@ fn outputs_of(
         running_mean: zeros(),
         running_var: zeros(),
     };
-    let config = NormConfig { epsilon: 1e-3, momentum: 1.0, groups, plane_sums: false };
+    let config = NormConfig { epsilon: 1e-3, momentum: 1.0, groups, plane_sums: false, reverse_sweep: false };
     let (y, mean, var) = match (custom, pooled) {
         (true, false) => Ad::batch_norm_relu_train(px, inputs, config, dtype),
         (true, true) => Ad::batch_norm_relu_pool_train(px, inputs, config, dtype),
@@ -228,7 +228,14 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
                 |mean: f64| unwrap(Tensor::<G, 1>::random([c], Distribution::Normal(mean, 0.5), &device));
             // Statistics and running averages, with and without a mean shift, the partials added
             // by trees and by planes.
-            let config = |plane_sums| NormConfig { epsilon: 1e-3, momentum: 0.25, groups, plane_sums };
+            // `plane_sums` also sweeps back: each kernel variant is checked once.
+            let config = |plane_sums| NormConfig {
+                epsilon: 1e-3,
+                momentum: 0.25,
+                groups,
+                plane_sums,
+                reverse_sweep: plane_sums,
+            };
             let (gamma, running) = (vector(1.0), [vector(0.0), vector(1.0)]);
             for (shift, plane_sums) in
                 [Some(vector(3.0)), None].into_iter().flat_map(|s| [(s.clone(), false), (s, true)])
@@ -253,11 +260,16 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
 
             let beta = vector(0.0);
             let per_channel = [stats.mean.clone(), stats.scale.clone(), beta.clone()];
-            let y_k = G::normalize_relu(unwrap(x.clone()), per_channel.clone(), dtype);
-            let y_r = normalize_relu_by_ops::<G>(unwrap(x.clone()), per_channel, dtype);
+            let y_r = normalize_relu_by_ops::<G>(unwrap(x.clone()), per_channel.clone(), dtype);
             let rows_of = |t: FloatTensor<G>| rows(wrap::<G, 4>(t));
-            assert_eq!(wrap::<G, 4>(y_k.clone()).dtype(), dtype.into());
-            close("normalized output", rows_of(y_k.clone()), rows_of(y_r), tolerance);
+            let mut y_k = None;
+            for sweep_back in [true, false] {
+                let y = G::normalize_relu(unwrap(x.clone()), per_channel.clone(), dtype, sweep_back);
+                assert_eq!(wrap::<G, 4>(y.clone()).dtype(), dtype.into());
+                close("normalized output", rows_of(y.clone()), rows_of(y_r.clone()), tolerance);
+                y_k = Some(y);
+            }
+            let y_k = y_k.expect("the forward ran");
 
             if h % 2 == 0 && w % 2 == 0 {
                 for plane_sums in [false, true] {
@@ -303,7 +315,7 @@ fn pooled_kernels_match_burns_ops(
     };
     let [n, c, h, w] = x.dims();
     let per_channel = [stats.mean.clone(), stats.scale.clone(), beta.clone()];
-    let y_k = G::normalize_relu_pool(unwrap(x.clone()), per_channel.clone(), dtype);
+    let y_k = G::normalize_relu_pool(unwrap(x.clone()), per_channel.clone(), dtype, config.reverse_sweep);
     let y_r = super::pooled::normalize_relu_pool_by_ops::<G>(unwrap(x.clone()), per_channel, dtype);
     assert_eq!(wrap::<G, 4>(y_k.clone()).dims(), [n, c, h / 2, w / 2]);
     close("pooled output", y_k, y_r, tolerance);

@@ -55,6 +55,11 @@ pub struct Kernels {
     /// tree per group and sum ([`super::batch_norm`]'s `cuda::planes`). Needs `bn`.
     #[serde(default)]
     pub plane_sums: bool,
+    /// BatchNorm's CUDA elementwise passes take the rows back from the channel sums' sweep
+    /// before them, each group's tail first, reading first what that sweep left in the L2 cache
+    /// (the same arithmetic). Needs `bn`.
+    #[serde(default)]
+    pub reverse_sweep: bool,
     /// The convolutions' bf16 weight operands (the kernel and its flipped transpose) written
     /// through shared-memory blocks, every global access along a contiguous row
     /// ([`super::conv`]'s `cuda::weights`). Needs `dgrad`.
@@ -106,7 +111,8 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     gradients on cuDNN, loaded at run time, and without xgemm the image's convolution; with bf16), bimage (the \
     image's convolution in bf16 on cuDNN, the images cast to bf16; with cudnn, without xgemm), bnpool (the 2×2 \
     pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), psum (BatchNorm's CUDA \
-    second stages by warp-shuffle plane sums, one warp per group; with bn), wtile (the weight operands written \
+    second stages by warp-shuffle plane sums, one warp per group; with bn), rsweep (BatchNorm's CUDA elementwise \
+    passes take the rows back from the channel sums' sweep, reading what it left in L2 first; with bn), wtile (the weight operands written \
     through shared-memory blocks; with dgrad), bgrad (cuDNN's bf16 weight gradients read by Adam without a \
     cast; with cudnn), direct (CUDA: operations launched by the training \
     thread, without burn's fusion stream), graph (CUDA: the step recorded once as a CUDA graph and \
@@ -114,9 +120,9 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     (fast-bf16+cudnn)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 16] = [
+const PARTS: [&str; 17] = [
     "wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "bimage", "bnpool", "psum",
-    "wtile", "bgrad", "direct", "graph",
+    "rsweep", "wtile", "bgrad", "direct", "graph",
 ];
 
 impl Kernels {
@@ -134,6 +140,7 @@ impl Kernels {
         bf16_image: false,
         pooled_norm: false,
         plane_sums: false,
+        reverse_sweep: false,
         tiled_operands: false,
         bf16_weight_grads: false,
         direct_launch: false,
@@ -180,6 +187,7 @@ impl Kernels {
             self.bf16_image,
             self.pooled_norm,
             self.plane_sums,
+            self.reverse_sweep,
             self.tiled_operands,
             self.bf16_weight_grads,
             self.direct_launch,
@@ -258,6 +266,7 @@ impl std::str::FromStr for Kernels {
             bf16_image,
             pooled_norm,
             plane_sums,
+            reverse_sweep,
             tiled_operands,
             bf16_weight_grads,
             direct_launch,
@@ -276,6 +285,7 @@ impl std::str::FromStr for Kernels {
             bf16_image,
             pooled_norm,
             plane_sums,
+            reverse_sweep,
             tiled_operands,
             bf16_weight_grads,
             direct_launch,
@@ -313,6 +323,9 @@ impl std::str::FromStr for Kernels {
         }
         if plane_sums && !fused_batch_norm {
             return Err(format!("{s:?}: psum adds up the BatchNorm node's sums: it needs the bn part"));
+        }
+        if reverse_sweep && !fused_batch_norm {
+            return Err(format!("{s:?}: rsweep orders the BatchNorm node's passes: it needs the bn part"));
         }
         if bf16_weight_grads && !cudnn_conv {
             return Err(format!(

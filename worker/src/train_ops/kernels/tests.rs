@@ -30,6 +30,8 @@ fn kernel_sets_parse_and_print_back() {
         "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+psum+wtile+direct+graph",
         "dgrad+wtile",
         "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+psum+wtile+bgrad+direct+graph",
+        "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+psum+rsweep+wtile+bgrad+direct+graph",
+        "wgrad+bn+rsweep",
     ] {
         let kernels: Kernels = name.parse().unwrap();
         assert_eq!(kernels.to_string(), name);
@@ -86,9 +88,9 @@ fn bad_kernel_sets_are_rejected_with_the_reason() {
         let err = bad.parse::<Kernels>().unwrap_err();
         assert!(err.contains("bnpool") && err.contains("bn and pool parts"), "{err}");
     }
-    for bad in ["psum", "wgrad+dgrad+pool+psum"] {
+    for (bad, part) in [("psum", "psum"), ("wgrad+dgrad+pool+psum", "psum"), ("wgrad+rsweep", "rsweep")] {
         let err = bad.parse::<Kernels>().unwrap_err();
-        assert!(err.contains("psum") && err.contains("bn part"), "{err}");
+        assert!(err.contains(part) && err.contains("bn part"), "{err}");
     }
     for bad in ["wtile", "wgrad+bn+wtile"] {
         let err = bad.parse::<Kernels>().unwrap_err();

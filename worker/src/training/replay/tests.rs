@@ -126,7 +126,7 @@ fn cuda_replayed_steps_train_as_steps_op_by_op() {
     }
 }
 
-/// The parts not yet in the default (`psum`, `wtile`, `bgrad`), recorded and replayed, train
+/// The parts not yet in the default (`psum`, `rsweep`, `wtile`, `bgrad`), recorded and replayed, train
 /// as the default does op by op: the same losses and state within the tolerance of sums added
 /// in another order.
 #[cfg(feature = "cuda")]
@@ -139,7 +139,13 @@ fn cuda_optional_parts_train_as_the_default() {
     let cudnn = Kernels::FAST_BF16_CUDNN;
     crate::train_ops::check_kernels(cudnn, crate::device::DeviceChoice::Cuda(0)).expect("cuDNN loads");
     let eager = Kernels { direct_launch: true, ..cudnn };
-    let parts = Kernels { plane_sums: true, tiled_operands: true, bf16_weight_grads: true, ..eager };
+    let parts = Kernels {
+        plane_sums: true,
+        reverse_sweep: true,
+        tiled_operands: true,
+        bf16_weight_grads: true,
+        ..eager
+    };
     let sizes = [64, 64, 64, 64, 64, 64, 48, 64, 64];
     let expected = train::<C>(Stepper::new(eager), eager, (7, &sizes), &device);
     for kernels in [parts, Kernels { replay_step: true, ..parts }] {

@@ -30,16 +30,18 @@ macro_rules! batch_norm_ops {
                 x: FloatTensor<Self>,
                 per_channel: [FloatTensor<Self>; 3],
                 dtype: FloatDType,
+                sweep_back: bool,
             ) -> FloatTensor<Self> {
-                normalize::normalize_relu(x, per_channel, dtype.into())
+                normalize::normalize_relu(x, per_channel, dtype.into(), sweep_back)
             }
 
             fn normalize_relu_pool(
                 x: FloatTensor<Self>,
                 per_channel: [FloatTensor<Self>; 3],
                 dtype: FloatDType,
+                sweep_back: bool,
             ) -> FloatTensor<Self> {
-                pooled::normalize_relu_pool(x, per_channel, dtype.into())
+                pooled::normalize_relu_pool(x, per_channel, dtype.into(), sweep_back)
             }
 
             fn batch_norm_relu_grad(
@@ -48,7 +50,7 @@ macro_rules! batch_norm_ops {
                 config: NormConfig,
             ) -> [FloatTensor<Self>; 3] {
                 // The kernels recompute the ReLU mask from `x` (see `normalize`).
-                normalize::batch_norm_relu_grad([dy, x], per_channel, config.plane_sums)
+                normalize::batch_norm_relu_grad([dy, x], per_channel, config)
             }
 
             fn batch_norm_relu_pool_grad(
@@ -56,7 +58,7 @@ macro_rules! batch_norm_ops {
                 per_channel: [FloatTensor<Self>; 4],
                 config: NormConfig,
             ) -> [FloatTensor<Self>; 3] {
-                normalize::batch_norm_relu_grad(activations, per_channel, config.plane_sums)
+                normalize::batch_norm_relu_grad(activations, per_channel, config)
             }
         }
     };

@@ -28,7 +28,8 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::channel_sums::relu_grad_sums;
-use crate::train_ops::cube::{KernelTensor, channels_last, channels_last_output, custom_op, custom_op_many};
+use crate::train_ops::NormConfig;
+use crate::train_ops::cube::{KernelTensor, channels_last, channels_last_output, custom_op_many};
 
 /// BatchNorm + ReLU of the centered input `x − mean`: `max(0, centered·scale + shift)` — the
 /// forward's arithmetic, which [`mask`] repeats.
@@ -108,12 +109,47 @@ pub(super) fn gradient<Y: Float, N: Size>(dy: Vector<Y, N>, #[comptime] pooled: 
 }
 
 /// The thread's channel vector and first row under [`rows_geometry`], and whether that vector
-/// is one of the channels' (the last block of them may overhang).
+/// is one of the channels' (the last block of them may overhang); with `sweep_back` the cubes
+/// take their blocks of rows in [`sweep_back_chunk`]'s order.
 #[cube]
-fn thread_rows(row_vectors: usize) -> (usize, usize, bool) {
+fn thread_rows(
+    row_vectors: usize,
+    rows: usize,
+    rows_per_group: usize,
+    #[comptime] sweep_back: bool,
+) -> (usize, usize, bool) {
     let cv = CUBE_POS_Y as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
-    let first = CUBE_POS_X as usize * CUBE_DIM_Y as usize * ROWS_PER_THREAD + UNIT_POS_Y as usize;
+    let cube_rows = CUBE_DIM_Y as usize * ROWS_PER_THREAD;
+    let mut chunk = CUBE_POS_X as usize;
+    if sweep_back {
+        chunk = sweep_back_chunk(chunk, CUBE_COUNT_X as usize, cube_rows, rows_per_group, rows);
+    }
+    let first = chunk * cube_rows + UNIT_POS_Y as usize;
     (cv, first, cv < row_vectors)
+}
+
+/// The block of `chunk_size` items that the `chunk`-th of `chunks` cubes takes when a pass
+/// follows the channel sums' sweep over the same `total` items in groups of `group_size`: the
+/// sums' cubes went through every group at once, start to end, so the groups' tails are what
+/// the L2 cache holds after them; here the cubes, dispatched in order, take each group's last
+/// block in turn, then each one's block before it, and so on (only the reverse order where
+/// blocks do not tile the groups).
+#[cube]
+pub(super) fn sweep_back_chunk(
+    chunk: usize,
+    chunks: usize,
+    chunk_size: usize,
+    group_size: usize,
+    total: usize,
+) -> usize {
+    let groups = total / group_size;
+    let per_group = group_size / chunk_size;
+    let mut at = chunks - 1 - chunk;
+    if per_group * chunk_size == group_size && per_group * groups == chunks {
+        let (group, from_end) = (chunk % groups, chunk / groups);
+        at = group * per_group + per_group - 1 - from_end;
+    }
+    at
 }
 
 /// Where the statistics of channel vector `cv` in `row` lie: `[G, C]`, `rows_per_group` rows
@@ -136,14 +172,15 @@ fn normalize_relu_kernel<X: Float, Y: Float, S: Float, N: Size>(
     y: &mut Tensor<Vector<Y, N>>,
     rows_per_group: usize,
     #[comptime] row_groups: bool,
+    #[comptime] sweep_back: bool,
     #[define(X, Y, S)] _dtypes: [StorageType; 3],
 ) {
     let row_vectors = beta.len();
-    let (cv, first, active) = thread_rows(row_vectors);
+    let rows = y.len() / row_vectors;
+    let (cv, first, active) = thread_rows(row_vectors, rows, rows_per_group, sweep_back);
     if !active {
         terminate!();
     }
-    let rows = y.len() / row_vectors;
     let mut at = statistic_at(first, cv, row_vectors, rows_per_group);
     let (mut m, mut s, b) = (mean[at], scale[at], beta[cv]);
     let mut values = Array::<Vector<X, N>>::new(ROWS_PER_THREAD);
@@ -190,14 +227,15 @@ fn normalize_relu_grad_kernel<X: Float, Y: Float, N: Size>(
     rows_per_group: usize,
     #[comptime] row_groups: bool,
     #[comptime] pooled: bool,
+    #[comptime] sweep_back: bool,
     #[define(X, Y)] _dtypes: [StorageType; 2],
 ) {
     let row_vectors = gamma.len();
-    let (cv, first, active) = thread_rows(row_vectors);
+    let rows = dx.len() / row_vectors;
+    let (cv, first, active) = thread_rows(row_vectors, rows, rows_per_group, sweep_back);
     if !active {
         terminate!();
     }
-    let rows = dx.len() / row_vectors;
     if first == 0 {
         let mut total_g = Vector::new(0.0);
         let mut total_g_x_hat = Vector::new(0.0);
@@ -263,6 +301,7 @@ fn launch_normalize<R: CubeRuntime>(
     [x, mean, scale, beta]: [CubeTensor<R>; 4],
     shape: &Shape,
     dtype: DType,
+    sweep_back: bool,
 ) -> CubeTensor<R> {
     let (y, lanes, _, _) = channels_last_output(&x, shape, dtype);
     let dtypes = [x.dtype.into(), dtype.into(), mean.dtype.into()];
@@ -283,6 +322,7 @@ fn launch_normalize<R: CubeRuntime>(
         y.clone().into_tensor_arg(),
         rows_per_group,
         row_groups,
+        sweep_back,
         dtypes,
     );
     permute_nhwc_to_nchw(y)
@@ -291,6 +331,7 @@ fn launch_normalize<R: CubeRuntime>(
 fn launch_normalize_grad<R: CubeRuntime>(
     [dy, x, sums, mean, inv_std, gamma, beta]: [CubeTensor<R>; 7],
     shape: &Shape,
+    sweep_back: bool,
 ) -> [CubeTensor<R>; 3] {
     let pooled = dy.meta.shape()[2] != shape[2];
     let (dx, lanes, _, _) = channels_last_output(&x, shape, x.dtype);
@@ -324,6 +365,7 @@ fn launch_normalize_grad<R: CubeRuntime>(
         rows_per_group,
         row_groups,
         pooled,
+        sweep_back,
         dtypes,
     );
     [permute_nhwc_to_nchw(dx), d_gamma, d_beta]
@@ -331,22 +373,31 @@ fn launch_normalize_grad<R: CubeRuntime>(
 
 /// [`crate::train_ops::BatchNormOps::normalize_relu`] on burn's CubeCL backends (statistics
 /// `[C]`, or `[G·C]` for `G` groups of the batch).
-pub fn normalize_relu<T: KernelTensor>(x: T, [mean, scale, beta]: [T; 3], dtype: DType) -> T {
+pub fn normalize_relu<T: KernelTensor>(
+    x: T,
+    [mean, scale, beta]: [T; 3],
+    dtype: DType,
+    sweep_back: bool,
+) -> T {
     let shape = x.shape().clone();
-    custom_op::<T, 4>("normalize_relu", [x, mean, scale, beta], shape, dtype, launch_normalize)
+    let out = (shape.clone(), dtype);
+    let launch = Box::new(move |t| [launch_normalize(t, &shape, dtype, sweep_back)]);
+    let [y] = custom_op_many::<T, 4, 1>("normalize_relu", [x, mean, scale, beta], [out], launch);
+    y
 }
 
 /// [`crate::train_ops::BatchNormOps::batch_norm_relu_grad`] and
 /// [`crate::train_ops::BatchNormOps::batch_norm_relu_pool_grad`] on burn's CubeCL backends, on
 /// `[dy, x]` (`dy` pooled when its height is half `x`'s): the channel sums (partials, then their
-/// sum, by planes with `plane_sums`), then `dx`, `dγ`, `dβ` in one kernel.
+/// sum, by planes with `config.plane_sums`), then `dx`, `dγ`, `dβ` in one kernel (taking the
+/// rows back from the sums' sweep with `config.reverse_sweep`).
 pub fn batch_norm_relu_grad<T: KernelTensor>(
     [dy, x]: [T; 2],
     [mean, inv_std, gamma, beta]: [T; 4],
-    plane_sums: bool,
+    config: NormConfig,
 ) -> [T; 3] {
     let per_channel = [mean.clone(), inv_std.clone(), gamma.clone(), beta.clone()];
-    let sums = relu_grad_sums([dy.clone(), x.clone()], per_channel, plane_sums);
+    let sums = relu_grad_sums([dy.clone(), x.clone()], per_channel, config.plane_sums);
     let shape = x.shape().clone();
     let outputs = [
         (shape.clone(), x.dtype()),
@@ -354,6 +405,6 @@ pub fn batch_norm_relu_grad<T: KernelTensor>(
         (Shape::new([shape[1]]), DType::F32),
     ];
     let inputs = [dy, x, sums, mean, inv_std, gamma, beta];
-    let launch = Box::new(move |t| launch_normalize_grad(t, &shape));
+    let launch = Box::new(move |t| launch_normalize_grad(t, &shape, config.reverse_sweep));
     custom_op_many::<T, 7, 3>("batch_norm_relu_grad", inputs, outputs, launch)
 }
