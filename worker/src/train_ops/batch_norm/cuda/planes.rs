@@ -10,6 +10,8 @@
 
 use cubecl::prelude::*;
 
+use super::statistics::{blend_running, finish_group};
+
 /// Threads of a second-stage cube: eight 32-lane planes, one group of the batch each.
 pub const CUBE_THREADS: usize = 256;
 
@@ -71,15 +73,9 @@ pub fn statistics_planes_kernel<X: Float>(
         let first = group * group_partials;
         let (shifted_sum, squares_sum) = plane_partials(partials, c, first, first + group_partials);
         if UNIT_POS_PLANE == 0 {
-            let shifted_mean = shifted_sum / rows;
-            let raw_var = squares_sum / rows - shifted_mean * shifted_mean;
-            let var = select(raw_var > 0.0, raw_var, 0.0);
-            let group_mean = f32::cast_from(x[c]) + shifted_mean;
-            let inv = 1.0 / (var + epsilon).sqrt();
             let at = group * channels + c;
-            mean[at] = group_mean;
-            inv_std[at] = inv;
-            scale[at] = gamma[c] * inv;
+            let (group_mean, var) =
+                finish_group(shifted_sum, squares_sum, x, gamma, mean, inv_std, scale, at, rows, epsilon);
             mean_sum += group_mean;
             var_sum += var;
         }
@@ -100,13 +96,19 @@ pub fn statistics_planes_kernel<X: Float>(
             total_mean += means[w];
             total_var += vars[w];
         }
-        let count = groups as f32;
-        let mut running = total_mean / count;
-        if shifted {
-            running += shift[c];
-        }
-        running_mean_out[c] = running_mean[c] * (1.0 - momentum) + running * momentum;
-        running_var_out[c] = running_var[c] * (1.0 - momentum) + total_var / count * momentum;
+        blend_running(
+            running_mean,
+            running_var,
+            running_mean_out,
+            running_var_out,
+            shift,
+            c,
+            total_mean,
+            total_var,
+            groups,
+            momentum,
+            shifted,
+        );
     }
 }
 

@@ -53,28 +53,84 @@ fn statistics_kernel<X: Float>(
         let shifted_sum = sum_partials(partials, c, 0, first, end);
         let squares_sum = sum_partials(partials, c, 1, first, end);
         if UNIT_POS == 0 {
-            let shifted_mean = shifted_sum / rows;
-            let raw_var = squares_sum / rows - shifted_mean * shifted_mean;
-            let var = select(raw_var > 0.0, raw_var, 0.0);
-            let group_mean = f32::cast_from(x[c]) + shifted_mean;
-            let inv = 1.0 / (var + epsilon).sqrt();
             let at = group * channels + c;
-            mean[at] = group_mean;
-            inv_std[at] = inv;
-            scale[at] = gamma[c] * inv;
+            let (group_mean, var) =
+                finish_group(shifted_sum, squares_sum, x, gamma, mean, inv_std, scale, at, rows, epsilon);
             mean_sum += group_mean;
             var_sum += var;
         }
     }
     if UNIT_POS == 0 {
-        let count = groups as f32;
-        let mut running = mean_sum / count;
-        if shifted {
-            running += shift[c];
-        }
-        running_mean_out[c] = running_mean[c] * (1.0 - momentum) + running * momentum;
-        running_var_out[c] = running_var[c] * (1.0 - momentum) + var_sum / count * momentum;
+        blend_running(
+            running_mean,
+            running_var,
+            running_mean_out,
+            running_var_out,
+            shift,
+            c,
+            mean_sum,
+            var_sum,
+            groups,
+            momentum,
+            shifted,
+        );
     }
+}
+
+/// One group's statistics of channel `c` from its shifted sums `(Σ (x − s), Σ (x − s)²)` over
+/// `rows` rows: writes its mean, `1/√(σ² + ε)` and `γ·inv_std` at `at` of `[mean, inv_std,
+/// scale]`; returns `(mean, σ²)`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish_group<X: Float>(
+    shifted_sum: f32,
+    squares_sum: f32,
+    x: &Tensor<X>,
+    gamma: &Tensor<f32>,
+    mean: &mut Tensor<f32>,
+    inv_std: &mut Tensor<f32>,
+    scale: &mut Tensor<f32>,
+    at: usize,
+    rows: f32,
+    epsilon: f32,
+) -> (f32, f32) {
+    let c = at % gamma.len();
+    let shifted_mean = shifted_sum / rows;
+    let raw_var = squares_sum / rows - shifted_mean * shifted_mean;
+    let var = select(raw_var > 0.0, raw_var, 0.0);
+    let group_mean = f32::cast_from(x[c]) + shifted_mean;
+    let inv = 1.0 / (var + epsilon).sqrt();
+    mean[at] = group_mean;
+    inv_std[at] = inv;
+    scale[at] = gamma[c] * inv;
+    (group_mean, var)
+}
+
+/// Channel `c`'s running averages `[running_mean, running_var]` blended with `momentum` into
+/// `[running_mean_out, running_var_out]` from the sums over its `groups` groups of their
+/// means and variances (the mean shifted by `shift[c]` when `shifted`).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn blend_running(
+    running_mean: &Tensor<f32>,
+    running_var: &Tensor<f32>,
+    running_mean_out: &mut Tensor<f32>,
+    running_var_out: &mut Tensor<f32>,
+    shift: &Tensor<f32>,
+    c: usize,
+    mean_sum: f32,
+    var_sum: f32,
+    groups: usize,
+    momentum: f32,
+    #[comptime] shifted: bool,
+) {
+    let count = groups as f32;
+    let mut running = mean_sum / count;
+    if shifted {
+        running += shift[c];
+    }
+    running_mean_out[c] = running_mean[c] * (1.0 - momentum) + running * momentum;
+    running_var_out[c] = running_var[c] * (1.0 - momentum) + var_sum / count * momentum;
 }
 
 /// The forward: the shifted sums, then [`statistics_kernel`] on `[partials, x, γ, shift (or
