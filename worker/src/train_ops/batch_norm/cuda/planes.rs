@@ -2,11 +2,11 @@
 //! ([`super::channel_sums`]) added up by one plane (warp) per group of the batch, each lane
 //! taking every `PLANE_DIM`-th partial and the plane adding its lanes by shuffles.
 //!
-//! The tree kernels this replaces run a shared-memory tree of [`CUBE_THREADS`] threads (eight
-//! barriers) for each of the two sums of each group in turn, for 2·(P/G) partials: on an H100
-//! their 18 launches took 139 µs of a 3.8 ms step, 7–9 µs each for 0.5 MB of partials. Here the
-//! cube of a channel runs its groups side by side, one plane each, and meets at one barrier
-//! (the forward's running averages) or none (the backward).
+//! Without the part, a cube of 256 threads adds each of the two sums of each group in turn by a
+//! shared-memory tree (eight barriers each) over 2·(P/G) partials: on an H100 those 18 launches
+//! took 139 µs of a 3.8 ms step, 7–9 µs each for 0.5 MB of partials. Here the cube of a channel
+//! runs its groups side by side, one plane each, and meets at one barrier (the forward's running
+//! averages) or none (the backward).
 
 use cubecl::prelude::*;
 
