@@ -266,6 +266,24 @@ impl<B: AutodiffBackend> FusedCnn<B> {
         }
     }
 
+    /// Every tensor a training step updates: [`FusedCnn::trainables`], then each layer's
+    /// running mean and variance.
+    pub fn state(&self) -> Vec<FloatTensor<B::InnerBackend>> {
+        let running = self.layers().flat_map(|l| [&l.running_mean, &l.running_var]);
+        self.trainables().into_iter().chain(running.map(|t| unwrap(t.clone().inner()))).collect()
+    }
+
+    /// Puts `values` ([`FusedCnn::state`]'s order and shapes) in place of that state.
+    pub fn set_state(&mut self, mut values: Vec<FloatTensor<B::InnerBackend>>) {
+        let running = values.split_off(values.len() - 2 * self.layers().count());
+        self.set_trainables(values);
+        let mut running = running.into_iter().map(|t| Tensor::from_inner(wrap(t)));
+        for layer in self.blocks.iter_mut().flatten() {
+            layer.running_mean = running.next().expect("a running mean per layer");
+            layer.running_var = running.next().expect("a running variance per layer");
+        }
+    }
+
     /// Model `j` as its own [`Cnn`]: `template` (the model as stacked, for its structure and
     /// parameter ids) with model `j`'s parameters and running statistics from the stack.
     pub fn member(&self, j: usize, template: &Cnn<B>) -> Cnn<B> {

@@ -3,20 +3,21 @@
 //! backward and one Adam launch for all of them. Each job keeps its own weights, optimizer
 //! state, data order, augmentation, loss variant, learning rate, metrics, checkpoints and
 //! cancellation: between epochs every job is its own model and optimizer again (validation,
-//! checkpoints), and a job that stops or fails leaves the group while the others go on.
+//! checkpoints), and a job that stops or fails leaves the group while the others go on. The
+//! step itself, op by op or replayed, is [`super::fused_step`]'s.
 
 use std::time::Instant;
 
 use burn::module::ParamId;
 use burn::prelude::*;
 
+use super::fused_step::FusedStepper;
 use super::job::JobState;
 use super::{EpochSink, JobOutcome, PassTotals, RunnerConfig, TrainError, TrainJob, check_job, train_job};
 use crate::augment::{Crops, apply_crops};
 use crate::checkpoint::Checkpointing;
 use crate::data::{DeviceDataset, DeviceSplit};
-use crate::loss::trained_loss;
-use crate::model::{Cnn, FusedCnn, FusionError, NUM_CLASSES, side_by_side};
+use crate::model::{Cnn, FusedCnn, FusionError, NUM_CLASSES};
 use crate::train_ops::TrainBackend;
 use crate::train_ops::adam::StackedAdam;
 
@@ -166,6 +167,7 @@ pub fn train_fused<B: TrainBackend>(
         })
         .collect();
     tracing::debug!(jobs = members.len(), train_n, test_n, batch, "fused jobs start");
+    let mut stepper = FusedStepper::new(config.kernels);
     while !members.is_empty() {
         let started = Instant::now();
         let mut stack: Option<Stack<B>> = None;
@@ -188,12 +190,16 @@ pub fn train_fused<B: TrainBackend>(
             let stacked = match stack.take() {
                 Some(stack) => Ok(stack),
                 None if members.is_empty() => break,
-                None => Stack::new(&members).map_err(|e| TrainError::InvalidJob(e.to_string())),
+                None => {
+                    stepper.restacked();
+                    Stack::new(&members).map_err(|e| TrainError::InvalidJob(e.to_string()))
+                }
             };
             let batch = (&train, start, batch.min(train_n - start), augment);
-            match stacked
-                .and_then(|mut s| fused_step(device, &mut s, &mut members, batch, &mut runs).map(|()| s))
-            {
+            let mut step = |mut s: Stack<B>| {
+                fused_step(device, (&mut s, &mut stepper), &mut members, batch, &mut runs).map(|()| s)
+            };
+            match stacked.and_then(&mut step) {
                 Ok(s) => stack = Some(s),
                 Err(e) => {
                     // A device that fails a step, or a group that cannot stack, fails every job in it.
@@ -233,10 +239,11 @@ fn ended(outcomes: Vec<Option<Result<JobOutcome, TrainError>>>) -> Vec<Result<Jo
 }
 
 /// One fused training step of the stacked `members` on the batch at `start` (`len` images) of
-/// each one's order: one gather, forward, backward and Adam update for all of them.
+/// each one's order: one gather, then the step `stepper` runs (forward, backward and Adam
+/// update for all of them), then each member's sums.
 fn fused_step<B: TrainBackend>(
     device: &B::Device,
-    stack: &mut Stack<B>,
+    (stack, stepper): (&mut Stack<B>, &mut FusedStepper<B>),
     members: &mut [Member<B>],
     (train, start, len, augment): (&DeviceSplit<B>, usize, usize, bool),
     runs: &mut [FusedRun<'_>],
@@ -253,24 +260,15 @@ fn fused_step<B: TrainBackend>(
         }
         false => images,
     };
-    let logits = stack.model.forward(side_by_side(images, k));
-    let mut total: Option<Tensor<B, 1>> = None;
-    for (j, m) in members.iter_mut().enumerate() {
-        let logits = logits.clone().narrow(0, j, 1).reshape([len, NUM_CLASSES]);
-        let labels = labels.clone().narrow(0, j * len, len);
-        let loss = trained_loss(runs[m.run].job.variant, logits.clone(), labels.clone());
-        m.totals.add(loss.clone().inner(), logits.inner(), labels.inner());
-        total = Some(match total {
-            Some(t) => t.add(loss),
-            None => loss,
-        });
-    }
-    // The jobs share no parameter, so the summed loss's gradients are each job's own.
-    let mut grads = total.expect("at least one member").backward();
-    let grads = stack.model.gradients(&mut grads);
+    let variants: Vec<_> = members.iter().map(|m| runs[m.run].job.variant).collect();
     let learning_rates: Vec<f64> = members.iter().map(|m| runs[m.run].job.learning_rate).collect();
-    let params = stack.optim.step(stack.model.trainables(), grads, &learning_rates);
-    stack.model.set_trainables(params);
+    let batch = (images, labels.clone());
+    let outputs = stepper.step(&mut stack.model, &mut stack.optim, batch, &variants, &learning_rates)?;
+    let labels = labels.inner();
+    for (j, (m, loss)) in members.iter_mut().zip(outputs.losses).enumerate() {
+        let logits = outputs.logits.clone().narrow(0, j, 1).reshape([len, NUM_CLASSES]);
+        m.totals.add(loss, logits, labels.clone().narrow(0, j * len, len));
+    }
     for m in members.iter_mut() {
         m.state.stepped(device, &mut *runs[m.run].sink)?;
     }

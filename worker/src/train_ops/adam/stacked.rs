@@ -9,7 +9,7 @@ use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{FloatDType, TensorMetadata};
 use hashbrown::HashMap;
 
-use super::{AdamOps, FusedAdam, ModuleAdam, Moments};
+use super::{AdamOps, AdamScalars, FusedAdam, ModuleAdam, Moments};
 use crate::train_ops::{unwrap, wrap};
 
 /// The optimizer of `K` models whose parameters lie stacked model-major: parameter `i` is one
@@ -21,6 +21,17 @@ pub struct StackedAdam<B: AutodiffBackend> {
     moments: Vec<[FloatTensor<B::InnerBackend>; 2]>,
     /// Each model's updates so far.
     times: Vec<usize>,
+    /// Where a recorded step reads the models' `[step_size, epsilon]` pairs
+    /// ([`StackedAdam::read_scalars_from`]).
+    scalars_at: Option<FloatTensor<B::InnerBackend>>,
+}
+
+impl<B: AutodiffBackend> Clone for StackedAdam<B> {
+    fn clone(&self) -> Self {
+        let (moments, times, scalars_at) =
+            (self.moments.clone(), self.times.clone(), self.scalars_at.clone());
+        StackedAdam { adam: self.adam, moments, times, scalars_at }
+    }
 }
 
 /// Model `j`'s run of `K`: the `j`-th of `models` equal runs of `t`'s elements, flat.
@@ -71,7 +82,7 @@ impl<B: AutodiffBackend<InnerBackend: AdamOps>> StackedAdam<B> {
                 [parts(|m| &m.moment_1), parts(|m| &m.moment_2)]
             })
             .collect();
-        StackedAdam { adam: optims[0].adam, moments, times }
+        StackedAdam { adam: optims[0].adam, moments, times, scalars_at: None }
     }
 
     /// Model `j`'s optimizer, its moments under its parameters' `ids` (as [`StackedAdam::stack`]
@@ -112,7 +123,14 @@ impl<B: AutodiffBackend<InnerBackend: AdamOps>> StackedAdam<B> {
             learning_rates.iter().zip(&self.times).map(|(lr, time)| self.adam.scalars(*lr, *time)).collect();
         let moments = std::mem::take(&mut self.moments);
         let inputs = params.into_iter().zip(grads).zip(moments).map(|((p, g), [m1, m2])| [p, g, m1, m2]);
-        let outputs = B::InnerBackend::adam_update_many(inputs.collect(), &scalars);
+        let outputs = match &self.scalars_at {
+            Some(at) => B::InnerBackend::adam_update_many_at(
+                inputs.collect(),
+                at.clone(),
+                (self.adam.beta_1, self.adam.beta_2),
+            ),
+            None => B::InnerBackend::adam_update_many(inputs.collect(), &scalars),
+        };
         outputs
             .into_iter()
             .map(|[param, moment_1, moment_2]| {
@@ -120,5 +138,35 @@ impl<B: AutodiffBackend<InnerBackend: AdamOps>> StackedAdam<B> {
                 param
             })
             .collect()
+    }
+
+    /// Each model's scalars of its next update at its `learning_rates[j]`.
+    pub fn next_scalars(&self, learning_rates: &[f64]) -> Vec<AdamScalars> {
+        learning_rates.iter().zip(&self.times).map(|(lr, time)| self.adam.scalars(*lr, time + 1)).collect()
+    }
+
+    /// Steps from now on read the models' `[step_size, epsilon]` pairs from `at` (filled with
+    /// [`StackedAdam::next_scalars`] before each), or take them from the host.
+    pub fn read_scalars_from(&mut self, at: Option<FloatTensor<B::InnerBackend>>) {
+        self.scalars_at = at;
+    }
+
+    /// Counts an update of every model that ran without this optimizer (a replayed step).
+    pub fn count_update(&mut self) {
+        self.times.iter_mut().for_each(|time| *time += 1);
+    }
+
+    /// Every parameter's two moments in turn.
+    pub fn moments(&self) -> Vec<FloatTensor<B::InnerBackend>> {
+        self.moments.iter().flat_map(|pair| pair.iter().cloned()).collect()
+    }
+
+    /// Puts `moments` ([`StackedAdam::moments`]' order and shapes) in place of the moments.
+    pub fn set_moments(&mut self, moments: Vec<FloatTensor<B::InnerBackend>>) {
+        assert_eq!(moments.len(), 2 * self.moments.len(), "two moments per parameter");
+        let mut moments = moments.into_iter();
+        for pair in &mut self.moments {
+            *pair = [0; 2].map(|_| moments.next().expect("counted above"));
+        }
     }
 }

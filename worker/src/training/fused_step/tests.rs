@@ -1,0 +1,105 @@
+//! The fused step on the CPU (where nothing records: op by op, as asked) and on CUDA, recorded
+//! and replayed against op by op (GPU test).
+
+use burn::backend::{Autodiff, Flex};
+
+use super::*;
+use crate::model::{Cnn, CnnConfig, seeded_model};
+use crate::training::adam;
+
+/// Trains the models of `seeds`, stacked, on `sizes.len()` batches per job (sizes in turn)
+/// through `stepper`, restacking them after step `restack_after`; returns each step's losses,
+/// the state at the end and whether it ended replaying.
+fn train<B: TrainBackend>(
+    mut stepper: FusedStepper<B>,
+    kernels: Kernels,
+    (seeds, sizes, restack_after): (&[u64], &[usize], usize),
+    device: &B::Device,
+) -> (Vec<f32>, Vec<Vec<f32>>, bool) {
+    let config = CnnConfig::new().with_width_multiplier(0.25);
+    let models: Vec<Cnn<B>> =
+        seeds.iter().map(|&s| seeded_model::<B>(&config, s, device).with_kernels(kernels)).collect();
+    let stack = |models: &[Cnn<B>]| {
+        let refs: Vec<&Cnn<B>> = models.iter().collect();
+        let model = FusedCnn::stack(&refs).expect("one shape");
+        let ids: Vec<_> = models.iter().map(FusedCnn::trainable_ids).collect();
+        let optim = StackedAdam::stack(&vec![&adam().init::<B>(); models.len()], &ids, &model.trainables());
+        (model, optim)
+    };
+    let (mut model, mut optim) = stack(&models);
+    let variants = [LossVariant::NaturalSoftmax, LossVariant::NormalLr1e3, LossVariant::MultiSoftmax];
+    let (k, learning_rates) = (seeds.len(), [1e-3, 2e-3, 5e-4]);
+    let mut losses = Vec::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        let pixels: Vec<f32> =
+            (0..k * n * 3 * 32 * 32).map(|j| ((j * 7_919 + i * 104_729) % 1_000) as f32 / 1_000.0).collect();
+        let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, [k * n, 3, 32, 32]), device);
+        let labels: Vec<i64> = (0..(k * n) as i64).map(|j| (j * 3 + i as i64) % 10).collect();
+        let labels = Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [k * n]), device);
+        let batch = (images, labels);
+        let outputs = stepper
+            .step(&mut model, &mut optim, batch, &variants[..k], &learning_rates[..k])
+            .expect("a step");
+        losses.extend(outputs.losses.into_iter().map(|l| l.into_scalar().elem::<f32>()));
+        if i == restack_after {
+            // As at an epoch's end: every job its own model again, then stacked anew.
+            let parts: Vec<Cnn<B>> = (0..k).map(|j| model.member(j, &models[j])).collect();
+            (model, optim) = (FusedCnn::stack(&parts.iter().collect::<Vec<_>>()).expect("one shape"), optim);
+            stepper.restacked();
+        }
+    }
+    let state: Vec<_> = state(&model, &optim).into_iter().map(|t| values::<B>(t)).collect();
+    (losses, state, stepper.replaying())
+}
+
+fn values<B: TrainBackend>(t: FloatTensor<Inner<B>>) -> Vec<f32> {
+    let flat = Inner::<B>::float_reshape(t.clone(), [t.shape().num_elements()].into());
+    wrap::<Inner<B>, 1>(flat).into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn where_nothing_records_a_fused_stepper_asked_to_record_steps_op_by_op() {
+    type B = Autodiff<Flex>;
+    let device = Default::default();
+    let kernels = Kernels { replay_step: true, ..Kernels::FAST };
+    let sizes = [4, 4, 4, 4, 4, 3, 4];
+    let run = |kernels| train::<B>(FusedStepper::new(kernels), kernels, (&[3, 4], &sizes, 2), &device);
+    let (losses, state, replaying) = run(kernels);
+    assert!(!replaying, "the CPU backend records nothing");
+    assert_eq!(losses.len(), 2 * sizes.len(), "a loss per job and step");
+    let (expected_losses, expected_state, _) = run(Kernels::FAST);
+    assert_eq!(losses, expected_losses);
+    assert_eq!(state, expected_state);
+}
+
+/// A fused step recorded once and replayed trains as fused steps op by op do: the same losses
+/// and, after a restack (the state taken into the graph's buffers), a smaller batch (op by op)
+/// and more replays, the same weights, running statistics and Adam moments.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_replayed_fused_steps_train_as_fused_steps_op_by_op() {
+    use crate::backend::CudaDirectBackend;
+    type C = CudaDirectBackend;
+    let device = Default::default();
+    let cudnn = Kernels::FAST_BF16_CUDNN;
+    let base = match crate::train_ops::check_kernels(cudnn, crate::device::DeviceChoice::Cuda(0)) {
+        Ok(()) => cudnn,
+        Err(_) => Kernels::FAST_BF16,
+    };
+    let eager = Kernels { direct_launch: true, ..base };
+    let replayed = Kernels { replay_step: true, ..eager };
+    let sizes = [32, 32, 32, 32, 32, 32, 24, 32, 32];
+    let run = |kernels| train::<C>(FusedStepper::new(kernels), kernels, (&[7, 8, 9], &sizes, 4), &device);
+    let (losses, state, replaying) = run(replayed);
+    let (expected_losses, expected_state, _) = run(eager);
+    assert!(replaying, "{replayed}: the fused step was not recorded");
+    for (i, (a, b)) in losses.iter().zip(&expected_losses).enumerate() {
+        assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "loss {i}: {a} against {b}");
+    }
+    for (i, (a, b)) in state.iter().zip(&expected_state).enumerate() {
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(err <= 2e-2 * scale.max(1e-6), "state tensor {i} off by {err} (scale {scale})");
+    }
+}
