@@ -5,6 +5,7 @@ pub mod channel_sums;
 pub mod normalize;
 pub mod planes;
 pub mod pooled;
+pub mod rows;
 pub mod statistics;
 
 use burn::tensor::FloatDType;

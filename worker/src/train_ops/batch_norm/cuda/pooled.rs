@@ -9,7 +9,8 @@ use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::normalize::{normalized_relu, statistic_at, sweep_back_chunk};
+use super::normalize::normalized_relu;
+use super::rows::{statistic_at, sweep_back_chunk};
 use crate::train_ops::cube::{KernelTensor, channels_last, channels_last_output, custom_op_many};
 
 /// `y[n, i, j] = ¼ Σ max(0, (x − mean)·scale + beta)` over the 2×2 window of `x: [N, H, W, C]`
