@@ -80,6 +80,7 @@ fn where_nothing_records_a_fused_stepper_asked_to_record_steps_op_by_op() {
 #[ignore = "needs a CUDA GPU"]
 fn cuda_replayed_fused_steps_train_as_fused_steps_op_by_op() {
     use crate::backend::CudaDirectBackend;
+    use crate::training::replay::tests::assert_trains_alike;
     type C = CudaDirectBackend;
     let device = Default::default();
     let cudnn = Kernels::FAST_BF16_CUDNN;
@@ -94,12 +95,6 @@ fn cuda_replayed_fused_steps_train_as_fused_steps_op_by_op() {
     let (losses, state, replaying) = run(replayed);
     let (expected_losses, expected_state, _) = run(eager);
     assert!(replaying, "{replayed}: the fused step was not recorded");
-    for (i, (a, b)) in losses.iter().zip(&expected_losses).enumerate() {
-        assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "loss {i}: {a} against {b}");
-    }
-    for (i, (a, b)) in state.iter().zip(&expected_state).enumerate() {
-        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(err <= 2e-2 * scale.max(1e-6), "state tensor {i} off by {err} (scale {scale})");
-    }
+    let what = format!("{replayed}, fused");
+    assert_trains_alike(&what, (&losses, &state), (&expected_losses, &expected_state));
 }

@@ -293,4 +293,4 @@ fn wrap_inner<B: TrainBackend, const D: usize>(t: FloatTensor<Inner<B>>) -> Tens
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -40,7 +40,11 @@ fn train<B: TrainBackend>(
 
 /// Asserts that a run's losses and state match the expected ones within the tolerance of
 /// bf16 steps whose cuDNN algorithms may add in another order.
-fn assert_trains_alike(what: &str, (losses, state): (&[f32], &[Vec<f32>]), expected: (&[f32], &[Vec<f32>])) {
+pub(crate) fn assert_trains_alike(
+    what: &str,
+    (losses, state): (&[f32], &[Vec<f32>]),
+    expected: (&[f32], &[Vec<f32>]),
+) {
     for (i, (a, b)) in losses.iter().zip(expected.0).enumerate() {
         assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{what}: step {i}'s loss {a} against {b}");
     }
