@@ -80,14 +80,10 @@ fn where_nothing_records_a_fused_stepper_asked_to_record_steps_op_by_op() {
 #[ignore = "needs a CUDA GPU"]
 fn cuda_replayed_fused_steps_train_as_fused_steps_op_by_op() {
     use crate::backend::CudaDirectBackend;
-    use crate::training::replay::tests::assert_trains_alike;
+    use crate::training::replay::tests::{assert_trains_alike, cuda_base_kernels};
     type C = CudaDirectBackend;
     let device = Default::default();
-    let cudnn = Kernels::FAST_BF16_CUDNN;
-    let base = match crate::train_ops::check_kernels(cudnn, crate::device::DeviceChoice::Cuda(0)) {
-        Ok(()) => cudnn,
-        Err(_) => Kernels::FAST_BF16,
-    };
+    let base = cuda_base_kernels();
     let eager = Kernels { direct_launch: true, ..base };
     let replayed = Kernels { replay_step: true, ..eager };
     let sizes = [32, 32, 32, 32, 32, 32, 24, 32, 32];

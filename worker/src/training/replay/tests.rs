@@ -38,6 +38,16 @@ fn train<B: TrainBackend>(
     (losses, values(&model, &optim), stepper.replaying())
 }
 
+/// The CUDA default's kernel set where cuDNN loads, `fast-bf16` where it does not (GPU tests).
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_base_kernels() -> Kernels {
+    let cudnn = Kernels::FAST_BF16_CUDNN;
+    match crate::train_ops::check_kernels(cudnn, crate::device::DeviceChoice::Cuda(0)) {
+        Ok(()) => cudnn,
+        Err(_) => Kernels::FAST_BF16,
+    }
+}
+
 /// Asserts that a run's losses and state match the expected ones within the tolerance of
 /// bf16 steps whose cuDNN algorithms may add in another order.
 pub(crate) fn assert_trains_alike(
@@ -170,11 +180,7 @@ fn cuda_jobs_side_by_side_replay_as_they_do_alone() {
     use crate::backend::CudaDirectBackend;
     type C = CudaDirectBackend;
     let device = Default::default();
-    let cudnn = Kernels::FAST_BF16_CUDNN;
-    let base = match crate::train_ops::check_kernels(cudnn, crate::device::DeviceChoice::Cuda(0)) {
-        Ok(()) => cudnn,
-        Err(_) => Kernels::FAST_BF16,
-    };
+    let base = cuda_base_kernels();
     let kernels = Kernels { direct_launch: true, replay_step: true, ..base };
     let sizes = [64, 64, 64, 64, 64, 64, 48, 64, 64];
     let seeds = [7, 8, 9];
