@@ -9,7 +9,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps, IntTensor};
 use sweep_proto::LossVariant;
 
-use super::{TrainError, WARM_UP_STEPS};
+use super::TrainError;
+use super::replay::WarmUp;
 use crate::loss::trained_loss;
 use crate::model::{FusedCnn, NUM_CLASSES, side_by_side};
 use crate::train_ops::adam::{StackedAdam, scalars_table};
@@ -62,9 +63,9 @@ pub fn eager_fused_step<B: TrainBackend>(
 /// A fused group's steps: op by op, or replayed once recorded (the kernels' `graph` part).
 pub struct FusedStepper<B: TrainBackend> {
     record: bool,
-    /// The group size the steps so far had, and how many of them ran op by op.
+    /// The group size the steps so far had, and their warm-up at that size.
     models: usize,
-    eager_steps: usize,
+    warm_up: WarmUp,
     replay: Option<FusedReplay<B>>,
     /// Whether the model and optimizer hold the replay's state buffers.
     adopted: bool,
@@ -72,7 +73,13 @@ pub struct FusedStepper<B: TrainBackend> {
 
 impl<B: TrainBackend> FusedStepper<B> {
     pub fn new(kernels: Kernels) -> Self {
-        FusedStepper { record: kernels.replay_step, models: 0, eager_steps: 0, replay: None, adopted: false }
+        FusedStepper {
+            record: kernels.replay_step,
+            models: 0,
+            warm_up: WarmUp::default(),
+            replay: None,
+            adopted: false,
+        }
     }
 
     /// Whether steps of the recorded group and batch size now replay a graph.
@@ -100,16 +107,16 @@ impl<B: TrainBackend> FusedStepper<B> {
         let n = batch.1.dims()[0] / k;
         if k != self.models {
             // A job left (or the first step): other shapes to warm up and record.
-            (self.models, self.eager_steps, self.replay) = (k, 0, None);
+            (self.models, self.warm_up, self.replay) = (k, WarmUp::default(), None);
         }
-        if let Some(replay) = self.replay.as_ref().filter(|r| r.batch == n) {
+        if let Some(replay) = self.replay.as_ref().filter(|r| r.batch == n && r.variants == variants) {
             if !self.adopted {
                 replay.adopt(model, optim).map_err(device_error)?;
                 self.adopted = true;
             }
             return replay.run(optim, batch, learning_rates).map_err(device_error);
         }
-        if self.record && self.replay.is_none() && self.eager_steps >= WARM_UP_STEPS {
+        if self.record && self.replay.is_none() && self.warm_up.ready(n) {
             match FusedReplay::record(model, optim, batch.clone(), variants, learning_rates) {
                 Ok(replay) => {
                     let buffers = replay.graph.buffers;
@@ -130,7 +137,7 @@ impl<B: TrainBackend> FusedStepper<B> {
                 }
             }
         }
-        self.eager_steps += 1;
+        self.warm_up.stepped();
         // The step's new tensors are not the replay's buffers.
         self.adopted = false;
         Ok(eager_fused_step(model, optim, batch, variants, learning_rates))
@@ -174,6 +181,8 @@ struct FusedReplay<B: TrainBackend> {
     graph: StepGraph,
     /// Images per job.
     batch: usize,
+    /// Each job's loss, which the recorded step computes.
+    variants: Vec<LossVariant>,
     images: FloatTensor<Inner<B>>,
     labels: IntTensor<Inner<B>>,
     /// The jobs' `[step_size, epsilon]` pairs.
@@ -218,6 +227,7 @@ impl<B: TrainBackend> FusedReplay<B> {
         Ok(FusedReplay {
             graph: recorded?,
             batch: labels_in.shape()[0] / model.models(),
+            variants: variants.to_vec(),
             images: images_in,
             labels: labels_in,
             scalars,

@@ -28,7 +28,7 @@ use burn::prelude::*;
 use burn::record::Record;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
-use burn::tensor::{FloatDType, TensorMetadata};
+use burn::tensor::{DType, FloatDType, TensorMetadata};
 
 use super::{unwrap, wrap};
 
@@ -352,8 +352,12 @@ impl<B: AdamOps> SimpleOptimizer<B> for FusedAdam {
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
         let (moment_1, moment_2, time) = match state {
             Some(state) => (state.moment_1, state.moment_2, state.time),
-            // burn's first update (m = (1−β₁)·g, v = (1−β₂)·g²) is the update from zeros.
-            None => (grad.zeros_like(), grad.zeros_like(), 0),
+            // burn's first update (m = (1−β₁)·g, v = (1−β₂)·g²) is the update from zeros; the
+            // moments are f32 whatever the gradient's dtype.
+            None => {
+                let zeros = || Tensor::zeros(grad.shape(), (&grad.device(), DType::F32));
+                (zeros(), zeros(), 0)
+            }
         };
         let time = time + 1;
         let inputs = [tensor, grad, moment_1, moment_2].map(unwrap);

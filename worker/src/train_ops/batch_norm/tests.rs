@@ -184,10 +184,16 @@ fn groups_normalise_like_separate_batches() {
 fn cuda_batch_norm_kernels_match_burns_ops() {
     type G = burn_cuda::Cuda;
     let device = Default::default();
+    // Every kernel output stays allocated, and each new variant runs before the one known to
+    // work: a variant that left elements unwritten cannot find them written by another's buffer.
+    let mut kept: Vec<FloatTensor<G>> = Vec::new();
     let close = |name: &str, a: Tensor<G, 2>, b: Tensor<G, 2>, tolerance: f32| {
         let (a, b) = (to_dtype(a, FloatDType::F32), to_dtype(b, FloatDType::F32));
         let scale: f32 = b.clone().abs().max().into_scalar();
+        // The maximum skips NaNs (a value never written); a sum keeps them.
+        let total: f32 = (a.clone() - b.clone()).abs().sum().into_scalar();
         let err: f32 = (a - b).abs().max().into_scalar();
+        assert!(total.is_finite(), "{name}: not finite");
         assert!(scale > 1e-3 && err <= tolerance * scale, "{name}: differs by {err} (scale {scale})");
     };
     let sums_close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>| {
@@ -208,9 +214,12 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             ([64, 256, 8, 8], true),
             // More channel vectors than a cube has threads (f32: 258), two blocks of them.
             ([3, 1032, 3, 2], true),
+            // Pooled, with a group's rows not a multiple of a cube's.
+            ([6, 24, 6, 2], true),
         ];
-        // Groups of the batch: the whole batch, and as many groups as images allow (up to 8).
-        let group_counts = |n: usize| [1, (1..=8.min(n)).rev().find(|g| n.is_multiple_of(*g)).unwrap_or(1)];
+        // Groups of the batch: the whole batch, and as many groups as images allow (up to 16,
+        // more than a cube has planes).
+        let group_counts = |n: usize| [1, (1..=16.min(n)).rev().find(|g| n.is_multiple_of(*g)).unwrap_or(1)];
         for (([n, c, h, w], channels_last), groups) in
             shapes.into_iter().flat_map(|shape| group_counts(shape.0[0]).map(|groups| (shape, groups)))
         {
@@ -237,8 +246,9 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
                 reverse_sweep: plane_sums,
             };
             let (gamma, running) = (vector(1.0), [vector(0.0), vector(1.0)]);
+            let shift = vector(3.0);
             for (shift, plane_sums) in
-                [Some(vector(3.0)), None].into_iter().flat_map(|s| [(s.clone(), false), (s, true)])
+                [true, false].into_iter().flat_map(|p| [(Some(shift.clone()), p), (None, p)])
             {
                 let config = config(plane_sums);
                 let stats = |kernel: bool| {
@@ -252,6 +262,7 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
                 };
                 let names = ["mean", "inv_std", "scale", "running mean", "running variance"];
                 for ((name, k), r) in names.iter().zip(stats(true)).zip(stats(false)) {
+                    kept.push(k.clone());
                     sums_close(name, k, r);
                 }
             }
@@ -267,14 +278,15 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
                 let y = G::normalize_relu(unwrap(x.clone()), per_channel.clone(), dtype, sweep_back);
                 assert_eq!(wrap::<G, 4>(y.clone()).dtype(), dtype.into());
                 close("normalized output", rows_of(y.clone()), rows_of(y_r.clone()), tolerance);
+                kept.push(y.clone());
                 y_k = Some(y);
             }
             let y_k = y_k.expect("the forward ran");
 
             if h % 2 == 0 && w % 2 == 0 {
-                for plane_sums in [false, true] {
+                for plane_sums in [true, false] {
                     let checked = (config(plane_sums), dtype, tolerance);
-                    pooled_kernels_match_burns_ops(&x, [&gamma, &beta], &stats, checked);
+                    kept.extend(pooled_kernels_match_burns_ops(&x, [&gamma, &beta], &stats, checked));
                 }
             }
             // The backward with the forward's own output, whose ReLU mask the kernels recompute
@@ -283,9 +295,10 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             let activations = [unwrap(dy), y_k, unwrap(x)];
             let per_channel = [stats.mean, stats.inv_std, gamma.clone(), beta];
             let [dx_r, dg_r, db_r] = relu_grad::<G>(activations.clone(), per_channel.clone());
-            for plane_sums in [false, true] {
+            for plane_sums in [true, false] {
                 let kernel =
                     G::batch_norm_relu_grad(activations.clone(), per_channel.clone(), config(plane_sums));
+                kept.extend(kernel.clone());
                 let [dx_k, dg_k, db_k] = kernel;
                 assert_eq!(wrap::<G, 4>(dx_k.clone()).dtype(), x_dtype.into());
                 close("input gradient", rows_of(dx_k), rows_of(dx_r.clone()), tolerance);
@@ -298,19 +311,22 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
 
 /// The pooled layer's kernels (`bnpool`: the forward pass with the pooling folded in, the
 /// backward from the pooled gradient) against burn's ops on the same GPU (see
-/// [`cuda_batch_norm_kernels_match_burns_ops`]).
+/// [`cuda_batch_norm_kernels_match_burns_ops`]); returns the kernels' outputs.
 #[cfg(feature = "cuda")]
 fn pooled_kernels_match_burns_ops(
     x: &Tensor<burn_cuda::Cuda, 4>,
     [gamma, beta]: [&FloatTensor<burn_cuda::Cuda>; 2],
     stats: &NormStatistics<burn_cuda::Cuda>,
     (config, dtype, tolerance): (NormConfig, FloatDType, f32),
-) {
+) -> Vec<FloatTensor<burn_cuda::Cuda>> {
     type G = burn_cuda::Cuda;
     let close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>, tolerance: f32| {
         let [a, b] = [a, b].map(|t| to_dtype(wrap::<G, 4>(t), FloatDType::F32));
         let scale: f32 = b.clone().abs().max().into_scalar();
+        // The maximum skips NaNs (a value never written); a sum keeps them.
+        let total: f32 = (a.clone() - b.clone()).abs().sum().into_scalar();
         let err: f32 = (a - b).abs().max().into_scalar();
+        assert!(total.is_finite(), "{name}: not finite");
         assert!(scale > 1e-3 && err <= tolerance * scale, "{name}: differs by {err} (scale {scale})");
     };
     let [n, c, h, w] = x.dims();
@@ -318,17 +334,19 @@ fn pooled_kernels_match_burns_ops(
     let y_k = G::normalize_relu_pool(unwrap(x.clone()), per_channel.clone(), dtype, config.reverse_sweep);
     let y_r = super::pooled::normalize_relu_pool_by_ops::<G>(unwrap(x.clone()), per_channel, dtype);
     assert_eq!(wrap::<G, 4>(y_k.clone()).dims(), [n, c, h / 2, w / 2]);
-    close("pooled output", y_k, y_r, tolerance);
+    close("pooled output", y_k.clone(), y_r, tolerance);
     let dy = Tensor::<G, 4>::random([n, h / 2, w / 2, c], Distribution::Normal(0.0, 1.0), &x.device());
     let dy = unwrap(to_dtype(dy.permute([0, 3, 1, 2]), dtype));
     let per_channel = [stats.mean.clone(), stats.inv_std.clone(), gamma.clone(), beta.clone()];
     let activations = [dy, unwrap(x.clone())];
     let kernel = G::batch_norm_relu_pool_grad(activations.clone(), per_channel.clone(), config);
     let reference = super::pooled::relu_pool_grad_by_ops::<G>(activations, per_channel);
+    let outputs = vec![y_k.clone(), kernel[0].clone(), kernel[1].clone(), kernel[2].clone()];
     let [dx_k, dg_k, db_k] = kernel;
     let [dx_r, dg_r, db_r] = reference;
     close("pooled input gradient", dx_k, dx_r, tolerance);
     let vector = |t: FloatTensor<G>| unwrap(wrap::<G, 1>(t).reshape([1, 1, 1, c]));
     close("pooled gamma gradient", vector(dg_k), vector(dg_r), 5e-4);
     close("pooled beta gradient", vector(db_k), vector(db_r), 5e-4);
+    outputs
 }

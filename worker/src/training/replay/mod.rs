@@ -19,9 +19,8 @@ use crate::model::Cnn;
 use crate::train_ops::adam::{ModuleAdam, replace_params, scalars_table};
 use crate::train_ops::{GraphError, GraphOps, Kernels, StepGraph, TrainBackend, unwrap, wrap};
 
-/// Steps run op by op before one is recorded: the first ones compile, autotune and benchmark
-/// cuDNN's algorithms, none of which a recording may do.
-pub const WARM_UP_STEPS: usize = 3;
+mod warm_up;
+pub use warm_up::{WARM_UP_STEPS, WarmUp};
 
 type Inner<B> = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
 
@@ -63,13 +62,13 @@ pub fn eager_step<B: TrainBackend>(
 /// A job's steps: op by op, or replayed once recorded (the kernels' `graph` part).
 pub struct Stepper<B: TrainBackend> {
     record: bool,
-    eager_steps: usize,
+    warm_up: WarmUp,
     replay: Option<Replay<B>>,
 }
 
 impl<B: TrainBackend> Stepper<B> {
     pub fn new(kernels: Kernels) -> Self {
-        Stepper { record: kernels.replay_step, eager_steps: 0, replay: None }
+        Stepper { record: kernels.replay_step, warm_up: WarmUp::default(), replay: None }
     }
 
     /// Whether steps of the recorded batch size now replay a graph.
@@ -91,7 +90,7 @@ impl<B: TrainBackend> Stepper<B> {
         if let Some(replay) = self.replay.as_ref().filter(|r| r.batch == n) {
             return replay.run(model, optim, batch, learning_rate).map_err(device_error);
         }
-        if self.record && self.replay.is_none() && self.eager_steps >= WARM_UP_STEPS {
+        if self.record && self.replay.is_none() && self.warm_up.ready(n) {
             match Replay::record(model.clone(), optim, batch.clone(), variant, learning_rate) {
                 Ok((replay, model)) => {
                     tracing::info!(
@@ -109,7 +108,7 @@ impl<B: TrainBackend> Stepper<B> {
                 }
             }
         }
-        self.eager_steps += 1;
+        self.warm_up.stepped();
         let stepped = eager_step(model, optim, batch, variant, learning_rate);
         match &self.replay {
             // Another batch size (an epoch's last batch): the graph's buffers take its state.
