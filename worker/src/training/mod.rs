@@ -13,7 +13,7 @@ pub use fuse_choice::{FuseChoice, FuseTarget, runner_estimate, step_bytes};
 pub use fused::{FusedRun, fuses_with, train_fused};
 pub use fused_step::{FusedOutputs, FusedStepper, eager_fused_step};
 pub use job::train_job;
-pub use replay::{Stepped, Stepper, WARM_UP_STEPS, eager_step};
+pub use replay::{Stepped, Stepper, eager_step};
 
 use std::time::Instant;
 

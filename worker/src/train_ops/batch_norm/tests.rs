@@ -187,15 +187,7 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
     // Every kernel output stays allocated, and each new variant runs before the one known to
     // work: a variant that left elements unwritten cannot find them written by another's buffer.
     let mut kept: Vec<FloatTensor<G>> = Vec::new();
-    let close = |name: &str, a: Tensor<G, 2>, b: Tensor<G, 2>, tolerance: f32| {
-        let (a, b) = (to_dtype(a, FloatDType::F32), to_dtype(b, FloatDType::F32));
-        let scale: f32 = b.clone().abs().max().into_scalar();
-        // The maximum skips NaNs (a value never written); a sum keeps them.
-        let total: f32 = (a.clone() - b.clone()).abs().sum().into_scalar();
-        let err: f32 = (a - b).abs().max().into_scalar();
-        assert!(total.is_finite(), "{name}: not finite");
-        assert!(scale > 1e-3 && err <= tolerance * scale, "{name}: differs by {err} (scale {scale})");
-    };
+    let close = assert_close::<2>;
     let sums_close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>| {
         close(name, wrap::<G, 1>(a).unsqueeze(), wrap::<G, 1>(b).unsqueeze(), 5e-4)
     };
@@ -309,6 +301,24 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
     }
 }
 
+/// Asserts that a kernel's output `a` matches burn's `b` within `tolerance` of `b`'s largest
+/// magnitude, compared in f32, with no NaN (an element never written) in either.
+#[cfg(feature = "cuda")]
+fn assert_close<const D: usize>(
+    name: &str,
+    a: Tensor<burn_cuda::Cuda, D>,
+    b: Tensor<burn_cuda::Cuda, D>,
+    tolerance: f32,
+) {
+    let (a, b) = (to_dtype(a, FloatDType::F32), to_dtype(b, FloatDType::F32));
+    let scale: f32 = b.clone().abs().max().into_scalar();
+    // The maximum skips NaNs; a sum keeps them.
+    let total: f32 = (a.clone() - b.clone()).abs().sum().into_scalar();
+    let err: f32 = (a - b).abs().max().into_scalar();
+    assert!(total.is_finite(), "{name}: not finite");
+    assert!(scale > 1e-3 && err <= tolerance * scale, "{name}: differs by {err} (scale {scale})");
+}
+
 /// The pooled layer's kernels (`bnpool`: the forward pass with the pooling folded in, the
 /// backward from the pooled gradient) against burn's ops on the same GPU (see
 /// [`cuda_batch_norm_kernels_match_burns_ops`]); returns the kernels' outputs.
@@ -321,13 +331,7 @@ fn pooled_kernels_match_burns_ops(
 ) -> Vec<FloatTensor<burn_cuda::Cuda>> {
     type G = burn_cuda::Cuda;
     let close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>, tolerance: f32| {
-        let [a, b] = [a, b].map(|t| to_dtype(wrap::<G, 4>(t), FloatDType::F32));
-        let scale: f32 = b.clone().abs().max().into_scalar();
-        // The maximum skips NaNs (a value never written); a sum keeps them.
-        let total: f32 = (a.clone() - b.clone()).abs().sum().into_scalar();
-        let err: f32 = (a - b).abs().max().into_scalar();
-        assert!(total.is_finite(), "{name}: not finite");
-        assert!(scale > 1e-3 && err <= tolerance * scale, "{name}: differs by {err} (scale {scale})");
+        assert_close(name, wrap::<G, 4>(a), wrap::<G, 4>(b), tolerance)
     };
     let [n, c, h, w] = x.dims();
     let per_channel = [stats.mean.clone(), stats.scale.clone(), beta.clone()];
@@ -341,7 +345,7 @@ fn pooled_kernels_match_burns_ops(
     let activations = [dy, unwrap(x.clone())];
     let kernel = G::batch_norm_relu_pool_grad(activations.clone(), per_channel.clone(), config);
     let reference = super::pooled::relu_pool_grad_by_ops::<G>(activations, per_channel);
-    let outputs = vec![y_k.clone(), kernel[0].clone(), kernel[1].clone(), kernel[2].clone()];
+    let outputs = [vec![y_k.clone()], kernel.to_vec()].concat();
     let [dx_k, dg_k, db_k] = kernel;
     let [dx_r, dg_r, db_r] = reference;
     close("pooled input gradient", dx_k, dx_r, tolerance);

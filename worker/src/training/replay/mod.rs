@@ -20,7 +20,7 @@ use crate::train_ops::adam::{ModuleAdam, replace_params, scalars_table};
 use crate::train_ops::{GraphError, GraphOps, Kernels, StepGraph, TrainBackend, unwrap, wrap};
 
 mod warm_up;
-pub use warm_up::{WARM_UP_STEPS, WarmUp};
+pub use warm_up::WarmUp;
 
 type Inner<B> = <B as burn::tensor::backend::AutodiffBackend>::InnerBackend;
 

@@ -12,8 +12,8 @@ fn values<B: TrainBackend>(model: &Cnn<B>, optim: &ModuleAdam<B>) -> Vec<Vec<f32
 }
 
 /// Trains model `seed` on `sizes.len()` batches (sizes in turn) through `stepper`; returns each
-/// step's loss, the state at the end and the batch it ended replaying, if any. The batches are the same
-/// whatever the seed and however many jobs train at once (no device RNG).
+/// step's loss, the state at the end and the batch it ended replaying, if any. The batches are
+/// the same whatever the seed and however many jobs train at once (no device RNG).
 fn train<B: TrainBackend>(
     mut stepper: Stepper<B>,
     kernels: Kernels,

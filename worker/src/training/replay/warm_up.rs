@@ -2,7 +2,7 @@
 
 /// Steps run op by op before one is recorded: the first ones compile, autotune and benchmark
 /// cuDNN's algorithms, none of which a recording may do.
-pub const WARM_UP_STEPS: usize = 3;
+const WARM_UP_STEPS: usize = 3;
 
 /// A stepper's op-by-op steps so far and the largest batch they had.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
