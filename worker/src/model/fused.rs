@@ -108,8 +108,7 @@ impl<B: AutodiffBackend> FusedLayer<B> {
             running_var: unwrap(self.running_var.clone()),
         };
         let (epsilon, momentum) = self.norm;
-        let (plane_sums, reverse_sweep) = (kernels.plane_sums, kernels.reverse_sweep);
-        let config = NormConfig { epsilon, momentum, groups, plane_sums, reverse_sweep };
+        let config = NormConfig { epsilon, momentum, groups };
         let (y, running_mean, running_var) = B::batch_norm_relu_train(unwrap(y), inputs, config, dtype);
         self.running_mean = wrap::<B, 1>(running_mean).detach();
         self.running_var = wrap::<B, 1>(running_var).detach();

@@ -5,9 +5,7 @@
 //! the host, a few fused kernels on the GPU); the model has 38 parameters, so the optimizer was
 //! about 500 host operations of every training step. One kernel per parameter still made 29
 //! launches and 11 layout copies per step (the weight gradients are permuted views); one
-//! launch for all of them reads each gradient through its own strides, in its own dtype (the
-//! `bgrad` part hands over cuDNN's bf16 weight gradients without a cast each: one launch per
-//! dtype).
+//! launch for all of them reads each gradient through its own strides.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;
@@ -20,12 +18,12 @@ use super::AdamScalars;
 use crate::train_ops::cube::{KernelTensor, LaunchVec, custom_op_many, custom_op_vec};
 
 /// One thread per element: `m' = β₁·m + (1−β₁)·g`, `v' = β₂·v + (1−β₂)·g²`,
-/// `param' = param − step_size · m' / (√v' + ε)`; all contiguous, f32 but the gradient (`G`).
+/// `param' = param − step_size · m' / (√v' + ε)`; all contiguous f32.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn adam_kernel<G: Float>(
+fn adam_kernel(
     param: &Tensor<f32>,
-    grad: &Tensor<G>,
+    grad: &Tensor<f32>,
     moment_1: &Tensor<f32>,
     moment_2: &Tensor<f32>,
     param_out: &mut Tensor<f32>,
@@ -35,13 +33,12 @@ fn adam_kernel<G: Float>(
     beta_2: f32,
     step_size: f32,
     epsilon: f32,
-    #[define(G)] _grad_dtype: StorageType,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= param_out.len() {
         terminate!();
     }
-    let g = f32::cast_from(grad[pos]);
+    let g = grad[pos];
     let m = moment_1[pos] * beta_1 + g * (1.0 - beta_1);
     let v = moment_2[pos] * beta_2 + g * g * (1.0 - beta_2);
     moment_1_out[pos] = m;
@@ -59,7 +56,6 @@ fn launch<R: CubeRuntime>(inputs: [CubeTensor<R>; 4], scalars: AdamScalars) -> [
     let threads = shape.num_elements();
     let cube_dim = CubeDim::new(&client, threads);
     let cube_count = calculate_cube_count_elemwise(&client, threads, cube_dim);
-    let grad_dtype = grad.dtype.into();
     adam_kernel::launch::<R>(
         &client,
         cube_count,
@@ -75,13 +71,12 @@ fn launch<R: CubeRuntime>(inputs: [CubeTensor<R>; 4], scalars: AdamScalars) -> [
         scalars.beta_2,
         scalars.step_size,
         scalars.epsilon,
-        grad_dtype,
     );
     outputs
 }
 
 /// [`super::AdamOps::adam_update`] on burn's CubeCL backends: one kernel
-/// (f32 parameters and moments, the gradient in any float dtype; any layout).
+/// (f32 parameters, gradients and moments, any layout).
 pub fn adam_update<T: KernelTensor>(inputs: [T; 4], scalars: AdamScalars) -> [T; 3] {
     let out = (inputs[0].shape().clone(), DType::F32);
     let outputs = [out.clone(), out.clone(), out];
@@ -90,15 +85,15 @@ pub fn adam_update<T: KernelTensor>(inputs: [T; 4], scalars: AdamScalars) -> [T;
 
 /// One thread per element of all the parameters in turn (parameter `i`'s elements follow
 /// parameter `i − 1`'s): the update of [`adam_kernel`], each gradient read through its own
-/// strides (any layout of the parameter's shape) in `G`, everything else contiguous f32. The
+/// strides (any layout of the parameter's shape), everything else contiguous f32. The
 /// parameters are those of `models` stacked models: the `j`-th of `models` equal runs of a
 /// parameter's elements takes model `j`'s step size and ε from `model_scalars`
 /// (`[step_size, epsilon]` per model).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn adam_many_kernel<G: Float>(
+fn adam_many_kernel(
     params: &Sequence<Tensor<f32>>,
-    grads: &Sequence<Tensor<G>>,
+    grads: &Sequence<Tensor<f32>>,
     moments_1: &Sequence<Tensor<f32>>,
     moments_2: &Sequence<Tensor<f32>>,
     params_out: &mut Sequence<Tensor<f32>>,
@@ -108,7 +103,6 @@ fn adam_many_kernel<G: Float>(
     beta_1: f32,
     beta_2: f32,
     models: usize,
-    #[define(G)] _grad_dtype: StorageType,
 ) {
     let count = comptime![params.len()];
     let mut first = 0usize;
@@ -132,7 +126,7 @@ fn adam_many_kernel<G: Float>(
             let model = pos / (len / models);
             let step_size = model_scalars[2 * model];
             let epsilon = model_scalars[2 * model + 1];
-            let g = f32::cast_from(grad[offset]);
+            let g = grad[offset];
             let m = moments_1.index(i)[pos] * beta_1 + g * (1.0 - beta_1);
             let v = moments_2.index(i)[pos] * beta_2 + g * g * (1.0 - beta_2);
             moments_1_out.index_mut(i)[pos] = m;
@@ -145,52 +139,19 @@ fn adam_many_kernel<G: Float>(
 
 /// `inputs`: `[param, grad, m, v]` of each parameter in turn, then the models' `[step_size,
 /// epsilon]` pairs; returns `[param', m', v']` of each parameter, `in_place` in the buffers of
-/// `[param, m, v]` (each thread reads its element before writing it). One launch of
-/// [`adam_many_kernel`] per gradient dtype.
+/// `[param, m, v]` (each thread reads its element before writing it).
 fn launch_many<R: CubeRuntime>(
     mut inputs: Vec<CubeTensor<R>>,
-    betas: (f32, f32),
-    in_place: bool,
-) -> Vec<CubeTensor<R>> {
-    let model_scalars = into_contiguous(inputs.pop().expect("the models' scalars"));
-    let chunks: Vec<&[CubeTensor<R>]> = inputs.chunks_exact(4).collect();
-    let mut dtypes: Vec<DType> = Vec::new();
-    for chunk in &chunks {
-        if !dtypes.contains(&chunk[1].dtype) {
-            dtypes.push(chunk[1].dtype);
-        }
-    }
-    let mut outputs: Vec<Option<CubeTensor<R>>> = vec![None; chunks.len() * 3];
-    for dtype in dtypes {
-        let picked: Vec<usize> = (0..chunks.len()).filter(|&i| chunks[i][1].dtype == dtype).collect();
-        let group: Vec<&[CubeTensor<R>]> = picked.iter().map(|&i| chunks[i]).collect();
-        let updated = launch_group(&group, model_scalars.clone(), betas, in_place);
-        for (&i, out) in picked.iter().zip(updated.chunks_exact(3)) {
-            for (k, tensor) in out.iter().enumerate() {
-                outputs[3 * i + k] = Some(tensor.clone());
-            }
-        }
-    }
-    outputs.into_iter().map(|out| out.expect("every parameter is in its gradient's group")).collect()
-}
-
-/// [`adam_many_kernel`] on `chunks` (`[param, grad, m, v]` each, the gradients of one dtype);
-/// returns `[param', m', v']` of each in turn.
-fn launch_group<R: CubeRuntime>(
-    chunks: &[&[CubeTensor<R>]],
-    model_scalars: CubeTensor<R>,
     (beta_1, beta_2): (f32, f32),
     in_place: bool,
 ) -> Vec<CubeTensor<R>> {
+    let model_scalars = inputs.pop().expect("the models' scalars");
     let models = model_scalars.meta.shape().num_elements() / 2;
-    let client = chunks[0][0].client.clone();
-    let grad_dtype = chunks[0][1].dtype.into();
-    let mut args: [SequenceArg<R, Tensor<f32>>; 6] = Default::default();
-    // Typed by the kernel's launch as its gradients' dtype.
-    let mut grads = SequenceArg::default();
-    let mut outputs = Vec::with_capacity(chunks.len() * 3);
+    let client = inputs[0].client.clone();
+    let mut args: [SequenceArg<R, Tensor<f32>>; 7] = Default::default();
+    let mut outputs = Vec::with_capacity(inputs.len() / 4 * 3);
     let mut threads = 0;
-    for chunk in chunks {
+    for chunk in inputs.chunks_exact(4) {
         let [param, grad, moment_1, moment_2] = [0, 1, 2, 3].map(|i| chunk[i].clone());
         // Parameters and moments are this module's contiguous outputs (a copy only for a
         // parameter burn handed over in another layout); the gradient keeps its own.
@@ -198,11 +159,10 @@ fn launch_group<R: CubeRuntime>(
         let shape: Shape = param.meta.shape().clone();
         threads += shape.num_elements();
         let updated = [param.clone(), moment_1.clone(), moment_2.clone()];
-        grads.push(grad.into_tensor_arg());
-        for (arg, tensor) in args.iter_mut().zip([param, moment_1, moment_2]) {
+        for (arg, tensor) in args.iter_mut().zip([param, grad, moment_1, moment_2]) {
             arg.push(tensor.into_tensor_arg());
         }
-        for (arg, input) in args[3..].iter_mut().zip(updated) {
+        for (arg, input) in args[4..].iter_mut().zip(updated) {
             let out = match in_place {
                 true => input,
                 false => empty_device_contiguous_dtype(
@@ -219,7 +179,7 @@ fn launch_group<R: CubeRuntime>(
     // `outputs` holds each parameter's three outputs in turn.
     let cube_dim = CubeDim::new(&client, threads);
     let cube_count = calculate_cube_count_elemwise(&client, threads, cube_dim);
-    let [params, moments_1, moments_2, params_out, moments_1_out, moments_2_out] = args;
+    let [params, grads, moments_1, moments_2, params_out, moments_1_out, moments_2_out] = args;
     adam_many_kernel::launch::<R>(
         &client,
         cube_count,
@@ -231,18 +191,16 @@ fn launch_group<R: CubeRuntime>(
         params_out,
         moments_1_out,
         moments_2_out,
-        model_scalars.into_tensor_arg(),
+        into_contiguous(model_scalars).into_tensor_arg(),
         beta_1,
         beta_2,
         models,
-        grad_dtype,
     );
     outputs
 }
 
 /// [`super::AdamOps::adam_update_many`] on burn's CubeCL backends: one kernel for all
-/// the parameters (f32 parameters and moments; gradients in any layout, one launch per
-/// gradient dtype) of every stacked model;
+/// the parameters (f32 parameters, gradients and moments, any layout) of every stacked model;
 /// `model_scalars` holds each model's `[step_size, epsilon]`. `in_place` writes each update
 /// into its parameter's and moments' buffers (only where no stream tracks them: `CudaDirect`).
 pub fn adam_update_many<T: KernelTensor>(

@@ -43,13 +43,7 @@ pub fn batch_norm_relu<B: BatchNormOps>(
         running_mean: running(&norm.running_mean),
         running_var: running(&norm.running_var),
     };
-    let config = NormConfig {
-        epsilon: norm.epsilon,
-        momentum: norm.momentum,
-        groups,
-        plane_sums: kernels.plane_sums,
-        reverse_sweep: kernels.reverse_sweep,
-    };
+    let config = NormConfig { epsilon: norm.epsilon, momentum: norm.momentum, groups };
     let (y, running_mean, running_var) = match pooled {
         true => B::batch_norm_relu_pool_train(unwrap(x), inputs, config, dtype),
         false => B::batch_norm_relu_train(unwrap(x), inputs, config, dtype),
@@ -101,5 +95,5 @@ fn inference<B: BatchNormOps>(
     };
     let scale = f32(norm.gamma.val()) / (f32(norm.running_var.value()) + norm.epsilon).sqrt();
     let per_channel = [mean, scale, f32(norm.beta.val())].map(unwrap);
-    wrap(B::normalize_relu(unwrap(x), per_channel, dtype, false))
+    wrap(B::normalize_relu(unwrap(x), per_channel, dtype))
 }

@@ -89,29 +89,23 @@ pub trait BatchNormOps: Backend {
 
     /// BatchNorm + ReLU's forward pass `max(0, (x − mean)·scale + beta)` on `x: [N, C, H, W]`
     /// (any dtype) with f32 `mean`, `scale` (`[C]`, or `[G·C]` per group) and `beta` (`[C]`), in
-    /// `dtype`. Default: burn's ops; the CUDA backend runs one kernel that writes channels-last,
-    /// taking the rows in reverse of the statistics' sweep over `x` with `sweep_back`.
+    /// `dtype`. Default: burn's ops; the CUDA backend runs one kernel that writes channels-last.
     fn normalize_relu(
         x: FloatTensor<Self>,
         [mean, scale, beta]: [FloatTensor<Self>; 3],
         dtype: FloatDType,
-        sweep_back: bool,
     ) -> FloatTensor<Self> {
-        let _ = sweep_back;
         reference::normalize_relu_by_ops::<Self>(x, [mean, scale, beta], dtype)
     }
 
     /// [`BatchNormOps::normalize_relu`] then 2×2 average pooling (stride 2) of its output (even
     /// H and W): `[N, C, H/2, W/2]` in `dtype`. Default: the two through burn's ops; the CUDA
-    /// backend runs one kernel, which never writes the full-size output (`sweep_back`: as
-    /// [`BatchNormOps::normalize_relu`]'s).
+    /// backend runs one kernel, which never writes the full-size output.
     fn normalize_relu_pool(
         x: FloatTensor<Self>,
         per_channel: [FloatTensor<Self>; 3],
         dtype: FloatDType,
-        sweep_back: bool,
     ) -> FloatTensor<Self> {
-        let _ = sweep_back;
         pooled::normalize_relu_pool_by_ops::<Self>(x, per_channel, dtype)
     }
 
@@ -126,9 +120,7 @@ pub trait BatchNormOps: Backend {
     fn batch_norm_relu_grad(
         activations: [FloatTensor<Self>; 3],
         per_channel: [FloatTensor<Self>; 4],
-        config: NormConfig,
     ) -> [FloatTensor<Self>; 3] {
-        let _ = config;
         reference::relu_grad::<Self>(activations, per_channel)
     }
 
@@ -139,9 +131,7 @@ pub trait BatchNormOps: Backend {
     fn batch_norm_relu_pool_grad(
         activations: [FloatTensor<Self>; 2],
         per_channel: [FloatTensor<Self>; 4],
-        config: NormConfig,
     ) -> [FloatTensor<Self>; 3] {
-        let _ = config;
         pooled::relu_pool_grad_by_ops::<Self>(activations, per_channel)
     }
 }
@@ -194,13 +184,6 @@ pub struct NormConfig {
     /// Equal groups of the batch's images normalised each over its own statistics (1: the
     /// whole batch). The running averages take the mean of the groups' statistics.
     pub groups: usize,
-    /// The CUDA kernels' second stages add the channel sums' partials by planes (the `psum`
-    /// kernel part): the same sums in another order.
-    pub plane_sums: bool,
-    /// The CUDA kernels' elementwise passes take the rows in reverse of the channel sums' sweep
-    /// before them, each group's tail first (the `rsweep` kernel part): they read first what
-    /// that sweep left in the L2 cache.
-    pub reverse_sweep: bool,
 }
 
 /// A batch's statistics and the running averages updated with them, `[C]` f32 each.
@@ -233,8 +216,8 @@ fn forward<B: BatchNormOps>(
     let stats = B::batch_norm_statistics(x.clone(), inputs.gamma, inputs.mean_shift, running, config);
     let per_channel = [stats.mean.clone(), stats.scale.clone(), inputs.beta];
     let y = match pooled {
-        true => B::normalize_relu_pool(x, per_channel, dtype, config.reverse_sweep),
-        false => B::normalize_relu(x, per_channel, dtype, config.reverse_sweep),
+        true => B::normalize_relu_pool(x, per_channel, dtype),
+        false => B::normalize_relu(x, per_channel, dtype),
     };
     (y, stats)
 }
@@ -254,11 +237,8 @@ pub fn unfused<B: BatchNormOps>(
     (y, detached(stats.running_mean), detached(stats.running_var))
 }
 
-/// The node's backward, with the forward's constants (the kernels' choices among them).
 #[derive(Debug)]
-struct BatchNormReluBackward {
-    config: NormConfig,
-}
+struct BatchNormReluBackward;
 
 /// What the backward needs: checkpointed input and γ, β, and the forward's output (none when
 /// the node pooled it) and statistics.
@@ -283,8 +263,8 @@ impl<B: BatchNormOps> Backward<B, 3> for BatchNormReluBackward {
         let gamma: FloatTensor<B> = checkpointer.retrieve_node_output(saved.gamma);
         let per_channel = [saved.mean, saved.inv_std, gamma, saved.beta];
         let [dx, d_gamma, d_beta] = match saved.output {
-            Some(y) => B::batch_norm_relu_grad([dy, y, x], per_channel, self.config),
-            None => B::batch_norm_relu_pool_grad([dy, x], per_channel, self.config),
+            Some(y) => B::batch_norm_relu_grad([dy, y, x], per_channel),
+            None => B::batch_norm_relu_pool_grad([dy, x], per_channel),
         };
         for (node, grad) in [(node_x, dx), (node_gamma, d_gamma), (node_beta, d_beta)] {
             if let Some(node) = node {
@@ -311,7 +291,7 @@ fn autodiff_batch_norm_relu<B: BatchNormOps, C: CheckpointStrategy>(
         running_var: inputs.running_var.primitive,
     };
     let (y, stats) = forward::<B>(x.primitive.clone(), inner, config, dtype, pooled);
-    let prepared = BatchNormReluBackward { config }
+    let prepared = BatchNormReluBackward
         .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
         .compute_bound()
         .stateful();

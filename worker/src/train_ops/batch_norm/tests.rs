@@ -46,7 +46,7 @@ fn outputs_of(
         running_mean: zeros(),
         running_var: zeros(),
     };
-    let config = NormConfig { epsilon: 1e-3, momentum: 1.0, groups, plane_sums: false, reverse_sweep: false };
+    let config = NormConfig { epsilon: 1e-3, momentum: 1.0, groups };
     let (y, mean, var) = match (custom, pooled) {
         (true, false) => Ad::batch_norm_relu_train(px, inputs, config, dtype),
         (true, true) => Ad::batch_norm_relu_pool_train(px, inputs, config, dtype),
@@ -184,9 +184,6 @@ fn groups_normalise_like_separate_batches() {
 fn cuda_batch_norm_kernels_match_burns_ops() {
     type G = burn_cuda::Cuda;
     let device = Default::default();
-    // Every kernel output stays allocated, and each new variant runs before the one known to
-    // work: a variant that left elements unwritten cannot find them written by another's buffer.
-    let mut kept: Vec<FloatTensor<G>> = Vec::new();
     let close = assert_close::<2>;
     let sums_close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>| {
         close(name, wrap::<G, 1>(a).unsqueeze(), wrap::<G, 1>(b).unsqueeze(), 5e-4)
@@ -209,8 +206,7 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             // Pooled, with a group's rows not a multiple of a cube's.
             ([6, 24, 6, 2], true),
         ];
-        // Groups of the batch: the whole batch, and as many groups as images allow (up to 16,
-        // more than a cube has planes).
+        // Groups of the batch: the whole batch, and as many groups as images allow (up to 16).
         let group_counts = |n: usize| [1, (1..=16.min(n)).rev().find(|g| n.is_multiple_of(*g)).unwrap_or(1)];
         for (([n, c, h, w], channels_last), groups) in
             shapes.into_iter().flat_map(|shape| group_counts(shape.0[0]).map(|groups| (shape, groups)))
@@ -227,22 +223,10 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             let x = nhwc(4.0, 0.5, x_dtype);
             let vector =
                 |mean: f64| unwrap(Tensor::<G, 1>::random([c], Distribution::Normal(mean, 0.5), &device));
-            // Statistics and running averages, with and without a mean shift, the partials added
-            // by trees and by planes.
-            // `plane_sums` also sweeps back: each kernel variant is checked once.
-            let config = |plane_sums| NormConfig {
-                epsilon: 1e-3,
-                momentum: 0.25,
-                groups,
-                plane_sums,
-                reverse_sweep: plane_sums,
-            };
+            // Statistics and running averages, with and without a mean shift.
+            let config = NormConfig { epsilon: 1e-3, momentum: 0.25, groups };
             let (gamma, running) = (vector(1.0), [vector(0.0), vector(1.0)]);
-            let shift = vector(3.0);
-            for (shift, plane_sums) in
-                [true, false].into_iter().flat_map(|p| [(Some(shift.clone()), p), (None, p)])
-            {
-                let config = config(plane_sums);
+            for shift in [Some(vector(3.0)), None] {
                 let stats = |kernel: bool| {
                     let args = (unwrap(x.clone()), gamma.clone(), shift.clone(), running.clone(), config);
                     let s = if kernel {
@@ -254,49 +238,33 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
                 };
                 let names = ["mean", "inv_std", "scale", "running mean", "running variance"];
                 for ((name, k), r) in names.iter().zip(stats(true)).zip(stats(false)) {
-                    kept.push(k.clone());
                     sums_close(name, k, r);
                 }
             }
-            let stats =
-                statistics::<G>(unwrap(x.clone()), gamma.clone(), None, running.clone(), config(false));
+            let stats = statistics::<G>(unwrap(x.clone()), gamma.clone(), None, running.clone(), config);
 
             let beta = vector(0.0);
             let per_channel = [stats.mean.clone(), stats.scale.clone(), beta.clone()];
-            let y_r = normalize_relu_by_ops::<G>(unwrap(x.clone()), per_channel.clone(), dtype);
+            let y_k = G::normalize_relu(unwrap(x.clone()), per_channel.clone(), dtype);
+            let y_r = normalize_relu_by_ops::<G>(unwrap(x.clone()), per_channel, dtype);
             let rows_of = |t: FloatTensor<G>| rows(wrap::<G, 4>(t));
-            let mut y_k = None;
-            for sweep_back in [true, false] {
-                let y = G::normalize_relu(unwrap(x.clone()), per_channel.clone(), dtype, sweep_back);
-                assert_eq!(wrap::<G, 4>(y.clone()).dtype(), dtype.into());
-                close("normalized output", rows_of(y.clone()), rows_of(y_r.clone()), tolerance);
-                kept.push(y.clone());
-                y_k = Some(y);
-            }
-            let y_k = y_k.expect("the forward ran");
+            assert_eq!(wrap::<G, 4>(y_k.clone()).dtype(), dtype.into());
+            close("normalized output", rows_of(y_k.clone()), rows_of(y_r), tolerance);
 
             if h % 2 == 0 && w % 2 == 0 {
-                for plane_sums in [true, false] {
-                    let checked = (config(plane_sums), dtype, tolerance);
-                    kept.extend(pooled_kernels_match_burns_ops(&x, [&gamma, &beta], &stats, checked));
-                }
+                pooled_kernels_match_burns_ops(&x, [&gamma, &beta], &stats, (dtype, tolerance));
             }
             // The backward with the forward's own output, whose ReLU mask the kernels recompute
             // from `x` (β ~ N(0, 0.5): about a third of the outputs are zeros).
             let dy = nhwc(0.0, 1.0, dtype);
             let activations = [unwrap(dy), y_k, unwrap(x)];
             let per_channel = [stats.mean, stats.inv_std, gamma.clone(), beta];
-            let [dx_r, dg_r, db_r] = relu_grad::<G>(activations.clone(), per_channel.clone());
-            for plane_sums in [true, false] {
-                let kernel =
-                    G::batch_norm_relu_grad(activations.clone(), per_channel.clone(), config(plane_sums));
-                kept.extend(kernel.clone());
-                let [dx_k, dg_k, db_k] = kernel;
-                assert_eq!(wrap::<G, 4>(dx_k.clone()).dtype(), x_dtype.into());
-                close("input gradient", rows_of(dx_k), rows_of(dx_r.clone()), tolerance);
-                sums_close("gamma gradient", dg_k, dg_r.clone());
-                sums_close("beta gradient", db_k, db_r.clone());
-            }
+            let [dx_k, dg_k, db_k] = G::batch_norm_relu_grad(activations.clone(), per_channel.clone());
+            assert_eq!(wrap::<G, 4>(dx_k.clone()).dtype(), x_dtype.into());
+            let [dx_r, dg_r, db_r] = relu_grad::<G>(activations, per_channel);
+            close("input gradient", rows_of(dx_k), rows_of(dx_r), tolerance);
+            sums_close("gamma gradient", dg_k, dg_r);
+            sums_close("beta gradient", db_k, db_r);
         }
     }
 }
@@ -321,36 +289,34 @@ fn assert_close<const D: usize>(
 
 /// The pooled layer's kernels (`bnpool`: the forward pass with the pooling folded in, the
 /// backward from the pooled gradient) against burn's ops on the same GPU (see
-/// [`cuda_batch_norm_kernels_match_burns_ops`]); returns the kernels' outputs.
+/// [`cuda_batch_norm_kernels_match_burns_ops`]).
 #[cfg(feature = "cuda")]
 fn pooled_kernels_match_burns_ops(
     x: &Tensor<burn_cuda::Cuda, 4>,
     [gamma, beta]: [&FloatTensor<burn_cuda::Cuda>; 2],
     stats: &NormStatistics<burn_cuda::Cuda>,
-    (config, dtype, tolerance): (NormConfig, FloatDType, f32),
-) -> Vec<FloatTensor<burn_cuda::Cuda>> {
+    (dtype, tolerance): (FloatDType, f32),
+) {
     type G = burn_cuda::Cuda;
     let close = |name: &str, a: FloatTensor<G>, b: FloatTensor<G>, tolerance: f32| {
         assert_close(name, wrap::<G, 4>(a), wrap::<G, 4>(b), tolerance)
     };
     let [n, c, h, w] = x.dims();
     let per_channel = [stats.mean.clone(), stats.scale.clone(), beta.clone()];
-    let y_k = G::normalize_relu_pool(unwrap(x.clone()), per_channel.clone(), dtype, config.reverse_sweep);
+    let y_k = G::normalize_relu_pool(unwrap(x.clone()), per_channel.clone(), dtype);
     let y_r = super::pooled::normalize_relu_pool_by_ops::<G>(unwrap(x.clone()), per_channel, dtype);
     assert_eq!(wrap::<G, 4>(y_k.clone()).dims(), [n, c, h / 2, w / 2]);
-    close("pooled output", y_k.clone(), y_r, tolerance);
+    close("pooled output", y_k, y_r, tolerance);
     let dy = Tensor::<G, 4>::random([n, h / 2, w / 2, c], Distribution::Normal(0.0, 1.0), &x.device());
     let dy = unwrap(to_dtype(dy.permute([0, 3, 1, 2]), dtype));
     let per_channel = [stats.mean.clone(), stats.inv_std.clone(), gamma.clone(), beta.clone()];
     let activations = [dy, unwrap(x.clone())];
-    let kernel = G::batch_norm_relu_pool_grad(activations.clone(), per_channel.clone(), config);
+    let kernel = G::batch_norm_relu_pool_grad(activations.clone(), per_channel.clone());
     let reference = super::pooled::relu_pool_grad_by_ops::<G>(activations, per_channel);
-    let outputs = [vec![y_k.clone()], kernel.to_vec()].concat();
     let [dx_k, dg_k, db_k] = kernel;
     let [dx_r, dg_r, db_r] = reference;
     close("pooled input gradient", dx_k, dx_r, tolerance);
     let vector = |t: FloatTensor<G>| unwrap(wrap::<G, 1>(t).reshape([1, 1, 1, c]));
     close("pooled gamma gradient", vector(dg_k), vector(dg_r), 5e-4);
     close("pooled beta gradient", vector(db_k), vector(db_r), 5e-4);
-    outputs
 }

@@ -202,16 +202,13 @@ pub trait ConvOps: Backend {
     /// Weight gradient, f32 `[C_out, C_in, 3, 3]`, of a 3×3 "same" convolution of `x: [N, C_in,
     /// H, W]` whose output gradient is `dy: [N, C_out, H, W]` (both in the convolution's dtype).
     /// Default: the split-K GEMM over image groups ([`reference::weight_grad`]); with
-    /// [`ConvEngine::Cudnn`] the CUDA backend asks cuDNN for bf16 operands and the f32 image's,
-    /// and with `keep_dtype` (the `bgrad` kernel part) returns cuDNN's bf16 gradient uncast
-    /// (Adam's kernels read it as it is).
+    /// [`ConvEngine::Cudnn`] the CUDA backend asks cuDNN for bf16 operands and the f32 image's.
     fn conv3x3_weight_grad(
         x: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         engine: ConvEngine,
-        keep_dtype: bool,
     ) -> FloatTensor<Self> {
-        let _ = (engine, keep_dtype);
+        let _ = engine;
         unwrap(weight_grad::<Self>(wrap(x), wrap(dy)))
     }
 
@@ -219,10 +216,8 @@ pub trait ConvOps: Backend {
     /// input-gradient convolutions, in `dtype`: `[weight, flipped]` with `flipped: [C_in, C_out,
     /// 3, 3]`, `flipped[i, o, kh, kw] = weight[o, i, 2 − kh, 2 − kw]`. Default: burn's ops (a
     /// cast; a transpose, flip and cast); the CUDA backend writes both in one kernel, in the
-    /// channels-last layout its convolutions read, through shared-memory blocks when `tiled`
-    /// (the `wtile` kernel part).
-    fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType, tiled: bool) -> [FloatTensor<Self>; 2] {
-        let _ = tiled;
+    /// channels-last layout its convolutions read.
+    fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
         reference::operands_by_ops::<Self>(weight, dtype)
     }
 }
@@ -339,8 +334,7 @@ impl<B: ConvOps> Backward<B, 3> for Conv3x3Backward {
             let dw = if let Some(cols) = state.cols {
                 weight_grad_of_cols::<B>(wrap(cols), wrap(grad), c_in)
             } else if self.kernels.gemm_weight_grad || self.kernels.cudnn_conv {
-                let keep_dtype = self.kernels.bf16_weight_grads;
-                wrap(B::conv3x3_weight_grad(x, grad, self.kernels.conv_engine(), keep_dtype))
+                wrap(B::conv3x3_weight_grad(x, grad, self.kernels.conv_engine()))
             } else {
                 stock_weight_grad::<B>(x, weight, grad)
             };
@@ -378,14 +372,14 @@ fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
     let dtype = dtype_of::<B>(&x.primitive);
     let out = if explicit {
         if kernels.flipped_input_grad && !x.node.requirement.is_none() {
-            let [_, flipped] = B::conv_operands(weight.primitive.clone(), dtype, kernels.tiled_operands);
+            let [_, flipped] = B::conv_operands(weight.primitive.clone(), dtype);
             state.flipped = Some(flipped);
         }
         let (out, cols) = forward_by_gemm::<B>(x.primitive, weight.primitive, bias);
         state.cols = Some(cols);
         out
     } else if kernels.flipped_input_grad {
-        let [operand, flipped] = B::conv_operands(weight.primitive, dtype, kernels.tiled_operands);
+        let [operand, flipped] = B::conv_operands(weight.primitive, dtype);
         state.flipped = Some(flipped);
         forward::<B>(x.primitive, operand, bias, engine)
     } else {

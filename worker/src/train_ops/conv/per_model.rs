@@ -164,7 +164,7 @@ pub(super) fn autodiff_per_model<B: ConvOps, C: CheckpointStrategy>(
             if !flipped {
                 return w;
             }
-            let [operand, flipped] = B::conv_operands(w, dtype, kernels.tiled_operands);
+            let [operand, flipped] = B::conv_operands(w, dtype);
             state.flipped.push(flipped);
             operand
         })

@@ -50,25 +50,6 @@ pub struct Kernels {
     /// ([`super::batch_norm::pooled`]). Needs `bn` and `pool`.
     #[serde(default)]
     pub pooled_norm: bool,
-    /// BatchNorm's CUDA second stages (the channel sums' per-cube partials added up per group)
-    /// by planes: one warp per group adding its lanes by shuffles, instead of a shared-memory
-    /// tree per group and sum ([`super::batch_norm`]'s `cuda::planes`). Needs `bn`.
-    #[serde(default)]
-    pub plane_sums: bool,
-    /// BatchNorm's CUDA elementwise passes take the rows back from the channel sums' sweep
-    /// before them, each group's tail first, reading first what that sweep left in the L2 cache
-    /// (the same arithmetic). Needs `bn`.
-    #[serde(default)]
-    pub reverse_sweep: bool,
-    /// The convolutions' bf16 weight operands (the kernel and its flipped transpose) written
-    /// through shared-memory blocks, every global access along a contiguous row
-    /// ([`super::conv`]'s `cuda::weights`). Needs `dgrad`.
-    #[serde(default)]
-    pub tiled_operands: bool,
-    /// cuDNN's bf16 weight gradients go to Adam as they are, whose CUDA kernels read them in
-    /// bf16: no cast kernel per layer (the same values: the cast to f32 is exact). Needs `cudnn`.
-    #[serde(default)]
-    pub bf16_weight_grads: bool,
     /// On CUDA, every operation launched by the thread that records the step, on burn's
     /// CubeCL backend without its fusion stream (whose device thread otherwise takes each
     /// operation, fuses what it can and launches it). CUDA only.
@@ -110,19 +91,15 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     time on the single model's kernels; with wgrad or dgrad), cudnn (the bf16 convolutions and their weight \
     gradients on cuDNN, loaded at run time, and without xgemm the image's convolution; with bf16), bimage (the \
     image's convolution in bf16 on cuDNN, the images cast to bf16; with cudnn, without xgemm), bnpool (the 2×2 \
-    pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), psum (BatchNorm's CUDA \
-    second stages by warp-shuffle plane sums, one warp per group; with bn), rsweep (BatchNorm's CUDA elementwise \
-    passes take the rows back from the channel sums' sweep, reading what it left in L2 first; with bn), wtile (the weight operands written \
-    through shared-memory blocks; with dgrad), bgrad (cuDNN's bf16 weight gradients read by Adam without a \
-    cast; with cudnn), direct (CUDA: operations launched by the training \
-    thread, without burn's fusion stream), graph (CUDA: the step recorded once as a CUDA graph and \
-    replayed; with direct); a named set among the parts stands for its own \
+    pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), direct (CUDA: \
+    operations launched by the training thread, without burn's fusion stream), graph (CUDA: the step recorded \
+    once as a CUDA graph and replayed; with direct); a named set among the parts stands for its own \
     (fast-bf16+cudnn)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 17] = [
-    "wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "bimage", "bnpool", "psum",
-    "rsweep", "wtile", "bgrad", "direct", "graph",
+const PARTS: [&str; 13] = [
+    "wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "bimage", "bnpool", "direct",
+    "graph",
 ];
 
 impl Kernels {
@@ -139,10 +116,6 @@ impl Kernels {
         cudnn_conv: false,
         bf16_image: false,
         pooled_norm: false,
-        plane_sums: false,
-        reverse_sweep: false,
-        tiled_operands: false,
-        bf16_weight_grads: false,
         direct_launch: false,
         replay_step: false,
     };
@@ -186,10 +159,6 @@ impl Kernels {
             self.cudnn_conv,
             self.bf16_image,
             self.pooled_norm,
-            self.plane_sums,
-            self.reverse_sweep,
-            self.tiled_operands,
-            self.bf16_weight_grads,
             self.direct_launch,
             self.replay_step,
         ]
@@ -265,10 +234,6 @@ impl std::str::FromStr for Kernels {
             cudnn_conv,
             bf16_image,
             pooled_norm,
-            plane_sums,
-            reverse_sweep,
-            tiled_operands,
-            bf16_weight_grads,
             direct_launch,
             replay_step,
         ] = on;
@@ -284,10 +249,6 @@ impl std::str::FromStr for Kernels {
             cudnn_conv,
             bf16_image,
             pooled_norm,
-            plane_sums,
-            reverse_sweep,
-            tiled_operands,
-            bf16_weight_grads,
             direct_launch,
             replay_step,
         };
@@ -319,22 +280,6 @@ impl std::str::FromStr for Kernels {
         if pooled_norm && !(fused_batch_norm && custom_pool) {
             return Err(format!(
                 "{s:?}: bnpool folds the pooling into the BatchNorm node: it needs the bn and pool parts"
-            ));
-        }
-        if plane_sums && !fused_batch_norm {
-            return Err(format!("{s:?}: psum adds up the BatchNorm node's sums: it needs the bn part"));
-        }
-        if reverse_sweep && !fused_batch_norm {
-            return Err(format!("{s:?}: rsweep orders the BatchNorm node's passes: it needs the bn part"));
-        }
-        if bf16_weight_grads && !cudnn_conv {
-            return Err(format!(
-                "{s:?}: bgrad hands cuDNN's bf16 weight gradients to Adam: it needs the cudnn part"
-            ));
-        }
-        if tiled_operands && !flipped_input_grad {
-            return Err(format!(
-                "{s:?}: wtile writes the flipped kernel of the input gradient: it needs the dgrad part"
             ));
         }
         if bf16_activations && !(fused_batch_norm && kernels.custom_conv()) {

@@ -141,35 +141,6 @@ fn cuda_replayed_steps_train_as_steps_op_by_op() {
     }
 }
 
-/// The parts not yet in the default (`psum`, `rsweep`, `wtile`, `bgrad`), recorded and replayed, train
-/// as the default does op by op: the same losses and state within the tolerance of sums added
-/// in another order.
-#[cfg(feature = "cuda")]
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn cuda_optional_parts_train_as_the_default() {
-    use crate::backend::CudaDirectBackend;
-    type C = CudaDirectBackend;
-    let device = Default::default();
-    let cudnn = Kernels::FAST_BF16_CUDNN;
-    crate::train_ops::check_kernels(cudnn, crate::device::DeviceChoice::Cuda(0)).expect("cuDNN loads");
-    let eager = Kernels { direct_launch: true, ..cudnn };
-    let parts = Kernels {
-        plane_sums: true,
-        reverse_sweep: true,
-        tiled_operands: true,
-        bf16_weight_grads: true,
-        ..eager
-    };
-    let sizes = [64, 64, 64, 64, 64, 64, 48, 64, 64];
-    let expected = train::<C>(Stepper::new(eager), eager, (7, &sizes), &device);
-    for kernels in [parts, Kernels { replay_step: true, ..parts }] {
-        let (losses, state, replaying) = train::<C>(Stepper::new(kernels), kernels, (7, &sizes), &device);
-        assert_eq!(replaying.is_some(), kernels.replay_step, "{kernels}: recorded or not as asked");
-        assert_trains_alike(&kernels.to_string(), (&losses, &state), (&expected.0, &expected.1));
-    }
-}
-
 /// Jobs that train at once on one GPU, each from its own thread and so on its own stream (a
 /// worker's slots), record and replay their steps as they do alone: every job's step is
 /// recorded, and its losses and state match its run alone (cuDNN's convolutions each with

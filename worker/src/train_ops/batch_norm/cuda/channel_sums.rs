@@ -30,8 +30,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::normalize::{gradient, gradient_row, mask};
-use super::planes::{finish_sums_planes_kernel, per_channel_planes};
-use crate::train_ops::cube::{KernelTensor, channel_lanes, channels_last, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, channel_lanes, channels_last, custom_op};
 
 /// Threads per cube of both stages (a power of two: the second stage's tree).
 const CUBE_THREADS: usize = 256;
@@ -280,44 +279,34 @@ pub(super) fn per_channel_cubes(channels: usize, groups: usize) -> (CubeDim, Cub
     (CubeDim::new_1d(CUBE_THREADS as u32), CubeCount::Static(channels as u32, groups as u32, 1))
 }
 
-/// The backward: its partials, then [`finish_sums_kernel`] (or with `plane_sums`
-/// [`finish_sums_planes_kernel`]) into `[G·2, C]` (`shape`).
+/// The backward: its partials, then [`finish_sums_kernel`] into `[G·2, C]` (`shape`).
 fn launch_relu_grad_sums<R: CubeRuntime>(
     inputs: [CubeTensor<R>; 6],
     shape: &Shape,
     dtype: DType,
-    plane_sums: bool,
 ) -> CubeTensor<R> {
     let groups = shape[0] / 2;
     let partials = launch_sums(inputs, true, groups);
     let client = partials.client.clone();
     let sums = empty_device_contiguous_dtype(client.clone(), partials.device.clone(), shape.clone(), dtype);
-    let [partials_arg, sums_arg] = [partials.into_tensor_arg(), sums.clone().into_tensor_arg()];
-    if plane_sums {
-        let (cube_dim, cube_count) = per_channel_planes(shape[1]);
-        finish_sums_planes_kernel::launch::<R>(&client, cube_count, cube_dim, partials_arg, sums_arg);
-    } else {
-        let (cube_dim, cube_count) = per_channel_cubes(shape[1], groups);
-        finish_sums_kernel::launch::<R>(&client, cube_count, cube_dim, partials_arg, sums_arg);
-    }
+    let (cube_dim, cube_count) = per_channel_cubes(shape[1], groups);
+    finish_sums_kernel::launch::<R>(
+        &client,
+        cube_count,
+        cube_dim,
+        partials.into_tensor_arg(),
+        sums.clone().into_tensor_arg(),
+    );
     sums
 }
 
 /// The backward's channel sums `[G·2, C]` (`Σ g`, `Σ g·x̂` of each group) of `[dy, x]` with
-/// `[mean, inv_std]` (`[G·C]`) and `[γ, β]` (`[C]`): the partials and their sum (by planes with
-/// `plane_sums`), two kernels.
-pub fn relu_grad_sums<T: KernelTensor>(
-    [dy, x]: [T; 2],
-    [mean, inv_std, gamma, beta]: [T; 4],
-    plane_sums: bool,
-) -> T {
+/// `[mean, inv_std]` (`[G·C]`) and `[γ, β]` (`[C]`): the partials and their sum, two kernels.
+pub fn relu_grad_sums<T: KernelTensor>([dy, x]: [T; 2], [mean, inv_std, gamma, beta]: [T; 4]) -> T {
     let groups = mean.shape()[0] / x.shape()[1];
     let (shape, dtype) = (Shape::new([2 * groups, x.shape()[1]]), DType::F32);
     let inputs = [dy, x, mean, inv_std, gamma, beta];
-    let out = (shape.clone(), dtype);
-    let launch = Box::new(move |t| [launch_relu_grad_sums(t, &shape, dtype, plane_sums)]);
-    let [sums] = custom_op_many::<T, 6, 1>("bn_relu_grad_sums", inputs, [out], launch);
-    sums
+    custom_op::<T, 6>("bn_relu_grad_sums", inputs, shape, dtype, launch_relu_grad_sums)
 }
 
 #[cfg(test)]

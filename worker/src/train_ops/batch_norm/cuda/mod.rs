@@ -3,7 +3,6 @@
 
 pub mod channel_sums;
 pub mod normalize;
-pub mod planes;
 pub mod pooled;
 pub mod rows;
 pub mod statistics;
@@ -31,35 +30,31 @@ macro_rules! batch_norm_ops {
                 x: FloatTensor<Self>,
                 per_channel: [FloatTensor<Self>; 3],
                 dtype: FloatDType,
-                sweep_back: bool,
             ) -> FloatTensor<Self> {
-                normalize::normalize_relu(x, per_channel, dtype.into(), sweep_back)
+                normalize::normalize_relu(x, per_channel, dtype.into())
             }
 
             fn normalize_relu_pool(
                 x: FloatTensor<Self>,
                 per_channel: [FloatTensor<Self>; 3],
                 dtype: FloatDType,
-                sweep_back: bool,
             ) -> FloatTensor<Self> {
-                pooled::normalize_relu_pool(x, per_channel, dtype.into(), sweep_back)
+                pooled::normalize_relu_pool(x, per_channel, dtype.into())
             }
 
             fn batch_norm_relu_grad(
                 [dy, _y, x]: [FloatTensor<Self>; 3],
                 per_channel: [FloatTensor<Self>; 4],
-                config: NormConfig,
             ) -> [FloatTensor<Self>; 3] {
                 // The kernels recompute the ReLU mask from `x` (see `normalize`).
-                normalize::batch_norm_relu_grad([dy, x], per_channel, config)
+                normalize::batch_norm_relu_grad([dy, x], per_channel)
             }
 
             fn batch_norm_relu_pool_grad(
                 activations: [FloatTensor<Self>; 2],
                 per_channel: [FloatTensor<Self>; 4],
-                config: NormConfig,
             ) -> [FloatTensor<Self>; 3] {
-                normalize::batch_norm_relu_grad(activations, per_channel, config)
+                normalize::batch_norm_relu_grad(activations, per_channel)
             }
         }
     };

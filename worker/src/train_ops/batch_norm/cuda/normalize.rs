@@ -29,8 +29,7 @@ use cubecl::prelude::*;
 
 use super::channel_sums::relu_grad_sums;
 use super::rows::{ROWS_PER_THREAD, rows_geometry, statistic_at, thread_rows};
-use crate::train_ops::NormConfig;
-use crate::train_ops::cube::{KernelTensor, channels_last, channels_last_output, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, channels_last, channels_last_output, custom_op, custom_op_many};
 
 /// BatchNorm + ReLU of the centered input `x − mean`: `max(0, centered·scale + shift)` — the
 /// forward's arithmetic, which [`mask`] repeats.
@@ -101,15 +100,14 @@ fn normalize_relu_kernel<X: Float, Y: Float, S: Float, N: Size>(
     y: &mut Tensor<Vector<Y, N>>,
     rows_per_group: usize,
     #[comptime] row_groups: bool,
-    #[comptime] sweep_back: bool,
     #[define(X, Y, S)] _dtypes: [StorageType; 3],
 ) {
     let row_vectors = beta.len();
-    let rows = y.len() / row_vectors;
-    let (cv, first, active) = thread_rows(row_vectors, rows, rows_per_group, sweep_back);
+    let (cv, first, active) = thread_rows(row_vectors);
     if !active {
         terminate!();
     }
+    let rows = y.len() / row_vectors;
     let mut at = statistic_at(first, cv, row_vectors, rows_per_group);
     let (mut m, mut s, b) = (mean[at], scale[at], beta[cv]);
     let mut values = Array::<Vector<X, N>>::new(ROWS_PER_THREAD);
@@ -156,15 +154,14 @@ fn normalize_relu_grad_kernel<X: Float, Y: Float, N: Size>(
     rows_per_group: usize,
     #[comptime] row_groups: bool,
     #[comptime] pooled: bool,
-    #[comptime] sweep_back: bool,
     #[define(X, Y)] _dtypes: [StorageType; 2],
 ) {
     let row_vectors = gamma.len();
-    let rows = dx.len() / row_vectors;
-    let (cv, first, active) = thread_rows(row_vectors, rows, rows_per_group, sweep_back);
+    let (cv, first, active) = thread_rows(row_vectors);
     if !active {
         terminate!();
     }
+    let rows = dx.len() / row_vectors;
     if first == 0 {
         let mut total_g = Vector::new(0.0);
         let mut total_g_x_hat = Vector::new(0.0);
@@ -230,7 +227,6 @@ fn launch_normalize<R: CubeRuntime>(
     [x, mean, scale, beta]: [CubeTensor<R>; 4],
     shape: &Shape,
     dtype: DType,
-    sweep_back: bool,
 ) -> CubeTensor<R> {
     let (y, lanes, _, _) = channels_last_output(&x, shape, dtype);
     let dtypes = [x.dtype.into(), dtype.into(), mean.dtype.into()];
@@ -251,7 +247,6 @@ fn launch_normalize<R: CubeRuntime>(
         y.clone().into_tensor_arg(),
         rows_per_group,
         row_groups,
-        sweep_back,
         dtypes,
     );
     permute_nhwc_to_nchw(y)
@@ -260,7 +255,6 @@ fn launch_normalize<R: CubeRuntime>(
 fn launch_normalize_grad<R: CubeRuntime>(
     [dy, x, sums, mean, inv_std, gamma, beta]: [CubeTensor<R>; 7],
     shape: &Shape,
-    sweep_back: bool,
 ) -> [CubeTensor<R>; 3] {
     let pooled = dy.meta.shape()[2] != shape[2];
     let (dx, lanes, _, _) = channels_last_output(&x, shape, x.dtype);
@@ -294,7 +288,6 @@ fn launch_normalize_grad<R: CubeRuntime>(
         rows_per_group,
         row_groups,
         pooled,
-        sweep_back,
         dtypes,
     );
     [permute_nhwc_to_nchw(dx), d_gamma, d_beta]
@@ -302,31 +295,21 @@ fn launch_normalize_grad<R: CubeRuntime>(
 
 /// [`crate::train_ops::BatchNormOps::normalize_relu`] on burn's CubeCL backends (statistics
 /// `[C]`, or `[G·C]` for `G` groups of the batch).
-pub fn normalize_relu<T: KernelTensor>(
-    x: T,
-    [mean, scale, beta]: [T; 3],
-    dtype: DType,
-    sweep_back: bool,
-) -> T {
+pub fn normalize_relu<T: KernelTensor>(x: T, [mean, scale, beta]: [T; 3], dtype: DType) -> T {
     let shape = x.shape().clone();
-    let out = (shape.clone(), dtype);
-    let launch = Box::new(move |t| [launch_normalize(t, &shape, dtype, sweep_back)]);
-    let [y] = custom_op_many::<T, 4, 1>("normalize_relu", [x, mean, scale, beta], [out], launch);
-    y
+    custom_op::<T, 4>("normalize_relu", [x, mean, scale, beta], shape, dtype, launch_normalize)
 }
 
 /// [`crate::train_ops::BatchNormOps::batch_norm_relu_grad`] and
 /// [`crate::train_ops::BatchNormOps::batch_norm_relu_pool_grad`] on burn's CubeCL backends, on
 /// `[dy, x]` (`dy` pooled when its height is half `x`'s): the channel sums (partials, then their
-/// sum, by planes with `config.plane_sums`), then `dx`, `dγ`, `dβ` in one kernel (taking the
-/// rows back from the sums' sweep with `config.reverse_sweep`).
+/// sum), then `dx`, `dγ`, `dβ` in one kernel.
 pub fn batch_norm_relu_grad<T: KernelTensor>(
     [dy, x]: [T; 2],
     [mean, inv_std, gamma, beta]: [T; 4],
-    config: NormConfig,
 ) -> [T; 3] {
     let per_channel = [mean.clone(), inv_std.clone(), gamma.clone(), beta.clone()];
-    let sums = relu_grad_sums([dy.clone(), x.clone()], per_channel, config.plane_sums);
+    let sums = relu_grad_sums([dy.clone(), x.clone()], per_channel);
     let shape = x.shape().clone();
     let outputs = [
         (shape.clone(), x.dtype()),
@@ -334,6 +317,6 @@ pub fn batch_norm_relu_grad<T: KernelTensor>(
         (Shape::new([shape[1]]), DType::F32),
     ];
     let inputs = [dy, x, sums, mean, inv_std, gamma, beta];
-    let launch = Box::new(move |t| launch_normalize_grad(t, &shape, config.reverse_sweep));
+    let launch = Box::new(move |t| launch_normalize_grad(t, &shape));
     custom_op_many::<T, 7, 3>("batch_norm_relu_grad", inputs, outputs, launch)
 }

@@ -10,16 +10,14 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::normalize::normalized_relu;
-use super::rows::{statistic_at, sweep_back_chunk};
-use crate::train_ops::cube::{KernelTensor, channels_last, channels_last_output, custom_op_many};
+use super::rows::statistic_at;
+use crate::train_ops::cube::{KernelTensor, channels_last, channels_last_output, custom_op};
 
 /// `y[n, i, j] = ¼ Σ max(0, (x − mean)·scale + beta)` over the 2×2 window of `x: [N, H, W, C]`
 /// at `(2i, 2j)` (both channels-last contiguous, `y: [N, H/2, W/2, C]`), one thread per vector
 /// of `N` channels of `y`, the sum in `S` (f32); `beta` `[C]`, `mean`, `scale` `[G, C]` with
-/// `rows_per_group` rows of `x` a group (a window lies in one image, so in one group); with
-/// `sweep_back` the cubes take their blocks of `y` in [`sweep_back_chunk`]'s order.
+/// `rows_per_group` rows of `x` a group (a window lies in one image, so in one group).
 #[cube(launch)]
-#[allow(clippy::too_many_arguments)]
 fn normalize_relu_pool_kernel<X: Float, Y: Float, S: Float, N: Size>(
     x: &Tensor<Vector<X, N>>,
     mean: &Tensor<Vector<S, N>>,
@@ -27,15 +25,9 @@ fn normalize_relu_pool_kernel<X: Float, Y: Float, S: Float, N: Size>(
     beta: &Tensor<Vector<S, N>>,
     y: &mut Tensor<Vector<Y, N>>,
     rows_per_group: usize,
-    #[comptime] sweep_back: bool,
     #[define(X, Y, S)] _dtypes: [StorageType; 3],
 ) {
-    let mut pos = ABSOLUTE_POS;
-    if sweep_back {
-        let (cube, cubes, cube_size) = (CUBE_POS, CUBE_COUNT, CUBE_DIM as usize);
-        let group_size = y.len() / (x.len() / (rows_per_group * beta.len()));
-        pos = sweep_back_chunk(cube, cubes, cube_size, group_size, y.len()) * cube_size + UNIT_POS as usize;
-    }
+    let pos = ABSOLUTE_POS;
     if pos >= y.len() {
         terminate!();
     }
@@ -62,7 +54,6 @@ fn launch<R: CubeRuntime>(
     [x, mean, scale, beta]: [CubeTensor<R>; 4],
     shape: &Shape,
     dtype: DType,
-    sweep_back: bool,
 ) -> CubeTensor<R> {
     let (y, lanes, cube_count, cube_dim) = channels_last_output(&x, shape, dtype);
     let dtypes = [x.dtype.into(), dtype.into(), mean.dtype.into()];
@@ -80,7 +71,6 @@ fn launch<R: CubeRuntime>(
         beta.into_tensor_arg(),
         y.clone().into_tensor_arg(),
         n / groups * h * w,
-        sweep_back,
         dtypes,
     );
     permute_nhwc_to_nchw(y)
@@ -88,16 +78,8 @@ fn launch<R: CubeRuntime>(
 
 /// [`crate::train_ops::BatchNormOps::normalize_relu_pool`] on burn's CubeCL backends: `x: [N,
 /// C, H, W]` (even H and W) → `[N, C, H/2, W/2]` in `dtype`, written channels-last.
-pub fn normalize_relu_pool<T: KernelTensor>(
-    x: T,
-    [mean, scale, beta]: [T; 3],
-    dtype: DType,
-    sweep_back: bool,
-) -> T {
+pub fn normalize_relu_pool<T: KernelTensor>(x: T, [mean, scale, beta]: [T; 3], dtype: DType) -> T {
     let [n, c, h, w] = x.shape().dims::<4>();
     let shape = Shape::new([n, c, h / 2, w / 2]);
-    let out = (shape.clone(), dtype);
-    let launch = Box::new(move |t| [launch(t, &shape, dtype, sweep_back)]);
-    let [y] = custom_op_many::<T, 4, 1>("normalize_relu_pool", [x, mean, scale, beta], [out], launch);
-    y
+    custom_op::<T, 4>("normalize_relu_pool", [x, mean, scale, beta], shape, dtype, launch)
 }

@@ -1,6 +1,5 @@
 //! Which rows of the channels-last activations each thread of BatchNorm's elementwise passes
-//! ([`super::normalize`], [`super::pooled`]) takes, in which order the cubes take them, and
-//! where a row's statistics lie.
+//! ([`super::normalize`], [`super::pooled`]) takes, and where a row's statistics lie.
 
 use cubecl::prelude::*;
 
@@ -30,47 +29,12 @@ pub(super) fn rows_geometry(
 }
 
 /// The thread's channel vector and first row under [`rows_geometry`], and whether that vector
-/// is one of the channels' (the last block of them may overhang); with `sweep_back` the cubes
-/// take their blocks of rows in [`sweep_back_chunk`]'s order.
+/// is one of the channels' (the last block of them may overhang).
 #[cube]
-pub(super) fn thread_rows(
-    row_vectors: usize,
-    rows: usize,
-    rows_per_group: usize,
-    #[comptime] sweep_back: bool,
-) -> (usize, usize, bool) {
+pub(super) fn thread_rows(row_vectors: usize) -> (usize, usize, bool) {
     let cv = CUBE_POS_Y as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
-    let cube_rows = CUBE_DIM_Y as usize * ROWS_PER_THREAD;
-    let mut chunk = CUBE_POS_X as usize;
-    if sweep_back {
-        chunk = sweep_back_chunk(chunk, CUBE_COUNT_X as usize, cube_rows, rows_per_group, rows);
-    }
-    let first = chunk * cube_rows + UNIT_POS_Y as usize;
+    let first = CUBE_POS_X as usize * CUBE_DIM_Y as usize * ROWS_PER_THREAD + UNIT_POS_Y as usize;
     (cv, first, cv < row_vectors)
-}
-
-/// The block of `chunk_size` items that the `chunk`-th of `chunks` cubes takes when a pass
-/// follows the channel sums' sweep over the same `total` items in groups of `group_size`: the
-/// sums' cubes went through every group at once, start to end, so the groups' tails are what
-/// the L2 cache holds after them; here the cubes, dispatched in order, take each group's last
-/// block in turn, then each one's block before it, and so on (only the reverse order where
-/// blocks do not tile the groups).
-#[cube]
-pub(super) fn sweep_back_chunk(
-    chunk: usize,
-    chunks: usize,
-    chunk_size: usize,
-    group_size: usize,
-    total: usize,
-) -> usize {
-    let groups = total / group_size;
-    let per_group = group_size / chunk_size;
-    let mut at = chunks - 1 - chunk;
-    if per_group * chunk_size == group_size && per_group * groups == chunks {
-        let (group, from_end) = (chunk % groups, chunk / groups);
-        at = group * per_group + per_group - 1 - from_end;
-    }
-    at
 }
 
 /// Where the statistics of channel vector `cv` in `row` lie: `[G, C]`, `rows_per_group` rows

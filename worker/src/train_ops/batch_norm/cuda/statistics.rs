@@ -1,7 +1,6 @@
 //! BatchNorm's forward statistics: the channel sums' partials ([`super::channel_sums`]), then one
-//! cube per channel that adds them up per group (by a tree, or with `psum` by planes:
-//! [`super::planes`]) and finishes every per-channel result of the layer (the groups' means,
-//! `1/√(σ² + ε)`, `γ·inv_std`, and the running averages).
+//! cube per channel that adds them up per group and finishes every per-channel result of the
+//! layer (the groups' means, `1/√(σ² + ε)`, `γ·inv_std`, and the running averages).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Shape};
@@ -12,7 +11,6 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::channel_sums::{launch_sums, per_channel_cubes, sum_partials};
-use super::planes::{per_channel_planes, statistics_planes_kernel};
 use crate::train_ops::batch_norm::{NormConfig, NormStatistics};
 use crate::train_ops::cube::{KernelTensor, channels_last, custom_op_many};
 
@@ -53,84 +51,28 @@ fn statistics_kernel<X: Float>(
         let shifted_sum = sum_partials(partials, c, 0, first, end);
         let squares_sum = sum_partials(partials, c, 1, first, end);
         if UNIT_POS == 0 {
+            let shifted_mean = shifted_sum / rows;
+            let raw_var = squares_sum / rows - shifted_mean * shifted_mean;
+            let var = select(raw_var > 0.0, raw_var, 0.0);
+            let group_mean = f32::cast_from(x[c]) + shifted_mean;
+            let inv = 1.0 / (var + epsilon).sqrt();
             let at = group * channels + c;
-            let (group_mean, var) =
-                finish_group(shifted_sum, squares_sum, x, gamma, mean, inv_std, scale, at, rows, epsilon);
+            mean[at] = group_mean;
+            inv_std[at] = inv;
+            scale[at] = gamma[c] * inv;
             mean_sum += group_mean;
             var_sum += var;
         }
     }
     if UNIT_POS == 0 {
-        blend_running(
-            running_mean,
-            running_var,
-            running_mean_out,
-            running_var_out,
-            shift,
-            c,
-            mean_sum,
-            var_sum,
-            groups,
-            momentum,
-            shifted,
-        );
+        let count = groups as f32;
+        let mut running = mean_sum / count;
+        if shifted {
+            running += shift[c];
+        }
+        running_mean_out[c] = running_mean[c] * (1.0 - momentum) + running * momentum;
+        running_var_out[c] = running_var[c] * (1.0 - momentum) + var_sum / count * momentum;
     }
-}
-
-/// One group's statistics of channel `c` from its shifted sums `(Σ (x − s), Σ (x − s)²)` over
-/// `rows` rows: writes its mean, `1/√(σ² + ε)` and `γ·inv_std` at `at` of `[mean, inv_std,
-/// scale]`; returns `(mean, σ²)`.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn finish_group<X: Float>(
-    shifted_sum: f32,
-    squares_sum: f32,
-    x: &Tensor<X>,
-    gamma: &Tensor<f32>,
-    mean: &mut Tensor<f32>,
-    inv_std: &mut Tensor<f32>,
-    scale: &mut Tensor<f32>,
-    at: usize,
-    rows: f32,
-    epsilon: f32,
-) -> (f32, f32) {
-    let c = at % gamma.len();
-    let shifted_mean = shifted_sum / rows;
-    let raw_var = squares_sum / rows - shifted_mean * shifted_mean;
-    let var = select(raw_var > 0.0, raw_var, 0.0);
-    let group_mean = f32::cast_from(x[c]) + shifted_mean;
-    let inv = 1.0 / (var + epsilon).sqrt();
-    mean[at] = group_mean;
-    inv_std[at] = inv;
-    scale[at] = gamma[c] * inv;
-    (group_mean, var)
-}
-
-/// Channel `c`'s running averages `[running_mean, running_var]` blended with `momentum` into
-/// `[running_mean_out, running_var_out]` from the sums over its `groups` groups of their
-/// means and variances (the mean shifted by `shift[c]` when `shifted`).
-#[cube]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn blend_running(
-    running_mean: &Tensor<f32>,
-    running_var: &Tensor<f32>,
-    running_mean_out: &mut Tensor<f32>,
-    running_var_out: &mut Tensor<f32>,
-    shift: &Tensor<f32>,
-    c: usize,
-    mean_sum: f32,
-    var_sum: f32,
-    groups: usize,
-    momentum: f32,
-    #[comptime] shifted: bool,
-) {
-    let count = groups as f32;
-    let mut running = mean_sum / count;
-    if shifted {
-        running += shift[c];
-    }
-    running_mean_out[c] = running_mean[c] * (1.0 - momentum) + running * momentum;
-    running_var_out[c] = running_var[c] * (1.0 - momentum) + var_sum / count * momentum;
 }
 
 /// The forward: the shifted sums, then [`statistics_kernel`] on `[partials, x, γ, shift (or
@@ -151,19 +93,12 @@ fn launch_statistics<R: CubeRuntime>(
         let len = if i < 3 { groups * channels } else { channels };
         empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([len]), DType::F32)
     });
+    let (cube_dim, cube_count) = per_channel_cubes(channels, 1);
     let x_dtype = x.dtype.into();
     let x = channels_last(x);
     let [gamma, shift, running_mean, running_var] =
         [gamma, shift, running_mean, running_var].map(into_contiguous);
-    let (cube_dim, cube_count) = match config.plane_sums {
-        true => per_channel_planes(channels),
-        false => per_channel_cubes(channels, 1),
-    };
-    let kernel = match config.plane_sums {
-        true => statistics_planes_kernel::launch::<R>,
-        false => statistics_kernel::launch::<R>,
-    };
-    kernel(
+    statistics_kernel::launch::<R>(
         &client,
         cube_count,
         cube_dim,

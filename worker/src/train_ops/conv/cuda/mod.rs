@@ -46,15 +46,13 @@ macro_rules! conv_ops {
                 x: FloatTensor<Self>,
                 dy: FloatTensor<Self>,
                 engine: ConvEngine,
-                keep_dtype: bool,
             ) -> FloatTensor<Self> {
                 // cuDNN takes the gradient when it takes the convolution: `dy` has the kernel's C_out.
                 if engine == ConvEngine::Cudnn && cudnn::image::takes_bf16_image(&x, &dy) {
                     return cudnn::image::weight_grad(x, dy);
                 }
                 if engine == ConvEngine::Cudnn && cudnn::takes_layer(&x, &dy, dy.shape()[1]) {
-                    let dw = cudnn::weight_grad(x, dy);
-                    return if keep_dtype { dw } else { super::library::f32_grad::<Self>(dw) };
+                    return super::library::f32_grad::<Self>(cudnn::weight_grad(x, dy));
                 }
                 unwrap(reference::weight_grad::<Self>(wrap(x), wrap(dy)))
             }
@@ -92,12 +90,8 @@ macro_rules! conv_ops {
                 }
             }
 
-            fn conv_operands(
-                weight: FloatTensor<Self>,
-                dtype: FloatDType,
-                tiled: bool,
-            ) -> [FloatTensor<Self>; 2] {
-                weights::conv_operands(weight, dtype.into(), tiled)
+            fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
+                weights::conv_operands(weight, dtype.into())
             }
 
             fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
