@@ -217,6 +217,14 @@ where
 }
 
 impl SpecArgs {
+    /// Whether the flags give a sweep's shape themselves (seeds, epochs or batch size) rather
+    /// than only adjusting a preset: then they make the sweep alone, on the full data set.
+    pub fn shapes_a_sweep(&self) -> bool {
+        self.preset.is_none()
+            && self.spec.is_none()
+            && (self.seeds.is_some() || self.epochs.is_some() || self.batch_size.is_some())
+    }
+
     /// The submissions these flags describe: the preset's (or `default_preset`'s when neither a
     /// preset nor a file is given), the file's, or the flags' alone; each with the overrides.
     pub fn submissions(&self, default_preset: Option<Preset>) -> Result<Vec<pb::SweepSpec>, SpecError> {

@@ -29,7 +29,7 @@ use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, Commands,
 /// Flags of `sweep run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// The sweep: a preset (default: smoke), a spec file or flags, as for `coordinator submit`.
+    /// The sweep: a preset, a spec file or flags, as for `coordinator submit` (default: smoke).
     #[command(flatten)]
     pub spec: SpecArgs,
     /// SQLite database of the embedded coordinator.
@@ -111,9 +111,12 @@ pub struct RunSummary {
     pub cancelled: u32,
 }
 
-/// The submissions the flags describe (the smoke preset when no sweep is named).
+/// The submissions the flags describe: the smoke preset when they name no sweep and give none
+/// of its shape (a `--seeds`/`--epochs`/`--batch-size` sweep trains on all the data, as
+/// `coordinator submit`'s does).
 pub fn submissions(args: &RunArgs) -> Result<Vec<SweepSpec>, SpecError> {
-    args.spec.submissions(Some(Preset::Smoke))
+    let default = (!args.spec.shapes_a_sweep()).then_some(Preset::Smoke);
+    args.spec.submissions(default)
 }
 
 /// Runs the sweep to its end (or until Ctrl-C) and writes the report.

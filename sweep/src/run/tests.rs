@@ -90,3 +90,20 @@ fn overrides_from_flags_reach_the_spec() {
     let default = submissions(&Cli::parse_from(["sweep"]).run).unwrap();
     assert_eq!(default[0].name, "smoke");
 }
+
+#[test]
+fn a_sweep_shaped_by_flags_trains_on_the_full_data() {
+    use clap::Parser;
+    let flags = ["sweep", "--name", "mine", "--seeds", "0..3", "--epochs", "100", "--batch-size", "512"];
+    let spec = submissions(&Cli::parse_from(flags).run).unwrap().remove(0);
+    assert_eq!((spec.name.as_str(), spec.seeds.len(), spec.epochs, spec.batch_size), ("mine", 3, 100, 512));
+    let data = spec.data.unwrap();
+    assert_eq!((data.train_limit, data.test_limit, data.width_multiplier), (0, 0, 0.0), "all data, full width");
+    assert_eq!(spec.variants.len(), 5, "every variant");
+    // Only part of a sweep's shape is an error naming what is missing, not a smoke run.
+    let err = submissions(&Cli::parse_from(["sweep", "--name", "mine", "--epochs", "3"]).run).unwrap_err();
+    assert!(err.to_string().contains("--seeds"), "{err}");
+    // A preset keeps its own data options under the same flags.
+    let smoke = submissions(&Cli::parse_from(["sweep", "--preset", "smoke", "--epochs", "3"]).run).unwrap();
+    assert_eq!((smoke[0].epochs, smoke[0].data.as_ref().unwrap().train_limit), (3, 512));
+}
