@@ -27,8 +27,9 @@ pub struct SlotArgs {
     #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
     pub slots_per_gpu: u32,
     /// Built-in jobs of one shape (epochs, batch size, data) each slot trains as one fused step:
-    /// a number, or `auto` (jobs of a batch below 512 in groups of up to 1,024 images on CUDA
-    /// with cuDNN's convolutions, where fused steps were measured fast, as many as fit the
+    /// a number, or `auto` (jobs of a batch below 512, below 256 with replayed steps, in groups
+    /// of up to 1,024 images on CUDA with cuDNN's convolutions, where fused steps were measured
+    /// fast, as many as fit the
     /// slot's share of the free device memory; else one at a time).
     #[arg(long, env = "SWEEP_FUSE", default_value = "auto")]
     pub fuse: FuseChoice,

@@ -8,15 +8,20 @@ use crate::train_ops::Kernels;
 use crate::train_ops::conv::CUDNN_WORKSPACE_BYTES;
 
 /// Images one fused step holds under `auto`: on an H200 with cuDNN's grouped convolutions, 8 jobs
-/// of 128 trained at 4.03× one job's rate (4 of 128: 3.26×).
+/// of 128 trained at 4.03× one job's rate op by op (4 of 128: 3.26×), 16 of 64 at 1.63× one
+/// replayed job (8 of 64: 1.37×).
 pub const AUTO_IMAGES_PER_STEP: u32 = 1024;
 
 /// Jobs of this batch size or more train alone under `auto`: one batch-512 job fills an H200
 /// (4 fused batch-512 jobs ran at 0.95× one job).
 pub const AUTO_ALONE_FROM_BATCH: u32 = 512;
 
+/// [`AUTO_ALONE_FROM_BATCH`] where steps are replayed (`graph`): a replayed batch-256 job beat
+/// 2 and 4 of them fused (0.74×, 0.89× on an H200; 8 of 128 still gained 1.22×).
+pub const AUTO_ALONE_FROM_BATCH_REPLAYED: u32 = 256;
+
 /// Most jobs in one fused step under `auto`.
-pub const AUTO_MAX_JOBS: u32 = 8;
+pub const AUTO_MAX_JOBS: u32 = 16;
 
 /// What a slot's group size depends on besides the jobs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,7 +92,8 @@ pub fn step_bytes(batch_size: u32, width_multiplier: f32) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FuseChoice {
     /// Where the runner's fused step is the measured fast one (CUDA with cuDNN's convolutions):
-    /// jobs of a batch below [`AUTO_ALONE_FROM_BATCH`] in groups of up to
+    /// jobs of a batch below [`AUTO_ALONE_FROM_BATCH`] (with replayed steps
+    /// [`AUTO_ALONE_FROM_BATCH_REPLAYED`]) in groups of up to
     /// [`AUTO_IMAGES_PER_STEP`] images ([`AUTO_MAX_JOBS`] jobs at most) whose steps fit the
     /// slot's memory ([`step_bytes`]); anything else one job at a time.
     #[default]
@@ -110,7 +116,9 @@ impl FuseChoice {
 /// [`FuseChoice::Auto`]'s group size.
 fn auto_size(batch_size: u32, width_multiplier: f32, target: FuseTarget) -> u32 {
     let fast_fused = matches!(target.device, DeviceChoice::Cuda(_)) && target.kernels.cudnn_conv;
-    if !fast_fused || batch_size == 0 || batch_size >= AUTO_ALONE_FROM_BATCH {
+    let alone_from =
+        if target.kernels.replay_step { AUTO_ALONE_FROM_BATCH_REPLAYED } else { AUTO_ALONE_FROM_BATCH };
+    if !fast_fused || batch_size == 0 || batch_size >= alone_from {
         return 1;
     }
     let by_batch = (AUTO_IMAGES_PER_STEP / batch_size).clamp(1, AUTO_MAX_JOBS);
@@ -161,7 +169,14 @@ mod tests {
         assert_eq!(auto, FuseChoice::Auto);
         let sizes: Vec<u32> =
             [32, 64, 128, 256, 384, 511, 512, 1024].iter().map(|&b| auto.group_size(b, 1.0, cuda)).collect();
-        assert_eq!(sizes, [8, 8, 8, 4, 2, 2, 1, 1]);
+        assert_eq!(sizes, [16, 16, 8, 4, 2, 2, 1, 1]);
+        let replayed = target(
+            DeviceChoice::Cuda(0),
+            Kernels { direct_launch: true, replay_step: true, ..Kernels::FAST_BF16_CUDNN },
+        );
+        let sizes: Vec<u32> =
+            [32, 64, 128, 255, 256, 512].iter().map(|&b| auto.group_size(b, 1.0, replayed)).collect();
+        assert_eq!(sizes, [16, 16, 8, 4, 1, 1], "a replayed job of 256 or more trains alone");
         assert_eq!(auto.group_size(128, 1.0, target(DeviceChoice::Cpu, Kernels::FAST)), 1);
         assert_eq!(
             auto.group_size(128, 1.0, target(DeviceChoice::Cuda(0), Kernels::FAST_BF16)),
