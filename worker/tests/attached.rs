@@ -18,7 +18,7 @@ use coordinator::Config;
 use sweep_proto::pb::{
     CancelSweepRequest, DataOptions, GetJobRequest, ListJobsRequest, SubmitSweepRequest, SweepSpec,
 };
-use worker::agent::{self, CheckpointSettings, CheckpointTarget, Commands};
+use worker::agent::{self, Cadence, CheckpointSettings, CheckpointTarget, Commands};
 use worker::training::FuseChoice;
 
 fn spec(name: &str, seeds: Vec<u64>, epochs: u32) -> SweepSpec {
@@ -232,9 +232,12 @@ async fn a_stopped_worker_hands_its_job_back_and_another_continues_from_the_chec
     // B continues after the last stored epoch from the checkpoint, in a shared directory or on the
     // coordinator: nothing is trained or sent twice, and the metrics are the uninterrupted run's,
     // bit for bit (CPU).
-    let in_dir =
-        CheckpointSettings { target: CheckpointTarget::Directory(dir.path().join("checkpoints")), every: 1 };
-    let on_coordinator = CheckpointSettings { target: CheckpointTarget::Coordinator, every: 1 };
+    let in_dir = CheckpointSettings {
+        target: CheckpointTarget::Directory(dir.path().join("checkpoints")),
+        cadence: Cadence::every(1),
+    };
+    let on_coordinator =
+        CheckpointSettings { target: CheckpointTarget::Coordinator, cadence: Cadence::every(1) };
     for (name, checkpoints) in [("split", in_dir), ("split-coordinator", on_coordinator)] {
         let remote = checkpoints.target == CheckpointTarget::Coordinator;
         let (handed_back, split) = split_run(server.addr, name, checkpoints, |job, epoch| {

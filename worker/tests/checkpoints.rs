@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha12Rng;
 use sweep_proto::LossVariant;
 use sweep_proto::domain::{DataOptions, EpochMetrics};
-use worker::checkpoint::{CheckpointStore, Checkpointing, DirectoryStore};
+use worker::checkpoint::{Cadence, CheckpointStore, Checkpointing, DirectoryStore};
 use worker::{Cifar10, DeviceChoice, EpochSink, JobOutcome, TrainJob, open_runner};
 
 fn data() -> Arc<Cifar10> {
@@ -72,7 +72,12 @@ fn run(checkpoints: Option<&Checkpointing>, sink: &mut Collect) -> JobOutcome {
 }
 
 fn checkpointing(store: &Arc<DirectoryStore>, resume_at_most: u32) -> Checkpointing {
-    Checkpointing { store: store.clone(), key: "resume/job-1".into(), every: 1, resume_at_most }
+    Checkpointing {
+        store: store.clone(),
+        key: "resume/job-1".into(),
+        cadence: Cadence::every(1),
+        resume_at_most,
+    }
 }
 
 #[test]
@@ -137,11 +142,26 @@ fn a_graceful_stop_checkpoints_its_epoch_whatever_the_interval() {
     run(None, &mut straight);
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(DirectoryStore::new(dir.path(), 3));
-    let sparse = Checkpointing { every: 100, ..checkpointing(&store, u32::MAX) };
+    let sparse = Checkpointing { cadence: Cadence::every(100), ..checkpointing(&store, u32::MAX) };
     let mut first = Collect { drain_after: Some(3), ..Collect::default() };
     assert_eq!(run(Some(&sparse), &mut first), JobOutcome::Stopped { epochs_done: 3 });
     assert_eq!(store.latest("resume/job-1", u32::MAX).unwrap().header.epoch, 3);
     let mut second = Collect::default();
     run(Some(&sparse), &mut second);
     assert_eq!(numbers(&second.epochs), numbers(&straight.epochs[3..]));
+}
+
+#[test]
+fn a_time_floor_leaves_due_epochs_unsaved_until_it_has_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(DirectoryStore::new(dir.path(), 3));
+    let cadence = Cadence { every: 1, min_interval: std::time::Duration::from_secs(3600) };
+    let hourly = Checkpointing { cadence, ..checkpointing(&store, u32::MAX) };
+    let mut first = Collect { stop_after: Some(3), ..Collect::default() };
+    assert_eq!(run(Some(&hourly), &mut first), JobOutcome::Stopped { epochs_done: 3 });
+    assert!(store.latest("resume/job-1", u32::MAX).is_none(), "no epoch ended an hour after the start");
+    let eager = Checkpointing { cadence: Cadence::every(1), ..hourly };
+    let mut second = Collect { stop_after: Some(3), ..Collect::default() };
+    assert_eq!(run(Some(&eager), &mut second), JobOutcome::Stopped { epochs_done: 3 });
+    assert_eq!(store.latest("resume/job-1", u32::MAX).unwrap().header.epoch, 3);
 }

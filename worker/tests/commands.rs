@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cluster::{client, start_agent, start_server, start_server_with, wait_for};
 use sweep_proto::pb::{GetJobRequest, GetSweepRequest, ListJobsRequest, SubmitSweepRequest, SweepSpec};
-use worker::agent::{CheckpointSettings, CheckpointTarget, Commands};
+use worker::agent::{Cadence, CheckpointSettings, CheckpointTarget, Commands};
 
 fn start_worker(addr: std::net::SocketAddr) -> cluster::Agent {
     start_agent(addr, "test-worker", None, Commands::Refuse)
@@ -97,7 +97,7 @@ async fn split_command_run(config: coordinator::Config, target: CheckpointTarget
     let url = coordinator::testing::database_url(dir.path());
     let script = dir.path().join("train.sh");
     std::fs::write(&script, RESUMING_SCRIPT).unwrap();
-    let checkpoints = CheckpointSettings { target, every: 1 };
+    let checkpoints = CheckpointSettings { target, cadence: Cadence::every(1) };
     let server = start_server_with(&url, "127.0.0.1:0".parse().unwrap(), config).await;
     let mut c = client(server.addr).await;
     let spec = SweepSpec {

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 use worker::agent::attach::{SlotArgs, prepare_commands_only, prepare_local};
-use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, Commands, run_agent_with};
+use worker::agent::{AgentConfig, Cadence, CheckpointSettings, CheckpointTarget, Commands, run_agent_with};
 
 /// Flags of `sweep run`.
 #[derive(Debug, Clone, Args)]
@@ -71,6 +71,9 @@ pub struct RunArgs {
     /// Checkpoint every N epochs (and always when stopped).
     #[arg(long, env = "SWEEP_CHECKPOINT_EVERY", default_value_t = 5)]
     pub checkpoint_every: u32,
+    /// Seconds a job trains between two checkpoints at the least (a save stalls it).
+    #[arg(long, env = "SWEEP_CHECKPOINT_MIN_SECS", default_value_t = worker::agent::attach::DEFAULT_CHECKPOINT_MIN_SECS)]
+    pub checkpoint_min_secs: u64,
     /// A command sweep's report: the parameter whose values are compared, and the baseline value
     /// (as for `coordinator report`).
     #[command(flatten)]
@@ -248,7 +251,10 @@ async fn drive(
             kernels: args.slots.kernels,
             checkpoints: Some(CheckpointSettings {
                 target: CheckpointTarget::Directory(args.checkpoint_dir.clone()),
-                every: args.checkpoint_every.max(1),
+                cadence: Cadence {
+                    every: args.checkpoint_every.max(1),
+                    min_interval: Duration::from_secs(args.checkpoint_min_secs),
+                },
             }),
         };
         Some(tokio::spawn(run_agent_with(config, local.worker.clone(), resources.data, worker_stop)))

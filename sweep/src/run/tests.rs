@@ -15,6 +15,7 @@ fn local_workers_default_to_auto_kernels_and_reject_unknown_ones() {
     assert_eq!(Cli::parse_from(["sweep"]).run.slots.kernels, KernelChoice::Auto);
     let defaults = Cli::parse_from(["sweep"]).run;
     assert_eq!((defaults.checkpoint_dir.to_str(), defaults.checkpoint_every), (Some("sweep-checkpoints"), 5));
+    assert_eq!(defaults.checkpoint_min_secs, 30, "a job checkpoints at most twice a minute");
     let stock = Cli::parse_from(["sweep", "--kernels", "stock"]).run.slots.kernels;
     assert_eq!(stock, KernelChoice::Set(Kernels::STOCK));
     let err = Cli::try_parse_from(["sweep", "--kernels", "wgrad+fp8"]).err().expect("rejected");
@@ -98,7 +99,11 @@ fn a_sweep_shaped_by_flags_trains_on_the_full_data() {
     let spec = submissions(&Cli::parse_from(flags).run).unwrap().remove(0);
     assert_eq!((spec.name.as_str(), spec.seeds.len(), spec.epochs, spec.batch_size), ("mine", 3, 100, 512));
     let data = spec.data.unwrap();
-    assert_eq!((data.train_limit, data.test_limit, data.width_multiplier), (0, 0, 0.0), "all data, full width");
+    assert_eq!(
+        (data.train_limit, data.test_limit, data.width_multiplier),
+        (0, 0, 0.0),
+        "all data, full width"
+    );
     assert_eq!(spec.variants.len(), 5, "every variant");
     // Only part of a sweep's shape is an error naming what is missing, not a smoke run.
     let err = submissions(&Cli::parse_from(["sweep", "--name", "mine", "--epochs", "3"]).run).unwrap_err();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sweep_proto::connect::ClientSecurity;
 use tokio::sync::watch;
 use worker::Cifar10;
-use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, run_agent_with};
+use worker::agent::{AgentConfig, Cadence, CheckpointSettings, CheckpointTarget, run_agent_with};
 use worker::device::DeviceChoice;
 use worker::training::FuseChoice;
 
@@ -72,7 +72,7 @@ pub fn worker() {
         slots_per_device: 1,
         fuse: FuseChoice::Fixed(1),
         kernels: Default::default(),
-        checkpoints: Some(CheckpointSettings { target, every: 1 }),
+        checkpoints: Some(CheckpointSettings { target, cadence: Cadence::every(1) }),
     };
     let outcome = runtime().block_on(async move {
         let (stop_tx, stop) = watch::channel(false);

@@ -4,12 +4,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use sweep_proto::connect::ConnectArgs;
 use tokio::sync::watch;
 
-use super::{AgentConfig, AgentError, CheckpointSettings, CheckpointTarget, Commands, run_agent_with};
+use super::{
+    AgentConfig, AgentError, Cadence, CheckpointSettings, CheckpointTarget, Commands, run_agent_with,
+};
 use crate::data::{Cifar10, DataArgs, DataError, DataSource};
 use crate::device::{DeviceChoice, DeviceError, available_devices};
 use crate::training::FuseChoice;
@@ -72,7 +75,14 @@ pub struct AttachArgs {
     /// Checkpoint every N epochs (and when the worker is asked to stop).
     #[arg(long, env = "SWEEP_CHECKPOINT_EVERY", default_value_t = 5)]
     pub checkpoint_every: u32,
+    /// Seconds a job trains between two checkpoints at the least (a save stalls it: with
+    /// sub-second epochs every fifth epoch would cost a tenth of the run).
+    #[arg(long, env = "SWEEP_CHECKPOINT_MIN_SECS", default_value_t = DEFAULT_CHECKPOINT_MIN_SECS)]
+    pub checkpoint_min_secs: u64,
 }
+
+/// Default of `--checkpoint-min-secs`: a lost machine costs a job at most about this much work.
+pub const DEFAULT_CHECKPOINT_MIN_SECS: u64 = 30;
 
 /// Why an attached worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +157,10 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         checkpoints: checkpoint_settings(
             args.checkpoint_dir,
             args.checkpoint_to_coordinator,
-            args.checkpoint_every,
+            Cadence {
+                every: args.checkpoint_every.max(1),
+                min_interval: Duration::from_secs(args.checkpoint_min_secs),
+            },
         ),
     };
     let (stop_tx, stop) = watch::channel(false);
@@ -178,13 +191,17 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
 /// A second stop signal sooner than this after the first is the same stop, delivered twice.
 const DUPLICATE_SIGNAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn checkpoint_settings(dir: Option<PathBuf>, to_coordinator: bool, every: u32) -> Option<CheckpointSettings> {
+fn checkpoint_settings(
+    dir: Option<PathBuf>,
+    to_coordinator: bool,
+    cadence: Cadence,
+) -> Option<CheckpointSettings> {
     let target = match (dir, to_coordinator) {
         (Some(dir), _) => CheckpointTarget::Directory(dir),
         (None, true) => CheckpointTarget::Coordinator,
         (None, false) => return None,
     };
-    Some(CheckpointSettings { target, every: every.max(1) })
+    Some(CheckpointSettings { target, cadence })
 }
 
 /// Ctrl-C, or SIGTERM (what Slurm, Kubernetes and `docker stop` send).

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::backend::open_runner_with;
+pub use crate::checkpoint::Cadence;
 use crate::checkpoint::DirectoryStore;
 use crate::data::Cifar10;
 use crate::device::DeviceChoice;
@@ -74,8 +75,8 @@ pub enum Commands {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointSettings {
     pub target: CheckpointTarget,
-    /// Save after every `every`-th epoch (and at a graceful stop).
-    pub every: u32,
+    /// When to save (and always at a graceful stop).
+    pub cadence: Cadence,
 }
 
 /// Where an agent's jobs checkpoint.
@@ -206,7 +207,7 @@ pub async fn run_agent_with(
             CheckpointTarget::Directory(dir) => JobStores::Shared(Arc::new(DirectoryStore::new(dir, 2))),
             CheckpointTarget::Coordinator => JobStores::Coordinator,
         };
-        (stores, c.every.max(1))
+        (stores, c.cadence)
     });
     let heartbeat = tokio::spawn(heartbeat_loop(
         client.clone(),

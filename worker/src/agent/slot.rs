@@ -39,8 +39,8 @@ pub struct SlotContext {
     pub shutdown: watch::Receiver<bool>,
     /// Mirror of `shutdown` readable from the blocking training thread.
     pub shutdown_flag: Arc<AtomicBool>,
-    /// Where jobs checkpoint, and every how many epochs.
-    pub checkpoints: Option<(JobStores, u32)>,
+    /// Where jobs checkpoint, and when.
+    pub checkpoints: Option<(JobStores, crate::checkpoint::Cadence)>,
     /// Which jobs to lease (command jobs run the sweeps' own programs on this machine).
     pub commands: Commands,
     /// How many built-in jobs of one shape train as one fused step.
@@ -219,10 +219,10 @@ fn track(ctx: &SlotContext, job: &JobAssignment) -> (Tracked, Training) {
         })
     };
     let key = job_key(job);
-    let checkpointing = ctx.checkpoints.as_ref().map(|(stores, every)| Checkpointing {
+    let checkpointing = ctx.checkpoints.as_ref().map(|(stores, cadence)| Checkpointing {
         store: stores.for_job(ctx, &fence),
         key: key.clone(),
-        every: *every,
+        cadence: *cadence,
         resume_at_most: job.epochs_stored,
     });
     let sink = ChannelSink {

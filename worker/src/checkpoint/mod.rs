@@ -11,6 +11,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use burn::module::Module;
 use burn::optim::Optimizer;
@@ -164,13 +165,34 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// How a run checkpoints: the store, the job's key in it and the interval in epochs.
+/// When a job checkpoints: after every `every`-th epoch, but not sooner than `min_interval`
+/// after its previous checkpoint (or its start), and always when it is asked to stop. A save
+/// stalls the job (its tensors are read to the host), so short epochs want a time floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    pub every: u32,
+    pub min_interval: Duration,
+}
+
+impl Cadence {
+    /// After every `epochs`-th epoch, however soon.
+    pub fn every(epochs: u32) -> Cadence {
+        Cadence { every: epochs.max(1), min_interval: Duration::ZERO }
+    }
+
+    /// Whether a checkpoint is due after `epoch`, `since_last` after the previous one.
+    pub fn due(&self, epoch: u32, since_last: Duration) -> bool {
+        epoch.is_multiple_of(self.every.max(1)) && since_last >= self.min_interval
+    }
+}
+
+/// How a run checkpoints: the store, the job's key in it and the cadence.
 #[derive(Debug, Clone)]
 pub struct Checkpointing {
     pub store: std::sync::Arc<dyn CheckpointStore>,
     pub key: String,
-    /// Save after every `every`-th epoch (and the run resumes from the newest).
-    pub every: u32,
+    /// When to save (the run resumes from the newest).
+    pub cadence: Cadence,
     /// Resume from no later than this epoch: the last one the coordinator has stored, so that
     /// an epoch reported but lost on its way is trained and reported again.
     pub resume_at_most: u32,
@@ -238,6 +260,16 @@ pub(crate) mod tests {
             model: vec![1, 2, 3],
             optimizer: vec![9; 5],
         }
+    }
+
+    #[test]
+    fn a_cadence_waits_for_its_epoch_and_its_interval() {
+        let cadence = Cadence { every: 5, min_interval: Duration::from_secs(30) };
+        assert!(!cadence.due(4, Duration::from_secs(60)), "not a fifth epoch");
+        assert!(!cadence.due(5, Duration::from_secs(29)), "too soon after the last");
+        assert!(cadence.due(10, Duration::from_secs(30)));
+        assert!(Cadence::every(1).due(1, Duration::ZERO));
+        assert_eq!(Cadence::every(0).every, 1, "every epoch at the least");
     }
 
     #[test]

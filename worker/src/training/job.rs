@@ -31,6 +31,8 @@ pub(super) struct JobState<B: TrainBackend> {
     /// The epoch being trained (1-based).
     pub epoch: u32,
     first_step_reported: bool,
+    /// When the job last checkpointed, or started.
+    last_checkpoint: Instant,
 }
 
 impl<B: TrainBackend> JobState<B> {
@@ -56,6 +58,7 @@ impl<B: TrainBackend> JobState<B> {
             best_epoch: 0,
             epoch: 1,
             first_step_reported: false,
+            last_checkpoint: Instant::now(),
         };
         let Some(saved) = checkpoints.and_then(|c| c.store.latest(&c.key, c.resume_at_most)) else {
             return (state, model);
@@ -167,8 +170,10 @@ impl<B: TrainBackend> JobState<B> {
         tracing::debug!(?metrics, "epoch done");
         sink.on_epoch(metrics);
         let stop = sink.stop_after_epoch() && epoch < job.epochs;
-        let due = |c: &&Checkpointing| stop || (epoch.is_multiple_of(c.every.max(1)) && epoch < job.epochs);
+        let since_last = self.last_checkpoint.elapsed();
+        let due = |c: &&Checkpointing| stop || (c.cadence.due(epoch, since_last) && epoch < job.epochs);
         if let Some(c) = checkpoints.filter(due) {
+            self.last_checkpoint = Instant::now();
             let marks = [epoch, self.best_epoch];
             let saved =
                 checkpoint::capture(model, &self.optim, &self.order, &self.rng, marks, self.best_val_acc)
