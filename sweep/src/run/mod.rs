@@ -251,10 +251,7 @@ async fn drive(
             kernels: args.slots.kernels,
             checkpoints: Some(CheckpointSettings {
                 target: CheckpointTarget::Directory(args.checkpoint_dir.clone()),
-                cadence: Cadence {
-                    every: args.checkpoint_every.max(1),
-                    min_interval: Duration::from_secs(args.checkpoint_min_secs),
-                },
+                cadence: Cadence::new(args.checkpoint_every, args.checkpoint_min_secs),
             }),
         };
         Some(tokio::spawn(run_agent_with(config, local.worker.clone(), resources.data, worker_stop)))

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Args;
 use sweep_proto::connect::ConnectArgs;
@@ -32,8 +31,7 @@ pub struct SlotArgs {
     /// Built-in jobs of one shape (epochs, batch size, data) each slot trains as one fused step:
     /// a number, or `auto` (jobs of a batch below 512, below 256 with replayed steps, in groups
     /// of up to 1,024 images on CUDA with cuDNN's convolutions, where fused steps were measured
-    /// fast, as many as fit the
-    /// slot's share of the free device memory; else one at a time).
+    /// fast, as many as fit the slot's share of the free device memory; else one at a time).
     #[arg(long, env = "SWEEP_FUSE", default_value = "auto")]
     pub fuse: FuseChoice,
     #[arg(long, env = "SWEEP_KERNELS", default_value = "auto", help = crate::train_ops::KERNELS_HELP)]
@@ -157,10 +155,7 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         checkpoints: checkpoint_settings(
             args.checkpoint_dir,
             args.checkpoint_to_coordinator,
-            Cadence {
-                every: args.checkpoint_every.max(1),
-                min_interval: Duration::from_secs(args.checkpoint_min_secs),
-            },
+            Cadence::new(args.checkpoint_every, args.checkpoint_min_secs),
         ),
     };
     let (stop_tx, stop) = watch::channel(false);

@@ -175,9 +175,14 @@ pub struct Cadence {
 }
 
 impl Cadence {
+    /// After every `epochs`-th epoch (at least every one), `min_secs` apart at the least.
+    pub fn new(epochs: u32, min_secs: u64) -> Cadence {
+        Cadence { every: epochs.max(1), min_interval: Duration::from_secs(min_secs) }
+    }
+
     /// After every `epochs`-th epoch, however soon.
     pub fn every(epochs: u32) -> Cadence {
-        Cadence { every: epochs.max(1), min_interval: Duration::ZERO }
+        Cadence::new(epochs, 0)
     }
 
     /// Whether a checkpoint is due after `epoch`, `since_last` after the previous one.
