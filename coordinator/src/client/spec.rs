@@ -217,12 +217,10 @@ where
 }
 
 impl SpecArgs {
-    /// Whether the flags give a sweep's shape themselves (seeds, epochs or batch size) rather
-    /// than only adjusting a preset: then they make the sweep alone, on the full data set.
+    /// Whether the flags shape a sweep themselves (seeds, epochs or batch size; no preset or file).
     pub fn shapes_a_sweep(&self) -> bool {
-        self.preset.is_none()
-            && self.spec.is_none()
-            && (self.seeds.is_some() || self.epochs.is_some() || self.batch_size.is_some())
+        let shaped = self.seeds.is_some() || self.epochs.is_some() || self.batch_size.is_some();
+        shaped && self.preset.is_none() && self.spec.is_none()
     }
 
     /// The submissions these flags describe: the preset's (or `default_preset`'s when neither a
