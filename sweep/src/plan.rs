@@ -15,6 +15,9 @@ pub fn plan_line(s: &pb::SweepSummary, retried: u32) -> String {
     if retried > 0 {
         line.push_str(&format!(" ({retried} of them failed or cancelled before, queued again)"));
     }
+    if let Some(reduced) = s.spec.as_ref().and_then(|s| s.data.as_ref()).and_then(reduced_data) {
+        line.push_str(&format!("; {reduced}"));
+    }
     let ended = s.failed + s.cancelled;
     if ended > 0 {
         line.push_str(&format!(
@@ -23,6 +26,24 @@ pub fn plan_line(s: &pb::SweepSummary, retried: u32) -> String {
         ));
     }
     line
+}
+
+/// What a sweep leaves out of the experiment's data and model, if anything: a run on part of it
+/// says so before it trains, since its accuracy is not the experiment's.
+fn reduced_data(d: &pb::DataOptions) -> Option<String> {
+    let mut parts = Vec::new();
+    if d.train_limit > 0 || d.test_limit > 0 {
+        let count = |n: u32, all: u32| if n == 0 || n >= all { "all".to_owned() } else { n.to_string() };
+        parts.push(format!(
+            "{} training and {} test images",
+            count(d.train_limit, 50_000),
+            count(d.test_limit, 10_000)
+        ));
+    }
+    if d.width_multiplier != 0.0 && d.width_multiplier != 1.0 {
+        parts.push(format!("width {}", d.width_multiplier));
+    }
+    (!parts.is_empty()).then(|| format!("a reduced run: {}", parts.join(", ")))
 }
 
 /// Why a finished run is not a success.
@@ -70,6 +91,29 @@ mod tests {
             "sweep paper: 7 jobs; 5 succeeded (kept, not rerun); 2 to train (2 of them failed or cancelled \
              before, queued again)"
         );
+    }
+
+    #[test]
+    fn the_plan_says_when_the_data_or_model_is_reduced() {
+        let with = |data: pb::DataOptions| {
+            let mut s = summary(10, 0, 0, 0);
+            s.spec.as_mut().unwrap().data = Some(data);
+            plan_line(&s, 0)
+        };
+        let smoke = pb::DataOptions {
+            train_limit: 512,
+            test_limit: 256,
+            width_multiplier: 0.125,
+            ..Default::default()
+        };
+        assert_eq!(
+            with(smoke),
+            "sweep paper: 10 jobs; 10 to train; a reduced run: 512 training and 256 test images, width 0.125"
+        );
+        let half = pb::DataOptions { width_multiplier: 0.5, ..Default::default() };
+        assert_eq!(with(half), "sweep paper: 10 jobs; 10 to train; a reduced run: width 0.5");
+        let full = pb::DataOptions { width_multiplier: 1.0, augment: true, ..Default::default() };
+        assert_eq!(with(full), "sweep paper: 10 jobs; 10 to train", "the experiment's data and width");
     }
 
     #[test]
