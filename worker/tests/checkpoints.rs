@@ -155,8 +155,7 @@ fn a_graceful_stop_checkpoints_its_epoch_whatever_the_interval() {
 fn a_time_floor_leaves_due_epochs_unsaved_until_it_has_passed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(DirectoryStore::new(dir.path(), 3));
-    let cadence = Cadence { every: 1, min_interval: std::time::Duration::from_secs(3600) };
-    let hourly = Checkpointing { cadence, ..checkpointing(&store, u32::MAX) };
+    let hourly = Checkpointing { cadence: Cadence::new(1, 3600), ..checkpointing(&store, u32::MAX) };
     let mut first = Collect { stop_after: Some(3), ..Collect::default() };
     assert_eq!(run(Some(&hourly), &mut first), JobOutcome::Stopped { epochs_done: 3 });
     assert!(store.latest("resume/job-1", u32::MAX).is_none(), "no epoch ended an hour after the start");

@@ -23,8 +23,8 @@ use sweep_proto::text::printable;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
-use worker::agent::attach::{SlotArgs, prepare_commands_only, prepare_local};
-use worker::agent::{AgentConfig, Cadence, CheckpointSettings, CheckpointTarget, Commands, run_agent_with};
+use worker::agent::attach::{CadenceArgs, SlotArgs, prepare_commands_only, prepare_local};
+use worker::agent::{AgentConfig, CheckpointSettings, CheckpointTarget, Commands, run_agent_with};
 
 /// Flags of `sweep run`.
 #[derive(Debug, Clone, Args)]
@@ -68,12 +68,8 @@ pub struct RunArgs {
     /// from its last epoch when the same command runs again (a job's files go once it succeeds).
     #[arg(long, env = "SWEEP_CHECKPOINT_DIR", default_value = "sweep-checkpoints")]
     pub checkpoint_dir: PathBuf,
-    /// Checkpoint every N epochs (and always when stopped).
-    #[arg(long, env = "SWEEP_CHECKPOINT_EVERY", default_value_t = 5)]
-    pub checkpoint_every: u32,
-    /// Seconds a job trains between two checkpoints at the least (a save stalls it).
-    #[arg(long, env = "SWEEP_CHECKPOINT_MIN_SECS", default_value_t = worker::agent::attach::DEFAULT_CHECKPOINT_MIN_SECS)]
-    pub checkpoint_min_secs: u64,
+    #[command(flatten)]
+    pub cadence: CadenceArgs,
     /// A command sweep's report: the parameter whose values are compared, and the baseline value
     /// (as for `coordinator report`).
     #[command(flatten)]
@@ -251,7 +247,7 @@ async fn drive(
             kernels: args.slots.kernels,
             checkpoints: Some(CheckpointSettings {
                 target: CheckpointTarget::Directory(args.checkpoint_dir.clone()),
-                cadence: Cadence::new(args.checkpoint_every, args.checkpoint_min_secs),
+                cadence: args.cadence.cadence(),
             }),
         };
         Some(tokio::spawn(run_agent_with(config, local.worker.clone(), resources.data, worker_stop)))

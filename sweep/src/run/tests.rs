@@ -14,8 +14,11 @@ fn local_workers_default_to_auto_kernels_and_reject_unknown_ones() {
     use worker::train_ops::{KernelChoice, Kernels};
     assert_eq!(Cli::parse_from(["sweep"]).run.slots.kernels, KernelChoice::Auto);
     let defaults = Cli::parse_from(["sweep"]).run;
-    assert_eq!((defaults.checkpoint_dir.to_str(), defaults.checkpoint_every), (Some("sweep-checkpoints"), 5));
-    assert_eq!(defaults.checkpoint_min_secs, 30, "a job checkpoints at most twice a minute");
+    assert_eq!(
+        (defaults.checkpoint_dir.to_str(), defaults.cadence.checkpoint_every),
+        (Some("sweep-checkpoints"), 5)
+    );
+    assert_eq!(defaults.cadence.checkpoint_min_secs, 30, "a job checkpoints at most twice a minute");
     let stock = Cli::parse_from(["sweep", "--kernels", "stock"]).run.slots.kernels;
     assert_eq!(stock, KernelChoice::Set(Kernels::STOCK));
     let err = Cli::try_parse_from(["sweep", "--kernels", "wgrad+fp8"]).err().expect("rejected");

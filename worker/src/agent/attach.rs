@@ -70,17 +70,29 @@ pub struct AttachArgs {
     /// Run command jobs only: no CIFAR-10 data is loaded and no built-in job is leased.
     #[arg(long, env = "SWEEP_COMMANDS_ONLY", conflicts_with = "allow_commands")]
     pub commands_only: bool,
-    /// Checkpoint every N epochs (and when the worker is asked to stop).
+    #[command(flatten)]
+    pub cadence: CadenceArgs,
+}
+
+/// When jobs checkpoint (`worker` and `sweep run`).
+#[derive(Debug, Clone, Args)]
+pub struct CadenceArgs {
+    /// Checkpoint every N epochs (and always when a job is asked to stop).
     #[arg(long, env = "SWEEP_CHECKPOINT_EVERY", default_value_t = 5)]
     pub checkpoint_every: u32,
     /// Seconds a job trains between two checkpoints at the least (a save stalls it: with
-    /// sub-second epochs every fifth epoch would cost a tenth of the run).
-    #[arg(long, env = "SWEEP_CHECKPOINT_MIN_SECS", default_value_t = DEFAULT_CHECKPOINT_MIN_SECS)]
+    /// sub-second epochs every fifth epoch would cost a tenth of the run); a lost machine costs
+    /// a job about this much work at most.
+    #[arg(long, env = "SWEEP_CHECKPOINT_MIN_SECS", default_value_t = 30)]
     pub checkpoint_min_secs: u64,
 }
 
-/// Default of `--checkpoint-min-secs`: a lost machine costs a job at most about this much work.
-pub const DEFAULT_CHECKPOINT_MIN_SECS: u64 = 30;
+impl CadenceArgs {
+    /// The cadence the flags give.
+    pub fn cadence(&self) -> Cadence {
+        Cadence::new(self.checkpoint_every, self.checkpoint_min_secs)
+    }
+}
 
 /// Why an attached worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +167,7 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         checkpoints: checkpoint_settings(
             args.checkpoint_dir,
             args.checkpoint_to_coordinator,
-            Cadence::new(args.checkpoint_every, args.checkpoint_min_secs),
+            args.cadence.cadence(),
         ),
     };
     let (stop_tx, stop) = watch::channel(false);
