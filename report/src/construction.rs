@@ -5,8 +5,8 @@
 //! Two jobs train identically in exact arithmetic when their losses have the same gradient, their
 //! seeds are equal (same initial weights, same data order) and their learning rates are equal:
 //! Adam then takes the same steps. Whether they also agree bit for bit depends on the floating-
-//! point summation order of the GPU kernels, which each machine picks by autotuning: jobs run on
-//! the same machine with the same build agree exactly, jobs run elsewhere drift apart from the
+//! point summation order of the GPU kernels, picked by autotuning: jobs run with the same kernels
+//! agree exactly; jobs run elsewhere, or while a machine is still tuning, drift apart from the
 //! first epochs on.
 
 use std::collections::BTreeMap;
@@ -24,8 +24,8 @@ pub const PLAIN_CROSS_ENTROPY_VARIANTS: [&str; 2] = ["normal_lr1e-3", "normal_lr
 pub const WHY_IDENTICAL: &str = "the gradients of plain cross-entropy, shared seeds, the same learning rate";
 
 /// Why such variants can still differ, as the report says it.
-pub const WHY_THEY_DIFFER: &str = "run-to-run nondeterminism (GPU kernels chosen per machine by autotuning, \
-     so floating-point sums in a different order)";
+pub const WHY_THEY_DIFFER: &str = "run-to-run nondeterminism (GPU kernels chosen by autotuning, per machine \
+     and for jobs that start while it is still tuning, so floating-point sums in a different order)";
 
 /// True when `variant`'s gradients are those of the plain cross-entropy.
 pub fn has_cross_entropy_gradients(variant: &str) -> bool {

@@ -155,9 +155,9 @@ pub fn methods_text(baseline: &str, measure: &Measure) -> Vec<String> {
                 "Identical training by construction: {} add to the cross-entropy a term with zero gradient, so with \
                  shared seeds (same initial weights and data order) and the same learning rate as the baseline they \
                  take exactly its steps in exact arithmetic. Any difference from it can only be run-to-run \
-                 nondeterminism, so it is not tested: GPU kernels are chosen per machine by autotuning, so runs on \
-                 different machines or builds sum in a different order and can drift apart from the first epochs on, \
-                 while runs on the same machine and build agree bit for bit. The paired differences Δ (mean, sd, \
+                 nondeterminism, so it is not tested: GPU kernels are chosen by autotuning, so runs on different \
+                 machines or builds, or jobs that start while a machine is still tuning, can sum in a different order \
+                 and drift apart from the first epochs on, while runs with the same kernels agree bit for bit. The paired differences Δ (mean, sd, \
                  max |Δ|, number of pairs and of pairs equal bit for bit) are reported as the noise floor of this \
                  run-to-run nondeterminism, and its sd is set against √2 × the baseline's seed-to-seed sd (the sd of the difference between two runs with \
                  different seeds). A variant counts as such only when its learning rate is known to equal the \

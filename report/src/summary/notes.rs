@@ -33,7 +33,7 @@ pub fn noise_floor_intro() -> String {
     format!(
         "These variants train exactly like the baseline by construction ({WHY_IDENTICAL}), so their paired \
          differences Δ = variant − baseline in best validation accuracy measure {WHY_THEY_DIFFER}, not an effect of \
-         the loss. Pairs that agree bit for bit ran with the same kernels (same machine and build)."
+         the loss. Pairs that agree bit for bit ran with the same kernels."
     )
 }
 
