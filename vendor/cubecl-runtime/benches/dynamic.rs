@@ -12,10 +12,7 @@ fn main() {
     let start = std::time::Instant::now();
     let storage = BytesStorage::default();
     let config = MemoryConfiguration::default();
-    let mem_props = MemoryDeviceProperties {
-        max_page_size: 2048 * MB,
-        alignment: 32,
-    };
+    let mem_props = MemoryDeviceProperties { max_page_size: 2048 * MB, alignment: 32 };
     let logger = Arc::new(ServerLogger::default());
     let mut mm = MemoryManagement::from_configuration(
         storage,

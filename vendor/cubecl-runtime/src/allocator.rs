@@ -1,8 +1,6 @@
 use crate::{
     memory_management::optimal_align,
-    server::{
-        Handle, MemoryLayout, MemoryLayoutDescriptor, MemoryLayoutPolicy, MemoryLayoutStrategy,
-    },
+    server::{Handle, MemoryLayout, MemoryLayoutDescriptor, MemoryLayoutPolicy, MemoryLayoutStrategy},
 };
 use alloc::vec::Vec;
 use cubecl_common::stream_id::StreamId;
@@ -124,20 +122,14 @@ pub(crate) fn contiguous_strides(shape: &Shape) -> Strides {
 
 /// Take a list of sub-slices of a buffer and create a list of offset handles.
 /// Sizes must be in bytes and handles will be aligned to the memory alignment.
-pub fn offset_handles(
-    base_handle: Handle,
-    sizes_bytes: &[usize],
-    buffer_align: usize,
-) -> Vec<Handle> {
+pub fn offset_handles(base_handle: Handle, sizes_bytes: &[usize], buffer_align: usize) -> Vec<Handle> {
     let total_size = base_handle.size() as usize;
     let mut offset = 0;
     let mut out = Vec::new();
 
     for size in sizes_bytes {
-        let handle = base_handle
-            .clone()
-            .offset_start(offset as u64)
-            .offset_end((total_size - offset - size) as u64);
+        let handle =
+            base_handle.clone().offset_start(offset as u64).offset_end((total_size - offset - size) as u64);
         out.push(handle);
         offset += size.next_multiple_of(buffer_align);
     }

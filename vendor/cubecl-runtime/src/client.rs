@@ -6,9 +6,8 @@ use crate::{
     runtime::Runtime,
     server::{
         CommunicationId, ComputeServer, CopyDescriptor, CubeCount, ExecutionMode, Handle, IoError,
-        KernelArguments, MemoryLayout, MemoryLayoutDescriptor, MemoryLayoutPolicy,
-        MemoryLayoutStrategy, ProfileError, ReduceOperation, ServerCommunication, ServerError,
-        ServerUtilities,
+        KernelArguments, MemoryLayout, MemoryLayoutDescriptor, MemoryLayoutPolicy, MemoryLayoutStrategy,
+        ProfileError, ReduceOperation, ServerCommunication, ServerError, ServerUtilities,
     },
     storage::{ComputeStorage, ManagedResource},
 };
@@ -38,11 +37,7 @@ pub struct ComputeClient<R: Runtime> {
 
 impl<R: Runtime> Clone for ComputeClient<R> {
     fn clone(&self) -> Self {
-        Self {
-            device: self.device.clone(),
-            utilities: self.utilities.clone(),
-            stream_id: self.stream_id,
-        }
+        Self { device: self.device.clone(), utilities: self.utilities.clone(), stream_id: self.stream_id }
     }
 }
 
@@ -58,11 +53,7 @@ impl<R: Runtime> ComputeClient<R> {
         let context = DeviceHandle::<R::Server>::insert(device.to_id(), server)
             .expect("Can't create a new client on an already registered server");
 
-        Self {
-            device: context,
-            utilities,
-            stream_id: None,
-        }
+        Self { device: context, utilities, stream_id: None }
     }
 
     /// Load the client for the given device.
@@ -75,11 +66,7 @@ impl<R: Runtime> ComputeClient<R> {
             .downcast::<ServerUtilities<R::Server>>()
             .expect("Can downcast to `ServerUtilities`");
 
-        Self {
-            device: context,
-            utilities,
-            stream_id: None,
-        }
+        Self { device: context, utilities, stream_id: None }
     }
 
     fn stream_id(&self) -> StreamId {
@@ -100,9 +87,7 @@ impl<R: Runtime> ComputeClient<R> {
 
     fn do_read(&self, descriptors: Vec<CopyDescriptor>) -> DynFut<Result<Vec<Bytes>, ServerError>> {
         let stream_id = self.stream_id();
-        self.device
-            .submit_blocking(move |server| server.read(descriptors, stream_id))
-            .unwrap()
+        self.device.submit_blocking(move |server| server.read(descriptors, stream_id)).unwrap()
     }
 
     /// Given bindings, returns owned resources as bytes.
@@ -110,10 +95,7 @@ impl<R: Runtime> ComputeClient<R> {
         &self,
         handles: Vec<Handle>,
     ) -> impl Future<Output = Result<Vec<Bytes>, ServerError>> + Send {
-        let shapes = handles
-            .iter()
-            .map(|it| [it.size_in_used() as usize].into())
-            .collect::<Vec<Shape>>();
+        let shapes = handles.iter().map(|it| [it.size_in_used() as usize].into()).collect::<Vec<Shape>>();
         let descriptors = handles
             .into_iter()
             .zip(shapes)
@@ -143,9 +125,7 @@ impl<R: Runtime> ComputeClient<R> {
     ///
     /// Panics if the read operation fails. Useful for tests.
     pub fn read_one_unchecked(&self, handle: Handle) -> Bytes {
-        cubecl_common::reader::read_sync(self.read_async(vec![handle]))
-            .unwrap()
-            .remove(0)
+        cubecl_common::reader::read_sync(self.read_async(vec![handle])).unwrap().remove(0)
     }
 
     /// Given bindings, returns owned resources as bytes.
@@ -204,9 +184,7 @@ impl<R: Runtime> ComputeClient<R> {
         let stream_id = self.stream_id();
         let binding = handle.binding();
 
-        self.device
-            .submit_blocking(move |state| state.get_resource(binding, stream_id))
-            .unwrap()
+        self.device.submit_blocking(move |state| state.get_resource(binding, stream_id)).unwrap()
     }
 
     /// PATCHED (sweep, see vendor/README.md): runs `task` on the server, in order with every
@@ -225,10 +203,8 @@ impl<R: Runtime> ComputeClient<R> {
         let stream_id = self.stream_id();
         let bindings: Vec<_> = handles.into_iter().map(|handle| handle.binding()).collect();
         self.device.submit(move |server| {
-            let resources = bindings
-                .into_iter()
-                .map(|binding| server.get_resource(binding, stream_id))
-                .collect();
+            let resources =
+                bindings.into_iter().map(|binding| server.get_resource(binding, stream_id)).collect();
             task(resources);
         });
     }
@@ -312,11 +288,7 @@ impl<R: Runtime> ComputeClient<R> {
         let shape: Shape = [slice.len()].into();
 
         self.do_create_from_slices(
-            vec![MemoryLayoutDescriptor::new(
-                MemoryLayoutStrategy::Contiguous,
-                shape,
-                1,
-            )],
+            vec![MemoryLayoutDescriptor::new(MemoryLayoutStrategy::Contiguous, shape, 1)],
             vec![slice.to_vec()],
         )
         .unwrap()
@@ -330,21 +302,14 @@ impl<R: Runtime> ComputeClient<R> {
         task: F,
     ) -> Result<Re, ServerError> {
         // We then launch the task.
-        self.device
-            .exclusive(task)
-            .map_err(|err| ServerError::Generic {
-                reason: format!("Communication channel with the server is down: {err:?}"),
-                backtrace: BackTrace::capture(),
-            })
+        self.device.exclusive(task).map_err(|err| ServerError::Generic {
+            reason: format!("Communication channel with the server is down: {err:?}"),
+            backtrace: BackTrace::capture(),
+        })
     }
 
     /// dodo: Docs
-    pub fn memory_persistent_allocation<
-        'a,
-        Re: Send,
-        Input: Send,
-        F: FnOnce(Input) -> Re + Send + 'a,
-    >(
+    pub fn memory_persistent_allocation<'a, Re: Send, Input: Send, F: FnOnce(Input) -> Re + Send + 'a>(
         &'a self,
         input: Input,
         task: F,
@@ -370,11 +335,7 @@ impl<R: Runtime> ComputeClient<R> {
         let shape = [data.len()].into();
 
         self.do_create(
-            vec![MemoryLayoutDescriptor::new(
-                MemoryLayoutStrategy::Contiguous,
-                shape,
-                1,
-            )],
+            vec![MemoryLayoutDescriptor::new(MemoryLayoutStrategy::Contiguous, shape, 1)],
             vec![data],
         )
         .unwrap()
@@ -399,18 +360,9 @@ impl<R: Runtime> ComputeClient<R> {
     /// # Notes
     ///
     /// Prefer using [`Self::create_tensor`] for better performance.
-    pub fn create_tensor_from_slice(
-        &self,
-        slice: &[u8],
-        shape: Shape,
-        elem_size: usize,
-    ) -> MemoryLayout {
+    pub fn create_tensor_from_slice(&self, slice: &[u8], shape: Shape, elem_size: usize) -> MemoryLayout {
         self.do_create_from_slices(
-            vec![MemoryLayoutDescriptor::new(
-                MemoryLayoutStrategy::Optimized,
-                shape,
-                elem_size,
-            )],
+            vec![MemoryLayoutDescriptor::new(MemoryLayoutStrategy::Optimized, shape, elem_size)],
             vec![slice.to_vec()],
         )
         .unwrap()
@@ -432,11 +384,7 @@ impl<R: Runtime> ComputeClient<R> {
     /// (also see [`ComputeClient::read_tensor`]).
     pub fn create_tensor(&self, bytes: Bytes, shape: Shape, elem_size: usize) -> MemoryLayout {
         self.do_create(
-            vec![MemoryLayoutDescriptor::new(
-                MemoryLayoutStrategy::Optimized,
-                shape,
-                elem_size,
-            )],
+            vec![MemoryLayoutDescriptor::new(MemoryLayoutStrategy::Optimized, shape, elem_size)],
             vec![bytes],
         )
         .unwrap()
@@ -467,19 +415,13 @@ impl<R: Runtime> ComputeClient<R> {
     /// Reserves all `shapes` in a single storage buffer, copies the corresponding `data` into each
     /// handle, and returns the handles for them.
     /// See [`ComputeClient::create_tensor`]
-    pub fn create_tensors(
-        &self,
-        descriptors: Vec<(MemoryLayoutDescriptor, Bytes)>,
-    ) -> Vec<MemoryLayout> {
+    pub fn create_tensors(&self, descriptors: Vec<(MemoryLayoutDescriptor, Bytes)>) -> Vec<MemoryLayout> {
         let (descriptors, data) = descriptors.into_iter().unzip();
 
         self.do_create(descriptors, data).unwrap()
     }
 
-    fn do_empty(
-        &self,
-        descriptors: Vec<MemoryLayoutDescriptor>,
-    ) -> Result<Vec<MemoryLayout>, IoError> {
+    fn do_empty(&self, descriptors: Vec<MemoryLayoutDescriptor>) -> Result<Vec<MemoryLayout>, IoError> {
         let stream_id = self.stream_id();
         let (handle_base, layouts) = self.utilities.layout_policy.apply(stream_id, &descriptors);
 
@@ -501,8 +443,7 @@ impl<R: Runtime> ComputeClient<R> {
     /// Reserves `shape` in the storage, and returns a tensor handle for it.
     /// See [`ComputeClient::create_tensor`]
     pub fn empty_tensor(&self, shape: Shape, elem_size: usize) -> MemoryLayout {
-        let descriptor =
-            MemoryLayoutDescriptor::new(MemoryLayoutStrategy::Optimized, shape, elem_size);
+        let descriptor = MemoryLayoutDescriptor::new(MemoryLayoutStrategy::Optimized, shape, elem_size);
         self.do_empty(vec![descriptor]).unwrap().remove(0)
     }
 
@@ -544,30 +485,21 @@ impl<R: Runtime> ComputeClient<R> {
 
         let stream_id = self.stream_id();
         let sizes = sizes.to_vec();
-        let stagings = self
-            .device
-            .submit_blocking(move |server| server.staging(&sizes, stream_id))
-            .unwrap();
+        let stagings = self.device.submit_blocking(move |server| server.staging(&sizes, stream_id)).unwrap();
 
         let stagings = match stagings {
             Ok(val) => val,
             Err(_) => return,
         };
 
-        to_be_updated
-            .into_iter()
-            .zip(stagings)
-            .for_each(|(b, mut staging)| {
-                b.copy_into(&mut staging);
-                core::mem::swap(b, &mut staging);
-            });
+        to_be_updated.into_iter().zip(stagings).for_each(|(b, mut staging)| {
+            b.copy_into(&mut staging);
+            core::mem::swap(b, &mut staging);
+        });
     }
 
     /// Transfer data from one client to another
-    #[cfg_attr(
-        feature = "tracing",
-        tracing::instrument(level = "trace", skip(self, src, dst_server))
-    )]
+    #[cfg_attr(feature = "tracing", tracing::instrument(level = "trace", skip(self, src, dst_server)))]
     pub fn to_client(&mut self, src: Handle, dst_server: &Self, dtype: ElemType) -> Handle {
         let shape = [src.size_in_used() as usize];
         let src_descriptor = src.copy_descriptor(shape.into(), [1].into(), 1);
@@ -580,27 +512,17 @@ impl<R: Runtime> ComputeClient<R> {
                 src_descriptor.shape.clone(),
                 src_descriptor.elem_size,
             );
-            self.change_client_sync(src_descriptor, alloc_desc, dst_server)
-                .memory
+            self.change_client_sync(src_descriptor, alloc_desc, dst_server).memory
         }
     }
 
     /// Perform an `all_reduce` operation on the given devices.
-    #[cfg_attr(
-        feature = "tracing",
-        tracing::instrument(level = "trace", skip(self, device_ids))
-    )]
+    #[cfg_attr(feature = "tracing", tracing::instrument(level = "trace", skip(self, device_ids)))]
     pub fn ensure_init_collective(&mut self, device_ids: Vec<DeviceId>) {
         let comm_id = CommunicationId::from(device_ids.clone());
-        let is_comms_init = self
-            .utilities
-            .initialized_comms
-            .read()
-            .unwrap()
-            .contains(&comm_id);
+        let is_comms_init = self.utilities.initialized_comms.read().unwrap().contains(&comm_id);
         if !is_comms_init {
-            self.device
-                .submit(move |server| server.comm_init(device_ids).unwrap());
+            self.device.submit(move |server| server.comm_init(device_ids).unwrap());
             let mut initialized_comms = self.utilities.initialized_comms.write().unwrap();
             initialized_comms.insert(comm_id);
             // Flush immediately so other devices aren't blocked waiting on this initialization.
@@ -649,9 +571,7 @@ impl<R: Runtime> ComputeClient<R> {
         self.ensure_init_collective(device_ids.clone());
 
         self.device.submit(move |server| {
-            server
-                .all_reduce(src, dst, dtype, stream_id, op, device_ids)
-                .unwrap();
+            server.all_reduce(src, dst, dtype, stream_id, op, device_ids).unwrap();
         });
     }
 
@@ -683,15 +603,11 @@ impl<R: Runtime> ComputeClient<R> {
         dst_server.ensure_init_collective(device_ids);
 
         self.device.submit(move |server_src| {
-            server_src
-                .send(src_descriptor, dtype, stream_id_src, device_id_dst)
-                .unwrap()
+            server_src.send(src_descriptor, dtype, stream_id_src, device_id_dst).unwrap()
         });
 
         dst_server.device.submit(move |server_dst| {
-            server_dst
-                .recv(handle_cloned, dtype, stream_id_dst, device_id_src)
-                .unwrap();
+            server_dst.recv(handle_cloned, dtype, stream_id_dst, device_id_src).unwrap();
             server_dst.sync_collective(stream_id_dst).unwrap();
         });
 
@@ -773,15 +689,7 @@ impl<R: Runtime> ComputeClient<R> {
         bindings: KernelArguments,
     ) {
         // SAFETY: Using checked execution mode.
-        unsafe {
-            self.launch_inner(
-                kernel,
-                count,
-                bindings,
-                ExecutionMode::Checked,
-                self.stream_id(),
-            )
-        }
+        unsafe { self.launch_inner(kernel, count, bindings, ExecutionMode::Checked, self.stream_id()) }
     }
 
     /// Launches the `kernel` with the given `bindings` without performing any bound checks.
@@ -806,9 +714,7 @@ impl<R: Runtime> ComputeClient<R> {
                 bindings,
                 match self.utilities.check_mode {
                     crate::config::compilation::BoundsCheckMode::Enforce => ExecutionMode::Checked,
-                    crate::config::compilation::BoundsCheckMode::Validate => {
-                        ExecutionMode::Validate
-                    }
+                    crate::config::compilation::BoundsCheckMode::Validate => ExecutionMode::Validate,
                     crate::config::compilation::BoundsCheckMode::Auto => ExecutionMode::Unchecked,
                 },
                 self.stream_id(),
@@ -820,19 +726,14 @@ impl<R: Runtime> ComputeClient<R> {
     pub fn flush(&self) -> Result<(), ServerError> {
         let stream_id = self.stream_id();
 
-        self.device
-            .submit_blocking(move |server| server.flush(stream_id))
-            .unwrap()
+        self.device.submit_blocking(move |server| server.flush(stream_id)).unwrap()
     }
 
     /// Wait for the completion of every task in the server.
     pub fn sync(&self) -> DynFut<Result<(), ServerError>> {
         let stream_id = self.stream_id();
 
-        let fut = self
-            .device
-            .submit_blocking(move |server| server.sync(stream_id))
-            .unwrap();
+        let fut = self.device.submit_blocking(move |server| server.sync(stream_id)).unwrap();
 
         self.utilities.logger.profile_summary();
 
@@ -859,9 +760,7 @@ impl<R: Runtime> ComputeClient<R> {
     /// Get the current memory usage of this client.
     pub fn memory_usage(&self) -> Result<MemoryUsage, ServerError> {
         let stream_id = self.stream_id();
-        self.device
-            .submit_blocking(move |server| server.memory_usage(stream_id))
-            .unwrap()
+        self.device.submit_blocking(move |server| server.memory_usage(stream_id)).unwrap()
     }
 
     /// Get all devices of a specific type available to this runtime
@@ -891,8 +790,7 @@ impl<R: Runtime> ComputeClient<R> {
     /// This function isn't thread safe and might create memory leaks.
     pub unsafe fn allocation_mode(&self, mode: MemoryAllocationMode) {
         let stream_id = self.stream_id();
-        self.device
-            .submit(move |server| server.allocation_mode(mode, stream_id));
+        self.device.submit(move |server| server.allocation_mode(mode, stream_id));
     }
 
     /// Ask the client to release memory that it can release.
@@ -901,8 +799,7 @@ impl<R: Runtime> ComputeClient<R> {
     /// so it's not guaranteed any memory is freed.
     pub fn memory_cleanup(&self) {
         let stream_id = self.stream_id();
-        self.device
-            .submit(move |server| server.memory_cleanup(stream_id));
+        self.device.submit(move |server| server.memory_cleanup(stream_id));
     }
 
     /// Measure the execution time of some inner operations.
@@ -948,21 +845,18 @@ impl<R: Runtime> ComputeClient<R> {
             .exclusive(move || {
                 // We first get mut access to the server to create a token.
                 // Then we free to server, since it's going to be accessed in `func()`.
-                let token =
-                    match device.submit_blocking(move |server| server.start_profile(stream_id)) {
-                        Ok(token) => match token {
-                            Ok(token) => token,
-                            Err(err) => return Err(err),
-                        },
-                        Err(err) => {
-                            return Err(ServerError::Generic {
-                                reason: alloc::format!(
-                                    "Can't start profiling because of a call error: {err:?}"
-                                ),
-                                backtrace: BackTrace::capture(),
-                            });
-                        }
-                    };
+                let token = match device.submit_blocking(move |server| server.start_profile(stream_id)) {
+                    Ok(token) => match token {
+                        Ok(token) => token,
+                        Err(err) => return Err(err),
+                    },
+                    Err(err) => {
+                        return Err(ServerError::Generic {
+                            reason: alloc::format!("Can't start profiling because of a call error: {err:?}"),
+                            backtrace: BackTrace::capture(),
+                        });
+                    }
+                };
 
                 // We execute `func()` which will recursibly access the server.
                 let out = func();
@@ -998,8 +892,7 @@ impl<R: Runtime> ComputeClient<R> {
                     ProfileDuration::new(
                         alloc::boxed::Box::pin(async move {
                             let ticks = result.resolve().await;
-                            let start_duration =
-                                ticks.start_duration_since(epoch).as_nanos() as i64;
+                            let start_duration = ticks.start_duration_since(epoch).as_nanos() as i64;
                             let end_duration = ticks.end_duration_since(epoch).as_nanos() as i64;
                             gpu_span.upload_timestamp_start(start_duration);
                             gpu_span.upload_timestamp_end(end_duration);
@@ -1017,10 +910,7 @@ impl<R: Runtime> ComputeClient<R> {
     /// Transfer data from one client to another
     #[cfg_attr(
         feature = "tracing",
-        tracing::instrument(
-            level = "trace",
-            skip(self, src_descriptor, alloc_descriptor, dst_server)
-        )
+        tracing::instrument(level = "trace", skip(self, src_descriptor, alloc_descriptor, dst_server))
     )]
     fn change_client_sync(
         &self,
@@ -1032,17 +922,12 @@ impl<R: Runtime> ComputeClient<R> {
         let elem_size = src_descriptor.elem_size;
         let stream_id = self.stream_id();
 
-        let read = self
-            .device
-            .submit_blocking(move |server| server.read(vec![src_descriptor], stream_id))
-            .unwrap();
+        let read =
+            self.device.submit_blocking(move |server| server.read(vec![src_descriptor], stream_id)).unwrap();
 
         let mut data = cubecl_common::future::block_on(read).unwrap();
 
-        let (handle_base, mut layouts) = self
-            .utilities
-            .layout_policy
-            .apply(stream_id, &[alloc_descriptor]);
+        let (handle_base, mut layouts) = self.utilities.layout_policy.apply(stream_id, &[alloc_descriptor]);
         let alloc = layouts.remove(0);
 
         let desc_descriptor = CopyDescriptor {
@@ -1062,10 +947,7 @@ impl<R: Runtime> ComputeClient<R> {
     }
 
     /// Returns all vector sizes that are useful to perform optimal IO operation on the given element.
-    pub fn io_optimized_vector_sizes(
-        &self,
-        size: usize,
-    ) -> impl Iterator<Item = VectorSize> + Clone {
+    pub fn io_optimized_vector_sizes(&self, size: usize) -> impl Iterator<Item = VectorSize> + Clone {
         let load_width = self.properties().hardware.load_width as usize;
         let size_bits = size * 8;
         let max = load_width / size_bits;

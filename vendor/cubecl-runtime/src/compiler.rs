@@ -37,9 +37,7 @@ pub enum CompilationError {
     },
 
     /// A generic compilation error.
-    #[error(
-        "An error caused the compilation to fail\nCaused by:\n  {reason}\nBacktrace:\n{backtrace}"
-    )]
+    #[error("An error caused the compilation to fail\nCaused by:\n  {reason}\nBacktrace:\n{backtrace}")]
     Generic {
         /// The error context.
         reason: String,

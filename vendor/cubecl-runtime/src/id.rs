@@ -74,9 +74,7 @@ impl Hash for KernelId {
 impl core::fmt::Debug for KernelId {
     fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
         let mut debug_str = f.debug_struct("KernelId");
-        debug_str
-            .field("type", &DebugRaw(self.type_name))
-            .field("address_type", &self.address_type);
+        debug_str.field("type", &DebugRaw(self.type_name)).field("address_type", &self.address_type);
         debug_str.field("cube_dim", &self.cube_dim);
         debug_str.field("mode", &self.mode);
         match &self.info {
@@ -91,12 +89,8 @@ impl Display for KernelId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match &self.info {
             Some(info) => f.write_str(
-                format_str(
-                    format!("{info:?}").as_str(),
-                    &[('(', ')'), ('[', ']'), ('{', '}')],
-                    true,
-                )
-                .as_str(),
+                format_str(format!("{info:?}").as_str(), &[('(', ')'), ('[', ']'), ('{', '}')], true)
+                    .as_str(),
             ),
             None => f.write_str("No info"),
         }
@@ -178,9 +172,7 @@ impl core::fmt::Debug for Info {
 
 impl Info {
     fn new<T: 'static + PartialEq + Eq + Hash + core::fmt::Debug + Send + Sync>(id: T) -> Self {
-        Self {
-            value: Arc::new(id),
-        }
+        Self { value: Arc::new(id) }
     }
 }
 
@@ -219,11 +211,7 @@ impl Hash for Info {
 
 impl<T: 'static + PartialEq + Eq + Hash + core::fmt::Debug + Send + Sync> DynKey for T {
     fn dyn_eq(&self, other: &dyn DynKey) -> bool {
-        if let Some(other) = other.as_any().downcast_ref::<T>() {
-            self == other
-        } else {
-            false
-        }
+        if let Some(other) = other.as_any().downcast_ref::<T>() { self == other } else { false }
     }
 
     fn dyn_type_id(&self) -> TypeId {

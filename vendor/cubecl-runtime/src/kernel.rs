@@ -158,10 +158,7 @@ pub struct CubeTaskKernel<C: Compiler> {
 impl<C: Compiler, K: CubeKernel> KernelTask<C, K> {
     /// Create a new kernel task
     pub fn new(kernel_definition: K) -> Self {
-        Self {
-            kernel_definition,
-            _compiler: PhantomData,
-        }
+        Self { kernel_definition, _compiler: PhantomData }
     }
 }
 
@@ -286,10 +283,7 @@ source:
 ```
 [END_KERNEL_COMPILATION]
 ",
-            self.debug_info
-                .as_ref()
-                .map(|info| info.lang_tag)
-                .unwrap_or(""),
+            self.debug_info.as_ref().map(|info| info.lang_tag).unwrap_or(""),
             self.source
         ))
     }

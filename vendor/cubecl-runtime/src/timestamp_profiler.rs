@@ -42,9 +42,7 @@ impl TimestampProfiler {
                 State::Error(profile_error) => return Err(profile_error),
             },
             None => {
-                return Err(ProfileError::NotRegistered {
-                    backtrace: BackTrace::capture(),
-                });
+                return Err(ProfileError::NotRegistered { backtrace: BackTrace::capture() });
             }
         };
         Ok(ProfileDuration::new_system_time(start, Instant::now()))
@@ -52,8 +50,6 @@ impl TimestampProfiler {
 
     /// Register an error during profiling.
     pub fn error(&mut self, error: ProfileError) {
-        self.state
-            .iter_mut()
-            .for_each(|(_, state)| *state = State::Error(error.clone()));
+        self.state.iter_mut().for_each(|(_, state)| *state = State::Error(error.clone()));
     }
 }

@@ -7,10 +7,7 @@ use crate::{
 };
 
 /// Validate the cube dim of a kernel fits within the hardware limits
-pub fn validate_cube_dim(
-    properties: &DeviceProperties,
-    kernel_id: &KernelId,
-) -> Result<(), LaunchError> {
+pub fn validate_cube_dim(properties: &DeviceProperties, kernel_id: &KernelId) -> Result<(), LaunchError> {
     let requested = kernel_id.cube_dim;
     let max: CubeDim = properties.hardware.max_cube_dim.into();
     if !max.can_contain(requested) {
@@ -26,19 +23,11 @@ pub fn validate_cube_dim(
 }
 
 /// Validate the total units of a kernel fits within the hardware limits
-pub fn validate_units(
-    properties: &DeviceProperties,
-    kernel_id: &KernelId,
-) -> Result<(), LaunchError> {
+pub fn validate_units(properties: &DeviceProperties, kernel_id: &KernelId) -> Result<(), LaunchError> {
     let requested = kernel_id.cube_dim.num_elems();
     let max = properties.hardware.max_units_per_cube;
     if requested > max {
-        Err(ResourceLimitError::Units {
-            requested,
-            max,
-            backtrace: BackTrace::capture(),
-        }
-        .into())
+        Err(ResourceLimitError::Units { requested, max, backtrace: BackTrace::capture() }.into())
     } else {
         Ok(())
     }

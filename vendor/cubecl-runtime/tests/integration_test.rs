@@ -38,11 +38,7 @@ fn execute_elementwise_addition() {
     client.launch(
         Box::new(KernelTask::new(DummyElementwiseAddition)),
         CubeCount::Static(1, 1, 1),
-        KernelArguments::new().with_buffers(vec![
-            lhs.binding(),
-            rhs.binding(),
-            out.clone().binding(),
-        ]),
+        KernelArguments::new().with_buffers(vec![lhs.binding(), rhs.binding(), out.clone().binding()]),
     );
 
     let obtained_resource = client.read_one(out).unwrap().to_vec();
@@ -78,8 +74,7 @@ fn autotune_basic_addition_execution() {
 #[test_log::test]
 #[cfg(feature = "std")]
 fn autotune_basic_multiplication_execution() {
-    static TUNER: LocalTuner<String, String> =
-        local_tuner!("autotune_basic_multiplication_execution");
+    static TUNER: LocalTuner<String, String> = local_tuner!("autotune_basic_multiplication_execution");
 
     let client = test_client(&DummyDevice);
 
@@ -99,4 +94,33 @@ fn autotune_basic_multiplication_execution() {
 
     // If slow kernel was selected it would output [0, 1, 2]
     assert_eq!(obtained_resource, Vec::from([0, 4, 8]));
+}
+
+/// PATCHED (sweep, see vendor/README.md): a thread meeting a key that another thread is tuning
+/// waits for the tuned choice; upstream runs the first candidate meanwhile (here slow and wrong).
+#[test_log::test]
+#[cfg(feature = "std")]
+fn autotune_waits_for_a_tuning_under_way_on_another_thread() {
+    static TUNER: LocalTuner<String, String> =
+        local_tuner!("autotune_waits_for_a_tuning_under_way_on_another_thread");
+    // The slow candidate sleeps 1 ms an element: tuning takes ~0.5 s, the second thread starts
+    // 0.1 s after the first.
+    const LEN: usize = 40;
+    let run = |delay_ms: u64| {
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            let client = test_client(&DummyDevice);
+            let lhs = client.create_from_slice(&(0..LEN as u8).collect::<Vec<_>>());
+            let rhs = client.create_from_slice(&[4u8; LEN]);
+            let out = client.empty(LEN);
+            let set =
+                TUNER.init(|| dummy::multiplication_set(test_client(&DummyDevice), vec![vec![1, LEN]; 3]));
+            TUNER.execute(&"test".to_string(), &client, set, vec![lhs, rhs, out.clone()]);
+            client.read_one(out).unwrap().to_vec()
+        })
+    };
+    let (tuning, waiting) = (run(0), run(100));
+    let expected: Vec<u8> = (0..LEN as u8).map(|x| x * 4).collect();
+    assert_eq!(tuning.join().unwrap(), expected);
+    assert_eq!(waiting.join().unwrap(), expected, "the waiting thread ran a stand-in");
 }

@@ -166,13 +166,7 @@ pub fn type_name_format(name: &str, level: TypeNameFormatLevel) -> String {
 
             let before_generic = match before_generic {
                 None => return name.to_string(),
-                Some(val) => val
-                    .split("::")
-                    .last()
-                    .unwrap_or(val)
-                    .trim()
-                    .replace(">", "")
-                    .to_string(),
+                Some(val) => val.split("::").last().unwrap_or(val).trim().replace(">", "").to_string(),
             };
             let inside_generic = match after_generic {
                 None => return before_generic.to_string(),

@@ -39,10 +39,7 @@ impl Logger {
         let compilation_index = register_enabled(
             &mut sinks,
             &config.compilation.logger,
-            !matches!(
-                config.compilation.logger.level,
-                CompilationLogLevel::Disabled
-            ),
+            !matches!(config.compilation.logger.level, CompilationLogLevel::Disabled),
         );
         let profiling_index = register_enabled(
             &mut sinks,
@@ -127,9 +124,5 @@ fn register_enabled<L: LogLevel>(
     config: &LoggerConfig<L>,
     enabled: bool,
 ) -> Vec<usize> {
-    if enabled {
-        sinks.register(config)
-    } else {
-        Vec::new()
-    }
+    if enabled { sinks.register(config) } else { Vec::new() }
 }

@@ -13,10 +13,7 @@ pub struct StreamingConfig {
 
 impl Default for StreamingConfig {
     fn default() -> Self {
-        Self {
-            logger: Default::default(),
-            max_streams: default_max_streams(),
-        }
+        Self { logger: Default::default(), max_streams: default_max_streams() }
     }
 }
 

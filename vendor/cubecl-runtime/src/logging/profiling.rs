@@ -36,21 +36,12 @@ impl Profiled {
         self.durations.is_empty()
     }
     pub fn update(&mut self, name: &String, duration: core::time::Duration) {
-        let name = if name.contains("\n") {
-            name.split("\n").next().unwrap()
-        } else {
-            name
-        };
+        let name = if name.contains("\n") { name.split("\n").next().unwrap() } else { name };
         if let Some(item) = self.durations.get_mut(name) {
             item.update(duration);
         } else {
-            self.durations.insert(
-                name.to_string(),
-                ProfileItem {
-                    total_duration: duration,
-                    num_computed: 1,
-                },
-            );
+            self.durations
+                .insert(name.to_string(), ProfileItem { total_duration: duration, num_computed: 1 });
         }
     }
 }
@@ -99,9 +90,8 @@ impl Display for Profiled {
 
         let line_length = name_len + duration_len + num_computed_len + ratio_len + 11;
 
-        let write_line = |char: &str, f: &mut core::fmt::Formatter<'_>| {
-            writeln!(f, "|{}| ", char.repeat(line_length))
-        };
+        let write_line =
+            |char: &str, f: &mut core::fmt::Formatter<'_>| writeln!(f, "|{}| ", char.repeat(line_length));
         items.sort_by(|(_, _, _, a), (_, _, _, b)| b.cmp(a));
 
         write_line("⎺", f)?;

@@ -35,17 +35,10 @@ impl Default for ServerLogger {
     fn default() -> Self {
         let logger = Logger::new();
 
-        let disabled = matches!(
-            logger.config.compilation.logger.level,
-            CompilationLogLevel::Disabled
-        ) && matches!(
-            logger.config.profiling.logger.level,
-            ProfilingLogLevel::Disabled
-        ) && matches!(logger.config.memory.logger.level, MemoryLogLevel::Disabled)
-            && matches!(
-                logger.config.streaming.logger.level,
-                StreamingLogLevel::Disabled
-            );
+        let disabled = matches!(logger.config.compilation.logger.level, CompilationLogLevel::Disabled)
+            && matches!(logger.config.profiling.logger.level, ProfilingLogLevel::Disabled)
+            && matches!(logger.config.memory.logger.level, MemoryLogLevel::Disabled)
+            && matches!(logger.config.streaming.logger.level, StreamingLogLevel::Disabled);
 
         if disabled {
             return Self {
@@ -75,21 +68,11 @@ impl Default for ServerLogger {
         let (send, rec) = async_channel::unbounded();
 
         // Spawn the logger as a detached task.
-        let async_logger = AsyncLogger {
-            message: rec,
-            logger,
-            profiled: Default::default(),
-        };
+        let async_logger = AsyncLogger { message: rec, logger, profiled: Default::default() };
         // Spawn the future in the background to logs messages / durations.
         spawn_detached_fut(async_logger.process());
 
-        Self {
-            profile_level,
-            log_compile_info,
-            log_streaming,
-            log_memory,
-            log_channel: Some(send),
-        }
+        Self { profile_level, log_compile_info, log_streaming, log_memory, log_channel: Some(send) }
     }
 }
 
@@ -132,11 +115,7 @@ impl ServerLogger {
     }
 
     /// Log the argument to the logger when the memory logger is activated.
-    pub fn log_memory<I: FnOnce() -> String, C: FnOnce(MemoryLogLevel) -> bool>(
-        &self,
-        cond: C,
-        format: I,
-    ) {
+    pub fn log_memory<I: FnOnce() -> String, C: FnOnce(MemoryLogLevel) -> bool>(&self, cond: C, format: I) {
         if let Some(channel) = &self.log_channel
             && cond(self.log_memory)
         {
@@ -198,8 +177,7 @@ impl AsyncLogger {
                 LogMessage::Profile(name, profile) => {
                     let duration = profile.resolve().await.duration();
                     self.profiled.update(&name, duration);
-                    self.logger
-                        .log_profiling(&format!("| {duration:<10?} | {name}"));
+                    self.logger.log_profiling(&format!("| {duration:<10?} | {name}"));
                 }
                 LogMessage::Execution(name) => {
                     self.logger.log_profiling(&format!("Executing {name}"));

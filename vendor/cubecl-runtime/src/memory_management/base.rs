@@ -78,16 +78,8 @@ impl core::fmt::Display for MemoryUsage {
         writeln!(f, "Memory Usage Report:")?;
         writeln!(f, "  Number of allocations: {}", self.number_allocs)?;
         writeln!(f, "  Bytes in use: {}", bytes_format(self.bytes_in_use))?;
-        writeln!(
-            f,
-            "  Bytes used for padding: {}",
-            bytes_format(self.bytes_padding)
-        )?;
-        writeln!(
-            f,
-            "  Total bytes reserved: {}",
-            bytes_format(self.bytes_reserved)
-        )?;
+        writeln!(f, "  Bytes used for padding: {}", bytes_format(self.bytes_padding))?;
+        writeln!(f, "  Total bytes reserved: {}", bytes_format(self.bytes_reserved))?;
         writeln!(f, "  Usage efficiency: {usage_percentage:.2}%")?;
         writeln!(f, "  Padding overhead: {padding_percentage:.2}%")
     }

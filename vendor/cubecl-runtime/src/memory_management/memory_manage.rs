@@ -54,10 +54,7 @@ impl MemoryPool for DynamicPool {
         }
     }
 
-    #[cfg_attr(
-        feature = "tracing",
-        tracing::instrument(level = "trace", skip(self, storage))
-    )]
+    #[cfg_attr(feature = "tracing", tracing::instrument(level = "trace", skip(self, storage)))]
     fn alloc<Storage: ComputeStorage>(
         &mut self,
         storage: &mut Storage,
@@ -76,12 +73,7 @@ impl MemoryPool for DynamicPool {
         }
     }
 
-    fn cleanup<Storage: ComputeStorage>(
-        &mut self,
-        storage: &mut Storage,
-        alloc_nr: u64,
-        explicit: bool,
-    ) {
+    fn cleanup<Storage: ComputeStorage>(&mut self, storage: &mut Storage, alloc_nr: u64, explicit: bool) {
         match self {
             DynamicPool::Sliced(m) => m.cleanup(storage, alloc_nr, explicit),
             DynamicPool::Exclusive(m) => m.cleanup(storage, alloc_nr, explicit),
@@ -125,12 +117,7 @@ pub struct MemoryManagement<Storage> {
     logger: Arc<ServerLogger>,
 }
 
-fn generate_bucket_sizes(
-    start_size: u64,
-    end_size: u64,
-    max_buckets: usize,
-    alignment: u64,
-) -> Vec<u64> {
+fn generate_bucket_sizes(start_size: u64, end_size: u64, max_buckets: usize, alignment: u64) -> Vec<u64> {
     let mut buckets = Vec::with_capacity(max_buckets);
     let log_min = (start_size as f64).ln();
     let log_max = (end_size as f64).ln();
@@ -165,10 +152,7 @@ pub struct MemoryManagementOptions {
 impl MemoryManagementOptions {
     /// Creates a new [`MemoryManagementOptions`].
     pub fn new<S: Into<String>>(name: S) -> Self {
-        Self {
-            name: name.into(),
-            memory: MemoryAllocationOption::FromConfig,
-        }
+        Self { name: name.into(), memory: MemoryAllocationOption::FromConfig }
     }
 
     /// Forces the [`MemoryAllocationMode`] during execution to always be the provided one.
@@ -239,10 +223,7 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
 
                     pools.push(MemoryPoolOptions {
                         // Creating max slices lower than the chunk size reduces fragmentation.
-                        pool_type: PoolType::SlicedPages {
-                            page_size,
-                            max_slice_size: max,
-                        },
+                        pool_type: PoolType::SlicedPages { page_size, max_slice_size: max },
                         dealloc_period: None,
                     });
                 }
@@ -279,9 +260,7 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
                             as u64;
 
                         MemoryPoolOptions {
-                            pool_type: PoolType::ExclusivePages {
-                                max_alloc_size: size,
-                            },
+                            pool_type: PoolType::ExclusivePages { max_alloc_size: size },
                             dealloc_period: Some(dealloc_period),
                         }
                     })
@@ -308,15 +287,9 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
                 let pool_pos = pool_pos as u8;
 
                 match options.pool_type {
-                    PoolType::SlicedPages {
-                        page_size,
-                        max_slice_size,
-                    } => DynamicPool::Sliced(SlicedPool::new(
-                        page_size,
-                        max_slice_size,
-                        properties.alignment,
-                        pool_pos,
-                    )),
+                    PoolType::SlicedPages { page_size, max_slice_size } => DynamicPool::Sliced(
+                        SlicedPool::new(page_size, max_slice_size, properties.alignment, pool_pos),
+                    ),
                     PoolType::ExclusivePages { max_alloc_size } => {
                         DynamicPool::Exclusive(ExclusiveMemoryPool::new(
                             max_alloc_size,
@@ -366,12 +339,7 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
 
         self.logger.log_memory(
             |level| !matches!(level, MemoryLogLevel::Disabled),
-            || {
-                format!(
-                    "[{}] Setting memory allocation mode: from {:?} => {mode:?}",
-                    self.name, self.mode
-                )
-            },
+            || format!("[{}] Setting memory allocation mode: from {:?} => {mode:?}", self.name, self.mode),
         );
         self.mode = mode;
     }
@@ -383,8 +351,7 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
             || "Manual memory cleanup ...".to_string(),
         );
 
-        self.persistent
-            .cleanup(&mut self.storage, self.alloc_reserve_count, explicit);
+        self.persistent.cleanup(&mut self.storage, self.alloc_reserve_count, explicit);
 
         for pool in self.pools.iter_mut() {
             pool.cleanup(&mut self.storage, self.alloc_reserve_count, explicit);
@@ -405,13 +372,10 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
             return self.persistent.find(&binding);
         }
 
-        let pool =
-            self.pools
-                .get(id.location().pool as usize)
-                .ok_or_else(|| IoError::NotFound {
-                    backtrace: BackTrace::capture(),
-                    reason: format!("Pool {} doesn't exist", id.location().pool).into(),
-                })?;
+        let pool = self.pools.get(id.location().pool as usize).ok_or_else(|| IoError::NotFound {
+            backtrace: BackTrace::capture(),
+            reason: format!("Pool {} doesn't exist", id.location().pool).into(),
+        })?;
 
         let slice = pool.find(&binding)?;
 
@@ -456,12 +420,7 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
         if let Some(val) = self.persistent.try_reserve(size) {
             self.logger.log_memory(
                 |level| matches!(level, MemoryLogLevel::Full),
-                || {
-                    format!(
-                        "[{}] Reserved memory {size} using persistent memory",
-                        self.name
-                    )
-                },
+                || format!("[{}] Reserved memory {size} using persistent memory", self.name),
             );
             return Ok(val);
         }
@@ -483,13 +442,7 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
 
         self.logger.log_memory(
             |level| matches!(level, MemoryLogLevel::Full),
-            || {
-                format!(
-                    "[{}] Reserved memory {} using dynamic pool",
-                    self.name,
-                    BytesFormat::new(size)
-                )
-            },
+            || format!("[{}] Reserved memory {} using dynamic pool", self.name, BytesFormat::new(size)),
         );
 
         // Find first pool that fits this allocation
@@ -497,10 +450,7 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
             .pools
             .iter_mut()
             .find(|p| p.accept(size))
-            .ok_or(IoError::BufferTooBig {
-                size,
-                backtrace: BackTrace::capture(),
-            })?;
+            .ok_or(IoError::BufferTooBig { size, backtrace: BackTrace::capture() })?;
 
         if let Some(slice) = pool.try_reserve(size) {
             return Ok(slice);
@@ -510,12 +460,7 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
 
         self.logger.log_memory(
             |level| matches!(level, MemoryLogLevel::Full),
-            || {
-                format!(
-                    "[{}], Allocated a new memory page, current usage: \n{}",
-                    self.name, self
-                )
-            },
+            || format!("[{}], Allocated a new memory page, current usage: \n{}", self.name, self),
         );
 
         allocated
@@ -538,12 +483,7 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
     /// Get the current memory usage.
     pub fn memory_usage(&self) -> MemoryUsage {
         let memory_usage = self.pools.iter().map(|x| x.get_memory_usage()).fold(
-            MemoryUsage {
-                number_allocs: 0,
-                bytes_in_use: 0,
-                bytes_padding: 0,
-                bytes_reserved: 0,
-            },
+            MemoryUsage { number_allocs: 0, bytes_in_use: 0, bytes_padding: 0, bytes_reserved: 0 },
             |m1, m2| m1.combine(m2),
         );
         memory_usage.combine(self.persistent.get_memory_usage())
@@ -576,13 +516,12 @@ impl<Storage: ComputeStorage> MemoryManagement<Storage> {
             return self.persistent.bind(reserved, assigned, cursor);
         }
 
-        self.pools
-            .get_mut(pool_index)
-            .map(|p| p.bind(reserved, assigned, cursor))
-            .ok_or_else(|| IoError::NotFound {
+        self.pools.get_mut(pool_index).map(|p| p.bind(reserved, assigned, cursor)).ok_or_else(|| {
+            IoError::NotFound {
                 backtrace: BackTrace::capture(),
                 reason: format!("Memory pool {} doesn't exist", pool_index).into(),
-            })?
+            }
+        })?
     }
 }
 
@@ -609,11 +548,7 @@ impl<Storage: ComputeStorage> core::fmt::Display for MemoryManagement<Storage> {
 impl<Storage> core::fmt::Debug for MemoryManagement<Storage> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(
-            alloc::format!(
-                "DynamicMemoryManagement {:?}",
-                core::any::type_name::<Storage>(),
-            )
-            .as_str(),
+            alloc::format!("DynamicMemoryManagement {:?}", core::any::type_name::<Storage>(),).as_str(),
         )
     }
 }
@@ -624,16 +559,11 @@ mod tests {
     use crate::{memory_management::MemoryManagement, storage::BytesStorage};
     use alloc::vec;
 
-    const DUMMY_MEM_PROPS: MemoryDeviceProperties = MemoryDeviceProperties {
-        max_page_size: 128 * 1024 * 1024,
-        alignment: 32,
-    };
+    const DUMMY_MEM_PROPS: MemoryDeviceProperties =
+        MemoryDeviceProperties { max_page_size: 128 * 1024 * 1024, alignment: 32 };
 
     fn options() -> MemoryManagementOptions {
-        MemoryManagementOptions {
-            name: "test".into(),
-            memory: MemoryAllocationOption::FromConfig,
-        }
+        MemoryManagementOptions { name: "test".into(), memory: MemoryAllocationOption::FromConfig }
     }
 
     // Test pools with slices.
@@ -665,9 +595,7 @@ mod tests {
             &DUMMY_MEM_PROPS,
             MemoryConfiguration::Custom {
                 pool_options: vec![MemoryPoolOptions {
-                    pool_type: PoolType::ExclusivePages {
-                        max_alloc_size: max_page_size,
-                    },
+                    pool_type: PoolType::ExclusivePages { max_alloc_size: max_page_size },
                     dealloc_period: None,
                 }],
             },
@@ -696,10 +624,7 @@ mod tests {
             &DUMMY_MEM_PROPS,
             MemoryConfiguration::Custom {
                 pool_options: vec![MemoryPoolOptions {
-                    pool_type: PoolType::SlicedPages {
-                        page_size,
-                        max_slice_size: page_size,
-                    },
+                    pool_type: PoolType::SlicedPages { page_size, max_slice_size: page_size },
                     dealloc_period: None,
                 }],
             },
@@ -727,10 +652,7 @@ mod tests {
             &DUMMY_MEM_PROPS,
             MemoryConfiguration::Custom {
                 pool_options: vec![MemoryPoolOptions {
-                    pool_type: PoolType::SlicedPages {
-                        page_size,
-                        max_slice_size: page_size,
-                    },
+                    pool_type: PoolType::SlicedPages { page_size, max_slice_size: page_size },
                     dealloc_period: None,
                 }],
             },
@@ -758,10 +680,7 @@ mod tests {
             &DUMMY_MEM_PROPS,
             MemoryConfiguration::Custom {
                 pool_options: vec![MemoryPoolOptions {
-                    pool_type: PoolType::SlicedPages {
-                        page_size,
-                        max_slice_size: page_size,
-                    },
+                    pool_type: PoolType::SlicedPages { page_size, max_slice_size: page_size },
                     dealloc_period: None,
                 }],
             },
@@ -784,16 +703,10 @@ mod tests {
         let page_size = 500;
         let mut memory_management = MemoryManagement::from_configuration(
             BytesStorage::default(),
-            &MemoryDeviceProperties {
-                max_page_size: page_size,
-                alignment: 50,
-            },
+            &MemoryDeviceProperties { max_page_size: page_size, alignment: 50 },
             MemoryConfiguration::Custom {
                 pool_options: vec![MemoryPoolOptions {
-                    pool_type: PoolType::SlicedPages {
-                        page_size,
-                        max_slice_size: page_size,
-                    },
+                    pool_type: PoolType::SlicedPages { page_size, max_slice_size: page_size },
                     dealloc_period: None,
                 }],
             },
@@ -815,22 +728,14 @@ mod tests {
         let pools = sizes
             .iter()
             .map(|size| MemoryPoolOptions {
-                pool_type: PoolType::SlicedPages {
-                    page_size: *size,
-                    max_slice_size: *size,
-                },
+                pool_type: PoolType::SlicedPages { page_size: *size, max_slice_size: *size },
                 dealloc_period: None,
             })
             .collect();
         let mut memory_management = MemoryManagement::from_configuration(
             BytesStorage::default(),
-            &MemoryDeviceProperties {
-                max_page_size: 128 * 1024 * 1024,
-                alignment: 10,
-            },
-            MemoryConfiguration::Custom {
-                pool_options: pools,
-            },
+            &MemoryDeviceProperties { max_page_size: 128 * 1024 * 1024, alignment: 10 },
+            MemoryConfiguration::Custom { pool_options: pools },
             Arc::new(ServerLogger::default()),
             options(),
         );
@@ -850,25 +755,18 @@ mod tests {
     fn allocate_deallocate_reallocate() {
         let mut memory_management = MemoryManagement::from_configuration(
             BytesStorage::default(),
-            &MemoryDeviceProperties {
-                max_page_size: 128 * 1024 * 1024,
-                alignment: 32,
-            },
+            &MemoryDeviceProperties { max_page_size: 128 * 1024 * 1024, alignment: 32 },
             MemoryConfiguration::SubSlices,
             Arc::new(ServerLogger::default()),
             options(),
         );
         // Allocate a bunch
-        let handles: Vec<_> = (0..5)
-            .map(|i| memory_management.reserve(1000 * (i + 1)))
-            .collect();
+        let handles: Vec<_> = (0..5).map(|i| memory_management.reserve(1000 * (i + 1))).collect();
         let usage_before = memory_management.memory_usage();
         // Deallocate
         drop(handles);
         // Reallocate
-        let _new_handles: Vec<_> = (0..5)
-            .map(|i| memory_management.reserve(1000 * (i + 1)))
-            .collect();
+        let _new_handles: Vec<_> = (0..5).map(|i| memory_management.reserve(1000 * (i + 1))).collect();
         let usage_after = memory_management.memory_usage();
         assert_eq!(usage_before.number_allocs, usage_after.number_allocs);
         assert_eq!(usage_before.bytes_in_use, usage_after.bytes_in_use);
@@ -881,20 +779,14 @@ mod tests {
     fn test_fragmentation_resistance() {
         let mut memory_management = MemoryManagement::from_configuration(
             BytesStorage::default(),
-            &MemoryDeviceProperties {
-                max_page_size: 128 * 1024 * 1024,
-                alignment: 32,
-            },
+            &MemoryDeviceProperties { max_page_size: 128 * 1024 * 1024, alignment: 32 },
             MemoryConfiguration::SubSlices,
             Arc::new(ServerLogger::default()),
             options(),
         );
         // Allocate a mix of small and large chunks
         let sizes = [50, 1000, 100, 5000, 200, 10000, 300];
-        let handles: Vec<_> = sizes
-            .iter()
-            .map(|&size| memory_management.reserve(size).unwrap())
-            .collect();
+        let handles: Vec<_> = sizes.iter().map(|&size| memory_management.reserve(size).unwrap()).collect();
         let usage_before = memory_management.memory_usage();
         // Deallocate every other allocation
         for i in (0..handles.len()).step_by(2) {
@@ -914,10 +806,7 @@ mod tests {
     fn noslice_test_handle_mutability() {
         let mut memory_management = MemoryManagement::from_configuration(
             BytesStorage::default(),
-            &(MemoryDeviceProperties {
-                max_page_size: 128 * 1024 * 1024,
-                alignment: 32,
-            }),
+            &(MemoryDeviceProperties { max_page_size: 128 * 1024 * 1024, alignment: 32 }),
             MemoryConfiguration::ExclusivePages,
             Arc::new(ServerLogger::default()),
             options(),
@@ -936,9 +825,7 @@ mod tests {
             &DUMMY_MEM_PROPS,
             MemoryConfiguration::Custom {
                 pool_options: vec![MemoryPoolOptions {
-                    pool_type: PoolType::ExclusivePages {
-                        max_alloc_size: 1024,
-                    },
+                    pool_type: PoolType::ExclusivePages { max_alloc_size: 1024 },
                     dealloc_period: None,
                 }],
             },
@@ -964,9 +851,7 @@ mod tests {
             &DUMMY_MEM_PROPS,
             MemoryConfiguration::Custom {
                 pool_options: vec![MemoryPoolOptions {
-                    pool_type: PoolType::ExclusivePages {
-                        max_alloc_size: 1024,
-                    },
+                    pool_type: PoolType::ExclusivePages { max_alloc_size: 1024 },
                     dealloc_period: None,
                 }],
             },
@@ -992,9 +877,7 @@ mod tests {
             &DUMMY_MEM_PROPS,
             MemoryConfiguration::Custom {
                 pool_options: vec![MemoryPoolOptions {
-                    pool_type: PoolType::ExclusivePages {
-                        max_alloc_size: 1024,
-                    },
+                    pool_type: PoolType::ExclusivePages { max_alloc_size: 1024 },
                     dealloc_period: None,
                 }],
             },
@@ -1015,15 +898,10 @@ mod tests {
     fn noslice_alloc_respects_alignment_size() {
         let mut memory_management = MemoryManagement::from_configuration(
             BytesStorage::default(),
-            &MemoryDeviceProperties {
-                max_page_size: DUMMY_MEM_PROPS.max_page_size,
-                alignment: 50,
-            },
+            &MemoryDeviceProperties { max_page_size: DUMMY_MEM_PROPS.max_page_size, alignment: 50 },
             MemoryConfiguration::Custom {
                 pool_options: vec![MemoryPoolOptions {
-                    pool_type: PoolType::ExclusivePages {
-                        max_alloc_size: 50 * 20,
-                    },
+                    pool_type: PoolType::ExclusivePages { max_alloc_size: 50 * 20 },
                     dealloc_period: None,
                 }],
             },
@@ -1043,22 +921,14 @@ mod tests {
         let pools = [100, 200, 300, 400]
             .iter()
             .map(|&size| MemoryPoolOptions {
-                pool_type: PoolType::SlicedPages {
-                    page_size: size,
-                    max_slice_size: size,
-                },
+                pool_type: PoolType::SlicedPages { page_size: size, max_slice_size: size },
                 dealloc_period: None,
             })
             .collect();
         let mut memory_management = MemoryManagement::from_configuration(
             BytesStorage::default(),
-            &MemoryDeviceProperties {
-                max_page_size: DUMMY_MEM_PROPS.max_page_size,
-                alignment: 10,
-            },
-            MemoryConfiguration::Custom {
-                pool_options: pools,
-            },
+            &MemoryDeviceProperties { max_page_size: DUMMY_MEM_PROPS.max_page_size, alignment: 10 },
+            MemoryConfiguration::Custom { pool_options: pools },
             Arc::new(ServerLogger::default()),
             options(),
         );
@@ -1074,25 +944,18 @@ mod tests {
     fn noslice_allocate_deallocate_reallocate() {
         let mut memory_management = MemoryManagement::from_configuration(
             BytesStorage::default(),
-            &MemoryDeviceProperties {
-                max_page_size: 128 * 1024 * 1024,
-                alignment: 32,
-            },
+            &MemoryDeviceProperties { max_page_size: 128 * 1024 * 1024, alignment: 32 },
             MemoryConfiguration::ExclusivePages,
             Arc::new(ServerLogger::default()),
             options(),
         );
         // Allocate a bunch
-        let handles: Vec<_> = (0..5)
-            .map(|i| memory_management.reserve(1000 * (i + 1)))
-            .collect();
+        let handles: Vec<_> = (0..5).map(|i| memory_management.reserve(1000 * (i + 1))).collect();
         let usage_before = memory_management.memory_usage();
         // Deallocate
         drop(handles);
         // Reallocate
-        let _new_handles: Vec<_> = (0..5)
-            .map(|i| memory_management.reserve(1000 * (i + 1)))
-            .collect();
+        let _new_handles: Vec<_> = (0..5).map(|i| memory_management.reserve(1000 * (i + 1))).collect();
         let usage_after = memory_management.memory_usage();
         assert_eq!(usage_before.number_allocs, usage_after.number_allocs);
         assert_eq!(usage_before.bytes_in_use, usage_after.bytes_in_use);

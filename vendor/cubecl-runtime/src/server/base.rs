@@ -41,9 +41,7 @@ use thiserror::Error;
 /// An error during profiling.
 pub enum ProfileError {
     /// An unknown error happened during profiling
-    #[error(
-        "An unknown error happened during profiling\nCaused by:\n  {reason}\nBacktrace:\n{backtrace}"
-    )]
+    #[error("An unknown error happened during profiling\nCaused by:\n  {reason}\nBacktrace:\n{backtrace}")]
     Unknown {
         /// The caused of the error
         reason: String,
@@ -173,9 +171,7 @@ pub enum LaunchError {
     CompilationError(#[from] CompilationError),
 
     /// The server is out of memory.
-    #[error(
-        "An out-of-memory error happened during launch\nCaused by:\n  {reason}\nBacktrace\n{backtrace}"
-    )]
+    #[error("An out-of-memory error happened during launch\nCaused by:\n  {reason}\nBacktrace\n{backtrace}")]
     OutOfMemory {
         /// The caused of the memory error.
         reason: String,
@@ -189,9 +185,7 @@ pub enum LaunchError {
     TooManyResources(#[from] ResourceLimitError),
 
     /// Unknown launch error.
-    #[error(
-        "An unknown error happened during launch\nCaused by:\n  {reason}\nBacktrace\n{backtrace}"
-    )]
+    #[error("An unknown error happened during launch\nCaused by:\n  {reason}\nBacktrace\n{backtrace}")]
     Unknown {
         /// The caused of the unknown error.
         reason: String,
@@ -330,15 +324,8 @@ where
     fn initialize_memory(&mut self, memory: ManagedMemoryHandle, size: u64, stream_id: StreamId);
 
     /// Reserves N [Bytes] of the provided sizes to be used as staging to load data.
-    fn staging(
-        &mut self,
-        _sizes: &[usize],
-        _stream_id: StreamId,
-    ) -> Result<Vec<Bytes>, ServerError> {
-        Err(IoError::UnsupportedIoOperation {
-            backtrace: BackTrace::capture(),
-        }
-        .into())
+    fn staging(&mut self, _sizes: &[usize], _stream_id: StreamId) -> Result<Vec<Bytes>, ServerError> {
+        Err(IoError::UnsupportedIoOperation { backtrace: BackTrace::capture() }.into())
     }
 
     /// Retrieve the server logger.
@@ -420,9 +407,7 @@ impl From<Vec<DeviceId>> for CommunicationId {
         value.sort();
         let mut hasher = AHasher::default();
         value.hash(&mut hasher);
-        CommunicationId {
-            id: hasher.finish(),
-        }
+        CommunicationId { id: hasher.finish() }
     }
 }
 
@@ -597,10 +582,7 @@ pub struct MemoryLayout {
 impl MemoryLayout {
     /// Create a new memory layout.
     pub fn new(handle: Handle, strides: impl Into<Strides>) -> Self {
-        MemoryLayout {
-            memory: handle,
-            strides: strides.into(),
-        }
+        MemoryLayout { memory: handle, strides: strides.into() }
     }
 }
 
@@ -637,9 +619,7 @@ mod _reason_serde {
 
             // Wrap it in the Dynamic variant since we can't safely
             // reconstruct a 'static str from a runtime string.
-            Ok(Reason {
-                inner: ReasonInner::Dynamic(Arc::new(s)),
-            })
+            Ok(Reason { inner: ReasonInner::Dynamic(Arc::new(s)) })
         }
     }
 }
@@ -670,17 +650,13 @@ impl core::fmt::Debug for Reason {
 
 impl From<&'static str> for Reason {
     fn from(value: &'static str) -> Self {
-        Self {
-            inner: ReasonInner::Static(value),
-        }
+        Self { inner: ReasonInner::Static(value) }
     }
 }
 
 impl From<String> for Reason {
     fn from(value: String) -> Self {
-        Self {
-            inner: ReasonInner::Dynamic(Arc::new(value)),
-        }
+        Self { inner: ReasonInner::Dynamic(Arc::new(value)) }
     }
 }
 
@@ -1011,11 +987,7 @@ impl CubeDim {
         Self::new_2d(plane_size, u32::min(limit, plane_count).max(1))
     }
 
-    fn calculate_plane_count_per_cube(
-        working_units: u32,
-        plane_dim: u32,
-        num_cpu_cores: Option<u32>,
-    ) -> u32 {
+    fn calculate_plane_count_per_cube(working_units: u32, plane_dim: u32, num_cpu_cores: Option<u32>) -> u32 {
         match num_cpu_cores {
             Some(num_cores) => core::cmp::min(num_cores, working_units),
             None => {
@@ -1024,8 +996,7 @@ impl CubeDim {
                 // Ensures `plane_count` is a power of 2.
                 const NUM_PLANE_MAX: u32 = 8u32;
                 const NUM_PLANE_MAX_LOG2: u32 = NUM_PLANE_MAX.ilog2();
-                let plane_count_max_log2 =
-                    core::cmp::min(NUM_PLANE_MAX_LOG2, u32::ilog2(plane_count_max));
+                let plane_count_max_log2 = core::cmp::min(NUM_PLANE_MAX_LOG2, u32::ilog2(plane_count_max));
                 2u32.pow(plane_count_max_log2)
             }
         }

@@ -47,23 +47,11 @@ impl Clone for Handle {
 impl Handle {
     /// Creates a new handle of the given size.
     pub fn from_memory(id: ManagedMemoryHandle, stream: StreamId, size: u64) -> Self {
-        Self {
-            memory: id,
-            offset_start: None,
-            offset_end: None,
-            stream,
-            size,
-        }
+        Self { memory: id, offset_start: None, offset_end: None, stream, size }
     }
     /// Creates a new handle of the given size.
     pub fn new(stream: StreamId, size: u64) -> Self {
-        Self {
-            memory: ManagedMemoryHandle::new(),
-            offset_start: None,
-            offset_end: None,
-            stream,
-            size,
-        }
+        Self { memory: ManagedMemoryHandle::new(), offset_start: None, offset_end: None, stream, size }
     }
     /// Checks whether the handle can be mutated in-place without affecting other computation.
     pub fn can_mut(&self) -> bool {
@@ -103,18 +91,8 @@ impl Handle {
     }
 
     /// Convert the [handle](Handle) into a [binding](Binding) with shape and stride metadata.
-    pub fn copy_descriptor(
-        self,
-        shape: Shape,
-        strides: Strides,
-        elem_size: usize,
-    ) -> CopyDescriptor {
-        CopyDescriptor {
-            shape,
-            strides,
-            elem_size,
-            handle: self.binding(),
-        }
+    pub fn copy_descriptor(self, shape: Shape, strides: Strides, elem_size: usize) -> CopyDescriptor {
+        CopyDescriptor { shape, strides, elem_size, handle: self.binding() }
     }
     /// Get the size of the handle, in bytes, accounting for offsets
     pub fn size_in_used(&self) -> u64 {

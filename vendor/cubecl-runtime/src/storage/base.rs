@@ -45,28 +45,17 @@ impl StorageHandle {
 
     /// Increase the current offset with the given value in bytes.
     pub fn offset_start(&self, offset_bytes: u64) -> Self {
-        let utilization = StorageUtilization {
-            offset: self.offset() + offset_bytes,
-            size: self.size() - offset_bytes,
-        };
+        let utilization =
+            StorageUtilization { offset: self.offset() + offset_bytes, size: self.size() - offset_bytes };
 
-        Self {
-            id: self.id,
-            utilization,
-        }
+        Self { id: self.id, utilization }
     }
 
     /// Reduce the size of the memory handle..
     pub fn offset_end(&self, offset_bytes: u64) -> Self {
-        let utilization = StorageUtilization {
-            offset: self.offset(),
-            size: self.size() - offset_bytes,
-        };
+        let utilization = StorageUtilization { offset: self.offset(), size: self.size() - offset_bytes };
 
-        Self {
-            id: self.id,
-            utilization,
-        }
+        Self { id: self.id, utilization }
     }
 }
 

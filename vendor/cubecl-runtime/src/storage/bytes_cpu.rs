@@ -88,29 +88,18 @@ impl ComputeStorage for BytesStorage {
     fn get(&mut self, handle: &StorageHandle) -> Self::Resource {
         let allocated_bytes = self.memory.get(&handle.id).unwrap();
 
-        BytesResource {
-            ptr: allocated_bytes.ptr,
-            utilization: handle.utilization.clone(),
-        }
+        BytesResource { ptr: allocated_bytes.ptr, utilization: handle.utilization.clone() }
     }
 
-    #[cfg_attr(
-        feature = "tracing",
-        tracing::instrument(level = "trace", skip(self, size))
-    )]
+    #[cfg_attr(feature = "tracing", tracing::instrument(level = "trace", skip(self, size)))]
     fn alloc(&mut self, size: u64) -> Result<StorageHandle, IoError> {
         let id = StorageId::new();
-        let handle = StorageHandle {
-            id,
-            utilization: StorageUtilization { offset: 0, size },
-        };
+        let handle = StorageHandle { id, utilization: StorageUtilization { offset: 0, size } };
 
         if size == 0 {
             // Zero-size allocations are valid handles but don't need real memory.
-            let memory = AllocatedBytes {
-                ptr: core::ptr::NonNull::dangling().as_ptr(),
-                layout: Layout::new::<()>(),
-            };
+            let memory =
+                AllocatedBytes { ptr: core::ptr::NonNull::dangling().as_ptr(), layout: Layout::new::<()>() };
             self.memory.insert(id, memory);
         } else {
             unsafe {
@@ -120,10 +109,7 @@ impl ComputeStorage for BytesStorage {
                 // which requires initialization.
                 let ptr = alloc_zeroed(layout);
                 if ptr.is_null() {
-                    return Err(IoError::BufferTooBig {
-                        size,
-                        backtrace: BackTrace::capture(),
-                    });
+                    return Err(IoError::BufferTooBig { size, backtrace: BackTrace::capture() });
                 }
                 let memory = AllocatedBytes { ptr, layout };
                 self.memory.insert(id, memory);
@@ -166,22 +152,11 @@ mod tests {
     fn test_slices() {
         let mut storage = BytesStorage::default();
         let handle_1 = storage.alloc(64).unwrap();
-        let handle_2 = StorageHandle::new(
-            handle_1.id,
-            StorageUtilization {
-                offset: 24,
-                size: 8,
-            },
-        );
+        let handle_2 = StorageHandle::new(handle_1.id, StorageUtilization { offset: 24, size: 8 });
 
-        storage
-            .get(&handle_1)
-            .write()
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| {
-                *b = i as u8;
-            });
+        storage.get(&handle_1).write().iter_mut().enumerate().for_each(|(i, b)| {
+            *b = i as u8;
+        });
 
         let bytes = storage.get(&handle_2).read().to_vec();
 
@@ -224,15 +199,7 @@ mod tests {
         let base = storage.alloc(64).unwrap();
 
         let regions: alloc::vec::Vec<_> = (0..4)
-            .map(|i| {
-                StorageHandle::new(
-                    base.id,
-                    StorageUtilization {
-                        offset: i * 16,
-                        size: 16,
-                    },
-                )
-            })
+            .map(|i| StorageHandle::new(base.id, StorageUtilization { offset: i * 16, size: 16 }))
             .collect();
 
         for (i, region) in regions.iter().enumerate() {

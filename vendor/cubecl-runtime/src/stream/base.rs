@@ -30,11 +30,7 @@ impl<F: StreamFactory> StreamPool<F> {
             streams.push(None);
         }
 
-        Self {
-            streams,
-            factory: backend,
-            max_streams: max_streams as usize,
-        }
+        Self { streams, factory: backend, max_streams: max_streams as usize }
     }
 
     /// Retrieves a mutable reference to a stream for a given stream ID.

@@ -93,10 +93,7 @@ pub struct GcTask<B: EventStreamBackend> {
 impl<B: EventStreamBackend> GcTask<B> {
     /// Creates a new task that will be clearned when the event is reached.
     pub fn new<T: Send + 'static>(to_drop: T, event: B::Event) -> Self {
-        Self {
-            to_drop: Box::new(to_drop),
-            event,
-        }
+        Self { to_drop: Box::new(to_drop), event }
     }
 }
 
@@ -109,11 +106,7 @@ impl<B: EventStreamBackend> StreamFactory for EventStreamBackendWrapper<B> {
     type Stream = StreamWrapper<B>;
 
     fn create(&mut self) -> Self::Stream {
-        StreamWrapper {
-            stream: self.backend.create_stream(),
-            cursor: 0,
-            last_synced: Default::default(),
-        }
+        StreamWrapper { stream: self.backend.create_stream(), cursor: 0, last_synced: Default::default() }
     }
 }
 
@@ -177,10 +170,7 @@ impl<'a, B: EventStreamBackend> Drop for ResolvedStreams<'a, B> {
         let event = B::flush(stream_gc);
 
         let mut ids = Vec::new();
-        self.analysis
-            .slices
-            .drain()
-            .for_each(|item| ids.extend(item.1));
+        self.analysis.slices.drain().for_each(|item| ids.extend(item.1));
 
         self.gc.register(GcTask::new(ids, event));
     }
@@ -270,11 +260,7 @@ impl<B: EventStreamBackend> MultiStream<B> {
             // We only add the info to be consider if the handle stream is different from the current
             // stream.
             if handle.stream != stream_id {
-                self.shared_bindings_pool.push((
-                    handle.memory.descriptor().id,
-                    handle.stream,
-                    cursor_handle,
-                ));
+                self.shared_bindings_pool.push((handle.memory.descriptor().id, handle.stream, cursor_handle));
             }
         }
 
@@ -401,10 +387,7 @@ mod tests {
         let analysis = ms.update_shared_bindings(stream_1, [&binding_1, &binding_2].into_iter());
 
         let mut expected = SharedBindingAnalysis::default();
-        expected.shared(
-            binding_2.memory.descriptor().id,
-            ms.streams.stream_index(&binding_2.stream),
-        );
+        expected.shared(binding_2.memory.descriptor().id, ms.streams.stream_index(&binding_2.stream));
 
         assert_eq!(analysis, expected);
     }
@@ -423,14 +406,10 @@ mod tests {
         ms.resolve(stream_1, [].into_iter(), false).unwrap();
         ms.resolve(stream_2, [].into_iter(), false).unwrap();
 
-        let analysis =
-            ms.update_shared_bindings(stream_1, [&binding_1, &binding_2, &binding_3].into_iter());
+        let analysis = ms.update_shared_bindings(stream_1, [&binding_1, &binding_2, &binding_3].into_iter());
 
         let mut expected = SharedBindingAnalysis::default();
-        expected.shared(
-            binding_2.memory.descriptor().id,
-            ms.streams.stream_index(&binding_2.stream),
-        );
+        expected.shared(binding_2.memory.descriptor().id, ms.streams.stream_index(&binding_2.stream));
 
         assert_eq!(analysis, expected);
     }
@@ -449,8 +428,7 @@ mod tests {
         ms.resolve(stream_1, [].into_iter(), false).unwrap();
         ms.resolve(stream_2, [].into_iter(), false).unwrap();
 
-        let analysis =
-            ms.update_shared_bindings(stream_1, [&binding_1, &binding_2, &binding_3].into_iter());
+        let analysis = ms.update_shared_bindings(stream_1, [&binding_1, &binding_2, &binding_3].into_iter());
 
         let expected = SharedBindingAnalysis::default();
 
@@ -471,12 +449,7 @@ mod tests {
         ms.resolve(stream_1, [].into_iter(), false).unwrap();
         ms.resolve(stream_2, [].into_iter(), false).unwrap();
 
-        ms.resolve(
-            stream_1,
-            [&binding_1, &binding_2, &binding_3].into_iter(),
-            false,
-        )
-        .unwrap();
+        ms.resolve(stream_1, [&binding_1, &binding_2, &binding_3].into_iter(), false).unwrap();
 
         let stream1 = ms.streams.get_mut(&stream_1);
         let index_2 = stream_index(&stream_2, MAX_STREAMS as usize);

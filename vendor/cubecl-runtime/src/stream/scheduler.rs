@@ -95,11 +95,7 @@ pub struct SchedulerMultiStreamOptions {
 
 impl<B: SchedulerStreamBackend> SchedulerMultiStream<B> {
     /// Creates a new `SchedulerMultiStream` with the given backend and options.
-    pub fn new(
-        logger: Arc<ServerLogger>,
-        backend: B,
-        options: SchedulerMultiStreamOptions,
-    ) -> Self {
+    pub fn new(logger: Arc<ServerLogger>, backend: B, options: SchedulerMultiStreamOptions) -> Self {
         Self {
             pool: StreamPool::new(SchedulerPoolMarker { backend }, options.max_streams, 0),
             max_tasks: options.max_tasks,
@@ -155,11 +151,7 @@ impl<B: SchedulerStreamBackend> SchedulerMultiStream<B> {
 
         self.logger.log_streaming(
             |level| !matches!(level, StreamingLogLevel::Disabled),
-            || {
-                format!(
-                    "Flushing streams {to_flush:?} before registering more tasks on {stream_id}"
-                )
-            },
+            || format!("Flushing streams {to_flush:?} before registering more tasks on {stream_id}"),
         );
         // Execute the streams that need to be flushed.
         self.execute_streams(to_flush);
@@ -184,11 +176,7 @@ impl<B: SchedulerStreamBackend> SchedulerMultiStream<B> {
             let tasks = stream.flush();
             let num_tasks = tasks.len();
 
-            schedules.push(Schedule {
-                tasks: tasks.into_iter(),
-                num_tasks,
-                stream_index: index,
-            });
+            schedules.push(Schedule { tasks: tasks.into_iter(), num_tasks, stream_index: index });
         }
 
         // If no schedules were created, return early.
@@ -234,11 +222,7 @@ impl<B: SchedulerStreamBackend> SchedulerMultiStream<B> {
         let stream = unsafe { self.pool.get_mut_index(execution_index) };
 
         // Find the maximum number of tasks across all schedules.
-        let num_tasks_max = schedules
-            .iter()
-            .map(|s| s.num_tasks)
-            .max()
-            .expect("At least one schedule");
+        let num_tasks_max = schedules.iter().map(|s| s.num_tasks).max().expect("At least one schedule");
 
         // Iterate through tasks, interleaving them across streams.
         for _ in 0..num_tasks_max {

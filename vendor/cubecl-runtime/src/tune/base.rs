@@ -77,11 +77,7 @@ impl<K> core::fmt::Debug for TuneGroup<K> {
 
 impl<K> Clone for TuneGroup<K> {
     fn clone(&self) -> Self {
-        Self {
-            id: self.id,
-            name: self.name.clone(),
-            priority: self.priority.clone(),
-        }
+        Self { id: self.id, name: self.name.clone(), priority: self.priority.clone() }
     }
 }
 
@@ -90,11 +86,7 @@ impl<K> TuneGroup<K> {
     pub fn new(name: &str, f: impl Fn(&K) -> i8 + Send + Sync + 'static) -> Self {
         let id = GROUP_COUNTER.fetch_add(1, Ordering::Relaxed);
 
-        Self {
-            id,
-            name: Arc::new(name.into()),
-            priority: Arc::new(f),
-        }
+        Self { id, name: Arc::new(name.into()), priority: Arc::new(f) }
     }
 }
 
@@ -122,10 +114,7 @@ struct Cleanup {
 }
 
 impl TunePlan {
-    pub fn new<K: AutotuneKey, F: TuneInputs, Out>(
-        key: &K,
-        tunables: &[Tunable<K, F, Out>],
-    ) -> Self {
+    pub fn new<K: AutotuneKey, F: TuneInputs, Out>(key: &K, tunables: &[Tunable<K, F, Out>]) -> Self {
         let mut priorities = Vec::<i8>::new();
         let mut no_groups = Vec::new();
         let mut groups = HashMap::<i8, GroupPlan>::new();
@@ -158,9 +147,7 @@ impl TunePlan {
                             .push((index, group.name.clone()));
                     } else {
                         group_priorities.priorities.push(priority);
-                        group_priorities
-                            .indices
-                            .insert(priority, vec![(index, group.name.clone())]);
+                        group_priorities.indices.insert(priority, vec![(index, group.name.clone())]);
                     }
                 }
             }
@@ -172,12 +159,7 @@ impl TunePlan {
             group.1.priorities.sort();
         }
 
-        Self {
-            priorities,
-            no_groups,
-            groups,
-            returned: Vec::new(),
-        }
+        Self { priorities, no_groups, groups, returned: Vec::new() }
     }
 
     /// Get the next batch of [tunable](Tunable) index to be autotuned.
@@ -227,12 +209,7 @@ impl TunePlan {
 
     fn cleanup(&mut self, cleanup: Cleanup) {
         for group_p in cleanup.groups {
-            let index = self
-                .priorities
-                .iter()
-                .enumerate()
-                .find(|p| *p.1 == group_p)
-                .unwrap();
+            let index = self.priorities.iter().enumerate().find(|p| *p.1 == group_p).unwrap();
 
             self.priorities.remove(index.0);
             self.groups.remove(&group_p);
@@ -240,12 +217,7 @@ impl TunePlan {
 
         for (group_p, tunable_p) in cleanup.tunables {
             if let Some(group) = self.groups.get_mut(&group_p) {
-                let index = group
-                    .priorities
-                    .iter()
-                    .enumerate()
-                    .find(|p| *p.1 == tunable_p)
-                    .unwrap();
+                let index = group.priorities.iter().enumerate().find(|p| *p.1 == tunable_p).unwrap();
                 group.priorities.remove(index.0);
                 group.indices.remove(&tunable_p);
             }
@@ -290,11 +262,7 @@ impl TunePlan {
 
         (
             next_indices,
-            Cleanup {
-                groups: cleanup_groups,
-                tunables: cleanup_tunables,
-                skipped: within_group_prio < 0,
-            },
+            Cleanup { groups: cleanup_groups, tunables: cleanup_tunables, skipped: within_group_prio < 0 },
         )
     }
 }
@@ -328,12 +296,9 @@ mod tests {
         let group1 = TuneGroup::<FakeAutotuneKey>::new("group1", |_| 1);
 
         let tunable0 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel);
-        let tunable1 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 1);
-        let tunable2 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
-        let tunable3 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 2);
+        let tunable1 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 1);
+        let tunable2 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
+        let tunable3 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 2);
 
         let key = FakeAutotuneKey;
         let mut plan = TunePlan::new(&key, &[tunable0, tunable1, tunable2, tunable3]);
@@ -351,14 +316,10 @@ mod tests {
         let group2 = TuneGroup::<FakeAutotuneKey>::new("group2", |_| 1);
 
         let tunable0 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel);
-        let tunable1 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 1);
-        let tunable2 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
-        let tunable3 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 2);
-        let tunable4 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group2, |_| 2);
+        let tunable1 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 1);
+        let tunable2 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
+        let tunable3 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 2);
+        let tunable4 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group2, |_| 2);
 
         let key = FakeAutotuneKey;
         let mut plan = TunePlan::new(&key, &[tunable0, tunable1, tunable2, tunable3, tunable4]);
@@ -378,10 +339,8 @@ mod tests {
         let tunable1 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel)
             .group(&group0, |_| 1)
             .group(&group1, |_| 2);
-        let tunable2 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
-        let tunable3 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 3);
+        let tunable2 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
+        let tunable3 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 3);
 
         let key = FakeAutotuneKey;
         let mut plan = TunePlan::new(&key, &[tunable0, tunable1, tunable2, tunable3]);
@@ -398,12 +357,9 @@ mod tests {
         let group1 = TuneGroup::<FakeAutotuneKey>::new("group1", |_| 1);
 
         let tunable0 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel);
-        let tunable1 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| -1);
-        let tunable2 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
-        let tunable3 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 2);
+        let tunable1 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| -1);
+        let tunable2 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
+        let tunable3 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 2);
 
         let key = FakeAutotuneKey;
         let mut plan = TunePlan::new(&key, &[tunable0, tunable1, tunable2, tunable3]);
@@ -433,14 +389,10 @@ mod tests {
         let group0 = TuneGroup::<FakeAutotuneKey>::new("group0", |_| 2);
         let group1 = TuneGroup::<FakeAutotuneKey>::new("group1", |_| 1);
 
-        let tunable0 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 1);
-        let tunable1 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
-        let tunable2 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 1);
-        let tunable3 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 2);
+        let tunable0 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 1);
+        let tunable1 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
+        let tunable2 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 1);
+        let tunable3 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 2);
 
         let key = FakeAutotuneKey;
         let mut plan = TunePlan::new(&key, &[tunable0, tunable1, tunable2, tunable3]);
@@ -464,12 +416,9 @@ mod tests {
         // allowing the caller to continue on failures until the group is exhausted.
         let group0 = TuneGroup::<FakeAutotuneKey>::new("group0", |_| 0);
 
-        let tunable0 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 1);
-        let tunable1 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
-        let tunable2 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 3);
+        let tunable0 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 1);
+        let tunable1 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
+        let tunable2 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 3);
 
         let key = FakeAutotuneKey;
         let mut plan = TunePlan::new(&key, &[tunable0, tunable1, tunable2]);
@@ -487,12 +436,9 @@ mod tests {
         let group0 = TuneGroup::<FakeAutotuneKey>::new("group0", |_| 2);
         let group1 = TuneGroup::<FakeAutotuneKey>::new("group1", |_| 1);
 
-        let tunable0 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| -1);
-        let tunable1 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| -2);
-        let tunable2 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 1);
+        let tunable0 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| -1);
+        let tunable1 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| -2);
+        let tunable2 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 1);
 
         let key = FakeAutotuneKey;
         let mut plan = TunePlan::new(&key, &[tunable0, tunable1, tunable2]);
@@ -510,10 +456,8 @@ mod tests {
         let group1 = TuneGroup::<FakeAutotuneKey>::new("group1", |_| 1);
 
         let tunable0 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel);
-        let tunable1 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 1);
-        let tunable2 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 1);
+        let tunable1 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 1);
+        let tunable2 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group1, |_| 1);
 
         let key = FakeAutotuneKey;
         let mut plan = TunePlan::new(&key, &[tunable0, tunable1, tunable2]);
@@ -533,8 +477,7 @@ mod tests {
         let tunable0 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel)
             .group(&group0, |_| 1)
             .group(&group1, |_| 1);
-        let tunable1 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
+        let tunable1 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group0, |_| 2);
 
         let key = FakeAutotuneKey;
         let mut plan = TunePlan::new(&key, &[tunable0, tunable1]);
@@ -571,8 +514,7 @@ mod tests {
         let tunable0 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel)
             .group(&group_hi, |_| 1)
             .group(&group_lo, |_| 2);
-        let tunable1 =
-            Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group_lo, |_| 1);
+        let tunable1 = Tunable::<FakeAutotuneKey, (), ()>::new("fake", fake_kernel).group(&group_lo, |_| 1);
 
         let key = FakeAutotuneKey;
         let mut plan = TunePlan::new(&key, &[tunable0, tunable1]);

@@ -38,11 +38,7 @@ where
 {
     /// Create a new local tuner.
     pub const fn new(name: &'static str) -> Self {
-        Self {
-            state: Mutex::new(None),
-            name,
-            sets: spin::RwLock::new(None),
-        }
+        Self { state: Mutex::new(None), name, sets: spin::RwLock::new(None) }
     }
 
     /// Get or initialize the [`TunableSet`] for this tuner.
@@ -177,6 +173,16 @@ where
                 )
             }
             TuneCacheResult::Pending => {
+                // PATCHED (sweep, see vendor/README.md): another thread is tuning this key;
+                // wait for its choice instead of running a stand-in kernel (which a step
+                // recorded as a CUDA graph would keep, and which sums in another order).
+                #[cfg(multi_threading)]
+                if let Some(fastest_index) = tuner.wait_for_other_thread(&key) {
+                    return operations
+                        .fastest(fastest_index)
+                        .execute(inputs)
+                        .expect("Should run when selected by autotune.");
+                }
                 // Still waiting (e.g. on wasm). Try all operations as a fallback.
                 for i in 0..operations.len() {
                     if let Ok(output) = operations.fastest(i).execute(inputs.clone()) {

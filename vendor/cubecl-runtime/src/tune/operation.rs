@@ -8,8 +8,7 @@ use core::hash::Hash;
 use alloc::format;
 
 use super::{
-    AutotuneError, input_generator::InputGenerator, key_generator::KeyGenerator,
-    tune_inputs::TuneInputs,
+    AutotuneError, input_generator::InputGenerator, key_generator::KeyGenerator, tune_inputs::TuneInputs,
 };
 use super::{Tunable, TunePlan};
 
@@ -56,11 +55,7 @@ impl<K: AutotuneKey, F: TuneInputs, Output: 'static> TunableSet<K, F, Output> {
 
     /// Create a tunable set from a key generator and an input generator.
     pub fn new(key_gen: impl KeyGenerator<K, F>, input_gen: impl InputGenerator<K, F>) -> Self {
-        Self {
-            tunables: Default::default(),
-            input_gen: Arc::new(input_gen),
-            key_gen: Arc::new(key_gen),
-        }
+        Self { tunables: Default::default(), input_gen: Arc::new(input_gen), key_gen: Arc::new(key_gen) }
     }
 
     /// Shorthand for [`new`](Self::new) with a [`CloneInputGenerator`]: benchmarks run
@@ -130,9 +125,6 @@ pub trait AutotuneKey:
 }
 #[cfg(not(std_io))]
 /// Trait alias
-pub trait AutotuneKey:
-    Clone + Debug + PartialEq + Eq + Hash + Display + Send + Sync + 'static
-{
-}
+pub trait AutotuneKey: Clone + Debug + PartialEq + Eq + Hash + Display + Send + Sync + 'static {}
 
 impl AutotuneKey for String {}

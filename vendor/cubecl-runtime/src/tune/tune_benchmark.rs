@@ -32,10 +32,7 @@ pub fn tune_benchmark<'a, R: Runtime, F: TuneInputs, Out: AutotuneOutput>(
     client
         .clone()
         .exclusive(move || profile_exclusive(operation, inputs, client))
-        .map_err(|err| AutotuneError::Unknown {
-            name: operation.name.to_string(),
-            err: err.to_string(),
-        })?
+        .map_err(|err| AutotuneError::Unknown { name: operation.name.to_string(), err: err.to_string() })?
 }
 
 fn profile_exclusive<'a, R: Runtime, F: TuneInputs, Out: AutotuneOutput>(
@@ -49,10 +46,7 @@ fn profile_exclusive<'a, R: Runtime, F: TuneInputs, Out: AutotuneOutput>(
     let mut durations = Vec::new();
 
     for _ in 0..num_samples {
-        let result: Result<
-            (Result<Out, AutotuneError>, ProfileDuration),
-            crate::server::ProfileError,
-        > = {
+        let result: Result<(Result<Out, AutotuneError>, ProfileDuration), crate::server::ProfileError> = {
             let inputs = inputs.clone();
 
             client.profile(
@@ -85,9 +79,7 @@ fn profile_exclusive<'a, R: Runtime, F: TuneInputs, Out: AutotuneOutput>(
     }
 
     if durations.is_empty() {
-        Err(AutotuneError::InvalidSamples {
-            name: operation.name.to_string(),
-        })
+        Err(AutotuneError::InvalidSamples { name: operation.name.to_string() })
     } else {
         Ok(durations)
     }
@@ -118,9 +110,6 @@ fn warmup<'a, R: Runtime, F: TuneInputs, Out: AutotuneOutput>(
         Ok(())
     } else {
         let msg = alloc::format!("{:?}", errors.remove(num_warmup - 1));
-        Err(AutotuneError::Unknown {
-            name: operation.name.to_string(),
-            err: msg,
-        })
+        Err(AutotuneError::Unknown { name: operation.name.to_string(), err: msg })
     }
 }

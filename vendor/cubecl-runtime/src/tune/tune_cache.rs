@@ -14,10 +14,7 @@ use hashbrown::HashMap;
 
 #[derive(Debug)]
 pub(crate) enum CacheEntry {
-    Done {
-        checksum: ChecksumState,
-        fastest_index: usize,
-    },
+    Done { checksum: ChecksumState, fastest_index: usize },
     Pending,
 }
 
@@ -54,14 +51,10 @@ pub struct AutotuneResult {
 
 impl AutotuneResult {
     pub(crate) fn error(error: AutotuneError) -> Self {
-        Self {
-            outcome: Err(error),
-        }
+        Self { outcome: Err(error) }
     }
     pub(crate) fn success(outcome: AutotuneOutcome) -> Self {
-        Self {
-            outcome: Ok(outcome),
-        }
+        Self { outcome: Ok(outcome) }
     }
 }
 
@@ -114,10 +107,7 @@ impl<K: AutotuneKey> TuneCache<K> {
             use crate::config::RuntimeConfig;
             use std::format;
 
-            let root = crate::config::CubeClRuntimeConfig::get()
-                .autotune
-                .cache
-                .root();
+            let root = crate::config::CubeClRuntimeConfig::get().autotune.cache.root();
             let options = cubecl_common::cache::CacheOption::default();
             let mut cache = TuneCache {
                 in_memory_cache: HashMap::new(),
@@ -132,9 +122,7 @@ impl<K: AutotuneKey> TuneCache<K> {
 
         #[cfg(not(std_io))]
         {
-            TuneCache {
-                in_memory_cache: HashMap::new(),
-            }
+            TuneCache { in_memory_cache: HashMap::new() }
         }
     }
 
@@ -143,15 +131,9 @@ impl<K: AutotuneKey> TuneCache<K> {
             return TuneCacheResult::Miss;
         };
 
-        let CacheEntry::Done {
-            checksum,
-            fastest_index,
-        } = val
-        else {
+        let CacheEntry::Done { checksum, fastest_index } = val else {
             // Pending: clone the receiver so the caller can subscribe to the in-flight tune.
-            let CacheEntry::Pending = val else {
-                unreachable!()
-            };
+            let CacheEntry::Pending = val else { unreachable!() };
             return TuneCacheResult::Pending;
         };
 
@@ -159,16 +141,12 @@ impl<K: AutotuneKey> TuneCache<K> {
             match checksum {
                 ChecksumState::ToBeVerified(..) => TuneCacheResult::Unchecked, // Don't know yet.
                 ChecksumState::NoMatch => TuneCacheResult::Miss,               // Can't use this.
-                ChecksumState::Match => TuneCacheResult::Hit {
-                    fastest_index: *fastest_index,
-                },
+                ChecksumState::Match => TuneCacheResult::Hit { fastest_index: *fastest_index },
             }
         } else {
             // Clippy;
             let _ = checksum;
-            TuneCacheResult::Hit {
-                fastest_index: *fastest_index,
-            }
+            TuneCacheResult::Hit { fastest_index: *fastest_index }
         }
     }
 
@@ -178,10 +156,7 @@ impl<K: AutotuneKey> TuneCache<K> {
             return TuneCacheResult::Miss;
         };
 
-        if let CacheEntry::Done {
-            checksum: checksum_state,
-            ..
-        } = val
+        if let CacheEntry::Done { checksum: checksum_state, .. } = val
             && let ChecksumState::ToBeVerified(checksum_expected) = checksum_state
         {
             if checksum_expected == checksum {
@@ -202,13 +177,7 @@ impl<K: AutotuneKey> TuneCache<K> {
     }
 
     pub(crate) fn cache_insert(&mut self, key: K, fastest_index: usize) {
-        self.in_memory_cache.insert(
-            key,
-            CacheEntry::Done {
-                checksum: ChecksumState::Match,
-                fastest_index,
-            },
-        );
+        self.in_memory_cache.insert(key, CacheEntry::Done { checksum: ChecksumState::Match, fastest_index });
     }
 }
 
@@ -221,19 +190,12 @@ impl<K: AutotuneKey> TuneCache<K> {
         fastest_index: usize,
         results: Vec<AutotuneResult>,
     ) {
-        if let Err(err) = self.persistent_cache.insert(
-            PersistentCacheKey { key, checksum },
-            PersistentCacheValue {
-                fastest_index,
-                results,
-            },
-        ) {
+        if let Err(err) = self
+            .persistent_cache
+            .insert(PersistentCacheKey { key, checksum }, PersistentCacheValue { fastest_index, results })
+        {
             match err {
-                CacheError::DuplicatedKey {
-                    key,
-                    value_previous,
-                    value_updated,
-                } => {
+                CacheError::DuplicatedKey { key, value_previous, value_updated } => {
                     log::warn!(
                         "Autotune the same function multiple times for key {key:?} => old {value_previous:?}, new {value_updated:?}"
                     );

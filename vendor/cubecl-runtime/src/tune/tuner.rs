@@ -15,6 +15,36 @@ use crate::{client::ComputeClient, runtime::Runtime};
 
 use super::{AutotuneKey, AutotuneOutput, TunableSet, TuneCacheResult, TuneInputs};
 
+/// PATCHED (sweep, see vendor/README.md): how long a thread waits for another's tuning.
+#[cfg(multi_threading)]
+pub const TUNING_WAIT: Duration = Duration::from_secs(300);
+
+#[cfg(multi_threading)]
+std::thread_local! {
+    /// Whether this thread is tuning a key (its benchmarks may meet keys pending on it).
+    static TUNING_HERE: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Marks this thread as tuning until dropped (a panicking tuning included).
+#[cfg(multi_threading)]
+struct TuningHere {
+    outer: bool,
+}
+
+#[cfg(multi_threading)]
+impl TuningHere {
+    fn enter() -> Self {
+        Self { outer: TUNING_HERE.with(|here| here.replace(true)) }
+    }
+}
+
+#[cfg(multi_threading)]
+impl Drop for TuningHere {
+    fn drop(&mut self) {
+        TUNING_HERE.with(|here| here.set(self.outer));
+    }
+}
+
 #[derive(Debug)]
 /// Runs autotune benchmarks for a single device and caches the results.
 ///
@@ -37,11 +67,7 @@ pub struct AutotuneOutcome {
 
 impl core::fmt::Display for AutotuneOutcome {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "Autotune[{}] name {} => {:?}",
-            self.index, self.name, self.computation
-        )
+        write!(f, "Autotune[{}] name {} => {:?}", self.index, self.name, self.computation)
     }
 }
 
@@ -120,6 +146,25 @@ impl<K: AutotuneKey> Tuner<K> {
         self.cache.lock().fastest(key)
     }
 
+    /// PATCHED (sweep, see vendor/README.md): the index another thread's tuning of `key`
+    /// (pending, run inline there) settles on, waited for up to [`TUNING_WAIT`]; `None` when
+    /// this thread is itself tuning (it would wait on itself) or the wait ran out.
+    #[cfg(multi_threading)]
+    pub fn wait_for_other_thread(&self, key: &K) -> Option<usize> {
+        if TUNING_HERE.with(|here| here.get()) {
+            return None;
+        }
+        let deadline = std::time::Instant::now() + TUNING_WAIT;
+        while std::time::Instant::now() < deadline {
+            if let TuneCacheResult::Hit { fastest_index } = self.fastest(key) {
+                return Some(fastest_index);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        log::warn!("Tuning {key} still under way after {TUNING_WAIT:?}: running a stand-in");
+        None
+    }
+
     /// Check the cache, validate checksums if needed, and kick off a tuning job if the
     /// key is a miss. Returns the resolved cache state.
     pub fn check_tune<'a, R: Runtime, F: TuneInputs, Out: AutotuneOutput>(
@@ -151,24 +196,20 @@ impl<K: AutotuneKey> Tuner<K> {
 
             match cur {
                 TuneCacheResult::Hit { .. } | TuneCacheResult::Pending => return cur,
-                TuneCacheResult::Miss | TuneCacheResult::Unchecked => {
-                    cache.mark_pending(key.clone())
-                }
+                TuneCacheResult::Miss | TuneCacheResult::Unchecked => cache.mark_pending(key.clone()),
             }
             // Scope the guard: the rest of this function re-locks `self.cache` (fast
             // path insert, `process_request`), and `spin::Mutex` is non-reentrant.
         }
 
         log::info!("Tuning {key}");
+        #[cfg(multi_threading)]
+        let _tuning_here = TuningHere::enter();
 
         let autotunables = tunables.autotunables().collect::<Vec<_>>();
         let mut results: Vec<AutotuneResult> = autotunables
             .iter()
-            .map(|a| {
-                AutotuneResult::error(AutotuneError::Skip {
-                    name: a.name.to_string(),
-                })
-            })
+            .map(|a| AutotuneResult::error(AutotuneError::Skip { name: a.name.to_string() }))
             .collect();
 
         #[cfg(std_io)]
@@ -205,11 +246,7 @@ impl<K: AutotuneKey> Tuner<K> {
                 let op = autotunables[index];
 
                 match tune_benchmark(op, test_inputs.clone(), client.clone()) {
-                    Ok(profiles) => pending.push(PendingBench {
-                        index,
-                        name: op.name.clone(),
-                        profiles,
-                    }),
+                    Ok(profiles) => pending.push(PendingBench { index, name: op.name.clone(), profiles }),
                     Err(err) => {
                         results[index] = AutotuneResult::error(err);
                     }
@@ -264,11 +301,7 @@ async fn process_request<K: AutotuneKey>(
     } = request;
 
     for bench in pending {
-        let PendingBench {
-            index,
-            name,
-            profiles,
-        } = bench;
+        let PendingBench { index, name, profiles } = bench;
 
         if profiles.is_empty() {
             results[index] = AutotuneResult::error(AutotuneError::Unknown {
@@ -287,24 +320,13 @@ async fn process_request<K: AutotuneKey>(
         results[index] = AutotuneResult::success(AutotuneOutcome::new(
             name.to_string(),
             index,
-            BenchmarkComputations::new(&BenchmarkDurations::from_durations(
-                timing_method,
-                durations,
-            )),
+            BenchmarkComputations::new(&BenchmarkDurations::from_durations(timing_method, durations)),
         ));
     }
 
     results.sort_by(|a, b| {
-        let a = a
-            .outcome
-            .as_ref()
-            .map(|r| r.computation.score())
-            .unwrap_or(u64::MAX);
-        let b = b
-            .outcome
-            .as_ref()
-            .map(|r| r.computation.score())
-            .unwrap_or(u64::MAX);
+        let a = a.outcome.as_ref().map(|r| r.computation.score()).unwrap_or(u64::MAX);
+        let b = b.outcome.as_ref().map(|r| r.computation.score()).unwrap_or(u64::MAX);
         a.cmp(&b)
     });
 
@@ -320,9 +342,7 @@ async fn process_request<K: AutotuneKey>(
         log_result(&mut logger.lock(), &key, &results, context_logs.as_deref());
         cache.lock().cache_insert(key.clone(), fastest_index);
         #[cfg(std_io)]
-        cache
-            .lock()
-            .persistent_cache_insert(key, checksum, fastest_index, results);
+        cache.lock().persistent_cache_insert(key, checksum, fastest_index, results);
     }
 
     TuneCacheResult::Hit { fastest_index }
@@ -340,11 +360,7 @@ fn log_result<K: AutotuneKey>(
             let top_times = results
                 .iter()
                 .map(|r| {
-                    let time = r
-                        .outcome
-                        .as_ref()
-                        .map(|r| r.computation.median)
-                        .unwrap_or(Duration::MAX);
+                    let time = r.outcome.as_ref().map(|r| r.computation.median).unwrap_or(Duration::MAX);
 
                     let index = r.outcome.as_ref().map(|r| r.index).unwrap_or_default();
                     (index, time)
@@ -374,10 +390,7 @@ fn log_result<K: AutotuneKey>(
                 .expect("At least one kernel has to succeed.");
 
             let context = context_logs.unwrap_or("");
-            logger.log_autotune(&format!(
-                "Fastest result {}-{key}. Context: {context}",
-                result.name,
-            ));
+            logger.log_autotune(&format!("Fastest result {}-{key}. Context: {context}", result.name,));
 
             for result in results.iter() {
                 match &result.outcome {
@@ -393,9 +406,7 @@ fn log_result<K: AutotuneKey>(
 }
 
 #[cfg(feature = "autotune-checks")]
-pub(crate) fn check_autotune_outputs<O: AutotuneOutput>(
-    mut checks_outputs: Vec<Result<O, AutotuneError>>,
-) {
+pub(crate) fn check_autotune_outputs<O: AutotuneOutput>(mut checks_outputs: Vec<Result<O, AutotuneError>>) {
     let reference = checks_outputs.remove(checks_outputs.len() - 1);
 
     if let Ok(reference) = reference {

@@ -28,17 +28,9 @@ pub fn anchor(x: usize, max: Option<usize>, min: Option<usize>, base: Option<usi
     let exp = (x as f64).log(base).ceil();
     let power = base.powf(exp).ceil() as usize;
 
-    let result = if let Some(max) = max {
-        core::cmp::min(power, max)
-    } else {
-        power
-    };
+    let result = if let Some(max) = max { core::cmp::min(power, max) } else { power };
 
-    if let Some(min) = min {
-        core::cmp::max(result, min)
-    } else {
-        result
-    }
+    if let Some(min) = min { core::cmp::max(result, min) } else { result }
 }
 
 fn load_autotune_level() -> u32 {

@@ -27,10 +27,7 @@ impl Device for DummyDevice {
     }
 
     fn to_id(&self) -> cubecl_common::device::DeviceId {
-        cubecl_common::device::DeviceId {
-            type_id: 0,
-            index_id: 0,
-        }
+        cubecl_common::device::DeviceId { type_id: 0, index_id: 0 }
     }
 }
 
@@ -48,10 +45,7 @@ impl DeviceService for DummyServer {
 
 fn init_server() -> DummyServer {
     let storage = BytesStorage::default();
-    let mem_properties = MemoryDeviceProperties {
-        max_page_size: 1024 * 1024 * 512,
-        alignment: 32,
-    };
+    let mem_properties = MemoryDeviceProperties { max_page_size: 1024 * 1024 * 512, alignment: 32 };
 
     let memory_management = MemoryManagement::from_configuration(
         storage,
@@ -128,9 +122,6 @@ impl Runtime for DummyRuntime {
         _: u16,
         _: &<Self::Server as ComputeServer>::Info,
     ) -> Vec<cubecl_common::device::DeviceId> {
-        vec![cubecl_common::device::DeviceId {
-            type_id: 0,
-            index_id: 0,
-        }]
+        vec![cubecl_common::device::DeviceId { type_id: 0, index_id: 0 }]
     }
 }

@@ -13,9 +13,8 @@ use cubecl_runtime::{
     logging::ServerLogger,
     memory_management::{ManagedMemoryHandle, MemoryAllocationMode, MemoryManagement, MemoryUsage},
     server::{
-        Binding, ComputeServer, CopyDescriptor, CubeCount, CubeDim, ExecutionMode, Handle,
-        KernelArguments, ProfileError, ProfilingToken, ServerCommunication, ServerError,
-        ServerUtilities,
+        Binding, ComputeServer, CopyDescriptor, CubeCount, CubeDim, ExecutionMode, Handle, KernelArguments,
+        ProfileError, ProfilingToken, ServerCommunication, ServerError, ServerUtilities,
     },
     storage::{BytesResource, BytesStorage, ComputeStorage, ManagedResource},
     timestamp_profiler::TimestampProfiler,
@@ -78,9 +77,7 @@ impl CubeTask<DummyCompiler> for KernelTask {
 
 impl KernelTask {
     pub fn new(kernel: impl DummyKernel) -> Self {
-        Self {
-            kernel: Arc::new(kernel),
-        }
+        Self { kernel: Arc::new(kernel) }
     }
 
     pub fn compute(&self, resources: &mut [&mut BytesResource]) {
@@ -108,9 +105,7 @@ impl ComputeServer for DummyServer {
 
     fn initialize_memory(&mut self, memory: ManagedMemoryHandle, size: u64, _stream_id: StreamId) {
         let reserved = self.memory_management.reserve(size).unwrap();
-        self.memory_management
-            .bind(reserved, memory.clone(), 0)
-            .unwrap();
+        self.memory_management.bind(reserved, memory.clone(), 0).unwrap();
     }
 
     fn read(
@@ -124,11 +119,7 @@ impl ComputeServer for DummyServer {
                 let size = b.handle.size_in_used();
                 let resource = self
                     .memory_management
-                    .get_resource(
-                        b.handle.memory.clone(),
-                        b.handle.offset_start,
-                        b.handle.offset_end,
-                    )
+                    .get_resource(b.handle.memory.clone(), b.handle.offset_start, b.handle.offset_end)
                     .unwrap();
                 // Keep the binding alive in the future so the memory pool
                 // doesn't reuse this storage while we still hold a pointer.
@@ -139,19 +130,14 @@ impl ComputeServer for DummyServer {
         Box::pin(async move {
             Ok(bytes
                 .into_iter()
-                .map(|(b, size, _binding)| {
-                    Bytes::from_bytes_vec(b.read()[0..size as usize].to_vec())
-                })
+                .map(|(b, size, _binding)| Bytes::from_bytes_vec(b.read()[0..size as usize].to_vec()))
                 .collect())
         })
     }
 
     fn write(&mut self, descriptors: Vec<(CopyDescriptor, Bytes)>, _stream_id: StreamId) {
         for (descriptor, data) in descriptors {
-            let storage_h = self
-                .memory_management
-                .get_storage(descriptor.handle.memory)
-                .unwrap();
+            let storage_h = self.memory_management.get_storage(descriptor.handle.memory).unwrap();
             let mut bytes = self.memory_management.storage().get(&storage_h);
             bytes.write()[..data.len()].copy_from_slice(&data);
         }
@@ -186,11 +172,7 @@ impl ComputeServer for DummyServer {
         let mut resources: Vec<_> = bindings
             .buffers
             .into_iter()
-            .map(|b| {
-                self.memory_management
-                    .get_resource(b.memory, b.offset_start, b.offset_end)
-                    .unwrap()
-            })
+            .map(|b| self.memory_management.get_resource(b.memory, b.offset_start, b.offset_end).unwrap())
             .collect();
         let data = bytemuck::cast_slice(&bindings.info.data);
         let metadata = Handle::new(stream_id, data.len() as u64);
@@ -198,18 +180,12 @@ impl ComputeServer for DummyServer {
 
         resources.push({
             self.memory_management
-                .get_resource(
-                    metadata.memory.binding(),
-                    metadata.offset_start,
-                    metadata.offset_end,
-                )
+                .get_resource(metadata.memory.binding(), metadata.offset_start, metadata.offset_end)
                 .unwrap()
         });
 
         let mut resources: Vec<_> = resources.iter_mut().collect();
-        let kernel = kernel
-            .compile(&mut DummyCompiler, &(), mode, kernel.address_type())
-            .unwrap();
+        let kernel = kernel.compile(&mut DummyCompiler, &(), mode, kernel.address_type()).unwrap();
         kernel.repr.unwrap().compute(resources.as_mut_slice());
     }
 
@@ -244,10 +220,7 @@ impl ComputeServer for DummyServer {
 }
 
 impl DummyServer {
-    pub fn new(
-        memory_management: MemoryManagement<BytesStorage>,
-        mem_props: MemoryDeviceProperties,
-    ) -> Self {
+    pub fn new(memory_management: MemoryManagement<BytesStorage>, mem_props: MemoryDeviceProperties) -> Self {
         let hardware = HardwareProperties {
             load_width: 128,
             plane_size_min: 32,
@@ -268,18 +241,10 @@ impl DummyServer {
         let props = DeviceProperties::new(features, mem_props, hardware, timing_method);
         let logger = Arc::new(ServerLogger::default());
 
-        let utilities = Arc::new(ServerUtilities::new(
-            props,
-            logger,
-            (),
-            ContiguousMemoryLayoutPolicy::new(4),
-        ));
+        let utilities =
+            Arc::new(ServerUtilities::new(props, logger, (), ContiguousMemoryLayoutPolicy::new(4)));
 
-        Self {
-            memory_management,
-            utilities,
-            timestamps: TimestampProfiler::default(),
-        }
+        Self { memory_management, utilities, timestamps: TimestampProfiler::default() }
     }
 
     /// Utility to create a new buffer and immediately copy contiguous data into it

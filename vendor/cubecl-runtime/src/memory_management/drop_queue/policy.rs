@@ -55,17 +55,11 @@ mod policy_tests {
     use super::*;
 
     fn policy() -> FlushingPolicy {
-        FlushingPolicy {
-            max_bytes_count: 4,
-            max_bytes_size: 100,
-        }
+        FlushingPolicy { max_bytes_count: 4, max_bytes_size: 100 }
     }
 
     fn state() -> FlushingPolicyState {
-        FlushingPolicyState {
-            bytes_count: 0,
-            bytes_size: 0,
-        }
+        FlushingPolicyState { bytes_count: 0, bytes_size: 0 }
     }
 
     #[test]

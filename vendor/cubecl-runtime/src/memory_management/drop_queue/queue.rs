@@ -1,9 +1,7 @@
 use alloc::vec::Vec;
 use cubecl_common::bytes::Bytes;
 
-use crate::memory_management::{
-    drop_queue::FlushingPolicy, drop_queue::policy::FlushingPolicyState,
-};
+use crate::memory_management::{drop_queue::FlushingPolicy, drop_queue::policy::FlushingPolicyState};
 
 /// A synchronization primitive that blocks until the device has finished
 /// processing all commands submitted before the fence was created.
@@ -149,10 +147,7 @@ mod tests {
 
     fn make_queue<'a>(
         sync_count: &'a Cell<u32>,
-    ) -> (
-        PendingDropQueue<MockFence<'a>>,
-        impl Fn() -> MockFence<'a> + 'a,
-    ) {
+    ) -> (PendingDropQueue<MockFence<'a>>, impl Fn() -> MockFence<'a> + 'a) {
         let queue = PendingDropQueue::new(test_policy());
         let factory = move || MockFence { sync_count };
         (queue, factory)
@@ -163,10 +158,7 @@ mod tests {
     }
 
     fn test_policy() -> FlushingPolicy {
-        FlushingPolicy {
-            max_bytes_count: 2048,
-            max_bytes_size: 8,
-        }
+        FlushingPolicy { max_bytes_count: 2048, max_bytes_size: 8 }
     }
 
     // ---------------------------------------------------------------------------
@@ -210,11 +202,7 @@ mod tests {
 
         // The fence is created but must not be synced yet — that happens on
         // the next flush.
-        assert_eq!(
-            sync_count.get(),
-            0,
-            "fence should not be synced on first flush"
-        );
+        assert_eq!(sync_count.get(), 0, "fence should not be synced on first flush");
     }
 
     #[test]
@@ -308,10 +296,7 @@ mod tests {
 
         queue.flush(&factory);
 
-        assert!(
-            !queue.should_flush(),
-            "policy state should be reset after flush"
-        );
+        assert!(!queue.should_flush(), "policy state should be reset after flush");
     }
 
     // ---------------------------------------------------------------------------

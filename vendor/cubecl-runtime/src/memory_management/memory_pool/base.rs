@@ -64,12 +64,7 @@ pub trait MemoryPool {
     fn get_memory_usage(&self) -> MemoryUsage;
 
     /// Cleanup the memory pool, maybe freeing some memory using the [`ComputeStorage`].
-    fn cleanup<Storage: ComputeStorage>(
-        &mut self,
-        storage: &mut Storage,
-        alloc_nr: u64,
-        explicit: bool,
-    );
+    fn cleanup<Storage: ComputeStorage>(&mut self, storage: &mut Storage, alloc_nr: u64, explicit: bool);
 }
 
 #[derive(Debug)]
@@ -83,12 +78,7 @@ pub(crate) struct Slice {
 
 impl Slice {
     pub fn new(storage: StorageHandle, padding: u64) -> Self {
-        Self {
-            storage,
-            handle: ManagedMemoryHandle::new(),
-            padding,
-            cursor: 0,
-        }
+        Self { storage, handle: ManagedMemoryHandle::new(), padding, cursor: 0 }
     }
     /// If the slice is free to be reused.
     pub(crate) fn is_free(&self) -> bool {
@@ -109,9 +99,5 @@ impl Slice {
 /// Calculates the padding required to store the given size in a buffer given the memory alignment.
 pub(crate) fn calculate_padding(size: u64, memory_alignment: u64) -> u64 {
     let remainder = size % memory_alignment;
-    if remainder != 0 {
-        memory_alignment - remainder
-    } else {
-        0
-    }
+    if remainder != 0 { memory_alignment - remainder } else { 0 }
 }

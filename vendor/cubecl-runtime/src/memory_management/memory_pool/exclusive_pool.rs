@@ -59,12 +59,7 @@ struct MemoryPage {
 }
 
 impl ExclusiveMemoryPool {
-    pub(crate) fn new(
-        max_alloc_size: u64,
-        alignment: u64,
-        dealloc_period: u64,
-        pool_pos: u8,
-    ) -> Self {
+    pub(crate) fn new(max_alloc_size: u64, alignment: u64, dealloc_period: u64, pool_pos: u8) -> Self {
         // Pages should be allocated to be aligned.
         assert_eq!(max_alloc_size % alignment, 0);
 
@@ -95,9 +90,7 @@ impl ExclusiveMemoryPool {
         storage: &mut Storage,
         size: u64,
     ) -> Result<(usize, &mut MemoryPage), IoError> {
-        let alloc_size = (self.cur_avg_size as u64)
-            .max(size)
-            .next_multiple_of(self.alignment);
+        let alloc_size = (self.cur_avg_size as u64).max(size).next_multiple_of(self.alignment);
 
         let storage = storage.alloc(alloc_size)?;
 
@@ -132,8 +125,7 @@ impl MemoryPool for ExclusiveMemoryPool {
     ///
     /// Also clean ups, merging free slices together if permitted by the merging strategy
     fn try_reserve(&mut self, size: u64) -> Option<ManagedMemoryHandle> {
-        self.cur_avg_size =
-            self.cur_avg_size * (1.0 - SIZE_AVG_DECAY) + size as f64 * SIZE_AVG_DECAY;
+        self.cur_avg_size = self.cur_avg_size * (1.0 - SIZE_AVG_DECAY) + size as f64 * SIZE_AVG_DECAY;
 
         let padding = calculate_padding(size, self.alignment);
 
@@ -147,20 +139,14 @@ impl MemoryPool for ExclusiveMemoryPool {
         })
     }
 
-    #[cfg_attr(
-        feature = "tracing",
-        tracing::instrument(level = "trace", skip(self, storage))
-    )]
+    #[cfg_attr(feature = "tracing", tracing::instrument(level = "trace", skip(self, storage)))]
     fn alloc<Storage: ComputeStorage>(
         &mut self,
         storage: &mut Storage,
         size: u64,
     ) -> Result<ManagedMemoryHandle, IoError> {
         if size > self.max_alloc_size {
-            return Err(IoError::BufferTooBig {
-                size,
-                backtrace: BackTrace::capture(),
-            });
+            return Err(IoError::BufferTooBig { size, backtrace: BackTrace::capture() });
         }
 
         let (idx, page) = self.alloc_page(storage, size)?;
@@ -173,29 +159,17 @@ impl MemoryPool for ExclusiveMemoryPool {
     }
 
     fn get_memory_usage(&self) -> MemoryUsage {
-        let used_slices: Vec<_> = self
-            .pages
-            .iter()
-            .filter(|page| !page.slice.is_free())
-            .collect();
+        let used_slices: Vec<_> = self.pages.iter().filter(|page| !page.slice.is_free()).collect();
 
         MemoryUsage {
             number_allocs: used_slices.len() as u64,
-            bytes_in_use: used_slices
-                .iter()
-                .map(|page| page.slice.storage.size())
-                .sum(),
+            bytes_in_use: used_slices.iter().map(|page| page.slice.storage.size()).sum(),
             bytes_padding: used_slices.iter().map(|page| page.slice.padding).sum(),
             bytes_reserved: self.pages.iter().map(|page| page.alloc_size).sum(),
         }
     }
 
-    fn cleanup<Storage: ComputeStorage>(
-        &mut self,
-        storage: &mut Storage,
-        alloc_nr: u64,
-        explicit: bool,
-    ) {
+    fn cleanup<Storage: ComputeStorage>(&mut self, storage: &mut Storage, alloc_nr: u64, explicit: bool) {
         // Check such that an alloc is free after at most dealloc_period.
         let check_period = self.dealloc_period / (ALLOC_AFTER_FREE as u64);
 
@@ -215,10 +189,7 @@ impl MemoryPool for ExclusiveMemoryPool {
                 }
 
                 let page_index = self.pages_tmp.len();
-                page.slice
-                    .handle
-                    .descriptor()
-                    .update_page(page_index as u16);
+                page.slice.handle.descriptor().update_page(page_index as u16);
                 self.pages_tmp.push(page);
             }
 
@@ -246,13 +217,10 @@ impl MemoryPool for ExclusiveMemoryPool {
         let binding_descriptor = binding.descriptor();
         let page_index = binding_descriptor.page();
 
-        let page = self
-            .pages
-            .get(page_index)
-            .ok_or_else(|| IoError::NotFound {
-                backtrace: BackTrace::capture(),
-                reason: alloc::format!("Memory page {} doesn't exist", page_index).into(),
-            })?;
+        let page = self.pages.get(page_index).ok_or_else(|| IoError::NotFound {
+            backtrace: BackTrace::capture(),
+            reason: alloc::format!("Memory page {} doesn't exist", page_index).into(),
+        })?;
 
         Ok(&page.slice)
     }

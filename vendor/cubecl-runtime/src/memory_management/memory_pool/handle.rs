@@ -18,10 +18,7 @@ pub struct ManagedMemoryBinding {
 
 impl Clone for ManagedMemoryHandle {
     fn clone(&self) -> Self {
-        Self {
-            descriptor: self.descriptor.clone(),
-            handle_count: self.handle_count.clone(),
-        }
+        Self { descriptor: self.descriptor.clone(), handle_count: self.handle_count.clone() }
     }
 }
 
@@ -123,22 +120,12 @@ impl ManagedMemoryDescriptor {
 impl MemoryLocation {
     /// Creates a new memory location.
     pub(crate) fn new(pool: u8, page: u16, slice: u32) -> Self {
-        Self {
-            pool,
-            page,
-            slice,
-            init: 1,
-        }
+        Self { pool, page, slice, init: 1 }
     }
 
     /// Creates a new uninitialized memory location.
     pub(crate) fn uninit() -> Self {
-        Self {
-            pool: 0,
-            page: 0,
-            slice: 0,
-            init: 0,
-        }
+        Self { pool: 0, page: 0, slice: 0, init: 0 }
     }
 }
 
@@ -173,9 +160,7 @@ impl ManagedMemoryHandle {
 
     /// Returns the binding for the current handle.
     pub fn binding(self) -> ManagedMemoryBinding {
-        ManagedMemoryBinding {
-            descriptor: self.descriptor.clone(),
-        }
+        ManagedMemoryBinding { descriptor: self.descriptor.clone() }
     }
 
     fn gen_id() -> usize {
@@ -203,9 +188,7 @@ impl Default for ManagedMemoryHandle {
 
 impl Clone for ManagedMemoryBinding {
     fn clone(&self) -> Self {
-        Self {
-            descriptor: self.descriptor.clone(),
-        }
+        Self { descriptor: self.descriptor.clone() }
     }
 }
 
@@ -223,13 +206,7 @@ impl MemoryHandle<ManagedMemoryBinding> for ManagedMemoryHandle {
 /// Prefers contiguous alignments for unit dimensions, 16-byte minimum alignment for non-unit,
 /// scaling with input size up to `buffer_align`.
 pub fn optimal_align(shape: usize, elem_size: usize, buffer_align: usize) -> usize {
-    if shape == 1 {
-        elem_size
-    } else {
-        (shape * elem_size)
-            .next_power_of_two()
-            .clamp(16, buffer_align)
-    }
+    if shape == 1 { elem_size } else { (shape * elem_size).next_power_of_two().clamp(16, buffer_align) }
 }
 
 #[cfg(test)]
@@ -243,10 +220,7 @@ mod tests {
         assert_eq!(handle1.descriptor().slice(), 4);
 
         let handle2 = ManagedMemoryHandle::new();
-        handle2
-            .clone()
-            .descriptor()
-            .update_location(handle1.descriptor().location());
+        handle2.clone().descriptor().update_location(handle1.descriptor().location());
         assert_eq!(handle2.descriptor().slice(), 4);
     }
 

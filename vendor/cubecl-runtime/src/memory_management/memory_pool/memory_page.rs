@@ -54,8 +54,7 @@ impl MemoryPage {
         cursor: u64,
     ) -> Result<(), IoError> {
         let slice = &mut self.slices[reserved.descriptor().slice()];
-        new.descriptor()
-            .update_location(reserved.descriptor().location());
+        new.descriptor().update_location(reserved.descriptor().location());
         slice.cursor = cursor;
         slice.handle = new;
 
@@ -64,12 +63,8 @@ impl MemoryPage {
 
     /// Gets the [memory usage](MemoryUsage) of the current memory page.
     pub fn memory_usage(&self) -> MemoryUsage {
-        let mut usage = MemoryUsage {
-            number_allocs: 0,
-            bytes_in_use: 0,
-            bytes_padding: 0,
-            bytes_reserved: 0,
-        };
+        let mut usage =
+            MemoryUsage { number_allocs: 0, bytes_in_use: 0, bytes_padding: 0, bytes_reserved: 0 };
 
         for slice in self.slices.iter() {
             usage.bytes_reserved += slice.effective_size();
@@ -102,10 +97,7 @@ impl MemoryPage {
                 summary.num_full += 1;
             }
             if memory_blocks {
-                summary.blocks.push(MemoryBlock {
-                    is_free,
-                    size: slice.effective_size(),
-                });
+                summary.blocks.push(MemoryBlock { is_free, size: slice.effective_size() });
             }
         }
         summary.amount_total = self.storage.size();
@@ -126,8 +118,7 @@ impl MemoryPage {
         let effective_size = size + padding;
 
         for (index, slice) in self.slices.iter_mut().enumerate() {
-            let can_use_slice =
-                slice.storage.utilization.size >= effective_size && slice.handle.is_free();
+            let can_use_slice = slice.storage.utilization.size >= effective_size && slice.handle.is_free();
 
             if !can_use_slice {
                 continue;
@@ -159,12 +150,10 @@ impl MemoryPage {
     pub fn find(&self, binding: &ManagedMemoryBinding) -> Result<&Slice, IoError> {
         let slice_index = binding.descriptor().slice();
 
-        self.slices
-            .get(slice_index)
-            .ok_or_else(|| IoError::NotFound {
-                backtrace: BackTrace::capture(),
-                reason: alloc::format!("Memory slice {} doesn't exist", slice_index).into(),
-            })
+        self.slices.get(slice_index).ok_or_else(|| IoError::NotFound {
+            backtrace: BackTrace::capture(),
+            reason: alloc::format!("Memory slice {} doesn't exist", slice_index).into(),
+        })
     }
 
     pub fn update_page(&mut self, page: u16) {
@@ -209,10 +198,7 @@ impl MemoryPage {
                 }
                 MemoryTaskStatus::Ignoring => {
                     let slice_pos_updated = self.slices_tmp.len();
-                    slice
-                        .handle
-                        .descriptor()
-                        .update_slice(slice_pos_updated as u32);
+                    slice.handle.descriptor().update_slice(slice_pos_updated as u32);
                     self.slices_tmp.push(slice);
                 }
                 MemoryTaskStatus::Completed => {
@@ -234,12 +220,7 @@ impl MemoryPage {
         core::mem::swap(&mut self.slices, &mut self.slices_tmp);
     }
 
-    fn add_new_slice(
-        &mut self,
-        index_previous: usize,
-        reserved_size_previous: u64,
-        new_slice: Slice,
-    ) {
+    fn add_new_slice(&mut self, index_previous: usize, reserved_size_previous: u64, new_slice: Slice) {
         self.slices_tmp.clear();
 
         let mut new_slice = Some(new_slice);
@@ -332,11 +313,7 @@ impl Debug for MemoryPageSummary {
             ("Full ", self.num_full, self.amount_full),
             ("Total", self.num_total, self.amount_total),
         ] {
-            f.write_fmt(format_args!(
-                " - {tag}: {} slices ({})\n",
-                num,
-                BytesFormat::new(amount),
-            ))?;
+            f.write_fmt(format_args!(" - {tag}: {} slices ({})\n", num, BytesFormat::new(amount),))?;
         }
 
         f.write_str("\n[Blocks]\n")?;
@@ -457,24 +434,16 @@ mod tests {
     #[test_log::test]
     fn test_memory_page() {
         let mut page = new_memory_page(32 * MB);
-        let slice = page
-            .try_reserve(16 * MB)
-            .expect("Enough space to allocate a new slice");
+        let slice = page.try_reserve(16 * MB).expect("Enough space to allocate a new slice");
 
         assert_eq!(slice.is_free(), false);
         assert_eq!(slice.can_mut(), true);
 
-        let storage = &page
-            .find(&slice.binding())
-            .expect("To find the correct storage")
-            .storage;
+        let storage = &page.find(&slice.binding()).expect("To find the correct storage").storage;
 
         assert_eq!(
             storage.utilization,
-            StorageUtilization {
-                offset: 0,
-                size: 16 * MB
-            },
+            StorageUtilization { offset: 0, size: 16 * MB },
             "Utilization to be correct"
         );
 
@@ -484,14 +453,8 @@ mod tests {
             summary,
             MemoryPageSummary {
                 blocks: vec![
-                    MemoryBlock {
-                        is_free: true,
-                        size: 16 * MB
-                    },
-                    MemoryBlock {
-                        is_free: true,
-                        size: 16 * MB
-                    }
+                    MemoryBlock { is_free: true, size: 16 * MB },
+                    MemoryBlock { is_free: true, size: 16 * MB }
                 ],
                 amount_free: 32 * MB,
                 amount_full: 0,
@@ -508,10 +471,7 @@ mod tests {
         assert_eq!(
             summary,
             MemoryPageSummary {
-                blocks: vec![MemoryBlock {
-                    is_free: true,
-                    size: 32 * MB
-                },],
+                blocks: vec![MemoryBlock { is_free: true, size: 32 * MB },],
                 amount_free: 32 * MB,
                 amount_full: 0,
                 amount_total: 32 * MB,
@@ -526,23 +486,14 @@ mod tests {
     #[test_log::test]
     fn test_memory_job() {
         let mut page = new_memory_page(32 * MB);
-        let slice = page
-            .try_reserve(16 * MB)
-            .expect("Enough space to allocate a new slice");
+        let slice = page.try_reserve(16 * MB).expect("Enough space to allocate a new slice");
 
         core::mem::drop(slice);
         let job = page.memory_job();
 
         assert_eq!(
             job,
-            MemoryJob {
-                tasks: vec![MemoryTask {
-                    start_index: 0,
-                    count: 2,
-                    cursor: 0,
-                    size: 32 * MB,
-                }]
-            }
+            MemoryJob { tasks: vec![MemoryTask { start_index: 0, count: 2, cursor: 0, size: 32 * MB }] }
         );
     }
 
@@ -550,43 +501,20 @@ mod tests {
     fn test_scenario() {
         let mut page = new_memory_page(32 * MB);
 
-        let slice_1 = page
-            .try_reserve(4 * MB)
-            .expect("Enough space to allocate a new slice");
-        let slice_2 = page
-            .try_reserve(15 * MB)
-            .expect("Enough space to allocate a new slice");
-        let slice_3 = page
-            .try_reserve(8 * MB)
-            .expect("Enough space to allocate a new slice");
-        let slice_4 = page
-            .try_reserve(4 * MB)
-            .expect("Enough space to allocate a new slice");
+        let slice_1 = page.try_reserve(4 * MB).expect("Enough space to allocate a new slice");
+        let slice_2 = page.try_reserve(15 * MB).expect("Enough space to allocate a new slice");
+        let slice_3 = page.try_reserve(8 * MB).expect("Enough space to allocate a new slice");
+        let slice_4 = page.try_reserve(4 * MB).expect("Enough space to allocate a new slice");
 
         assert_eq!(
             page.summary(true),
             MemoryPageSummary {
                 blocks: vec![
-                    MemoryBlock {
-                        is_free: false,
-                        size: 4 * MB
-                    },
-                    MemoryBlock {
-                        is_free: false,
-                        size: 15 * MB
-                    },
-                    MemoryBlock {
-                        is_free: false,
-                        size: 8 * MB
-                    },
-                    MemoryBlock {
-                        is_free: false,
-                        size: 4 * MB
-                    },
-                    MemoryBlock {
-                        is_free: true,
-                        size: 1 * MB
-                    }
+                    MemoryBlock { is_free: false, size: 4 * MB },
+                    MemoryBlock { is_free: false, size: 15 * MB },
+                    MemoryBlock { is_free: false, size: 8 * MB },
+                    MemoryBlock { is_free: false, size: 4 * MB },
+                    MemoryBlock { is_free: true, size: 1 * MB }
                 ],
                 amount_free: 1 * MB,
                 amount_full: 31 * MB,
@@ -617,26 +545,11 @@ mod tests {
             page.summary(true),
             MemoryPageSummary {
                 blocks: vec![
-                    MemoryBlock {
-                        is_free: false,
-                        size: 4 * MB
-                    },
-                    MemoryBlock {
-                        is_free: false,
-                        size: 9 * MB
-                    },
-                    MemoryBlock {
-                        is_free: true,
-                        size: 14 * MB
-                    },
-                    MemoryBlock {
-                        is_free: false,
-                        size: 4 * MB
-                    },
-                    MemoryBlock {
-                        is_free: true,
-                        size: 1 * MB
-                    }
+                    MemoryBlock { is_free: false, size: 4 * MB },
+                    MemoryBlock { is_free: false, size: 9 * MB },
+                    MemoryBlock { is_free: true, size: 14 * MB },
+                    MemoryBlock { is_free: false, size: 4 * MB },
+                    MemoryBlock { is_free: true, size: 1 * MB }
                 ],
                 amount_free: 15 * MB,
                 amount_full: 17 * MB,
@@ -648,14 +561,8 @@ mod tests {
         );
 
         assert_eq!(
-            page.find(&slice_4.clone().binding())
-                .unwrap()
-                .storage
-                .utilization,
-            StorageUtilization {
-                offset: 27 * MB,
-                size: 4 * MB
-            },
+            page.find(&slice_4.clone().binding()).unwrap().storage.utilization,
+            StorageUtilization { offset: 27 * MB, size: 4 * MB },
             "Utilization to be correct"
         );
 
@@ -667,14 +574,8 @@ mod tests {
         page.coalesce();
 
         assert_eq!(
-            page.find(&slice_6.clone().unwrap().binding())
-                .unwrap()
-                .storage
-                .utilization,
-            StorageUtilization {
-                offset: 13 * MB,
-                size: 9 * MB
-            },
+            page.find(&slice_6.clone().unwrap().binding()).unwrap().storage.utilization,
+            StorageUtilization { offset: 13 * MB, size: 9 * MB },
             "Utilization to be correct"
         );
 
@@ -682,22 +583,10 @@ mod tests {
             page.summary(true),
             MemoryPageSummary {
                 blocks: vec![
-                    MemoryBlock {
-                        is_free: true,
-                        size: 4 * MB
-                    },
-                    MemoryBlock {
-                        is_free: false,
-                        size: 9 * MB
-                    },
-                    MemoryBlock {
-                        is_free: false,
-                        size: 9 * MB
-                    },
-                    MemoryBlock {
-                        is_free: true,
-                        size: 10 * MB
-                    }
+                    MemoryBlock { is_free: true, size: 4 * MB },
+                    MemoryBlock { is_free: false, size: 9 * MB },
+                    MemoryBlock { is_free: false, size: 9 * MB },
+                    MemoryBlock { is_free: true, size: 10 * MB }
                 ],
                 amount_free: 14 * MB,
                 amount_full: 18 * MB,

@@ -72,12 +72,10 @@ impl MemoryPool for PersistentPool {
     fn find(&self, binding: &super::ManagedMemoryBinding) -> Result<&Slice, IoError> {
         let slice_index = binding.descriptor().slice();
 
-        self.slices
-            .get(slice_index)
-            .ok_or_else(|| IoError::NotFound {
-                backtrace: BackTrace::capture(),
-                reason: alloc::format!("Memory slice {} doesn't exist", slice_index).into(),
-            })
+        self.slices.get(slice_index).ok_or_else(|| IoError::NotFound {
+            backtrace: BackTrace::capture(),
+            reason: alloc::format!("Memory slice {} doesn't exist", slice_index).into(),
+        })
     }
 
     fn try_reserve(&mut self, size: u64) -> Option<ManagedMemoryHandle> {
@@ -132,11 +130,7 @@ impl MemoryPool for PersistentPool {
     }
 
     fn get_memory_usage(&self) -> MemoryUsage {
-        let used_slices: Vec<_> = self
-            .slices
-            .iter()
-            .filter(|slice| !slice.is_free())
-            .collect();
+        let used_slices: Vec<_> = self.slices.iter().filter(|slice| !slice.is_free()).collect();
 
         MemoryUsage {
             number_allocs: used_slices.len() as u64,
@@ -190,8 +184,7 @@ impl MemoryPool for PersistentPool {
         cursor: u64,
     ) -> Result<(), IoError> {
         let slice = &mut self.slices[old.descriptor().slice()];
-        new.descriptor()
-            .update_location(old.descriptor().location());
+        new.descriptor().update_location(old.descriptor().location());
         slice.cursor = cursor;
         slice.handle = new;
 
@@ -221,17 +214,11 @@ mod tests {
         );
 
         let handle = pool.alloc(&mut storage, size).expect("alloc");
-        assert!(
-            pool.try_reserve(size).is_none(),
-            "slice must stay reserved while the handle is alive"
-        );
+        assert!(pool.try_reserve(size).is_none(), "slice must stay reserved while the handle is alive");
 
         core::mem::drop(handle);
 
-        assert!(
-            pool.try_reserve(size).is_some(),
-            "freed slice should be reusable"
-        );
+        assert!(pool.try_reserve(size).is_some(), "freed slice should be reusable");
     }
 
     #[test_log::test]

@@ -59,10 +59,7 @@ impl MemoryPool for SlicedPool {
         None
     }
 
-    #[cfg_attr(
-        feature = "tracing",
-        tracing::instrument(level = "trace", skip(self, storage))
-    )]
+    #[cfg_attr(feature = "tracing", tracing::instrument(level = "trace", skip(self, storage)))]
     fn alloc<Storage: crate::storage::ComputeStorage>(
         &mut self,
         storage: &mut Storage,
@@ -82,12 +79,8 @@ impl MemoryPool for SlicedPool {
     }
 
     fn get_memory_usage(&self) -> MemoryUsage {
-        let mut usage = MemoryUsage {
-            number_allocs: 0,
-            bytes_in_use: 0,
-            bytes_padding: 0,
-            bytes_reserved: 0,
-        };
+        let mut usage =
+            MemoryUsage { number_allocs: 0, bytes_in_use: 0, bytes_padding: 0, bytes_reserved: 0 };
 
         for (page, _) in self.pages.iter() {
             let current = page.memory_usage();
@@ -97,10 +90,7 @@ impl MemoryPool for SlicedPool {
         usage
     }
 
-    #[cfg_attr(
-        feature = "tracing",
-        tracing::instrument(level = "trace", skip(self, storage))
-    )]
+    #[cfg_attr(feature = "tracing", tracing::instrument(level = "trace", skip(self, storage)))]
     fn cleanup<Storage: crate::storage::ComputeStorage>(
         &mut self,
         storage: &mut Storage,
@@ -156,18 +146,13 @@ impl Display for SlicedPool {
 
         for (page, id) in self.pages.iter() {
             let summary = page.summary(false);
-            f.write_fmt(format_args!(
-                "   - Page {id} num_slices={} =>",
-                summary.num_total
-            ))?;
+            f.write_fmt(format_args!("   - Page {id} num_slices={} =>", summary.num_total))?;
 
             let size_free = BytesFormat::new(summary.amount_free);
             let size_full = BytesFormat::new(summary.amount_full);
             let size_total = BytesFormat::new(summary.amount_total);
 
-            f.write_fmt(format_args!(
-                " {size_free} free - {size_full} full - {size_total} total\n"
-            ))?;
+            f.write_fmt(format_args!(" {size_free} free - {size_full} full - {size_total} total\n"))?;
         }
 
         f.write_fmt(format_args!("\n{}\n", self.get_memory_usage()))?;

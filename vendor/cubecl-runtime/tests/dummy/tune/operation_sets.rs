@@ -12,24 +12,16 @@ use super::DummyElementwiseAdditionSlowWrong;
 
 type TestSet = TunableSet<String, Vec<Handle>, ()>;
 
-pub fn addition_set(
-    client: DummyClient,
-    shapes: Vec<Vec<usize>>,
-) -> TunableSet<String, Vec<Handle>, ()> {
-    let op_add =
-        OneKernelAutotuneOperation::new(KernelTask::new(DummyElementwiseAddition), client.clone());
-    let op_add_slow = OneKernelAutotuneOperation::new(
-        KernelTask::new(DummyElementwiseAdditionSlowWrong),
-        client.clone(),
-    );
+pub fn addition_set(client: DummyClient, shapes: Vec<Vec<usize>>) -> TunableSet<String, Vec<Handle>, ()> {
+    let op_add = OneKernelAutotuneOperation::new(KernelTask::new(DummyElementwiseAddition), client.clone());
+    let op_add_slow =
+        OneKernelAutotuneOperation::new(KernelTask::new(DummyElementwiseAdditionSlowWrong), client.clone());
     TestSet::new(
         move |_input: &Vec<Handle>| format!("{}-{}", "add", log_shape_input_key(&shapes)),
         CloneInputGenerator,
     )
     .with(Tunable::new("add", move |inputs| op_add.run(inputs)))
-    .with(Tunable::new("add_slow_wrong", move |inputs| {
-        op_add_slow.run(inputs)
-    }))
+    .with(Tunable::new("add_slow_wrong", move |inputs| op_add_slow.run(inputs)))
 }
 
 pub fn multiplication_set(client: DummyClient, shapes: Vec<Vec<usize>>) -> TestSet {
@@ -37,17 +29,13 @@ pub fn multiplication_set(client: DummyClient, shapes: Vec<Vec<usize>>) -> TestS
         KernelTask::new(DummyElementwiseMultiplicationSlowWrong),
         client.clone(),
     );
-    let op_mul = OneKernelAutotuneOperation::new(
-        KernelTask::new(DummyElementwiseMultiplication),
-        client.clone(),
-    );
+    let op_mul =
+        OneKernelAutotuneOperation::new(KernelTask::new(DummyElementwiseMultiplication), client.clone());
     TestSet::new(
         move |_input: &Vec<Handle>| format!("{}-{}", "mul", log_shape_input_key(&shapes)),
         CloneInputGenerator,
     )
-    .with(Tunable::new("mul_slow_wrong", move |inputs| {
-        op_mul_slow.run(inputs)
-    }))
+    .with(Tunable::new("mul_slow_wrong", move |inputs| op_mul_slow.run(inputs)))
     .with(Tunable::new("mul", move |inputs| op_mul.run(inputs)))
 }
 
