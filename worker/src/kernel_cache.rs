@@ -46,6 +46,32 @@ pub fn compiled_dir(dir: &Path) -> PathBuf {
     }
 }
 
+/// The directory [`install`] set, once it has.
+static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The cache directory in use, when [`install`] set one.
+pub fn installed_dir() -> Option<&'static Path> {
+    INSTALLED.get().map(PathBuf::as_path)
+}
+
+/// Whether the kernels a GPU runs still have to be compiled and tuned by this build: a cache
+/// directory is in use and holds none of its compiled kernels ([`has_compiled_kernels`]).
+pub fn starts_cold() -> bool {
+    installed_dir().is_some_and(|dir| !has_compiled_kernels(dir))
+}
+
+/// What a run on a GPU without this build's compiled kernels says (a fresh H100's first epoch
+/// took 67–75 s with three slots, the next ones about 1 s).
+pub const COLD_START: &str = "no compiled GPU kernels for this build yet: the first steps on each GPU compile and \
+     tune them (about a minute); later runs reuse them";
+
+/// Whether this build has compiled kernels under the cache directory `dir` (its
+/// [`compiled_dir`] exists and holds anything): without them the first steps on a device
+/// compile every kernel, and tune those CubeCL tunes, before training runs at speed.
+pub fn has_compiled_kernels(dir: &Path) -> bool {
+    std::fs::read_dir(compiled_dir(dir)).is_ok_and(|mut entries| entries.next().is_some())
+}
+
 /// Points CubeCL's autotune cache at `dir` (or [`default_dir`]) and its compilation cache at
 /// this build's directory under it ([`compiled_dir`]) unless a `cubecl.toml` configures them. Call once, before the first GPU operation; returns the
 /// directory in use, or `None` when CubeCL's configuration was already fixed or no directory
@@ -70,6 +96,10 @@ pub fn install(dir: Option<&Path>) -> Option<PathBuf> {
     }
     *global = Some(std::sync::Arc::new(config));
     tracing::info!(dir = %dir.display(), "GPU kernel cache");
+    let _ = INSTALLED.set(dir.clone());
+    if starts_cold() {
+        tracing::info!("{COLD_START}");
+    }
     Some(dir)
 }
 
@@ -97,9 +127,16 @@ mod tests {
         assert!(compiled.starts_with(&dir) && compiled != dir, "{}", compiled.display());
         assert!(matches!(&config.compilation.cache, Some(CacheConfig::File(d)) if *d == compiled));
         assert!(matches!(&config.autotune.cache, CacheConfig::File(d) if *d == dir));
+        assert_eq!(installed_dir(), Some(dir.as_path()));
+        assert!(starts_cold(), "nothing compiled in a new directory");
         // Fixed for the process now: a second call changes nothing and says so.
         assert_eq!(install(Some(Path::new("/elsewhere"))), None);
         assert!(matches!(&CubeClRuntimeConfig::get().autotune.cache, CacheConfig::File(d) if *d == dir));
+        assert_eq!(installed_dir(), Some(dir.as_path()));
+        std::fs::create_dir_all(&compiled).unwrap();
+        std::fs::write(compiled.join("kernel.ptx"), b"ptx").unwrap();
+        assert!(!starts_cold());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The same executable gives the same id, so a warm cache is found again, and its
@@ -112,6 +149,19 @@ mod tests {
         assert_eq!(build_id(), Some(id.clone()));
         assert_ne!(compiled_dir(Path::new("/cache")), Path::new("/cache"));
         assert!(compiled_dir(Path::new("/cache")).ends_with(format!("build-{id}")));
+    }
+
+    #[test]
+    fn compiled_kernels_are_found_only_in_this_builds_directory() {
+        let dir = std::env::temp_dir().join(format!("sweep-kernel-cache-probe-{}", std::process::id()));
+        assert!(!has_compiled_kernels(&dir), "no directory yet");
+        std::fs::create_dir_all(compiled_dir(&dir)).unwrap();
+        assert!(!has_compiled_kernels(&dir), "an empty directory");
+        std::fs::write(dir.join("autotune.json"), b"{}").unwrap();
+        assert!(!has_compiled_kernels(&dir), "autotune results are not compiled kernels");
+        std::fs::write(compiled_dir(&dir).join("kernel.ptx"), b"ptx").unwrap();
+        assert!(has_compiled_kernels(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
