@@ -29,13 +29,17 @@ pub fn default_dir() -> Option<PathBuf> {
 }
 
 /// Identifies this build's compiled kernels: a hash of the running executable (16 hex digits),
-/// `None` if it cannot be read. ~50 ms for the worker's 57 MB binary.
+/// `None` if it cannot be read. ~50 ms for the worker's 57 MB binary, once a process.
 pub fn build_id() -> Option<String> {
-    use std::hash::Hasher;
-    let bytes = std::fs::read(std::env::current_exe().ok()?).ok()?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    hasher.write(&bytes);
-    Some(format!("{:016x}", hasher.finish()))
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use std::hash::Hasher;
+        let bytes = std::fs::read(std::env::current_exe().ok()?).ok()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        hasher.write(&bytes);
+        Some(format!("{:016x}", hasher.finish()))
+    })
+    .clone()
 }
 
 /// The compilation (PTX) cache directory of this build under the cache directory `dir`.
@@ -46,10 +50,11 @@ pub fn compiled_dir(dir: &Path) -> PathBuf {
     }
 }
 
-/// The directory [`install`] set, once it has.
+/// The directory [`install`] set, once it has, when its compiled kernels are this build's.
 static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
-/// The cache directory in use, when [`install`] set one.
+/// The cache directory in use, when [`install`] set one and a `cubecl.toml` did not move the
+/// compiled kernels elsewhere.
 pub fn installed_dir() -> Option<&'static Path> {
     INSTALLED.get().map(PathBuf::as_path)
 }
@@ -83,7 +88,8 @@ pub fn install(dir: Option<&Path>) -> Option<PathBuf> {
 
     let dir = dir.map(Path::to_path_buf).or_else(default_dir)?;
     let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
-    if config.compilation.cache.is_none() {
+    let compiled_here = config.compilation.cache.is_none();
+    if compiled_here {
         config.compilation.cache = Some(CacheConfig::File(compiled_dir(&dir)));
     }
     if matches!(config.autotune.cache, CacheConfig::Target) {
@@ -96,7 +102,9 @@ pub fn install(dir: Option<&Path>) -> Option<PathBuf> {
     }
     *global = Some(std::sync::Arc::new(config));
     tracing::info!(dir = %dir.display(), "GPU kernel cache");
-    let _ = INSTALLED.set(dir.clone());
+    if compiled_here {
+        let _ = INSTALLED.set(dir.clone());
+    }
     if starts_cold() {
         tracing::info!("{COLD_START}");
     }
