@@ -65,6 +65,11 @@ pub fn starts_cold() -> bool {
     installed_dir().is_some_and(|dir| !has_compiled_kernels(dir))
 }
 
+/// [`starts_cold`] where one of `devices` is a GPU (a CPU compiles nothing).
+pub fn starts_cold_on(devices: &[crate::device::DeviceChoice]) -> bool {
+    devices.iter().any(|d| matches!(d, crate::device::DeviceChoice::Cuda(_))) && starts_cold()
+}
+
 /// What a run on a GPU without this build's compiled kernels says (a fresh H100's first epoch
 /// took 67–75 s with three slots, the next ones about 1 s).
 pub const COLD_START: &str = "no compiled GPU kernels for this build yet: the first steps on each GPU compile and \
@@ -104,9 +109,6 @@ pub fn install(dir: Option<&Path>) -> Option<PathBuf> {
     tracing::info!(dir = %dir.display(), "GPU kernel cache");
     if compiled_here {
         let _ = INSTALLED.set(dir.clone());
-    }
-    if starts_cold() {
-        tracing::info!("{COLD_START}");
     }
     Some(dir)
 }

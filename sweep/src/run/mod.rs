@@ -236,8 +236,7 @@ async fn drive(
             "local worker on {}",
             resources.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         );
-        let on_gpu = resources.devices.iter().any(|d| matches!(d, worker::device::DeviceChoice::Cuda(_)));
-        if on_gpu && worker::kernel_cache::starts_cold() {
+        if worker::kernel_cache::starts_cold_on(&resources.devices) {
             eprintln!("{}", worker::kernel_cache::COLD_START);
         }
         let config = AgentConfig {

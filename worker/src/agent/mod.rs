@@ -217,6 +217,9 @@ pub async fn run_agent_with(
         leases.clone(),
         shutdown.clone(),
     ));
+    if crate::kernel_cache::starts_cold_on(&config.devices) {
+        info!("{}", crate::kernel_cache::COLD_START);
+    }
     let mut slot_tasks = Vec::new();
     for (device_index, device) in config.devices.iter().enumerate() {
         let free = free_memory(*device);
