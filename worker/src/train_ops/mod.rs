@@ -10,7 +10,7 @@
 //! | [`conv`] | [`ConvOps`] | burn's convolution gradients: the weight gradient as a split-K GEMM over image groups, the input gradient as a forward convolution with the flipped kernel, tuned bf16 tilings |
 //! | [`batch_norm`] | [`BatchNormOps`] | autodiff through burn's `BatchNorm` (~10 passes): BatchNorm + ReLU with the closed-form backward, optionally per group of images |
 //! | [`pool`] | [`PoolOps`] | burn's pooling on channels-first copies: channels-last 2×2 and global average pooling |
-//! | [`cross_entropy`] | [`CrossEntropyOps`] | ~20 kernels of the Keras cross-entropy: one node, one kernel |
+//! | [`cross_entropy`] | [`CrossEntropyOps`] | ~20 kernels of the Keras cross-entropy (~45 with natural_softmax's term): one node, one kernel |
 //! | [`adam`] | [`AdamOps`] | a dozen operations per parameter: one update for every parameter of a step |
 //! | [`graph`] | [`GraphOps`] | the host recording every operation of every step: the step recorded once as a CUDA graph and replayed |
 //!

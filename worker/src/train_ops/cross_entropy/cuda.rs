@@ -3,6 +3,8 @@
 //! ([`super::CrossEntropyOps::cross_entropy_and_grad`]): through burn's ops the softmax, the
 //! renormalisation, the clip, the log, the one-hot labels and the means forward, and their
 //! gradients backward, were about 20 small kernels and twice as many host operations per step.
+//! natural_softmax's loss ([`super::CrossEntropyOps::natural_cross_entropy_and_grad`]) is the
+//! same kernel with its natural-vs-artificial term added per row (about 25 more burn ops).
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;
@@ -20,8 +22,10 @@ const THREADS: usize = 256;
 /// `S = Σ p`, `q = p[label] / S`, the row's loss `−ln clip(q, ε, 1 − ε)` and its gradient per
 /// unit of the mean loss, `(p/S − onehot(label)) / rows` where the clip let `q` through (burn's
 /// clamp passes the gradient for `ε ≤ q ≤ 1 − ε`), else 0. A tree in shared memory adds the
-/// rows' losses into `loss[0]`, their mean.
+/// rows' losses into `loss[0]`, their mean. With `natural`, each row adds natural_softmax's
+/// term and its gradient ([`natural_term`]) for the classes `first..=last`.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn cross_entropy_kernel<I: Int>(
     logits: &Tensor<f32>,
     labels: &Tensor<I>,
@@ -29,6 +33,9 @@ fn cross_entropy_kernel<I: Int>(
     grad: &mut Tensor<f32>,
     low: f32,
     high: f32,
+    first: u32,
+    last: u32,
+    #[comptime] natural: bool,
     #[define(I)] _label_dtype: StorageType,
 ) {
     let rows = logits.shape(0);
@@ -63,6 +70,10 @@ fn cross_entropy_kernel<I: Int>(
             let target = select(c == label, 1.0f32, 0.0f32);
             grad[row * classes + c] = select(passes, (p - target) * per_row, 0.0f32);
         }
+        if natural {
+            let (first, last) = (usize::cast_from(first), usize::cast_from(last));
+            total += natural_term(logits, grad, row, max, sum, label, first, last, low, high);
+        }
         row += THREADS;
     }
     let mut shared = SharedMemory::<f32>::new(THREADS);
@@ -83,7 +94,53 @@ fn cross_entropy_kernel<I: Int>(
     }
 }
 
-fn launch<R: CubeRuntime>([logits, labels]: [CubeTensor<R>; 2]) -> [CubeTensor<R>; 2] {
+/// natural_softmax's term of `row` (softmax `exp(logit − max) / sum`), as
+/// [`super::natural_by_ops`] computes it: with `n` the mass on the classes `first..=last`,
+/// `o = n` for a natural label (else `1 − n`) and `r = o / (n + (1 − n))`, it returns
+/// `−ln clip(r, ε, 1 − ε)` and adds `∓ p_k·([k natural] − n) / o / rows` (− for a natural
+/// label) to the row's gradient where the clip lets `r` through.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn natural_term(
+    logits: &Tensor<f32>,
+    grad: &mut Tensor<f32>,
+    row: usize,
+    max: f32,
+    sum: f32,
+    label: usize,
+    first: usize,
+    last: usize,
+    low: f32,
+    high: f32,
+) -> f32 {
+    let classes = logits.shape(1);
+    let (at, class_stride) = (row * logits.stride(0), logits.stride(1));
+    let mut n = 0.0f32;
+    for c in first..last + 1 {
+        n += (logits[at + c * class_stride] - max).exp() / sum;
+    }
+    let rest = 1.0 - n;
+    let natural_label = label >= first && label <= last;
+    let o = select(natural_label, n, rest);
+    let r = o / (n + rest);
+    let clipped = select(r < low, low, select(r > high, high, r));
+    if r >= low && r <= high {
+        let factor = select(natural_label, -1.0f32, 1.0f32) / o / f32::cast_from(logits.shape(0));
+        for c in 0..classes {
+            let p = (logits[at + c * class_stride] - max).exp() / sum;
+            let in_natural = select(c >= first && c <= last, 1.0f32, 0.0f32);
+            grad[row * classes + c] += p * (in_natural - n) * factor;
+        }
+    }
+    -clipped.ln()
+}
+
+/// The kernel on `[logits, labels]`: the plain cross-entropy, or with `natural = Some([first,
+/// last])` natural_softmax's loss.
+fn launch<R: CubeRuntime>(
+    [logits, labels]: [CubeTensor<R>; 2],
+    natural: Option<[usize; 2]>,
+) -> [CubeTensor<R>; 2] {
     let (client, device) = (logits.client.clone(), logits.device.clone());
     let shape: Shape = logits.meta.shape().clone();
     let loss = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([1]), DType::F32);
@@ -99,6 +156,9 @@ fn launch<R: CubeRuntime>([logits, labels]: [CubeTensor<R>; 2]) -> [CubeTensor<R
         grad.clone().into_tensor_arg(),
         KERAS_EPSILON,
         1.0 - KERAS_EPSILON,
+        natural.map_or(0, |[first, _]| first as u32),
+        natural.map_or(0, |[_, last]| last as u32),
+        natural.is_some(),
         labels_dtype,
     );
     [loss, grad]
@@ -108,7 +168,14 @@ fn launch<R: CubeRuntime>([logits, labels]: [CubeTensor<R>; 2]) -> [CubeTensor<R
 /// `[loss, grad]` of f32 `logits: [N, C]` and integer `labels: [N]`.
 pub fn cross_entropy_and_grad<T: KernelTensor>(logits: T, labels: T) -> [T; 2] {
     let outputs = [(Shape::new([1]), DType::F32), (logits.shape().clone(), DType::F32)];
-    custom_op_many::<T, 2, 2>("cross_entropy", [logits, labels], outputs, Box::new(launch))
+    custom_op_many::<T, 2, 2>("cross_entropy", [logits, labels], outputs, Box::new(|t| launch(t, None)))
+}
+
+/// [`super::CrossEntropyOps::natural_cross_entropy_and_grad`] on burn's CubeCL backends.
+pub fn natural_cross_entropy_and_grad<T: KernelTensor>(logits: T, labels: T, natural: [usize; 2]) -> [T; 2] {
+    let outputs = [(Shape::new([1]), DType::F32), (logits.shape().clone(), DType::F32)];
+    let launch = Box::new(move |t| launch(t, Some(natural)));
+    custom_op_many::<T, 2, 2>("natural_cross_entropy", [logits, labels], outputs, launch)
 }
 
 /// The hooks on both CUDA backends, with and without burn's fusion stream.
@@ -120,6 +187,14 @@ macro_rules! cross_entropy_ops {
                 labels: burn::tensor::ops::IntTensor<Self>,
             ) -> [burn::tensor::ops::FloatTensor<Self>; 2] {
                 cross_entropy_and_grad(logits, labels)
+            }
+
+            fn natural_cross_entropy_and_grad(
+                logits: burn::tensor::ops::FloatTensor<Self>,
+                labels: burn::tensor::ops::IntTensor<Self>,
+                natural: [usize; 2],
+            ) -> [burn::tensor::ops::FloatTensor<Self>; 2] {
+                natural_cross_entropy_and_grad(logits, labels, natural)
             }
         }
     };
