@@ -17,7 +17,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, Pa
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-use crate::train_ops::{Kernels, TrainOps, batch_norm, conv, pool, to_dtype};
+use crate::train_ops::{Kernels, TrainOps, batch_norm, conv, linear, pool, to_dtype};
 
 mod fused;
 pub use fused::{FusedCnn, FusionError, check_fusable, side_by_side};
@@ -178,7 +178,11 @@ impl<B: TrainOps> Cnn<B> {
             }
         }
         // The head runs in f32 whatever the activations' dtype.
-        self.head.forward(pool::global_avg_pool(x, self.kernels))
+        let features = pool::global_avg_pool(x, self.kernels);
+        match self.kernels.fixed_head {
+            true => linear::head(&self.head, features),
+            false => self.head.forward(features),
+        }
     }
 }
 

@@ -238,8 +238,8 @@ fn cuda_bf16_inference_stays_close_to_the_f32_model() {
 fn custom_training_nodes_match_burns_stock_modules() {
     let base = model_with_conv_biases::<B>();
     let stock = one_step(&base, Kernels::STOCK);
-    for kernels in
-        ["fast", "fast+bnpool", "wgrad", "bn", "wgrad+bn", "dgrad"].map(|k| k.parse::<Kernels>().unwrap())
+    for kernels in ["fast", "fast+bnpool", "fast+head", "head", "wgrad", "bn", "wgrad+bn", "dgrad"]
+        .map(|k| k.parse::<Kernels>().unwrap())
     {
         for ((name, fast), (_, reference)) in one_step(&base, kernels).into_iter().zip(stock.iter().cloned())
         {
@@ -286,7 +286,8 @@ fn cuda_direct_launch_steps_as_the_fusion_stream_does() {
             ("bn9 running var", values(model.block3[2].norm.running_var.value().inner().unsqueeze())),
         ]
     }
-    let mut sets = vec![Kernels::FAST, Kernels::FAST_BF16];
+    let mut sets =
+        vec![Kernels::FAST, Kernels::FAST_BF16, Kernels { fixed_head: true, ..Kernels::FAST_BF16 }];
     if crate::train_ops::check_kernels(Kernels::FAST_BF16_CUDNN, crate::device::DeviceChoice::Cuda(0)).is_ok()
     {
         sets.push(Kernels::FAST_BF16_CUDNN);

@@ -11,10 +11,11 @@
 //! | [`batch_norm`] | [`BatchNormOps`] | autodiff through burn's `BatchNorm` (~10 passes): BatchNorm + ReLU with the closed-form backward, optionally per group of images |
 //! | [`pool`] | [`PoolOps`] | burn's pooling on channels-first copies: channels-last 2×2 and global average pooling |
 //! | [`cross_entropy`] | [`CrossEntropyOps`] | ~20 kernels of the Keras cross-entropy (~45 with natural_softmax's term): one node, one kernel |
+//! | [`linear`] | [`LinearOps`] | the head's matmuls autotuned per shape (~90 s on a cold cache): one node, one untuned kernel per matmul (`head` part) |
 //! | [`adam`] | [`AdamOps`] | a dozen operations per parameter: one update for every parameter of a step |
 //! | [`graph`] | [`GraphOps`] | the host recording every operation of every step: the step recorded once as a CUDA graph and replayed |
 //!
-//! [`TrainOps`] is all six; [`Kernels`] picks per model which implementation runs (users see
+//! [`TrainOps`] is all seven; [`Kernels`] picks per model which implementation runs (users see
 //! `stock`, `fast`, `fast-bf16`, `fast-bf16-cudnn`; `worker bench` also takes the parts).
 //! Validation runs on the non-autodiff backend with the same set: the convolutions on its
 //! engine, BatchNorm + ReLU as one pass over the running statistics, its pooling.
@@ -28,6 +29,7 @@ mod cube;
 pub mod graph;
 mod kernel_choice;
 mod kernels;
+pub mod linear;
 pub mod pool;
 
 pub use adam::AdamOps;
@@ -39,6 +41,7 @@ pub use cube::CudaDirect;
 pub use graph::{GraphError, GraphOps, StepGraph};
 pub use kernel_choice::{KernelChoice, check_kernels};
 pub use kernels::{BENCH_KERNELS_HELP, ConvEngine, KERNELS_HELP, Kernels};
+pub use linear::LinearOps;
 pub use pool::PoolOps;
 
 use burn::prelude::*;
@@ -46,9 +49,15 @@ use burn::tensor::FloatDType;
 use burn::tensor::ops::FloatTensor;
 
 /// Backends the model trains on: every operation's trait.
-pub trait TrainOps: ConvOps + BatchNormOps + PoolOps + CrossEntropyOps + AdamOps + GraphOps {}
+pub trait TrainOps:
+    ConvOps + BatchNormOps + PoolOps + CrossEntropyOps + LinearOps + AdamOps + GraphOps
+{
+}
 
-impl<B> TrainOps for B where B: ConvOps + BatchNormOps + PoolOps + CrossEntropyOps + AdamOps + GraphOps {}
+impl<B> TrainOps for B where
+    B: ConvOps + BatchNormOps + PoolOps + CrossEntropyOps + LinearOps + AdamOps + GraphOps
+{
+}
 
 /// Wraps a float primitive of backend `B` as a tensor.
 pub fn wrap<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {

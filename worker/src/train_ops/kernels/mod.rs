@@ -50,6 +50,11 @@ pub struct Kernels {
     /// ([`super::batch_norm::pooled`]). Needs `bn` and `pool`.
     #[serde(default)]
     pub pooled_norm: bool,
+    /// The head's matmuls (forward, input and weight gradients) on one fixed kernel each
+    /// ([`super::linear`]) instead of burn's matmul, which autotunes every shape it meets.
+    /// A fused step keeps its batched heads.
+    #[serde(default)]
+    pub fixed_head: bool,
     /// On CUDA, every operation launched by the thread that records the step, on burn's
     /// CubeCL backend without its fusion stream (whose device thread otherwise takes each
     /// operation, fuses what it can and launches it). CUDA only.
@@ -91,15 +96,16 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     time on the single model's kernels; with wgrad or dgrad), cudnn (the bf16 convolutions and their weight \
     gradients on cuDNN, loaded at run time, and without xgemm the image's convolution; with bf16), bimage (the \
     image's convolution in bf16 on cuDNN, the images cast to bf16; with cudnn, without xgemm), bnpool (the 2×2 \
-    pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), direct (CUDA: \
+    pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), head (the head's \
+    matmuls on one fixed kernel each, not autotuned), direct (CUDA: \
     operations launched by the training thread, without burn's fusion stream), graph (CUDA: the step recorded \
     once as a CUDA graph and replayed; with direct); a named set among the parts stands for its own \
     (fast-bf16+cudnn)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 13] = [
-    "wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "bimage", "bnpool", "direct",
-    "graph",
+const PARTS: [&str; 14] = [
+    "wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "bimage", "bnpool", "head",
+    "direct", "graph",
 ];
 
 impl Kernels {
@@ -116,6 +122,7 @@ impl Kernels {
         cudnn_conv: false,
         bf16_image: false,
         pooled_norm: false,
+        fixed_head: false,
         direct_launch: false,
         replay_step: false,
     };
@@ -159,6 +166,7 @@ impl Kernels {
             self.cudnn_conv,
             self.bf16_image,
             self.pooled_norm,
+            self.fixed_head,
             self.direct_launch,
             self.replay_step,
         ]
@@ -234,6 +242,7 @@ impl std::str::FromStr for Kernels {
             cudnn_conv,
             bf16_image,
             pooled_norm,
+            fixed_head,
             direct_launch,
             replay_step,
         ] = on;
@@ -249,6 +258,7 @@ impl std::str::FromStr for Kernels {
             cudnn_conv,
             bf16_image,
             pooled_norm,
+            fixed_head,
             direct_launch,
             replay_step,
         };

@@ -27,6 +27,8 @@ fn kernel_sets_parse_and_print_back() {
         "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+direct+graph",
         "wgrad+dgrad+bn+pool+bnpool",
         "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+direct+graph",
+        "head",
+        "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+head+direct+graph",
     ] {
         let kernels: Kernels = name.parse().unwrap();
         assert_eq!(kernels.to_string(), name);
@@ -38,6 +40,7 @@ fn kernel_sets_parse_and_print_back() {
     let per_model = "fast-bf16+mconv".parse::<Kernels>().unwrap();
     assert_eq!(per_model, Kernels { per_model_conv: true, ..Kernels::FAST_BF16 });
     assert_eq!("fast+mconv".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool+mconv");
+    assert_eq!("fast+head".parse::<Kernels>().unwrap(), Kernels { fixed_head: true, ..Kernels::FAST });
     let cudnn = "fast-bf16+cudnn".parse::<Kernels>().unwrap();
     assert_eq!(cudnn, Kernels { cudnn_conv: true, ..Kernels::FAST_BF16 });
     let named = Kernels { explicit_gemm: false, bf16_image: true, pooled_norm: true, ..cudnn };
