@@ -71,9 +71,9 @@ pub fn starts_cold_on(devices: &[crate::device::DeviceChoice]) -> bool {
 }
 
 /// What a run on a GPU without this build's compiled kernels says (a fresh H100's first epoch
-/// took 67–75 s with three slots, the next ones about 1 s).
+/// took 102–112 s with three slots, most of it tuning the head's matmuls; later epochs ~1 s).
 pub const COLD_START: &str = "no compiled GPU kernels for this build yet: the first steps on each GPU compile and \
-     tune them (about a minute); later runs reuse them";
+     tune them (one to two minutes); later runs reuse them";
 
 /// Whether this build has compiled kernels under the cache directory `dir` (its
 /// [`compiled_dir`] exists and holds anything): without them the first steps on a device
