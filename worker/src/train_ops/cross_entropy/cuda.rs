@@ -164,18 +164,13 @@ fn launch<R: CubeRuntime>(
     [loss, grad]
 }
 
-/// [`super::CrossEntropyOps::cross_entropy_and_grad`] on burn's CubeCL backends:
-/// `[loss, grad]` of f32 `logits: [N, C]` and integer `labels: [N]`.
-pub fn cross_entropy_and_grad<T: KernelTensor>(logits: T, labels: T) -> [T; 2] {
+/// [`super::CrossEntropyOps::cross_entropy_and_grad`] on burn's CubeCL backends, or with
+/// `natural` [`super::CrossEntropyOps::natural_cross_entropy_and_grad`]: `[loss, grad]` of f32
+/// `logits: [N, C]` and integer `labels: [N]`.
+pub fn loss_and_grad<T: KernelTensor>(logits: T, labels: T, natural: Option<[usize; 2]>) -> [T; 2] {
     let outputs = [(Shape::new([1]), DType::F32), (logits.shape().clone(), DType::F32)];
-    custom_op_many::<T, 2, 2>("cross_entropy", [logits, labels], outputs, Box::new(|t| launch(t, None)))
-}
-
-/// [`super::CrossEntropyOps::natural_cross_entropy_and_grad`] on burn's CubeCL backends.
-pub fn natural_cross_entropy_and_grad<T: KernelTensor>(logits: T, labels: T, natural: [usize; 2]) -> [T; 2] {
-    let outputs = [(Shape::new([1]), DType::F32), (logits.shape().clone(), DType::F32)];
-    let launch = Box::new(move |t| launch(t, Some(natural)));
-    custom_op_many::<T, 2, 2>("natural_cross_entropy", [logits, labels], outputs, launch)
+    let name = if natural.is_some() { "natural_cross_entropy" } else { "cross_entropy" };
+    custom_op_many::<T, 2, 2>(name, [logits, labels], outputs, Box::new(move |t| launch(t, natural)))
 }
 
 /// The hooks on both CUDA backends, with and without burn's fusion stream.
@@ -186,7 +181,7 @@ macro_rules! cross_entropy_ops {
                 logits: burn::tensor::ops::FloatTensor<Self>,
                 labels: burn::tensor::ops::IntTensor<Self>,
             ) -> [burn::tensor::ops::FloatTensor<Self>; 2] {
-                cross_entropy_and_grad(logits, labels)
+                loss_and_grad(logits, labels, None)
             }
 
             fn natural_cross_entropy_and_grad(
@@ -194,7 +189,7 @@ macro_rules! cross_entropy_ops {
                 labels: burn::tensor::ops::IntTensor<Self>,
                 natural: [usize; 2],
             ) -> [burn::tensor::ops::FloatTensor<Self>; 2] {
-                natural_cross_entropy_and_grad(logits, labels, natural)
+                loss_and_grad(logits, labels, Some(natural))
             }
         }
     };
