@@ -311,10 +311,11 @@ pub fn run_bench(args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
             let img_per_s = bench_concurrent(device, config, args.concurrent)?;
             writeln!(
                 out,
-                "burn-concurrent device={} kernels={kernels} batch={} jobs={} pipelined_img_per_s={img_per_s:.1} variant={}",
+                "burn-concurrent device={} kernels={kernels} batch={} jobs={} fuse={} pipelined_img_per_s={img_per_s:.1} variant={}",
                 short_name(&device),
                 args.batch_size,
                 args.concurrent,
+                args.fuse,
                 args.variant,
             )?;
         }

@@ -13,16 +13,19 @@ use crate::device::{DeviceChoice, panic_message};
 use crate::train_ops::TrainBackend;
 use crate::training::TrainError;
 
-/// Aggregate training images per second of `jobs` threads each stepping its own job (one model,
-/// `config`'s batch, kernels and variant) with no sync between steps, timed from when all have
-/// warmed up (`config.warmup` steps each) until the last has run `config.steps` more.
+/// Aggregate training images per second of `jobs` threads each stepping its own job
+/// (`config.fuse` models trained as one step, `config`'s batch, kernels and variant) with no
+/// sync between steps, timed from when all have warmed up (`config.warmup` steps each) until
+/// the last has run `config.steps` more: worker slots that each train a fused group.
 pub fn bench_concurrent(
     device: DeviceChoice,
     config: StepBenchConfig,
     jobs: usize,
 ) -> Result<f64, TrainError> {
-    if jobs == 0 || config.steps == 0 {
-        return Err(TrainError::InvalidJob("concurrent jobs and steps must be at least 1".into()));
+    if jobs == 0 || config.steps == 0 || config.fuse == 0 {
+        return Err(TrainError::InvalidJob(
+            "concurrent jobs, steps and fused models must be at least 1".into(),
+        ));
     }
     crate::train_ops::check_kernels(config.kernels, device)
         .map_err(|reason| TrainError::Device(format!("{device}: {reason}")))?;
@@ -63,7 +66,7 @@ fn run<B: TrainBackend>(device: B::Device, config: StepBenchConfig, jobs: usize)
     for thread in threads {
         thread.join().map_err(|p| TrainError::Device(panic_message(p.as_ref())))??;
     }
-    let images = (jobs * config.steps * config.batch_size) as f64;
+    let images = (jobs * config.steps * config.batch_size * config.fuse) as f64;
     Ok(images / started.elapsed().as_secs_f64().max(1e-12))
 }
 
@@ -75,9 +78,10 @@ fn warm_up<B: TrainBackend>(
     config: &StepBenchConfig,
     seed: u64,
 ) -> Result<Warm<B>, TrainError> {
-    let model = super::bench_model::<B>(config, seed, device);
+    let fuse = config.fuse as u64;
+    let models = (0..fuse).map(|i| super::bench_model::<B>(config, seed * fuse + i, device)).collect();
     let mut trainee =
-        Trainee::new(vec![model], config.kernels).map_err(|e| TrainError::InvalidJob(e.to_string()))?;
+        Trainee::new(models, config.kernels).map_err(|e| TrainError::InvalidJob(e.to_string()))?;
     let (images, labels) = super::bench_batch::<B>(config.batch_size, seed, device);
     for _ in 0..config.warmup {
         (trainee, _, _) = trainee.step(&images, &labels, config.variant)?;

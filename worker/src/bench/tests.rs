@@ -97,8 +97,17 @@ fn step_bench_rejects_an_empty_run() {
 fn concurrent_jobs_are_timed_together_and_an_empty_or_refused_run_is_an_error() {
     let rate = bench_concurrent(DeviceChoice::Cpu, tiny(Kernels::FAST), 2).unwrap();
     assert!(rate.is_finite() && rate > 0.0, "{rate}");
-    let empty = bench_concurrent(DeviceChoice::Cpu, tiny(Kernels::FAST), 0);
-    assert!(matches!(empty, Err(TrainError::InvalidJob(_))), "{empty:?}");
+    let fused =
+        bench_concurrent(DeviceChoice::Cpu, StepBenchConfig { fuse: 2, ..tiny(Kernels::FAST) }, 2).unwrap();
+    assert!(fused.is_finite() && fused > 0.0, "{fused}");
+    for (config, jobs) in [(tiny(Kernels::FAST), 0), (StepBenchConfig { fuse: 0, ..tiny(Kernels::FAST) }, 2)]
+    {
+        let empty = bench_concurrent(DeviceChoice::Cpu, config, jobs);
+        assert!(matches!(empty, Err(TrainError::InvalidJob(_))), "{empty:?}");
+    }
+    // A fused group needs the fused BatchNorm: refused, not run as single jobs.
+    let stock = bench_concurrent(DeviceChoice::Cpu, StepBenchConfig { fuse: 2, ..tiny(Kernels::STOCK) }, 2);
+    assert!(matches!(stock, Err(TrainError::InvalidJob(_))), "{stock:?}");
     let direct = Kernels { direct_launch: true, ..Kernels::FAST };
     let refused = bench_concurrent(DeviceChoice::Cpu, tiny(direct), 2);
     assert!(matches!(refused, Err(TrainError::Device(_))), "{refused:?}");

@@ -287,7 +287,7 @@ fn cuda_direct_launch_steps_as_the_fusion_stream_does() {
         ]
     }
     let mut sets =
-        vec![Kernels::FAST, Kernels::FAST_BF16, Kernels { fixed_head: true, ..Kernels::FAST_BF16 }];
+        vec![Kernels::FAST, Kernels::FAST_BF16, Kernels { fixed_head: false, ..Kernels::FAST_BF16 }];
     if crate::train_ops::check_kernels(Kernels::FAST_BF16_CUDNN, crate::device::DeviceChoice::Cuda(0)).is_ok()
     {
         sets.push(Kernels::FAST_BF16_CUDNN);
@@ -295,10 +295,16 @@ fn cuda_direct_launch_steps_as_the_fusion_stream_does() {
     for kernels in sets {
         let fused = step::<CudaBackend>(&bytes, kernels);
         let direct = step::<CudaDirectBackend>(&bytes, Kernels { direct_launch: true, ..kernels });
+        // Each run times cuDNN's algorithms anew, so its bf16 gradients may add in another order
+        // (1.4e-2 of the scale measured on an H100): the replay tests' bound.
+        let bound = if kernels.cudnn_conv { 2e-2 } else { 1e-3 };
         for ((name, a), (_, b)) in fused.iter().zip(&direct) {
             let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(scale > 0.0 && err <= 1e-3 * scale, "{kernels}: {name} differs by {err} (scale {scale})");
+            assert!(
+                scale > 0.0 && err <= bound * scale,
+                "{kernels}: {name} differs by {err} (scale {scale})"
+            );
         }
     }
 }

@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(auto.to_string(), "auto");
         assert_eq!(
             "fast-bf16".parse::<KernelChoice>().unwrap().to_string(),
-            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm"
+            "wgrad+dgrad+bn+bf16+tconv+pool+xgemm+head"
         );
         let err = KernelChoice::parse_parts("bf16").unwrap_err();
         assert!(err.contains("need the bn part"), "{err}");
@@ -187,7 +187,10 @@ mod tests {
     fn direct_launch_is_a_cuda_choice_of_any_set() {
         let direct_cudnn = Kernels { direct_launch: true, ..Kernels::FAST_BF16_CUDNN };
         assert_eq!("fast-bf16-cudnn+direct".parse(), Ok(KernelChoice::Set(direct_cudnn)));
-        assert_eq!(direct_cudnn.to_string(), "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+direct");
+        assert_eq!(
+            direct_cudnn.to_string(),
+            "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+head+direct"
+        );
         assert_eq!(KernelChoice::parse_parts(&direct_cudnn.to_string()), Ok(KernelChoice::Set(direct_cudnn)));
         let auto: KernelChoice = "auto+direct".parse().unwrap();
         assert_eq!(
@@ -212,7 +215,7 @@ mod tests {
     fn a_replayed_step_is_a_direct_cuda_choice() {
         let graph = Kernels { direct_launch: true, replay_step: true, ..Kernels::FAST_BF16_CUDNN };
         assert_eq!("fast-bf16-cudnn+direct+graph".parse(), Ok(KernelChoice::Set(graph)));
-        assert!(graph.to_string().ends_with("+cudnn+bimage+bnpool+direct+graph"), "{graph}");
+        assert!(graph.to_string().ends_with("+cudnn+bimage+bnpool+head+direct+graph"), "{graph}");
         assert_eq!(KernelChoice::parse_parts(&graph.to_string()), Ok(KernelChoice::Set(graph)));
         let auto: KernelChoice = "auto+direct+graph".parse().unwrap();
         assert_eq!((auto, auto.to_string().parse()), (KernelChoice::AutoGraph, Ok(KernelChoice::AutoGraph)));

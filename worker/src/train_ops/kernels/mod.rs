@@ -81,7 +81,7 @@ pub enum ConvEngine {
 /// `--kernels` help of the commands that train.
 pub const KERNELS_HELP: &str = "Training-node implementation: auto (the default: fast-bf16-cudnn+direct+graph \
     on CUDA where libcudnn loads, fast-bf16 on CUDA without it, fast on the CPU), fast (custom convolution gradients, fused BatchNorm and pooling, f32), fast-bf16 (fast with bf16 \
-    activations and tuned bf16 convolutions), fast-bf16-cudnn (fast-bf16 with the bf16 convolutions on cuDNN, \
+    activations, tuned bf16 convolutions and the head on fixed kernels), fast-bf16-cudnn (fast-bf16 with the bf16 convolutions on cuDNN, \
     the image's in bf16 too, libcudnn found at run time), or stock (burn's modules); any of them +direct on CUDA launches every \
     operation from the training thread, without burn's fusion stream, and +direct+graph records the step \
     once as a CUDA graph and replays it";
@@ -135,16 +135,24 @@ impl Kernels {
         ..Kernels::STOCK
     };
 
-    /// [`Kernels::FAST`] with bf16 activations, tuned bf16 convolutions and the image's
-    /// convolution as one explicit GEMM (`wgrad+dgrad+bn+bf16+tconv+pool+xgemm`): the fastest
-    /// measured combination on an H100, with the same 100-epoch validation accuracy as f32
-    /// (`docs/performance.md`); what `auto` runs on CUDA.
-    pub const FAST_BF16: Kernels =
-        Kernels { bf16_activations: true, tuned_conv: true, explicit_gemm: true, ..Kernels::FAST };
+    /// [`Kernels::FAST`] with bf16 activations, tuned bf16 convolutions, the image's
+    /// convolution as one explicit GEMM and the head on fixed kernels
+    /// (`wgrad+dgrad+bn+bf16+tconv+pool+xgemm+head`): the fastest measured combination on an
+    /// H100 without cuDNN, with the same 100-epoch validation accuracy as f32
+    /// (`docs/performance.md`); what `auto` runs on CUDA where libcudnn does not load. The head
+    /// part spares a fresh GPU the autotuning of the head's small matmuls (~90 s of start-up)
+    /// at the same step time.
+    pub const FAST_BF16: Kernels = Kernels {
+        bf16_activations: true,
+        tuned_conv: true,
+        explicit_gemm: true,
+        fixed_head: true,
+        ..Kernels::FAST
+    };
 
     /// [`Kernels::FAST_BF16`] with its bf16 convolutions on cuDNN, the image's layer in bf16 on
     /// cuDNN too instead of `xgemm`'s f32 GEMM, and the poolings folded into the layers before
-    /// them (`wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool`).
+    /// them (`wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+head`).
     pub const FAST_BF16_CUDNN: Kernels = Kernels {
         cudnn_conv: true,
         bf16_image: true,

@@ -35,16 +35,20 @@ fn kernel_sets_parse_and_print_back() {
     }
     assert_eq!("fast".parse::<Kernels>().unwrap(), Kernels::FAST);
     assert_eq!("fast".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool");
-    assert_eq!("fast-bf16".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+bf16+tconv+pool+xgemm");
+    assert_eq!(
+        "fast-bf16".parse::<Kernels>().unwrap().to_string(),
+        "wgrad+dgrad+bn+bf16+tconv+pool+xgemm+head"
+    );
     assert_eq!("bf16+bn+wgrad".parse::<Kernels>().unwrap().to_string(), "wgrad+bn+bf16");
     let per_model = "fast-bf16+mconv".parse::<Kernels>().unwrap();
     assert_eq!(per_model, Kernels { per_model_conv: true, ..Kernels::FAST_BF16 });
     assert_eq!("fast+mconv".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool+mconv");
+    assert_eq!("fast+head".parse::<Kernels>().unwrap().to_string(), "wgrad+dgrad+bn+pool+head");
     assert_eq!("fast+head".parse::<Kernels>().unwrap(), Kernels { fixed_head: true, ..Kernels::FAST });
     let cudnn = "fast-bf16+cudnn".parse::<Kernels>().unwrap();
     assert_eq!(cudnn, Kernels { cudnn_conv: true, ..Kernels::FAST_BF16 });
     let named = Kernels { explicit_gemm: false, bf16_image: true, pooled_norm: true, ..cudnn };
-    assert_eq!(named.to_string(), "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool");
+    assert_eq!(named.to_string(), "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+head");
     assert_eq!("fast-bf16-cudnn".parse::<Kernels>().unwrap(), named);
     assert_eq!("fast-bf16-cudnn".parse::<KernelChoice>().unwrap(), KernelChoice::Set(named));
 }
