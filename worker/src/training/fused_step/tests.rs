@@ -96,3 +96,47 @@ fn cuda_replayed_fused_steps_train_as_fused_steps_op_by_op() {
     let what = format!("{replayed}, fused");
     assert_trains_alike(&what, (&losses, &state), (&expected_losses, &expected_state));
 }
+
+/// Fused groups that train at once on one GPU, each from its own thread and so on its own
+/// stream (worker slots that each train a group), record and replay their steps as they do
+/// alone: cuDNN's grouped convolutions of one stream never run on another stream's handle.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_fused_groups_side_by_side_replay_as_they_do_alone() {
+    use crate::backend::CudaDirectBackend;
+    use crate::training::replay::tests::{assert_trains_alike, cuda_base_kernels};
+    type C = CudaDirectBackend;
+    let device = Default::default();
+    let kernels = Kernels { direct_launch: true, replay_step: true, ..cuda_base_kernels() };
+    let sizes = [32, 32, 32, 32, 24, 32, 32, 32];
+    let groups: [&[u64]; 3] = [&[1, 2, 3], &[4, 5, 6], &[7, 8, 9]];
+    let run = |seeds: &[u64]| train::<C>(FusedStepper::new(kernels), kernels, (seeds, &sizes, 4), &device);
+    let alone: Vec<_> = groups.iter().map(|seeds| run(seeds)).collect();
+    let start = std::sync::Barrier::new(groups.len());
+    let together: Vec<_> = std::thread::scope(|scope| {
+        let runs: Vec<_> = groups
+            .iter()
+            .map(|seeds| {
+                let (start, run) = (&start, &run);
+                scope.spawn(move || {
+                    start.wait();
+                    run(seeds)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    for ((seeds, (losses, state, replaying)), (expected_losses, expected_state, _)) in
+        groups.iter().zip(&together).zip(&alone)
+    {
+        assert_eq!(
+            *replaying,
+            Some(32),
+            "{kernels}: group {seeds:?}'s step was not recorded beside the others"
+        );
+        let what = format!("{kernels}, group {seeds:?}");
+        assert_trains_alike(&what, (losses, state), (expected_losses, expected_state));
+    }
+    assert_ne!(alone[0].0, alone[1].0, "the groups differ");
+}

@@ -1,6 +1,6 @@
-//! The cuDNN calls behind [`super`]: per thread and device one cuDNN handle, per stream a
-//! workspace, and per convolution shape and pass the descriptors and the algorithm cuDNN's own
-//! benchmark picked.
+//! The cuDNN calls behind [`super`]: per stream one cuDNN handle bound to it and a workspace,
+//! and per convolution shape and pass the descriptors and the algorithm cuDNN's own benchmark
+//! picked.
 //! Everything `unsafe` about cuDNN lives in this module.
 #![allow(unsafe_code)]
 
@@ -91,14 +91,22 @@ thread_local! {
     static STATES: RefCell<HashMap<usize, DeviceState>> = RefCell::new(HashMap::new());
 }
 
-/// A device's handle, workspaces and plans, on the thread that runs its convolutions.
+/// A device's streams and plans, on the thread that runs its convolutions.
 struct DeviceState {
     context: Arc<CudaContext>,
-    handle: sys::cudnnHandle_t,
-    /// One per stream: jobs on different streams of a device run their convolutions at the same
-    /// time, and a replayed graph keeps the workspace it was recorded with.
-    workspaces: HashMap<usize, u64>,
+    /// One per stream: jobs on different streams of a device run and record their
+    /// convolutions at the same time. A handle moved between streams while they recorded
+    /// invalidated both recordings (fused groups side by side on an H100).
+    streams: HashMap<usize, StreamState>,
     plans: HashMap<(Pass, Conv3x3), Plan>,
+}
+
+/// A stream's cuDNN handle, bound to it for good, and its workspace, which a replayed graph
+/// keeps from its recording.
+#[derive(Clone, Copy)]
+struct StreamState {
+    handle: sys::cudnnHandle_t,
+    workspace: u64,
 }
 
 /// What a shape's pass needs at each call.
@@ -130,25 +138,28 @@ impl DeviceState {
     fn new(device: usize) -> Result<Self, String> {
         // The primary context, which CubeCL's CUDA runtime uses too.
         let context = CudaContext::new(device).map_err(|e| format!("CUDA context: {e:?}"))?;
-        context.bind_to_thread().map_err(|e| format!("CUDA context: {e:?}"))?;
-        let mut handle = null_mut();
-        // SAFETY: `handle` is a valid out-pointer; the context is current on this thread.
-        check(unsafe { sys::cudnnCreate(&mut handle) }, "cudnnCreate")?;
-        Ok(DeviceState { context, handle, workspaces: HashMap::new(), plans: HashMap::new() })
+        Ok(DeviceState { context, streams: HashMap::new(), plans: HashMap::new() })
     }
 
-    /// The workspace of `stream`, allocated at its first convolution.
-    fn workspace(&mut self, stream: CUstream) -> Result<u64, String> {
-        match self.workspaces.entry(stream as usize) {
-            std::collections::hash_map::Entry::Occupied(e) => Ok(*e.get()),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                // SAFETY: a plain synchronous device allocation (allowed while a stream records),
-                // owned by this state for the life of the thread.
-                let workspace = unsafe { cudarc::driver::result::malloc_sync(WORKSPACE_BYTES) }
-                    .map_err(|e| format!("workspace of {WORKSPACE_BYTES} bytes: {e:?}"))?;
-                Ok(*e.insert(workspace))
-            }
+    /// The handle and workspace of `stream`, made at its first convolution.
+    fn stream(&mut self, stream: CUstream) -> Result<StreamState, String> {
+        if let Some(state) = self.streams.get(&(stream as usize)) {
+            return Ok(*state);
         }
+        let mut handle = null_mut();
+        // SAFETY: `handle` is a valid out-pointer; the context is current on this thread, and
+        // `stream` is a live stream of it (CubeCL's).
+        unsafe {
+            check(sys::cudnnCreate(&mut handle), "cudnnCreate")?;
+            check(sys::cudnnSetStream(handle, stream as sys::cudaStream_t), "cudnnSetStream")?;
+        }
+        // SAFETY: a plain synchronous device allocation (allowed while a stream records),
+        // owned by this state for the life of the thread.
+        let workspace = unsafe { cudarc::driver::result::malloc_sync(WORKSPACE_BYTES) }
+            .map_err(|e| format!("workspace of {WORKSPACE_BYTES} bytes: {e:?}"))?;
+        let state = StreamState { handle, workspace };
+        self.streams.insert(stream as usize, state);
+        Ok(state)
     }
 
     fn run(
@@ -159,14 +170,13 @@ impl DeviceState {
         stream: CUstream,
     ) -> Result<(), String> {
         self.context.bind_to_thread().map_err(|e| format!("CUDA context: {e:?}"))?;
-        // SAFETY: `stream` is a live stream of this context (CubeCL's, for this thread).
-        check(unsafe { sys::cudnnSetStream(self.handle, stream as sys::cudaStream_t) }, "cudnnSetStream")?;
-        let (handle, workspace) = (self.handle, self.workspace(stream)? as *mut c_void);
+        let StreamState { handle, workspace } = self.stream(stream)?;
+        let workspace = workspace as *mut c_void;
         let plan = match self.plans.entry((pass, conv)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 // The benchmark writes `out` and reads the inputs: let what produced them finish.
-                // SAFETY: as above.
+                // SAFETY: `stream` is a live stream of this context.
                 unsafe { cudarc::driver::result::stream::synchronize(stream) }
                     .map_err(|e| format!("stream synchronize: {e:?}"))?;
                 // SAFETY: the pointers are device buffers of the sizes `conv` implies.
