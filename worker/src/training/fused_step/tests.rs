@@ -105,7 +105,7 @@ fn cuda_replayed_fused_steps_train_as_fused_steps_op_by_op() {
 #[ignore = "needs a CUDA GPU"]
 fn cuda_fused_groups_side_by_side_replay_as_they_do_alone() {
     use crate::backend::CudaDirectBackend;
-    use crate::training::replay::tests::{assert_trains_alike, cuda_base_kernels};
+    use crate::training::replay::tests::{assert_trains_alike, cuda_base_kernels, side_by_side};
     type C = CudaDirectBackend;
     let device = Default::default();
     let kernels = Kernels { direct_launch: true, replay_step: true, ..cuda_base_kernels() };
@@ -113,20 +113,7 @@ fn cuda_fused_groups_side_by_side_replay_as_they_do_alone() {
     let groups: [&[u64]; 3] = [&[1, 2, 3], &[4, 5, 6], &[7, 8, 9]];
     let run = |seeds: &[u64]| train::<C>(FusedStepper::new(kernels), kernels, (seeds, &sizes, 4), &device);
     let alone: Vec<_> = groups.iter().map(|seeds| run(seeds)).collect();
-    let start = std::sync::Barrier::new(groups.len());
-    let together: Vec<_> = std::thread::scope(|scope| {
-        let runs: Vec<_> = groups
-            .iter()
-            .map(|seeds| {
-                let (start, run) = (&start, &run);
-                scope.spawn(move || {
-                    start.wait();
-                    run(seeds)
-                })
-            })
-            .collect();
-        runs.into_iter().map(|run| run.join().unwrap()).collect()
-    });
+    let together = side_by_side(&groups, |seeds| run(seeds));
     for ((seeds, (losses, state, replaying)), (expected_losses, expected_state, _)) in
         groups.iter().zip(&together).zip(&alone)
     {

@@ -48,6 +48,26 @@ pub(crate) fn cuda_base_kernels() -> Kernels {
     }
 }
 
+/// `run` of every input at once, each on a thread of its own (so on a stream of its own, as a
+/// worker's slots are), started together; the results in the inputs' order.
+#[cfg(feature = "cuda")]
+pub(crate) fn side_by_side<I: Sync, T: Send>(inputs: &[I], run: impl Fn(&I) -> T + Sync) -> Vec<T> {
+    let start = std::sync::Barrier::new(inputs.len());
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = inputs
+            .iter()
+            .map(|input| {
+                let (start, run) = (&start, &run);
+                scope.spawn(move || {
+                    start.wait();
+                    run(input)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    })
+}
+
 /// Asserts that a run's losses and state match the expected ones within the tolerance of
 /// bf16 steps whose cuDNN algorithms may add in another order.
 pub(crate) fn assert_trains_alike(
@@ -158,20 +178,8 @@ fn cuda_jobs_side_by_side_replay_as_they_do_alone() {
     let seeds = [7, 8, 9];
     let alone: Vec<_> =
         seeds.iter().map(|&s| train::<C>(Stepper::new(kernels), kernels, (s, &sizes), &device)).collect();
-    let start = std::sync::Barrier::new(seeds.len());
-    let together: Vec<_> = std::thread::scope(|scope| {
-        let runs: Vec<_> = seeds
-            .iter()
-            .map(|&seed| {
-                let (start, device) = (&start, &device);
-                scope.spawn(move || {
-                    start.wait();
-                    train::<C>(Stepper::new(kernels), kernels, (seed, &sizes), device)
-                })
-            })
-            .collect();
-        runs.into_iter().map(|run| run.join().unwrap()).collect()
-    });
+    let together =
+        side_by_side(&seeds, |&seed| train::<C>(Stepper::new(kernels), kernels, (seed, &sizes), &device));
     for ((seed, (losses, state, replaying)), (expected_losses, expected_state, _)) in
         seeds.iter().zip(&together).zip(&alone)
     {
