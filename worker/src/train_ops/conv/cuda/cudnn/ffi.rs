@@ -14,7 +14,7 @@ use cudarc::cudnn::sys;
 use cudarc::driver::CudaContext;
 use cudarc::driver::sys::CUstream;
 
-use super::timing::{Timing, fastest};
+use super::timing::{Timing, fastest, rounds};
 
 /// Bytes of each stream's workspace; the benchmark only considers algorithms that fit.
 pub(super) const WORKSPACE_BYTES: usize = crate::train_ops::conv::CUDNN_WORKSPACE_BYTES as usize;
@@ -298,85 +298,57 @@ impl Plan {
             )?;
         }
         let [a, b, out] = [a, b, out].map(|p| p as *mut c_void);
-        let mut found: std::ffi::c_int = 0;
-        // Each branch: cuDNN times the candidates (fastest first), then `fastest` picks.
+        // One benchmark of every candidate by cuDNN's `$find` on the buffers `$args` (in its
+        // order, between the handle and the candidates' count): a round of `rounds`.
+        macro_rules! round {
+            ($find:ident, $perf:ty, $($args:expr),*) => {
+                || {
+                    let mut found: std::ffi::c_int = 0;
+                    // SAFETY: zeroed plain-data structs, filled by cuDNN.
+                    let mut perf: [$perf; CANDIDATES] = unsafe { std::mem::zeroed() };
+                    // SAFETY: the caller's buffers in the order `$find` takes them; `perf` holds
+                    // `CANDIDATES` results.
+                    let status = unsafe {
+                        sys::$find(handle, $($args),*, CANDIDATES as _, &mut found, perf.as_mut_ptr(),
+                            workspace, WORKSPACE_BYTES)
+                    };
+                    check(status, stringify!($find))?;
+                    Ok(perf[..found.clamp(0, CANDIDATES as _) as usize].to_vec())
+                }
+            };
+        }
+        // Each branch: `rounds` of the benchmark, then `fastest` picks.
         let (algorithm, best) = match pass {
             Pass::Forward => {
-                // SAFETY: zeroed plain-data structs, filled by cuDNN.
-                let mut perf: [sys::cudnnConvolutionFwdAlgoPerf_t; CANDIDATES] =
-                    unsafe { std::mem::zeroed() };
-                // SAFETY: the caller's buffers; `perf` holds `CANDIDATES` results.
-                let status = unsafe {
-                    sys::cudnnFindConvolutionForwardAlgorithmEx(
-                        handle,
-                        x,
-                        a,
-                        filter,
-                        b,
-                        desc,
-                        y,
-                        out,
-                        CANDIDATES as _,
-                        &mut found,
-                        perf.as_mut_ptr(),
-                        workspace,
-                        WORKSPACE_BYTES,
-                    )
-                };
-                check(status, "cudnnFindConvolutionForwardAlgorithmEx")?;
-                let (best, timing) = fastest(&perf, found, pass)?;
+                use sys::cudnnConvolutionFwdAlgoPerf_t as Perf;
+                let round =
+                    round!(cudnnFindConvolutionForwardAlgorithmEx, Perf, x, a, filter, b, desc, y, out);
+                let (best, timing) = fastest(&rounds(round)?, pass)?;
                 (Algorithm::Forward(best.algo), timing)
             }
             Pass::FilterGrad => {
-                // SAFETY: as above.
-                let mut perf: [sys::cudnnConvolutionBwdFilterAlgoPerf_t; CANDIDATES] =
-                    unsafe { std::mem::zeroed() };
-                // SAFETY: as above (`a` is x, `b` is dy, `out` the filter gradient).
-                let status = unsafe {
-                    sys::cudnnFindConvolutionBackwardFilterAlgorithmEx(
-                        handle,
-                        x,
-                        a,
-                        y,
-                        b,
-                        desc,
-                        filter,
-                        out,
-                        CANDIDATES as _,
-                        &mut found,
-                        perf.as_mut_ptr(),
-                        workspace,
-                        WORKSPACE_BYTES,
-                    )
-                };
-                check(status, "cudnnFindConvolutionBackwardFilterAlgorithmEx")?;
-                let (best, timing) = fastest(&perf, found, pass)?;
+                // `a` is x, `b` is dy, `out` the filter gradient.
+                use sys::cudnnConvolutionBwdFilterAlgoPerf_t as Perf;
+                let round = round!(
+                    cudnnFindConvolutionBackwardFilterAlgorithmEx,
+                    Perf,
+                    x,
+                    a,
+                    y,
+                    b,
+                    desc,
+                    filter,
+                    out
+                );
+                let (best, timing) = fastest(&rounds(round)?, pass)?;
                 (Algorithm::FilterGrad(best.algo), timing)
             }
             Pass::DataGrad => {
-                // SAFETY: as above.
-                let mut perf: [sys::cudnnConvolutionBwdDataAlgoPerf_t; CANDIDATES] =
-                    unsafe { std::mem::zeroed() };
-                // SAFETY: as above (`a` is dy, `b` the filter, `out` dx).
-                let status = unsafe {
-                    sys::cudnnFindConvolutionBackwardDataAlgorithmEx(
-                        handle,
-                        filter,
-                        b,
-                        y,
-                        a,
-                        desc,
-                        x,
-                        out,
-                        CANDIDATES as _,
-                        &mut found,
-                        perf.as_mut_ptr(),
-                        workspace,
-                        WORKSPACE_BYTES,
-                    )
-                };
-                check(status, "cudnnFindConvolutionBackwardDataAlgorithmEx")?;
-                let (best, timing) = fastest(&perf, found, pass)?;
+                // `a` is dy, `b` the filter, `out` dx.
+                use sys::cudnnConvolutionBwdDataAlgoPerf_t as Perf;
+                let round =
+                    round!(cudnnFindConvolutionBackwardDataAlgorithmEx, Perf, filter, b, y, a, desc, x, out);
+                let (best, timing) = fastest(&rounds(round)?, pass)?;
                 (Algorithm::DataGrad(best.algo), timing)
             }
         };
