@@ -71,7 +71,8 @@ pub fn starts_cold_on(devices: &[crate::device::DeviceChoice]) -> bool {
 }
 
 /// What a run on a GPU without this build's compiled kernels says (a fresh H100's first epoch
-/// took 102–112 s with three slots, most of it tuning the head's matmuls; later epochs ~1 s).
+/// took 102–112 s with three slots while ~90 s of it tuned the head's matmuls, which the bf16
+/// sets now run untuned; later epochs ~1 s).
 pub const COLD_START: &str = "no compiled GPU kernels for this build yet: the first steps on each GPU compile and \
      tune them (one to two minutes); later runs reuse them";
 

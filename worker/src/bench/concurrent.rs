@@ -70,7 +70,8 @@ fn run<B: TrainBackend>(device: B::Device, config: StepBenchConfig, jobs: usize)
     Ok(images / started.elapsed().as_secs_f64().max(1e-12))
 }
 
-/// A job of seed `seed` after `config.warmup` steps, and the batch it trains on.
+/// The job (or fused group) of thread `seed` after `config.warmup` steps, and the batch it
+/// trains on.
 type Warm<B> = (Trainee<B>, Tensor<B, 4>, Tensor<B, 1, Int>);
 
 fn warm_up<B: TrainBackend>(
@@ -78,8 +79,7 @@ fn warm_up<B: TrainBackend>(
     config: &StepBenchConfig,
     seed: u64,
 ) -> Result<Warm<B>, TrainError> {
-    let fuse = config.fuse as u64;
-    let models = (0..fuse).map(|i| super::bench_model::<B>(config, seed * fuse + i, device)).collect();
+    let models = super::bench_models::<B>(config, seed, device);
     let mut trainee =
         Trainee::new(models, config.kernels).map_err(|e| TrainError::InvalidJob(e.to_string()))?;
     let (images, labels) = super::bench_batch::<B>(config.batch_size, seed, device);

@@ -220,8 +220,7 @@ fn time_steps<B: TrainBackend>(
     config: StepBenchConfig,
 ) -> Result<StepBench, TrainError> {
     let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
-    let models: Vec<Cnn<B>> =
-        (0..config.fuse as u64).map(|seed| bench_model(&config, seed, device)).collect();
+    let models: Vec<Cnn<B>> = bench_models(&config, 0, device);
     let evaluated = models[0].valid();
     let mut trainee =
         Trainee::new(models, config.kernels).map_err(|e| TrainError::InvalidJob(e.to_string()))?;
@@ -291,10 +290,16 @@ fn time_steps<B: TrainBackend>(
     })
 }
 
-/// The bench's model of seed `seed`: `config`'s width, kernels and BatchNorm groups.
-fn bench_model<B: TrainBackend>(config: &StepBenchConfig, seed: u64, device: &B::Device) -> Cnn<B> {
+/// The `config.fuse` models of bench group `group` (seeds `group · fuse` on): `config`'s width,
+/// kernels and BatchNorm groups.
+fn bench_models<B: TrainBackend>(config: &StepBenchConfig, group: u64, device: &B::Device) -> Vec<Cnn<B>> {
     let cnn = CnnConfig::new().with_width_multiplier(config.width_multiplier);
-    seeded_model::<B>(&cnn, seed, device).with_kernels(config.kernels).with_bn_group(config.bn_group)
+    let fuse = config.fuse as u64;
+    (group * fuse..(group + 1) * fuse)
+        .map(|seed| {
+            seeded_model::<B>(&cnn, seed, device).with_kernels(config.kernels).with_bn_group(config.bn_group)
+        })
+        .collect()
 }
 
 /// The fixed batch a bench job of seed `seed` trains on: `n` uniform random images and labels
