@@ -309,7 +309,9 @@ fn bench_batch<B: TrainBackend>(
     seed: u64,
     device: &B::Device,
 ) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
-    let images = Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
+    let images = crate::model::drawn(|| {
+        Tensor::<B, 4>::random([n, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device)
+    });
     let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7 + seed as i64) % 10).collect();
     (images, Tensor::<B, 1, Int>::from_data(TensorData::new(labels, [n]), device))
 }
@@ -324,8 +326,9 @@ fn time_validation<B: TrainBackend>(
     device: &B::Device,
 ) -> Result<Duration, TrainError> {
     let sync = || B::sync(device).map_err(|e| TrainError::Device(e.to_string()));
-    let images =
-        Tensor::<B::InnerBackend, 4>::random([batch, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
+    let images = crate::model::drawn(|| {
+        Tensor::<B::InnerBackend, 4>::random([batch, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device)
+    });
     let mut started = Instant::now();
     let mut last = None;
     for step in 0..warmup.max(1) + steps {

@@ -200,6 +200,14 @@ impl<B: Backend> ModuleVisitor<B> for Materialise {
     }
 }
 
+/// `draw`'s random tensors under the lock [`seeded_model`] holds: the backend's RNG is one
+/// per process, so a draw on another thread between its seeding and its weights would change
+/// them.
+pub fn drawn<T>(draw: impl FnOnce() -> T) -> T {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    draw()
+}
+
 /// Seeds the backend RNG with `seed` and builds the model with every weight drawn at once,
 /// under a process-wide lock, so the weights depend on `seed` alone even when several runners
 /// (slots, tests) initialise models concurrently.

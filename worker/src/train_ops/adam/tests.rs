@@ -182,8 +182,9 @@ fn stacked_adam_updates_each_model_as_its_own_optimizer_would() {
 fn cuda_fused_adam_kernel_matches_burns_ops() {
     type G = burn_cuda::Cuda;
     let device = Default::default();
-    let random =
-        |shape: [usize; 4], low: f64| Tensor::<G, 4>::random(shape, Distribution::Uniform(low, 1.0), &device);
+    let random = |shape: [usize; 4], low: f64| {
+        crate::model::drawn(|| Tensor::<G, 4>::random(shape, Distribution::Uniform(low, 1.0), &device))
+    };
     let param = random([8, 4, 3, 3], -1.0);
     let grad = random([8, 3, 3, 4], -1.0).permute([0, 3, 1, 2]);
     let (moment_1, moment_2) = (random([8, 4, 3, 3], -0.1), random([8, 4, 3, 3], 0.0));
@@ -209,7 +210,13 @@ fn cuda_fused_adam_of_many_parameters_matches_burns_ops() {
     type G = burn_cuda::Cuda;
     let device = Default::default();
     let random = |shape: Vec<usize>, low: f64| {
-        Tensor::<G, 1>::random([shape.iter().product::<usize>()], Distribution::Uniform(low, 1.0), &device)
+        crate::model::drawn(|| {
+            Tensor::<G, 1>::random(
+                [shape.iter().product::<usize>()],
+                Distribution::Uniform(low, 1.0),
+                &device,
+            )
+        })
     };
     // (parameter shape, the gradient as stored, the permutation that views it in that shape)
     let cases: [(Vec<usize>, Vec<usize>, Vec<isize>); 4] = [

@@ -214,15 +214,19 @@ fn cuda_batch_norm_kernels_match_burns_ops() {
             let nhwc = |mean: f64, std: f64, dtype: FloatDType| {
                 let normal = Distribution::Normal(mean, std);
                 let t = if channels_last {
-                    Tensor::<G, 4>::random([n, h, w, c], normal, &device).permute([0, 3, 1, 2])
+                    crate::model::drawn(|| Tensor::<G, 4>::random([n, h, w, c], normal, &device))
+                        .permute([0, 3, 1, 2])
                 } else {
-                    Tensor::<G, 4>::random([n, c, h, w], normal, &device)
+                    crate::model::drawn(|| Tensor::<G, 4>::random([n, c, h, w], normal, &device))
                 };
                 to_dtype(t, dtype)
             };
             let x = nhwc(4.0, 0.5, x_dtype);
-            let vector =
-                |mean: f64| unwrap(Tensor::<G, 1>::random([c], Distribution::Normal(mean, 0.5), &device));
+            let vector = |mean: f64| {
+                unwrap(crate::model::drawn(|| {
+                    Tensor::<G, 1>::random([c], Distribution::Normal(mean, 0.5), &device)
+                }))
+            };
             // Statistics and running averages, with and without a mean shift.
             let config = NormConfig { epsilon: 1e-3, momentum: 0.25, groups };
             let (gamma, running) = (vector(1.0), [vector(0.0), vector(1.0)]);
@@ -307,7 +311,9 @@ fn pooled_kernels_match_burns_ops(
     let y_r = super::pooled::normalize_relu_pool_by_ops::<G>(unwrap(x.clone()), per_channel, dtype);
     assert_eq!(wrap::<G, 4>(y_k.clone()).dims(), [n, c, h / 2, w / 2]);
     close("pooled output", y_k, y_r, tolerance);
-    let dy = Tensor::<G, 4>::random([n, h / 2, w / 2, c], Distribution::Normal(0.0, 1.0), &x.device());
+    let dy = crate::model::drawn(|| {
+        Tensor::<G, 4>::random([n, h / 2, w / 2, c], Distribution::Normal(0.0, 1.0), &x.device())
+    });
     let dy = unwrap(to_dtype(dy.permute([0, 3, 1, 2]), dtype));
     let per_channel = [stats.mean.clone(), stats.inv_std.clone(), gamma.clone(), beta.clone()];
     let activations = [dy, unwrap(x.clone())];

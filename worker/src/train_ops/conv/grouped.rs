@@ -214,18 +214,23 @@ mod tests {
     fn node_matches_burns_grouped_conv<B: ConvOps>(kernels: Kernels, dtype: FloatDType, tolerance: f32) {
         let device = Default::default();
         for (n, groups, c_in, c_out, size) in [(2, 3, 3, 4, 5), (4, 2, 8, 16, 8), (3, 4, 16, 8, 6)] {
-            let x = Tensor::<B, 4>::random(
-                [n, groups * c_in, size, size],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            );
-            let weight =
-                Tensor::<B, 4>::random([groups * c_out, c_in, 3, 3], Distribution::Normal(0.0, 0.3), &device);
-            let dy = Tensor::<B, 4>::random(
-                [n, groups * c_out, size, size],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            );
+            let x = crate::model::drawn(|| {
+                Tensor::<B, 4>::random(
+                    [n, groups * c_in, size, size],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                )
+            });
+            let weight = crate::model::drawn(|| {
+                Tensor::<B, 4>::random([groups * c_out, c_in, 3, 3], Distribution::Normal(0.0, 0.3), &device)
+            });
+            let dy = crate::model::drawn(|| {
+                Tensor::<B, 4>::random(
+                    [n, groups * c_out, size, size],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                )
+            });
             let run = |node: bool| {
                 let x = Tensor::<Autodiff<B>, 4>::from_inner(to_dtype(x.clone(), dtype)).require_grad();
                 let w = Tensor::<Autodiff<B>, 4>::from_inner(weight.clone()).require_grad();
@@ -349,7 +354,10 @@ mod tests {
         {
             for (n, groups, c_in, c_out, size) in [(6, 3, 3, 8, 32), (4, 2, 8, 16, 8), (3, 4, 16, 8, 6)] {
                 let random = |shape: [usize; 4], std: f64| {
-                    Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, std), &device).into_data()
+                    crate::model::drawn(|| {
+                        Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, std), &device)
+                    })
+                    .into_data()
                 };
                 let x = random([n, groups * c_in, size, size], 1.0);
                 let weight = random([groups * c_out, c_in, 3, 3], 0.3);

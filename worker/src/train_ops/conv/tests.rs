@@ -75,11 +75,12 @@ fn compare_on<B: TrainOps>(
     let kernels: Kernels = kernels.parse().unwrap();
     let device = Default::default();
     let random = |shape: [usize; 4], std: f64| {
-        Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, std), &device)
+        crate::model::drawn(|| Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, std), &device))
     };
     let x = random([n, c_in, h, w], 1.0);
     let wt = random([c_out, c_in, 3, 3], 0.3);
-    let b = Tensor::<Flex, 1>::random([c_out], Distribution::Normal(0.0, 1.0), &device);
+    let b =
+        crate::model::drawn(|| Tensor::<Flex, 1>::random([c_out], Distribution::Normal(0.0, 1.0), &device));
     let r = random([n, c_out, h, w], 1.0);
     let [out_c, dx_c, dw_c, db_c] = gradients::<B>([&x, &wt, &r], &b, Some((kernels, dtype)));
     let [out_s, dx_s, dw_s, db_s] = gradients::<Flex>([&x, &wt, &r], &b, None);
@@ -179,8 +180,12 @@ fn cuda_cudnn_node_matches_burn_conv2d() {
     // below, without the bias the BatchNorm takes).
     compare_on::<B>(512, 3, 64, [32, 32], "wgrad+dgrad+bn+bf16+tconv+pool+cudnn", FloatDType::F32);
     let host = Default::default();
-    let x = Tensor::<Flex, 4>::random([512, 3, 32, 32], Distribution::Normal(0.0, 1.0), &host);
-    let weight = Tensor::<Flex, 4>::random([64, 3, 3, 3], Distribution::Normal(0.0, 0.3), &host);
+    let x = crate::model::drawn(|| {
+        Tensor::<Flex, 4>::random([512, 3, 32, 32], Distribution::Normal(0.0, 1.0), &host)
+    });
+    let weight = crate::model::drawn(|| {
+        Tensor::<Flex, 4>::random([64, 3, 3, 3], Distribution::Normal(0.0, 0.3), &host)
+    });
     let on_gpu = |t: &Tensor<Flex, 4>| unwrap(Tensor::<B, 4>::from_data(t.to_data(), &Default::default()));
     let out = wrap::<B, 4>(B::conv3x3_nobias(on_gpu(&x), on_gpu(&weight), ConvEngine::Cudnn));
     assert_eq!(out.dtype(), burn::tensor::DType::F32);
@@ -220,7 +225,8 @@ fn cuda_bf16_matmul_to_f32_matches_the_f32_matmul() {
     type B = burn_cuda::Cuda;
     let device = Default::default();
     let random = |shape: [usize; 3], dtype: FloatDType| {
-        Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(dtype)
+        crate::model::drawn(|| Tensor::<B, 3>::random(shape, Distribution::Normal(0.0, 1.0), &device))
+            .cast(dtype)
     };
     let assert_close = |name: &str, a: Tensor<B, 2>, b: Tensor<B, 2>| {
         assert_eq!(a.dtype(), burn::tensor::DType::F32);

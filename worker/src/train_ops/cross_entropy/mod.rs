@@ -220,7 +220,9 @@ mod tests {
         type G = burn_cuda::Cuda;
         let device = Default::default();
         let (logits, labels) = logits_and_labels::<G>(&device);
-        let noise = Tensor::<G, 2>::random([300, 10], burn::tensor::Distribution::Normal(0.0, 3.0), &device);
+        let noise = crate::model::drawn(|| {
+            Tensor::<G, 2>::random([300, 10], burn::tensor::Distribution::Normal(0.0, 3.0), &device)
+        });
         let logits = Tensor::cat(vec![logits, noise], 0);
         let labels = Tensor::cat(vec![labels, Tensor::arange(0..300, &device).remainder_scalar(10)], 0);
         let (l, y) = (|| unwrap(logits.clone()), || labels.clone().into_primitive());

@@ -71,9 +71,9 @@ fn cuda_small_matmul_matches_burns_matmul() {
     fn check<G: LinearOps>() {
         use burn::tensor::Distribution::Normal;
         let device = Default::default();
-        let x = Tensor::<G, 2>::random([336, 256], Normal(0.0, 1.0), &device);
-        let w = Tensor::<G, 2>::random([256, 10], Normal(0.0, 0.1), &device);
-        let dy = Tensor::<G, 2>::random([336, 10], Normal(0.0, 0.01), &device);
+        let x = crate::model::drawn(|| Tensor::<G, 2>::random([336, 256], Normal(0.0, 1.0), &device));
+        let w = crate::model::drawn(|| Tensor::<G, 2>::random([256, 10], Normal(0.0, 0.1), &device));
+        let dy = crate::model::drawn(|| Tensor::<G, 2>::random([336, 10], Normal(0.0, 0.01), &device));
         let cases = [
             ("forward", x.clone(), w.clone()),
             ("input gradient", dy.clone(), w.transpose()),

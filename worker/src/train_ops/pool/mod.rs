@@ -189,8 +189,9 @@ mod tests {
         let pooled = to_dtype(pool::<B>(to_dtype(xb.clone(), dtype), pooling), FloatDType::F32);
         let x_ref = Tensor::<Autodiff<Flex>, 4>::from_data(x.to_data(), &Default::default()).require_grad();
         let pooled_ref = reference(x_ref.clone(), pooling);
-        let r =
-            Tensor::<Flex, 2>::random(pooled_ref.dims(), Distribution::Normal(0.0, 1.0), &Default::default());
+        let r = crate::model::drawn(|| {
+            Tensor::<Flex, 2>::random(pooled_ref.dims(), Distribution::Normal(0.0, 1.0), &Default::default())
+        });
         let grads = (pooled.clone() * Tensor::from_data(r.to_data(), &device)).sum().backward();
         let dx = xb.grad(&grads).unwrap();
         let grads_ref =
@@ -207,7 +208,9 @@ mod tests {
 
     /// The node against burn's pooling on the CPU, within `tolerance` of the values' scale.
     fn compare<B: PoolOps>(shape: [usize; 4], pooling: Pooling, dtype: FloatDType, tolerance: f32) {
-        let x = Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, 1.0), &Default::default());
+        let x = crate::model::drawn(|| {
+            Tensor::<Flex, 4>::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+        });
         let [y, dx, y_ref, dx_ref] = pooled_and_grad::<B>(&x, pooling, dtype);
         for (name, a, b) in [("output", y, y_ref), ("input grad", dx, dx_ref)] {
             assert_eq!(a.dims(), b.dims(), "{pooling:?} {name}: shape");

@@ -106,7 +106,9 @@ fn adam_steps_alike_with_its_scalars_on_the_device_and_counts_replayed_updates()
     let device = Default::default();
     let config = CnnConfig::new().with_width_multiplier(0.25);
     let model = seeded_model::<B>(&config, 3, &device);
-    let images = Tensor::<B, 4>::random([4, 3, 32, 32], burn::tensor::Distribution::Default, &device);
+    let images = crate::model::drawn(|| {
+        Tensor::<B, 4>::random([4, 3, 32, 32], burn::tensor::Distribution::Default, &device)
+    });
     let labels = Tensor::<B, 1, Int>::from_data([1, 2, 3, 4], &device);
     let batch = (images, labels);
     let normal = LossVariant::NormalLr1e3;
@@ -200,7 +202,9 @@ fn state_goes_back_only_into_a_state_of_the_same_layout() {
     let stepped = |seed| {
         let model = seeded_model::<B>(&CnnConfig::new().with_width_multiplier(0.25), seed, &device);
         let mut optim = adam().init::<B>();
-        let images = Tensor::<B, 4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &device);
+        let images = crate::model::drawn(|| {
+            Tensor::<B, 4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &device)
+        });
         let batch = (images, Tensor::<B, 1, Int>::from_data([0, 5], &device));
         (eager_step(model, &mut optim, batch, LossVariant::NormalLr1e3, 1e-3).model, optim)
     };

@@ -122,10 +122,12 @@ mod tests {
         {
             let [n, c, h, w] = shape;
             let x = if channels_last {
-                Tensor::<B, 4>::random([n, h, w, c], Distribution::Normal(0.0, 1.0), &device)
-                    .permute([0, 3, 1, 2])
+                crate::model::drawn(|| {
+                    Tensor::<B, 4>::random([n, h, w, c], Distribution::Normal(0.0, 1.0), &device)
+                })
+                .permute([0, 3, 1, 2])
             } else {
-                Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+                crate::model::drawn(|| Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device))
             };
             // f32 → f32, f32 → bf16, and bf16 → bf16 (the model's activations: 8 channels per
             // vector).

@@ -297,11 +297,15 @@ mod tests {
         type B = burn_cuda::Cuda;
         let device = Default::default();
         for (n, c_in, c_out, hw) in [(16, 64, 64, 16), (8, 128, 64, 8)] {
-            let x = Tensor::<B, 4>::random([n, hw, hw, c_in], Distribution::Normal(0.0, 1.0), &device)
-                .cast(FloatDType::BF16)
-                .permute([0, 3, 1, 2]);
-            let w = Tensor::<B, 4>::random([c_out, c_in, 3, 3], Distribution::Normal(0.0, 0.05), &device)
-                .cast(FloatDType::BF16);
+            let x = crate::model::drawn(|| {
+                Tensor::<B, 4>::random([n, hw, hw, c_in], Distribution::Normal(0.0, 1.0), &device)
+            })
+            .cast(FloatDType::BF16)
+            .permute([0, 3, 1, 2]);
+            let w = crate::model::drawn(|| {
+                Tensor::<B, 4>::random([c_out, c_in, 3, 3], Distribution::Normal(0.0, 0.05), &device)
+            })
+            .cast(FloatDType::BF16);
             assert!(tunable(&unwrap(x.clone()), &unwrap(w.clone())));
             let tuned =
                 wrap::<B, 4>(B::conv3x3_nobias(unwrap(x.clone()), unwrap(w.clone()), ConvEngine::Tuned));

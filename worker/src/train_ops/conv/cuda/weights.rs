@@ -89,7 +89,9 @@ mod tests {
         type G = burn_cuda::Cuda;
         let device = Default::default();
         for [c_out, c_in] in [[5, 3], [128, 64]] {
-            let weight = Tensor::<G, 4>::random([c_out, c_in, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+            let weight = crate::model::drawn(|| {
+                Tensor::<G, 4>::random([c_out, c_in, 3, 3], Distribution::Normal(0.0, 1.0), &device)
+            });
             for dtype in [FloatDType::F32, FloatDType::BF16] {
                 let kernel = G::conv_operands(unwrap(weight.clone()), dtype);
                 let by_ops = conv::reference::operands_by_ops::<G>(unwrap(weight.clone()), dtype);

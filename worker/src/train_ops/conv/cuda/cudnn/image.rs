@@ -135,9 +135,15 @@ mod tests {
         type G = burn_cuda::Cuda;
         let device = Default::default();
         let bf16 = |t: Tensor<G, 4>| to_dtype(t, FloatDType::BF16);
-        let x = bf16(Tensor::<G, 4>::random([16, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device));
-        let weight = bf16(Tensor::<G, 4>::random([64, 3, 3, 3], Distribution::Normal(0.0, 0.3), &device));
-        let dy = bf16(Tensor::<G, 4>::random([16, 64, 32, 32], Distribution::Normal(0.0, 1.0), &device));
+        let x = bf16(crate::model::drawn(|| {
+            Tensor::<G, 4>::random([16, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device)
+        }));
+        let weight = bf16(crate::model::drawn(|| {
+            Tensor::<G, 4>::random([64, 3, 3, 3], Distribution::Normal(0.0, 0.3), &device)
+        }));
+        let dy = bf16(crate::model::drawn(|| {
+            Tensor::<G, 4>::random([16, 64, 32, 32], Distribution::Normal(0.0, 1.0), &device)
+        }));
         let f32 = |t: &Tensor<G, 4>| to_dtype(t.clone(), FloatDType::F32);
         let options = burn::tensor::ops::ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
         let expected = burn::tensor::module::conv2d(f32(&x), f32(&weight), None, options.clone());
