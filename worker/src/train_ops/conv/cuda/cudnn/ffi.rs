@@ -14,7 +14,8 @@ use cudarc::cudnn::sys;
 use cudarc::driver::CudaContext;
 use cudarc::driver::sys::CUstream;
 
-use super::timing::{Timing, fastest, rounds};
+use super::choices::{self, Choice};
+use super::timing::{Algorithm, MATH, Timing, fastest, rounds};
 
 /// Bytes of each stream's workspace; the benchmark only considers algorithms that fit.
 pub(super) const WORKSPACE_BYTES: usize = crate::train_ops::conv::CUDNN_WORKSPACE_BYTES as usize;
@@ -99,6 +100,8 @@ struct DeviceState {
     /// invalidated both recordings (fused groups side by side on an H100).
     streams: HashMap<usize, StreamState>,
     plans: HashMap<(Pass, Conv3x3), Plan>,
+    /// The GPU model and cuDNN version, which key the algorithm choices ([`choices`]).
+    machine: String,
 }
 
 /// A stream's cuDNN handle, bound to it for good, and its workspace, which a replayed graph
@@ -118,13 +121,6 @@ struct Plan {
     algorithm: Algorithm,
 }
 
-#[derive(Clone, Copy)]
-enum Algorithm {
-    Forward(sys::cudnnConvolutionFwdAlgo_t),
-    FilterGrad(sys::cudnnConvolutionBwdFilterAlgo_t),
-    DataGrad(sys::cudnnConvolutionBwdDataAlgo_t),
-}
-
 fn check(status: sys::cudnnStatus_t, what: &str) -> Result<(), String> {
     if status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
         return Ok(());
@@ -138,7 +134,9 @@ impl DeviceState {
     fn new(device: usize) -> Result<Self, String> {
         // The primary context, which CubeCL's CUDA runtime uses too.
         let context = CudaContext::new(device).map_err(|e| format!("CUDA context: {e:?}"))?;
-        Ok(DeviceState { context, streams: HashMap::new(), plans: HashMap::new() })
+        let name = context.name().map_err(|e| format!("CUDA device name: {e:?}"))?;
+        let machine = format!("{name} cudnn {}", library_version()?);
+        Ok(DeviceState { context, streams: HashMap::new(), plans: HashMap::new(), machine })
     }
 
     /// The handle and workspace of `stream`, made at its first convolution.
@@ -172,6 +170,7 @@ impl DeviceState {
         self.context.bind_to_thread().map_err(|e| format!("CUDA context: {e:?}"))?;
         let StreamState { handle, workspace } = self.stream(stream)?;
         let workspace = workspace as *mut c_void;
+        let machine = &self.machine;
         let plan = match self.plans.entry((pass, conv)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -180,7 +179,7 @@ impl DeviceState {
                 unsafe { cudarc::driver::result::stream::synchronize(stream) }
                     .map_err(|e| format!("stream synchronize: {e:?}"))?;
                 // SAFETY: the pointers are device buffers of the sizes `conv` implies.
-                e.insert(unsafe { Plan::benchmarked(handle, pass, conv, [a, b, out], workspace) }?)
+                e.insert(unsafe { Plan::chosen(handle, pass, conv, [a, b, out], workspace, machine) }?)
             }
         };
         let (one, zero) = (1.0f32, 0.0f32);
@@ -242,19 +241,20 @@ impl DeviceState {
 }
 
 impl Plan {
-    /// The descriptors of `conv` and the fastest algorithm for `pass` that fits the workspace,
-    /// timed by cuDNN on these buffers (`cudnnFind…AlgorithmEx`, as PyTorch's
-    /// `cudnn.benchmark` does).
+    /// The descriptors of `conv` and the fastest algorithm for `pass` that fits the workspace:
+    /// the one `machine` chose before ([`choices`]), or timed by cuDNN on these buffers
+    /// (`cudnnFind…AlgorithmEx`, as PyTorch's `cudnn.benchmark` does).
     ///
     /// # Safety
     /// The pointers are device buffers of the sizes `conv` implies; the workspace holds
     /// [`WORKSPACE_BYTES`].
-    unsafe fn benchmarked(
+    unsafe fn chosen(
         handle: sys::cudnnHandle_t,
         pass: Pass,
         conv: Conv3x3,
         [a, b, out]: [u64; 3],
         workspace: *mut c_void,
+        machine: &str,
     ) -> Result<Plan, String> {
         use sys::cudnnDataType_t::{CUDNN_DATA_BFLOAT16, CUDNN_DATA_FLOAT};
         use sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
@@ -318,55 +318,64 @@ impl Plan {
             };
         }
         // Each branch: `rounds` of the benchmark, then `fastest` picks.
-        let (algorithm, best) = match pass {
-            Pass::Forward => {
-                use sys::cudnnConvolutionFwdAlgoPerf_t as Perf;
-                let round =
-                    round!(cudnnFindConvolutionForwardAlgorithmEx, Perf, x, a, filter, b, desc, y, out);
-                let (best, timing) = fastest(&rounds(round)?, pass)?;
-                (Algorithm::Forward(best.algo), timing)
-            }
-            Pass::FilterGrad => {
-                // `a` is x, `b` is dy, `out` the filter gradient.
-                use sys::cudnnConvolutionBwdFilterAlgoPerf_t as Perf;
-                let round = round!(
-                    cudnnFindConvolutionBackwardFilterAlgorithmEx,
-                    Perf,
-                    x,
-                    a,
-                    y,
-                    b,
-                    desc,
-                    filter,
-                    out
-                );
-                let (best, timing) = fastest(&rounds(round)?, pass)?;
-                (Algorithm::FilterGrad(best.algo), timing)
-            }
-            Pass::DataGrad => {
-                // `a` is dy, `b` the filter, `out` dx.
-                use sys::cudnnConvolutionBwdDataAlgoPerf_t as Perf;
-                let round =
-                    round!(cudnnFindConvolutionBackwardDataAlgorithmEx, Perf, filter, b, y, a, desc, x, out);
-                let (best, timing) = fastest(&rounds(round)?, pass)?;
-                (Algorithm::DataGrad(best.algo), timing)
-            }
+        let benchmark = || -> Result<Choice, String> {
+            let (algo, Timing { ms, bytes, math, candidates }) = match pass {
+                Pass::Forward => {
+                    use sys::cudnnConvolutionFwdAlgoPerf_t as Perf;
+                    let round =
+                        round!(cudnnFindConvolutionForwardAlgorithmEx, Perf, x, a, filter, b, desc, y, out);
+                    let (best, timing) = fastest(&rounds(round)?, pass)?;
+                    (best.algo as u32, timing)
+                }
+                Pass::FilterGrad => {
+                    // `a` is x, `b` is dy, `out` the filter gradient.
+                    use sys::cudnnConvolutionBwdFilterAlgoPerf_t as Perf;
+                    let round = round!(
+                        cudnnFindConvolutionBackwardFilterAlgorithmEx,
+                        Perf,
+                        x,
+                        a,
+                        y,
+                        b,
+                        desc,
+                        filter,
+                        out
+                    );
+                    let (best, timing) = fastest(&rounds(round)?, pass)?;
+                    (best.algo as u32, timing)
+                }
+                Pass::DataGrad => {
+                    // `a` is dy, `b` the filter, `out` dx.
+                    use sys::cudnnConvolutionBwdDataAlgoPerf_t as Perf;
+                    let round = round!(
+                        cudnnFindConvolutionBackwardDataAlgorithmEx,
+                        Perf,
+                        filter,
+                        b,
+                        y,
+                        a,
+                        desc,
+                        x,
+                        out
+                    );
+                    let (best, timing) = fastest(&rounds(round)?, pass)?;
+                    (best.algo as u32, timing)
+                }
+            };
+            tracing::debug!(?pass, ?conv, algo, ms, bytes, %candidates, "cuDNN benchmark");
+            Ok(Choice { algo, math: math as u32, bytes, ms })
         };
-        let Timing { ms, bytes, math, candidates } = best;
+        let key = choices::key(machine, pass, &conv);
+        let (choice, benchmarked) = choices::shared().choose(&key, pass, benchmark)?;
+        let algorithm = Algorithm::numbered(pass, choice.algo);
         // The math type the algorithm was timed with (PyTorch does the same).
         // SAFETY: a live descriptor.
-        check(unsafe { sys::cudnnSetConvolutionMathType(desc, math) }, "cudnnSetConvolutionMathType")?;
-        tracing::debug!(?pass, ?conv, algorithm = ?algorithm.name(), ms, bytes, %candidates, "cuDNN algorithm chosen");
+        check(
+            unsafe { sys::cudnnSetConvolutionMathType(desc, MATH[choice.math as usize]) },
+            "cudnnSetConvolutionMathType",
+        )?;
+        let Choice { ms, bytes, .. } = choice;
+        tracing::debug!(?pass, ?conv, algorithm = ?algorithm.name(), ms, bytes, benchmarked, "cuDNN algorithm chosen");
         Ok(Plan { x, y, filter, conv: desc, algorithm })
-    }
-}
-
-impl Algorithm {
-    fn name(self) -> String {
-        match self {
-            Algorithm::Forward(a) => format!("{a:?}"),
-            Algorithm::FilterGrad(a) => format!("{a:?}"),
-            Algorithm::DataGrad(a) => format!("{a:?}"),
-        }
     }
 }

@@ -12,6 +12,7 @@
 //! found through `LD_LIBRARY_PATH`); without it a runner asking for the part does not open
 //! ([`library_version`]).
 
+mod choices;
 mod ffi;
 pub mod image;
 mod timing;

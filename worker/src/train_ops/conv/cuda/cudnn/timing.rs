@@ -1,6 +1,6 @@
 //! The choice among the algorithms cuDNN's benchmark timed: the fastest that ran within the
 //! workspace over [`ROUNDS`] rounds, for any of the three passes, with every candidate's timing
-//! for the log.
+//! for the log; and the passes' algorithms and math types by cuDNN's numbers.
 
 use cudarc::cudnn::sys;
 
@@ -73,6 +73,73 @@ pub(super) fn fastest<P: Timed>(timed: &[P], pass: Pass) -> Result<(P, Timing), 
     Ok((best, Timing { ms, bytes, math, candidates }))
 }
 
+/// A pass's algorithm.
+#[derive(Clone, Copy)]
+pub(super) enum Algorithm {
+    Forward(sys::cudnnConvolutionFwdAlgo_t),
+    FilterGrad(sys::cudnnConvolutionBwdFilterAlgo_t),
+    DataGrad(sys::cudnnConvolutionBwdDataAlgo_t),
+}
+
+/// cuDNN's math types by number.
+pub(super) const MATH: [sys::cudnnMathType_t; 4] = {
+    use sys::cudnnMathType_t::*;
+    [CUDNN_DEFAULT_MATH, CUDNN_TENSOR_OP_MATH, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, CUDNN_FMA_MATH]
+};
+
+impl Algorithm {
+    /// `pass`'s algorithm numbered `algo` (below its count: kept choices are checked so).
+    pub(super) fn numbered(pass: Pass, algo: u32) -> Self {
+        use sys::cudnnConvolutionBwdDataAlgo_t as D;
+        use sys::cudnnConvolutionBwdFilterAlgo_t as F;
+        use sys::cudnnConvolutionFwdAlgo_t as W;
+        let i = algo as usize;
+        match pass {
+            Pass::Forward => Algorithm::Forward(
+                [
+                    W::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+                    W::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+                    W::CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+                    W::CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
+                    W::CUDNN_CONVOLUTION_FWD_ALGO_FFT,
+                    W::CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
+                    W::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
+                    W::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
+                ][i],
+            ),
+            Pass::FilterGrad => Algorithm::FilterGrad(
+                [
+                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT,
+                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3,
+                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD,
+                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
+                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING,
+                ][i],
+            ),
+            Pass::DataGrad => Algorithm::DataGrad(
+                [
+                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT,
+                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING,
+                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD,
+                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED,
+                ][i],
+            ),
+        }
+    }
+
+    pub(super) fn name(self) -> String {
+        match self {
+            Algorithm::Forward(a) => format!("{a:?}"),
+            Algorithm::FilterGrad(a) => format!("{a:?}"),
+            Algorithm::DataGrad(a) => format!("{a:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +194,22 @@ mod tests {
         assert!(none.contains("no Forward algorithm ran"), "{none}");
         let failed = rounds::<sys::cudnnConvolutionFwdAlgoPerf_t>(|| Err("cudnnFind: busy".into()));
         assert_eq!(failed.unwrap_err(), "cudnnFind: busy");
+    }
+
+    #[test]
+    fn algorithms_and_math_types_by_number_are_cudnns() {
+        for algo in 0..8 {
+            let Algorithm::Forward(a) = Algorithm::numbered(Pass::Forward, algo) else { panic!() };
+            assert_eq!(a as u32, algo);
+        }
+        for algo in 0..7 {
+            let Algorithm::FilterGrad(a) = Algorithm::numbered(Pass::FilterGrad, algo) else { panic!() };
+            assert_eq!(a as u32, algo);
+        }
+        for algo in 0..6 {
+            let Algorithm::DataGrad(a) = Algorithm::numbered(Pass::DataGrad, algo) else { panic!() };
+            assert_eq!(a as u32, algo);
+        }
+        assert!(MATH.iter().enumerate().all(|(i, m)| *m as usize == i));
     }
 }
