@@ -1,7 +1,8 @@
 //! Where burn's CUDA backend keeps its kernels between processes: the autotune results (which
 //! conv/matmul/reduce kernel is fastest for each shape) and the compiled PTX. Both go to one
 //! directory per machine, `--kernel-cache` / `SWEEP_KERNEL_CACHE`, by default
-//! `~/.cache/sweep/cubecl`.
+//! `~/.cache/sweep/cubecl`. cuDNN's algorithm choices are kept there too
+//! (`train_ops::conv::cuda::cudnn`'s `cudnn-choices.tsv`).
 //!
 //! CubeCL's own defaults make start-up slow: autotune results land in the `target/` of the
 //! nearest `Cargo.toml` above the working directory (so the cache depends on where the worker
