@@ -35,11 +35,19 @@ pub fn input_grad_by_flipped<B: Backend>(
     operand: FloatTensor<B>,
     groups: usize,
 ) -> FloatTensor<B> {
+    by_burn_conv::<B>(dy, grouped_flipped::<B>(operand, groups), groups)
+}
+
+/// Each of `groups` models' kernels transposed and flipped: `operand: [G·C_out, C_in, 3, 3]` →
+/// `[G·C_in, C_out, 3, 3]`, `flipped[g·C_in + i, o, kh, kw] = operand[g·C_out + o, i, 2 − kh,
+/// 2 − kw]`. The convolution by it is the input gradient of the one by `operand`, and the
+/// input-gradient pass by it is the convolution by `operand`.
+pub fn grouped_flipped<B: Backend>(operand: FloatTensor<B>, groups: usize) -> FloatTensor<B> {
     let operand = wrap::<B, 4>(operand);
     let [rows, c_in, _, _] = operand.dims();
     let c_out = rows / groups;
     let flipped = operand.reshape([groups, c_out, c_in, 3, 3]).swap_dims(1, 2).flip([3, 4]);
-    by_burn_conv::<B>(dy, unwrap(flipped.reshape([groups * c_in, c_out, 3, 3])), groups)
+    unwrap(flipped.reshape([groups * c_in, c_out, 3, 3]))
 }
 
 /// [`ConvOps::library_grouped_weight_grad`]'s reference: the batched GEMMs over the grouped
@@ -109,4 +117,36 @@ pub(super) fn autodiff_library<B: ConvOps, C: CheckpointStrategy>(
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(super) fn f32_grad<B: Backend>(dw: FloatTensor<B>) -> FloatTensor<B> {
     unwrap(to_dtype(wrap::<B, 4>(dw), FloatDType::F32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::Distribution;
+
+    /// The input-gradient pass by the flipped kernels is the convolution by the kernels: what
+    /// lets cuDNN run a grouped convolution as either call.
+    #[test]
+    fn the_input_gradient_pass_by_the_flipped_kernels_is_the_convolution() {
+        type B = Autodiff<Flex>;
+        let (groups, c_in, c_out, device) = (3, 4, 5, Default::default());
+        let x = Tensor::<Flex, 4>::random([2, groups * c_in, 6, 5], Distribution::Normal(0.0, 1.0), &device);
+        let weight =
+            Tensor::<Flex, 4>::random([groups * c_out, c_in, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let direct = wrap::<Flex, 4>(by_burn_conv::<Flex>(unwrap(x.clone()), unwrap(weight.clone()), groups));
+        let flipped = wrap::<Flex, 4>(grouped_flipped::<Flex>(unwrap(weight), groups));
+        // The input-gradient pass of the convolution by `flipped`, with `x` as its output gradient.
+        let u = Tensor::<B, 4>::zeros([2, groups * c_out, 6, 5], &device).require_grad();
+        let z = wrap::<B, 4>(by_burn_conv::<B>(
+            unwrap(u.clone()),
+            unwrap(Tensor::<B, 4>::from_inner(flipped)),
+            groups,
+        ));
+        let grads = (z * Tensor::<B, 4>::from_inner(x)).sum().backward();
+        let swapped = u.grad(&grads).unwrap();
+        let err = (swapped - direct.clone()).abs().max().into_scalar();
+        let scale = direct.abs().max().into_scalar();
+        assert!(err <= 1e-5 * scale, "off by {err} at a scale of {scale}");
+    }
 }

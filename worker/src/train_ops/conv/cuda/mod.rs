@@ -63,7 +63,10 @@ macro_rules! conv_ops {
                 groups: usize,
             ) -> FloatTensor<Self> {
                 match cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)) {
-                    true => cudnn::grouped_conv3x3(x, operand, groups),
+                    true => {
+                        let flipped = super::library::grouped_flipped::<Self>(operand.clone(), groups);
+                        cudnn::grouped_conv3x3_fastest(x, operand, flipped, groups)
+                    }
                     false => super::grouped::by_burn_conv::<Self>(x, operand, groups),
                 }
             }
@@ -74,7 +77,10 @@ macro_rules! conv_ops {
                 groups: usize,
             ) -> FloatTensor<Self> {
                 match cudnn::takes(&dy, &operand, &grouped_channels(&dy, &operand, groups)) {
-                    true => cudnn::grouped_input_grad(dy, operand, groups),
+                    true => {
+                        let flipped = super::library::grouped_flipped::<Self>(operand.clone(), groups);
+                        cudnn::grouped_input_grad_fastest(dy, operand, flipped, groups)
+                    }
                     false => super::library::input_grad_by_flipped::<Self>(dy, operand, groups),
                 }
             }

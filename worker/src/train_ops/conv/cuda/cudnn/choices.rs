@@ -12,7 +12,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use super::ffi::{Conv3x3, Pass, WORKSPACE_BYTES};
+use super::call::{Conv3x3, Pass};
+use super::ffi::WORKSPACE_BYTES;
 
 /// The file under the kernel cache directory.
 pub(super) const FILE: &str = "cudnn-choices.tsv";
@@ -133,7 +134,7 @@ fn append(path: &Path, key: &str, c: &Choice) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ffi::Precision;
+    use super::super::call::Precision;
     use super::*;
 
     const CONV: Conv3x3 =

@@ -14,6 +14,7 @@ use cudarc::cudnn::sys;
 use cudarc::driver::CudaContext;
 use cudarc::driver::sys::CUstream;
 
+use super::call::{Conv3x3, Either, Pass, Precision};
 use super::choices::{self, Choice};
 use super::timing::{Algorithm, MATH, Timing, fastest, rounds};
 
@@ -21,39 +22,6 @@ use super::timing::{Algorithm, MATH, Timing, fastest, rounds};
 pub(super) const WORKSPACE_BYTES: usize = crate::train_ops::conv::CUDNN_WORKSPACE_BYTES as usize;
 /// Algorithms the benchmark times, at most.
 const CANDIDATES: usize = 8;
-
-/// `groups` 3×3 "same" convolutions (stride 1, padding 1) side by side: activations `[n, h, w,
-/// groups·c_in]` → `[n, h, w, groups·c_out]` and filter `[groups·c_out, 3, 3, c_in]`, all of
-/// `precision`, channels-last and contiguous.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Conv3x3 {
-    pub n: usize,
-    pub c_in: usize,
-    pub c_out: usize,
-    pub h: usize,
-    pub w: usize,
-    pub groups: usize,
-    pub precision: Precision,
-}
-
-/// The operands' element type (f32 accumulation either way).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Precision {
-    Bf16,
-    /// Tensor cores (TF32) where cuDNN's timing picks them, as burn's f32 matmul does.
-    F32,
-}
-
-/// The pass a call computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Pass {
-    /// `y = x ⋆ filter`: pointers `[x, filter, y]`.
-    Forward,
-    /// `filter_grad = Σ x ⋆ dy`: pointers `[x, dy, filter_grad]`.
-    FilterGrad,
-    /// `dx`, the gradient of the forward's `x`: pointers `[dy, filter, dx]`.
-    DataGrad,
-}
 
 /// cuDNN's version (`cudnnGetVersion`, e.g. 91400), or why the library cannot be loaded
 /// (cudarc panics when no `libcudnn` is on the library path).
@@ -88,6 +56,35 @@ pub fn run(
     })
 }
 
+/// Queues whichever of `either`'s calls cuDNN timed faster (both chosen, or benchmarked, at
+/// the first call), on `pointers` (each call's, as [`Pass`] lists them).
+pub fn run_fastest(
+    either: Either,
+    pointers: [[u64; 3]; 2],
+    stream: CUstream,
+    device: usize,
+) -> Result<(), String> {
+    STATES.with(|states| {
+        let mut states = states.borrow_mut();
+        let state = match states.entry(device) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(DeviceState::new(device)?),
+        };
+        let calls = [(either.first, pointers[0]), (either.second, pointers[1])];
+        let new = !calls.iter().all(|((pass, conv), _)| state.plans.contains_key(&(*pass, *conv)));
+        let mut ms = [0.0f32; 2];
+        for (i, ((pass, conv), p)) in calls.into_iter().enumerate() {
+            ms[i] = state.plan(pass, conv, p, stream)?.ms;
+        }
+        let pick = usize::from(ms[1] < ms[0]);
+        if new {
+            tracing::debug!(?either, ms = ?ms, chosen = ?calls[pick].0.0, "cuDNN call chosen");
+        }
+        let ((pass, conv), p) = calls[pick];
+        state.run(pass, conv, p, stream)
+    })
+}
+
 thread_local! {
     static STATES: RefCell<HashMap<usize, DeviceState>> = RefCell::new(HashMap::new());
 }
@@ -119,6 +116,8 @@ struct Plan {
     filter: sys::cudnnFilterDescriptor_t,
     conv: sys::cudnnConvolutionDescriptor_t,
     algorithm: Algorithm,
+    /// The time cuDNN's benchmark measured for it.
+    ms: f32,
 }
 
 fn check(status: sys::cudnnStatus_t, what: &str) -> Result<(), String> {
@@ -160,18 +159,19 @@ impl DeviceState {
         Ok(state)
     }
 
-    fn run(
+    /// The plan of `pass` on `conv`, chosen (and benchmarked on `pointers`) at its first call.
+    fn plan(
         &mut self,
         pass: Pass,
         conv: Conv3x3,
-        [a, b, out]: [u64; 3],
+        pointers: [u64; 3],
         stream: CUstream,
-    ) -> Result<(), String> {
+    ) -> Result<&Plan, String> {
         self.context.bind_to_thread().map_err(|e| format!("CUDA context: {e:?}"))?;
         let StreamState { handle, workspace } = self.stream(stream)?;
         let workspace = workspace as *mut c_void;
         let machine = &self.machine;
-        let plan = match self.plans.entry((pass, conv)) {
+        Ok(match self.plans.entry((pass, conv)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 // The benchmark writes `out` and reads the inputs: let what produced them finish.
@@ -179,9 +179,21 @@ impl DeviceState {
                 unsafe { cudarc::driver::result::stream::synchronize(stream) }
                     .map_err(|e| format!("stream synchronize: {e:?}"))?;
                 // SAFETY: the pointers are device buffers of the sizes `conv` implies.
-                e.insert(unsafe { Plan::chosen(handle, pass, conv, [a, b, out], workspace, machine) }?)
+                e.insert(unsafe { Plan::chosen(handle, pass, conv, pointers, workspace, machine) }?)
             }
-        };
+        })
+    }
+
+    fn run(
+        &mut self,
+        pass: Pass,
+        conv: Conv3x3,
+        [a, b, out]: [u64; 3],
+        stream: CUstream,
+    ) -> Result<(), String> {
+        let StreamState { handle, workspace } = self.stream(stream)?;
+        let workspace = workspace as *mut c_void;
+        let plan = self.plan(pass, conv, [a, b, out], stream)?;
         let (one, zero) = (1.0f32, 0.0f32);
         let (alpha, beta) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
         let [a, b, out] = [a, b, out].map(|p| p as *mut c_void);
@@ -376,6 +388,6 @@ impl Plan {
         )?;
         let Choice { ms, bytes, .. } = choice;
         tracing::debug!(?pass, ?conv, algorithm = ?algorithm.name(), ms, bytes, benchmarked, "cuDNN algorithm chosen");
-        Ok(Plan { x, y, filter, conv: desc, algorithm })
+        Ok(Plan { x, y, filter, conv: desc, algorithm, ms })
     }
 }

@@ -4,7 +4,8 @@
 
 use cudarc::cudnn::sys;
 
-use super::ffi::{Pass, WORKSPACE_BYTES};
+use super::call::Pass;
+use super::ffi::WORKSPACE_BYTES;
 
 /// What cuDNN's benchmark reports of an algorithm, whichever pass it timed.
 pub(super) trait Timed: Copy {
