@@ -199,6 +199,20 @@ pub trait ConvOps: Backend {
         Self::conv2d(x, weight, None, reference::same_3x3())
     }
 
+    /// [`Self::conv3x3_nobias`] where `flipped` is `weight` transposed and flipped (as
+    /// [`Self::conv_operands`] makes it): with [`ConvEngine::Cudnn`] the CUDA backend runs
+    /// whichever of the convolution by `weight` and the input-gradient pass by `flipped` cuDNN
+    /// times faster for the shape. Default: [`Self::conv3x3_nobias`].
+    fn conv3x3_either(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        flipped: FloatTensor<Self>,
+        engine: ConvEngine,
+    ) -> FloatTensor<Self> {
+        let _ = flipped;
+        Self::conv3x3_nobias(x, weight, engine)
+    }
+
     /// Weight gradient, f32 `[C_out, C_in, 3, 3]`, of a 3×3 "same" convolution of `x: [N, C_in,
     /// H, W]` whose output gradient is `dy: [N, C_out, H, W]` (both in the convolution's dtype).
     /// Default: the split-K GEMM over image groups ([`reference::weight_grad`]); with
@@ -301,9 +315,10 @@ struct ConvState<B: Backend> {
     x: NodeId,
     /// Checkpointed weight.
     weight: NodeId,
-    /// With `flipped_input_grad`, the flipped kernel in the output's dtype
-    /// ([`ConvOps::conv_operands`]).
-    flipped: Option<FloatTensor<B>>,
+    /// With `flipped_input_grad`, the flipped kernel in the output's dtype and the kernel
+    /// itself ([`ConvOps::conv_operands`]): the input gradient is the convolution by the one or
+    /// the input-gradient pass by the other ([`ConvOps::conv3x3_either`]).
+    flipped: Option<[FloatTensor<B>; 2]>,
     /// The input's im2col matrix when the forward was one explicit GEMM ([`reference::forward_by_gemm`]).
     cols: Option<FloatTensor<B>>,
 }
@@ -321,7 +336,9 @@ impl<B: ConvOps> Backward<B, 3> for Conv3x3Backward {
             // dX[i, p, q] = Σ_{o, kh, kw} W[o, i, 2−kh, 2−kw] · dYpad[o, p+kh, q+kw]: the forward
             // convolution of dY by the flipped kernel.
             let dx = match state.flipped {
-                Some(flipped) => B::conv3x3_nobias(grad.clone(), flipped, self.kernels.conv_engine()),
+                Some([flipped, operand]) => {
+                    B::conv3x3_either(grad.clone(), flipped, operand, self.kernels.conv_engine())
+                }
                 None => input_grad::<B>(x.clone(), weight.clone(), grad.clone()),
             };
             grads.register::<B>(node.id, dx);
@@ -372,16 +389,19 @@ fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
     let dtype = dtype_of::<B>(&x.primitive);
     let out = if explicit {
         if kernels.flipped_input_grad && !x.node.requirement.is_none() {
-            let [_, flipped] = B::conv_operands(weight.primitive.clone(), dtype);
-            state.flipped = Some(flipped);
+            let [operand, flipped] = B::conv_operands(weight.primitive.clone(), dtype);
+            state.flipped = Some([flipped, operand]);
         }
         let (out, cols) = forward_by_gemm::<B>(x.primitive, weight.primitive, bias);
         state.cols = Some(cols);
         out
     } else if kernels.flipped_input_grad {
         let [operand, flipped] = B::conv_operands(weight.primitive, dtype);
-        state.flipped = Some(flipped);
-        forward::<B>(x.primitive, operand, bias, engine)
+        state.flipped = Some([flipped.clone(), operand.clone()]);
+        match bias {
+            None => B::conv3x3_either(x.primitive, operand, flipped, engine),
+            bias => forward::<B>(x.primitive, operand, bias, engine),
+        }
     } else {
         forward::<B>(x.primitive, weight.primitive, bias, engine)
     };

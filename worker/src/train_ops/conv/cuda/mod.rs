@@ -42,6 +42,20 @@ macro_rules! conv_ops {
                 }
             }
 
+            fn conv3x3_either(
+                x: FloatTensor<Self>,
+                weight: FloatTensor<Self>,
+                flipped: FloatTensor<Self>,
+                engine: ConvEngine,
+            ) -> FloatTensor<Self> {
+                match engine == ConvEngine::Cudnn
+                    && cudnn::takes(&x, &weight, &[x.shape()[1], weight.shape()[0]])
+                {
+                    true => cudnn::grouped_conv3x3_fastest(x, weight, flipped, 1),
+                    false => Self::conv3x3_nobias(x, weight, engine),
+                }
+            }
+
             fn conv3x3_weight_grad(
                 x: FloatTensor<Self>,
                 dy: FloatTensor<Self>,
