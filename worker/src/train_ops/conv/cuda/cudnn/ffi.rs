@@ -329,49 +329,27 @@ impl Plan {
                 }
             };
         }
-        // Each branch: `rounds` of the benchmark, then `fastest` picks.
+        // `rounds` of `$find`'s benchmark, then `fastest` picks: the algorithm's number and timing.
+        macro_rules! best {
+            ($find:ident, $perf:ty, $($args:expr),*) => {{
+                let (best, timing) = fastest(&rounds(round!($find, $perf, $($args),*))?, pass)?;
+                (best.algo as u32, timing)
+            }};
+        }
         let benchmark = || -> Result<Choice, String> {
+            use sys::{cudnnConvolutionBwdDataAlgoPerf_t as D, cudnnConvolutionBwdFilterAlgoPerf_t as F};
             let (algo, Timing { ms, bytes, math, candidates }) = match pass {
                 Pass::Forward => {
-                    use sys::cudnnConvolutionFwdAlgoPerf_t as Perf;
-                    let round =
-                        round!(cudnnFindConvolutionForwardAlgorithmEx, Perf, x, a, filter, b, desc, y, out);
-                    let (best, timing) = fastest(&rounds(round)?, pass)?;
-                    (best.algo as u32, timing)
+                    use sys::cudnnConvolutionFwdAlgoPerf_t as W;
+                    best!(cudnnFindConvolutionForwardAlgorithmEx, W, x, a, filter, b, desc, y, out)
                 }
+                // `a` is x, `b` is dy, `out` the filter gradient.
                 Pass::FilterGrad => {
-                    // `a` is x, `b` is dy, `out` the filter gradient.
-                    use sys::cudnnConvolutionBwdFilterAlgoPerf_t as Perf;
-                    let round = round!(
-                        cudnnFindConvolutionBackwardFilterAlgorithmEx,
-                        Perf,
-                        x,
-                        a,
-                        y,
-                        b,
-                        desc,
-                        filter,
-                        out
-                    );
-                    let (best, timing) = fastest(&rounds(round)?, pass)?;
-                    (best.algo as u32, timing)
+                    best!(cudnnFindConvolutionBackwardFilterAlgorithmEx, F, x, a, y, b, desc, filter, out)
                 }
+                // `a` is dy, `b` the filter, `out` dx.
                 Pass::DataGrad => {
-                    // `a` is dy, `b` the filter, `out` dx.
-                    use sys::cudnnConvolutionBwdDataAlgoPerf_t as Perf;
-                    let round = round!(
-                        cudnnFindConvolutionBackwardDataAlgorithmEx,
-                        Perf,
-                        filter,
-                        b,
-                        y,
-                        a,
-                        desc,
-                        x,
-                        out
-                    );
-                    let (best, timing) = fastest(&rounds(round)?, pass)?;
-                    (best.algo as u32, timing)
+                    best!(cudnnFindConvolutionBackwardDataAlgorithmEx, D, filter, b, y, a, desc, x, out)
                 }
             };
             tracing::debug!(?pass, ?conv, algo, ms, bytes, %candidates, "cuDNN benchmark");

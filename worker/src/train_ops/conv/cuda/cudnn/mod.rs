@@ -72,14 +72,14 @@ pub fn weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T) -> T {
 pub fn grouped_conv3x3<T: KernelTensor<Runtime = CudaRuntime>>(x: T, weight: T, groups: usize) -> T {
     let [n, _, h, w] = x.shape().dims::<4>();
     let shape = Shape::new([n, weight.shape()[0], h, w]);
-    op("conv3x3_cudnn", [x, weight], Pass::Forward, groups, shape)
+    op("conv3x3_cudnn", [x, weight], shape, move |i| launch(i, Pass::Forward, groups))
 }
 
 /// The weight gradient of [`grouped_conv3x3`] of `x: [N, G·C_in, H, W]` whose output gradient
 /// is `dy: [N, G·C_out, H, W]`: `[G·C_out, C_in, 3, 3]`, bf16 (f32 accumulation in cuDNN).
 pub fn grouped_weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T, groups: usize) -> T {
     let shape = Shape::new([dy.shape()[1], x.shape()[1] / groups, 3, 3]);
-    op("conv3x3_cudnn_wgrad", [x, dy], Pass::FilterGrad, groups, shape)
+    op("conv3x3_cudnn_wgrad", [x, dy], shape, move |i| launch(i, Pass::FilterGrad, groups))
 }
 
 /// [`grouped_conv3x3`] as whichever call cuDNN times faster for the shape: the forward by
@@ -94,7 +94,9 @@ pub fn grouped_conv3x3_fastest<T: KernelTensor<Runtime = CudaRuntime>>(
 ) -> T {
     let [n, _, h, w] = x.shape().dims::<4>();
     let shape = Shape::new([n, weight.shape()[0], h, w]);
-    op_fastest("conv3x3_cudnn_fastest", [x, weight, flipped], Pass::Forward, groups, shape)
+    op("conv3x3_cudnn_fastest", [x, weight, flipped], shape, move |i| {
+        launch_fastest(i, Pass::Forward, groups)
+    })
 }
 
 /// The input gradient of [`grouped_conv3x3`] from the output gradient `dy: [N, G·C_out, H, W]`
@@ -109,35 +111,22 @@ pub fn grouped_input_grad_fastest<T: KernelTensor<Runtime = CudaRuntime>>(
 ) -> T {
     let [n, _, h, w] = dy.shape().dims::<4>();
     let shape = Shape::new([n, groups * weight.shape()[1], h, w]);
-    op_fastest("conv3x3_cudnn_dgrad_fastest", [dy, weight, flipped], Pass::DataGrad, groups, shape)
+    op("conv3x3_cudnn_dgrad_fastest", [dy, weight, flipped], shape, move |i| {
+        launch_fastest(i, Pass::DataGrad, groups)
+    })
 }
 
-fn op_fastest<T: KernelTensor<Runtime = CudaRuntime>>(
+/// A custom operation of `inputs` whose one output, of the logical `shape` in their dtype,
+/// `launch` writes.
+fn op<T: KernelTensor<Runtime = CudaRuntime>, const N: usize>(
     name: &'static str,
-    inputs: [T; 3],
-    pass: Pass,
-    groups: usize,
+    inputs: [T; N],
     shape: Shape,
+    launch: impl Fn([CubeTensor<CudaRuntime>; N]) -> CubeTensor<CudaRuntime> + Send + Sync + 'static,
 ) -> T {
     let dtype = inputs[0].dtype();
-    let launch: LaunchMany<CudaRuntime, 3, 1> =
-        Box::new(move |inputs| [launch_fastest(inputs, pass, groups)]);
-    let [out] = custom_op_many::<T, 3, 1>(name, inputs, [(shape, dtype)], launch);
-    out
-}
-
-/// `pass` on `[a, b]` (as [`Pass`] orders them) as a custom operation with one output of the
-/// logical `shape` in their dtype.
-fn op<T: KernelTensor<Runtime = CudaRuntime>>(
-    name: &'static str,
-    inputs: [T; 2],
-    pass: Pass,
-    groups: usize,
-    shape: Shape,
-) -> T {
-    let dtype = inputs[0].dtype();
-    let launch: LaunchMany<CudaRuntime, 2, 1> = Box::new(move |inputs| [launch(inputs, pass, groups)]);
-    let [out] = custom_op_many::<T, 2, 1>(name, inputs, [(shape, dtype)], launch);
+    let launch: LaunchMany<CudaRuntime, N, 1> = Box::new(move |inputs| [launch(inputs)]);
+    let [out] = custom_op_many::<T, N, 1>(name, inputs, [(shape, dtype)], launch);
     out
 }
 
