@@ -38,7 +38,7 @@ pub fn grouped_conv3x3<B: ConvOps>(
     kernels: Kernels,
 ) -> Tensor<B, 4> {
     if super::library::takes(&weight, groups, kernels) {
-        return wrap(B::library_grouped_conv3x3(unwrap(x), unwrap(weight), groups));
+        return wrap(B::library_grouped_conv3x3(unwrap(x), unwrap(weight), groups, kernels.dual_calls));
     }
     let (x, weight) = (unwrap(x), unwrap(weight));
     wrap(match (kernels.custom_conv(), kernels.per_model_conv) {
@@ -345,6 +345,19 @@ mod tests {
     #[ignore = "needs a CUDA GPU and cuDNN"]
     fn cuda_grouped_cudnn_node_matches_the_cpu_node() {
         node_on_the_gpu_matches_the_cpu("fast-bf16+cudnn".parse().unwrap(), FloatDType::BF16, 3e-2);
+    }
+
+    /// With `dual`: each of cuDNN's two calls for the grouped forward and input gradient.
+    #[cfg(feature = "cuda")]
+    #[test]
+    #[ignore = "needs a CUDA GPU and cuDNN"]
+    fn cuda_grouped_dual_cudnn_calls_each_match_the_cpu_node() {
+        use crate::train_ops::conv::cuda::cudnn::FORCED_CALL;
+        for call in [0, 1] {
+            *FORCED_CALL.lock().unwrap() = Some(call);
+            node_on_the_gpu_matches_the_cpu("fast-bf16+cudnn+dual".parse().unwrap(), FloatDType::BF16, 3e-2);
+        }
+        *FORCED_CALL.lock().unwrap() = None;
     }
 
     #[cfg(feature = "cuda")]

@@ -65,6 +65,7 @@ pub fn weight_grad_by_im2col<B: ConvOps>(
 #[derive(Debug)]
 struct LibraryBackward {
     groups: usize,
+    dual: bool,
 }
 
 /// What the backward needs: the operand when the input takes a gradient, the input when the
@@ -82,7 +83,10 @@ impl<B: ConvOps> Backward<B, 2> for LibraryBackward {
         let [node_x, node_weight] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         if let (Some(node), Some(operand)) = (node_x, ops.state.operand) {
-            grads.register::<B>(node.id, B::library_grouped_input_grad(grad.clone(), operand, self.groups));
+            grads.register::<B>(
+                node.id,
+                B::library_grouped_input_grad(grad.clone(), operand, self.groups, self.dual),
+            );
         }
         if let (Some(node), Some(x)) = (node_weight, ops.state.x) {
             grads.register::<B>(node.id, B::library_grouped_weight_grad(x, grad, self.groups));
@@ -95,19 +99,22 @@ pub(super) fn autodiff_library<B: ConvOps, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     groups: usize,
+    dual: bool,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let prepared = LibraryBackward { groups }
+    let prepared = LibraryBackward { groups, dual }
         .prepare::<C>([x.node.clone(), weight.node.clone()])
         .compute_bound()
         .stateful();
     let dtype = dtype_of::<B>(&x.primitive);
     let operand = unwrap(to_dtype(wrap::<B, 4>(weight.primitive), dtype));
     match prepared {
-        OpsKind::UnTracked(prep) => prep.finish(B::library_grouped_forward(x.primitive, operand, groups)),
+        OpsKind::UnTracked(prep) => {
+            prep.finish(B::library_grouped_forward(x.primitive, operand, groups, dual))
+        }
         OpsKind::Tracked(prep) => {
             let keep_operand = (!x.node.requirement.is_none()).then(|| operand.clone());
             let keep_x = (!weight.node.requirement.is_none()).then(|| x.primitive.clone());
-            let out = B::library_grouped_forward(x.primitive, operand, groups);
+            let out = B::library_grouped_forward(x.primitive, operand, groups, dual);
             prep.finish(LibraryState { operand: keep_operand, x: keep_x }, out)
         }
     }

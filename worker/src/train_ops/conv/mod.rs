@@ -151,18 +151,22 @@ pub trait ConvOps: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         groups: usize,
+        dual: bool,
     ) -> FloatTensor<Self> {
         let operand = unwrap(to_dtype(wrap::<Self, 4>(weight), dtype_of::<Self>(&x)));
-        Self::library_grouped_forward(x, operand, groups)
+        Self::library_grouped_forward(x, operand, groups, dual)
     }
 
     /// The forward of [`Self::library_grouped_conv3x3`] by `operand: [G·C_out, C_in, 3, 3]` in
-    /// `x`'s dtype. Default: burn's grouped `conv2d`; the CUDA backend: cuDNN (bf16).
+    /// `x`'s dtype. Default: burn's grouped `conv2d`; the CUDA backend: cuDNN (bf16), with
+    /// `dual` (the `dual` part) as the faster of two calls ([`Self::conv3x3_either`]).
     fn library_grouped_forward(
         x: FloatTensor<Self>,
         operand: FloatTensor<Self>,
         groups: usize,
+        dual: bool,
     ) -> FloatTensor<Self> {
+        let _ = dual;
         grouped::by_burn_conv::<Self>(x, operand, groups)
     }
 
@@ -172,7 +176,9 @@ pub trait ConvOps: Backend {
         dy: FloatTensor<Self>,
         operand: FloatTensor<Self>,
         groups: usize,
+        dual: bool,
     ) -> FloatTensor<Self> {
+        let _ = dual;
         library::input_grad_by_flipped::<Self>(dy, operand, groups)
     }
 
@@ -266,8 +272,9 @@ impl<B: ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         groups: usize,
+        dual: bool,
     ) -> FloatTensor<Self> {
-        library::autodiff_library::<B, C>(x, weight, groups)
+        library::autodiff_library::<B, C>(x, weight, groups, dual)
     }
 }
 
@@ -336,9 +343,10 @@ impl<B: ConvOps> Backward<B, 3> for Conv3x3Backward {
             // dX[i, p, q] = Σ_{o, kh, kw} W[o, i, 2−kh, 2−kw] · dYpad[o, p+kh, q+kw]: the forward
             // convolution of dY by the flipped kernel.
             let dx = match state.flipped {
-                Some([flipped, operand]) => {
+                Some([flipped, operand]) if self.kernels.dual_calls => {
                     B::conv3x3_either(grad.clone(), flipped, operand, self.kernels.conv_engine())
                 }
+                Some([flipped, _]) => B::conv3x3_nobias(grad.clone(), flipped, self.kernels.conv_engine()),
                 None => input_grad::<B>(x.clone(), weight.clone(), grad.clone()),
             };
             grads.register::<B>(node.id, dx);
@@ -399,7 +407,7 @@ fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
         let [operand, flipped] = B::conv_operands(weight.primitive, dtype);
         state.flipped = Some([flipped.clone(), operand.clone()]);
         match bias {
-            None => B::conv3x3_either(x.primitive, operand, flipped, engine),
+            None if kernels.dual_calls => B::conv3x3_either(x.primitive, operand, flipped, engine),
             bias => forward::<B>(x.primitive, operand, bias, engine),
         }
     } else {

@@ -158,6 +158,23 @@ fn flipped_kernel_input_gradient_matches_with_either_weight_gradient() {
 fn cudnn_part_routes_the_weight_gradient_through_its_hook() {
     compare_on::<Flex>(4, 8, 8, [16, 16], "wgrad+dgrad+bn+bf16+cudnn", FloatDType::BF16);
     compare_on::<Flex>(2, 8, 16, [6, 10], "dgrad+bn+bf16+cudnn", FloatDType::BF16);
+    compare_on::<Flex>(4, 8, 8, [16, 16], "wgrad+dgrad+bn+bf16+cudnn+dual", FloatDType::BF16);
+}
+
+/// With `dual`, each of cuDNN's two calls for the forward and the input gradient (the pass by
+/// the kernel, the other pass by its flipped transpose) against burn's f32 conv2d on the CPU.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU and cuDNN"]
+fn cuda_dual_cudnn_calls_each_match_burn_conv2d() {
+    type B = burn_cuda::Cuda;
+    use super::cuda::cudnn::FORCED_CALL;
+    for call in [0, 1] {
+        *FORCED_CALL.lock().unwrap() = Some(call);
+        compare_on::<B>(8, 64, 64, [16, 16], "wgrad+dgrad+bn+bf16+cudnn+dual", FloatDType::BF16);
+        compare_on::<B>(4, 128, 256, [8, 8], "dgrad+bn+bf16+cudnn+dual", FloatDType::BF16);
+    }
+    *FORCED_CALL.lock().unwrap() = None;
 }
 
 /// The node on cuDNN (forward, flipped-kernel input gradient, weight gradient; bf16 operands,

@@ -55,6 +55,11 @@ pub struct Kernels {
     /// A fused step keeps its batched heads.
     #[serde(default)]
     pub fixed_head: bool,
+    /// Each cuDNN convolution and input gradient as whichever of two calls cuDNN times faster
+    /// for the shape: the pass by the kernel, or the other pass by its flipped transpose (for
+    /// one model and for fused models' grouped convolutions). Needs `cudnn`.
+    #[serde(default)]
+    pub dual_calls: bool,
     /// On CUDA, every operation launched by the thread that records the step, on burn's
     /// CubeCL backend without its fusion stream (whose device thread otherwise takes each
     /// operation, fuses what it can and launches it). CUDA only.
@@ -97,15 +102,17 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     gradients on cuDNN, loaded at run time, and without xgemm the image's convolution; with bf16), bimage (the \
     image's convolution in bf16 on cuDNN, the images cast to bf16; with cudnn, without xgemm), bnpool (the 2×2 \
     pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), head (the head's \
-    matmuls on one fixed kernel each, not autotuned), direct (CUDA: \
+    matmuls on one fixed kernel each, not autotuned), dual (each cuDNN convolution and input gradient as \
+    whichever of the pass by the kernel and the other pass by its flipped transpose cuDNN times faster; with \
+    cudnn), direct (CUDA: \
     operations launched by the training thread, without burn's fusion stream), graph (CUDA: the step recorded \
     once as a CUDA graph and replayed; with direct); a named set among the parts stands for its own \
     (fast-bf16+cudnn)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 14] = [
+const PARTS: [&str; 15] = [
     "wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "bimage", "bnpool", "head",
-    "direct", "graph",
+    "dual", "direct", "graph",
 ];
 
 impl Kernels {
@@ -123,6 +130,7 @@ impl Kernels {
         bf16_image: false,
         pooled_norm: false,
         fixed_head: false,
+        dual_calls: false,
         direct_launch: false,
         replay_step: false,
     };
@@ -175,6 +183,7 @@ impl Kernels {
             self.bf16_image,
             self.pooled_norm,
             self.fixed_head,
+            self.dual_calls,
             self.direct_launch,
             self.replay_step,
         ]
@@ -251,6 +260,7 @@ impl std::str::FromStr for Kernels {
             bf16_image,
             pooled_norm,
             fixed_head,
+            dual_calls,
             direct_launch,
             replay_step,
         ] = on;
@@ -267,6 +277,7 @@ impl std::str::FromStr for Kernels {
             bf16_image,
             pooled_norm,
             fixed_head,
+            dual_calls,
             direct_launch,
             replay_step,
         };
@@ -288,6 +299,9 @@ impl std::str::FromStr for Kernels {
         }
         if cudnn_conv && !bf16_activations {
             return Err(format!("{s:?}: cudnn runs the bf16 convolutions: it needs the bf16 part"));
+        }
+        if dual_calls && !cudnn_conv {
+            return Err(format!("{s:?}: dual chooses between cuDNN's calls: it needs the cudnn part"));
         }
         if bf16_image && (explicit_gemm || !cudnn_conv) {
             return Err(format!(

@@ -29,6 +29,7 @@ fn kernel_sets_parse_and_print_back() {
         "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+direct+graph",
         "head",
         "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+head+direct+graph",
+        "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+head+dual+direct+graph",
     ] {
         let kernels: Kernels = name.parse().unwrap();
         assert_eq!(kernels.to_string(), name);
@@ -76,6 +77,8 @@ fn bad_kernel_sets_are_rejected_with_the_reason() {
     }
     let err = "wgrad+dgrad+bn+tconv".parse::<Kernels>().unwrap_err();
     assert!(err.contains("needs the bf16 part"), "{err}");
+    let err = "fast-bf16+dual".parse::<Kernels>().unwrap_err();
+    assert!(err.contains("dual") && err.contains("needs the cudnn part"), "{err}");
     let err = "fast+cudnn".parse::<Kernels>().unwrap_err();
     assert!(err.contains("cudnn") && err.contains("needs the bf16 part"), "{err}");
     for without in ["mconv", "bn+mconv"] {

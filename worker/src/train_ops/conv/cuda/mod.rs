@@ -75,8 +75,10 @@ macro_rules! conv_ops {
                 x: FloatTensor<Self>,
                 operand: FloatTensor<Self>,
                 groups: usize,
+                dual: bool,
             ) -> FloatTensor<Self> {
                 match cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)) {
+                    true if !dual => cudnn::grouped_conv3x3(x, operand, groups),
                     true => {
                         let flipped = super::library::grouped_flipped::<Self>(operand.clone(), groups);
                         cudnn::grouped_conv3x3_fastest(x, operand, flipped, groups)
@@ -89,8 +91,10 @@ macro_rules! conv_ops {
                 dy: FloatTensor<Self>,
                 operand: FloatTensor<Self>,
                 groups: usize,
+                dual: bool,
             ) -> FloatTensor<Self> {
                 match cudnn::takes(&dy, &operand, &grouped_channels(&dy, &operand, groups)) {
+                    true if !dual => cudnn::grouped_input_grad(dy, operand, groups),
                     true => {
                         let flipped = super::library::grouped_flipped::<Self>(operand.clone(), groups);
                         cudnn::grouped_input_grad_fastest(dy, operand, flipped, groups)
