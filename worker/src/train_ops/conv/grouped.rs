@@ -338,21 +338,14 @@ mod tests {
         node_on_the_gpu_matches_the_cpu(Kernels::FAST, FloatDType::BF16, 3e-2);
     }
 
-    /// The same on cuDNN's grouped convolution (`cudnn`; the 3-channel layer stays on the
-    /// batched GEMMs). Needs a CUDA GPU and cuDNN.
+    /// The same on cuDNN's grouped convolution (`cudnn`, and with `dual` each of its two calls;
+    /// the 3-channel layer stays on the batched GEMMs).
     #[cfg(feature = "cuda")]
     #[test]
     #[ignore = "needs a CUDA GPU and cuDNN"]
     fn cuda_grouped_cudnn_node_matches_the_cpu_node() {
-        node_on_the_gpu_matches_the_cpu("fast-bf16+cudnn".parse().unwrap(), FloatDType::BF16, 3e-2);
-    }
-
-    /// With `dual`: each of cuDNN's two calls for the grouped forward and input gradient.
-    #[cfg(feature = "cuda")]
-    #[test]
-    #[ignore = "needs a CUDA GPU and cuDNN"]
-    fn cuda_grouped_dual_cudnn_calls_each_match_the_cpu_node() {
         use crate::train_ops::conv::cuda::cudnn::FORCED_CALL;
+        node_on_the_gpu_matches_the_cpu("fast-bf16+cudnn".parse().unwrap(), FloatDType::BF16, 3e-2);
         for call in [0, 1] {
             *FORCED_CALL.lock().unwrap() = Some(call);
             node_on_the_gpu_matches_the_cpu("fast-bf16+cudnn+dual".parse().unwrap(), FloatDType::BF16, 3e-2);

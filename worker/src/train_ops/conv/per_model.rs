@@ -20,9 +20,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 
+use super::ConvOps;
 use super::grouped::{forward_by_gemm, weight_grad_by_gemm};
+use super::node::explicit_gemm;
 use super::reference::{dtype_of, forward, input_grad};
-use super::{ConvOps, explicit_gemm};
 use crate::train_ops::{ConvEngine, Kernels, unwrap, wrap};
 
 /// Channels `g·C .. (g+1)·C` of `t: [N, G·C, H, W]`.

@@ -46,13 +46,18 @@ pub fn run(
     stream: CUstream,
     device: usize,
 ) -> Result<(), String> {
+    on_device(device, |state| state.run(pass, conv, pointers, stream))
+}
+
+/// `f` on this thread's state of device `device`, made at its first call.
+fn on_device<R>(device: usize, f: impl FnOnce(&mut DeviceState) -> Result<R, String>) -> Result<R, String> {
     STATES.with(|states| {
         let mut states = states.borrow_mut();
         let state = match states.entry(device) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(DeviceState::new(device)?),
         };
-        state.run(pass, conv, pointers, stream)
+        f(state)
     })
 }
 
@@ -64,12 +69,7 @@ pub fn run_fastest(
     stream: CUstream,
     device: usize,
 ) -> Result<(), String> {
-    STATES.with(|states| {
-        let mut states = states.borrow_mut();
-        let state = match states.entry(device) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(DeviceState::new(device)?),
-        };
+    on_device(device, |state| {
         let calls = [(either.first, pointers[0]), (either.second, pointers[1])];
         let new = !calls.iter().all(|((pass, conv), _)| state.plans.contains_key(&(*pass, *conv)));
         let mut ms = [0.0f32; 2];
