@@ -56,10 +56,10 @@ bench)
   done
   python3 "$REPO/worker/bench/pytorch_peer.py" --mode compile-ro --fuse 4 --steps 30 --warmup 10 2>&1 | tee -a "$OUT/bench.log"
   python3 "$REPO/worker/bench/jax_peer.py" --mode bf16 --steps 30 --warmup 10 2>&1 | tee -a "$OUT/bench.log"
-  # One process per kernel set (auto = the replayed cuDNN step, then the same op by op without
-  # and with burn's fusion stream, and CubeCL's convolutions); the first start on a fresh machine
+  # One process per kernel set (auto = the replayed cuDNN step, the same with `dual`, then op by
+  # op without and with burn's fusion stream, and CubeCL's convolutions); the first start on a fresh machine
   # also pays for autotuning (kept in $SWEEP_KERNEL_CACHE).
-  for kernels in ${KERNELS:-auto fast-bf16-cudnn+direct fast-bf16-cudnn fast-bf16}; do
+  for kernels in ${KERNELS:-auto fast-bf16-cudnn+dual+direct+graph fast-bf16-cudnn+direct fast-bf16-cudnn fast-bf16}; do
     t0=$(date +%s%N)
     "$BIN/worker" bench --device cuda --steps 30 --warmup 5 --kernels "$kernels" 2>&1 | tee -a "$OUT/bench.log"
     echo "kernels=$kernels process wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))" | tee -a "$OUT/bench.log"
