@@ -14,13 +14,10 @@ use std::sync::{Mutex, OnceLock};
 
 use super::call::{Conv3x3, Pass};
 use super::ffi::WORKSPACE_BYTES;
+use super::timing::{Algorithm, MATH};
 
 /// The file under the kernel cache directory.
 pub(super) const FILE: &str = "cudnn-choices.tsv";
-
-/// Algorithms cuDNN numbers for each pass (its `…_ALGO_COUNT`), and math types.
-const ALGORITHMS: [(Pass, u32); 3] = [(Pass::Forward, 8), (Pass::FilterGrad, 7), (Pass::DataGrad, 6)];
-const MATH_TYPES: u32 = 4;
 
 /// An algorithm cuDNN's benchmark chose: its number for the pass, the math type it was timed
 /// with, its workspace and time.
@@ -35,8 +32,9 @@ pub(super) struct Choice {
 impl Choice {
     /// Whether cuDNN has such an algorithm for `pass` and it runs within today's workspace.
     fn fits(&self, pass: Pass) -> bool {
-        let count = ALGORITHMS.iter().find(|(p, _)| *p == pass).map_or(0, |(_, n)| *n);
-        self.algo < count && self.math < MATH_TYPES && self.bytes <= WORKSPACE_BYTES
+        (self.algo as usize) < Algorithm::count(pass)
+            && (self.math as usize) < MATH.len()
+            && self.bytes <= WORKSPACE_BYTES
     }
 }
 

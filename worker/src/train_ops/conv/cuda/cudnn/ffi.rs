@@ -46,7 +46,10 @@ pub fn run(
     stream: CUstream,
     device: usize,
 ) -> Result<(), String> {
-    on_device(device, |state| state.run(pass, conv, pointers, stream))
+    on_device(device, |state| {
+        let bound = state.bound(stream)?;
+        state.run(pass, conv, pointers, stream, bound)
+    })
 }
 
 /// `f` on this thread's state of device `device`, made at its first call.
@@ -70,18 +73,19 @@ pub fn run_fastest(
     device: usize,
 ) -> Result<(), String> {
     on_device(device, |state| {
+        let bound = state.bound(stream)?;
         let calls = [(either.first, pointers[0]), (either.second, pointers[1])];
         let new = !calls.iter().all(|((pass, conv), _)| state.plans.contains_key(&(*pass, *conv)));
         let mut ms = [0.0f32; 2];
         for (i, ((pass, conv), p)) in calls.into_iter().enumerate() {
-            ms[i] = state.plan(pass, conv, p, stream)?.ms;
+            ms[i] = state.plan(pass, conv, p, stream, bound)?.ms;
         }
         let pick = forced_call().unwrap_or(usize::from(ms[1] < ms[0]));
         if new {
             tracing::debug!(?either, ms = ?ms, chosen = ?calls[pick].0.0, "cuDNN call chosen");
         }
         let ((pass, conv), p) = calls[pick];
-        state.run(pass, conv, p, stream)
+        state.run(pass, conv, p, stream, bound)
     })
 }
 
@@ -171,41 +175,44 @@ impl DeviceState {
         Ok(state)
     }
 
-    /// The plan of `pass` on `conv`, chosen (and benchmarked on `pointers`) at its first call.
+    /// The context bound to this thread, and `stream`'s handle and workspace.
+    fn bound(&mut self, stream: CUstream) -> Result<StreamState, String> {
+        self.context.bind_to_thread().map_err(|e| format!("CUDA context: {e:?}"))?;
+        self.stream(stream)
+    }
+
+    /// The plan of `pass` on `conv`, chosen (and benchmarked on `pointers`) at its first call,
+    /// with the context bound and `stream`'s state (`bound`).
     fn plan(
         &mut self,
         pass: Pass,
         conv: Conv3x3,
         pointers: [u64; 3],
         stream: CUstream,
+        bound: StreamState,
     ) -> Result<&Plan, String> {
-        self.context.bind_to_thread().map_err(|e| format!("CUDA context: {e:?}"))?;
-        let StreamState { handle, workspace } = self.stream(stream)?;
-        let workspace = workspace as *mut c_void;
         let machine = &self.machine;
         Ok(match self.plans.entry((pass, conv)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            // SAFETY: the pointers are device buffers of the sizes `conv` implies.
             std::collections::hash_map::Entry::Vacant(e) => {
-                // The benchmark writes `out` and reads the inputs: let what produced them finish.
-                // SAFETY: `stream` is a live stream of this context.
-                unsafe { cudarc::driver::result::stream::synchronize(stream) }
-                    .map_err(|e| format!("stream synchronize: {e:?}"))?;
-                // SAFETY: the pointers are device buffers of the sizes `conv` implies.
-                e.insert(unsafe { Plan::chosen(handle, pass, conv, pointers, workspace, machine) }?)
+                e.insert(unsafe { Plan::chosen(bound, stream, pass, conv, pointers, machine) }?)
             }
         })
     }
 
+    /// Queues `pass` of `conv` with the context bound and `stream`'s state (`bound`).
     fn run(
         &mut self,
         pass: Pass,
         conv: Conv3x3,
         [a, b, out]: [u64; 3],
         stream: CUstream,
+        bound: StreamState,
     ) -> Result<(), String> {
-        let StreamState { handle, workspace } = self.stream(stream)?;
+        let StreamState { handle, workspace } = bound;
         let workspace = workspace as *mut c_void;
-        let plan = self.plan(pass, conv, [a, b, out], stream)?;
+        let plan = self.plan(pass, conv, [a, b, out], stream, bound)?;
         let (one, zero) = (1.0f32, 0.0f32);
         let (alpha, beta) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
         let [a, b, out] = [a, b, out].map(|p| p as *mut c_void);
@@ -270,16 +277,18 @@ impl Plan {
     /// (`cudnnFind…AlgorithmEx`, as PyTorch's `cudnn.benchmark` does).
     ///
     /// # Safety
-    /// The pointers are device buffers of the sizes `conv` implies; the workspace holds
+    /// The pointers are device buffers of the sizes `conv` implies; the context is bound to
+    /// this thread and `stream` is a live stream of it, whose workspace holds
     /// [`WORKSPACE_BYTES`].
     unsafe fn chosen(
-        handle: sys::cudnnHandle_t,
+        StreamState { handle, workspace }: StreamState,
+        stream: CUstream,
         pass: Pass,
         conv: Conv3x3,
         [a, b, out]: [u64; 3],
-        workspace: *mut c_void,
         machine: &str,
     ) -> Result<Plan, String> {
+        let workspace = workspace as *mut c_void;
         use sys::cudnnDataType_t::{CUDNN_DATA_BFLOAT16, CUDNN_DATA_FLOAT};
         use sys::cudnnTensorFormat_t::CUDNN_TENSOR_NHWC;
         let data = match conv.precision {
@@ -349,6 +358,10 @@ impl Plan {
             }};
         }
         let benchmark = || -> Result<Choice, String> {
+            // It writes `out` and reads the inputs: let what produced them finish.
+            // SAFETY: `stream` is a live stream of the bound context.
+            unsafe { cudarc::driver::result::stream::synchronize(stream) }
+                .map_err(|e| format!("stream synchronize: {e:?}"))?;
             use sys::{cudnnConvolutionBwdDataAlgoPerf_t as D, cudnnConvolutionBwdFilterAlgoPerf_t as F};
             let (algo, Timing { ms, bytes, math, candidates }) = match pass {
                 Pass::Forward => {

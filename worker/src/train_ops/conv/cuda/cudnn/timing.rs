@@ -88,47 +88,62 @@ pub(super) const MATH: [sys::cudnnMathType_t; 4] = {
     [CUDNN_DEFAULT_MATH, CUDNN_TENSOR_OP_MATH, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION, CUDNN_FMA_MATH]
 };
 
+/// cuDNN's algorithms of each pass by number.
+const FORWARD: [sys::cudnnConvolutionFwdAlgo_t; 8] = {
+    use sys::cudnnConvolutionFwdAlgo_t::*;
+    [
+        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+        CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
+        CUDNN_CONVOLUTION_FWD_ALGO_FFT,
+        CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
+        CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
+        CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
+    ]
+};
+const FILTER_GRAD: [sys::cudnnConvolutionBwdFilterAlgo_t; 7] = {
+    use sys::cudnnConvolutionBwdFilterAlgo_t::*;
+    [
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
+        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING,
+    ]
+};
+const DATA_GRAD: [sys::cudnnConvolutionBwdDataAlgo_t; 6] = {
+    use sys::cudnnConvolutionBwdDataAlgo_t::*;
+    [
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD,
+        CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED,
+    ]
+};
+
 impl Algorithm {
-    /// `pass`'s algorithm numbered `algo` (below its count: kept choices are checked so).
+    /// How many algorithms cuDNN numbers for `pass`.
+    pub(super) fn count(pass: Pass) -> usize {
+        match pass {
+            Pass::Forward => FORWARD.len(),
+            Pass::FilterGrad => FILTER_GRAD.len(),
+            Pass::DataGrad => DATA_GRAD.len(),
+        }
+    }
+
+    /// `pass`'s algorithm numbered `algo` (below [`Algorithm::count`]: kept choices are
+    /// checked so).
     pub(super) fn numbered(pass: Pass, algo: u32) -> Self {
-        use sys::cudnnConvolutionBwdDataAlgo_t as D;
-        use sys::cudnnConvolutionBwdFilterAlgo_t as F;
-        use sys::cudnnConvolutionFwdAlgo_t as W;
         let i = algo as usize;
         match pass {
-            Pass::Forward => Algorithm::Forward(
-                [
-                    W::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
-                    W::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
-                    W::CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
-                    W::CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
-                    W::CUDNN_CONVOLUTION_FWD_ALGO_FFT,
-                    W::CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
-                    W::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
-                    W::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
-                ][i],
-            ),
-            Pass::FilterGrad => Algorithm::FilterGrad(
-                [
-                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
-                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
-                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT,
-                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3,
-                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD,
-                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
-                    F::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING,
-                ][i],
-            ),
-            Pass::DataGrad => Algorithm::DataGrad(
-                [
-                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
-                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
-                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT,
-                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING,
-                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD,
-                    D::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED,
-                ][i],
-            ),
+            Pass::Forward => Algorithm::Forward(FORWARD[i]),
+            Pass::FilterGrad => Algorithm::FilterGrad(FILTER_GRAD[i]),
+            Pass::DataGrad => Algorithm::DataGrad(DATA_GRAD[i]),
         }
     }
 
