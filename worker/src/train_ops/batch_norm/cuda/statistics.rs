@@ -48,8 +48,7 @@ fn statistics_kernel<X: Float>(
     let mut var_sum = 0.0f32;
     for group in 0..groups {
         let (first, end) = (group * group_partials, (group + 1) * group_partials);
-        let shifted_sum = sum_partials(partials, c, 0, first, end);
-        let squares_sum = sum_partials(partials, c, 1, first, end);
+        let (shifted_sum, squares_sum) = sum_partials(partials, c, first, end);
         if UNIT_POS == 0 {
             let shifted_mean = shifted_sum / rows;
             let raw_var = squares_sum / rows - shifted_mean * shifted_mean;
