@@ -11,7 +11,7 @@ import sys
 
 FAMILIES = ["normalize_relu_grad", "normalize_relu_pool", "normalize_relu", "channel_sums", "statistics",
             "finish_sums", "global_avg_pool", "avg_pool", "conv_operands", "copy_channels", "pad_channels",
-            "cast_element",
+            "partial_sums", "sum_partials", "cast_element",
             "im2col", "matmul", "adam", "cross_entropy", "copy"]
 
 

@@ -5,6 +5,7 @@
 
 pub mod cudnn;
 pub mod im2col;
+pub mod image_wgrad;
 pub mod summed_matmul;
 pub mod tuned;
 pub mod weights;

@@ -1,8 +1,10 @@
 //! The image's bf16 layer on cuDNN (kernel part `bimage`): its few channels padded with zeros
 //! to [`IMAGE_CHANNELS`], which cuDNN's tensor-core kernels for channels-last bf16 data take.
 //!
-//! The zero channels add nothing to the forward, and the weight gradient's extra columns are
-//! dropped, so the layer computes what a bf16 convolution of the unpadded image would.
+//! The zero channels add nothing to the forward, so the layer computes what a bf16 convolution
+//! of the unpadded image would. Its weight gradient runs on [`super::super::image_wgrad`] where
+//! that takes the layer (up to 64 output channels, images up to 32 pixels wide), else on cuDNN
+//! with the extra columns dropped.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;
@@ -28,10 +30,13 @@ pub fn conv3x3<T: KernelTensor<Runtime = CudaRuntime>>(x: T, weight: T) -> T {
 }
 
 /// The weight gradient of [`conv3x3`] from its output gradient `dy: [N, C_out, H, W]` (bf16):
-/// `[C_out, C_in, 3, 3]` in f32 (cuDNN's bf16 result of the padded image, its first C_in
-/// channels).
+/// `[C_out, C_in, 3, 3]` in f32 (summed in f32 by [`super::super::image_wgrad`], or cuDNN's
+/// bf16 result of the padded image, its first C_in channels).
 pub fn weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T) -> T {
     let c_in = x.shape()[1];
+    if super::super::image_wgrad::takes(c_in, dy.shape()[1], x.shape()[3]) {
+        return super::super::image_wgrad::weight_grad(x, dy);
+    }
     let padded = super::weight_grad(padded(x), dy);
     let [c_out, _, kh, kw] = padded.shape().dims::<4>();
     copy_channels(padded, Shape::new([c_out, c_in, kh, kw]), DType::F32)
@@ -85,7 +90,11 @@ fn pad_channels_kernel<I: Float, O: Float, N: Size>(
 
 /// `input: [N, C, H, W]` (any strides) as a new contiguous `[N, H, W, channels]` of `dtype`,
 /// zeros past its `C` channels ([`pad_channels_kernel`]).
-fn pad_channels_last<R: CubeRuntime>(input: CubeTensor<R>, channels: usize, dtype: DType) -> CubeTensor<R> {
+pub fn pad_channels_last<R: CubeRuntime>(
+    input: CubeTensor<R>,
+    channels: usize,
+    dtype: DType,
+) -> CubeTensor<R> {
     let [n, _, h, w] = input.meta.shape().dims::<4>();
     let (client, device) = (input.client.clone(), input.device.clone());
     let memory = Shape::new([n, h, w, channels]);
@@ -164,7 +173,8 @@ mod tests {
 
     use crate::train_ops::{to_dtype, unwrap, wrap};
 
-    /// The image's bf16 layer on cuDNN against burn's convolution of the same bf16 operands in f32, at the model's first layer
+    /// The image's bf16 layer (forward on cuDNN, weight gradient by [`super::super::image_wgrad`])
+    /// against burn's convolution of the same bf16 operands in f32, at the model's first layer
     /// on a small batch and on an odd image shape: `cargo test -p worker -- --ignored cuda`.
     #[test]
     #[ignore = "needs a CUDA GPU and libcudnn"]
@@ -199,7 +209,7 @@ mod tests {
             assert_eq!(dw.dtype(), burn::tensor::DType::F32);
             let scale = expected.clone().abs().max().into_scalar();
             let err = (dw - expected).abs().max().into_scalar();
-            assert!(err <= 2e-2 * scale, "{n}×{h}×{w} weight gradient: {err} at a scale of {scale}");
+            assert!(err <= 1e-3 * scale, "{n}×{h}×{w} weight gradient: {err} at a scale of {scale}");
         }
     }
 }
