@@ -57,7 +57,8 @@ pub struct Kernels {
     pub fixed_head: bool,
     /// Each cuDNN convolution and input gradient as whichever of two calls cuDNN times faster
     /// for the shape: the pass by the kernel, or the other pass by its flipped transpose (for
-    /// one model and for fused models' grouped convolutions). Needs `cudnn`.
+    /// one model and for fused models' grouped convolutions). Needs `cudnn`. Off in every named
+    /// set: on an H100 no faster at batch 512 and 0.98× fused by 16 (`docs/performance.md`).
     #[serde(default)]
     pub dual_calls: bool,
     /// On CUDA, every operation launched by the thread that records the step, on burn's
