@@ -15,7 +15,7 @@ use cubecl::cuda::CudaRuntime;
 use cubecl::{calculate_cube_count_elemwise, prelude::*};
 
 use super::IMAGE_CHANNELS;
-use crate::train_ops::cube::{KernelTensor, LaunchMany, channel_lanes, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last_output, custom_op_many};
 
 /// Whether cuDNN takes the single model's bf16 image layer: `x: [N, C_in, H, W]` with fewer
 /// than [`IMAGE_CHANNELS`] channels and `b` (the weight, or the output gradient) both bf16.
@@ -96,16 +96,11 @@ pub fn pad_channels_last<R: CubeRuntime>(
     dtype: DType,
 ) -> CubeTensor<R> {
     let [n, _, h, w] = input.meta.shape().dims::<4>();
-    let (client, device) = (input.client.clone(), input.device.clone());
-    let memory = Shape::new([n, h, w, channels]);
-    let output = empty_device_contiguous_dtype(client.clone(), device, memory.clone(), dtype);
-    let lanes = channel_lanes(channels, dtype.size());
-    let threads = memory.num_elements() / lanes;
-    let cube_dim = CubeDim::new(&client, threads);
-    let cube_count = calculate_cube_count_elemwise(&client, threads, cube_dim);
+    let shape = Shape::new([n, channels, h, w]);
+    let (output, lanes, cube_count, cube_dim) = channels_last_output(&input, &shape, dtype);
     let dtypes = [input.dtype.into(), dtype.into()];
     pad_channels_kernel::launch::<R>(
-        &client,
+        &input.client.clone(),
         cube_count,
         cube_dim,
         lanes,
