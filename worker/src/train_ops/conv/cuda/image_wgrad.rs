@@ -21,7 +21,7 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::cudnn::image::pad_channels_last;
+use super::pad::pad_channels_last;
 use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_many};
 
 /// The image's channels as the kernel reads them: one vector of f32 a pixel (zeros past the
@@ -66,9 +66,9 @@ pub fn takes(c_in: usize, c_out: usize, width: usize) -> bool {
 }
 
 /// Stage 1 on a `(PARTIALS)` grid of `(C_out / 2, PIXEL_THREADS)` cubes: cube `p` takes the
-/// blocks `p, p + PARTIALS, …` of [`ROWS`] rows of an image (`blocks_per_image` an image); thread `(i, j)` accumulates
-/// `dW[o, c, kh, kw]` for `o = 2i, 2i + 1` over the pixels `j, j + 8, …` of each row; the cube's
-/// sums go to `partials[p, o, c, kh, kw]`. `x`: the images channels-last as `[N, H, W]` vectors
+/// blocks `p, p + PARTIALS, …` of [`ROWS`] rows of an image (`blocks_per_image` an image);
+/// thread `(i, j)` accumulates `dW[o, c, kh, kw]` for `o = 2i, 2i + 1` over the pixels `j, j +
+/// 8, …` of each row; the cube's sums go to `partials[p, o, c, kh, kw]`. `x`: the images channels-last as `[N, H, W]` vectors
 /// of [`LANES`] f32 (zeros past `c_in`); `dy`: `[N, H, W, C_out]` contiguous, [`LANES`]
 /// channels a vector.
 #[cube(launch)]
