@@ -5,15 +5,16 @@
 //! H100's 132 SMs: 174 µs of a 3.5 ms step at batch 512. Here:
 //! 1. [`partial_sums_kernel`]: [`PARTIALS`] cubes stride over blocks of [`ROWS`] image rows;
 //!    a cube stages a block's output gradient (in f32) and its input rows with a zero border
-//!    (four f32 channels a pixel) in shared memory, then a warp holds two output channels a
+//!    (four f32 channels a pixel, read where the image lies: [`stage_rows`]) in shared memory, then a warp holds two output channels a
 //!    thread and walks every eighth pixel, each pixel's 3×3 neighbourhood one broadcast vector
 //!    load a tap, the sums in registers; the cube's warps add theirs in shared memory and write
 //!    one `[C_out, C_in, 3, 3]` partial;
 //! 2. [`sum_partials_kernel`]: a cube per 32 weights adds the partials, in a fixed order (the
 //!    gradient is the same on every run).
 //!
-//! With the image's padding to four f32 channels: 160 µs a step on an H100, against 215 µs for
-//! cuDNN's path (padding, split-K kernel and sum, columns dropped).
+//! cuDNN's path (padding, split-K kernel and sum, columns dropped) took 215 µs a step on an H100,
+//! this kernel with a padded copy of the image and its loads one at a time 160 µs there; reading
+//! the image in place with a thread's loads in flight together, 100 µs on an H200.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;
@@ -21,16 +22,8 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::pad::pad_channels_last;
+use super::image_rows::{LANES, MAX_WIDTH, ROWS, SIDE, TILE_WIDTH, holds, stage_rows};
 use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_many};
-
-/// The image's channels as the kernel reads them: one vector of f32 a pixel (zeros past the
-/// layer's), and of the output gradient's channels a load.
-const LANES: usize = 4;
-
-/// Input channels the kernel takes at most (the warps' sums of 27 taps fit the staged
-/// gradient's shared memory).
-pub const MAX_CHANNELS: usize = 3;
 
 /// Output channels a thread accumulates.
 const PER_THREAD: usize = 2;
@@ -41,46 +34,34 @@ const CHANNEL_THREADS: usize = 32;
 /// A cube's threads along a row's pixels (its warps).
 const PIXEL_THREADS: usize = 8;
 
-/// Output rows a cube stages at once.
-const ROWS: usize = 4;
-
-/// The widest image the staged rows hold.
-const MAX_WIDTH: usize = 32;
-
-/// A staged input row: the image's row with a zero on each side.
-const TILE_WIDTH: usize = MAX_WIDTH + 2;
+/// A thread's vector loads of a block's output gradient, at most: the block's `ROWS · width ·
+/// C_out / LANES` vectors over the cube's `C_out / PER_THREAD · PIXEL_THREADS` threads.
+const STAGED_LOADS: usize = ROWS * MAX_WIDTH * PER_THREAD / (LANES * PIXEL_THREADS);
 
 /// First-stage cubes, and so partial sums per weight: two cubes an SM on an H100.
 const PARTIALS: usize = 264;
 
-/// The kernel's side: 3×3.
-const SIDE: usize = 3;
-
 /// Whether the kernel takes a layer of `c_in` input and `c_out` output channels on images
 /// `width` pixels wide.
 pub fn takes(c_in: usize, c_out: usize, width: usize) -> bool {
-    c_in <= MAX_CHANNELS
-        && c_out.is_multiple_of(LANES)
-        && c_out <= PER_THREAD * CHANNEL_THREADS
-        && width <= MAX_WIDTH
+    holds(c_in, width) && c_out.is_multiple_of(LANES) && c_out <= PER_THREAD * CHANNEL_THREADS
 }
 
 /// Stage 1 on a `(PARTIALS)` grid of `(C_out / 2, PIXEL_THREADS)` cubes: cube `p` takes the
 /// blocks `p, p + PARTIALS, …` of [`ROWS`] rows of an image (`blocks_per_image` an image);
 /// thread `(i, j)` accumulates `dW[o, c, kh, kw]` for `o = 2i, 2i + 1` over the pixels `j, j +
-/// 8, …` of each row; the cube's sums go to `partials[p, o, c, kh, kw]`. `x`: the images channels-last as `[N, H, W]` vectors
-/// of [`LANES`] f32 (zeros past `c_in`); `dy`: `[N, H, W, C_out]` contiguous, [`LANES`]
-/// channels a vector.
+/// 8, …` of each row; the cube's sums go to `partials[p, o, c, kh, kw]`. `x`: `[N, C_in, H,
+/// W]`, any strides; `dy`: `[N, H, W, C_out]` contiguous, [`LANES`] channels a vector.
 #[cube(launch)]
-fn partial_sums_kernel<Y: Float, N: Size>(
-    x: &Tensor<Vector<f32, N>>,
+fn partial_sums_kernel<X: Float, Y: Float, N: Size>(
+    x: &Tensor<X>,
     dy: &Tensor<Vector<Y, N>>,
     partials: &mut Tensor<f32>,
     blocks_per_image: usize,
     #[comptime] c_in: usize,
-    #[define(Y)] _dtype: StorageType,
+    #[define(X, Y)] _dtypes: [StorageType; 2],
 ) {
-    let (height, width) = (x.shape(1), x.shape(2));
+    let (height, width) = (x.shape(2), x.shape(3));
     let c_out = dy.shape(3);
     let taps = c_in * SIDE * SIDE;
     let o = UNIT_POS_X as usize * PER_THREAD;
@@ -98,27 +79,29 @@ fn partial_sums_kernel<Y: Float, N: Size>(
         let n = block / blocks_per_image;
         let y0 = (block % blocks_per_image) * ROWS;
         let rows = select(height - y0 < ROWS, height - y0, ROWS);
-        // Input rows y0 − 1 ..= y0 + rows, columns −1 ..= width; zeros outside the image.
-        let mut i = UNIT_POS as usize;
-        while i < (rows + 2) * TILE_WIDTH {
-            let (r, col) = (i / TILE_WIDTH, i % TILE_WIDTH);
-            let mut v = Vector::<f32, N>::new(0.0f32);
-            if y0 + r >= 1 && y0 + r <= height && col >= 1 && col <= width {
-                v = x[(n * height + y0 + r - 1) * width + col - 1];
-            }
-            xs[i] = v;
-            i += threads;
-        }
-        // The block's output gradient, contiguous channels-last, in f32.
+        // The block's output gradient, contiguous channels-last, staged in f32: all of a thread's
+        // loads in flight before the input rows are staged and any is stored (one at a time, the
+        // kernel waited on each in turn: 140 µs a step on an H100).
         let first = (n * height + y0) * width * c_out / LANES;
-        let mut k = UNIT_POS as usize;
-        while k < rows * width * c_out / LANES {
-            let value = dy[first + k];
-            #[unroll]
-            for lane in 0..LANES {
-                dys[k * LANES + lane] = f32::cast_from(value[lane]);
+        let count = rows * width * c_out / LANES;
+        let mut loaded = Array::<Vector<Y, N>>::new(STAGED_LOADS);
+        #[unroll]
+        for u in 0..STAGED_LOADS {
+            let k = UNIT_POS as usize + u * threads;
+            if k < count {
+                loaded[u] = dy[first + k];
             }
-            k += threads;
+        }
+        stage_rows::<X, N>(x, &mut xs, n, y0, rows, c_in);
+        #[unroll]
+        for u in 0..STAGED_LOADS {
+            let k = UNIT_POS as usize + u * threads;
+            if k < count {
+                #[unroll]
+                for lane in 0..LANES {
+                    dys[k * LANES + lane] = f32::cast_from(loaded[u][lane]);
+                }
+            }
         }
         sync_cube();
         for r in 0..rows {
@@ -205,7 +188,6 @@ fn launch<R: CubeRuntime>([x, dy]: [CubeTensor<R>; 2], shape: &Shape) -> CubeTen
     let [c_out, c_in, _, _] = shape.dims::<4>();
     let height = x.meta.shape()[2];
     let (client, device) = (x.client.clone(), x.device.clone());
-    let x = pad_channels_last(x, LANES, DType::F32);
     let dy = channels_last(dy);
     let weights = shape.num_elements();
     let partials = empty_device_contiguous_dtype(
@@ -214,7 +196,7 @@ fn launch<R: CubeRuntime>([x, dy]: [CubeTensor<R>; 2], shape: &Shape) -> CubeTen
         Shape::new([PARTIALS, weights]),
         DType::F32,
     );
-    let dtype = dy.dtype.into();
+    let dtypes = [x.dtype.into(), dy.dtype.into()];
     partial_sums_kernel::launch::<R>(
         &client,
         CubeCount::Static(PARTIALS as u32, 1, 1),
@@ -225,7 +207,7 @@ fn launch<R: CubeRuntime>([x, dy]: [CubeTensor<R>; 2], shape: &Shape) -> CubeTen
         partials.clone().into_tensor_arg(),
         height.div_ceil(ROWS),
         c_in,
-        dtype,
+        dtypes,
     );
     let output = empty_device_contiguous_dtype(client.clone(), device, shape.clone(), DType::F32);
     sum_partials_kernel::launch::<R>(

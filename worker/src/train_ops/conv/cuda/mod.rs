@@ -1,11 +1,14 @@
 //! The convolution's hooks on burn's CUDA backend: the im2col matrix ([`im2col`]), both
 //! convolution operands in one kernel ([`weights`]), the bf16 convolutions on tuned tilings
 //! ([`tuned`]) or on cuDNN ([`cudnn`]), the weight gradient's bf16 → f32 matmul and its group
-//! sum ([`summed_matmul`]), the image layer's weight gradient ([`image_wgrad`]) and its
-//! channels padded ([`pad`]).
+//! sum ([`summed_matmul`]), the image layer's direct forward ([`image_forward`]) and weight
+//! gradient ([`image_wgrad`]) on its rows staged in shared memory ([`image_rows`]), and its
+//! channels padded for cuDNN ([`pad`]).
 
 pub mod cudnn;
 pub mod im2col;
+pub mod image_forward;
+pub mod image_rows;
 pub mod image_wgrad;
 pub mod pad;
 pub mod summed_matmul;

@@ -1,6 +1,6 @@
 //! A tensor's channels padded with zeros into a new channels-last tensor: the image's few
-//! channels as cuDNN's tensor-core kernels ([`super::cudnn::image`]) and the image layer's
-//! weight gradient ([`super::image_wgrad`]) read them.
+//! channels as cuDNN's tensor-core kernels read them ([`super::cudnn::image`]), for the shapes
+//! the direct kernels leave to it.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;

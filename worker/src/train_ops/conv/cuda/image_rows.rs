@@ -1,0 +1,59 @@
+//! The image layer's rows staged in shared memory with a zero border, as its direct forward
+//! ([`super::image_forward`]) and weight-gradient ([`super::image_wgrad`]) kernels read them.
+
+use cubecl::prelude::*;
+
+/// The image's channels as the kernels read them: one vector of f32 a pixel (zeros past the
+/// layer's).
+pub const LANES: usize = 4;
+
+/// Input channels the kernels take at most.
+pub const MAX_CHANNELS: usize = 3;
+
+/// Output rows a cube stages at once.
+pub const ROWS: usize = 4;
+
+/// The widest image the staged rows hold.
+pub const MAX_WIDTH: usize = 32;
+
+/// A staged input row: the image's row with a zero on each side.
+pub const TILE_WIDTH: usize = MAX_WIDTH + 2;
+
+/// The kernel's side: 3×3.
+pub const SIDE: usize = 3;
+
+/// Stages the input rows `y0 − 1 ..= y0 + rows` of image `n` of `x: [N, C_in, H, W]` (any
+/// strides, any float type), columns `−1 ..= W`, into `xs` (`(ROWS + 2) × TILE_WIDTH` vectors of
+/// f32, channel `c` in lane `c`): zeros outside the image and past `c_in`. Reading the image
+/// where it lies spares the padded copy a step made of it for each kernel.
+#[cube]
+pub fn stage_rows<X: Float, N: Size>(
+    x: &Tensor<X>,
+    xs: &mut SharedMemory<Vector<f32, N>>,
+    n: usize,
+    y0: usize,
+    rows: usize,
+    #[comptime] c_in: usize,
+) {
+    let (height, width) = (x.shape(2), x.shape(3));
+    let threads = (CUBE_DIM_X * CUBE_DIM_Y) as usize;
+    let mut i = UNIT_POS as usize;
+    while i < (rows + 2) * TILE_WIDTH {
+        let (r, col) = (i / TILE_WIDTH, i % TILE_WIDTH);
+        let mut v = Vector::<f32, N>::new(0.0f32);
+        if y0 + r >= 1 && y0 + r <= height && col >= 1 && col <= width {
+            let at = n * x.stride(0) + (y0 + r - 1) * x.stride(2) + (col - 1) * x.stride(3);
+            #[unroll]
+            for c in 0..c_in {
+                v[c] = f32::cast_from(x[at + c * x.stride(1)]);
+            }
+        }
+        xs[i] = v;
+        i += threads;
+    }
+}
+
+/// Whether the staged rows hold a layer of `c_in` input channels on images `width` pixels wide.
+pub fn holds(c_in: usize, width: usize) -> bool {
+    c_in <= MAX_CHANNELS && width <= MAX_WIDTH
+}
