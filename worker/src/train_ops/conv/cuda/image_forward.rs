@@ -2,13 +2,13 @@
 //! the bf16 image layer (`bimage`).
 //!
 //! cuDNN's tensor-core kernel for it reads the image padded to 8 channels (a copy, 8 µs a step
-//! at batch 512 on an H100) and took 78 µs there. The layer is 27 multiply-adds an output, too
-//! few for tensor cores to pay: here a cube stages a block of [`ROWS`] image rows where they
-//! lie ([`stage_rows`]), a thread holds two output channels' 27 weights in registers, and each
-//! warp walks every eighth pixel of the block, the pixel's 3×3 neighbourhood nine broadcast
-//! vector loads, its 64 adjacent outputs one coalesced store. It takes 108.5 µs on an H200: each
-//! cube's threads load their weights scattered (54 loads a thread), which a stage through
-//! shared memory, or fewer cubes striding over the blocks, would spare.
+//! at batch 512 on an H100) and took 78 µs there, for 27 multiply-adds an output. Here a cube
+//! stages a block of [`ROWS`] image rows where they lie ([`stage_rows`]), a thread holds two
+//! output channels' 27 weights in registers, and each warp walks every eighth pixel of the
+//! block, the pixel's 3×3 neighbourhood nine broadcast vector loads, its 64 adjacent outputs
+//! one coalesced store. It takes 108.5 µs on an H200: each cube's threads load their weights
+//! scattered (54 loads a thread), which a stage through shared memory, or fewer cubes striding
+//! over the blocks, would spare.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;

@@ -26,7 +26,8 @@ pub fn takes_bf16_image<T: KernelTensor>(x: &T, b: &T) -> bool {
 }
 
 /// `x: [N, C_in, H, W]` (C_in < [`IMAGE_CHANNELS`]) convolved by `weight: [C_out, C_in, 3, 3]`,
-/// both bf16, on cuDNN: `[N, C_out, H, W]` bf16, channels-last in memory.
+/// both bf16, on the direct kernel where it takes the layer, else on cuDNN: `[N, C_out, H, W]`
+/// bf16, channels-last in memory.
 pub fn conv3x3<T: KernelTensor<Runtime = CudaRuntime>>(x: T, weight: T) -> T {
     let [c_out, c_in, _, _] = weight.shape().dims::<4>();
     if super::super::image_forward::takes(c_in, c_out, x.shape()[3]) {
