@@ -17,22 +17,13 @@ use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::image_rows::{LANES, ROWS, SIDE, TILE_WIDTH, holds, stage_rows};
+use super::image_rows::{LANES, PER_THREAD, PIXEL_THREADS, ROWS, SIDE, TILE_WIDTH, holds, stage_rows};
 use crate::train_ops::cube::{KernelTensor, LaunchMany, custom_op_many};
-
-/// Output channels a thread computes.
-const PER_THREAD: usize = 2;
-
-/// A cube's threads along the output channels, at most (one warp).
-const CHANNEL_THREADS: usize = 32;
-
-/// A cube's threads along the block's pixels (its warps).
-const PIXEL_THREADS: usize = 8;
 
 /// Whether the kernel takes a layer of `c_in` input and `c_out` output channels on images
 /// `width` pixels wide.
 pub fn takes(c_in: usize, c_out: usize, width: usize) -> bool {
-    holds(c_in, width) && c_out.is_multiple_of(PER_THREAD) && c_out <= PER_THREAD * CHANNEL_THREADS
+    holds(c_in, c_out, width) && c_out.is_multiple_of(PER_THREAD)
 }
 
 /// On an `(N · blocks_per_image)` grid of `(C_out / 2, PIXEL_THREADS)` cubes: cube `b` takes

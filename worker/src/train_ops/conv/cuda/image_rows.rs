@@ -10,6 +10,15 @@ pub const LANES: usize = 4;
 /// Input channels the kernels take at most.
 pub const MAX_CHANNELS: usize = 3;
 
+/// Output channels a thread of either kernel computes.
+pub const PER_THREAD: usize = 2;
+
+/// A cube's threads along the output channels, at most (one warp).
+pub const CHANNEL_THREADS: usize = 32;
+
+/// A cube's threads along a block's pixels (its warps).
+pub const PIXEL_THREADS: usize = 8;
+
 /// Output rows a cube stages at once.
 pub const ROWS: usize = 4;
 
@@ -53,7 +62,8 @@ pub fn stage_rows<X: Float, N: Size>(
     }
 }
 
-/// Whether the staged rows hold a layer of `c_in` input channels on images `width` pixels wide.
-pub fn holds(c_in: usize, width: usize) -> bool {
-    c_in <= MAX_CHANNELS && width <= MAX_WIDTH
+/// Whether a cube holds a layer of `c_in` input and `c_out` output channels on images `width`
+/// pixels wide: its staged rows the image's, its threads the output channels.
+pub fn holds(c_in: usize, c_out: usize, width: usize) -> bool {
+    c_in <= MAX_CHANNELS && width <= MAX_WIDTH && c_out <= PER_THREAD * CHANNEL_THREADS
 }
