@@ -17,7 +17,9 @@ use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::image_rows::{LANES, PER_THREAD, PIXEL_THREADS, ROWS, SIDE, TILE_WIDTH, holds, stage_rows};
+use super::image_rows::{
+    LANES, PER_THREAD, PIXEL_THREADS, ROWS, SIDE, TILE_WIDTH, block_rows, blocks_per_image, holds, stage_rows,
+};
 use crate::train_ops::cube::{KernelTensor, LaunchMany, custom_op_many};
 
 /// Whether the kernel takes a layer of `c_in` input and `c_out` output channels on images
@@ -27,7 +29,7 @@ pub fn takes(c_in: usize, c_out: usize, width: usize) -> bool {
 }
 
 /// On an `(N · blocks_per_image)` grid of `(C_out / 2, PIXEL_THREADS)` cubes: cube `b` takes
-/// rows `ROWS · (b mod blocks_per_image) …` of image `b / blocks_per_image`; thread `(i, j)`
+/// block `b` of [`ROWS`] rows ([`block_rows`]); thread `(i, j)`
 /// computes output channels `2i, 2i + 1` of the block's pixels `j, j + 8, …`. `x: [N, C_in, H,
 /// W]` and `weight: [C_out, C_in, 3, 3]` in any strides; `output: [N, H, W, C_out]` contiguous.
 #[cube(launch)]
@@ -62,9 +64,7 @@ fn forward_kernel<X: Float, W: Float, O: Float, N: Size>(
         }
     }
     let mut xs = SharedMemory::<Vector<f32, N>>::new((ROWS + 2) * TILE_WIDTH);
-    let n = CUBE_POS / blocks_per_image;
-    let y0 = (CUBE_POS % blocks_per_image) * ROWS;
-    let rows = select(height - y0 < ROWS, height - y0, ROWS);
+    let (n, y0, rows) = block_rows(CUBE_POS, blocks_per_image, height);
     stage_rows::<X, N>(x, &mut xs, n, y0, rows, c_in);
     sync_cube();
     let mut p = UNIT_POS_Y as usize;
@@ -108,17 +108,17 @@ fn launch<R: CubeRuntime>([x, weight]: [CubeTensor<R>; 2], dtype: DType) -> Cube
     let (client, device) = (x.client.clone(), x.device.clone());
     let shape = Shape::new([n, height, width, c_out]);
     let output = empty_device_contiguous_dtype(client.clone(), device, shape, dtype);
-    let blocks_per_image = height.div_ceil(ROWS);
+    let blocks = blocks_per_image(height);
     let dtypes = [x.dtype.into(), weight.dtype.into(), dtype.into()];
     forward_kernel::launch::<R>(
         &client,
-        CubeCount::Static((n * blocks_per_image) as u32, 1, 1),
+        CubeCount::Static((n * blocks) as u32, 1, 1),
         CubeDim::new_2d((c_out / PER_THREAD) as u32, PIXEL_THREADS as u32),
         LANES,
         x.into_tensor_arg(),
         weight.into_tensor_arg(),
         output.clone().into_tensor_arg(),
-        blocks_per_image,
+        blocks,
         c_in,
         dtypes,
     );

@@ -31,6 +31,20 @@ pub const TILE_WIDTH: usize = MAX_WIDTH + 2;
 /// The kernel's side: 3×3.
 pub const SIDE: usize = 3;
 
+/// Image `n`, first row `y0` and row count of block `block`, an image's rows taken [`ROWS`] at a
+/// time (`blocks_per_image` of them: [`blocks_per_image`]), the last block of an image shorter
+/// where [`ROWS`] does not divide its `height`.
+#[cube]
+pub fn block_rows(block: usize, blocks_per_image: usize, height: usize) -> (usize, usize, usize) {
+    let y0 = (block % blocks_per_image) * ROWS;
+    (block / blocks_per_image, y0, select(height - y0 < ROWS, height - y0, ROWS))
+}
+
+/// An image's blocks of [`ROWS`] rows, as [`block_rows`] numbers them.
+pub fn blocks_per_image(height: usize) -> usize {
+    height.div_ceil(ROWS)
+}
+
 /// Stages the input rows `y0 − 1 ..= y0 + rows` of image `n` of `x: [N, C_in, H, W]` (any
 /// strides, any float type), columns `−1 ..= W`, into `xs` (`(ROWS + 2) × TILE_WIDTH` vectors of
 /// f32, channel `c` in lane `c`): zeros outside the image and past `c_in`. Reading the image

@@ -23,7 +23,8 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::image_rows::{
-    CHANNEL_THREADS, LANES, MAX_WIDTH, PER_THREAD, PIXEL_THREADS, ROWS, SIDE, TILE_WIDTH, holds, stage_rows,
+    CHANNEL_THREADS, LANES, MAX_WIDTH, PER_THREAD, PIXEL_THREADS, ROWS, SIDE, TILE_WIDTH, block_rows,
+    blocks_per_image, holds, stage_rows,
 };
 use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_many};
 
@@ -69,9 +70,7 @@ fn partial_sums_kernel<X: Float, Y: Float, N: Size>(
     let blocks = x.shape(0) * blocks_per_image;
     let mut block = CUBE_POS;
     while block < blocks {
-        let n = block / blocks_per_image;
-        let y0 = (block % blocks_per_image) * ROWS;
-        let rows = select(height - y0 < ROWS, height - y0, ROWS);
+        let (n, y0, rows) = block_rows(block, blocks_per_image, height);
         // The block's output gradient, contiguous channels-last, staged in f32: all of a thread's
         // loads in flight before the input rows are staged and any is stored (one at a time, the
         // kernel waited on each in turn: 140 µs a step on an H100).
@@ -198,7 +197,7 @@ fn launch<R: CubeRuntime>([x, dy]: [CubeTensor<R>; 2], shape: &Shape) -> CubeTen
         x.into_tensor_arg(),
         dy.into_tensor_arg(),
         partials.clone().into_tensor_arg(),
-        height.div_ceil(ROWS),
+        blocks_per_image(height),
         c_in,
         dtypes,
     );

@@ -1,12 +1,13 @@
 //! The convolution's hooks on burn's CUDA backend: the im2col matrix ([`im2col`]), both
 //! convolution operands in one kernel ([`weights`]), the bf16 convolutions on tuned tilings
 //! ([`tuned`]) or on cuDNN ([`cudnn`]), the weight gradient's bf16 → f32 matmul and its group
-//! sum ([`summed_matmul`]), the image layer's direct forward ([`image_forward`]) and weight
-//! gradient ([`image_wgrad`]) on its rows staged in shared memory ([`image_rows`]), and its
-//! channels padded for cuDNN ([`pad`]).
+//! sum ([`summed_matmul`]), and the image's bf16 layer ([`image`]): its direct forward
+//! ([`image_forward`]) and weight gradient ([`image_wgrad`]) on its rows staged in shared memory
+//! ([`image_rows`]), or cuDNN with its channels padded ([`pad`]).
 
 pub mod cudnn;
 pub mod im2col;
+pub mod image;
 pub mod image_forward;
 pub mod image_rows;
 pub mod image_wgrad;
@@ -35,9 +36,7 @@ macro_rules! conv_ops {
                 engine: ConvEngine,
             ) -> FloatTensor<Self> {
                 match engine {
-                    ConvEngine::Cudnn if cudnn::image::takes_bf16_image(&x, &weight) => {
-                        cudnn::image::conv3x3(x, weight)
-                    }
+                    ConvEngine::Cudnn if image::takes_bf16_image(&x, &weight) => image::conv3x3(x, weight),
                     ConvEngine::Cudnn if cudnn::takes_layer(&x, &weight, weight.shape()[0]) => {
                         cudnn::conv3x3(x, weight)
                     }
@@ -68,8 +67,8 @@ macro_rules! conv_ops {
                 engine: ConvEngine,
             ) -> FloatTensor<Self> {
                 // cuDNN takes the gradient when it takes the convolution: `dy` has the kernel's C_out.
-                if engine == ConvEngine::Cudnn && cudnn::image::takes_bf16_image(&x, &dy) {
-                    return cudnn::image::weight_grad(x, dy);
+                if engine == ConvEngine::Cudnn && image::takes_bf16_image(&x, &dy) {
+                    return image::weight_grad(x, dy);
                 }
                 if engine == ConvEngine::Cudnn && cudnn::takes_layer(&x, &dy, dy.shape()[1]) {
                     return super::library::f32_grad::<Self>(cudnn::weight_grad(x, dy));

@@ -1,7 +1,8 @@
-//! cuDNN's convolutions for the model's bf16 3×3 layers and its image layer, f32 or bf16
-//! ([`image`]) (kernel part `cudnn`): the forward (and so the single model's flipped-kernel input gradient), the input
-//! gradient and the weight gradient, for one model or for fused models side by side (cuDNN's
-//! group count), as custom operations in burn's fusion stream ([`ffi`] makes the calls).
+//! cuDNN's convolutions for the model's bf16 3×3 layers and its image layer, f32 or bf16 with
+//! its channels padded ([`image`]) (kernel part `cudnn`): the forward (and so the single model's
+//! flipped-kernel input gradient), the input gradient and the weight gradient, for one model or
+//! for fused models side by side (cuDNN's group count), as custom operations in burn's fusion
+//! stream ([`ffi`] makes the calls).
 //!
 //! cuDNN runs on CubeCL's own stream, from CubeCL's server thread: an operation hands the server
 //! a task with its buffers (`ComputeClient::with_resources`, `vendor/cubecl-runtime`), which

@@ -1,0 +1,100 @@
+//! The image's bf16 layer (kernel part `bimage`): which kernels take it. The direct kernels
+//! ([`image_forward`], [`image_wgrad`]) take the experiment's shapes (up to 64 output channels,
+//! images up to 32 pixels wide); cuDNN ([`cudnn::image`]) takes the rest with its channels padded.
+
+use burn::tensor::DType;
+use cubecl::cuda::CudaRuntime;
+
+use super::cudnn::{self, IMAGE_CHANNELS};
+use super::{image_forward, image_wgrad};
+use crate::train_ops::cube::KernelTensor;
+
+/// Whether this layer takes the single model's bf16 image layer: `x: [N, C_in, H, W]` with fewer
+/// than [`IMAGE_CHANNELS`] channels and `b` (the weight, or the output gradient) both bf16.
+pub fn takes_bf16_image<T: KernelTensor>(x: &T, b: &T) -> bool {
+    x.dtype() == DType::BF16 && b.dtype() == DType::BF16 && x.shape()[1] < IMAGE_CHANNELS
+}
+
+/// `x: [N, C_in, H, W]` (C_in < [`IMAGE_CHANNELS`]) convolved by `weight: [C_out, C_in, 3, 3]`,
+/// both bf16: `[N, C_out, H, W]` bf16, channels-last in memory.
+pub fn conv3x3<T: KernelTensor<Runtime = CudaRuntime>>(x: T, weight: T) -> T {
+    let [c_out, c_in, _, _] = weight.shape().dims::<4>();
+    match image_forward::takes(c_in, c_out, x.shape()[3]) {
+        true => image_forward::conv3x3(x, weight),
+        false => cudnn::image::conv3x3(x, weight),
+    }
+}
+
+/// The weight gradient of [`conv3x3`] from its output gradient `dy: [N, C_out, H, W]` (bf16):
+/// `[C_out, C_in, 3, 3]` in f32.
+pub fn weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T) -> T {
+    match image_wgrad::takes(x.shape()[1], dy.shape()[1], x.shape()[3]) {
+        true => image_wgrad::weight_grad(x, dy),
+        false => cudnn::image::weight_grad(x, dy),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+    use burn::tensor::{Distribution, FloatDType};
+
+    use crate::train_ops::{to_dtype, unwrap, wrap};
+
+    /// The image's bf16 layer (on [`super::image_forward`] and
+    /// [`super::image_wgrad`], or on cuDNN for 128 output channels) against burn's
+    /// convolution of the same bf16 operands in f32: the model's first layer on a small batch, an
+    /// odd image shape, one channel (its image channels-last in memory), and twice the width:
+    /// `cargo test -p worker -- --ignored cuda`.
+    #[test]
+    #[ignore = "needs a CUDA GPU and libcudnn"]
+    fn cuda_bf16_image_layer_matches_burns_convolution() {
+        type G = burn_cuda::Cuda;
+        use crate::train_ops::conv::cuda::{image_forward, image_wgrad};
+        for [n, c_in, h, w, c_out] in
+            [[16, 3, 32, 32, 64], [5, 3, 9, 6, 64], [3, 1, 7, 5, 8], [4, 3, 8, 8, 128]]
+        {
+            let device = Default::default();
+            let bf16 = |t: Tensor<G, 4>| to_dtype(t, FloatDType::BF16);
+            let x = bf16(crate::model::drawn(|| match c_in {
+                1 => Tensor::<G, 4>::random([n, h, w, c_in], Distribution::Uniform(0.0, 1.0), &device)
+                    .permute([0, 3, 1, 2]),
+                _ => Tensor::<G, 4>::random([n, c_in, h, w], Distribution::Uniform(0.0, 1.0), &device),
+            }));
+            let weight = bf16(crate::model::drawn(|| {
+                Tensor::<G, 4>::random([c_out, c_in, 3, 3], Distribution::Normal(0.0, 0.3), &device)
+            }));
+            let dy = bf16(crate::model::drawn(|| {
+                Tensor::<G, 4>::random([n, c_out, h, w], Distribution::Normal(0.0, 1.0), &device)
+            }));
+            let f32 = |t: &Tensor<G, 4>| to_dtype(t.clone(), FloatDType::F32);
+            let options = burn::tensor::ops::ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+            let expected = burn::tensor::module::conv2d(f32(&x), f32(&weight), None, options.clone());
+            let out = wrap::<G, 4>(super::conv3x3(unwrap(x.clone()), unwrap(weight.clone())));
+            assert_eq!(out.dims(), [n, c_out, h, w]);
+            assert_eq!(out.dtype(), burn::tensor::DType::BF16);
+            let scale = expected.clone().abs().max().into_scalar();
+            let err = (f32(&out) - expected).abs().max().into_scalar();
+            // The direct kernel rounds its f32 sums to bf16 once.
+            let tolerance = if image_forward::takes(c_in, c_out, w) { 4e-3 } else { 2e-2 };
+            assert!(
+                err <= tolerance * scale,
+                "{n}×{c_in}×{h}×{w}→{c_out} forward: {err} at a scale of {scale}"
+            );
+
+            // dW[o, i, kh, kw] = Σ dY[n, o, y, x] · Xpad[n, i, y + kh, x + kw], in f32 by burn's ops.
+            let expected = crate::train_ops::conv::reference::weight_grad::<G>(f32(&x), f32(&dy));
+            let dw = wrap::<G, 4>(super::weight_grad(unwrap(x), unwrap(dy)));
+            assert_eq!(dw.dims(), [c_out, c_in, 3, 3]);
+            assert_eq!(dw.dtype(), burn::tensor::DType::F32);
+            let scale = expected.clone().abs().max().into_scalar();
+            let err = (dw - expected).abs().max().into_scalar();
+            // The kernel sums in f32; cuDNN's result is bf16.
+            let tolerance = if image_wgrad::takes(c_in, c_out, w) { 1e-3 } else { 2e-2 };
+            assert!(
+                err <= tolerance * scale,
+                "{n}×{c_in}×{h}×{w}→{c_out} weight gradient: {err} at a scale of {scale}"
+            );
+        }
+    }
+}
