@@ -1,5 +1,6 @@
-//! The image layer's rows staged in shared memory with a zero border, as its direct forward
-//! ([`super::image_forward`]) and weight-gradient ([`super::image_wgrad`]) kernels read them.
+//! The image layer's blocks of rows, as its direct forward ([`super::image_forward`]) and
+//! weight-gradient ([`super::image_wgrad`]) kernels number them and stage them in shared memory
+//! with a zero border, and the cube geometry both kernels share.
 
 use cubecl::prelude::*;
 
