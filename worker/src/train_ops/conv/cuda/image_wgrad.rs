@@ -7,8 +7,8 @@
 //!    a cube stages a block's output gradient (in f32) and its input rows with a zero border
 //!    (four f32 channels a pixel, read where the image lies: [`stage_rows`]) in shared memory,
 //!    then a warp holds two output channels a thread and walks every eighth pixel, each pixel's
-//!    3×3 neighbourhood one broadcast vector load a tap, the sums in registers; the cube's warps add theirs in shared memory and write
-//!    one `[C_out, C_in, 3, 3]` partial;
+//!    3×3 neighbourhood one broadcast vector load a tap, the sums in registers; the cube's
+//!    warps add theirs in shared memory and write one `[C_out, C_in, 3, 3]` partial;
 //! 2. [`sum_partials_kernel`]: a cube per 32 weights adds the partials, in a fixed order (the
 //!    gradient is the same on every run).
 //!
