@@ -5,32 +5,34 @@
 use burn::tensor::DType;
 use cubecl::cuda::CudaRuntime;
 
-use super::cudnn::{self, IMAGE_CHANNELS};
+use super::cudnn;
 use super::{image_forward, image_wgrad};
 use crate::train_ops::cube::KernelTensor;
 
-/// Whether this layer takes the single model's bf16 image layer: `x: [N, C_in, H, W]` with fewer
-/// than [`IMAGE_CHANNELS`] channels and `b` (the weight, or the output gradient) both bf16.
+/// Whether this layer takes the single model's bf16 image layer ([`cudnn::is_image_layer`] in
+/// bf16).
 pub fn takes_bf16_image<T: KernelTensor>(x: &T, b: &T) -> bool {
-    x.dtype() == DType::BF16 && b.dtype() == DType::BF16 && x.shape()[1] < IMAGE_CHANNELS
+    cudnn::is_image_layer(x, b, DType::BF16)
 }
 
-/// `x: [N, C_in, H, W]` (C_in < [`IMAGE_CHANNELS`]) convolved by `weight: [C_out, C_in, 3, 3]`,
-/// both bf16: `[N, C_out, H, W]` bf16, channels-last in memory.
+/// `x: [N, C_in, H, W]` (C_in < [`cudnn::IMAGE_CHANNELS`]) convolved by `weight: [C_out, C_in,
+/// 3, 3]`, both bf16: `[N, C_out, H, W]` bf16, channels-last in memory.
 pub fn conv3x3<T: KernelTensor<Runtime = CudaRuntime>>(x: T, weight: T) -> T {
     let [c_out, c_in, _, _] = weight.shape().dims::<4>();
-    match image_forward::takes(c_in, c_out, x.shape()[3]) {
-        true => image_forward::conv3x3(x, weight),
-        false => cudnn::image::conv3x3(x, weight),
+    if image_forward::takes(c_in, c_out, x.shape()[3]) {
+        image_forward::conv3x3(x, weight)
+    } else {
+        cudnn::image::conv3x3(x, weight)
     }
 }
 
 /// The weight gradient of [`conv3x3`] from its output gradient `dy: [N, C_out, H, W]` (bf16):
 /// `[C_out, C_in, 3, 3]` in f32.
 pub fn weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T) -> T {
-    match image_wgrad::takes(x.shape()[1], dy.shape()[1], x.shape()[3]) {
-        true => image_wgrad::weight_grad(x, dy),
-        false => cudnn::image::weight_grad(x, dy),
+    if image_wgrad::takes(x.shape()[1], dy.shape()[1], x.shape()[3]) {
+        image_wgrad::weight_grad(x, dy)
+    } else {
+        cudnn::image::weight_grad(x, dy)
     }
 }
 
@@ -50,7 +52,7 @@ mod tests {
     #[ignore = "needs a CUDA GPU and libcudnn"]
     fn cuda_bf16_image_layer_matches_burns_convolution() {
         type G = burn_cuda::Cuda;
-        use crate::train_ops::conv::cuda::{image_forward, image_wgrad};
+        use super::{image_forward, image_wgrad};
         for [n, c_in, h, w, c_out] in
             [[16, 3, 32, 32, 64], [5, 3, 9, 6, 64], [3, 1, 7, 5, 8], [4, 3, 8, 8, 128]]
         {

@@ -29,9 +29,9 @@ pub fn takes(c_in: usize, c_out: usize, width: usize) -> bool {
 }
 
 /// On an `(N · blocks_per_image)` grid of `(C_out / 2, PIXEL_THREADS)` cubes: cube `b` takes
-/// block `b` of [`ROWS`] rows ([`block_rows`]); thread `(i, j)`
-/// computes output channels `2i, 2i + 1` of the block's pixels `j, j + 8, …`. `x: [N, C_in, H,
-/// W]` and `weight: [C_out, C_in, 3, 3]` in any strides; `output: [N, H, W, C_out]` contiguous.
+/// block `b` of [`ROWS`] rows ([`block_rows`]); thread `(i, j)` computes output channels `2i,
+/// 2i + 1` of the block's pixels `j, j + 8, …`. `x: [N, C_in, H, W]` and `weight: [C_out, C_in,
+/// 3, 3]` in any strides; `output: [N, H, W, C_out]` contiguous.
 #[cube(launch)]
 fn forward_kernel<X: Float, W: Float, O: Float, N: Size>(
     x: &Tensor<X>,

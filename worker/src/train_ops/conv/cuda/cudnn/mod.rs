@@ -44,10 +44,15 @@ pub fn takes<T: KernelTensor>(a: &T, b: &T, channels: &[usize]) -> bool {
     a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && channels.iter().all(|c| c.is_multiple_of(8))
 }
 
-/// Whether cuDNN takes the single model's f32 image layer: `x: [N, C_in, H, W]` with fewer than
-/// [`IMAGE_CHANNELS`] channels and `b` (the weight, or the output gradient) both f32.
+/// Whether cuDNN takes the single model's f32 image layer ([`is_image_layer`] in f32).
 pub fn takes_image<T: KernelTensor>(x: &T, b: &T) -> bool {
-    x.dtype() == DType::F32 && b.dtype() == DType::F32 && x.shape()[1] < IMAGE_CHANNELS
+    is_image_layer(x, b, DType::F32)
+}
+
+/// Whether `x: [N, C_in, H, W]` is the image's layer in `dtype`: fewer than [`IMAGE_CHANNELS`]
+/// channels, and `x` and `b` (the weight, or the output gradient) both of `dtype`.
+pub fn is_image_layer<T: KernelTensor>(x: &T, b: &T, dtype: DType) -> bool {
+    x.dtype() == dtype && b.dtype() == dtype && x.shape()[1] < IMAGE_CHANNELS
 }
 
 /// Whether cuDNN takes the single model's layer of input `x` whose other operand `b` (the
