@@ -269,7 +269,7 @@ mod tests {
     }
 
     /// With `cudnn` the layers whose per-model channels are multiples of 8 (not the image's)
-    /// run as the library node; on the CPU its calls are the references.
+    /// run as the library node; on the CPU its calls are the references, with `dual` too.
     #[test]
     fn the_library_node_matches_burns_grouped_convolution() {
         let cudnn: Kernels = "wgrad+dgrad+bn+bf16+cudnn".parse().unwrap();
@@ -277,11 +277,13 @@ mod tests {
         assert!(super::super::library::takes(&weight(8), 2, cudnn));
         assert!(!super::super::library::takes(&weight(3), 2, cudnn), "the image's channels");
         assert!(!super::super::library::takes(&weight(8), 2, Kernels::FAST_BF16));
-        node_matches_burns_grouped_conv::<Flex>(
-            Kernels { cudnn_conv: true, ..Kernels::FAST },
-            FloatDType::F32,
-            1e-5,
-        );
+        for dual_calls in [false, true] {
+            node_matches_burns_grouped_conv::<Flex>(
+                Kernels { cudnn_conv: true, dual_calls, ..Kernels::FAST },
+                FloatDType::F32,
+                1e-5,
+            );
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The fused models' convolution layer as three library calls, each one launch for all models
 //! (kernel part `cudnn`: cuDNN's grouped convolution on CUDA): the forward, the input gradient
-//! from the forward's operand, the weight gradient from the input. No im2col matrix and no
-//! flipped kernel; the CPU and the tests run the references ([`ConvOps`]'s defaults: burn's
-//! grouped `conv2d`, with each model's flipped kernel for the input gradient, and the batched
-//! GEMMs of [`super::grouped`] for the weight gradient).
+//! from the forward's operand, the weight gradient from the input. No im2col matrix; both passes
+//! by the data take the operand and, with `dual`, each model's flipped kernel, both written once
+//! a step by one launch ([`ConvOps::conv_operands`]). The CPU and the tests run the references
+//! ([`ConvOps`]'s defaults: burn's grouped `conv2d`, with each model's flipped kernel for the
+//! input gradient, and the batched GEMMs of [`super::grouped`] for the weight gradient).
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -16,7 +17,7 @@ use burn::tensor::ops::FloatTensor;
 
 use super::ConvOps;
 use super::grouped::{by_burn_conv, weight_grad_by_gemm};
-use super::reference::dtype_of;
+use super::reference::{dtype_of, grouped_flipped};
 use crate::train_ops::{Kernels, to_dtype, unwrap, wrap};
 
 /// Whether the layer of `groups` models, `weight: [G·C_out, C_in, 3, 3]`, runs as library calls
@@ -38,18 +39,6 @@ pub fn input_grad_by_flipped<B: Backend>(
     by_burn_conv::<B>(dy, grouped_flipped::<B>(operand, groups), groups)
 }
 
-/// Each of `groups` models' kernels transposed and flipped: `operand: [G·C_out, C_in, 3, 3]` →
-/// `[G·C_in, C_out, 3, 3]`, `flipped[g·C_in + i, o, kh, kw] = operand[g·C_out + o, i, 2 − kh,
-/// 2 − kw]`. The convolution by it is the input gradient of the one by `operand`, and the
-/// input-gradient pass by it is the convolution by `operand`.
-pub fn grouped_flipped<B: Backend>(operand: FloatTensor<B>, groups: usize) -> FloatTensor<B> {
-    let operand = wrap::<B, 4>(operand);
-    let [rows, c_in, _, _] = operand.dims();
-    let c_out = rows / groups;
-    let flipped = operand.reshape([groups, c_out, c_in, 3, 3]).swap_dims(1, 2).flip([3, 4]);
-    unwrap(flipped.reshape([groups * c_in, c_out, 3, 3]))
-}
-
 /// [`ConvOps::library_grouped_weight_grad`]'s reference: the batched GEMMs over the grouped
 /// im2col matrix.
 pub fn weight_grad_by_im2col<B: ConvOps>(
@@ -65,14 +54,13 @@ pub fn weight_grad_by_im2col<B: ConvOps>(
 #[derive(Debug)]
 struct LibraryBackward {
     groups: usize,
-    dual: bool,
 }
 
-/// What the backward needs: the operand when the input takes a gradient, the input when the
-/// weight does.
+/// What the backward needs: the operand (and with `dual` the flipped kernels) when the input
+/// takes a gradient, the input when the weight does.
 #[derive(Debug, Clone)]
 struct LibraryState<B: Backend> {
-    operand: Option<FloatTensor<B>>,
+    operands: Option<(FloatTensor<B>, Option<FloatTensor<B>>)>,
     x: Option<FloatTensor<B>>,
 }
 
@@ -82,10 +70,10 @@ impl<B: ConvOps> Backward<B, 2> for LibraryBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        if let (Some(node), Some(operand)) = (node_x, ops.state.operand) {
+        if let (Some(node), Some((operand, flipped))) = (node_x, ops.state.operands) {
             grads.register::<B>(
                 node.id,
-                B::library_grouped_input_grad(grad.clone(), operand, self.groups, self.dual),
+                B::library_grouped_input_grad(grad.clone(), operand, flipped, self.groups),
             );
         }
         if let (Some(node), Some(x)) = (node_weight, ops.state.x) {
@@ -101,21 +89,21 @@ pub(super) fn autodiff_library<B: ConvOps, C: CheckpointStrategy>(
     groups: usize,
     dual: bool,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let prepared = LibraryBackward { groups, dual }
+    let prepared = LibraryBackward { groups }
         .prepare::<C>([x.node.clone(), weight.node.clone()])
         .compute_bound()
         .stateful();
-    let dtype = dtype_of::<B>(&x.primitive);
-    let operand = unwrap(to_dtype(wrap::<B, 4>(weight.primitive), dtype));
+    let [operand, flipped] = B::conv_operands(weight.primitive, groups, dtype_of::<B>(&x.primitive));
+    let flipped = dual.then_some(flipped);
     match prepared {
         OpsKind::UnTracked(prep) => {
-            prep.finish(B::library_grouped_forward(x.primitive, operand, groups, dual))
+            prep.finish(B::library_grouped_forward(x.primitive, operand, flipped, groups))
         }
         OpsKind::Tracked(prep) => {
-            let keep_operand = (!x.node.requirement.is_none()).then(|| operand.clone());
+            let keep_operands = (!x.node.requirement.is_none()).then(|| (operand.clone(), flipped.clone()));
             let keep_x = (!weight.node.requirement.is_none()).then(|| x.primitive.clone());
-            let out = B::library_grouped_forward(x.primitive, operand, groups, dual);
-            prep.finish(LibraryState { operand: keep_operand, x: keep_x }, out)
+            let out = B::library_grouped_forward(x.primitive, operand, flipped, groups);
+            prep.finish(LibraryState { operands: keep_operands, x: keep_x }, out)
         }
     }
 }

@@ -147,32 +147,34 @@ pub trait ConvOps: Backend {
         groups: usize,
         dual: bool,
     ) -> FloatTensor<Self> {
-        let operand = unwrap(to_dtype(wrap::<Self, 4>(weight), dtype_of::<Self>(&x)));
-        Self::library_grouped_forward(x, operand, groups, dual)
+        let [operand, flipped] = Self::conv_operands(weight, groups, dtype_of::<Self>(&x));
+        Self::library_grouped_forward(x, operand, dual.then_some(flipped), groups)
     }
 
     /// The forward of [`Self::library_grouped_conv3x3`] by `operand: [G·C_out, C_in, 3, 3]` in
-    /// `x`'s dtype. Default: burn's grouped `conv2d`; the CUDA backend: cuDNN (bf16), with
-    /// `dual` (the `dual` part) as the faster of two calls ([`Self::conv3x3_either`]).
+    /// `x`'s dtype, and with the `dual` part its `flipped` kernels ([`Self::conv_operands`]).
+    /// Default: burn's grouped `conv2d`; the CUDA backend: cuDNN (bf16), with `flipped` as the
+    /// faster of two calls ([`Self::conv3x3_either`]).
     fn library_grouped_forward(
         x: FloatTensor<Self>,
         operand: FloatTensor<Self>,
+        flipped: Option<FloatTensor<Self>>,
         groups: usize,
-        dual: bool,
     ) -> FloatTensor<Self> {
-        let _ = dual;
+        let _ = flipped;
         grouped::by_burn_conv::<Self>(x, operand, groups)
     }
 
     /// The input gradient of [`Self::library_grouped_forward`] from `dy: [N, G·C_out, H, W]`.
-    /// Default: [`library::input_grad_by_flipped`]; the CUDA backend: cuDNN.
+    /// Default: [`library::input_grad_by_flipped`]; the CUDA backend: cuDNN, with `flipped` as
+    /// the faster of two calls.
     fn library_grouped_input_grad(
         dy: FloatTensor<Self>,
         operand: FloatTensor<Self>,
+        flipped: Option<FloatTensor<Self>>,
         groups: usize,
-        dual: bool,
     ) -> FloatTensor<Self> {
-        let _ = dual;
+        let _ = flipped;
         library::input_grad_by_flipped::<Self>(dy, operand, groups)
     }
 
@@ -226,13 +228,14 @@ pub trait ConvOps: Backend {
         unwrap(weight_grad::<Self>(wrap(x), wrap(dy)))
     }
 
-    /// A convolution's f32 `weight: [C_out, C_in, 3, 3]` as the operands of its forward and
-    /// input-gradient convolutions, in `dtype`: `[weight, flipped]` with `flipped: [C_in, C_out,
-    /// 3, 3]`, `flipped[i, o, kh, kw] = weight[o, i, 2 − kh, 2 − kw]`. Default: burn's ops (a
-    /// cast; a transpose, flip and cast); the CUDA backend writes both in one kernel, in the
-    /// channels-last layout its convolutions read.
-    fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
-        reference::operands_by_ops::<Self>(weight, dtype)
+    /// The f32 `weight: [G·C_out, C_in, 3, 3]` of `groups` G convolutions side by side (one: a
+    /// model's layer) as the operands of their forward and input-gradient passes, in `dtype`:
+    /// `[weight, flipped]` with `flipped: [G·C_in, C_out, 3, 3]`, `flipped[g·C_in + i, o, kh, kw]
+    /// = weight[g·C_out + o, i, 2 − kh, 2 − kw]`. Default: burn's ops (a cast; a transpose and
+    /// flip); the CUDA backend writes both in one kernel, in the channels-last layout its
+    /// convolutions read.
+    fn conv_operands(weight: FloatTensor<Self>, groups: usize, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
+        reference::operands_by_ops::<Self>(weight, groups, dtype)
     }
 }
 

@@ -118,14 +118,14 @@ pub(super) fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
     let dtype = dtype_of::<B>(&x.primitive);
     let out = if explicit {
         if kernels.flipped_input_grad && !x.node.requirement.is_none() {
-            let [operand, flipped] = B::conv_operands(weight.primitive.clone(), dtype);
+            let [operand, flipped] = B::conv_operands(weight.primitive.clone(), 1, dtype);
             state.flipped = Some([flipped, operand]);
         }
         let (out, cols) = forward_by_gemm::<B>(x.primitive, weight.primitive, bias);
         state.cols = Some(cols);
         out
     } else if kernels.flipped_input_grad {
-        let [operand, flipped] = B::conv_operands(weight.primitive, dtype);
+        let [operand, flipped] = B::conv_operands(weight.primitive, 1, dtype);
         state.flipped = Some([flipped.clone(), operand.clone()]);
         match bias {
             None if kernels.dual_calls => B::conv3x3_either(x.primitive, operand, flipped, engine),

@@ -165,7 +165,7 @@ pub(super) fn autodiff_per_model<B: ConvOps, C: CheckpointStrategy>(
             if !flipped {
                 return w;
             }
-            let [operand, flipped] = B::conv_operands(w, dtype);
+            let [operand, flipped] = B::conv_operands(w, 1, dtype);
             state.flipped.push(flipped);
             operand
         })

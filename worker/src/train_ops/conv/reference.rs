@@ -69,11 +69,27 @@ pub(super) fn input_grad<B: Backend>(
     B::conv2d_x_backward(x, weight, dy, same_3x3())
 }
 
-/// [`ConvOps::conv_operands`] through burn's ops: a cast, and a transpose, flip and cast.
-pub fn operands_by_ops<B: Backend>(weight: FloatTensor<B>, dtype: FloatDType) -> [FloatTensor<B>; 2] {
-    let weight = wrap::<B, 4>(weight);
-    let flipped = to_dtype(weight.clone().swap_dims(0, 1).flip([2, 3]), dtype);
-    [unwrap(to_dtype(weight, dtype)), unwrap(flipped)]
+/// [`ConvOps::conv_operands`] through burn's ops: a cast, and each model's kernels transposed
+/// and flipped ([`grouped_flipped`]).
+pub fn operands_by_ops<B: Backend>(
+    weight: FloatTensor<B>,
+    groups: usize,
+    dtype: FloatDType,
+) -> [FloatTensor<B>; 2] {
+    let operand = unwrap(to_dtype(wrap::<B, 4>(weight), dtype));
+    [operand.clone(), grouped_flipped::<B>(operand, groups)]
+}
+
+/// Each of `groups` models' kernels transposed and flipped: `operand: [G·C_out, C_in, 3, 3]` →
+/// `[G·C_in, C_out, 3, 3]`, `flipped[g·C_in + i, o, kh, kw] = operand[g·C_out + o, i, 2 − kh,
+/// 2 − kw]`. The convolution by it is the input gradient of the one by `operand`, and the
+/// input-gradient pass by it is the convolution by `operand`.
+pub fn grouped_flipped<B: Backend>(operand: FloatTensor<B>, groups: usize) -> FloatTensor<B> {
+    let operand = wrap::<B, 4>(operand);
+    let [rows, c_in, _, _] = operand.dims();
+    let c_out = rows / groups;
+    let flipped = operand.reshape([groups, c_out, c_in, 3, 3]).swap_dims(1, 2).flip([3, 4]);
+    unwrap(flipped.reshape([groups * c_in, c_out, 3, 3]))
 }
 
 /// Bias gradient `Σ_{n,y,x} dY[n, o, y, x]` of `dy: [N, C_out, H, W]`, in two stages over the

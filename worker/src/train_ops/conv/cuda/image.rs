@@ -46,8 +46,8 @@ mod tests {
     /// The image's bf16 layer (on [`super::image_forward`] and
     /// [`super::image_wgrad`], or on cuDNN for 128 output channels) against burn's
     /// convolution of the same bf16 operands in f32: the model's first layer on a small batch, an
-    /// odd image shape, one channel (its image channels-last in memory), and twice the width:
-    /// `cargo test -p worker -- --ignored cuda`.
+    /// odd image shape (a forward cube left fewer blocks than it takes), one channel (its image
+    /// channels-last in memory), and twice the width: `cargo test -p worker -- --ignored cuda`.
     #[test]
     #[ignore = "needs a CUDA GPU and libcudnn"]
     fn cuda_bf16_image_layer_matches_burns_convolution() {

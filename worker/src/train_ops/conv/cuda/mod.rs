@@ -79,32 +79,26 @@ macro_rules! conv_ops {
             fn library_grouped_forward(
                 x: FloatTensor<Self>,
                 operand: FloatTensor<Self>,
+                flipped: Option<FloatTensor<Self>>,
                 groups: usize,
-                dual: bool,
             ) -> FloatTensor<Self> {
-                match cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)) {
-                    true if !dual => cudnn::grouped_conv3x3(x, operand, groups),
-                    true => {
-                        let flipped = super::library::grouped_flipped::<Self>(operand.clone(), groups);
-                        cudnn::grouped_conv3x3_fastest(x, operand, flipped, groups)
-                    }
-                    false => super::grouped::by_burn_conv::<Self>(x, operand, groups),
+                match (cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)), flipped) {
+                    (true, None) => cudnn::grouped_conv3x3(x, operand, groups),
+                    (true, Some(flipped)) => cudnn::grouped_conv3x3_fastest(x, operand, flipped, groups),
+                    (false, _) => super::grouped::by_burn_conv::<Self>(x, operand, groups),
                 }
             }
 
             fn library_grouped_input_grad(
                 dy: FloatTensor<Self>,
                 operand: FloatTensor<Self>,
+                flipped: Option<FloatTensor<Self>>,
                 groups: usize,
-                dual: bool,
             ) -> FloatTensor<Self> {
-                match cudnn::takes(&dy, &operand, &grouped_channels(&dy, &operand, groups)) {
-                    true if !dual => cudnn::grouped_input_grad(dy, operand, groups),
-                    true => {
-                        let flipped = super::library::grouped_flipped::<Self>(operand.clone(), groups);
-                        cudnn::grouped_input_grad_fastest(dy, operand, flipped, groups)
-                    }
-                    false => super::library::input_grad_by_flipped::<Self>(dy, operand, groups),
+                match (cudnn::takes(&dy, &operand, &grouped_channels(&dy, &operand, groups)), flipped) {
+                    (true, None) => cudnn::grouped_input_grad(dy, operand, groups),
+                    (true, Some(flipped)) => cudnn::grouped_input_grad_fastest(dy, operand, flipped, groups),
+                    (false, _) => super::library::input_grad_by_flipped::<Self>(dy, operand, groups),
                 }
             }
 
@@ -119,8 +113,12 @@ macro_rules! conv_ops {
                 }
             }
 
-            fn conv_operands(weight: FloatTensor<Self>, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
-                weights::conv_operands(weight, dtype.into())
+            fn conv_operands(
+                weight: FloatTensor<Self>,
+                groups: usize,
+                dtype: FloatDType,
+            ) -> [FloatTensor<Self>; 2] {
+                weights::conv_operands(weight, groups, dtype.into())
             }
 
             fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {

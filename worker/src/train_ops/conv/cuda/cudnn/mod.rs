@@ -100,7 +100,7 @@ pub fn grouped_weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T, 
 
 /// [`grouped_conv3x3`] as whichever call cuDNN times faster for the shape: the forward by
 /// `weight`, or the input-gradient pass by `flipped`, each model's kernel transposed and flipped
-/// (`[G·C_in, C_out, 3, 3]`, `library::grouped_flipped`). A grouped forward of 256 channels a
+/// (`[G·C_in, C_out, 3, 3]`, `ConvOps::conv_operands`). A grouped forward of 256 channels a
 /// model took cuDNN 0.98 ms at batch 64 × 16 models on an H100, its input-gradient pass 0.31.
 pub fn grouped_conv3x3_fastest<T: KernelTensor<Runtime = CudaRuntime>>(
     x: T,
