@@ -6,8 +6,9 @@ docs/results/speed.csv:
 
 engine is `worker` for this project, `pytorch` or `jax` for the peers; fused rows carry the
 aggregate images per second over the fused jobs. Jobs trained side by side (`burn-concurrent`
-lines: N jobs on N streams of one device) are worker rows of mode `KERNELS+concurrentN`, one job
-each, with their aggregate pipelined rate and no synced one. Lines whose loss did not fall are
+lines: N jobs, or N fused groups, on N streams of one device) are worker rows of mode
+`KERNELS+concurrentN`, jobs_fused the group's size, with their aggregate pipelined rate and no
+synced one. Lines whose loss did not fall are
 left out (a path that does not train is not a speed).
 
     python3 worker/bench/speed_rows.py --card "NVIDIA H200" --commit abc1234 bench.log >> docs/results/speed.csv
@@ -30,7 +31,7 @@ def row(line):
     f = fields(line)
     if words and words[0] == "burn-concurrent" and "pipelined_img_per_s" in f:
         mode = f"{f.get('kernels')}+concurrent{f.get('jobs')}"
-        return "worker", mode, f["batch"], "1", "", f["pipelined_img_per_s"]
+        return "worker", mode, f["batch"], f.get("fuse", "1"), "", f["pipelined_img_per_s"]
     if not words or words[0] not in ("burn", "pytorch", "jax"):
         return None
     if "img_per_s" not in f or "pipelined_img_per_s" not in f:

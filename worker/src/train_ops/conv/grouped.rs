@@ -28,7 +28,9 @@ use super::reference::{dtype_of, image_groups};
 use crate::train_ops::{Kernels, to_dtype, unwrap, wrap};
 
 /// The fused models' convolution layer: `groups` convolutions side by side, as the library's
-/// grouped convolution where the `cudnn` part takes the layer ([`super::library`]), else one
+/// grouped convolution where the `cudnn` part takes the layer ([`super::library`], each pass by
+/// the faster of its two calls whether or not the set has `dual`: 16 jobs of batch 64 trained
+/// 1.11× as fast so on an H100, both operands from one kernel a step), else one
 /// model at a time with `mconv` ([`super::per_model`]), else on the batched-GEMM node when
 /// `kernels` has a custom convolution part, burn's grouped `conv2d` otherwise.
 pub fn grouped_conv3x3<B: ConvOps>(
@@ -38,7 +40,7 @@ pub fn grouped_conv3x3<B: ConvOps>(
     kernels: Kernels,
 ) -> Tensor<B, 4> {
     if super::library::takes(&weight, groups, kernels) {
-        return wrap(B::library_grouped_conv3x3(unwrap(x), unwrap(weight), groups, kernels.dual_calls));
+        return wrap(B::library_grouped_conv3x3(unwrap(x), unwrap(weight), groups, true));
     }
     let (x, weight) = (unwrap(x), unwrap(weight));
     wrap(match (kernels.custom_conv(), kernels.per_model_conv) {

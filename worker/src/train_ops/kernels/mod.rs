@@ -55,10 +55,11 @@ pub struct Kernels {
     /// A fused step keeps its batched heads.
     #[serde(default)]
     pub fixed_head: bool,
-    /// Each cuDNN convolution and input gradient as whichever of two calls cuDNN times faster
-    /// for the shape: the pass by the kernel, or the other pass by its flipped transpose (for
-    /// one model and for fused models' grouped convolutions). Needs `cudnn`. Off in every named
-    /// set: on an H100 no faster at batch 512 and 0.98× fused by 16 (`docs/performance.md`).
+    /// Each of one model's cuDNN convolutions and input gradients as whichever of two calls
+    /// cuDNN times faster for the shape: the pass by the kernel, or the other pass by its
+    /// flipped transpose (fused models' grouped convolutions always run so: 1.11× fused by 16
+    /// on an H100). Needs `cudnn`. Off in every named set: on an H100 no faster at batch 512
+    /// (`docs/performance.md`).
     #[serde(default)]
     pub dual_calls: bool,
     /// On CUDA, every operation launched by the thread that records the step, on burn's
@@ -104,8 +105,8 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     image's convolution in bf16 on cuDNN, the images cast to bf16; with cudnn, without xgemm), bnpool (the 2×2 \
     pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), head (the head's \
     matmuls on one fixed kernel each, not autotuned), dual (each cuDNN convolution and input gradient as \
-    whichever of the pass by the kernel and the other pass by its flipped transpose cuDNN times faster; with \
-    cudnn), direct (CUDA: \
+    whichever of the pass by the kernel and the other pass by its flipped transpose cuDNN times faster, as \
+    fused groups always run; with cudnn), direct (CUDA: \
     operations launched by the training thread, without burn's fusion stream), graph (CUDA: the step recorded \
     once as a CUDA graph and replayed; with direct); a named set among the parts stands for its own \
     (fast-bf16+cudnn)";
