@@ -1,8 +1,9 @@
 //! The fused models' convolution layer as three library calls, each one launch for all models
 //! (kernel part `cudnn`: cuDNN's grouped convolution on CUDA): the forward, the input gradient
 //! from the forward's operand, the weight gradient from the input. No im2col matrix; both passes
-//! by the data take the operand and, with `dual`, each model's flipped kernel, both written once
-//! a step by one launch ([`ConvOps::conv_operands`]). The CPU and the tests run the references
+//! by the data take the operand and, run as the faster of two calls (as fused groups run them),
+//! each model's flipped kernel, both written once a step by one launch
+//! ([`ConvOps::conv_operands`]). The CPU and the tests run the references
 //! ([`ConvOps`]'s defaults: burn's grouped `conv2d`, with each model's flipped kernel for the
 //! input gradient, and the batched GEMMs of [`super::grouped`] for the weight gradient).
 

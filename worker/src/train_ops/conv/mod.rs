@@ -152,7 +152,8 @@ pub trait ConvOps: Backend {
     }
 
     /// The forward of [`Self::library_grouped_conv3x3`] by `operand: [G·C_out, C_in, 3, 3]` in
-    /// `x`'s dtype, and with the `dual` part its `flipped` kernels ([`Self::conv_operands`]).
+    /// `x`'s dtype, and to run as the faster of two calls its `flipped` kernels
+    /// ([`Self::conv_operands`]).
     /// Default: burn's grouped `conv2d`; the CUDA backend: cuDNN (bf16), with `flipped` as the
     /// faster of two calls ([`Self::conv3x3_either`]).
     fn library_grouped_forward(
