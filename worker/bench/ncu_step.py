@@ -18,6 +18,8 @@ FAMILIES = ["normalize_relu_grad", "normalize_relu_pool", "normalize_relu", "cha
 def family(name):
     if "xmma" in name or "cudnn" in name or "_engine" in name:
         return "convolutions (cuDNN)"
+    if "tiles_kernel" in name:
+        return "conv_operands"
     return next((f for f in FAMILIES if f in name), "other")
 
 

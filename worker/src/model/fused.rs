@@ -185,7 +185,11 @@ impl<B: AutodiffBackend> FusedCnn<B> {
     {
         let (models, kernels) = (self.models, self.kernels);
         let groups = bn_groups(images.dims()[0], self.bn_group);
-        let mut x = images;
+        // With `bimage` the image's layer runs in bf16, as the single model's does.
+        let mut x = match kernels.bf16_image {
+            true => to_dtype(images, FloatDType::BF16),
+            false => images,
+        };
         for (b, block) in self.blocks.iter_mut().enumerate() {
             if b > 0 {
                 x = pool::avg_pool_2x2(&self.pool, x, kernels);

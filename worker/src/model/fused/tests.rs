@@ -203,6 +203,57 @@ fn cuda_stacked_cudnn_forward_and_backward_is_each_models_own() {
     assert_stacked_step_on_cuda("fast-bf16+cudnn".parse().unwrap(), 0.25);
 }
 
+/// Each model's logits and gradients (conv1, bn4 γ, conv9, head) from a stacked step of three
+/// models, models 1 and 2 on images drawn with `others`.
+#[cfg(feature = "cuda")]
+fn stacked_results<A: TrainBackend>(kernels: Kernels, others: f32) -> Vec<Vec<Vec<f32>>> {
+    let device = Default::default();
+    let models: Vec<Cnn<A>> = (0..3).map(|j| model(j, kernels, &device)).collect();
+    let mut fused = FusedCnn::stack(&models.iter().collect::<Vec<_>>()).unwrap();
+    let image = |j: usize| images::<A>(if j == 0 { 0.005 } else { others + j as f32 * 0.01 }, &device);
+    let logits = fused.forward(side_by_side(Tensor::cat((0..3).map(image).collect(), 0), 3));
+    let labels = Tensor::<A, 1, Int>::from_data([0, 3, 5, 7, 9, 2], &device);
+    let logits: Vec<Tensor<A, 2>> =
+        (0..3).map(|j| logits.clone().narrow(0, j, 1).reshape([6, NUM_CLASSES])).collect();
+    let loss = logits
+        .iter()
+        .map(|l| variant_loss(LossVariant::NaturalSoftmax, l.clone(), labels.clone()))
+        .reduce(|a, b| a.add(b))
+        .unwrap();
+    let grads = fused.gradients(&mut loss.backward());
+    (0..3)
+        .map(|j| {
+            let grad = |i: usize| flat::<A::InnerBackend>(model_part::<A::InnerBackend>(&grads[i], j, 3));
+            [values(logits[j].clone().inner()), grad(0), grad(10), grad(24), grad(27)].into()
+        })
+        .collect()
+}
+
+/// With the image's layer in bf16 (`fast-bf16-cudnn`: the fused models' image layers side by
+/// side on the single model's direct kernels), a model's results come from its own channels
+/// alone: other images for models 1 and 2 move theirs and leave model 0's as they were. (Each
+/// model's image layer against its own in f32: `cuda_grouped_bf16_image_layers_are_each_models_own`;
+/// the other layers against the model alone: the test above.) Needs a CUDA GPU and cuDNN.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA GPU and cuDNN"]
+fn cuda_stacked_bf16_image_models_are_each_their_own() {
+    let kernels = Kernels::FAST_BF16_CUDNN;
+    let [a, b] = [0.2, 0.7].map(|others| stacked_results::<crate::backend::CudaBackend>(kernels, others));
+    let names = ["logits", "conv1 weight grad", "bn4 gamma grad", "conv9 weight grad", "head weight grad"];
+    for (what, (got, want)) in names.iter().zip(a[0].iter().zip(&b[0])) {
+        assert_eq!(mismatch(&format!("model 0: {what}"), got, want, 1e-3), None);
+    }
+    for j in [1, 2] {
+        for (what, (got, want)) in names.iter().zip(a[j].iter().zip(&b[j])) {
+            assert!(
+                mismatch(&format!("model {j}: {what}"), got, want, 0.05).is_some(),
+                "model {j}'s {what} kept"
+            );
+        }
+    }
+}
+
 /// Stacking and taking each model back out changes nothing: every parameter and running
 /// statistic, bit for bit, under the model's own ids; updated trained values come back out as
 /// that model's.

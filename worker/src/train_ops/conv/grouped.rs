@@ -278,6 +278,7 @@ mod tests {
         let weight = |c_in: usize| Tensor::<Flex, 4>::zeros([2 * 16, c_in, 3, 3], &Default::default());
         assert!(super::super::library::takes(&weight(8), 2, cudnn));
         assert!(!super::super::library::takes(&weight(3), 2, cudnn), "the image's channels");
+        assert!(super::super::library::takes(&weight(3), 2, Kernels::FAST_BF16_CUDNN), "the bf16 image");
         assert!(!super::super::library::takes(&weight(8), 2, Kernels::FAST_BF16));
         for dual_calls in [false, true] {
             node_matches_burns_grouped_conv::<Flex>(
@@ -343,13 +344,14 @@ mod tests {
     }
 
     /// The same on cuDNN's grouped convolution (`cudnn`, and with `dual` each of its two calls;
-    /// the 3-channel layer stays on the batched GEMMs).
+    /// the 3-channel layer on the batched GEMMs, or with `bimage` on the direct kernels).
     #[cfg(feature = "cuda")]
     #[test]
     #[ignore = "needs a CUDA GPU and cuDNN"]
     fn cuda_grouped_cudnn_node_matches_the_cpu_node() {
         use crate::train_ops::conv::cuda::cudnn::FORCED_CALL;
         node_on_the_gpu_matches_the_cpu("fast-bf16+cudnn".parse().unwrap(), FloatDType::BF16, 3e-2);
+        node_on_the_gpu_matches_the_cpu(Kernels::FAST_BF16_CUDNN, FloatDType::BF16, 3e-2);
         for call in [0, 1] {
             *FORCED_CALL.lock().unwrap() = Some(call);
             node_on_the_gpu_matches_the_cpu("fast-bf16+cudnn+dual".parse().unwrap(), FloatDType::BF16, 3e-2);

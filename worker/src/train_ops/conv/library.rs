@@ -21,13 +21,18 @@ use super::grouped::{by_burn_conv, weight_grad_by_gemm};
 use super::reference::{dtype_of, grouped_flipped};
 use crate::train_ops::{Kernels, to_dtype, unwrap, wrap};
 
+/// Input channels below which a layer is the image's.
+const IMAGE_CHANNELS: usize = 8;
+
 /// Whether the layer of `groups` models, `weight: [G·C_out, C_in, 3, 3]`, runs as library calls
 /// under `kernels`: the `cudnn` part and channel counts cuDNN's tensor-core kernels take
-/// (multiples of 8: not the image's 3). The part implies bf16 activations; the CUDA hooks run
-/// anything else on burn's kernels.
+/// (multiples of 8), or with `bimage` the image's layer (in bf16 on the direct kernels of the
+/// single model's image layer, which take fused models side by side). The part implies bf16
+/// activations; the CUDA hooks run anything else on burn's kernels.
 pub fn takes<B: Backend>(weight: &Tensor<B, 4>, groups: usize, kernels: Kernels) -> bool {
     let (c_in, c_out) = (weight.dims()[1], weight.dims()[0] / groups);
-    kernels.cudnn_conv && c_in.is_multiple_of(8) && c_out.is_multiple_of(8)
+    let image = kernels.bf16_image && c_in < IMAGE_CHANNELS;
+    kernels.cudnn_conv && (image || (c_in.is_multiple_of(8) && c_out.is_multiple_of(8)))
 }
 
 /// [`ConvOps::library_grouped_input_grad`]'s reference: burn's grouped `conv2d` of `dy` by each

@@ -31,11 +31,11 @@ pub fn takes(c_in: usize, c_out: usize, width: usize) -> bool {
     holds(c_in, c_out, width) && c_out.is_multiple_of(PER_THREAD)
 }
 
-/// On a `(⌈N · blocks_per_image / BLOCKS_PER_CUBE⌉)` grid of `(C_out / 2, PIXEL_THREADS)` cubes:
-/// cube `b` takes the blocks `BLOCKS_PER_CUBE · b, …` of [`ROWS`] rows ([`block_rows`]) in turn;
-/// thread `(i, j)` computes output channels `2i, 2i + 1` of a block's pixels `j, j + 8, …`.
-/// `x: [N, C_in, H, W]` and `weight: [C_out, C_in, 3, 3]` in any strides; `output: [N, H, W,
-/// C_out]` contiguous.
+/// On a `(⌈N · blocks_per_image / BLOCKS_PER_CUBE⌉, G)` grid of `(C_out / 2, PIXEL_THREADS)`
+/// cubes, `G` models' layers side by side: cube `(b, g)` takes the blocks `BLOCKS_PER_CUBE · b,
+/// …` of [`ROWS`] rows ([`block_rows`]) of model `g`'s images in turn; thread `(i, j)` computes
+/// its output channels `2i, 2i + 1` of a block's pixels `j, j + 8, …`. `x: [N, G·C_in, H, W]`
+/// and `weight: [G·C_out, C_in, 3, 3]` in any strides; `output: [N, H, W, G·C_out]` contiguous.
 #[cube(launch)]
 fn forward_kernel<X: Float, W: Float, O: Float, N: Size>(
     x: &Tensor<X>,
@@ -46,9 +46,11 @@ fn forward_kernel<X: Float, W: Float, O: Float, N: Size>(
     #[define(X, W, O)] _dtypes: [StorageType; 3],
 ) {
     let (height, width) = (x.shape(2), x.shape(3));
-    let c_out = weight.shape(0);
+    let g = CUBE_POS_Y as usize;
+    let c_out = weight.shape(0) / CUBE_COUNT_Y as usize;
     let taps = c_in * SIDE * SIDE;
-    let o = UNIT_POS_X as usize * PER_THREAD;
+    // The thread's first output channel among all models'.
+    let o = g * c_out + UNIT_POS_X as usize * PER_THREAD;
     let mut weights = Array::<f32>::new(PER_THREAD * c_in * SIDE * SIDE);
     #[unroll]
     for j in 0..PER_THREAD {
@@ -69,20 +71,21 @@ fn forward_kernel<X: Float, W: Float, O: Float, N: Size>(
     }
     let mut xs = SharedMemory::<Vector<f32, N>>::new((ROWS + 2) * TILE_WIDTH);
     let blocks = x.shape(0) * blocks_per_image;
-    let first = CUBE_POS * BLOCKS_PER_CUBE;
+    let first = CUBE_POS_X as usize * BLOCKS_PER_CUBE;
     let last = select(first + BLOCKS_PER_CUBE < blocks, first + BLOCKS_PER_CUBE, blocks);
     for block in first..last {
         let (n, y0, rows) = block_rows(block, blocks_per_image, height);
         // The previous block's reads finish before its rows are overwritten.
         sync_cube();
-        stage_rows::<X, N>(x, &mut xs, n, y0, rows, c_in);
+        stage_rows::<X, N>(x, &mut xs, n, y0, rows, g * c_in, c_in);
         sync_cube();
-        convolve_block::<O, N>(&xs, &weights, output, n, y0, rows, width, c_out, o, c_in);
+        convolve_block::<O, N>(&xs, &weights, output, n, y0, rows, width, o, c_in);
     }
 }
 
-/// Thread `(i, j)`'s outputs `o, o + 1` of the staged block's pixels `j, j + 8, …` (`weights`:
-/// the two channels' taps in registers, `xs`: the block's rows with a zero border).
+/// A thread's outputs `o, o + 1` (of `output`'s channels) of the staged block's pixels `j, j +
+/// 8, …` (`weights`: the two channels' taps in registers, `xs`: the block's rows with a zero
+/// border).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn convolve_block<O: Float, N: Size>(
@@ -93,11 +96,10 @@ fn convolve_block<O: Float, N: Size>(
     y0: usize,
     rows: usize,
     width: usize,
-    c_out: usize,
     o: usize,
     #[comptime] c_in: usize,
 ) {
-    let height = output.shape(1);
+    let (height, channels) = (output.shape(1), output.shape(3));
     let taps = c_in * SIDE * SIDE;
     let mut p = UNIT_POS_Y as usize;
     while p < rows * width {
@@ -123,7 +125,7 @@ fn convolve_block<O: Float, N: Size>(
                 }
             }
         }
-        let at = ((n * height + y0 + r) * width + px) * c_out + o;
+        let at = ((n * height + y0 + r) * width + px) * channels + o;
         #[unroll]
         for j in 0..PER_THREAD {
             output[at + j] = O::cast_from(sums[j]);
@@ -132,20 +134,22 @@ fn convolve_block<O: Float, N: Size>(
     }
 }
 
-/// `x: [N, C_in, H, W]` convolved by `weight: [C_out, C_in, 3, 3]` ([`takes`]; any layouts) into
-/// a new `[N, C_out, H, W]` of `dtype`, channels-last in memory.
-fn launch<R: CubeRuntime>([x, weight]: [CubeTensor<R>; 2], dtype: DType) -> CubeTensor<R> {
-    let [n, c_in, height, width] = x.meta.shape().dims::<4>();
-    let c_out = weight.meta.shape()[0];
+/// `groups` G layers side by side, `x: [N, G·C_in, H, W]` convolved by `weight: [G·C_out,
+/// C_in, 3, 3]` ([`takes`]; any layouts), into a new `[N, G·C_out, H, W]` of `dtype`,
+/// channels-last in memory.
+fn launch<R: CubeRuntime>([x, weight]: [CubeTensor<R>; 2], groups: usize, dtype: DType) -> CubeTensor<R> {
+    let [n, channels, height, width] = x.meta.shape().dims::<4>();
+    let (rows, c_in) = (weight.meta.shape()[0], channels / groups);
+    let c_out = rows / groups;
     let (client, device) = (x.client.clone(), x.device.clone());
-    let shape = Shape::new([n, height, width, c_out]);
+    let shape = Shape::new([n, height, width, rows]);
     let output = empty_device_contiguous_dtype(client.clone(), device, shape, dtype);
     let blocks = blocks_per_image(height);
     let cubes = (n * blocks).div_ceil(BLOCKS_PER_CUBE);
     let dtypes = [x.dtype.into(), weight.dtype.into(), dtype.into()];
     forward_kernel::launch::<R>(
         &client,
-        CubeCount::Static(cubes as u32, 1, 1),
+        CubeCount::Static(cubes as u32, groups as u32, 1),
         CubeDim::new_2d((c_out / PER_THREAD) as u32, PIXEL_THREADS as u32),
         LANES,
         x.into_tensor_arg(),
@@ -158,13 +162,14 @@ fn launch<R: CubeRuntime>([x, weight]: [CubeTensor<R>; 2], dtype: DType) -> Cube
     permute_nhwc_to_nchw(output)
 }
 
-/// The 3×3 "same" convolution, without bias, of `x: [N, C_in, H, W]` by `weight: [C_out, C_in,
-/// 3, 3]` ([`takes`]): `[N, C_out, H, W]` in `x`'s dtype (f32 sums), channels-last in memory.
-pub fn conv3x3<T: KernelTensor>(x: T, weight: T) -> T {
+/// `groups` G 3×3 "same" convolutions side by side, without bias, of `x: [N, G·C_in, H, W]` by
+/// `weight: [G·C_out, C_in, 3, 3]` ([`takes`] per model): `[N, G·C_out, H, W]` in `x`'s dtype
+/// (f32 sums), channels-last in memory.
+pub fn conv3x3<T: KernelTensor>(x: T, weight: T, groups: usize) -> T {
     let [n, _, h, w] = x.shape().dims::<4>();
     let dtype = x.dtype();
     let out = (Shape::new([n, weight.shape()[0], h, w]), dtype);
-    let launch: LaunchMany<T::Runtime, 2, 1> = Box::new(move |inputs| [launch(inputs, dtype)]);
+    let launch: LaunchMany<T::Runtime, 2, 1> = Box::new(move |inputs| [launch(inputs, groups, dtype)]);
     let [y] = custom_op_many::<T, 2, 1>("image_forward", [x, weight], [out], launch);
     y
 }

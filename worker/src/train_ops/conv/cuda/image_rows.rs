@@ -46,17 +46,20 @@ pub fn blocks_per_image(height: usize) -> usize {
     height.div_ceil(ROWS)
 }
 
-/// Stages the input rows `y0 − 1 ..= y0 + rows` of image `n` of `x: [N, C_in, H, W]` (any
+/// Stages the input rows `y0 − 1 ..= y0 + rows` of image `n` of `x: [N, C, H, W]` (any
 /// strides, any float type), columns `−1 ..= W`, into `xs` (`(ROWS + 2) × TILE_WIDTH` vectors of
-/// f32, channel `c` in lane `c`): zeros outside the image and past `c_in`. Reading the image
-/// where it lies spares the padded copy a step made of it for each kernel.
+/// f32, channel `c0 + c` in lane `c`, `c < c_in`: a fused model's image from `c0 = g · c_in`):
+/// zeros outside the image and past `c_in`. Reading the image where it lies spares the padded
+/// copy a step made of it for each kernel.
 #[cube]
+#[allow(clippy::too_many_arguments)]
 pub fn stage_rows<X: Float, N: Size>(
     x: &Tensor<X>,
     xs: &mut SharedMemory<Vector<f32, N>>,
     n: usize,
     y0: usize,
     rows: usize,
+    c0: usize,
     #[comptime] c_in: usize,
 ) {
     let (height, width) = (x.shape(2), x.shape(3));
@@ -66,7 +69,8 @@ pub fn stage_rows<X: Float, N: Size>(
         let (r, col) = (i / TILE_WIDTH, i % TILE_WIDTH);
         let mut v = Vector::<f32, N>::new(0.0f32);
         if y0 + r >= 1 && y0 + r <= height && col >= 1 && col <= width {
-            let at = n * x.stride(0) + (y0 + r - 1) * x.stride(2) + (col - 1) * x.stride(3);
+            let at =
+                n * x.stride(0) + c0 * x.stride(1) + (y0 + r - 1) * x.stride(2) + (col - 1) * x.stride(3);
             #[unroll]
             for c in 0..c_in {
                 v[c] = f32::cast_from(x[at + c * x.stride(1)]);

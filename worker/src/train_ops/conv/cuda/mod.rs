@@ -1,7 +1,8 @@
 //! The convolution's hooks on burn's CUDA backend: the im2col matrix ([`im2col`]), both
 //! convolution operands in one kernel ([`weights`]), the bf16 convolutions on tuned tilings
 //! ([`tuned`]) or on cuDNN ([`cudnn`]), the weight gradient's bf16 → f32 matmul and its group
-//! sum ([`summed_matmul`]), and the image's bf16 layer ([`image`]): its direct forward
+//! sum ([`summed_matmul`]), and the image's bf16 layer ([`image`], a model's or fused models'
+//! side by side): its direct forward
 //! ([`image_forward`]) and weight gradient ([`image_wgrad`]) on its rows staged in shared memory
 //! ([`image_rows`]), or cuDNN with its channels padded ([`pad`]).
 
@@ -82,6 +83,9 @@ macro_rules! conv_ops {
                 flipped: Option<FloatTensor<Self>>,
                 groups: usize,
             ) -> FloatTensor<Self> {
+                if image::direct_takes_grouped(&x, &operand, operand.shape()[0] / groups, groups) {
+                    return image_forward::conv3x3(x, operand, groups);
+                }
                 match (cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)), flipped) {
                     (true, None) => cudnn::grouped_conv3x3(x, operand, groups),
                     (true, Some(flipped)) => cudnn::grouped_conv3x3_fastest(x, operand, flipped, groups),
@@ -107,6 +111,9 @@ macro_rules! conv_ops {
                 dy: FloatTensor<Self>,
                 groups: usize,
             ) -> FloatTensor<Self> {
+                if image::direct_takes_grouped(&x, &dy, dy.shape()[1] / groups, groups) {
+                    return image_wgrad::weight_grad(x, dy, groups);
+                }
                 match cudnn::takes(&x, &dy, &[x.shape()[1] / groups, dy.shape()[1] / groups]) {
                     true => super::library::f32_grad::<Self>(cudnn::grouped_weight_grad(x, dy, groups)),
                     false => super::library::weight_grad_by_im2col::<Self>(x, dy, groups),
