@@ -17,8 +17,8 @@ use burn::tensor::FloatDType;
 use burn::tensor::ops::FloatTensor;
 
 use super::ConvOps;
-use super::grouped::{by_burn_conv, weight_grad_by_gemm};
-use super::reference::{dtype_of, grouped_flipped};
+use super::grouped::weight_grad_by_gemm;
+use super::reference::dtype_of;
 use crate::train_ops::{Kernels, to_dtype, unwrap, wrap};
 
 /// Input channels below which a layer is the image's.
@@ -33,16 +33,6 @@ pub fn takes<B: Backend>(weight: &Tensor<B, 4>, groups: usize, kernels: Kernels)
     let (c_in, c_out) = (weight.dims()[1], weight.dims()[0] / groups);
     let image = kernels.bf16_image && c_in < IMAGE_CHANNELS;
     kernels.cudnn_conv && (image || (c_in.is_multiple_of(8) && c_out.is_multiple_of(8)))
-}
-
-/// [`ConvOps::library_grouped_input_grad`]'s reference: burn's grouped `conv2d` of `dy` by each
-/// model's kernel transposed and flipped, `[G·C_in, C_out, 3, 3]`.
-pub fn input_grad_by_flipped<B: Backend>(
-    dy: FloatTensor<B>,
-    operand: FloatTensor<B>,
-    groups: usize,
-) -> FloatTensor<B> {
-    by_burn_conv::<B>(dy, grouped_flipped::<B>(operand, groups), groups)
 }
 
 /// [`ConvOps::library_grouped_weight_grad`]'s reference: the batched GEMMs over the grouped
@@ -62,11 +52,11 @@ struct LibraryBackward {
     groups: usize,
 }
 
-/// What the backward needs: the operand (and with `dual` the flipped kernels) when the input
-/// takes a gradient, the input when the weight does.
+/// What the backward needs: both operands when the input takes a gradient, the input when the
+/// weight does.
 #[derive(Debug, Clone)]
 struct LibraryState<B: Backend> {
-    operands: Option<(FloatTensor<B>, Option<FloatTensor<B>>)>,
+    operands: Option<(FloatTensor<B>, FloatTensor<B>)>,
     x: Option<FloatTensor<B>>,
 }
 
@@ -93,14 +83,12 @@ pub(super) fn autodiff_library<B: ConvOps, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     groups: usize,
-    dual: bool,
 ) -> FloatTensor<Autodiff<B, C>> {
     let prepared = LibraryBackward { groups }
         .prepare::<C>([x.node.clone(), weight.node.clone()])
         .compute_bound()
         .stateful();
     let [operand, flipped] = B::conv_operands(weight.primitive, groups, dtype_of::<B>(&x.primitive));
-    let flipped = dual.then_some(flipped);
     match prepared {
         OpsKind::UnTracked(prep) => {
             prep.finish(B::library_grouped_forward(x.primitive, operand, flipped, groups))
@@ -125,6 +113,9 @@ mod tests {
     use super::*;
     use burn::backend::Flex;
     use burn::tensor::Distribution;
+
+    use crate::train_ops::conv::grouped::by_burn_conv;
+    use crate::train_ops::conv::reference::grouped_flipped;
 
     /// The input-gradient pass by the flipped kernels is the convolution by the kernels: what
     /// lets cuDNN run a grouped convolution as either call.

@@ -145,21 +145,19 @@ pub trait ConvOps: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         groups: usize,
-        dual: bool,
     ) -> FloatTensor<Self> {
         let [operand, flipped] = Self::conv_operands(weight, groups, dtype_of::<Self>(&x));
-        Self::library_grouped_forward(x, operand, dual.then_some(flipped), groups)
+        Self::library_grouped_forward(x, operand, flipped, groups)
     }
 
     /// The forward of [`Self::library_grouped_conv3x3`] by `operand: [G·C_out, C_in, 3, 3]` in
-    /// `x`'s dtype, and to run as the faster of two calls its `flipped` kernels
-    /// ([`Self::conv_operands`]).
-    /// Default: burn's grouped `conv2d`; the CUDA backend: cuDNN (bf16), with `flipped` as the
-    /// faster of two calls ([`Self::conv3x3_either`]).
+    /// `x`'s dtype, with its `flipped` kernels `[G·C_in, C_out, 3, 3]` ([`Self::conv_operands`])
+    /// to run as the faster of two calls. Default: burn's grouped `conv2d` by `operand`; the CUDA
+    /// backend: cuDNN (bf16) as the faster of its two calls ([`Self::conv3x3_either`]).
     fn library_grouped_forward(
         x: FloatTensor<Self>,
         operand: FloatTensor<Self>,
-        flipped: Option<FloatTensor<Self>>,
+        flipped: FloatTensor<Self>,
         groups: usize,
     ) -> FloatTensor<Self> {
         let _ = flipped;
@@ -167,16 +165,16 @@ pub trait ConvOps: Backend {
     }
 
     /// The input gradient of [`Self::library_grouped_forward`] from `dy: [N, G·C_out, H, W]`.
-    /// Default: [`library::input_grad_by_flipped`]; the CUDA backend: cuDNN, with `flipped` as
-    /// the faster of two calls.
+    /// Default: burn's grouped `conv2d` of `dy` by `flipped`; the CUDA backend: cuDNN as the
+    /// faster of its two calls.
     fn library_grouped_input_grad(
         dy: FloatTensor<Self>,
         operand: FloatTensor<Self>,
-        flipped: Option<FloatTensor<Self>>,
+        flipped: FloatTensor<Self>,
         groups: usize,
     ) -> FloatTensor<Self> {
-        let _ = flipped;
-        library::input_grad_by_flipped::<Self>(dy, operand, groups)
+        let _ = operand;
+        grouped::by_burn_conv::<Self>(dy, flipped, groups)
     }
 
     /// The weight gradient of [`Self::library_grouped_forward`], f32 `[G·C_out, C_in, 3, 3]`.
@@ -270,9 +268,8 @@ impl<B: ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         groups: usize,
-        dual: bool,
     ) -> FloatTensor<Self> {
-        library::autodiff_library::<B, C>(x, weight, groups, dual)
+        library::autodiff_library::<B, C>(x, weight, groups)
     }
 }
 

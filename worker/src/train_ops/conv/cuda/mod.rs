@@ -80,29 +80,27 @@ macro_rules! conv_ops {
             fn library_grouped_forward(
                 x: FloatTensor<Self>,
                 operand: FloatTensor<Self>,
-                flipped: Option<FloatTensor<Self>>,
+                flipped: FloatTensor<Self>,
                 groups: usize,
             ) -> FloatTensor<Self> {
                 if image::direct_takes_grouped(&x, &operand, operand.shape()[0] / groups, groups) {
                     return image_forward::conv3x3(x, operand, groups);
                 }
-                match (cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)), flipped) {
-                    (true, None) => cudnn::grouped_conv3x3(x, operand, groups),
-                    (true, Some(flipped)) => cudnn::grouped_conv3x3_fastest(x, operand, flipped, groups),
-                    (false, _) => super::grouped::by_burn_conv::<Self>(x, operand, groups),
+                match cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)) {
+                    true => cudnn::grouped_conv3x3_fastest(x, operand, flipped, groups),
+                    false => super::grouped::by_burn_conv::<Self>(x, operand, groups),
                 }
             }
 
             fn library_grouped_input_grad(
                 dy: FloatTensor<Self>,
                 operand: FloatTensor<Self>,
-                flipped: Option<FloatTensor<Self>>,
+                flipped: FloatTensor<Self>,
                 groups: usize,
             ) -> FloatTensor<Self> {
-                match (cudnn::takes(&dy, &operand, &grouped_channels(&dy, &operand, groups)), flipped) {
-                    (true, None) => cudnn::grouped_input_grad(dy, operand, groups),
-                    (true, Some(flipped)) => cudnn::grouped_input_grad_fastest(dy, operand, flipped, groups),
-                    (false, _) => super::library::input_grad_by_flipped::<Self>(dy, operand, groups),
+                match cudnn::takes(&dy, &operand, &grouped_channels(&dy, &operand, groups)) {
+                    true => cudnn::grouped_input_grad_fastest(dy, operand, flipped, groups),
+                    false => super::grouped::by_burn_conv::<Self>(dy, flipped, groups),
                 }
             }
 

@@ -83,14 +83,6 @@ pub fn grouped_conv3x3<T: KernelTensor<Runtime = CudaRuntime>>(x: T, weight: T, 
     op("conv3x3_cudnn", [x, weight], shape, move |i| launch(i, Pass::Forward, groups))
 }
 
-/// The input gradient of [`grouped_conv3x3`] from the output gradient `dy: [N, G·C_out, H, W]`
-/// and the forward's `weight: [G·C_out, C_in, 3, 3]`: `[N, G·C_in, H, W]`, bf16.
-pub fn grouped_input_grad<T: KernelTensor<Runtime = CudaRuntime>>(dy: T, weight: T, groups: usize) -> T {
-    let [n, _, h, w] = dy.shape().dims::<4>();
-    let shape = Shape::new([n, groups * weight.shape()[1], h, w]);
-    op("conv3x3_cudnn_dgrad", [dy, weight], shape, move |i| launch(i, Pass::DataGrad, groups))
-}
-
 /// The weight gradient of [`grouped_conv3x3`] of `x: [N, G·C_in, H, W]` whose output gradient
 /// is `dy: [N, G·C_out, H, W]`: `[G·C_out, C_in, 3, 3]`, bf16 (f32 accumulation in cuDNN).
 pub fn grouped_weight_grad<T: KernelTensor<Runtime = CudaRuntime>>(x: T, dy: T, groups: usize) -> T {
@@ -115,8 +107,9 @@ pub fn grouped_conv3x3_fastest<T: KernelTensor<Runtime = CudaRuntime>>(
     })
 }
 
-/// [`grouped_input_grad`] as whichever call cuDNN times faster: the input-gradient pass by
-/// `weight`, or the forward by `flipped` (as [`grouped_conv3x3_fastest`] has them).
+/// The input gradient of [`grouped_conv3x3`] from the output gradient `dy: [N, G·C_out, H, W]`
+/// (`[N, G·C_in, H, W]`, bf16) as whichever call cuDNN times faster: the input-gradient pass by
+/// the forward's `weight`, or the forward by `flipped` (as [`grouped_conv3x3_fastest`] has them).
 pub fn grouped_input_grad_fastest<T: KernelTensor<Runtime = CudaRuntime>>(
     dy: T,
     weight: T,
