@@ -17,7 +17,7 @@ use sweep_proto::pb::{DataOptions, SubmitSweepRequest, SweepSpec};
 use tokio::sync::watch;
 use tonic::transport::Identity;
 use worker::Cifar10;
-use worker::agent::{AgentConfig, AgentError, run_agent_with};
+use worker::agent::{AgentConfig, AgentError, SlotChoice, run_agent_with};
 use worker::device::DeviceChoice;
 use worker::training::FuseChoice;
 
@@ -60,7 +60,7 @@ fn agent_config(url: &str, id: &str) -> AgentConfig {
         worker_id: id.into(),
         hostname: "gpu-01".into(),
         devices: vec![DeviceChoice::Cpu],
-        slots_per_device: 1,
+        slots: SlotChoice::Fixed(1),
         fuse: FuseChoice::Fixed(1),
         kernels: Default::default(),
         checkpoints: None,

@@ -245,7 +245,7 @@ async fn drive(
             worker_id: format!("{}-sweep-{}", resources.hostname, std::process::id()),
             hostname: resources.hostname,
             devices: resources.devices,
-            slots_per_device: args.slots.slots_per_gpu.max(1),
+            slots: args.slots.slots_per_gpu,
             fuse: args.slots.fuse,
             kernels: args.slots.kernels,
             checkpoints: Some(CheckpointSettings {

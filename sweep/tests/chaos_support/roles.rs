@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sweep_proto::connect::ClientSecurity;
 use tokio::sync::watch;
 use worker::Cifar10;
-use worker::agent::{AgentConfig, Cadence, CheckpointSettings, CheckpointTarget, run_agent_with};
+use worker::agent::{AgentConfig, Cadence, CheckpointSettings, CheckpointTarget, SlotChoice, run_agent_with};
 use worker::device::DeviceChoice;
 use worker::training::FuseChoice;
 
@@ -69,7 +69,7 @@ pub fn worker() {
         worker_id: id,
         hostname: "chaos".into(),
         devices: vec![DeviceChoice::Cpu],
-        slots_per_device: 1,
+        slots: SlotChoice::Fixed(1),
         fuse: FuseChoice::Fixed(1),
         kernels: Default::default(),
         checkpoints: Some(CheckpointSettings { target, cadence: Cadence::every(1) }),

@@ -10,7 +10,8 @@ use sweep_proto::connect::ConnectArgs;
 use tokio::sync::watch;
 
 use super::{
-    AgentConfig, AgentError, Cadence, CheckpointSettings, CheckpointTarget, Commands, run_agent_with,
+    AgentConfig, AgentError, Cadence, CheckpointSettings, CheckpointTarget, Commands, SlotChoice,
+    run_agent_with,
 };
 use crate::data::{Cifar10, DataArgs, DataError, DataSource};
 use crate::device::{DeviceChoice, DeviceError, available_devices};
@@ -25,9 +26,12 @@ pub struct SlotArgs {
     /// GPUs to use: `all` or a list like `0,1`.
     #[arg(long, env = "SWEEP_GPUS", default_value = "all")]
     pub gpus: String,
-    /// Concurrent jobs per device (each slot keeps its own model and optimizer on the device).
-    #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value_t = 1)]
-    pub slots_per_gpu: u32,
+    /// Jobs (or fused groups) each device trains side by side, each slot with its own model,
+    /// optimizer and stream: a number, or `auto` (3 on a GPU with replayed steps, as many as fit
+    /// its free memory with a batch-512 job each; 1 on the CPU, without replayed steps or where
+    /// command jobs run).
+    #[arg(long, env = "SWEEP_SLOTS_PER_GPU", default_value = "auto")]
+    pub slots_per_gpu: SlotChoice,
     /// Built-in jobs of one shape (epochs, batch size, data) each slot trains as one fused step:
     /// a number, or `auto` (jobs of a batch below 512, below 256 with replayed steps, in groups
     /// of up to 1,024 images on CUDA with cuDNN's convolutions, where fused steps were measured
@@ -161,7 +165,7 @@ pub async fn attach(args: AttachArgs) -> Result<(), AttachError> {
         worker_id: args.worker_id.unwrap_or_else(|| format!("{}-{}", local.hostname, std::process::id())),
         hostname: local.hostname,
         devices: local.devices,
-        slots_per_device: args.slots.slots_per_gpu.max(1),
+        slots: args.slots.slots_per_gpu,
         fuse: args.slots.fuse,
         kernels: args.slots.kernels,
         checkpoints: checkpoint_settings(

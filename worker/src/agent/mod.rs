@@ -12,6 +12,7 @@ pub mod command_checkpoints;
 mod ending;
 pub mod slot;
 mod slot_thread;
+pub mod slots;
 pub mod uploader;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use crate::training::{FuseChoice, FuseTarget, RunnerConfig};
 use backoff::Backoff;
 use slot::{JobStores, SlotContext, run_slot};
 use slot_thread::SlotThread;
+pub use slots::SlotChoice;
 
 /// How to reach the coordinator and what this worker offers (its credentials travel separately,
 /// see [`run_agent_with`]).
@@ -47,7 +49,8 @@ pub struct AgentConfig {
     pub worker_id: String,
     pub hostname: String,
     pub devices: Vec<DeviceChoice>,
-    pub slots_per_device: u32,
+    /// Jobs (or fused groups) each device trains side by side.
+    pub slots: SlotChoice,
     /// Implementation of the training nodes (same results, different speed), per device kind.
     pub kernels: KernelChoice,
     /// Where jobs checkpoint (a directory, local or shared between workers, or the coordinator)
@@ -190,7 +193,9 @@ pub async fn run_agent_with(
         .http2_keep_alive_interval(Duration::from_secs(30))
         .connect_lazy();
     let client = WorkerServiceClient::new(connect::authorized(channel, &security)?);
-    let slots = config.devices.len() as u32 * config.slots_per_device;
+    let plan =
+        slots::plan(&config.devices, config.slots, config.kernels, data.device_bytes(), config.commands);
+    let slots = plan.iter().map(|d| d.slots).sum();
     let identity = registration_request(&config, slots, &data);
     let Some(registration) = register(&client, &config.coordinator, &identity, shutdown.clone()).await?
     else {
@@ -221,39 +226,35 @@ pub async fn run_agent_with(
         info!("{}", crate::kernel_cache::COLD_START);
     }
     let mut slot_tasks = Vec::new();
-    for (device_index, device) in config.devices.iter().enumerate() {
-        let free = free_memory(*device);
-        for k in 0..config.slots_per_device {
-            let (dev, d) = (*device, data.clone());
-            let kernels = config.kernels.for_device(dev);
-            let runner_config = RunnerConfig { kernels, ..RunnerConfig::default() };
-            let name = format!("slot-{}", device_index as u32 * config.slots_per_device + k);
-            let thread = Arc::new(SlotThread::spawn(name).map_err(AgentError::Thread)?);
-            let runner = if config.commands == Commands::Only {
-                Box::new(NoTraining(dev))
-            } else {
-                // The runner's data set goes to the device from the thread that trains on it.
-                thread
-                    .run(move || open_runner_with(dev, d, runner_config))
-                    .await
-                    .map_err(|source| AgentError::Runner { device: device.to_string(), source })?
-            };
-            info!(device = %dev, slot = k, %kernels, "slot ready");
-            let ctx = SlotContext {
-                client: client.clone(),
-                worker_id: config.worker_id.clone(),
-                slot: device_index as u32 * config.slots_per_device + k,
-                leases: leases.clone(),
-                shutdown: shutdown.clone(),
-                shutdown_flag: shutdown_flag.clone(),
-                checkpoints: checkpoints.clone(),
-                commands: config.commands,
-                fuse: config.fuse,
-                target: FuseTarget::sharing(dev, kernels, free, config.slots_per_device, data.device_bytes()),
-                thread,
-            };
-            slot_tasks.push(tokio::spawn(run_slot(ctx, runner)));
-        }
+    let device_slots = plan.iter().flat_map(|at| std::iter::repeat_n(at, at.slots as usize));
+    for (slot, at) in (0u32..).zip(device_slots) {
+        let (dev, kernels, d) = (at.device, at.kernels, data.clone());
+        let runner_config = RunnerConfig { kernels, ..RunnerConfig::default() };
+        let thread = Arc::new(SlotThread::spawn(format!("slot-{slot}")).map_err(AgentError::Thread)?);
+        let runner = if config.commands == Commands::Only {
+            Box::new(NoTraining(dev))
+        } else {
+            // The runner's data set goes to the device from the thread that trains on it.
+            thread
+                .run(move || open_runner_with(dev, d, runner_config))
+                .await
+                .map_err(|source| AgentError::Runner { device: dev.to_string(), source })?
+        };
+        info!(device = %dev, slot, %kernels, "slot ready");
+        let ctx = SlotContext {
+            client: client.clone(),
+            worker_id: config.worker_id.clone(),
+            slot,
+            leases: leases.clone(),
+            shutdown: shutdown.clone(),
+            shutdown_flag: shutdown_flag.clone(),
+            checkpoints: checkpoints.clone(),
+            commands: config.commands,
+            fuse: config.fuse,
+            target: FuseTarget::sharing(dev, kernels, at.free, at.slots, data.device_bytes()),
+            thread,
+        };
+        slot_tasks.push(tokio::spawn(run_slot(ctx, runner)));
     }
     let mut watch_shutdown = shutdown.clone();
     while !*watch_shutdown.borrow() {
@@ -268,22 +269,6 @@ pub async fn run_agent_with(
     heartbeat.abort();
     info!(worker = %config.worker_id, "worker stopped");
     Ok(())
-}
-
-/// Bytes free on `device` before its slots start, what `--fuse auto` sizes groups by; `None`
-/// on the CPU or where the driver does not say (groups are then sized by batch alone).
-fn free_memory(device: DeviceChoice) -> Option<u64> {
-    let DeviceChoice::Cuda(index) = device else { return None };
-    match crate::device::cuda_free_memory(index) {
-        Ok(free) => {
-            info!(%device, free_mib = free >> 20, "device memory free");
-            Some(free)
-        }
-        Err(reason) => {
-            warn!(%device, %reason, "free device memory unknown; fused groups sized by batch alone");
-            None
-        }
-    }
 }
 
 /// Whether the coordinator refused the credentials themselves (retrying cannot help).

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use worker::Cifar10;
-use worker::agent::{AgentConfig, CheckpointSettings, Commands, run_agent};
+use worker::agent::{AgentConfig, CheckpointSettings, Commands, SlotChoice, run_agent};
 use worker::device::DeviceChoice;
 use worker::training::FuseChoice;
 
@@ -89,7 +89,7 @@ pub fn agent_config(
         worker_id: id.into(),
         hostname: "test-host".into(),
         devices: vec![DeviceChoice::Cpu],
-        slots_per_device: 1,
+        slots: SlotChoice::Fixed(1),
         fuse: FuseChoice::Fixed(1),
         kernels: Default::default(),
         checkpoints,
