@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod augment;
+pub mod auto_count;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;

@@ -60,23 +60,18 @@ impl std::str::FromStr for SlotChoice {
 
     /// `auto` or a whole number of slots, at least 1.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "auto" {
-            return Ok(SlotChoice::Auto);
-        }
-        match s.parse::<u32>() {
-            Ok(0) => Err("--slots-per-gpu 0: at least one slot a device".to_owned()),
-            Ok(n) => Ok(SlotChoice::Fixed(n)),
-            Err(_) => Err(format!("--slots-per-gpu {s:?}: expected auto or a number of slots (1, 2, …)")),
-        }
+        let count = crate::auto_count::parse(s, "--slots-per-gpu", "slots", "at least one slot a device")?;
+        Ok(count.map_or(SlotChoice::Auto, SlotChoice::Fixed))
     }
 }
 
 impl std::fmt::Display for SlotChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SlotChoice::Auto => f.write_str("auto"),
-            SlotChoice::Fixed(n) => write!(f, "{n}"),
-        }
+        let count = match self {
+            SlotChoice::Auto => None,
+            SlotChoice::Fixed(n) => Some(*n),
+        };
+        crate::auto_count::write(count, f)
     }
 }
 

@@ -132,23 +132,19 @@ impl std::str::FromStr for FuseChoice {
 
     /// `auto` or a whole number of jobs, at least 1.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "auto" {
-            return Ok(FuseChoice::Auto);
-        }
-        match s.parse::<u32>() {
-            Ok(0) => Err("--fuse 0: at least one job a step (1 trains one job at a time)".to_owned()),
-            Ok(k) => Ok(FuseChoice::Fixed(k)),
-            Err(_) => Err(format!("--fuse {s:?}: expected auto or a number of jobs (1, 2, …)")),
-        }
+        let zero = "at least one job a step (1 trains one job at a time)";
+        let count = crate::auto_count::parse(s, "--fuse", "jobs", zero)?;
+        Ok(count.map_or(FuseChoice::Auto, FuseChoice::Fixed))
     }
 }
 
 impl std::fmt::Display for FuseChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FuseChoice::Auto => f.write_str("auto"),
-            FuseChoice::Fixed(k) => write!(f, "{k}"),
-        }
+        let count = match self {
+            FuseChoice::Auto => None,
+            FuseChoice::Fixed(k) => Some(*k),
+        };
+        crate::auto_count::write(count, f)
     }
 }
 
