@@ -16,13 +16,10 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::ops::FloatTensor;
 
-use super::ConvOps;
 use super::grouped::weight_grad_by_gemm;
 use super::reference::dtype_of;
+use super::{ConvOps, IMAGE_CHANNELS};
 use crate::train_ops::{Kernels, to_dtype, unwrap, wrap};
-
-/// Input channels below which a layer is the image's.
-const IMAGE_CHANNELS: usize = 8;
 
 /// Whether the layer of `groups` models, `weight: [G·C_out, C_in, 3, 3]`, runs as library calls
 /// under `kernels`: the `cudnn` part and channel counts cuDNN's tensor-core kernels take

@@ -45,6 +45,12 @@ use reference::{dtype_of, weight_grad};
 /// left the fused step's fast data-gradient algorithm out.
 pub const CUDNN_WORKSPACE_BYTES: u64 = 1 << 30;
 
+/// Input channels below which a convolution is the image's layer, which cuDNN takes in sets
+/// without `xgemm` (in place of that part's im2col matrix and two f32 matmuls, 346 µs a step on
+/// an H100 under Nsight Compute): in f32, or in bf16 with its channels padded to this many; fused
+/// groups' bf16 image layers run on the single model's direct kernels.
+pub const IMAGE_CHANNELS: usize = 8;
+
 /// The convolution's operations as backend methods: the defaults are burn's ops
 /// ([`reference`]); `Autodiff<B>` runs [`ConvOps::conv3x3_same`] as the custom node, burn's CUDA
 /// backend the hooks as CubeCL kernels (`cuda`).

@@ -31,11 +31,7 @@ use call::{Conv3x3, Either, Pass, Precision};
 pub use ffi::FORCED_CALL;
 pub use ffi::library_version;
 
-/// Input channels below which a convolution is the image's layer, which cuDNN takes in sets
-/// without `xgemm` (in place of that part's im2col matrix and two f32 matmuls, 346 µs a step on
-/// an H100 under Nsight Compute): in f32 ([`takes_image`]), or in bf16 with its channels padded
-/// to this many ([`image`]).
-pub const IMAGE_CHANNELS: usize = 8;
+pub use crate::train_ops::conv::IMAGE_CHANNELS;
 
 /// Whether cuDNN takes a pass over the operands `a` and `b` whose per-model channel counts are
 /// `channels`: bf16 operands and every count a multiple of 8 (its tensor-core kernels for
