@@ -3,7 +3,8 @@
 //! without losing a measured epoch, stops a job the user cancels, and when stopped hands its job
 //! back so another worker continues it from the checkpoint (in a shared directory or on the
 //! coordinator) with an uninterrupted run's metrics; a slot that fuses trains the queued jobs
-//! of one shape together and hands back a job of another shape.
+//! of one shape together and hands back a job of another shape, and slots that fuse share the
+//! queued jobs.
 
 mod cluster;
 
@@ -16,9 +17,10 @@ use cluster::{
 };
 use coordinator::Config;
 use sweep_proto::pb::{
-    CancelSweepRequest, DataOptions, GetJobRequest, ListJobsRequest, SubmitSweepRequest, SweepSpec,
+    CancelSweepRequest, DataOptions, GetJobRequest, ListJobsRequest, ListWorkersRequest, SubmitSweepRequest,
+    SweepSpec,
 };
-use worker::agent::{self, Cadence, CheckpointSettings, CheckpointTarget, Commands};
+use worker::agent::{self, Cadence, CheckpointSettings, CheckpointTarget, Commands, SlotChoice};
 use worker::training::FuseChoice;
 
 fn spec(name: &str, seeds: Vec<u64>, epochs: u32) -> SweepSpec {
@@ -108,6 +110,40 @@ async fn a_fusing_slot_trains_the_jobs_of_one_shape_together_and_hands_back_anot
     let job = c.get_job(GetJobRequest { job_id: jobs.into_inner().jobs[0].id }).await.unwrap().into_inner();
     assert_eq!(job.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), vec![1, 2]);
 
+    stop.send(true).unwrap();
+    agent.await.unwrap().unwrap();
+    server.shutdown().await;
+}
+
+/// Two slots that fuse up to four jobs and four queued jobs of one shape: each slot trains two,
+/// so neither slot stays idle while the other trains all four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fusing_slots_share_the_queued_jobs() {
+    let (_dir, server) = start_fresh_server().await;
+    let mut c = client(server.addr).await;
+    let mut shared = spec("shared", vec![0, 1], 500);
+    shared.variants.push("normal_lr1e-3".into());
+    c.submit_sweep(SubmitSweepRequest { spec: Some(shared) }).await.unwrap();
+    let (stop, agent) = start_agent_with(agent::AgentConfig {
+        fuse: FuseChoice::Fixed(4),
+        slots: SlotChoice::Fixed(2),
+        ..agent_config(server.addr, "sharing-worker", None, Commands::Refuse)
+    });
+
+    wait_for(server.addr, "shared", Duration::from_secs(120), |s| s.running == 4).await;
+    let start = std::time::Instant::now();
+    let idle = loop {
+        let workers = c.list_workers(ListWorkersRequest {}).await.unwrap().into_inner().workers;
+        let idle = workers[0].idle_slots;
+        if idle == 0 || start.elapsed() > Duration::from_secs(30) {
+            break idle;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(idle, 0, "both slots train two jobs each");
+
+    c.cancel_sweep(CancelSweepRequest { sweep: "shared".into() }).await.unwrap();
+    wait_for(server.addr, "shared", Duration::from_secs(30), |s| s.cancelled == 4).await;
     stop.send(true).unwrap();
     agent.await.unwrap().unwrap();
     server.shutdown().await;

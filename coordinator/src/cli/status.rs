@@ -104,11 +104,12 @@ pub fn format_worker(w: &pb::Worker, now_ms: i64, lease_ttl_ms: u32) -> String {
     let ago = (now_ms - w.last_seen_ms).max(0);
     let state = if is_gone(w.last_seen_ms, now_ms, lease_ttl_ms) { "gone" } else { "live" };
     format!(
-        "worker {:<24} {state}  host {:<16} gpus [{}] slots {} running {} last seen {} ago",
+        "worker {:<24} {state}  host {:<16} gpus [{}] slots {} ({} idle) running {} last seen {} ago",
         printable(&w.id),
         printable(&w.hostname),
         printable(&w.gpus.join(", ")),
         w.slots,
+        w.idle_slots,
         w.running_jobs,
         ago_text(ago)
     )
@@ -226,7 +227,14 @@ mod tests {
     fn workers_unseen_for_ten_ttls_are_gone() {
         assert!(!is_gone(0, 300_000, 30_000), "exactly ten TTLs: still live");
         assert!(is_gone(0, 300_001, 30_000));
-        let w = pb::Worker { id: "gpu-1".into(), last_seen_ms: 1_000, ..Default::default() };
+        let w = pb::Worker {
+            id: "gpu-1".into(),
+            last_seen_ms: 1_000,
+            slots: 3,
+            idle_slots: 2,
+            ..Default::default()
+        };
+        assert!(format_worker(&w, 1_500, 30_000).contains("slots 3 (2 idle)"));
         assert!(
             format_worker(&w, 1_500, 30_000).contains("live")
                 && format_worker(&w, 1_500, 30_000).contains("500 ms ago")

@@ -16,9 +16,18 @@ use crate::error::Result;
 /// job (and the VALUES rows for each) instead of looking each row's job up by primary key, which
 /// made the writer CPU-bound. The rowid lookup stays allowed; `hot_statements_use_primary_keys`
 /// checks the plans.
+/// `kinds` as an SQL list: the enum's constant names, never a caller's text.
+fn kind_list(kinds: &[JobKind]) -> String {
+    kinds.iter().map(|k| format!("'{}'", k.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+/// How many jobs of `kinds` are queued.
+pub(crate) fn queued_sql(kinds: &[JobKind]) -> String {
+    format!("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND kind IN ({})", kind_list(kinds))
+}
+
 pub(crate) fn claim_sql(shape: usize, kinds: &[JobKind]) -> String {
-    // Anonymous `?` in text order: the VALUES rows, the LIMIT, then now. The kinds are constants.
-    let kinds: Vec<String> = kinds.iter().map(|k| format!("'{}'", k.as_str())).collect();
+    // Anonymous `?` in text order: the VALUES rows, the LIMIT, then now.
     let mut sql = String::from("WITH v(rn, w, tok, exp) AS (VALUES ");
     for i in 0..shape {
         sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
@@ -30,7 +39,7 @@ pub(crate) fn claim_sql(shape: usize, kinds: &[JobKind]) -> String {
          lease_expires_at_ms = c.exp, started_at_ms = COALESCE(started_at_ms, ?) \
          FROM (SELECT q.id AS jid, v.w, v.tok, v.exp FROM q JOIN v ON v.rn = q.rn) AS c \
          WHERE jobs.id = c.jid AND jobs.state = 'queued' RETURNING {}",
-        kinds.join(", "),
+        kind_list(kinds),
         job_cols!()
     ));
     sql

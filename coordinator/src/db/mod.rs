@@ -32,7 +32,7 @@ pub use tx::Tx;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
-use sweep_proto::domain::{Fence, JobId, JobState, StoredEpoch, Worker};
+use sweep_proto::domain::{Fence, JobId, JobKind, JobState, StoredEpoch, Worker};
 
 use crate::error::{Error, Result};
 use jobs::{LeaseHolder, StateTotals, StoredJob};
@@ -308,6 +308,15 @@ impl Database {
     /// Stored epoch rows, of every sweep.
     pub async fn epoch_rows(&self) -> Result<i64> {
         let sql = "SELECT COUNT(*) FROM epochs";
+        Ok(match self {
+            Database::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.reader()).await?,
+            Database::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p.pool()).await?,
+        })
+    }
+
+    /// Jobs of `kinds` waiting in the queue, over every sweep.
+    pub async fn queued_jobs(&self, kinds: &[JobKind]) -> Result<i64> {
+        let sql = sqlx::AssertSqlSafe(job_batches::queued_sql(kinds));
         Ok(match self {
             Database::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.reader()).await?,
             Database::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p.pool()).await?,

@@ -129,8 +129,8 @@ where
     E: Executor<'c, Database = Sqlite>,
 {
     let rows = sqlx::query!(
-        r#"SELECT w.id, w.hostname, w.gpus_json, w.slots, w.registered_at_ms, w.last_seen_ms, w.data_files_json,
-           (SELECT COUNT(*) FROM jobs j WHERE j.worker_id = w.id AND j.state = 'running')
+        r#"SELECT w.id, w.hostname, w.gpus_json, w.slots, w.idle_slots, w.registered_at_ms, w.last_seen_ms,
+           w.data_files_json, (SELECT COUNT(*) FROM jobs j WHERE j.worker_id = w.id AND j.state = 'running')
                AS "running_jobs!: i64"
            FROM workers w ORDER BY w.last_seen_ms DESC, w.id"#
     )
@@ -143,6 +143,7 @@ where
                 hostname: w.hostname,
                 gpus_json: w.gpus_json,
                 slots: w.slots,
+                idle_slots: w.idle_slots,
                 registered_at_ms: w.registered_at_ms,
                 last_seen_ms: w.last_seen_ms,
                 data_files_json: w.data_files_json,
@@ -160,6 +161,7 @@ pub(crate) struct WorkerRow {
     pub hostname: String,
     pub gpus_json: String,
     pub slots: i64,
+    pub idle_slots: i64,
     pub registered_at_ms: i64,
     pub last_seen_ms: i64,
     pub data_files_json: String,
@@ -176,6 +178,7 @@ impl WorkerRow {
             gpus: serde_json::from_str(&w.gpus_json).map_err(|e| bad("gpus_json", &e))?,
             slots: u32::try_from(w.slots).map_err(|e| bad("slots", &e))?,
             running_jobs: u32::try_from(w.running_jobs).map_err(|e| bad("running job count", &e))?,
+            idle_slots: u32::try_from(w.idle_slots).map_err(|e| bad("idle_slots", &e))?,
             data_files: files_from_json(&w.data_files_json).map_err(|e| bad("data_files_json", &e))?,
             id: w.id,
             hostname: w.hostname,

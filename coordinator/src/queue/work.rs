@@ -68,6 +68,12 @@ impl Queue {
         Ok(Some(self.assignment(&stored, &spec)?))
     }
 
+    /// Jobs of `kinds` (sorted, distinct, not empty) still queued, over every sweep.
+    pub async fn queued(&self, kinds: &[JobKind]) -> Result<u32> {
+        let count = self.db.queued_jobs(kinds).await?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
     fn assignment(&self, stored: &StoredJob, spec: &SweepSpec) -> Result<JobAssignment> {
         let job = &stored.job;
         let lease_token = stored

@@ -107,11 +107,16 @@ impl WorkerService for WorkerApi {
         let req = request.into_inner();
         checked_id("worker_id", &req.worker_id)?;
         let kinds = kinds_from_wire(&req.kinds)?;
-        let response = match self.shared.queue.lease(req.worker_id, kinds, &by).await? {
-            Some(assignment) => pb::LeaseJobResponse { job: Some(assignment.into()), retry_after_ms: 0 },
+        let response = match self.shared.queue.lease(req.worker_id, kinds.clone(), &by).await? {
+            Some(assignment) => pb::LeaseJobResponse {
+                job: Some(assignment.into()),
+                retry_after_ms: 0,
+                queued: Some(self.shared.queue.queued(&kinds).await?),
+            },
             None => pb::LeaseJobResponse {
                 job: None,
                 retry_after_ms: millis(self.shared.config.idle_retry_after),
+                queued: None,
             },
         };
         Ok(Response::new(response))

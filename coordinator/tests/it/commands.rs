@@ -204,3 +204,35 @@ async fn a_command_sweep_gets_the_report_grouped_by_a_parameter_on_its_objective
     assert!(!dir.path().join("r2").exists());
     server.stop().await;
 }
+
+/// A granted lease says how many jobs of the slot's kinds are still queued (what a fusing slot
+/// shares with the worker's idle slots); a heartbeat's idle slot count shows in the worker list.
+#[tokio::test]
+async fn a_lease_counts_the_jobs_of_its_kinds_still_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), fast_config()).await;
+    let (mut sweeps, mut workers) = (server.sweeps().await, server.workers().await);
+    let builtin = spec("cnn", &["normal_lr1e-3"], &[0, 1], 2);
+    sweeps.submit_sweep(pb::SubmitSweepRequest { spec: Some(builtin) }).await.unwrap();
+    sweeps.submit_sweep(pb::SubmitSweepRequest { spec: Some(command_spec("byo")) }).await.unwrap();
+    register(&mut workers, "w").await;
+    let w = &mut workers;
+    // Two built-in jobs and four commands: the count is of the request's kinds only.
+    assert_eq!(queued_after(w, &[pb::JobKind::Builtin]).await, (true, Some(1)));
+    assert_eq!(queued_after(w, &[pb::JobKind::Command]).await, (true, Some(3)));
+    assert_eq!(queued_after(w, &[pb::JobKind::Builtin, pb::JobKind::Command]).await, (true, Some(3)));
+    assert_eq!(queued_after(w, &[pb::JobKind::Builtin]).await, (false, None), "none left to lease");
+
+    workers
+        .heartbeat(pb::HeartbeatRequest { worker_id: "w".into(), leases: vec![], idle_slots: 1 })
+        .await
+        .unwrap();
+    let listed = sweeps.list_workers(pb::ListWorkersRequest {}).await.unwrap().into_inner().workers;
+    assert_eq!((listed[0].slots, listed[0].idle_slots), (1, 1));
+}
+
+/// Whether a lease for `kinds` was granted, and the queued count it came with.
+async fn queued_after(w: &mut Workers, kinds: &[pb::JobKind]) -> (bool, Option<u32>) {
+    let granted = w.lease_job(lease_request("w", kinds)).await.unwrap().into_inner();
+    (granted.job.is_some(), granted.queued)
+}

@@ -18,6 +18,7 @@ impl From<Worker> for pb::Worker {
             registered_at_ms: w.registered_at_ms,
             last_seen_ms: w.last_seen_ms,
             running_jobs: w.running_jobs,
+            idle_slots: w.idle_slots,
             data_files: w.data_files.into_iter().map(pb::DataFile::from).collect(),
         }
     }

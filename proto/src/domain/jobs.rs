@@ -95,6 +95,8 @@ pub struct Worker {
     pub registered_at_ms: i64,
     pub last_seen_ms: i64,
     pub running_jobs: u32,
+    /// Slots not training a job, as of its last heartbeat.
+    pub idle_slots: u32,
     /// The data files it verified when it last registered.
     pub data_files: Vec<DataFile>,
 }

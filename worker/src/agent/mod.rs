@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod command;
 pub mod command_checkpoints;
 mod ending;
+pub mod share;
 pub mod slot;
 mod slot_thread;
 pub mod slots;
@@ -36,6 +37,7 @@ use crate::device::DeviceChoice;
 use crate::train_ops::KernelChoice;
 use crate::training::{FuseChoice, FuseTarget, RunnerConfig};
 use backoff::Backoff;
+use share::SlotBoard;
 use slot::{JobStores, SlotContext, run_slot};
 use slot_thread::SlotThread;
 pub use slots::SlotChoice;
@@ -214,12 +216,12 @@ pub async fn run_agent_with(
         };
         (stores, c.cadence)
     });
+    let board = SlotBoard::new(slots);
     let heartbeat = tokio::spawn(heartbeat_loop(
         client.clone(),
-        config.clone(),
-        identity,
+        (config.clone(), identity),
         Duration::from_millis(u64::from(registration.heartbeat_interval_ms.max(100))),
-        leases.clone(),
+        (leases.clone(), board.clone()),
         shutdown.clone(),
     ));
     if crate::kernel_cache::starts_cold_on(&config.devices) {
@@ -246,6 +248,7 @@ pub async fn run_agent_with(
             worker_id: config.worker_id.clone(),
             slot,
             leases: leases.clone(),
+            board: board.clone(),
             shutdown: shutdown.clone(),
             shutdown_flag: shutdown_flag.clone(),
             checkpoints: checkpoints.clone(),
@@ -325,10 +328,9 @@ async fn register(
 /// re-registers if the coordinator forgot this worker (e.g. a fresh database).
 async fn heartbeat_loop(
     client: WorkerServiceClient<AuthChannel>,
-    config: AgentConfig,
-    identity: RegisterWorkerRequest,
+    (config, identity): (AgentConfig, RegisterWorkerRequest),
     interval: Duration,
-    leases: Arc<LeaseTable>,
+    (leases, board): (Arc<LeaseTable>, Arc<SlotBoard>),
     shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -338,7 +340,7 @@ async fn heartbeat_loop(
         let held = leases.fences();
         let request = HeartbeatRequest {
             worker_id: identity.worker_id.clone(),
-            idle_slots: identity.slots.saturating_sub(held.len() as u32),
+            idle_slots: board.idle(),
             leases: held.into_iter().map(pb::Fence::from).collect(),
         };
         match client.clone().heartbeat(request).await {

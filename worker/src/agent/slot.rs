@@ -20,6 +20,7 @@ use super::backoff::Backoff;
 use super::command::{StopRequest, run_command};
 use super::command_checkpoints::Mirror;
 use super::ending::{Tracked, conclude, release};
+use super::share::{SlotBoard, group_share};
 use super::slot_thread::SlotThread;
 use super::uploader::upload_epochs;
 use super::{Commands, LeaseTable};
@@ -36,6 +37,8 @@ pub struct SlotContext {
     pub worker_id: String,
     pub slot: u32,
     pub leases: Arc<LeaseTable>,
+    /// Which of the worker's slots are training (a fusing slot leaves the idle ones a share).
+    pub board: Arc<SlotBoard>,
     pub shutdown: watch::Receiver<bool>,
     /// Mirror of `shutdown` readable from the blocking training thread.
     pub shutdown_flag: Arc<AtomicBool>,
@@ -131,8 +134,14 @@ pub async fn run_slot(ctx: SlotContext, mut runner: Box<dyn JobRunner>) -> Box<d
             sleep_or_shutdown(wait, &mut shutdown).await;
             continue;
         };
+        // Counted before this slot trains: it is one of the idle slots the queue is shared by.
+        let idle = ctx.board.idle();
+        let _training = ctx.board.training();
         match JobAssignment::try_from(job) {
-            Ok(assignment) => runner = run_job(&ctx, runner, fill_group(&ctx, assignment).await).await,
+            Ok(assignment) => {
+                let group = fill_group(&ctx, assignment, (lease.queued, idle)).await;
+                runner = run_job(&ctx, runner, group).await;
+            }
             Err(e) => error!(slot = ctx.slot, error = %e, "coordinator sent an invalid job; skipping"),
         }
     }
@@ -149,18 +158,23 @@ pub(super) async fn sleep_or_shutdown(wait: Duration, shutdown: &mut watch::Rece
 
 /// The leased `first` job and, when it is built in and the slot's group size for it
 /// ([`FuseChoice::group_size`]) is more than one, more queued built-in jobs that can train in
-/// one step with it ([`fuses_with`]), up to that size. The first leased job that does not fit
-/// is handed back for the next group.
-async fn fill_group(ctx: &SlotContext, first: JobAssignment) -> Vec<JobAssignment> {
+/// one step with it ([`fuses_with`]), up to that size or the slot's share of the jobs `queued`
+/// after `first` among the worker's `idle` slots ([`group_share`]). The first leased job that
+/// does not fit is handed back for the next group.
+async fn fill_group(
+    ctx: &SlotContext,
+    first: JobAssignment,
+    (queued, idle): (Option<u32>, u32),
+) -> Vec<JobAssignment> {
     let (lead, size) = match TrainJob::try_from(&first) {
         Ok(lead) if first.command.is_none() => {
             let size = ctx.fuse.group_size(lead.batch_size, lead.data.width_multiplier, ctx.target);
-            (lead, size as usize)
+            (lead, group_share(size, queued, idle) as usize)
         }
         _ => return vec![first],
     };
     if size > 1 {
-        info!(slot = ctx.slot, job = first.fence.job_id, size, fuse = %ctx.fuse, "filling a fused group");
+        info!(slot = ctx.slot, job = first.fence.job_id, size, ?queued, idle, fuse = %ctx.fuse, "filling a fused group");
     }
     let mut group = vec![first];
     while group.len() < size && !ctx.shutdown_flag.load(Ordering::Relaxed) {

@@ -261,7 +261,7 @@ class SweepSummary(_message.Message):
     def __init__(self, spec: _Optional[_Union[SweepSpec, _Mapping]] = ..., created_at_ms: _Optional[int] = ..., jobs_total: _Optional[int] = ..., queued: _Optional[int] = ..., running: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., epochs_done: _Optional[int] = ..., epochs_total: _Optional[int] = ..., progress_percent: _Optional[float] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("id", "hostname", "gpus", "slots", "registered_at_ms", "last_seen_ms", "running_jobs", "data_files")
+    __slots__ = ("id", "hostname", "gpus", "slots", "registered_at_ms", "last_seen_ms", "running_jobs", "data_files", "idle_slots")
     ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +270,7 @@ class Worker(_message.Message):
     LAST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     DATA_FILES_FIELD_NUMBER: _ClassVar[int]
+    IDLE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     hostname: str
     gpus: _containers.RepeatedScalarFieldContainer[str]
@@ -278,7 +279,8 @@ class Worker(_message.Message):
     last_seen_ms: int
     running_jobs: int
     data_files: _containers.RepeatedCompositeFieldContainer[DataFile]
-    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., registered_at_ms: _Optional[int] = ..., last_seen_ms: _Optional[int] = ..., running_jobs: _Optional[int] = ..., data_files: _Optional[_Iterable[_Union[DataFile, _Mapping]]] = ...) -> None: ...
+    idle_slots: int
+    def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., slots: _Optional[int] = ..., registered_at_ms: _Optional[int] = ..., last_seen_ms: _Optional[int] = ..., running_jobs: _Optional[int] = ..., data_files: _Optional[_Iterable[_Union[DataFile, _Mapping]]] = ..., idle_slots: _Optional[int] = ...) -> None: ...
 
 class Fence(_message.Message):
     __slots__ = ("job_id", "attempt", "lease_token")
@@ -475,12 +477,14 @@ class LeaseJobRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., slot: _Optional[int] = ..., kinds: _Optional[_Iterable[_Union[JobKind, str]]] = ...) -> None: ...
 
 class LeaseJobResponse(_message.Message):
-    __slots__ = ("job", "retry_after_ms")
+    __slots__ = ("job", "retry_after_ms", "queued")
     JOB_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
     job: JobAssignment
     retry_after_ms: int
-    def __init__(self, job: _Optional[_Union[JobAssignment, _Mapping]] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+    queued: int
+    def __init__(self, job: _Optional[_Union[JobAssignment, _Mapping]] = ..., retry_after_ms: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
 
 class JobAssignment(_message.Message):
     __slots__ = ("fence", "sweep", "variant", "seed", "epochs", "batch_size", "learning_rate", "data", "lease_ttl_ms", "epochs_stored", "command")
