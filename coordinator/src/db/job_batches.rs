@@ -11,21 +11,28 @@ use sweep_proto::domain::{Direction, Fence, JobId, JobKind, PlannedJob, SweepSpe
 use super::jobs::{self, JobRow, StoredJob, job_cols};
 use crate::error::Result;
 
-/// The multi-row statements below name the updated `jobs` `NOT INDEXED`: otherwise SQLite's
-/// planner (3.51) drives them from the `(state, lease_expires_at_ms)` index, walking every running
-/// job (and the VALUES rows for each) instead of looking each row's job up by primary key, which
-/// made the writer CPU-bound. The rowid lookup stays allowed; `hot_statements_use_primary_keys`
-/// checks the plans.
 /// `kinds` as an SQL list: the enum's constant names, never a caller's text.
 fn kind_list(kinds: &[JobKind]) -> String {
     kinds.iter().map(|k| format!("'{}'", k.as_str())).collect::<Vec<_>>().join(", ")
 }
 
-/// How many jobs of `kinds` are queued.
+/// Most queued jobs [`queued_sql`] counts: a worker only shares out a short queue, and a count
+/// of a long one would cost every lease a walk over it.
+pub const QUEUED_COUNT_CAP: u32 = 4096;
+
+/// How many jobs of `kinds` are queued, up to [`QUEUED_COUNT_CAP`].
 pub(crate) fn queued_sql(kinds: &[JobKind]) -> String {
-    format!("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND kind IN ({})", kind_list(kinds))
+    format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND kind IN ({}) LIMIT {QUEUED_COUNT_CAP}) AS q",
+        kind_list(kinds)
+    )
 }
 
+/// The multi-row statements below name the updated `jobs` `NOT INDEXED`: otherwise SQLite's
+/// planner (3.51) drives them from the `(state, lease_expires_at_ms)` index, walking every running
+/// job (and the VALUES rows for each) instead of looking each row's job up by primary key, which
+/// made the writer CPU-bound. The rowid lookup stays allowed; `hot_statements_use_primary_keys`
+/// checks the plans.
 pub(crate) fn claim_sql(shape: usize, kinds: &[JobKind]) -> String {
     // Anonymous `?` in text order: the VALUES rows, the LIMIT, then now.
     let mut sql = String::from("WITH v(rn, w, tok, exp) AS (VALUES ");

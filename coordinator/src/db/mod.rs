@@ -314,7 +314,7 @@ impl Database {
         })
     }
 
-    /// Jobs of `kinds` waiting in the queue, over every sweep.
+    /// Jobs of `kinds` waiting in the queue, over every sweep (up to a cap: [`job_batches::queued_sql`]).
     pub async fn queued_jobs(&self, kinds: &[JobKind]) -> Result<i64> {
         let sql = sqlx::AssertSqlSafe(job_batches::queued_sql(kinds));
         Ok(match self {

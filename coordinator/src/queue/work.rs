@@ -68,7 +68,8 @@ impl Queue {
         Ok(Some(self.assignment(&stored, &spec)?))
     }
 
-    /// Jobs of `kinds` (sorted, distinct, not empty) still queued, over every sweep.
+    /// Jobs of `kinds` (sorted, distinct, not empty) still queued, over every sweep, up to
+    /// [`db::job_batches::QUEUED_COUNT_CAP`].
     pub async fn queued(&self, kinds: &[JobKind]) -> Result<u32> {
         let count = self.db.queued_jobs(kinds).await?;
         Ok(u32::try_from(count).unwrap_or(u32::MAX))

@@ -29,6 +29,25 @@ async fn concurrent_leases_hand_out_each_job_exactly_once() {
     server.stop().await;
 }
 
+/// The queued count a lease carries stops at its cap: a long queue costs a lease no longer walk.
+#[tokio::test]
+async fn a_leases_queued_count_stops_at_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), coordinator::Config::default()).await;
+    let (mut sweeps, mut workers) = (server.sweeps().await, server.workers().await);
+    let seeds: Vec<u64> = (0..4100).collect();
+    assert_eq!(
+        submit(&mut sweeps, spec("long", &["normal_lr1e-3"], &seeds, 1)).await.unwrap().jobs_created,
+        4100
+    );
+    register(&mut workers, "w").await;
+    let request = pb::LeaseJobRequest { worker_id: "w".into(), slot: 0, ..Default::default() };
+    let granted = workers.lease_job(request).await.unwrap().into_inner();
+    assert!(granted.job.is_some());
+    assert_eq!(granted.queued, Some(4096), "4,099 queued, counted up to 4,096");
+    server.stop().await;
+}
+
 async fn wait_for_state(sweeps: &mut Sweeps, id: i64, want: pb::JobState, attempt: u32) -> pb::Job {
     for _ in 0..100 {
         let j = job(sweeps, id).await.job.unwrap();

@@ -72,8 +72,8 @@ where
     E: Executor<'c, Database = Postgres>,
 {
     let rows: Vec<WorkerRow> = sqlx::query_as(
-        "SELECT w.id, w.hostname, w.gpus_json, w.slots, w.idle_slots, w.registered_at_ms, w.last_seen_ms, w.data_files_json, \
-         (SELECT COUNT(*) FROM jobs j WHERE j.worker_id = w.id AND j.state = 'running') AS running_jobs \
+        "SELECT w.id, w.hostname, w.gpus_json, w.slots, w.idle_slots, w.registered_at_ms, w.last_seen_ms, \
+         w.data_files_json, (SELECT COUNT(*) FROM jobs j WHERE j.worker_id = w.id AND j.state = 'running') AS running_jobs \
          FROM workers w ORDER BY w.last_seen_ms DESC, w.id",
     )
     .fetch_all(ex)
