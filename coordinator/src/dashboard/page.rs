@@ -182,7 +182,7 @@ pub fn live_part(
         );
     }
     out.push_str("</table></div>\n<h2>Workers</h2>\n<div class=\"scroll\"><table id=\"workers\"><tr><th>worker</th>\
-                  <th>host</th><th>devices</th><th>last heartbeat</th><th>running here</th><th>images/s</th></tr>\n");
+                  <th>host</th><th>devices</th><th>slots idle</th><th>last heartbeat</th><th>running here</th><th>images/s</th></tr>\n");
     for w in &view.workers {
         let running: Vec<String> = view
             .input
@@ -200,10 +200,12 @@ pub fn live_part(
             .fold(0.0, |sum, e| sum + e.images_per_sec);
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0} s ago</td><td>{}</td><td>{:.0}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{:.0} s ago</td><td>{}</td><td>{:.0}</td></tr>",
             escape(&w.id),
             escape(&w.hostname),
             escape(&w.gpus.join(", ")),
+            w.idle_slots,
+            w.slots,
             ((now_ms - w.last_seen_ms) as f64 / 1000.0).max(0.0),
             if running.is_empty() { "–".to_owned() } else { running.join(", ") },
             images

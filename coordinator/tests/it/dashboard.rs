@@ -278,6 +278,8 @@ async fn a_command_sweep_is_drawn_on_its_objective_for_each_parameter_point() {
         "{page}"
     );
     assert!(page.contains("lr=0.01") && page.contains("<th>lowest val_loss</th>"), "{page}");
+    // The worker registered one slot and reported none busy since.
+    assert!(page.contains("<th>slots idle</th>") && page.contains("<td>1 of 1</td>"), "{page}");
     let (status, index) = get(served.http, "/sweeps/byo/report/index.html", None).await;
     assert!(status == 200 && index.contains("Lowest validation loss per variant"), "{status}: {index}");
     let (status, page) = get(served.http, "/sweeps/bare", None).await;
