@@ -219,9 +219,11 @@ pub async fn run_agent_with(
     let board = SlotBoard::new(slots);
     let heartbeat = tokio::spawn(heartbeat_loop(
         client.clone(),
-        (config.clone(), identity),
+        config.clone(),
+        identity,
         Duration::from_millis(u64::from(registration.heartbeat_interval_ms.max(100))),
-        (leases.clone(), board.clone()),
+        leases.clone(),
+        board.clone(),
         shutdown.clone(),
     ));
     if crate::kernel_cache::starts_cold_on(&config.devices) {
@@ -328,9 +330,11 @@ async fn register(
 /// re-registers if the coordinator forgot this worker (e.g. a fresh database).
 async fn heartbeat_loop(
     client: WorkerServiceClient<AuthChannel>,
-    (config, identity): (AgentConfig, RegisterWorkerRequest),
+    config: AgentConfig,
+    identity: RegisterWorkerRequest,
     interval: Duration,
-    (leases, board): (Arc<LeaseTable>, Arc<SlotBoard>),
+    leases: Arc<LeaseTable>,
+    board: Arc<SlotBoard>,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval);
