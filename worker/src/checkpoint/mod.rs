@@ -136,9 +136,11 @@ impl Checkpoint {
 
 pub mod directory;
 pub mod remote;
+pub mod saver;
 
 pub use directory::DirectoryStore;
 pub use remote::CoordinatorStore;
+pub use saver::Saver;
 
 /// A checkpoint's file name in a job's directory, `epoch-00042.ckpt`: the store's own and a
 /// command job's (the Python client's `JobContext.checkpoint` writes the same).

@@ -33,6 +33,8 @@ pub(super) struct JobState<B: TrainBackend> {
     first_step_reported: bool,
     /// When the job last checkpointed, or started.
     last_checkpoint: Instant,
+    /// Writes the job's checkpoints while it trains on.
+    saver: checkpoint::Saver,
 }
 
 impl<B: TrainBackend> JobState<B> {
@@ -59,6 +61,7 @@ impl<B: TrainBackend> JobState<B> {
             epoch: 1,
             first_step_reported: false,
             last_checkpoint: Instant::now(),
+            saver: checkpoint::Saver::default(),
         };
         let Some(saved) = checkpoints.and_then(|c| c.store.latest(&c.key, c.resume_at_most)) else {
             return (state, model);
@@ -156,6 +159,7 @@ impl<B: TrainBackend> JobState<B> {
             return Err(TrainError::NonFiniteLoss { epoch });
         }
         let Some((val_loss, val_acc)) = evaluate(&model.valid(), test, job, config, sink) else {
+            self.saver.wait();
             return Ok(Some(JobOutcome::Stopped { epochs_done: epoch - 1 }));
         };
         let metrics = EpochMetrics::builtin(
@@ -175,14 +179,16 @@ impl<B: TrainBackend> JobState<B> {
         if let Some(c) = checkpoints.filter(due) {
             self.last_checkpoint = Instant::now();
             let marks = [epoch, self.best_epoch];
-            let saved =
-                checkpoint::capture(model, &self.optim, &self.order, &self.rng, marks, self.best_val_acc)
-                    .and_then(|checkpoint| c.store.save(&c.key, &checkpoint));
-            if let Err(e) = saved {
-                tracing::warn!(error = %e, "checkpoint not saved; the job goes on");
+            match checkpoint::capture(model, &self.optim, &self.order, &self.rng, marks, self.best_val_acc) {
+                Ok(checkpoint) => self.saver.save(c.store.clone(), c.key.clone(), checkpoint),
+                Err(e) => tracing::warn!(error = %e, "checkpoint not captured; the job goes on"),
             }
         }
         self.epoch += 1;
+        if stop || epoch >= job.epochs {
+            // The job's end is reported after its last checkpoint is in place.
+            self.saver.wait();
+        }
         Ok(if stop {
             Some(JobOutcome::Stopped { epochs_done: epoch })
         } else if epoch >= job.epochs {
