@@ -84,9 +84,9 @@ pub struct CadenceArgs {
     /// Checkpoint every N epochs (and always when a job is asked to stop).
     #[arg(long, env = "SWEEP_CHECKPOINT_EVERY", default_value_t = 5)]
     pub checkpoint_every: u32,
-    /// Seconds a job trains between two checkpoints at the least (a save stalls it: with
-    /// sub-second epochs every fifth epoch would cost a tenth of the run); a lost machine costs
-    /// a job about this much work at most.
+    /// Seconds a job trains between two checkpoints at the least (reading its tensors pauses it
+    /// briefly; the file or upload is written while it trains on); a lost machine costs a job
+    /// about this much work at most.
     #[arg(long, env = "SWEEP_CHECKPOINT_MIN_SECS", default_value_t = 30)]
     pub checkpoint_min_secs: u64,
 }

@@ -168,8 +168,9 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
 }
 
 /// When a job checkpoints: after every `every`-th epoch, but not sooner than `min_interval`
-/// after its previous checkpoint (or its start), and always when it is asked to stop. A save
-/// stalls the job (its tensors are read to the host), so short epochs want a time floor.
+/// after its previous checkpoint (or its start), and always when it is asked to stop. Reading
+/// the tensors to the host pauses the job (the write does not: [`Saver`]), and the time floor
+/// bounds how much of a run goes to that and to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cadence {
     pub every: u32,
