@@ -4,11 +4,11 @@
 //! cuDNN's tensor-core kernel for it reads the image padded to 8 channels (a copy, 8 µs a step
 //! at batch 512 on an H100) and took 78 µs there, for 27 multiply-adds an output. Here a cube
 //! stages a block of [`ROWS`] image rows where they lie ([`stage_rows`]), a thread holds two
-//! output channels' 27 weights in registers, and each warp walks every eighth pixel of the
-//! block, the pixel's 3×3 neighbourhood nine broadcast vector loads, its 64 adjacent outputs
-//! one coalesced store. A cube walks [`BLOCKS_PER_CUBE`] blocks in turn, so the weights each
-//! thread loads scattered (54 loads) serve four blocks: 98.2 µs a step on an H100, against
-//! 108.8 µs with a cube a block.
+//! output channels' 27 weights in registers, and each warp walks every eighth run of [`RUN`]
+//! adjacent pixels of the block: a run's 3×(RUN + 2) neighbourhood is broadcast vector loads
+//! read once for all its taps, each of its pixels' 64 adjacent outputs one coalesced store. A
+//! cube walks [`BLOCKS_PER_CUBE`] blocks in turn, so the weights each thread loads scattered
+//! (54 loads) serve four blocks.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeRuntime;
@@ -24,6 +24,9 @@ use crate::train_ops::cube::{KernelTensor, LaunchMany, custom_op_many};
 
 /// Blocks a cube convolves in turn with the weights it holds in registers.
 const BLOCKS_PER_CUBE: usize = 4;
+
+/// Adjacent pixels of a row a thread convolves together.
+const RUN: usize = 4;
 
 /// Whether the kernel takes a layer of `c_in` input and `c_out` output channels on images
 /// `width` pixels wide.
@@ -83,9 +86,10 @@ fn forward_kernel<X: Float, W: Float, O: Float, N: Size>(
     }
 }
 
-/// A thread's outputs `o, o + 1` (of `output`'s channels) of the staged block's pixels `j, j +
-/// 8, …` (`weights`: the two channels' taps in registers, `xs`: the block's rows with a zero
-/// border).
+/// A thread's outputs `o, o + 1` (of `output`'s channels) of the staged block's runs of
+/// [`RUN`] pixels along a row, runs `j, j + 8, …` (`weights`: the two channels' taps in
+/// registers, `xs`: the block's rows with a zero border). A run reads each staged row once for
+/// its three taps across, and its pixel's place is found once, not per pixel.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn convolve_block<O: Float, N: Size>(
@@ -101,34 +105,49 @@ fn convolve_block<O: Float, N: Size>(
 ) {
     let (height, channels) = (output.shape(1), output.shape(3));
     let taps = c_in * SIDE * SIDE;
+    let runs_per_row = width.div_ceil(RUN);
     let mut p = UNIT_POS_Y as usize;
-    while p < rows * width {
-        let (r, px) = (p / width, p % width);
-        // The source pixel of tap (kh, kw) is (r + kh − 1, px + kw − 1): staged at (r + kh, px + kw).
-        let base = r * TILE_WIDTH + px;
-        let mut sums = Array::<f32>::new(PER_THREAD);
+    while p < rows * runs_per_row {
+        let (r, px0) = (p / runs_per_row, (p % runs_per_row) * RUN);
+        let mut sums = Array::<f32>::new(PER_THREAD * RUN);
         #[unroll]
-        for j in 0..PER_THREAD {
-            sums[j] = 0.0f32;
+        for i in 0..PER_THREAD * RUN {
+            sums[i] = 0.0f32;
         }
         #[unroll]
         for kh in 0..SIDE {
+            // Output pixel px0 + q, tap kw reads staged column px0 + q + kw of row r + kh.
+            let base = (r + kh) * TILE_WIDTH + px0;
+            let mut row = Array::<Vector<f32, N>>::new(RUN + SIDE - 1);
+            #[unroll]
+            for t in 0..RUN + SIDE - 1 {
+                row[t] = xs[base + t];
+            }
             #[unroll]
             for kw in 0..SIDE {
-                let v = xs[base + kh * TILE_WIDTH + kw];
                 #[unroll]
                 for c in 0..c_in {
                     #[unroll]
                     for j in 0..PER_THREAD {
-                        sums[j] += weights[j * taps + (c * SIDE + kh) * SIDE + kw] * v[c];
+                        let w = weights[j * taps + (c * SIDE + kh) * SIDE + kw];
+                        #[unroll]
+                        for q in 0..RUN {
+                            let v = row[q + kw];
+                            sums[j * RUN + q] += w * v[c];
+                        }
                     }
                 }
             }
         }
-        let at = ((n * height + y0 + r) * width + px) * channels + o;
+        let at = ((n * height + y0 + r) * width + px0) * channels + o;
         #[unroll]
-        for j in 0..PER_THREAD {
-            output[at + j] = O::cast_from(sums[j]);
+        for q in 0..RUN {
+            if px0 + q < width {
+                #[unroll]
+                for j in 0..PER_THREAD {
+                    output[at + q * channels + j] = O::cast_from(sums[j * RUN + q]);
+                }
+            }
         }
         p += CUBE_DIM_Y as usize;
     }

@@ -6,8 +6,9 @@
 //! 1. [`partial_sums_kernel`]: [`PARTIALS`] cubes stride over blocks of [`ROWS`] image rows;
 //!    a cube stages a block's output gradient (in f32) and its input rows with a zero border
 //!    (four f32 channels a pixel, read where the image lies: [`stage_rows`]) in shared memory,
-//!    then a warp holds two output channels a thread and walks every eighth pixel, each pixel's
-//!    3×3 neighbourhood one broadcast vector load a tap, the sums in registers; the cube's
+//!    then a warp holds two output channels a thread and walks every eighth run of [`RUN`]
+//!    adjacent pixels, a run's 3×(RUN + 2) neighbourhood broadcast vector loads read once for
+//!    all its taps, the sums in registers; the cube's
 //!    warps add theirs in shared memory and write one `[C_out, C_in, 3, 3]` partial;
 //! 2. [`sum_partials_kernel`]: a cube per 32 weights adds the partials, in a fixed order (the
 //!    gradient is the same on every run).
@@ -34,6 +35,10 @@ const STAGED_LOADS: usize = ROWS * MAX_WIDTH * PER_THREAD / (LANES * PIXEL_THREA
 
 /// First-stage cubes, and so partial sums per weight: two cubes an SM on an H100.
 const PARTIALS: usize = 264;
+
+/// Adjacent pixels of a row a thread takes together: it reads each staged row once for their
+/// taps across.
+const RUN: usize = 4;
 
 /// Whether the kernel takes a layer of `c_in` input and `c_out` output channels on images
 /// `width` pixels wide.
@@ -101,27 +106,44 @@ fn partial_sums_kernel<X: Float, Y: Float, N: Size>(
             }
         }
         sync_cube();
+        let runs_per_row = width.div_ceil(RUN);
         for r in 0..rows {
-            let mut px = UNIT_POS_Y as usize;
-            while px < width {
-                let at = (r * width + px) * c_out + o;
-                let (d0, d1) = (dys[at], dys[at + 1]);
-                // The source pixel of tap (kh, kw) is (r + kh − 1, px + kw − 1): staged at (r + kh, px + kw).
-                let base = r * TILE_WIDTH + px;
+            let mut run = UNIT_POS_Y as usize;
+            while run < runs_per_row {
+                let px0 = run * RUN;
+                // The run's output gradients (zero past the row's end: those slots hold the next row's).
+                let mut d = Array::<f32>::new(PER_THREAD * RUN);
+                #[unroll]
+                for q in 0..RUN {
+                    let at = (r * width + px0 + q) * c_out + o;
+                    let inside = px0 + q < width;
+                    d[q] = select(inside, dys[at], 0.0f32);
+                    d[RUN + q] = select(inside, dys[at + 1], 0.0f32);
+                }
                 #[unroll]
                 for kh in 0..SIDE {
+                    // Pixel px0 + q's tap (kh, kw) reads staged column px0 + q + kw of row r + kh.
+                    let base = (r + kh) * TILE_WIDTH + px0;
+                    let mut row = Array::<Vector<f32, N>>::new(RUN + SIDE - 1);
+                    #[unroll]
+                    for t in 0..RUN + SIDE - 1 {
+                        row[t] = xs[base + t];
+                    }
                     #[unroll]
                     for kw in 0..SIDE {
-                        let v = xs[base + kh * TILE_WIDTH + kw];
                         #[unroll]
                         for c in 0..c_in {
                             let t = c * SIDE * SIDE + kh * SIDE + kw;
-                            sums[t] += d0 * v[c];
-                            sums[taps + t] += d1 * v[c];
+                            #[unroll]
+                            for q in 0..RUN {
+                                let v = row[q + kw];
+                                sums[t] += d[q] * v[c];
+                                sums[taps + t] += d[RUN + q] * v[c];
+                            }
                         }
                     }
                 }
-                px += CUBE_DIM_Y as usize;
+                run += CUBE_DIM_Y as usize;
             }
         }
         // The next block's staging waits for every warp's reads.
