@@ -89,7 +89,7 @@ fn forward_kernel<X: Float, W: Float, O: Float, N: Size>(
 /// A thread's outputs `o, o + 1` (of `output`'s channels) of the staged block's runs of
 /// [`RUN`] pixels along a row, runs `j, j + 8, …` (`weights`: the two channels' taps in
 /// registers, `xs`: the block's rows with a zero border). A run reads each staged row once for
-/// its three taps across, and its pixel's place is found once, not per pixel.
+/// its three taps across, and finds its place in the block once, not per pixel.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn convolve_block<O: Float, N: Size>(
