@@ -90,7 +90,8 @@ impl CheckpointStore for CoordinatorStore {
         );
         let mut client = self.client.clone();
         let upload = client.put_checkpoint(tokio_stream::iter(messages));
-        match self.runtime.block_on(tokio::time::timeout(TRANSFER_TIMEOUT, upload)) {
+        // The timer is made inside the runtime: the calling thread may not have entered it.
+        match self.runtime.block_on(async { tokio::time::timeout(TRANSFER_TIMEOUT, upload).await }) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(status)) => Err(self.remote(epoch, format!("{:?}: {}", status.code(), status.message()))),
             Err(_) => Err(self.remote(epoch, format!("upload took over {} s", TRANSFER_TIMEOUT.as_secs()))),
@@ -100,8 +101,9 @@ impl CheckpointStore for CoordinatorStore {
     fn latest(&self, _key: &str, max_epoch: u32) -> Option<Checkpoint> {
         let mut max_epoch = max_epoch;
         loop {
-            let fetched =
-                self.runtime.block_on(tokio::time::timeout(TRANSFER_TIMEOUT, self.download(max_epoch)));
+            let fetched = self
+                .runtime
+                .block_on(async { tokio::time::timeout(TRANSFER_TIMEOUT, self.download(max_epoch)).await });
             let (epoch, bytes) = match fetched {
                 Ok(Ok(Some(found))) => found,
                 Ok(Ok(None)) => return None,
