@@ -159,8 +159,7 @@ impl<B: TrainBackend> JobState<B> {
             return Err(TrainError::NonFiniteLoss { epoch });
         }
         let Some((val_loss, val_acc)) = evaluate(&model.valid(), test, job, config, sink) else {
-            self.saver.wait();
-            return Ok(Some(JobOutcome::Stopped { epochs_done: epoch - 1 }));
+            return Ok(Some(self.ended(JobOutcome::Stopped { epochs_done: epoch - 1 })));
         };
         let metrics = EpochMetrics::builtin(
             epoch,
@@ -185,11 +184,7 @@ impl<B: TrainBackend> JobState<B> {
             }
         }
         self.epoch += 1;
-        if stop || epoch >= job.epochs {
-            // The job's end is reported after its last checkpoint is in place.
-            self.saver.wait();
-        }
-        Ok(if stop {
+        let outcome = if stop {
             Some(JobOutcome::Stopped { epochs_done: epoch })
         } else if epoch >= job.epochs {
             Some(JobOutcome::Completed {
@@ -199,7 +194,14 @@ impl<B: TrainBackend> JobState<B> {
             })
         } else {
             None
-        })
+        };
+        Ok(outcome.map(|o| self.ended(o)))
+    }
+
+    /// `outcome`, once the job's last checkpoint is in place: its end is reported after it.
+    fn ended(&mut self, outcome: JobOutcome) -> JobOutcome {
+        self.saver.wait();
+        outcome
     }
 }
 

@@ -18,15 +18,13 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::image_rows::{
-    LANES, PER_THREAD, PIXEL_THREADS, ROWS, SIDE, TILE_WIDTH, block_rows, blocks_per_image, holds, stage_rows,
+    LANES, PER_THREAD, PIXEL_THREADS, ROWS, RUN, SIDE, TILE_WIDTH, block_rows, blocks_per_image, holds,
+    stage_rows,
 };
 use crate::train_ops::cube::{KernelTensor, LaunchMany, custom_op_many};
 
 /// Blocks a cube convolves in turn with the weights it holds in registers.
 const BLOCKS_PER_CUBE: usize = 4;
-
-/// Adjacent pixels of a row a thread convolves together.
-const RUN: usize = 4;
 
 /// Whether the kernel takes a layer of `c_in` input and `c_out` output channels on images
 /// `width` pixels wide.

@@ -23,6 +23,10 @@ pub const PIXEL_THREADS: usize = 8;
 /// Output rows a cube stages at once.
 pub const ROWS: usize = 4;
 
+/// Adjacent pixels of a row a thread of either kernel takes together, reading each staged row
+/// once for their taps across.
+pub const RUN: usize = 4;
+
 /// The widest image the staged rows hold.
 pub const MAX_WIDTH: usize = 32;
 

@@ -8,8 +8,8 @@
 //!    (four f32 channels a pixel, read where the image lies: [`stage_rows`]) in shared memory,
 //!    then a warp holds two output channels a thread and walks every eighth run of [`RUN`]
 //!    adjacent pixels, a run's 3×(RUN + 2) neighbourhood broadcast vector loads read once for
-//!    all its taps, the sums in registers; the cube's
-//!    warps add theirs in shared memory and write one `[C_out, C_in, 3, 3]` partial;
+//!    all its taps, the sums in registers; the cube's warps add theirs in shared memory and
+//!    write one `[C_out, C_in, 3, 3]` partial;
 //! 2. [`sum_partials_kernel`]: a cube per 32 weights adds the partials, in a fixed order (the
 //!    gradient is the same on every run).
 //!
@@ -24,7 +24,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
 use super::image_rows::{
-    CHANNEL_THREADS, LANES, MAX_WIDTH, PER_THREAD, PIXEL_THREADS, ROWS, SIDE, TILE_WIDTH, block_rows,
+    CHANNEL_THREADS, LANES, MAX_WIDTH, PER_THREAD, PIXEL_THREADS, ROWS, RUN, SIDE, TILE_WIDTH, block_rows,
     blocks_per_image, holds, stage_rows,
 };
 use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_many};
@@ -35,10 +35,6 @@ const STAGED_LOADS: usize = ROWS * MAX_WIDTH * PER_THREAD / (LANES * PIXEL_THREA
 
 /// First-stage cubes, and so partial sums per weight: two cubes an SM on an H100.
 const PARTIALS: usize = 264;
-
-/// Adjacent pixels of a row a thread takes together: it reads each staged row once for their
-/// taps across.
-const RUN: usize = 4;
 
 /// Whether the kernel takes a layer of `c_in` input and `c_out` output channels on images
 /// `width` pixels wide.
