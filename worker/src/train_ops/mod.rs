@@ -11,7 +11,7 @@
 //! | [`batch_norm`] | [`BatchNormOps`] | autodiff through burn's `BatchNorm` (~10 passes): BatchNorm + ReLU with the closed-form backward, optionally per group of images |
 //! | [`pool`] | [`PoolOps`] | burn's pooling on channels-first copies: channels-last 2×2 and global average pooling |
 //! | [`cross_entropy`] | [`CrossEntropyOps`] | ~20 kernels of the Keras cross-entropy (~45 with natural_softmax's term): one node, one kernel |
-//! | [`linear`] | [`LinearOps`] | the head's matmuls autotuned per shape (~90 s on a cold cache): one node, one untuned kernel per matmul (`head` part) |
+//! | [`linear`] | [`LinearOps`] | the head's matmuls autotuned per shape (~90 s on a cold cache), their transposing copies and the bias's add: one node, one untuned kernel per product, the bias in the forward's (`head` part) |
 //! | [`adam`] | [`AdamOps`] | a dozen operations per parameter: one update for every parameter of a step |
 //! | [`graph`] | [`GraphOps`] | the host recording every operation of every step: the step recorded once as a CUDA graph and replayed |
 //!

@@ -1,6 +1,6 @@
 //! The model's head, `x · w + b` ([`LinearOps::dense`]), as one autodiff node whose three
-//! small matmuls (forward, input and weight gradients) run on CUDA as one fixed kernel
-//! (`cuda`). burn's matmul autotunes every shape: on a cold cache the head's shapes (batch ×
+//! small products (the forward with its bias, the input and weight gradients) run on CUDA as
+//! one fixed kernel each (`cuda`). burn's matmul autotunes every shape: on a cold cache the head's shapes (batch ×
 //! 256 × 10, the epoch's last batch and validation's) took about 90 s of a first epoch, for a
 //! layer of a few MFLOP.
 
@@ -29,7 +29,8 @@ pub trait LinearOps: Backend {
         Self::float_matmul(lhs, rhs)
     }
 
-    /// `x · w + b` of f32 `x: [N, I]`, `w: [I, O]` and `b: [O]`: `[N, O]`.
+    /// `x · w + b` of f32 `x: [N, I]`, `w: [I, O]` and `b: [O]`: `[N, O]`. Default: the
+    /// product, then the bias added; burn's CUDA backends add it in the product's kernel.
     fn dense(x: FloatTensor<Self>, w: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         let outputs = b.shape().num_elements();
         let product = Self::small_matmul(x, w);

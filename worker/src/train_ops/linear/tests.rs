@@ -62,8 +62,8 @@ fn a_head_without_bias_is_the_product() {
 }
 
 /// The CUDA matmul against burn's on the head's shapes, with and without burn's fusion stream,
-/// operands plain and as transposed views (as the gradients pass them):
-/// `cargo test -p worker -- --ignored cuda`.
+/// operands plain and as transposed views (as the gradients pass them), and the forward with
+/// its bias: `cargo test -p worker -- --ignored cuda`.
 #[cfg(feature = "cuda")]
 #[test]
 #[ignore = "needs a CUDA GPU"]
@@ -76,8 +76,8 @@ fn cuda_small_matmul_matches_burns_matmul() {
         let dy = crate::model::drawn(|| Tensor::<G, 2>::random([336, 10], Normal(0.0, 0.01), &device));
         let cases = [
             ("forward", x.clone(), w.clone()),
-            ("input gradient", dy.clone(), w.transpose()),
-            ("weight gradient", x.transpose(), dy),
+            ("input gradient", dy.clone(), w.clone().transpose()),
+            ("weight gradient", x.clone().transpose(), dy),
         ];
         for (name, lhs, rhs) in cases {
             let reference = lhs.clone().matmul(rhs.clone());
@@ -88,6 +88,12 @@ fn cuda_small_matmul_matches_burns_matmul() {
             // burn's f32 matmul may run as TF32 on tensor cores: ~1e-3 of the scale.
             assert!(err <= 5e-3 * scale, "{name} differs by {err} (scale {scale})");
         }
+        let b = crate::model::drawn(|| Tensor::<G, 1>::random([10], Normal(0.0, 1.0), &device));
+        let reference = x.clone().matmul(w.clone()) + b.clone().reshape([1, 10]);
+        let got = wrap::<G, 2>(G::dense(unwrap(x), unwrap(w), unwrap(b)));
+        let err = (got - reference.clone()).abs().max().into_scalar().elem::<f32>();
+        let scale = reference.abs().max().into_scalar().elem::<f32>();
+        assert!(scale > 0.5 && err <= 5e-3 * scale, "dense differs by {err} (scale {scale})");
     }
     check::<burn_cuda::Cuda>();
     check::<crate::train_ops::CudaDirect>();
