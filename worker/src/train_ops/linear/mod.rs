@@ -1,8 +1,8 @@
 //! The model's head, `x · w + b` ([`LinearOps::dense`]), as one autodiff node whose three
 //! small products (the forward with its bias, the input and weight gradients) run on CUDA as
-//! one fixed kernel each (`cuda`). burn's matmul autotunes every shape: on a cold cache the head's shapes (batch ×
-//! 256 × 10, the epoch's last batch and validation's) took about 90 s of a first epoch, for a
-//! layer of a few MFLOP.
+//! one fixed kernel each (`cuda`). burn's matmul autotunes every shape: on a cold cache the
+//! head's shapes (batch × 256 × 10, the epoch's last batch and validation's) took about 90 s of
+//! a first epoch, for a layer of a few MFLOP.
 
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -21,7 +21,7 @@ use super::{unwrap, wrap};
 
 /// The head as backend methods: the defaults are burn's ops; `Autodiff<B>` runs
 /// [`LinearOps::dense`] as a node whose gradients are [`LinearOps::small_matmul`]s, which
-/// burn's CUDA backends run as one untuned kernel (`cuda`).
+/// burn's CUDA backends run as one untuned kernel each, as they run the forward (`cuda`).
 pub trait LinearOps: Backend {
     /// `lhs · rhs` of f32 `lhs: [M, K]` and `rhs: [K, N]` (either may be a transposed view):
     /// `[M, N]`. Default: burn's matmul.
