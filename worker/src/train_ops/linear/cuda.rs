@@ -10,9 +10,12 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use crate::train_ops::cube::{KernelTensor, custom_op_many};
+use crate::train_ops::cube::{KernelTensor, custom_op};
 
-/// Outputs (planes of 32 lanes) a cube of [`matmul_kernel`] computes when it splits sums.
+/// Lanes of a plane on CUDA: the threads that split one sum.
+const LANES: u32 = 32;
+
+/// Outputs (planes of [`LANES`]) a cube of [`matmul_kernel`] computes when it splits sums.
 const PLANES: u32 = 8;
 
 /// Threads a cube of [`matmul_kernel`] when a thread takes each sum.
@@ -87,7 +90,7 @@ fn launch<R: CubeRuntime>(
         (lhs.into_tensor_arg(), rhs.into_tensor_arg(), bias.into_tensor_arg(), out.clone().into_tensor_arg());
     let split = depth >= PLANE_FROM;
     let (cubes, threads) = match split {
-        true => (outputs.div_ceil(PLANES), CubeDim::new_2d(32, PLANES)),
+        true => (outputs.div_ceil(PLANES), CubeDim::new_2d(LANES, PLANES)),
         false => (outputs.div_ceil(THREADS), CubeDim::new_1d(THREADS)),
     };
     let cubes = CubeCount::Static(cubes, 1, 1);
@@ -98,25 +101,13 @@ fn launch<R: CubeRuntime>(
 /// `lhs · rhs` of f32 `[M, K]` and `[K, N]` (either may be a transposed view) as one kernel.
 pub fn small_matmul<T: KernelTensor>(lhs: T, rhs: T) -> T {
     let shape = Shape::new([lhs.shape()[0], rhs.shape()[1]]);
-    let [out] = custom_op_many::<T, 2, 1>(
-        "small_matmul",
-        [lhs, rhs],
-        [(shape, DType::F32)],
-        Box::new(|[lhs, rhs]| [launch(lhs, rhs, None)]),
-    );
-    out
+    custom_op("small_matmul", [lhs, rhs], shape, DType::F32, |[lhs, rhs], _, _| launch(lhs, rhs, None))
 }
 
 /// `x · w + b` of f32 `[N, I]`, `[I, O]` and `[O]` as one kernel.
 pub fn dense<T: KernelTensor>(x: T, w: T, b: T) -> T {
     let shape = Shape::new([x.shape()[0], w.shape()[1]]);
-    let [out] = custom_op_many::<T, 3, 1>(
-        "dense",
-        [x, w, b],
-        [(shape, DType::F32)],
-        Box::new(|[x, w, b]| [launch(x, w, Some(b))]),
-    );
-    out
+    custom_op("dense", [x, w, b], shape, DType::F32, |[x, w, b], _, _| launch(x, w, Some(b)))
 }
 
 /// The hook on both CUDA backends, with and without burn's fusion stream.
