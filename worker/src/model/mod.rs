@@ -16,6 +16,7 @@ use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
+use burn::tensor::ops::FloatTensor;
 
 use crate::train_ops::{Kernels, TrainOps, batch_norm, conv, linear, pool, to_dtype};
 
@@ -61,15 +62,23 @@ impl<B: Backend> ConvBnRelu<B> {
 
     /// The layer; in training, BatchNorm normalises each of `bn_groups` equal groups of the
     /// batch over its own statistics (1: the whole batch); `pooled`: its output 2×2 average
-    /// pooled by the BatchNorm node ([`batch_norm::pools_output`]).
-    fn forward(&self, x: Tensor<B, 4>, kernels: Kernels, bn_groups: usize, pooled: bool) -> Tensor<B, 4>
+    /// pooled by the BatchNorm node ([`batch_norm::pools_output`]); `operands`: the
+    /// convolution's, made with the other layers' ([`conv::layer_operands`]).
+    fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        operands: Option<[FloatTensor<B>; 2]>,
+        kernels: Kernels,
+        bn_groups: usize,
+        pooled: bool,
+    ) -> Tensor<B, 4>
     where
         B: TrainOps,
     {
         // The fused BatchNorm takes the conv bias into its mean, the batch's in training and
         // the running one in inference (the convolution leaves it out: `ConvOps::conv3x3_same`).
         let fused_norm = kernels.fused_batch_norm;
-        let y = conv::conv3x3(&self.conv, x, kernels, fused_norm);
+        let y = conv::conv3x3(&self.conv, x, operands, kernels, fused_norm);
         let conv_bias =
             (fused_norm && kernels.custom_conv()).then(|| self.conv.bias.as_ref().map(|b| b.val()));
         batch_norm::batch_norm_relu(&self.norm, y, kernels, bn_groups, conv_bias.flatten(), pooled)
@@ -157,6 +166,19 @@ impl<B: TrainOps> Cnn<B> {
         pool::avg_pool_2x2(&self.pool, x, self.kernels)
     }
 
+    /// The convolutions' operands in training, made in one call ([`conv::layer_operands`]) for
+    /// the layers whose input is in the activations' dtype (the image's layer too when
+    /// `image_dtype` is that); `None` for the others.
+    fn layer_operands(&self, image_dtype: FloatDType) -> Vec<Option<[FloatTensor<B>; 2]>> {
+        let activations = if self.kernels.bf16_activations { FloatDType::BF16 } else { FloatDType::F32 };
+        let layers = self.block1.iter().chain(&self.block2).chain(&self.block3);
+        let convs: Vec<&Conv2d<B>> = layers.map(|layer| &layer.conv).collect();
+        // The image's layer reads the images' dtype: its operands, if in another, come with it.
+        let skip = usize::from(image_dtype != activations);
+        let made = conv::layer_operands(&convs[skip..], self.kernels, activations);
+        (0..skip).map(|_| None).chain(made).collect()
+    }
+
     /// Images `[N, 3, 32, 32]` in [0, 1] → logits `[N, 10]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let groups = bn_groups(images.dims()[0], self.bn_group);
@@ -167,11 +189,12 @@ impl<B: TrainOps> Cnn<B> {
         };
         // With `bnpool` in training a pooled block's last BatchNorm node pools its own output.
         let norm_pools = batch_norm::pools_output::<B>(self.kernels, &x.device());
+        let mut operands = self.layer_operands(x.dtype().into()).into_iter();
         for (block, pooling) in [(&self.block1, true), (&self.block2, true), (&self.block3, false)] {
             let in_norm = pooling && norm_pools;
             let last = block.len() - 1;
             for (i, layer) in block.iter().enumerate() {
-                x = layer.forward(x, self.kernels, groups, in_norm && i == last);
+                x = layer.forward(x, operands.next().flatten(), self.kernels, groups, in_norm && i == last);
             }
             if pooling && !in_norm {
                 x = self.pool(x);

@@ -20,7 +20,7 @@ fn batchnorm_running_mean_moves_one_percent_per_step_like_keras() {
     let mut layer = layer;
     layer.conv.weight = Param::from_tensor(Tensor::zeros([1, 1, 3, 3], &device));
     layer.conv.bias = Some(Param::from_tensor(Tensor::full([1], 2.0, &device)));
-    let _ = layer.forward(Tensor::ones([4, 1, 8, 8], &device), Kernels::STOCK, 1, false);
+    let _ = layer.forward(Tensor::ones([4, 1, 8, 8], &device), None, Kernels::STOCK, 1, false);
     let running: f32 = layer.norm.running_mean.value_sync().into_scalar();
     assert!((running - 0.02).abs() < 1e-6, "running mean {running}");
     assert_eq!(layer.norm.epsilon, BN_EPSILON);
@@ -36,7 +36,7 @@ fn running_statistics_follow_the_model_across_threads() {
     layer.conv.bias = Some(Param::from_tensor(Tensor::full([1], 2.0, &device)));
     for _ in 0..2 {
         std::thread::scope(|s| {
-            s.spawn(|| layer.forward(Tensor::ones([4, 1, 8, 8], &device), Kernels::FAST, 1, false));
+            s.spawn(|| layer.forward(Tensor::ones([4, 1, 8, 8], &device), None, Kernels::FAST, 1, false));
         });
     }
     // Batch mean 2 twice: 0.01·2, then 0.99·0.02 + 0.01·2.

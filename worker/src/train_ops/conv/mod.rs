@@ -17,7 +17,8 @@
 //! kernel transposed (`C_in ↔ C_out`) and flipped in both spatial axes, which runs on burn's
 //! forward kernels (TMA loads) instead of its data-gradient kernels (no TMA); both operands (the
 //! kernel in the convolution's dtype and its flipped transpose) come from one
-//! [`ConvOps::conv_operands`] call in the forward.
+//! [`ConvOps::conv_operands`] call in the forward, or for all of a model's layers at once from
+//! [`ConvOps::conv_operands_many`] ([`layer_operands`]).
 
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -36,6 +37,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
 use super::{ConvEngine, Kernels, to_dtype, unwrap, wrap};
@@ -63,15 +65,21 @@ pub trait ConvOps: Backend {
     /// channel's batch mean, so the bias cannot change the loss: the caller adds it to the batch
     /// mean that feeds the running average, and its gradient is exactly zero (one reduction over
     /// the output gradient less per layer, and no bias in burn's bf16 convolution, which
-    /// mishandles one); in inference the caller subtracts it from the running mean. The
-    /// default is the inference forward on the `kernels`' convolution engine.
+    /// mishandles one); in inference the caller subtracts it from the running mean.
+    ///
+    /// `operands`: the weight's [`Self::conv_operands`] in `x`'s dtype, made beforehand with
+    /// the other layers' ([`Self::conv_operands_many`]); the node makes them itself without
+    /// (or in another dtype). The default is the inference forward on the `kernels`'
+    /// convolution engine, which reads the weight itself.
     fn conv3x3_same(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        operands: Option<[FloatTensor<Self>; 2]>,
         kernels: Kernels,
         feeds_batch_norm: bool,
     ) -> FloatTensor<Self> {
+        let _ = operands;
         let bias = (!feeds_batch_norm).then_some(bias);
         reference::forward::<Self>(x, weight, bias, kernels.conv_engine())
     }
@@ -242,6 +250,14 @@ pub trait ConvOps: Backend {
     fn conv_operands(weight: FloatTensor<Self>, groups: usize, dtype: FloatDType) -> [FloatTensor<Self>; 2] {
         reference::operands_by_ops::<Self>(weight, groups, dtype)
     }
+
+    /// Single models' weights `[C_out, C_in, 3, 3]` (a model's layers) each as
+    /// [`Self::conv_operands`] makes them, in `dtype`; not differentiable (the convolution's
+    /// node takes its weight's gradient itself). Default: one [`Self::conv_operands`] each; the
+    /// CUDA backend writes them all in one launch.
+    fn conv_operands_many(weights: Vec<FloatTensor<Self>>, dtype: FloatDType) -> Vec<[FloatTensor<Self>; 2]> {
+        weights.into_iter().map(|weight| Self::conv_operands(weight, 1, dtype)).collect()
+    }
 }
 
 impl ConvOps for burn::backend::Flex {}
@@ -251,10 +267,18 @@ impl<B: ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        operands: Option<[FloatTensor<Self>; 2]>,
         kernels: Kernels,
         feeds_batch_norm: bool,
     ) -> FloatTensor<Self> {
-        node::autodiff_conv3x3::<B, C>(x, weight, bias, kernels, feeds_batch_norm)
+        let operands = operands.map(|pair| pair.map(|t| t.primitive));
+        node::autodiff_conv3x3::<B, C>(x, weight, bias, operands, kernels, feeds_batch_norm)
+    }
+
+    fn conv_operands_many(weights: Vec<FloatTensor<Self>>, dtype: FloatDType) -> Vec<[FloatTensor<Self>; 2]> {
+        let weights = weights.into_iter().map(|weight| weight.primitive).collect();
+        let operands = B::conv_operands_many(weights, dtype);
+        operands.into_iter().map(|pair| pair.map(<Self as AutodiffBackend>::from_inner)).collect()
     }
 
     fn grouped_conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, groups: usize) -> FloatTensor<Self> {
@@ -280,18 +304,40 @@ impl<B: ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
 }
 
 /// The model's convolution layer: the custom node when `kernels` asks for a custom convolution
-/// part and the layer has a bias (the model's do), burn's module otherwise.
+/// part and the layer has a bias (the model's do), burn's module otherwise; `operands` as
+/// [`ConvOps::conv3x3_same`] takes them ([`layer_operands`]).
 pub fn conv3x3<B: ConvOps>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,
+    operands: Option<[FloatTensor<B>; 2]>,
     kernels: Kernels,
     feeds_batch_norm: bool,
 ) -> Tensor<B, 4> {
     match (&conv.bias, kernels.custom_conv()) {
         (Some(bias), true) => {
             let (weight, bias) = (unwrap(conv.weight.val()), unwrap(bias.val()));
-            wrap(B::conv3x3_same(unwrap(x), weight, bias, kernels, feeds_batch_norm))
+            wrap(B::conv3x3_same(unwrap(x), weight, bias, operands, kernels, feeds_batch_norm))
         }
         _ => conv.forward(x),
     }
+}
+
+/// The operands of a model's convolution layers, all at once ([`ConvOps::conv_operands_many`]),
+/// in `dtype`, where the training node would make them layer by layer: under autodiff with a
+/// custom convolution part that runs the input gradient by the flipped kernel, for every layer
+/// but one on an explicit GEMM; `None` for the others (and everywhere else).
+pub fn layer_operands<B: ConvOps>(
+    convs: &[&Conv2d<B>],
+    kernels: Kernels,
+    dtype: FloatDType,
+) -> Vec<Option<[FloatTensor<B>; 2]>> {
+    let takes = |conv: &Conv2d<B>| !node::explicit_gemm(kernels, conv.weight.dims()[1]);
+    let Some(first) = convs.first() else { return Vec::new() };
+    let made = kernels.custom_conv() && kernels.flipped_input_grad && B::ad_enabled(&first.weight.device());
+    if !made {
+        return convs.iter().map(|_| None).collect();
+    }
+    let weights = convs.iter().filter(|conv| takes(conv)).map(|conv| unwrap(conv.weight.val())).collect();
+    let mut operands = B::conv_operands_many(weights, dtype).into_iter();
+    convs.iter().map(|conv| takes(conv).then(|| operands.next()).flatten()).collect()
 }

@@ -94,6 +94,7 @@ pub(super) fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
+    operands: Option<[FloatTensor<B>; 2]>,
     kernels: Kernels,
     feeds_batch_norm: bool,
 ) -> FloatTensor<Autodiff<B, C>> {
@@ -125,7 +126,9 @@ pub(super) fn autodiff_conv3x3<B: ConvOps, C: CheckpointStrategy>(
         state.cols = Some(cols);
         out
     } else if kernels.flipped_input_grad {
-        let [operand, flipped] = B::conv_operands(weight.primitive, 1, dtype);
+        // Operands made beforehand serve only in the convolution's dtype.
+        let made = operands.filter(|pair| pair.iter().all(|t| dtype_of::<B>(t) == dtype));
+        let [operand, flipped] = made.unwrap_or_else(|| B::conv_operands(weight.primitive, 1, dtype));
         state.flipped = Some([flipped.clone(), operand.clone()]);
         match bias {
             None if kernels.dual_calls => B::conv3x3_either(x.primitive, operand, flipped, engine),

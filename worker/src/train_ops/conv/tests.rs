@@ -40,7 +40,7 @@ fn gradients<B: TrainOps>(
         Some((kernels, dtype)) => {
             let xp = unwrap(to_dtype(x.clone(), dtype));
             let [wp, bp] = [unwrap(wt.clone()), unwrap(b.clone())];
-            let out = wrap::<Autodiff<B>, 4>(Autodiff::<B>::conv3x3_same(xp, wp, bp, kernels, false));
+            let out = wrap::<Autodiff<B>, 4>(Autodiff::<B>::conv3x3_same(xp, wp, bp, None, kernels, false));
             assert_eq!(out.dtype(), dtype.into(), "the node computes in its input's dtype");
             to_dtype(out, FloatDType::F32)
         }
@@ -149,6 +149,54 @@ fn im2col_weight_gradient_matches_on_non_square_images() {
 fn flipped_kernel_input_gradient_matches_with_either_weight_gradient() {
     compare(3, 4, 5, [6, 7], "dgrad");
     compare(3, 4, 5, [7, 6], "wgrad+dgrad");
+}
+
+/// A model's layers' operands made at once ([`layer_operands`]) come where the node would make
+/// its own (not for the explicit GEMM's layer, nor without autodiff), and the node trains on
+/// them as on its own, bit for bit.
+#[test]
+fn operands_made_at_once_train_as_the_nodes_own() {
+    use burn::module::AutodiffModule;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    type A = Autodiff<Flex>;
+    let kernels: Kernels = "wgrad+dgrad+bn+xgemm".parse().unwrap();
+    let device = Default::default();
+    let layer = |c_in: usize, c_out: usize| {
+        crate::model::drawn(|| {
+            Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Same).init::<A>(&device)
+        })
+    };
+    let convs = [layer(3, 8), layer(8, 8), layer(8, 16)];
+    let refs: Vec<&Conv2d<A>> = convs.iter().collect();
+    let made = layer_operands(&refs, kernels, FloatDType::F32);
+    let present: Vec<bool> = made.iter().map(Option::is_some).collect();
+    assert_eq!(present, [false, true, true], "the image's layer makes its own on the explicit GEMM");
+    let inner: Vec<Conv2d<Flex>> = convs.iter().map(|conv| conv.valid()).collect();
+    let inner_refs: Vec<&Conv2d<Flex>> = inner.iter().collect();
+    let none = layer_operands(&inner_refs, kernels, FloatDType::F32);
+    assert!(none.iter().all(Option::is_none), "inference makes none");
+    assert!(layer_operands(&refs, Kernels::STOCK, FloatDType::F32).iter().all(Option::is_none));
+
+    let x = crate::model::drawn(|| {
+        Tensor::<Flex, 4>::random([2, 8, 6, 5], Distribution::Normal(0.0, 1.0), &device)
+    });
+    let run = |operands: Option<[FloatTensor<A>; 2]>| {
+        let x = Tensor::<A, 4>::from_inner(x.clone()).require_grad();
+        let out = conv3x3(&convs[1], x.clone(), operands, kernels, false);
+        let grads = (out.clone() * out.clone()).sum().backward();
+        let weight = convs[1].weight.grad(&grads).unwrap();
+        [out.inner(), x.grad(&grads).unwrap(), weight].map(|t| t.into_data())
+    };
+    let [mine, own] = [run(made[1].clone()), run(None)];
+    for (name, (a, b)) in ["output", "input grad", "weight grad"].iter().zip(mine.iter().zip(&own)) {
+        assert_eq!(a, b, "{name}");
+    }
+    // And the node convolves by them: zero operands leave only the bias.
+    let zeros = made[1].clone().map(|pair| pair.map(|t| unwrap(wrap::<A, 4>(t).zeros_like())));
+    let [out, ..] = run(zeros);
+    let bias = convs[1].bias.as_ref().unwrap().val().inner().reshape([1, 8, 1, 1]).expand([2, 8, 6, 5]);
+    assert_eq!(out, bias.into_data(), "the output by zero operands");
 }
 
 /// With the `cudnn` part the node asks [`ConvOps::conv3x3_weight_grad`] for the weight gradient

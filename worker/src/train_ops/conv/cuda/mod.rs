@@ -126,6 +126,13 @@ macro_rules! conv_ops {
                 weights::conv_operands(weight, groups, dtype.into())
             }
 
+            fn conv_operands_many(
+                weights: Vec<FloatTensor<Self>>,
+                dtype: FloatDType,
+            ) -> Vec<[FloatTensor<Self>; 2]> {
+                weights::conv_operands_many(weights, dtype.into())
+            }
+
             fn im2col_3x3(x: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
                 im2col::im2col_3x3(x, 1, dtype.into())
             }
