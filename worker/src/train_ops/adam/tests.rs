@@ -200,8 +200,8 @@ fn cuda_fused_adam_kernel_matches_burns_ops() {
     }
 }
 
-/// One kernel for several parameters (different ranks, permuted and contiguous gradients) of
-/// one model and of two stacked models at their own step sizes, against each parameter's
+/// One kernel for several parameters (different ranks and sizes, permuted and contiguous
+/// gradients) of one model and of two stacked models at their own step sizes, against each parameter's
 /// update through burn's ops on the GPU.
 #[cfg(feature = "cuda")]
 #[test]
@@ -219,8 +219,11 @@ fn cuda_fused_adam_of_many_parameters_matches_burns_ops() {
         })
     };
     // (parameter shape, the gradient as stored, the permutation that views it in that shape)
-    let cases: [(Vec<usize>, Vec<usize>, Vec<isize>); 4] = [
+    let cases: [(Vec<usize>, Vec<usize>, Vec<isize>); 6] = [
         (vec![8, 4, 3, 3], vec![8, 3, 3, 4], vec![0, 3, 1, 2]),
+        // Several cubes' worth, the last one's threads partly past the end.
+        (vec![38, 29, 3, 3], vec![38, 3, 3, 29], vec![0, 3, 1, 2]),
+        (vec![2, 3001], vec![2, 3001], vec![0, 1]),
         (vec![16], vec![16], vec![0]),
         (vec![6, 10], vec![10, 6], vec![1, 0]),
         (vec![4, 7, 2, 3], vec![4, 7, 2, 3], vec![0, 1, 2, 3]),
