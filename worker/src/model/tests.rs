@@ -295,9 +295,11 @@ fn cuda_direct_launch_steps_as_the_fusion_stream_does() {
     for kernels in sets {
         let fused = step::<CudaBackend>(&bytes, kernels);
         let direct = step::<CudaDirectBackend>(&bytes, Kernels { direct_launch: true, ..kernels });
-        // Each run times cuDNN's algorithms anew, so its bf16 gradients may add in another order
-        // (1.4e-2 of the scale measured on an H100): the replay tests' bound.
-        let bound = if kernels.cudnn_conv { 2e-2 } else { 1e-3 };
+        // Each run times cuDNN's algorithms (or tunes the bf16 tilings) anew, so its bf16
+        // gradients may add in another order (1.4e-2 of the scale measured on an H100 with
+        // cuDNN, 5.0e-3 with the tilings): the replay tests' bound.
+        let bf16_tuned = kernels.cudnn_conv || (kernels.tuned_conv && kernels.bf16_activations);
+        let bound = if bf16_tuned { 2e-2 } else { 1e-3 };
         for ((name, a), (_, b)) in fused.iter().zip(&direct) {
             let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
