@@ -122,7 +122,7 @@ fn adam_many_kernel(
     for i in 0..count {
         let param_out = params_out.index_mut(i);
         let len = param_out.len();
-        let cubes = (len + per_cube - 1) / per_cube;
+        let cubes = len.div_ceil(per_cube);
         if cube >= first && cube < first + cubes {
             let grad = grads.index(i);
             let rank = param_out.rank();

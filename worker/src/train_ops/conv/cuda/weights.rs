@@ -104,8 +104,8 @@ fn matrix_tiles_many_kernel<W: Float, O: Float>(
     for i in 0..count {
         let weight = weights.index(i);
         let c_out = weight.shape(0);
-        let across = (weight.shape(1) * 9 + TILE - 1) / TILE;
-        let tiles = across * ((c_out + TILE - 1) / TILE);
+        let across = (weight.shape(1) * 9).div_ceil(TILE);
+        let tiles = across * c_out.div_ceil(TILE);
         // The condition is the cube's own: its threads all take the branch, barrier included.
         if cube >= first && cube < first + tiles {
             let t = cube - first;
