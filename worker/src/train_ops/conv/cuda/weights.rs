@@ -263,9 +263,23 @@ pub fn conv_operands<T: KernelTensor>(weight: T, groups: usize, dtype: DType) ->
 #[cfg(test)]
 mod tests {
     use burn::prelude::*;
+    use burn::tensor::ops::FloatTensor;
     use burn::tensor::{Distribution, FloatDType};
 
     use crate::train_ops::{ConvOps, conv, unwrap, wrap};
+
+    type G = burn_cuda::Cuda;
+
+    /// `[operand, flipped]` pairs of the same weight, `got` and `want`: equal, in `dtype`.
+    fn assert_equal(got: [FloatTensor<G>; 2], want: [FloatTensor<G>; 2], dtype: FloatDType, case: &str) {
+        for (name, (g, w)) in ["operand", "flipped"].iter().zip(got.into_iter().zip(want)) {
+            let (g, w) = (wrap::<G, 4>(g), wrap::<G, 4>(w));
+            assert_eq!(g.dims(), w.dims(), "{name} {case}: shape");
+            assert_eq!(g.dtype(), dtype.into(), "{name} {case}: dtype");
+            let err: f32 = (g.cast(FloatDType::F32) - w.cast(FloatDType::F32)).abs().max().into_scalar();
+            assert_eq!(err, 0.0, "{name} {case} {dtype:?}: differs by {err}");
+        }
+    }
 
     /// The kernel's operands against burn's cast, transpose and flip, in f32 (exact) and bf16,
     /// at odd shapes (one tile; tiles cut at both edges), a layer's, and three models' side by
@@ -273,7 +287,6 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA GPU"]
     fn cuda_conv_operands_match_burns_ops() {
-        type G = burn_cuda::Cuda;
         let device = Default::default();
         for [groups, c_out, c_in] in [[1, 5, 3], [1, 37, 21], [1, 128, 64], [3, 24, 40]] {
             let weight = crate::model::drawn(|| {
@@ -282,14 +295,7 @@ mod tests {
             for dtype in [FloatDType::F32, FloatDType::BF16] {
                 let kernel = G::conv_operands(unwrap(weight.clone()), groups, dtype);
                 let by_ops = conv::reference::operands_by_ops::<G>(unwrap(weight.clone()), groups, dtype);
-                for (name, (k, r)) in ["operand", "flipped"].iter().zip(kernel.into_iter().zip(by_ops)) {
-                    let (k, r) = (wrap::<G, 4>(k), wrap::<G, 4>(r));
-                    assert_eq!(k.dims(), r.dims(), "{name}: shape");
-                    assert_eq!(k.dtype(), dtype.into(), "{name}: dtype");
-                    let err: f32 =
-                        (k.cast(FloatDType::F32) - r.cast(FloatDType::F32)).abs().max().into_scalar();
-                    assert_eq!(err, 0.0, "{name} {groups} × [{c_out}, {c_in}] {dtype:?}: differs by {err}");
-                }
+                assert_equal(kernel, by_ops, dtype, &format!("{groups} × [{c_out}, {c_in}]"));
             }
         }
     }
@@ -299,7 +305,6 @@ mod tests {
     #[test]
     #[ignore = "needs a CUDA GPU"]
     fn cuda_conv_operands_many_match_one_layer_at_a_time() {
-        type G = burn_cuda::Cuda;
         let device = Default::default();
         let mut shapes = vec![[64, 3], [64, 64], [64, 64], [128, 64], [128, 128], [128, 128], [256, 128]];
         shapes.extend([[256, 256], [256, 256], [5, 3], [37, 21]]);
@@ -316,14 +321,7 @@ mod tests {
             assert_eq!(many.len(), weights.len(), "a pair a weight");
             for ((weight, pair), shape) in weights.iter().zip(many).zip(&shapes) {
                 let one = G::conv_operands(unwrap(weight.clone()), 1, dtype);
-                for (name, (m, o)) in ["operand", "flipped"].iter().zip(pair.into_iter().zip(one)) {
-                    let (m, o) = (wrap::<G, 4>(m), wrap::<G, 4>(o));
-                    assert_eq!(m.dims(), o.dims(), "{name} {shape:?}: shape");
-                    assert_eq!(m.dtype(), dtype.into(), "{name} {shape:?}: dtype");
-                    let err: f32 =
-                        (m.cast(FloatDType::F32) - o.cast(FloatDType::F32)).abs().max().into_scalar();
-                    assert_eq!(err, 0.0, "{name} {shape:?} {dtype:?}: differs by {err}");
-                }
+                assert_equal(pair, one, dtype, &format!("{shape:?}"));
             }
         }
     }
