@@ -98,7 +98,7 @@ impl<B: AutodiffBackend> FusedLayer<B> {
     where
         B: TrainOps,
     {
-        let dtype = if kernels.bf16_activations { FloatDType::BF16 } else { FloatDType::F32 };
+        let dtype = kernels.activation_dtype();
         let y = grouped_conv3x3(x, self.weight.clone(), models, kernels);
         let inputs = NormInputs {
             gamma: unwrap(self.gamma.clone()),

@@ -170,7 +170,7 @@ impl<B: TrainOps> Cnn<B> {
     /// the layers whose input is in the activations' dtype (the image's layer too when
     /// `image_dtype` is that); `None` for the others.
     fn layer_operands(&self, image_dtype: FloatDType) -> Vec<Option<[FloatTensor<B>; 2]>> {
-        let activations = if self.kernels.bf16_activations { FloatDType::BF16 } else { FloatDType::F32 };
+        let activations = self.kernels.activation_dtype();
         let layers = self.block1.iter().chain(&self.block2).chain(&self.block3);
         let convs: Vec<&Conv2d<B>> = layers.map(|layer| &layer.conv).collect();
         // The image's layer reads the images' dtype: its operands, if in another, come with it.

@@ -30,7 +30,7 @@ pub fn batch_norm_relu<B: BatchNormOps>(
     if !kernels.fused_batch_norm {
         return relu(norm.forward(x));
     }
-    let dtype = if kernels.bf16_activations { FloatDType::BF16 } else { FloatDType::F32 };
+    let dtype = kernels.activation_dtype();
     if !B::ad_enabled(&x.device()) {
         return inference(norm, x, dtype, conv_bias);
     }

@@ -207,6 +207,14 @@ impl Kernels {
         self.gemm_weight_grad || self.flipped_input_grad
     }
 
+    /// The dtype the BatchNorm node writes its activations in.
+    pub fn activation_dtype(self) -> burn::tensor::FloatDType {
+        match self.bf16_activations {
+            true => burn::tensor::FloatDType::BF16,
+            false => burn::tensor::FloatDType::F32,
+        }
+    }
+
     /// The kernels of the bf16 convolutions.
     pub fn conv_engine(self) -> ConvEngine {
         match (self.cudnn_conv, self.tuned_conv) {
