@@ -40,7 +40,7 @@ pub use cross_entropy::CrossEntropyOps;
 pub use cube::CudaDirect;
 pub use graph::{GraphError, GraphOps, StepGraph};
 pub use kernel_choice::{KernelChoice, check_kernels};
-pub use kernels::{BENCH_KERNELS_HELP, ConvEngine, KERNELS_HELP, Kernels};
+pub use kernels::{BENCH_KERNELS_HELP, ConvEngine, ImageCores, KERNELS_HELP, Kernels};
 pub use linear::LinearOps;
 pub use pool::PoolOps;
 

@@ -230,7 +230,7 @@ fn stacked_results<A: TrainBackend>(kernels: Kernels, others: f32) -> Vec<Vec<Ve
 }
 
 /// With the image's layer in bf16 (`fast-bf16-cudnn`: the fused models' image layers side by
-/// side on the single model's direct kernels), a model's results come from its own channels
+/// side on the single model's direct kernels, on CUDA cores or with `tcimage` tensor cores), a model's results come from its own channels
 /// alone: other images for models 1 and 2 move theirs and leave model 0's as they were. (Each
 /// model's image layer against its own in f32: `cuda_grouped_bf16_image_layers_are_each_models_own`;
 /// the other layers against the model alone: the test above.) Needs a CUDA GPU and cuDNN.
@@ -238,18 +238,21 @@ fn stacked_results<A: TrainBackend>(kernels: Kernels, others: f32) -> Vec<Vec<Ve
 #[test]
 #[ignore = "needs a CUDA GPU and cuDNN"]
 fn cuda_stacked_bf16_image_models_are_each_their_own() {
-    let kernels = Kernels::FAST_BF16_CUDNN;
-    let [a, b] = [0.2, 0.7].map(|others| stacked_results::<crate::backend::CudaBackend>(kernels, others));
-    let names = ["logits", "conv1 weight grad", "bn4 gamma grad", "conv9 weight grad", "head weight grad"];
-    for (what, (got, want)) in names.iter().zip(a[0].iter().zip(&b[0])) {
-        assert_eq!(mismatch(&format!("model 0: {what}"), got, want, 1e-3), None);
-    }
-    for j in [1, 2] {
-        for (what, (got, want)) in names.iter().zip(a[j].iter().zip(&b[j])) {
-            assert!(
-                mismatch(&format!("model {j}: {what}"), got, want, 0.05).is_some(),
-                "model {j}'s {what} kept"
-            );
+    let cudnn = Kernels::FAST_BF16_CUDNN;
+    for kernels in [cudnn, Kernels { tensor_core_image: true, ..cudnn }] {
+        let [a, b] = [0.2, 0.7].map(|others| stacked_results::<crate::backend::CudaBackend>(kernels, others));
+        let names =
+            ["logits", "conv1 weight grad", "bn4 gamma grad", "conv9 weight grad", "head weight grad"];
+        for (what, (got, want)) in names.iter().zip(a[0].iter().zip(&b[0])) {
+            assert_eq!(mismatch(&format!("{kernels}: model 0: {what}"), got, want, 1e-3), None);
+        }
+        for j in [1, 2] {
+            for (what, (got, want)) in names.iter().zip(a[j].iter().zip(&b[j])) {
+                assert!(
+                    mismatch(&format!("model {j}: {what}"), got, want, 0.05).is_some(),
+                    "{kernels}: model {j}'s {what} kept"
+                );
+            }
         }
     }
 }

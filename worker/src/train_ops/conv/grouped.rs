@@ -40,7 +40,7 @@ pub fn grouped_conv3x3<B: ConvOps>(
     kernels: Kernels,
 ) -> Tensor<B, 4> {
     if super::library::takes(&weight, groups, kernels) {
-        return wrap(B::library_grouped_conv3x3(unwrap(x), unwrap(weight), groups));
+        return wrap(B::library_grouped_conv3x3(unwrap(x), unwrap(weight), groups, kernels.image_cores()));
     }
     let (x, weight) = (unwrap(x), unwrap(weight));
     wrap(match (kernels.custom_conv(), kernels.per_model_conv) {

@@ -19,7 +19,7 @@ use burn::tensor::ops::FloatTensor;
 use super::grouped::weight_grad_by_gemm;
 use super::reference::dtype_of;
 use super::{ConvOps, IMAGE_CHANNELS};
-use crate::train_ops::{Kernels, to_dtype, unwrap, wrap};
+use crate::train_ops::{ImageCores, Kernels, to_dtype, unwrap, wrap};
 
 /// Whether the layer of `groups` models, `weight: [G·C_out, C_in, 3, 3]`, runs as library calls
 /// under `kernels`: the `cudnn` part and channel counts cuDNN's tensor-core kernels take
@@ -47,6 +47,7 @@ pub fn weight_grad_by_im2col<B: ConvOps>(
 #[derive(Debug)]
 struct LibraryBackward {
     groups: usize,
+    cores: ImageCores,
 }
 
 /// What the backward needs: both operands when the input takes a gradient, the input when the
@@ -70,7 +71,7 @@ impl<B: ConvOps> Backward<B, 2> for LibraryBackward {
             );
         }
         if let (Some(node), Some(x)) = (node_weight, ops.state.x) {
-            grads.register::<B>(node.id, B::library_grouped_weight_grad(x, grad, self.groups));
+            grads.register::<B>(node.id, B::library_grouped_weight_grad(x, grad, self.groups, self.cores));
         }
     }
 }
@@ -80,20 +81,21 @@ pub(super) fn autodiff_library<B: ConvOps, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     groups: usize,
+    cores: ImageCores,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let prepared = LibraryBackward { groups }
+    let prepared = LibraryBackward { groups, cores }
         .prepare::<C>([x.node.clone(), weight.node.clone()])
         .compute_bound()
         .stateful();
     let [operand, flipped] = B::conv_operands(weight.primitive, groups, dtype_of::<B>(&x.primitive));
     match prepared {
         OpsKind::UnTracked(prep) => {
-            prep.finish(B::library_grouped_forward(x.primitive, operand, flipped, groups))
+            prep.finish(B::library_grouped_forward(x.primitive, operand, flipped, groups, cores))
         }
         OpsKind::Tracked(prep) => {
             let keep_operands = (!x.node.requirement.is_none()).then(|| (operand.clone(), flipped.clone()));
             let keep_x = (!weight.node.requirement.is_none()).then(|| x.primitive.clone());
-            let out = B::library_grouped_forward(x.primitive, operand, flipped, groups);
+            let out = B::library_grouped_forward(x.primitive, operand, flipped, groups, cores);
             prep.finish(LibraryState { operands: keep_operands, x: keep_x }, out)
         }
     }

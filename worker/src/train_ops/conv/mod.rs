@@ -40,7 +40,7 @@ use burn::tensor::FloatDType;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::{ConvEngine, Kernels, to_dtype, unwrap, wrap};
+use super::{ConvEngine, ImageCores, Kernels, to_dtype, unwrap, wrap};
 use reference::{dtype_of, weight_grad};
 
 /// Bytes of cuDNN's workspace on each stream (each job slot) that runs its convolutions: 256 MiB
@@ -153,28 +153,32 @@ pub trait ConvOps: Backend {
 
     /// `groups` G convolutions side by side as the library's grouped convolution (the `cudnn`
     /// part's fused path, [`library`]): `x: [N, G·C_in, H, W]`, `weight: [G·C_out, C_in, 3, 3]`
-    /// (f32, cast to `x`'s dtype). Default: [`Self::library_grouped_forward`]; `Autodiff<B>`
-    /// runs it as a node of the three library calls.
+    /// (f32, cast to `x`'s dtype); the image's layer on `cores`. Default:
+    /// [`Self::library_grouped_forward`]; `Autodiff<B>` runs it as a node of the three library
+    /// calls.
     fn library_grouped_conv3x3(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         groups: usize,
+        cores: ImageCores,
     ) -> FloatTensor<Self> {
         let [operand, flipped] = Self::conv_operands(weight, groups, dtype_of::<Self>(&x));
-        Self::library_grouped_forward(x, operand, flipped, groups)
+        Self::library_grouped_forward(x, operand, flipped, groups, cores)
     }
 
     /// The forward of [`Self::library_grouped_conv3x3`] by `operand: [G·C_out, C_in, 3, 3]` in
     /// `x`'s dtype, with its `flipped` kernels `[G·C_in, C_out, 3, 3]` ([`Self::conv_operands`])
     /// to run as the faster of two calls. Default: burn's grouped `conv2d` by `operand`; the CUDA
-    /// backend: cuDNN (bf16) as the faster of its two calls ([`Self::conv3x3_either`]).
+    /// backend: cuDNN (bf16) as the faster of its two calls ([`Self::conv3x3_either`]), the
+    /// image's layer on its direct kernels on `cores`.
     fn library_grouped_forward(
         x: FloatTensor<Self>,
         operand: FloatTensor<Self>,
         flipped: FloatTensor<Self>,
         groups: usize,
+        cores: ImageCores,
     ) -> FloatTensor<Self> {
-        let _ = flipped;
+        let _ = (flipped, cores);
         grouped::by_burn_conv::<Self>(x, operand, groups)
     }
 
@@ -192,12 +196,15 @@ pub trait ConvOps: Backend {
     }
 
     /// The weight gradient of [`Self::library_grouped_forward`], f32 `[G·C_out, C_in, 3, 3]`.
-    /// Default: [`library::weight_grad_by_im2col`]; the CUDA backend: cuDNN.
+    /// Default: [`library::weight_grad_by_im2col`]; the CUDA backend: cuDNN, the image's layer
+    /// on its direct kernel on `cores`.
     fn library_grouped_weight_grad(
         x: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         groups: usize,
+        cores: ImageCores,
     ) -> FloatTensor<Self> {
+        let _ = cores;
         library::weight_grad_by_im2col::<Self>(x, dy, groups)
     }
 
@@ -298,8 +305,9 @@ impl<B: ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         groups: usize,
+        cores: ImageCores,
     ) -> FloatTensor<Self> {
-        library::autodiff_library::<B, C>(x, weight, groups)
+        library::autodiff_library::<B, C>(x, weight, groups, cores)
     }
 }
 

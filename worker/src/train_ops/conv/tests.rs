@@ -252,7 +252,8 @@ fn cuda_cudnn_node_matches_burn_conv2d() {
         Tensor::<Flex, 4>::random([64, 3, 3, 3], Distribution::Normal(0.0, 0.3), &host)
     });
     let on_gpu = |t: &Tensor<Flex, 4>| unwrap(Tensor::<B, 4>::from_data(t.to_data(), &Default::default()));
-    let out = wrap::<B, 4>(B::conv3x3_nobias(on_gpu(&x), on_gpu(&weight), ConvEngine::Cudnn));
+    let out =
+        wrap::<B, 4>(B::conv3x3_nobias(on_gpu(&x), on_gpu(&weight), ConvEngine::Cudnn(ImageCores::Cuda)));
     assert_eq!(out.dtype(), burn::tensor::DType::F32);
     let out = Tensor::<Flex, 4>::from_data(out.into_data(), &host);
     let want = conv2d(x, weight, None, same_3x3());

@@ -72,6 +72,11 @@ pub struct Kernels {
     /// every operation. Needs `direct`.
     #[serde(default)]
     pub replay_step: bool,
+    /// On CUDA, the bf16 image layer's forward and weight gradient on tensor cores
+    /// (`16 × 16 × 16` bf16 tiles, f32 sums) where its output channels are whole tiles of 16
+    /// (16–64), the CUDA-core kernels elsewhere ([`ImageCores`]). Needs `bimage`.
+    #[serde(default)]
+    pub tensor_core_image: bool,
 }
 
 /// Which kernels run the model's bf16 3×3 convolutions.
@@ -81,8 +86,19 @@ pub enum ConvEngine {
     Burn,
     /// cubek's kernels on tilings tuned for the model (`tconv`).
     Tuned,
-    /// cuDNN (`cudnn`); shapes it does not take run as [`ConvEngine::Tuned`].
-    Cudnn,
+    /// cuDNN (`cudnn`), the bf16 image layer on the direct kernels of these cores; shapes cuDNN
+    /// does not take run as [`ConvEngine::Tuned`].
+    Cudnn(ImageCores),
+}
+
+/// Which cores run the bf16 image layer's direct kernels (`tcimage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageCores {
+    /// 27 FP32 multiply-adds an output on CUDA cores, every shape the kernels hold.
+    Cuda,
+    /// bf16 tiles on tensor cores where the output channels are whole tiles, CUDA cores
+    /// elsewhere.
+    Tensor,
 }
 
 /// `--kernels` help of the commands that train.
@@ -106,15 +122,16 @@ pub const BENCH_KERNELS_HELP: &str = "Kernel sets to time, comma separated: auto
     pooling folded into the BatchNorm + ReLU layer before it, both ways; with bn and pool), head (the head's \
     matmuls on one fixed kernel each, not autotuned), dual (each cuDNN convolution and input gradient as \
     whichever of the pass by the kernel and the other pass by its flipped transpose cuDNN times faster, as \
-    fused groups always run; with cudnn), direct (CUDA: \
+    fused groups always run; with cudnn), tcimage (the bf16 image layer's forward and weight gradient on \
+    tensor cores where its output channels are whole tiles of 16; with bimage), direct (CUDA: \
     operations launched by the training thread, without burn's fusion stream), graph (CUDA: the step recorded \
     once as a CUDA graph and replayed; with direct); a named set among the parts stands for its own \
     (fast-bf16+cudnn)";
 
 /// The parts of a kernel set as `--kernels` spells them, joined by `+` (`wgrad+bn+bf16`).
-const PARTS: [&str; 15] = [
+const PARTS: [&str; 16] = [
     "wgrad", "dgrad", "bn", "bf16", "tconv", "pool", "xgemm", "mconv", "cudnn", "bimage", "bnpool", "head",
-    "dual", "direct", "graph",
+    "dual", "direct", "graph", "tcimage",
 ];
 
 impl Kernels {
@@ -135,6 +152,7 @@ impl Kernels {
         dual_calls: false,
         direct_launch: false,
         replay_step: false,
+        tensor_core_image: false,
     };
     /// The fastest measured f32 combination: `wgrad+dgrad+bn+pool` (what `auto` runs on the CPU).
     pub const FAST: Kernels = Kernels {
@@ -188,6 +206,7 @@ impl Kernels {
             self.dual_calls,
             self.direct_launch,
             self.replay_step,
+            self.tensor_core_image,
         ]
     }
 
@@ -215,10 +234,18 @@ impl Kernels {
         }
     }
 
+    /// The cores of the bf16 image layer's direct kernels.
+    pub fn image_cores(self) -> ImageCores {
+        match self.tensor_core_image {
+            true => ImageCores::Tensor,
+            false => ImageCores::Cuda,
+        }
+    }
+
     /// The kernels of the bf16 convolutions.
     pub fn conv_engine(self) -> ConvEngine {
         match (self.cudnn_conv, self.tuned_conv) {
-            (true, _) => ConvEngine::Cudnn,
+            (true, _) => ConvEngine::Cudnn(self.image_cores()),
             (false, true) => ConvEngine::Tuned,
             (false, false) => ConvEngine::Burn,
         }
@@ -273,6 +300,7 @@ impl std::str::FromStr for Kernels {
             dual_calls,
             direct_launch,
             replay_step,
+            tensor_core_image,
         ] = on;
         let kernels = Kernels {
             gemm_weight_grad,
@@ -290,6 +318,7 @@ impl std::str::FromStr for Kernels {
             dual_calls,
             direct_launch,
             replay_step,
+            tensor_core_image,
         };
         if replay_step && !direct_launch {
             return Err(format!(
@@ -317,6 +346,12 @@ impl std::str::FromStr for Kernels {
             return Err(format!(
                 "{s:?}: bimage runs the image's bf16 convolution on cuDNN: it needs the cudnn part and \
                  not xgemm (which runs that convolution in f32)"
+            ));
+        }
+        if tensor_core_image && !bf16_image {
+            return Err(format!(
+                "{s:?}: tcimage runs the bf16 image layer's direct kernels on tensor cores: it needs the \
+                 bimage part"
             ));
         }
         if pooled_norm && !(fused_batch_norm && custom_pool) {

@@ -30,6 +30,7 @@ fn kernel_sets_parse_and_print_back() {
         "head",
         "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+head+direct+graph",
         "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+head+dual+direct+graph",
+        "wgrad+dgrad+bn+bf16+tconv+pool+cudnn+bimage+bnpool+head+direct+graph+tcimage",
     ] {
         let kernels: Kernels = name.parse().unwrap();
         assert_eq!(kernels.to_string(), name);
@@ -61,10 +62,23 @@ fn the_cudnn_part_is_refused_off_cuda_and_runs_ahead_of_the_tuned_tilings() {
     assert!(err.contains("CUDA devices only"), "{err}");
     assert_eq!(check_kernels(Kernels::FAST_BF16, DeviceChoice::Cpu), Ok(()));
     // cuDNN comes before the tuned tilings, and they before burn's kernels.
-    assert_eq!("fast-bf16+cudnn".parse::<Kernels>().unwrap().conv_engine(), ConvEngine::Cudnn);
-    assert_eq!("dgrad+bn+bf16+cudnn".parse::<Kernels>().unwrap().conv_engine(), ConvEngine::Cudnn);
+    let cuda_cores = ConvEngine::Cudnn(ImageCores::Cuda);
+    assert_eq!("fast-bf16+cudnn".parse::<Kernels>().unwrap().conv_engine(), cuda_cores);
+    assert_eq!("dgrad+bn+bf16+cudnn".parse::<Kernels>().unwrap().conv_engine(), cuda_cores);
     assert_eq!(Kernels::FAST_BF16.conv_engine(), ConvEngine::Tuned);
     assert_eq!(Kernels::FAST.conv_engine(), ConvEngine::Burn);
+}
+
+/// The image layer's tensor-core kernels run only where a set asks for them: no named set
+/// does until they are measured on a GPU.
+#[test]
+fn the_tcimage_part_puts_the_image_layer_on_tensor_cores() {
+    let tensor = "fast-bf16-cudnn+tcimage".parse::<Kernels>().unwrap();
+    assert_eq!(tensor, Kernels { tensor_core_image: true, ..Kernels::FAST_BF16_CUDNN });
+    assert_eq!(tensor.conv_engine(), ConvEngine::Cudnn(ImageCores::Tensor));
+    for named in [Kernels::FAST, Kernels::FAST_BF16, Kernels::FAST_BF16_CUDNN] {
+        assert_eq!(named.image_cores(), ImageCores::Cuda, "{named}");
+    }
 }
 
 #[test]
@@ -92,6 +106,10 @@ fn bad_kernel_sets_are_rejected_with_the_reason() {
     for bad in ["wgrad+dgrad+bn+bnpool", "wgrad+dgrad+pool+bnpool"] {
         let err = bad.parse::<Kernels>().unwrap_err();
         assert!(err.contains("bnpool") && err.contains("bn and pool parts"), "{err}");
+    }
+    for bad in ["fast-bf16+cudnn+tcimage", "fast+tcimage"] {
+        let err = bad.parse::<Kernels>().unwrap_err();
+        assert!(err.contains("tcimage") && err.contains("needs the bimage part"), "{err}");
     }
     assert!("".parse::<Kernels>().is_err());
     assert!("auto".parse::<Kernels>().is_err(), "auto is a choice, not a set");

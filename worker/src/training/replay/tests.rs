@@ -148,7 +148,8 @@ fn cuda_replayed_steps_train_as_steps_op_by_op() {
     let mut sets = vec![Kernels::FAST_BF16];
     let cudnn = Kernels::FAST_BF16_CUDNN;
     if crate::train_ops::check_kernels(cudnn, crate::device::DeviceChoice::Cuda(0)).is_ok() {
-        sets.extend([cudnn, Kernels { explicit_gemm: true, bf16_image: false, ..cudnn }]);
+        let f32_image = Kernels { explicit_gemm: true, bf16_image: false, ..cudnn };
+        sets.extend([cudnn, f32_image, Kernels { tensor_core_image: true, ..cudnn }]);
     }
     let sizes = [64, 64, 64, 48, 64, 64, 64, 48, 64, 64];
     for kernels in sets {

@@ -17,10 +17,12 @@ use burn_cubecl::ops::permute_nhwc_to_nchw;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
+use super::image_mma;
 use super::image_rows::{
     LANES, PER_THREAD, PIXEL_THREADS, ROWS, RUN, SIDE, TILE_WIDTH, block_rows, blocks_per_image, holds,
     stage_rows,
 };
+use crate::train_ops::ImageCores;
 use crate::train_ops::cube::{KernelTensor, LaunchMany, custom_op_many};
 
 /// Blocks a cube convolves in turn with the weights it holds in registers.
@@ -154,10 +156,21 @@ fn convolve_block<O: Float, N: Size>(
 /// `groups` G layers side by side, `x: [N, G·C_in, H, W]` convolved by `weight: [G·C_out,
 /// C_in, 3, 3]` ([`takes`]; any layouts), into a new `[N, G·C_out, H, W]` of `dtype`,
 /// channels-last in memory.
-fn launch<R: CubeRuntime>([x, weight]: [CubeTensor<R>; 2], groups: usize, dtype: DType) -> CubeTensor<R> {
+fn launch<R: CubeRuntime>(
+    [x, weight]: [CubeTensor<R>; 2],
+    groups: usize,
+    dtype: DType,
+    cores: ImageCores,
+) -> CubeTensor<R> {
     let [n, channels, height, width] = x.meta.shape().dims::<4>();
     let (rows, c_in) = (weight.meta.shape()[0], channels / groups);
     let c_out = rows / groups;
+    if cores == ImageCores::Tensor
+        && weight.dtype == DType::BF16
+        && image_mma::takes(c_in, c_out, width, x.dtype)
+    {
+        return image_mma::launch([x, weight], groups, dtype);
+    }
     let (client, device) = (x.client.clone(), x.device.clone());
     let shape = Shape::new([n, height, width, rows]);
     let output = empty_device_contiguous_dtype(client.clone(), device, shape, dtype);
@@ -181,12 +194,13 @@ fn launch<R: CubeRuntime>([x, weight]: [CubeTensor<R>; 2], groups: usize, dtype:
 
 /// `groups` G 3×3 "same" convolutions side by side, without bias, of `x: [N, G·C_in, H, W]` by
 /// `weight: [G·C_out, C_in, 3, 3]` ([`takes`] per model): `[N, G·C_out, H, W]` in `x`'s dtype
-/// (f32 sums), channels-last in memory.
-pub fn conv3x3<T: KernelTensor>(x: T, weight: T, groups: usize) -> T {
+/// (f32 sums), channels-last in memory; on tensor cores with [`ImageCores::Tensor`] where
+/// [`image_mma::takes`] the shape.
+pub fn conv3x3<T: KernelTensor>(x: T, weight: T, groups: usize, cores: ImageCores) -> T {
     let [n, _, h, w] = x.shape().dims::<4>();
     let dtype = x.dtype();
     let out = (Shape::new([n, weight.shape()[0], h, w]), dtype);
-    let launch: LaunchMany<T::Runtime, 2, 1> = Box::new(move |inputs| [launch(inputs, groups, dtype)]);
+    let launch: LaunchMany<T::Runtime, 2, 1> = Box::new(move |inputs| [launch(inputs, groups, dtype, cores)]);
     let [y] = custom_op_many::<T, 2, 1>("image_forward", [x, weight], [out], launch);
     y
 }

@@ -23,10 +23,12 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
+use super::image_mma_wgrad;
 use super::image_rows::{
     CHANNEL_THREADS, LANES, MAX_WIDTH, PER_THREAD, PIXEL_THREADS, ROWS, RUN, SIDE, TILE_WIDTH, block_rows,
     blocks_per_image, holds, stage_rows,
 };
+use crate::train_ops::ImageCores;
 use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_many};
 
 /// A thread's vector loads of a block's output gradient, at most: the block's `ROWS · width ·
@@ -174,7 +176,7 @@ fn partial_sums_kernel<X: Float, Y: Float, N: Size>(
 /// the cube's 32 weights, each thread every eighth partial, then one thread a weight adds the
 /// eight.
 #[cube(launch)]
-fn sum_partials_kernel(partials: &Tensor<f32>, output: &mut Tensor<f32>) {
+pub(super) fn sum_partials_kernel(partials: &Tensor<f32>, output: &mut Tensor<f32>) {
     let weights = output.len();
     let k = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
     let mut sum = 0.0f32;
@@ -199,12 +201,24 @@ fn sum_partials_kernel(partials: &Tensor<f32>, output: &mut Tensor<f32>) {
 
 /// Both stages on `groups` G layers side by side, `x: [N, G·C_in, H, W]` and `dy: [N, G·C_out,
 /// H, W]` (any layout): `[G·C_out, C_in, 3, 3]` f32, contiguous.
-fn launch<R: CubeRuntime>([x, dy]: [CubeTensor<R>; 2], shape: &Shape, groups: usize) -> CubeTensor<R> {
+fn launch<R: CubeRuntime>(
+    [x, dy]: [CubeTensor<R>; 2],
+    shape: &Shape,
+    groups: usize,
+    cores: ImageCores,
+) -> CubeTensor<R> {
     let [rows, c_in, _, _] = shape.dims::<4>();
     let c_out = rows / groups;
     let height = x.meta.shape()[2];
     let (client, device) = (x.client.clone(), x.device.clone());
     let dy = channels_last(dy);
+    let both_bf16 = x.dtype == DType::BF16 && dy.dtype == DType::BF16;
+    if cores == ImageCores::Tensor
+        && both_bf16
+        && image_mma_wgrad::takes(c_in, c_out, x.meta.shape()[3], x.dtype)
+    {
+        return image_mma_wgrad::launch([x, dy], shape, groups);
+    }
     let weights = shape.num_elements();
     let partials = empty_device_contiguous_dtype(
         client.clone(),
@@ -239,11 +253,13 @@ fn launch<R: CubeRuntime>([x, dy]: [CubeTensor<R>; 2], shape: &Shape, groups: us
 
 /// The weight gradient of `groups` G 3×3 "same" convolutions side by side, of `x: [N, G·C_in,
 /// H, W]` from their output gradient `dy: [N, G·C_out, H, W]` ([`takes`] per model): `[G·C_out,
-/// C_in, 3, 3]` f32.
-pub fn weight_grad<T: KernelTensor>(x: T, dy: T, groups: usize) -> T {
+/// C_in, 3, 3]` f32; on tensor cores with [`ImageCores::Tensor`] where
+/// [`image_mma_wgrad::takes`] the shape.
+pub fn weight_grad<T: KernelTensor>(x: T, dy: T, groups: usize, cores: ImageCores) -> T {
     let shape = Shape::new([dy.shape()[1], x.shape()[1] / groups, SIDE, SIDE]);
     let out = (shape.clone(), DType::F32);
-    let launch: LaunchMany<T::Runtime, 2, 1> = Box::new(move |inputs| [launch(inputs, &shape, groups)]);
+    let launch: LaunchMany<T::Runtime, 2, 1> =
+        Box::new(move |inputs| [launch(inputs, &shape, groups, cores)]);
     let [dw] = custom_op_many::<T, 2, 1>("image_weight_grad", [x, dy], [out], launch);
     dw
 }

@@ -4,12 +4,15 @@
 //! sum ([`summed_matmul`]), and the image's bf16 layer ([`image`], a model's or fused models'
 //! side by side): its direct forward
 //! ([`image_forward`]) and weight gradient ([`image_wgrad`]) on its rows staged in shared memory
-//! ([`image_rows`]), or cuDNN with its channels padded ([`pad`]).
+//! ([`image_rows`]), on tensor cores where its output channels are whole tiles ([`image_mma`],
+//! [`image_mma_wgrad`]), or cuDNN with its channels padded ([`pad`]).
 
 pub mod cudnn;
 pub mod im2col;
 pub mod image;
 pub mod image_forward;
+pub mod image_mma;
+pub mod image_mma_wgrad;
 pub mod image_rows;
 pub mod image_wgrad;
 pub mod pad;
@@ -25,7 +28,7 @@ use burn_cubecl::tensor::CubeTensor;
 
 use super::{ConvOps, reference};
 use crate::train_ops::cube::{KernelTensor, custom_op};
-use crate::train_ops::{ConvEngine, unwrap, wrap};
+use crate::train_ops::{ConvEngine, ImageCores, unwrap, wrap};
 
 /// The hooks on both CUDA backends, with and without burn's fusion stream.
 macro_rules! conv_ops {
@@ -37,11 +40,13 @@ macro_rules! conv_ops {
                 engine: ConvEngine,
             ) -> FloatTensor<Self> {
                 match engine {
-                    ConvEngine::Cudnn if image::takes_bf16_image(&x, &weight) => image::conv3x3(x, weight),
-                    ConvEngine::Cudnn if cudnn::takes_layer(&x, &weight, weight.shape()[0]) => {
+                    ConvEngine::Cudnn(cores) if image::takes_bf16_image(&x, &weight) => {
+                        image::conv3x3(x, weight, cores)
+                    }
+                    ConvEngine::Cudnn(_) if cudnn::takes_layer(&x, &weight, weight.shape()[0]) => {
                         cudnn::conv3x3(x, weight)
                     }
-                    ConvEngine::Tuned | ConvEngine::Cudnn if tuned::tunable(&x, &weight) => {
+                    ConvEngine::Tuned | ConvEngine::Cudnn(_) if tuned::tunable(&x, &weight) => {
                         tuned::conv3x3(x, weight)
                     }
                     _ => Self::conv2d(x, weight, None, reference::same_3x3()),
@@ -54,7 +59,7 @@ macro_rules! conv_ops {
                 flipped: FloatTensor<Self>,
                 engine: ConvEngine,
             ) -> FloatTensor<Self> {
-                match engine == ConvEngine::Cudnn
+                match matches!(engine, ConvEngine::Cudnn(_))
                     && cudnn::takes(&x, &weight, &[x.shape()[1], weight.shape()[0]])
                 {
                     true => cudnn::grouped_conv3x3_fastest(x, weight, flipped, 1),
@@ -68,10 +73,13 @@ macro_rules! conv_ops {
                 engine: ConvEngine,
             ) -> FloatTensor<Self> {
                 // cuDNN takes the gradient when it takes the convolution: `dy` has the kernel's C_out.
-                if engine == ConvEngine::Cudnn && image::takes_bf16_image(&x, &dy) {
-                    return image::weight_grad(x, dy);
+                let ConvEngine::Cudnn(cores) = engine else {
+                    return unwrap(reference::weight_grad::<Self>(wrap(x), wrap(dy)));
+                };
+                if image::takes_bf16_image(&x, &dy) {
+                    return image::weight_grad(x, dy, cores);
                 }
-                if engine == ConvEngine::Cudnn && cudnn::takes_layer(&x, &dy, dy.shape()[1]) {
+                if cudnn::takes_layer(&x, &dy, dy.shape()[1]) {
                     return super::library::f32_grad::<Self>(cudnn::weight_grad(x, dy));
                 }
                 unwrap(reference::weight_grad::<Self>(wrap(x), wrap(dy)))
@@ -82,9 +90,10 @@ macro_rules! conv_ops {
                 operand: FloatTensor<Self>,
                 flipped: FloatTensor<Self>,
                 groups: usize,
+                cores: ImageCores,
             ) -> FloatTensor<Self> {
                 if image::direct_takes_grouped(&x, &operand, operand.shape()[0] / groups, groups) {
-                    return image_forward::conv3x3(x, operand, groups);
+                    return image_forward::conv3x3(x, operand, groups, cores);
                 }
                 match cudnn::takes(&x, &operand, &grouped_channels(&x, &operand, groups)) {
                     true => cudnn::grouped_conv3x3_fastest(x, operand, flipped, groups),
@@ -108,9 +117,10 @@ macro_rules! conv_ops {
                 x: FloatTensor<Self>,
                 dy: FloatTensor<Self>,
                 groups: usize,
+                cores: ImageCores,
             ) -> FloatTensor<Self> {
                 if image::direct_takes_grouped(&x, &dy, dy.shape()[1] / groups, groups) {
-                    return image_wgrad::weight_grad(x, dy, groups);
+                    return image_wgrad::weight_grad(x, dy, groups, cores);
                 }
                 match cudnn::takes(&x, &dy, &[x.shape()[1] / groups, dy.shape()[1] / groups]) {
                     true => super::library::f32_grad::<Self>(cudnn::grouped_weight_grad(x, dy, groups)),
