@@ -162,23 +162,17 @@ fn multiply<E: Float>(
         );
         #[unroll]
         for kk in 0..TAPS / TILE {
-            let lhs = cmma::Matrix::<E>::from_slice(
-                cmma::MatrixIdent::A,
-                TILE,
-                TILE,
-                TILE,
-                cmma::MatrixLayout::RowMajor,
+            let lhs = load_tile::<E>(
                 &a.slice(a_at + kk * TILE, a_at + TILE * TAPS),
                 TAPS as u32,
-            );
-            let rhs = cmma::Matrix::<E>::from_slice(
-                cmma::MatrixIdent::B,
-                TILE,
-                TILE,
-                TILE,
+                cmma::MatrixIdent::A,
                 cmma::MatrixLayout::RowMajor,
+            );
+            let rhs = load_tile::<E>(
                 &b.slice(kk * TILE * c_out + j * TILE, TAPS * c_out),
                 c_out as u32,
+                cmma::MatrixIdent::B,
+                cmma::MatrixLayout::RowMajor,
             );
             cmma::execute::<E, E, f32, f32>(&lhs, &rhs, &acc, &acc);
         }
@@ -189,6 +183,18 @@ fn multiply<E: Float>(
             cmma::MatrixLayout::RowMajor,
         );
     }
+}
+
+/// The `16 × 16` operand tile `ident` at the start of `slice`, its rows (`RowMajor`) or columns
+/// (`ColMajor`) `stride` elements apart.
+#[cube]
+pub(super) fn load_tile<E: Float>(
+    slice: &Slice<E>,
+    stride: u32,
+    #[comptime] ident: cmma::MatrixIdent,
+    layout: cmma::MatrixLayout,
+) -> cmma::Matrix<E> {
+    cmma::Matrix::<E>::from_slice(ident, TILE, TILE, TILE, layout, slice, stride)
 }
 
 /// Warp `w` writes its pixels' rows of `sums` that lie in the block (`p < pixels`) to

@@ -13,11 +13,9 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::image_mma::{TAPS, TILE, WARP, WARPS, build_rows};
-use super::image_rows::{
-    CHANNEL_THREADS, LANES, PIXEL_THREADS, ROWS, SIDE, TILE_WIDTH, block_rows, blocks_per_image, stage_rows,
-};
-use super::image_wgrad::sum_partials_kernel;
+use super::image_mma::{TAPS, TILE, WARP, WARPS, build_rows, load_tile};
+use super::image_rows::{LANES, ROWS, SIDE, TILE_WIDTH, block_rows, blocks_per_image, stage_rows};
+use super::image_wgrad::sum_partials;
 
 /// First-stage cubes, and so partial sums per weight: two cubes an SM on an H100.
 const PARTIALS: usize = 264;
@@ -115,23 +113,17 @@ fn mma_partials_kernel<X: Float, Y: Float, E: Float, N: Size>(
             #[unroll]
             for kk in 0..WARPS {
                 // Dᵀ's tile (ti, kk): D's pixels kk·16.. and channels ti·16.., column-major.
-                let lhs = cmma::Matrix::<E>::from_slice(
-                    cmma::MatrixIdent::A,
-                    TILE,
-                    TILE,
-                    TILE,
-                    cmma::MatrixLayout::ColMajor,
+                let lhs = load_tile::<E>(
                     &d.slice(kk * TILE * c_out + ti * TILE, WARPS * TILE * c_out),
                     c_out as u32,
+                    cmma::MatrixIdent::A,
+                    cmma::MatrixLayout::ColMajor,
                 );
-                let rhs = cmma::Matrix::<E>::from_slice(
-                    cmma::MatrixIdent::B,
-                    TILE,
-                    TILE,
-                    TILE,
-                    cmma::MatrixLayout::RowMajor,
+                let rhs = load_tile::<E>(
                     &a.slice(kk * TILE * TAPS + tj * TILE, WARPS * TILE * TAPS),
                     TAPS as u32,
+                    cmma::MatrixIdent::B,
+                    cmma::MatrixLayout::RowMajor,
                 );
                 cmma::execute::<E, E, f32, f32>(&lhs, &rhs, &acc, &acc);
             }
@@ -202,13 +194,5 @@ pub fn launch<R: CubeRuntime>([x, dy]: [CubeTensor<R>; 2], shape: &Shape, groups
         c_out,
         dtypes,
     );
-    let output = empty_device_contiguous_dtype(client.clone(), device, shape.clone(), DType::F32);
-    sum_partials_kernel::launch::<R>(
-        &client,
-        CubeCount::Static(weights.div_ceil(CHANNEL_THREADS) as u32, 1, 1),
-        CubeDim::new_2d(CHANNEL_THREADS as u32, PIXEL_THREADS as u32),
-        partials.into_tensor_arg(),
-        output.clone().into_tensor_arg(),
-    );
-    output
+    sum_partials(partials, shape)
 }

@@ -176,7 +176,7 @@ fn partial_sums_kernel<X: Float, Y: Float, N: Size>(
 /// the cube's 32 weights, each thread every eighth partial, then one thread a weight adds the
 /// eight.
 #[cube(launch)]
-pub(super) fn sum_partials_kernel(partials: &Tensor<f32>, output: &mut Tensor<f32>) {
+fn sum_partials_kernel(partials: &Tensor<f32>, output: &mut Tensor<f32>) {
     let weights = output.len();
     let k = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
     let mut sum = 0.0f32;
@@ -240,6 +240,14 @@ fn launch<R: CubeRuntime>(
         c_out,
         dtypes,
     );
+    sum_partials(partials, shape)
+}
+
+/// Stage 2 of this kernel and of the tensor-core one: `partials: [P, K]`, each row a cube's
+/// sums of the `K` weights, added over `P` in a fixed order into a new `shape` in f32.
+pub(super) fn sum_partials<R: CubeRuntime>(partials: CubeTensor<R>, shape: &Shape) -> CubeTensor<R> {
+    let (client, device) = (partials.client.clone(), partials.device.clone());
+    let weights = shape.num_elements();
     let output = empty_device_contiguous_dtype(client.clone(), device, shape.clone(), DType::F32);
     sum_partials_kernel::launch::<R>(
         &client,
