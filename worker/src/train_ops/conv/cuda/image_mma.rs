@@ -33,9 +33,10 @@ pub(super) const WARP: usize = 32;
 /// Blocks a cube convolves in turn with the weights it staged once.
 const BLOCKS_PER_CUBE: usize = 4;
 
-/// Whether the kernel takes `groups` layers of `c_in` input and `c_out` output channels on
-/// images `width` pixels wide, of operands in `dtype`: bf16 operands, output channels whole
-/// tiles of at most four, and a block's pixels within its warps.
+/// Whether the tensor-core kernels (this forward and [`super::image_mma_wgrad`]) take a layer
+/// of `c_in` input and `c_out` output channels on images `width` pixels wide, of operands in
+/// `dtype`: bf16 operands, output channels whole tiles of at most four, and a block's pixels
+/// within its warps.
 pub fn takes(c_in: usize, c_out: usize, width: usize, dtype: DType) -> bool {
     dtype == DType::BF16
         && c_in <= MAX_CHANNELS

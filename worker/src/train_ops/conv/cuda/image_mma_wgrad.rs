@@ -24,13 +24,6 @@ const PARTIALS: usize = 264;
 /// tiles of channels) in vectors of [`LANES`] over the cube's threads.
 const STAGED_LOADS: usize = WARPS * TILE * 4 * TILE / LANES / (WARPS * WARP);
 
-/// Whether the kernel takes a layer of `c_in` input and `c_out` output channels on images
-/// `width` pixels wide with `x` and `dy` in `dtype`: the forward's shapes
-/// ([`super::image_mma::takes`]).
-pub fn takes(c_in: usize, c_out: usize, width: usize, dtype: DType) -> bool {
-    super::image_mma::takes(c_in, c_out, width, dtype)
-}
-
 /// Stage 1 on a `(PARTIALS, G)` grid of `(32, WARPS)` cubes, `G` models' layers side by side:
 /// cube `(p, g)` takes the blocks `p, p + PARTIALS, …` of [`ROWS`] rows of model `g`'s images,
 /// stages each block's output gradient as `D: [128, C_out]` (zeros past its pixels) and its

@@ -23,11 +23,11 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::image_mma_wgrad;
 use super::image_rows::{
     CHANNEL_THREADS, LANES, MAX_WIDTH, PER_THREAD, PIXEL_THREADS, ROWS, RUN, SIDE, TILE_WIDTH, block_rows,
     blocks_per_image, holds, stage_rows,
 };
+use super::{image_mma, image_mma_wgrad};
 use crate::train_ops::ImageCores;
 use crate::train_ops::cube::{KernelTensor, LaunchMany, channels_last, custom_op_many};
 
@@ -212,10 +212,9 @@ fn launch<R: CubeRuntime>(
     let height = x.meta.shape()[2];
     let (client, device) = (x.client.clone(), x.device.clone());
     let dy = channels_last(dy);
-    let both_bf16 = x.dtype == DType::BF16 && dy.dtype == DType::BF16;
     if cores == ImageCores::Tensor
-        && both_bf16
-        && image_mma_wgrad::takes(c_in, c_out, x.meta.shape()[3], x.dtype)
+        && dy.dtype == DType::BF16
+        && image_mma::takes(c_in, c_out, x.meta.shape()[3], x.dtype)
     {
         return image_mma_wgrad::launch([x, dy], shape, groups);
     }
@@ -262,7 +261,7 @@ pub(super) fn sum_partials<R: CubeRuntime>(partials: CubeTensor<R>, shape: &Shap
 /// The weight gradient of `groups` G 3×3 "same" convolutions side by side, of `x: [N, G·C_in,
 /// H, W]` from their output gradient `dy: [N, G·C_out, H, W]` ([`takes`] per model): `[G·C_out,
 /// C_in, 3, 3]` f32; on tensor cores with [`ImageCores::Tensor`] where
-/// [`image_mma_wgrad::takes`] the shape.
+/// [`image_mma::takes`] the shape.
 pub fn weight_grad<T: KernelTensor>(x: T, dy: T, groups: usize, cores: ImageCores) -> T {
     let shape = Shape::new([dy.shape()[1], x.shape()[1] / groups, SIDE, SIDE]);
     let out = (shape.clone(), DType::F32);
